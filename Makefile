@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# NetKernel: one Makefile for everything.  Quiet by default, V=1 for the
+# full commands; all build output under $(OUTPUT) (build/).
+#
+#   make            build nkd, nkctl, nk-nsm, libnkguest.so, nk-run, tests
+#   make test       run the test suite (as root; builds first)
+#   make demo       run the demo topology (as root)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make check      static analysis (cppcheck, clang --analyze)
+#   make help       this list
+
+OUTPUT ?= build
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+CLANG ?= clang
+
+ifeq ($(V),1)
+  Q =
+  msg =
+else
+  Q = @
+  msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := all
+
+PKGS := jansson libmnl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS ?= -O2 -g
+# -Wno-missing-field-initializers: "= { .x = 1 }" designated initialisers
+# are the house style and zero the rest on purpose.
+WARNINGS := -Wall -Wextra -Werror -Wno-missing-field-initializers
+ALL_CFLAGS := $(CFLAGS) $(WARNINGS) -std=gnu11 -D_GNU_SOURCE -fPIC \
+	-Iinclude -Ilib $(PKG_CFLAGS)
+LDFLAGS ?=
+
+LIB_SRCS := $(wildcard lib/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(OUTPUT)/%.o)
+NKD_SRCS := $(wildcard ctl/nkd*.c)
+NKCTL_SRCS := $(wildcard ctl/nkctl*.c)
+NSM_SRCS := $(wildcard nsm/*.c)
+SHIM_SRCS := $(filter-out guest-shim/nk-run.c,$(wildcard guest-shim/*.c))
+SELFTEST_SRCS := $(wildcard selftests/*.c)
+
+BINS := $(OUTPUT)/nkd $(OUTPUT)/nkctl $(OUTPUT)/nk-nsm $(OUTPUT)/nk-run \
+	$(OUTPUT)/libnkguest.so
+SELFTEST_BINS := $(SELFTEST_SRCS:selftests/%.c=$(OUTPUT)/selftests/%)
+
+.PHONY: all
+all: $(BINS) $(SELFTEST_BINS)
+
+$(OUTPUT)/%.o: %.c $(wildcard include/netkernel/*.h lib/*.h) | $(OUTPUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(OUTPUT)/libnkcommon.a: $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)$(AR) rcs $@ $^
+
+$(OUTPUT)/nkd: $(NKD_SRCS:%.c=$(OUTPUT)/%.o) $(OUTPUT)/libnkcommon.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(OUTPUT)/nkctl: $(NKCTL_SRCS:%.c=$(OUTPUT)/%.o) $(OUTPUT)/libnkcommon.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(OUTPUT)/nk-nsm: $(NSM_SRCS:%.c=$(OUTPUT)/%.o) $(OUTPUT)/libnkcommon.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# The guest library exports only the interposed symbols (libnkguest.map).
+$(OUTPUT)/libnkguest.so: $(SHIM_SRCS:%.c=$(OUTPUT)/%.o) $(OUTPUT)/libnkcommon.a guest-shim/libnkguest.map
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -shared -Wl,--version-script=guest-shim/libnkguest.map \
+		-Wl,-z,defs -o $@ $(filter %.o %.a,$^) -ldl -lpthread
+
+$(OUTPUT)/nk-run: $(OUTPUT)/guest-shim/nk-run.o
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^
+
+$(OUTPUT)/selftests/%: $(OUTPUT)/selftests/%.o $(OUTPUT)/libnkcommon.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
+
+$(OUTPUT):
+	$(Q)mkdir -p $@
+
+.PHONY: test
+test: all
+	$(Q)OUTPUT=$(abspath $(OUTPUT)) bash selftests/run.sh $(TESTS)
+
+.PHONY: demo
+demo: all
+	$(Q)OUTPUT=$(abspath $(OUTPUT)) bash tools/demo.sh
+
+.PHONY: install
+install: all
+	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+		$(DESTDIR)$(PREFIX)/lib/netkernel
+	$(Q)install -m 0755 $(OUTPUT)/nkd $(OUTPUT)/nk-nsm $(DESTDIR)$(PREFIX)/sbin/
+	$(Q)install -m 0755 $(OUTPUT)/nkctl $(OUTPUT)/nk-run $(DESTDIR)$(PREFIX)/bin/
+	$(Q)install -m 0644 $(OUTPUT)/libnkguest.so $(DESTDIR)$(PREFIX)/lib/netkernel/
+
+.PHONY: check
+check:
+	$(call msg,CPPCHECK,.)
+	$(Q)cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+		--inline-suppr -D_GNU_SOURCE -Iinclude -Ilib \
+		--suppress=missingIncludeSystem lib ctl nsm guest-shim selftests
+	$(call msg,ANALYZE,.)
+	$(Q)for f in $(LIB_SRCS) $(NKD_SRCS) $(NKCTL_SRCS) $(NSM_SRCS) $(SHIM_SRCS) guest-shim/nk-run.c; do \
+		$(CLANG) --analyze -Xanalyzer -analyzer-output=text $(WARNINGS) \
+			-std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib $(PKG_CFLAGS) $$f -o /dev/null || exit 1; \
+	done
+
+.PHONY: clean
+clean:
+	$(call msg,CLEAN,$(OUTPUT))
+	$(Q)rm -rf $(OUTPUT)
+
+.PHONY: help
+help:
+	@sed -n 's/^#   /  /p' Makefile

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * nkd <-> NSM control messages.
+ *
+ * Each NSM listens on a Unix SOCK_SEQPACKET socket (its --control path,
+ * e.g. /run/netkernel/nsm-NAME.sock).  nkd connects to it; one packet is
+ * one message.  A newer nkd connection replaces an older one, so a
+ * restarted nkd simply connects again and re-sends its configuration:
+ * every request is idempotent.  When nkd goes away the NSM keeps running,
+ * with its VMs, listeners and connections: restart is not teardown.
+ *
+ * On accept the NSM sends NSM_MSG_HELLO unsolicited.  Every request from
+ * nkd is answered by one NSM_MSG_REPLY with the same seq, carrying 0 or a
+ * positive errno in err.
+ *
+ * File descriptors travel with SCM_RIGHTS on the request that names them:
+ *   NSM_MSG_ATTACH_LISTENER  one listening stream socket; every guest
+ *                            stream accepted on it belongs to vm_id.  A
+ *                            second one for the same vm_id replaces the
+ *                            first.
+ *   NSM_MSG_ATTACH_STREAM    one already-accepted guest stream of vm_id
+ *                            (nkd dispatches AF_VSOCK by peer CID).
+ *
+ * nkd identifies the VM from the transport (which listener, which CID);
+ * the NSM never trusts a VM identity sent by a guest.
+ */
+#ifndef NETKERNEL_NSMCTL_H
+#define NETKERNEL_NSMCTL_H
+
+#include <stdint.h>
+#include <netkernel/proto.h>
+
+#define NSM_CTL_MAGIC		0x4d4e	/* "NM" */
+#define NSM_CTL_VERSION		1
+#define NK_NAME_MAX		32	/* VM and NSM names, NUL included */
+#define NK_VM_ADDRS_MAX		8
+#define NSM_CTL_MSG_MAX		1024
+
+/* Same layout as struct nk_hdr (see proto.h), other magic. */
+struct nsm_hdr {
+	uint16_t magic;
+	uint8_t version;
+	uint8_t type;		/* enum nsm_msg */
+	uint32_t len;		/* header + body */
+	uint32_t seq;
+	int32_t err;
+};
+_Static_assert(sizeof(struct nsm_hdr) == 16, "nsm_hdr is 16 bytes");
+
+enum nsm_msg {
+	NSM_MSG_HELLO = 1,	/* nsm -> nkd, on accept */
+	NSM_MSG_REPLY,		/* nsm -> nkd, one per request */
+	NSM_MSG_VM_ADD,		/* nkd -> nsm: add or update a VM */
+	NSM_MSG_VM_DEL,		/* nkd -> nsm: remove a VM and its sockets */
+	NSM_MSG_ATTACH_LISTENER,/* nkd -> nsm: + 1 fd */
+	NSM_MSG_ATTACH_STREAM,	/* nkd -> nsm: + 1 fd */
+	NSM_MSG_MAX
+};
+
+struct nsm_hello {
+	char name[NK_NAME_MAX];
+	char type[16];		/* "kernel" */
+	uint32_t pid;
+	uint32_t nvms;		/* VMs it currently serves */
+};
+
+struct nsm_vm_addr {
+	struct nk_addr addr;	/* port unused */
+	uint8_t prefix;		/* 0..32 or 0..128 */
+	uint8_t pad[3];
+};
+_Static_assert(sizeof(struct nsm_vm_addr) == 32, "nsm_vm_addr is 32 bytes");
+
+/*
+ * VM_ADD: the NSM puts every address on its device (IFA_F_NODAD for IPv6;
+ * the prefix gives the connected route) and, when gw4/gw6 has a family,
+ * routes that VM's traffic (source = one of its addresses) through it in
+ * a per-VM routing table.  Re-sending the same VM is a no-op; a changed
+ * address list is applied as a difference.
+ */
+struct nsm_vm_add {
+	uint32_t vm_id;		/* nkd's id, 1..65535 */
+	uint32_t naddrs;	/* 1..NK_VM_ADDRS_MAX */
+	char name[NK_NAME_MAX];
+	struct nsm_vm_addr addrs[NK_VM_ADDRS_MAX];
+	struct nk_addr gw4;	/* family NK_AF_UNSPEC: none */
+	struct nk_addr gw6;
+};
+_Static_assert(sizeof(struct nsm_vm_add) == 40 + 32 * 8 + 56, "nsm_vm_add layout");
+
+/* VM_DEL, ATTACH_LISTENER, ATTACH_STREAM. */
+struct nsm_vm_ref {
+	uint32_t vm_id;
+	uint32_t pad0;
+};
+
+#endif /* NETKERNEL_NSMCTL_H */

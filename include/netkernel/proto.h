@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The NetKernel guest protocol: what the guest library (libnkguest) and a
+ * Network Stack Module say to each other over a guest stream.
+ *
+ * Theory of operation
+ * -------------------
+ * Every guest socket is one stream from the guest to the host (AF_VSOCK to
+ * CID 2 port 7531, or a Unix socket standing in for it).  The fd the
+ * application holds *is* that stream, so after set-up it carries raw payload
+ * and nothing else: epoll, sendfile, readv and fork work on it unchanged.
+ *
+ * A stream opens with one HELLO request from the guest and one HELLO reply
+ * from the NSM.  The kind in the HELLO says what the stream is:
+ *
+ *   NK_HELLO_SOCKET  a new socket.  The reply carries the socket's token.
+ *                    The stream then waits in "set-up" mode: the host sends
+ *                    nothing until the guest connects or listens.
+ *   NK_HELLO_CTL     the per-process control channel.  Synchronous requests
+ *                    naming a socket by token (BIND, LISTEN, CONNECT,
+ *                    SETSOCKOPT, ...) and one reply each.  Tokens are only
+ *                    looked up among the sockets of the VM the channel
+ *                    belongs to; a token of another VM is ENOTSOCK.
+ *   NK_HELLO_ACCEPT  claims a connection a listener announced; the reply
+ *                    carries the addresses and the stream is in data mode.
+ *
+ * After CONNECT (sent on the control channel) the NSM writes exactly one
+ * NK_OP_CONNECTED record on the socket's own stream when the handshake has
+ * finished: err = 0 and the stream is in data mode from the next byte on,
+ * or err = ECONNREFUSED/ETIMEDOUT/... and the stream stays in set-up mode.
+ * The record arriving is what makes a non-blocking connect "complete".
+ *
+ * After LISTEN the NSM writes one NK_OP_ACCEPT_READY record on the
+ * listener's stream per connection waiting to be accepted, so the
+ * listener's fd is readable exactly when accept() would succeed.
+ *
+ * In data mode:
+ *   - the guest's shutdown(SHUT_WR) is a write-shutdown of the stream; the
+ *     NSM sees EOF and shuts the TCP socket's write side (FIN);
+ *   - a FIN from the peer becomes a write-shutdown of the stream by the NSM
+ *     (the guest reads EOF while the stream stays open);
+ *   - a reset or error from the peer closes the stream entirely after the
+ *     NSM has recorded the error for the token; a guest that reads EOF on a
+ *     stream that is fully closed asks NK_OP_STATUS which it was;
+ *   - the guest closing the stream (last fd) closes the TCP socket.
+ *
+ * Wire format rules: every message is a 16-byte header followed by the
+ * fixed-size body of its op; len is the total size and must equal
+ * sizeof(hdr) + sizeof(body) for that op, or the channel is closed.  All
+ * integers are little-endian (NetKernel supports little-endian hosts and
+ * guests only, checked at build time).  Errno values, socket levels and
+ * option names are Linux's: both ends of the protocol are Linux.
+ */
+#ifndef NETKERNEL_PROTO_H
+#define NETKERNEL_PROTO_H
+
+#include <stdint.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the NetKernel guest protocol is little-endian; big-endian hosts are not supported"
+#endif
+
+#define NK_PROTO_MAGIC		0x4b4e	/* "NK" on the wire */
+#define NK_PROTO_VERSION	1
+#define NK_DEFAULT_VSOCK_PORT	7531
+#define NK_HOST_CID		2
+#define NK_OPT_MAX		64	/* largest option value carried */
+
+/*
+ *  0       1       2       3       4       5       6       7
+ * +-------+-------+-------+-------+-------+-------+-------+-------+
+ * |    magic      |version|  op   |           len                 |
+ * +-------+-------+-------+-------+-------+-------+-------+-------+
+ * |           seq                 |           err                 |
+ * +-------+-------+-------+-------+-------+-------+-------+-------+
+ *
+ * seq: chosen by the requester, echoed in the reply.
+ * err: 0 in requests; 0 or a positive Linux errno in replies and records.
+ */
+struct nk_hdr {
+	uint16_t magic;
+	uint8_t version;
+	uint8_t op;
+	uint32_t len;
+	uint32_t seq;
+	int32_t err;
+};
+_Static_assert(sizeof(struct nk_hdr) == 16, "nk_hdr is 16 bytes");
+
+enum nk_op {
+	NK_OP_HELLO = 1,	/* first message on every stream, both ways */
+	NK_OP_BIND,		/* ctl: bind a socket */
+	NK_OP_LISTEN,		/* ctl: listen */
+	NK_OP_CONNECT,		/* ctl: start a connect; outcome is CONNECTED */
+	NK_OP_SETSOCKOPT,	/* ctl: set an option on the NSM's socket */
+	NK_OP_GETSOCKOPT,	/* ctl: read an option back from it */
+	NK_OP_GETNAME,		/* ctl: local or peer address */
+	NK_OP_SHUTDOWN,		/* ctl: shutdown(SHUT_RD) bookkeeping */
+	NK_OP_STATUS,		/* ctl: why did this stream end? */
+	NK_OP_CONNECTED,	/* record on a socket stream, host -> guest */
+	NK_OP_ACCEPT_READY,	/* record on a listener stream, host -> guest */
+	NK_OP_MAX
+};
+
+/* Address families on the wire (not the OS's AF_ numbers). */
+enum nk_family {
+	NK_AF_UNSPEC = 0,
+	NK_AF_INET = 4,
+	NK_AF_INET6 = 6,
+};
+
+/*
+ * An IPv4 or IPv6 socket address.  port is in host (little-endian) order;
+ * addr holds the address bytes in network order (4 used for IPv4).
+ */
+struct nk_addr {
+	uint8_t family;		/* enum nk_family */
+	uint8_t pad0;
+	uint16_t port;
+	uint32_t flowinfo;	/* IPv6 only */
+	uint32_t scope_id;	/* IPv6 only */
+	uint8_t addr[16];
+};
+_Static_assert(sizeof(struct nk_addr) == 28, "nk_addr is 28 bytes");
+
+enum nk_hello_kind {
+	NK_HELLO_SOCKET = 1,
+	NK_HELLO_CTL = 2,
+	NK_HELLO_ACCEPT = 3,
+};
+
+enum nk_sock_type {
+	NK_SOCK_STREAM = 1,
+	NK_SOCK_DGRAM = 2,	/* reserved: UDP is not served yet */
+};
+
+/* HELLO request, guest -> host. */
+struct nk_hello_req {
+	uint8_t kind;		/* enum nk_hello_kind */
+	uint8_t family;		/* SOCKET: enum nk_family */
+	uint8_t type;		/* SOCKET: enum nk_sock_type */
+	uint8_t pad0;
+	uint32_t pid;		/* informational: the guest process */
+	uint64_t listener;	/* ACCEPT: the listener's token */
+	uint64_t conn_id;	/* ACCEPT: from its ACCEPT_READY record */
+};
+_Static_assert(sizeof(struct nk_hello_req) == 24, "nk_hello_req is 24 bytes");
+
+/* HELLO reply, host -> guest; err in the header. */
+struct nk_hello_rep {
+	uint64_t token;		/* SOCKET/ACCEPT: the socket's token */
+	struct nk_addr local;	/* ACCEPT: the VM address connected to */
+	struct nk_addr peer;	/* ACCEPT: the remote peer */
+	uint32_t pad0;
+};
+_Static_assert(sizeof(struct nk_hello_rep) == 72, "nk_hello_rep is 72 bytes");
+
+/* BIND, CONNECT request; BIND reply (bound address), CONNECT reply empty. */
+struct nk_addr_req {
+	uint64_t token;
+	struct nk_addr addr;
+	uint32_t pad0;
+};
+_Static_assert(sizeof(struct nk_addr_req) == 40, "nk_addr_req is 40 bytes");
+
+struct nk_addr_rep {
+	struct nk_addr addr;
+	uint32_t pad0;
+};
+_Static_assert(sizeof(struct nk_addr_rep) == 32, "nk_addr_rep is 32 bytes");
+
+/* LISTEN (arg = backlog), SHUTDOWN (arg = SHUT_*), GETNAME (arg: 0 local,
+ * 1 peer), STATUS (arg unused).  Replies: empty except GETNAME
+ * (nk_addr_rep) and STATUS (nk_status_rep). */
+struct nk_sock_req {
+	uint64_t token;
+	int32_t arg;
+	uint32_t pad0;
+};
+_Static_assert(sizeof(struct nk_sock_req) == 16, "nk_sock_req is 16 bytes");
+
+enum nk_sock_state {
+	NK_STATE_SETUP = 1,	/* not connected or listening */
+	NK_STATE_CONNECTING,
+	NK_STATE_CONNECTED,
+	NK_STATE_LISTENING,
+	NK_STATE_CLOSED,	/* stream ended; sock_err says why */
+};
+
+struct nk_status_rep {
+	int32_t sock_err;	/* 0: orderly end (FIN), else ECONNRESET... */
+	uint32_t state;		/* enum nk_sock_state */
+};
+_Static_assert(sizeof(struct nk_status_rep) == 8, "nk_status_rep is 8 bytes");
+
+/* SETSOCKOPT request (val[0..optlen) used), GETSOCKOPT request (optlen is
+ * the guest's buffer size, val unused) and GETSOCKOPT reply. */
+struct nk_opt_req {
+	uint64_t token;
+	int32_t level;
+	int32_t name;
+	uint32_t optlen;	/* <= NK_OPT_MAX */
+	uint32_t pad0;
+	uint8_t val[NK_OPT_MAX];
+};
+_Static_assert(sizeof(struct nk_opt_req) == 88, "nk_opt_req is 88 bytes");
+
+struct nk_opt_rep {
+	uint32_t optlen;
+	uint32_t pad0;
+	uint8_t val[NK_OPT_MAX];
+};
+_Static_assert(sizeof(struct nk_opt_rep) == 72, "nk_opt_rep is 72 bytes");
+
+/* CONNECTED record: err in the header; addresses valid when err == 0. */
+struct nk_connected_rec {
+	struct nk_addr local;
+	struct nk_addr peer;
+};
+_Static_assert(sizeof(struct nk_connected_rec) == 56, "nk_connected_rec is 56 bytes");
+
+/* ACCEPT_READY record: one per connection waiting on a listener. */
+struct nk_accept_rec {
+	uint64_t conn_id;
+};
+_Static_assert(sizeof(struct nk_accept_rec) == 8, "nk_accept_rec is 8 bytes");
+
+/* Largest message of the protocol; readers size their buffers with it. */
+#define NK_MSG_MAX	(sizeof(struct nk_hdr) + sizeof(struct nk_opt_req))
+
+/*
+ * Body size of a message, by op and direction (request: guest -> host;
+ * reply/record: host -> guest).  Returns -1 for an unknown op.
+ */
+static inline int nk_body_size(uint8_t op, int is_reply)
+{
+	switch (op) {
+	case NK_OP_HELLO:
+		return is_reply ? (int)sizeof(struct nk_hello_rep)
+				: (int)sizeof(struct nk_hello_req);
+	case NK_OP_BIND:
+		return is_reply ? (int)sizeof(struct nk_addr_rep)
+				: (int)sizeof(struct nk_addr_req);
+	case NK_OP_CONNECT:
+		return is_reply ? 0 : (int)sizeof(struct nk_addr_req);
+	case NK_OP_LISTEN:
+	case NK_OP_SHUTDOWN:
+		return is_reply ? 0 : (int)sizeof(struct nk_sock_req);
+	case NK_OP_GETNAME:
+		return is_reply ? (int)sizeof(struct nk_addr_rep)
+				: (int)sizeof(struct nk_sock_req);
+	case NK_OP_STATUS:
+		return is_reply ? (int)sizeof(struct nk_status_rep)
+				: (int)sizeof(struct nk_sock_req);
+	case NK_OP_SETSOCKOPT:
+		return is_reply ? 0 : (int)sizeof(struct nk_opt_req);
+	case NK_OP_GETSOCKOPT:
+		return is_reply ? (int)sizeof(struct nk_opt_rep)
+				: (int)sizeof(struct nk_opt_req);
+	case NK_OP_CONNECTED:
+		return is_reply ? (int)sizeof(struct nk_connected_rec) : -1;
+	case NK_OP_ACCEPT_READY:
+		return is_reply ? (int)sizeof(struct nk_accept_rec) : -1;
+	default:
+		return -1;
+	}
+}
+
+/*
+ * Validate a received header.  Returns the body size to read next, or
+ * -EPROTO (bad magic/version/op/len).  Direction as for nk_body_size().
+ */
+static inline int nk_hdr_check(const struct nk_hdr *h, int is_reply)
+{
+	int body;
+
+	if (h->magic != NK_PROTO_MAGIC || h->version != NK_PROTO_VERSION)
+		return -71; /* EPROTO */
+	body = nk_body_size(h->op, is_reply);
+	if (body < 0 || h->len != sizeof(*h) + (uint32_t)body)
+		return -71;
+	return body;
+}
+
+#endif /* NETKERNEL_PROTO_H */
