@@ -1,0 +1,1434 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * libnkguest: the interposed BSD socket API.
+ *
+ * Each function looks the fd up first; fds that are not NetKernel sockets
+ * (files, pipes, AF_UNIX, loopback sockets...) go straight to libc.  For
+ * NetKernel sockets the state machine of nkguest.h decides: set-up
+ * operations become requests on the control channel, data operations go to
+ * the stream itself, and the few places where a byte stream and a TCP
+ * socket differ (EOF after a reset, EPIPE, addresses) are translated so the
+ * application sees exactly what Linux would have told it.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "nkaddr.h"
+#include "nkguest.h"
+
+struct nk_real nk_real;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static bool nk_on;
+static int log_fd = -1;
+
+void nk_logf(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	if (log_fd < 0)
+		return;
+	n = snprintf(buf, sizeof(buf), "libnkguest[%d]: ", (int)getpid());
+	va_start(ap, fmt);
+	n += vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
+	buf[n++] = '\n';
+	if (nk_real.write(log_fd, buf, n) < 0)
+		return;
+}
+
+#define RESOLVE(name) (*(void **)&nk_real.name = dlsym(RTLD_NEXT, #name))
+
+static void do_init(void)
+{
+	const char *s;
+
+	RESOLVE(socket);
+	RESOLVE(close);
+	RESOLVE(bind);
+	RESOLVE(connect);
+	RESOLVE(listen);
+	RESOLVE(accept);
+	RESOLVE(accept4);
+	RESOLVE(getsockname);
+	RESOLVE(getpeername);
+	RESOLVE(setsockopt);
+	RESOLVE(getsockopt);
+	RESOLVE(shutdown);
+	RESOLVE(read);
+	RESOLVE(readv);
+	RESOLVE(recv);
+	RESOLVE(recvfrom);
+	RESOLVE(recvmsg);
+	RESOLVE(write);
+	RESOLVE(writev);
+	RESOLVE(send);
+	RESOLVE(sendto);
+	RESOLVE(sendmsg);
+	RESOLVE(dup);
+	RESOLVE(dup2);
+	RESOLVE(dup3);
+	RESOLVE(fcntl);
+	RESOLVE(ioctl);
+	RESOLVE(epoll_ctl);
+	RESOLVE(epoll_wait);
+	RESOLVE(epoll_pwait);
+	RESOLVE(poll);
+	RESOLVE(ppoll);
+	RESOLVE(select);
+	RESOLVE(pselect);
+
+	s = getenv("NK_DISABLE");
+	nk_on = !(s && *s && strcmp(s, "0"));
+	s = getenv("NK_LOG");
+	if (s && *s && strcmp(s, "0")) {
+		const char *path = getenv("NK_LOG_FILE");
+
+		log_fd = path ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)
+			      : fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+	}
+	pthread_atfork(nks_atfork_prepare, nks_atfork_parent, nks_atfork_child);
+	pthread_atfork(nk_ctl_atfork_prepare, nk_ctl_atfork_parent, nk_ctl_atfork_child);
+}
+
+void nk_init(void)
+{
+	pthread_once(&init_once, do_init);
+}
+
+bool nk_enabled(void)
+{
+	return nk_on;
+}
+
+__attribute__((constructor)) static void nk_ctor(void)
+{
+	nk_init();
+}
+
+#define INIT() do { if (__builtin_expect(!nk_real.read, 0)) nk_init(); } while (0)
+
+/* Look up a NetKernel socket; NULL for everything else (and when off). */
+static struct nk_sock *lookup(int fd)
+{
+	if (!nk_on || !nks_fd_tracked(fd))
+		return NULL;
+	return nks_get(fd);
+}
+
+static int fail(int e)
+{
+	errno = e;
+	return -1;
+}
+
+static void copy_addr_out(struct sockaddr *addr, socklen_t *alen,
+			  const struct sockaddr_storage *ss, socklen_t len)
+{
+	if (!addr || !alen)
+		return;
+	memcpy(addr, ss, *alen < len ? *alen : len);
+	*alen = len;
+}
+
+static void set_addr(struct sockaddr_storage *ss, socklen_t *len, const struct nk_addr *na,
+		     int domain)
+{
+	struct nk_addr a = *na;
+	int n;
+
+	/* An AF_INET6 socket reports IPv4 peers as v4-mapped, like Linux. */
+	if (domain == AF_INET6 && a.family == NK_AF_INET) {
+		uint8_t v4[4];
+
+		memcpy(v4, a.addr, 4);
+		memset(a.addr, 0, 16);
+		a.addr[10] = a.addr[11] = 0xff;
+		memcpy(a.addr + 12, v4, 4);
+		a.family = NK_AF_INET6;
+	}
+	n = nk_addr_to_sockaddr(&a, ss);
+	*len = n > 0 ? (socklen_t)n : 0;
+}
+
+static bool is_nonblock(int fd)
+{
+	int fl = nk_real.fcntl(fd, F_GETFL);
+
+	return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+/* Options that belong to the guest end of the stream, not the NSM socket. */
+static bool opt_is_local(int level, int name)
+{
+	return level == SOL_SOCKET &&
+	       (name == SO_RCVTIMEO_OLD || name == SO_SNDTIMEO_OLD ||
+		name == SO_RCVTIMEO_NEW || name == SO_SNDTIMEO_NEW);
+}
+
+static int remote_setsockopt(struct nk_sock *sk, int level, int name, const void *val,
+			     socklen_t len)
+{
+	struct nk_opt_req req = {
+		.token = sk->token,
+		.level = level,
+		.name = name,
+		.optlen = len,
+	};
+
+	if (len > NK_OPT_MAX) {
+		nk_logf("setsockopt level %d name %d: value of %u bytes is too large", level,
+			name, len);
+		return -EINVAL;
+	}
+	if (len && !val)
+		return -EFAULT;
+	memcpy(req.val, val, len);
+	return nk_ctl_call(NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
+}
+
+static void save_opt(struct nk_sock *sk, int level, int name, const void *val, socklen_t len)
+{
+	int i;
+
+	if (len > NK_OPT_MAX)
+		return;
+	for (i = 0; i < sk->nopts; i++)
+		if (sk->opts[i].level == level && sk->opts[i].name == name)
+			break;
+	if (i == sk->nopts) {
+		if (sk->nopts == NKS_SAVED_OPTS) {
+			nk_logf("too many options on one socket; level %d name %d not kept",
+				level, name);
+			return;
+		}
+		sk->nopts++;
+	}
+	sk->opts[i].level = level;
+	sk->opts[i].name = name;
+	sk->opts[i].len = len;
+	memcpy(sk->opts[i].val, val, len);
+}
+
+/*
+ * Turn a fresh local socket into a NetKernel socket: open a stream, HELLO,
+ * replay the options, then put the stream in the application's fd.
+ */
+static int promote(struct nk_sock *sk, int fd)
+{
+	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .type = NK_SOCK_STREAM };
+	struct timeval notimeo = { 0 };
+	struct nk_hello_rep rep;
+	int fl, fdfl, s, ret, i, dom = 0;
+	socklen_t dl = sizeof(dom);
+
+	/* The fd must still be the socket we recorded. */
+	if (nk_real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) < 0 || dom != sk->domain)
+		return -EBADF;
+	fl = nk_real.fcntl(fd, F_GETFL);
+	fdfl = nk_real.fcntl(fd, F_GETFD);
+	if (fl < 0 || fdfl < 0)
+		return -errno;
+
+	req.family = sk->domain == AF_INET ? NK_AF_INET : NK_AF_INET6;
+	req.pid = getpid();
+	s = nk_transport_open();
+	if (s < 0)
+		return s;
+	ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
+	if (!ret)
+		ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
+	if (ret > 0)
+		ret = -ret;
+	if (ret)
+		goto out_close;
+	sk->token = rep.token;
+
+	for (i = 0; i < sk->nopts; i++) {
+		struct nks_opt *o = &sk->opts[i];
+
+		if (opt_is_local(o->level, o->name))
+			continue;
+		ret = remote_setsockopt(sk, o->level, o->name, o->val, o->len);
+		if (ret) {
+			nk_logf("option level %d name %d set before %s could not be applied by the host: %s",
+				o->level, o->name, "promotion", strerror(-ret));
+			goto out_close;
+		}
+	}
+	/* Handshake timeout off; the application's own timeouts on. */
+	nk_real.setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &notimeo, sizeof(notimeo));
+	for (i = 0; i < sk->nopts; i++) {
+		struct nks_opt *o = &sk->opts[i];
+
+		if (opt_is_local(o->level, o->name))
+			nk_real.setsockopt(s, o->level, o->name, o->val, o->len);
+	}
+	if ((fl & O_NONBLOCK) && nk_real.fcntl(s, F_SETFL, O_NONBLOCK) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	if (nk_real.dup3(s, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+		ret = -errno;
+		goto out_close;
+	}
+	nk_real.close(s);
+
+	/* The old file left its epoll sets with it; join them again. */
+	for (i = 0; i < sk->nregs; i++) {
+		struct nks_epreg *r = &sk->regs[i];
+
+		if (r->fd != fd)
+			continue;
+		if (nk_real.epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &r->ev) < 0 && errno == EEXIST)
+			nk_real.epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &r->ev);
+	}
+	nks_set_state(sk, NKS_SETUP);
+	return 0;
+
+out_close:
+	nk_real.close(s);
+	return ret;
+}
+
+/* errno for a failed promotion, as the operation would have seen it. */
+static int promote_errno(int ret, int op_default)
+{
+	switch (-ret) {
+	case ENOENT:
+	case ECONNREFUSED:
+	case ENOTCONN:
+	case ECONNRESET:
+	case ETIMEDOUT:
+	case EPROTO:
+		return op_default;	/* the host is not there */
+	default:
+		return -ret;
+	}
+}
+
+/* ---- connect completion ------------------------------------------------- */
+
+/* While connecting, epoll sets wait for the CONNECTED record (EPOLLIN)
+ * rather than for EPOLLOUT, which the stream would report at once. */
+static void epoll_swap_out(struct nk_sock *sk)
+{
+	int i;
+
+	for (i = 0; i < sk->nregs; i++) {
+		struct nks_epreg *r = &sk->regs[i];
+		struct epoll_event ev = r->ev;
+
+		if (!(ev.events & EPOLLOUT))
+			continue;
+		ev.events = (ev.events & ~EPOLLOUT) | EPOLLIN;
+		nk_real.epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->fd, &ev);
+	}
+}
+
+void nks_epoll_restore(struct nk_sock *sk)
+{
+	int i;
+
+	for (i = 0; i < sk->nregs; i++) {
+		struct nks_epreg *r = &sk->regs[i];
+
+		nk_real.epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->fd, &r->ev);
+	}
+}
+
+int nks_finish_connect(struct nk_sock *sk, int fd, int timeout_ms)
+{
+	char buf[sizeof(struct nk_hdr) + sizeof(struct nk_connected_rec)];
+	struct nk_hdr *h = (struct nk_hdr *)buf;
+	struct nk_connected_rec *rec = (void *)(buf + sizeof(*h));
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	ssize_t n;
+
+	if (sk->state != NKS_CONNECTING)
+		return 1;
+	for (;;) {
+		n = nk_real.recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+		if (n == (ssize_t)sizeof(buf))
+			break;
+		if (n == 0) {
+			/* The host went away mid-connect. */
+			sk->pending_err = ECONNREFUSED;
+			nks_set_state(sk, NKS_SETUP);
+			nks_epoll_restore(sk);
+			return 1;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (!timeout_ms)
+			return 0;
+		n = nk_real.poll(&pfd, 1, timeout_ms);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+	}
+	n = nk_real.recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n != (ssize_t)sizeof(buf) || nk_hdr_check(h, 1) < 0 || h->op != NK_OP_CONNECTED ||
+	    h->err < 0) {
+		nk_logf("fd %d: bad CONNECTED record from the host", fd);
+		sk->pending_err = EPROTO;
+		nks_set_state(sk, NKS_SETUP);
+		nks_epoll_restore(sk);
+		return 1;
+	}
+	if (h->err) {
+		sk->pending_err = h->err;
+		nks_set_state(sk, NKS_SETUP);
+	} else {
+		set_addr(&sk->local, &sk->local_len, &rec->local, sk->domain);
+		set_addr(&sk->peer, &sk->peer_len, &rec->peer, sk->domain);
+		nks_set_state(sk, NKS_CONNECTED);
+	}
+	nks_epoll_restore(sk);
+	return 1;
+}
+
+/* Settle a connecting socket before a data operation.  Returns 0 when the
+ * socket is connected, else -errno (EAGAIN: still connecting). */
+static int settle_connect(struct nk_sock *sk, int fd)
+{
+	int ret;
+
+	pthread_mutex_lock(&sk->lock);
+	ret = nks_finish_connect(sk, fd, is_nonblock(fd) ? 0 : -1);
+	if (ret == 0)
+		ret = -EAGAIN;
+	else if (ret == 1 && sk->state == NKS_CONNECTED)
+		ret = 0;
+	else if (ret == 1) {
+		ret = -(sk->pending_err ? sk->pending_err : ENOTCONN);
+		sk->pending_err = 0;
+	}
+	pthread_mutex_unlock(&sk->lock);
+	return ret;
+}
+
+/* ---- end of stream ------------------------------------------------------ */
+
+/*
+ * The stream ended (read gave 0, or write gave EPIPE).  A FIN from the
+ * peer leaves the stream open (the NSM only shut its write side); a reset
+ * closes it, and then the NSM tells us why.  Returns the errno to report
+ * once (ECONNRESET...), or 0 for an orderly end.
+ */
+static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
+	struct nk_sock_req req = { .token = sk->token };
+	struct nk_status_rep rep;
+	int ret, e;
+
+	pthread_mutex_lock(&sk->lock);
+	if (sk->eof_err < 0) {
+		if (!for_write && nk_real.poll(&pfd, 1, 0) == 1 && !(pfd.revents & POLLHUP)) {
+			e = 0;	/* FIN: the stream stays open */
+		} else {
+			ret = nk_ctl_call(NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep));
+			if (ret == 0)
+				e = rep.sock_err;
+			else
+				e = ECONNRESET;	/* the NSM is gone */
+		}
+		sk->eof_err = e;
+	}
+	e = sk->eof_err;
+	if (e && sk->eof_reported)
+		e = 0;
+	if (e)
+		sk->eof_reported = true;
+	pthread_mutex_unlock(&sk->lock);
+	return e;
+}
+
+/* After a read of 0 bytes on a connected stream. */
+static ssize_t read_eof(struct nk_sock *sk, int fd)
+{
+	int e = stream_end_reason(sk, fd, false);
+
+	return e ? fail(e) : 0;
+}
+
+/* After EPIPE writing to a connected stream.  The stream was written with
+ * MSG_NOSIGNAL; raise SIGPIPE as the TCP socket would have. */
+static ssize_t write_epipe(struct nk_sock *sk, int fd, int flags)
+{
+	int e = stream_end_reason(sk, fd, true);
+
+	if (e && e != EPIPE)
+		return fail(e);
+	if (!(flags & MSG_NOSIGNAL))
+		pthread_kill(pthread_self(), SIGPIPE);
+	return fail(EPIPE);
+}
+
+/* Common gate for data operations.  Returns 1 to go ahead on the stream,
+ * or 0 with *res set to the result to return. */
+static int data_gate(struct nk_sock *sk, int fd, bool is_write, int flags, ssize_t *res)
+{
+	int ret;
+
+	switch (sk->state) {
+	case NKS_CONNECTED:
+		return 1;
+	case NKS_CONNECTING:
+		ret = settle_connect(sk, fd);
+		if (!ret)
+			return 1;
+		*res = fail(-ret);
+		return 0;
+	case NKS_SETUP:
+	case NKS_LISTENING:
+		if (is_write) {
+			if (!(flags & MSG_NOSIGNAL))
+				pthread_kill(pthread_self(), SIGPIPE);
+			*res = fail(EPIPE);
+		} else {
+			*res = fail(ENOTCONN);
+		}
+		return 0;
+	default:
+		return -1;	/* local socket: plain libc */
+	}
+}
+
+/* ---- socket API --------------------------------------------------------- */
+
+NK_API int socket(int domain, int type, int protocol)
+{
+	struct nk_sock *sk;
+	int fd, base;
+
+	INIT();
+	fd = nk_real.socket(domain, type, protocol);
+	if (fd < 0 || !nk_on)
+		return fd;
+	base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if ((domain != AF_INET && domain != AF_INET6) || base != SOCK_STREAM ||
+	    (protocol && protocol != IPPROTO_TCP)) {
+		nks_forget(fd);
+		return fd;
+	}
+	sk = nks_new(domain);
+	if (!sk || nks_install(fd, sk)) {
+		nks_put(sk);
+		nk_real.close(fd);
+		return fail(ENOMEM);
+	}
+	nks_put(sk);
+	return fd;
+}
+
+static int check_inet_addr(struct nk_sock *sk, const struct sockaddr *addr, socklen_t len,
+			   struct nk_addr *na)
+{
+	if (!addr)
+		return -EFAULT;
+	if (sk->domain == AF_INET) {
+		if (len < sizeof(struct sockaddr_in))
+			return -EINVAL;
+		if (addr->sa_family != AF_INET)
+			return -EAFNOSUPPORT;
+	} else {
+		if (len < sizeof(struct sockaddr_in6))
+			return -EINVAL;
+		if (addr->sa_family != AF_INET6)
+			return -EAFNOSUPPORT;
+	}
+	return nk_addr_from_sockaddr(na, addr, len);
+}
+
+NK_API int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct nk_addr_req req;
+	struct nk_addr_rep rep;
+	struct nk_sock *sk;
+	int ret;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.bind(fd, addr, len);
+	pthread_mutex_lock(&sk->lock);
+	if (sk->state == NKS_FRESH && addr && nk_sockaddr_is_loopback(addr, len))
+		nks_set_state(sk, NKS_LOCAL);
+	if (sk->state == NKS_LOCAL) {
+		pthread_mutex_unlock(&sk->lock);
+		nks_put(sk);
+		return nk_real.bind(fd, addr, len);
+	}
+	ret = check_inet_addr(sk, addr, len, &req.addr);
+	if (ret)
+		goto out;
+	if (sk->state == NKS_FRESH) {
+		ret = promote(sk, fd);
+		if (ret) {
+			ret = -promote_errno(ret, EADDRNOTAVAIL);
+			goto out;
+		}
+	}
+	if (sk->state != NKS_SETUP || sk->local_len) {
+		ret = -EINVAL;
+		goto out;
+	}
+	req.token = sk->token;
+	req.pad0 = 0;
+	ret = nk_ctl_call(NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
+	if (!ret)
+		set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
+out:
+	pthread_mutex_unlock(&sk->lock);
+	nks_put(sk);
+	return ret ? fail(-ret) : 0;
+}
+
+NK_API int listen(int fd, int backlog)
+{
+	struct nk_sock_req req;
+	struct nk_addr_rep rep;
+	struct nk_sock *sk;
+	int ret = 0;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.listen(fd, backlog);
+	pthread_mutex_lock(&sk->lock);
+	if (sk->state == NKS_LOCAL) {
+		pthread_mutex_unlock(&sk->lock);
+		nks_put(sk);
+		return nk_real.listen(fd, backlog);
+	}
+	if (sk->state == NKS_FRESH) {
+		ret = promote(sk, fd);
+		if (ret) {
+			ret = -promote_errno(ret, EADDRNOTAVAIL);
+			goto out;
+		}
+	}
+	if (sk->state != NKS_SETUP && sk->state != NKS_LISTENING) {
+		ret = -EINVAL;
+		goto out;
+	}
+	req = (struct nk_sock_req){ .token = sk->token, .arg = backlog };
+	ret = nk_ctl_call(NK_OP_LISTEN, &req, sizeof(req), NULL, 0);
+	if (ret)
+		goto out;
+	nks_set_state(sk, NKS_LISTENING);
+	req.arg = 0;
+	if (!nk_ctl_call(NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep)))
+		set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
+out:
+	pthread_mutex_unlock(&sk->lock);
+	nks_put(sk);
+	return ret ? fail(-ret) : 0;
+}
+
+static int wait_connected(struct nk_sock *sk, int fd)
+{
+	struct timeval tv = { 0 };
+	socklen_t tl = sizeof(tv);
+	int timeout = -1, ret;
+
+	/* A blocking connect honours SO_SNDTIMEO, as Linux does. */
+	if (!nk_real.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) &&
+	    (tv.tv_sec || tv.tv_usec))
+		timeout = tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
+	ret = nks_finish_connect(sk, fd, timeout);
+	if (ret == 0)
+		return -EINPROGRESS;	/* timed out; still connecting */
+	if (ret < 0)
+		return ret;
+	if (sk->state == NKS_CONNECTED)
+		return 0;
+	ret = -sk->pending_err;
+	sk->pending_err = 0;
+	return ret ? ret : -ECONNREFUSED;
+}
+
+NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct nk_addr_req req;
+	struct nk_sock *sk;
+	int ret;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.connect(fd, addr, len);
+	pthread_mutex_lock(&sk->lock);
+	if (sk->state == NKS_FRESH && addr && len >= sizeof(sa_family_t) &&
+	    (addr->sa_family == AF_UNSPEC || nk_sockaddr_is_loopback(addr, len)))
+		nks_set_state(sk, NKS_LOCAL);
+	if (sk->state == NKS_LOCAL) {
+		pthread_mutex_unlock(&sk->lock);
+		nks_put(sk);
+		return nk_real.connect(fd, addr, len);
+	}
+	switch (sk->state) {
+	case NKS_CONNECTED:
+	case NKS_LISTENING:
+		ret = -EISCONN;
+		goto out;
+	case NKS_CONNECTING:
+		if (is_nonblock(fd)) {
+			ret = nks_finish_connect(sk, fd, 0);
+			if (ret == 0)
+				ret = -EALREADY;
+			else if (ret == 1 && sk->state == NKS_CONNECTED)
+				ret = -EISCONN;
+			else if (ret == 1) {
+				ret = -(sk->pending_err ? sk->pending_err : ECONNREFUSED);
+				sk->pending_err = 0;
+			}
+		} else {
+			ret = wait_connected(sk, fd);
+		}
+		goto out;
+	default:
+		break;
+	}
+	ret = check_inet_addr(sk, addr, len, &req.addr);
+	if (ret)
+		goto out;
+	if (nk_addr_is_any(&req.addr)) {
+		/* Linux connects to the local host; a VM's own address is
+		 * not reachable that way through an NSM. */
+		ret = -ECONNREFUSED;
+		goto out;
+	}
+	if (sk->state == NKS_FRESH) {
+		ret = promote(sk, fd);
+		if (ret) {
+			ret = -promote_errno(ret, ENETUNREACH);
+			goto out;
+		}
+	}
+	req.token = sk->token;
+	req.pad0 = 0;
+	ret = nk_ctl_call(NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+	if (ret)
+		goto out;
+	sk->pending_err = 0;
+	nks_set_state(sk, NKS_CONNECTING);
+	epoll_swap_out(sk);
+	if (is_nonblock(fd)) {
+		/* Done already?  Then behave like a fast local connect. */
+		ret = -EINPROGRESS;
+		goto out;
+	}
+	ret = wait_connected(sk, fd);
+out:
+	pthread_mutex_unlock(&sk->lock);
+	nks_put(sk);
+	return ret ? fail(-ret) : 0;
+}
+
+static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, bool is4)
+{
+	char buf[sizeof(struct nk_hdr) + sizeof(struct nk_accept_rec)];
+	struct nk_hdr *h = (struct nk_hdr *)buf;
+	struct nk_accept_rec *rec = (void *)(buf + sizeof(*h));
+	struct nk_hello_req req = { .kind = NK_HELLO_ACCEPT };
+	struct nk_hello_rep rep;
+	struct nk_sock *sk, *nsk;
+	int s, ret;
+	ssize_t n;
+
+	sk = lookup(fd);
+	if (!sk || sk->state == NKS_LOCAL || sk->state == NKS_FRESH) {
+		nks_put(sk);
+		s = is4 ? nk_real.accept4(fd, addr, alen, flags) : nk_real.accept(fd, addr, alen);
+		if (s >= 0)
+			nks_forget(s);
+		return s;
+	}
+	if (sk->state != NKS_LISTENING) {
+		nks_put(sk);
+		return fail(EINVAL);
+	}
+	if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) {
+		nks_put(sk);
+		return fail(EINVAL);
+	}
+	for (;;) {
+		/* One ACCEPT_READY record per waiting connection.  Records are
+		 * fixed-size, so concurrent acceptors (nginx workers) each take
+		 * whole records.  The listener's O_NONBLOCK applies. */
+		n = nk_real.recv(fd, buf, sizeof(buf), MSG_WAITALL);
+		if (n < 0) {
+			ret = -errno;
+			goto out;
+		}
+		if (n == 0) {
+			nk_logf("fd %d: listener closed by the host", fd);
+			ret = -EINVAL;
+			goto out;
+		}
+		if (n != (ssize_t)sizeof(buf) || nk_hdr_check(h, 1) < 0 ||
+		    h->op != NK_OP_ACCEPT_READY) {
+			nk_logf("fd %d: bad ACCEPT_READY record from the host", fd);
+			ret = -EPROTO;
+			goto out;
+		}
+		req.listener = sk->token;
+		req.conn_id = rec->conn_id;
+		req.pid = getpid();
+		s = nk_transport_open();
+		if (s < 0) {
+			ret = -ECONNABORTED;
+			goto out;
+		}
+		ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
+		if (!ret)
+			ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
+		if (ret == 0)
+			break;
+		nk_real.close(s);
+		/* The connection went away before we claimed it: Linux would
+		 * not have shown it; wait for the next one. */
+		if (ret > 0 && !is_nonblock(fd))
+			continue;
+		ret = ret > 0 ? -ECONNABORTED : ret;
+		goto out;
+	}
+	{
+		struct timeval notimeo = { 0 };
+
+		nk_real.setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &notimeo, sizeof(notimeo));
+	}
+	if (!(flags & SOCK_CLOEXEC))
+		nk_real.fcntl(s, F_SETFD, 0);
+	if (flags & SOCK_NONBLOCK)
+		nk_real.fcntl(s, F_SETFL, O_NONBLOCK);
+	nsk = nks_new(sk->domain);
+	if (!nsk) {
+		nk_real.close(s);
+		ret = -ENOMEM;
+		goto out;
+	}
+	nsk->token = rep.token;
+	set_addr(&nsk->local, &nsk->local_len, &rep.local, sk->domain);
+	set_addr(&nsk->peer, &nsk->peer_len, &rep.peer, sk->domain);
+	nks_set_state(nsk, NKS_CONNECTED);
+	nks_install(s, nsk);
+	copy_addr_out(addr, alen, &nsk->peer, nsk->peer_len);
+	nks_put(nsk);
+	ret = s;
+out:
+	nks_put(sk);
+	return ret < 0 ? fail(-ret) : ret;
+}
+
+NK_API int accept(int fd, struct sockaddr *addr, socklen_t *alen)
+{
+	INIT();
+	return do_accept(fd, addr, alen, 0, false);
+}
+
+NK_API int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
+{
+	INIT();
+	return do_accept(fd, addr, alen, flags, true);
+}
+
+static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
+{
+	struct nk_sock_req req;
+	struct nk_addr_rep rep;
+	struct nk_sock *sk;
+	int ret = 0;
+
+	sk = lookup(fd);
+	if (!sk || sk->state == NKS_FRESH || sk->state == NKS_LOCAL) {
+		nks_put(sk);
+		return peer ? nk_real.getpeername(fd, addr, alen)
+			    : nk_real.getsockname(fd, addr, alen);
+	}
+	if (!addr || !alen) {
+		nks_put(sk);
+		return fail(EFAULT);
+	}
+	pthread_mutex_lock(&sk->lock);
+	if (sk->state == NKS_CONNECTING)
+		nks_finish_connect(sk, fd, 0);
+	if (peer && sk->state != NKS_CONNECTED) {
+		ret = -ENOTCONN;
+	} else if (peer ? sk->peer_len : sk->local_len) {
+		copy_addr_out(addr, alen, peer ? &sk->peer : &sk->local,
+			      peer ? sk->peer_len : sk->local_len);
+	} else {
+		req = (struct nk_sock_req){ .token = sk->token, .arg = peer };
+		ret = nk_ctl_call(NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep));
+		if (!ret) {
+			struct sockaddr_storage ss;
+			socklen_t len;
+
+			set_addr(&ss, &len, &rep.addr, sk->domain);
+			copy_addr_out(addr, alen, &ss, len);
+		}
+	}
+	pthread_mutex_unlock(&sk->lock);
+	nks_put(sk);
+	return ret ? fail(-ret) : 0;
+}
+
+NK_API int getsockname(int fd, struct sockaddr *addr, socklen_t *alen)
+{
+	INIT();
+	return getname(fd, addr, alen, false);
+}
+
+NK_API int getpeername(int fd, struct sockaddr *addr, socklen_t *alen)
+{
+	INIT();
+	return getname(fd, addr, alen, true);
+}
+
+NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	struct nk_sock *sk;
+	int ret;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk || sk->state == NKS_LOCAL) {
+		nks_put(sk);
+		return nk_real.setsockopt(fd, level, name, val, len);
+	}
+	pthread_mutex_lock(&sk->lock);
+	if (sk->state == NKS_FRESH) {
+		/* Linux validates it on the local socket; we remember it. */
+		ret = nk_real.setsockopt(fd, level, name, val, len);
+		if (!ret)
+			save_opt(sk, level, name, val, len);
+		ret = ret ? -errno : 0;
+	} else if (opt_is_local(level, name)) {
+		ret = nk_real.setsockopt(fd, level, name, val, len) ? -errno : 0;
+	} else {
+		ret = remote_setsockopt(sk, level, name, val, len);
+		if (ret)
+			nk_logf("setsockopt(fd %d, level %d, name %d): %s", fd, level, name,
+				strerror(-ret));
+	}
+	pthread_mutex_unlock(&sk->lock);
+	nks_put(sk);
+	return ret ? fail(-ret) : 0;
+}
+
+static int put_int_opt(void *val, socklen_t *len, int v)
+{
+	if (!val || !len)
+		return -EFAULT;
+	if (*len >= sizeof(int)) {
+		memcpy(val, &v, sizeof(int));
+		*len = sizeof(int);
+	} else if (*len) {
+		/* Linux copies a truncated value for small buffers. */
+		memcpy(val, &v, *len);
+	}
+	return 0;
+}
+
+NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	struct nk_opt_req req;
+	struct nk_opt_rep rep;
+	struct nk_sock *sk;
+	int ret = 0;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk || sk->state == NKS_LOCAL || sk->state == NKS_FRESH) {
+		nks_put(sk);
+		return nk_real.getsockopt(fd, level, name, val, len);
+	}
+	pthread_mutex_lock(&sk->lock);
+	if (level == SOL_SOCKET && name == SO_ERROR) {
+		int e = 0;
+
+		if (sk->state == NKS_CONNECTING)
+			nks_finish_connect(sk, fd, 0);
+		if (sk->pending_err) {
+			e = sk->pending_err;
+			sk->pending_err = 0;
+			ret = put_int_opt(val, len, e);
+			goto out;
+		}
+		if (sk->state != NKS_CONNECTED) {
+			ret = put_int_opt(val, len, 0);
+			goto out;
+		}
+		/* connected: ask the NSM's socket below */
+	} else if (level == SOL_SOCKET && name == SO_TYPE) {
+		ret = put_int_opt(val, len, SOCK_STREAM);
+		goto out;
+	} else if (level == SOL_SOCKET && name == SO_DOMAIN) {
+		ret = put_int_opt(val, len, sk->domain);
+		goto out;
+	} else if (level == SOL_SOCKET && name == SO_PROTOCOL) {
+		ret = put_int_opt(val, len, IPPROTO_TCP);
+		goto out;
+	} else if (level == SOL_SOCKET && name == SO_ACCEPTCONN) {
+		ret = put_int_opt(val, len, sk->state == NKS_LISTENING);
+		goto out;
+	} else if (opt_is_local(level, name)) {
+		ret = nk_real.getsockopt(fd, level, name, val, len) ? -errno : 0;
+		goto out;
+	}
+	if (!val || !len) {
+		ret = -EFAULT;
+		goto out;
+	}
+	req = (struct nk_opt_req){
+		.token = sk->token,
+		.level = level,
+		.name = name,
+		.optlen = *len > NK_OPT_MAX ? NK_OPT_MAX : *len,
+	};
+	ret = nk_ctl_call(NK_OP_GETSOCKOPT, &req, sizeof(req), &rep, sizeof(rep));
+	if (!ret) {
+		if (rep.optlen > NK_OPT_MAX)
+			ret = -EPROTO;
+		else {
+			memcpy(val, rep.val, rep.optlen < *len ? rep.optlen : *len);
+			*len = rep.optlen;
+		}
+	} else {
+		nk_logf("getsockopt(fd %d, level %d, name %d): %s", fd, level, name,
+			strerror(-ret));
+	}
+out:
+	pthread_mutex_unlock(&sk->lock);
+	nks_put(sk);
+	return ret ? fail(-ret) : 0;
+}
+
+NK_API int shutdown(int fd, int how)
+{
+	struct nk_sock_req req;
+	struct nk_sock *sk;
+	int ret = 0;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk || sk->state == NKS_LOCAL || sk->state == NKS_FRESH) {
+		nks_put(sk);
+		return nk_real.shutdown(fd, how);
+	}
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
+		ret = -EINVAL;
+	} else if (sk->state == NKS_LISTENING) {
+		/* Linux stops listening when the read side is shut. */
+		if (how != SHUT_WR && nk_real.shutdown(fd, SHUT_RDWR) < 0)
+			ret = -errno;
+	} else if (sk->state != NKS_CONNECTED) {
+		ret = -ENOTCONN;
+	} else {
+		if (how != SHUT_WR) {
+			req = (struct nk_sock_req){ .token = sk->token, .arg = how };
+			ret = nk_ctl_call(NK_OP_SHUTDOWN, &req, sizeof(req), NULL, 0);
+		}
+		/* The write side is the stream's own: the NSM sees EOF. */
+		if (!ret && nk_real.shutdown(fd, how) < 0)
+			ret = -errno;
+	}
+	nks_put(sk);
+	return ret ? fail(-ret) : 0;
+}
+
+NK_API int close(int fd)
+{
+	INIT();
+	if (nks_fd_tracked(fd))
+		nks_forget(fd);
+	return nk_real.close(fd);
+}
+
+/* ---- data --------------------------------------------------------------- */
+
+NK_API ssize_t read(int fd, void *buf, size_t len)
+{
+	struct nk_sock *sk;
+	ssize_t n;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.read(fd, buf, len);
+	switch (data_gate(sk, fd, false, 0, &n)) {
+	case 0:
+		break;
+	case 1:
+		n = nk_real.read(fd, buf, len);
+		if (n == 0 && len)
+			n = read_eof(sk, fd);
+		break;
+	default:
+		n = nk_real.read(fd, buf, len);
+	}
+	nks_put(sk);
+	return n;
+}
+
+NK_API ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+	if (len > buflen)
+		abort();
+	return read(fd, buf, len);
+}
+
+NK_API ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	struct nk_sock *sk;
+	ssize_t n;
+	int i;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.readv(fd, iov, cnt);
+	switch (data_gate(sk, fd, false, 0, &n)) {
+	case 0:
+		break;
+	case 1:
+		n = nk_real.readv(fd, iov, cnt);
+		if (n == 0) {
+			for (i = 0; i < cnt; i++)
+				if (iov[i].iov_len)
+					break;
+			if (i < cnt)
+				n = read_eof(sk, fd);
+		}
+		break;
+	default:
+		n = nk_real.readv(fd, iov, cnt);
+	}
+	nks_put(sk);
+	return n;
+}
+
+NK_API ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+			socklen_t *alen)
+{
+	struct nk_sock *sk;
+	ssize_t n;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.recvfrom(fd, buf, len, flags, addr, alen);
+	switch (data_gate(sk, fd, false, flags, &n)) {
+	case 0:
+		break;
+	case 1:
+		/* TCP reports no source address; the stream must not
+		 * report its own. */
+		n = nk_real.recvfrom(fd, buf, len, flags, NULL, NULL);
+		if (n >= 0 && addr && alen)
+			*alen = 0;
+		if (n == 0 && len)
+			n = read_eof(sk, fd);
+		break;
+	default:
+		n = nk_real.recvfrom(fd, buf, len, flags, addr, alen);
+	}
+	nks_put(sk);
+	return n;
+}
+
+NK_API ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+	INIT();
+	if (!nks_fd_tracked(fd))
+		return nk_real.recv(fd, buf, len, flags);
+	return recvfrom(fd, buf, len, flags, NULL, NULL);
+}
+
+NK_API ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+	if (len > buflen)
+		abort();
+	return recv(fd, buf, len, flags);
+}
+
+NK_API ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+			      struct sockaddr *addr, socklen_t *alen)
+{
+	if (len > buflen)
+		abort();
+	return recvfrom(fd, buf, len, flags, addr, alen);
+}
+
+NK_API ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	struct nk_sock *sk;
+	struct msghdr m;
+	ssize_t n;
+	size_t i, total = 0;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.recvmsg(fd, msg, flags);
+	switch (data_gate(sk, fd, false, flags, &n)) {
+	case 0:
+		break;
+	case 1:
+		m = *msg;
+		m.msg_name = NULL;
+		m.msg_namelen = 0;
+		m.msg_control = NULL;	/* no ancillary data over TCP here */
+		m.msg_controllen = 0;
+		n = nk_real.recvmsg(fd, &m, flags);
+		if (n >= 0) {
+			msg->msg_namelen = 0;
+			msg->msg_controllen = 0;
+			msg->msg_flags = m.msg_flags;
+		}
+		for (i = 0; i < (size_t)msg->msg_iovlen; i++)
+			total += msg->msg_iov[i].iov_len;
+		if (n == 0 && total)
+			n = read_eof(sk, fd);
+		break;
+	default:
+		n = nk_real.recvmsg(fd, msg, flags);
+	}
+	nks_put(sk);
+	return n;
+}
+
+NK_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
+		      const struct sockaddr *addr, socklen_t alen)
+{
+	struct nk_sock *sk;
+	ssize_t n;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.sendto(fd, buf, len, flags, addr, alen);
+	switch (data_gate(sk, fd, true, flags, &n)) {
+	case 0:
+		break;
+	case 1:
+		/* TCP ignores a destination on a connected socket. */
+		n = nk_real.send(fd, buf, len, flags | MSG_NOSIGNAL);
+		if (n < 0 && errno == EPIPE)
+			n = write_epipe(sk, fd, flags);
+		break;
+	default:
+		n = nk_real.sendto(fd, buf, len, flags, addr, alen);
+	}
+	nks_put(sk);
+	return n;
+}
+
+NK_API ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+	INIT();
+	if (!nks_fd_tracked(fd))
+		return nk_real.send(fd, buf, len, flags);
+	return sendto(fd, buf, len, flags, NULL, 0);
+}
+
+NK_API ssize_t write(int fd, const void *buf, size_t len)
+{
+	struct nk_sock *sk;
+	ssize_t n;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.write(fd, buf, len);
+	switch (data_gate(sk, fd, true, 0, &n)) {
+	case 0:
+		break;
+	case 1:
+		n = nk_real.send(fd, buf, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EPIPE)
+			n = write_epipe(sk, fd, 0);
+		break;
+	default:
+		n = nk_real.write(fd, buf, len);
+	}
+	nks_put(sk);
+	return n;
+}
+
+NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	struct nk_sock *sk;
+	struct msghdr m;
+	ssize_t n;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.sendmsg(fd, msg, flags);
+	switch (data_gate(sk, fd, true, flags, &n)) {
+	case 0:
+		break;
+	case 1:
+		m = *msg;
+		m.msg_name = NULL;
+		m.msg_namelen = 0;
+		if (m.msg_controllen) {
+			/* No ancillary data is carried for TCP. */
+			nk_logf("sendmsg(fd %d): ancillary data is not supported", fd);
+			n = fail(EOPNOTSUPP);
+			break;
+		}
+		n = nk_real.sendmsg(fd, &m, flags | MSG_NOSIGNAL);
+		if (n < 0 && errno == EPIPE)
+			n = write_epipe(sk, fd, flags);
+		break;
+	default:
+		n = nk_real.sendmsg(fd, msg, flags);
+	}
+	nks_put(sk);
+	return n;
+}
+
+NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+	struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = cnt };
+	struct nk_sock *sk;
+	ssize_t n;
+
+	INIT();
+	sk = lookup(fd);
+	if (!sk)
+		return nk_real.writev(fd, iov, cnt);
+	switch (data_gate(sk, fd, true, 0, &n)) {
+	case 0:
+		break;
+	case 1:
+		n = nk_real.sendmsg(fd, &m, MSG_NOSIGNAL);
+		if (n < 0 && errno == EPIPE)
+			n = write_epipe(sk, fd, 0);
+		break;
+	default:
+		n = nk_real.writev(fd, iov, cnt);
+	}
+	nks_put(sk);
+	return n;
+}
+
+/* ---- descriptors -------------------------------------------------------- */
+
+NK_API int dup(int fd)
+{
+	int nfd;
+
+	INIT();
+	nfd = nk_real.dup(fd);
+	if (nfd >= 0 && nk_on)
+		nks_dup(fd, nfd);
+	return nfd;
+}
+
+NK_API int dup2(int fd, int nfd)
+{
+	int ret;
+
+	INIT();
+	ret = nk_real.dup2(fd, nfd);
+	if (ret >= 0 && nk_on && fd != nfd)
+		nks_dup(fd, nfd);
+	return ret;
+}
+
+NK_API int dup3(int fd, int nfd, int flags)
+{
+	int ret;
+
+	INIT();
+	ret = nk_real.dup3(fd, nfd, flags);
+	if (ret >= 0 && nk_on)
+		nks_dup(fd, nfd);
+	return ret;
+}
+
+static int do_fcntl(int fd, int cmd, va_list ap)
+{
+	void *arg = va_arg(ap, void *);
+	int ret;
+
+	ret = nk_real.fcntl(fd, cmd, arg);
+	if (ret >= 0 && nk_on && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
+		nks_dup(fd, ret);
+	return ret;
+}
+
+NK_API int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	int ret;
+
+	INIT();
+	va_start(ap, cmd);
+	ret = do_fcntl(fd, cmd, ap);
+	va_end(ap);
+	return ret;
+}
+
+NK_API int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	int ret;
+
+	INIT();
+	va_start(ap, cmd);
+	ret = do_fcntl(fd, cmd, ap);
+	va_end(ap);
+	return ret;
+}
+
+NK_API int close_range(unsigned int first, unsigned int last, int flags)
+{
+	unsigned int fd;
+	int ret;
+
+	INIT();
+	ret = (int)syscall(SYS_close_range, first, last, flags);
+	if (ret == 0 && nk_on && !(flags & CLOSE_RANGE_CLOEXEC)) {
+		struct rlimit rl = { 0 };
+
+		getrlimit(RLIMIT_NOFILE, &rl);
+		if (last > rl.rlim_cur)
+			last = rl.rlim_cur;
+		for (fd = first; fd <= last && fd < INT_MAX; fd++)
+			nks_forget((int)fd);
+	}
+	return ret;
+}
+
+NK_API void closefrom(int first)
+{
+	INIT();
+	close_range(first, ~0U, 0);
+}

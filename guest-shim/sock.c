@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * libnkguest: the table of NetKernel sockets, indexed by fd.
+ *
+ * Two levels (1024 chunks of 1024 slots) so that a lookup never races with
+ * a resize: chunks are allocated on first use and never freed.  A slot
+ * holds a reference to a struct nk_sock; dup() shares it, close() drops it.
+ * Lookups that find an empty slot take no lock at all, so programs pay
+ * nothing for fds that are not NetKernel sockets.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nkguest.h"
+
+#define CHUNK_SHIFT	10
+#define CHUNK_SIZE	(1 << CHUNK_SHIFT)
+#define NCHUNKS		1024
+
+static struct nk_sock **chunks[NCHUNKS];
+static pthread_mutex_t tab_lock = PTHREAD_MUTEX_INITIALIZER;
+int nk_connecting;
+
+static struct nk_sock **slot(int fd, bool create)
+{
+	unsigned int c = (unsigned int)fd >> CHUNK_SHIFT;
+	struct nk_sock **chunk;
+
+	if (fd < 0 || c >= NCHUNKS)
+		return NULL;
+	chunk = __atomic_load_n(&chunks[c], __ATOMIC_ACQUIRE);
+	if (!chunk && create) {
+		chunk = calloc(CHUNK_SIZE, sizeof(*chunk));
+		if (!chunk)
+			return NULL;
+		__atomic_store_n(&chunks[c], chunk, __ATOMIC_RELEASE);
+	}
+	return chunk ? &chunk[fd & (CHUNK_SIZE - 1)] : NULL;
+}
+
+bool nks_fd_tracked(int fd)
+{
+	struct nk_sock **s = slot(fd, false);
+
+	return s && __atomic_load_n(s, __ATOMIC_RELAXED);
+}
+
+struct nk_sock *nks_get(int fd)
+{
+	struct nk_sock **s, *sk = NULL;
+
+	if (!nks_fd_tracked(fd))
+		return NULL;
+	pthread_mutex_lock(&tab_lock);
+	s = slot(fd, false);
+	if (s && *s) {
+		sk = *s;
+		sk->refs++;
+	}
+	pthread_mutex_unlock(&tab_lock);
+	return sk;
+}
+
+static void sock_free(struct nk_sock *sk)
+{
+	if (sk->connect_counted)
+		__atomic_sub_fetch(&nk_connecting, 1, __ATOMIC_RELAXED);
+	pthread_mutex_destroy(&sk->lock);
+	free(sk);
+}
+
+void nks_put(struct nk_sock *sk)
+{
+	bool last;
+
+	if (!sk)
+		return;
+	pthread_mutex_lock(&tab_lock);
+	last = --sk->refs == 0;
+	pthread_mutex_unlock(&tab_lock);
+	if (last)
+		sock_free(sk);
+}
+
+struct nk_sock *nks_new(int domain)
+{
+	struct nk_sock *sk = calloc(1, sizeof(*sk));
+
+	if (!sk)
+		return NULL;
+	pthread_mutex_init(&sk->lock, NULL);
+	sk->refs = 1;	/* the caller's */
+	sk->state = NKS_FRESH;
+	sk->domain = domain;
+	sk->eof_err = -1;
+	return sk;
+}
+
+int nks_install(int fd, struct nk_sock *sk)
+{
+	struct nk_sock **s, *old;
+
+	pthread_mutex_lock(&tab_lock);
+	s = slot(fd, true);
+	if (!s) {
+		pthread_mutex_unlock(&tab_lock);
+		return -EMFILE;
+	}
+	old = *s;
+	sk->refs++;
+	__atomic_store_n(s, sk, __ATOMIC_RELEASE);
+	if (old && --old->refs == 0) {
+		pthread_mutex_unlock(&tab_lock);
+		sock_free(old);
+		return 0;
+	}
+	pthread_mutex_unlock(&tab_lock);
+	return 0;
+}
+
+/* Drop the registrations a closed fd had in epoll sets. */
+static void forget_regs(struct nk_sock *sk, int fd)
+{
+	int i;
+
+	for (i = 0; i < sk->nregs;) {
+		if (sk->regs[i].fd == fd)
+			sk->regs[i] = sk->regs[--sk->nregs];
+		else
+			i++;
+	}
+}
+
+void nks_forget(int fd)
+{
+	struct nk_sock **s, *old;
+
+	if (!nks_fd_tracked(fd))
+		return;
+	pthread_mutex_lock(&tab_lock);
+	s = slot(fd, false);
+	old = s ? *s : NULL;
+	if (s)
+		__atomic_store_n(s, NULL, __ATOMIC_RELEASE);
+	if (old) {
+		forget_regs(old, fd);
+		if (--old->refs == 0) {
+			pthread_mutex_unlock(&tab_lock);
+			sock_free(old);
+			return;
+		}
+	}
+	pthread_mutex_unlock(&tab_lock);
+}
+
+void nks_dup(int oldfd, int newfd)
+{
+	struct nk_sock *sk;
+
+	if (oldfd == newfd)
+		return;
+	sk = nks_get(oldfd);
+	if (!sk) {
+		nks_forget(newfd);
+		return;
+	}
+	nks_install(newfd, sk);
+	nks_put(sk);
+}
+
+void nks_set_state(struct nk_sock *sk, enum nks_state st)
+{
+	if (st == NKS_CONNECTING && !sk->connect_counted) {
+		sk->connect_counted = true;
+		__atomic_add_fetch(&nk_connecting, 1, __ATOMIC_RELAXED);
+	} else if (st != NKS_CONNECTING && sk->connect_counted) {
+		sk->connect_counted = false;
+		__atomic_sub_fetch(&nk_connecting, 1, __ATOMIC_RELAXED);
+	}
+	sk->state = st;
+}
+
+int nks_connecting_snapshot(struct nk_sock **out, int *fds, int max)
+{
+	int c, i, n = 0;
+
+	pthread_mutex_lock(&tab_lock);
+	for (c = 0; c < NCHUNKS && n < max; c++) {
+		struct nk_sock **chunk = chunks[c];
+
+		if (!chunk)
+			continue;
+		for (i = 0; i < CHUNK_SIZE && n < max; i++) {
+			struct nk_sock *sk = chunk[i];
+
+			if (sk && sk->state == NKS_CONNECTING) {
+				sk->refs++;
+				out[n] = sk;
+				fds[n] = (c << CHUNK_SHIFT) | i;
+				n++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&tab_lock);
+	return n;
+}
+
+void nks_atfork_prepare(void)
+{
+	pthread_mutex_lock(&tab_lock);
+}
+
+void nks_atfork_parent(void)
+{
+	pthread_mutex_unlock(&tab_lock);
+}
+
+void nks_atfork_child(void)
+{
+	pthread_mutex_unlock(&tab_lock);
+}

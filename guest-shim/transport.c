@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * libnkguest: the transport to the host and the control channel.
+ *
+ * The transport is named by NK_TRANSPORT, else by "transport = ..." in
+ * /etc/netkernel/guest.conf (NK_CONFIG overrides the path), else it is
+ * vsock:2:7531:
+ *   vsock[:CID:PORT]  AF_VSOCK, the production path inside a VM;
+ *   unix:PATH         a Unix stream socket (hybrid-vsock path of a VM, or a
+ *                     network-namespace guest in tests).
+ * Both give a plain byte stream; nothing here relies on what only one of
+ * them can do.
+ *
+ * The control channel is one stream per process (re-opened after fork),
+ * guarded by a mutex: one request, one reply.  It is CLOEXEC and checked by
+ * inode before each use, so an application that closes or dup2()s over it
+ * only costs a reconnect.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <linux/vm_sockets.h>
+
+#include "nkguest.h"
+
+#define HANDSHAKE_TIMEOUT_MS	10000
+
+static struct {
+	bool parsed;
+	bool is_unix;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	unsigned int cid, port;
+} tp;
+
+static pthread_mutex_t tp_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int parse_transport(const char *s)
+{
+	char *end;
+
+	if (!strncmp(s, "unix:", 5)) {
+		if (!s[5] || strlen(s + 5) >= sizeof(tp.path))
+			return -EINVAL;
+		tp.is_unix = true;
+		strcpy(tp.path, s + 5);
+		return 0;
+	}
+	if (!strcmp(s, "vsock")) {
+		tp.is_unix = false;
+		tp.cid = NK_HOST_CID;
+		tp.port = NK_DEFAULT_VSOCK_PORT;
+		return 0;
+	}
+	if (!strncmp(s, "vsock:", 6)) {
+		tp.is_unix = false;
+		tp.cid = strtoul(s + 6, &end, 10);
+		if (end == s + 6 || *end != ':')
+			return -EINVAL;
+		s = end + 1;
+		tp.port = strtoul(s, &end, 10);
+		if (end == s || *end || !tp.port)
+			return -EINVAL;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* "transport = X" from the guest config file, if any. */
+static const char *config_transport(char *buf, size_t len)
+{
+	const char *path = getenv("NK_CONFIG");
+	char line[512], *p, *v;
+	const char *found = NULL;
+	FILE *f;
+
+	if (!path)
+		path = "/etc/netkernel/guest.conf";
+	f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof(line), f)) {
+		p = line + strspn(line, " \t");
+		if (*p == '#' || strncmp(p, "transport", 9))
+			continue;
+		p += 9;
+		p += strspn(p, " \t");
+		if (*p != '=')
+			continue;
+		v = p + 1 + strspn(p + 1, " \t");
+		v[strcspn(v, " \t\r\n#")] = '\0';
+		if (*v && strlen(v) < len) {
+			strcpy(buf, v);
+			found = buf;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static int transport_setup(void)
+{
+	char buf[256];
+	const char *s;
+	int ret = 0;
+
+	pthread_mutex_lock(&tp_lock);
+	if (!tp.parsed) {
+		s = getenv("NK_TRANSPORT");
+		if (!s || !*s)
+			s = config_transport(buf, sizeof(buf));
+		if (!s)
+			s = "vsock";
+		ret = parse_transport(s);
+		if (ret)
+			nk_logf("bad transport \"%s\" (want unix:PATH or vsock[:CID:PORT])", s);
+		else
+			tp.parsed = true;
+	}
+	pthread_mutex_unlock(&tp_lock);
+	return ret;
+}
+
+int nk_transport_open(void)
+{
+	struct timeval tv = { .tv_sec = HANDSHAKE_TIMEOUT_MS / 1000 };
+	int fd, ret;
+
+	ret = transport_setup();
+	if (ret)
+		return ret;
+	if (tp.is_unix) {
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+		strcpy(sun.sun_path, tp.path);
+		fd = nk_real.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		nk_real.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (nk_real.connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+			ret = -errno;
+			nk_logf("cannot reach the host at unix:%s: %s", tp.path, strerror(-ret));
+			nk_real.close(fd);
+			return ret;
+		}
+	} else {
+		struct sockaddr_vm svm = {
+			.svm_family = AF_VSOCK,
+			.svm_cid = tp.cid,
+			.svm_port = tp.port,
+		};
+
+		fd = nk_real.socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		nk_real.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (nk_real.connect(fd, (struct sockaddr *)&svm, sizeof(svm)) < 0) {
+			ret = -errno;
+			nk_logf("cannot reach the host at vsock:%u:%u: %s", tp.cid, tp.port,
+				strerror(-ret));
+			nk_real.close(fd);
+			return ret;
+		}
+	}
+	return fd;
+}
+
+int nk_send_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	ssize_t n;
+
+	while (len) {
+		n = nk_real.send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+				nk_real.poll(&pfd, 1, -1);
+				continue;
+			}
+			return -errno;
+		}
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int nk_recv_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	ssize_t n;
+
+	while (len) {
+		n = nk_real.recv(fd, p, len, 0);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+				/* SO_RCVTIMEO expiry on a blocking stream. */
+				if (!(nk_real.fcntl(fd, F_GETFL) & O_NONBLOCK))
+					return -ETIMEDOUT;
+				nk_real.poll(&pfd, 1, -1);
+				continue;
+			}
+			return -errno;
+		}
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int nk_msg_send(int fd, uint8_t op, uint32_t seq, const void *body, size_t len)
+{
+	char buf[NK_MSG_MAX];
+	struct nk_hdr *h = (struct nk_hdr *)buf;
+
+	if (sizeof(*h) + len > sizeof(buf))
+		return -EINVAL;
+	*h = (struct nk_hdr){
+		.magic = NK_PROTO_MAGIC,
+		.version = NK_PROTO_VERSION,
+		.op = op,
+		.len = sizeof(*h) + len,
+		.seq = seq,
+	};
+	memcpy(buf + sizeof(*h), body, len);
+	return nk_send_all(fd, buf, sizeof(*h) + len);
+}
+
+int nk_msg_recv(int fd, uint8_t op, void *body, size_t len)
+{
+	struct nk_hdr h;
+	int ret, bodylen;
+
+	ret = nk_recv_all(fd, &h, sizeof(h));
+	if (ret)
+		return ret;
+	bodylen = nk_hdr_check(&h, 1);
+	if (bodylen < 0 || h.op != op || (size_t)bodylen != len || h.err < 0) {
+		nk_logf("protocol error from the host (op %u, len %u)", h.op, h.len);
+		return -EPROTO;
+	}
+	ret = nk_recv_all(fd, body, len);
+	if (ret)
+		return ret;
+	return h.err;
+}
+
+/* ---- control channel ---------------------------------------------------- */
+
+static struct {
+	pthread_mutex_t lock;
+	int fd;
+	pid_t pid;
+	dev_t dev;
+	ino_t ino;
+	uint32_t seq;
+} ctl = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 };
+
+static bool ctl_valid(void)
+{
+	struct stat st;
+
+	if (ctl.fd < 0 || ctl.pid != getpid())
+		return false;
+	if (fstat(ctl.fd, &st) < 0 || st.st_dev != ctl.dev || st.st_ino != ctl.ino)
+		return false;
+	return true;
+}
+
+static int ctl_open(void)
+{
+	struct nk_hello_req req = { .kind = NK_HELLO_CTL, .pid = getpid() };
+	struct nk_hello_rep rep;
+	struct stat st;
+	int fd, ret;
+
+	fd = nk_transport_open();
+	if (fd < 0)
+		return fd;
+	ret = nk_msg_send(fd, NK_OP_HELLO, 0, &req, sizeof(req));
+	if (!ret)
+		ret = nk_msg_recv(fd, NK_OP_HELLO, &rep, sizeof(rep));
+	if (ret > 0)
+		ret = -ret;
+	if (ret < 0 || fstat(fd, &st) < 0) {
+		nk_logf("control channel: %s", strerror(ret < 0 ? -ret : errno));
+		nk_real.close(fd);
+		return ret < 0 ? ret : -errno;
+	}
+	ctl.fd = fd;
+	ctl.pid = getpid();
+	ctl.dev = st.st_dev;
+	ctl.ino = st.st_ino;
+	return 0;
+}
+
+int nk_ctl_call(uint8_t op, const void *req, size_t reqlen, void *rep, size_t replen)
+{
+	char scratch[sizeof(struct nk_opt_rep)];
+	int ret, tries;
+
+	pthread_mutex_lock(&ctl.lock);
+	for (tries = 0; tries < 2; tries++) {
+		if (!ctl_valid()) {
+			/* Only close it if it is still ours (same pid). */
+			if (ctl.fd >= 0 && ctl.pid == getpid() && nk_ctl_owns_fd(ctl.fd))
+				nk_real.close(ctl.fd);
+			ctl.fd = -1;
+			ret = ctl_open();
+			if (ret)
+				break;
+		}
+		ret = nk_msg_send(ctl.fd, op, ++ctl.seq, req, reqlen);
+		if (!ret)
+			ret = nk_msg_recv(ctl.fd, op, replen ? rep : scratch, replen);
+		if (ret >= 0)
+			break;
+		/* The channel broke (NSM restarted?): drop it, try once more. */
+		nk_real.close(ctl.fd);
+		ctl.fd = -1;
+		if (ret == -EPROTO)
+			break;
+	}
+	pthread_mutex_unlock(&ctl.lock);
+	if (ret > 0)
+		return -ret;
+	return ret;
+}
+
+bool nk_ctl_owns_fd(int fd)
+{
+	struct stat st;
+
+	if (fd != ctl.fd || fd < 0)
+		return false;
+	return !fstat(fd, &st) && st.st_dev == ctl.dev && st.st_ino == ctl.ino;
+}
+
+void nk_ctl_atfork_prepare(void)
+{
+	pthread_mutex_lock(&ctl.lock);
+}
+
+void nk_ctl_atfork_parent(void)
+{
+	pthread_mutex_unlock(&ctl.lock);
+}
+
+void nk_ctl_atfork_child(void)
+{
+	/* The child opens its own channel; it must not share the parent's
+	 * (replies would interleave).  Its copy of the fd is closed. */
+	if (ctl.fd >= 0)
+		nk_real.close(ctl.fd);
+	ctl.fd = -1;
+	pthread_mutex_init(&ctl.lock, NULL);
+}
