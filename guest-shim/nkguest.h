@@ -145,6 +145,9 @@ void nks_atfork_child(void);
 /* Visit every connecting socket (for poll/epoll translation). */
 int nks_connecting_snapshot(struct nk_sock **out, int *fds, int max);
 
+/* exec.c */
+void nk_exec_restore(void);
+
 /* transport.c */
 int nk_transport_open(void);	/* blocking stream to the host, CLOEXEC */
 int nk_send_all(int fd, const void *buf, size_t len);

@@ -105,6 +105,8 @@ static void do_init(void)
 		log_fd = path ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)
 			      : fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
 	}
+	if (nk_on)
+		nk_exec_restore();
 	pthread_atfork(nks_atfork_prepare, nks_atfork_parent, nks_atfork_child);
 	pthread_atfork(nk_ctl_atfork_prepare, nk_ctl_atfork_parent, nk_ctl_atfork_child);
 }

@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * libnkguest: NetKernel sockets across exec.
+ *
+ * A socket without close-on-exec survives exec as a plain stream, and its
+ * payload keeps flowing; what the new program would lose is the library's
+ * knowledge of it (its token, state and addresses).  The exec family is
+ * interposed to pass that knowledge in the environment variable NK_FDS:
+ *
+ *   NK_FDS=FD,STATE,DOMAIN,TOKEN,LOCAL,PEER;...
+ *
+ * with TOKEN in hex and LOCAL/PEER as hex-encoded sockaddrs (empty when
+ * unknown).  At start-up the library reads NK_FDS, keeps the entries whose
+ * fd is still an open stream socket, and removes the variable.
+ */
+#include <alloca.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nkguest.h"
+
+#define NK_FDS_VAR	"NK_FDS="
+#define NK_FDS_MAX	64
+
+extern char **environ;
+
+static void hex_out(char *dst, const void *src, size_t len)
+{
+	static const char hx[] = "0123456789abcdef";
+	const unsigned char *s = src;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		dst[2 * i] = hx[s[i] >> 4];
+		dst[2 * i + 1] = hx[s[i] & 15];
+	}
+	dst[2 * len] = '\0';
+}
+
+static int hex_in(void *dst, size_t max, const char *src, size_t srclen)
+{
+	unsigned char *d = dst;
+	size_t i;
+
+	if (srclen % 2 || srclen / 2 > max)
+		return -1;
+	for (i = 0; i < srclen / 2; i++) {
+		unsigned int v;
+
+		if (sscanf(src + 2 * i, "%2x", &v) != 1)
+			return -1;
+		d[i] = (unsigned char)v;
+	}
+	return (int)(srclen / 2);
+}
+
+/* "NK_FDS=..." for the sockets that survive exec, or NULL if none. */
+static char *build_var(void)
+{
+	struct nk_sock *sk;
+	size_t cap = 256, len;
+	char *var, *p;
+	int fd, n = 0, maxfd = 4096;
+
+	var = malloc(cap);
+	if (!var)
+		return NULL;
+	strcpy(var, NK_FDS_VAR);
+	len = strlen(var);
+	for (fd = 0; fd < maxfd && n < NK_FDS_MAX; fd++) {
+		char entry[2 * sizeof(struct sockaddr_storage) * 2 + 96];
+		char lh[2 * sizeof(struct sockaddr_storage) + 1];
+		char ph[2 * sizeof(struct sockaddr_storage) + 1];
+		int fdfl;
+
+		if (!nks_fd_tracked(fd))
+			continue;
+		sk = nks_get(fd);
+		if (!sk)
+			continue;
+		fdfl = nk_real.fcntl(fd, F_GETFD);
+		if (fdfl < 0 || (fdfl & FD_CLOEXEC) || sk->state == NKS_FRESH ||
+		    sk->state == NKS_LOCAL) {
+			nks_put(sk);
+			continue;
+		}
+		hex_out(lh, &sk->local, sk->local_len);
+		hex_out(ph, &sk->peer, sk->peer_len);
+		snprintf(entry, sizeof(entry), "%s%d,%d,%d,%llx,%s,%s", n ? ";" : "", fd,
+			 sk->state, sk->domain, (unsigned long long)sk->token, lh, ph);
+		nks_put(sk);
+		if (len + strlen(entry) + 1 > cap) {
+			cap = (len + strlen(entry) + 1) * 2;
+			p = realloc(var, cap);
+			if (!p)
+				break;
+			var = p;
+		}
+		strcpy(var + len, entry);
+		len += strlen(entry);
+		n++;
+	}
+	if (!n) {
+		free(var);
+		return NULL;
+	}
+	return var;
+}
+
+/* envp with NK_FDS replaced; the array is leaked on purpose (exec follows,
+ * and on failure it is small). */
+static char **env_with_fds(char *const envp[])
+{
+	char *var, **out;
+	size_t n = 0, i, j = 0;
+
+	if (!nk_enabled())
+		return (char **)envp;
+	var = build_var();
+	if (!var && (!envp || !getenv("NK_FDS")))
+		return (char **)envp;
+	while (envp && envp[n])
+		n++;
+	out = malloc((n + 2) * sizeof(*out));
+	if (!out)
+		return (char **)envp;
+	for (i = 0; i < n; i++)
+		if (strncmp(envp[i], NK_FDS_VAR, strlen(NK_FDS_VAR)))
+			out[j++] = envp[i];
+	if (var)
+		out[j++] = var;
+	out[j] = NULL;
+	return out;
+}
+
+void nk_exec_restore(void)
+{
+	const char *v = getenv("NK_FDS");
+	char *copy, *save = NULL, *e;
+
+	if (!v)
+		return;
+	copy = strdup(v);
+	unsetenv("NK_FDS");
+	if (!copy)
+		return;
+	for (e = strtok_r(copy, ";", &save); e; e = strtok_r(NULL, ";", &save)) {
+		char *f[6] = { 0 }, *q = e;
+		struct nk_sock *sk;
+		struct stat st;
+		int i, fd, state, domain, l;
+
+		for (i = 0; i < 6; i++) {
+			f[i] = q;
+			q = strchr(q, ',');
+			if (!q) {
+				i++;
+				break;
+			}
+			*q++ = '\0';
+		}
+		if (i != 6)
+			continue;
+		fd = atoi(f[0]);
+		state = atoi(f[1]);
+		domain = atoi(f[2]);
+		if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+		    (domain != AF_INET && domain != AF_INET6) || state < NKS_SETUP ||
+		    state > NKS_LISTENING)
+			continue;
+		sk = nks_new(domain);
+		if (!sk)
+			break;
+		sk->token = strtoull(f[3], NULL, 16);
+		l = hex_in(&sk->local, sizeof(sk->local), f[4], strlen(f[4]));
+		sk->local_len = l > 0 ? l : 0;
+		l = hex_in(&sk->peer, sizeof(sk->peer), f[5], strlen(f[5]));
+		sk->peer_len = l > 0 ? l : 0;
+		nks_set_state(sk, state);
+		nks_install(fd, sk);
+		nks_put(sk);
+	}
+	free(copy);
+}
+
+/* Free what env_with_fds() allocated, for the spawn calls that return. */
+static void env_free(char **e, char *const envp[])
+{
+	size_t i;
+
+	if ((char *const *)e == envp)
+		return;
+	for (i = 0; e[i]; i++)
+		if (!strncmp(e[i], NK_FDS_VAR, strlen(NK_FDS_VAR)))
+			free(e[i]);
+	free(e);
+}
+
+typedef int (*execve_fn)(const char *, char *const[], char *const[]);
+
+static int real_execve(const char *path, char *const argv[], char *const envp[])
+{
+	static execve_fn fn;
+
+	if (!fn)
+		*(void **)&fn = dlsym(RTLD_NEXT, "execve");
+	return fn(path, argv, envp);
+}
+
+static int real_execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	static execve_fn fn;
+
+	if (!fn)
+		*(void **)&fn = dlsym(RTLD_NEXT, "execvpe");
+	return fn(file, argv, envp);
+}
+
+NK_API int execve(const char *path, char *const argv[], char *const envp[])
+{
+	nk_init();
+	return real_execve(path, argv, env_with_fds(envp));
+}
+
+NK_API int execv(const char *path, char *const argv[])
+{
+	nk_init();
+	return real_execve(path, argv, env_with_fds(environ));
+}
+
+NK_API int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	nk_init();
+	return real_execvpe(file, argv, env_with_fds(envp));
+}
+
+NK_API int execvp(const char *file, char *const argv[])
+{
+	nk_init();
+	return real_execvpe(file, argv, env_with_fds(environ));
+}
+
+/* execl/execlp/execle: collect the variadic arguments. */
+#define COLLECT_ARGS(arg0, ap, argv, extra)					\
+	do {									\
+		size_t n_ = 1, i_;						\
+		va_list c_;							\
+		va_copy(c_, ap);						\
+		while (va_arg(c_, char *))					\
+			n_++;							\
+		va_end(c_);							\
+		argv = alloca((n_ + 1) * sizeof(char *));			\
+		argv[0] = (char *)arg0;						\
+		for (i_ = 1; i_ <= n_; i_++)					\
+			argv[i_] = va_arg(ap, char *);				\
+		extra;								\
+	} while (0)
+
+NK_API int execl(const char *path, const char *arg, ...)
+{
+	char **argv;
+	va_list ap;
+
+	va_start(ap, arg);
+	COLLECT_ARGS(arg, ap, argv, (void)0);
+	va_end(ap);
+	return execv(path, argv);
+}
+
+NK_API int execlp(const char *file, const char *arg, ...)
+{
+	char **argv;
+	va_list ap;
+
+	va_start(ap, arg);
+	COLLECT_ARGS(arg, ap, argv, (void)0);
+	va_end(ap);
+	return execvp(file, argv);
+}
+
+NK_API int execle(const char *path, const char *arg, ...)
+{
+	char **argv, **envp;
+	va_list ap;
+
+	va_start(ap, arg);
+	COLLECT_ARGS(arg, ap, argv, envp = va_arg(ap, char **));
+	va_end(ap);
+	return execve(path, argv, envp);
+}
+
+typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			const posix_spawnattr_t *, char *const[], char *const[]);
+
+NK_API int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+		       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	static spawn_fn fn;
+	char **e;
+	int ret;
+
+	nk_init();
+	if (!fn)
+		*(void **)&fn = dlsym(RTLD_NEXT, "posix_spawn");
+	e = env_with_fds(envp);
+	ret = fn(pid, path, fa, attr, argv, e);
+	env_free(e, envp);
+	return ret;
+}
+
+NK_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+			const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	static spawn_fn fn;
+	char **e;
+	int ret;
+
+	nk_init();
+	if (!fn)
+		*(void **)&fn = dlsym(RTLD_NEXT, "posix_spawnp");
+	e = env_with_fds(envp);
+	ret = fn(pid, file, fa, attr, argv, e);
+	env_free(e, envp);
+	return ret;
+}
