@@ -1,0 +1,556 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# Shared helpers for the NetKernel integration tests (and tools/demo.sh).
+# A test sources this file, calls nk_topo_up to get the standard topology
+# in throwaway network namespaces with a random suffix, drives real programs
+# through it, records every check with `check` (a failed check does not
+# stop the test, so one run reports all of them) and ends with nk_finish.
+# Whatever a test creates is registered here and removed by one EXIT trap:
+# processes by PID, namespaces by name, the temporary directory.
+#
+# Standard topology (S = random suffix of this test):
+#
+#   remote-$S            nsm-$S                    root namespace
+#   eth0 10.77.0.1/24 ---- up0 (veth uplink)         nkd --foreground
+#        fd77::1/64        VM addresses, added       (control socket and
+#   nginx, wrk, curl       by nk-nsm (nsm1)           state in $NK_TMP)
+#                          kernel sockets of VMs
+#
+#   g1-$S (only lo): guest of vm1, 10.77.0.2/24, unix:$NK_TMP/vm1.vsock_7531
+#   g2-$S (only lo): guest of vm2, 10.77.0.3/24, unix:$NK_TMP/vm2.vsock_7531
+#
+# Exit status of a test: 0 pass, 1 fail, 4 skip (reason on stderr, last line).
+
+set -u
+
+NK_SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUTPUT=${OUTPUT:-$NK_SRCDIR/build}
+NK_PY=/usr/bin/python3		# Debian's python, not a pyenv shim
+NK_KSFT_SKIP=4
+
+S=${NK_SUFFIX:-$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+NK_TMP=$(mktemp -d "/tmp/nk-${NK_TEST_NAME:-$(basename "$0" .sh)}.XXXXXX")
+chmod 0755 "$NK_TMP"
+NK_CTL=$NK_TMP/nkd.sock
+NK_STATE=$NK_TMP/state
+NK_RUN=$NK_TMP/run
+NK_NKD_LOG=$NK_TMP/nkd.log
+NKD_PID=
+
+NK_PIDS=()		# processes we started, killed at cleanup
+NK_NETNS=()		# namespaces we created, emptied and deleted at cleanup
+NK_NSMS=()		# NSMs registered with nkd, deleted through nkctl
+NK_FAILS=0
+NK_FAILED_CHECKS=()
+NK_CHECKS=0
+NK_T0=$(date +%s.%N)
+
+# ---------------------------------------------------------------- logging
+
+nk_ts()
+{
+	awk -v t0="$NK_T0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%6.1fs", t1 - t0 }'
+}
+
+log_info()
+{
+	echo "[$(nk_ts)] $*"
+}
+
+log_step()
+{
+	echo
+	echo "[$(nk_ts)] === $*"
+}
+
+log_err()
+{
+	echo "[$(nk_ts)] ERROR: $*" >&2
+}
+
+# Abort the test (exit 1): the rest cannot be meaningful.
+nk_die()
+{
+	log_err "$*"
+	NK_FAILED_CHECKS+=("fatal: $*")
+	NK_FAILS=$((NK_FAILS + 1))
+	exit 1
+}
+
+# Skip the test (exit 4); the reason is the last line on stderr.
+nk_skip()
+{
+	echo "$*" >&2
+	NK_SKIPPING=1
+	exit $NK_KSFT_SKIP
+}
+
+# ---------------------------------------------------------------- checks
+
+nk_pass()
+{
+	NK_CHECKS=$((NK_CHECKS + 1))
+	echo "[$(nk_ts)]   ok    $1"
+}
+
+nk_fail()
+{
+	NK_CHECKS=$((NK_CHECKS + 1))
+	NK_FAILS=$((NK_FAILS + 1))
+	NK_FAILED_CHECKS+=("$1")
+	echo "[$(nk_ts)]   FAIL  $1"
+}
+
+# check DESCRIPTION CMD [ARGS...]: run CMD, record pass or failure, go on.
+check()
+{
+	local desc=$1
+	shift
+	if "$@"; then
+		nk_pass "$desc"
+		return 0
+	fi
+	nk_fail "$desc"
+	return 1
+}
+
+# check_eq DESCRIPTION GOT WANT
+check_eq()
+{
+	if [ "$2" = "$3" ]; then
+		nk_pass "$1 (= $3)"
+		return 0
+	fi
+	nk_fail "$1: got '$2', want '$3'"
+	return 1
+}
+
+# check_lt DESCRIPTION GOT LIMIT (integers)
+check_lt()
+{
+	if [ "$2" -lt "$3" ] 2>/dev/null; then
+		nk_pass "$1 ($2 < $3)"
+		return 0
+	fi
+	nk_fail "$1: got $2, limit $3"
+	return 1
+}
+
+# check_gt DESCRIPTION GOT MIN (integers)
+check_gt()
+{
+	if [ "$2" -gt "$3" ] 2>/dev/null; then
+		nk_pass "$1 ($2 > $3)"
+		return 0
+	fi
+	nk_fail "$1: got '$2', want > $3"
+	return 1
+}
+
+# not_grep PATTERN FILE: PATTERN does not occur in FILE
+not_grep()
+{
+	! grep -q "$@"
+}
+
+nk_finish()
+{
+	if [ "$NK_FAILS" -gt 0 ]; then
+		exit 1
+	fi
+	echo
+	log_info "all $NK_CHECKS checks passed"
+	exit 0
+}
+
+# ---------------------------------------------------------------- requirements
+
+nk_require_root()
+{
+	[ "$(id -u)" -eq 0 ] || nk_skip "needs root"
+}
+
+# nk_require_cmds CMD...: skip when a program the test drives is missing.
+nk_require_cmds()
+{
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 ||
+			nk_skip "missing program '$c' (run tools/install-deps.sh)"
+	done
+}
+
+# Missing NetKernel binaries are a failure, not a skip: `make` builds them.
+nk_require_build()
+{
+	local f
+	for f in nkd nkctl nk-nsm nk-run libnkguest.so; do
+		[ -e "$OUTPUT/$f" ] || nk_die "$OUTPUT/$f is missing (run make)"
+	done
+}
+
+nk_mount_bpffs()
+{
+	mountpoint -q /sys/fs/bpf 2>/dev/null ||
+		mount -t bpf bpf /sys/fs/bpf ||
+		log_err "cannot mount bpffs on /sys/fs/bpf"
+}
+
+# ---------------------------------------------------------------- processes
+
+nk_register_pid()
+{
+	NK_PIDS+=("$1")
+}
+
+# nk_alive PID: running (a zombie is not alive)
+nk_alive()
+{
+	[ -n "$1" ] && kill -0 "$1" 2>/dev/null &&
+		! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# nk_stop PID...: SIGTERM, wait up to 5 s, then SIGKILL.
+nk_stop()
+{
+	local pid i
+	for pid in "$@"; do
+		nk_alive "$pid" && kill -TERM "$pid" 2>/dev/null
+	done
+	for pid in "$@"; do
+		for ((i = 0; i < 50; i++)); do
+			nk_alive "$pid" || break
+			sleep 0.1
+		done
+		nk_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
+	return 0
+}
+
+# nk_ns_pids NS: PIDs whose network namespace is NS (all started by us).
+nk_ns_pids()
+{
+	ip netns pids "$1" 2>/dev/null
+}
+
+# nk_ns_empty NS: nothing runs in NS
+nk_ns_empty()
+{
+	[ -z "$(nk_ns_pids "$1")" ]
+}
+
+# nk_ns_stop NS: stop everything running in a namespace we created.
+nk_ns_stop()
+{
+	local pids
+	pids=$(nk_ns_pids "$1")
+	[ -n "$pids" ] || return 0
+	# shellcheck disable=SC2086
+	nk_stop $pids
+}
+
+# nk_bg NS LOG CMD...: start CMD in namespace NS (root namespace when NS is
+# "-") in the background; its PID is in NK_BG_PID and registered.
+nk_bg()
+{
+	local ns=$1 logf=$2
+	shift 2
+	if [ "$ns" = - ]; then
+		"$@" >"$logf" 2>&1 </dev/null &
+	else
+		ip netns exec "$ns" "$@" >"$logf" 2>&1 </dev/null &
+	fi
+	NK_BG_PID=$!
+	nk_register_pid "$NK_BG_PID"
+}
+
+# wait_for [-t SECS] CMD...: poll CMD every 0.1 s until it succeeds.
+wait_for()
+{
+	local tmo=10 i n
+	if [ "$1" = -t ]; then
+		tmo=$2
+		shift 2
+	fi
+	n=$((tmo * 10))
+	for ((i = 0; i < n; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# nk_tcp_open NS ADDR PORT: one TCP connect from NS (no payload).
+nk_tcp_open()
+{
+	ip netns exec "$1" timeout 2 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null
+}
+
+# wait_port NS ADDR PORT [SECS]: wait until ADDR:PORT accepts from NS.
+wait_port()
+{
+	wait_for -t "${4:-10}" nk_tcp_open "$1" "$2" "$3"
+}
+
+# ---------------------------------------------------------------- namespaces
+
+nk_netns_add()
+{
+	ip netns add "$1" || nk_die "cannot create netns $1"
+	NK_NETNS+=("$1")
+	ip -n "$1" link set lo up
+}
+
+# ---------------------------------------------------------------- NetKernel
+
+nkctl()
+{
+	"$OUTPUT/nkctl" -c "$NK_CTL" "$@"
+}
+
+# nk_vm_of G: g1 -> vm1, g2 -> vm2
+nk_vm_of()
+{
+	echo "vm${1#g}"
+}
+
+# nk_transport G: the unix transport of guest G's VM.
+nk_transport()
+{
+	echo "unix:$NK_TMP/$(nk_vm_of "$1").vsock_7531"
+}
+
+# nk_guest G CMD...: run CMD in guest namespace G-$S under nk-run.
+nk_guest()
+{
+	local g=$1
+	shift
+	ip netns exec "$g-$S" "$OUTPUT/nk-run" --transport "$(nk_transport "$g")" -- "$@"
+}
+
+# nk_guest_bg G LOG CMD...: nk_guest in the background (PID in NK_BG_PID).
+nk_guest_bg()
+{
+	local g=$1 logf=$2
+	shift 2
+	nk_bg "$g-$S" "$logf" "$OUTPUT/nk-run" --transport "$(nk_transport "$g")" -- "$@"
+}
+
+nk_start_nkd()
+{
+	mkdir -p "$NK_STATE" "$NK_RUN"
+	# --no-vsock: these machines must never open AF_VSOCK (no test VM
+	# has a CID anyway); --nsm-bin: the NSM of the tree under test.
+	nk_bg - "$NK_NKD_LOG" "$OUTPUT/nkd" --foreground --control "$NK_CTL" \
+		--state-dir "$NK_STATE" --run-dir "$NK_RUN" --no-vsock \
+		--nsm-bin "$OUTPUT/nk-nsm"
+	NKD_PID=$NK_BG_PID
+	if ! wait_for -t 10 nkctl nsm list; then
+		nk_alive "$NKD_PID" || nk_die "nkd exited at start (log: $NK_NKD_LOG)"
+		nk_die "nkd does not answer on $NK_CTL"
+	fi
+	log_info "nkd pid $NKD_PID, control $NK_CTL"
+}
+
+# nk_nsm_pid NSM-NETNS: the PID of the nk-nsm process in that namespace.
+nk_nsm_pid()
+{
+	local pid
+	for pid in $(nk_ns_pids "$1"); do
+		if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nk-nsm ]; then
+			echo "$pid"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# nk_has_addr NS DEV ADDR
+nk_has_addr()
+{
+	ip -n "$1" -o addr show dev "$2" 2>/dev/null | grep -qw "inet6\? $3/[0-9]*"
+}
+
+nk_run_nkctl()
+{
+	local out
+	if ! out=$(nkctl "$@" 2>&1); then
+		echo "$out"
+		nk_die "nkctl $* failed"
+	fi
+	[ -z "$out" ] || echo "$out"
+}
+
+# nk_topo_up: the standard topology, nkd, nsm1 and vm1 + vm2 (see the top).
+nk_topo_up()
+{
+	log_step "topology (suffix $S)"
+	nk_mount_bpffs
+	nk_netns_add "remote-$S"
+	nk_netns_add "nsm-$S"
+	nk_netns_add "g1-$S"
+	nk_netns_add "g2-$S"
+
+	ip link add up0 netns "nsm-$S" type veth peer name eth0 netns "remote-$S" ||
+		nk_die "cannot create the uplink veth pair"
+	ip -n "remote-$S" addr add 10.77.0.1/24 dev eth0
+	ip -n "remote-$S" addr add fd77::1/64 dev eth0 nodad
+	ip -n "remote-$S" link set eth0 up
+	ip -n "nsm-$S" link set up0 up
+	log_info "remote-$S eth0 10.77.0.1/24 fd77::1/64 <-> nsm-$S up0; g1-$S, g2-$S: lo only"
+
+	nk_start_nkd
+	nk_run_nkctl nsm add nsm1 type kernel netns "nsm-$S" dev up0
+	NK_NSMS+=(nsm1)
+	wait_for -t 10 nk_nsm_pid "nsm-$S" ||
+		nk_die "no nk-nsm process appeared in nsm-$S"
+	NK_NSM_PID=$(nk_nsm_pid "nsm-$S")
+	log_info "nsm1: nk-nsm pid $NK_NSM_PID in nsm-$S"
+
+	nk_run_nkctl vm add vm1 nsm nsm1 addr 10.77.0.2/24 uds "$NK_TMP/vm1.vsock"
+	nk_run_nkctl vm add vm2 nsm nsm1 addr 10.77.0.3/24 uds "$NK_TMP/vm2.vsock"
+	wait_for -t 10 test -S "$NK_TMP/vm1.vsock_7531" ||
+		nk_die "nkd does not serve $NK_TMP/vm1.vsock_7531"
+	wait_for -t 10 test -S "$NK_TMP/vm2.vsock_7531" ||
+		nk_die "nkd does not serve $NK_TMP/vm2.vsock_7531"
+	wait_for -t 10 nk_has_addr "nsm-$S" up0 10.77.0.2 ||
+		nk_die "10.77.0.2 did not appear on nsm-$S up0"
+	wait_for -t 10 nk_has_addr "nsm-$S" up0 10.77.0.3 ||
+		nk_die "10.77.0.3 did not appear on nsm-$S up0"
+	log_info "vm1 10.77.0.2 via unix:$NK_TMP/vm1.vsock_7531"
+	log_info "vm2 10.77.0.3 via unix:$NK_TMP/vm2.vsock_7531"
+}
+
+# nk_proc_cpu_ticks PID: utime + stime in clock ticks.
+nk_proc_cpu_ticks()
+{
+	# fields after the ")" of comm: 3=state ... 14=utime 15=stime
+	sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# nk_proc_io_bytes PID: rchar + wchar.
+nk_proc_io_bytes()
+{
+	awk '/^rchar:|^wchar:/ { n += $2 } END { print n }' "/proc/$1/io"
+}
+
+# ---------------------------------------------------------------- nginx
+
+# nk_nginx_prep DIR WORKERS LISTEN ROOT: a self-contained nginx prefix;
+# NK_NGINX_ARGV is then the command that runs it in the foreground.
+# `user root`: the namespace guests reach nkd over a root-owned Unix socket;
+# a worker that dropped to nobody could not open new guest streams.  (On a
+# real VM the VMM, not the guest process, opens the hybrid-vsock socket.)
+nk_nginx_prep()
+{
+	local p=$1 workers=$2 listen=$3 root=$4
+	mkdir -p "$p/tmp"
+	NK_NGINX_ARGV=(nginx -p "$p" -c "$p/nginx.conf" -e "$p/error.log" -g 'daemon off;')
+	cat >"$p/nginx.conf" <<EOF
+user root;
+worker_processes $workers;
+pid $p/nginx.pid;
+error_log $p/error.log warn;
+events {
+	use epoll;
+	worker_connections 1024;
+}
+http {
+	access_log off;
+	sendfile on;
+	keepalive_requests 1000000;
+	client_body_temp_path $p/tmp/body;
+	proxy_temp_path $p/tmp/proxy;
+	fastcgi_temp_path $p/tmp/fastcgi;
+	uwsgi_temp_path $p/tmp/uwsgi;
+	scgi_temp_path $p/tmp/scgi;
+	types {
+		text/html html;
+		text/plain txt;
+	}
+	default_type application/octet-stream;
+	server {
+		listen $listen;
+		root $root;
+	}
+}
+EOF
+}
+
+
+# nk_nginx_pid DIR: the master's PID from its pid file.
+nk_nginx_pid()
+{
+	cat "$1/nginx.pid" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- cleanup
+
+nk_tail()
+{
+	local f=$1 n=${2:-25}
+	[ -s "$f" ] || return 0
+	echo "----- $f (last $n lines)"
+	tail -n "$n" "$f"
+}
+
+nk_dump_logs()
+{
+	local f
+	echo
+	echo "===== logs of $NK_TMP"
+	nk_tail "$NK_NKD_LOG" 30
+	for f in "$NK_STATE"/nsm-*.log; do
+		[ -e "$f" ] && nk_tail "$f" 30
+	done
+	for f in "$NK_TMP"/*.log "$NK_TMP"/*/error.log; do
+		[ -e "$f" ] && [ "$f" != "$NK_NKD_LOG" ] && nk_tail "$f" 10
+	done
+}
+
+cleanup()
+{
+	local rc=$? i ns n pids
+	trap - EXIT INT TERM HUP
+	set +e
+	if [ "${NK_SKIPPING:-0}" != 1 ] && { [ "$rc" -ne 0 ] || [ "$NK_FAILS" -gt 0 ]; }; then
+		nk_dump_logs
+	fi
+	# orderly removal through nkd first, then everything by PID
+	if nk_alive "$NKD_PID"; then
+		for n in "${NK_NSMS[@]}"; do
+			timeout 5 "$OUTPUT/nkctl" -c "$NK_CTL" nsm del "$n" >/dev/null 2>&1
+		done
+	fi
+	for ((i = ${#NK_PIDS[@]} - 1; i >= 0; i--)); do
+		nk_alive "${NK_PIDS[i]}" && kill -TERM "${NK_PIDS[i]}" 2>/dev/null
+	done
+	# shellcheck disable=SC2086
+	[ ${#NK_PIDS[@]} -eq 0 ] || nk_stop "${NK_PIDS[@]}"
+	for ns in "${NK_NETNS[@]}"; do
+		nk_ns_stop "$ns"
+	done
+	for ns in "${NK_NETNS[@]}"; do
+		ip netns del "$ns" 2>/dev/null
+	done
+	if [ "${NK_KEEP:-0}" = 1 ]; then
+		echo "kept $NK_TMP"
+	else
+		rm -rf "$NK_TMP"
+	fi
+	if [ "$NK_FAILS" -gt 0 ]; then
+		echo
+		echo "$NK_FAILS of $NK_CHECKS checks failed:"
+		for i in "${NK_FAILED_CHECKS[@]}"; do
+			echo "  - $i"
+		done
+		[ "$rc" -ne 0 ] || rc=1
+	fi
+	exit "$rc"
+}
+
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP

@@ -1,0 +1,201 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# Issue 2 proof: TCP through nkd and a kernel NSM, from guests that have no
+# NIC.  Unmodified curl, nginx (master + 2 workers, epoll) and python's
+# http.server run in guest namespaces with only `lo` under nk-run; the
+# remote host is the far end of the NSM's veth uplink.  Alongside the
+# functional checks run the anti-fake checks: the guest has no interface and
+# no TCP socket of its own, the remote-facing sockets belong to the nk-nsm
+# process, and nkd (set-up path only) barely moves while 256 MiB pass.
+
+. "$(dirname "$0")/lib.sh"
+
+nk_require_root
+nk_require_cmds nginx wrk curl ss
+[ -x "$NK_PY" ] || nk_skip "missing $NK_PY"
+nk_require_build
+
+nk_topo_up
+
+# ---------------------------------------------------------------- files
+WWW=$NK_TMP/www-remote
+mkdir -p "$WWW"
+echo "remote page $S $(date +%s%N)" >"$WWW/index.html"
+head -c 65536 /dev/urandom >"$WWW/random.bin"
+head -c $((16 << 20)) /dev/urandom >"$WWW/mid.bin"
+truncate -s 256M "$WWW/big.bin"
+BIG=$((256 << 20))
+
+# ---------------------------------------------------------------- no NIC
+log_step "guests have no network interface but lo"
+for g in g1 g2; do
+	links=$(ip -n "$g-$S" -o link show | awk -F': ' '{ print $2 }' | tr '\n' ' ')
+	check_eq "ip -n $g-$S link: only lo" "$links" "lo "
+done
+
+# ---------------------------------------------------------------- curl out
+log_step "curl in guest 1 -> nginx on the remote host"
+nk_nginx_prep "$NK_TMP/nginx-remote" 1 "10.77.0.1:80" "$WWW"
+nk_bg "remote-$S" "$NK_TMP/nginx-remote.log" "${NK_NGINX_ARGV[@]}"
+check "remote nginx listens on 10.77.0.1:80" wait_port "remote-$S" 10.77.0.1 80
+
+for f in index.html random.bin; do
+	rm -f "$NK_TMP/got"
+	out=$(nk_guest g1 curl -sS --max-time 20 -o "$NK_TMP/got" \
+		-w '%{http_code}' "http://10.77.0.1/$f" 2>&1)
+	check_eq "guest 1 curl http://10.77.0.1/$f: HTTP status" "$out" 200
+	check "guest 1 got $f byte for byte" cmp -s "$WWW/$f" "$NK_TMP/got"
+done
+
+# A slow download keeps one connection open long enough to look at it.
+log_step "anti-fake: where the sockets are during a transfer"
+nk_guest_bg g1 "$NK_TMP/curl-slow.log" curl -sS --max-time 30 --limit-rate 4M \
+	-o /dev/null -w '%{size_download}\n' http://10.77.0.1/mid.bin
+CURL_PID=$NK_BG_PID
+nsm_estab()
+{
+	ip netns exec "nsm-$S" ss -Htnp state established dst 10.77.0.1 dport = :80
+}
+nsm_has_estab()
+{
+	[ -n "$(nsm_estab)" ]
+}
+check "connection to 10.77.0.1:80 established in nsm-$S" wait_for -t 10 nsm_has_estab
+est=$(nsm_estab)
+g1_tcp=$(ip netns exec "g1-$S" ss -Htan)
+echo "ip netns exec g1-$S ss -tan:"
+ip netns exec "g1-$S" ss -tan | sed 's/^/    /'
+check_eq "no TCP socket (v4/v6) in g1-$S during the transfer" "$g1_tcp" ""
+echo "ip netns exec g1-$S ss -xp (the guest's streams to the host):"
+ip netns exec "g1-$S" ss -xp | sed 's/^/    /'
+echo "ip netns exec nsm-$S ss -tanp:"
+ip netns exec "nsm-$S" ss -tanp | sed 's/^/    /'
+check "nsm-$S holds an established socket to 10.77.0.1:80" test -n "$est"
+if [ -n "$est" ]; then
+	src=$(echo "$est" | awk 'NR == 1 { print $3 }')
+	check_eq "its source address is vm1's" "${src%:*}" 10.77.0.2
+	owners=$(echo "$est" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | tr '\n' ' ')
+	check_eq "it is held by nk-nsm (pid $NK_NSM_PID) only" "$owners" "$NK_NSM_PID "
+	check_eq "pid $NK_NSM_PID runs $OUTPUT/nk-nsm" \
+		"$(readlink "/proc/$NK_NSM_PID/exe")" "$(readlink -f "$OUTPUT/nk-nsm")"
+fi
+remote_peer=$(ip netns exec "remote-$S" ss -Htn state established sport = :80 |
+	awk 'NR == 1 { print $4 }')
+check_eq "the remote host sees the connection from" "${remote_peer%:*}" 10.77.0.2
+wait "$CURL_PID"
+check_eq "slow curl exit status" "$?" 0
+check_eq "slow curl downloaded 16 MiB" "$(tail -n 1 "$NK_TMP/curl-slow.log")" $((16 << 20))
+
+# ---------------------------------------------------------------- nkd idle
+log_step "anti-fake: nkd stays off the data path (256 MiB download)"
+cpu0=$(nk_proc_cpu_ticks "$NKD_PID")
+io0=$(nk_proc_io_bytes "$NKD_PID")
+ncpu0=$(nk_proc_cpu_ticks "$NK_NSM_PID")
+t0=$(date +%s.%N)
+out=$(nk_guest g1 curl -sS --max-time 120 -o /dev/null \
+	-w '%{http_code} %{size_download}' http://10.77.0.1/big.bin 2>&1)
+t1=$(date +%s.%N)
+cpu1=$(nk_proc_cpu_ticks "$NKD_PID")
+io1=$(nk_proc_io_bytes "$NKD_PID")
+ncpu1=$(nk_proc_cpu_ticks "$NK_NSM_PID")
+check_eq "guest 1 curl big.bin: status and size" "$out" "200 $BIG"
+hz=$(getconf CLK_TCK)
+dcpu_ms=$(((cpu1 - cpu0) * 1000 / hz))
+dio=$((io1 - io0))
+log_info "256 MiB in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f s (%.2f Gbit/s)", b - a, 2.147483648 / (b - a) }')"
+log_info "nk-nsm CPU during it: $(((ncpu1 - ncpu0) * 1000 / hz)) ms; nkd CPU: $dcpu_ms ms, nkd I/O: $dio bytes"
+check_lt "nkd CPU time (ms) across 256 MiB" "$dcpu_ms" 200
+check_lt "nkd rchar+wchar across 256 MiB" "$dio" $((1 << 20))
+
+# ---------------------------------------------------------------- nginx in
+log_step "nginx in guest 1 (master + 2 workers) <- wrk on the remote host"
+GWWW=$NK_TMP/www-g1
+mkdir -p "$GWWW"
+echo "guest 1 nginx $S" >"$GWWW/index.html"
+nk_nginx_prep "$NK_TMP/nginx-g1" 2 80 "$GWWW"
+nk_guest_bg g1 "$NK_TMP/nginx-g1.log" "${NK_NGINX_ARGV[@]}"
+if check "guest 1 nginx reachable at 10.77.0.2:80 from the remote host" \
+	wait_port "remote-$S" 10.77.0.2 80 15; then
+	master=$(nk_nginx_pid "$NK_TMP/nginx-g1")
+	nworkers=$(ps -o pid= --ppid "${master:-0}" | wc -l)
+	check_eq "guest nginx master $master has 2 workers" "$nworkers" 2
+	out=$(ip netns exec "remote-$S" curl -sS --max-time 10 http://10.77.0.2/ 2>&1)
+	check_eq "remote curl http://10.77.0.2/ gets guest 1's page" "$out" "guest 1 nginx $S"
+
+	ip netns exec "remote-$S" wrk -t2 -c32 -d5s http://10.77.0.2/ \
+		>"$NK_TMP/wrk.out" 2>&1 &
+	WRK_PID=$!
+	nk_register_pid "$WRK_PID"
+	sleep 2
+	check_eq "no TCP socket in g1-$S while wrk runs" "$(ip netns exec "g1-$S" ss -Htan)" ""
+	listen_owner=$(ip netns exec "nsm-$S" ss -Htlnp 'sport = :80' |
+		grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | tr '\n' ' ')
+	check_eq "the listener on :80 in nsm-$S belongs to nk-nsm" "$listen_owner" "$NK_NSM_PID "
+	wait "$WRK_PID"
+	check_eq "wrk exit status" "$?" 0
+	sed 's/^/    /' "$NK_TMP/wrk.out"
+	reqs=$(awk '/requests in/ { print $1 }' "$NK_TMP/wrk.out")
+	check_gt "wrk requests" "${reqs:-0}" 0
+	check "wrk: no socket errors" not_grep 'Socket errors' "$NK_TMP/wrk.out"
+	check "wrk: no non-2xx/3xx responses" not_grep 'Non-2xx' "$NK_TMP/wrk.out"
+fi
+master=$(nk_nginx_pid "$NK_TMP/nginx-g1")
+[ -n "$master" ] && nk_stop "$master"
+nk_ns_stop "g1-$S"
+check "guest 1 nginx stopped" wait_for -t 5 nk_ns_empty "g1-$S"
+
+# ---------------------------------------------------------------- two VMs
+log_step "python3 http.server on port 80 in both guests at once"
+for g in g1 g2; do
+	mkdir -p "$NK_TMP/py-$g"
+	echo "hello from $g $S" >"$NK_TMP/py-$g/whoami.txt"
+	nk_guest_bg "$g" "$NK_TMP/py-$g.log" "$NK_PY" -m http.server 80 \
+		--bind 0.0.0.0 --directory "$NK_TMP/py-$g"
+done
+check "guest 1 http.server reachable at 10.77.0.2:80" wait_port "remote-$S" 10.77.0.2 80 15
+check "guest 2 http.server reachable at 10.77.0.3:80" wait_port "remote-$S" 10.77.0.3 80 15
+for g in g1 g2; do
+	addr=10.77.0.$((${g#g} + 1))
+	out=$(ip netns exec "remote-$S" curl -sS --max-time 10 "http://$addr/whoami.txt" 2>&1)
+	check_eq "remote curl http://$addr/whoami.txt" "$out" "hello from $g $S"
+done
+echo "ip netns exec nsm-$S ss -tlnp:"
+ip netns exec "nsm-$S" ss -tlnp | sed 's/^/    /'
+
+log_step "a VM cannot use another VM's address"
+bind_errno()
+{
+	local g=$1 addr=$2 port=$3
+	nk_guest "$g" "$NK_PY" -c '
+import socket, sys
+s = socket.socket()
+try:
+    s.bind((sys.argv[1], int(sys.argv[2])))
+except OSError as e:
+    print(e.errno)
+    sys.exit(0)
+print(0)
+' "$addr" "$port" 2>&1
+}
+out=$(bind_errno g1 10.77.0.3 80)
+echo "    guest 1 bind(10.77.0.3:80): errno $out"
+check_eq "guest 1 bind to vm2's 10.77.0.3:80 fails with EADDRNOTAVAIL" "$out" 99
+out=$(bind_errno g1 10.77.0.3 8081)
+check_eq "guest 1 bind to vm2's 10.77.0.3:8081 fails with EADDRNOTAVAIL" "$out" 99
+out=$(bind_errno g1 10.77.0.1 8081)
+check_eq "guest 1 bind to the remote's 10.77.0.1:8081 fails with EADDRNOTAVAIL" "$out" 99
+out=$(bind_errno g1 10.77.0.2 8081)
+check_eq "guest 1 bind to its own 10.77.0.2:8081 succeeds" "$out" 0
+
+log_step "vm2's wildcard listener does not take vm1's traffic"
+nk_ns_stop "g1-$S"
+vm1_silent()
+{
+	! ip netns exec "remote-$S" curl -s --max-time 2 -o /dev/null http://10.77.0.2/whoami.txt
+}
+check "with guest 1's server gone, nothing answers at 10.77.0.2:80" wait_for -t 5 vm1_silent
+out=$(ip netns exec "remote-$S" curl -sS --max-time 10 http://10.77.0.3/whoami.txt 2>&1)
+check_eq "guest 2 still serves at 10.77.0.3" "$out" "hello from g2 $S"
+
+nk_finish

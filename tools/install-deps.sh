@@ -1,0 +1,50 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# Install the Debian packages NetKernel needs to build, test and run its
+# demo, and only when something is missing: then `apt-get update` and one
+# `apt-get install -y`.  Safe to run again; run as root.
+#
+#   tools/install-deps.sh            build + run/test packages
+#   tools/install-deps.sh --list     print the package list and exit
+
+set -eu
+
+BUILD_PKGS=(build-essential clang llvm pkg-config libbpf-dev bpftool
+	libjansson-dev libmnl-dev)
+# iproute2: ip, ss; procps: ps; util-linux: mountpoint; python3 is
+# Debian's /usr/bin/python3, which the tests use explicitly.
+RUN_PKGS=(iproute2 nginx-light curl wrk iperf3 python3 socat procps psmisc
+	util-linux)
+PKGS=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
+
+if [ "${1:-}" = --list ]; then
+	printf '%s\n' "${PKGS[@]}"
+	exit 0
+fi
+
+installed()
+{
+	[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+missing=()
+for p in "${PKGS[@]}"; do
+	installed "$p" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps: all ${#PKGS[@]} packages present"
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing ${missing[*]}; run as root (sudo $0)" >&2
+	exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+echo "install-deps: done"
