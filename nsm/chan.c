@@ -1,0 +1,414 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Guest streams: accepting them, reading their messages, writing replies
+ * and records, and the HELLO that decides what each stream is.
+ *
+ * A stream is read one message at a time and never beyond it: the header
+ * (16 bytes) first, then exactly the body its op calls for.  That matters
+ * for a socket stream, whose next byte after HELLO may already be payload.
+ * Partial reads are kept in the stream's small input buffer.  Anything
+ * malformed closes that stream only, counts it on its VM and logs the
+ * reason; nothing a guest sends can reach another stream.
+ *
+ * Replies and records are written whole when the stream has room, else the
+ * rest waits in a per-stream output queue that is written before anything
+ * else (in data mode: before any payload), so records never interleave.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+
+#include "log.h"
+#include "nsm.h"
+
+struct chan *chan_new(struct vm *vm, int fd)
+{
+	struct chan *ch = calloc(1, sizeof(*ch));
+	socklen_t len = sizeof(int);
+	int domain = 0;
+
+	if (!ch)
+		return NULL;
+	ch->vm = vm;
+	ch->fd = fd;
+	ch->mode = CH_HELLO;
+	ch->deadline = now_mono() + NSM_HELLO_TIMEOUT;
+	if (!getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len))
+		ch->splice_ok = domain == AF_UNIX;
+	if (ep_add(fd, EP_CHAN, ch, EPOLLIN)) {
+		free(ch);
+		return NULL;
+	}
+	list_add_tail(&ch->vm_node, &vm->chans);
+	list_add_tail(&ch->wait_node, &nsm.hello_wait);
+	vm->streams++;
+	return ch;
+}
+
+void chan_kill(struct chan *ch)
+{
+	struct nsock *ns;
+
+	if (ch->dead)
+		return;
+	ch->dead = true;
+	list_del(&ch->vm_node);
+	list_del(&ch->wait_node);
+	ns = ch->ns;
+	if (ns) {
+		ch->ns = NULL;
+		ns->chan = NULL;
+		nsock_kill(ns, ns->end_err);
+	}
+	close_later(ch->fd);
+	free_later(ch->out.buf);
+	free_later(ch);
+}
+
+void chan_bad(struct chan *ch, const char *fmt, ...)
+{
+	char reason[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	ch->vm->bad_chans++;
+	vm_warn(ch->vm, "closing channel: %s", reason);
+	chan_kill(ch);
+}
+
+static int outq_push(struct outq *q, const uint8_t *p, size_t len)
+{
+	if (q->off && q->off == q->len)
+		q->off = q->len = 0;
+	if (q->len + len > q->cap) {
+		size_t cap = q->cap ? q->cap : 256;
+		uint8_t *b;
+
+		if (q->off) {
+			memmove(q->buf, q->buf + q->off, q->len - q->off);
+			q->len -= q->off;
+			q->off = 0;
+		}
+		while (cap < q->len + len)
+			cap *= 2;
+		if (cap > q->cap) {
+			b = realloc(q->buf, cap);
+			if (!b)
+				return -ENOMEM;
+			q->buf = b;
+			q->cap = cap;
+		}
+	}
+	memcpy(q->buf + q->len, p, len);
+	q->len += len;
+	return 0;
+}
+
+/* Write the queue out.  0: empty, -EAGAIN: some left, else -errno. */
+int chan_flush(struct chan *ch)
+{
+	struct outq *q = &ch->out;
+
+	while (outq_bytes(q)) {
+		ssize_t n = send(ch->fd, q->buf + q->off, outq_bytes(q),
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN ? -EAGAIN : -errno;
+		}
+		q->off += n;
+	}
+	q->off = q->len = 0;
+	return 0;
+}
+
+void chan_update_events(struct chan *ch)
+{
+	uint32_t ev = 0;
+
+	if (ch->dead)
+		return;
+	switch (ch->mode) {
+	case CH_HELLO:
+		ev = EPOLLIN;
+		break;
+	case CH_CTL:
+		if (outq_bytes(&ch->out) < NSM_CHAN_OUTQ_MAX)
+			ev = EPOLLIN;
+		break;
+	case CH_DRAIN:
+		break;
+	case CH_SOCK:
+		if (ch->ns && ch->ns->relay) {
+			relay_update(ch->ns);
+			return;
+		}
+		/* Set-up or listening: only a hang-up matters. */
+		ev = EPOLLRDHUP;
+		break;
+	}
+	if (outq_bytes(&ch->out))
+		ev |= EPOLLOUT;
+	ep_set(ch->fd, ev);
+}
+
+/*
+ * Send one message on the stream (whole, or queued whole).  On a write
+ * error the stream is killed (with its socket) and -errno returned.
+ */
+int chan_send(struct chan *ch, uint8_t op, uint32_t seq, int32_t err, const void *body,
+	      size_t len)
+{
+	uint8_t msg[NK_MSG_MAX];
+	struct nk_hdr *h = (struct nk_hdr *)msg;
+	size_t total = sizeof(*h) + len, done = 0;
+	int ret;
+
+	if (ch->dead)
+		return -EPIPE;
+	if (total > sizeof(msg))
+		return -EINVAL;
+	*h = (struct nk_hdr){
+		.magic = NK_PROTO_MAGIC,
+		.version = NK_PROTO_VERSION,
+		.op = op,
+		.len = total,
+		.seq = seq,
+		.err = err,
+	};
+	memcpy(msg + sizeof(*h), body, len);
+	if (!outq_bytes(&ch->out)) {
+		ssize_t n = send(ch->fd, msg, total, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			ret = -errno;
+			vm_debug(ch->vm, "stream gone while writing op %u: %s", op, strerror(-ret));
+			chan_kill(ch);
+			return ret;
+		}
+		done = n > 0 ? (size_t)n : 0;
+	}
+	if (done < total) {
+		ret = outq_push(&ch->out, msg + done, total - done);
+		if (ret) {
+			vm_warn(ch->vm, "closing channel: out of memory for its output");
+			chan_kill(ch);
+			return ret;
+		}
+		chan_update_events(ch);
+	}
+	return 0;
+}
+
+/* Reply and close the stream once the reply is written. */
+static void chan_reply_close(struct chan *ch, uint8_t op, uint32_t seq, int32_t err,
+			     const void *body, size_t len)
+{
+	if (chan_send(ch, op, seq, err, body, len))
+		return;
+	ch->mode = CH_DRAIN;
+	list_del(&ch->wait_node);
+	if (!outq_bytes(&ch->out))
+		chan_kill(ch);
+	else
+		chan_update_events(ch);
+}
+
+static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_hello_req *req)
+{
+	struct nk_hello_rep rep = { 0 };
+	int ret;
+
+	if (req->pad0) {
+		chan_bad(ch, "HELLO with non-zero padding");
+		return;
+	}
+	ch->pid = req->pid;
+	switch (req->kind) {
+	case NK_HELLO_SOCKET:
+		if (req->listener || req->conn_id) {
+			chan_bad(ch, "HELLO SOCKET with listener/conn_id set");
+			return;
+		}
+		ret = nsock_hello_socket(ch, req, &rep.token);
+		if (ret) {
+			vm_debug(ch->vm, "HELLO SOCKET family %u type %u refused: %s", req->family,
+				 req->type, strerror(-ret));
+			chan_reply_close(ch, NK_OP_HELLO, h->seq, -ret, &rep, sizeof(rep));
+			return;
+		}
+		list_del(&ch->wait_node);
+		chan_send(ch, NK_OP_HELLO, h->seq, 0, &rep, sizeof(rep));
+		if (!ch->dead)
+			chan_update_events(ch);
+		return;
+	case NK_HELLO_CTL:
+		if (req->family || req->type || req->listener || req->conn_id) {
+			chan_bad(ch, "HELLO CTL with socket fields set");
+			return;
+		}
+		ch->mode = CH_CTL;
+		list_del(&ch->wait_node);
+		vm_debug(ch->vm, "control channel of pid %u", req->pid);
+		chan_send(ch, NK_OP_HELLO, h->seq, 0, &rep, sizeof(rep));
+		return;
+	case NK_HELLO_ACCEPT:
+		if (req->family || req->type) {
+			chan_bad(ch, "HELLO ACCEPT with family/type set");
+			return;
+		}
+		list_del(&ch->wait_node);
+		ret = nsock_hello_accept(ch, req, h->seq);
+		if (ret && !ch->dead) {
+			vm_debug(ch->vm, "HELLO ACCEPT of connection %llu on %#llx refused: %s",
+				 (unsigned long long)req->conn_id,
+				 (unsigned long long)req->listener, strerror(-ret));
+			chan_reply_close(ch, NK_OP_HELLO, h->seq, ECONNABORTED, &rep, sizeof(rep));
+		}
+		return;
+	default:
+		chan_bad(ch, "unknown HELLO kind %u", req->kind);
+		return;
+	}
+}
+
+static void chan_message(struct chan *ch, const struct nk_hdr *h, const void *body)
+{
+	if (ch->mode == CH_HELLO) {
+		if (h->op != NK_OP_HELLO) {
+			chan_bad(ch, "first message is op %u, not HELLO", h->op);
+			return;
+		}
+		chan_hello(ch, h, body);
+		return;
+	}
+	if (h->op == NK_OP_HELLO) {
+		chan_bad(ch, "HELLO on a control channel");
+		return;
+	}
+	ctl_request(ch, h, body);
+}
+
+/* Read and handle messages (HELLO, or requests on a control channel). */
+static void chan_read(struct chan *ch)
+{
+	struct nk_hdr *h = (struct nk_hdr *)ch->in;
+	int i;
+
+	for (i = 0; i < 64 && !ch->dead; i++) {
+		size_t need = sizeof(*h);
+		ssize_t n;
+		int body;
+
+		if (ch->mode != CH_HELLO && ch->mode != CH_CTL)
+			return;
+		if (ch->mode == CH_CTL && outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
+			break;	/* the guest does not read its replies */
+		if (ch->inlen >= sizeof(*h))
+			need += nk_body_size(h->op, 0);
+		n = read(ch->fd, ch->in + ch->inlen, need - ch->inlen);
+		if (n == 0) {
+			if (ch->inlen)
+				vm_debug(ch->vm, "stream closed in the middle of a message");
+			chan_kill(ch);
+			return;
+		}
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			vm_debug(ch->vm, "stream read: %s", strerror(errno));
+			chan_kill(ch);
+			return;
+		}
+		ch->inlen += n;
+		if (ch->inlen < sizeof(*h))
+			continue;
+		if (ch->inlen == sizeof(*h)) {
+			body = nk_hdr_check(h, 0);
+			if (body < 0) {
+				chan_bad(ch, "bad header (magic %#x version %u op %u len %u)", h->magic,
+					 h->version, h->op, h->len);
+				return;
+			}
+			if (h->err) {
+				chan_bad(ch, "request op %u with err %d", h->op, h->err);
+				return;
+			}
+			continue;
+		}
+		if (ch->inlen < h->len)
+			continue;
+		ch->inlen = 0;
+		chan_message(ch, h, ch->in + sizeof(*h));
+	}
+	if (!ch->dead)
+		chan_update_events(ch);
+}
+
+void chan_event(struct chan *ch, uint32_t events)
+{
+	int ret;
+
+	if (ch->mode == CH_SOCK) {
+		nsock_chan_event(ch->ns, events);
+		return;
+	}
+	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+		ret = chan_flush(ch);
+		if (ret && ret != -EAGAIN) {
+			chan_kill(ch);
+			return;
+		}
+		if (ch->mode == CH_DRAIN) {
+			if (!ret || (events & (EPOLLERR | EPOLLHUP)))
+				chan_kill(ch);
+			return;
+		}
+	}
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+		chan_read(ch);
+	else
+		chan_update_events(ch);
+}
+
+void chan_timeouts(uint64_t now)
+{
+	struct list_head *p, *t;
+
+	list_for_each_safe(p, t, &nsm.hello_wait) {
+		struct chan *ch = list_entry(p, struct chan, wait_node);
+
+		if (ch->deadline <= now)
+			chan_bad(ch, "no HELLO within %d s", NSM_HELLO_TIMEOUT);
+	}
+}
+
+void vm_accept(struct vm *vm)
+{
+	int i, fd;
+
+	for (i = 0; i < 64; i++) {
+		fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				/* Pause until the next timer tick, not spin. */
+				vm_warn(vm, "accepting guest streams: %s", strerror(errno));
+				ep_set(vm->lfd, 0);
+			}
+			return;
+		}
+		if (!chan_new(vm, fd)) {
+			vm_warn(vm, "no memory for a new guest stream");
+			close(fd);
+		}
+	}
+}

@@ -1,0 +1,699 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The NSM's side of nsmctl.h: the --control SOCK_SEQPACKET socket nkd
+ * connects to, its requests (VM_ADD, VM_DEL, ATTACH_LISTENER,
+ * ATTACH_STREAM) and the VM table they maintain.
+ *
+ * Every request is validated in full before anything is changed and is
+ * answered by one REPLY carrying 0 or a positive errno.  Requests are
+ * idempotent: a restarted nkd re-sends its whole configuration.  nkd going
+ * away changes nothing here; a newer connection replaces an older one.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "log.h"
+#include "nkaddr.h"
+#include "nsm.h"
+
+#define CTL_MAX_FDS	4
+
+static ino_t ctl_ino;
+
+int ctl_listen(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	const char *path = nsm.cfg.control;
+	struct stat st;
+	mode_t old;
+	int fd, ret;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sun.sun_path, path);
+	if (!lstat(path, &st)) {
+		if (!S_ISSOCK(st.st_mode))
+			return -EEXIST;	/* not ours to remove */
+		if (unlink(path))
+			return -errno;
+	}
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	old = umask(0177);
+	ret = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (ret || chmod(path, 0600) || listen(fd, 8)) {
+		ret = -errno;
+		goto out_close;
+	}
+	if (!stat(path, &st))
+		ctl_ino = st.st_ino;
+	ret = ep_add(fd, EP_CTL_LISTEN, NULL, EPOLLIN);
+	if (ret)
+		goto out_close;
+	nsm.ctl_lfd = fd;
+	return 0;
+
+out_close:
+	close(fd);
+	return ret;
+}
+
+/* Remove the socket path on exit, unless another process has replaced it. */
+void ctl_unlink(void)
+{
+	struct stat st;
+
+	if (!stat(nsm.cfg.control, &st) && st.st_ino == ctl_ino)
+		unlink(nsm.cfg.control);
+}
+
+static void ctl_send(uint8_t type, uint32_t seq, int32_t err, const void *body, size_t len)
+{
+	uint8_t buf[NSM_CTL_MSG_MAX];
+	struct nsm_hdr *h = (struct nsm_hdr *)buf;
+
+	if (nsm.ctl_fd < 0 || sizeof(*h) + len > sizeof(buf))
+		return;
+	*h = (struct nsm_hdr){
+		.magic = NSM_CTL_MAGIC,
+		.version = NSM_CTL_VERSION,
+		.type = type,
+		.len = sizeof(*h) + len,
+		.seq = seq,
+		.err = err,
+	};
+	if (len)
+		memcpy(buf + sizeof(*h), body, len);
+	if (send(nsm.ctl_fd, buf, h->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		warn_perror("reply to nkd (type %u seq %u) lost", type, seq);
+}
+
+static void ctl_drop(void)
+{
+	close_later(nsm.ctl_fd);
+	nsm.ctl_fd = -1;
+}
+
+void ctl_accept(void)
+{
+	struct nsm_hello hello = { .pid = getpid() };
+	struct list_head *p, *t;
+	int fd;
+
+	fd = accept4(nsm.ctl_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			warn_perror("accept on control socket");
+		return;
+	}
+	if (nsm.ctl_fd >= 0) {
+		info("nkd connected again; the older connection is dropped");
+		ctl_drop();
+	} else {
+		info("nkd connected");
+	}
+	if (ep_add(fd, EP_CTL_CONN, NULL, EPOLLIN)) {
+		err_perror("registering nkd's connection");
+		close(fd);
+		return;
+	}
+	nsm.ctl_fd = fd;
+	snprintf(hello.name, sizeof(hello.name), "%s", nsm.cfg.name);
+	snprintf(hello.type, sizeof(hello.type), "%s", nsm.cfg.type);
+	list_for_each_safe(p, t, &nsm.vms)
+		hello.nvms++;
+	ctl_send(NSM_MSG_HELLO, 0, 0, &hello, sizeof(hello));
+}
+
+struct vm *vm_find(uint32_t id)
+{
+	struct list_head *p, *t;
+
+	list_for_each_safe(p, t, &nsm.vms) {
+		struct vm *vm = list_entry(p, struct vm, node);
+
+		if (vm->id == id)
+			return vm;
+	}
+	return NULL;
+}
+
+static bool zero(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+
+	while (len--)
+		if (*b++)
+			return false;
+	return true;
+}
+
+static bool name_ok(const char *name)
+{
+	size_t i, len = strnlen(name, NK_NAME_MAX);
+
+	if (!len || len == NK_NAME_MAX)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!isgraph((unsigned char)name[i]))
+			return false;
+	/* Nothing may hide after the NUL either. */
+	return zero(name + len, NK_NAME_MAX - len);
+}
+
+static bool gw_ok(const struct nk_addr *gw, int family)
+{
+	if (gw->family == NK_AF_UNSPEC)
+		return zero(gw, sizeof(*gw));
+	return gw->family == family && nk_addr_valid(gw) && !gw->port &&
+	       !nk_addr_is_any(gw) && !nk_addr_is_loopback(gw);
+}
+
+static bool is_multicast(const struct nk_addr *a)
+{
+	return a->family == NK_AF_INET ? (a->addr[0] & 0xf0) == 0xe0 : a->addr[0] == 0xff;
+}
+
+static int vm_add_check(const struct nsm_vm_add *m)
+{
+	struct list_head *p, *t;
+	uint32_t i, j;
+
+	if (m->vm_id < 1 || m->vm_id > 65535) {
+		warn("VM_ADD: vm id %u out of range", m->vm_id);
+		return -EINVAL;
+	}
+	if (!name_ok(m->name)) {
+		warn("VM_ADD: vm id %u: bad name", m->vm_id);
+		return -EINVAL;
+	}
+	if (m->naddrs < 1 || m->naddrs > NK_VM_ADDRS_MAX) {
+		warn("VM_ADD: vm %s: %u addresses", m->name, m->naddrs);
+		return -EINVAL;
+	}
+	for (i = 0; i < m->naddrs; i++) {
+		const struct nsm_vm_addr *a = &m->addrs[i];
+		int max = a->addr.family == NK_AF_INET ? 32 : 128;
+
+		if (!nk_addr_valid(&a->addr) || a->addr.port || !zero(a->pad, sizeof(a->pad)) ||
+		    a->prefix > max || nk_addr_is_any(&a->addr) ||
+		    nk_addr_is_loopback(&a->addr) || is_multicast(&a->addr)) {
+			warn("VM_ADD: vm %s: address %u is not a usable unicast address/prefix",
+			     m->name, i);
+			return -EINVAL;
+		}
+		for (j = 0; j < i; j++) {
+			if (nk_addr_same_ip(&a->addr, &m->addrs[j].addr)) {
+				warn("VM_ADD: vm %s: address %u given twice", m->name, i);
+				return -EINVAL;
+			}
+		}
+	}
+	for (; i < NK_VM_ADDRS_MAX; i++) {
+		if (!zero(&m->addrs[i], sizeof(m->addrs[i]))) {
+			warn("VM_ADD: vm %s: unused address slot %u not zero", m->name, i);
+			return -EINVAL;
+		}
+	}
+	if (!gw_ok(&m->gw4, NK_AF_INET) || !gw_ok(&m->gw6, NK_AF_INET6)) {
+		warn("VM_ADD: vm %s: bad gateway", m->name);
+		return -EINVAL;
+	}
+	/* Another VM may own neither the name nor any of the addresses. */
+	list_for_each_safe(p, t, &nsm.vms) {
+		struct vm *o = list_entry(p, struct vm, node);
+
+		if (o->id == m->vm_id)
+			continue;
+		if (!strcmp(o->name, m->name)) {
+			warn("VM_ADD: vm %s: name already used by vm id %u", m->name, o->id);
+			return -EEXIST;
+		}
+		for (i = 0; i < m->naddrs; i++) {
+			for (j = 0; j < o->naddrs; j++) {
+				char buf[INET6_ADDRSTRLEN];
+
+				if (!nk_addr_same_ip(&m->addrs[i].addr, &o->addrs[j].addr))
+					continue;
+				warn("VM_ADD: vm %s: address %s belongs to vm %s", m->name,
+				     nk_addr_ntop(&m->addrs[i].addr, buf, sizeof(buf)), o->name);
+				return -EADDRINUSE;
+			}
+		}
+	}
+	return 0;
+}
+
+static const struct nsm_vm_addr *addr_in(const struct nsm_vm_addr *a, const struct nsm_vm_addr *set,
+					 uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++)
+		if (nk_addr_same_ip(&a->addr, &set[i].addr))
+			return &set[i];
+	return NULL;
+}
+
+static const struct nk_addr *vm_gw(const struct nk_addr *gw4, const struct nk_addr *gw6, int family)
+{
+	const struct nk_addr *gw = family == NK_AF_INET ? gw4 : gw6;
+
+	return gw->family == NK_AF_UNSPEC ? NULL : gw;
+}
+
+static struct nk_addr prefix_net(const struct nk_addr *a, int prefix)
+{
+	struct nk_addr net = { .family = a->family };
+	int i;
+
+	for (i = 0; i < 16; i++) {
+		int bits = prefix - i * 8;
+
+		if (bits >= 8)
+			net.addr[i] = a->addr[i];
+		else if (bits > 0)
+			net.addr[i] = a->addr[i] & (uint8_t)(0xff00 >> bits);
+	}
+	return net;
+}
+
+/*
+ * Routing state of a VM as a list of (kind, address, prefix) so that the
+ * difference between an old and a new configuration can be applied.
+ */
+struct route_item {
+	int kind;		/* 0: connected prefix, 1: default via gw, 2: rule */
+	struct nk_addr a;	/* network, gateway or source */
+	int prefix;
+};
+
+static int routing_items(const struct nsm_vm_addr *addrs, uint32_t n, const struct nk_addr *gw4,
+			 const struct nk_addr *gw6, struct route_item *out)
+{
+	int cnt = 0;
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!vm_gw(gw4, gw6, addrs[i].addr.family))
+			continue;
+		out[cnt++] = (struct route_item){ 0, prefix_net(&addrs[i].addr, addrs[i].prefix),
+						  addrs[i].prefix };
+		out[cnt++] = (struct route_item){ 2, addrs[i].addr,
+						  addrs[i].addr.family == NK_AF_INET ? 32 : 128 };
+	}
+	if (vm_gw(gw4, gw6, NK_AF_INET))
+		out[cnt++] = (struct route_item){ 1, *gw4, 0 };
+	if (vm_gw(gw4, gw6, NK_AF_INET6))
+		out[cnt++] = (struct route_item){ 1, *gw6, 0 };
+	return cnt;
+}
+
+static bool item_same(const struct route_item *x, const struct route_item *y)
+{
+	return x->kind == y->kind && x->prefix == y->prefix && nk_addr_same_ip(&x->a, &y->a);
+}
+
+static int item_apply(bool add, uint32_t vm_id, const struct route_item *it)
+{
+	uint32_t table = 1000 + vm_id;
+	struct nk_addr any = { .family = it->a.family };
+
+	switch (it->kind) {
+	case 0:
+		return nl_route(add, table, &it->a, it->prefix, NULL);
+	case 1:
+		return nl_route(add, table, &any, 0, &it->a);
+	default:
+		return nl_rule(add, table, table, &it->a);
+	}
+}
+
+/* Apply the difference between the old routing items and the new ones. */
+static int routing_update(uint32_t vm_id, const struct route_item *old, int nold,
+			  const struct route_item *new, int nnew)
+{
+	int i, j, ret, first = 0;
+
+	for (i = 0; i < nold; i++) {
+		for (j = 0; j < nnew; j++)
+			if (item_same(&old[i], &new[j]))
+				break;
+		if (j < nnew)
+			continue;
+		ret = item_apply(false, vm_id, &old[i]);
+		if (ret && ret != -ENOENT && ret != -ESRCH && ret != -EADDRNOTAVAIL && !first)
+			first = ret;
+	}
+	/* Connected routes before the default routes that need them. */
+	for (i = 0; i < nnew; i++) {
+		if (new[i].kind == 1)
+			continue;
+		ret = item_apply(true, vm_id, &new[i]);
+		if (ret && !first)
+			first = ret;
+	}
+	for (i = 0; i < nnew; i++) {
+		if (new[i].kind != 1)
+			continue;
+		ret = item_apply(true, vm_id, &new[i]);
+		if (ret && !first)
+			first = ret;
+	}
+	return first;
+}
+
+static void promote_secondaries(void)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/promote_secondaries",
+		 nsm.cfg.dev);
+	if (sysctl_write(path, "1"))
+		warn_perror("%s", path);
+	if (sysctl_write("/proc/sys/net/ipv4/conf/all/promote_secondaries", "1"))
+		warn_perror("all/promote_secondaries");
+}
+
+static int vm_add(const struct nsm_vm_add *m)
+{
+	struct route_item old_items[3 * NK_VM_ADDRS_MAX], new_items[3 * NK_VM_ADDRS_MAX];
+	struct nsm_vm_addr old_addrs[NK_VM_ADDRS_MAX];
+	int ret, first = 0, nold = 0, nnew;
+	uint32_t i, old_n = 0;
+	struct vm *vm;
+	char buf[INET6_ADDRSTRLEN];
+	bool created = false;
+
+	ret = vm_add_check(m);
+	if (ret)
+		return ret;
+	if (!nsm.ifindex) {
+		nsm.ifindex = if_nametoindex(nsm.cfg.dev);
+		if (!nsm.ifindex) {
+			warn("vm %s: interface %s does not exist", m->name, nsm.cfg.dev);
+			return -ENODEV;
+		}
+	}
+
+	vm = vm_find(m->vm_id);
+	if (!vm) {
+		vm = calloc(1, sizeof(*vm));
+		if (!vm)
+			return -ENOMEM;
+		vm->id = m->vm_id;
+		vm->lfd = -1;
+		list_init(&vm->chans);
+		list_init(&vm->socks);
+		list_add_tail(&vm->node, &nsm.vms);
+		created = true;
+	} else {
+		old_n = vm->naddrs;
+		memcpy(old_addrs, vm->addrs, sizeof(old_addrs));
+		nold = routing_items(vm->addrs, vm->naddrs, &vm->gw4, &vm->gw6, old_items);
+	}
+	if (strcmp(vm->name, m->name) && !created)
+		info("vm %s: renamed to %s", vm->name, m->name);
+	memcpy(vm->name, m->name, NK_NAME_MAX);
+	/* The new configuration is recorded even if applying it fails in part,
+	 * so that nkd re-sending it retries the rest. */
+	vm->naddrs = m->naddrs;
+	memcpy(vm->addrs, m->addrs, sizeof(vm->addrs));
+	vm->gw4 = m->gw4;
+	vm->gw6 = m->gw6;
+
+	promote_secondaries();
+	ret = nl_link_up();
+	if (ret) {
+		warn("vm %s: setting %s up: %s", vm->name, nsm.cfg.dev, strerror(-ret));
+		first = ret;
+	}
+	/* Addresses no longer wanted, or whose prefix changed. */
+	for (i = 0; i < old_n; i++) {
+		const struct nsm_vm_addr *n = addr_in(&old_addrs[i], m->addrs, m->naddrs);
+
+		if (n && n->prefix == old_addrs[i].prefix)
+			continue;
+		ret = nl_addr(false, &old_addrs[i]);
+		if (ret && ret != -EADDRNOTAVAIL && ret != -ENOENT)
+			warn("vm %s: removing %s: %s", vm->name,
+			     nk_addr_ntop(&old_addrs[i].addr, buf, sizeof(buf)), strerror(-ret));
+	}
+	for (i = 0; i < m->naddrs; i++) {
+		ret = nl_addr(true, &m->addrs[i]);
+		if (ret && ret != -EEXIST) {
+			warn("vm %s: adding %s/%u on %s: %s", vm->name,
+			     nk_addr_ntop(&m->addrs[i].addr, buf, sizeof(buf)), m->addrs[i].prefix,
+			     nsm.cfg.dev, strerror(-ret));
+			if (!first)
+				first = ret;
+		}
+	}
+	nnew = routing_items(m->addrs, m->naddrs, &m->gw4, &m->gw6, new_items);
+	ret = routing_update(vm->id, old_items, nold, new_items, nnew);
+	if (ret) {
+		warn("vm %s: routing table %u: %s", vm->name, 1000 + vm->id, strerror(-ret));
+		if (!first)
+			first = ret;
+	}
+	if (created)
+		info("vm %s: added (id %u, %u address%s%s)", vm->name, vm->id, vm->naddrs,
+		     vm->naddrs == 1 ? "" : "es", nnew ? ", own routing table" : "");
+	else
+		debug("vm %s: updated", vm->name);
+	return first;
+}
+
+static int vm_del(uint32_t id)
+{
+	struct route_item items[3 * NK_VM_ADDRS_MAX];
+	struct vm *vm = vm_find(id);
+	char buf[INET6_ADDRSTRLEN];
+	uint32_t i;
+	int n, ret;
+
+	if (!vm)
+		return 0;	/* idempotent */
+	vm_kill_sockets(vm);
+	if (vm->lfd >= 0)
+		close_later(vm->lfd);
+	vm->lfd = -1;
+	n = routing_items(vm->addrs, vm->naddrs, &vm->gw4, &vm->gw6, items);
+	routing_update(vm->id, items, n, NULL, 0);
+	for (i = 0; i < vm->naddrs; i++) {
+		ret = nl_addr(false, &vm->addrs[i]);
+		if (ret && ret != -EADDRNOTAVAIL && ret != -ENOENT)
+			warn("vm %s: removing %s: %s", vm->name,
+			     nk_addr_ntop(&vm->addrs[i].addr, buf, sizeof(buf)), strerror(-ret));
+	}
+	info("vm %s: deleted (%" PRIu64 " connections, %" PRIu64 " bytes up, %" PRIu64
+	     " bytes down, %" PRIu64 " bad channels)", vm->name, vm->conns, vm->bytes_up,
+	     vm->bytes_down, vm->bad_chans);
+	list_del(&vm->node);
+	vm->dead = true;
+	free_later(vm);
+	return 0;
+}
+
+static int check_stream_fd(int fd, bool listening)
+{
+	int type = 0, acc = 0;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len))
+		return -ENOTSOCK;
+	len = sizeof(acc);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len))
+		return -ENOTSOCK;
+	if (type != SOCK_STREAM || !!acc != listening)
+		return -EINVAL;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK))
+		return -errno;
+	return 0;
+}
+
+static int attach_listener(uint32_t id, int fd)
+{
+	struct vm *vm = vm_find(id);
+	int ret;
+
+	if (!vm)
+		return -ENOENT;
+	ret = check_stream_fd(fd, true);
+	if (ret) {
+		vm_warn(vm, "ATTACH_LISTENER: not a listening stream socket");
+		return ret;
+	}
+	ret = ep_add(fd, EP_VM_LISTEN, vm, EPOLLIN);
+	if (ret)
+		return ret;
+	if (vm->lfd >= 0) {
+		vm_debug(vm, "guest listener replaced");
+		close_later(vm->lfd);
+	}
+	vm->lfd = fd;
+	vm_debug(vm, "guest listener attached");
+	return 0;
+}
+
+static int attach_stream(uint32_t id, int fd)
+{
+	struct vm *vm = vm_find(id);
+	int ret;
+
+	if (!vm)
+		return -ENOENT;
+	ret = check_stream_fd(fd, false);
+	if (ret) {
+		vm_warn(vm, "ATTACH_STREAM: not a connected stream socket");
+		return ret;
+	}
+	if (!chan_new(vm, fd))
+		return -ENOMEM;
+	return 0;
+}
+
+/* Returns 0 or -errno; *used is set when the request took the fd. */
+static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *fds, int nfds,
+		      bool *used)
+{
+	const struct nsm_hdr *h = (const void *)buf;
+	const void *body = buf + sizeof(*h);
+	const struct nsm_vm_ref *ref = body;
+	size_t want;
+	int needfds = 0;
+
+	if (msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		warn("nkd: message truncated");
+		return -EMSGSIZE;
+	}
+	if (h->magic != NSM_CTL_MAGIC || h->version != NSM_CTL_VERSION || h->len != n || h->err) {
+		warn("nkd: bad header (magic %#x version %u len %u/%zd)", h->magic, h->version,
+		     h->len, n);
+		return -EPROTO;
+	}
+	switch (h->type) {
+	case NSM_MSG_VM_ADD:
+		want = sizeof(struct nsm_vm_add);
+		break;
+	case NSM_MSG_VM_DEL:
+		want = sizeof(struct nsm_vm_ref);
+		break;
+	case NSM_MSG_ATTACH_LISTENER:
+	case NSM_MSG_ATTACH_STREAM:
+		want = sizeof(struct nsm_vm_ref);
+		needfds = 1;
+		break;
+	default:
+		warn("nkd: unknown message type %u", h->type);
+		return -EOPNOTSUPP;
+	}
+	if ((size_t)n != sizeof(*h) + want) {
+		warn("nkd: message type %u has %zd bytes", h->type, n);
+		return -EPROTO;
+	}
+	if (nfds != needfds) {
+		warn("nkd: message type %u came with %d fds", h->type, nfds);
+		return -EINVAL;
+	}
+	if (h->type != NSM_MSG_VM_ADD && ref->pad0)
+		return -EINVAL;
+
+	switch (h->type) {
+	case NSM_MSG_VM_ADD:
+		return vm_add(body);
+	case NSM_MSG_VM_DEL:
+		return vm_del(ref->vm_id);
+	case NSM_MSG_ATTACH_LISTENER:
+		*used = true;
+		return attach_listener(ref->vm_id, fds[0]);
+	default:
+		*used = true;
+		return attach_stream(ref->vm_id, fds[0]);
+	}
+}
+
+static void ctl_recv_one(void)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * CTL_MAX_FDS)];
+		struct cmsghdr align;
+	} cbuf;
+	uint8_t buf[NSM_CTL_MSG_MAX + 1];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = cbuf.buf,
+		.msg_controllen = sizeof(cbuf.buf),
+	};
+	int fds[CTL_MAX_FDS], nfds = 0, i, ret;
+	struct cmsghdr *c;
+	bool used = false;
+	ssize_t n;
+	uint32_t seq;
+
+	n = recvmsg(nsm.ctl_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		warn_perror("nkd connection");
+		ctl_drop();
+		return;
+	}
+	for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		size_t k;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+			if (nfds < CTL_MAX_FDS)
+				fds[nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+	if (n == 0) {
+		info("nkd disconnected; VMs and connections stay");
+		ctl_drop();
+		goto out_close_fds;
+	}
+	if ((size_t)n < sizeof(struct nsm_hdr)) {
+		warn("nkd: short message (%zd bytes) ignored", n);
+		goto out_close_fds;
+	}
+	memcpy(&seq, buf + offsetof(struct nsm_hdr, seq), sizeof(seq));
+	ret = ctl_handle(buf, n, msg.msg_flags, fds, nfds, &used);
+	ctl_send(NSM_MSG_REPLY, seq, -ret, NULL, 0);
+	if (used && ret)
+		close(fds[0]);
+	if (used)
+		fds[0] = -1;
+
+out_close_fds:
+	for (i = 0; i < nfds; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+void ctl_event(uint32_t events)
+{
+	/* One message per wake-up; level-triggered epoll calls again. */
+	(void)events;
+	ctl_recv_one();
+}

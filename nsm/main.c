@@ -1,0 +1,403 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * nk-nsm: the kernel Network Stack Module.  nkd starts it inside the NSM's
+ * network namespace; it serves the guest protocol (proto.h) for every VM nkd
+ * assigns to it, running each guest socket on the Linux stack of that
+ * namespace, and takes its orders from nkd over --control (nsmctl.h).
+ *
+ * This file holds the start-up, the one epoll loop, the fd -> object table
+ * and the reaper that closes and frees what handlers killed (see nsm.h).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+
+#include "log.h"
+#include "nsm.h"
+
+struct nsm nsm;
+
+uint64_t now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec;
+}
+
+static int fdtab_grow(int fd)
+{
+	struct fdent *t;
+	int len;
+
+	if (fd < nsm.fdtab_len)
+		return 0;
+	len = nsm.fdtab_len ? nsm.fdtab_len : 256;
+	while (len <= fd)
+		len *= 2;
+	t = realloc(nsm.fdtab, len * sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	memset(t + nsm.fdtab_len, 0, (len - nsm.fdtab_len) * sizeof(*t));
+	nsm.fdtab = t;
+	nsm.fdtab_len = len;
+	return 0;
+}
+
+int ep_add(int fd, enum ep_type type, void *obj, uint32_t events)
+{
+	union nsm_ref ref = { .type = type, .fd = fd };
+	struct epoll_event ev = { .events = events, .data.u64 = ref.u64 };
+	int ret;
+
+	ret = fdtab_grow(fd);
+	if (ret)
+		return ret;
+	if (epoll_ctl(nsm.epfd, EPOLL_CTL_ADD, fd, &ev))
+		return -errno;
+	nsm.fdtab[fd] = (struct fdent){ .obj = obj, .events = events, .type = type };
+	return 0;
+}
+
+int ep_set(int fd, uint32_t events)
+{
+	struct fdent *e;
+	struct epoll_event ev;
+	union nsm_ref ref;
+
+	if (fd < 0 || fd >= nsm.fdtab_len || nsm.fdtab[fd].type == EP_NONE)
+		return -ENOENT;
+	e = &nsm.fdtab[fd];
+	if (e->events == events)
+		return 0;
+	ref.type = e->type;
+	ref.fd = fd;
+	ev.events = events;
+	ev.data.u64 = ref.u64;
+	if (epoll_ctl(nsm.epfd, EPOLL_CTL_MOD, fd, &ev))
+		return -errno;
+	e->events = events;
+	return 0;
+}
+
+void ep_del(int fd)
+{
+	if (fd < 0 || fd >= nsm.fdtab_len || nsm.fdtab[fd].type == EP_NONE)
+		return;
+	epoll_ctl(nsm.epfd, EPOLL_CTL_DEL, fd, NULL);
+	nsm.fdtab[fd] = (struct fdent){ 0 };
+}
+
+static int grow(void *arrp, size_t *cap, size_t need, size_t elem)
+{
+	void **arr = arrp;
+	size_t n = *cap ? *cap : 64;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	p = realloc(*arr, n * elem);
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = n;
+	return 0;
+}
+
+/* Close fd after the current batch of events (unregistering it now). */
+void close_later(int fd)
+{
+	if (fd < 0)
+		return;
+	ep_del(fd);
+	if (grow(&nsm.grave_fds, &nsm.grave_fds_cap, nsm.ngrave_fds + 1, sizeof(int))) {
+		/* Out of memory: closing now is the lesser evil. */
+		close(fd);
+		return;
+	}
+	nsm.grave_fds[nsm.ngrave_fds++] = fd;
+}
+
+void free_later(void *p)
+{
+	if (!p)
+		return;
+	if (grow(&nsm.grave_mem, &nsm.grave_mem_cap, nsm.ngrave_mem + 1, sizeof(void *))) {
+		/* Leak rather than risk a use after free. */
+		return;
+	}
+	nsm.grave_mem[nsm.ngrave_mem++] = p;
+}
+
+static void reap(void)
+{
+	size_t i;
+
+	for (i = 0; i < nsm.ngrave_fds; i++)
+		close(nsm.grave_fds[i]);
+	nsm.ngrave_fds = 0;
+	for (i = 0; i < nsm.ngrave_mem; i++)
+		free(nsm.grave_mem[i]);
+	nsm.ngrave_mem = 0;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur == rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		warn_perror("raising RLIMIT_NOFILE");
+}
+
+static int setup_signals(void)
+{
+	sigset_t mask;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL))
+		return -errno;
+	nsm.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (nsm.sigfd < 0)
+		return -errno;
+	return ep_add(nsm.sigfd, EP_SIGNAL, NULL, EPOLLIN);
+}
+
+static int setup_timer(void)
+{
+	struct itimerspec its = {
+		.it_interval = { .tv_sec = 1 },
+		.it_value = { .tv_sec = 1 },
+	};
+
+	nsm.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (nsm.timerfd < 0)
+		return -errno;
+	if (timerfd_settime(nsm.timerfd, 0, &its, NULL))
+		return -errno;
+	return ep_add(nsm.timerfd, EP_TIMER, NULL, EPOLLIN);
+}
+
+static void on_signal(void)
+{
+	struct signalfd_siginfo si;
+
+	while (read(nsm.sigfd, &si, sizeof(si)) == sizeof(si)) {
+		info("signal %u: exiting", si.ssi_signo);
+		nsm.stop = true;
+	}
+}
+
+static void on_timer(void)
+{
+	uint64_t ticks, now = now_mono();
+	struct list_head *p, *t;
+
+	if (read(nsm.timerfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		warn_perror("timerfd");
+	chan_timeouts(now);
+	nsock_timeouts(now);
+	/* Re-arm guest listeners paused by EMFILE. */
+	list_for_each_safe(p, t, &nsm.vms) {
+		struct vm *vm = list_entry(p, struct vm, node);
+
+		if (vm->lfd >= 0)
+			ep_set(vm->lfd, EPOLLIN);
+	}
+}
+
+static void dispatch(const struct epoll_event *ev)
+{
+	union nsm_ref ref = { .u64 = ev->data.u64 };
+	struct fdent *e;
+
+	if (ref.fd < 0 || ref.fd >= nsm.fdtab_len)
+		return;
+	e = &nsm.fdtab[ref.fd];
+	/* Killed earlier in this batch: the slot was cleared. */
+	if (e->type != ref.type)
+		return;
+
+	switch (ref.type) {
+	case EP_SIGNAL:
+		on_signal();
+		break;
+	case EP_TIMER:
+		on_timer();
+		break;
+	case EP_CTL_LISTEN:
+		ctl_accept();
+		break;
+	case EP_CTL_CONN:
+		ctl_event(ev->events);
+		break;
+	case EP_VM_LISTEN:
+		vm_accept(e->obj);
+		break;
+	case EP_CHAN:
+		chan_event(e->obj, ev->events);
+		break;
+	case EP_TCP:
+		nsock_event(e->obj, ev->events);
+		break;
+	case EP_TCP_LISTEN:
+		nsock_listen_event(e->obj, ref.fd);
+		break;
+	default:
+		warn("event of unknown type %u on fd %d", ref.type, ref.fd);
+		break;
+	}
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: nk-nsm --name NAME --type kernel --dev IFNAME --control PATH [-v]\n"
+		"  --name NAME      the NSM's name (as nkd knows it)\n"
+		"  --type kernel    the backend: the Linux stack of this network namespace\n"
+		"  --dev IFNAME     the interface VM addresses are put on\n"
+		"  --control PATH   SOCK_SEQPACKET socket nkd connects to\n"
+		"  -v, --verbose    debug logging\n");
+}
+
+static int parse_args(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "type", required_argument, NULL, 't' },
+		{ "dev", required_argument, NULL, 'd' },
+		{ "control", required_argument, NULL, 'c' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "n:t:d:c:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			nsm.cfg.name = optarg;
+			break;
+		case 't':
+			nsm.cfg.type = optarg;
+			break;
+		case 'd':
+			nsm.cfg.dev = optarg;
+			break;
+		case 'c':
+			nsm.cfg.control = optarg;
+			break;
+		case 'v':
+			nsm.cfg.verbose = true;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind != argc || !nsm.cfg.name || !nsm.cfg.type || !nsm.cfg.dev ||
+	    !nsm.cfg.control) {
+		usage(stderr);
+		return -EINVAL;
+	}
+	if (strcmp(nsm.cfg.type, "kernel")) {
+		err("type %s is not served by this binary (only \"kernel\")", nsm.cfg.type);
+		return -EINVAL;
+	}
+	if (strlen(nsm.cfg.name) >= NK_NAME_MAX || !*nsm.cfg.name) {
+		err("name must be 1..%d characters", NK_NAME_MAX - 1);
+		return -EINVAL;
+	}
+	if (strlen(nsm.cfg.dev) >= IFNAMSIZ || !*nsm.cfg.dev || strchr(nsm.cfg.dev, '/')) {
+		err("bad interface name %s", nsm.cfg.dev);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct epoll_event evs[64];
+	int ret, n, i;
+
+	nk_log_init(argv[0], NK_LOG_INFO);
+	nsm.epfd = nsm.sigfd = nsm.timerfd = nsm.ctl_lfd = nsm.ctl_fd = -1;
+	list_init(&nsm.vms);
+	list_init(&nsm.hello_wait);
+
+	ret = parse_args(argc, argv);
+	if (ret)
+		return 2;
+	if (nsm.cfg.verbose)
+		nk_log_set_level(NK_LOG_DEBUG);
+	raise_nofile();
+
+	nsm.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (nsm.epfd < 0) {
+		err_perror("epoll_create1");
+		return 1;
+	}
+	ret = setup_signals();
+	if (!ret)
+		ret = setup_timer();
+	if (ret) {
+		err("signals/timer: %s", strerror(-ret));
+		return 1;
+	}
+	ret = nl_open();
+	if (ret) {
+		err("rtnetlink: %s", strerror(-ret));
+		return 1;
+	}
+	nsm.ifindex = if_nametoindex(nsm.cfg.dev);
+	if (!nsm.ifindex)
+		warn("interface %s not found yet; VM addresses wait for it", nsm.cfg.dev);
+	ret = ctl_listen();
+	if (ret) {
+		err("control socket %s: %s", nsm.cfg.control, strerror(-ret));
+		return 1;
+	}
+	info("nsm %s (kernel, dev %s) listening on %s", nsm.cfg.name, nsm.cfg.dev,
+	     nsm.cfg.control);
+
+	while (!nsm.stop) {
+		n = epoll_wait(nsm.epfd, evs, sizeof(evs) / sizeof(evs[0]), -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			err_perror("epoll_wait");
+			break;
+		}
+		for (i = 0; i < n; i++)
+			dispatch(&evs[i]);
+		reap();
+	}
+
+	/* Exiting closes every socket; the kernel sends FINs or RSTs. */
+	ctl_unlink();
+	nl_close();
+	info("nsm %s stopped", nsm.cfg.name);
+	return 0;
+}

@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * nk-nsm internals: the kernel Network Stack Module's state, shared by its
+ * files (main.c: the loop; control.c: nkd's requests; netlink.c: addresses,
+ * routes and rules; chan.c: guest streams and their messages; sock.c: the
+ * guest socket operations; relay.c: data mode).
+ *
+ * Theory of operation
+ * -------------------
+ * One thread runs one epoll loop.  Every registered fd carries a typed
+ * reference (enum ep_type + the fd) in epoll_data; a table indexed by fd
+ * maps it to the object that owns it, and the loop is a switch on the
+ * type.  Objects are never closed or freed while a batch of events is
+ * being handled: killing one unregisters its fds and clears their table
+ * slots at once (so stale events of the same batch find nothing), and
+ * queues the fds and memory for the reaper that runs after the batch.  So
+ * an fd number cannot be reused inside a batch and a pointer held on the
+ * stack stays valid until the handler returns (check ->dead).
+ *
+ * A VM (struct vm) is what nkd adds: an id, a name, its addresses.  Every
+ * guest stream, whatever its kind, is a struct chan of that VM; a guest
+ * socket (struct nsock) owns the chan that is its stream and the real
+ * kernel socket(s) that do its work.  Control channels (HELLO CTL) own no
+ * socket: they name sockets by token, looked up among their VM's sockets.
+ */
+#ifndef NSM_H
+#define NSM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <netkernel/proto.h>
+#include <netkernel/nsmctl.h>
+
+#include "list.h"
+
+#define NSM_HELLO_TIMEOUT	5	/* s for a new stream to say HELLO */
+#define NSM_PENDING_TIMEOUT	30	/* s an announced connection waits */
+#define NSM_TOMB_MAX		4096	/* remembered ended streams */
+#define NSM_TOMB_AGE		60	/* s a tombstone is kept */
+#define NSM_BACKLOG_MAX		4096	/* cap of a guest listener's queue */
+#define NSM_SAVED_OPTS		48	/* options remembered per socket */
+#define NSM_CHAN_OUTQ_MAX	65536	/* stop reading requests above this */
+#define NSM_PIPE_SIZE		(256 * 1024)
+#define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
+
+enum ep_type {
+	EP_NONE = 0,
+	EP_SIGNAL,	/* signalfd: SIGTERM, SIGINT */
+	EP_TIMER,	/* timerfd: 1 s housekeeping tick */
+	EP_CTL_LISTEN,	/* the --control listening socket */
+	EP_CTL_CONN,	/* nkd's connection to it */
+	EP_VM_LISTEN,	/* a VM's attached guest listener (obj: vm) */
+	EP_CHAN,	/* a guest stream (obj: chan) */
+	EP_TCP,		/* a guest socket's real socket (obj: nsock) */
+	EP_TCP_LISTEN,	/* one real listening socket (obj: nsock) */
+	EP_TYPE_MAX
+};
+
+/* What travels in epoll_data: the type and the fd. */
+union nsm_ref {
+	struct {
+		uint32_t type;
+		int32_t fd;
+	};
+	uint64_t u64;
+};
+
+/* One slot per fd number. */
+struct fdent {
+	void *obj;
+	uint32_t events;	/* as registered */
+	uint8_t type;		/* enum ep_type; EP_NONE: not registered */
+};
+
+struct vm {
+	struct list_head node;		/* nsm.vms */
+	uint32_t id;
+	char name[NK_NAME_MAX];
+	uint32_t naddrs;
+	struct nsm_vm_addr addrs[NK_VM_ADDRS_MAX];
+	struct nk_addr gw4, gw6;
+	int lfd;			/* attached guest listener, or -1 */
+	struct list_head chans;		/* every guest stream of the VM */
+	struct list_head socks;		/* every guest socket of the VM */
+	/* counters */
+	uint64_t bad_chans;
+	uint64_t streams;		/* guest streams accepted */
+	uint64_t conns;			/* connections that reached data mode */
+	uint64_t bytes_up;		/* guest -> network */
+	uint64_t bytes_down;		/* network -> guest */
+	bool dead;
+};
+
+enum chan_mode {
+	CH_HELLO,	/* waiting for the HELLO request */
+	CH_CTL,		/* control channel */
+	CH_SOCK,	/* a socket's stream (struct nsock owns it) */
+	CH_DRAIN,	/* final reply queued; closed once written */
+};
+
+struct outq {
+	uint8_t *buf;
+	size_t off, len, cap;
+};
+
+static inline size_t outq_bytes(const struct outq *q)
+{
+	return q->len - q->off;
+}
+
+struct chan {
+	struct list_head vm_node;	/* vm.chans */
+	struct list_head wait_node;	/* nsm.hello_wait while CH_HELLO */
+	struct vm *vm;
+	int fd;
+	enum chan_mode mode;
+	uint32_t pid;			/* from HELLO, informational */
+	uint64_t deadline;		/* CH_HELLO: monotonic s */
+	uint8_t in[NK_MSG_MAX];
+	uint32_t inlen;
+	struct outq out;
+	struct nsock *ns;		/* CH_SOCK */
+	bool splice_ok;			/* AF_UNIX: relay with splice */
+	bool dead;
+};
+
+struct saved_opt {
+	int level, name;
+	uint32_t len;
+	uint8_t val[NK_OPT_MAX];
+};
+
+/* A connection accepted on a guest listener, waiting for HELLO ACCEPT. */
+struct pending {
+	struct list_head node;
+	uint64_t conn_id;
+	int fd;
+	uint64_t since;			/* monotonic s */
+};
+
+/* One direction of the relay: source -> pipe (or buffer) -> destination. */
+struct rdir {
+	int pipe[2];			/* splice mode; -1 in buffer mode */
+	uint8_t *buf;			/* buffer mode */
+	size_t off, len, cap;		/* bytes held: len */
+	bool src_eof;			/* the source read 0 */
+	bool blocked;			/* splice-in EAGAIN with len > 0 */
+	bool done;			/* EOF passed on (shutdown of dst) */
+	uint64_t bytes;
+};
+
+struct relay {
+	struct rdir up;			/* guest stream -> tcp */
+	struct rdir down;		/* tcp -> guest stream */
+	bool g_closed;			/* guest stream hung up or EPIPE */
+	bool g_unreg, t_unreg;		/* taken out of epoll after HUP */
+};
+
+struct nsock {
+	struct list_head vm_node;	/* vm.socks */
+	struct nsock *hnext;		/* token hash chain */
+	uint64_t token;
+	struct vm *vm;
+	struct chan *chan;		/* the guest stream */
+	int family;			/* AF_INET or AF_INET6 */
+	enum nk_sock_state state;	/* SETUP .. LISTENING */
+	int fd;				/* real socket, -1: re-create */
+	/* bind */
+	bool bound;			/* explicitly (BIND) or by LISTEN */
+	bool autobound;			/* by CONNECT (source address only) */
+	bool wildcard;			/* bound to 0.0.0.0 / :: */
+	bool v6only;			/* IPV6_V6ONLY as it was before bind */
+	struct nk_addr bind_addr;	/* real address bound, requested port */
+	/* options set by the guest, replayed on sockets created later */
+	int nopts;
+	struct saved_opt *opts;
+	/* listener */
+	int *lfds;			/* extra listening sockets */
+	int nlfds;
+	int pending_max;
+	int npending;
+	bool accept_paused;
+	uint64_t next_conn_id;
+	struct list_head pending;
+	/* data mode */
+	struct relay *relay;
+	int end_err;			/* for the tombstone */
+	bool dead;
+};
+
+struct tomb {
+	uint64_t token;
+	uint64_t when;			/* monotonic s */
+	uint32_t vm_id;
+	int32_t err;
+};
+
+struct nsm_config {
+	const char *name;
+	const char *type;
+	const char *dev;
+	const char *control;
+	bool verbose;
+};
+
+struct nsm {
+	struct nsm_config cfg;
+	int epfd;
+	int sigfd;
+	int timerfd;
+	int ctl_lfd;			/* --control listener */
+	int ctl_fd;			/* nkd, or -1 */
+	int ifindex;			/* of --dev, 0 until found */
+	struct mnl_socket *nl;
+	uint32_t nl_seq, nl_portid;
+	struct fdent *fdtab;
+	int fdtab_len;
+	struct list_head vms;
+	struct list_head hello_wait;
+	/* token -> nsock */
+	struct nsock **htab;
+	uint32_t hsize, hcount;
+	struct tomb tombs[NSM_TOMB_MAX];
+	uint32_t tomb_next;
+	/* the reaper's queues */
+	int *grave_fds;
+	size_t ngrave_fds, grave_fds_cap;
+	void **grave_mem;
+	size_t ngrave_mem, grave_mem_cap;
+	bool stop;
+};
+
+/* The daemon's one instance (one per process). */
+extern struct nsm nsm;
+
+/* main.c: epoll registry and the reaper */
+uint64_t now_mono(void);
+int ep_add(int fd, enum ep_type type, void *obj, uint32_t events);
+int ep_set(int fd, uint32_t events);	/* no-op when unchanged */
+void ep_del(int fd);
+void close_later(int fd);
+void free_later(void *p);
+
+/* control.c */
+int ctl_listen(void);
+void ctl_unlink(void);
+void ctl_accept(void);
+void ctl_event(uint32_t events);
+struct vm *vm_find(uint32_t id);
+
+/* netlink.c */
+int nl_open(void);
+void nl_close(void);
+int nl_link_up(void);
+int nl_addr(bool add, const struct nsm_vm_addr *a);
+int nl_route(bool add, uint32_t table, const struct nk_addr *dst, int prefix,
+	     const struct nk_addr *gw);
+int nl_rule(bool add, uint32_t table, uint32_t prio, const struct nk_addr *src);
+int sysctl_write(const char *path, const char *val);
+
+/* chan.c */
+struct chan *chan_new(struct vm *vm, int fd);
+void chan_kill(struct chan *ch);
+void chan_bad(struct chan *ch, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void chan_event(struct chan *ch, uint32_t events);
+int chan_send(struct chan *ch, uint8_t op, uint32_t seq, int32_t err,
+	      const void *body, size_t len);
+int chan_flush(struct chan *ch);
+void chan_update_events(struct chan *ch);
+void chan_timeouts(uint64_t now);
+void vm_accept(struct vm *vm);
+
+/* sock.c */
+struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd);
+struct nsock *nsock_lookup(struct vm *vm, uint64_t token);
+void nsock_kill(struct nsock *ns, int err);
+void nsock_event(struct nsock *ns, uint32_t events);
+void nsock_chan_event(struct nsock *ns, uint32_t events);
+void nsock_listen_event(struct nsock *ns, int lfd);
+void nsock_timeouts(uint64_t now);
+int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t *token);
+int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t seq);
+void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body);
+void tomb_add(uint64_t token, uint32_t vm_id, int err);
+void vm_kill_sockets(struct vm *vm);
+
+/* relay.c */
+int relay_start(struct nsock *ns);
+void relay_free(struct nsock *ns);
+void relay_update(struct nsock *ns);
+void relay_event_guest(struct nsock *ns, uint32_t events);
+void relay_event_tcp(struct nsock *ns, uint32_t events);
+void relay_shut_rd(struct nsock *ns);
+
+/* Log helpers naming the VM. */
+#define vm_info(vm, fmt, ...)	info("vm %s: " fmt, (vm)->name, ##__VA_ARGS__)
+#define vm_warn(vm, fmt, ...)	warn("vm %s: " fmt, (vm)->name, ##__VA_ARGS__)
+#define vm_debug(vm, fmt, ...)	debug("vm %s: " fmt, (vm)->name, ##__VA_ARGS__)
+
+#endif /* NSM_H */

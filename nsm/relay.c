@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Data mode: moving payload between a guest stream and its TCP socket.
+ *
+ * Theory of operation
+ * -------------------
+ * A connection has two directions, up (guest stream -> TCP) and down
+ * (TCP -> guest stream).  Each has a pipe and moves bytes with splice(),
+ * source -> pipe -> destination, never through user space; a guest stream
+ * that cannot splice (anything but AF_UNIX, e.g. vsock) uses a 64 KiB
+ * buffer and read/send instead.  Backpressure is the pipe: a source is
+ * read only while its pipe has room, and a destination is watched for
+ * EPOLLOUT only while its pipe holds data.  The epoll masks are level-
+ * triggered and recomputed after every pass (relay_update).
+ *
+ * Ends of a connection, as proto.h defines them:
+ *   - guest EOF (its shutdown(SHUT_WR) or close), once the up pipe is
+ *     empty: shutdown(tcp, SHUT_WR), i.e. a FIN;
+ *   - TCP EOF (the peer's FIN), once the down pipe is empty:
+ *     shutdown(stream, SHUT_WR): the guest reads EOF and may still write;
+ *   - a TCP error (reset, timeout, EPIPE): the errno goes into the
+ *     socket's tombstone, then stream and TCP socket are closed;
+ *   - the guest stream fully closed (EPOLLHUP, EPIPE): what it had sent is
+ *     relayed, then the TCP socket is closed (orderly, tombstone 0);
+ *   - both directions finished: everything is closed, tombstone 0.
+ * A descriptor that reported EPOLLHUP is taken out of epoll (it would
+ * report it forever); reading it never blocks any more, so the other
+ * side's events drive what is left.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "nsm.h"
+
+#define SPLICE_FLAGS	(SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
+
+static int dir_init(struct rdir *d, bool use_splice)
+{
+	int sz;
+
+	d->pipe[0] = d->pipe[1] = -1;
+	if (use_splice) {
+		if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC))
+			return -errno;
+		fcntl(d->pipe[1], F_SETPIPE_SZ, NSM_PIPE_SIZE);
+		sz = fcntl(d->pipe[1], F_GETPIPE_SZ);
+		d->cap = sz > 0 ? (size_t)sz : 65536;
+		return 0;
+	}
+	d->buf = malloc(NSM_RELAY_BUF);
+	if (!d->buf)
+		return -ENOMEM;
+	d->cap = NSM_RELAY_BUF;
+	return 0;
+}
+
+static void dir_free(struct rdir *d)
+{
+	close_later(d->pipe[0]);
+	close_later(d->pipe[1]);
+	d->pipe[0] = d->pipe[1] = -1;
+	free_later(d->buf);
+	d->buf = NULL;
+}
+
+/* splice() said EINVAL on an empty pipe: carry on with a buffer. */
+static int dir_to_buffer(struct rdir *d)
+{
+	if (d->len)
+		return -EINVAL;
+	dir_free(d);
+	d->buf = malloc(NSM_RELAY_BUF);
+	if (!d->buf)
+		return -ENOMEM;
+	d->cap = NSM_RELAY_BUF;
+	d->off = 0;
+	return 0;
+}
+
+/* Source -> pipe/buffer.  >0 bytes, 0 EOF, -EAGAIN, or -errno. */
+static ssize_t dir_in(struct rdir *d, int src)
+{
+	ssize_t n;
+
+	if (d->pipe[1] >= 0) {
+		n = splice(src, NULL, d->pipe[1], NULL, d->cap - d->len, SPLICE_FLAGS);
+		if (n < 0 && errno == EINVAL && !dir_to_buffer(d))
+			return dir_in(d, src);
+	} else {
+		if (!d->len)
+			d->off = 0;
+		if (d->off + d->len == d->cap) {
+			memmove(d->buf, d->buf + d->off, d->len);
+			d->off = 0;
+		}
+		n = recv(src, d->buf + d->off + d->len, d->cap - d->off - d->len, MSG_DONTWAIT);
+	}
+	if (n < 0)
+		return errno == EINTR ? -EAGAIN : -errno;
+	d->len += n;
+	return n;
+}
+
+/* Pipe/buffer -> destination.  >0 bytes, -EAGAIN, or -errno. */
+static ssize_t dir_out(struct rdir *d, int dst)
+{
+	ssize_t n;
+
+	if (d->pipe[0] >= 0) {
+		n = splice(d->pipe[0], NULL, dst, NULL, d->len, SPLICE_FLAGS);
+		if (n < 0 && errno == EINVAL) {
+			/* The pipe holds data only splice can move on. */
+			return -EIO;
+		}
+	} else {
+		n = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0)
+			d->off += n;
+	}
+	if (n < 0)
+		return errno == EINTR ? -EAGAIN : -errno;
+	d->len -= n;
+	d->bytes += n;
+	return n;
+}
+
+int relay_start(struct nsock *ns)
+{
+	struct relay *r = calloc(1, sizeof(*r));
+	bool sp = ns->chan->splice_ok;
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	r->up.pipe[0] = r->up.pipe[1] = r->down.pipe[0] = r->down.pipe[1] = -1;
+	ret = dir_init(&r->up, sp);
+	if (!ret)
+		ret = dir_init(&r->down, sp);
+	ns->relay = r;
+	if (ret)
+		return ret;	/* the caller kills ns, which frees r */
+	relay_event_guest(ns, 0);
+	return 0;
+}
+
+void relay_free(struct nsock *ns)
+{
+	struct relay *r = ns->relay;
+
+	if (!r)
+		return;
+	dir_free(&r->up);
+	dir_free(&r->down);
+	free_later(r);
+	ns->relay = NULL;
+}
+
+void relay_update(struct nsock *ns)
+{
+	struct relay *r = ns->relay;
+	struct chan *ch = ns->chan;
+	uint32_t g = 0, t = 0;
+
+	if (!r || ns->dead || !ch)
+		return;
+	if (!r->up.done && !r->up.src_eof && r->up.len < r->up.cap && !r->up.blocked)
+		g |= EPOLLIN;
+	if (outq_bytes(&ch->out) || (!r->g_closed && !r->down.done && r->down.len))
+		g |= EPOLLOUT;
+	if (!r->down.done && !r->g_closed && !r->down.src_eof && r->down.len < r->down.cap &&
+	    !r->down.blocked)
+		t |= EPOLLIN;
+	if (!r->up.done && r->up.len)
+		t |= EPOLLOUT;
+	/* A side out of epoll after its hang-up never blocks: let the other
+	 * side's writability wake us to finish reading it. */
+	if (r->g_unreg && !r->up.done)
+		t |= EPOLLOUT;
+	if (r->t_unreg && !r->down.done && !r->g_closed)
+		g |= EPOLLOUT;
+	if (!r->g_unreg)
+		ep_set(ch->fd, g);
+	if (!r->t_unreg)
+		ep_set(ns->fd, t);
+}
+
+/* The TCP side failed: remember why, pass on what we hold, close. */
+static void tcp_error(struct nsock *ns, int err)
+{
+	struct relay *r = ns->relay;
+
+	if (r->down.len && !r->g_closed && !outq_bytes(&ns->chan->out))
+		dir_out(&r->down, ns->chan->fd);
+	vm_debug(ns->vm, "socket %#llx: connection ended: %s", (unsigned long long)ns->token,
+		 strerror(err));
+	ns->end_err = err;
+	nsock_kill(ns, err);
+}
+
+static void relay_pump(struct nsock *ns)
+{
+	struct relay *r = ns->relay;
+	struct chan *ch = ns->chan;
+	int g = ch->fd, t = ns->fd, i;
+	uint64_t up0 = r->up.bytes, down0 = r->down.bytes;
+	bool progress = true;
+	ssize_t n;
+
+	for (i = 0; i < 16 && progress; i++) {
+		progress = false;
+
+		/* up: guest stream -> TCP */
+		if (!r->up.done) {
+			if (!r->up.src_eof && r->up.len < r->up.cap) {
+				n = dir_in(&r->up, g);
+				if (n > 0) {
+					progress = true;
+				} else if (n == 0) {
+					r->up.src_eof = true;
+				} else if (n == -EAGAIN) {
+					r->up.blocked = r->up.len > 0;
+				} else {
+					/* A reset stream: the guest is gone. */
+					r->g_closed = true;
+					r->up.src_eof = true;
+				}
+			}
+			if (r->up.len) {
+				n = dir_out(&r->up, t);
+				if (n > 0) {
+					progress = true;
+					r->up.blocked = false;
+				} else if (n != -EAGAIN) {
+					tcp_error(ns, (int)-n);
+					return;
+				}
+			}
+			if (r->up.src_eof && !r->up.len) {
+				r->up.done = true;
+				progress = true;
+				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN) {
+					tcp_error(ns, errno);
+					return;
+				}
+			}
+		}
+
+		/* down: TCP -> guest stream, after any queued record */
+		if (!r->down.done && !r->g_closed) {
+			if (!r->down.src_eof && r->down.len < r->down.cap) {
+				n = dir_in(&r->down, t);
+				if (n > 0) {
+					progress = true;
+				} else if (n == 0) {
+					r->down.src_eof = true;
+				} else if (n == -EAGAIN) {
+					r->down.blocked = r->down.len > 0;
+				} else {
+					tcp_error(ns, (int)-n);
+					return;
+				}
+			}
+			if (outq_bytes(&ch->out)) {
+				n = chan_flush(ch);
+				if (n && n != -EAGAIN)
+					r->g_closed = true;
+			}
+			if (r->down.len && !r->g_closed && !outq_bytes(&ch->out)) {
+				n = dir_out(&r->down, g);
+				if (n > 0) {
+					progress = true;
+					r->down.blocked = false;
+				} else if (n != -EAGAIN) {
+					r->g_closed = true;
+				}
+			}
+			if (r->down.src_eof && !r->down.len && !r->g_closed) {
+				r->down.done = true;
+				progress = true;
+				shutdown(g, SHUT_WR);
+			}
+		}
+	}
+	ns->vm->bytes_up += r->up.bytes - up0;
+	ns->vm->bytes_down += r->down.bytes - down0;
+
+	if ((r->g_closed && r->up.done) || (r->up.done && r->down.done)) {
+		vm_debug(ns->vm, "socket %#llx: connection finished (%llu bytes up, %llu down)",
+			 (unsigned long long)ns->token, (unsigned long long)r->up.bytes,
+			 (unsigned long long)r->down.bytes);
+		nsock_kill(ns, 0);
+		return;
+	}
+	relay_update(ns);
+}
+
+void relay_event_guest(struct nsock *ns, uint32_t events)
+{
+	struct relay *r = ns->relay;
+
+	if (ns->dead || !r)
+		return;
+	if (events & (EPOLLHUP | EPOLLERR)) {
+		r->g_closed = true;
+		if (!r->g_unreg) {
+			ep_del(ns->chan->fd);
+			r->g_unreg = true;
+		}
+	}
+	relay_pump(ns);
+}
+
+void relay_event_tcp(struct nsock *ns, uint32_t events)
+{
+	struct relay *r = ns->relay;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (ns->dead || !r)
+		return;
+	if (events & EPOLLERR) {
+		if (getsockopt(ns->fd, SOL_SOCKET, SO_ERROR, &err, &len))
+			err = errno;
+		if (err) {
+			tcp_error(ns, err);
+			return;
+		}
+	}
+	if ((events & EPOLLHUP) && !r->t_unreg) {
+		ep_del(ns->fd);
+		r->t_unreg = true;
+	}
+	relay_pump(ns);
+}
+
+void relay_shut_rd(struct nsock *ns)
+{
+	if (shutdown(ns->fd, SHUT_RD))
+		vm_debug(ns->vm, "socket %#llx: shutdown(SHUT_RD): %s",
+			 (unsigned long long)ns->token, strerror(errno));
+	relay_pump(ns);
+}

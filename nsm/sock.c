@@ -1,0 +1,1194 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Guest sockets: the real kernel sockets behind them and the control
+ * requests that drive them (BIND, LISTEN, CONNECT, SETSOCKOPT, GETSOCKOPT,
+ * GETNAME, SHUTDOWN, STATUS), plus HELLO SOCKET / HELLO ACCEPT, the token
+ * table and the tombstones of ended streams.
+ *
+ * Theory of operation
+ * -------------------
+ * A guest socket lives in this NSM's network namespace, and the VM's
+ * addresses are the only ones it may use.  BIND checks the address against
+ * the VM's list; a wildcard bind is remembered as such while the real
+ * socket is bound to the VM's first address of the family.  LISTEN on a
+ * wildcard-bound socket adds one listening socket per other VM address
+ * (same port, same options), so a VM's wildcard listener sees connections
+ * to every one of its addresses and none to another VM's.  CONNECT binds an
+ * unbound socket to the VM's first address of the destination's family
+ * (IP_BIND_ADDRESS_NO_PORT) so the source is always the VM's.
+ *
+ * Options the guest sets are checked against a whitelist, applied to the
+ * real socket(s) and remembered, so that sockets created later (extra
+ * listeners, the socket re-created after a failed connect) get them too.
+ *
+ * A listening socket that becomes readable is accepted while the guest
+ * listener has fewer than backlog + 1 connections announced and unclaimed;
+ * each gets a conn_id and one ACCEPT_READY record on the listener's stream.
+ * The guest claims it with a new stream saying HELLO ACCEPT.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+
+#include "log.h"
+#include "nkaddr.h"
+#include "nsm.h"
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+#ifndef IPV6_FREEBIND
+#define IPV6_FREEBIND 78
+#endif
+#ifndef SO_BINDTOIFINDEX
+#define SO_BINDTOIFINDEX 62
+#endif
+
+/* ---- token table -------------------------------------------------------- */
+
+static uint32_t hslot(uint64_t token, uint32_t size)
+{
+	token ^= token >> 29;
+	token *= 0xbf58476d1ce4e5b9ULL;
+	token ^= token >> 32;
+	return (uint32_t)token & (size - 1);
+}
+
+static struct nsock *hash_find(uint64_t token)
+{
+	struct nsock *ns;
+
+	if (!nsm.hsize)
+		return NULL;
+	for (ns = nsm.htab[hslot(token, nsm.hsize)]; ns; ns = ns->hnext)
+		if (ns->token == token)
+			return ns;
+	return NULL;
+}
+
+static int hash_insert(struct nsock *ns)
+{
+	uint32_t i, s;
+
+	if (nsm.hcount + 1 > nsm.hsize) {
+		uint32_t size = nsm.hsize ? nsm.hsize * 2 : 1024;
+		struct nsock **t = calloc(size, sizeof(*t));
+
+		if (!t)
+			return -ENOMEM;
+		for (i = 0; i < nsm.hsize; i++) {
+			struct nsock *n = nsm.htab[i], *next;
+
+			for (; n; n = next) {
+				next = n->hnext;
+				s = hslot(n->token, size);
+				n->hnext = t[s];
+				t[s] = n;
+			}
+		}
+		free(nsm.htab);
+		nsm.htab = t;
+		nsm.hsize = size;
+	}
+	s = hslot(ns->token, nsm.hsize);
+	ns->hnext = nsm.htab[s];
+	nsm.htab[s] = ns;
+	nsm.hcount++;
+	return 0;
+}
+
+static void hash_remove(struct nsock *ns)
+{
+	struct nsock **pp;
+
+	if (!nsm.hsize)
+		return;
+	for (pp = &nsm.htab[hslot(ns->token, nsm.hsize)]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == ns) {
+			*pp = ns->hnext;
+			nsm.hcount--;
+			return;
+		}
+	}
+}
+
+static int new_token(uint64_t *token)
+{
+	uint64_t t;
+
+	do {
+		if (getrandom(&t, sizeof(t), 0) != sizeof(t))
+			return -errno;
+	} while (!t || hash_find(t));
+	*token = t;
+	return 0;
+}
+
+struct nsock *nsock_lookup(struct vm *vm, uint64_t token)
+{
+	struct nsock *ns = hash_find(token);
+
+	return ns && ns->vm == vm && !ns->dead ? ns : NULL;
+}
+
+/* ---- tombstones --------------------------------------------------------- */
+
+void tomb_add(uint64_t token, uint32_t vm_id, int err)
+{
+	nsm.tombs[nsm.tomb_next] = (struct tomb){
+		.token = token, .when = now_mono(), .vm_id = vm_id, .err = err,
+	};
+	nsm.tomb_next = (nsm.tomb_next + 1) % NSM_TOMB_MAX;
+}
+
+static const struct tomb *tomb_find(uint64_t token, uint32_t vm_id)
+{
+	uint64_t now = now_mono();
+	uint32_t i;
+
+	for (i = 0; i < NSM_TOMB_MAX; i++) {
+		const struct tomb *t = &nsm.tombs[(nsm.tomb_next + NSM_TOMB_MAX - 1 - i) % NSM_TOMB_MAX];
+
+		if (!t->token || now - t->when > NSM_TOMB_AGE)
+			break;	/* newest first: the rest is older */
+		if (t->token == token && t->vm_id == vm_id)
+			return t;
+	}
+	return NULL;
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd)
+{
+	struct nsock *ns = calloc(1, sizeof(*ns));
+
+	if (!ns)
+		return NULL;
+	if (new_token(&ns->token) || hash_insert(ns)) {
+		free(ns);
+		return NULL;
+	}
+	ns->vm = vm;
+	ns->chan = ch;
+	ns->family = family;
+	ns->fd = fd;
+	ns->state = NK_STATE_SETUP;
+	ns->next_conn_id = 1;
+	list_init(&ns->pending);
+	list_add_tail(&ns->vm_node, &vm->socks);
+	ch->ns = ns;
+	ch->mode = CH_SOCK;
+	return ns;
+}
+
+static void pending_free(struct nsock *ns, struct pending *p)
+{
+	list_del(&p->node);
+	ns->npending--;
+	close_later(p->fd);
+	free_later(p);
+}
+
+void nsock_kill(struct nsock *ns, int err)
+{
+	struct list_head *p, *t;
+	struct chan *ch;
+	int i;
+
+	if (ns->dead)
+		return;
+	ns->dead = true;
+	tomb_add(ns->token, ns->vm->id, err);
+	hash_remove(ns);
+	list_del(&ns->vm_node);
+	vm_debug(ns->vm, "socket %#llx closed%s%s", (unsigned long long)ns->token,
+		 err ? ": " : "", err ? strerror(err) : "");
+	if (ns->relay)
+		relay_free(ns);
+	close_later(ns->fd);
+	ns->fd = -1;
+	for (i = 0; i < ns->nlfds; i++)
+		close_later(ns->lfds[i]);
+	free_later(ns->lfds);
+	list_for_each_safe(p, t, &ns->pending)
+		pending_free(ns, list_entry(p, struct pending, node));
+	free_later(ns->opts);
+	ch = ns->chan;
+	if (ch) {
+		ns->chan = NULL;
+		ch->ns = NULL;
+		chan_kill(ch);
+	}
+	free_later(ns);
+}
+
+void vm_kill_sockets(struct vm *vm)
+{
+	struct list_head *p, *t;
+
+	list_for_each_safe(p, t, &vm->chans)
+		chan_kill(list_entry(p, struct chan, vm_node));
+	list_for_each_safe(p, t, &vm->socks)
+		nsock_kill(list_entry(p, struct nsock, vm_node), 0);
+}
+
+/* ---- addresses ---------------------------------------------------------- */
+
+static const uint8_t v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+static bool is_mapped(const struct nk_addr *a)
+{
+	return a->family == NK_AF_INET6 && !memcmp(a->addr, v4mapped, 12);
+}
+
+static struct nk_addr unmap(const struct nk_addr *a)
+{
+	struct nk_addr v4 = { .family = NK_AF_INET, .port = a->port };
+
+	memcpy(v4.addr, a->addr + 12, 4);
+	return v4;
+}
+
+static struct nk_addr map(const struct nk_addr *v4)
+{
+	struct nk_addr a = { .family = NK_AF_INET6, .port = v4->port };
+
+	memcpy(a.addr, v4mapped, 12);
+	memcpy(a.addr + 12, v4->addr, 4);
+	return a;
+}
+
+static int nk_family(int af)
+{
+	return af == AF_INET ? NK_AF_INET : NK_AF_INET6;
+}
+
+static bool vm_has_ip(const struct vm *vm, const struct nk_addr *a)
+{
+	uint32_t i;
+
+	for (i = 0; i < vm->naddrs; i++)
+		if (nk_addr_same_ip(&vm->addrs[i].addr, a))
+			return true;
+	return false;
+}
+
+static const struct nk_addr *vm_first(const struct vm *vm, int nkfam)
+{
+	uint32_t i;
+
+	for (i = 0; i < vm->naddrs; i++)
+		if (vm->addrs[i].addr.family == nkfam)
+			return &vm->addrs[i].addr;
+	return NULL;
+}
+
+static int to_sockaddr(const struct nk_addr *a, struct sockaddr_storage *ss)
+{
+	int len = nk_addr_to_sockaddr(a, ss);
+
+	/* A link-local address only means something on our device. */
+	if (a->family == NK_AF_INET6 && a->addr[0] == 0xfe && (a->addr[1] & 0xc0) == 0x80)
+		((struct sockaddr_in6 *)ss)->sin6_scope_id = nsm.ifindex;
+	return len;
+}
+
+static int sock_name(int fd, bool peer, struct nk_addr *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	ret = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
+		   : getsockname(fd, (struct sockaddr *)&ss, &len);
+	if (ret)
+		return -errno;
+	ret = nk_addr_from_sockaddr(out, (struct sockaddr *)&ss, len);
+	out->flowinfo = 0;
+	out->scope_id = 0;
+	return ret;
+}
+
+static int ipv6_only(const struct nsock *ns)
+{
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	if (ns->family != AF_INET6 || ns->fd < 0)
+		return 0;
+	if (getsockopt(ns->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, &len))
+		return 0;
+	return v;
+}
+
+/* The local address as the guest sees it (wildcard stays wildcard). */
+static int local_name(struct nsock *ns, struct nk_addr *out)
+{
+	int ret;
+
+	if (ns->fd < 0) {
+		memset(out, 0, sizeof(*out));
+		out->family = nk_family(ns->family);
+		if (ns->bound && !ns->wildcard)
+			*out = ns->bind_addr;
+		else if (ns->bound)
+			out->port = ns->bind_addr.port;
+		return 0;
+	}
+	ret = sock_name(ns->fd, false, out);
+	if (!ret && ns->wildcard) {
+		uint16_t port = out->port;
+
+		memset(out, 0, sizeof(*out));
+		out->family = nk_family(ns->family);
+		out->port = port;
+	}
+	return ret;
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+enum { OPT_SET = 1, OPT_GET = 2, OPT_BOTH = 3 };
+
+static const struct opt_rule {
+	int level, name, how;
+} opt_rules[] = {
+	{ SOL_SOCKET, SO_REUSEADDR, OPT_BOTH },
+	{ SOL_SOCKET, SO_REUSEPORT, OPT_BOTH },
+	{ SOL_SOCKET, SO_KEEPALIVE, OPT_BOTH },
+	{ SOL_SOCKET, SO_RCVBUF, OPT_BOTH },
+	{ SOL_SOCKET, SO_SNDBUF, OPT_BOTH },
+	{ SOL_SOCKET, SO_LINGER, OPT_BOTH },
+	{ SOL_SOCKET, SO_PRIORITY, OPT_BOTH },
+	{ SOL_SOCKET, SO_RCVLOWAT, OPT_BOTH },
+	{ SOL_SOCKET, SO_OOBINLINE, OPT_BOTH },
+	{ SOL_SOCKET, SO_BROADCAST, OPT_BOTH },
+	{ SOL_SOCKET, SO_ERROR, OPT_GET },
+	{ SOL_SOCKET, SO_TYPE, OPT_GET },
+	{ SOL_SOCKET, SO_ACCEPTCONN, OPT_GET },
+	{ SOL_SOCKET, SO_DOMAIN, OPT_GET },
+	{ SOL_SOCKET, SO_PROTOCOL, OPT_GET },
+	{ IPPROTO_TCP, TCP_NODELAY, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_KEEPIDLE, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_KEEPINTVL, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_KEEPCNT, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_CORK, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_CONGESTION, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_USER_TIMEOUT, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_DEFER_ACCEPT, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_QUICKACK, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_MAXSEG, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_NOTSENT_LOWAT, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_SYNCNT, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_LINGER2, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_WINDOW_CLAMP, OPT_BOTH },
+	{ IPPROTO_TCP, TCP_FASTOPEN, OPT_BOTH },
+	{ IPPROTO_IP, IP_TOS, OPT_BOTH },
+	{ IPPROTO_IP, IP_TTL, OPT_BOTH },
+	{ IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, OPT_BOTH },
+	{ IPPROTO_IPV6, IPV6_V6ONLY, OPT_BOTH },
+	{ IPPROTO_IPV6, IPV6_TCLASS, OPT_BOTH },
+	{ IPPROTO_IPV6, IPV6_UNICAST_HOPS, OPT_BOTH },
+};
+
+/* Options that would let a guest escape its addresses: refused loudly. */
+static bool opt_forbidden(int level, int name)
+{
+	return (level == SOL_SOCKET && (name == SO_BINDTODEVICE || name == SO_BINDTOIFINDEX)) ||
+	       (level == IPPROTO_IP && (name == IP_FREEBIND || name == IP_TRANSPARENT)) ||
+	       (level == IPPROTO_IPV6 && (name == IPV6_FREEBIND || name == IPV6_TRANSPARENT));
+}
+
+static bool opt_allowed(int level, int name, int how)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(opt_rules) / sizeof(opt_rules[0]); i++)
+		if (opt_rules[i].level == level && opt_rules[i].name == name)
+			return opt_rules[i].how & how;
+	return false;
+}
+
+static int opt_save(struct nsock *ns, int level, int name, const void *val, uint32_t len)
+{
+	struct saved_opt *o = NULL;
+	int i;
+
+	for (i = 0; i < ns->nopts; i++)
+		if (ns->opts[i].level == level && ns->opts[i].name == name)
+			o = &ns->opts[i];
+	if (!o) {
+		if (!ns->opts) {
+			ns->opts = calloc(NSM_SAVED_OPTS, sizeof(*ns->opts));
+			if (!ns->opts)
+				return -ENOMEM;
+		}
+		if (ns->nopts == NSM_SAVED_OPTS)
+			return -ENOMEM;
+		o = &ns->opts[ns->nopts++];
+	}
+	o->level = level;
+	o->name = name;
+	o->len = len;
+	memcpy(o->val, val, len);
+	return 0;
+}
+
+static void opts_apply(struct nsock *ns, int fd)
+{
+	int i;
+
+	for (i = 0; i < ns->nopts; i++) {
+		const struct saved_opt *o = &ns->opts[i];
+
+		if (setsockopt(fd, o->level, o->name, o->val, o->len))
+			vm_debug(ns->vm, "replaying option %d/%d: %s", o->level, o->name,
+				 strerror(errno));
+	}
+}
+
+static int sock_create(struct nsock *ns)
+{
+	int fd = socket(ns->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	opts_apply(ns, fd);
+	return fd;
+}
+
+static int sock_bind(int fd, const struct nk_addr *a)
+{
+	struct sockaddr_storage ss;
+	int len = to_sockaddr(a, &ss);
+
+	if (len < 0)
+		return len;
+	return bind(fd, (struct sockaddr *)&ss, len) ? -errno : 0;
+}
+
+/* The real socket, re-created (and re-bound) after a failed connect. */
+static int ensure_fd(struct nsock *ns)
+{
+	int fd, ret;
+
+	if (ns->fd >= 0)
+		return 0;
+	fd = sock_create(ns);
+	if (fd < 0)
+		return fd;
+	if (ns->bound) {
+		ret = sock_bind(fd, &ns->bind_addr);
+		if (ret) {
+			close(fd);
+			return ret;
+		}
+	}
+	ns->fd = fd;
+	return 0;
+}
+
+/* ---- HELLO -------------------------------------------------------------- */
+
+int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t *token)
+{
+	struct nsock *ns;
+	int af, fd;
+
+	if (req->family == NK_AF_INET)
+		af = AF_INET;
+	else if (req->family == NK_AF_INET6)
+		af = AF_INET6;
+	else
+		return -EAFNOSUPPORT;
+	if (req->type != NK_SOCK_STREAM)
+		return -ESOCKTNOSUPPORT;
+	fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	ns = nsock_new(ch->vm, ch, af, fd);
+	if (!ns) {
+		close(fd);
+		return -ENOMEM;
+	}
+	*token = ns->token;
+	vm_debug(ch->vm, "socket %#llx (IPv%u) for pid %u", (unsigned long long)ns->token,
+		 req->family, req->pid);
+	return 0;
+}
+
+static void listen_pause(struct nsock *ns, bool pause)
+{
+	int i;
+
+	if (ns->accept_paused == pause)
+		return;
+	ns->accept_paused = pause;
+	ep_set(ns->fd, pause ? 0 : EPOLLIN);
+	for (i = 0; i < ns->nlfds; i++)
+		ep_set(ns->lfds[i], pause ? 0 : EPOLLIN);
+}
+
+int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t seq)
+{
+	struct nk_hello_rep rep = { 0 };
+	struct nsock *lns, *ns;
+	struct pending *pc = NULL;
+	struct list_head *p, *t;
+	int fd, ret;
+
+	lns = nsock_lookup(ch->vm, req->listener);
+	if (!lns || lns->state != NK_STATE_LISTENING)
+		return -ENOTSOCK;
+	list_for_each_safe(p, t, &lns->pending) {
+		struct pending *c = list_entry(p, struct pending, node);
+
+		if (c->conn_id == req->conn_id)
+			pc = c;
+	}
+	if (!pc)
+		return -ENOENT;
+	fd = pc->fd;
+	list_del(&pc->node);
+	lns->npending--;
+	free_later(pc);
+	if (lns->npending < lns->pending_max)
+		listen_pause(lns, false);
+
+	ns = nsock_new(ch->vm, ch, lns->family, fd);
+	if (!ns) {
+		close_later(fd);
+		return -ENOMEM;
+	}
+	ns->state = NK_STATE_CONNECTED;
+	ns->bound = true;
+	ret = ep_add(fd, EP_TCP, ns, 0);
+	if (ret) {
+		nsock_kill(ns, -ret);	/* also closes the stream */
+		return ret;
+	}
+	rep.token = ns->token;
+	sock_name(fd, false, &rep.local);
+	sock_name(fd, true, &rep.peer);
+	if (chan_send(ch, NK_OP_HELLO, seq, 0, &rep, sizeof(rep)))
+		return 0;	/* the stream is gone and took the socket */
+	ch->vm->conns++;
+	if (nk_log_enabled(NK_LOG_DEBUG)) {
+		char a[NK_ADDRSTRLEN], b[NK_ADDRSTRLEN];
+
+		vm_debug(ch->vm, "socket %#llx accepted %s -> %s", (unsigned long long)ns->token,
+			 nk_addr_ntop_port(&rep.peer, a, sizeof(a)),
+			 nk_addr_ntop_port(&rep.local, b, sizeof(b)));
+	}
+	ret = relay_start(ns);
+	if (ret)
+		nsock_kill(ns, -ret);
+	return 0;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+/*
+ * Which real address a bind to a designates: a VM address, or for the
+ * wildcard the VM's first address of the family (an IPv6 socket without
+ * IPV6_V6ONLY falls back to the first IPv4 address, v4-mapped).
+ */
+static int bind_target(struct nsock *ns, const struct nk_addr *a, struct nk_addr *real,
+		       bool *wild)
+{
+	const struct nk_addr *first;
+	struct nk_addr ip = *a;
+	bool mapped = false;
+
+	if (a->family != nk_family(ns->family))
+		return -EAFNOSUPPORT;
+	if (is_mapped(a)) {
+		ip = unmap(a);
+		mapped = true;
+	}
+	*wild = nk_addr_is_any(&ip);
+	if (*wild) {
+		first = vm_first(ns->vm, mapped ? NK_AF_INET : ip.family);
+		if (first) {
+			*real = *first;
+			if (mapped)
+				*real = map(first);
+		} else if (ns->family == AF_INET6 && !mapped && !ipv6_only(ns) &&
+			   (first = vm_first(ns->vm, NK_AF_INET))) {
+			*real = map(first);
+		} else {
+			vm_info(ns->vm, "bind to the wildcard refused: no IPv%d address",
+				mapped ? 4 : ip.family);
+			return -EADDRNOTAVAIL;
+		}
+	} else {
+		if (!vm_has_ip(ns->vm, &ip)) {
+			char buf[INET6_ADDRSTRLEN];
+
+			vm_info(ns->vm, "bind to %s refused: not this VM's address",
+				nk_addr_ntop(a, buf, sizeof(buf)));
+			return -EADDRNOTAVAIL;
+		}
+		*real = *a;
+		real->flowinfo = 0;
+		real->scope_id = 0;
+	}
+	real->port = a->port;
+	return 0;
+}
+
+static int op_bind(struct nsock *ns, const struct nk_addr *a, struct nk_addr_rep *rep)
+{
+	struct nk_addr real;
+	bool wild;
+	int ret;
+
+	if (ns->state != NK_STATE_SETUP || ns->bound || ns->autobound)
+		return -EINVAL;
+	ret = ensure_fd(ns);
+	if (ret)
+		return ret;
+	ret = bind_target(ns, a, &real, &wild);
+	if (ret)
+		return ret;
+	/* Binding to a plain IPv6 address turns IPV6_V6ONLY on: read it first. */
+	ns->v6only = ipv6_only(ns);
+	ret = sock_bind(ns->fd, &real);
+	if (ret)
+		return ret;
+	ns->bound = true;
+	ns->wildcard = wild;
+	ns->bind_addr = real;
+	if (rep)
+		return local_name(ns, &rep->addr);
+	return 0;
+}
+
+/* The other addresses a wildcard listener covers. */
+static int listen_extra(struct nsock *ns, uint16_t port)
+{
+	struct nk_addr bound;
+	int *fds, n = 0, ret = 0, i;
+	uint32_t k;
+	bool v6only = ns->v6only;
+
+	bound = ns->bind_addr;
+	fds = calloc(ns->vm->naddrs, sizeof(int));
+	if (!fds)
+		return -ENOMEM;
+	for (k = 0; k < ns->vm->naddrs; k++) {
+		struct nk_addr a = ns->vm->addrs[k].addr;
+		int fd;
+
+		if (ns->family == AF_INET && a.family != NK_AF_INET)
+			continue;
+		if (ns->family == AF_INET6 && a.family == NK_AF_INET) {
+			if (v6only)
+				continue;
+			a = map(&a);
+		}
+		if (nk_addr_same_ip(&a, &bound))
+			continue;
+		a.port = port;
+		fd = sock_create(ns);
+		if (fd < 0) {
+			ret = fd;
+			break;
+		}
+		fds[n++] = fd;
+		ret = sock_bind(fd, &a);
+		if (ret) {
+			char buf[NK_ADDRSTRLEN];
+
+			vm_info(ns->vm, "wildcard listener: bind to %s: %s",
+				nk_addr_ntop_port(&a, buf, sizeof(buf)), strerror(-ret));
+			break;
+		}
+	}
+	if (ret) {
+		for (i = 0; i < n; i++)
+			close(fds[i]);
+		free(fds);
+		return ret;
+	}
+	ns->lfds = fds;
+	ns->nlfds = n;
+	return 0;
+}
+
+static int pending_limit(int backlog)
+{
+	if (backlog < 0 || backlog > NSM_BACKLOG_MAX)
+		backlog = NSM_BACKLOG_MAX;
+	if (backlog < 1)
+		backlog = 1;
+	return backlog + 1;
+}
+
+static int op_listen(struct nsock *ns, int backlog)
+{
+	struct nk_addr any = { .family = nk_family(ns->family) };
+	struct nk_addr local;
+	int i, ret;
+
+	if (ns->state == NK_STATE_LISTENING) {
+		if (listen(ns->fd, backlog))
+			return -errno;
+		for (i = 0; i < ns->nlfds; i++)
+			listen(ns->lfds[i], backlog);
+		ns->pending_max = pending_limit(backlog);
+		listen_pause(ns, ns->npending >= ns->pending_max);
+		return 0;
+	}
+	if (ns->state != NK_STATE_SETUP || ns->autobound)
+		return -EINVAL;
+	if (!ns->bound) {
+		ret = op_bind(ns, &any, NULL);
+		if (ret)
+			return ret;
+	}
+	ret = ensure_fd(ns);
+	if (ret)
+		return ret;
+	ret = sock_name(ns->fd, false, &local);
+	if (ret)
+		return ret;
+	if (ns->wildcard) {
+		ret = listen_extra(ns, local.port);
+		if (ret)
+			return ret;
+	}
+	if (listen(ns->fd, backlog)) {
+		ret = -errno;
+		goto out_extra;
+	}
+	for (i = 0; i < ns->nlfds; i++) {
+		if (listen(ns->lfds[i], backlog)) {
+			ret = -errno;
+			goto out_extra;
+		}
+	}
+	ret = ep_add(ns->fd, EP_TCP_LISTEN, ns, EPOLLIN);
+	for (i = 0; !ret && i < ns->nlfds; i++)
+		ret = ep_add(ns->lfds[i], EP_TCP_LISTEN, ns, EPOLLIN);
+	if (ret)
+		goto out_extra;
+	ns->state = NK_STATE_LISTENING;
+	ns->pending_max = pending_limit(backlog);
+	if (nk_log_enabled(NK_LOG_DEBUG)) {
+		char buf[NK_ADDRSTRLEN];
+
+		local_name(ns, &local);
+		vm_debug(ns->vm, "socket %#llx listening on %s (%d socket%s)",
+			 (unsigned long long)ns->token, nk_addr_ntop_port(&local, buf, sizeof(buf)),
+			 1 + ns->nlfds, ns->nlfds ? "s" : "");
+	}
+	return 0;
+
+out_extra:
+	/* Back to bound-not-listening: a real socket cannot un-listen, so
+	 * the next attempt starts from a fresh one. */
+	close_later(ns->fd);
+	ns->fd = -1;
+	for (i = 0; i < ns->nlfds; i++) {
+		ep_del(ns->lfds[i]);
+		close(ns->lfds[i]);
+	}
+	free(ns->lfds);
+	ns->lfds = NULL;
+	ns->nlfds = 0;
+	return ret;
+}
+
+static void send_connected(struct nsock *ns, int err)
+{
+	struct nk_connected_rec rec = { 0 };
+
+	if (!err) {
+		sock_name(ns->fd, false, &rec.local);
+		sock_name(ns->fd, true, &rec.peer);
+	}
+	chan_send(ns->chan, NK_OP_CONNECTED, 0, err, &rec, sizeof(rec));
+}
+
+static void connect_done(struct nsock *ns, int err)
+{
+	char buf[NK_ADDRSTRLEN];
+	struct nk_addr peer;
+	int ret;
+
+	if (err) {
+		vm_debug(ns->vm, "socket %#llx: connect failed: %s", (unsigned long long)ns->token,
+			 strerror(err));
+		/* A retry needs a fresh socket: close this one now. */
+		close_later(ns->fd);
+		ns->fd = -1;
+		ns->autobound = false;
+		ns->state = NK_STATE_SETUP;
+		send_connected(ns, err);
+		if (!ns->dead && ns->chan)
+			chan_update_events(ns->chan);
+		return;
+	}
+	ns->state = NK_STATE_CONNECTED;
+	ns->vm->conns++;
+	if (nk_log_enabled(NK_LOG_DEBUG) && !sock_name(ns->fd, true, &peer))
+		vm_debug(ns->vm, "socket %#llx connected to %s", (unsigned long long)ns->token,
+			 nk_addr_ntop_port(&peer, buf, sizeof(buf)));
+	send_connected(ns, 0);
+	if (ns->dead)
+		return;
+	ret = relay_start(ns);
+	if (ret)
+		nsock_kill(ns, -ret);
+}
+
+static int op_connect(struct nsock *ns, const struct nk_addr *a)
+{
+	struct sockaddr_storage ss;
+	struct nk_addr dst = *a;
+	int len, ret, one = 1;
+
+	switch (ns->state) {
+	case NK_STATE_CONNECTING:
+		return -EALREADY;
+	case NK_STATE_CONNECTED:
+	case NK_STATE_LISTENING:
+		return -EISCONN;
+	default:
+		break;
+	}
+	if (a->family != nk_family(ns->family))
+		return -EAFNOSUPPORT;
+	if (is_mapped(a))
+		dst = unmap(a);
+	/* The guest's loopback stays in the guest; "any" would be ours. */
+	if (nk_addr_is_loopback(&dst) || nk_addr_is_any(&dst))
+		return -ENETUNREACH;
+	ret = ensure_fd(ns);
+	if (ret)
+		return ret;
+	if (!ns->bound && !ns->autobound) {
+		const struct nk_addr *first = vm_first(ns->vm, dst.family);
+		struct nk_addr src;
+
+		if (!first)
+			return -ENETUNREACH;
+		src = dst.family == a->family ? *first : map(first);
+		src.port = 0;
+		setsockopt(ns->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		ret = sock_bind(ns->fd, &src);
+		if (ret)
+			return ret;
+		ns->autobound = true;
+	}
+	len = to_sockaddr(a, &ss);
+	if (len < 0)
+		return len;
+	if (!connect(ns->fd, (struct sockaddr *)&ss, len)) {
+		ret = ep_add(ns->fd, EP_TCP, ns, 0);
+		if (ret)
+			return ret;
+		connect_done(ns, 0);
+		return 0;
+	}
+	if (errno != EINPROGRESS)
+		return -errno;
+	ret = ep_add(ns->fd, EP_TCP, ns, EPOLLOUT);
+	if (ret)
+		return ret;
+	ns->state = NK_STATE_CONNECTING;
+	return 0;
+}
+
+static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r)
+{
+	int i, ret;
+
+	if (r->optlen > NK_OPT_MAX)
+		return -EINVAL;
+	if (opt_forbidden(r->level, r->name)) {
+		vm_info(ns->vm, "setsockopt level %d name %d refused: it would leave the VM's "
+			"addresses", r->level, r->name);
+		return -EPERM;
+	}
+	if (!opt_allowed(r->level, r->name, OPT_SET)) {
+		vm_info(ns->vm, "setsockopt level %d name %d not supported", r->level, r->name);
+		return -ENOPROTOOPT;
+	}
+	ret = ensure_fd(ns);
+	if (ret)
+		return ret;
+	if (setsockopt(ns->fd, r->level, r->name, r->val, r->optlen))
+		return -errno;
+	for (i = 0; i < ns->nlfds; i++)
+		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
+	ret = opt_save(ns, r->level, r->name, r->val, r->optlen);
+	if (ret)
+		vm_warn(ns->vm, "socket %#llx: too many options to remember",
+			(unsigned long long)ns->token);
+	return 0;
+}
+
+static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk_opt_rep *rep)
+{
+	socklen_t len = r->optlen < NK_OPT_MAX ? r->optlen : NK_OPT_MAX;
+	int ret;
+
+	if (!opt_allowed(r->level, r->name, OPT_GET)) {
+		vm_info(ns->vm, "getsockopt level %d name %d not supported", r->level, r->name);
+		return -ENOPROTOOPT;
+	}
+	ret = ensure_fd(ns);
+	if (ret)
+		return ret;
+	if (getsockopt(ns->fd, r->level, r->name, rep->val, &len))
+		return -errno;
+	rep->optlen = len;
+	return 0;
+}
+
+static int op_status(struct vm *vm, uint64_t token, struct nk_status_rep *rep)
+{
+	struct nsock *ns = nsock_lookup(vm, token);
+	const struct tomb *t;
+
+	if (ns) {
+		rep->sock_err = 0;
+		rep->state = ns->state;
+		return 0;
+	}
+	t = tomb_find(token, vm->id);
+	if (!t)
+		return -ENOTSOCK;
+	rep->sock_err = t->err;
+	rep->state = NK_STATE_CLOSED;
+	return 0;
+}
+
+void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
+{
+	union {
+		struct nk_addr_rep addr;
+		struct nk_status_rep status;
+		struct nk_opt_rep opt;
+	} rep;
+	const struct nk_addr_req *ar = body;
+	const struct nk_sock_req *sr = body;
+	const struct nk_opt_req *orq = body;
+	struct nsock *ns;
+	uint64_t token;
+	int ret;
+
+	memset(&rep, 0, sizeof(rep));
+	/* Shape first: anything malformed closes the channel. */
+	switch (h->op) {
+	case NK_OP_BIND:
+	case NK_OP_CONNECT:
+		if (ar->pad0 || !nk_addr_valid(&ar->addr)) {
+			chan_bad(ch, "op %u: bad address or padding", h->op);
+			return;
+		}
+		token = ar->token;
+		break;
+	case NK_OP_LISTEN:
+	case NK_OP_SHUTDOWN:
+	case NK_OP_GETNAME:
+	case NK_OP_STATUS:
+		if (sr->pad0) {
+			chan_bad(ch, "op %u: non-zero padding", h->op);
+			return;
+		}
+		if (h->op == NK_OP_SHUTDOWN && (sr->arg < SHUT_RD || sr->arg > SHUT_RDWR)) {
+			chan_bad(ch, "SHUTDOWN how %d", sr->arg);
+			return;
+		}
+		if (h->op == NK_OP_GETNAME && sr->arg != 0 && sr->arg != 1) {
+			chan_bad(ch, "GETNAME which %d", sr->arg);
+			return;
+		}
+		token = sr->token;
+		break;
+	case NK_OP_SETSOCKOPT:
+	case NK_OP_GETSOCKOPT:
+		if (orq->pad0) {
+			chan_bad(ch, "op %u: non-zero padding", h->op);
+			return;
+		}
+		token = orq->token;
+		break;
+	default:
+		chan_bad(ch, "op %u is not a control request", h->op);
+		return;
+	}
+
+	if (h->op == NK_OP_STATUS) {
+		ret = op_status(ch->vm, token, &rep.status);
+		goto out_reply;
+	}
+	ns = nsock_lookup(ch->vm, token);
+	if (!ns) {
+		ret = -ENOTSOCK;
+		goto out_reply;
+	}
+	switch (h->op) {
+	case NK_OP_BIND:
+		ret = op_bind(ns, &ar->addr, &rep.addr);
+		break;
+	case NK_OP_LISTEN:
+		ret = op_listen(ns, sr->arg);
+		break;
+	case NK_OP_CONNECT:
+		ret = op_connect(ns, &ar->addr);
+		break;
+	case NK_OP_SETSOCKOPT:
+		ret = op_setsockopt(ns, orq);
+		break;
+	case NK_OP_GETSOCKOPT:
+		ret = op_getsockopt(ns, orq, &rep.opt);
+		break;
+	case NK_OP_GETNAME:
+		if (sr->arg == 0)
+			ret = local_name(ns, &rep.addr.addr);
+		else
+			ret = ns->fd < 0 ? -ENOTCONN : sock_name(ns->fd, true, &rep.addr.addr);
+		break;
+	default: /* NK_OP_SHUTDOWN */
+		ret = 0;
+		if (ns->state != NK_STATE_CONNECTED || !ns->relay)
+			ret = -ENOTCONN;
+		else if (sr->arg != SHUT_WR)
+			relay_shut_rd(ns);
+		break;
+	}
+
+out_reply:
+	if (ret)
+		memset(&rep, 0, sizeof(rep));
+	if (!ch->dead)
+		chan_send(ch, h->op, h->seq, -ret, &rep, nk_body_size(h->op, 1));
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+/* The real socket of a connecting or connected guest socket. */
+void nsock_event(struct nsock *ns, uint32_t events)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	struct nk_addr peer;
+
+	if (ns->dead)
+		return;
+	if (ns->state == NK_STATE_CONNECTED && ns->relay) {
+		relay_event_tcp(ns, events);
+		return;
+	}
+	if (ns->state != NK_STATE_CONNECTING)
+		return;
+	if (getsockopt(ns->fd, SOL_SOCKET, SO_ERROR, &err, &len))
+		err = errno;
+	if (!err && sock_name(ns->fd, true, &peer)) {
+		if (!(events & (EPOLLHUP | EPOLLERR)))
+			return;		/* not finished yet */
+		err = ECONNABORTED;
+	}
+	connect_done(ns, err);
+}
+
+/* The guest stream of a socket not in data mode: hang-ups and output. */
+void nsock_chan_event(struct nsock *ns, uint32_t events)
+{
+	struct chan *ch = ns->chan;
+	int ret;
+
+	if (ns->relay) {
+		relay_event_guest(ns, events);
+		return;
+	}
+	if (events & EPOLLOUT) {
+		ret = chan_flush(ch);
+		if (ret && ret != -EAGAIN) {
+			nsock_kill(ns, 0);
+			return;
+		}
+	}
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		/* The guest closed the socket. */
+		nsock_kill(ns, 0);
+		return;
+	}
+	chan_update_events(ch);
+}
+
+void nsock_listen_event(struct nsock *ns, int lfd)
+{
+	struct nk_accept_rec rec;
+	struct pending *pc;
+	int fd, i;
+
+	if (ns->dead || ns->state != NK_STATE_LISTENING)
+		return;
+	for (i = 0; i < 64 && ns->npending < ns->pending_max; i++) {
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			if (errno == ECONNABORTED || errno == EPROTO)
+				continue;
+			vm_warn(ns->vm, "accept: %s", strerror(errno));
+			listen_pause(ns, true);	/* resumed by the timer */
+			return;
+		}
+		pc = calloc(1, sizeof(*pc));
+		if (!pc) {
+			close(fd);
+			return;
+		}
+		pc->conn_id = ns->next_conn_id++;
+		pc->fd = fd;
+		pc->since = now_mono();
+		list_add_tail(&pc->node, &ns->pending);
+		ns->npending++;
+		rec.conn_id = pc->conn_id;
+		if (chan_send(ns->chan, NK_OP_ACCEPT_READY, 0, 0, &rec, sizeof(rec)))
+			return;	/* the listener's stream is gone, and the listener */
+	}
+	if (ns->npending >= ns->pending_max)
+		listen_pause(ns, true);
+}
+
+void nsock_timeouts(uint64_t now)
+{
+	struct list_head *v, *vt, *s, *st, *p, *pt;
+
+	list_for_each_safe(v, vt, &nsm.vms) {
+		struct vm *vm = list_entry(v, struct vm, node);
+
+		list_for_each_safe(s, st, &vm->socks) {
+			struct nsock *ns = list_entry(s, struct nsock, vm_node);
+
+			if (ns->state != NK_STATE_LISTENING)
+				continue;
+			list_for_each_safe(p, pt, &ns->pending) {
+				struct pending *pc = list_entry(p, struct pending, node);
+
+				if (now - pc->since < NSM_PENDING_TIMEOUT)
+					break;
+				vm_debug(vm, "socket %#llx: connection %llu not claimed in %d s",
+					 (unsigned long long)ns->token,
+					 (unsigned long long)pc->conn_id, NSM_PENDING_TIMEOUT);
+				pending_free(ns, pc);
+			}
+			if (ns->npending < ns->pending_max)
+				listen_pause(ns, false);
+		}
+	}
+}

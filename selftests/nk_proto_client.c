@@ -1,0 +1,748 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * nk_proto_client: speaks the NetKernel guest protocol (proto.h) and the
+ * nkd<->NSM messages (nsmctl.h) by hand, without the guest library or nkd.
+ * A protocol-level test tool for an NSM:
+ *
+ *   nk_proto_client nsm CTL vm-add ID NAME ADDR/PFX[,ADDR/PFX...] [gw4 A] [gw6 A]
+ *   nk_proto_client nsm CTL vm-del ID
+ *   nk_proto_client nsm CTL attach-listener ID PATH
+ *       PATH: a Unix listening socket created here and handed to the NSM
+ *   nk_proto_client connect GUEST ADDR PORT
+ *       HELLO SOCKET, HELLO CTL, CONNECT, then stdin -> connection -> stdout
+ *   nk_proto_client listen GUEST ADDR PORT
+ *       BIND, LISTEN, wait for ACCEPT_READY, HELLO ACCEPT, then as connect
+ *   nk_proto_client check GUEST VM-ADDR FOREIGN-ADDR [REFUSED-ADDR PORT [NO-HOST-ADDR]]
+ *       protocol checks: errno replies, validation, malformed input
+ *
+ * GUEST is the guest's stream path (e.g. /run/nk/vm1.vsock_7531).  At the
+ * end of a connection the socket's STATUS is printed on stderr as
+ * "status: state S err E (...)".  Exit status 0 on success.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <netkernel/nsmctl.h>
+#include <netkernel/proto.h>
+#include "nkaddr.h"
+
+static uint32_t next_seq = 1;
+
+static int xwrite(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* 1: read all, 0: EOF, -errno. */
+static int xread(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return 0;
+		p += n;
+		len -= n;
+	}
+	return 1;
+}
+
+static int msg_send(int fd, uint8_t op, uint32_t seq, const void *body, size_t len)
+{
+	char buf[NK_MSG_MAX];
+	struct nk_hdr h = {
+		.magic = NK_PROTO_MAGIC, .version = NK_PROTO_VERSION, .op = op,
+		.len = sizeof(h) + len, .seq = seq,
+	};
+
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + sizeof(h), body, len);
+	return xwrite(fd, buf, sizeof(h) + len);
+}
+
+/* Read one host->guest message of op.  Returns hdr.err (>= 0) or -errno;
+ * -ECONNRESET for a closed stream, -EPROTO for a bad message. */
+static int msg_recv(int fd, uint8_t op, uint32_t *seq, void *body, size_t len)
+{
+	struct nk_hdr h;
+	int ret;
+
+	ret = xread(fd, &h, sizeof(h));
+	if (ret <= 0)
+		return ret ? ret : -ECONNRESET;
+	if (nk_hdr_check(&h, 1) != (int)len || h.op != op) {
+		fprintf(stderr, "unexpected message op %u len %u (wanted op %u)\n", h.op, h.len, op);
+		return -EPROTO;
+	}
+	ret = xread(fd, body, len);
+	if (ret <= 0)
+		return ret ? ret : -ECONNRESET;
+	if (seq)
+		*seq = h.seq;
+	return h.err;
+}
+
+static int open_stream(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun))) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+static int hello(int fd, const struct nk_hello_req *req, struct nk_hello_rep *rep)
+{
+	struct nk_hello_rep tmp;
+	uint32_t seq = next_seq++, rseq = 0;
+	int ret;
+
+	ret = msg_send(fd, NK_OP_HELLO, seq, req, sizeof(*req));
+	if (ret)
+		return ret;
+	ret = msg_recv(fd, NK_OP_HELLO, &rseq, rep ? rep : &tmp, sizeof(tmp));
+	if (ret >= 0 && rseq != seq)
+		return -EPROTO;
+	return ret;
+}
+
+/* A new socket stream; returns the fd, token in *token. */
+static int new_socket(const char *path, int family, int type, uint64_t *token, int *err)
+{
+	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .family = family, .type = type,
+				    .pid = getpid() };
+	struct nk_hello_rep rep;
+	int fd = open_stream(path), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = hello(fd, &req, &rep);
+	if (ret) {
+		close(fd);
+		if (err)
+			*err = ret;
+		return ret < 0 ? ret : -ret;
+	}
+	*token = rep.token;
+	return fd;
+}
+
+static int new_ctl(const char *path)
+{
+	struct nk_hello_req req = { .kind = NK_HELLO_CTL, .pid = getpid() };
+	int fd = open_stream(path), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = hello(fd, &req, NULL);
+	if (ret) {
+		close(fd);
+		return ret < 0 ? ret : -ret;
+	}
+	return fd;
+}
+
+/* One request on the control channel: returns the reply's err or -errno. */
+static int ctl_call(int ctl, uint8_t op, const void *req, size_t reqlen, void *rep)
+{
+	char tmp[NK_MSG_MAX];
+	uint32_t seq = next_seq++, rseq = 0;
+	int ret;
+
+	ret = msg_send(ctl, op, seq, req, reqlen);
+	if (ret)
+		return ret;
+	ret = msg_recv(ctl, op, &rseq, rep ? rep : tmp, nk_body_size(op, 1));
+	if (ret >= 0 && rseq != seq)
+		return -EPROTO;
+	return ret;
+}
+
+static int sock_req(int ctl, uint8_t op, uint64_t token, int arg, void *rep)
+{
+	struct nk_sock_req r = { .token = token, .arg = arg };
+
+	return ctl_call(ctl, op, &r, sizeof(r), rep);
+}
+
+static int addr_req(int ctl, uint8_t op, uint64_t token, const struct nk_addr *a, void *rep)
+{
+	struct nk_addr_req r = { .token = token, .addr = *a };
+
+	return ctl_call(ctl, op, &r, sizeof(r), rep);
+}
+
+static int opt_req(int ctl, uint8_t op, uint64_t token, int level, int name, const void *val,
+		   uint32_t len, struct nk_opt_rep *rep)
+{
+	struct nk_opt_req r = { .token = token, .level = level, .name = name, .optlen = len };
+
+	if (val)
+		memcpy(r.val, val, len);
+	return ctl_call(ctl, op, &r, sizeof(r), rep);
+}
+
+static int parse_addr_port(struct nk_addr *a, const char *addr, const char *port)
+{
+	if (nk_addr_parse(a, addr))
+		return -EINVAL;
+	a->port = port ? (uint16_t)atoi(port) : 0;
+	return 0;
+}
+
+static const char *state_name(uint32_t s)
+{
+	static const char *const names[] = { "?", "setup", "connecting", "connected",
+					     "listening", "closed" };
+
+	return s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+static void print_status(int ctl, uint64_t token)
+{
+	struct nk_status_rep st;
+	int ret = sock_req(ctl, NK_OP_STATUS, token, 0, &st);
+
+	if (ret)
+		fprintf(stderr, "status: error %d (%s)\n", ret, strerror(ret < 0 ? -ret : ret));
+	else
+		fprintf(stderr, "status: state %s err %d (%s)\n", state_name(st.state),
+			st.sock_err, st.sock_err ? strerror(st.sock_err) : "orderly");
+}
+
+/*
+ * stdin -> stream, stream -> stdout.  stdin EOF: shutdown(SHUT_WR).  Ends
+ * when the stream reads EOF and stdin is done (or the stream failed).
+ */
+static int pump(int fd)
+{
+	static char buf[1 << 16];
+	bool in_done = false, out_done = false;
+	unsigned long long up = 0, down = 0;
+
+	while (!out_done) {
+		struct pollfd p[2] = {
+			{ .fd = in_done ? -1 : 0, .events = POLLIN },
+			{ .fd = fd, .events = POLLIN },
+		};
+		ssize_t n;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (p[0].revents) {
+			n = read(0, buf, sizeof(buf));
+			if (n <= 0) {
+				in_done = true;
+				shutdown(fd, SHUT_WR);
+			} else if (xwrite(fd, buf, n)) {
+				fprintf(stderr, "write to stream: %s\n", strerror(errno));
+				in_done = true;
+			} else {
+				up += n;
+			}
+		}
+		if (p[1].revents) {
+			n = read(fd, buf, sizeof(buf));
+			if (n < 0) {
+				fprintf(stderr, "read from stream: %s\n", strerror(errno));
+				out_done = true;
+			} else if (n == 0) {
+				out_done = true;
+			} else {
+				down += n;
+				if (xwrite(1, buf, n))
+					return -errno;
+			}
+		}
+	}
+	/* The peer finished; send the rest of stdin, as nc -N would. */
+	while (!in_done) {
+		ssize_t n = read(0, buf, sizeof(buf));
+
+		if (n <= 0 || xwrite(fd, buf, n))
+			break;
+		up += n;
+	}
+	shutdown(fd, SHUT_WR);
+	fprintf(stderr, "bytes: %llu up, %llu down\n", up, down);
+	return 0;
+}
+
+static int cmd_connect(const char *guest, const char *addr, const char *port)
+{
+	struct nk_connected_rec rec;
+	struct nk_addr dst;
+	char a[NK_ADDRSTRLEN], b[NK_ADDRSTRLEN];
+	uint64_t token;
+	int ctl, fd, ret;
+
+	if (parse_addr_port(&dst, addr, port))
+		return -EINVAL;
+	ctl = new_ctl(guest);
+	if (ctl < 0)
+		return ctl;
+	fd = new_socket(guest, dst.family, NK_SOCK_STREAM, &token, NULL);
+	if (fd < 0)
+		return fd;
+	ret = addr_req(ctl, NK_OP_CONNECT, token, &dst, NULL);
+	if (ret) {
+		fprintf(stderr, "connect: %s\n", strerror(ret < 0 ? -ret : ret));
+		return -1;
+	}
+	ret = msg_recv(fd, NK_OP_CONNECTED, NULL, &rec, sizeof(rec));
+	if (ret) {
+		fprintf(stderr, "connect: %s\n", strerror(ret < 0 ? -ret : ret));
+		return -1;
+	}
+	fprintf(stderr, "connected %s -> %s\n", nk_addr_ntop_port(&rec.local, a, sizeof(a)),
+		nk_addr_ntop_port(&rec.peer, b, sizeof(b)));
+	ret = pump(fd);
+	/* A stream the NSM closed after an error reads EOF too: ask. */
+	usleep(100000);
+	print_status(ctl, token);
+	close(fd);
+	return ret;
+}
+
+static int cmd_listen(const char *guest, const char *addr, const char *port)
+{
+	struct nk_hello_req req = { .kind = NK_HELLO_ACCEPT, .pid = getpid() };
+	struct nk_addr_rep bound;
+	struct nk_accept_rec rec;
+	struct nk_hello_rep rep;
+	struct nk_addr a;
+	char s1[NK_ADDRSTRLEN], s2[NK_ADDRSTRLEN];
+	uint64_t token;
+	int ctl, lfd, fd, ret, one = 1;
+
+	if (parse_addr_port(&a, addr, port))
+		return -EINVAL;
+	ctl = new_ctl(guest);
+	if (ctl < 0)
+		return ctl;
+	lfd = new_socket(guest, a.family, NK_SOCK_STREAM, &token, NULL);
+	if (lfd < 0)
+		return lfd;
+	ret = opt_req(ctl, NK_OP_SETSOCKOPT, token, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one),
+		      NULL);
+	if (!ret)
+		ret = addr_req(ctl, NK_OP_BIND, token, &a, &bound);
+	if (!ret)
+		ret = sock_req(ctl, NK_OP_LISTEN, token, 16, NULL);
+	if (ret) {
+		fprintf(stderr, "bind/listen: %s\n", strerror(ret < 0 ? -ret : ret));
+		return -1;
+	}
+	fprintf(stderr, "listening on %s\n", nk_addr_ntop_port(&bound.addr, s1, sizeof(s1)));
+	ret = msg_recv(lfd, NK_OP_ACCEPT_READY, NULL, &rec, sizeof(rec));
+	if (ret) {
+		fprintf(stderr, "accept ready: %d\n", ret);
+		return -1;
+	}
+	fd = open_stream(guest);
+	if (fd < 0)
+		return fd;
+	req.listener = token;
+	req.conn_id = rec.conn_id;
+	ret = hello(fd, &req, &rep);
+	if (ret) {
+		fprintf(stderr, "HELLO ACCEPT: %s\n", strerror(ret < 0 ? -ret : ret));
+		return -1;
+	}
+	fprintf(stderr, "accepted %s -> %s\n", nk_addr_ntop_port(&rep.peer, s1, sizeof(s1)),
+		nk_addr_ntop_port(&rep.local, s2, sizeof(s2)));
+	ret = pump(fd);
+	usleep(100000);
+	print_status(ctl, rep.token);
+	close(fd);
+	close(lfd);
+	return ret;
+}
+
+/* ---- checks ------------------------------------------------------------- */
+
+static int failures;
+
+static void expect(const char *what, int got, int want)
+{
+	if (got == want) {
+		printf("PASS %s\n", what);
+		return;
+	}
+	printf("FAIL %s: got %d (%s), want %d (%s)\n", what, got,
+	       strerror(got < 0 ? -got : got), want, strerror(want < 0 ? -want : want));
+	failures++;
+}
+
+/* Did the NSM close this stream (EOF or reset) within a second? */
+static int closed_by_peer(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char c;
+
+	if (poll(&p, 1, 7000) <= 0)
+		return 0;
+	return read(fd, &c, 1) <= 0;
+}
+
+static void check_garbage(const char *guest, const char *what, const void *buf, size_t len,
+			  bool after_ctl_hello)
+{
+	int fd = after_ctl_hello ? new_ctl(guest) : open_stream(guest);
+
+	if (fd < 0) {
+		expect(what, fd, 0);
+		return;
+	}
+	xwrite(fd, buf, len);
+	expect(what, closed_by_peer(fd), 1);
+	close(fd);
+}
+
+static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
+		     const char *refused, const char *refused_port, const char *unreach)
+{
+	struct nk_addr own, other, any = { .family = 0 }, lo;
+	struct nk_addr_rep ar;
+	struct nk_opt_rep orep;
+	struct nk_status_rep st;
+	struct nk_connected_rec rec;
+	uint64_t token, token2;
+	int ctl, fd, fd2, err = 0, one = 1, ret;
+	char dev[] = "lo";
+
+	if (nk_addr_parse(&own, vmaddr) || nk_addr_parse(&other, foreign))
+		return -EINVAL;
+	any.family = own.family;
+	nk_addr_parse(&lo, own.family == NK_AF_INET ? "127.0.0.1" : "::1");
+	lo.port = 80;
+
+	ctl = new_ctl(guest);
+	expect("HELLO CTL", ctl < 0 ? ctl : 0, 0);
+	if (ctl < 0)
+		return -1;
+
+	fd = new_socket(guest, NK_AF_INET, NK_SOCK_DGRAM, &token, &err);
+	expect("HELLO SOCKET DGRAM -> ESOCKTNOSUPPORT", err, ESOCKTNOSUPPORT);
+	err = 0;
+	fd = new_socket(guest, 5, NK_SOCK_STREAM, &token, &err);
+	expect("HELLO SOCKET family 5 -> EAFNOSUPPORT", err, EAFNOSUPPORT);
+
+	fd = new_socket(guest, own.family, NK_SOCK_STREAM, &token, NULL);
+	expect("HELLO SOCKET", fd < 0 ? fd : 0, 0);
+	if (fd < 0)
+		return -1;
+	expect("BIND unknown token -> ENOTSOCK", addr_req(ctl, NK_OP_BIND, token ^ 1, &own, NULL),
+	       ENOTSOCK);
+	other.port = 0;
+	expect("BIND another VM's address -> EADDRNOTAVAIL",
+	       addr_req(ctl, NK_OP_BIND, token, &other, NULL), EADDRNOTAVAIL);
+	expect("CONNECT loopback -> ENETUNREACH", addr_req(ctl, NK_OP_CONNECT, token, &lo, NULL),
+	       ENETUNREACH);
+	expect("GETNAME peer unconnected -> ENOTCONN",
+	       sock_req(ctl, NK_OP_GETNAME, token, 1, &ar), ENOTCONN);
+	expect("SHUTDOWN unconnected -> ENOTCONN",
+	       sock_req(ctl, NK_OP_SHUTDOWN, token, SHUT_WR, NULL), ENOTCONN);
+	expect("SETSOCKOPT TCP_NODELAY", opt_req(ctl, NK_OP_SETSOCKOPT, token, IPPROTO_TCP,
+						 TCP_NODELAY, &one, sizeof(one), NULL), 0);
+	ret = opt_req(ctl, NK_OP_GETSOCKOPT, token, IPPROTO_TCP, TCP_NODELAY, NULL, 4, &orep);
+	expect("GETSOCKOPT TCP_NODELAY", ret ? ret : (orep.optlen == 4 && orep.val[0]) ? 0 : -1,
+	       0);
+	expect("SETSOCKOPT SO_BINDTODEVICE -> EPERM",
+	       opt_req(ctl, NK_OP_SETSOCKOPT, token, SOL_SOCKET, SO_BINDTODEVICE, dev,
+		       sizeof(dev), NULL), EPERM);
+	expect("SETSOCKOPT IP_PKTINFO -> ENOPROTOOPT",
+	       opt_req(ctl, NK_OP_SETSOCKOPT, token, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one),
+		       NULL), ENOPROTOOPT);
+	expect("SETSOCKOPT optlen 65 -> EINVAL",
+	       opt_req(ctl, NK_OP_SETSOCKOPT, token, IPPROTO_TCP, TCP_NODELAY, NULL, 65, NULL),
+	       EINVAL);
+	ret = addr_req(ctl, NK_OP_BIND, token, &any, &ar);
+	expect("BIND wildcard port 0", ret ? ret : (nk_addr_is_any(&ar.addr) && ar.addr.port) ? 0 : -1,
+	       0);
+	expect("BIND twice -> EINVAL", addr_req(ctl, NK_OP_BIND, token, &any, NULL), EINVAL);
+	ret = sock_req(ctl, NK_OP_GETNAME, token, 0, &ar);
+	expect("GETNAME local of a wildcard bind", ret ? ret : nk_addr_is_any(&ar.addr) ? 0 : -1, 0);
+	ret = sock_req(ctl, NK_OP_STATUS, token, 0, &st);
+	expect("STATUS live socket", ret ? ret : st.state == NK_STATE_SETUP ? 0 : -1, 0);
+	expect("STATUS unknown -> ENOTSOCK", sock_req(ctl, NK_OP_STATUS, 12345, 0, &st), ENOTSOCK);
+	close(fd);
+	usleep(200000);
+	ret = sock_req(ctl, NK_OP_STATUS, token, 0, &st);
+	expect("STATUS after close -> closed, 0",
+	       ret ? ret : (st.state == NK_STATE_CLOSED && !st.sock_err) ? 0 : -1, 0);
+
+	/* Another own-address bind, and HELLO ACCEPT of nothing. */
+	fd = new_socket(guest, own.family, NK_SOCK_STREAM, &token, NULL);
+	own.port = 0;
+	ret = addr_req(ctl, NK_OP_BIND, token, &own, &ar);
+	expect("BIND own address", ret ? ret : nk_addr_same_ip(&ar.addr, &own) ? 0 : -1, 0);
+	expect("LISTEN", sock_req(ctl, NK_OP_LISTEN, token, 4, NULL), 0);
+	ret = opt_req(ctl, NK_OP_GETSOCKOPT, token, SOL_SOCKET, SO_ACCEPTCONN, NULL, 4, &orep);
+	expect("GETSOCKOPT SO_ACCEPTCONN", ret ? ret : orep.val[0] == 1 ? 0 : -1, 0);
+	expect("CONNECT on a listener -> EISCONN",
+	       addr_req(ctl, NK_OP_CONNECT, token, &other, NULL), EISCONN);
+	{
+		struct nk_hello_req req = { .kind = NK_HELLO_ACCEPT, .listener = token,
+					    .conn_id = 99 };
+
+		fd2 = open_stream(guest);
+		expect("HELLO ACCEPT unknown conn_id -> ECONNABORTED", hello(fd2, &req, NULL),
+		       ECONNABORTED);
+		close(fd2);
+	}
+	close(fd);
+
+	if (refused) {
+		struct nk_addr dst;
+
+		parse_addr_port(&dst, refused, refused_port);
+		fd = new_socket(guest, dst.family, NK_SOCK_STREAM, &token2, NULL);
+		expect("CONNECT (refused port)", addr_req(ctl, NK_OP_CONNECT, token2, &dst, NULL),
+		       0);
+		expect("CONNECTED err ECONNREFUSED",
+		       msg_recv(fd, NK_OP_CONNECTED, NULL, &rec, sizeof(rec)), ECONNREFUSED);
+		expect("CONNECT again after a failure",
+		       addr_req(ctl, NK_OP_CONNECT, token2, &dst, NULL), 0);
+		expect("CONNECTED err ECONNREFUSED again",
+		       msg_recv(fd, NK_OP_CONNECTED, NULL, &rec, sizeof(rec)), ECONNREFUSED);
+		close(fd);
+	}
+	if (unreach) {
+		struct nk_addr dst;
+
+		parse_addr_port(&dst, unreach, "80");
+		fd = new_socket(guest, dst.family, NK_SOCK_STREAM, &token2, NULL);
+		expect("CONNECT (no such host)", addr_req(ctl, NK_OP_CONNECT, token2, &dst, NULL),
+		       0);
+		expect("CONNECT while connecting -> EALREADY",
+		       addr_req(ctl, NK_OP_CONNECT, token2, &dst, NULL), EALREADY);
+		ret = sock_req(ctl, NK_OP_STATUS, token2, 0, &st);
+		expect("STATUS connecting", ret ? ret : st.state == NK_STATE_CONNECTING ? 0 : -1, 0);
+		expect("CONNECTED err EHOSTUNREACH",
+		       msg_recv(fd, NK_OP_CONNECTED, NULL, &rec, sizeof(rec)), EHOSTUNREACH);
+		close(fd);
+	}
+
+	/* Malformed input closes that stream only. */
+	{
+		struct nk_hdr h = { .magic = 0x1234, .version = 1, .op = NK_OP_HELLO, .len = 40 };
+		char buf[64] = { 0 };
+
+		check_garbage(guest, "bad magic closes the stream", &h, sizeof(h), false);
+		h.magic = NK_PROTO_MAGIC;
+		h.version = 9;
+		check_garbage(guest, "bad version closes the stream", &h, sizeof(h), false);
+		h.version = NK_PROTO_VERSION;
+		h.len = 41;
+		check_garbage(guest, "bad length closes the stream", &h, sizeof(h), false);
+		h.len = 40;
+		h.op = NK_OP_BIND;
+		memcpy(buf, &h, sizeof(h));
+		check_garbage(guest, "non-HELLO first closes the stream", buf, 40, false);
+		h.op = NK_OP_HELLO;
+		memcpy(buf, &h, sizeof(h));
+		buf[16] = 9;	/* kind */
+		check_garbage(guest, "unknown HELLO kind closes the stream", buf, 40, false);
+		h.op = 77;
+		check_garbage(guest, "unknown op on ctl closes it", &h, sizeof(h), true);
+		h.op = NK_OP_LISTEN;
+		h.len = 32;
+		memcpy(buf, &h, sizeof(h));
+		memset(buf + 16, 0, 16);
+		buf[16 + 12] = 1;	/* pad0 */
+		check_garbage(guest, "non-zero padding closes ctl", buf, 32, true);
+		h.op = NK_OP_BIND;
+		h.len = 56;
+		memcpy(buf, &h, sizeof(h));
+		memset(buf + 16, 0, 40);
+		buf[16 + 8] = 5;	/* addr.family */
+		check_garbage(guest, "bad address family closes ctl", buf, 56, true);
+	}
+	/* ... and the control channel opened first still works. */
+	expect("first ctl channel unaffected", sock_req(ctl, NK_OP_STATUS, 12345, 0, &st), ENOTSOCK);
+
+	printf("%d failure%s\n", failures, failures == 1 ? "" : "s");
+	return failures ? -1 : 0;
+}
+
+/* ---- nsmctl ------------------------------------------------------------- */
+
+static int nsm_call(int fd, uint8_t type, const void *body, size_t len, int passfd)
+{
+	char buf[NSM_CTL_MSG_MAX];
+	struct nsm_hdr h = {
+		.magic = NSM_CTL_MAGIC, .version = NSM_CTL_VERSION, .type = type,
+		.len = sizeof(h) + len, .seq = next_seq++,
+	};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = buf, .iov_len = h.len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct nsm_hdr rep;
+	ssize_t n;
+
+	memcpy(buf, &h, sizeof(h));
+	memcpy(buf + sizeof(h), body, len);
+	if (passfd >= 0) {
+		struct cmsghdr *c;
+
+		msg.msg_control = cbuf.buf;
+		msg.msg_controllen = sizeof(cbuf.buf);
+		c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &passfd, sizeof(int));
+	}
+	if (sendmsg(fd, &msg, 0) < 0)
+		return -errno;
+	for (;;) {
+		n = recv(fd, &rep, sizeof(rep), 0);
+		if (n < (ssize_t)sizeof(rep))
+			return n < 0 ? -errno : -EPROTO;
+		if (rep.type == NSM_MSG_REPLY && rep.seq == h.seq)
+			return rep.err;
+	}
+}
+
+static int cmd_nsm(int argc, char **argv)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char buf[sizeof(struct nsm_hdr) + sizeof(struct nsm_hello)];
+	int fd, ret = -EINVAL;
+
+	if (argc < 2)
+		return -EINVAL;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", argv[0]);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)))
+		return -errno;
+	if (recv(fd, buf, sizeof(buf), 0) < (ssize_t)sizeof(struct nsm_hdr))
+		return -EPROTO;	/* HELLO */
+
+	if (!strcmp(argv[1], "vm-add") && argc >= 5) {
+		struct nsm_vm_add m = { .vm_id = atoi(argv[2]) };
+		char *list = strdup(argv[4]), *save = NULL, *tok;
+		int i;
+
+		snprintf(m.name, sizeof(m.name), "%s", argv[3]);
+		for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			int prefix;
+
+			if (m.naddrs == NK_VM_ADDRS_MAX ||
+			    nk_addr_parse_prefix(&m.addrs[m.naddrs].addr, &prefix, tok, true))
+				return -EINVAL;
+			m.addrs[m.naddrs++].prefix = prefix;
+		}
+		free(list);
+		for (i = 5; i + 1 < argc; i += 2) {
+			if (!strcmp(argv[i], "gw4"))
+				nk_addr_parse(&m.gw4, argv[i + 1]);
+			else if (!strcmp(argv[i], "gw6"))
+				nk_addr_parse(&m.gw6, argv[i + 1]);
+			else
+				return -EINVAL;
+		}
+		ret = nsm_call(fd, NSM_MSG_VM_ADD, &m, sizeof(m), -1);
+	} else if (!strcmp(argv[1], "vm-del") && argc == 3) {
+		struct nsm_vm_ref r = { .vm_id = atoi(argv[2]) };
+
+		ret = nsm_call(fd, NSM_MSG_VM_DEL, &r, sizeof(r), -1);
+	} else if (!strcmp(argv[1], "attach-listener") && argc == 4) {
+		struct nsm_vm_ref r = { .vm_id = atoi(argv[2]) };
+		struct sockaddr_un l = { .sun_family = AF_UNIX };
+		int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		snprintf(l.sun_path, sizeof(l.sun_path), "%s", argv[3]);
+		unlink(argv[3]);
+		if (lfd < 0 || bind(lfd, (struct sockaddr *)&l, sizeof(l)) || listen(lfd, 128))
+			return -errno;
+		ret = nsm_call(fd, NSM_MSG_ATTACH_LISTENER, &r, sizeof(r), lfd);
+		close(lfd);
+	}
+	if (ret > 0)
+		fprintf(stderr, "nsm: %s\n", strerror(ret));
+	close(fd);
+	return ret;
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: nk_proto_client nsm CTL vm-add ID NAME ADDR/PFX[,...] [gw4 A] [gw6 A]\n"
+		"       nk_proto_client nsm CTL vm-del ID\n"
+		"       nk_proto_client nsm CTL attach-listener ID PATH\n"
+		"       nk_proto_client connect GUEST ADDR PORT\n"
+		"       nk_proto_client listen GUEST ADDR PORT\n"
+		"       nk_proto_client check GUEST VM-ADDR FOREIGN-ADDR [REFUSED-ADDR PORT [NO-HOST-ADDR]]\n");
+}
+
+int main(int argc, char **argv)
+{
+	int ret = -EINVAL;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (argc >= 4 && !strcmp(argv[1], "nsm"))
+		ret = cmd_nsm(argc - 2, argv + 2);
+	else if (argc == 5 && !strcmp(argv[1], "connect"))
+		ret = cmd_connect(argv[2], argv[3], argv[4]);
+	else if (argc == 5 && !strcmp(argv[1], "listen"))
+		ret = cmd_listen(argv[2], argv[3], argv[4]);
+	else if (argc == 5 && !strcmp(argv[1], "check"))
+		ret = cmd_check(argv[2], argv[3], argv[4], NULL, NULL, NULL);
+	else if ((argc == 7 || argc == 8) && !strcmp(argv[1], "check"))
+		ret = cmd_check(argv[2], argv[3], argv[4], argv[5], argv[6],
+				argc == 8 ? argv[7] : NULL);
+	else
+		usage();
+	if (ret && ret != -1 && ret < 0)
+		fprintf(stderr, "nk_proto_client: %s\n", strerror(-ret));
+	return ret ? 1 : 0;
+}
