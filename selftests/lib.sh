@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# shellcheck shell=bash disable=SC2034
 #
 # Shared helpers for the NetKernel integration tests (and tools/demo.sh).
 # A test sources this file, calls nk_topo_up to get the standard topology

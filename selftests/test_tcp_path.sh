@@ -1,5 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# shellcheck disable=SC2317 # helper functions are called through check/wait_for
 #
 # Issue 2 proof: TCP through nkd and a kernel NSM, from guests that have no
 # NIC.  Unmodified curl, nginx (master + 2 workers, epoll) and python's
@@ -9,6 +10,7 @@
 # no TCP socket of its own, the remote-facing sockets belong to the nk-nsm
 # process, and nkd (set-up path only) barely moves while 256 MiB pass.
 
+# shellcheck source=selftests/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 nk_require_root

@@ -9,7 +9,8 @@
 # remote host drives nginx running inside guest 1 for 3 seconds.  Prints
 # what nkctl shows and a short report, and removes everything it made.
 
-NK_TEST_NAME=demo
+export NK_TEST_NAME=demo
+# shellcheck source=selftests/lib.sh
 . "$(dirname "$0")/../selftests/lib.sh"
 
 nk_require_root
