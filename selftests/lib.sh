@@ -408,6 +408,8 @@ nk_topo_up()
 		nk_die "no nk-nsm process appeared in nsm-$S"
 	NK_NSM_PID=$(nk_nsm_pid "nsm-$S")
 	log_info "nsm1: nk-nsm pid $NK_NSM_PID in nsm-$S"
+	NK_NSM_PID_NKCTL=$(nkctl -j nsm show nsm1 2>/dev/null |
+		"$NK_PY" -c 'import json, sys; print(json.load(sys.stdin).get("pid"))' 2>/dev/null)
 
 	nk_run_nkctl vm add vm1 nsm nsm1 addr 10.77.0.2/24 uds "$NK_TMP/vm1.vsock"
 	nk_run_nkctl vm add vm2 nsm nsm1 addr 10.77.0.3/24 uds "$NK_TMP/vm2.vsock"

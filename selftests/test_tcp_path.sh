@@ -79,6 +79,7 @@ if [ -n "$est" ]; then
 	check_eq "its source address is vm1's" "${src%:*}" 10.77.0.2
 	owners=$(echo "$est" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | tr '\n' ' ')
 	check_eq "it is held by nk-nsm (pid $NK_NSM_PID) only" "$owners" "$NK_NSM_PID "
+	check_eq "nkctl nsm show nsm1 reports that pid" "$NK_NSM_PID_NKCTL" "$NK_NSM_PID"
 	check_eq "pid $NK_NSM_PID runs $OUTPUT/nk-nsm" \
 		"$(readlink "/proc/$NK_NSM_PID/exe")" "$(readlink -f "$OUTPUT/nk-nsm")"
 fi
