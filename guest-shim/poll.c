@@ -342,6 +342,27 @@ NK_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	return ret;
 }
 
+/*
+ * A connecting socket's registration fired (the CONNECTED record arrived).
+ * On success the record is consumed and the registration restored to what
+ * the application asked for; the kernel then reports the socket's real
+ * readiness on the next wait (EPOLLOUT once, even edge-triggered, and
+ * EPOLLIN when data follows), so nothing is reported from here.  A failed
+ * connect is reported as Linux does: EPOLLERR|EPOLLHUP and the rest.
+ */
+static unsigned int epoll_connecting_events(struct nk_sock *sk, int fd, unsigned int want)
+{
+	unsigned int out = 0;
+	int r;
+
+	pthread_mutex_lock(&sk->lock);
+	r = nks_finish_connect(sk, fd, 0);
+	if ((r == 1 && sk->state != NKS_CONNECTED) || r < 0)
+		out = EPOLLERR | EPOLLHUP | (want & (EPOLLIN | EPOLLOUT | EPOLLRDHUP));
+	pthread_mutex_unlock(&sk->lock);
+	return out;
+}
+
 /* Rewrite the events of connecting sockets; returns the new count. */
 static int epoll_fixup(int epfd, struct epoll_event *evs, int n)
 {
@@ -361,7 +382,7 @@ static int epoll_fixup(int epfd, struct epoll_event *evs, int n)
 
 				if (r->epfd != epfd || r->ev.data.u64 != evs[i].data.u64)
 					continue;
-				evs[i].events = connecting_events(sk, r->fd, r->ev.events, true);
+				evs[i].events = epoll_connecting_events(sk, r->fd, r->ev.events);
 				keep = evs[i].events != 0;
 				goto next;
 			}
