@@ -1,0 +1,571 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * nkctl: the command-line interface of nkd.
+ *
+ *   nkctl [-j] [-p] [-c CONTROL] OBJECT VERB [NAME] [KEYWORD VALUE]...
+ *
+ * iproute2/bpftool style: one table (cmds[] below) drives both parsing and
+ * the usage text; objects, verbs and keywords may be abbreviated to any
+ * unique prefix; keywords come in any order.  nkctl checks the grammar
+ * (exit 2 on a usage error), sends one JSON request to nkd over its
+ * SOCK_SEQPACKET control socket, and prints the reply: a table, "key value"
+ * lines, or JSON with -j.  nkd does all semantic validation (exit 1).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "nkctl.h"
+#include "nkd.h"
+
+#define EXIT_ERR	1
+#define EXIT_USAGE	2
+
+static const struct nkctl_kw nsm_add_kw[] = {
+	{ "type", "TYPE", "type", KW_REQ },
+	{ "netns", "NETNS", "netns", KW_REQ },
+	{ "dev", "IFNAME", "dev", KW_REQ },
+	{}
+};
+
+static const struct nkctl_kw vm_add_kw[] = {
+	{ "nsm", "NSM", "nsm", KW_REQ },
+	{ "addr", "ADDR/PREFIX[,ADDR/PREFIX...]", "addrs", KW_REQ | KW_CSV },
+	{ "uds", "PATH", "uds", KW_REQ, 1 },
+	{ "cid", "N", "cid", KW_REQ | KW_NUM, 1 },
+	{ "gw", "ADDR", "gw", KW_REPEAT },
+	{}
+};
+
+static const struct nkctl_cmd cmds[] = {
+	{ "nsm", "add", "NAME", nsm_add_kw, OUT_NONE,
+	  "start a Network Stack Module in NETNS; VM addresses go on IFNAME" },
+	{ "nsm", "del", "NAME", NULL, OUT_NONE, "stop an NSM that no VM uses" },
+	{ "nsm", "list", NULL, NULL, OUT_LIST, "list NSMs" },
+	{ "nsm", "show", "NAME", NULL, OUT_OBJECT, "show one NSM" },
+	{ "vm", "add", "NAME", vm_add_kw, OUT_NONE,
+	  "serve a VM through NSM with these addresses" },
+	{ "vm", "del", "NAME", NULL, OUT_NONE, "remove a VM and its listener" },
+	{ "vm", "list", NULL, NULL, OUT_LIST, "list VMs" },
+	{ "vm", "show", "NAME", NULL, OUT_OBJECT, "show one VM and its guest transport" },
+	{ "policy", "add", NULL, NULL, OUT_NONE, NULL, true },
+	{ "policy", "del", NULL, NULL, OUT_NONE, NULL, true },
+	{ "policy", "set", NULL, NULL, OUT_NONE, NULL, true },
+	{ "policy", "list", NULL, NULL, OUT_LIST, NULL, true },
+	{ "policy", "show", NULL, NULL, OUT_OBJECT, NULL, true },
+	{ "conn", "list", NULL, NULL, OUT_LIST, NULL, true },
+	{ "conn", "show", NULL, NULL, OUT_OBJECT, NULL, true },
+	{ "conn", "del", NULL, NULL, OUT_NONE, NULL, true },
+	{ "stats", "list", NULL, NULL, OUT_LIST, NULL, true },
+	{ "stats", "show", NULL, NULL, OUT_OBJECT, NULL, true },
+};
+#define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
+
+/* What each metavariable means; printed for the commands shown. */
+static const struct {
+	const char *var, *text;
+} metavars[] = {
+	{ "NAME", "1-31 characters from A-Z a-z 0-9 _ . -" },
+	{ "TYPE", "kernel" },
+	{ "NETNS", "a network namespace in /run/netns ('ip netns add')" },
+	{ "IFNAME", "the interface in NETNS that carries the VM addresses" },
+	{ "NSM", "the name of an NSM ('nkctl nsm list')" },
+	{ "ADDR/PREFIX", "up to 8, comma-separated: 10.0.0.2/24,fd00::2/64" },
+	{ "PATH", "absolute; the guest connects to PATH_7531 (hybrid vsock)" },
+	{ "N", "the guest's vsock CID, 3..4294967294" },
+	{ "ADDR", "on-link default gateway, at most one IPv4 and one IPv6" },
+};
+
+static bool json_out, pretty;
+static const char *control = NKD_DEFAULT_CONTROL;
+
+/* ---- usage, generated from cmds[] ---- */
+
+static void kw_usage(const struct nkctl_kw *kw, char *buf, size_t len)
+{
+	const struct nkctl_kw *k, *g;
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (k = kw; k && k->name; k++) {
+		if (k->group) {
+			/* Print a group once, at its first member. */
+			for (g = kw; g < k && g->group != k->group; g++)
+				;
+			if (g < k)
+				continue;
+			n += snprintf(buf + n, len - n, " %s", k->flags & KW_REQ ? "(" : "[");
+			for (g = k; g->name; g++)
+				if (g->group == k->group)
+					n += snprintf(buf + n, len - n, "%s%s %s",
+						      g == k ? "" : " | ", g->name, g->arg);
+			n += snprintf(buf + n, len - n, "%s", k->flags & KW_REQ ? ")" : "]");
+		} else if (k->flags & KW_REQ) {
+			n += snprintf(buf + n, len - n, " %s %s", k->name, k->arg);
+		} else {
+			n += snprintf(buf + n, len - n, " [%s %s]%s", k->name, k->arg,
+				      k->flags & KW_REPEAT ? "..." : "");
+		}
+		if (n >= len)
+			return;
+	}
+}
+
+static void cmd_usage(FILE *f, const struct nkctl_cmd *c, const char *lead)
+{
+	char kw[512];
+
+	kw_usage(c->kw, kw, sizeof(kw));
+	if (c->todo)
+		fprintf(f, "%snkctl %s %s ...   (not implemented yet)\n", lead, c->object, c->verb);
+	else
+		fprintf(f, "%snkctl %s %s%s%s%s\n", lead, c->object, c->verb,
+			c->name ? " " : "", c->name ? c->name : "", kw);
+}
+
+static bool var_used(const char *var, const char *object)
+{
+	const struct nkctl_kw *k;
+	size_t i;
+
+	for (i = 0; i < NCMDS; i++) {
+		if (object && strcmp(cmds[i].object, object))
+			continue;
+		if (cmds[i].name && !strcmp(cmds[i].name, var))
+			return true;
+		for (k = cmds[i].kw; k && k->name; k++)
+			if (!strncmp(k->arg, var, strlen(var)) &&
+			    (!k->arg[strlen(var)] || k->arg[strlen(var)] == '['))
+				return true;
+	}
+	return false;
+}
+
+/* The commands of one object (all with NULL); reserved ones on one line. */
+static void object_usage(FILE *f, const char *object, const char *lead)
+{
+	size_t i, j;
+
+	for (i = 0; i < NCMDS; i++)
+		if ((!object || !strcmp(cmds[i].object, object)) && !cmds[i].todo)
+			cmd_usage(f, &cmds[i], lead);
+	for (i = 0; i < NCMDS; i++) {
+		if ((object && strcmp(cmds[i].object, object)) || !cmds[i].todo ||
+		    (i && !strcmp(cmds[i - 1].object, cmds[i].object)))
+			continue;
+		fprintf(f, "%snkctl %s { %s", lead, cmds[i].object, cmds[i].verb);
+		for (j = i + 1; j < NCMDS && !strcmp(cmds[j].object, cmds[i].object); j++)
+			fprintf(f, " | %s", cmds[j].verb);
+		fprintf(f, " } ...   (not implemented yet)\n");
+	}
+}
+
+static void usage(FILE *f, const char *object)
+{
+	size_t i, j;
+
+	fprintf(f, "Usage: nkctl [-j] [-p] [-c CONTROL] OBJECT VERB [ARGS]\n"
+		   "       nkctl help | nkctl OBJECT help\n\n");
+	object_usage(f, object, "  ");
+	for (i = 0, j = 0; i < sizeof(metavars) / sizeof(metavars[0]); i++)
+		if (var_used(metavars[i].var, object))
+			fprintf(f, "%s  %-12s %s\n", j++ ? "" : "\nwhere\n",
+				metavars[i].var, metavars[i].text);
+	fprintf(f, "\n  -j, --json          JSON output (-p, --pretty: indented)\n"
+		   "  -c, --control PATH  nkd's socket (default %s)\n"
+		   "Objects, verbs and keywords may be abbreviated to a unique prefix;\n"
+		   "keywords may come in any order.  Exit status: 0 ok, 1 error, 2 usage.\n",
+		NKD_DEFAULT_CONTROL);
+}
+
+static int usage_error(const struct nkctl_cmd *c, const char *object, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int usage_error(const struct nkctl_cmd *c, const char *object, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "nkctl: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	if (c)
+		cmd_usage(stderr, c, "Usage: ");
+	else if (object)
+		object_usage(stderr, object, "Usage: ");
+	else
+
+		fprintf(stderr, "Try 'nkctl help'.\n");
+	return EXIT_USAGE;
+}
+
+/* ---- prefix matching ---- */
+
+/* Index of the word in names[] that word abbreviates; -1 none, -2 ambiguous. */
+static int match(const char *word, const char *const *names, int n)
+{
+	size_t len = strlen(word);
+	int i, found = -1;
+
+	if (!len)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (!strcmp(word, names[i]))
+			return i;
+	for (i = 0; i < n; i++) {
+		if (strncmp(word, names[i], len))
+			continue;
+		if (found >= 0)
+			return -2;
+		found = i;
+	}
+	return found;
+}
+
+static void join_names(const char *word, const char *const *names, int n, char *buf, size_t len)
+{
+	size_t o = 0;
+	int i;
+
+	buf[0] = '\0';
+	for (i = 0; i < n && o < len; i++)
+		if (!strncmp(word, names[i], strlen(word)))
+			o += snprintf(buf + o, len - o, "%s%s", o ? ", " : "", names[i]);
+}
+
+/* ---- talking to nkd ---- */
+
+static json_t *nkd_call(json_t *req)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 60 };
+	json_t *reply = NULL;
+	json_error_t jerr;
+	char *s, *buf = NULL;
+	ssize_t n;
+	int fd;
+
+	if (strlen(control) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "nkctl: control socket path %s is too long\n", control);
+		return NULL;
+	}
+	strcpy(sun.sun_path, control);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		fprintf(stderr, "nkctl: socket: %s\n", strerror(errno));
+		return NULL;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		int e = errno;
+
+		fprintf(stderr, "nkctl: cannot connect to nkd at %s: %s; %s\n", control, strerror(e),
+			e == EACCES ? "nkctl must run as root" :
+			"is nkd running? (start it, or point -c at its --control socket)");
+		goto out;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	s = json_dumps(req, JSON_COMPACT);
+	if (!s || send(fd, s, strlen(s), MSG_NOSIGNAL) < 0) {
+		fprintf(stderr, "nkctl: cannot send the request to nkd: %s\n", strerror(errno));
+		free(s);
+		goto out;
+	}
+	free(s);
+	buf = malloc(NKD_CTL_MSG_MAX + 1);
+	if (!buf) {
+		fprintf(stderr, "nkctl: out of memory\n");
+		goto out;
+	}
+	n = recv(fd, buf, NKD_CTL_MSG_MAX + 1, MSG_TRUNC);
+	if (n <= 0) {
+		fprintf(stderr, "nkctl: %s\n", n == 0 ? "nkd closed the connection without a reply" :
+			errno == EAGAIN ? "nkd did not answer within 60 s" : strerror(errno));
+		goto out;
+	}
+	if (n > NKD_CTL_MSG_MAX) {
+		fprintf(stderr, "nkctl: the reply from nkd is too large\n");
+		goto out;
+	}
+	reply = json_loadb(buf, n, 0, &jerr);
+	if (!reply || !json_is_object(reply)) {
+		fprintf(stderr, "nkctl: malformed reply from nkd: %s\n", reply ? "not an object" : jerr.text);
+		json_decref(reply);
+		reply = NULL;
+	}
+out:
+	free(buf);
+	close(fd);
+	return reply;
+}
+
+/* ---- parsing ---- */
+
+static int add_value(const struct nkctl_cmd *c, const struct nkctl_kw *k, const char *val,
+		     json_t *args)
+{
+	json_t *arr;
+	char *dup, *tok, *save;
+	unsigned long long num;
+	char *end;
+
+	if (k->flags & KW_NUM) {
+		errno = 0;
+		num = strtoull(val, &end, 10);
+		if (!*val || *end || errno || val[0] == '-')
+			return usage_error(c, NULL, "%s wants a number, not '%s'", k->name, val);
+		json_object_set_new(args, k->key, json_integer((json_int_t)num));
+		return 0;
+	}
+	if (k->flags & KW_CSV) {
+		arr = json_array();
+		dup = strdup(val);
+		if (!dup)
+			return EXIT_ERR;
+		for (tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+			json_array_append_new(arr, json_string(tok));
+		free(dup);
+		if (!json_array_size(arr) || val[0] == ',' || val[strlen(val) - 1] == ',' ||
+		    strstr(val, ",,")) {
+			json_decref(arr);
+			return usage_error(c, NULL, "%s: empty element in '%s'", k->name, val);
+		}
+		json_object_set_new(args, k->key, arr);
+		return 0;
+	}
+	if (k->flags & KW_REPEAT) {
+		arr = json_object_get(args, k->key);
+		if (!arr) {
+			arr = json_array();
+			json_object_set_new(args, k->key, arr);
+		}
+		json_array_append_new(arr, json_string(val));
+		return 0;
+	}
+	json_object_set_new(args, k->key, json_string(val));
+	return 0;
+}
+
+static int parse_kw(const struct nkctl_cmd *c, int argc, char **argv, json_t *args)
+{
+	const char *names[16];
+	const struct nkctl_kw *k;
+	bool seen[16] = { false };
+	char list[128];
+	int n = 0, i, j, ret;
+
+	for (k = c->kw; k && k->name && n < 16; k++)
+		names[n++] = k->name;
+	for (i = 0; i < argc; i += 2) {
+		j = match(argv[i], names, n);
+		if (j == -2) {
+			join_names(argv[i], names, n, list, sizeof(list));
+			return usage_error(c, NULL, "ambiguous keyword '%s' (%s)", argv[i], list);
+		}
+		if (j < 0)
+			return usage_error(c, NULL, "unknown keyword '%s' for '%s %s'", argv[i],
+					   c->object, c->verb);
+		k = &c->kw[j];
+		if (seen[j] && !(k->flags & KW_REPEAT))
+			return usage_error(c, NULL, "keyword '%s' given twice", k->name);
+		seen[j] = true;
+		if (i + 1 >= argc)
+			return usage_error(c, NULL, "keyword '%s' needs a value (%s)", k->name, k->arg);
+		ret = add_value(c, k, argv[i + 1], args);
+		if (ret)
+			return ret;
+	}
+	/* Required keywords, and groups of alternatives. */
+	for (j = 0; j < n; j++) {
+		const struct nkctl_kw *g;
+		int given = 0, first = -1;
+
+		k = &c->kw[j];
+		if (!k->group) {
+			if ((k->flags & KW_REQ) && !seen[j])
+				return usage_error(c, NULL, "missing '%s %s'", k->name, k->arg);
+			continue;
+		}
+		for (g = c->kw; g->name; g++) {
+			if (g->group != k->group)
+				continue;
+			if (first < 0)
+				first = g - c->kw;
+			given += seen[g - c->kw];
+		}
+		if (first != j)
+			continue;
+		list[0] = '\0';
+		for (g = c->kw; g->name; g++)
+			if (g->group == k->group)
+				snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s'%s %s'",
+					 list[0] ? " or " : "", g->name, g->arg);
+		if (given > 1)
+			return usage_error(c, NULL, "give only one of %s", list);
+		if (!given && (k->flags & KW_REQ))
+			return usage_error(c, NULL, "missing one of %s", list);
+	}
+	return 0;
+}
+
+static int run(const struct nkctl_cmd *c, json_t *args)
+{
+	json_t *req, *reply, *w, *result;
+	const char *msg;
+	size_t i;
+	int ret = EXIT_ERR;
+
+	req = json_pack("{s:s, s:s, s:O}", "object", c->object, "verb", c->verb, "args", args);
+	reply = nkd_call(req);
+	json_decref(req);
+	if (!reply)
+		return EXIT_ERR;
+	json_array_foreach(json_object_get(reply, "warnings"), i, w) {
+		fprintf(stderr, "nkctl: warning: %s\n", json_string_value(w));
+	}
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		msg = json_string_value(json_object_get(reply, "error"));
+		fprintf(stderr, "nkctl: %s\n", msg ? msg : "nkd refused the request");
+		goto out;
+	}
+	result = json_object_get(reply, "result");
+	if (json_out) {
+		char *s = json_dumps(result, JSON_ENCODE_ANY | (pretty ? JSON_INDENT(2) : JSON_COMPACT));
+
+		if (s)
+			printf("%s\n", s);
+		free(s);
+	} else {
+		nkctl_print(c, result);
+	}
+	ret = 0;
+out:
+	json_decref(reply);
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "pretty", no_argument, NULL, 'p' },
+		{ "control", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	const char *objects[NCMDS + 1], *verbs[NCMDS];
+	const struct nkctl_cmd *c = NULL;
+	int nobj = 0, nverb = 0, i, j, opt, ret;
+	const char *object;
+	char list[128];
+	json_t *args;
+	size_t k;
+
+	while ((opt = getopt_long(argc, argv, "+jpc:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'j':
+			json_out = true;
+			break;
+		case 'p':
+			json_out = pretty = true;
+			break;
+		case 'c':
+			control = optarg;
+			break;
+		case 'h':
+			usage(stdout, NULL);
+			return 0;
+		default:
+			return usage_error(NULL, NULL, "unknown option");
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc < 1) {
+		usage(stderr, NULL);
+		return EXIT_USAGE;
+	}
+
+	for (k = 0; k < NCMDS; k++) {
+		for (j = 0; j < nobj && strcmp(objects[j], cmds[k].object); j++)
+			;
+		if (j == nobj)
+			objects[nobj++] = cmds[k].object;
+	}
+	objects[nobj] = "help";
+	i = match(argv[0], objects, nobj + 1);
+	if (i == -2) {
+		join_names(argv[0], objects, nobj + 1, list, sizeof(list));
+		return usage_error(NULL, NULL, "ambiguous object '%s' (%s)", argv[0], list);
+	}
+	if (i < 0)
+		return usage_error(NULL, NULL, "unknown object '%s'", argv[0]);
+	if (i == nobj) {
+		usage(stdout, NULL);
+		return 0;
+	}
+	object = objects[i];
+
+	for (k = 0; k < NCMDS; k++)
+		if (!strcmp(cmds[k].object, object))
+			verbs[nverb++] = cmds[k].verb;
+	verbs[nverb] = "help";
+	if (argc < 2) {
+		/* "nkctl vm" lists, as "ip link" shows. */
+		i = match("list", verbs, nverb);
+		if (i < 0)
+			return usage_error(NULL, object, "missing VERB for '%s'", object);
+	} else {
+		i = match(argv[1], verbs, nverb + 1);
+		if (i == -2) {
+			join_names(argv[1], verbs, nverb + 1, list, sizeof(list));
+			return usage_error(NULL, object, "ambiguous verb '%s' (%s)", argv[1], list);
+		}
+		if (i < 0)
+			return usage_error(NULL, object, "unknown verb '%s' for '%s'", argv[1], object);
+		if (i == nverb) {
+			usage(stdout, object);
+			return 0;
+		}
+	}
+	for (k = 0; k < NCMDS; k++)
+		if (!strcmp(cmds[k].object, object) && !strcmp(cmds[k].verb, verbs[i]))
+			c = &cmds[k];
+	if (c->todo) {
+		fprintf(stderr, "nkctl: '%s %s' is not implemented yet\n", c->object, c->verb);
+		return EXIT_ERR;
+	}
+	if (argc < 2) {
+		argc = 0;
+	} else {
+		argc -= 2;
+		argv += 2;
+	}
+
+	args = json_object();
+	if (c->name) {
+		if (argc < 1) {
+			json_decref(args);
+			return usage_error(c, NULL, "missing %s", c->name);
+		}
+		json_object_set_new(args, "name", json_string(argv[0]));
+		argc--;
+		argv++;
+	}
+	if (!c->kw && argc > 0) {
+		json_decref(args);
+		return usage_error(c, NULL, "unexpected argument '%s'", argv[0]);
+	}
+	ret = parse_kw(c, argc, argv, args);
+	if (!ret)
+		ret = run(c, args);
+	json_decref(args);
+	return ret;
+}

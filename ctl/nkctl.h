@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * nkctl: the command table shared by parsing, usage text and output.
+ * One row per OBJECT VERB; each row lists its keyword options.  Usage and
+ * help are generated from these rows, so they cannot drift from the parser.
+ */
+#ifndef NKCTL_H
+#define NKCTL_H
+
+#include <stdbool.h>
+#include <jansson.h>
+
+enum {
+	KW_REQ = 1 << 0,	/* required (for a group: one of it is) */
+	KW_REPEAT = 1 << 1,	/* may be given more than once: a list */
+	KW_CSV = 1 << 2,	/* value is a comma-separated list */
+	KW_NUM = 1 << 3,	/* value is an unsigned number */
+};
+
+struct nkctl_kw {
+	const char *name;	/* the keyword the user types */
+	const char *arg;	/* its metavariable in the usage */
+	const char *key;	/* JSON key in the request's args */
+	unsigned int flags;
+	int group;		/* > 0: alternatives "(a X | b Y)" */
+};
+
+enum nkctl_out {
+	OUT_NONE,		/* add, del: JSON with -j, silent otherwise */
+	OUT_OBJECT,		/* show: "key value" lines */
+	OUT_LIST,		/* list: an aligned table */
+};
+
+struct nkctl_cmd {
+	const char *object;
+	const char *verb;
+	const char *name;	/* positional metavariable, or NULL */
+	const struct nkctl_kw *kw;	/* terminated by a NULL name */
+	enum nkctl_out out;
+	const char *help;
+	bool todo;		/* reserved: answers "not implemented yet" */
+};
+
+/* nkctl_out.c */
+void nkctl_print(const struct nkctl_cmd *cmd, json_t *result);
+
+#endif /* NKCTL_H */

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * nkctl's human output: one path for every object.  A list is an aligned
+ * table of the columns below; a show is "key value" lines in the order
+ * below, keys being the JSON keys that -j prints.  Values are rendered the
+ * same way in both: lists joined with ",", null and empty as "-".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nkctl.h"
+
+struct col {
+	const char *key;
+	const char *title;
+};
+
+static const struct col nsm_cols[] = {
+	{ "name", "NAME" }, { "type", "TYPE" }, { "netns", "NETNS" }, { "dev", "DEV" },
+	{ "pid", "PID" }, { "state", "STATE" }, { "restarts", "RESTARTS" }, { "vms", "VMS" },
+	{}
+};
+
+static const struct col vm_cols[] = {
+	{ "name", "NAME" }, { "id", "ID" }, { "nsm", "NSM" }, { "addrs", "ADDRESSES" },
+	{ "gw", "GW" }, { "transport", "TRANSPORT" }, { "state", "STATE" },
+	{}
+};
+
+static const char *const nsm_show[] = {
+	"name", "type", "netns", "dev", "state", "pid", "restarts", "vms", "adopted",
+	"control", "log", "reason", NULL
+};
+
+static const char *const vm_show[] = {
+	"name", "id", "nsm", "addrs", "gw", "uds", "listen", "cid", "transport", "state",
+	"error", NULL
+};
+
+/* Render one JSON value as text; the caller frees the result. */
+static char *value_text(json_t *v)
+{
+	char *s = NULL;
+	size_t len = 0, i;
+	FILE *f;
+	json_t *e;
+
+	f = open_memstream(&s, &len);
+	if (!f)
+		return strdup("?");
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		fputs(json_string_value(v), f);
+		break;
+	case JSON_INTEGER:
+		fprintf(f, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		break;
+	case JSON_REAL:
+		fprintf(f, "%g", json_real_value(v));
+		break;
+	case JSON_TRUE:
+		fputs("yes", f);
+		break;
+	case JSON_FALSE:
+		fputs("no", f);
+		break;
+	case JSON_ARRAY:
+		if (!json_array_size(v))
+			fputs("-", f);
+		json_array_foreach(v, i, e) {
+			char *t = value_text(e);
+
+			fprintf(f, "%s%s", i ? "," : "", t);
+			free(t);
+		}
+		break;
+	default:
+		fputs("-", f);
+		break;
+	}
+	fclose(f);
+	return s;
+}
+
+static void cell(const char *s, size_t width, bool last)
+{
+	if (last)
+		printf("%s\n", s);
+	else
+		printf("%-*s  ", (int)width, s);
+}
+
+static void print_table(const struct col *cols, json_t *rows)
+{
+	size_t ncol, r, c, w[16] = { 0 };
+	json_t *row;
+	char *t;
+
+	for (ncol = 0; ncol < 16 && cols[ncol].key; ncol++)
+		w[ncol] = strlen(cols[ncol].title);
+	json_array_foreach(rows, r, row) {
+		for (c = 0; c < ncol; c++) {
+			t = value_text(json_object_get(row, cols[c].key));
+			if (strlen(t) > w[c])
+				w[c] = strlen(t);
+			free(t);
+		}
+	}
+	for (c = 0; c < ncol; c++)
+		cell(cols[c].title, w[c], c + 1 == ncol);
+	json_array_foreach(rows, r, row) {
+		for (c = 0; c < ncol; c++) {
+			t = value_text(json_object_get(row, cols[c].key));
+			cell(t, w[c], c + 1 == ncol);
+			free(t);
+		}
+	}
+}
+
+static void print_object(const char *const *keys, json_t *obj)
+{
+	size_t i, w = 0;
+	json_t *v;
+	char *t;
+
+	for (i = 0; keys[i]; i++)
+		if (json_object_get(obj, keys[i]) && strlen(keys[i]) > w)
+			w = strlen(keys[i]);
+	for (i = 0; keys[i]; i++) {
+		v = json_object_get(obj, keys[i]);
+		if (!v)
+			continue;
+		t = value_text(v);
+		printf("%-*s  %s\n", (int)w, keys[i], t);
+		free(t);
+	}
+}
+
+void nkctl_print(const struct nkctl_cmd *cmd, json_t *result)
+{
+	bool vm = !strcmp(cmd->object, "vm");
+
+	switch (cmd->out) {
+	case OUT_LIST:
+		print_table(vm ? vm_cols : nsm_cols, result);
+		break;
+	case OUT_OBJECT:
+		print_object(vm ? vm_show : nsm_show, result);
+		break;
+	case OUT_NONE:
+		break;
+	}
+}

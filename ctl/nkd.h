@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * nkd internals shared by its source files: the parameters (struct
+ * nkd_config), the runtime registry of NSMs and VMs (struct nkd), the typed
+ * epoll references, and the functions each part exports to the others.
+ *
+ *   nkd.c        main, options, the epoll loop, signals, daemonizing
+ *   nkd_ctl.c    the nkctl control socket: JSON requests and replies
+ *   nkd_nsm.c    NSM objects: spawn, adopt, supervise, nsmctl messages
+ *   nkd_vm.c     VM objects: validation, hybrid-vsock listeners, AF_VSOCK
+ *   nkd_state.c  nkd.json: save after every change, restore at start
+ *
+ * Error convention: int functions return 0 or -errno; a caller-supplied
+ * struct nkd_err receives the one-line message shown to the operator.
+ */
+#ifndef NKD_H
+#define NKD_H
+
+#include <limits.h>
+#include <net/if.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <netkernel/nsmctl.h>
+#include <netkernel/proto.h>
+
+#define NKD_DEFAULT_CONTROL	"/run/netkernel/nkd.sock"
+#define NKD_DEFAULT_STATE_DIR	"/var/lib/netkernel"
+#define NKD_DEFAULT_RUN_DIR	"/run/netkernel"
+#define NKD_STATE_FILE		"nkd.json"
+
+#define NKD_NSM_MAX		256
+#define NKD_CLIENT_MAX		64
+#define NKD_VM_ID_MAX		65535
+#define NKD_CTL_MSG_MAX		(8u << 20)	/* one nkctl request or reply */
+#define NKD_NETNS_MAX		64
+
+/* Supervision timings (milliseconds). */
+#define NKD_NSM_START_MS	5000	/* spawn -> HELLO */
+#define NKD_NSM_RETRY_MS	50	/* connect retry period */
+#define NKD_NSM_REPLY_MS	3000	/* one nsmctl request -> REPLY */
+#define NKD_NSM_TERM_MS		2000	/* SIGTERM -> SIGKILL on nsm del */
+#define NKD_BACKOFF_MIN_MS	200
+#define NKD_BACKOFF_MAX_MS	5000
+#define NKD_RESTART_BURST	10	/* restarts allowed ...        */
+#define NKD_RESTART_WINDOW_MS	60000	/* ... within this window      */
+
+/* Typed epoll references: the type in the high half, a slot in the low. */
+enum nkd_ep_type {
+	EP_NONE = 0,
+	EP_SIGNAL,		/* signalfd */
+	EP_CTL_LISTEN,		/* nkctl control socket */
+	EP_CLIENT,		/* one nkctl connection; idx = client slot */
+	EP_NSM_CTL,		/* control connection to an NSM; idx = nsm slot */
+	EP_NSM_TIMER,		/* per-NSM timerfd; idx = nsm slot */
+	EP_VSOCK,		/* the AF_VSOCK listener for cid VMs */
+};
+
+union nkd_ep_ref {
+	struct {
+		uint32_t type;
+		uint32_t idx;
+	};
+	uint64_t u64;
+};
+
+struct nkd_err {
+	char msg[512];
+};
+
+/* Format the operator-facing message; returns -err (err positive). */
+int nkd_fail(struct nkd_err *e, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Parameters: from the command line, never changed afterwards. */
+struct nkd_config {
+	const char *config_file;
+	const char *control;
+	const char *state_dir;
+	const char *run_dir;
+	const char *nsm_bin;	/* resolved absolute path */
+	bool foreground;
+	bool verbose;
+	bool no_vsock;
+};
+
+enum nsm_state {
+	NSM_STARTING,		/* spawned or reconnecting; waiting for HELLO */
+	NSM_RUNNING,		/* HELLO seen, configuration pushed */
+	NSM_RESTARTING,		/* dead; backoff timer armed */
+	NSM_FAILED,		/* gave up (or could not start at all) */
+};
+
+struct nkd_client;
+
+struct nkd_nsm {
+	int slot;
+	char name[NK_NAME_MAX];
+	char type[16];
+	char netns[NKD_NETNS_MAX];
+	char dev[IFNAMSIZ];
+
+	enum nsm_state state;
+	pid_t pid;		/* 0: none known */
+	bool child;		/* we spawned it: SIGCHLD tells us it died */
+	bool adopted;		/* found running at start-up */
+	int ctl_fd;		/* SOCK_SEQPACKET to its control socket */
+	int timer_fd;
+	uint32_t seq;
+	uint64_t deadline;	/* STARTING: give up at (nkd_now_ms) */
+	unsigned int restarts;	/* total, since nkd started */
+	uint64_t restart_at[NKD_RESTART_BURST];	/* ring of recent restarts */
+	unsigned int restart_head;
+	char reason[160];	/* last failure, for "nsm show" */
+	struct nkd_client *waiter;	/* "nsm add" waiting for the first HELLO */
+	bool dead;		/* unlinked from the registry; freed by the loop */
+};
+
+struct nkd_vm {
+	char name[NK_NAME_MAX];
+	uint32_t id;
+	struct nkd_nsm *nsm;
+	uint32_t naddrs;
+	struct nsm_vm_addr addrs[NK_VM_ADDRS_MAX];
+	struct nk_addr gw4, gw6;
+	char *uds;		/* PATH as given, or NULL */
+	char *listen_path;	/* PATH_7531 */
+	uint32_t cid;		/* 0: not a vsock VM */
+	int listen_fd;		/* nkd keeps its copy: survives NSM restarts */
+	char error[160];	/* last push failure, for "vm show" */
+	struct nkd_vm *next;
+};
+
+struct nkd {
+	struct nkd_config cfg;
+	int epfd;
+	int sig_fd;
+	int ctl_fd;
+	int vsock_fd;
+	bool stop;
+	struct nkd_nsm *nsms[NKD_NSM_MAX];
+	struct nkd_vm *vms;	/* list, in creation order */
+	unsigned int nvms;
+	struct nkd_client *clients[NKD_CLIENT_MAX];
+};
+
+extern struct nkd nkd;
+
+/* nkd.c */
+int nkd_ep_add(int fd, enum nkd_ep_type type, uint32_t idx, uint32_t events);
+void nkd_ep_del(int fd);
+uint64_t nkd_now_ms(void);
+/* Copy with truncation; dst is always terminated. */
+void nkd_strscpy(char *dst, const char *src, size_t size);
+bool nkd_name_valid(const char *s, size_t max);
+
+/* nkd_ctl.c */
+int nkd_ctl_open(void);
+void nkd_ctl_accept(void);
+void nkd_client_event(uint32_t idx, uint32_t events);
+/* Answer a client whose request was deferred (nsm add). */
+void nkd_client_reply(struct nkd_client *c, json_t *result, const struct nkd_err *e);
+void nkd_client_forget_nsm(struct nkd_client *c);
+
+/* nkd_nsm.c */
+struct nkd_nsm *nsm_find(const char *name);
+int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e);
+int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
+	       struct nkd_err *e);
+int nsm_start(struct nkd_nsm *nsm, struct nkd_err *e);
+int nsm_delete(struct nkd_nsm *nsm, struct nkd_err *e);
+void nsm_abandon(struct nkd_nsm *nsm, const char *why);
+void nsm_ctl_event(uint32_t idx, uint32_t events);
+void nsm_timer_event(uint32_t idx);
+void nsm_sigchld(void);
+void nsm_resync_all(void);
+void nsm_sweep(void);
+/* Send one request; with nsm_err, wait for the REPLY and store its errno
+ * there.  0 or -errno of the exchange itself (-ENOTCONN, -ETIMEDOUT...). */
+int nsm_request(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len,
+		int fd, int *nsm_err);
+int nsm_push_vms(struct nkd_nsm *nsm);
+unsigned int nsm_vm_count(const struct nkd_nsm *nsm);
+const char *nsm_state_name(enum nsm_state s);
+json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full);
+
+/* nkd_vm.c */
+struct nkd_vm *vm_find(const char *name);
+int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e);
+int vm_create(const struct nkd_vm *tmpl, bool push, struct nkd_vm **out,
+	      struct nkd_err *e);
+int vm_delete(struct nkd_vm *vm, struct nkd_err *e);
+int vm_push(struct nkd_vm *vm, struct nkd_err *e);
+int vm_open_listener(struct nkd_vm *vm, struct nkd_err *e);
+void vm_resync_all(void);
+void vm_free(struct nkd_vm *vm);
+json_t *vm_to_json(const struct nkd_vm *vm, bool state);
+void vsock_accept(void);
+int vsock_update(void);
+
+/* nkd_state.c */
+int state_save(void);
+int state_load(const char *path, bool required);
+
+#endif /* NKD_H */

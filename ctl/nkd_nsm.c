@@ -1,0 +1,1046 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * NSM objects in nkd: validation, start (adopt or spawn), the nsmctl
+ * request/reply exchange, and supervision.
+ *
+ * Theory of operation
+ * -------------------
+ * Starting an NSM first tries to adopt one: if RUNDIR/nsm-NAME.sock
+ * answers with a HELLO carrying the same name, that process is ours again
+ * (nkd restarted).  Otherwise nkd forks; the child enters the network
+ * namespace (setns CLONE_NEWNET only: it stays in the root mount namespace),
+ * calls setsid(), points stdout/stderr at STATE-DIR/nsm-NAME.log and execs
+ * nk-nsm.  A timerfd then retries connect() every NKD_NSM_RETRY_MS until
+ * the NSM's HELLO arrives or NKD_NSM_START_MS passes.
+ *
+ *   STARTING --HELLO--> RUNNING --exit/hang-up--> RESTARTING --timer--> STARTING
+ *      |                                               |
+ *      +--timeout: kill---------------------------------+--10 in 60 s--> FAILED
+ *
+ * On every HELLO nkd pushes the configuration of all the NSM's VMs
+ * (VM_ADD + ATTACH_LISTENER, idempotent on the NSM side).  A child's death
+ * arrives as SIGCHLD; an adopted NSM is not our child, so its death shows
+ * as a hang-up of the control connection followed by a liveness check.  A
+ * hang-up from a live NSM (another nkd connected to it) leads to
+ * reconnecting, not restarting.  Restart delays start at NKD_BACKOFF_MIN_MS
+ * and double per restart within the last minute, up to NKD_BACKOFF_MAX_MS.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/nsfs.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "nkd.h"
+
+static const char *const state_names[] = {
+	[NSM_STARTING] = "starting",
+	[NSM_RUNNING] = "running",
+	[NSM_RESTARTING] = "restarting",
+	[NSM_FAILED] = "failed",
+};
+
+static const char *const msg_names[] = {
+	[NSM_MSG_HELLO] = "HELLO",
+	[NSM_MSG_REPLY] = "REPLY",
+	[NSM_MSG_VM_ADD] = "VM_ADD",
+	[NSM_MSG_VM_DEL] = "VM_DEL",
+	[NSM_MSG_ATTACH_LISTENER] = "ATTACH_LISTENER",
+	[NSM_MSG_ATTACH_STREAM] = "ATTACH_STREAM",
+};
+
+static void nsm_conn_lost(struct nkd_nsm *nsm, const char *why);
+
+const char *nsm_state_name(enum nsm_state s)
+{
+	return s <= NSM_FAILED ? state_names[s] : "?";
+}
+
+static const char *msg_name(unsigned int type)
+{
+	return type && type < NSM_MSG_MAX ? msg_names[type] : "?";
+}
+
+struct nkd_nsm *nsm_find(const char *name)
+{
+	int i;
+
+	for (i = 0; i < NKD_NSM_MAX; i++)
+		if (nkd.nsms[i] && !nkd.nsms[i]->dead && !strcmp(nkd.nsms[i]->name, name))
+			return nkd.nsms[i];
+	return NULL;
+}
+
+unsigned int nsm_vm_count(const struct nkd_nsm *nsm)
+{
+	struct nkd_vm *vm;
+	unsigned int n = 0;
+
+	for (vm = nkd.vms; vm; vm = vm->next)
+		n += vm->nsm == nsm;
+	return n;
+}
+
+static void ctl_path(const struct nkd_nsm *nsm, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/nsm-%s.sock", nkd.cfg.run_dir, nsm->name);
+}
+
+static void log_path(const struct nkd_nsm *nsm, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/nsm-%s.log", nkd.cfg.state_dir, nsm->name);
+}
+
+/* The last non-empty line of the NSM's log, for error messages. */
+static void log_tail(const struct nkd_nsm *nsm, char *out, size_t len)
+{
+	char path[PATH_MAX], buf[512], *p, *end;
+	ssize_t n = -1;
+	off_t size;
+	int fd;
+
+	out[0] = '\0';
+	log_path(nsm, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	size = lseek(fd, 0, SEEK_END);
+	if (size >= 0)
+		n = pread(fd, buf, sizeof(buf) - 1, size > (off_t)sizeof(buf) - 1 ?
+			  size - (off_t)sizeof(buf) + 1 : 0);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	end = buf + n;
+	while (end > buf && (end[-1] == '\n' || end[-1] == ' '))
+		*--end = '\0';
+	p = strrchr(buf, '\n');
+	p = p ? p + 1 : buf;
+	nkd_strscpy(out, p, len);
+	for (p = out; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			*p = ' ';
+}
+
+static void timer_set(struct nkd_nsm *nsm, unsigned int first_ms, unsigned int every_ms)
+{
+	struct itimerspec its = {
+		.it_value = { first_ms / 1000, (first_ms % 1000) * 1000000L },
+		.it_interval = { every_ms / 1000, (every_ms % 1000) * 1000000L },
+	};
+
+	if (timerfd_settime(nsm->timer_fd, 0, &its, NULL) < 0)
+		err_perror("nsm %s: timerfd_settime", nsm->name);
+}
+
+static void ctl_close(struct nkd_nsm *nsm)
+{
+	if (nsm->ctl_fd < 0)
+		return;
+	nkd_ep_del(nsm->ctl_fd);
+	close(nsm->ctl_fd);
+	nsm->ctl_fd = -1;
+}
+
+/* ---- configuration ---- */
+
+/* Does /run/netns/NETNS exist, is it a netns, and does it have dev? */
+static int netns_check(const struct nkd_nsm *n, struct nkd_err *e)
+{
+	char path[PATH_MAX];
+	int fd, st, ret = 0;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "/run/netns/%s", n->netns);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return nkd_fail(e, ENOENT, "nsm %s: netns %s does not exist (create it with 'ip netns add %s')",
+					n->name, n->netns, n->netns);
+		return nkd_fail(e, errno, "nsm %s: cannot open %s: %s", n->name, path, strerror(errno));
+	}
+	if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET) {
+		ret = nkd_fail(e, EINVAL, "nsm %s: %s is not a network namespace", n->name, path);
+		goto out_close;
+	}
+	/* Look for the device from inside, in a short-lived child. */
+	pid = fork();
+	if (pid < 0) {
+		ret = nkd_fail(e, errno, "nsm %s: fork: %s", n->name, strerror(errno));
+		goto out_close;
+	}
+	if (pid == 0) {
+		if (setns(fd, CLONE_NEWNET) < 0)
+			_exit(2);
+		_exit(if_nametoindex(n->dev) ? 0 : 1);
+	}
+	if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) == 2)
+		ret = nkd_fail(e, EPERM, "nsm %s: cannot enter netns %s to look for dev %s",
+			       n->name, n->netns, n->dev);
+	else if (WEXITSTATUS(st) == 1)
+		ret = nkd_fail(e, ENODEV, "nsm %s: dev %s does not exist in netns %s (see 'ip -n %s link')",
+			       n->name, n->dev, n->netns, n->netns);
+out_close:
+	close(fd);
+	return ret;
+}
+
+int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e)
+{
+	struct sockaddr_un sun;
+	const char *key, *name, *type, *netns, *dev;
+	char path[PATH_MAX];
+	json_t *val;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(obj))
+		return nkd_fail(e, EINVAL, "nsm: expected an object");
+	json_object_foreach(obj, key, val) {
+		if (strcmp(key, "name") && strcmp(key, "type") && strcmp(key, "netns") &&
+		    strcmp(key, "dev"))
+			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, type, netns, dev)", key);
+		if (!json_is_string(val))
+			return nkd_fail(e, EINVAL, "nsm: '%s' must be a string", key);
+	}
+	name = json_string_value(json_object_get(obj, "name"));
+	type = json_string_value(json_object_get(obj, "type"));
+	netns = json_string_value(json_object_get(obj, "netns"));
+	dev = json_string_value(json_object_get(obj, "dev"));
+	if (!name)
+		return nkd_fail(e, EINVAL, "nsm: missing NAME");
+	if (!nkd_name_valid(name, NK_NAME_MAX))
+		return nkd_fail(e, EINVAL, "nsm name '%s' is invalid: use 1-%d characters from A-Z a-z 0-9 _ . -",
+				name, NK_NAME_MAX - 1);
+	if (nsm_find(name))
+		return nkd_fail(e, EEXIST, "nsm %s already exists (see 'nkctl nsm show %s')", name, name);
+	if (!type)
+		return nkd_fail(e, EINVAL, "nsm %s: missing 'type kernel'", name);
+	if (strcmp(type, "kernel"))
+		return nkd_fail(e, EOPNOTSUPP, "nsm %s: type %s not supported yet (supported: kernel)",
+				name, type);
+	if (!netns)
+		return nkd_fail(e, EINVAL, "nsm %s: missing 'netns NETNS'", name);
+	if (!nkd_name_valid(netns, NKD_NETNS_MAX))
+		return nkd_fail(e, EINVAL, "nsm %s: netns name '%s' is invalid (1-%d characters from A-Z a-z 0-9 _ . -)",
+				name, netns, NKD_NETNS_MAX - 1);
+	if (!dev)
+		return nkd_fail(e, EINVAL, "nsm %s: missing 'dev IFNAME'", name);
+	if (!*dev || strlen(dev) >= IFNAMSIZ || strpbrk(dev, "/: \t\n") ||
+	    !strcmp(dev, ".") || !strcmp(dev, ".."))
+		return nkd_fail(e, EINVAL, "nsm %s: dev '%s' is not a valid interface name (1-%d characters, no '/', ':' or spaces)",
+				name, dev, IFNAMSIZ - 1);
+	nkd_strscpy(out->name, name, sizeof(out->name));
+	nkd_strscpy(out->type, type, sizeof(out->type));
+	nkd_strscpy(out->netns, netns, sizeof(out->netns));
+	nkd_strscpy(out->dev, dev, sizeof(out->dev));
+	ctl_path(out, path, sizeof(path));
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return nkd_fail(e, ENAMETOOLONG, "nsm %s: control socket path %s is too long; use a shorter name or --run-dir",
+				name, path);
+	if (check_env)
+		return netns_check(out, e);
+	return 0;
+}
+
+/* ---- process handling ---- */
+
+/* Is PID (not our child) alive and the nk-nsm of this name? */
+static bool pid_is_nsm(const struct nkd_nsm *nsm)
+{
+	char path[64], buf[4096], *p;
+	ssize_t n;
+	size_t nl = strlen(nsm->name);
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)nsm->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)nsm->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	for (p = buf; p + 7 + nl < buf + n; p += strlen(p) + 1)
+		if (!strcmp(p, "--name") && !strcmp(p + 7, nsm->name))
+			return true;
+	return false;
+}
+
+static bool pid_alive(const struct nkd_nsm *nsm)
+{
+	siginfo_t si = { 0 };
+
+	if (!nsm->pid)
+		return false;
+	if (!nsm->child)
+		return pid_is_nsm(nsm);
+	/* A zombie still answers kill(pid, 0): peek without reaping. */
+	if (waitid(P_PID, nsm->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+		return false;
+	return si.si_pid != nsm->pid;
+}
+
+/*
+ * Send sig, wait up to grace_ms, then SIGKILL and wait again.  Returns the
+ * wait status of a child, or -1 (not our child, or gone already).  Never
+ * signals a pid that is not this NSM.
+ */
+static int nsm_kill(struct nkd_nsm *nsm, int sig, unsigned int grace_ms)
+{
+	uint64_t end;
+	int st, round;
+
+	if (!nsm->pid || (!nsm->child && !pid_is_nsm(nsm)))
+		return -1;
+	for (round = 0; round < 2; round++) {
+		kill(nsm->pid, sig);
+		end = nkd_now_ms() + grace_ms;
+		do {
+			if (nsm->child) {
+				pid_t r = waitpid(nsm->pid, &st, WNOHANG);
+
+				if (r == nsm->pid)
+					return st;
+				if (r < 0)
+					return -1;
+			} else if (!pid_is_nsm(nsm)) {
+				return -1;
+			}
+			usleep(20000);
+		} while (nkd_now_ms() < end);
+		if (sig == SIGKILL)
+			break;
+		warn("nsm %s (pid %d): still alive %u ms after %s; sending SIGKILL",
+		     nsm->name, (int)nsm->pid, grace_ms, strsignal(sig));
+		sig = SIGKILL;
+		grace_ms = 2000;
+	}
+	err("nsm %s (pid %d): does not die", nsm->name, (int)nsm->pid);
+	return -1;
+}
+
+static void status_str(int st, char *buf, size_t len)
+{
+	if (st == -1)
+		snprintf(buf, len, "status unknown (not our child)");
+	else if (WIFEXITED(st))
+		snprintf(buf, len, "exit code %d", WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		snprintf(buf, len, "killed by signal SIG%s", sigabbrev_np(WTERMSIG(st)) ?: "?");
+	else
+		snprintf(buf, len, "status 0x%x", st);
+}
+
+static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
+{
+	char ctl[PATH_MAX], logp[PATH_MAX];
+	char *argv[] = { "nk-nsm", "--name", (char *)nsm->name, "--type", (char *)nsm->type,
+			 "--dev", (char *)nsm->dev, "--control", ctl, NULL };
+	sigset_t none;
+	int logfd, nullfd;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	signal(SIGPIPE, SIG_DFL);
+	ctl_path(nsm, ctl, sizeof(ctl));
+	log_path(nsm, logp, sizeof(logp));
+	logfd = open(logp, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (logfd < 0)
+		_exit(126);
+	if (setns(nsfd, CLONE_NEWNET) < 0) {
+		dprintf(logfd, "nkd: nsm %s: cannot enter netns %s: %s\n", nsm->name, nsm->netns,
+			strerror(errno));
+		_exit(126);
+	}
+	setsid();
+	nullfd = open("/dev/null", O_RDONLY);
+	if (nullfd < 0 || dup2(nullfd, STDIN_FILENO) < 0 ||
+	    dup2(logfd, STDOUT_FILENO) < 0 || dup2(logfd, STDERR_FILENO) < 0)
+		_exit(126);
+	dprintf(STDERR_FILENO, "nkd: starting %s for nsm %s (netns %s, dev %s)\n",
+		nkd.cfg.nsm_bin, nsm->name, nsm->netns, nsm->dev);
+	execv(nkd.cfg.nsm_bin, argv);
+	dprintf(STDERR_FILENO, "nkd: cannot execute %s: %s\n", nkd.cfg.nsm_bin, strerror(errno));
+	_exit(127);
+}
+
+static int nsm_spawn(struct nkd_nsm *nsm, struct nkd_err *e)
+{
+	char ctl[PATH_MAX], path[PATH_MAX];
+	struct stat st;
+	int nsfd;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "/run/netns/%s", nsm->netns);
+	nsfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0)
+		return nkd_fail(e, errno, "netns %s: %s", nsm->netns,
+				errno == ENOENT ? "does not exist" : strerror(errno));
+	/* A stale socket of a dead NSM must not answer our connect(). */
+	ctl_path(nsm, ctl, sizeof(ctl));
+	if (lstat(ctl, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(ctl);
+	pid = fork();
+	if (pid < 0) {
+		close(nsfd);
+		return nkd_fail(e, errno, "fork: %s", strerror(errno));
+	}
+	if (pid == 0)
+		nsm_spawn_child(nsm, nsfd);
+	close(nsfd);
+	nsm->pid = pid;
+	nsm->child = true;
+	nsm->adopted = false;
+	nsm->state = NSM_STARTING;
+	nsm->deadline = nkd_now_ms() + NKD_NSM_START_MS;
+	timer_set(nsm, NKD_NSM_RETRY_MS, NKD_NSM_RETRY_MS);
+	log_path(nsm, path, sizeof(path));
+	info("nsm %s: started pid %d in netns %s (dev %s); log %s", nsm->name, (int)pid,
+	     nsm->netns, nsm->dev, path);
+	return 0;
+}
+
+/* ---- control connection ---- */
+
+static int ctl_connect(const struct nkd_nsm *nsm)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	ctl_path(nsm, sun.sun_path, sizeof(sun.sun_path));
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+static bool hdr_ok(const struct nsm_hdr *h, ssize_t n)
+{
+	return n >= (ssize_t)sizeof(*h) && h->magic == NSM_CTL_MAGIC &&
+	       h->version == NSM_CTL_VERSION && h->len == (uint32_t)n;
+}
+
+static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello)
+{
+	const struct nsm_hdr *h = (const void *)buf;
+
+	if (!hdr_ok(h, n) || h->type != NSM_MSG_HELLO ||
+	    (size_t)n < sizeof(*h) + sizeof(*hello))
+		return -EPROTO;
+	memcpy(hello, buf + sizeof(*h), sizeof(*hello));
+	hello->name[sizeof(hello->name) - 1] = '\0';
+	hello->type[sizeof(hello->type) - 1] = '\0';
+	return 0;
+}
+
+/*
+ * Adopt a running NSM: its control socket answers with our name.
+ * Returns 1 adopted, 0 nobody there (spawn one), -errno refused.
+ */
+static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	char path[PATH_MAX], buf[NSM_CTL_MSG_MAX];
+	struct nsm_hello hello;
+	struct stat st;
+	ssize_t n = -1;
+	int fd, ret;
+
+	ctl_path(nsm, path, sizeof(path));
+	if (lstat(path, &st) < 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode))
+		return nkd_fail(e, EEXIST, "nsm %s: %s exists and is not a socket; remove it",
+				nsm->name, path);
+	fd = ctl_connect(nsm);
+	if (fd < 0) {
+		debug("nsm %s: %s: %s; starting a new NSM", nsm->name, path, strerror(-fd));
+		return 0;
+	}
+	pfd.fd = fd;
+	if (poll(&pfd, 1, 1000) == 1)
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n <= 0 || hello_parse(buf, n, &hello)) {
+		warn("nsm %s: %s accepted but sent no HELLO; starting a new NSM", nsm->name, path);
+		close(fd);
+		return 0;
+	}
+	if (strcmp(hello.name, nsm->name)) {
+		close(fd);
+		return nkd_fail(e, EADDRINUSE, "nsm %s: %s is served by nsm '%s'; stop that process first",
+				nsm->name, path, hello.name);
+	}
+	ret = nkd_ep_add(fd, EP_NSM_CTL, nsm->slot, EPOLLIN);
+	if (ret) {
+		close(fd);
+		return nkd_fail(e, -ret, "epoll_ctl: %s", strerror(-ret));
+	}
+	nsm->ctl_fd = fd;
+	nsm->pid = hello.pid;
+	nsm->child = false;
+	nsm->adopted = true;
+	nsm->state = NSM_RUNNING;
+	nsm->reason[0] = '\0';
+	timer_set(nsm, 0, 0);
+	info("nsm %s: adopted running pid %u (it serves %u vms)", nsm->name, hello.pid, hello.nvms);
+	return 1;
+}
+
+int nsm_request(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
+		int *nsm_err)
+{
+	char buf[NSM_CTL_MSG_MAX] __attribute__((aligned(8)));
+	char cbuf[CMSG_SPACE(sizeof(int))] __attribute__((aligned(8))) = { 0 };
+	struct nsm_hdr *h = (void *)buf;
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(*h) + len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct pollfd pfd = { .events = POLLIN };
+	uint64_t end;
+	uint32_t seq;
+	ssize_t n;
+
+	if (nsm->state != NSM_RUNNING || nsm->ctl_fd < 0)
+		return -ENOTCONN;
+	if (sizeof(*h) + len > sizeof(buf))
+		return -EMSGSIZE;
+	if (!++nsm->seq)
+		++nsm->seq;
+	seq = nsm->seq;
+	*h = (struct nsm_hdr){
+		.magic = NSM_CTL_MAGIC,
+		.version = NSM_CTL_VERSION,
+		.type = type,
+		.len = sizeof(*h) + len,
+		.seq = seq,
+	};
+	memcpy(buf + sizeof(*h), body, len);
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
+	end = nkd_now_ms() + NKD_NSM_REPLY_MS;
+	pfd.fd = nsm->ctl_fd;
+	while (sendmsg(nsm->ctl_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		int ret = -errno;
+
+		if (ret == -EINTR)
+			continue;
+		if (ret == -EAGAIN && nkd_now_ms() < end) {
+			pfd.events = POLLOUT;
+			poll(&pfd, 1, 50);
+			continue;
+		}
+		nsm_conn_lost(nsm, strerror(-ret));
+		return ret;
+	}
+	if (!nsm_err)
+		return 0;	/* no wait: a late REPLY is dropped as unexpected */
+	pfd.events = POLLIN;
+	for (;;) {
+		uint64_t now = nkd_now_ms();
+
+		if (now >= end) {
+			warn("nsm %s: no reply to %s within %d ms", nsm->name, msg_name(type),
+			     NKD_NSM_REPLY_MS);
+			return -ETIMEDOUT;
+		}
+		if (poll(&pfd, 1, end - now) <= 0)
+			continue;
+		n = recv(nsm->ctl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0) {
+			int ret = n ? -errno : -ECONNRESET;
+
+			nsm_conn_lost(nsm, n ? strerror(errno) : "closed by the NSM");
+			return ret;
+		}
+		if (!hdr_ok(h, n) || h->type != NSM_MSG_REPLY || h->seq != seq) {
+			debug("nsm %s: ignoring message type %u seq %u while waiting for seq %u",
+			      nsm->name, h->type, h->seq, seq);
+			continue;
+		}
+		*nsm_err = h->err;
+		if (h->err < 0 || h->err > 4095)
+			*nsm_err = EPROTO;
+		debug("nsm %s: %s seq %u -> %s", nsm->name, msg_name(type), seq,
+		      *nsm_err ? strerror(*nsm_err) : "ok");
+		return 0;
+	}
+}
+
+int nsm_push_vms(struct nkd_nsm *nsm)
+{
+	struct nkd_err e;
+	struct nkd_vm *vm;
+	int ret = 0;
+
+	for (vm = nkd.vms; vm && nsm->state == NSM_RUNNING; vm = vm->next) {
+		if (vm->nsm != nsm)
+			continue;
+		ret = vm_push(vm, &e);
+		if (ret) {
+			nkd_strscpy(vm->error, e.msg, sizeof(vm->error));
+			err("%s", e.msg);
+		} else {
+			vm->error[0] = '\0';
+		}
+	}
+	return ret;
+}
+
+/* ---- supervision ---- */
+
+static void nsm_fail_waiter(struct nkd_nsm *nsm, const char *why)
+{
+	struct nkd_err e;
+	char tail[200], logp[PATH_MAX];
+
+	if (!nsm->waiter)
+		return;
+	log_tail(nsm, tail, sizeof(tail));
+	log_path(nsm, logp, sizeof(logp));
+	if (tail[0])
+		nkd_fail(&e, EIO, "nsm %s: nk-nsm failed to start: %s; %s says: %s",
+			 nsm->name, why, logp, tail);
+	else
+		nkd_fail(&e, EIO, "nsm %s: nk-nsm failed to start: %s; see %s", nsm->name, why, logp);
+	nkd_client_reply(nsm->waiter, NULL, &e);
+	nsm->waiter = NULL;
+}
+
+/* Remove an NSM from the registry; the loop frees it (nsm_sweep). */
+void nsm_abandon(struct nkd_nsm *nsm, const char *why)
+{
+	nsm_fail_waiter(nsm, why);
+	ctl_close(nsm);
+	if (nsm->timer_fd >= 0) {
+		nkd_ep_del(nsm->timer_fd);
+		close(nsm->timer_fd);
+		nsm->timer_fd = -1;
+	}
+	nsm->dead = true;
+}
+
+void nsm_sweep(void)
+{
+	int i;
+
+	for (i = 0; i < NKD_NSM_MAX; i++) {
+		if (nkd.nsms[i] && nkd.nsms[i]->dead) {
+			free(nkd.nsms[i]);
+			nkd.nsms[i] = NULL;
+		}
+	}
+}
+
+/*
+ * The NSM process is gone (or was killed by us): an "nsm add" in progress
+ * fails and is undone; otherwise schedule a restart with backoff.
+ */
+static void nsm_down(struct nkd_nsm *nsm, const char *why)
+{
+	char ctl[PATH_MAX], logp[PATH_MAX], who[NK_NAME_MAX + 32];
+	uint64_t now = nkd_now_ms();
+	unsigned int i, recent = 0, delay;
+	pid_t pid = nsm->pid;
+
+	ctl_close(nsm);
+	nsm->pid = 0;
+	nsm->child = false;
+	nsm->adopted = false;
+	if (pid)
+		snprintf(who, sizeof(who), "nsm %s (pid %d)", nsm->name, (int)pid);
+	else
+		snprintf(who, sizeof(who), "nsm %s: not started:", nsm->name);
+	if (nsm->waiter) {
+		err("%s %s; nsm add undone", who, why);
+		nsm_abandon(nsm, why);
+		ctl_path(nsm, ctl, sizeof(ctl));
+		unlink(ctl);
+		return;
+	}
+	if (pid)
+		snprintf(nsm->reason, sizeof(nsm->reason), "pid %d %s", (int)pid, why);
+	else
+		nkd_strscpy(nsm->reason, why, sizeof(nsm->reason));
+	for (i = 0; i < NKD_RESTART_BURST; i++)
+		recent += nsm->restart_at[i] && now - nsm->restart_at[i] < NKD_RESTART_WINDOW_MS;
+	log_path(nsm, logp, sizeof(logp));
+	if (recent >= NKD_RESTART_BURST) {
+		nsm->state = NSM_FAILED;
+		timer_set(nsm, 0, 0);
+		err("%s %s; giving up after %d restarts within %d s: state failed (see %s; fix the cause, then send SIGHUP to nkd)",
+		    who, why, NKD_RESTART_BURST, NKD_RESTART_WINDOW_MS / 1000, logp);
+		return;
+	}
+	delay = NKD_BACKOFF_MIN_MS << recent;
+	if (delay > NKD_BACKOFF_MAX_MS)
+		delay = NKD_BACKOFF_MAX_MS;
+	nsm->state = NSM_RESTARTING;
+	timer_set(nsm, delay, 0);
+	warn("%s %s; restarting in %u.%u s", who, why, delay / 1000, delay % 1000 / 100);
+}
+
+static void nsm_exited(struct nkd_nsm *nsm, int status)
+{
+	char st[64], why[96];
+
+	status_str(status, st, sizeof(st));
+	snprintf(why, sizeof(why), "exited: %s", st);
+	nsm_down(nsm, why);
+}
+
+/* Start-up went wrong (no HELLO, bad HELLO): kill what we started. */
+static void nsm_start_failed(struct nkd_nsm *nsm, const char *why)
+{
+	char st[64], both[160];
+	int status;
+
+	status = nsm_kill(nsm, SIGKILL, 2000);
+	if (status != -1) {
+		status_str(status, st, sizeof(st));
+		snprintf(both, sizeof(both), "%s (then %s)", why, st);
+		why = both;
+	}
+	nsm_down(nsm, why);
+}
+
+static void nsm_conn_lost(struct nkd_nsm *nsm, const char *why)
+{
+	int st;
+
+	ctl_close(nsm);
+	if (pid_alive(nsm)) {
+		warn("nsm %s (pid %d): control connection lost (%s); reconnecting",
+		     nsm->name, (int)nsm->pid, why);
+		nsm->state = NSM_STARTING;
+		nsm->deadline = nkd_now_ms() + NKD_NSM_START_MS;
+		timer_set(nsm, NKD_NSM_RETRY_MS, NKD_NSM_RETRY_MS);
+		return;
+	}
+	if (nsm->child && waitpid(nsm->pid, &st, WNOHANG) == nsm->pid)
+		nsm_exited(nsm, st);
+	else
+		nsm_exited(nsm, -1);
+}
+
+void nsm_sigchld(void)
+{
+	pid_t pid;
+	int st, i;
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		for (i = 0; i < NKD_NSM_MAX; i++) {
+			struct nkd_nsm *nsm = nkd.nsms[i];
+
+			if (nsm && !nsm->dead && nsm->child && nsm->pid == pid) {
+				nsm_exited(nsm, st);
+				break;
+			}
+		}
+		if (i == NKD_NSM_MAX)
+			debug("reaped pid %d", (int)pid);
+	}
+}
+
+static void nsm_hello(struct nkd_nsm *nsm, const char *buf, ssize_t n)
+{
+	struct nsm_hello hello;
+	char why[96];
+
+	if (hello_parse(buf, n, &hello)) {
+		nsm_start_failed(nsm, "malformed HELLO");
+		return;
+	}
+	if (strcmp(hello.name, nsm->name)) {
+		snprintf(why, sizeof(why), "its control socket answered as nsm '%.*s'",
+			 NK_NAME_MAX, hello.name);
+		nsm_start_failed(nsm, why);
+		return;
+	}
+	if (!nsm->child)
+		nsm->pid = hello.pid;
+	else if (hello.pid != (uint32_t)nsm->pid)
+		debug("nsm %s: HELLO says pid %u, we started %d", nsm->name, hello.pid, (int)nsm->pid);
+	nsm->state = NSM_RUNNING;
+	nsm->reason[0] = '\0';
+	timer_set(nsm, 0, 0);
+	info("nsm %s (pid %d): up, type %s", nsm->name, (int)nsm->pid, hello.type);
+	if (nsm->waiter) {
+		struct nkd_client *c = nsm->waiter;
+
+		nsm->waiter = NULL;
+		nkd_client_reply(c, nsm_to_json(nsm, true), NULL);
+		state_save();
+	}
+	nsm_push_vms(nsm);
+}
+
+void nsm_ctl_event(uint32_t idx, uint32_t events)
+{
+	struct nkd_nsm *nsm = idx < NKD_NSM_MAX ? nkd.nsms[idx] : NULL;
+	char buf[NSM_CTL_MSG_MAX] __attribute__((aligned(8)));
+	const struct nsm_hdr *h = (const void *)buf;
+	ssize_t n;
+
+	(void)events;
+	if (!nsm || nsm->dead)
+		return;
+	while (nsm->ctl_fd >= 0) {
+		n = recv(nsm->ctl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			nsm_conn_lost(nsm, n ? strerror(errno) : "closed by the NSM");
+			return;
+		}
+		if (nsm->state == NSM_STARTING && n >= (ssize_t)sizeof(*h) &&
+		    h->type == NSM_MSG_HELLO) {
+			nsm_hello(nsm, buf, n);
+			continue;
+		}
+		if (!hdr_ok(h, n))
+			warn("nsm %s: malformed control message (%zd bytes); dropped", nsm->name, n);
+		else
+			debug("nsm %s: unexpected %s seq %u; dropped", nsm->name, msg_name(h->type), h->seq);
+	}
+}
+
+void nsm_timer_event(uint32_t idx)
+{
+	struct nkd_nsm *nsm = idx < NKD_NSM_MAX ? nkd.nsms[idx] : NULL;
+	struct nkd_err e;
+	uint64_t ticks;
+	int fd, ret;
+
+	if (!nsm || nsm->dead)
+		return;
+	if (read(nsm->timer_fd, &ticks, sizeof(ticks)) != sizeof(ticks))
+		return;
+	switch (nsm->state) {
+	case NSM_STARTING:
+		if (nsm->pid && !pid_alive(nsm)) {
+			if (!nsm->child)
+				nsm_exited(nsm, -1);
+			return;	/* a child: SIGCHLD reports it */
+		}
+		if (nsm->ctl_fd < 0) {
+			fd = ctl_connect(nsm);
+			if (fd >= 0) {
+				ret = nkd_ep_add(fd, EP_NSM_CTL, nsm->slot, EPOLLIN);
+				if (ret) {
+					err("nsm %s: epoll_ctl: %s", nsm->name, strerror(-ret));
+					close(fd);
+				} else {
+					nsm->ctl_fd = fd;
+					debug("nsm %s: connected; waiting for HELLO", nsm->name);
+				}
+			}
+		}
+		if (nkd_now_ms() >= nsm->deadline) {
+			snprintf(e.msg, sizeof(e.msg), "no HELLO within %d s", NKD_NSM_START_MS / 1000);
+			nsm_start_failed(nsm, e.msg);
+		}
+		break;
+	case NSM_RESTARTING:
+		nsm->restart_at[nsm->restart_head++ % NKD_RESTART_BURST] = nkd_now_ms();
+		nsm->restarts++;
+		ret = nsm_spawn(nsm, &e);
+		if (ret)
+			nsm_down(nsm, e.msg);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- objects ---- */
+
+int nsm_start(struct nkd_nsm *nsm, struct nkd_err *e)
+{
+	int ret;
+
+	ret = nsm_try_adopt(nsm, e);
+	if (ret == 1) {
+		nsm_push_vms(nsm);
+		return 0;
+	}
+	if (ret == 0) {
+		ret = nsm_spawn(nsm, e);
+		if (ret) {
+			char why[sizeof(e->msg)];
+
+			nkd_strscpy(why, e->msg, sizeof(why));
+			nkd_fail(e, -ret, "nsm %s: cannot start nk-nsm: %s", nsm->name, why);
+		}
+	}
+	if (ret) {
+		nsm->state = NSM_FAILED;
+		nkd_strscpy(nsm->reason, e->msg, sizeof(nsm->reason));
+		err("%s", e->msg);
+	}
+	return ret;
+}
+
+int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
+	       struct nkd_err *e)
+{
+	struct nkd_nsm *nsm;
+	int slot, ret;
+
+	for (slot = 0; slot < NKD_NSM_MAX && nkd.nsms[slot]; slot++)
+		;
+	if (slot == NKD_NSM_MAX)
+		return nkd_fail(e, ENOSPC, "nsm %s: too many NSMs (max %d)", tmpl->name, NKD_NSM_MAX);
+	nsm = calloc(1, sizeof(*nsm));
+	if (!nsm)
+		return nkd_fail(e, ENOMEM, "nsm %s: out of memory", tmpl->name);
+	memcpy(nsm->name, tmpl->name, sizeof(nsm->name));
+	memcpy(nsm->type, tmpl->type, sizeof(nsm->type));
+	memcpy(nsm->netns, tmpl->netns, sizeof(nsm->netns));
+	memcpy(nsm->dev, tmpl->dev, sizeof(nsm->dev));
+	nsm->slot = slot;
+	nsm->ctl_fd = -1;
+	nsm->state = NSM_STARTING;
+	nsm->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (nsm->timer_fd < 0) {
+		ret = nkd_fail(e, errno, "nsm %s: timerfd: %s", nsm->name, strerror(errno));
+		free(nsm);
+		return ret;
+	}
+	ret = nkd_ep_add(nsm->timer_fd, EP_NSM_TIMER, slot, EPOLLIN);
+	if (ret) {
+		close(nsm->timer_fd);
+		free(nsm);
+		return nkd_fail(e, -ret, "nsm %s: epoll_ctl: %s", tmpl->name, strerror(-ret));
+	}
+	nkd.nsms[slot] = nsm;
+	if (start) {
+		ret = nsm_start(nsm, e);
+		if (ret) {
+			nsm_abandon(nsm, e->msg);
+			return ret;
+		}
+	}
+	*out = nsm;
+	return 0;
+}
+
+int nsm_delete(struct nkd_nsm *nsm, struct nkd_err *e)
+{
+	char ctl[PATH_MAX], names[200] = "", st[64] = "not running";
+	struct nkd_vm *vm;
+	unsigned int n = 0;
+	pid_t pid = nsm->pid;
+	int status;
+
+	for (vm = nkd.vms; vm; vm = vm->next) {
+		if (vm->nsm != nsm)
+			continue;
+		if (n++ < 4)
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+				 n > 1 ? ", " : "", vm->name);
+	}
+	if (n)
+		return nkd_fail(e, EBUSY, "nsm %s is used by %u vm(s) (%s%s); delete them first with 'nkctl vm del NAME'",
+				nsm->name, n, names, n > 4 ? ", ..." : "");
+	ctl_close(nsm);
+	if (pid) {
+		status = nsm_kill(nsm, SIGTERM, NKD_NSM_TERM_MS);
+		status_str(status, st, sizeof(st));
+	}
+	ctl_path(nsm, ctl, sizeof(ctl));
+	unlink(ctl);
+	info("nsm %s: deleted (pid %d: %s)", nsm->name, (int)pid, st);
+	nsm_abandon(nsm, "the nsm was deleted");
+	return 0;
+}
+
+void nsm_resync_all(void)
+{
+	int i;
+
+	for (i = 0; i < NKD_NSM_MAX; i++) {
+		struct nkd_nsm *nsm = nkd.nsms[i];
+
+		if (!nsm || nsm->dead)
+			continue;
+		if (nsm->state == NSM_RUNNING) {
+			nsm_push_vms(nsm);
+		} else if (nsm->state == NSM_FAILED) {
+			info("nsm %s: retrying (was: %s)", nsm->name, nsm->reason);
+			memset(nsm->restart_at, 0, sizeof(nsm->restart_at));
+			nsm->state = NSM_RESTARTING;
+			timer_set(nsm, 1, 0);
+		}
+	}
+}
+
+json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
+{
+	char path[PATH_MAX];
+	json_t *o, *vms;
+	struct nkd_vm *vm;
+
+	o = json_pack("{s:s, s:s, s:s, s:s}", "name", nsm->name, "type", nsm->type,
+		      "netns", nsm->netns, "dev", nsm->dev);
+	if (!full)
+		return o;
+	json_object_set_new(o, "state", json_string(nsm_state_name(nsm->state)));
+	json_object_set_new(o, "pid", nsm->pid ? json_integer(nsm->pid) : json_null());
+	json_object_set_new(o, "restarts", json_integer(nsm->restarts));
+	vms = json_array();
+	for (vm = nkd.vms; vm; vm = vm->next)
+		if (vm->nsm == nsm)
+			json_array_append_new(vms, json_string(vm->name));
+	json_object_set_new(o, "vms", vms);
+	json_object_set_new(o, "adopted", json_boolean(nsm->adopted));
+	ctl_path(nsm, path, sizeof(path));
+	json_object_set_new(o, "control", json_string(path));
+	log_path(nsm, path, sizeof(path));
+	json_object_set_new(o, "log", json_string(path));
+	if (nsm->reason[0])
+		json_object_set_new(o, "reason", json_string(nsm->reason));
+	return o;
+}

@@ -1,0 +1,306 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# nkctl and nkd: the grammar (prefixes, any order, usage errors with exit
+# 2), every validation error path of "nsm add" and "vm add" against a real
+# nkd and a real nk-nsm (exit 1, a message naming the problem, and nothing
+# changed: vm list, nsm list and nkd.json identical before and after), the
+# root-only control socket, -j output, cid VMs with --no-vsock, nsm del
+# refusal, an NSM crash (restarted, VMs pushed again), an nkd restart (NSM
+# adopted, not restarted), and --config (a bad file refuses to start).
+#
+# Topology: one NSM namespace nsm-$S with a veth (up0) whose peer lives in
+# peer-$S.  No guest traffic: test_tcp_path.sh covers the data path.
+
+. "$(dirname "$0")/lib.sh"
+
+nk_require_root
+nk_require_cmds setpriv
+[ -x "$NK_PY" ] || nk_skip "missing $NK_PY"
+for f in nkd nkctl nk-nsm; do
+	[ -x "$OUTPUT/$f" ] || nk_die "$OUTPUT/$f is missing (run make)"
+done
+
+NKCTL=$OUTPUT/nkctl
+
+# run_ctl ARGS...: nkctl with its stdout, stderr and status in OUT, ERR, RC.
+run_ctl()
+{
+	local o=$NK_TMP/ctl.out e=$NK_TMP/ctl.err
+	"$NKCTL" -c "$NK_CTL" "$@" >"$o" 2>"$e"
+	RC=$?
+	OUT=$(cat "$o")
+	ERR=$(cat "$e")
+}
+
+# snapshot: everything an error must leave unchanged.
+snapshot()
+{
+	"$NKCTL" -c "$NK_CTL" -j vm list 2>&1
+	"$NKCTL" -c "$NK_CTL" -j nsm list 2>&1
+	md5sum <"$NK_STATE/nkd.json" 2>&1
+	ls -l "$NK_TMP/guests" 2>&1
+}
+
+# expect_fail RC PATTERN ARGS...: nkctl ARGS exits RC, says PATTERN on
+# stderr (one line first), prints nothing on stdout, and changes nothing.
+expect_fail()
+{
+	local want_rc=$1 pat=$2 before after desc
+	shift 2
+	desc="nkctl $*"
+	[ ${#desc} -gt 90 ] && desc="${desc:0:87}..."
+	before=$(snapshot)
+	run_ctl "$@"
+	after=$(snapshot)
+	if [ "$RC" != "$want_rc" ] || ! grep -qF -- "$pat" <<<"$ERR" || [ -n "$OUT" ] ||
+	   [ "$before" != "$after" ]; then
+		nk_fail "$desc: want exit $want_rc, '$pat', no change; got exit $RC"
+		echo "    stderr: $ERR"
+		[ -z "$OUT" ] || echo "    stdout: $OUT"
+		[ "$before" = "$after" ] || diff <(echo "$before") <(echo "$after") | sed 's/^/    /'
+		return 1
+	fi
+	nk_pass "$desc -> exit $RC: $(head -n 1 <<<"$ERR")"
+}
+
+# expect_ok ARGS...: nkctl ARGS succeeds.
+expect_ok()
+{
+	run_ctl "$@"
+	if [ "$RC" -ne 0 ]; then
+		nk_fail "nkctl $*: exit $RC: $ERR"
+		return 1
+	fi
+	nk_pass "nkctl $*"
+}
+
+# jget JSON EXPR: evaluate a python expression on the parsed JSON (j).
+jget()
+{
+	"$NK_PY" -c 'import json, sys; j = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+nsm_pid()
+{
+	"$NKCTL" -c "$NK_CTL" -j nsm show nsm1 2>/dev/null |
+		"$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["pid"])'
+}
+
+nsm_running()
+{
+	[ "$("$NKCTL" -c "$NK_CTL" -j nsm show nsm1 2>/dev/null |
+		"$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["state"])')" = running ]
+}
+
+# ---------------------------------------------------------------- grammar
+log_step "grammar (no nkd needed)"
+NK_CTL=$NK_TMP/nobody-here.sock
+run_ctl help
+check_eq "nkctl help: exit" "$RC" 0
+check "help shows the vm add grammar" grep -qF \
+	"nkctl vm add NAME nsm NSM addr ADDR/PREFIX[,ADDR/PREFIX...] (uds PATH | cid N) [gw ADDR]..." <<<"$OUT"
+run_ctl vm help
+check_eq "nkctl vm help: exit" "$RC" 0
+check "vm help lists vm show" grep -qF "nkctl vm show NAME" <<<"$OUT"
+run_ctl
+check_eq "nkctl without arguments: exit" "$RC" 2
+
+G=(nsm nsm1 addr 10.0.0.2/24 uds /tmp/x)
+expect_fail 2 "unknown object 'frob'" frob list
+expect_fail 2 "unknown verb 'frob' for 'vm'" vm frob
+expect_fail 2 "ambiguous verb 's' (set, show)" policy s
+expect_fail 2 "missing NAME" vm add
+expect_fail 2 "unknown keyword 'colour'" vm add vm9 "${G[@]}" colour red
+expect_fail 2 "Usage: nkctl vm add NAME nsm NSM" vm add vm9 "${G[@]}" colour red
+expect_fail 2 "keyword 'nsm' given twice" vm add vm9 "${G[@]}" nsm nsm2
+expect_fail 2 "keyword 'gw' needs a value" vm add vm9 "${G[@]}" gw
+expect_fail 2 "missing 'addr ADDR/PREFIX" vm add vm9 nsm nsm1 uds /tmp/x
+expect_fail 2 "missing one of 'uds PATH' or 'cid N'" vm add vm9 nsm nsm1 addr 10.0.0.2/24
+expect_fail 2 "give only one of 'uds PATH' or 'cid N'" vm add vm9 "${G[@]}" cid 5
+expect_fail 2 "cid wants a number, not 'five'" vm add vm9 nsm nsm1 addr 10.0.0.2/24 cid five
+expect_fail 2 "empty element" vm add vm9 nsm nsm1 addr 10.0.0.2/24,,10.0.0.3/24 uds /tmp/x
+expect_fail 2 "unexpected argument 'extra'" vm list extra
+expect_fail 1 "'policy set' is not implemented yet" policy set
+expect_fail 1 "'conn list' is not implemented yet" conn list
+expect_fail 1 "'stats show' is not implemented yet" st sh
+expect_fail 1 "is nkd running?" vm list
+
+# ---------------------------------------------------------------- nkd
+log_step "nkd with a real nk-nsm"
+nk_netns_add "nsm-$S"
+nk_netns_add "peer-$S"
+ip link add up0 netns "nsm-$S" type veth peer name eth0 netns "peer-$S" ||
+	nk_die "cannot create the veth pair"
+ip -n "nsm-$S" link set up0 up
+ip -n "peer-$S" link set eth0 up
+mkdir -p "$NK_TMP/guests"
+NK_CTL=$NK_TMP/nkd.sock
+nk_start_nkd
+check_eq "control socket mode" "$(stat -c %a "$NK_CTL")" 600
+
+log_step "root-only control socket"
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$NKCTL" -c "$NK_CTL" vm list 2>&1)
+rc=$?
+check_eq "nobody: nkctl vm list exit" "$rc" 1
+check "nobody: told to run as root" grep -q "must run as root" <<<"$out"
+chmod 0666 "$NK_CTL"
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$NKCTL" -c "$NK_CTL" vm list 2>&1)
+rc=$?
+chmod 0600 "$NK_CTL"
+check_eq "nobody through a 0666 socket: exit" "$rc" 1
+check "nobody through a 0666 socket: refused by SO_PEERCRED" grep -q "root only" <<<"$out"
+
+log_step "nsm add: errors, then success"
+expect_fail 1 "type xdp not supported yet" nsm add nsm1 type xdp netns "nsm-$S" dev up0
+expect_fail 1 "netns nope-$S does not exist" nsm add nsm1 type kernel netns "nope-$S" dev up0
+expect_fail 1 "dev nope0 does not exist in netns nsm-$S" nsm add nsm1 type kernel netns "nsm-$S" dev nope0
+expect_fail 1 "is not a valid interface name" nsm add nsm1 type kernel netns "nsm-$S" dev 0123456789abcdefgh
+expect_fail 1 "nsm name 'a/b' is invalid" nsm add a/b type kernel netns "nsm-$S" dev up0
+# prefixes everywhere, keywords in any order
+expect_ok n a nsm1 d up0 t kernel n "nsm-$S"
+NK_NSMS+=(nsm1)
+check "nsm1 is running" nsm_running
+NSM_PID=$(nsm_pid)
+check "nsm1 runs nk-nsm in nsm-$S" test "$(nk_nsm_pid "nsm-$S")" = "$NSM_PID"
+check "nsm1 control socket" test -S "$NK_RUN/nsm-nsm1.sock"
+expect_fail 1 "nsm nsm1 already exists" nsm add nsm1 type kernel netns "nsm-$S" dev up0
+
+log_step "vm add: success"
+expect_ok v a vm1 u "$NK_TMP/guests/vm1.vsock" a 10.78.0.2/24,fd78::2/64 g 10.78.0.1 n nsm1
+check "vm1 listener is a socket" test -S "$NK_TMP/guests/vm1.vsock_7531"
+check_eq "vm1 listener mode" "$(stat -c %a "$NK_TMP/guests/vm1.vsock_7531")" 666
+check "vm1 addresses on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.2
+check "vm1 IPv6 address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 fd78::2
+run_ctl -j vm add vm2 nsm nsm1 addr 10.78.0.3/24 uds "$NK_TMP/guests/vm2.vsock"
+check_eq "vm add -j: exit" "$RC" 0
+check_eq "vm add -j prints the vm (transport)" "$(jget "$OUT" 'j["transport"]')" \
+	"unix:$NK_TMP/guests/vm2.vsock_7531"
+run_ctl vm show vm1
+check "vm show: hybrid path" grep -qE "^listen +$NK_TMP/guests/vm1.vsock_7531\$" <<<"$OUT"
+check "vm show: guest transport" grep -qE "^transport +unix:$NK_TMP/guests/vm1.vsock_7531\$" <<<"$OUT"
+check "vm show: gw" grep -qE "^gw +10.78.0.1\$" <<<"$OUT"
+run_ctl vm list
+check "vm list: table header" grep -qE "^NAME +ID +NSM +ADDRESSES" <<<"$OUT"
+check "vm list: vm1 row" grep -qE "^vm1 +1 +nsm1 +10.78.0.2/24,fd78::2/64 +10.78.0.1 " <<<"$OUT"
+run_ctl -j nsm show nsm1
+check_eq "nsm show -j: vms" "$(jget "$OUT" '",".join(j["vms"])')" "vm1,vm2"
+check "nkd.json lists vm1" grep -q '"vm1"' "$NK_STATE/nkd.json"
+
+log_step "vm add: every error leaves everything unchanged"
+V=(nsm nsm1 uds "$NK_TMP/guests/vm9.vsock")
+expect_fail 1 "bad address '10.78.0.300/24'" vm add vm9 "${V[@]}" addr 10.78.0.300/24
+expect_fail 1 "bad address '10.78.0.9/33'" vm add vm9 "${V[@]}" addr 10.78.0.9/33
+expect_fail 1 "bad address '10.78.0.9'" vm add vm9 "${V[@]}" addr 10.78.0.9
+expect_fail 1 "bad address 'fd78::zz/64'" vm add vm9 "${V[@]}" addr fd78::zz/64
+expect_fail 1 "nsm nsmX does not exist" vm add vm9 nsm nsmX addr 10.78.0.9/24 uds "$NK_TMP/guests/vm9.vsock"
+expect_fail 1 "vm vm1 already exists" vm add vm1 "${V[@]}" addr 10.78.0.9/24
+expect_fail 1 "address 10.78.0.2 is already used by vm vm1" vm add vm9 "${V[@]}" addr 10.78.0.9/24,10.78.0.2/24
+expect_fail 1 "address fd78::2 is already used by vm vm1" vm add vm9 "${V[@]}" addr fd78::2/64
+expect_fail 1 "address 10.78.0.9 is given twice" vm add vm9 "${V[@]}" addr 10.78.0.9/24,10.78.0.9/24
+expect_fail 1 "is a loopback address" vm add vm9 "${V[@]}" addr 127.0.0.9/8
+expect_fail 1 "is the unspecified address" vm add vm9 "${V[@]}" addr 0.0.0.0/0
+expect_fail 1 "is a multicast" vm add vm9 "${V[@]}" addr 239.1.1.1/24
+expect_fail 1 "is a multicast address" vm add vm9 "${V[@]}" addr ff05::1/64
+expect_fail 1 "at most 8 allowed" vm add vm9 "${V[@]}" \
+	addr 10.1.0.1/32,10.1.0.2/32,10.1.0.3/32,10.1.0.4/32,10.1.0.5/32,10.1.0.6/32,10.1.0.7/32,10.1.0.8/32,10.1.0.9/32
+expect_fail 1 "gateway 10.99.0.1 is not inside" vm add vm9 "${V[@]}" addr 10.78.0.9/24 gw 10.99.0.1
+expect_fail 1 "more than one IPv4 gateway" vm add vm9 "${V[@]}" addr 10.78.0.9/24 gw 10.78.0.1 gw 10.78.0.254
+expect_fail 1 "has no IPv6 address" vm add vm9 "${V[@]}" addr 10.78.0.9/24 gw fd78::1
+expect_fail 1 "bad gateway 'nowhere'" vm add vm9 "${V[@]}" addr 10.78.0.9/24 gw nowhere
+expect_fail 1 "uds PATH must be an absolute path" vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds rel/vm9
+expect_fail 1 "uds $NK_TMP/guests/vm1.vsock is already used by vm vm1" \
+	vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/guests/vm1.vsock"
+expect_fail 1 "directory $NK_TMP/nodir does not exist" \
+	vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/nodir/vm9"
+touch "$NK_TMP/guests/file_7531"
+expect_fail 1 "exists and is not a socket" vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/guests/file"
+rm -f "$NK_TMP/guests/file_7531"
+expect_fail 1 "bad cid" vm add vm9 nsm nsm1 addr 10.78.0.9/24 cid 2
+expect_fail 1 "vm name 'bad name' is invalid" vm add "bad name" "${V[@]}" addr 10.78.0.9/24
+expect_fail 1 "vm nope does not exist" vm show nope
+expect_fail 1 "vm nope does not exist" vm del nope
+expect_fail 1 "nsm nope does not exist" nsm show nope
+
+log_step "cid vm (nkd runs with --no-vsock: stored, never served)"
+expect_ok vm add vm3 nsm nsm1 addr 10.78.0.4/24 cid 3
+check "warned that cid 3 is not served" grep -q "not served" <<<"$ERR"
+run_ctl -j vm show vm3
+check_eq "vm3 transport" "$(jget "$OUT" 'j["transport"]')" "vsock:3"
+check_eq "vm3 state" "$(jget "$OUT" 'j["state"]')" "not-served"
+expect_fail 1 "cid 3 is already used by vm vm3" vm add vm9 nsm nsm1 addr 10.78.0.9/24 cid 3
+expect_ok vm del vm3
+
+log_step "nsm del refuses while VMs use the NSM"
+expect_fail 1 "nsm nsm1 is used by 2 vm(s) (vm1, vm2); delete them first" nsm del nsm1
+check "nsm1 still the same process" test "$(nsm_pid)" = "$NSM_PID"
+
+log_step "NSM crash: nkd restarts it and pushes the VMs again"
+kill -KILL "$NSM_PID"
+check "nsm1 running again" wait_for -t 10 nsm_running
+NEW_PID=$(nsm_pid)
+check "nsm1 has a new pid ($NSM_PID -> $NEW_PID)" test -n "$NEW_PID" -a "$NEW_PID" != "$NSM_PID"
+run_ctl -j nsm show nsm1
+check_eq "nsm1 restarts" "$(jget "$OUT" 'j["restarts"]')" 1
+check "vm1 address back on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.2
+check "vm2 address back on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.3
+check "nkd logged the exit and the restart" \
+	grep -q "nsm nsm1 (pid $NSM_PID) exited: killed by signal SIGKILL; restarting" "$NK_NKD_LOG"
+NSM_PID=$NEW_PID
+
+log_step "nkd restart: NSM adopted, not restarted"
+before=$("$NKCTL" -c "$NK_CTL" -j vm list)
+nk_stop "$NKD_PID"
+check "nsm1 survives nkd's SIGTERM" nk_alive "$NSM_PID"
+check "vm1 listener survives nkd's SIGTERM" test -S "$NK_TMP/guests/vm1.vsock_7531"
+NK_NKD_LOG=$NK_TMP/nkd-2.log
+nk_start_nkd
+run_ctl -j nsm show nsm1
+check_eq "nsm1 adopted" "$(jget "$OUT" 'j["adopted"]')" True
+check_eq "nsm1 pid unchanged" "$(jget "$OUT" 'j["pid"]')" "$NSM_PID"
+check_eq "vm list unchanged across the restart" "$("$NKCTL" -c "$NK_CTL" -j vm list)" "$before"
+check "vm1 listener re-created" test -S "$NK_TMP/guests/vm1.vsock_7531"
+check "nkd logged the adoption" grep -q "nsm nsm1: adopted running pid $NSM_PID" "$NK_NKD_LOG"
+
+log_step "vm del, nsm del"
+expect_ok vm del vm1
+check "vm1 listener removed" test ! -e "$NK_TMP/guests/vm1.vsock_7531"
+run_ctl -j vm del vm2
+check_eq "vm del -j prints the deleted vm" "$(jget "$OUT" 'j["name"]')" vm2
+expect_ok nsm del nsm1
+check "nk-nsm stopped" wait_for -t 5 nk_ns_empty "nsm-$S"
+check "nsm1 control socket removed" test ! -e "$NK_RUN/nsm-nsm1.sock"
+run_ctl -j nsm list
+check_eq "nsm list empty" "$OUT" "[]"
+
+log_step "--config"
+nk_stop "$NKD_PID"
+cat >"$NK_TMP/bad.json" <<EOF
+{"nsms": [{"name": "nsm1", "type": "kernel", "netns": "nsm-$S", "dev": "up0"}],
+ "vms": [{"name": "vmA", "nsm": "nsm1", "addrs": ["10.78.0.2/24"], "uds": "$NK_TMP/guests/vmA"},
+         {"name": "vmB", "nsm": "nsm1", "addrs": ["10.78.0.2/24"], "uds": "$NK_TMP/guests/vmB"}]}
+EOF
+out=$(timeout 10 "$OUTPUT/nkd" --foreground --config "$NK_TMP/bad.json" --control "$NK_CTL" \
+	--state-dir "$NK_STATE" --run-dir "$NK_RUN" --no-vsock --nsm-bin "$OUTPUT/nk-nsm" 2>&1)
+rc=$?
+check_eq "nkd with a bad config: exit" "$rc" 1
+check "nkd names the bad entry" grep -q "vms\[1\]: vm vmB: address 10.78.0.2 is already used by vm vmA" <<<"$out"
+check "nothing was started" nk_ns_empty "nsm-$S"
+sed 's/"10.78.0.2\/24"], "uds": "[^"]*vmB"/"10.78.0.3\/24"], "cid": 9/' "$NK_TMP/bad.json" >"$NK_TMP/good.json"
+NK_NKD_LOG=$NK_TMP/nkd-3.log
+mkdir -p "$NK_STATE" "$NK_RUN"
+nk_bg - "$NK_NKD_LOG" "$OUTPUT/nkd" --foreground --config "$NK_TMP/good.json" --control "$NK_CTL" \
+	--state-dir "$NK_STATE" --run-dir "$NK_RUN" --no-vsock --nsm-bin "$OUTPUT/nk-nsm"
+NKD_PID=$NK_BG_PID
+NK_NSMS+=(nsm1)
+check "nkd --config: nsm1 running" wait_for -t 10 nsm_running
+run_ctl -j vm list
+check_eq "nkd --config: vms" "$(jget "$OUT" '",".join(v["name"] + ":" + v["state"] for v in j)')" \
+	"vmA:ok,vmB:not-served"
+check "vmA listener" test -S "$NK_TMP/guests/vmA_7531"
+check "vmA address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.2
+for v in vmA vmB; do
+	"$NKCTL" -c "$NK_CTL" vm del "$v" >/dev/null 2>&1
+done
+
+nk_finish
