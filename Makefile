@@ -27,7 +27,7 @@ endif
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := all
 
-PKGS := jansson libmnl
+PKGS := jansson libmnl libbpf
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -89,6 +89,37 @@ $(OUTPUT)/selftests/%: $(OUTPUT)/selftests/%.o $(OUTPUT)/libnkcommon.a
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lpthread
 
+# ---- BPF: bpf/NAME.bpf.c -> $(OUTPUT)/bpf/NAME.bpf.o -> $(OUTPUT)/NAME.skel.h
+# (struct NAME_bpf).  No vmlinux.h: the programs parse packets with the uapi
+# headers, and userspace shares types with them through
+# include/netkernel/steer.h only.  Userspace that includes a skeleton gets
+# -I$(OUTPUT) and depends on it below.
+BPFTOOL ?= bpftool
+BPF_ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+# Debian keeps asm/types.h under the multiarch directory, which clang
+# -target bpf does not search by itself.
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(BPF_ARCH) -Wall -Werror \
+	-I/usr/include/$(shell $(CC) -dumpmachine) -Iinclude -Ibpf
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(BPF_SRCS:%.c=$(OUTPUT)/%.o)
+BPF_SKELS := $(BPF_SRCS:bpf/%.bpf.c=$(OUTPUT)/%.skel.h)
+BPF_HDRS := $(wildcard bpf/lib/*.h) $(wildcard include/netkernel/*.h)
+
+all: $(BPF_SKELS)
+
+$(BPF_OBJS): $(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) | $(OUTPUT)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(BPF_SKELS): $(OUTPUT)/%.skel.h: $(OUTPUT)/bpf/%.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< > $@
+
+STEER_USERS := $(OUTPUT)/lib/steer_maps.o $(OUTPUT)/selftests/steer_test.o
+$(STEER_USERS): $(OUTPUT)/steer.skel.h
+$(STEER_USERS): ALL_CFLAGS += -I$(OUTPUT)
+
 $(OUTPUT):
 	$(Q)mkdir -p $@
 
@@ -110,7 +141,7 @@ install: all
 	$(Q)install -m 0644 $(OUTPUT)/libnkguest.so $(DESTDIR)$(PREFIX)/lib/netkernel/
 
 .PHONY: check
-check:
+check: $(BPF_SKELS)
 	$(call msg,CPPCHECK,.)
 	$(Q)cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
 		--inline-suppr -D_GNU_SOURCE -Iinclude -Ilib \
@@ -118,7 +149,7 @@ check:
 	$(call msg,ANALYZE,.)
 	$(Q)for f in $(LIB_SRCS) $(NKD_SRCS) $(NKCTL_SRCS) $(NSM_SRCS) $(SHIM_SRCS) guest-shim/nk-run.c; do \
 		$(CLANG) --analyze -Xanalyzer -analyzer-output=text $(WARNINGS) \
-			-std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib $(PKG_CFLAGS) $$f -o /dev/null || exit 1; \
+			-std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib -I$(OUTPUT) $(PKG_CFLAGS) $$f -o /dev/null || exit 1; \
 	done
 
 .PHONY: clean

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * XDP steering: one uplink NIC shared by every NSM.
+ *
+ * Theory of operation.  nkd attaches xdp_steer_ingress to the uplink and
+ * xdp_steer_egress to the host side of each kernel NSM's veth pair, and is
+ * the only userspace writer of the maps (bpf/lib/maps.h, docs/maps.md).
+ *
+ * Ingress, for each frame on the uplink:
+ *   1. parse Ethernet (+ up to two VLAN tags) down to one address: the IPv4
+ *      or IPv6 destination, the target of an ARP packet, the target of an
+ *      ICMPv6 neighbour solicitation (whose destination is a solicited-node
+ *      multicast address).  A broadcast ARP request for a VM's address thus
+ *      reaches that VM's NSM and no other.
+ *   2. addr_vm[address] -> vm id; no entry: the frame is for no VM and goes
+ *      to the host stack, or is dropped (steer_cfg miss_action).
+ *   3. vm_policy[vm] -> drop_all: drop (reason POLICY).
+ *   4. vms[vm] -> nsm id; nsms[nsm] -> kind and slot; a kernel NSM gets the
+ *      frame by bpf_redirect_map(nsm_devs, slot) onto its veth, unchanged
+ *      (VLAN tags included).  AF_XDP NSMs (nsm_xsks) are not steered yet.
+ *
+ * Egress, for each frame the NSM's stack sends out of its veth: the
+ * ingress ifindex names the NSM (nsm_ifindex), the source address names the
+ * VM when it is one of that NSM's VMs, the VM's policy applies, and the
+ * frame leaves through the uplink (uplink_dev slot 0).  There is no bridge
+ * and no forwarding by the host stack.
+ *
+ * Every outcome is counted per CPU: globally, and per VM and per NSM once
+ * the frame is attributed (bpf/lib/counters.h); drops by the reasons of
+ * include/netkernel/steer.h.  A malformed frame is never read past its end
+ * and is dropped (reason MALFORMED).  A redirect whose map slot is empty is
+ * dropped (REDIRECT_FAILED); a failure later in the driver is not seen here
+ * (the xdp:xdp_redirect_err tracepoint shows those).
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <netkernel/steer.h>
+
+#include "lib/parse.h"
+#include "lib/maps.h"
+#include "lib/counters.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* A frame that belongs to no VM: pass or drop per steer_cfg. */
+static __always_inline int steer_miss(struct steer_stats *s, enum nk_drop_reason reason)
+{
+	__u32 zero = 0;
+	struct nk_steer_config *cfg = bpf_map_lookup_elem(&steer_cfg, &zero);
+
+	if (cfg && cfg->miss_action == NK_MISS_DROP)
+		return count_drop(s, reason);
+	return count_pass(s);
+}
+
+SEC("xdp")
+int xdp_steer_ingress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nk_steer_addr key = {};
+	struct nk_steer_addr_vm *av;
+	struct nk_steer_policy *pol;
+	struct nk_steer_vm *vm;
+	struct nk_steer_nsm *nsm;
+	struct steer_stats s;
+	__u32 vm_id, nsm_id;
+	long ret;
+
+	stats_init(&s, ctx);
+	switch (parse_frame(data, data_end, PARSE_DST, &key)) {
+	case PARSE_OK:
+		break;
+	case PARSE_UNKNOWN:
+		return steer_miss(&s, NK_DROP_UNKNOWN_PROTO);
+	default:
+		return count_drop(&s, NK_DROP_MALFORMED);
+	}
+
+	av = bpf_map_lookup_elem(&addr_vm, &key);
+	if (!av)
+		return steer_miss(&s, NK_DROP_NO_VM);
+	vm_id = av->vm_id;
+	stats_set_vm(&s, vm_id);
+
+	vm = bpf_map_lookup_elem(&vms, &vm_id);
+	if (!vm)
+		return count_drop(&s, NK_DROP_NO_NSM);
+	nsm_id = vm->nsm_id;
+	stats_set_nsm(&s, nsm_id);
+
+	pol = bpf_map_lookup_elem(&vm_policy, &vm_id);
+	if (pol && pol->drop_all)
+		return count_drop(&s, NK_DROP_POLICY);
+
+	nsm = bpf_map_lookup_elem(&nsms, &nsm_id);
+	if (!nsm || nsm->kind == NK_NSM_NONE)
+		return count_drop(&s, NK_DROP_NO_NSM);
+	if (nsm->kind != NK_NSM_KERNEL)
+		return count_drop(&s, NK_DROP_NSM_KIND);
+
+	/* an empty slot makes the helper return its fallback, XDP_DROP */
+	ret = bpf_redirect_map(&nsm_devs, nsm->dev_slot, XDP_DROP);
+	if (ret != XDP_REDIRECT)
+		return count_drop(&s, NK_DROP_REDIRECT_FAILED);
+	return count_rx(&s);
+}
+
+SEC("xdp")
+int xdp_steer_egress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct nk_steer_addr key = {};
+	struct nk_steer_nsm_ref *ref;
+	struct nk_steer_addr_vm *av;
+	struct nk_steer_policy *pol;
+	struct nk_steer_vm *vm;
+	struct steer_stats s;
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 nsm_id, vm_id, zero = 0;
+	long ret;
+
+	stats_init(&s, ctx);
+	ref = bpf_map_lookup_elem(&nsm_ifindex, &ifindex);
+	if (!ref)
+		return count_drop(&s, NK_DROP_NO_NSM);
+	nsm_id = ref->nsm_id;
+	stats_set_nsm(&s, nsm_id);
+
+	switch (parse_frame(data, data_end, PARSE_SRC, &key)) {
+	case PARSE_OK:
+		break;
+	case PARSE_UNKNOWN:
+		goto out;	/* not attributable to a VM; still the NSM's */
+	default:
+		return count_drop(&s, NK_DROP_MALFORMED);
+	}
+
+	/* attribute to a VM only if it is one of this NSM's */
+	av = bpf_map_lookup_elem(&addr_vm, &key);
+	if (!av)
+		goto out;
+	vm_id = av->vm_id;
+	vm = bpf_map_lookup_elem(&vms, &vm_id);
+	if (!vm || vm->nsm_id != nsm_id)
+		goto out;
+	stats_set_vm(&s, vm_id);
+	pol = bpf_map_lookup_elem(&vm_policy, &vm_id);
+	if (pol && pol->drop_all)
+		return count_drop(&s, NK_DROP_POLICY);
+
+out:
+	ret = bpf_redirect_map(&uplink_dev, zero, XDP_DROP);
+	if (ret != XDP_REDIRECT)
+		return count_drop(&s, NK_DROP_REDIRECT_FAILED);
+	return count_tx(&s);
+}
