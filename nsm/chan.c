@@ -224,9 +224,10 @@ static void chan_reply_close(struct chan *ch, uint8_t op, uint32_t seq, int32_t 
 
 static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_hello_req *req)
 {
-	struct nk_hello_rep rep = { 0 };
+	struct nk_hello_rep rep;
 	int ret;
 
+	memset(&rep, 0, sizeof(rep));	/* padding included: it goes on the wire */
 	if (req->pad0) {
 		chan_bad(ch, "HELLO with non-zero padding");
 		return;

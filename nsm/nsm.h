@@ -148,6 +148,8 @@ struct rdir {
 	size_t off, len, cap;		/* bytes held: len */
 	bool src_eof;			/* the source read 0 */
 	bool blocked;			/* splice-in EAGAIN with len > 0 */
+	bool src_ready;			/* source may have data (epoll said so) */
+	bool dst_ready;			/* destination may take data */
 	bool done;			/* EOF passed on (shutdown of dst) */
 	uint64_t bytes;
 };

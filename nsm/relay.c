@@ -142,6 +142,8 @@ int relay_start(struct nsock *ns)
 	ret = dir_init(&r->up, sp);
 	if (!ret)
 		ret = dir_init(&r->down, sp);
+	r->up.src_ready = r->up.dst_ready = true;
+	r->down.src_ready = r->down.dst_ready = true;
 	ns->relay = r;
 	if (ret)
 		return ret;	/* the caller kills ns, which frees r */
@@ -203,44 +205,84 @@ static void tcp_error(struct nsock *ns, int err)
 	nsock_kill(ns, err);
 }
 
+/*
+ * Move source -> pipe -> destination for one direction.  A source is read
+ * only while epoll says it may have data (src_ready) and a destination
+ * written only while it may take some (dst_ready); a short read or write
+ * clears the flag, and level-triggered epoll sets it again, so no call is
+ * spent on a descriptor that is known to be empty or full.
+ * Returns DIR_MOVED, DIR_IDLE, DIR_GUEST_GONE or -errno of the TCP socket.
+ */
+enum { DIR_IDLE, DIR_MOVED, DIR_GUEST_GONE };
+
+static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_out)
+{
+	bool progress = false;
+	ssize_t n;
+
+	if (d->src_ready && !d->src_eof && d->len < d->cap) {
+		size_t want = d->cap - d->len;
+
+		n = dir_in(d, src);
+		if (n > 0) {
+			progress = true;
+			if ((size_t)n < want)
+				d->src_ready = false;
+		} else if (n == 0) {
+			d->src_eof = true;
+			progress = true;
+		} else if (n == -EAGAIN) {
+			d->src_ready = false;
+			d->blocked = d->len > 0;
+		} else if (src_is_tcp) {
+			return (int)n;
+		} else {
+			return DIR_GUEST_GONE;
+		}
+	}
+	if (d->len && d->dst_ready && may_out) {
+		size_t have = d->len;
+
+		n = dir_out(d, dst);
+		if (n > 0) {
+			progress = true;
+			d->blocked = false;
+			if ((size_t)n < have)
+				d->dst_ready = false;
+		} else if (n == -EAGAIN) {
+			d->dst_ready = false;
+		} else if (!src_is_tcp) {
+			return (int)n;
+		} else {
+			return DIR_GUEST_GONE;
+		}
+	}
+	return progress ? DIR_MOVED : DIR_IDLE;
+}
+
 static void relay_pump(struct nsock *ns)
 {
 	struct relay *r = ns->relay;
 	struct chan *ch = ns->chan;
-	int g = ch->fd, t = ns->fd, i;
+	int g = ch->fd, t = ns->fd, i, ret;
 	uint64_t up0 = r->up.bytes, down0 = r->down.bytes;
 	bool progress = true;
-	ssize_t n;
 
 	for (i = 0; i < 16 && progress; i++) {
 		progress = false;
 
 		/* up: guest stream -> TCP */
 		if (!r->up.done) {
-			if (!r->up.src_eof && r->up.len < r->up.cap) {
-				n = dir_in(&r->up, g);
-				if (n > 0) {
-					progress = true;
-				} else if (n == 0) {
-					r->up.src_eof = true;
-				} else if (n == -EAGAIN) {
-					r->up.blocked = r->up.len > 0;
-				} else {
-					/* A reset stream: the guest is gone. */
-					r->g_closed = true;
-					r->up.src_eof = true;
-				}
+			ret = dir_move(&r->up, g, t, false, true);
+			if (ret == DIR_GUEST_GONE) {
+				/* A reset stream: the guest is gone. */
+				r->g_closed = true;
+				r->up.src_eof = true;
+			} else if (ret < 0) {
+				tcp_error(ns, -ret);
+				return;
 			}
-			if (r->up.len) {
-				n = dir_out(&r->up, t);
-				if (n > 0) {
-					progress = true;
-					r->up.blocked = false;
-				} else if (n != -EAGAIN) {
-					tcp_error(ns, (int)-n);
-					return;
-				}
-			}
+			progress |= ret == DIR_MOVED;
 			if (r->up.src_eof && !r->up.len) {
 				r->up.done = true;
 				progress = true;
@@ -253,39 +295,30 @@ static void relay_pump(struct nsock *ns)
 
 		/* down: TCP -> guest stream, after any queued record */
 		if (!r->down.done && !r->g_closed) {
-			if (!r->down.src_eof && r->down.len < r->down.cap) {
-				n = dir_in(&r->down, t);
-				if (n > 0) {
-					progress = true;
-				} else if (n == 0) {
-					r->down.src_eof = true;
-				} else if (n == -EAGAIN) {
-					r->down.blocked = r->down.len > 0;
-				} else {
-					tcp_error(ns, (int)-n);
-					return;
-				}
-			}
 			if (outq_bytes(&ch->out)) {
-				n = chan_flush(ch);
-				if (n && n != -EAGAIN)
+				ret = chan_flush(ch);
+				if (ret && ret != -EAGAIN)
 					r->g_closed = true;
 			}
-			if (r->down.len && !r->g_closed && !outq_bytes(&ch->out)) {
-				n = dir_out(&r->down, g);
-				if (n > 0) {
-					progress = true;
-					r->down.blocked = false;
-				} else if (n != -EAGAIN) {
-					r->g_closed = true;
-				}
+			ret = dir_move(&r->down, t, g, true, !outq_bytes(&ch->out));
+			if (ret == DIR_GUEST_GONE) {
+				r->g_closed = true;
+			} else if (ret < 0) {
+				tcp_error(ns, -ret);
+				return;
 			}
+			progress |= ret == DIR_MOVED;
 			if (r->down.src_eof && !r->down.len && !r->g_closed) {
 				r->down.done = true;
 				progress = true;
 				shutdown(g, SHUT_WR);
 			}
 		}
+		/* A hung-up side never blocks: keep reading it. */
+		if (r->g_unreg)
+			r->up.src_ready = true;
+		if (r->t_unreg)
+			r->down.src_ready = true;
 	}
 	ns->vm->bytes_up += r->up.bytes - up0;
 	ns->vm->bytes_down += r->down.bytes - down0;
@@ -306,6 +339,10 @@ void relay_event_guest(struct nsock *ns, uint32_t events)
 
 	if (ns->dead || !r)
 		return;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		r->up.src_ready = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		r->down.dst_ready = true;
 	if (events & (EPOLLHUP | EPOLLERR)) {
 		r->g_closed = true;
 		if (!r->g_unreg) {
@@ -324,6 +361,10 @@ void relay_event_tcp(struct nsock *ns, uint32_t events)
 
 	if (ns->dead || !r)
 		return;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		r->down.src_ready = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		r->up.dst_ready = true;
 	if (events & EPOLLERR) {
 		if (getsockopt(ns->fd, SOL_SOCKET, SO_ERROR, &err, &len))
 			err = errno;
@@ -344,5 +385,6 @@ void relay_shut_rd(struct nsock *ns)
 	if (shutdown(ns->fd, SHUT_RD))
 		vm_debug(ns->vm, "socket %#llx: shutdown(SHUT_RD): %s",
 			 (unsigned long long)ns->token, strerror(errno));
+	ns->relay->down.src_ready = true;
 	relay_pump(ns);
 }

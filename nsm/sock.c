@@ -538,12 +538,13 @@ static void listen_pause(struct nsock *ns, bool pause)
 
 int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t seq)
 {
-	struct nk_hello_rep rep = { 0 };
+	struct nk_hello_rep rep;
 	struct nsock *lns, *ns;
 	struct pending *pc = NULL;
 	struct list_head *p, *t;
 	int fd, ret;
 
+	memset(&rep, 0, sizeof(rep));
 	lns = nsock_lookup(ch->vm, req->listener);
 	if (!lns || lns->state != NK_STATE_LISTENING)
 		return -ENOTSOCK;
@@ -809,8 +810,9 @@ out_extra:
 
 static void send_connected(struct nsock *ns, int err)
 {
-	struct nk_connected_rec rec = { 0 };
+	struct nk_connected_rec rec;
 
+	memset(&rec, 0, sizeof(rec));
 	if (!err) {
 		sock_name(ns->fd, false, &rec.local);
 		sock_name(ns->fd, true, &rec.peer);
