@@ -51,12 +51,13 @@ enum nks_state {
 };
 
 #define NKS_SAVED_OPTS	16
+#define NKS_SAVED_OPT_MAX 64	/* options set before promotion; larger ones fail */
 #define NKS_EPREGS	4
 
 struct nks_opt {
 	int level, name;
 	socklen_t len;
-	uint8_t val[NK_OPT_MAX];
+	uint8_t val[NKS_SAVED_OPT_MAX];
 };
 
 /* One epoll registration of the socket's fd, kept to re-register it after

@@ -211,8 +211,10 @@ static void save_opt(struct nk_sock *sk, int level, int name, const void *val, s
 {
 	int i;
 
-	if (len > NK_OPT_MAX)
+	if (len > NKS_SAVED_OPT_MAX) {
+		nk_logf("option level %d name %d: %u bytes is too large to keep", level, name, len);
 		return;
+	}
 	for (i = 0; i < sk->nopts; i++)
 		if (sk->opts[i].level == level && sk->opts[i].name == name)
 			break;

@@ -14,7 +14,7 @@ BUILD_PKGS=(build-essential clang llvm pkg-config libbpf-dev bpftool
 	libjansson-dev libmnl-dev)
 # iproute2: ip, ss; procps: ps; util-linux: mountpoint; python3 is
 # Debian's /usr/bin/python3, which the tests use explicitly.
-RUN_PKGS=(iproute2 nginx-light curl wrk iperf3 python3 socat procps psmisc
+RUN_PKGS=(iproute2 nginx-light curl wrk iperf3 redis-server redis-tools python3 socat procps psmisc
 	util-linux)
 PKGS=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 

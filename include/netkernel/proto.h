@@ -64,7 +64,7 @@
 #define NK_PROTO_VERSION	1
 #define NK_DEFAULT_VSOCK_PORT	7531
 #define NK_HOST_CID		2
-#define NK_OPT_MAX		64	/* largest option value carried */
+#define NK_OPT_MAX		256	/* largest option value carried (struct tcp_info fits) */
 
 /*
  *  0       1       2       3       4       5       6       7
@@ -203,14 +203,14 @@ struct nk_opt_req {
 	uint32_t pad0;
 	uint8_t val[NK_OPT_MAX];
 };
-_Static_assert(sizeof(struct nk_opt_req) == 88, "nk_opt_req is 88 bytes");
+_Static_assert(sizeof(struct nk_opt_req) == 280, "nk_opt_req is 280 bytes");
 
 struct nk_opt_rep {
 	uint32_t optlen;
 	uint32_t pad0;
 	uint8_t val[NK_OPT_MAX];
 };
-_Static_assert(sizeof(struct nk_opt_rep) == 72, "nk_opt_rep is 72 bytes");
+_Static_assert(sizeof(struct nk_opt_rep) == 264, "nk_opt_rep is 264 bytes");
 
 /* CONNECTED record: err in the header; addresses valid when err == 0. */
 struct nk_connected_rec {
