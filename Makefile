@@ -35,7 +35,8 @@ CFLAGS ?= -O2 -g
 # -Wno-missing-field-initializers: "= { .x = 1 }" designated initialisers
 # are the house style and zero the rest on purpose.
 WARNINGS := -Wall -Wextra -Werror -Wno-missing-field-initializers
-ALL_CFLAGS := $(CFLAGS) $(WARNINGS) -std=gnu11 -D_GNU_SOURCE -fPIC \
+# -MMD -MP: every object also depends on the headers it included.
+ALL_CFLAGS := $(CFLAGS) $(WARNINGS) -std=gnu11 -D_GNU_SOURCE -fPIC -MMD -MP \
 	-Iinclude -Ilib $(PKG_CFLAGS)
 LDFLAGS ?=
 
@@ -53,6 +54,8 @@ SELFTEST_BINS := $(SELFTEST_SRCS:selftests/%.c=$(OUTPUT)/selftests/%)
 
 .PHONY: all
 all: $(BINS) $(SELFTEST_BINS)
+
+-include $(shell find $(OUTPUT) -name '*.d' 2>/dev/null)
 
 $(OUTPUT)/%.o: %.c $(wildcard include/netkernel/*.h lib/*.h) | $(OUTPUT)
 	$(call msg,CC,$@)

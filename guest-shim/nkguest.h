@@ -78,6 +78,9 @@ struct nk_sock {
 	int eof_err;		/* -1 unknown; else the reason the stream ended */
 	bool eof_reported;
 	bool connect_counted;	/* counted in nk_connecting */
+	bool dead;		/* listener lost with its NSM */
+	int quiet_peer;		/* keeps a dead listener's fd quiet, or 0 */
+	int backlog;
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;	/* 0: not known */
 	int nopts;
@@ -100,6 +103,7 @@ struct nk_real {
 	int (*setsockopt)(int, int, int, const void *, socklen_t);
 	int (*getsockopt)(int, int, int, void *, socklen_t *);
 	int (*shutdown)(int, int);
+	int (*socketpair)(int, int, int, int *);
 	ssize_t (*read)(int, void *, size_t);
 	ssize_t (*readv)(int, const struct iovec *, int);
 	ssize_t (*recv)(int, void *, size_t, int);
@@ -159,6 +163,9 @@ int nk_msg_send(int fd, uint8_t op, uint32_t seq, const void *body, size_t len);
 int nk_msg_recv(int fd, uint8_t op, void *body, size_t len);
 /* One request/reply on the control channel; returns 0 or -errno. */
 int nk_ctl_call(uint8_t op, const void *req, size_t reqlen, void *rep, size_t replen);
+/* The same, giving up after timeout_ms (-ETIMEDOUT), reconnect included. */
+int nk_ctl_call_timeout(uint8_t op, const void *req, size_t reqlen, void *rep, size_t replen,
+			int timeout_ms);
 void nk_ctl_atfork_prepare(void);
 void nk_ctl_atfork_parent(void);
 void nk_ctl_atfork_child(void);

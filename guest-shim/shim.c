@@ -34,6 +34,7 @@
 struct nk_real nk_real;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static bool nk_on;
+#define STATUS_TIMEOUT_MS	300
 static int log_fd = -1;
 
 void nk_logf(const char *fmt, ...)
@@ -73,6 +74,7 @@ static void do_init(void)
 	RESOLVE(setsockopt);
 	RESOLVE(getsockopt);
 	RESOLVE(shutdown);
+	RESOLVE(socketpair);
 	RESOLVE(read);
 	RESOLVE(readv);
 	RESOLVE(recv);
@@ -236,7 +238,7 @@ static void save_opt(struct nk_sock *sk, int level, int name, const void *val, s
  * Turn a fresh local socket into a NetKernel socket: open a stream, HELLO,
  * replay the options, then put the stream in the application's fd.
  */
-static int promote(struct nk_sock *sk, int fd)
+static int promote_stream(struct nk_sock *sk, int fd, bool again)
 {
 	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .type = NK_SOCK_STREAM };
 	struct timeval notimeo = { 0 };
@@ -245,7 +247,8 @@ static int promote(struct nk_sock *sk, int fd)
 	socklen_t dl = sizeof(dom);
 
 	/* The fd must still be the socket we recorded. */
-	if (nk_real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) < 0 || dom != sk->domain)
+	if (!again &&
+	    (nk_real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) < 0 || dom != sk->domain))
 		return -EBADF;
 	fl = nk_real.fcntl(fd, F_GETFL);
 	fdfl = nk_real.fcntl(fd, F_GETFD);
@@ -310,6 +313,57 @@ static int promote(struct nk_sock *sk, int fd)
 
 out_close:
 	nk_real.close(s);
+	return ret;
+}
+
+static int promote(struct nk_sock *sk, int fd)
+{
+	return promote_stream(sk, fd, false);
+}
+
+/*
+ * A listener's stream ended: its NSM died (nkd restarts it).  Listen again
+ * with the same address, backlog and options, in the same fd, so a server
+ * keeps serving across an NSM restart.  When that is not possible (another
+ * process sharing the listener got the port first), the fd becomes a quiet
+ * stream that is never readable, so an event loop does not spin on a dead
+ * listener; the log says what happened.
+ */
+static int relisten(struct nk_sock *sk, int fd)
+{
+	struct nk_addr_req breq = { 0 };
+	struct nk_sock_req lreq;
+	struct nk_addr_rep rep;
+	int ret, sv[2];
+
+	ret = nk_addr_from_sockaddr(&breq.addr, (struct sockaddr *)&sk->local, sk->local_len);
+	if (!ret)
+		ret = promote_stream(sk, fd, true);
+	if (!ret) {
+		breq.token = sk->token;
+		ret = nk_ctl_call(NK_OP_BIND, &breq, sizeof(breq), &rep, sizeof(rep));
+	}
+	if (!ret) {
+		lreq = (struct nk_sock_req){ .token = sk->token, .arg = sk->backlog };
+		ret = nk_ctl_call(NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
+	}
+	if (!ret) {
+		nks_set_state(sk, NKS_LISTENING);
+		nk_logf("fd %d: listener re-established after its NSM restarted", fd);
+		return 0;
+	}
+	nk_logf("fd %d: listener lost with its NSM and not re-established (%s); re-create it",
+		fd, strerror(-ret));
+	if (!nk_real.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+		int fl = nk_real.fcntl(fd, F_GETFL), fdfl = nk_real.fcntl(fd, F_GETFD);
+
+		if (fl >= 0 && (fl & O_NONBLOCK))
+			nk_real.fcntl(sv[0], F_SETFL, O_NONBLOCK);
+		nk_real.dup3(sv[0], fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+		nk_real.close(sv[0]);
+		sk->quiet_peer = sv[1];	/* kept open: the fd is never readable */
+	}
+	sk->dead = true;
 	return ret;
 }
 
@@ -451,11 +505,15 @@ static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
 		if (!for_write && nk_real.poll(&pfd, 1, 0) == 1 && !(pfd.revents & POLLHUP)) {
 			e = 0;	/* FIN: the stream stays open */
 		} else {
-			ret = nk_ctl_call(NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep));
+			/* A live NSM answers at once; a dead one (all its
+			 * streams closed together) does not, and then the
+			 * connection is gone for good: ECONNRESET. */
+			ret = nk_ctl_call_timeout(NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
+						  STATUS_TIMEOUT_MS);
 			if (ret == 0)
 				e = rep.sock_err;
 			else
-				e = ECONNRESET;	/* the NSM is gone */
+				e = ECONNRESET;
 		}
 		sk->eof_err = e;
 	}
@@ -641,6 +699,7 @@ NK_API int listen(int fd, int backlog)
 	ret = nk_ctl_call(NK_OP_LISTEN, &req, sizeof(req), NULL, 0);
 	if (ret)
 		goto out;
+	sk->backlog = backlog;
 	nks_set_state(sk, NKS_LISTENING);
 	req.arg = 0;
 	if (!nk_ctl_call(NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep)))
@@ -788,9 +847,14 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 			goto out;
 		}
 		if (n == 0) {
-			nk_logf("fd %d: listener closed by the host", fd);
-			ret = -EINVAL;
-			goto out;
+			pthread_mutex_lock(&sk->lock);
+			ret = sk->dead ? -ECONNABORTED : relisten(sk, fd);
+			pthread_mutex_unlock(&sk->lock);
+			if (ret) {
+				ret = -ECONNABORTED;
+				goto out;
+			}
+			continue;
 		}
 		if (n != (ssize_t)sizeof(buf) || nk_hdr_check(h, 1) < 0 ||
 		    h->op != NK_OP_ACCEPT_READY) {
@@ -937,6 +1001,8 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 		if (ret)
 			nk_logf("setsockopt(fd %d, level %d, name %d): %s", fd, level, name,
 				strerror(-ret));
+		else if (sk->state == NKS_SETUP || sk->state == NKS_LISTENING)
+			save_opt(sk, level, name, val, len);
 	}
 	pthread_mutex_unlock(&sk->lock);
 	nks_put(sk);

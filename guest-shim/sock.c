@@ -66,6 +66,8 @@ static void sock_free(struct nk_sock *sk)
 {
 	if (sk->connect_counted)
 		__atomic_sub_fetch(&nk_connecting, 1, __ATOMIC_RELAXED);
+	if (sk->quiet_peer > 0)
+		nk_real.close(sk->quiet_peer);
 	pthread_mutex_destroy(&sk->lock);
 	free(sk);
 }

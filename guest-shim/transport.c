@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
@@ -194,12 +195,31 @@ int nk_send_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+/* A deadline for the replies this thread waits for (CLOCK_MONOTONIC ms),
+ * or -1; see nk_ctl_call_timeout(). */
+static __thread int64_t recv_deadline = -1;
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int nk_recv_all(int fd, void *buf, size_t len)
 {
 	char *p = buf;
 	ssize_t n;
 
 	while (len) {
+		if (recv_deadline >= 0) {
+			struct pollfd pfd = { .fd = fd, .events = POLLIN };
+			int64_t left = recv_deadline - mono_ms();
+
+			if (left <= 0 || nk_real.poll(&pfd, 1, (int)left) == 0)
+				return -ETIMEDOUT;
+		}
 		n = nk_real.recv(fd, p, len, 0);
 		if (n == 0)
 			return -ECONNRESET;
@@ -339,6 +359,17 @@ int nk_ctl_call(uint8_t op, const void *req, size_t reqlen, void *rep, size_t re
 	pthread_mutex_unlock(&ctl.lock);
 	if (ret > 0)
 		return -ret;
+	return ret;
+}
+
+int nk_ctl_call_timeout(uint8_t op, const void *req, size_t reqlen, void *rep, size_t replen,
+			int timeout_ms)
+{
+	int ret;
+
+	recv_deadline = mono_ms() + timeout_ms;
+	ret = nk_ctl_call(op, req, reqlen, rep, replen);
+	recv_deadline = -1;
 	return ret;
 }
 
