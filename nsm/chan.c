@@ -38,7 +38,7 @@ struct chan *chan_new(struct vm *vm, int fd)
 	ch->mode = CH_HELLO;
 	ch->deadline = now_mono() + NSM_HELLO_TIMEOUT;
 	if (!getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len))
-		ch->splice_ok = domain == AF_UNIX;
+		ch->splice_ok = domain == AF_UNIX && !nsm.cfg.no_splice;
 	if (ep_add(fd, EP_CHAN, ch, EPOLLIN)) {
 		free(ch);
 		return NULL;
@@ -69,6 +69,30 @@ void chan_kill(struct chan *ch)
 	free_later(ch);
 }
 
+void vm_glog(struct vm *vm, enum nk_log_level level, const char *fmt, ...)
+{
+	uint64_t now = now_mono();
+	char line[512];
+	va_list ap;
+
+	if (!nk_log_enabled(level))
+		return;
+	if (vm->log_sec != now) {
+		vm->log_sec = now;
+		vm->log_count = 0;
+	}
+	if (++vm->log_count > NSM_GUEST_LOG_RATE) {
+		if (vm->log_count == NSM_GUEST_LOG_RATE + 1)
+			nk_log(NK_LOG_WARN, "vm %s: more than %d messages this second; the rest "
+			       "is not logged", vm->name, NSM_GUEST_LOG_RATE);
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	nk_log(level, "vm %s: %s", vm->name, line);
+}
+
 void chan_bad(struct chan *ch, const char *fmt, ...)
 {
 	char reason[256];
@@ -78,7 +102,7 @@ void chan_bad(struct chan *ch, const char *fmt, ...)
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
 	ch->vm->bad_chans++;
-	vm_warn(ch->vm, "closing channel: %s", reason);
+	vm_glog(ch->vm, NK_LOG_WARN, "closing channel: %s", reason);
 	chan_kill(ch);
 }
 

@@ -276,7 +276,9 @@ static void usage(FILE *f)
 		"  --type kernel    the backend: the Linux stack of this network namespace\n"
 		"  --dev IFNAME     the interface VM addresses are put on\n"
 		"  --control PATH   SOCK_SEQPACKET socket nkd connects to\n"
-		"  -v, --verbose    debug logging\n");
+		"  -v, --verbose    debug logging\n"
+		"  --no-splice      relay with read/write buffers for every stream (the\n"
+		"                   path vsock streams take; for tests)\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -287,6 +289,7 @@ static int parse_args(int argc, char **argv)
 		{ "dev", required_argument, NULL, 'd' },
 		{ "control", required_argument, NULL, 'c' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "no-splice", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -308,6 +311,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case 'v':
 			nsm.cfg.verbose = true;
+			break;
+		case 'S':
+			nsm.cfg.no_splice = true;
 			break;
 		case 'h':
 			usage(stdout);

@@ -35,13 +35,15 @@
 #include <netkernel/nsmctl.h>
 
 #include "list.h"
+#include "log.h"
 
 #define NSM_HELLO_TIMEOUT	5	/* s for a new stream to say HELLO */
 #define NSM_PENDING_TIMEOUT	30	/* s an announced connection waits */
 #define NSM_TOMB_MAX		4096	/* remembered ended streams */
 #define NSM_TOMB_AGE		60	/* s a tombstone is kept */
 #define NSM_BACKLOG_MAX		4096	/* cap of a guest listener's queue */
-#define NSM_SAVED_OPTS		48	/* options remembered per socket */
+#define NSM_SAVED_OPTS		40	/* options remembered per socket */
+#define NSM_SAVED_OPT_LEN	64	/* no settable option is larger */
 #define NSM_CHAN_OUTQ_MAX	65536	/* stop reading requests above this */
 #define NSM_PIPE_SIZE		(256 * 1024)
 #define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
@@ -91,6 +93,8 @@ struct vm {
 	uint64_t conns;			/* connections that reached data mode */
 	uint64_t bytes_up;		/* guest -> network */
 	uint64_t bytes_down;		/* network -> guest */
+	uint64_t log_sec;		/* rate limit of guest-triggered lines */
+	uint32_t log_count;
 	bool dead;
 };
 
@@ -130,7 +134,7 @@ struct chan {
 struct saved_opt {
 	int level, name;
 	uint32_t len;
-	uint8_t val[NK_OPT_MAX];
+	uint8_t val[NSM_SAVED_OPT_LEN];
 };
 
 /* A connection accepted on a guest listener, waiting for HELLO ACCEPT. */
@@ -206,6 +210,7 @@ struct nsm_config {
 	const char *dev;
 	const char *control;
 	bool verbose;
+	bool no_splice;			/* relay through buffers (vsock's path) */
 };
 
 struct nsm {
@@ -296,6 +301,12 @@ void relay_update(struct nsock *ns);
 void relay_event_guest(struct nsock *ns, uint32_t events);
 void relay_event_tcp(struct nsock *ns, uint32_t events);
 void relay_shut_rd(struct nsock *ns);
+
+/* A line caused by what a guest sent: at most NSM_GUEST_LOG_RATE a second
+ * per VM, so that a misbehaving guest cannot flood the log. */
+#define NSM_GUEST_LOG_RATE	20
+void vm_glog(struct vm *vm, enum nk_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* Log helpers naming the VM. */
 #define vm_info(vm, fmt, ...)	info("vm %s: " fmt, (vm)->name, ##__VA_ARGS__)

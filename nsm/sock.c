@@ -232,10 +232,13 @@ void vm_kill_sockets(struct vm *vm)
 {
 	struct list_head *p, *t;
 
+	/* What a guest asking STATUS afterwards learns. */
+	list_for_each_safe(p, t, &vm->socks)
+		list_entry(p, struct nsock, vm_node)->end_err = ECONNABORTED;
 	list_for_each_safe(p, t, &vm->chans)
 		chan_kill(list_entry(p, struct chan, vm_node));
 	list_for_each_safe(p, t, &vm->socks)
-		nsock_kill(list_entry(p, struct nsock, vm_node), 0);
+		nsock_kill(list_entry(p, struct nsock, vm_node), ECONNABORTED);
 }
 
 /* ---- addresses ---------------------------------------------------------- */
@@ -422,6 +425,8 @@ static int opt_save(struct nsock *ns, int level, int name, const void *val, uint
 	struct saved_opt *o = NULL;
 	int i;
 
+	if (len > NSM_SAVED_OPT_LEN)
+		return -E2BIG;
 	for (i = 0; i < ns->nopts; i++)
 		if (ns->opts[i].level == level && ns->opts[i].name == name)
 			o = &ns->opts[i];
@@ -626,7 +631,7 @@ static int bind_target(struct nsock *ns, const struct nk_addr *a, struct nk_addr
 			   (first = vm_first(ns->vm, NK_AF_INET))) {
 			*real = map(first);
 		} else {
-			vm_info(ns->vm, "bind to the wildcard refused: no IPv%d address",
+			vm_glog(ns->vm, NK_LOG_INFO, "bind to the wildcard refused: no IPv%d address",
 				mapped ? 4 : ip.family);
 			return -EADDRNOTAVAIL;
 		}
@@ -634,7 +639,7 @@ static int bind_target(struct nsock *ns, const struct nk_addr *a, struct nk_addr
 		if (!vm_has_ip(ns->vm, &ip)) {
 			char buf[INET6_ADDRSTRLEN];
 
-			vm_info(ns->vm, "bind to %s refused: not this VM's address",
+			vm_glog(ns->vm, NK_LOG_INFO, "bind to %s refused: not this VM's address",
 				nk_addr_ntop(a, buf, sizeof(buf)));
 			return -EADDRNOTAVAIL;
 		}
@@ -709,7 +714,7 @@ static int listen_extra(struct nsock *ns, uint16_t port)
 		if (ret) {
 			char buf[NK_ADDRSTRLEN];
 
-			vm_info(ns->vm, "wildcard listener: bind to %s: %s",
+			vm_glog(ns->vm, NK_LOG_INFO, "wildcard listener: bind to %s: %s",
 				nk_addr_ntop_port(&a, buf, sizeof(buf)), strerror(-ret));
 			break;
 		}
@@ -918,12 +923,12 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r)
 	if (r->optlen > NK_OPT_MAX)
 		return -EINVAL;
 	if (opt_forbidden(r->level, r->name)) {
-		vm_info(ns->vm, "setsockopt level %d name %d refused: it would leave the VM's "
+		vm_glog(ns->vm, NK_LOG_INFO, "setsockopt level %d name %d refused: it would leave the VM's "
 			"addresses", r->level, r->name);
 		return -EPERM;
 	}
 	if (!opt_allowed(r->level, r->name, OPT_SET)) {
-		vm_info(ns->vm, "setsockopt level %d name %d not supported", r->level, r->name);
+		vm_glog(ns->vm, NK_LOG_INFO, "setsockopt level %d name %d not supported", r->level, r->name);
 		return -ENOPROTOOPT;
 	}
 	ret = ensure_fd(ns);
@@ -935,8 +940,9 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r)
 		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
 	ret = opt_save(ns, r->level, r->name, r->val, r->optlen);
 	if (ret)
-		vm_warn(ns->vm, "socket %#llx: too many options to remember",
-			(unsigned long long)ns->token);
+		vm_glog(ns->vm, NK_LOG_WARN, "socket %#llx: option %d/%d applied but not "
+			"remembered for sockets created later", (unsigned long long)ns->token,
+			r->level, r->name);
 	return 0;
 }
 
@@ -946,7 +952,7 @@ static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk
 	int ret;
 
 	if (!opt_allowed(r->level, r->name, OPT_GET)) {
-		vm_info(ns->vm, "getsockopt level %d name %d not supported", r->level, r->name);
+		vm_glog(ns->vm, NK_LOG_INFO, "getsockopt level %d name %d not supported", r->level, r->name);
 		return -ENOPROTOOPT;
 	}
 	ret = ensure_fd(ns);
@@ -1146,7 +1152,7 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 				return;
 			if (errno == ECONNABORTED || errno == EPROTO)
 				continue;
-			vm_warn(ns->vm, "accept: %s", strerror(errno));
+			vm_glog(ns->vm, NK_LOG_WARN, "accept: %s", strerror(errno));
 			listen_pause(ns, true);	/* resumed by the timer */
 			return;
 		}

@@ -317,7 +317,7 @@ static int cmd_connect(const char *guest, const char *addr, const char *port)
 	struct nk_connected_rec rec;
 	struct nk_addr dst;
 	char a[NK_ADDRSTRLEN], b[NK_ADDRSTRLEN];
-	uint64_t token;
+	uint64_t token = 0;
 	int ctl, fd, ret;
 
 	if (parse_addr_port(&dst, addr, port))
@@ -356,7 +356,7 @@ static int cmd_listen(const char *guest, const char *addr, const char *port)
 	struct nk_hello_rep rep;
 	struct nk_addr a;
 	char s1[NK_ADDRSTRLEN], s2[NK_ADDRSTRLEN];
-	uint64_t token;
+	uint64_t token = 0;
 	int ctl, lfd, fd, ret, one = 1;
 
 	if (parse_addr_port(&a, addr, port))
@@ -451,7 +451,7 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 	struct nk_opt_rep orep;
 	struct nk_status_rep st;
 	struct nk_connected_rec rec;
-	uint64_t token, token2;
+	uint64_t token = 0, token2 = 0;
 	int ctl, fd, fd2, err = 0, one = 1, ret;
 	char dev[] = "lo";
 
@@ -466,10 +466,10 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 	if (ctl < 0)
 		return -1;
 
-	fd = new_socket(guest, NK_AF_INET, NK_SOCK_DGRAM, &token, &err);
+	new_socket(guest, NK_AF_INET, NK_SOCK_DGRAM, &token, &err);
 	expect("HELLO SOCKET DGRAM -> ESOCKTNOSUPPORT", err, ESOCKTNOSUPPORT);
 	err = 0;
-	fd = new_socket(guest, 5, NK_SOCK_STREAM, &token, &err);
+	new_socket(guest, 5, NK_SOCK_STREAM, &token, &err);
 	expect("HELLO SOCKET family 5 -> EAFNOSUPPORT", err, EAFNOSUPPORT);
 
 	fd = new_socket(guest, own.family, NK_SOCK_STREAM, &token, NULL);
@@ -498,9 +498,9 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 	expect("SETSOCKOPT IP_PKTINFO -> ENOPROTOOPT",
 	       opt_req(ctl, NK_OP_SETSOCKOPT, token, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one),
 		       NULL), ENOPROTOOPT);
-	expect("SETSOCKOPT optlen 65 -> EINVAL",
-	       opt_req(ctl, NK_OP_SETSOCKOPT, token, IPPROTO_TCP, TCP_NODELAY, NULL, 65, NULL),
-	       EINVAL);
+	expect("SETSOCKOPT optlen > NK_OPT_MAX -> EINVAL",
+	       opt_req(ctl, NK_OP_SETSOCKOPT, token, IPPROTO_TCP, TCP_NODELAY, NULL,
+		       NK_OPT_MAX + 1, NULL), EINVAL);
 	ret = addr_req(ctl, NK_OP_BIND, token, &any, &ar);
 	expect("BIND wildcard port 0", ret ? ret : (nk_addr_is_any(&ar.addr) && ar.addr.port) ? 0 : -1,
 	       0);
@@ -677,8 +677,10 @@ static int cmd_nsm(int argc, char **argv)
 			int prefix;
 
 			if (m.naddrs == NK_VM_ADDRS_MAX ||
-			    nk_addr_parse_prefix(&m.addrs[m.naddrs].addr, &prefix, tok, true))
+			    nk_addr_parse_prefix(&m.addrs[m.naddrs].addr, &prefix, tok, true)) {
+				free(list);
 				return -EINVAL;
+			}
 			m.addrs[m.naddrs++].prefix = prefix;
 		}
 		free(list);
