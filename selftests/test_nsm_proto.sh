@@ -1,0 +1,180 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# shellcheck disable=SC2317 # helper functions are called through check/wait_for
+#
+# The kernel NSM at the protocol level, without the guest library:
+# nk_proto_client speaks docs/protocol.md by hand on vm1's guest socket
+# (served by nkd, handed to nk-nsm).  Checks the errno replies and the
+# validation rules (malformed input closes that stream only, is counted and
+# logged with the VM's name), FIN in both directions with the stream still
+# open for the other one, a reset reported by STATUS as ECONNRESET, byte-exact
+# bulk data both ways, accepting through a wildcard listener, and that a
+# VM's listener never sees connections to another VM's address.
+
+# shellcheck source=selftests/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+nk_require_root
+[ -x "$NK_PY" ] || nk_skip "missing $NK_PY"
+nk_require_build
+CLIENT=$OUTPUT/selftests/nk_proto_client
+[ -x "$CLIENT" ] || nk_die "$CLIENT is missing (run make)"
+
+nk_topo_up
+G1=$NK_TMP/vm1.vsock_7531
+
+# ---------------------------------------------------------------- helpers
+# A remote peer for one connection (MODE ADDR PORT [MiB]):
+#   sink      read to EOF, then answer "<bytes> <sha256>" and close
+#   finfirst  send "hi", FIN, then read to EOF and print "got <bytes> <sha256>"
+#   rst       read a little, then close with SO_LINGER 0 (RST)
+#   source    send N MiB, print "sent <bytes> <sha256>", FIN, read to EOF
+cat >"$NK_TMP/peer.py" <<'EOF'
+import hashlib, os, socket, struct, sys
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port))
+s.listen(4)
+c, _ = s.accept()
+def drain():
+    h, n = hashlib.sha256(), 0
+    while True:
+        b = c.recv(1 << 20)
+        if not b:
+            return n, h.hexdigest()
+        h.update(b)
+        n += len(b)
+if mode == "sink":
+    n, d = drain()
+    c.sendall(f"{n} {d}\n".encode())
+elif mode == "finfirst":
+    c.sendall(b"hi\n")
+    c.shutdown(socket.SHUT_WR)
+    print("got %d %s" % drain(), flush=True)
+elif mode == "rst":
+    c.recv(16)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+elif mode == "source":
+    blk, h = os.urandom(1 << 20), hashlib.sha256()
+    for i in range(int(sys.argv[4])):
+        b = blk[i:] + blk[:i]
+        h.update(b)
+        c.sendall(b)
+    print("sent %d %s" % (int(sys.argv[4]) << 20, h.hexdigest()), flush=True)
+    c.shutdown(socket.SHUT_WR)
+    drain()
+c.close()
+EOF
+
+# A remote client: connect, send FILE, half-close, print "recv <bytes> <sha256>".
+cat >"$NK_TMP/remote_client.py" <<'EOF'
+import hashlib, socket, sys, threading
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+c = socket.create_connection((host, port), timeout=30)
+def send():
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            c.sendall(b)
+    c.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+h, n = hashlib.sha256(), 0
+while b := c.recv(1 << 20):
+    h.update(b)
+    n += len(b)
+t.join()
+print("recv", n, h.hexdigest())
+EOF
+
+# peer MODE PORT [ARGS]: start peer.py on 10.77.0.1:PORT in the remote host.
+peer()
+{
+	local mode=$1 port=$2
+	shift 2
+	nk_bg "remote-$S" "$NK_TMP/peer-$port.log" "$NK_PY" "$NK_TMP/peer.py" "$mode" \
+		10.77.0.1 "$port" "$@"
+	wait_for -t 5 nk_remote_listening "$port"
+}
+nk_remote_listening()
+{
+	ip netns exec "remote-$S" ss -Htln "sport = :$1" | grep -q .
+}
+sha()
+{
+	sha256sum "$1" | cut -c1-64
+}
+
+head -c $((5 << 20)) /dev/urandom >"$NK_TMP/f5"
+head -c $((64 << 20)) /dev/urandom >"$NK_TMP/f64"
+
+# ---------------------------------------------------------------- requests
+log_step "control requests, errno replies and malformed input (nk_proto_client check)"
+"$CLIENT" check "$G1" 10.77.0.2 10.77.0.3 10.77.0.1 9 10.77.0.99 >"$NK_TMP/check.log" 2>&1
+sed 's/^/    /' "$NK_TMP/check.log"
+check_eq "protocol checks" "$(tail -n 1 "$NK_TMP/check.log")" "0 failures"
+NSM_LOG=
+for f in "$NK_STATE"/nsm-*.log; do
+	[ -e "$f" ] && NSM_LOG=$f
+done
+if [ -n "$NSM_LOG" ]; then
+	check "NSM log names the VM and the reason" \
+		grep -q "vm vm1: closing channel: bad header" "$NSM_LOG"
+	check "NSM log: refused bind names the address" \
+		grep -q "vm vm1: bind to 10.77.0.3 refused: not this VM's address" "$NSM_LOG"
+fi
+check "nk-nsm survived the malformed input" nk_alive "$NK_NSM_PID"
+
+# ---------------------------------------------------------------- FIN
+log_step "guest FIN first: 5 MiB up, then the peer's answer, then its FIN"
+peer sink 9001
+out=$("$CLIENT" connect "$G1" 10.77.0.1 9001 <"$NK_TMP/f5" 2>"$NK_TMP/c1.log")
+check_eq "peer read all and the guest read its answer" "$out" "$((5 << 20)) $(sha "$NK_TMP/f5")"
+check "STATUS after both FINs: closed, orderly" grep -q "state closed err 0" "$NK_TMP/c1.log"
+
+log_step "peer FIN first: the guest reads EOF and may still send 5 MiB"
+peer finfirst 9002
+out=$("$CLIENT" connect "$G1" 10.77.0.1 9002 <"$NK_TMP/f5" 2>"$NK_TMP/c2.log")
+check_eq "guest read the greeting then EOF" "$out" "hi"
+wait_for -t 5 grep -q got "$NK_TMP/peer-9002.log"
+check_eq "peer got everything sent after its FIN" "$(cat "$NK_TMP/peer-9002.log")" \
+	"got $((5 << 20)) $(sha "$NK_TMP/f5")"
+
+# ---------------------------------------------------------------- RST
+log_step "peer reset: STATUS tells ECONNRESET"
+peer rst 9003
+echo abc | "$CLIENT" connect "$G1" 10.77.0.1 9003 >/dev/null 2>"$NK_TMP/c3.log"
+check "STATUS after a reset: closed, ECONNRESET" grep -q "state closed err 104" "$NK_TMP/c3.log"
+
+# ---------------------------------------------------------------- bulk
+log_step "bulk data, 64 MiB each way, byte for byte"
+peer sink 9004
+out=$("$CLIENT" connect "$G1" 10.77.0.1 9004 <"$NK_TMP/f64" 2>/dev/null)
+check_eq "guest -> remote 64 MiB" "$out" "$((64 << 20)) $(sha "$NK_TMP/f64")"
+peer source 9005 64
+got=$("$CLIENT" connect "$G1" 10.77.0.1 9005 </dev/null 2>/dev/null | sha256sum | cut -c1-64)
+wait_for -t 5 grep -q sent "$NK_TMP/peer-9005.log"
+check_eq "remote -> guest 64 MiB" "sent $((64 << 20)) $got" "$(cat "$NK_TMP/peer-9005.log")"
+
+# ---------------------------------------------------------------- accept
+log_step "accept through vm1's wildcard listener; vm2's address stays closed"
+nk_bg - "$NK_TMP/listen.log" sh -c "'$CLIENT' listen '$G1' 0.0.0.0 8080 <'$NK_TMP/f5' | sha256sum"
+LPID=$NK_BG_PID
+wait_for -t 5 grep -q "listening on 0.0.0.0:8080" "$NK_TMP/listen.log"
+refuses()
+{
+	! nk_tcp_open "$@"
+}
+check "10.77.0.3:8080 (vm2) refuses" refuses "remote-$S" 10.77.0.3 8080
+out=$(ip netns exec "remote-$S" "$NK_PY" "$NK_TMP/remote_client.py" 10.77.0.2 8080 "$NK_TMP/f64")
+check_eq "remote <- guest 5 MiB over the accepted connection" "$out" \
+	"recv $((5 << 20)) $(sha "$NK_TMP/f5")"
+wait_for -t 10 grep -q "  -" "$NK_TMP/listen.log"
+check "guest <- remote 64 MiB over the accepted connection" \
+	grep -q "^$(sha "$NK_TMP/f64")  -" "$NK_TMP/listen.log"
+check "the accepted connection came from the remote to vm1's address" \
+	grep -q "accepted 10.77.0.1:[0-9]* -> 10.77.0.2:8080" "$NK_TMP/listen.log"
+nk_stop "$LPID"
+
+check "nk-nsm is still running" nk_alive "$NK_NSM_PID"
+nk_finish
