@@ -1104,6 +1104,16 @@ void nsock_event(struct nsock *ns, uint32_t events)
 		return;
 	if (getsockopt(ns->fd, SOL_SOCKET, SO_ERROR, &err, &len))
 		err = errno;
+	if (err == ECONNRESET || err == EPIPE) {
+		/* The handshake completed and the peer reset the connection
+		 * before we looked: Linux's connect() succeeded and the reset
+		 * shows on the next read or write.  Say the same. */
+		ns->state = NK_STATE_CONNECTED;
+		ns->vm->conns++;
+		send_connected(ns, 0);
+		nsock_kill(ns, ECONNRESET);
+		return;
+	}
 	if (!err && sock_name(ns->fd, true, &peer)) {
 		if (!(events & (EPOLLHUP | EPOLLERR)))
 			return;		/* not finished yet */
