@@ -6,6 +6,8 @@
 #   make            build nkd, nkctl, nk-nsm, libnkguest.so, nk-run, tests
 #   make test       run the test suite (as root; builds first)
 #   make demo       run the demo topology (as root)
+#   make bench      benchmark vs native, pasta, slirp4netns (as root;
+#                   BENCH_ARGS=--quick for a short run); docs/benchmarks.md
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make check      static analysis (cppcheck, clang --analyze)
 #   make help       this list
@@ -133,6 +135,22 @@ test: all
 .PHONY: demo
 demo: all
 	$(Q)OUTPUT=$(abspath $(OUTPUT)) bash tools/demo.sh
+
+# The benchmark's C helpers (tools/bench/NAME.c -> $(OUTPUT)/bench/NAME),
+# dynamically linked so that nk-run covers them.
+BENCH_BINS := $(patsubst tools/bench/%.c,$(OUTPUT)/bench/%,$(wildcard tools/bench/*.c))
+
+all: $(BENCH_BINS)
+
+$(OUTPUT)/bench/%: tools/bench/%.c | $(OUTPUT)
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+
+.PHONY: bench
+bench: all
+	$(Q)bash tools/install-deps.sh --bench
+	$(Q)OUTPUT=$(abspath $(OUTPUT)) bash tools/bench.sh $(BENCH_ARGS)
 
 .PHONY: install
 install: all

@@ -6,6 +6,7 @@
 # `apt-get install -y`.  Safe to run again; run as root.
 #
 #   tools/install-deps.sh            build + run/test packages
+#   tools/install-deps.sh --bench    also the benchmark's (make bench)
 #   tools/install-deps.sh --list     print the package list and exit
 
 set -eu
@@ -16,7 +17,15 @@ BUILD_PKGS=(build-essential clang llvm pkg-config libbpf-dev bpftool
 # Debian's /usr/bin/python3, which the tests use explicitly.
 RUN_PKGS=(iproute2 nginx-light curl wrk iperf3 redis-server redis-tools python3 socat procps psmisc
 	util-linux)
+# The benchmark only (tools/bench.sh): the userspace-networking peers,
+# the latency tool, the plot and the profiler.  CI's tests do not need them.
+BENCH_PKGS=(passt slirp4netns sockperf gnuplot-nox linux-perf)
 PKGS=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
+
+if [ "${1:-}" = --bench ]; then
+	PKGS+=("${BENCH_PKGS[@]}")
+	shift
+fi
 
 if [ "${1:-}" = --list ]; then
 	printf '%s\n' "${PKGS[@]}"
