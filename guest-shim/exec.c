@@ -95,7 +95,8 @@ static char *build_var(void)
 		hex_out(lh, &sk->local, sk->local_len);
 		hex_out(ph, &sk->peer, sk->peer_len);
 		snprintf(entry, sizeof(entry), "%s%d,%d,%d,%llx,%s,%s", n ? ";" : "", fd,
-			 sk->state, sk->domain, (unsigned long long)sk->token, lh, ph);
+			 sk->state, sk->domain | (sk->type << 8), (unsigned long long)sk->token, lh,
+			 ph);
 		nks_put(sk);
 		if (len + strlen(entry) + 1 > cap) {
 			cap = (len + strlen(entry) + 1) * 2;
@@ -156,7 +157,7 @@ void nk_exec_restore(void)
 		char *f[6] = { 0 }, *q = e;
 		struct nk_sock *sk;
 		struct stat st;
-		int i, fd, state, domain, l;
+		int i, fd, state, domain, type, l;
 
 		for (i = 0; i < 6; i++) {
 			f[i] = q;
@@ -171,12 +172,14 @@ void nk_exec_restore(void)
 			continue;
 		fd = atoi(f[0]);
 		state = atoi(f[1]);
-		domain = atoi(f[2]);
+		domain = atoi(f[2]) & 0xff;
+		type = atoi(f[2]) >> 8;
 		if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
-		    (domain != AF_INET && domain != AF_INET6) || state < NKS_SETUP ||
+		    (domain != AF_INET && domain != AF_INET6) ||
+		    (type != SOCK_STREAM && type != SOCK_DGRAM) || state < NKS_SETUP ||
 		    state > NKS_LISTENING)
 			continue;
-		sk = nks_new(domain);
+		sk = nks_new(domain, type);
 		if (!sk)
 			break;
 		sk->token = strtoull(f[3], NULL, 16);

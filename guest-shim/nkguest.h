@@ -73,6 +73,10 @@ struct nk_sock {
 	pthread_mutex_t lock;	/* state transitions */
 	enum nks_state state;
 	int domain;		/* AF_INET or AF_INET6 */
+	int type;		/* SOCK_STREAM or SOCK_DGRAM */
+	bool broadcast;		/* SO_BROADCAST set (UDP) */
+	pthread_mutex_t rlock;	/* UDP: one frame read at a time */
+	pthread_mutex_t wlock;	/* UDP: one frame written at a time */
 	uint64_t token;
 	int pending_err;	/* failed connect, reported once by SO_ERROR */
 	int eof_err;		/* -1 unknown; else the reason the stream ended */
@@ -139,7 +143,7 @@ void nk_logf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool nks_fd_tracked(int fd);		/* fast, lock-free hint */
 struct nk_sock *nks_get(int fd);	/* referenced, or NULL */
 void nks_put(struct nk_sock *sk);
-struct nk_sock *nks_new(int domain);
+struct nk_sock *nks_new(int domain, int type);
 int nks_install(int fd, struct nk_sock *sk);	/* takes a reference */
 void nks_forget(int fd);
 void nks_dup(int oldfd, int newfd);
@@ -149,6 +153,17 @@ void nks_atfork_parent(void);
 void nks_atfork_child(void);
 /* Visit every connecting socket (for poll/epoll translation). */
 int nks_connecting_snapshot(struct nk_sock **out, int *fds, int max);
+
+/* dgram.c */
+ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
+		      struct sockaddr *src, socklen_t *slen, int *mflags);
+ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
+		      const struct sockaddr *dst, socklen_t dlen);
+int nk_dgram_fionread(struct nk_sock *sk, int fd, int *val);
+
+/* shim.c */
+void nk_set_addr(struct sockaddr_storage *ss, socklen_t *len, const struct nk_addr *na,
+		 int domain);
 
 /* exec.c */
 void nk_exec_restore(void);

@@ -153,8 +153,8 @@ static void copy_addr_out(struct sockaddr *addr, socklen_t *alen,
 	*alen = len;
 }
 
-static void set_addr(struct sockaddr_storage *ss, socklen_t *len, const struct nk_addr *na,
-		     int domain)
+void nk_set_addr(struct sockaddr_storage *ss, socklen_t *len, const struct nk_addr *na,
+		 int domain)
 {
 	struct nk_addr a = *na;
 	int n;
@@ -256,6 +256,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again)
 		return -errno;
 
 	req.family = sk->domain == AF_INET ? NK_AF_INET : NK_AF_INET6;
+	req.type = sk->type == SOCK_DGRAM ? NK_SOCK_DGRAM : NK_SOCK_STREAM;
 	req.pid = getpid();
 	s = nk_transport_open();
 	if (s < 0)
@@ -457,8 +458,8 @@ int nks_finish_connect(struct nk_sock *sk, int fd, int timeout_ms)
 		sk->pending_err = h->err;
 		nks_set_state(sk, NKS_SETUP);
 	} else {
-		set_addr(&sk->local, &sk->local_len, &rec->local, sk->domain);
-		set_addr(&sk->peer, &sk->peer_len, &rec->peer, sk->domain);
+		nk_set_addr(&sk->local, &sk->local_len, &rec->local, sk->domain);
+		nk_set_addr(&sk->peer, &sk->peer_len, &rec->peer, sk->domain);
 		nks_set_state(sk, NKS_CONNECTED);
 	}
 	nks_epoll_restore(sk);
@@ -577,6 +578,113 @@ static int data_gate(struct nk_sock *sk, int fd, bool is_write, int flags, ssize
 	}
 }
 
+/* ---- UDP ---------------------------------------------------------------- */
+
+static int check_inet_addr(struct nk_sock *sk, const struct sockaddr *addr, socklen_t len,
+			   struct nk_addr *na);
+
+/*
+ * A send on a UDP socket.  A fresh socket sending to a non-loopback
+ * destination is promoted first.  *local: the caller goes to libc instead.
+ */
+static ssize_t udp_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
+			const struct sockaddr *dst, socklen_t dlen, bool *local)
+{
+	ssize_t n;
+	int ret;
+
+	*local = false;
+	pthread_mutex_lock(&sk->lock);
+	if (sk->state == NKS_FRESH) {
+		if (!dst || dlen < sizeof(sa_family_t) || dst->sa_family == AF_UNSPEC ||
+		    nk_sockaddr_is_loopback(dst, dlen)) {
+			if (dst && nk_sockaddr_is_loopback(dst, dlen))
+				nks_set_state(sk, NKS_LOCAL);
+			*local = true;
+			pthread_mutex_unlock(&sk->lock);
+			return 0;
+		}
+		ret = promote(sk, fd);
+		if (ret) {
+			pthread_mutex_unlock(&sk->lock);
+			return fail(promote_errno(ret, ENETUNREACH));
+		}
+	}
+	if (sk->state == NKS_LOCAL) {
+		*local = true;
+		pthread_mutex_unlock(&sk->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&sk->lock);
+	n = nk_dgram_send(sk, fd, iov, cnt, flags, dst, dlen);
+	return n < 0 ? fail(-n) : n;
+}
+
+static ssize_t udp_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
+			struct sockaddr *src, socklen_t *slen, int *mflags, bool *local)
+{
+	ssize_t n;
+
+	*local = sk->state == NKS_FRESH || sk->state == NKS_LOCAL;
+	if (*local)
+		return 0;
+	n = nk_dgram_recv(sk, fd, iov, cnt, flags, src, slen, mflags);
+	return n < 0 ? fail(-n) : n;
+}
+
+/* connect() on a promoted (or promotable) UDP socket; sk->lock held. */
+static int udp_connect(struct nk_sock *sk, int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct nk_addr_req req = { 0 };
+	int ret;
+
+	if (!addr)
+		return -EFAULT;
+	if (addr->sa_family != AF_UNSPEC) {
+		if (sk->domain == AF_INET6 && addr->sa_family == AF_INET &&
+		    len >= sizeof(struct sockaddr_in)) {
+			/* A v6 UDP socket may connect to an IPv4 address. */
+			ret = nk_addr_from_sockaddr(&req.addr, addr, len);
+			if (!ret) {
+				uint8_t v4[4];
+
+				memcpy(v4, req.addr.addr, 4);
+				memset(req.addr.addr, 0, 16);
+				req.addr.addr[10] = req.addr.addr[11] = 0xff;
+				memcpy(req.addr.addr + 12, v4, 4);
+				req.addr.family = NK_AF_INET6;
+			}
+		} else {
+			ret = check_inet_addr(sk, addr, len, &req.addr);
+		}
+		if (ret)
+			return ret;
+		if (nk_addr_is_loopback(&req.addr)) {
+			nk_logf("fd %d: a UDP socket of the VM cannot reach the guest's loopback once it uses NetKernel",
+				fd);
+			return -ENETUNREACH;
+		}
+	}
+	if (sk->state == NKS_FRESH) {
+		ret = promote(sk, fd);
+		if (ret)
+			return -promote_errno(ret, ENETUNREACH);
+	}
+	req.token = sk->token;
+	ret = nk_ctl_call(NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+	if (ret)
+		return ret;
+	sk->local_len = 0;	/* the NSM may have bound it now */
+	if (addr->sa_family == AF_UNSPEC) {
+		sk->peer_len = 0;
+		nks_set_state(sk, NKS_SETUP);
+	} else {
+		nk_set_addr(&sk->peer, &sk->peer_len, &req.addr, sk->domain);
+		nks_set_state(sk, NKS_CONNECTED);
+	}
+	return 0;
+}
+
 /* ---- socket API --------------------------------------------------------- */
 
 NK_API int socket(int domain, int type, int protocol)
@@ -589,12 +697,13 @@ NK_API int socket(int domain, int type, int protocol)
 	if (fd < 0 || !nk_on)
 		return fd;
 	base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if ((domain != AF_INET && domain != AF_INET6) || base != SOCK_STREAM ||
-	    (protocol && protocol != IPPROTO_TCP)) {
+	if ((domain != AF_INET && domain != AF_INET6) ||
+	    !((base == SOCK_STREAM && (!protocol || protocol == IPPROTO_TCP)) ||
+	      (base == SOCK_DGRAM && (!protocol || protocol == IPPROTO_UDP)))) {
 		nks_forget(fd);
 		return fd;
 	}
-	sk = nks_new(domain);
+	sk = nks_new(domain, base);
 	if (!sk || nks_install(fd, sk)) {
 		nks_put(sk);
 		nk_real.close(fd);
@@ -660,7 +769,7 @@ NK_API int bind(int fd, const struct sockaddr *addr, socklen_t len)
 	req.pad0 = 0;
 	ret = nk_ctl_call(NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
 	if (!ret)
-		set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
+		nk_set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
 out:
 	pthread_mutex_unlock(&sk->lock);
 	nks_put(sk);
@@ -679,10 +788,14 @@ NK_API int listen(int fd, int backlog)
 	if (!sk)
 		return nk_real.listen(fd, backlog);
 	pthread_mutex_lock(&sk->lock);
-	if (sk->state == NKS_LOCAL) {
+	if (sk->state == NKS_LOCAL || (sk->type == SOCK_DGRAM && sk->state == NKS_FRESH)) {
 		pthread_mutex_unlock(&sk->lock);
 		nks_put(sk);
 		return nk_real.listen(fd, backlog);
+	}
+	if (sk->type == SOCK_DGRAM) {
+		ret = -EOPNOTSUPP;
+		goto out;
 	}
 	if (sk->state == NKS_FRESH) {
 		ret = promote(sk, fd);
@@ -703,7 +816,7 @@ NK_API int listen(int fd, int backlog)
 	nks_set_state(sk, NKS_LISTENING);
 	req.arg = 0;
 	if (!nk_ctl_call(NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep)))
-		set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
+		nk_set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
 out:
 	pthread_mutex_unlock(&sk->lock);
 	nks_put(sk);
@@ -750,6 +863,10 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		pthread_mutex_unlock(&sk->lock);
 		nks_put(sk);
 		return nk_real.connect(fd, addr, len);
+	}
+	if (sk->type == SOCK_DGRAM) {
+		ret = udp_connect(sk, fd, addr, len);
+		goto out;
 	}
 	switch (sk->state) {
 	case NKS_CONNECTED:
@@ -829,6 +946,10 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 			nks_forget(s);
 		return s;
 	}
+	if (sk->type == SOCK_DGRAM) {
+		nks_put(sk);
+		return fail(EOPNOTSUPP);
+	}
 	if (sk->state != NKS_LISTENING) {
 		nks_put(sk);
 		return fail(EINVAL);
@@ -892,15 +1013,15 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		nk_real.fcntl(s, F_SETFD, 0);
 	if (flags & SOCK_NONBLOCK)
 		nk_real.fcntl(s, F_SETFL, O_NONBLOCK);
-	nsk = nks_new(sk->domain);
+	nsk = nks_new(sk->domain, SOCK_STREAM);
 	if (!nsk) {
 		nk_real.close(s);
 		ret = -ENOMEM;
 		goto out;
 	}
 	nsk->token = rep.token;
-	set_addr(&nsk->local, &nsk->local_len, &rep.local, sk->domain);
-	set_addr(&nsk->peer, &nsk->peer_len, &rep.peer, sk->domain);
+	nk_set_addr(&nsk->local, &nsk->local_len, &rep.local, sk->domain);
+	nk_set_addr(&nsk->peer, &nsk->peer_len, &rep.peer, sk->domain);
 	nks_set_state(nsk, NKS_CONNECTED);
 	nks_install(s, nsk);
 	copy_addr_out(addr, alen, &nsk->peer, nsk->peer_len);
@@ -955,7 +1076,7 @@ static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
 			struct sockaddr_storage ss;
 			socklen_t len;
 
-			set_addr(&ss, &len, &rep.addr, sk->domain);
+			nk_set_addr(&ss, &len, &rep.addr, sk->domain);
 			copy_addr_out(addr, alen, &ss, len);
 		}
 	}
@@ -1004,6 +1125,8 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 		else if (sk->state == NKS_SETUP || sk->state == NKS_LISTENING)
 			save_opt(sk, level, name, val, len);
 	}
+	if (!ret && level == SOL_SOCKET && name == SO_BROADCAST && val && len >= sizeof(int))
+		sk->broadcast = *(const int *)val != 0;
 	pthread_mutex_unlock(&sk->lock);
 	nks_put(sk);
 	return ret ? fail(-ret) : 0;
@@ -1054,13 +1177,13 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		}
 		/* connected: ask the NSM's socket below */
 	} else if (level == SOL_SOCKET && name == SO_TYPE) {
-		ret = put_int_opt(val, len, SOCK_STREAM);
+		ret = put_int_opt(val, len, sk->type);
 		goto out;
 	} else if (level == SOL_SOCKET && name == SO_DOMAIN) {
 		ret = put_int_opt(val, len, sk->domain);
 		goto out;
 	} else if (level == SOL_SOCKET && name == SO_PROTOCOL) {
-		ret = put_int_opt(val, len, IPPROTO_TCP);
+		ret = put_int_opt(val, len, sk->type == SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP);
 		goto out;
 	} else if (level == SOL_SOCKET && name == SO_ACCEPTCONN) {
 		ret = put_int_opt(val, len, sk->state == NKS_LISTENING);
@@ -1149,6 +1272,16 @@ NK_API ssize_t read(int fd, void *buf, size_t len)
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.read(fd, buf, len);
+	if (sk->type == SOCK_DGRAM) {
+		struct iovec v = { buf, len };
+		bool local;
+
+		n = udp_recv(sk, fd, &v, 1, 0, NULL, NULL, NULL, &local);
+		if (local)
+			n = nk_real.read(fd, buf, len);
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, false, 0, &n)) {
 	case 0:
 		break;
@@ -1181,6 +1314,15 @@ NK_API ssize_t readv(int fd, const struct iovec *iov, int cnt)
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.readv(fd, iov, cnt);
+	if (sk->type == SOCK_DGRAM) {
+		bool local;
+
+		n = udp_recv(sk, fd, iov, cnt, 0, NULL, NULL, NULL, &local);
+		if (local)
+			n = nk_real.readv(fd, iov, cnt);
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, false, 0, &n)) {
 	case 0:
 		break;
@@ -1211,6 +1353,16 @@ NK_API ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockadd
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.recvfrom(fd, buf, len, flags, addr, alen);
+	if (sk->type == SOCK_DGRAM) {
+		struct iovec v = { buf, len };
+		bool local;
+
+		n = udp_recv(sk, fd, &v, 1, flags, addr, alen, NULL, &local);
+		if (local)
+			n = nk_real.recvfrom(fd, buf, len, flags, addr, alen);
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, false, flags, &n)) {
 	case 0:
 		break;
@@ -1264,6 +1416,21 @@ NK_API ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.recvmsg(fd, msg, flags);
+	if (sk->type == SOCK_DGRAM) {
+		bool local;
+		int mf = 0;
+
+		n = udp_recv(sk, fd, msg->msg_iov, msg->msg_iovlen, flags, msg->msg_name,
+			     msg->msg_name ? &msg->msg_namelen : NULL, &mf, &local);
+		if (local) {
+			n = nk_real.recvmsg(fd, msg, flags);
+		} else if (n >= 0) {
+			msg->msg_flags = mf;
+			msg->msg_controllen = 0;
+		}
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, false, flags, &n)) {
 	case 0:
 		break;
@@ -1301,6 +1468,16 @@ NK_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.sendto(fd, buf, len, flags, addr, alen);
+	if (sk->type == SOCK_DGRAM) {
+		struct iovec v = { (void *)buf, len };
+		bool local;
+
+		n = udp_send(sk, fd, &v, 1, flags, addr, alen, &local);
+		if (local)
+			n = nk_real.sendto(fd, buf, len, flags, addr, alen);
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, true, flags, &n)) {
 	case 0:
 		break;
@@ -1334,6 +1511,16 @@ NK_API ssize_t write(int fd, const void *buf, size_t len)
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.write(fd, buf, len);
+	if (sk->type == SOCK_DGRAM) {
+		struct iovec v = { (void *)buf, len };
+		bool local;
+
+		n = udp_send(sk, fd, &v, 1, 0, NULL, 0, &local);
+		if (local)
+			n = nk_real.write(fd, buf, len);
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, true, 0, &n)) {
 	case 0:
 		break;
@@ -1359,6 +1546,21 @@ NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.sendmsg(fd, msg, flags);
+	if (sk->type == SOCK_DGRAM) {
+		bool local;
+
+		if (msg->msg_controllen) {
+			nk_logf("sendmsg(fd %d): ancillary data is not supported on UDP", fd);
+			nks_put(sk);
+			return fail(EOPNOTSUPP);
+		}
+		n = udp_send(sk, fd, msg->msg_iov, msg->msg_iovlen, flags, msg->msg_name,
+			     msg->msg_namelen, &local);
+		if (local)
+			n = nk_real.sendmsg(fd, msg, flags);
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, true, flags, &n)) {
 	case 0:
 		break;
@@ -1393,6 +1595,15 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.writev(fd, iov, cnt);
+	if (sk->type == SOCK_DGRAM) {
+		bool local;
+
+		n = udp_send(sk, fd, iov, cnt, 0, NULL, 0, &local);
+		if (local)
+			n = nk_real.writev(fd, iov, cnt);
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, true, 0, &n)) {
 	case 0:
 		break;
@@ -1501,4 +1712,89 @@ NK_API void closefrom(int first)
 {
 	INIT();
 	close_range(first, ~0U, 0);
+}
+
+/* ---- batched datagrams and ioctl ---------------------------------------- */
+
+NK_API int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+	static int (*real)(int, struct mmsghdr *, unsigned int, int);
+	unsigned int i;
+	ssize_t n;
+
+	INIT();
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "sendmmsg");
+	if (!nks_fd_tracked(fd) || !nk_on)
+		return real(fd, vec, vlen, flags);
+	/* One datagram at a time through sendmsg(): stop at the first
+	 * error, returning it only if nothing was sent (as Linux). */
+	for (i = 0; i < vlen; i++) {
+		n = sendmsg(fd, &vec[i].msg_hdr, flags);
+		if (n < 0)
+			return i ? (int)i : -1;
+		vec[i].msg_len = n;
+	}
+	return (int)i;
+}
+
+NK_API int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
+		    struct timespec *timeout)
+{
+	static int (*real)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+	unsigned int i;
+	ssize_t n;
+
+	INIT();
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "recvmmsg");
+	if (!nks_fd_tracked(fd) || !nk_on)
+		return real(fd, vec, vlen, flags, timeout);
+	if (timeout) {
+		nk_logf("recvmmsg(fd %d): a timeout is not supported on NetKernel sockets", fd);
+		return fail(EINVAL);
+	}
+	/* The first datagram as the flags say; then only what is there. */
+	for (i = 0; i < vlen; i++) {
+		int f = flags & ~MSG_WAITFORONE;
+
+		if (i && (flags & MSG_WAITFORONE))
+			f |= MSG_DONTWAIT;
+		if (i && !(flags & MSG_WAITFORONE))
+			f |= MSG_DONTWAIT;
+		n = recvmsg(fd, &vec[i].msg_hdr, f);
+		if (n < 0) {
+			if (i)
+				return (int)i;
+			return -1;
+		}
+		vec[i].msg_len = n;
+	}
+	return (int)i;
+}
+
+NK_API int ioctl(int fd, unsigned long req, ...)
+{
+	struct nk_sock *sk;
+	va_list ap;
+	void *arg;
+	int ret;
+
+	INIT();
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	sk = lookup(fd);
+	if (!sk || req != FIONREAD || sk->type != SOCK_DGRAM || sk->state == NKS_FRESH ||
+	    sk->state == NKS_LOCAL) {
+		nks_put(sk);
+		return nk_real.ioctl(fd, req, arg);
+	}
+	if (!arg) {
+		nks_put(sk);
+		return fail(EFAULT);
+	}
+	ret = nk_dgram_fionread(sk, fd, arg);
+	nks_put(sk);
+	return ret ? fail(-ret) : 0;
 }

@@ -69,6 +69,8 @@ static void sock_free(struct nk_sock *sk)
 	if (sk->quiet_peer > 0)
 		nk_real.close(sk->quiet_peer);
 	pthread_mutex_destroy(&sk->lock);
+	pthread_mutex_destroy(&sk->rlock);
+	pthread_mutex_destroy(&sk->wlock);
 	free(sk);
 }
 
@@ -85,13 +87,16 @@ void nks_put(struct nk_sock *sk)
 		sock_free(sk);
 }
 
-struct nk_sock *nks_new(int domain)
+struct nk_sock *nks_new(int domain, int type)
 {
 	struct nk_sock *sk = calloc(1, sizeof(*sk));
 
 	if (!sk)
 		return NULL;
 	pthread_mutex_init(&sk->lock, NULL);
+	pthread_mutex_init(&sk->rlock, NULL);
+	pthread_mutex_init(&sk->wlock, NULL);
+	sk->type = type;
 	sk->refs = 1;	/* the caller's */
 	sk->state = NKS_FRESH;
 	sk->domain = domain;

@@ -131,7 +131,7 @@ enum nk_hello_kind {
 
 enum nk_sock_type {
 	NK_SOCK_STREAM = 1,
-	NK_SOCK_DGRAM = 2,	/* reserved: UDP is not served yet */
+	NK_SOCK_DGRAM = 2,	/* UDP: framed datagrams, see nk_dgram_hdr */
 };
 
 /* HELLO request, guest -> host. */
@@ -224,6 +224,45 @@ struct nk_accept_rec {
 	uint64_t conn_id;
 };
 _Static_assert(sizeof(struct nk_accept_rec) == 8, "nk_accept_rec is 8 bytes");
+
+/*
+ * Datagram sockets (HELLO type NK_SOCK_DGRAM, UDP).  A datagram socket's
+ * stream is in data mode right after HELLO and carries one frame per
+ * datagram, both ways; control operations (BIND, CONNECT, options, names)
+ * go over the control channel as for TCP.  CONNECT on a datagram socket is
+ * complete when its control reply arrives (no CONNECTED record);
+ * CONNECT to family NK_AF_UNSPEC dissolves the association, as
+ * connect(AF_UNSPEC) does.
+ *
+ *  0       1       2       3       4       5       6       7
+ * +-------+-------+-------+-------+-------+-------+-------+-------+
+ * |        len (payload)          |    flags      |     err       |
+ * +-------+-------+-------+-------+-------+-------+-------+-------+
+ * |       addr (struct nk_addr, 28 bytes) ...                     |
+ * +-------+-------+-------+-------+-------+-------+-------+-------+
+ * |       payload (len bytes)                                     |
+ *
+ * guest -> host: addr is the destination, or family NK_AF_UNSPEC for the
+ *   connected peer; flags and err are zero.
+ * host -> guest: addr is the source.  With NK_DGRAM_F_ERROR the frame has
+ *   no payload and err is an error the NSM's socket reported (an ICMP port
+ *   unreachable on a connected socket gives ECONNREFUSED): the guest's next
+ *   receive returns it, as Linux reports a pending socket error.
+ * Each frame is written with one write so that it arrives whole; len is
+ * at most NK_DGRAM_MAX (checked by both ends: a larger one closes the
+ * channel).  The NSM drops datagrams for a guest that does not read (its
+ * stream is full), as a full UDP receive queue would.
+ */
+#define NK_DGRAM_MAX		65535
+#define NK_DGRAM_F_ERROR	0x1
+
+struct nk_dgram_hdr {
+	uint32_t len;
+	uint16_t flags;
+	uint16_t err;
+	struct nk_addr addr;
+};
+_Static_assert(sizeof(struct nk_dgram_hdr) == 36, "nk_dgram_hdr is 36 bytes");
 
 /* Largest message of the protocol; readers size their buffers with it. */
 #define NK_MSG_MAX	(sizeof(struct nk_hdr) + sizeof(struct nk_opt_req))

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * libnkguest: UDP sockets.
+ *
+ * A datagram socket is a stream too, in data mode as soon as it is
+ * promoted, carrying one frame (struct nk_dgram_hdr + payload, proto.h) per
+ * datagram.  Sending writes a whole frame with one sendmsg(); receiving
+ * reads one frame under the socket's receive lock, so boundaries, source
+ * addresses, MSG_PEEK and MSG_TRUNC behave as on a UDP socket.  Loopback
+ * destinations keep the socket local, as for TCP.
+ *
+ * What cannot be exact: errors the NSM's sendto() meets (a route missing
+ * on the host side) are not returned by the guest's send, which has already
+ * succeeded; they are counted and logged by the NSM.  Errors Linux reports
+ * asynchronously (ICMP port unreachable on a connected socket) arrive as
+ * error frames and are returned by the next receive, as on Linux.
+ */
+#include <alloca.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "nkaddr.h"
+#include "nkguest.h"
+
+#define FRAME_HDR	sizeof(struct nk_dgram_hdr)
+
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+	size_t t = 0;
+	int i;
+
+	for (i = 0; i < cnt; i++)
+		t += iov[i].iov_len;
+	return t;
+}
+
+static bool fd_nonblock(int fd)
+{
+	int fl = nk_real.fcntl(fd, F_GETFL);
+
+	return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+/* Wait until the stream holds at least want bytes (MSG_PEEK), or EOF. */
+static ssize_t peek_wait(int fd, void *buf, size_t want, bool nonblock)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	ssize_t n;
+
+	for (;;) {
+		n = nk_real.recv(fd, buf, want, MSG_PEEK | MSG_DONTWAIT);
+		if (n == (ssize_t)want || n == 0)
+			return n;
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (nonblock && n < 0)
+			return -EAGAIN;
+		/* A partial frame only lasts until the rest of its single
+		 * write lands; a receive timeout applies as on the stream. */
+		n = nk_real.poll(&pfd, 1, nonblock ? 1000 : -1);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n == 0)
+			return -EAGAIN;
+	}
+}
+
+static int read_exact(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	ssize_t n;
+
+	while (len) {
+		n = nk_real.recv(fd, p, len, MSG_WAITALL);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+				nk_real.poll(&pfd, 1, -1);
+				continue;
+			}
+			return -errno;
+		}
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int frame_check(const struct nk_dgram_hdr *h)
+{
+	if (h->len > NK_DGRAM_MAX || (h->flags & ~NK_DGRAM_F_ERROR) ||
+	    ((h->flags & NK_DGRAM_F_ERROR) && (h->len || !h->err)))
+		return -EPROTO;
+	return 0;
+}
+
+/*
+ * Receive one datagram into iov.  Returns the byte count (the datagram's
+ * full length with MSG_TRUNC), or -errno.
+ */
+ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
+		      struct sockaddr *src, socklen_t *slen, int *mflags)
+{
+	bool nonblock = (flags & MSG_DONTWAIT) || fd_nonblock(fd);
+	size_t room = iov_total(iov, cnt), copy, off, i;
+	struct sockaddr_storage ss;
+	struct nk_dgram_hdr h;
+	socklen_t sl = 0;
+	char *frame = NULL;
+	ssize_t n, ret;
+
+	if (flags & ~(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT | MSG_WAITALL | MSG_CMSG_CLOEXEC)) {
+		nk_logf("fd %d: recv flags %#x are not supported on UDP", fd, flags);
+		return -EOPNOTSUPP;
+	}
+	pthread_mutex_lock(&sk->rlock);
+	n = peek_wait(fd, &h, FRAME_HDR, nonblock);
+	if (n == 0) {
+		ret = -ENETDOWN;	/* the NSM went away */
+		goto out;
+	}
+	if (n < 0) {
+		ret = n;
+		goto out;
+	}
+	if (frame_check(&h)) {
+		nk_logf("fd %d: bad datagram frame from the host", fd);
+		ret = -EPROTO;
+		goto out;
+	}
+	if (h.flags & NK_DGRAM_F_ERROR) {
+		/* A pending socket error: reported once, then gone. */
+		ret = read_exact(fd, &h, FRAME_HDR);
+		if (!ret)
+			ret = -h.err;
+		goto out;
+	}
+	if (flags & MSG_PEEK) {
+		frame = malloc(FRAME_HDR + h.len);
+		if (!frame) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		n = peek_wait(fd, frame, FRAME_HDR + h.len, false);
+		if (n != (ssize_t)(FRAME_HDR + h.len)) {
+			ret = n < 0 ? n : -ENETDOWN;
+			goto out;
+		}
+		copy = h.len < room ? h.len : room;
+		for (i = 0, off = 0; i < (size_t)cnt && off < copy; i++) {
+			size_t c = iov[i].iov_len < copy - off ? iov[i].iov_len : copy - off;
+
+			memcpy(iov[i].iov_base, frame + FRAME_HDR + off, c);
+			off += c;
+		}
+	} else {
+		struct iovec *riov;
+		struct msghdr m = { 0 };
+		char discard[512];
+
+		ret = read_exact(fd, &h, FRAME_HDR);
+		if (ret)
+			goto out;
+		copy = h.len < room ? h.len : room;
+		riov = alloca((cnt ? cnt : 1) * sizeof(*riov));
+		for (i = 0, off = 0; i < (size_t)cnt && off < copy; i++) {
+			riov[i] = iov[i];
+			if (riov[i].iov_len > copy - off)
+				riov[i].iov_len = copy - off;
+			off += riov[i].iov_len;
+		}
+		m.msg_iov = riov;
+		m.msg_iovlen = i;
+		while (copy) {
+			n = nk_real.recvmsg(fd, &m, MSG_WAITALL);
+			if (n <= 0) {
+				ret = n == 0 ? -ENETDOWN : -errno;
+				if (ret == -EINTR || ret == -EAGAIN) {
+					struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+					nk_real.poll(&pfd, 1, -1);
+					continue;
+				}
+				goto out;
+			}
+			/* advance the iovec past what arrived */
+			copy -= n;
+			while (n && m.msg_iovlen) {
+				size_t c = (size_t)n < m.msg_iov->iov_len ? (size_t)n
+									  : m.msg_iov->iov_len;
+
+				m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + c;
+				m.msg_iov->iov_len -= c;
+				n -= c;
+				if (!m.msg_iov->iov_len) {
+					m.msg_iov++;
+					m.msg_iovlen--;
+				}
+			}
+		}
+		/* The part that did not fit is dropped, as UDP does. */
+		for (off = h.len < room ? h.len : room; off < h.len;) {
+			size_t c = h.len - off < sizeof(discard) ? h.len - off : sizeof(discard);
+
+			ret = read_exact(fd, discard, c);
+			if (ret)
+				goto out;
+			off += c;
+		}
+	}
+	nk_set_addr(&ss, &sl, &h.addr, sk->domain);
+	if (src && slen) {
+		memcpy(src, &ss, *slen < sl ? *slen : sl);
+		*slen = sl;
+	}
+	if (mflags)
+		*mflags = h.len > room ? MSG_TRUNC : 0;
+	ret = (flags & MSG_TRUNC) ? (ssize_t)h.len : (ssize_t)(h.len < room ? h.len : room);
+out:
+	pthread_mutex_unlock(&sk->rlock);
+	free(frame);
+	return ret;
+}
+
+/* Send one datagram.  Returns its length or -errno. */
+ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
+		      const struct sockaddr *dst, socklen_t dlen)
+{
+	size_t total = iov_total(iov, cnt), max, sent, want;
+	struct nk_dgram_hdr h = { 0 };
+	struct iovec *v;
+	struct msghdr m = { 0 };
+	ssize_t n;
+	int ret;
+
+	if (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_CONFIRM | MSG_MORE)) {
+		nk_logf("fd %d: send flags %#x are not supported on UDP", fd, flags);
+		return -EOPNOTSUPP;
+	}
+	max = sk->domain == AF_INET ? 65507 : 65527;
+	if (total > max)
+		return -EMSGSIZE;
+	if (dst) {
+		if (dst->sa_family == AF_UNSPEC && sk->state == NKS_CONNECTED) {
+			dst = NULL;	/* Linux ignores it then */
+		} else {
+			if (sk->domain == AF_INET &&
+			    (dlen < sizeof(struct sockaddr_in) || dst->sa_family != AF_INET))
+				return dst->sa_family != AF_INET ? -EAFNOSUPPORT : -EINVAL;
+			if (sk->domain == AF_INET6 &&
+			    (dlen < sizeof(struct sockaddr_in6) || dst->sa_family != AF_INET6))
+				return dst->sa_family != AF_INET6 ? -EAFNOSUPPORT : -EINVAL;
+			ret = nk_addr_from_sockaddr(&h.addr, dst, dlen);
+			if (ret)
+				return ret;
+			if (nk_addr_is_loopback(&h.addr)) {
+				nk_logf("fd %d: a UDP socket of the VM cannot reach the guest's loopback once it uses NetKernel",
+					fd);
+				return -ENETUNREACH;
+			}
+			if (h.addr.family == NK_AF_INET && !memcmp(h.addr.addr, "\xff\xff\xff\xff", 4) &&
+			    !sk->broadcast)
+				return -EACCES;
+			if (!h.addr.port)
+				return -EINVAL;
+		}
+	}
+	if (!dst && sk->state != NKS_CONNECTED)
+		return -EDESTADDRREQ;
+	h.len = total;
+
+	v = alloca((cnt + 1) * sizeof(*v));
+	v[0].iov_base = &h;
+	v[0].iov_len = FRAME_HDR;
+	memcpy(v + 1, iov, cnt * sizeof(*v));
+	m.msg_iov = v;
+	m.msg_iovlen = cnt + 1;
+	want = FRAME_HDR + total;
+	pthread_mutex_lock(&sk->wlock);
+	n = nk_real.sendmsg(fd, &m, MSG_NOSIGNAL | (flags & MSG_DONTWAIT));
+	if (n < 0) {
+		ret = errno == EPIPE || errno == ECONNRESET ? -ENETDOWN : -errno;
+		pthread_mutex_unlock(&sk->wlock);
+		return ret;
+	}
+	/* Never leave half a frame: finish it even on a non-blocking fd. */
+	if ((size_t)n < want) {
+		char *rest = malloc(want - n), *p;
+		size_t skip = n, off = 0;
+		int i;
+
+		if (!rest) {
+			pthread_mutex_unlock(&sk->wlock);
+			return -ENOMEM;	/* the stream is now unusable */
+		}
+		for (i = 0; i <= cnt; i++) {
+			size_t l = v[i].iov_len;
+
+			if (skip >= l) {
+				skip -= l;
+				continue;
+			}
+			memcpy(rest + off, (char *)v[i].iov_base + skip, l - skip);
+			off += l - skip;
+			skip = 0;
+		}
+		for (p = rest, sent = 0; sent < off;) {
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+			n = nk_real.send(fd, p + sent, off - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n > 0) {
+				sent += n;
+				continue;
+			}
+			if (n < 0 && errno != EAGAIN && errno != EINTR)
+				break;
+			nk_real.poll(&pfd, 1, -1);
+		}
+		free(rest);
+		if (sent < off) {
+			pthread_mutex_unlock(&sk->wlock);
+			return -ENETDOWN;
+		}
+	}
+	pthread_mutex_unlock(&sk->wlock);
+	return total;
+}
+
+/* FIONREAD on a UDP socket: the size of the next datagram, as Linux. */
+int nk_dgram_fionread(struct nk_sock *sk, int fd, int *val)
+{
+	struct nk_dgram_hdr h;
+	ssize_t n;
+
+	pthread_mutex_lock(&sk->rlock);
+	n = nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT);
+	pthread_mutex_unlock(&sk->rlock);
+	*val = n == (ssize_t)FRAME_HDR && !(h.flags & NK_DGRAM_F_ERROR) ? (int)h.len : 0;
+	return 0;
+}
