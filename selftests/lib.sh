@@ -442,16 +442,17 @@ nk_proc_io_bytes()
 
 # nk_nginx_prep DIR WORKERS LISTEN ROOT: a self-contained nginx prefix;
 # NK_NGINX_ARGV is then the command that runs it in the foreground.
-# `user root`: the namespace guests reach nkd over a root-owned Unix socket;
-# a worker that dropped to nobody could not open new guest streams.  (On a
-# real VM the VMM, not the guest process, opens the hybrid-vsock socket.)
+# Workers run as nobody, as in production: the VM's hybrid-vsock socket is
+# mode 0666, so an unprivileged guest process opens its own guest streams.
+# The prefix is made readable for them.
 nk_nginx_prep()
 {
 	local p=$1 workers=$2 listen=$3 root=$4
 	mkdir -p "$p/tmp"
+	chmod -R a+rX "$p" "$root"
 	NK_NGINX_ARGV=(nginx -p "$p" -c "$p/nginx.conf" -e "$p/error.log" -g 'daemon off;')
 	cat >"$p/nginx.conf" <<EOF
-user root;
+user nobody nogroup;
 worker_processes $workers;
 pid $p/nginx.pid;
 error_log $p/error.log warn;

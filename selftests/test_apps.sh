@@ -100,7 +100,7 @@ BACKEND=$NK_BG_PID
 wait_port "nsm-$S" 10.77.0.1 8080 || nk_die "backend nginx did not start"
 P=$NK_TMP/proxy
 cat >"$P/nginx.conf" <<CONF
-user root;
+user nobody nogroup;
 worker_processes 2;
 pid $P/nginx.pid;
 error_log $P/error.log warn;
