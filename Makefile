@@ -9,6 +9,7 @@
 #   make bench      benchmark vs native, pasta, slirp4netns (as root;
 #                   BENCH_ARGS=--quick for a short run); docs/benchmarks.md
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make deb        the guest package (netkernel-guest_VERSION_ARCH.deb)
 #   make check      static analysis (cppcheck, clang --analyze)
 #   make help       this list
 
@@ -151,6 +152,14 @@ $(OUTPUT)/bench/%: tools/bench/%.c | $(OUTPUT)
 bench: all
 	$(Q)bash tools/install-deps.sh --bench
 	$(Q)OUTPUT=$(abspath $(OUTPUT)) bash tools/bench.sh $(BENCH_ARGS)
+
+NK_VERSION ?= 0.1.0
+
+# The guest package: netkernel-guest_$(NK_VERSION)_<arch>.deb in $(OUTPUT).
+.PHONY: deb
+deb: $(OUTPUT)/libnkguest.so $(OUTPUT)/nk-run
+	$(call msg,DEB,netkernel-guest $(NK_VERSION))
+	$(Q)bash tools/mkdeb.sh $(OUTPUT) $(NK_VERSION)
 
 .PHONY: install
 install: all

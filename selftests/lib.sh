@@ -25,6 +25,10 @@
 set -u
 
 NK_SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Safety net: this machine's vsock leads to a hypervisor that is not ours.
+# The guest library's default transport is vsock:2:7531; a program that
+# reaches the library without an explicit --transport must fail instead.
+export NK_TRANSPORT=unix:/nonexistent/nk-no-transport-given
 OUTPUT=${OUTPUT:-$NK_SRCDIR/build}
 NK_PY=/usr/bin/python3		# Debian's python, not a pyenv shim
 NK_KSFT_SKIP=4
@@ -41,6 +45,7 @@ NKD_PID=
 NK_PIDS=()		# processes we started, killed at cleanup
 NK_NETNS=()		# namespaces we created, emptied and deleted at cleanup
 NK_NSMS=()		# NSMs registered with nkd, deleted through nkctl
+NK_CLEANUP_HOOKS=()	# commands run at cleanup, after the namespaces are gone
 NK_FAILS=0
 NK_FAILED_CHECKS=()
 NK_CHECKS=0
@@ -338,6 +343,7 @@ nk_guest_bg()
 	nk_bg "$g-$S" "$logf" "$OUTPUT/nk-run" --transport "$(nk_transport "$g")" -- "$@"
 }
 
+# nk_start_nkd [NKD-ARGS...]: nkd in the foreground, extra arguments appended.
 nk_start_nkd()
 {
 	mkdir -p "$NK_STATE" "$NK_RUN"
@@ -345,7 +351,7 @@ nk_start_nkd()
 	# has a CID anyway); --nsm-bin: the NSM of the tree under test.
 	nk_bg - "$NK_NKD_LOG" "$OUTPUT/nkd" --foreground --control "$NK_CTL" \
 		--state-dir "$NK_STATE" --run-dir "$NK_RUN" --no-vsock \
-		--nsm-bin "$OUTPUT/nk-nsm"
+		--nsm-bin "$OUTPUT/nk-nsm" "$@"
 	NKD_PID=$NK_BG_PID
 	if ! wait_for -t 10 nkctl nsm list; then
 		nk_alive "$NKD_PID" || nk_die "nkd exited at start (log: $NK_NKD_LOG)"
@@ -537,6 +543,9 @@ cleanup()
 	done
 	for ns in "${NK_NETNS[@]}"; do
 		ip netns del "$ns" 2>/dev/null
+	done
+	for i in "${NK_CLEANUP_HOOKS[@]}"; do
+		eval "$i"
 	done
 	if [ "${NK_KEEP:-0}" = 1 ]; then
 		echo "kept $NK_TMP"
