@@ -7,9 +7,9 @@
  * knowledge of it (its token, state and addresses).  The exec family is
  * interposed to pass that knowledge in the environment variable NK_FDS:
  *
- *   NK_FDS=FD,STATE,DOMAIN,TOKEN,LOCAL,PEER;...
+ *   NK_FDS=FD,STATE,DOMAIN|TYPE<<8,TOKEN:NSM,LOCAL,PEER;...
  *
- * with TOKEN in hex and LOCAL/PEER as hex-encoded sockaddrs (empty when
+ * with TOKEN and NSM (the NSM instance) in hex and LOCAL/PEER as hex-encoded sockaddrs (empty when
  * unknown).  At start-up the library reads NK_FDS, keeps the entries whose
  * fd is still an open stream socket, and removes the variable.
  */
@@ -94,9 +94,9 @@ static char *build_var(void)
 		}
 		hex_out(lh, &sk->local, sk->local_len);
 		hex_out(ph, &sk->peer, sk->peer_len);
-		snprintf(entry, sizeof(entry), "%s%d,%d,%d,%llx,%s,%s", n ? ";" : "", fd,
-			 sk->state, sk->domain | (sk->type << 8), (unsigned long long)sk->token, lh,
-			 ph);
+		snprintf(entry, sizeof(entry), "%s%d,%d,%d,%llx:%x,%s,%s", n ? ";" : "", fd,
+			 sk->state, sk->domain | (sk->type << 8), (unsigned long long)sk->token,
+			 sk->nsm, lh, ph);
 		nks_put(sk);
 		if (len + strlen(entry) + 1 > cap) {
 			cap = (len + strlen(entry) + 1) * 2;
@@ -158,6 +158,7 @@ void nk_exec_restore(void)
 		struct nk_sock *sk;
 		struct stat st;
 		int i, fd, state, domain, type, l;
+		char *end;
 
 		for (i = 0; i < 6; i++) {
 			f[i] = q;
@@ -182,7 +183,9 @@ void nk_exec_restore(void)
 		sk = nks_new(domain, type);
 		if (!sk)
 			break;
-		sk->token = strtoull(f[3], NULL, 16);
+		sk->token = strtoull(f[3], &end, 16);
+		if (*end == ':')
+			sk->nsm = strtoul(end + 1, NULL, 16);
 		l = hex_in(&sk->local, sizeof(sk->local), f[4], strlen(f[4]));
 		sk->local_len = l > 0 ? l : 0;
 		l = hex_in(&sk->peer, sizeof(sk->peer), f[5], strlen(f[5]));

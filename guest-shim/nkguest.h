@@ -78,6 +78,7 @@ struct nk_sock {
 	pthread_mutex_t rlock;	/* UDP: one frame read at a time */
 	pthread_mutex_t wlock;	/* UDP: one frame written at a time */
 	uint64_t token;
+	uint32_t nsm;		/* the NSM instance that holds it */
 	int pending_err;	/* failed connect, reported once by SO_ERROR */
 	int eof_err;		/* -1 unknown; else the reason the stream ended */
 	bool eof_reported;
@@ -177,10 +178,13 @@ int nk_msg_send(int fd, uint8_t op, uint32_t seq, const void *body, size_t len);
  * Returns the header err (>= 0) or -errno for a transport/protocol error. */
 int nk_msg_recv(int fd, uint8_t op, void *body, size_t len);
 /* One request/reply on the control channel; returns 0 or -errno. */
-int nk_ctl_call(uint8_t op, const void *req, size_t reqlen, void *rep, size_t replen);
+/* One request/reply on the control channel to NSM instance nsm (a socket's
+ * sk->nsm); returns 0 or -errno (-ECONNRESET: that instance is gone). */
+int nk_ctl_call(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *rep,
+		size_t replen);
 /* The same, giving up after timeout_ms (-ETIMEDOUT), reconnect included. */
-int nk_ctl_call_timeout(uint8_t op, const void *req, size_t reqlen, void *rep, size_t replen,
-			int timeout_ms);
+int nk_ctl_call_timeout(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *rep,
+			size_t replen, int timeout_ms);
 void nk_ctl_atfork_prepare(void);
 void nk_ctl_atfork_parent(void);
 void nk_ctl_atfork_child(void);

@@ -206,7 +206,7 @@ static int remote_setsockopt(struct nk_sock *sk, int level, int name, const void
 	if (len && !val)
 		return -EFAULT;
 	memcpy(req.val, val, len);
-	return nk_ctl_call(NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
+	return nk_ctl_call(sk->nsm, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
 }
 
 static void save_opt(struct nk_sock *sk, int level, int name, const void *val, socklen_t len)
@@ -269,6 +269,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again)
 	if (ret)
 		goto out_close;
 	sk->token = rep.token;
+	sk->nsm = rep.nsm_id;
 
 	for (i = 0; i < sk->nopts; i++) {
 		struct nks_opt *o = &sk->opts[i];
@@ -342,11 +343,11 @@ static int relisten(struct nk_sock *sk, int fd)
 		ret = promote_stream(sk, fd, true);
 	if (!ret) {
 		breq.token = sk->token;
-		ret = nk_ctl_call(NK_OP_BIND, &breq, sizeof(breq), &rep, sizeof(rep));
+		ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &breq, sizeof(breq), &rep, sizeof(rep));
 	}
 	if (!ret) {
 		lreq = (struct nk_sock_req){ .token = sk->token, .arg = sk->backlog };
-		ret = nk_ctl_call(NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
+		ret = nk_ctl_call(sk->nsm, NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
 	}
 	if (!ret) {
 		nks_set_state(sk, NKS_LISTENING);
@@ -509,7 +510,7 @@ static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
 			/* A live NSM answers at once; a dead one (all its
 			 * streams closed together) does not, and then the
 			 * connection is gone for good: ECONNRESET. */
-			ret = nk_ctl_call_timeout(NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
+			ret = nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
 						  STATUS_TIMEOUT_MS);
 			if (ret == 0)
 				e = rep.sock_err;
@@ -671,7 +672,7 @@ static int udp_connect(struct nk_sock *sk, int fd, const struct sockaddr *addr, 
 			return -promote_errno(ret, ENETUNREACH);
 	}
 	req.token = sk->token;
-	ret = nk_ctl_call(NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+	ret = nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
 	if (ret)
 		return ret;
 	sk->local_len = 0;	/* the NSM may have bound it now */
@@ -767,7 +768,7 @@ NK_API int bind(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	req.token = sk->token;
 	req.pad0 = 0;
-	ret = nk_ctl_call(NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
+	ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
 	if (!ret)
 		nk_set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
 out:
@@ -809,13 +810,13 @@ NK_API int listen(int fd, int backlog)
 		goto out;
 	}
 	req = (struct nk_sock_req){ .token = sk->token, .arg = backlog };
-	ret = nk_ctl_call(NK_OP_LISTEN, &req, sizeof(req), NULL, 0);
+	ret = nk_ctl_call(sk->nsm, NK_OP_LISTEN, &req, sizeof(req), NULL, 0);
 	if (ret)
 		goto out;
 	sk->backlog = backlog;
 	nks_set_state(sk, NKS_LISTENING);
 	req.arg = 0;
-	if (!nk_ctl_call(NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep)))
+	if (!nk_ctl_call(sk->nsm, NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep)))
 		nk_set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
 out:
 	pthread_mutex_unlock(&sk->lock);
@@ -909,7 +910,7 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	req.token = sk->token;
 	req.pad0 = 0;
-	ret = nk_ctl_call(NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+	ret = nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
 	if (ret)
 		goto out;
 	sk->pending_err = 0;
@@ -1020,6 +1021,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		goto out;
 	}
 	nsk->token = rep.token;
+	nsk->nsm = rep.nsm_id;
 	nk_set_addr(&nsk->local, &nsk->local_len, &rep.local, sk->domain);
 	nk_set_addr(&nsk->peer, &nsk->peer_len, &rep.peer, sk->domain);
 	nks_set_state(nsk, NKS_CONNECTED);
@@ -1071,7 +1073,7 @@ static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
 			      peer ? sk->peer_len : sk->local_len);
 	} else {
 		req = (struct nk_sock_req){ .token = sk->token, .arg = peer };
-		ret = nk_ctl_call(NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep));
+		ret = nk_ctl_call(sk->nsm, NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep));
 		if (!ret) {
 			struct sockaddr_storage ss;
 			socklen_t len;
@@ -1202,7 +1204,7 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		.name = name,
 		.optlen = *len > NK_OPT_MAX ? NK_OPT_MAX : *len,
 	};
-	ret = nk_ctl_call(NK_OP_GETSOCKOPT, &req, sizeof(req), &rep, sizeof(rep));
+	ret = nk_ctl_call(sk->nsm, NK_OP_GETSOCKOPT, &req, sizeof(req), &rep, sizeof(rep));
 	if (!ret) {
 		if (rep.optlen > NK_OPT_MAX)
 			ret = -EPROTO;
@@ -1243,7 +1245,7 @@ NK_API int shutdown(int fd, int how)
 	} else {
 		if (how != SHUT_WR) {
 			req = (struct nk_sock_req){ .token = sk->token, .arg = how };
-			ret = nk_ctl_call(NK_OP_SHUTDOWN, &req, sizeof(req), NULL, 0);
+			ret = nk_ctl_call(sk->nsm, NK_OP_SHUTDOWN, &req, sizeof(req), NULL, 0);
 		}
 		/* The write side is the stream's own: the NSM sees EOF. */
 		if (!ret && nk_real.shutdown(fd, how) < 0)

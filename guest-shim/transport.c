@@ -280,34 +280,61 @@ int nk_msg_recv(int fd, uint8_t op, void *body, size_t len)
 	return h.err;
 }
 
-/* ---- control channel ---------------------------------------------------- */
+/* ---- control channels --------------------------------------------------- */
 
-static struct {
-	pthread_mutex_t lock;
+/*
+ * One control channel per NSM instance this process has sockets on (a VM
+ * that moved, or an NSM that restarted, leaves sockets on an older
+ * instance).  A new channel goes wherever nkd routes the VM today; its
+ * HELLO reply says which instance that is.
+ */
+#define NCTL	4
+
+struct ctl_chan {
 	int fd;
+	uint32_t nsm;
 	pid_t pid;
 	dev_t dev;
 	ino_t ino;
-	uint32_t seq;
-} ctl = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 };
+	uint64_t used;		/* LRU stamp */
+};
 
-static bool ctl_valid(void)
+static struct {
+	pthread_mutex_t lock;
+	uint32_t seq;
+	uint64_t clock;
+	struct ctl_chan ch[NCTL];
+} ctl = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.ch = { { .fd = -1 }, { .fd = -1 }, { .fd = -1 }, { .fd = -1 } },
+};
+
+static bool chan_valid(const struct ctl_chan *c)
 {
 	struct stat st;
 
-	if (ctl.fd < 0 || ctl.pid != getpid())
+	if (c->fd < 0 || c->pid != getpid())
 		return false;
-	if (fstat(ctl.fd, &st) < 0 || st.st_dev != ctl.dev || st.st_ino != ctl.ino)
-		return false;
-	return true;
+	return !fstat(c->fd, &st) && st.st_dev == c->dev && st.st_ino == c->ino;
 }
 
-static int ctl_open(void)
+static void chan_drop(struct ctl_chan *c)
+{
+	/* Close it only if the fd is still ours (same process, same file). */
+	if (chan_valid(c))
+		nk_real.close(c->fd);
+	c->fd = -1;
+	c->nsm = 0;
+}
+
+/* Open a channel to the VM's current NSM; returns its slot or -errno. */
+static int chan_open(void)
 {
 	struct nk_hello_req req = { .kind = NK_HELLO_CTL, .pid = getpid() };
 	struct nk_hello_rep rep;
+	struct ctl_chan *c;
 	struct stat st;
-	int fd, ret;
+	int fd, ret, i, slot = 0;
 
 	fd = nk_transport_open();
 	if (fd < 0)
@@ -322,37 +349,69 @@ static int ctl_open(void)
 		nk_real.close(fd);
 		return ret < 0 ? ret : -errno;
 	}
-	ctl.fd = fd;
-	ctl.pid = getpid();
-	ctl.dev = st.st_dev;
-	ctl.ino = st.st_ino;
-	return 0;
+	/* The slot of that instance, a free one, or the least recently used. */
+	for (i = 0; i < NCTL; i++) {
+		if (ctl.ch[i].fd >= 0 && ctl.ch[i].nsm == rep.nsm_id) {
+			slot = i;
+			break;
+		}
+		if (ctl.ch[i].fd < 0 || ctl.ch[i].used < ctl.ch[slot].used)
+			slot = i;
+	}
+	c = &ctl.ch[slot];
+	chan_drop(c);
+	*c = (struct ctl_chan){
+		.fd = fd,
+		.nsm = rep.nsm_id,
+		.pid = getpid(),
+		.dev = st.st_dev,
+		.ino = st.st_ino,
+		.used = ++ctl.clock,
+	};
+	return slot;
 }
 
-int nk_ctl_call(uint8_t op, const void *req, size_t reqlen, void *rep, size_t replen)
+int nk_ctl_call(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *rep,
+		size_t replen)
 {
 	char scratch[sizeof(struct nk_opt_rep)];
-	int ret, tries;
+	struct ctl_chan *c;
+	int ret = -ECONNRESET, tries, i, slot;
 
 	pthread_mutex_lock(&ctl.lock);
 	for (tries = 0; tries < 2; tries++) {
-		if (!ctl_valid()) {
-			/* Only close it if it is still ours (same pid). */
-			if (ctl.fd >= 0 && ctl.pid == getpid() && nk_ctl_owns_fd(ctl.fd))
-				nk_real.close(ctl.fd);
-			ctl.fd = -1;
-			ret = ctl_open();
-			if (ret)
+		slot = -1;
+		for (i = 0; i < NCTL; i++) {
+			if (ctl.ch[i].fd >= 0 && ctl.ch[i].nsm == nsm) {
+				if (chan_valid(&ctl.ch[i]))
+					slot = i;
+				else
+					chan_drop(&ctl.ch[i]);
 				break;
+			}
 		}
-		ret = nk_msg_send(ctl.fd, op, ++ctl.seq, req, reqlen);
+		if (slot < 0) {
+			slot = chan_open();
+			if (slot < 0) {
+				ret = slot;
+				break;
+			}
+			if (ctl.ch[slot].nsm != nsm) {
+				/* The socket's NSM instance is gone (it
+				 * restarted): its connections went with it. */
+				ret = -ECONNRESET;
+				break;
+			}
+		}
+		c = &ctl.ch[slot];
+		c->used = ++ctl.clock;
+		ret = nk_msg_send(c->fd, op, ++ctl.seq, req, reqlen);
 		if (!ret)
-			ret = nk_msg_recv(ctl.fd, op, replen ? rep : scratch, replen);
+			ret = nk_msg_recv(c->fd, op, replen ? rep : scratch, replen);
 		if (ret >= 0)
 			break;
-		/* The channel broke (NSM restarted?): drop it, try once more. */
-		nk_real.close(ctl.fd);
-		ctl.fd = -1;
+		/* The channel broke: drop it, try once more. */
+		chan_drop(c);
 		if (ret == -EPROTO)
 			break;
 	}
@@ -362,24 +421,25 @@ int nk_ctl_call(uint8_t op, const void *req, size_t reqlen, void *rep, size_t re
 	return ret;
 }
 
-int nk_ctl_call_timeout(uint8_t op, const void *req, size_t reqlen, void *rep, size_t replen,
-			int timeout_ms)
+int nk_ctl_call_timeout(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *rep,
+			size_t replen, int timeout_ms)
 {
 	int ret;
 
 	recv_deadline = mono_ms() + timeout_ms;
-	ret = nk_ctl_call(op, req, reqlen, rep, replen);
+	ret = nk_ctl_call(nsm, op, req, reqlen, rep, replen);
 	recv_deadline = -1;
 	return ret;
 }
 
 bool nk_ctl_owns_fd(int fd)
 {
-	struct stat st;
+	int i;
 
-	if (fd != ctl.fd || fd < 0)
-		return false;
-	return !fstat(fd, &st) && st.st_dev == ctl.dev && st.st_ino == ctl.ino;
+	for (i = 0; i < NCTL; i++)
+		if (ctl.ch[i].fd == fd && fd >= 0 && chan_valid(&ctl.ch[i]))
+			return true;
+	return false;
 }
 
 void nk_ctl_atfork_prepare(void)
@@ -394,10 +454,15 @@ void nk_ctl_atfork_parent(void)
 
 void nk_ctl_atfork_child(void)
 {
-	/* The child opens its own channel; it must not share the parent's
-	 * (replies would interleave).  Its copy of the fd is closed. */
-	if (ctl.fd >= 0)
-		nk_real.close(ctl.fd);
-	ctl.fd = -1;
+	int i;
+
+	/* The child opens its own channels; sharing the parent's would mix
+	 * up replies.  Its copies of the fds are closed. */
+	for (i = 0; i < NCTL; i++) {
+		if (ctl.ch[i].fd >= 0)
+			nk_real.close(ctl.ch[i].fd);
+		ctl.ch[i].fd = -1;
+		ctl.ch[i].nsm = 0;
+	}
 	pthread_mutex_init(&ctl.lock, NULL);
 }

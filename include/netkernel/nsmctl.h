@@ -54,6 +54,9 @@ enum nsm_msg {
 	NSM_MSG_VM_DEL,		/* nkd -> nsm: remove a VM and its sockets */
 	NSM_MSG_ATTACH_LISTENER,/* nkd -> nsm: + 1 fd */
 	NSM_MSG_ATTACH_STREAM,	/* nkd -> nsm: + 1 fd */
+	NSM_MSG_CONN_LIST,	/* nkd -> nsm: CONN_BATCH packets, then REPLY */
+	NSM_MSG_CONN_BATCH,	/* nsm -> nkd: up to NSM_CONN_BATCH entries */
+	NSM_MSG_VM_DRAIN,	/* nkd -> nsm: a VM moves away (see below) */
 	NSM_MSG_MAX
 };
 
@@ -93,5 +96,49 @@ struct nsm_vm_ref {
 	uint32_t vm_id;
 	uint32_t pad0;
 };
+
+/*
+ * CONN_LIST {vm_id or 0 for all}: the NSM answers with zero or more
+ * CONN_BATCH packets (same seq) and then one REPLY.  One entry per guest
+ * socket that has a kernel socket: connected, connecting and listening TCP
+ * sockets and UDP sockets.
+ */
+#define NSM_CONN_BATCH	10
+
+enum nsm_conn_proto { NSM_CONN_TCP = 6, NSM_CONN_UDP = 17 };
+
+struct nsm_conn {
+	uint64_t token;
+	uint32_t vm_id;
+	uint8_t proto;		/* enum nsm_conn_proto */
+	uint8_t state;		/* enum nk_sock_state (proto.h) */
+	uint16_t pad0;
+	struct nk_addr local;
+	struct nk_addr peer;	/* family NK_AF_UNSPEC when none */
+	uint64_t bytes_in;	/* from the network to the guest */
+	uint64_t bytes_out;	/* from the guest to the network */
+};
+_Static_assert(sizeof(struct nsm_conn) == 88, "nsm_conn is 88 bytes");
+
+struct nsm_conn_list {
+	uint32_t vm_id;		/* 0: every VM */
+	uint32_t pad0;
+};
+
+struct nsm_conn_batch {
+	uint32_t n;		/* 1..NSM_CONN_BATCH */
+	uint32_t pad0;
+	struct nsm_conn conns[NSM_CONN_BATCH];
+};
+_Static_assert(sizeof(struct nsm_hdr) + sizeof(struct nsm_conn_batch) <= NSM_CTL_MSG_MAX,
+	       "a CONN_BATCH fits in one packet");
+
+/*
+ * VM_DRAIN {vm_id}: the VM is moving to another NSM.  The NSM stops taking
+ * new guest streams of that VM (drops its listener fd), closes the VM's
+ * listening sockets' guest streams (the guest library then listens again,
+ * through nkd, on the VM's new NSM) and keeps every established
+ * connection until it ends; the VM's addresses stay until VM_DEL.
+ */
 
 #endif /* NETKERNEL_NSMCTL_H */

@@ -24,6 +24,12 @@
  *   NK_HELLO_ACCEPT  claims a connection a listener announced; the reply
  *                    carries the addresses and the stream is in data mode.
  *
+ * Every HELLO reply names the NSM instance that answered (nsm_id, random
+ * per NSM process).  Tokens belong to that instance, so the guest keeps one
+ * control channel per instance: after its VM moved to another NSM (or the
+ * NSM restarted), requests for sockets of the old instance still go to the
+ * old one, and new sockets use a channel to the new one.
+ *
  * After CONNECT (sent on the control channel) the NSM writes exactly one
  * NK_OP_CONNECTED record on the socket's own stream when the handshake has
  * finished: err = 0 and the stream is in data mode from the next byte on,
@@ -151,7 +157,7 @@ struct nk_hello_rep {
 	uint64_t token;		/* SOCKET/ACCEPT: the socket's token */
 	struct nk_addr local;	/* ACCEPT: the VM address connected to */
 	struct nk_addr peer;	/* ACCEPT: the remote peer */
-	uint32_t pad0;
+	uint32_t nsm_id;	/* the answering NSM instance (never 0) */
 };
 _Static_assert(sizeof(struct nk_hello_rep) == 72, "nk_hello_rep is 72 bytes");
 
