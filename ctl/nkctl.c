@@ -3,6 +3,7 @@
  * nkctl: the command-line interface of nkd.
  *
  *   nkctl [-j] [-p] [-c CONTROL] OBJECT VERB [NAME] [KEYWORD VALUE]...
+ *   nkctl [-j] [-p] [-c CONTROL] teardown
  *
  * iproute2/bpftool style: one table (cmds[] below) drives both parsing and
  * the usage text; objects, verbs and keywords may be abbreviated to any
@@ -30,8 +31,19 @@
 
 static const struct nkctl_kw nsm_add_kw[] = {
 	{ "type", "TYPE", "type", KW_REQ },
-	{ "netns", "NETNS", "netns", KW_REQ },
-	{ "dev", "IFNAME", "dev", KW_REQ },
+	{ "netns", "NETNS", "netns", 0 },
+	{ "dev", "IFNAME", "dev", KW_JOIN },
+	{}
+};
+
+static const struct nkctl_kw vm_set_kw[] = {
+	{ "nsm", "NSM", "nsm", KW_REQ },
+	{}
+};
+
+static const struct nkctl_kw stats_show_kw[] = {
+	{ "vm", "NAME", "vm", 0, 1 },
+	{ "nsm", "NAME", "nsm", 0, 1 },
 	{}
 };
 
@@ -55,6 +67,7 @@ static const struct nkctl_cmd cmds[] = {
 	{ "vm", "del", "NAME", NULL, OUT_NONE, "remove a VM and its listener" },
 	{ "vm", "list", NULL, NULL, OUT_LIST, "list VMs" },
 	{ "vm", "show", "NAME", NULL, OUT_OBJECT, "show one VM and its guest transport" },
+	{ "vm", "set", "NAME", vm_set_kw, OUT_NONE, "move a VM to another NSM" },
 	{ "policy", "add", NULL, NULL, OUT_NONE, NULL, true },
 	{ "policy", "del", NULL, NULL, OUT_NONE, NULL, true },
 	{ "policy", "set", NULL, NULL, OUT_NONE, NULL, true },
@@ -63,8 +76,10 @@ static const struct nkctl_cmd cmds[] = {
 	{ "conn", "list", NULL, NULL, OUT_LIST, NULL, true },
 	{ "conn", "show", NULL, NULL, OUT_OBJECT, NULL, true },
 	{ "conn", "del", NULL, NULL, OUT_NONE, NULL, true },
-	{ "stats", "list", NULL, NULL, OUT_LIST, NULL, true },
-	{ "stats", "show", NULL, NULL, OUT_OBJECT, NULL, true },
+	{ "stats", "show", NULL, stats_show_kw, OUT_OBJECT,
+	  "XDP steering counters: the uplink, every NSM and VM, or one" },
+	{ "teardown", NULL, NULL, NULL, OUT_NONE,
+	  "remove every VM and NSM, the netns, veths, XDP programs and pinned maps nkd made; nkd exits" },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
@@ -74,7 +89,8 @@ static const struct {
 } metavars[] = {
 	{ "NAME", "1-31 characters from A-Z a-z 0-9 _ . -" },
 	{ "TYPE", "kernel" },
-	{ "NETNS", "a network namespace in /run/netns ('ip netns add')" },
+	{ "NETNS", "a network namespace in /run/netns ('ip netns add'); when omitted,\n"
+		   "               nkd (--uplink) creates netns nk-NAME, veth nkh-NAME <-> eth0" },
 	{ "IFNAME", "the interface in NETNS that carries the VM addresses" },
 	{ "NSM", "the name of an NSM ('nkctl nsm list')" },
 	{ "ADDR/PREFIX", "up to 8, comma-separated: 10.0.0.2/24,fd00::2/64" },
@@ -107,11 +123,15 @@ static void kw_usage(const struct nkctl_kw *kw, char *buf, size_t len)
 					n += snprintf(buf + n, len - n, "%s%s %s",
 						      g == k ? "" : " | ", g->name, g->arg);
 			n += snprintf(buf + n, len - n, "%s", k->flags & KW_REQ ? ")" : "]");
+		} else if (k->flags & KW_JOIN) {
+			continue;	/* printed with the keyword it goes with */
 		} else if (k->flags & KW_REQ) {
 			n += snprintf(buf + n, len - n, " %s %s", k->name, k->arg);
 		} else {
-			n += snprintf(buf + n, len - n, " [%s %s]%s", k->name, k->arg,
-				      k->flags & KW_REPEAT ? "..." : "");
+			n += snprintf(buf + n, len - n, " [%s %s", k->name, k->arg);
+			for (g = k + 1; g->name && (g->flags & KW_JOIN); g++)
+				n += snprintf(buf + n, len - n, " %s %s", g->name, g->arg);
+			n += snprintf(buf + n, len - n, "]%s", k->flags & KW_REPEAT ? "..." : "");
 		}
 		if (n >= len)
 			return;
@@ -123,7 +143,9 @@ static void cmd_usage(FILE *f, const struct nkctl_cmd *c, const char *lead)
 	char kw[512];
 
 	kw_usage(c->kw, kw, sizeof(kw));
-	if (c->todo)
+	if (!c->verb)
+		fprintf(f, "%snkctl %s\n", lead, c->object);
+	else if (c->todo)
 		fprintf(f, "%snkctl %s %s ...   (not implemented yet)\n", lead, c->object, c->verb);
 	else
 		fprintf(f, "%snkctl %s %s%s%s%s\n", lead, c->object, c->verb,
@@ -412,6 +434,18 @@ static int parse_kw(const struct nkctl_cmd *c, int argc, char **argv, json_t *ar
 		if (!given && (k->flags & KW_REQ))
 			return usage_error(c, NULL, "missing one of %s", list);
 	}
+	/* Keywords that go together: "[netns NETNS dev IFNAME]". */
+	for (j = 0; j < n; j++) {
+		int lead = j;
+
+		if (!(c->kw[j].flags & KW_JOIN))
+			continue;
+		while (lead > 0 && (c->kw[lead].flags & KW_JOIN))
+			lead--;
+		if (seen[j] != seen[lead])
+			return usage_error(c, NULL, "'%s %s' and '%s %s' go together", c->kw[lead].name,
+					   c->kw[lead].arg, c->kw[j].name, c->kw[j].arg);
+	}
 	return 0;
 }
 
@@ -422,7 +456,8 @@ static int run(const struct nkctl_cmd *c, json_t *args)
 	size_t i;
 	int ret = EXIT_ERR;
 
-	req = json_pack("{s:s, s:s, s:O}", "object", c->object, "verb", c->verb, "args", args);
+	req = json_pack("{s:s, s:s, s:O}", "object", c->object, "verb", c->verb ? c->verb : "",
+			"args", args);
 	reply = nkd_call(req);
 	json_decref(req);
 	if (!reply)
@@ -513,13 +548,33 @@ int main(int argc, char **argv)
 	}
 	object = objects[i];
 
-	for (k = 0; k < NCMDS; k++)
-		if (!strcmp(cmds[k].object, object))
-			verbs[nverb++] = cmds[k].verb;
+	for (k = 0; k < NCMDS; k++) {
+		if (strcmp(cmds[k].object, object))
+			continue;
+		if (!cmds[k].verb) {
+			/* the object is the whole command: never abbreviated */
+			c = &cmds[k];
+			if (strcmp(argv[0], object))
+				return usage_error(c, NULL, "say '%s' in full", object);
+			if (argc > 1 && !strcmp(argv[1], "help")) {
+				usage(stdout, object);
+				return 0;
+			}
+			if (argc > 1)
+				return usage_error(c, NULL, "unexpected argument '%s'", argv[1]);
+			args = json_object();
+			ret = run(c, args);
+			json_decref(args);
+			return ret;
+		}
+		verbs[nverb++] = cmds[k].verb;
+	}
 	verbs[nverb] = "help";
 	if (argc < 2) {
-		/* "nkctl vm" lists, as "ip link" shows. */
+		/* "nkctl vm" lists, as "ip link" shows; "nkctl stats" shows. */
 		i = match("list", verbs, nverb);
+		if (i < 0)
+			i = match("show", verbs, nverb);
 		if (i < 0)
 			return usage_error(NULL, object, "missing VERB for '%s'", object);
 	} else {

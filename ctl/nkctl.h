@@ -15,6 +15,7 @@ enum {
 	KW_REPEAT = 1 << 1,	/* may be given more than once: a list */
 	KW_CSV = 1 << 2,	/* value is a comma-separated list */
 	KW_NUM = 1 << 3,	/* value is an unsigned number */
+	KW_JOIN = 1 << 4,	/* goes with the optional keyword before it: "[a X b Y]" */
 };
 
 struct nkctl_kw {
@@ -33,7 +34,7 @@ enum nkctl_out {
 
 struct nkctl_cmd {
 	const char *object;
-	const char *verb;
+	const char *verb;	/* NULL: the object is the command ("nkctl teardown") */
 	const char *name;	/* positional metavariable, or NULL */
 	const struct nkctl_kw *kw;	/* terminated by a NULL name */
 	enum nkctl_out out;

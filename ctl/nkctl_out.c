@@ -3,7 +3,10 @@
  * nkctl's human output: one path for every object.  A list is an aligned
  * table of the columns below; a show is "key value" lines in the order
  * below, keys being the JSON keys that -j prints.  Values are rendered the
- * same way in both: lists joined with ",", null and empty as "-".
+ * same way in both: lists joined with ",", null and empty as "-", an
+ * object (drop counters by reason) as its non-zero "key=value" members.
+ * "stats show" without arguments is a table with one row for the uplink
+ * (global), one per NSM and one per VM.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,13 +32,26 @@ static const struct col vm_cols[] = {
 };
 
 static const char *const nsm_show[] = {
-	"name", "type", "netns", "dev", "state", "pid", "restarts", "vms", "adopted",
-	"control", "log", "reason", NULL
+	"name", "id", "type", "netns", "dev", "managed", "hostdev", "xdp_mode", "state", "pid",
+	"restarts", "vms", "adopted", "control", "log", "reason", NULL
 };
 
 static const char *const vm_show[] = {
 	"name", "id", "nsm", "addrs", "gw", "uds", "listen", "cid", "transport", "state",
 	"error", NULL
+};
+
+static const struct col stats_cols[] = {
+	{ "object", "OBJECT" }, { "name", "NAME" }, { "rx_packets", "RX_PACKETS" },
+	{ "rx_bytes", "RX_BYTES" }, { "tx_packets", "TX_PACKETS" }, { "tx_bytes", "TX_BYTES" },
+	{ "pass_packets", "PASS_PACKETS" }, { "drops", "DROPS" },
+	{}
+};
+
+static const char *const stats_show[] = {
+	"object", "name", "id", "nsm", "hostdev", "xdp_mode", "ifindex", "miss", "pin_dir",
+	"rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "pass_packets", "pass_bytes",
+	"drops", NULL
 };
 
 /* Render one JSON value as text; the caller frees the result. */
@@ -75,6 +91,25 @@ static char *value_text(json_t *v)
 			free(t);
 		}
 		break;
+	case JSON_OBJECT: {
+		const char *key;
+		bool any = false;
+
+		json_object_foreach(v, key, e) {
+			if (json_is_integer(e) && !json_integer_value(e))
+				continue;
+			{
+				char *t = value_text(e);
+
+				fprintf(f, "%s%s=%s", any ? "," : "", key, t);
+				free(t);
+			}
+			any = true;
+		}
+		if (!any)
+			fputs("-", f);
+		break;
+	}
 	default:
 		fputs("-", f);
 		break;
@@ -137,9 +172,42 @@ static void print_object(const char *const *keys, json_t *obj)
 	}
 }
 
+/* stats show: one table of the global, NSM and VM counters. */
+static void print_stats(json_t *result)
+{
+	json_t *rows, *g = json_object_get(result, "global"), *o;
+	size_t i;
+
+	if (!g) {
+		print_object(stats_show, result);
+		return;
+	}
+	printf("uplink %s (ifindex %" JSON_INTEGER_FORMAT ", %s XDP), miss %s, maps in %s\n\n",
+	       json_string_value(json_object_get(g, "name")),
+	       json_integer_value(json_object_get(g, "ifindex")),
+	       json_string_value(json_object_get(g, "xdp_mode")),
+	       json_string_value(json_object_get(g, "miss")),
+	       json_string_value(json_object_get(g, "pin_dir")));
+	rows = json_array();
+	json_array_append(rows, g);
+	json_array_foreach(json_object_get(result, "nsms"), i, o) {
+		json_array_append(rows, o);
+	}
+	json_array_foreach(json_object_get(result, "vms"), i, o) {
+		json_array_append(rows, o);
+	}
+	print_table(stats_cols, rows);
+	json_decref(rows);
+}
+
 void nkctl_print(const struct nkctl_cmd *cmd, json_t *result)
 {
 	bool vm = !strcmp(cmd->object, "vm");
+
+	if (!strcmp(cmd->object, "stats")) {
+		print_stats(result);
+		return;
+	}
 
 	switch (cmd->out) {
 	case OUT_LIST:

@@ -19,6 +19,9 @@
  * NSMs or removing listeners; the next nkd restores nkd.json, re-creates
  * the listeners, adopts the NSMs that still answer on their control socket
  * and pushes the configuration to them again (idempotent on their side).
+ * With an uplink, the XDP programs stay attached and the maps pinned too;
+ * the next nkd reuses the maps and replaces the programs (nkd_steer.c).
+ * Only "nkctl teardown" removes everything nkd created, then nkd exits.
  *
  * NSM start-up is asynchronous (spawn, connect retries on a timer, HELLO),
  * so an "nsm add" reply is deferred until the HELLO.  Requests to a running
@@ -110,7 +113,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: nkd [--config FILE] [--foreground] [--control PATH]\n"
 		"           [--state-dir DIR] [--run-dir DIR] [--nsm-bin PATH]\n"
-		"           [--no-vsock] [-v|--verbose]\n"
+		"           [--no-vsock] [--uplink IFNAME] [--pin-dir DIR]\n"
+		"           [--miss pass|drop] [-v|--verbose]\n"
 		"\n"
 		"  --config FILE     apply FILE (nkd.json schema) instead of restoring\n"
 		"                    STATE-DIR/" NKD_STATE_FILE "\n"
@@ -120,6 +124,10 @@ static void usage(FILE *f)
 		"  --run-dir DIR     NSM control sockets (default " NKD_DEFAULT_RUN_DIR ")\n"
 		"  --nsm-bin PATH    the nk-nsm binary (default: next to nkd)\n"
 		"  --no-vsock        accept cid VMs but do not open the AF_VSOCK listener\n"
+		"  --uplink IFNAME   steer the uplink IFNAME to the NSMs with XDP; NSMs\n"
+		"                    added without netns get one created by nkd\n"
+		"  --pin-dir DIR     pin the steering maps in DIR (default " NK_STEER_PIN_DIR ")\n"
+		"  --miss pass|drop  frames on the uplink for no VM (default pass)\n"
 		"  -v, --verbose     debug logging\n");
 }
 
@@ -172,7 +180,8 @@ static char *find_nsm_bin(const char *opt)
 
 static void parse_args(int argc, char **argv)
 {
-	enum { OPT_CONFIG = 256, OPT_CONTROL, OPT_STATE, OPT_RUN, OPT_NSM, OPT_NOVSOCK };
+	enum { OPT_CONFIG = 256, OPT_CONTROL, OPT_STATE, OPT_RUN, OPT_NSM, OPT_NOVSOCK,
+	       OPT_UPLINK, OPT_PIN, OPT_MISS };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, OPT_CONFIG },
 		{ "foreground", no_argument, NULL, 'f' },
@@ -181,6 +190,9 @@ static void parse_args(int argc, char **argv)
 		{ "run-dir", required_argument, NULL, OPT_RUN },
 		{ "nsm-bin", required_argument, NULL, OPT_NSM },
 		{ "no-vsock", no_argument, NULL, OPT_NOVSOCK },
+		{ "uplink", required_argument, NULL, OPT_UPLINK },
+		{ "pin-dir", required_argument, NULL, OPT_PIN },
+		{ "miss", required_argument, NULL, OPT_MISS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
@@ -191,6 +203,7 @@ static void parse_args(int argc, char **argv)
 	nkd.cfg.control = NKD_DEFAULT_CONTROL;
 	nkd.cfg.state_dir = NKD_DEFAULT_STATE_DIR;
 	nkd.cfg.run_dir = NKD_DEFAULT_RUN_DIR;
+	nkd.cfg.miss = -1;
 	while ((c = getopt_long(argc, argv, "fvh", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CONFIG:
@@ -213,6 +226,24 @@ static void parse_args(int argc, char **argv)
 			break;
 		case OPT_NOVSOCK:
 			nkd.cfg.no_vsock = true;
+			break;
+		case OPT_UPLINK:
+			if (!*optarg || strlen(optarg) >= IFNAMSIZ || strpbrk(optarg, "/: \t"))
+				die("--uplink %s: not an interface name", optarg);
+			nkd.cfg.uplink = optarg;
+			nkd.cfg.uplink_cmdline = true;
+			break;
+		case OPT_PIN:
+			nkd.cfg.pin_dir = optarg;
+			nkd.cfg.pin_dir_cmdline = true;
+			break;
+		case OPT_MISS:
+			if (!strcmp(optarg, "pass"))
+				nkd.cfg.miss = NK_MISS_PASS;
+			else if (!strcmp(optarg, "drop"))
+				nkd.cfg.miss = NK_MISS_DROP;
+			else
+				die("--miss %s: say pass or drop", optarg);
 			break;
 		case 'v':
 			nkd.cfg.verbose = true;
@@ -246,6 +277,8 @@ static void parse_args(int argc, char **argv)
 			die("out of memory");
 		free(p);
 	}
+	if (nkd.cfg.pin_dir && nkd.cfg.pin_dir[0] != '/')
+		die("--pin-dir %s: give an absolute path (on a bpf filesystem)", nkd.cfg.pin_dir);
 	if (nkd.cfg.config_file) {
 		char *p = realpath(nkd.cfg.config_file, NULL);
 
@@ -338,7 +371,9 @@ static void signal_event(void)
 			nkd.stop = true;
 			break;
 		case SIGHUP:
-			info("SIGHUP: retrying failed listeners and NSMs, re-sending the configuration");
+			info("SIGHUP: retrying failed listeners and NSMs, re-sending the configuration%s",
+			     nkd.steer ? ", re-attaching XDP and rewriting the steering maps" : "");
+			steer_resync();
 			vm_resync_all();
 			nsm_resync_all();
 			break;
@@ -425,15 +460,19 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof(path), "%s/%s", nkd.cfg.state_dir, NKD_STATE_FILE);
 		ret = state_load(path, false);
 	}
+	if (!ret)
+		ret = steer_start();
 	if (ret) {
 		unlink(nkd.cfg.control);
 		exit(1);
 	}
+	state_apply(nkd.cfg.config_file ? nkd.cfg.config_file : path);
 	state_save();
 
-	info("serving nkctl on %s (state %s, run %s, nsm %s%s)", nkd.cfg.control,
+	info("serving nkctl on %s (state %s, run %s, nsm %s%s%s%s)", nkd.cfg.control,
 	     nkd.cfg.state_dir, nkd.cfg.run_dir, nkd.cfg.nsm_bin,
-	     nkd.cfg.no_vsock ? ", AF_VSOCK disabled" : "");
+	     nkd.cfg.no_vsock ? ", AF_VSOCK disabled" : "",
+	     nkd.steer ? ", uplink " : "", nkd.steer ? nkd.cfg.uplink : "");
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "1", 1) < 0)
 			warn_perror("readiness pipe");
@@ -441,5 +480,6 @@ int main(int argc, char **argv)
 	}
 	loop();
 	unlink(nkd.cfg.control);
+	nk_steer_close(nkd.steer);	/* programs stay attached, maps pinned */
 	return 0;
 }

@@ -9,6 +9,8 @@
  *   nkd_nsm.c    NSM objects: spawn, adopt, supervise, nsmctl messages
  *   nkd_vm.c     VM objects: validation, hybrid-vsock listeners, AF_VSOCK
  *   nkd_state.c  nkd.json: save after every change, restore at start
+ *   nkd_steer.c  XDP steering on the uplink: programs, pinned maps, stats
+ *   nkd_link.c   namespaces and veth pairs of the NSMs nkd creates
  *
  * Error convention: int functions return 0 or -errno; a caller-supplied
  * struct nkd_err receives the one-line message shown to the operator.
@@ -26,6 +28,9 @@
 #include <jansson.h>
 #include <netkernel/nsmctl.h>
 #include <netkernel/proto.h>
+#include <netkernel/steer.h>
+
+#include "steer_maps.h"
 
 #define NKD_DEFAULT_CONTROL	"/run/netkernel/nkd.sock"
 #define NKD_DEFAULT_STATE_DIR	"/var/lib/netkernel"
@@ -37,6 +42,9 @@
 #define NKD_VM_ID_MAX		65535
 #define NKD_CTL_MSG_MAX		(8u << 20)	/* one nkctl request or reply */
 #define NKD_NETNS_MAX		64
+#define NKD_NETNS_PREFIX	"nk-"	/* netns of an NSM nkd creates: nk-NAME */
+#define NKD_HOSTDEV_PREFIX	"nkh-"	/* host side of its veth: nkh-NAME */
+#define NKD_NSM_DEV		"eth0"	/* NSM side of its veth */
 
 /* Supervision timings (milliseconds). */
 #define NKD_NSM_START_MS	5000	/* spawn -> HELLO */
@@ -85,6 +93,11 @@ struct nkd_config {
 	bool foreground;
 	bool verbose;
 	bool no_vsock;
+	/* XDP steering: from the command line, else from the state file */
+	const char *uplink;	/* NULL: no steering */
+	const char *pin_dir;
+	int miss;		/* enum nk_miss_action; -1: not given */
+	bool uplink_cmdline, pin_dir_cmdline;
 };
 
 enum nsm_state {
@@ -102,6 +115,11 @@ struct nkd_nsm {
 	char type[16];
 	char netns[NKD_NETNS_MAX];
 	char dev[IFNAMSIZ];
+	/* created by nkd on the uplink (no netns given): steered by XDP */
+	bool managed;
+	char hostdev[IFNAMSIZ];	/* host side of its veth */
+	int host_ifindex;	/* 0: not set up */
+	enum nk_xdp_mode egress_mode;
 
 	enum nsm_state state;
 	pid_t pid;		/* 0: none known */
@@ -145,6 +163,10 @@ struct nkd {
 	struct nkd_vm *vms;	/* list, in creation order */
 	unsigned int nvms;
 	struct nkd_client *clients[NKD_CLIENT_MAX];
+	/* XDP steering (NULL without an uplink) */
+	struct nk_steer *steer;
+	int uplink_ifindex;
+	enum nk_xdp_mode uplink_mode;
 };
 
 extern struct nkd nkd;
@@ -193,6 +215,8 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e);
 int vm_create(const struct nkd_vm *tmpl, bool push, struct nkd_vm **out,
 	      struct nkd_err *e);
 int vm_delete(struct nkd_vm *vm, struct nkd_err *e);
+int vm_move(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e);
+void vm_forget(struct nkd_vm *vm);
 int vm_push(struct nkd_vm *vm, struct nkd_err *e);
 int vm_open_listener(struct nkd_vm *vm, struct nkd_err *e);
 void vm_resync_all(void);
@@ -201,8 +225,33 @@ json_t *vm_to_json(const struct nkd_vm *vm, bool state);
 void vsock_accept(void);
 int vsock_update(void);
 
+/* nkd_steer.c: every function is a no-op (0) when nkd has no uplink */
+int steer_start(void);
+bool steer_nsm_steered(const struct nkd_nsm *nsm);
+int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e);
+void steer_nsm_down(struct nkd_nsm *nsm);
+int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e);
+void steer_vm_del(struct nkd_vm *vm);
+void steer_sync(void);
+void steer_resync(void);
+int steer_stats(json_t *args, json_t **res, struct nkd_err *e);
+json_t *steer_teardown(void);
+const char *steer_miss_name(int miss);
+
+/* nkd_link.c */
+int netns_open(const char *name);
+int netns_create(const char *name);
+int netns_delete(const char *name);
+int link_delete(const char *ifname);
+int link_nsm_veth(struct nkd_nsm *nsm, struct nkd_err *e);
+/* Gratuitous ARP / unsolicited NA for the VM's addresses, from the NSM. */
+void link_announce(const struct nkd_nsm *nsm, const struct nkd_vm *vm);
+
 /* nkd_state.c */
 int state_save(void);
+/* Phase 1: validate and register (and read the steering keys). */
 int state_load(const char *path, bool required);
+/* Phase 2: listeners, steering, NSMs started or adopted. */
+void state_apply(const char *path);
 
 #endif /* NKD_H */

@@ -14,7 +14,8 @@
  * validated completely before anything changes; an apply step that fails
  * is rolled back.  "nsm add" is answered when the new NSM has said HELLO
  * (or failed to), so its reply is deferred; the client's other requests
- * wait meanwhile.
+ * wait meanwhile.  "teardown" removes everything nkd created, answers,
+ * and makes nkd exit.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -392,7 +393,73 @@ static int handle_vm(const char *verb, json_t *args, json_t **res, json_t *warni
 		*res = obj;
 		return 0;
 	}
+	if (!strcmp(verb, "set")) {
+		const char *to = json_string_value(json_object_get(args, "nsm"));
+		struct nkd_nsm *nsm;
+
+		if (!to)
+			return nkd_fail(e, EINVAL, "vm %s: nothing to set (give nsm NSM)", vm->name);
+		nsm = nsm_find(to);
+		if (!nsm)
+			return nkd_fail(e, ENOENT, "vm %s: nsm %s does not exist (see 'nkctl nsm list')",
+					vm->name, to);
+		ret = vm_move(vm, nsm, e);
+		if (ret)
+			return ret;
+		if (nsm->state != NSM_RUNNING)
+			json_array_append_new(warnings, json_sprintf(
+				"vm %s: nsm %s is %s; the vm is configured on it once it runs",
+				vm->name, nsm->name, nsm_state_name(nsm->state)));
+		state_save();
+		*res = vm_to_json(vm, true);
+		return 0;
+	}
 	return nkd_fail(e, EOPNOTSUPP, "vm %s: unknown verb (see 'nkctl vm help')", verb);
+}
+
+static int handle_stats(const char *verb, json_t *args, json_t **res, struct nkd_err *e)
+{
+	if (strcmp(verb, "show"))
+		return nkd_fail(e, EOPNOTSUPP, "stats %s: unknown verb (see 'nkctl stats help')", verb);
+	return steer_stats(args, res, e);
+}
+
+/*
+ * Remove every VM and NSM (with the namespaces and veths nkd created),
+ * detach the XDP programs, unpin the maps, store an empty configuration,
+ * then exit.  Failures are logged and reported, and the rest still goes.
+ */
+static int handle_teardown(json_t **res, json_t *warnings)
+{
+	json_t *vms = json_array(), *nsms = json_array();
+	struct nkd_err e;
+	int i;
+
+	while (nkd.vms) {
+		struct nkd_vm *vm = nkd.vms;
+
+		json_array_append_new(vms, json_string(vm->name));
+		if (vm_delete(vm, &e)) {
+			/* the NSM refused: it is stopped below anyway */
+			json_array_append_new(warnings, json_string(e.msg));
+			vm_forget(vm);
+		}
+	}
+	for (i = 0; i < NKD_NSM_MAX; i++) {
+		struct nkd_nsm *nsm = nkd.nsms[i];
+
+		if (!nsm || nsm->dead)
+			continue;
+		json_array_append_new(nsms, json_string(nsm->name));
+		if (nsm_delete(nsm, &e))
+			json_array_append_new(warnings, json_string(e.msg));
+	}
+	*res = json_pack("{s:o, s:o, s:o}", "vms", vms, "nsms", nsms, "steering", steer_teardown());
+	state_save();
+	info("teardown: removed %zu vms and %zu nsms; exiting", json_array_size(vms),
+	     json_array_size(nsms));
+	nkd.stop = true;
+	return 0;
 }
 
 static void handle_request(struct nkd_client *c, const char *buf, size_t len)
@@ -424,6 +491,10 @@ static void handle_request(struct nkd_client *c, const char *buf, size_t len)
 		ret = handle_nsm(c, verb, args, &res, warnings, &e);
 	} else if (!strcmp(object, "vm")) {
 		ret = handle_vm(verb, args, &res, warnings, &e);
+	} else if (!strcmp(object, "stats")) {
+		ret = handle_stats(verb, args, &res, &e);
+	} else if (!strcmp(object, "teardown")) {
+		ret = handle_teardown(&res, warnings);
 	} else {
 		ret = nkd_fail(&e, EOPNOTSUPP, "%s %s: not implemented yet", object, verb);
 	}

@@ -17,6 +17,12 @@
  *      |                                               |
  *      +--timeout: kill---------------------------------+--10 in 60 s--> FAILED
  *
+ * An NSM added without a netns (only when nkd has an uplink) is managed:
+ * before it starts, nkd creates netns nk-NAME and the veth pair
+ * nkh-NAME <-> eth0 and steers it with XDP (nkd_steer.c); nsm del removes
+ * them again.  Its id (the registry slot, 0..255, also its index in the
+ * steering maps) is kept in nkd.json so that it survives restarts.
+ *
  * On every HELLO nkd pushes the configuration of all the NSM's VMs
  * (VM_ADD + ATTACH_LISTENER, idempotent on the NSM side).  A child's death
  * arrives as SIGCHLD; an adopted NSM is not our child, so its death shows
@@ -204,16 +210,17 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	struct sockaddr_un sun;
 	const char *key, *name, *type, *netns, *dev;
 	char path[PATH_MAX];
-	json_t *val;
+	json_t *val, *jid;
 
 	memset(out, 0, sizeof(*out));
+	out->slot = -1;
 	if (!json_is_object(obj))
 		return nkd_fail(e, EINVAL, "nsm: expected an object");
 	json_object_foreach(obj, key, val) {
 		if (strcmp(key, "name") && strcmp(key, "type") && strcmp(key, "netns") &&
-		    strcmp(key, "dev"))
-			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, type, netns, dev)", key);
-		if (!json_is_string(val))
+		    strcmp(key, "dev") && strcmp(key, "id"))
+			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev)", key);
+		if (strcmp(key, "id") && !json_is_string(val))
 			return nkd_fail(e, EINVAL, "nsm: '%s' must be a string", key);
 	}
 	name = json_string_value(json_object_get(obj, "name"));
@@ -232,13 +239,41 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (strcmp(type, "kernel"))
 		return nkd_fail(e, EOPNOTSUPP, "nsm %s: type %s not supported yet (supported: kernel)",
 				name, type);
+	jid = json_object_get(obj, "id");
+	if (jid) {
+		json_int_t id = json_integer_value(jid);
+
+		if (!json_is_integer(jid) || id < 0 || id >= NKD_NSM_MAX)
+			return nkd_fail(e, EINVAL, "nsm %s: id must be a number from 0 to %d", name,
+					NKD_NSM_MAX - 1);
+		if (nkd.nsms[id])
+			return nkd_fail(e, EEXIST, "nsm %s: id %d is already used by nsm %s", name,
+					(int)id, nkd.nsms[id]->name);
+		out->slot = id;
+	}
+	if (!netns && !dev) {
+		/* nkd creates the namespace and the veth on its uplink */
+		if (!nkd.cfg.uplink)
+			return nkd_fail(e, EINVAL, "nsm %s: missing 'netns NETNS dev IFNAME' (nkd creates the namespace itself only when it runs with --uplink IFNAME)",
+					name);
+		out->managed = true;
+		nkd_strscpy(out->name, name, sizeof(out->name));
+		nkd_strscpy(out->type, type, sizeof(out->type));
+		snprintf(out->netns, sizeof(out->netns), NKD_NETNS_PREFIX "%s", name);
+		nkd_strscpy(out->dev, NKD_NSM_DEV, sizeof(out->dev));
+		ctl_path(out, path, sizeof(path));
+		if (strlen(path) >= sizeof(sun.sun_path))
+			return nkd_fail(e, ENAMETOOLONG, "nsm %s: control socket path %s is too long; use a shorter name or --run-dir",
+					name, path);
+		return 0;
+	}
 	if (!netns)
-		return nkd_fail(e, EINVAL, "nsm %s: missing 'netns NETNS'", name);
+		return nkd_fail(e, EINVAL, "nsm %s: 'dev IFNAME' needs 'netns NETNS'", name);
 	if (!nkd_name_valid(netns, NKD_NETNS_MAX))
 		return nkd_fail(e, EINVAL, "nsm %s: netns name '%s' is invalid (1-%d characters from A-Z a-z 0-9 _ . -)",
 				name, netns, NKD_NETNS_MAX - 1);
 	if (!dev)
-		return nkd_fail(e, EINVAL, "nsm %s: missing 'dev IFNAME'", name);
+		return nkd_fail(e, EINVAL, "nsm %s: 'netns NETNS' needs 'dev IFNAME'", name);
 	if (!*dev || strlen(dev) >= IFNAMSIZ || strpbrk(dev, "/: \t\n") ||
 	    !strcmp(dev, ".") || !strcmp(dev, ".."))
 		return nkd_fail(e, EINVAL, "nsm %s: dev '%s' is not a valid interface name (1-%d characters, no '/', ':' or spaces)",
@@ -654,6 +689,7 @@ void nsm_abandon(struct nkd_nsm *nsm, const char *why)
 {
 	nsm_fail_waiter(nsm, why);
 	ctl_close(nsm);
+	steer_nsm_down(nsm);	/* a managed NSM's entries, veth and netns */
 	if (nsm->timer_fd >= 0) {
 		nkd_ep_del(nsm->timer_fd);
 		close(nsm->timer_fd);
@@ -901,6 +937,13 @@ int nsm_start(struct nkd_nsm *nsm, struct nkd_err *e)
 {
 	int ret;
 
+	ret = steer_nsm_up(nsm, e);	/* a managed NSM's netns, veth, XDP */
+	if (ret) {
+		nsm->state = NSM_FAILED;
+		nkd_strscpy(nsm->reason, e->msg, sizeof(nsm->reason));
+		err("%s", e->msg);
+		return ret;
+	}
 	ret = nsm_try_adopt(nsm, e);
 	if (ret == 1) {
 		nsm_push_vms(nsm);
@@ -929,10 +972,15 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	struct nkd_nsm *nsm;
 	int slot, ret;
 
-	for (slot = 0; slot < NKD_NSM_MAX && nkd.nsms[slot]; slot++)
-		;
+	slot = tmpl->slot;
+	if (slot < 0)
+		for (slot = 0; slot < NKD_NSM_MAX && nkd.nsms[slot]; slot++)
+			;
 	if (slot == NKD_NSM_MAX)
 		return nkd_fail(e, ENOSPC, "nsm %s: too many NSMs (max %d)", tmpl->name, NKD_NSM_MAX);
+	if (nkd.nsms[slot])
+		return nkd_fail(e, EEXIST, "nsm %s: id %d is already used by nsm %s", tmpl->name,
+				slot, nkd.nsms[slot]->name);
 	nsm = calloc(1, sizeof(*nsm));
 	if (!nsm)
 		return nkd_fail(e, ENOMEM, "nsm %s: out of memory", tmpl->name);
@@ -940,6 +988,12 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	memcpy(nsm->type, tmpl->type, sizeof(nsm->type));
 	memcpy(nsm->netns, tmpl->netns, sizeof(nsm->netns));
 	memcpy(nsm->dev, tmpl->dev, sizeof(nsm->dev));
+	nsm->managed = tmpl->managed;
+	/* nkh-NAME, or nkh-ID when NAME does not fit IFNAMSIZ */
+	if (strlen(NKD_HOSTDEV_PREFIX) + strlen(nsm->name) < IFNAMSIZ)
+		snprintf(nsm->hostdev, sizeof(nsm->hostdev), NKD_HOSTDEV_PREFIX "%s", nsm->name);
+	else
+		snprintf(nsm->hostdev, sizeof(nsm->hostdev), NKD_HOSTDEV_PREFIX "%d", slot);
 	nsm->slot = slot;
 	nsm->ctl_fd = -1;
 	nsm->state = NSM_STARTING;
@@ -1023,10 +1077,21 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_t *o, *vms;
 	struct nkd_vm *vm;
 
-	o = json_pack("{s:s, s:s, s:s, s:s}", "name", nsm->name, "type", nsm->type,
-		      "netns", nsm->netns, "dev", nsm->dev);
+	o = json_pack("{s:s, s:i, s:s}", "name", nsm->name, "id", (json_int_t)nsm->slot,
+		      "type", nsm->type);
+	/* a managed NSM is stored without netns/dev: nkd derives them */
+	if (!nsm->managed || full) {
+		json_object_set_new(o, "netns", json_string(nsm->netns));
+		json_object_set_new(o, "dev", json_string(nsm->dev));
+	}
 	if (!full)
 		return o;
+	json_object_set_new(o, "managed", json_boolean(nsm->managed));
+	if (nsm->managed) {
+		json_object_set_new(o, "hostdev", json_string(nsm->hostdev));
+		json_object_set_new(o, "xdp_mode", steer_nsm_steered(nsm) && nsm->host_ifindex ?
+				    json_string(nk_xdp_mode_name(nsm->egress_mode)) : json_null());
+	}
 	json_object_set_new(o, "state", json_string(nsm_state_name(nsm->state)));
 	json_object_set_new(o, "pid", nsm->pid ? json_integer(nsm->pid) : json_null());
 	json_object_set_new(o, "restarts", json_integer(nsm->restarts));

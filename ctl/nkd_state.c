@@ -5,15 +5,20 @@
  * start-up; --config FILE uses the same schema (docs/cli.md):
  *
  *   {"version": 1,
- *    "nsms": [{"name", "type", "netns", "dev"}],
+ *    "uplink": "IFNAME", "miss": "pass" | "drop", "pin_dir": "DIR",
+ *    "nsms": [{"name", "id", "type", "netns", "dev"}],
  *    "vms":  [{"name", "id", "nsm", "addrs": [...], "uds" | "cid", "gw": [...]}]}
  *
+ * (an NSM nkd created on the uplink has no netns/dev).  The steering keys
+ * are overridden by nkd's --uplink, --miss and --pin-dir.
+ *
  * Loading is two-phase: every entry is validated and registered first
- * (any error: nkd refuses to start and says which entry is wrong, nothing
- * was started); only then are listeners created and NSMs adopted or
- * spawned.  A failure in that second phase (a netns that is gone, a
- * directory that is missing) leaves the object configured and marked
- * failed, so the configuration is never silently lost.
+ * (state_load: any error makes nkd refuse to start and say which entry is
+ * wrong; nothing was started); then steering starts (steer_start) and
+ * listeners are created and NSMs adopted or spawned (state_apply).  A
+ * failure in that phase (a netns that is gone, a directory that is
+ * missing) leaves the object configured and marked failed, so the
+ * configuration is never silently lost.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +44,15 @@ int state_save(void)
 	vms = json_array();
 	for (vm = nkd.vms; vm; vm = vm->next)
 		json_array_append_new(vms, vm_to_json(vm, false));
-	root = json_pack("{s:i, s:o, s:o}", "version", 1, "nsms", nsms, "vms", vms);
+	root = json_pack("{s:i}", "version", 1);
+	if (nkd.cfg.uplink) {
+		json_object_set_new(root, "uplink", json_string(nkd.cfg.uplink));
+		json_object_set_new(root, "miss", json_string(steer_miss_name(nkd.cfg.miss)));
+		json_object_set_new(root, "pin_dir", json_string(nkd.cfg.pin_dir ?
+				    nkd.cfg.pin_dir : NK_STEER_PIN_DIR));
+	}
+	json_object_set_new(root, "nsms", nsms);
+	json_object_set_new(root, "vms", vms);
 
 	snprintf(path, sizeof(path), "%s/%s", nkd.cfg.state_dir, NKD_STATE_FILE);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -94,11 +107,50 @@ static int check_top(const char *path, json_t *root)
 				err("%s: \"%s\" must be a list", path, key);
 				return -EINVAL;
 			}
+		} else if (!strcmp(key, "uplink") || !strcmp(key, "pin_dir")) {
+			if (!json_is_string(val) && !json_is_null(val)) {
+				err("%s: \"%s\" must be a string", path, key);
+				return -EINVAL;
+			}
+		} else if (!strcmp(key, "miss")) {
+			if (!json_is_string(val) || (strcmp(json_string_value(val), "pass") &&
+						     strcmp(json_string_value(val), "drop"))) {
+				err("%s: \"miss\" must be \"pass\" or \"drop\"", path);
+				return -EINVAL;
+			}
 		} else {
-			err("%s: unknown key \"%s\" (expected version, nsms, vms)", path, key);
+			err("%s: unknown key \"%s\" (expected version, uplink, miss, pin_dir, nsms, vms)",
+			    path, key);
 			return -EINVAL;
 		}
 	}
+	return 0;
+}
+
+/* The steering keys, unless the command line gave them. */
+static int steer_keys(const char *path, json_t *root)
+{
+	const char *s;
+
+	s = json_string_value(json_object_get(root, "uplink"));
+	if (s && !nkd.cfg.uplink_cmdline) {
+		if (!*s || strlen(s) >= IFNAMSIZ) {
+			err("%s: \"uplink\" is not an interface name", path);
+			return -EINVAL;
+		}
+		nkd.cfg.uplink = strdup(s);
+	}
+	s = json_string_value(json_object_get(root, "pin_dir"));
+	if (s && !nkd.cfg.pin_dir_cmdline) {
+		if (s[0] != '/') {
+			err("%s: \"pin_dir\" must be an absolute path", path);
+			return -EINVAL;
+		}
+		nkd.cfg.pin_dir = strdup(s);
+	}
+	s = json_string_value(json_object_get(root, "miss"));
+	if (s && nkd.cfg.miss < 0)
+		nkd.cfg.miss = strcmp(s, "drop") ? NK_MISS_PASS : NK_MISS_DROP;
 	return 0;
 }
 
@@ -108,7 +160,6 @@ int state_load(const char *path, bool required)
 	json_t *root, *nsms, *vms, *o;
 	struct nkd_nsm tmpl_nsm, *nsm;
 	struct nkd_vm tmpl_vm, *vm;
-	unsigned int n_nsm = 0;
 	json_error_t jerr;
 	size_t i;
 	int ret;
@@ -126,6 +177,8 @@ int state_load(const char *path, bool required)
 		return -EINVAL;
 	}
 	ret = check_top(path, root);
+	if (!ret)
+		ret = steer_keys(path, root);
 	if (ret)
 		goto out;
 	nsms = json_object_get(root, "nsms");
@@ -152,7 +205,20 @@ int state_load(const char *path, bool required)
 		}
 	}
 
-	/* Phase 2: listeners first, so that adopted NSMs get them now. */
+	ret = 0;
+out:
+	json_decref(root);
+	return ret;
+}
+
+void state_apply(const char *path)
+{
+	struct nkd_err e = { "" };
+	unsigned int n_nsm = 0;
+	struct nkd_vm *vm;
+	int i, ret;
+
+	/* Listeners first, so that adopted NSMs get them now. */
 	for (vm = nkd.vms; vm; vm = vm->next)
 		if (vm_open_listener(vm, &e))
 			err("%s (the vm stays configured but is not served)", e.msg);
@@ -165,9 +231,7 @@ int state_load(const char *path, bool required)
 		n_nsm++;
 		nsm_start(nkd.nsms[i], &e);	/* logs; a failure leaves it "failed" */
 	}
-	info("configuration from %s: %u nsms, %u vms", path, n_nsm, nkd.nvms);
-	ret = 0;
-out:
-	json_decref(root);
-	return ret;
+	steer_sync();	/* the VMs' entries; stale ones removed */
+	if (path)
+		info("configuration from %s: %u nsms, %u vms", path, n_nsm, nkd.nvms);
 }

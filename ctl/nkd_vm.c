@@ -10,6 +10,13 @@
  * With "cid N" nkd owns one AF_VSOCK listener on port 7531 (open while at
  * least one cid VM exists, unless --no-vsock), accepts, reads the peer CID
  * and passes the stream to that VM's NSM.  nkd never reads guest bytes.
+ *
+ * A VM of an NSM that nkd steers on its uplink also has entries in the
+ * steering maps (nkd_steer.c), written once the NSM has the VM's addresses
+ * and removed once it has dropped them.  Moving a VM (vm set NAME nsm NSM)
+ * takes it off the old NSM, configures the new one, points the maps at it
+ * in one update and has the new NSM announce the addresses (gratuitous ARP,
+ * unsolicited NA), so the remote side learns the new MAC at once.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -480,6 +487,15 @@ int vm_create(const struct nkd_vm *tmpl, bool push, struct nkd_vm **out, struct 
 			goto out_unpush;
 		}
 	}
+	if (push) {
+		ret = steer_vm_add(vm, e);	/* restore: steer_sync() does it */
+		if (ret) {
+			vm_unlink_list(vm);
+			if (vm->cid)
+				vsock_update();
+			goto out_unpush;
+		}
+	}
 	if (push && vm->uds)
 		info("vm %s: added (id %u, nsm %s, listening on %s)", vm->name, vm->id,
 		     vm->nsm->name, vm->listen_path);
@@ -505,13 +521,64 @@ int vm_delete(struct nkd_vm *vm, struct nkd_err *e)
 	if (ret)
 		return nkd_fail(e, -ret, "vm %s: nsm %s refused to remove it: %s; nothing changed",
 				vm->name, vm->nsm->name, strerror(-ret));
+	vm_forget(vm);
+	return 0;
+}
+
+/* Remove the VM from nkd (steering entries, listener), not from its NSM. */
+void vm_forget(struct nkd_vm *vm)
+{
+	steer_vm_del(vm);
 	vm_unlink_list(vm);
 	vm_unlisten(vm);
 	if (vm->cid)
 		vsock_update();
 	info("vm %s: deleted (id %u, nsm %s)", vm->name, vm->id, vm->nsm->name);
 	vm_free(vm);
+}
+
+/*
+ * Move a VM to another NSM.  Its connections on the old NSM end (the old
+ * NSM drops its sockets); its listener and guest path stay the same.  On
+ * failure the VM goes back to the old NSM.
+ */
+int vm_move(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
+{
+	struct nkd_nsm *from = vm->nsm;
+	struct nkd_err e2;
+	int ret;
+
+	if (to == from)
+		return 0;
+	ret = vm_unpush(vm, true);
+	if (ret)
+		return nkd_fail(e, -ret, "vm %s: nsm %s refused to remove it: %s; nothing changed",
+				vm->name, from->name, strerror(-ret));
+	vm->nsm = to;
+	if (to->state == NSM_RUNNING) {
+		ret = vm_push(vm, e);
+		if (ret)
+			goto out_back;
+	}
+	if (steer_nsm_steered(to)) {
+		ret = steer_vm_add(vm, e);	/* one vms update redirects it */
+		if (ret)
+			goto out_unpush;
+		if (to->state == NSM_RUNNING)
+			link_announce(to, vm);
+	} else {
+		steer_vm_del(vm);
+	}
+	info("vm %s: moved from nsm %s to nsm %s", vm->name, from->name, to->name);
 	return 0;
+
+out_unpush:
+	vm_unpush(vm, true);
+out_back:
+	vm->nsm = from;
+	if (from->state == NSM_RUNNING && vm_push(vm, &e2))
+		err("vm %s: could not go back to nsm %s either: %s", vm->name, from->name, e2.msg);
+	return ret;
 }
 
 int vm_open_listener(struct nkd_vm *vm, struct nkd_err *e)

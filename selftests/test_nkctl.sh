@@ -123,7 +123,13 @@ expect_fail 2 "empty element" vm add vm9 nsm nsm1 addr 10.0.0.2/24,,10.0.0.3/24 
 expect_fail 2 "unexpected argument 'extra'" vm list extra
 expect_fail 1 "'policy set' is not implemented yet" policy set
 expect_fail 1 "'conn list' is not implemented yet" conn list
-expect_fail 1 "'stats show' is not implemented yet" st sh
+expect_fail 1 "'conn show' is not implemented yet" conn sh
+expect_fail 2 "'netns NETNS' and 'dev IFNAME' go together" nsm add nsm9 type kernel netns x
+expect_fail 2 "'netns NETNS' and 'dev IFNAME' go together" nsm add nsm9 type kernel dev eth0
+expect_fail 2 "unknown keyword 'cid' for 'stats show'" stats show cid 3
+expect_fail 2 "give only one of 'vm NAME' or 'nsm NAME'" stats show vm a nsm b
+expect_fail 2 "say 'teardown' in full" teard
+expect_fail 2 "unexpected argument 'now'" teardown now
 expect_fail 1 "is nkd running?" vm list
 
 # ---------------------------------------------------------------- nkd
@@ -157,6 +163,8 @@ expect_fail 1 "netns nope-$S does not exist" nsm add nsm1 type kernel netns "nop
 expect_fail 1 "dev nope0 does not exist in netns nsm-$S" nsm add nsm1 type kernel netns "nsm-$S" dev nope0
 expect_fail 1 "is not a valid interface name" nsm add nsm1 type kernel netns "nsm-$S" dev 0123456789abcdefgh
 expect_fail 1 "nsm name 'a/b' is invalid" nsm add a/b type kernel netns "nsm-$S" dev up0
+expect_fail 1 "only when it runs with --uplink IFNAME" nsm add nsm1 type kernel
+expect_fail 1 "nkd steers no uplink" stats show
 # prefixes everywhere, keywords in any order
 expect_ok n a nsm1 d up0 t kernel n "nsm-$S"
 NK_NSMS+=(nsm1)
