@@ -46,27 +46,27 @@ static bool fd_nonblock(int fd)
 	return fl >= 0 && (fl & O_NONBLOCK);
 }
 
-/* Wait until the stream holds at least want bytes (MSG_PEEK), or EOF. */
+/* Wait until the stream holds at least want bytes (MSG_PEEK), or EOF.  A
+ * blocking wait honours the socket's SO_RCVTIMEO (-EAGAIN on expiry). */
 static ssize_t peek_wait(int fd, void *buf, size_t want, bool nonblock)
 {
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	ssize_t n;
 
 	for (;;) {
+		n = nk_real.recv(fd, buf, want, MSG_PEEK | (nonblock ? MSG_DONTWAIT : 0));
+		if (n == (ssize_t)want || n == 0)
+			return n;
+		if (n < 0 && errno == EINTR)
+			return -EINTR;
+		if (n < 0)
+			return -errno;
+		/* A partial frame only lasts until the rest of its single
+		 * write lands. */
+		nk_real.poll(&pfd, 1, 10);
 		n = nk_real.recv(fd, buf, want, MSG_PEEK | MSG_DONTWAIT);
 		if (n == (ssize_t)want || n == 0)
 			return n;
-		if (n < 0 && errno != EAGAIN && errno != EINTR)
-			return -errno;
-		if (nonblock && n < 0)
-			return -EAGAIN;
-		/* A partial frame only lasts until the rest of its single
-		 * write lands; a receive timeout applies as on the stream. */
-		n = nk_real.poll(&pfd, 1, nonblock ? 1000 : -1);
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		if (n == 0)
-			return -EAGAIN;
 	}
 }
 
@@ -232,6 +232,24 @@ out:
 	return ret;
 }
 
+/* A pending error frame at the head of the stream, consumed: Linux reports
+ * a connected UDP socket's pending error (ICMP unreachable) on the next
+ * send, recv or SO_ERROR, once.  Returns the errno or 0. */
+int nk_dgram_pending_error(struct nk_sock *sk, int fd)
+{
+	struct nk_dgram_hdr h;
+	ssize_t n;
+	int e = 0;
+
+	pthread_mutex_lock(&sk->rlock);
+	n = nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT);
+	if (n == (ssize_t)FRAME_HDR && !frame_check(&h) && (h.flags & NK_DGRAM_F_ERROR) &&
+	    !read_exact(fd, &h, FRAME_HDR))
+		e = h.err;
+	pthread_mutex_unlock(&sk->rlock);
+	return e;
+}
+
 /* Send one datagram.  Returns its length or -errno. */
 ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 		      const struct sockaddr *dst, socklen_t dlen)
@@ -277,6 +295,11 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	}
 	if (!dst && sk->state != NKS_CONNECTED)
 		return -EDESTADDRREQ;
+	if (sk->state == NKS_CONNECTED) {
+		ret = nk_dgram_pending_error(sk, fd);
+		if (ret)
+			return -ret;
+	}
 	h.len = total;
 
 	v = alloca((cnt + 1) * sizeof(*v));

@@ -161,6 +161,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 		      const struct sockaddr *dst, socklen_t dlen);
 int nk_dgram_fionread(struct nk_sock *sk, int fd, int *val);
+int nk_dgram_pending_error(struct nk_sock *sk, int fd);
 
 /* shim.c */
 void nk_set_addr(struct sockaddr_storage *ss, socklen_t *len, const struct nk_addr *na,

@@ -1165,6 +1165,13 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 	if (level == SOL_SOCKET && name == SO_ERROR) {
 		int e = 0;
 
+		if (sk->type == SOCK_DGRAM) {
+			e = nk_dgram_pending_error(sk, fd);
+			if (e) {
+				ret = put_int_opt(val, len, e);
+				goto out;
+			}
+		}
 		if (sk->state == NKS_CONNECTING)
 			nks_finish_connect(sk, fd, 0);
 		if (sk->pending_err) {
@@ -1752,11 +1759,10 @@ NK_API int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
 		*(void **)&real = dlsym(RTLD_NEXT, "recvmmsg");
 	if (!nks_fd_tracked(fd) || !nk_on)
 		return real(fd, vec, vlen, flags, timeout);
-	if (timeout) {
-		nk_logf("recvmmsg(fd %d): a timeout is not supported on NetKernel sockets", fd);
-		return fail(EINVAL);
-	}
-	/* The first datagram as the flags say; then only what is there. */
+	/* The first datagram as the flags say; then only what is there (a
+	 * timeout, which Linux only checks between datagrams, changes
+	 * nothing then). */
+	(void)timeout;
 	for (i = 0; i < vlen; i++) {
 		int f = flags & ~MSG_WAITFORONE;
 

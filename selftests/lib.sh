@@ -46,6 +46,7 @@ NK_PIDS=()		# processes we started, killed at cleanup
 NK_NETNS=()		# namespaces we created, emptied and deleted at cleanup
 NK_NSMS=()		# NSMs registered with nkd, deleted through nkctl
 NK_CLEANUP_HOOKS=()	# commands run at cleanup, after the namespaces are gone
+NK_NKD_ARGS=()		# extra arguments of nkd (nk_start_nkd)
 NK_FAILS=0
 NK_FAILED_CHECKS=()
 NK_CHECKS=0
@@ -343,7 +344,7 @@ nk_guest_bg()
 	nk_bg "$g-$S" "$logf" "$OUTPUT/nk-run" --transport "$(nk_transport "$g")" -- "$@"
 }
 
-# nk_start_nkd [NKD-ARGS...]: nkd in the foreground, extra arguments appended.
+# nk_start_nkd: nkd in the foreground, with NK_NKD_ARGS appended.
 nk_start_nkd()
 {
 	mkdir -p "$NK_STATE" "$NK_RUN"
@@ -351,7 +352,7 @@ nk_start_nkd()
 	# has a CID anyway); --nsm-bin: the NSM of the tree under test.
 	nk_bg - "$NK_NKD_LOG" "$OUTPUT/nkd" --foreground --control "$NK_CTL" \
 		--state-dir "$NK_STATE" --run-dir "$NK_RUN" --no-vsock \
-		--nsm-bin "$OUTPUT/nk-nsm" "$@"
+		--nsm-bin "$OUTPUT/nk-nsm" "${NK_NKD_ARGS[@]}"
 	NKD_PID=$NK_BG_PID
 	if ! wait_for -t 10 nkctl nsm list; then
 		nk_alive "$NKD_PID" || nk_die "nkd exited at start (log: $NK_NKD_LOG)"
