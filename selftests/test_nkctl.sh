@@ -1,5 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# shellcheck disable=SC2317 # helper functions are called through check/wait_for
 #
 # nkctl and nkd: the grammar (prefixes, any order, usage errors with exit
 # 2), every validation error path of "nsm add" and "vm add" against a real
@@ -12,6 +13,7 @@
 # Topology: one NSM namespace nsm-$S with a veth (up0) whose peer lives in
 # peer-$S.  No guest traffic: test_tcp_path.sh covers the data path.
 
+# shellcheck source=selftests/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 nk_require_root

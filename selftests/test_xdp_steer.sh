@@ -35,7 +35,7 @@ UP=nku-$S
 PIN=/sys/fs/bpf/nk-test-$S
 N1=nsm1-$S
 N2=nsm2-$S
-NKD_ARGS=(--uplink "$UP" --pin-dir "$PIN")
+NK_NKD_ARGS=(--uplink "$UP" --pin-dir "$PIN")
 declare -A VM_ADDR=([vm1]=10.77.1.2 [vm2]=10.77.1.3 [vm3]=10.77.1.4)
 declare -A VM_NSM=([vm1]=$N1 [vm2]=$N1 [vm3]=$N2)
 
@@ -140,7 +140,7 @@ nk_ethtool "remote-$S" eth0 0x2c 1 || nk_die "cannot turn GRO on in remote-$S"
 nk_ethtool "remote-$S" eth0 0x17 0 || nk_die "cannot turn tx checksumming off in remote-$S"
 log_info "remote-$S eth0 10.77.1.1/24 fd77:1::1/64 <-> $UP (root namespace)"
 
-nk_start_nkd "${NKD_ARGS[@]}"
+nk_start_nkd
 check "nkd attached the ingress program to $UP (and said in which mode)" \
 	grep -qE "$UP \(ifindex [0-9]+\): XDP ingress program attached in (native|generic) mode" "$NK_NKD_LOG"
 grep -E "XDP ingress" "$NK_NKD_LOG" | sed 's/^/    /'
@@ -301,7 +301,8 @@ check "nkd gone: the maps stay pinned" test -e "$PIN/addr_vm"
 check_eq "nkd gone: remote curl to vm2 still works (the data path has no nkd)" \
 	"$(get vm2)" "hello from vm2 $S"
 NK_NKD_LOG=$NK_TMP/nkd-2.log
-nk_start_nkd "${NKD_ARGS[@]}"
+NK_NKD_ARGS+=(--miss drop)	# and now frames for no VM are dropped
+nk_start_nkd
 check "restarted nkd reused the pinned maps" grep -q "steering maps reused from $PIN" "$NK_NKD_LOG"
 check "restarted nkd replaced the ingress program" \
 	grep -q "$UP (ifindex [0-9]*): XDP ingress program attached in .* mode, replacing program id $prog" "$NK_NKD_LOG"
@@ -315,6 +316,15 @@ check "counters survive the restart (global rx $(counter "$before" global "$UP" 
 for vm in vm1 vm2 vm3; do
 	check_eq "after the restart, remote curl to $vm works" "$(get "$vm")" "hello from $vm $S"
 done
+check "--miss drop: nkd says so" grep -q "frames for no VM are dropped" "$NK_NKD_LOG"
+check_eq "--miss drop: stored in nkd.json" \
+	"$("$NK_PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["miss"])' "$NK_STATE/nkd.json")" drop
+s0=$(stats_json)
+ip netns exec "remote-$S" curl -s --max-time 1 -o /dev/null http://10.77.1.9/
+s1=$(stats_json)
+check_eq "stats: miss action" "$(counter "$s1" global "$UP" miss)" drop
+check_gt "--miss drop: ARP for 10.77.1.9 (no VM) dropped as no_vm" \
+	"$(($(jpy "$s1" 'j["global"]["drops"]["no_vm"]') - $(jpy "$s0" 'j["global"]["drops"]["no_vm"]')))" 0
 
 # ---------------------------------------------------------------- move
 log_step "move vm2 from $N1 to $N2"
