@@ -5,6 +5,7 @@
 #
 #   make            build nkd, nkctl, nk-nsm, libnkguest.so, nk-run, tests
 #   make test       run the test suite (as root; builds first)
+#   make fuzz       run each libFuzzer harness for FUZZ_SECS (default 60) seconds
 #   make demo       run the demo topology (as root)
 #   make bench      benchmark vs native, pasta, slirp4netns (as root;
 #                   BENCH_ARGS=--quick for a short run); docs/benchmarks.md
@@ -50,9 +51,14 @@ NKCTL_SRCS := $(wildcard ctl/nkctl*.c)
 NSM_SRCS := $(wildcard nsm/*.c)
 SHIM_SRCS := $(filter-out guest-shim/nk-run.c,$(wildcard guest-shim/*.c))
 SELFTEST_SRCS := $(wildcard selftests/*.c)
+# nk-vhost-vsock (ctl/vhost/): the vhost-user-vsock device backend; its
+# fuzz_*.c are libFuzzer harnesses over the rest of it (make fuzz).
+VHOST_SRCS := $(filter-out ctl/vhost/fuzz_%.c,$(wildcard ctl/vhost/*.c))
+VHOST_CORE_SRCS := $(filter-out ctl/vhost/nk-vhost-vsock.c,$(VHOST_SRCS))
+FUZZ_BINS := $(patsubst ctl/vhost/%.c,$(OUTPUT)/fuzz/%,$(wildcard ctl/vhost/fuzz_*.c))
 
 BINS := $(OUTPUT)/nkd $(OUTPUT)/nkctl $(OUTPUT)/nk-nsm $(OUTPUT)/nk-run \
-	$(OUTPUT)/libnkguest.so
+	$(OUTPUT)/libnkguest.so $(OUTPUT)/nk-vhost-vsock
 SELFTEST_BINS := $(SELFTEST_SRCS:selftests/%.c=$(OUTPUT)/selftests/%)
 
 .PHONY: all
@@ -90,6 +96,29 @@ $(OUTPUT)/libnkguest.so: $(SHIM_SRCS:%.c=$(OUTPUT)/%.o) $(OUTPUT)/libnkcommon.a 
 $(OUTPUT)/nk-run: $(OUTPUT)/guest-shim/nk-run.o
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^
+
+$(OUTPUT)/nk-vhost-vsock: $(VHOST_SRCS:%.c=$(OUTPUT)/%.o) $(OUTPUT)/libnkcommon.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^
+
+$(VHOST_SRCS:%.c=$(OUTPUT)/%.o): ctl/vhost/vhost_vsock.h
+
+# libFuzzer harnesses (clang, ASan + UBSan), built with everything else so
+# selftests/test_fuzz.sh can run them briefly; `make fuzz` runs each for
+# FUZZ_SECS seconds.
+FUZZ_SECS ?= 60
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	$(WARNINGS) -std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib -Ictl/vhost
+all: $(FUZZ_BINS)
+
+$(FUZZ_BINS): $(OUTPUT)/fuzz/%: ctl/vhost/%.c $(VHOST_CORE_SRCS) lib/log.c ctl/vhost/vhost_vsock.h
+	$(call msg,FUZZ-CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $< $(VHOST_CORE_SRCS) lib/log.c
+
+.PHONY: fuzz
+fuzz: $(FUZZ_BINS)
+	$(Q)OUTPUT=$(abspath $(OUTPUT)) NK_FUZZ_SECS=$(FUZZ_SECS) bash selftests/test_fuzz.sh
 
 $(OUTPUT)/selftests/%: $(OUTPUT)/selftests/%.o $(OUTPUT)/libnkcommon.a
 	$(call msg,LINK,$@)
@@ -166,7 +195,8 @@ install: all
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 		$(DESTDIR)$(PREFIX)/lib/netkernel
-	$(Q)install -m 0755 $(OUTPUT)/nkd $(OUTPUT)/nk-nsm $(DESTDIR)$(PREFIX)/sbin/
+	$(Q)install -m 0755 $(OUTPUT)/nkd $(OUTPUT)/nk-nsm $(OUTPUT)/nk-vhost-vsock \
+		$(DESTDIR)$(PREFIX)/sbin/
 	$(Q)install -m 0755 $(OUTPUT)/nkctl $(OUTPUT)/nk-run $(DESTDIR)$(PREFIX)/bin/
 	$(Q)install -m 0644 $(OUTPUT)/libnkguest.so $(DESTDIR)$(PREFIX)/lib/netkernel/
 
@@ -177,7 +207,7 @@ check: $(BPF_SKELS)
 		--inline-suppr -D_GNU_SOURCE -Iinclude -Ilib \
 		--suppress=missingIncludeSystem lib ctl nsm guest-shim selftests
 	$(call msg,ANALYZE,.)
-	$(Q)for f in $(LIB_SRCS) $(NKD_SRCS) $(NKCTL_SRCS) $(NSM_SRCS) $(SHIM_SRCS) guest-shim/nk-run.c; do \
+	$(Q)for f in $(LIB_SRCS) $(NKD_SRCS) $(NKCTL_SRCS) $(NSM_SRCS) $(SHIM_SRCS) guest-shim/nk-run.c $(VHOST_SRCS); do \
 		$(CLANG) --analyze -Xanalyzer -analyzer-output=text $(WARNINGS) \
 			-std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib -I$(OUTPUT) $(PKG_CFLAGS) $$f -o /dev/null || exit 1; \
 	done

@@ -11,12 +11,15 @@
 
 set -eu
 
+# libclang-rt-dev: libFuzzer for the fuzz harnesses (a clang recommend).
 BUILD_PKGS=(build-essential clang llvm pkg-config libbpf-dev bpftool
-	libjansson-dev libmnl-dev)
+	libjansson-dev libmnl-dev libclang-rt-dev)
 # iproute2: ip, ss; procps: ps; util-linux: mountpoint; python3 is
 # Debian's /usr/bin/python3, which the tests use explicitly.
-RUN_PKGS=(iproute2 nginx-light curl wrk iperf3 redis-server redis-tools python3 socat procps psmisc
-	util-linux)
+# busybox-static, cpio, qemu-system-x86: the QEMU guest of
+# test_vhost_vsock (the guest kernel is downloaded, never installed).
+RUN_PKGS=(busybox-static cpio iproute2 nginx-light curl wrk iperf3 qemu-system-x86
+	redis-server redis-tools python3 socat procps psmisc util-linux)
 # The benchmark only (tools/bench.sh): the userspace-networking peers,
 # the latency tool, the plot and the profiler.  CI's tests do not need them.
 BENCH_PKGS=(passt slirp4netns sockperf gnuplot-nox linux-perf)

@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# Seed inputs for the libFuzzer harnesses of nk-vhost-vsock: a few
+# well-formed conversations, so that a short run starts deep in the state
+# machine (open, data both ways, buffering, shutdown, host CONNECT) rather
+# than rediscovering it.  The byte layouts are the harnesses' own input
+# formats (see fuzz_pkt.c and fuzz_vu.c).
+#
+#   fuzz_seeds.py HARNESS DIR      write HARNESS's seeds into DIR
+
+import os
+import struct
+import sys
+
+# fuzz_pkt steps
+TX, RAW, REAP, PEER, HOST, EXPIRE = 0, 3, 4, 5, 6, 7
+REQUEST, RESPONSE, RST, SHUTDOWN, RW, CREDIT_UPDATE, CREDIT_REQUEST = 1, 2, 3, 4, 5, 6, 7
+
+
+def pkt(op, gport=0, hport=0, flags=0, payload_units=0, ndesc=1, fwd=0):
+    """A tx_packet step: gport/hport index the harness's port tables."""
+    sel = (gport & 3) | (hport & 3) << 2
+    b = bytes([TX, sel, ndesc - 1, op, flags]) + struct.pack("<I", fwd)
+    b += bytes([payload_units, 0])
+    return b + bytes((i * 7) & 0xff for i in range(payload_units * 17))
+
+
+def peer(action, index=0, arg=0):
+    """A peer_op step: 0/1 write arg*32 bytes (the only ones taking arg),
+    2/3 read, 4 SHUT_WR, 5 SHUT_RD, 6/7 close."""
+    b = bytes([PEER, (index << 3) | action])
+    return b + bytes([arg]) if action in (0, 1) else b
+
+
+def pkt_seeds():
+    open_ = pkt(REQUEST) + bytes([REAP])
+    seeds = {
+        "open-data-close": open_ + pkt(RW, payload_units=20, ndesc=2) +
+        peer(2) + peer(0, arg=200) + bytes([REAP]) + peer(0, arg=255) + bytes([REAP]) +
+        pkt(SHUTDOWN, flags=3) + bytes([REAP]),
+        # the harness shrinks the backend's socket buffer: 8 KiB fill it
+        "buffering": open_ + pkt(RW, payload_units=100, ndesc=3) * 6 + peer(2) +
+        bytes([REAP]) + peer(2) + pkt(CREDIT_REQUEST) + bytes([REAP]) +
+        pkt(SHUTDOWN, flags=3) + peer(2) + bytes([REAP]),
+        "credit-overrun": open_ + pkt(RW, payload_units=200, ndesc=3) * 6 + bytes([REAP]),
+        "half-close": open_ + pkt(SHUTDOWN, flags=2) + peer(0, arg=100) + peer(4) +
+        bytes([REAP, REAP]) + pkt(RST),
+        "peer-closes": open_ + peer(0, arg=30) + peer(7) + bytes([REAP]) + pkt(RW, payload_units=3),
+        "refused": pkt(REQUEST, hport=2) + bytes([REAP]),
+        "host-connect": bytes([HOST, 1, 1]) + bytes([REAP]) + pkt(RESPONSE, hport=3) +
+        peer(0, index=0, arg=20) + bytes([REAP]) + pkt(RW, hport=3, payload_units=5) +
+        bytes([REAP]) + pkt(SHUTDOWN, hport=3, flags=3),
+        "host-timeout": bytes([HOST, 1, 1, REAP, EXPIRE]),
+        "host-garbage": bytes([HOST, 0, 12]) + b"CONNECT x\nyz" + bytes([EXPIRE]),
+    }
+    return seeds
+
+
+def vu_msg(req, payload=b"", flags=1, extra=b""):
+    """A fuzz_vu message: request, flags, size/2, payload, then fd choice."""
+    assert len(payload) % 2 == 0
+    return bytes([req, flags, len(payload) // 2]) + payload + extra
+
+
+def vu_seeds():
+    mem = struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 1 << 20, 0x7f0000000000, 0)
+    ring = lambda q, base: (vu_msg(8, struct.pack("<II", q, 64)) +
+                            vu_msg(10, struct.pack("<II", q, 0)) +
+                            vu_msg(9, struct.pack("<IIQQQQ", q, 0, 0x7f0000000000 + base,
+                                                  0x7f0000000000 + base + 0x2000,
+                                                  0x7f0000000000 + base + 0x1000, 0)) +
+                            vu_msg(12, struct.pack("<Q", q), extra=b"\x00") +
+                            vu_msg(13, struct.pack("<Q", q), extra=b"\x00"))
+    start = (vu_msg(1) + vu_msg(15) + vu_msg(16, struct.pack("<Q", (1 << 3) | (1 << 9))) +
+             vu_msg(3) + vu_msg(24, struct.pack("<III", 0, 8, 0) + bytes(8)) +
+             vu_msg(2, struct.pack("<Q", (1 << 32) | (1 << 30)), flags=9) +
+             vu_msg(5, mem, flags=9, extra=b"\x01"))
+    return {
+        "start": start + ring(0, 0) + ring(1, 0x10000) +
+        vu_msg(18, struct.pack("<II", 0, 1)) + vu_msg(11, struct.pack("<II", 0, 0)) +
+        vu_msg(11, struct.pack("<II", 1, 0)),
+        "reset": start + ring(1, 0x10000) + vu_msg(4),
+    }
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: fuzz_seeds.py HARNESS DIR\n")
+        return 2
+    seeds = {"fuzz_pkt": pkt_seeds, "fuzz_vu": vu_seeds}.get(argv[0], dict)()
+    os.makedirs(argv[1], exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(argv[1], "seed-" + name), "wb") as f:
+            f.write(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
