@@ -1,0 +1,733 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# shellcheck disable=SC2317 # helpers are called through check/wait_for
+#
+# `make bench`: NetKernel against the native stack and the userspace
+# networking tools operators use today, on the same workloads, in one run
+# (issue 7).  Four paths, each a guest network namespace running the same
+# unmodified client and server programs:
+#
+#   native   the guest owns its stack: veth n1 10.79.1.2 <-> remote 10.79.1.1
+#   nk       the guest has only lo; nk-run -> nkd -> kernel NSM (nsm-$S),
+#            whose veth uplink reaches the remote host (10.77.0.2 -> .1)
+#   pasta    Debian's pasta in host namespace ph-$S (veth 10.78.2.2 <->
+#            remote 10.78.2.1) gives guest pg-$S a tap; inbound via -t 80
+#   slirp    slirp4netns in host namespace sh-$S (veth 10.78.3.2 <->
+#            remote 10.78.3.1) gives guest sg-$S a tap; inbound via its API
+#            socket (add_hostfwd)
+#
+# Every path crosses exactly one veth to the remote host (remote-$S, which
+# runs iperf3 -s, sockperf sr, nk_cps serve and the wrk clients).
+# Workloads: iperf3 1 stream each way and 4 streams each way (with CPU
+# seconds per gigabit), sockperf TCP ping-pong (mean, p99), wrk against
+# nginx in the guest (keep-alive and Connection: close), nk_cps connections
+# per second; then multiplexing density (N = 1, 4, 16 nginx guests under
+# light wrk load, one kernel NSM against N guests owning their stacks),
+# the idle cost of 100 guest connections through NetKernel, and a perf
+# profile of nk-nsm and the guest program during a bulk and an RR run.
+# Paths are interleaved inside each repetition so drift hits all alike.
+# The anti-fake checks of the tests run alongside (the nk guest has only
+# lo and no TCP socket, the NSM owns the remote-facing sockets and burns
+# the CPU, pasta/slirp4netns own theirs); a failed check fails the bench.
+#
+#   tools/bench.sh [--quick] [--reps N] [--out DIR] [--no-profile] [--profile]
+#
+# Full run: docs/benchmarks.md and docs/img/benchmarks.png (the part
+# between the bench markers is regenerated; text around it is kept).
+# --quick: one repetition, short durations, written to $OUTPUT/bench/.
+# Raw samples: $OUTPUT/bench/results.tsv.
+
+NK_TEST_NAME=bench
+# shellcheck source=selftests/lib.sh
+. "$(dirname "$0")/../selftests/lib.sh"
+
+BENCH_CMD="tools/bench.sh $*"
+QUICK=0
+REPS=
+OUT=
+PROFILE=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) QUICK=1 ;;
+	--reps) REPS=$2; shift ;;
+	--out) OUT=$2; shift ;;
+	--profile) PROFILE=1 ;;
+	--no-profile) PROFILE=0 ;;
+	-h | --help) sed -n '/^#   tools/p' "$0"; exit 0 ;;
+	*) echo "bench: unknown argument '$1'" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+if [ "$QUICK" = 1 ]; then
+	REPS=${REPS:-1}
+	T_BULK=1 T_RR=1 T_WRK=1 T_CPS=1 T_DENS=1 T_IDLE=3 T_PROF=1 T_COST=1
+	PROFILE=${PROFILE:-0}
+	OUT=${OUT:-$OUTPUT/bench}
+else
+	REPS=${REPS:-3}
+	T_BULK=2 T_RR=3 T_WRK=2 T_CPS=2 T_DENS=2 T_IDLE=10 T_PROF=4 T_COST=2
+	PROFILE=${PROFILE:-1}
+	OUT=${OUT:-$NK_SRCDIR/docs}
+fi
+DENS_NS=(1 4 16)
+DENS_MAX=16
+DENS_DELAY_MS=10	# per-guest light load: one connection, ~100 requests/s
+IDLE_CONNS=100
+WRK_ARGS=(-t2 -c64)
+CPS_THREADS=4
+PATHS=(native nk pasta slirp)
+
+BDIR=$OUTPUT/bench
+RES=$BDIR/results.tsv
+META=$BDIR/meta.tsv
+CHECKS=$BDIR/checks.txt
+NKCPS=$OUTPUT/bench/nk_cps
+mkdir -p "$BDIR"
+: >"$RES"
+: >"$META"
+
+nk_require_root
+nk_require_cmds iperf3 sockperf wrk nginx pasta slirp4netns gnuplot ss
+[ "$PROFILE" = 0 ] || nk_require_cmds perf
+nk_require_build
+[ -x "$NKCPS" ] || nk_die "$NKCPS is missing (run make)"
+# Run private copies of the binaries: a rebuild in the tree during the run
+# (others build there too) must not swap them under the benchmark.
+mkdir -p "$NK_TMP/bin"
+cp -p "$OUTPUT"/{nkd,nkctl,nk-nsm,nk-run,libnkguest.so} "$NKCPS" "$NK_TMP/bin/" ||
+	nk_die "cannot copy the binaries of $OUTPUT"
+OUTPUT=$NK_TMP/bin
+NKCPS=$OUTPUT/nk_cps
+
+BENCH_T0=$(date +%s)
+
+# ---------------------------------------------------------------- recording
+
+REP=0
+# rec PATH WORKLOAD METRIC VALUE
+rec()
+{
+	printf '%s\t%s\t%s\t%s\t%s\n' "$REP" "$1" "$2" "$3" "$4" >>"$RES"
+}
+
+meta()
+{
+	printf '%s\t%s\n' "$1" "$2" >>"$META"
+}
+
+# sched_ns PID...: CPU time (ns, all threads) of the processes; gone ones count 0.
+sched_ns()
+{
+	local p t n=0 v
+	for p in "$@"; do
+		for t in /proc/"$p"/task/*/schedstat; do
+			[ -r "$t" ] || continue
+			read -r v _ <"$t" 2>/dev/null || continue
+			n=$((n + v))
+		done
+	done
+	echo "$n"
+}
+
+# The ksoftirqd threads: softirq work that no process of a path paid for.
+KSOFTIRQD=()
+for f in /proc/[0-9]*/comm; do
+	read -r c <"$f" 2>/dev/null || continue
+	case $c in ksoftirqd/*) p=${f#/proc/}; KSOFTIRQD+=("${p%/comm}") ;; esac
+done
+
+# busy_ticks: non-idle jiffies of the whole machine (/proc/stat).
+busy_ticks()
+{
+	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+ns2s()
+{
+	awk -v n="$1" 'BEGIN { printf "%.4f", n / 1e9 }'
+}
+
+# ---------------------------------------------------------------- machine
+
+idle_sample()
+{
+	local a b
+	a=$(awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+	sleep 2
+	b=$(awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+	awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y);
+		printf "%.0f", 100 * (1 - (y[2] - x[2]) / (y[1] - x[1])) }'
+}
+
+meta command "$BENCH_CMD"
+meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+meta nproc "$(nproc)"
+meta kernel "$(uname -r)"
+meta cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+meta mem "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+meta git "$(git -C "$NK_SRCDIR" rev-parse --short HEAD 2>/dev/null)$(git -C "$NK_SRCDIR" diff --quiet HEAD -- nsm ctl guest-shim lib include 2>/dev/null || echo ' (+ uncommitted changes in the data path)')"
+meta loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta busy_start "$(idle_sample)"
+meta quick "$QUICK"
+meta reps "$REPS"
+meta durations "bulk ${T_BULK}s, rr ${T_RR}s, wrk ${T_WRK}s, cps ${T_CPS}s, density ${T_DENS}s, idle ${T_IDLE}s"
+meta versions "iperf3 $(iperf3 --version | awk 'NR == 1 { print $2 }'), sockperf $(dpkg-query -W -f='${Version}' sockperf 2>/dev/null), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null), nginx $(nginx -v 2>&1 | sed 's|.*/||'), passt $(dpkg-query -W -f='${Version}' passt 2>/dev/null), slirp4netns $(dpkg-query -W -f='${Version}' slirp4netns 2>/dev/null)"
+meta wrk_args "${WRK_ARGS[*]}"
+meta cps_threads "$CPS_THREADS"
+
+# ---------------------------------------------------------------- topology
+
+nk_topo_up		# remote-$S, nsm-$S, g1/g2 (lo only), nkd, nsm1, vm1, vm2
+NSM_PID=$NK_NSM_PID
+R=remote-$S
+
+# veth_pair NS DEV ADDR RDEV RADDR [GW]: DEV in NS <-> RDEV in the remote host
+veth_pair()
+{
+	local ns=$1 dev=$2 addr=$3 rdev=$4 raddr=$5 gw=${6:-}
+	ip link add "$dev" netns "$ns" type veth peer name "$rdev" netns "$R" ||
+		nk_die "cannot create veth $dev/$rdev"
+	ip -n "$ns" addr add "$addr/24" dev "$dev"
+	ip -n "$R" addr add "$raddr/24" dev "$rdev"
+	ip -n "$ns" link set "$dev" up
+	ip -n "$R" link set "$rdev" up
+	[ -z "$gw" ] || ip -n "$ns" route add default via "$gw"
+}
+
+# Native guests n1..n16, n_i owns 10.79.i.2 on its veth to remote 10.79.i.1.
+native_guest_up()
+{
+	local i=$1
+	nk_netns_add "n$i-$S"
+	veth_pair "n$i-$S" eth0 "10.79.$i.2" "nat$i" "10.79.$i.1" "10.79.$i.1"
+}
+
+log_step "peer paths: native guest, pasta, slirp4netns"
+native_guest_up 1
+nk_netns_add "ph-$S"
+nk_netns_add "pg-$S"
+veth_pair "ph-$S" p0 10.78.2.2 pas0 10.78.2.1 10.78.2.1
+nk_netns_add "sh-$S"
+nk_netns_add "sg-$S"
+veth_pair "sh-$S" s0 10.78.3.2 slp0 10.78.3.1 10.78.3.1
+
+# The connection workload opens many client sockets: widen the port range
+# wherever a path's client-side kernel sockets live.
+for ns in "n1-$S" "nsm-$S" "ph-$S" "pg-$S" "sh-$S" "sg-$S"; do
+	ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
+done
+
+# pasta (as root: --runas 0, an existing netns, --netns-only); --no-map-gw
+# so the remote host's address is the remote host, not pasta's loopback.
+nk_bg "ph-$S" "$NK_TMP/pasta.log" pasta --runas 0 -f -q -4 --config-net \
+	--netns "pg-$S" --netns-only --no-map-gw -t 80 -u none -T none -U none
+PASTA_PID=$NK_BG_PID
+nk_bg "sh-$S" "$NK_TMP/slirp.log" slirp4netns --configure --mtu=65520 \
+	--disable-host-loopback --api-socket "$NK_TMP/slirp.sock" \
+	--netns-type=path "/run/netns/sg-$S" tap0
+SLIRP_PID=$NK_BG_PID
+has_default_route()
+{
+	ip -n "$1" route show default | grep -q .
+}
+wait_for -t 10 has_default_route "pg-$S" || nk_die "pasta did not configure pg-$S (log: $NK_TMP/pasta.log)"
+wait_for -t 10 has_default_route "sg-$S" || nk_die "slirp4netns did not configure sg-$S"
+wait_for -t 10 test -S "$NK_TMP/slirp.sock" || nk_die "no slirp4netns API socket"
+"$NK_PY" - "$NK_TMP/slirp.sock" >"$NK_TMP/slirp-api.out" 2>&1 <<'EOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"execute": "add_hostfwd", "arguments": {
+    "proto": "tcp", "host_addr": "10.78.3.2", "host_port": 80,
+    "guest_port": 80}}).encode())
+print(s.recv(4096).decode())
+EOF
+check "slirp4netns add_hostfwd 10.78.3.2:80 -> guest :80" grep -q '"return"' "$NK_TMP/slirp-api.out"
+log_info "pasta pid $PASTA_PID (ph-$S -> pg-$S), slirp4netns pid $SLIRP_PID (sh-$S -> sg-$S)"
+
+# Per path: guest namespace, the remote address it dials, the address the
+# remote host dials for the guest's server, the daemons of the path.
+declare -A GNS RADDR GADDR DAEMONS
+GNS=([native]="n1-$S" [nk]="g1-$S" [pasta]="pg-$S" [slirp]="sg-$S")
+RADDR=([native]=10.79.1.1 [nk]=10.77.0.1 [pasta]=10.78.2.1 [slirp]=10.78.3.1)
+GADDR=([native]=10.79.1.2 [nk]=10.77.0.2 [pasta]=10.78.2.2 [slirp]=10.78.3.2)
+DAEMONS=([native]="" [nk]="$NSM_PID $NKD_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID")
+# the namespace holding the path's remote-facing sockets, and their owner
+declare -A SOCKNS SOCKPID
+SOCKNS=([native]="n1-$S" [nk]="nsm-$S" [pasta]="ph-$S" [slirp]="sh-$S")
+SOCKPID=([native]="" [nk]="$NSM_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID")
+
+# gx PATH CMD...: run CMD in the path's guest (under nk-run for nk).
+gx()
+{
+	local p=$1
+	shift
+	if [ "$p" = nk ]; then
+		nk_guest g1 "$@"
+	else
+		ip netns exec "${GNS[$p]}" "$@"
+	fi
+}
+
+# gbg PATH LOG CMD...: gx in the background (PID in NK_BG_PID).
+gbg()
+{
+	local p=$1 logf=$2
+	shift 2
+	if [ "$p" = nk ]; then
+		nk_guest_bg g1 "$logf" "$@"
+	else
+		nk_bg "${GNS[$p]}" "$logf" "$@"
+	fi
+}
+
+only_lo()
+{
+	[ "$(ip -n "$1" -o link show | awk -F': ' '{ print $2 }' | tr '\n' ' ')" = "lo " ]
+}
+check "nk guest g1-$S has only lo" only_lo "g1-$S"
+check "pasta guest has pasta's tap, no veth" bash -c "! ip -n pg-$S -d link show | grep -q veth"
+check "slirp guest has slirp's tap, no veth" bash -c "! ip -n sg-$S -d link show | grep -q veth"
+
+# ---------------------------------------------------------------- servers
+
+log_step "servers on the remote host and nginx in each guest"
+nk_bg "$R" "$NK_TMP/iperf3-s.log" iperf3 -s -p 5201
+IPERF_SRV=$NK_BG_PID
+nk_bg "$R" "$NK_TMP/sockperf-s.log" sockperf sr --tcp -i 0.0.0.0 -p 11111
+nk_bg "$R" "$NK_TMP/cps-s.log" "$NKCPS" serve 7000
+nk_bg "$R" "$NK_TMP/hold-s.log" "$NKCPS" serve -H 7001
+for port in 5201 11111 7000 7001; do
+	wait_port "n1-$S" 10.79.1.1 $port || nk_die "remote server on port $port did not start"
+done
+
+WWW=$NK_TMP/www
+mkdir -p "$WWW"
+head -c 1024 /dev/zero | tr '\0' x >"$WWW/index.html"
+declare -A NGINX
+for p in "${PATHS[@]}"; do
+	nk_nginx_prep "$NK_TMP/nginx-$p" 1 80 "$WWW"
+	gbg "$p" "$NK_TMP/nginx-$p.log" "${NK_NGINX_ARGV[@]}"
+	NGINX[$p]=$NK_BG_PID
+done
+for p in "${PATHS[@]}"; do
+	wait_for -t 10 nk_tcp_open "$R" "${GADDR[$p]}" 80 ||
+		nk_die "nginx of path $p not reachable at ${GADDR[$p]}:80"
+done
+check "nk-nsm holds nk guest nginx's listener on 10.77.0.2:80" bash -c \
+	"ip netns exec nsm-$S ss -Htlnp | grep -E '10.77.0.2:80 |\\*:80 ' | grep -q 'pid=$NSM_PID,'"
+check_eq "no TCP socket of its own in g1-$S with nginx listening" "$(ip netns exec "g1-$S" ss -Htan)" ""
+
+# ---------------------------------------------------------------- anti-fake
+
+# sock_owner PATH PORT: remote-facing connections to PORT are held by the
+# path's daemon (or for native by the guest's own stack).
+sock_owner_ok()
+{
+	local p=$1 port=$2 est
+	est=$(ip netns exec "${SOCKNS[$p]}" ss -Htnp state established dst "${RADDR[$p]}" dport = ":$port")
+	[ -n "$est" ] || return 1
+	[ -z "${SOCKPID[$p]}" ] && return 0
+	echo "$est" | grep -q "pid=${SOCKPID[$p]},"
+}
+
+# midcheck PATH PORT WORKLOAD: while a client workload runs (once per
+# path and workload: the first repetition).
+declare -A MIDCHECKED
+midcheck()
+{
+	local p=$1 port=$2 wl=$3
+	[ -z "${MIDCHECKED[$p-$wl]:-}" ] || return 0
+	MIDCHECKED[$p-$wl]=1
+	check "$p $wl: ${SOCKNS[$p]} holds the connection to ${RADDR[$p]}:$port${SOCKPID[$p]:+ (owner pid ${SOCKPID[$p]})}" \
+		wait_for -t 5 sock_owner_ok "$p" "$port"
+	if [ "$p" = nk ]; then
+		check_eq "nk $wl: no TCP socket in g1-$S" "$(ip netns exec "g1-$S" ss -Htan)" ""
+		check "nk $wl: g1-$S still has only lo" only_lo "g1-$S"
+	fi
+}
+
+# daemon_rose PATH WL NS: the path's daemons did work during the run
+daemon_rose()
+{
+	local p=$1 wl=$2 ns=$3 min=$4
+	[ -n "${DAEMONS[$p]}" ] || return 0
+	[ -z "${MIDCHECKED[$p-$wl-cpu]:-}" ] || return 0
+	MIDCHECKED[$p-$wl-cpu]=1
+	check_gt "$p $wl: CPU of the path's daemon(s) rose (ms)" "$((ns / 1000000))" "$min"
+}
+
+# ---------------------------------------------------------------- workloads
+
+# bulk PATH WL ARGS...: one iperf3 run; throughput and CPU per gigabit.
+bulk()
+{
+	local p=$1 wl=$2 d0 d1 k0 k1 r0 r1 b0 b1 out line gpid
+	shift 2
+	out=$NK_TMP/iperf-$p-$wl-$REP.json
+	# shellcheck disable=SC2086
+	d0=$(sched_ns ${DAEMONS[$p]}) k0=$(sched_ns "${KSOFTIRQD[@]}")
+	r0=$(sched_ns "$IPERF_SRV") b0=$(busy_ticks)
+	gbg "$p" "$out" timeout $((T_BULK + 20)) iperf3 -c "${RADDR[$p]}" -p 5201 \
+		-t "$T_BULK" -J "$@"
+	gpid=$NK_BG_PID
+	midcheck "$p" 5201 bulk
+	wait "$gpid"
+	# shellcheck disable=SC2086
+	d1=$(sched_ns ${DAEMONS[$p]}) k1=$(sched_ns "${KSOFTIRQD[@]}")
+	r1=$(sched_ns "$IPERF_SRV") b1=$(busy_ticks)
+	daemon_rose "$p" bulk $((d1 - d0)) 10
+	line=$("$NK_PY" - "$out" <<'EOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception as e:
+    print("error", "bad_json"); sys.exit()
+if "error" in d:
+    print("error", d["error"].replace(" ", "_")); sys.exit()
+e = d["end"]
+r = e["sum_received"]
+print(r["bits_per_second"], r["bytes"], r["seconds"],
+      e["cpu_utilization_percent"]["host_total"] * r["seconds"] / 100)
+EOF
+)
+	# shellcheck disable=SC2086
+	set -- $line
+	if [ "$1" = error ] || [ $# -ne 4 ]; then
+		log_info "$p $wl: iperf3 failed (${2:-?})"
+		rec "$p" "$wl" error "${2:-iperf3}"
+		return
+	fi
+	local gbit cpu
+	gbit=$(awk -v b="$2" 'BEGIN { printf "%.4f", b * 8 / 1e9 }')
+	cpu=$(awk -v g="$4" -v r="$((r1 - r0))" -v d="$((d1 - d0))" -v k="$((k1 - k0))" \
+		'BEGIN { printf "%.4f", g + (r + d + k) / 1e9 }')
+	rec "$p" "$wl" gbps "$(awk -v b="$1" 'BEGIN { printf "%.3f", b / 1e9 }')"
+	rec "$p" "$wl" gbit "$gbit"
+	rec "$p" "$wl" cpu_s "$cpu"
+	rec "$p" "$wl" cpu_guest_s "$4"
+	rec "$p" "$wl" cpu_remote_s "$(ns2s $((r1 - r0)))"
+	rec "$p" "$wl" cpu_daemon_s "$(ns2s $((d1 - d0)))"
+	rec "$p" "$wl" cpu_softirqd_s "$(ns2s $((k1 - k0)))"
+	rec "$p" "$wl" machine_busy_s "$(awk -v t=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }')"
+	rec "$p" "$wl" cpu_s_per_gbit "$(awk -v c="$cpu" -v g="$gbit" 'BEGIN { printf "%.4f", g > 0 ? c / g : 0 }')"
+	log_info "$p $wl: $(awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e9 }') Gbit/s, $cpu CPU s for $gbit Gbit"
+}
+
+# rr PATH: sockperf TCP ping-pong, mean and p99 round trip.
+rr()
+{
+	local p=$1 out d0 d1 mean p99 gpid
+	out=$NK_TMP/sockperf-$p-$REP.log
+	# shellcheck disable=SC2086
+	d0=$(sched_ns ${DAEMONS[$p]})
+	gbg "$p" "$out" timeout $((T_RR + 15)) sockperf pp --tcp -i "${RADDR[$p]}" \
+		-p 11111 -t "$T_RR" --full-rtt
+	gpid=$NK_BG_PID
+	midcheck "$p" 11111 rr
+	wait "$gpid"
+	# shellcheck disable=SC2086
+	d1=$(sched_ns ${DAEMONS[$p]})
+	daemon_rose "$p" rr $((d1 - d0)) 5
+	mean=$(sed -n 's/.*avg-rtt=\([0-9.]*\).*/\1/p' "$out" | tail -n 1)
+	p99=$(awk '/percentile 99.000 =/ { v = $NF } END { print v }' "$out")
+	if [ -z "$mean" ] || [ -z "$p99" ]; then
+		log_info "$p rr: sockperf failed"
+		rec "$p" rr error sockperf
+		return
+	fi
+	rec "$p" rr mean_us "$mean"
+	rec "$p" rr p99_us "$p99"
+	log_info "$p rr: mean $mean us, p99 $p99 us"
+}
+
+# web PATH WL [ARGS]: wrk from the remote host against nginx in the guest.
+web()
+{
+	local p=$1 wl=$2 out rps d0 d1 errs
+	shift 2
+	out=$NK_TMP/wrk-$p-$wl-$REP.log
+	# shellcheck disable=SC2086
+	d0=$(sched_ns ${DAEMONS[$p]})
+	ip netns exec "$R" timeout $((T_WRK + 15)) wrk "${WRK_ARGS[@]}" -d "${T_WRK}s" \
+		"$@" "http://${GADDR[$p]}/index.html" >"$out" 2>&1
+	# shellcheck disable=SC2086
+	d1=$(sched_ns ${DAEMONS[$p]})
+	daemon_rose "$p" "$wl" $((d1 - d0)) 20
+	rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+	errs=$(awk '/Socket errors:/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
+		/Non-2xx/ { n += $NF } END { print n + 0 }' "$out")
+	if [ -z "$rps" ]; then
+		log_info "$p $wl: wrk failed"
+		rec "$p" "$wl" error wrk
+		return
+	fi
+	rec "$p" "$wl" rps "$rps"
+	rec "$p" "$wl" errors "$errs"
+	log_info "$p $wl: $rps requests/s, $errs errors"
+}
+
+# cps PATH: connections per second from the guest to the remote host.
+cps()
+{
+	local p=$1 out gpid v
+	out=$NK_TMP/cps-$p-$REP.log
+	gbg "$p" "$out" timeout $((T_CPS + 15)) "$NKCPS" connect -t "$CPS_THREADS" \
+		"${RADDR[$p]}" 7000 "$T_CPS"
+	gpid=$NK_BG_PID
+	wait "$gpid"
+	v=$(sed -n 's/^cps=\([0-9.]*\) .*errors=\([0-9]*\).*/\1 \2/p' "$out")
+	if [ -z "$v" ]; then
+		log_info "$p cps: nk_cps failed ($(tail -n 1 "$out"))"
+		rec "$p" cps error nk_cps
+		return
+	fi
+	rec "$p" cps cps "${v% *}"
+	rec "$p" cps errors "${v#* }"
+	log_info "$p cps: ${v% *} connections/s, ${v#* } errors"
+}
+
+# ---------------------------------------------------------------- main runs
+
+for ((REP = 1; REP <= REPS; REP++)); do
+	log_step "repetition $REP of $REPS"
+	for p in "${PATHS[@]}"; do bulk "$p" send1; done
+	for p in "${PATHS[@]}"; do bulk "$p" recv1 -R; done
+	for p in "${PATHS[@]}"; do bulk "$p" send4 -P 4; done
+	for p in "${PATHS[@]}"; do bulk "$p" recv4 -P 4 -R; done
+	for p in "${PATHS[@]}"; do rr "$p"; done
+	for p in "${PATHS[@]}"; do web "$p" wrk_ka; done
+	for p in "${PATHS[@]}"; do web "$p" wrk_close -H 'Connection: close'; done
+	for p in "${PATHS[@]}"; do cps "$p"; done
+done
+check "nk guest g1-$S has only lo after the runs" only_lo "g1-$S"
+for p in "${PATHS[@]}"; do
+	nk_stop "${NGINX[$p]}"
+done
+
+# ---------------------------------------------------------------- idle cost
+
+log_step "idle cost: $IDLE_CONNS idle guest connections through NetKernel"
+nk_guest_bg g2 "$NK_TMP/hold-c.log" "$NKCPS" hold 10.77.0.1 7001 "$IDLE_CONNS" $((T_IDLE + 30))
+HOLD=$NK_BG_PID
+held()
+{
+	[ "$(ip netns exec "nsm-$S" ss -Htnp state established dst 10.77.0.1 dport = :7001 |
+		grep -c "pid=$NSM_PID,")" -ge "$IDLE_CONNS" ]
+}
+if check "nk-nsm holds $IDLE_CONNS established connections of vm2 to 10.77.0.1:7001" wait_for -t 20 held; then
+	sleep 1
+	a=$(sched_ns "$NSM_PID") b=$(sched_ns "$NKD_PID") c=$(sched_ns "$HOLD")
+	sleep "$T_IDLE"
+	a=$(($(sched_ns "$NSM_PID") - a)) b=$(($(sched_ns "$NKD_PID") - b))
+	c=$(($(sched_ns "$HOLD") - c))
+	REP=1
+	for x in "nsm:$a" "nkd:$b" "guest:$c"; do
+		rec nk idle "${x%%:*}_core_pct" "$(awk -v n="${x#*:}" -v t="$T_IDLE" 'BEGIN { printf "%.4f", n / (t * 1e9) * 100 }')"
+	done
+	log_info "idle: nk-nsm $((a / 1000)) us, nkd $((b / 1000)) us, guest $((c / 1000)) us CPU over ${T_IDLE}s"
+	check "held connections still open after ${T_IDLE}s" held
+fi
+nk_stop "$HOLD"
+
+# ---------------------------------------------------------------- profile
+
+# Cost model: one run each of the RR and the bulk workload, apart from the
+# timed runs above (the syscall tracepoint slows every call a little), with
+# software counters (CPU time, context switches, system calls) on the guest
+# program and on the path's daemons over a window of the steady state; the
+# work done in the window comes from the program's own average rate.
+PERF_EVENTS=task-clock,context-switches,raw_syscalls:sys_enter
+
+# pstat OUT PID...: counters on the processes for T_COST seconds
+pstat()
+{
+	local o=$1
+	shift
+	perf stat -x "," -o "$o" -e "$PERF_EVENTS" -p "$(echo "$@" | tr ' ' ,)" \
+		-- sleep "$T_COST" >/dev/null 2>&1
+}
+
+# cost PATH WL: counters in the steady state of one run.
+cost()
+{
+	local p=$1 wl=$2 gpid dpid="" units log delay
+	rm -f "$BDIR/stat-$p-$wl-"*.csv
+	log=$NK_TMP/cost-$p-$wl.log
+	if [ "$wl" = rr ]; then
+		delay=3		# sockperf sleeps about 2 s before it starts
+		gbg "$p" "$log" sockperf pp --tcp -i "${RADDR[$p]}" -p 11111 -t $((T_COST + 2))
+	else
+		delay=1
+		gbg "$p" "$log" iperf3 -c "${RADDR[$p]}" -p 5201 -t $((T_COST + 2)) -J
+	fi
+	gpid=$NK_BG_PID
+	sleep "$delay"
+	if [ -n "${DAEMONS[$p]}" ]; then
+		# shellcheck disable=SC2086
+		pstat "$BDIR/stat-$p-$wl-d.csv" ${DAEMONS[$p]} &
+		dpid=$!
+	fi
+	pstat "$BDIR/stat-$p-$wl-g.csv" "$gpid"
+	[ -z "$dpid" ] || wait "$dpid"
+	wait "$gpid"
+	if [ "$wl" = rr ]; then
+		units=$(sed -n 's/.*Valid Duration.*RunTime=\([0-9.]*\) sec.*ReceivedMessages=\([0-9]*\).*/\1 \2/p' "$log" |
+			awk -v w="$T_COST" '$1 > 0 { printf "%.0f", $2 / $1 * w }')
+	else
+		units=$("$NK_PY" -c 'import json, sys; e = json.load(open(sys.argv[1]))["end"]["sum_sent"]
+print("%.1f" % (e["bytes"] / e["seconds"] * float(sys.argv[2]) / 1e6))' "$log" "$T_COST" 2>/dev/null)
+	fi
+	if [ -z "$units" ]; then
+		log_info "cost $p $wl: the run failed"
+		return
+	fi
+	REP=1 rec "$p" "cost_$wl" units "$units"
+	log_info "cost $p $wl: about $units $([ "$wl" = rr ] && echo round trips || echo MB) in the ${T_COST}s window"
+}
+
+# perf_profile WL DELAY CMD...: record nk-nsm and the guest program (CMD is
+# the program itself, no wrapper: its PID is the one recorded), from DELAY
+# seconds after its start (sockperf sleeps about 2 s before it starts).
+perf_profile()
+{
+	local wl=$1 delay=$2 gpid
+	shift 2
+	nk_guest_bg g1 "$NK_TMP/prof-$wl.log" "$@"
+	gpid=$NK_BG_PID
+	sleep "$delay"
+	perf record -q -F 999 -g -p "$NSM_PID,$gpid" -o "$BDIR/perf-$wl.data" \
+		-- sleep "$T_PROF" >"$NK_TMP/perf-$wl.log" 2>&1
+	wait "$gpid"
+	perf script -i "$BDIR/perf-$wl.data" -F comm,tid,ip,sym,dso \
+		>"$BDIR/perf-$wl.script" 2>/dev/null
+	log_info "profile $wl: $(grep -c '^[^[:space:]]' "$BDIR/perf-$wl.script") samples"
+}
+
+rm -f "$BDIR"/perf-* "$BDIR"/stat-*
+if [ "$PROFILE" = 1 ]; then
+	log_step "cost model (software counters) and perf profile of nk-nsm + guest"
+	for wl in rr bulk; do
+		for p in native nk; do
+			cost "$p" "$wl"
+		done
+	done
+	perf_profile bulk 1 iperf3 -c 10.77.0.1 -p 5201 -t $((T_PROF + 2))
+	perf_profile rr 3 sockperf pp --tcp -i 10.77.0.1 -p 11111 -t $((T_PROF + 2))
+fi
+
+# ---------------------------------------------------------------- density
+
+log_step "multiplexing density: N nginx guests under light load, one kernel NSM vs own stacks"
+for ((i = 2; i <= DENS_MAX; i++)); do
+	native_guest_up "$i"
+done
+for ((i = 3; i <= DENS_MAX; i++)); do
+	nk_netns_add "g$i-$S"
+	nk_run_nkctl vm add "vm$i" nsm nsm1 addr "10.77.0.$((i + 1))/24" uds "$NK_TMP/vm$i.vsock"
+done
+for ((i = 3; i <= DENS_MAX; i++)); do
+	wait_for -t 10 test -S "$NK_TMP/vm$i.vsock_7531" || nk_die "nkd does not serve vm$i"
+	wait_for -t 10 nk_has_addr "nsm-$S" up0 "10.77.0.$((i + 1))" || nk_die "no address for vm$i"
+done
+cat >"$NK_TMP/delay.lua" <<EOF
+function delay()
+	return $DENS_DELAY_MS
+end
+EOF
+
+dens_addr()
+{
+	if [ "$1" = nk ]; then
+		echo "10.77.0.$(($2 + 1))"
+	else
+		echo "10.79.$2.2"
+	fi
+}
+
+dens_ns()
+{
+	if [ "$1" = nk ]; then
+		echo "g$2-$S"
+	else
+		echo "n$2-$S"
+	fi
+}
+
+for n in "${DENS_NS[@]}"; do
+	pids=()
+	for mode in native nk; do
+		for ((i = 1; i <= n; i++)); do
+			d=$NK_TMP/dens-$mode-$i
+			nk_nginx_prep "$d" 1 80 "$WWW"
+			if [ "$mode" = nk ]; then
+				nk_guest_bg "g$i" "$d.log" "${NK_NGINX_ARGV[@]}"
+			else
+				nk_bg "n$i-$S" "$d.log" "${NK_NGINX_ARGV[@]}"
+			fi
+			pids+=("$NK_BG_PID")
+		done
+	done
+	for mode in native nk; do
+		for ((i = 1; i <= n; i++)); do
+			wait_for -t 10 nk_tcp_open "$R" "$(dens_addr $mode "$i")" 80 ||
+				nk_die "density: nginx $mode $i not reachable"
+		done
+	done
+	for ((REP = 1; REP <= REPS; REP++)); do
+		for mode in native nk; do
+			gp=()
+			for ((i = 1; i <= n; i++)); do
+				# shellcheck disable=SC2207
+				gp+=($(nk_ns_pids "$(dens_ns $mode "$i")"))
+			done
+			ds=()
+			[ "$mode" = native ] || ds=("$NSM_PID" "$NKD_PID")
+			wl=()
+			for ((i = 1; i <= n; i++)); do
+				ip netns exec "$R" wrk -t1 -c1 -d "$((T_DENS + 1))s" -s "$NK_TMP/delay.lua" \
+					"http://$(dens_addr $mode "$i")/index.html" >"$NK_TMP/dens-wrk-$mode-$n-$i.log" 2>&1 &
+				wl+=($!)
+			done
+			sleep 0.5
+			a=$(sched_ns "${gp[@]}" "${ds[@]}" "${KSOFTIRQD[@]}") b0=$(busy_ticks)
+			sleep "$T_DENS"
+			a=$(($(sched_ns "${gp[@]}" "${ds[@]}" "${KSOFTIRQD[@]}") - a)) b0=$(($(busy_ticks) - b0))
+			wait "${wl[@]}"
+			reqs=$(cat "$NK_TMP"/dens-wrk-$mode-"$n"-*.log | awk '/requests in/ { n += $1 } END { print n + 0 }')
+			errs=$(cat "$NK_TMP"/dens-wrk-$mode-"$n"-*.log | awk '/Socket errors|Non-2xx/ { e++ } END { print e + 0 }')
+			rss=0
+			for pid in "${gp[@]}" "${ds[@]}"; do
+				rss=$((rss + $(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)))
+			done
+			rec "$mode" "dens$n" cpu_core_pct "$(awk -v n="$a" -v t="$T_DENS" 'BEGIN { printf "%.3f", n / (t * 1e9) * 100 }')"
+			rec "$mode" "dens$n" machine_core_pct "$(awk -v x="$b0" -v t="$T_DENS" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", x / hz / t * 100 }')"
+			rec "$mode" "dens$n" rps "$(awk -v r="$reqs" -v t="$((T_DENS + 1))" 'BEGIN { printf "%.0f", r / t }')"
+			rec "$mode" "dens$n" rss_kb "$rss"
+			rec "$mode" "dens$n" errors "$errs"
+			log_info "density N=$n $mode: $(awk -v n="$a" -v t="$T_DENS" 'BEGIN { printf "%.1f", n / (t * 1e9) * 100 }')% of a core, $reqs requests, RSS $((rss / 1024)) MiB"
+		done
+	done
+	nk_stop "${pids[@]}"
+done
+
+# ---------------------------------------------------------------- report
+
+meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta elapsed_s "$(($(date +%s) - BENCH_T0))"
+meta checks "$NK_CHECKS checks, $NK_FAILS failed"
+{
+	echo "$NK_CHECKS checks, $NK_FAILS failed"
+	for c in "${NK_FAILED_CHECKS[@]}"; do
+		echo "FAILED: $c"
+	done
+} >"$CHECKS"
+
+log_step "report"
+mkdir -p "$OUT/img"
+"$NK_PY" "$NK_SRCDIR/tools/bench/report.py" --results "$RES" --meta "$META" \
+	--checks "$CHECKS" --profile-dir "$BDIR" --md "$OUT/benchmarks.md" \
+	--png "$OUT/img/benchmarks.png" || nk_fail "report generation failed"
+log_info "wrote $OUT/benchmarks.md and $OUT/img/benchmarks.png in $(($(date +%s) - BENCH_T0)) s"
+nk_finish
