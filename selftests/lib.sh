@@ -19,6 +19,7 @@
 #
 #   g1-$S (only lo): guest of vm1, 10.77.0.2/24, unix:$NK_TMP/vm1.vsock_7531
 #   g2-$S (only lo): guest of vm2, 10.77.0.3/24, unix:$NK_TMP/vm2.vsock_7531
+#   (NK_TOPO_V6=1 before nk_topo_up: vm1 also fd77::2/64, vm2 fd77::3/64)
 #
 # Exit status of a test: 0 pass, 1 fail, 4 skip (reason on stderr, last line).
 
@@ -418,8 +419,14 @@ nk_topo_up()
 	NK_NSM_PID_NKCTL=$(nkctl -j nsm show nsm1 2>/dev/null |
 		"$NK_PY" -c 'import json, sys; print(json.load(sys.stdin).get("pid"))' 2>/dev/null)
 
-	nk_run_nkctl vm add vm1 nsm nsm1 addr 10.77.0.2/24 uds "$NK_TMP/vm1.vsock"
-	nk_run_nkctl vm add vm2 nsm nsm1 addr 10.77.0.3/24 uds "$NK_TMP/vm2.vsock"
+	# NK_TOPO_V6=1: the VMs also get fd77::2/64 and fd77::3/64.
+	local v6a='' v6b=''
+	if [ "${NK_TOPO_V6:-0}" = 1 ]; then
+		v6a=,fd77::2/64
+		v6b=,fd77::3/64
+	fi
+	nk_run_nkctl vm add vm1 nsm nsm1 addr "10.77.0.2/24$v6a" uds "$NK_TMP/vm1.vsock"
+	nk_run_nkctl vm add vm2 nsm nsm1 addr "10.77.0.3/24$v6b" uds "$NK_TMP/vm2.vsock"
 	wait_for -t 10 test -S "$NK_TMP/vm1.vsock_7531" ||
 		nk_die "nkd does not serve $NK_TMP/vm1.vsock_7531"
 	wait_for -t 10 test -S "$NK_TMP/vm2.vsock_7531" ||
@@ -428,8 +435,14 @@ nk_topo_up()
 		nk_die "10.77.0.2 did not appear on nsm-$S up0"
 	wait_for -t 10 nk_has_addr "nsm-$S" up0 10.77.0.3 ||
 		nk_die "10.77.0.3 did not appear on nsm-$S up0"
-	log_info "vm1 10.77.0.2 via unix:$NK_TMP/vm1.vsock_7531"
-	log_info "vm2 10.77.0.3 via unix:$NK_TMP/vm2.vsock_7531"
+	if [ -n "$v6a" ]; then
+		wait_for -t 10 nk_has_addr "nsm-$S" up0 fd77::2 ||
+			nk_die "fd77::2 did not appear on nsm-$S up0"
+		wait_for -t 10 nk_has_addr "nsm-$S" up0 fd77::3 ||
+			nk_die "fd77::3 did not appear on nsm-$S up0"
+	fi
+	log_info "vm1 10.77.0.2${v6a:+ fd77::2} via unix:$NK_TMP/vm1.vsock_7531"
+	log_info "vm2 10.77.0.3${v6b:+ fd77::3} via unix:$NK_TMP/vm2.vsock_7531"
 }
 
 # nk_proc_cpu_ticks PID: utime + stime in clock ticks.

@@ -1,28 +1,42 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * nk_semantics: one case per TCP socket behaviour, for differential tests.
+ * nk_semantics: one case per socket behaviour (TCP and UDP, IPv4 and IPv6),
+ * for differential tests.
  *
- *   nk_semantics peer --bind ADDR
- *       Runs on the remote host: the services the cases talk to.
- *   nk_semantics client --peer ADDR --self ADDR --other ADDR --blackhole ADDR
- *                       [--case NAME[,NAME...]] [--list]
+ *   nk_semantics peer [--bind ADDR]
+ *       Runs on the remote host: the services the cases talk to, on both
+ *       families (by default one dual-stack socket per service on "::").
+ *   nk_semantics client --family 4|6 --peer ADDR --self ADDR --other ADDR
+ *                       --blackhole ADDR [--case NAME[,NAME...]] [--list]
  *       Runs in the guest (natively, or under nk-run) and prints one line per
- *       case: "NAME: RESULT".  Results are symbolic (errno names, flags,
- *       "ok"), never addresses or timings, so a native run and a NetKernel
- *       run can be compared line by line.
+ *       case: "NAME: RESULT".  Each address option is given once per family
+ *       (an IPv4 and an IPv6 address); --family picks the one the cases use,
+ *       and the IPv4 ones also serve the v4-mapped cases of family 6.
+ *       Results are symbolic (errno names, flags, "ok", "peer", "self",
+ *       "mapped-peer"...), never addresses or timings, so a native run and
+ *       a NetKernel run can be compared line by line.
  *
- * Peer services (TCP ports on the peer address):
- *   7001 echo                      7004 send "data", then reset
- *   7002 send "hello", then FIN    7005 count bytes until EOF, send the count
- *   7003 reset at once             7006 accept and hold until EOF
- *   7010 control: one line per connection,
+ * Cases run in both families unless their table entry says otherwise;
+ * the differential test counts each (case, family) pair.
+ *
+ * Peer services (ports on every peer address):
+ *   TCP 7001 echo                      7004 send "data", then reset
+ *       7002 send "hello", then FIN    7005 count bytes until EOF, send it
+ *       7003 reset at once             7006 accept and hold until EOF
+ *       7010 control: one line per connection,
  *        "CONNECT IP PORT"   connect to IP:PORT, send "ping", read the
  *                            reply, answer "OK <reply>" or "ERR <errno>"
  *        "READEOF IP PORT"   connect, read until EOF or error, answer
  *                            "EOF <bytes>" or "ERR <errno name>"
  *        "HOLD IP PORT N"    open N connections and keep them until the
  *                            control connection closes; answer "OK N"
- *   7099 is never served (ECONNREFUSED).
+ *        "UDPSEND IP PORT N SIZE"  send N datagrams of SIZE bytes from UDP
+ *                            port 7101 to IP:PORT; answer "OK N"
+ *       7099 is never served (ECONNREFUSED).
+ *   UDP 7101 echo: each datagram back to its sender
+ *       7102 generator: a datagram "S1,S2,..." (sizes) is answered with
+ *            one datagram per size, datagram k filled with 'a' + k
+ *       7199 is never served (ICMP port unreachable)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,9 +45,12 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,10 +73,28 @@
 #define P_HOLD		7006
 #define P_CTL		7010
 #define P_CLOSED	7099
+#define P_UECHO		7101
+#define P_UGEN		7102
+#define P_UCLOSED	7199
 
-static struct in_addr peer_ip, self_ip, other_ip, bh_ip;
-static char result[256];
+#define SA(s)		((struct sockaddr *)&(s))
+#define SL(s)		slen_of(&(s))
+
+typedef struct sockaddr_storage saddr;
+
+/* The addresses of one family, from the command line (port 0). */
+struct fam_addrs {
+	saddr peer, self, other, bh;
+	bool have;
+};
+
+static int fam = AF_INET;
+static struct fam_addrs A4, A6;
+/* The family under test: templates the cases use. */
+static saddr sa_peer, sa_self, sa_other, sa_bh;
+static char result[512];
 static volatile sig_atomic_t sigpipes;
+static char *self_exe;
 
 static const struct { int e; const char *n; } errnames[] = {
 	{ 0, "0" }, { EPERM, "EPERM" }, { ENOENT, "ENOENT" }, { EINTR, "EINTR" },
@@ -72,7 +107,9 @@ static const struct { int e; const char *n; } errnames[] = {
 	{ EISCONN, "EISCONN" }, { ENOTCONN, "ENOTCONN" }, { ETIMEDOUT, "ETIMEDOUT" },
 	{ ECONNREFUSED, "ECONNREFUSED" }, { EHOSTUNREACH, "EHOSTUNREACH" },
 	{ EALREADY, "EALREADY" }, { EINPROGRESS, "EINPROGRESS" }, { ENOTSOCK, "ENOTSOCK" },
-	{ EPROTO, "EPROTO" }, { EDESTADDRREQ, "EDESTADDRREQ" },
+	{ EPROTO, "EPROTO" }, { EDESTADDRREQ, "EDESTADDRREQ" }, { EMSGSIZE, "EMSGSIZE" },
+	{ ENETDOWN, "ENETDOWN" }, { ENOMEM, "ENOMEM" }, { ENOBUFS, "ENOBUFS" },
+	{ ENOTTY, "ENOTTY" },
 };
 
 static const char *ename(int e)
@@ -110,24 +147,276 @@ static int rc(const char *what, int r)
 	return r;
 }
 
-static struct sockaddr_in sin_of(struct in_addr ip, int port)
+/* Record a byte count or the errno name. */
+static ssize_t rn(const char *what, ssize_t n)
 {
-	struct sockaddr_in s = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr = ip };
+	if (n < 0)
+		out("%s=%s", what, ename(errno));
+	else
+		out("%s=%zd", what, n);
+	return n;
+}
 
+/* ---- addresses -----------------------------------------------------------
+ * Addresses are read and written with memcpy only: sockaddr_in, sockaddr_in6
+ * and sockaddr_storage are different types to the compiler's aliasing
+ * rules, and a cast-and-read across them is optimised into garbage.
+ */
+
+static sa_family_t fam_of(const void *sa)
+{
+	sa_family_t f;
+
+	memcpy(&f, sa, sizeof(f));
+	return f;
+}
+
+/* The address bytes (4 or 16) of sa; returns their count. */
+static size_t ip_of(const void *sa, unsigned char *ip)
+{
+	if (fam_of(sa) == AF_INET6) {
+		memcpy(ip, (const char *)sa + offsetof(struct sockaddr_in6, sin6_addr), 16);
+		return 16;
+	}
+	memcpy(ip, (const char *)sa + offsetof(struct sockaddr_in, sin_addr), 4);
+	return 4;
+}
+
+static socklen_t slen_of(const saddr *s)
+{
+	return s->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+/* sin_port and sin6_port are at the same offset */
+static int port_of(const void *s)
+{
+	uint16_t p;
+
+	memcpy(&p, (const char *)s + offsetof(struct sockaddr_in, sin_port), sizeof(p));
+	return ntohs(p);
+}
+
+/* Template t with port. */
+static saddr at(const saddr *t, int port)
+{
+	uint16_t p = htons(port);
+	saddr s = *t;
+
+	memcpy((char *)&s + offsetof(struct sockaddr_in, sin_port), &p, sizeof(p));
 	return s;
 }
 
-static int tcp(void)
+/* A saddr of family with the given address bytes, port 0. */
+static saddr make_sa(int family, const void *ip)
 {
-	return socket(AF_INET, SOCK_STREAM, 0);
+	saddr s;
+
+	memset(&s, 0, sizeof(s));
+	if (family == AF_INET6) {
+		struct sockaddr_in6 s6 = { .sin6_family = AF_INET6 };
+
+		memcpy(&s6.sin6_addr, ip, 16);
+		memcpy(&s, &s6, sizeof(s6));
+	} else {
+		struct sockaddr_in s4 = { .sin_family = AF_INET };
+
+		memcpy(&s4.sin_addr, ip, 4);
+		memcpy(&s, &s4, sizeof(s4));
+	}
+	return s;
 }
 
-static int connect_to(struct in_addr ip, int port)
+/* The wildcard (any = true) or the loopback address of the family. */
+static saddr special(int family, bool any)
 {
-	struct sockaddr_in sa = sin_of(ip, port);
-	int s = tcp();
+	uint32_t v4 = htonl(any ? INADDR_ANY : INADDR_LOOPBACK);
 
-	if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (family == AF_INET)
+		return make_sa(AF_INET, &v4);
+	return make_sa(AF_INET6, any ? &in6addr_any : &in6addr_loopback);
+}
+
+static saddr wild(int port)
+{
+	saddr s = special(fam, true);
+
+	return at(&s, port);
+}
+
+/* ::ffff:a.b.c.d of an IPv4 template, with port. */
+static saddr mapped(const saddr *v4, int port)
+{
+	unsigned char ip[16] = { [10] = 0xff, [11] = 0xff }, a[16];
+	saddr s;
+
+	ip_of(v4, a);
+	memcpy(ip + 12, a, 4);
+	s = make_sa(AF_INET6, ip);
+	return at(&s, port);
+}
+
+/* The numeric address of s, for peer control lines. */
+static const char *ntop(const saddr *s)
+{
+	static char buf[4][INET6_ADDRSTRLEN];
+	static int i;
+	char *b = buf[i++ & 3];
+	unsigned char ip[16];
+
+	ip_of(s, ip);
+	inet_ntop(s->ss_family, ip, b, INET6_ADDRSTRLEN);
+	return b;
+}
+
+static bool same_ip(const void *a, const saddr *t)
+{
+	unsigned char x[16], y[16];
+	size_t n;
+
+	if (fam_of(a) != t->ss_family)
+		return false;
+	n = ip_of(a, x);
+	ip_of(t, y);
+	return !memcmp(x, y, n);
+}
+
+static const char *ip_name(const void *sa, const struct fam_addrs *fa, int family)
+{
+	saddr any = special(family, true), lo = special(family, false);
+
+	if (same_ip(sa, &fa->peer))
+		return "peer";
+	if (same_ip(sa, &fa->self))
+		return "self";
+	if (same_ip(sa, &fa->other))
+		return "other";
+	if (same_ip(sa, &fa->bh))
+		return "blackhole";
+	if (same_ip(sa, &any))
+		return "any";
+	if (same_ip(sa, &lo))
+		return "lo";
+	return "?";
+}
+
+/*
+ * The symbolic name of an address: "peer", "self", "other", "any", "lo",
+ * "mapped-peer" (::ffff: of the IPv4 peer), "v4-peer" (an AF_INET address
+ * in family 6)...; "none" when len is 0, "(lenN)" appended when the length
+ * does not fit the family.
+ */
+static const char *aname(const void *sa, socklen_t len)
+{
+	static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+	static char buf[4][48];
+	static int i;
+	char *b = buf[i++ & 3];
+	const char *pre = "", *n = "?";
+	unsigned char ip[16];
+
+	if (!len)
+		return "none";
+	if (fam_of(sa) == AF_INET) {
+		pre = fam == AF_INET ? "" : "v4-";
+		n = ip_name(sa, &A4, AF_INET);
+		if (len != sizeof(struct sockaddr_in))
+			goto badlen;
+	} else if (fam_of(sa) == AF_INET6) {
+		ip_of(sa, ip);
+		pre = fam == AF_INET6 ? "" : "v6-";
+		if (!memcmp(ip, v4mapped, 12)) {
+			saddr v4 = make_sa(AF_INET, ip + 12);
+
+			pre = fam == AF_INET6 ? "mapped-" : "v6-mapped-";
+			n = ip_name(&v4, &A4, AF_INET);
+		} else {
+			n = ip_name(sa, &A6, AF_INET6);
+		}
+		if (len != sizeof(struct sockaddr_in6))
+			goto badlen;
+	} else {
+		snprintf(b, 48, "family%d", fam_of(sa));
+		return b;
+	}
+	snprintf(b, 48, "%s%s", pre, n);
+	return b;
+badlen:
+	snprintf(b, 48, "%s%s(len%u)", pre, n, (unsigned)len);
+	return b;
+}
+
+/* "NAME:set|zero" for getsockname (peer false) or getpeername, or errno. */
+static const char *name_of(int fd, bool peer)
+{
+	static char buf[4][64];
+	static int i;
+	char *b = buf[i++ & 3];
+	saddr s;
+	socklen_t l = sizeof(s);
+	int r;
+
+	memset(&s, 0, sizeof(s));
+	r = peer ? getpeername(fd, SA(s), &l) : getsockname(fd, SA(s), &l);
+	if (r < 0)
+		return ename(errno);
+	snprintf(b, 64, "%s:%s", aname(&s, l), port_of(&s) ? "set" : "zero");
+	return b;
+}
+
+static int local_port(int fd)
+{
+	saddr s;
+	socklen_t l = sizeof(s);
+
+	if (getsockname(fd, SA(s), &l) < 0)
+		return -1;
+	return port_of(&s);
+}
+
+static int remote_port(int fd)
+{
+	saddr s;
+	socklen_t l = sizeof(s);
+
+	if (getpeername(fd, SA(s), &l) < 0)
+		return -1;
+	return port_of(&s);
+}
+
+/* "echo", "gen", ... for a peer port. */
+static const char *pname(int port)
+{
+	switch (port) {
+	case P_UECHO:
+		return "echo";
+	case P_UGEN:
+		return "gen";
+	case P_ECHO:
+		return "techo";
+	case 0:
+		return "zero";
+	default:
+		return "other";
+	}
+}
+
+/* ---- sockets ------------------------------------------------------------- */
+
+static int tcp(void)
+{
+	return socket(fam, SOCK_STREAM, 0);
+}
+
+static int udp(void)
+{
+	return socket(fam, SOCK_DGRAM, 0);
+}
+
+static int connect_sa(int type, const saddr *sa)
+{
+	int s = socket(sa->ss_family, type, 0);
+
+	if (s >= 0 && connect(s, (const struct sockaddr *)sa, slen_of(sa)) < 0) {
 		int e = errno;
 
 		close(s);
@@ -135,6 +424,20 @@ static int connect_to(struct in_addr ip, int port)
 		return -1;
 	}
 	return s;
+}
+
+static int connect_to(const saddr *t, int port)
+{
+	saddr sa = at(t, port);
+
+	return connect_sa(SOCK_STREAM, &sa);
+}
+
+static int udp_to(const saddr *t, int port)
+{
+	saddr sa = at(t, port);
+
+	return connect_sa(SOCK_DGRAM, &sa);
 }
 
 static void set_nonblock(int fd)
@@ -150,6 +453,13 @@ static int sock_error(int fd)
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
 		return -errno;
 	return e;
+}
+
+static void set_rcvtimeo(int fd, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
 static ssize_t read_full(int fd, char *buf, size_t len, int timeout_ms)
@@ -170,6 +480,19 @@ static ssize_t read_full(int fd, char *buf, size_t len, int timeout_ms)
 	return got;
 }
 
+/* Wait for a datagram (or an error) up to timeout_ms, then receive it. */
+static ssize_t recv_wait(int fd, void *buf, size_t len, int flags, saddr *from, socklen_t *fl,
+			 int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	if (poll(&p, 1, timeout_ms) <= 0) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return recvfrom(fd, buf, len, flags | MSG_DONTWAIT, (struct sockaddr *)from, fl);
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -178,35 +501,48 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int bind_listen(struct in_addr ip, int port, int backlog)
+static int bind_listen_sa(const saddr *sa, int backlog)
 {
-	struct sockaddr_in sa = sin_of(ip, port);
-	int s = tcp(), one = 1;
+	int s = socket(sa->ss_family, SOCK_STREAM, 0), one = 1;
 
 	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, backlog) < 0) {
+	if (bind(s, (const struct sockaddr *)sa, slen_of(sa)) < 0 || listen(s, backlog) < 0) {
 		close(s);
 		return -1;
 	}
 	return s;
 }
 
-static int local_port(int fd)
+static int bind_listen(const saddr *t, int port, int backlog)
 {
-	struct sockaddr_in sa;
-	socklen_t l = sizeof(sa);
+	saddr sa = at(t, port);
 
-	if (getsockname(fd, (struct sockaddr *)&sa, &l) < 0)
-		return -1;
-	return ntohs(sa.sin_port);
+	return bind_listen_sa(&sa, backlog);
+}
+
+static void setint(const char *name, int fd, int level, int opt, int v)
+{
+	if (setsockopt(fd, level, opt, &v, sizeof(v)) < 0)
+		out("set_%s=%s", name, ename(errno));
+}
+
+static void getint(const char *name, int fd, int level, int opt)
+{
+	int v = -1;
+	socklen_t l = sizeof(v);
+
+	if (getsockopt(fd, level, opt, &v, &l) < 0)
+		out("%s=%s", name, ename(errno));
+	else
+		out("%s=%d", name, v);
 }
 
 /* Start a peer control request in the background (the case accepts). */
 static int peer_ctl_async(const char *fmt, ...)
 {
-	char line[128];
+	char line[160];
 	va_list ap;
-	int c = connect_to(peer_ip, P_CTL);
+	int c = connect_to(&sa_peer, P_CTL);
 
 	if (c < 0)
 		return -1;
@@ -229,25 +565,57 @@ static void ctl_reply(int c, char *buf, size_t len)
 	close(c);
 }
 
+/* A peer control request and its one-line answer. */
+static void peer_ctl(char *reply, size_t len, const char *fmt, ...)
+{
+	char line[160];
+	va_list ap;
+	int c;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	c = peer_ctl_async("%s", line);
+	if (c < 0) {
+		snprintf(reply, len, "ctl-%s", ename(errno));
+		return;
+	}
+	ctl_reply(c, reply, len);
+}
+
+/* datagram k of the generator: len bytes of 'a' + k */
+static bool gen_ok(const char *buf, ssize_t n, ssize_t want, int k)
+{
+	ssize_t i;
+
+	if (n != want)
+		return false;
+	for (i = 0; i < n; i++)
+		if (buf[i] != 'a' + k)
+			return false;
+	return true;
+}
+
 /* ======================================================================
- * Cases
+ * TCP cases (both families)
  * ====================================================================== */
 
 static void case_connect_ok(void)
 {
 	char buf[8] = { 0 };
-	int s = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 
 	if (rc("connect", s) < 0)
 		return;
 	rc("write", write(s, "abc", 3));
 	out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "abc", 3) ? "ok" : "bad");
+	out("local=%s peer=%s", name_of(s, false), name_of(s, true));
 	close(s);
 }
 
 static void case_connect_refused(void)
 {
-	int s = connect_to(peer_ip, P_CLOSED);
+	int s = connect_to(&sa_peer, P_CLOSED);
 
 	rc("connect", s);
 	if (s >= 0)
@@ -256,24 +624,24 @@ static void case_connect_refused(void)
 
 static void case_connect_twice(void)
 {
-	struct sockaddr_in sa = sin_of(peer_ip, P_ECHO);
-	int s = connect_to(peer_ip, P_ECHO);
+	saddr sa = at(&sa_peer, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 
 	if (rc("connect", s) < 0)
 		return;
-	rc("again", connect(s, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("again", connect(s, SA(sa), SL(sa)));
 	close(s);
 }
 
 static void case_nb_connect(void)
 {
-	struct sockaddr_in sa = sin_of(peer_ip, P_ECHO);
+	saddr sa = at(&sa_peer, P_ECHO);
 	struct pollfd p;
 	char buf[4] = { 0 };
 	int s = tcp(), r;
 
 	set_nonblock(s);
-	r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+	r = connect(s, SA(sa), SL(sa));
 	out("connect=%s", r == 0 ? "0" : ename(errno));
 	p = (struct pollfd){ .fd = s, .events = POLLOUT };
 	r = poll(&p, 1, 3000);
@@ -286,12 +654,12 @@ static void case_nb_connect(void)
 
 static void case_nb_connect_refused(void)
 {
-	struct sockaddr_in sa = sin_of(peer_ip, P_CLOSED);
+	saddr sa = at(&sa_peer, P_CLOSED);
 	struct pollfd p;
 	int s = tcp(), r;
 
 	set_nonblock(s);
-	r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+	r = connect(s, SA(sa), SL(sa));
 	out("connect=%s", r == 0 ? "0" : ename(errno));
 	p = (struct pollfd){ .fd = s, .events = POLLOUT };
 	r = poll(&p, 1, 3000);
@@ -304,7 +672,7 @@ static void case_nb_connect_refused(void)
 
 static void case_nb_connect_blackhole(void)
 {
-	struct sockaddr_in sa = sin_of(bh_ip, P_ECHO);
+	saddr sa = at(&sa_bh, P_ECHO);
 	struct epoll_event ev = { .events = EPOLLOUT }, evs[2];
 	struct timeval tv = { 0, 300000 };
 	struct pollfd p;
@@ -312,11 +680,11 @@ static void case_nb_connect_blackhole(void)
 	int s = tcp(), r, ep;
 
 	set_nonblock(s);
-	r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+	r = connect(s, SA(sa), SL(sa));
 	out("connect=%s", r == 0 ? "0" : ename(errno));
 	p = (struct pollfd){ .fd = s, .events = POLLOUT };
 	out("poll=%d", poll(&p, 1, 400));
-	r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+	r = connect(s, SA(sa), SL(sa));
 	out("again=%s", r == 0 ? "0" : ename(errno));
 	ep = epoll_create1(0);
 	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
@@ -331,14 +699,14 @@ static void case_nb_connect_blackhole(void)
 
 static void case_sndtimeo_connect(void)
 {
-	struct sockaddr_in sa = sin_of(bh_ip, P_ECHO);
+	saddr sa = at(&sa_bh, P_ECHO);
 	struct timeval tv = { 0, 300000 };
 	int s = tcp(), r;
 	int64_t t0, dt;
 
 	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	t0 = now_ms();
-	r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+	r = connect(s, SA(sa), SL(sa));
 	dt = now_ms() - t0;
 	out("connect=%s", r == 0 ? "0" : ename(errno));
 	out("timed=%s", dt >= 250 && dt < 2000 ? "yes" : "no");
@@ -347,7 +715,7 @@ static void case_sndtimeo_connect(void)
 
 static void case_epoll_et_connect(void)
 {
-	struct sockaddr_in sa = sin_of(peer_ip, P_ECHO);
+	saddr sa = at(&sa_peer, P_ECHO);
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u64 = 42 }, evs[4];
 	char buf[4] = { 0 };
 	int s = tcp(), r, ep = epoll_create1(0);
@@ -356,7 +724,7 @@ static void case_epoll_et_connect(void)
 	set_nonblock(s);
 	/* Registered before connect, as nginx does for upstreams. */
 	rc("ctl", epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev));
-	r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+	r = connect(s, SA(sa), SL(sa));
 	out("connect=%s", r == 0 ? "0" : ename(errno));
 	r = epoll_wait(ep, evs, 4, 3000);
 	out("wait=%d out=%d data=%d", r, r > 0 && (evs[0].events & EPOLLOUT),
@@ -377,13 +745,13 @@ static void case_epoll_et_connect(void)
 
 static void case_select_connect(void)
 {
-	struct sockaddr_in sa = sin_of(peer_ip, P_ECHO);
+	saddr sa = at(&sa_peer, P_ECHO);
 	struct timeval tv = { 3, 0 };
 	fd_set w;
 	int s = tcp(), r;
 
 	set_nonblock(s);
-	r = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+	r = connect(s, SA(sa), SL(sa));
 	out("connect=%s", r == 0 ? "0" : ename(errno));
 	FD_ZERO(&w);
 	FD_SET(s, &w);
@@ -395,147 +763,135 @@ static void case_select_connect(void)
 
 static void case_bind_inuse(void)
 {
-	struct sockaddr_in sa = sin_of(self_ip, 0);
+	saddr sa = at(&sa_self, 0);
 	int s1 = tcp(), s2 = tcp();
 
-	rc("bind1", bind(s1, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("bind1", bind(s1, SA(sa), SL(sa)));
 	rc("listen", listen(s1, 4));
-	sa.sin_port = htons(local_port(s1));
-	rc("bind2", bind(s2, (struct sockaddr *)&sa, sizeof(sa)));
+	sa = at(&sa_self, local_port(s1));
+	rc("bind2", bind(s2, SA(sa), SL(sa)));
 	close(s1);
 	close(s2);
 }
 
 static void case_bind_notavail(void)
 {
-	struct sockaddr_in sa = sin_of(other_ip, 0);
+	saddr sa = at(&sa_other, 0);
 	int s = tcp();
 
-	rc("bind", bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("bind", bind(s, SA(sa), SL(sa)));
 	close(s);
 }
 
 static void case_bind_port0(void)
 {
-	struct sockaddr_in sa = sin_of(self_ip, 0), got;
-	socklen_t l = sizeof(got);
+	saddr sa = at(&sa_self, 0);
 	int s = tcp();
 
-	rc("bind", bind(s, (struct sockaddr *)&sa, sizeof(sa)));
-	rc("getsockname", getsockname(s, (struct sockaddr *)&got, &l));
-	out("addr=%s port=%s", got.sin_addr.s_addr == self_ip.s_addr ? "self" : "other",
-	    got.sin_port ? "set" : "zero");
+	rc("bind", bind(s, SA(sa), SL(sa)));
+	out("name=%s", name_of(s, false));
 	close(s);
 }
 
 static void case_bind_any_port0(void)
 {
-	struct sockaddr_in sa = sin_of((struct in_addr){ INADDR_ANY }, 0), got;
-	socklen_t l = sizeof(got);
+	saddr sa = wild(0);
 	int s = tcp();
 
-	rc("bind", bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("bind", bind(s, SA(sa), SL(sa)));
 	rc("listen", listen(s, 4));
-	rc("getsockname", getsockname(s, (struct sockaddr *)&got, &l));
-	out("addr=%s port=%s", got.sin_addr.s_addr == INADDR_ANY ? "any" : "specific",
-	    got.sin_port ? "set" : "zero");
+	out("name=%s", name_of(s, false));
 	close(s);
 }
 
 static void case_bind_twice(void)
 {
-	struct sockaddr_in sa = sin_of(self_ip, 0);
+	saddr sa = at(&sa_self, 0);
 	int s = tcp();
 
-	rc("bind1", bind(s, (struct sockaddr *)&sa, sizeof(sa)));
-	rc("bind2", bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("bind1", bind(s, SA(sa), SL(sa)));
+	rc("bind2", bind(s, SA(sa), SL(sa)));
 	close(s);
 }
 
 static void case_bind_badlen(void)
 {
-	struct sockaddr_in sa = sin_of(self_ip, 0);
+	saddr sa = at(&sa_self, 0);
+	socklen_t l = SL(sa);
 	int s = tcp();
 
-	rc("short", bind(s, (struct sockaddr *)&sa, sizeof(sa) - 1));
-	sa.sin_family = AF_INET6;
-	rc("family", bind(s, (struct sockaddr *)&sa, sizeof(sa)));
+	/* IPv6 accepts the 24-byte RFC 2133 sockaddr_in6: go below it. */
+	rc("short", bind(s, SA(sa), fam == AF_INET ? l - 1 : 23));
+	sa.ss_family = fam == AF_INET ? AF_INET6 : AF_INET;
+	rc("family", bind(s, SA(sa), l));
 	close(s);
 }
 
 static void case_reuseaddr_listen(void)
 {
-	struct sockaddr_in sa = sin_of(self_ip, 0);
+	saddr sa = at(&sa_self, 0);
 	int s1 = tcp(), s2 = tcp(), one = 1;
 
 	setsockopt(s1, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(s2, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	rc("bind1", bind(s1, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("bind1", bind(s1, SA(sa), SL(sa)));
 	rc("listen", listen(s1, 4));
-	sa.sin_port = htons(local_port(s1));
-	rc("bind2", bind(s2, (struct sockaddr *)&sa, sizeof(sa)));
+	sa = at(&sa_self, local_port(s1));
+	rc("bind2", bind(s2, SA(sa), SL(sa)));
 	close(s1);
 	close(s2);
 }
 
 static void case_reuseaddr_bound(void)
 {
-	struct sockaddr_in sa = sin_of(self_ip, 0);
+	saddr sa = at(&sa_self, 0);
 	int s1 = tcp(), s2 = tcp(), one = 1;
 
 	setsockopt(s1, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(s2, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	rc("bind1", bind(s1, (struct sockaddr *)&sa, sizeof(sa)));
-	sa.sin_port = htons(local_port(s1));
-	rc("bind2", bind(s2, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("bind1", bind(s1, SA(sa), SL(sa)));
+	sa = at(&sa_self, local_port(s1));
+	rc("bind2", bind(s2, SA(sa), SL(sa)));
 	close(s1);
 	close(s2);
 }
 
 static void case_reuseport(void)
 {
-	struct sockaddr_in sa = sin_of(self_ip, 0);
+	saddr sa = at(&sa_self, 0);
 	int s1 = tcp(), s2 = tcp(), one = 1;
 
 	setsockopt(s1, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	setsockopt(s2, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	rc("bind1", bind(s1, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("bind1", bind(s1, SA(sa), SL(sa)));
 	rc("listen1", listen(s1, 4));
-	sa.sin_port = htons(local_port(s1));
-	rc("bind2", bind(s2, (struct sockaddr *)&sa, sizeof(sa)));
+	sa = at(&sa_self, local_port(s1));
+	rc("bind2", bind(s2, SA(sa), SL(sa)));
 	rc("listen2", listen(s2, 4));
 	close(s1);
 	close(s2);
 }
 
-/* Listen on ip, have the peer connect, accept; returns the accepted fd. */
-static int accept_from_peer(int l, struct in_addr target, int *ctl, int flags)
+/* Listen on l, have the peer connect to target, accept; the accepted fd. */
+static int accept_from_peer(int l, const saddr *target, int *ctl, int flags)
 {
-	int port = local_port(l), a;
-
-	*ctl = peer_ctl_async("CONNECT %s %d\n", inet_ntoa(target), port);
+	*ctl = peer_ctl_async("CONNECT %s %d\n", ntop(target), local_port(l));
 	if (*ctl < 0)
 		return -1;
-	a = accept4(l, NULL, NULL, flags);
-	return a;
+	return accept4(l, NULL, NULL, flags);
 }
 
 static void case_accept_basic(void)
 {
-	struct sockaddr_in sa, pa;
-	socklen_t l1 = sizeof(sa), l2 = sizeof(pa);
 	char buf[64] = { 0 };
-	int l = bind_listen(self_ip, 0, 4), c, a;
+	int l = bind_listen(&sa_self, 0, 4), c, a;
 
 	if (rc("listen", l) < 0)
 		return;
-	a = accept_from_peer(l, self_ip, &c, 0);
+	a = accept_from_peer(l, &sa_self, &c, 0);
 	if (rc("accept", a) >= 0) {
-		getsockname(a, (struct sockaddr *)&sa, &l1);
-		getpeername(a, (struct sockaddr *)&pa, &l2);
-		out("local=%s port=%s peer=%s", sa.sin_addr.s_addr == self_ip.s_addr ? "self" : "?",
-		    ntohs(sa.sin_port) == local_port(l) ? "same" : "diff",
-		    pa.sin_addr.s_addr == peer_ip.s_addr ? "peer" : "?");
+		out("local=%s port=%s peer=%s", name_of(a, false),
+		    local_port(a) == local_port(l) ? "same" : "diff", name_of(a, true));
 		out("read=%s", read_full(a, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4) ? "ping" : "bad");
 		rc("write", write(a, "pong", 4));
 		close(a);
@@ -547,19 +903,48 @@ static void case_accept_basic(void)
 	close(l);
 }
 
-static void case_accept_wildcard_name(void)
+static void case_accept_addr(void)
 {
-	struct sockaddr_in sa;
-	socklen_t len = sizeof(sa);
-	char buf[64];
-	int l = bind_listen((struct in_addr){ INADDR_ANY }, 0, 4), c, a;
+	saddr pa;
+	socklen_t pl = sizeof(pa), small = 4;
+	char buf[64], tiny[4];
+	int l = bind_listen(&sa_self, 0, 4), c, a;
 
 	if (rc("listen", l) < 0)
 		return;
-	a = accept_from_peer(l, self_ip, &c, 0);
+	c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
+	a = accept(l, SA(pa), &pl);
 	if (rc("accept", a) >= 0) {
-		getsockname(a, (struct sockaddr *)&sa, &len);
-		out("local=%s", sa.sin_addr.s_addr == self_ip.s_addr ? "self" : "other");
+		out("addr=%s", aname(&pa, pl));
+		write(a, "pong", 4);
+		close(a);
+	}
+	if (c >= 0)
+		ctl_reply(c, buf, sizeof(buf));
+	/* A short address buffer: truncated, the full length reported. */
+	c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
+	a = accept(l, (struct sockaddr *)tiny, &small);
+	if (rc("accept_short", a) >= 0) {
+		out("len=%s", small == SL(sa_self) ? "full" : "other");
+		write(a, "pong", 4);
+		close(a);
+	}
+	if (c >= 0)
+		ctl_reply(c, buf, sizeof(buf));
+	close(l);
+}
+
+static void case_accept_wildcard_name(void)
+{
+	saddr w = wild(0);
+	char buf[64];
+	int l = bind_listen_sa(&w, 4), c, a;
+
+	if (rc("listen", l) < 0)
+		return;
+	a = accept_from_peer(l, &sa_self, &c, 0);
+	if (rc("accept", a) >= 0) {
+		out("local=%s", name_of(a, false));
 		write(a, "pong", 4);
 		close(a);
 	}
@@ -571,11 +956,11 @@ static void case_accept_wildcard_name(void)
 static void case_accept4_flags(void)
 {
 	char buf[64];
-	int l = bind_listen(self_ip, 0, 4), c, a;
+	int l = bind_listen(&sa_self, 0, 4), c, a;
 
 	if (rc("listen", l) < 0)
 		return;
-	a = accept_from_peer(l, self_ip, &c, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	a = accept_from_peer(l, &sa_self, &c, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (rc("accept4", a) >= 0) {
 		out("nonblock=%d cloexec=%d", !!(fcntl(a, F_GETFL) & O_NONBLOCK),
 		    !!(fcntl(a, F_GETFD) & FD_CLOEXEC));
@@ -584,7 +969,7 @@ static void case_accept4_flags(void)
 	}
 	if (c >= 0)
 		ctl_reply(c, buf, sizeof(buf));
-	a = accept_from_peer(l, self_ip, &c, 0);
+	a = accept_from_peer(l, &sa_self, &c, 0);
 	if (rc("accept", a) >= 0) {
 		out("nonblock=%d cloexec=%d", !!(fcntl(a, F_GETFL) & O_NONBLOCK),
 		    !!(fcntl(a, F_GETFD) & FD_CLOEXEC));
@@ -598,7 +983,7 @@ static void case_accept4_flags(void)
 
 static void case_accept_nonblock_empty(void)
 {
-	int l = bind_listen(self_ip, 0, 4);
+	int l = bind_listen(&sa_self, 0, 4);
 
 	set_nonblock(l);
 	rc("accept", accept(l, NULL, NULL));
@@ -609,11 +994,11 @@ static void case_listen_epoll_lt(void)
 {
 	struct epoll_event ev = { .events = EPOLLIN }, evs[2];
 	char buf[64];
-	int l = bind_listen(self_ip, 0, 4), ep = epoll_create1(0), c, a;
+	int l = bind_listen(&sa_self, 0, 4), ep = epoll_create1(0), c, a;
 
 	epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev);
 	out("idle=%d", epoll_wait(ep, evs, 2, 100));
-	c = peer_ctl_async("CONNECT %s %d\n", inet_ntoa(self_ip), local_port(l));
+	c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
 	out("ready=%d", epoll_wait(ep, evs, 2, 3000));
 	out("still=%d", epoll_wait(ep, evs, 2, 100));
 	a = accept(l, NULL, NULL);
@@ -633,11 +1018,11 @@ static void case_listen_epoll_et(void)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLET }, evs[2];
 	char buf[64];
-	int l = bind_listen(self_ip, 0, 4), ep = epoll_create1(0), c, a;
+	int l = bind_listen(&sa_self, 0, 4), ep = epoll_create1(0), c, a;
 
 	set_nonblock(l);
 	epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev);
-	c = peer_ctl_async("CONNECT %s %d\n", inet_ntoa(self_ip), local_port(l));
+	c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
 	out("ready=%d", epoll_wait(ep, evs, 2, 3000));
 	out("again=%d", epoll_wait(ep, evs, 2, 100));
 	a = accept(l, NULL, NULL);
@@ -657,11 +1042,11 @@ static void case_listen_poll(void)
 {
 	struct pollfd p;
 	char buf[64];
-	int l = bind_listen(self_ip, 0, 4), c, a, i;
+	int l = bind_listen(&sa_self, 0, 4), c, a, i;
 
 	p = (struct pollfd){ .fd = l, .events = POLLIN };
 	out("idle=%d", poll(&p, 1, 100));
-	c = peer_ctl_async("CONNECT %s %d\n", inet_ntoa(self_ip), local_port(l));
+	c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
 	p.revents = 0;
 	i = poll(&p, 1, 3000);
 	out("ready=%d in=%d", i, !!(p.revents & POLLIN));
@@ -675,26 +1060,21 @@ static void case_listen_poll(void)
 	close(l);
 }
 
-static void getint(const char *name, int fd, int level, int opt)
+/* IP_TOS (family 4) or IPV6_TCLASS (family 6). */
+static void tos_opt(int fd, int v)
 {
-	int v = -1;
-	socklen_t l = sizeof(v);
-
-	if (getsockopt(fd, level, opt, &v, &l) < 0)
-		out("%s=%s", name, ename(errno));
-	else
-		out("%s=%d", name, v);
-}
-
-static void setint(const char *name, int fd, int level, int opt, int v)
-{
-	if (setsockopt(fd, level, opt, &v, sizeof(v)) < 0)
-		out("set_%s=%s", name, ename(errno));
+	if (fam == AF_INET) {
+		setint("tos", fd, IPPROTO_IP, IP_TOS, v);
+		getint("tos", fd, IPPROTO_IP, IP_TOS);
+	} else {
+		setint("tclass", fd, IPPROTO_IPV6, IPV6_TCLASS, v);
+		getint("tclass", fd, IPPROTO_IPV6, IPV6_TCLASS);
+	}
 }
 
 static void case_opt_basic(void)
 {
-	int s = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -712,8 +1092,7 @@ static void case_opt_basic(void)
 	getint("rcvbuf", s, SOL_SOCKET, SO_RCVBUF);
 	setint("sndbuf", s, SOL_SOCKET, SO_SNDBUF, 65536);
 	getint("sndbuf", s, SOL_SOCKET, SO_SNDBUF);
-	setint("tos", s, IPPROTO_IP, IP_TOS, 0x10);
-	getint("tos", s, IPPROTO_IP, IP_TOS);
+	tos_opt(s, 0x10);
 	getint("type", s, SOL_SOCKET, SO_TYPE);
 	getint("domain", s, SOL_SOCKET, SO_DOMAIN);
 	getint("protocol", s, SOL_SOCKET, SO_PROTOCOL);
@@ -726,7 +1105,7 @@ static void case_opt_linger_cc(void)
 	struct linger lg = { 1, 5 }, got = { 0, 0 };
 	char cc[16] = { 0 };
 	socklen_t l = sizeof(got);
-	int s = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -742,12 +1121,12 @@ static void case_opt_linger_cc(void)
 
 static void case_opt_before_connect(void)
 {
-	struct sockaddr_in sa = sin_of(peer_ip, P_ECHO);
+	saddr sa = at(&sa_peer, P_ECHO);
 	int s = tcp();
 
 	setint("nodelay", s, IPPROTO_TCP, TCP_NODELAY, 1);
 	setint("keepalive", s, SOL_SOCKET, SO_KEEPALIVE, 1);
-	rc("connect", connect(s, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("connect", connect(s, SA(sa), SL(sa)));
 	getint("nodelay", s, IPPROTO_TCP, TCP_NODELAY);
 	getint("keepalive", s, SOL_SOCKET, SO_KEEPALIVE);
 	close(s);
@@ -755,7 +1134,7 @@ static void case_opt_before_connect(void)
 
 static void case_opt_listener(void)
 {
-	int l = bind_listen(self_ip, 0, 4);
+	int l = bind_listen(&sa_self, 0, 4);
 
 	getint("acceptconn", l, SOL_SOCKET, SO_ACCEPTCONN);
 	getint("reuseaddr", l, SOL_SOCKET, SO_REUSEADDR);
@@ -766,9 +1145,9 @@ static void case_linger0_rst(void)
 {
 	struct linger lg = { 1, 0 };
 	char buf[64] = { 0 };
-	int l = bind_listen(self_ip, 0, 4), c, a;
+	int l = bind_listen(&sa_self, 0, 4), c, a;
 
-	c = peer_ctl_async("READEOF %s %d\n", inet_ntoa(self_ip), local_port(l));
+	c = peer_ctl_async("READEOF %s %d\n", ntop(&sa_self), local_port(l));
 	a = accept(l, NULL, NULL);
 	if (rc("accept", a) >= 0) {
 		rc("linger", setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
@@ -784,9 +1163,9 @@ static void case_linger0_rst(void)
 static void case_close_fin(void)
 {
 	char buf[64] = { 0 };
-	int l = bind_listen(self_ip, 0, 4), c, a;
+	int l = bind_listen(&sa_self, 0, 4), c, a;
 
-	c = peer_ctl_async("READEOF %s %d\n", inet_ntoa(self_ip), local_port(l));
+	c = peer_ctl_async("READEOF %s %d\n", ntop(&sa_self), local_port(l));
 	a = accept(l, NULL, NULL);
 	if (rc("accept", a) >= 0) {
 		write(a, "bye", 3);
@@ -802,7 +1181,7 @@ static void case_close_fin(void)
 static void case_half_close(void)
 {
 	char big[1000], buf[32] = { 0 };
-	int s = connect_to(peer_ip, P_COUNT);
+	int s = connect_to(&sa_peer, P_COUNT);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -819,7 +1198,7 @@ static void case_half_close(void)
 static void case_peer_fin(void)
 {
 	char buf[16] = { 0 };
-	int s = connect_to(peer_ip, P_FIN);
+	int s = connect_to(&sa_peer, P_FIN);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -834,7 +1213,7 @@ static void case_peer_rst_read(void)
 {
 	char buf[16];
 	ssize_t n;
-	int s = connect_to(peer_ip, P_RST);
+	int s = connect_to(&sa_peer, P_RST);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -849,7 +1228,7 @@ static void case_peer_rst_read(void)
 static void case_peer_rst_write(void)
 {
 	ssize_t n;
-	int s = connect_to(peer_ip, P_RST);
+	int s = connect_to(&sa_peer, P_RST);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -871,7 +1250,7 @@ static void case_sigpipe(void)
 {
 	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
 	ssize_t n;
-	int s = connect_to(peer_ip, P_RST);
+	int s = connect_to(&sa_peer, P_RST);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -892,7 +1271,7 @@ static void case_data_then_rst(void)
 {
 	char buf[16] = { 0 };
 	ssize_t n;
-	int s = connect_to(peer_ip, P_DATARST);
+	int s = connect_to(&sa_peer, P_DATARST);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -907,11 +1286,13 @@ static void case_data_then_rst(void)
 static void case_fionread_peek(void)
 {
 	char buf[16] = { 0 };
-	int s = connect_to(peer_ip, P_FIN), n = -1;
+	int s = connect_to(&sa_peer, P_FIN), n = -1;
+	struct pollfd p = { .fd = s, .events = POLLIN };
 
 	if (rc("connect", s) < 0)
 		return;
-	usleep(300000);
+	poll(&p, 1, 3000);
+	usleep(100000);
 	rc("fionread", ioctl(s, FIONREAD, &n));
 	out("n=%d", n);
 	out("peek=%zd", recv(s, buf, 5, MSG_PEEK));
@@ -922,7 +1303,7 @@ static void case_fionread_peek(void)
 
 static void case_siocoutq(void)
 {
-	int s = connect_to(peer_ip, P_ECHO), n = -1;
+	int s = connect_to(&sa_peer, P_ECHO), n = -1;
 	char buf[4];
 
 	if (rc("connect", s) < 0)
@@ -936,48 +1317,49 @@ static void case_siocoutq(void)
 
 static void case_unconnected_ops(void)
 {
-	struct sockaddr_in sa;
+	saddr sa;
 	socklen_t l = sizeof(sa);
 	char c;
 	int s = tcp();
 
-	rc("getpeername", getpeername(s, (struct sockaddr *)&sa, &l));
+	rc("getpeername", getpeername(s, SA(sa), &l));
 	rc("send", send(s, "x", 1, MSG_NOSIGNAL));
 	rc("recv", recv(s, &c, 1, MSG_DONTWAIT));
 	rc("shutdown", shutdown(s, SHUT_WR));
-	sa = sin_of(self_ip, 0);
-	bind(s, (struct sockaddr *)&sa, sizeof(sa));
+	sa = at(&sa_self, 0);
+	bind(s, SA(sa), SL(sa));
 	rc("send_bound", send(s, "x", 1, MSG_NOSIGNAL));
 	rc("recv_bound", recv(s, &c, 1, MSG_DONTWAIT));
 	rc("shutdown_bound", shutdown(s, SHUT_WR));
 	l = sizeof(sa);
-	rc("getpeername_bound", getpeername(s, (struct sockaddr *)&sa, &l));
+	rc("getpeername_bound", getpeername(s, SA(sa), &l));
 	close(s);
 }
 
 static void case_listen_then_connect(void)
 {
-	struct sockaddr_in sa = sin_of(peer_ip, P_ECHO);
-	int l = bind_listen(self_ip, 0, 4);
+	saddr sa = at(&sa_peer, P_ECHO);
+	int l = bind_listen(&sa_self, 0, 4);
 
-	rc("connect", connect(l, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("connect", connect(l, SA(sa), SL(sa)));
 	close(l);
 }
 
 static void case_loopback(void)
 {
-	struct sockaddr_in sa = sin_of((struct in_addr){ htonl(INADDR_LOOPBACK) }, 0);
+	saddr lo = special(fam, false), sa;
 	char buf[4] = { 0 };
-	int l = bind_listen(sa.sin_addr, 0, 4), c, a;
+	int l = bind_listen(&lo, 0, 4), c, a;
 
 	if (rc("listen", l) < 0)
 		return;
-	sa.sin_port = htons(local_port(l));
+	sa = at(&lo, local_port(l));
 	c = tcp();
-	rc("connect", connect(c, (struct sockaddr *)&sa, sizeof(sa)));
+	rc("connect", connect(c, SA(sa), SL(sa)));
 	a = accept(l, NULL, NULL);
 	write(c, "lo!", 3);
 	out("read=%s", read_full(a, buf, 3, 2000) == 3 ? "ok" : "bad");
+	out("peer=%s", name_of(a, true));
 	close(a);
 	close(c);
 	close(l);
@@ -998,18 +1380,17 @@ static void case_unix_untouched(void)
 static void case_fork(void)
 {
 	char buf[8] = { 0 };
-	int s = connect_to(peer_ip, P_ECHO), st;
+	int s = connect_to(&sa_peer, P_ECHO), st;
 	pid_t p;
 
 	if (rc("connect", s) < 0)
 		return;
 	p = fork();
 	if (p == 0) {
-		struct sockaddr_in sa;
+		saddr sa;
 		socklen_t l = sizeof(sa);
-		int ok = write(s, "fork", 4) == 4 &&
-			 !getpeername(s, (struct sockaddr *)&sa, &l) &&
-			 sa.sin_addr.s_addr == peer_ip.s_addr;
+		int ok = write(s, "fork", 4) == 4 && !getpeername(s, SA(sa), &l) &&
+			 same_ip(&sa, &sa_peer);
 
 		_exit(ok ? 0 : 1);
 	}
@@ -1026,7 +1407,7 @@ static void case_fork_connect_in_child(void)
 
 	if (p == 0) {
 		char buf[4] = { 0 };
-		int s = connect_to(peer_ip, P_ECHO);
+		int s = connect_to(&sa_peer, P_ECHO);
 
 		_exit(s >= 0 && write(s, "kid", 3) == 3 && read_full(s, buf, 3, 3000) == 3 ? 0 : 1);
 	}
@@ -1037,7 +1418,7 @@ static void case_fork_connect_in_child(void)
 static void case_dup2_over(void)
 {
 	char buf[8] = { 0 };
-	int s = connect_to(peer_ip, P_ECHO), t = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO), t = connect_to(&sa_peer, P_ECHO);
 
 	if (rc("connect", s) < 0 || t < 0)
 		return;
@@ -1051,16 +1432,19 @@ static void case_dup2_over(void)
 	close(t);
 }
 
-static char *self_exe;
-
-static void exec_case(bool cloexec)
+/*
+ * exec with a connected socket (TCP to the echo service, or UDP to the
+ * UDP echo service): the child, a fresh image of this program, writes,
+ * reads and names its peer, and prints one line.
+ */
+static void exec_case(int type, bool cloexec)
 {
-	char fdarg[16], buf[64] = { 0 };
-	int s = socket(AF_INET, SOCK_STREAM | (cloexec ? SOCK_CLOEXEC : 0), 0), pfd[2], st;
-	struct sockaddr_in sa = sin_of(peer_ip, P_ECHO);
+	char fdarg[16], famarg[4], buf[96] = { 0 };
+	int s = socket(fam, type | (cloexec ? SOCK_CLOEXEC : 0), 0), pfd[2], st;
+	saddr sa = at(&sa_peer, type == SOCK_DGRAM ? P_UECHO : P_ECHO);
 	pid_t p;
 
-	if (rc("connect", connect(s, (struct sockaddr *)&sa, sizeof(sa))) < 0)
+	if (rc("connect", connect(s, SA(sa), SL(sa))) < 0)
 		return;
 	if (pipe(pfd) < 0)
 		return;
@@ -1068,7 +1452,9 @@ static void exec_case(bool cloexec)
 	if (p == 0) {
 		dup2(pfd[1], 1);
 		snprintf(fdarg, sizeof(fdarg), "%d", s);
-		execl(self_exe, self_exe, "exec-child", fdarg, inet_ntoa(peer_ip), (char *)NULL);
+		snprintf(famarg, sizeof(famarg), "%d", fam == AF_INET ? 4 : 6);
+		execl(self_exe, self_exe, "exec-child", fdarg, famarg, ntop(&sa_peer),
+		      (char *)NULL);
 		_exit(127);
 	}
 	close(pfd[1]);
@@ -1082,33 +1468,38 @@ static void exec_case(bool cloexec)
 
 static void case_exec_inherit(void)
 {
-	exec_case(false);
+	exec_case(SOCK_STREAM, false);
 }
 
 static void case_exec_cloexec(void)
 {
-	exec_case(true);
+	exec_case(SOCK_STREAM, true);
 }
 
 static int exec_child(int fd)
 {
-	struct sockaddr_in sa;
+	saddr sa;
 	socklen_t l = sizeof(sa);
 	char buf[8] = { 0 };
+	int type = 0;
 
 	if (fcntl(fd, F_GETFD) < 0) {
 		printf("closed\n");
 		return 0;
 	}
+	l = sizeof(type);
+	getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l);
 	if (write(fd, "exe", 3) != 3 || read_full(fd, buf, 3, 3000) != 3) {
 		printf("io-failed\n");
 		return 0;
 	}
-	if (getpeername(fd, (struct sockaddr *)&sa, &l) < 0 || sa.sin_family != AF_INET) {
-		printf("open io=ok peername=bad\n");
+	l = sizeof(sa);
+	if (getpeername(fd, SA(sa), &l) < 0) {
+		printf("open io=ok peername=%s\n", ename(errno));
 		return 0;
 	}
-	printf("open io=ok peername=%s\n", sa.sin_addr.s_addr == peer_ip.s_addr ? "peer" : "?");
+	printf("open type=%s io=ok peername=%s\n", type == SOCK_DGRAM ? "dgram" : "stream",
+	       aname(&sa, l));
 	return 0;
 }
 
@@ -1117,7 +1508,7 @@ static void case_select_high_fd(void)
 	struct rlimit rl;
 	struct timeval tv = { 3, 0 };
 	long *set;
-	int s = connect_to(peer_ip, P_ECHO), hi = 1500, r;
+	int s = connect_to(&sa_peer, P_ECHO), hi = 1500, r;
 	char buf[4];
 
 	if (rc("connect", s) < 0)
@@ -1147,7 +1538,7 @@ static void case_bulk(void)
 	static char big[65536];
 	size_t total = 8u << 20, sent = 0;
 	char buf[32] = { 0 };
-	int s = connect_to(peer_ip, P_COUNT);
+	int s = connect_to(&sa_peer, P_COUNT);
 	ssize_t n;
 
 	if (rc("connect", s) < 0)
@@ -1168,7 +1559,7 @@ static void case_bulk(void)
 static void case_shutdown_rd(void)
 {
 	char buf[8];
-	int s = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -1180,7 +1571,7 @@ static void case_shutdown_rd(void)
 
 static void case_shutdown_bad(void)
 {
-	int s = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -1190,10 +1581,10 @@ static void case_shutdown_bad(void)
 
 static void case_accept_not_listening(void)
 {
+	saddr sa = at(&sa_self, 0);
 	int s = tcp();
-	struct sockaddr_in sa = sin_of(self_ip, 0);
 
-	bind(s, (struct sockaddr *)&sa, sizeof(sa));
+	bind(s, SA(sa), SL(sa));
 	rc("accept", accept(s, NULL, NULL));
 	close(s);
 }
@@ -1201,7 +1592,7 @@ static void case_accept_not_listening(void)
 static void case_recv_dontwait(void)
 {
 	char c;
-	int s = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 
 	if (rc("connect", s) < 0)
 		return;
@@ -1213,7 +1604,7 @@ static void case_readv_writev(void)
 {
 	char a[3] = "rea", b[3] = "dvv", r1[3], r2[3];
 	struct iovec w[2] = { { a, 3 }, { b, 3 } }, r[2] = { { r1, 3 }, { r2, 3 } };
-	int s = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 	struct pollfd p = { .fd = s, .events = POLLIN };
 
 	if (rc("connect", s) < 0)
@@ -1232,9 +1623,9 @@ static void case_sendmsg_recvmsg(void)
 	struct iovec iv = { d, 4 }, riv = { buf, 4 };
 	struct msghdr m = { .msg_iov = &iv, .msg_iovlen = 1 };
 	struct msghdr rm = { .msg_iov = &riv, .msg_iovlen = 1 };
-	struct sockaddr_in from;
+	saddr from;
 	socklen_t fl = sizeof(from);
-	int s = connect_to(peer_ip, P_ECHO);
+	int s = connect_to(&sa_peer, P_ECHO);
 	struct pollfd p = { .fd = s, .events = POLLIN };
 	ssize_t n;
 
@@ -1250,7 +1641,7 @@ static void case_sendmsg_recvmsg(void)
 	write(s, "rf", 2);
 	poll(&p, 1, 3000);
 	usleep(50000);
-	n = recvfrom(s, buf, 2, 0, (struct sockaddr *)&from, &fl);
+	n = recvfrom(s, buf, 2, 0, SA(from), &fl);
 	out("recvfrom=%zd addrlen=%u", n, fl);
 	close(s);
 }
@@ -1258,9 +1649,9 @@ static void case_sendmsg_recvmsg(void)
 static void case_hold_many(void)
 {
 	char buf[64] = { 0 };
-	int l = bind_listen(self_ip, 0, 64), c, i, got = 0, a[16];
+	int l = bind_listen(&sa_self, 0, 64), c, i, got = 0, a[16];
 
-	c = peer_ctl_async("HOLD %s %d 16\n", inet_ntoa(self_ip), local_port(l));
+	c = peer_ctl_async("HOLD %s %d 16\n", ntop(&sa_self), local_port(l));
 	for (i = 0; i < 16; i++) {
 		a[i] = accept(l, NULL, NULL);
 		if (a[i] >= 0)
@@ -1279,16 +1670,1387 @@ static void case_hold_many(void)
 	close(l);
 }
 
+/* ======================================================================
+ * UDP cases (both families unless the table says otherwise)
+ * ====================================================================== */
+
+/* Wait up to ms for POLLIN (1) or not (0). */
+static int wait_in(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, ms) > 0;
+}
+
+/* "TAG=N from=NAME:PORT" for one received datagram, or "TAG=ERRNO". */
+static void udp_got(const char *tag, ssize_t n, const saddr *from, socklen_t fl)
+{
+	if (n < 0)
+		out("%s=%s", tag, ename(errno));
+	else
+		out("%s=%zd from=%s:%s", tag, n, aname(from, fl), pname(port_of(from)));
+}
+
+/* Receive one datagram (waiting up to tmo ms) and record it as udp_got. */
+static ssize_t got_from(const char *tag, int s, void *buf, size_t len, int tmo)
+{
+	saddr from;
+	socklen_t fl = sizeof(from);
+	ssize_t n;
+
+	memset(&from, 0, sizeof(from));
+	n = recv_wait(s, buf, len, 0, &from, &fl, tmo);
+	udp_got(tag, n, &from, fl);
+	return n;
+}
+
+static void case_udp_sendto_echo(void)
+{
+	saddr dst = at(&sa_peer, P_UECHO), from;
+	socklen_t fl = sizeof(from);
+	char buf[64] = { 0 };
+	int s = udp();
+	ssize_t n;
+
+	out("before=%s", name_of(s, false));
+	rn("sendto", sendto(s, "abc", 3, 0, SA(dst), SL(dst)));
+	out("after=%s", name_of(s, false));
+	n = recv_wait(s, buf, sizeof(buf), 0, &from, &fl, 3000);
+	udp_got("recv", n, &from, fl);
+	out("data=%s", n == 3 && !memcmp(buf, "abc", 3) ? "ok" : "bad");
+	out("peer=%s", name_of(s, true));
+	close(s);
+}
+
+static void case_udp_connected_echo(void)
+{
+	saddr from;
+	socklen_t fl = sizeof(from);
+	char buf[64] = { 0 };
+	int s = udp_to(&sa_peer, P_UECHO);
+	ssize_t n;
+
+	if (rc("connect", s) < 0)
+		return;
+	out("local=%s peer=%s port=%s", name_of(s, false), name_of(s, true), pname(remote_port(s)));
+	rn("send", send(s, "hello", 5, 0));
+	n = recv_wait(s, buf, sizeof(buf), 0, &from, &fl, 3000);
+	udp_got("recv", n, &from, fl);
+	out("data=%s", n == 5 && !memcmp(buf, "hello", 5) ? "ok" : "bad");
+	rn("write", write(s, "wr", 2));
+	wait_in(s, 3000);
+	rn("read", read(s, buf, sizeof(buf)));
+	close(s);
+}
+
+static void case_udp_boundaries(void)
+{
+	static char buf[65536];
+	static const ssize_t want[] = { 1, 1000, 60000 };
+	int s = udp_to(&sa_peer, P_UGEN), k;
+	ssize_t n;
+
+	if (rc("connect", s) < 0)
+		return;
+	rn("send", send(s, "1,1000,60000", 12, 0));
+	for (k = 0; k < 3; k++) {
+		n = recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000);
+		if (n < 0)
+			out("d%d=%s", k, ename(errno));
+		else
+			out("d%d=%zd%s", k, n, gen_ok(buf, n, want[k], k) ? "" : "(bad)");
+	}
+	rn("more", recv(s, buf, sizeof(buf), MSG_DONTWAIT));
+	close(s);
+}
+
+static void case_udp_peek(void)
+{
+	char buf[64] = { 0 };
+	int s = udp_to(&sa_peer, P_UGEN);
+	ssize_t n;
+
+	if (rc("connect", s) < 0)
+		return;
+	send(s, "5,7", 3, 0);
+	n = recv_wait(s, buf, sizeof(buf), MSG_PEEK, NULL, NULL, 3000);
+	out("peek=%zd%s", n, gen_ok(buf, n, 5, 0) ? "" : "(bad)");
+	n = recv(s, buf, 2, MSG_PEEK);
+	out("peek_short=%zd", n);
+	n = recv(s, buf, sizeof(buf), 0);
+	out("read1=%zd%s", n, gen_ok(buf, n, 5, 0) ? "" : "(bad)");
+	n = recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000);
+	out("read2=%zd%s", n, gen_ok(buf, n, 7, 1) ? "" : "(bad)");
+	close(s);
+}
+
+static void case_udp_trunc(void)
+{
+	char buf[256];
+	struct iovec iv = { buf, 10 };
+	struct msghdr m = { .msg_iov = &iv, .msg_iovlen = 1 };
+	int s = udp_to(&sa_peer, P_UGEN);
+	ssize_t n;
+
+	if (rc("connect", s) < 0)
+		return;
+	send(s, "100,100,100,100", 15, 0);
+	wait_in(s, 3000);
+	n = recvmsg(s, &m, 0);
+	out("plain=%zd flags=%s", n, m.msg_flags & MSG_TRUNC ? "trunc" : "0");
+	wait_in(s, 3000);
+	m.msg_flags = 0;
+	n = recvmsg(s, &m, MSG_TRUNC);
+	out("with_trunc=%zd flags=%s", n, m.msg_flags & MSG_TRUNC ? "trunc" : "0");
+	wait_in(s, 3000);
+	out("peek_trunc=%zd", recv(s, buf, 10, MSG_PEEK | MSG_TRUNC));
+	iv.iov_len = sizeof(buf);
+	m.msg_flags = 0;
+	n = recvmsg(s, &m, 0);
+	out("full=%zd flags=%s", n, m.msg_flags & MSG_TRUNC ? "trunc" : "0");
+	wait_in(s, 3000);
+	out("recv_trunc=%zd", recv(s, buf, 10, MSG_TRUNC));
+	rn("more", recv(s, buf, sizeof(buf), MSG_DONTWAIT));
+	close(s);
+}
+
+static void case_udp_dontwait(void)
+{
+	saddr sa = at(&sa_self, 0);
+	char c;
+	int s = udp();
+
+	rn("fresh", recv(s, &c, 1, MSG_DONTWAIT));
+	bind(s, SA(sa), SL(sa));
+	rn("bound", recv(s, &c, 1, MSG_DONTWAIT));
+	close(s);
+	s = udp_to(&sa_peer, P_UECHO);
+	rn("connected", recvfrom(s, &c, 1, MSG_DONTWAIT, NULL, NULL));
+	set_nonblock(s);
+	rn("nonblock_read", read(s, &c, 1));
+	rn("nonblock_recvmsg", recvmsg(s, &(struct msghdr){ .msg_iov = &(struct iovec){ &c, 1 },
+							  .msg_iovlen = 1 }, 0));
+	close(s);
+}
+
+static void case_udp_fionread(void)
+{
+	char buf[2048];
+	int s = udp(), n = -1;
+
+	rc("fresh", ioctl(s, FIONREAD, &n));
+	out("n=%d", n);
+	close(s);
+	s = udp_to(&sa_peer, P_UGEN);
+	send(s, "1,1000", 6, 0);
+	wait_in(s, 3000);
+	usleep(100000);
+	n = -1;
+	ioctl(s, FIONREAD, &n);
+	out("first=%d", n);
+	recv(s, buf, sizeof(buf), 0);
+	n = -1;
+	ioctl(s, FIONREAD, &n);
+	out("second=%d", n);
+	recv(s, buf, sizeof(buf), 0);
+	n = -1;
+	ioctl(s, FIONREAD, &n);
+	out("empty=%d", n);
+	close(s);
+}
+
+static void case_udp_msg_names(void)
+{
+	saddr dst = at(&sa_peer, P_UECHO), from;
+	struct iovec iv[2] = { { "ab", 2 }, { "cd", 2 } };
+	struct msghdr m = { .msg_name = &dst, .msg_namelen = SL(dst), .msg_iov = iv, .msg_iovlen = 2 };
+	char buf[16] = { 0 }, tiny[4];
+	struct iovec riv = { buf, sizeof(buf) };
+	struct msghdr rm = { .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &riv,
+			     .msg_iovlen = 1 };
+	socklen_t tl = sizeof(tiny);
+	int s = udp();
+	ssize_t n;
+
+	rn("sendmsg", sendmsg(s, &m, 0));
+	wait_in(s, 3000);
+	memset(&from, 0, sizeof(from));
+	n = recvmsg(s, &rm, 0);
+	out("recvmsg=%zd name=%s:%s flags=%d data=%s", n, aname(&from, rm.msg_namelen),
+	    pname(port_of(&from)), rm.msg_flags, buf);
+	sendto(s, "ef", 2, 0, SA(dst), SL(dst));
+	wait_in(s, 3000);
+	rm.msg_name = NULL;
+	rm.msg_namelen = 77;
+	n = recvmsg(s, &rm, 0);
+	out("noname=%zd namelen=%u", n, rm.msg_namelen);
+	sendto(s, "gh", 2, 0, SA(dst), SL(dst));
+	wait_in(s, 3000);
+	n = recvfrom(s, buf, sizeof(buf), 0, (struct sockaddr *)tiny, &tl);
+	out("short=%zd addrlen=%s", n, tl == SL(sa_peer) ? "full" : "other");
+	close(s);
+}
+
+/* Receive up to want datagrams with recvmmsg within 3 s; sizes and names. */
+static void mmsg_collect(int s, int want, int flags)
+{
+	struct mmsghdr mm[8];
+	struct iovec iv[8];
+	char bufs[8][32], sizes[64] = "", names[128] = "";
+	saddr from[8];
+	int got = 0, r, i, calls = 0;
+	int64_t t0 = now_ms();
+
+	while (got < want && now_ms() - t0 < 3000) {
+		memset(mm, 0, sizeof(mm));
+		for (i = 0; i < 8; i++) {
+			iv[i] = (struct iovec){ bufs[i], sizeof(bufs[i]) };
+			mm[i].msg_hdr.msg_iov = &iv[i];
+			mm[i].msg_hdr.msg_iovlen = 1;
+			mm[i].msg_hdr.msg_name = &from[i];
+			mm[i].msg_hdr.msg_namelen = sizeof(from[i]);
+		}
+		if (!wait_in(s, 3000))
+			break;
+		r = recvmmsg(s, mm, want - got, flags, NULL);
+		calls++;
+		if (r < 0) {
+			out("recvmmsg=%s", ename(errno));
+			return;
+		}
+		for (i = 0; i < r; i++) {
+			snprintf(sizes + strlen(sizes), sizeof(sizes) - strlen(sizes), "%s%u",
+				 got + i ? "," : "", mm[i].msg_len);
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+				 got + i ? "," : "", aname(&from[i], mm[i].msg_hdr.msg_namelen));
+		}
+		got += r;
+	}
+	out("received=%d sizes=%s names=%s", got, sizes, names);
+}
+
+static void case_udp_sendmmsg(void)
+{
+	saddr dst = at(&sa_peer, P_UECHO);
+	static const char *d[3] = { "m1", "m22", "m333" };
+	struct mmsghdr mm[3];
+	struct iovec iv[3];
+	int s = udp(), i, n;
+
+	memset(mm, 0, sizeof(mm));
+	for (i = 0; i < 3; i++) {
+		iv[i] = (struct iovec){ (void *)d[i], strlen(d[i]) };
+		mm[i].msg_hdr.msg_name = &dst;
+		mm[i].msg_hdr.msg_namelen = SL(dst);
+		mm[i].msg_hdr.msg_iov = &iv[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+	}
+	n = sendmmsg(s, mm, 3, 0);
+	if (n < 0)
+		out("sendmmsg=%s", ename(errno));
+	else
+		out("sendmmsg=%d lens=%u,%u,%u", n, mm[0].msg_len, mm[1].msg_len, mm[2].msg_len);
+	mmsg_collect(s, 3, MSG_DONTWAIT);
+	close(s);
+}
+
+/* As glibc's resolver: two queries with one sendmmsg on a connected socket. */
+static void case_udp_mmsg_connected(void)
+{
+	struct mmsghdr mm[2], rm[4];
+	struct iovec iv[2] = { { "query-a", 7 }, { "query-aaaa", 10 } }, riv[4];
+	struct timespec to = { 2, 0 };
+	char bufs[4][32], c;
+	saddr from[4];
+	int s = udp_to(&sa_peer, P_UECHO), n, i;
+
+	if (rc("connect", s) < 0)
+		return;
+	memset(mm, 0, sizeof(mm));
+	for (i = 0; i < 2; i++) {
+		mm[i].msg_hdr.msg_iov = &iv[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+	}
+	n = sendmmsg(s, mm, 2, MSG_NOSIGNAL);
+	if (n < 0)
+		out("sendmmsg=%s", ename(errno));
+	else
+		out("sendmmsg=%d lens=%u,%u", n, mm[0].msg_len, mm[1].msg_len);
+	wait_in(s, 3000);
+	usleep(200000);
+	memset(rm, 0, sizeof(rm));
+	for (i = 0; i < 4; i++) {
+		riv[i] = (struct iovec){ bufs[i], sizeof(bufs[i]) };
+		rm[i].msg_hdr.msg_iov = &riv[i];
+		rm[i].msg_hdr.msg_iovlen = 1;
+		rm[i].msg_hdr.msg_name = &from[i];
+		rm[i].msg_hdr.msg_namelen = sizeof(from[i]);
+	}
+	n = recvmmsg(s, rm, 4, MSG_WAITFORONE, &to);
+	if (n < 0)
+		out("recvmmsg=%s", ename(errno));
+	else
+		out("recvmmsg=%d sizes=%u,%u from=%s", n, n > 0 ? rm[0].msg_len : 0,
+		    n > 1 ? rm[1].msg_len : 0, n > 0 ? aname(&from[0], rm[0].msg_hdr.msg_namelen) : "-");
+	rn("more", recv(s, &c, 1, MSG_DONTWAIT));
+	close(s);
+}
+
+static void case_udp_refused(void)
+{
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UCLOSED);
+
+	if (rc("connect", s) < 0)
+		return;
+	rn("send", send(s, "x", 1, 0));
+	set_rcvtimeo(s, 2000);
+	rn("recv", recv(s, buf, sizeof(buf), 0));
+	rn("recv2", recv(s, buf, sizeof(buf), MSG_DONTWAIT));
+	rn("send2", send(s, "y", 1, 0));
+	close(s);
+}
+
+static void case_udp_refused_poll(void)
+{
+	char buf[16];
+	struct pollfd p;
+	int s = udp_to(&sa_peer, P_UCLOSED), r;
+
+	if (rc("connect", s) < 0)
+		return;
+	send(s, "x", 1, 0);
+	p = (struct pollfd){ .fd = s, .events = POLLIN };
+	r = poll(&p, 1, 2000);
+	out("poll=%d in=%d err=%d", r, !!(p.revents & POLLIN), !!(p.revents & POLLERR));
+	out("so_error=%s", ename(sock_error(s)));
+	out("so_error2=%s", ename(sock_error(s)));
+	rn("recv", recv(s, buf, sizeof(buf), MSG_DONTWAIT));
+	close(s);
+}
+
+static void case_udp_refused_send(void)
+{
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UCLOSED);
+
+	if (rc("connect", s) < 0)
+		return;
+	rn("send1", send(s, "x", 1, 0));
+	usleep(300000);
+	/* Linux reports the pending error on the next send, and clears it. */
+	rn("send2", send(s, "x", 1, 0));
+	rn("send3", send(s, "x", 1, 0));
+	usleep(300000);
+	rn("recv", recv(s, buf, sizeof(buf), MSG_DONTWAIT));
+	close(s);
+}
+
+static void case_udp_unconnected_closed(void)
+{
+	saddr cl = at(&sa_peer, P_UCLOSED), dst = at(&sa_peer, P_UECHO);
+	char buf[16];
+	int s = udp();
+
+	rn("sendto", sendto(s, "x", 1, 0, SA(cl), SL(cl)));
+	usleep(200000);
+	rn("sendto2", sendto(s, "x", 1, 0, SA(cl), SL(cl)));
+	rn("recv", recv(s, buf, sizeof(buf), MSG_DONTWAIT));
+	rn("echo", sendto(s, "e", 1, 0, SA(dst), SL(dst)));
+	got_from("recv2", s, buf, sizeof(buf), 3000);
+	out("so_error=%s", ename(sock_error(s)));
+	close(s);
+}
+
+static void case_udp_disconnect(void)
+{
+	saddr un, dst = at(&sa_peer, P_UECHO);
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO);
+
+	if (rc("connect", s) < 0)
+		return;
+	out("peer=%s", name_of(s, true));
+	memset(&un, 0, sizeof(un));
+	un.ss_family = AF_UNSPEC;
+	rc("unspec", connect(s, SA(un), sizeof(un)));
+	out("peer2=%s local2=%s", name_of(s, true), name_of(s, false));
+	rn("send", send(s, "x", 1, 0));
+	rn("sendto", sendto(s, "y", 1, 0, SA(dst), SL(dst)));
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	rc("unspec_again", connect(s, SA(un), sizeof(un)));
+	close(s);
+}
+
+static void case_udp_implicit_bind(void)
+{
+	saddr dst = at(&sa_peer, P_UECHO);
+	char buf[16];
+	int s = udp(), p1;
+
+	out("fresh=%s", name_of(s, false));
+	sendto(s, "i", 1, 0, SA(dst), SL(dst));
+	out("sent=%s", name_of(s, false));
+	p1 = local_port(s);
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	rc("connect", connect(s, SA(dst), SL(dst)));
+	out("connected=%s port=%s", name_of(s, false), local_port(s) == p1 ? "same" : "diff");
+	close(s);
+}
+
+static void case_udp_bind_port0(void)
+{
+	saddr sa = at(&sa_self, 0), dst = at(&sa_peer, P_UECHO);
+	char buf[16];
+	int s = udp();
+
+	rc("bind", bind(s, SA(sa), SL(sa)));
+	out("name=%s", name_of(s, false));
+	sendto(s, "b", 1, 0, SA(dst), SL(dst));
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	close(s);
+}
+
+static void case_udp_bind_any(void)
+{
+	saddr sa = wild(0), dst = at(&sa_peer, P_UECHO);
+	char buf[16];
+	int s = udp();
+
+	rc("bind", bind(s, SA(sa), SL(sa)));
+	out("name=%s", name_of(s, false));
+	sendto(s, "b", 1, 0, SA(dst), SL(dst));
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	out("name2=%s", name_of(s, false));
+	close(s);
+}
+
+static void case_udp_bind_inuse(void)
+{
+	saddr sa = at(&sa_self, 0);
+	int s1 = udp(), s2 = udp(), s3 = udp(), s4 = udp(), s5 = udp(), one = 1, port;
+
+	rc("bind1", bind(s1, SA(sa), SL(sa)));
+	port = local_port(s1);
+	sa = at(&sa_self, port);
+	rc("same", bind(s2, SA(sa), SL(sa)));
+	sa = wild(port);
+	rc("any", bind(s3, SA(sa), SL(sa)));
+	setsockopt(s4, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(s5, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	sa = at(&sa_self, 0);
+	rc("reuse1", bind(s4, SA(sa), SL(sa)));
+	sa = at(&sa_self, local_port(s4));
+	rc("reuse2", bind(s5, SA(sa), SL(sa)));
+	close(s1);
+	close(s2);
+	close(s3);
+	close(s4);
+	close(s5);
+	s1 = udp();
+	s2 = udp();
+	setsockopt(s1, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	setsockopt(s2, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	sa = at(&sa_self, 0);
+	rc("reuseport1", bind(s1, SA(sa), SL(sa)));
+	sa = at(&sa_self, local_port(s1));
+	rc("reuseport2", bind(s2, SA(sa), SL(sa)));
+	close(s1);
+	close(s2);
+}
+
+static void case_udp_bind_notavail(void)
+{
+	saddr sa = at(&sa_other, 0);
+	int s = udp();
+
+	rc("other", bind(s, SA(sa), SL(sa)));
+	sa = at(&sa_bh, 0);
+	rc("blackhole", bind(s, SA(sa), SL(sa)));
+	sa = at(&sa_peer, 0);
+	rc("peer", bind(s, SA(sa), SL(sa)));
+	close(s);
+}
+
+static void case_udp_bind_twice(void)
+{
+	saddr sa = at(&sa_self, 0);
+	int s = udp();
+
+	rc("bind1", bind(s, SA(sa), SL(sa)));
+	rc("bind2", bind(s, SA(sa), SL(sa)));
+	close(s);
+}
+
+/* A bound socket receives datagrams the peer sends on its own. */
+static void udp_server(const saddr *bind_to, const saddr *target, int n, int size, int timeout)
+{
+	char reply[64], buf[2048], sizes[64] = "";
+	saddr from;
+	socklen_t fl;
+	int s = udp(), i, got = 0;
+	ssize_t r;
+	const char *fromname = "-";
+
+	rc("bind", bind(s, (const struct sockaddr *)bind_to, slen_of(bind_to)));
+	peer_ctl(reply, sizeof(reply), "UDPSEND %s %d %d %d\n", ntop(target), local_port(s), n,
+		 size);
+	out("peer=\"%s\"", reply);
+	for (i = 0; i < n; i++) {
+		fl = sizeof(from);
+		r = recv_wait(s, buf, sizeof(buf), 0, &from, &fl, timeout);
+		if (r < 0)
+			break;
+		got++;
+		snprintf(sizes + strlen(sizes), sizeof(sizes) - strlen(sizes), "%s%zd",
+			 i ? "," : "", r);
+		fromname = aname(&from, fl);
+		if (port_of(&from) != P_UECHO)
+			fromname = "bad-port";
+	}
+	out("got=%d sizes=%s from=%s", got, sizes, fromname);
+	out("name=%s", name_of(s, false));
+	close(s);
+}
+
+static void case_udp_server(void)
+{
+	saddr sa = at(&sa_self, 0);
+
+	udp_server(&sa, &sa_self, 3, 100, 2000);
+}
+
+static void case_udp_server_any(void)
+{
+	saddr sa = wild(0);
+
+	udp_server(&sa, &sa_self, 2, 1200, 2000);
+}
+
+/*
+ * Without SO_BROADCAST, a datagram to the limited broadcast address or to
+ * the subnet's broadcast address (the tests use /24 subnets) is refused
+ * with EACCES (both have a route: the test gives the guest a default route).
+ */
+static void case_udp_broadcast(void)
+{
+	uint32_t all = htonl(INADDR_BROADCAST);
+	unsigned char ip[16];
+	saddr lim = make_sa(AF_INET, &all), net;
+	int s = udp();
+
+	lim = at(&lim, P_UECHO);
+	ip_of(&sa_self, ip);
+	ip[3] = 255;
+	net = make_sa(AF_INET, ip);
+	net = at(&net, P_UECHO);
+	getint("broadcast", s, SOL_SOCKET, SO_BROADCAST);
+	rn("limited", sendto(s, "b", 1, 0, SA(lim), SL(lim)));
+	rn("directed", sendto(s, "b", 1, 0, SA(net), SL(net)));
+	setint("broadcast", s, SOL_SOCKET, SO_BROADCAST, 1);
+	getint("broadcast2", s, SOL_SOCKET, SO_BROADCAST);
+	rn("directed2", sendto(s, "b", 1, 0, SA(net), SL(net)));
+	close(s);
+}
+
+static void case_udp_zero_len(void)
+{
+	saddr dst = at(&sa_peer, P_UECHO);
+	char buf[16];
+	int s = udp();
+
+	rn("sendto0", sendto(s, "", 0, 0, SA(dst), SL(dst)));
+	got_from("recv0", s, buf, sizeof(buf), 3000);
+	close(s);
+	s = udp_to(&sa_peer, P_UECHO);
+	rn("send0", send(s, "", 0, 0));
+	rn("recv0c", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000));
+	rn("send1", send(s, "z", 1, 0));
+	rn("recv1", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000));
+	close(s);
+}
+
+static void case_udp_poll(void)
+{
+	struct pollfd p;
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO), r;
+
+	if (rc("connect", s) < 0)
+		return;
+	p = (struct pollfd){ .fd = s, .events = POLLIN | POLLOUT };
+	r = poll(&p, 1, 100);
+	out("idle=%d in=%d out=%d", r, !!(p.revents & POLLIN), !!(p.revents & POLLOUT));
+	send(s, "p", 1, 0);
+	p = (struct pollfd){ .fd = s, .events = POLLIN };
+	r = poll(&p, 1, 3000);
+	out("ready=%d in=%d", r, !!(p.revents & POLLIN));
+	r = poll(&p, 1, 0);
+	out("still=%d", r);
+	recv(s, buf, sizeof(buf), 0);
+	r = poll(&p, 1, 100);
+	out("after=%d", r);
+	close(s);
+}
+
+static void case_udp_epoll(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN }, evs[2];
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO), ep = epoll_create1(0), ep2 = epoll_create1(0);
+
+	if (rc("connect", s) < 0)
+		return;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	out("idle=%d", epoll_wait(ep, evs, 2, 100));
+	send(s, "1", 1, 0);
+	send(s, "2", 1, 0);
+	out("ready=%d", epoll_wait(ep, evs, 2, 3000));
+	usleep(100000);
+	rn("recv1", recv(s, buf, sizeof(buf), 0));
+	out("still=%d", epoll_wait(ep, evs, 2, 100));
+	rn("recv2", recv(s, buf, sizeof(buf), 0));
+	out("after=%d", epoll_wait(ep, evs, 2, 100));
+	/* edge-triggered: one edge per arrival */
+	set_nonblock(s);
+	ev.events = EPOLLIN | EPOLLET;
+	epoll_ctl(ep2, EPOLL_CTL_ADD, s, &ev);
+	send(s, "3", 1, 0);
+	out("et=%d", epoll_wait(ep2, evs, 2, 3000));
+	out("et_again=%d", epoll_wait(ep2, evs, 2, 100));
+	rn("recv3", recv(s, buf, sizeof(buf), 0));
+	rn("recv4", recv(s, buf, sizeof(buf), 0));
+	close(ep2);
+	close(ep);
+	close(s);
+}
+
+static void case_udp_select(void)
+{
+	struct timeval tv = { 0, 100000 };
+	char buf[16];
+	fd_set r;
+	int s = udp_to(&sa_peer, P_UECHO), n;
+
+	if (rc("connect", s) < 0)
+		return;
+	FD_ZERO(&r);
+	FD_SET(s, &r);
+	out("idle=%d", select(s + 1, &r, NULL, NULL, &tv));
+	send(s, "s", 1, 0);
+	FD_ZERO(&r);
+	FD_SET(s, &r);
+	tv = (struct timeval){ 3, 0 };
+	n = select(s + 1, &r, NULL, NULL, &tv);
+	out("ready=%d set=%d", n, FD_ISSET(s, &r));
+	rn("recv", recv(s, buf, sizeof(buf), 0));
+	close(s);
+}
+
+static void case_udp_rcvtimeo(void)
+{
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO);
+	int64_t t0, dt;
+
+	if (rc("connect", s) < 0)
+		return;
+	set_rcvtimeo(s, 200);
+	t0 = now_ms();
+	rn("recv", recv(s, buf, sizeof(buf), 0));
+	dt = now_ms() - t0;
+	out("timed=%s", dt >= 150 && dt < 1500 ? "yes" : "no");
+	close(s);
+}
+
+static void case_udp_send_noaddr(void)
+{
+	saddr sa = at(&sa_self, 0);
+	int s = udp();
+
+	rn("send", send(s, "x", 1, 0));
+	rn("write", write(s, "x", 1));
+	bind(s, SA(sa), SL(sa));
+	rn("send_bound", send(s, "x", 1, 0));
+	rn("write_bound", write(s, "x", 1));
+	close(s);
+}
+
+static void case_udp_reconnect(void)
+{
+	saddr g = at(&sa_peer, P_UGEN);
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO), p1;
+
+	if (rc("connect", s) < 0)
+		return;
+	p1 = local_port(s);
+	rc("reconnect", connect(s, SA(g), SL(g)));
+	out("peer=%s:%s port=%s", name_of(s, true), pname(remote_port(s)),
+	    local_port(s) == p1 ? "same" : "diff");
+	send(s, "2", 1, 0);
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	close(s);
+}
+
+static void case_udp_connected_filter(void)
+{
+	saddr g = at(&sa_peer, P_UGEN);
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO);
+
+	if (rc("connect", s) < 0)
+		return;
+	/* An explicit destination on a connected socket is allowed; the
+	 * answer comes from another port and is filtered out. */
+	rn("sendto_other", sendto(s, "3", 1, 0, SA(g), SL(g)));
+	got_from("recv_other", s, buf, sizeof(buf), 500);
+	send(s, "e", 1, 0);
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	close(s);
+}
+
+static void case_udp_opts(void)
+{
+	int s = udp_to(&sa_peer, P_UECHO);
+
+	if (rc("connect", s) < 0)
+		return;
+	getint("type", s, SOL_SOCKET, SO_TYPE);
+	getint("protocol", s, SOL_SOCKET, SO_PROTOCOL);
+	getint("domain", s, SOL_SOCKET, SO_DOMAIN);
+	setint("rcvbuf", s, SOL_SOCKET, SO_RCVBUF, 65536);
+	getint("rcvbuf", s, SOL_SOCKET, SO_RCVBUF);
+	setint("sndbuf", s, SOL_SOCKET, SO_SNDBUF, 65536);
+	getint("sndbuf", s, SOL_SOCKET, SO_SNDBUF);
+	setint("reuseaddr", s, SOL_SOCKET, SO_REUSEADDR, 1);
+	getint("reuseaddr", s, SOL_SOCKET, SO_REUSEADDR);
+	getint("broadcast", s, SOL_SOCKET, SO_BROADCAST);
+	setint("priority", s, SOL_SOCKET, SO_PRIORITY, 3);
+	getint("priority", s, SOL_SOCKET, SO_PRIORITY);
+	tos_opt(s, 0x20);
+	if (fam == AF_INET) {
+		setint("ttl", s, IPPROTO_IP, IP_TTL, 33);
+		getint("ttl", s, IPPROTO_IP, IP_TTL);
+		setint("pmtudisc", s, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO);
+		getint("pmtudisc", s, IPPROTO_IP, IP_MTU_DISCOVER);
+		setint("mcast_ttl", s, IPPROTO_IP, IP_MULTICAST_TTL, 5);
+		getint("mcast_ttl", s, IPPROTO_IP, IP_MULTICAST_TTL);
+		setint("mcast_loop", s, IPPROTO_IP, IP_MULTICAST_LOOP, 0);
+		getint("mcast_loop", s, IPPROTO_IP, IP_MULTICAST_LOOP);
+	} else {
+		setint("hops", s, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 33);
+		getint("hops", s, IPPROTO_IPV6, IPV6_UNICAST_HOPS);
+		setint("pmtudisc", s, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO);
+		getint("pmtudisc", s, IPPROTO_IPV6, IPV6_MTU_DISCOVER);
+		setint("mcast_hops", s, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, 5);
+		getint("mcast_hops", s, IPPROTO_IPV6, IPV6_MULTICAST_HOPS);
+		setint("mcast_loop", s, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, 0);
+		getint("mcast_loop", s, IPPROTO_IPV6, IPV6_MULTICAST_LOOP);
+		getint("v6only", s, IPPROTO_IPV6, IPV6_V6ONLY);
+	}
+	getint("error", s, SOL_SOCKET, SO_ERROR);
+	close(s);
+}
+
+static void case_udp_opts_before(void)
+{
+	saddr sa = at(&sa_self, 0);
+	int s = udp();
+
+	setint("rcvbuf", s, SOL_SOCKET, SO_RCVBUF, 100000);
+	setint("reuseaddr", s, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (fam == AF_INET)
+		setint("ttl", s, IPPROTO_IP, IP_TTL, 44);
+	else
+		setint("hops", s, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 44);
+	rc("bind", bind(s, SA(sa), SL(sa)));
+	getint("rcvbuf", s, SOL_SOCKET, SO_RCVBUF);
+	getint("reuseaddr", s, SOL_SOCKET, SO_REUSEADDR);
+	if (fam == AF_INET)
+		getint("ttl", s, IPPROTO_IP, IP_TTL);
+	else
+		getint("hops", s, IPPROTO_IPV6, IPV6_UNICAST_HOPS);
+	close(s);
+}
+
+/* IP_PKTINFO / IPV6_RECVPKTINFO: the destination address of a datagram. */
+static void case_udp_pktinfo(void)
+{
+	saddr sa = wild(0), dst = at(&sa_peer, P_UECHO), from;
+	char buf[16], cbuf[256];
+	struct iovec iv = { buf, sizeof(buf) };
+	struct msghdr m = { .msg_name = &from, .msg_namelen = sizeof(from), .msg_iov = &iv,
+			    .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm;
+	const char *dname = "none";
+	int s = udp(), one = 1;
+	ssize_t n;
+
+	bind(s, SA(sa), SL(sa));
+	if (fam == AF_INET)
+		rc("set", setsockopt(s, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)));
+	else
+		rc("set", setsockopt(s, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)));
+	sendto(s, "k", 1, 0, SA(dst), SL(dst));
+	wait_in(s, 3000);
+	n = recvmsg(s, &m, 0);
+	rn("recvmsg", n);
+	for (cm = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
+		if (cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
+			struct in_pktinfo pi;
+			struct sockaddr_in d = { .sin_family = AF_INET };
+
+			memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+			d.sin_addr = pi.ipi_addr;
+			dname = aname(&d, sizeof(d));
+		} else if (cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
+			struct in6_pktinfo pi;
+			struct sockaddr_in6 d = { .sin6_family = AF_INET6 };
+
+			memcpy(&pi, CMSG_DATA(cm), sizeof(pi));
+			d.sin6_addr = pi.ipi6_addr;
+			dname = aname(&d, sizeof(d));
+		}
+	}
+	out("pktinfo_dst=%s", dname);
+	close(s);
+}
+
+static void case_udp_large(void)
+{
+	static char big[65536], back[65536];
+	int s = udp_to(&sa_peer, P_UECHO), max = fam == AF_INET ? 65507 : 65527;
+	ssize_t n;
+
+	if (rc("connect", s) < 0)
+		return;
+	memset(big, 'L', sizeof(big));
+	rn("over", send(s, big, max + 1, 0));
+	rn("send", send(s, big, 60000, 0));
+	n = recv_wait(s, back, sizeof(back), 0, NULL, NULL, 3000);
+	rn("recv", n);
+	out("data=%s", n == 60000 && !memcmp(big, back, n) ? "ok" : "bad");
+	close(s);
+}
+
+static void case_udp_readv_writev(void)
+{
+	char a[3] = "rea", b[3] = "dvv", r1[3], r2[3];
+	struct iovec w[2] = { { a, 3 }, { b, 3 } }, r[2] = { { r1, 3 }, { r2, 3 } };
+	int s = udp_to(&sa_peer, P_UECHO);
+	char c;
+
+	if (rc("connect", s) < 0)
+		return;
+	rn("writev", writev(s, w, 2));
+	wait_in(s, 3000);
+	rn("readv", readv(s, r, 2));
+	out("data=%s", !memcmp(r1, "rea", 3) && !memcmp(r2, "dvv", 3) ? "ok" : "bad");
+	writev(s, w, 2);
+	wait_in(s, 3000);
+	r[1].iov_len = 1;
+	rn("readv_short", readv(s, r, 2));
+	rn("rest", recv(s, &c, 1, MSG_DONTWAIT));
+	close(s);
+}
+
+static void case_udp_shutdown(void)
+{
+	saddr sa = at(&sa_self, 0);
+	char c;
+	int s = udp();
+
+	rc("fresh", shutdown(s, SHUT_RDWR));
+	close(s);
+	s = udp();
+	bind(s, SA(sa), SL(sa));
+	rc("bound", shutdown(s, SHUT_WR));
+	close(s);
+	s = udp_to(&sa_peer, P_UECHO);
+	rc("wr", shutdown(s, SHUT_WR));
+	rn("send", send(s, "x", 1, MSG_NOSIGNAL));
+	close(s);
+	s = udp_to(&sa_peer, P_UECHO);
+	rc("rd", shutdown(s, SHUT_RD));
+	rn("recv", recv(s, &c, 1, MSG_DONTWAIT));
+	close(s);
+}
+
+static void case_udp_listen_accept(void)
+{
+	saddr sa = at(&sa_self, 0);
+	int s = udp();
+
+	rc("listen_fresh", listen(s, 4));
+	bind(s, SA(sa), SL(sa));
+	rc("listen", listen(s, 4));
+	rc("accept", accept(s, NULL, NULL));
+	close(s);
+}
+
+static void case_udp_getpeername(void)
+{
+	saddr sa = at(&sa_self, 0);
+	int s = udp();
+
+	out("fresh=%s", name_of(s, true));
+	bind(s, SA(sa), SL(sa));
+	out("bound=%s", name_of(s, true));
+	close(s);
+}
+
+static void case_udp_loopback(void)
+{
+	saddr lo = special(fam, false), sa, from;
+	socklen_t fl = sizeof(from);
+	char buf[16];
+	int r = udp(), s = udp();
+	ssize_t n;
+
+	sa = at(&lo, 0);
+	rc("bind", bind(r, SA(sa), SL(sa)));
+	sa = at(&lo, local_port(r));
+	rn("sendto", sendto(s, "lo", 2, 0, SA(sa), SL(sa)));
+	memset(&from, 0, sizeof(from));
+	n = recv_wait(r, buf, sizeof(buf), 0, &from, &fl, 2000);
+	udp_got("recv", n, &from, fl);
+	out("sender=%s", port_of(&from) == local_port(s) ? "same" : "diff");
+	rn("reply", sendto(r, "ol", 2, 0, SA(from), fl));
+	rn("recv2", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 2000));
+	close(r);
+	close(s);
+}
+
+static void case_udp_fork(void)
+{
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO), st;
+	pid_t p;
+
+	if (rc("connect", s) < 0)
+		return;
+	p = fork();
+	if (p == 0)
+		_exit(send(s, "kid", 3, 0) == 3 ? 0 : 1);
+	waitpid(p, &st, 0);
+	out("child=%d", WEXITSTATUS(st));
+	rn("recv", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000));
+	close(s);
+}
+
+static void case_udp_exec_inherit(void)
+{
+	exec_case(SOCK_DGRAM, false);
+}
+
+static void case_udp_dup(void)
+{
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO), d;
+
+	if (rc("connect", s) < 0)
+		return;
+	d = dup(s);
+	rn("send_dup", send(d, "d1", 2, 0));
+	rn("recv_orig", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000));
+	close(s);
+	rn("send_after_close", send(d, "d22", 3, 0));
+	rn("recv_dup", recv_wait(d, buf, sizeof(buf), 0, NULL, NULL, 3000));
+	close(d);
+}
+
+static void case_udp_burst(void)
+{
+	char buf[128];
+	int s = udp_to(&sa_peer, P_UECHO), i, got = 0, order = 1;
+	ssize_t n;
+
+	if (rc("connect", s) < 0)
+		return;
+	for (i = 0; i < 20; i++) {
+		memset(buf, 'A' + i, 100);
+		if (send(s, buf, 100, 0) != 100)
+			break;
+	}
+	out("sent=%d", i);
+	while (got < 20) {
+		n = recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 2000);
+		if (n < 0)
+			break;
+		if (n != 100 || buf[0] != 'A' + got)
+			order = 0;
+		got++;
+	}
+	out("received=%d inorder=%d", got, order);
+	close(s);
+}
+
+static void case_udp_nonblock_send(void)
+{
+	char buf[16];
+	int s = socket(fam, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+	saddr dst = at(&sa_peer, P_UECHO);
+
+	rn("sendto", sendto(s, "nb", 2, 0, SA(dst), SL(dst)));
+	rn("recv", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000));
+	rn("recv2", recv(s, buf, sizeof(buf), 0));
+	close(s);
+}
+
+/* ======================================================================
+ * IPv6 specifics (family 6): v6only, v4-mapped addresses
+ * ====================================================================== */
+
+static void case_v6only_opt(void)
+{
+	int t = tcp(), u = udp();
+
+	getint("tcp", t, IPPROTO_IPV6, IPV6_V6ONLY);
+	setint("tcp", t, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+	getint("tcp2", t, IPPROTO_IPV6, IPV6_V6ONLY);
+	getint("udp", u, IPPROTO_IPV6, IPV6_V6ONLY);
+	setint("udp", u, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+	getint("udp2", u, IPPROTO_IPV6, IPV6_V6ONLY);
+	close(t);
+	close(u);
+}
+
+static int v6_listener(int v6only)
+{
+	saddr w = wild(0);
+	int l = tcp();
+
+	setint("v6only", l, IPPROTO_IPV6, IPV6_V6ONLY, v6only);
+	if (bind(l, SA(w), SL(w)) < 0 || listen(l, 4) < 0) {
+		out("listen=%s", ename(errno));
+		close(l);
+		return -1;
+	}
+	return l;
+}
+
+static void case_tcp_dual_listen(void)
+{
+	char buf[64];
+	int l = v6_listener(0), c, a;
+
+	if (l < 0)
+		return;
+	a = accept_from_peer(l, &A4.self, &c, 0);
+	if (rc("accept4", a) >= 0) {
+		out("local=%s peer=%s", name_of(a, false), name_of(a, true));
+		write(a, "pong", 4);
+		close(a);
+	}
+	if (c >= 0) {
+		ctl_reply(c, buf, sizeof(buf));
+		out("peer4=\"%s\"", buf);
+	}
+	a = accept_from_peer(l, &A6.self, &c, 0);
+	if (rc("accept6", a) >= 0) {
+		out("local=%s peer=%s", name_of(a, false), name_of(a, true));
+		write(a, "pong", 4);
+		close(a);
+	}
+	if (c >= 0) {
+		ctl_reply(c, buf, sizeof(buf));
+		out("peer6=\"%s\"", buf);
+	}
+	close(l);
+}
+
+static void case_tcp_v6only_listen(void)
+{
+	char buf[64];
+	int l = v6_listener(1), c, a;
+
+	if (l < 0)
+		return;
+	peer_ctl(buf, sizeof(buf), "CONNECT %s %d\n", ntop(&A4.self), local_port(l));
+	out("peer4=\"%s\"", buf);
+	a = accept_from_peer(l, &A6.self, &c, 0);
+	if (rc("accept6", a) >= 0) {
+		out("local=%s peer=%s", name_of(a, false), name_of(a, true));
+		write(a, "pong", 4);
+		close(a);
+	}
+	if (c >= 0) {
+		ctl_reply(c, buf, sizeof(buf));
+		out("peer6=\"%s\"", buf);
+	}
+	close(l);
+}
+
+static void case_tcp_connect_mapped(void)
+{
+	saddr m = mapped(&A4.peer, P_ECHO);
+	char buf[4] = { 0 };
+	int s = connect_sa(SOCK_STREAM, &m);
+
+	if (rc("connect", s) < 0)
+		return;
+	out("local=%s peer=%s", name_of(s, false), name_of(s, true));
+	write(s, "map", 3);
+	out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "map", 3) ? "ok" : "bad");
+	close(s);
+}
+
+static void case_tcp_v6only_mapped(void)
+{
+	saddr m = mapped(&A4.peer, P_ECHO);
+	int s = tcp();
+
+	setint("v6only", s, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+	rc("connect", connect(s, SA(m), SL(m)));
+	close(s);
+}
+
+static void case_bind_mapped(void)
+{
+	saddr m = mapped(&A4.self, 0), o = mapped(&A4.other, 0);
+	int s = tcp();
+
+	setint("v6only", s, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+	rc("v6only", bind(s, SA(m), SL(m)));
+	close(s);
+	s = tcp();
+	rc("dual", bind(s, SA(m), SL(m)));
+	out("name=%s", name_of(s, false));
+	close(s);
+	s = tcp();
+	rc("other", bind(s, SA(o), SL(o)));
+	close(s);
+	s = udp();
+	rc("udp", bind(s, SA(m), SL(m)));
+	out("udp_name=%s", name_of(s, false));
+	close(s);
+}
+
+/* IPv6 accepts the 24-byte sockaddr_in6 of RFC 2133 (no scope id). */
+static void case_bind_len_rfc2133(void)
+{
+	saddr sa = at(&sa_self, 0);
+	int s = tcp();
+
+	rc("bind", bind(s, SA(sa), 24));
+	out("name=%s", name_of(s, false));
+	close(s);
+}
+
+static void case_udp_mapped_sendto(void)
+{
+	saddr m = mapped(&A4.peer, P_UECHO);
+	char buf[16];
+	int s = udp();
+
+	rn("sendto", sendto(s, "m4", 2, 0, SA(m), SL(m)));
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	out("name=%s", name_of(s, false));
+	close(s);
+}
+
+static void case_udp_connect_mapped(void)
+{
+	saddr m = mapped(&A4.peer, P_UECHO);
+	char buf[16];
+	int s = connect_sa(SOCK_DGRAM, &m);
+
+	if (rc("connect", s) < 0)
+		return;
+	out("local=%s peer=%s", name_of(s, false), name_of(s, true));
+	send(s, "cm", 2, 0);
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	close(s);
+}
+
+/* An AF_INET6 UDP socket may connect to a plain sockaddr_in. */
+static void case_udp_connect_sin(void)
+{
+	saddr p4 = at(&A4.peer, P_UECHO);
+	char buf[16];
+	int s = udp();
+
+	rc("connect", connect(s, SA(p4), SL(p4)));
+	out("local=%s peer=%s", name_of(s, false), name_of(s, true));
+	rn("send", send(s, "s4", 2, 0));
+	got_from("recv", s, buf, sizeof(buf), 3000);
+	close(s);
+}
+
+static void case_udp_v6only_mapped(void)
+{
+	saddr m = mapped(&A4.peer, P_UECHO);
+	int s = udp();
+
+	setint("v6only", s, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+	rn("sendto", sendto(s, "x", 1, 0, SA(m), SL(m)));
+	rc("connect", connect(s, SA(m), SL(m)));
+	close(s);
+}
+
+static void udp_dual_server(int v6only)
+{
+	saddr w = wild(0);
+	char reply[64], buf[64];
+	int s = udp();
+
+	setint("v6only", s, IPPROTO_IPV6, IPV6_V6ONLY, v6only);
+	rc("bind", bind(s, SA(w), SL(w)));
+	peer_ctl(reply, sizeof(reply), "UDPSEND %s %d 1 4\n", ntop(&A4.self), local_port(s));
+	out("peer4=\"%s\"", reply);
+	got_from("recv4", s, buf, sizeof(buf), v6only ? 500 : 2000);
+	peer_ctl(reply, sizeof(reply), "UDPSEND %s %d 1 6\n", ntop(&A6.self), local_port(s));
+	out("peer6=\"%s\"", reply);
+	got_from("recv6", s, buf, sizeof(buf), 2000);
+	close(s);
+}
+
+static void case_udp_dual_server(void)
+{
+	udp_dual_server(0);
+}
+
+static void case_udp_v6only_server(void)
+{
+	udp_dual_server(1);
+}
+
+/* ======================================================================
+ * Sockets passed between processes over AF_UNIX (SCM_RIGHTS)
+ * ====================================================================== */
+
+static int send_fd(int sock, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iv = { "F", 1 };
+	struct msghdr m = { .msg_iov = &iv, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	return sendmsg(sock, &m, 0) == 1 ? 0 : -1;
+}
+
+static int recv_fd(int sock)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))], c;
+	struct iovec iv = { &c, 1 };
+	struct msghdr m = { .msg_iov = &iv, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm;
+	int fd = -1;
+
+	if (recvmsg(sock, &m, 0) != 1)
+		return -1;
+	cm = CMSG_FIRSTHDR(&m);
+	if (!cm || cm->cmsg_type != SCM_RIGHTS) {
+		errno = EPROTO;
+		return -1;
+	}
+	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	return fd;
+}
+
+/*
+ * The receiving process is forked before the socket exists, so it has
+ * never seen it: the fd arrives as a stranger, as it would in an
+ * unrelated process.  It writes, reads the echo, and names both ends.
+ */
+static void scm_receiver(int us, int type)
+{
+	char res[200], buf[16] = { 0 };
+	int fd = recv_fd(us), t = -1, d = -1, io;
+	socklen_t l = sizeof(t);
+	ssize_t n;
+
+	if (fd < 0) {
+		snprintf(res, sizeof(res), "recvfd=%s", ename(errno));
+		goto out;
+	}
+	getsockopt(fd, SOL_SOCKET, SO_TYPE, &t, &l);
+	l = sizeof(d);
+	getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &d, &l);
+	n = write(fd, "scm", 3);
+	if (n != 3)
+		io = n < 0 ? -errno : 0;
+	else if (type == SOCK_DGRAM)
+		io = recv_wait(fd, buf, sizeof(buf), 0, NULL, NULL, 2000) == 3 &&
+		     !memcmp(buf, "scm", 3);
+	else
+		io = read_full(fd, buf, 3, 2000) == 3 && !memcmp(buf, "scm", 3);
+	snprintf(res, sizeof(res), "recvfd=ok domain=%s type=%s io=%s peer=%s local=%s",
+		 d == AF_INET ? "inet" : d == AF_INET6 ? "inet6" : d == AF_UNIX ? "unix" : "?",
+		 t == SOCK_STREAM ? "stream" : t == SOCK_DGRAM ? "dgram" : "?",
+		 io < 0 ? ename(-io) : io ? "ok" : "bad", name_of(fd, true), name_of(fd, false));
+	close(fd);
+out:
+	if (write(us, res, strlen(res)) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+static void scm_case(int type)
+{
+	char buf[256] = { 0 };
+	int sv[2], s, st;
+	ssize_t n, got = 0;
+	pid_t p;
+
+	if (rc("socketpair", socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) < 0)
+		return;
+	p = fork();
+	if (p == 0) {
+		close(sv[0]);
+		scm_receiver(sv[1], type);
+	}
+	close(sv[1]);
+	s = type == SOCK_STREAM ? connect_to(&sa_peer, P_ECHO) : udp_to(&sa_peer, P_UECHO);
+	if (rc("connect", s) >= 0) {
+		rc("sendfd", send_fd(sv[0], s));
+		close(s);	/* the receiver's copy is the only one now */
+	}
+	while (got < (ssize_t)sizeof(buf) - 1 &&
+	       (n = read_full(sv[0], buf + got, sizeof(buf) - 1 - got, 5000)) > 0)
+		got += n;
+	close(sv[0]);
+	if (s < 0)
+		kill(p, SIGKILL);
+	waitpid(p, &st, 0);
+	out("receiver=\"%s\"", buf);
+}
+
+static void case_scm_rights_tcp(void)
+{
+	scm_case(SOCK_STREAM);
+}
+
+static void case_scm_rights_udp(void)
+{
+	scm_case(SOCK_DGRAM);
+}
+
+#define F4	1	/* run in family 4 */
+#define F6	2	/* run in family 6 */
+#define FB	3	/* both */
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
+	int fams;
 } cases[] = {
-#define C(n) { #n, case_##n }
+#define C(n) { #n, case_##n, FB }
+#define C4(n) { #n, case_##n, F4 }
+#define C6(n) { #n, case_##n, F6 }
+	/* TCP */
 	C(connect_ok), C(connect_refused), C(connect_twice), C(nb_connect),
 	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect),
 	C(epoll_et_connect), C(select_connect), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),
-	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic),
+	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_addr),
 	C(accept_wildcard_name), C(accept4_flags), C(accept_nonblock_empty),
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
@@ -1298,7 +3060,28 @@ static const struct {
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
 	C(readv_writev), C(sendmsg_recvmsg), C(hold_many),
+	/* UDP */
+	C(udp_sendto_echo), C(udp_connected_echo), C(udp_boundaries), C(udp_peek),
+	C(udp_trunc), C(udp_dontwait), C(udp_fionread), C(udp_msg_names), C(udp_sendmmsg),
+	C(udp_mmsg_connected), C(udp_refused), C(udp_refused_poll), C(udp_refused_send),
+	C(udp_unconnected_closed), C(udp_disconnect), C(udp_implicit_bind),
+	C(udp_bind_port0), C(udp_bind_any), C(udp_bind_inuse), C(udp_bind_notavail),
+	C(udp_bind_twice), C(udp_server), C(udp_server_any), C4(udp_broadcast),
+	C(udp_zero_len), C(udp_poll), C(udp_epoll), C(udp_select), C(udp_rcvtimeo),
+	C(udp_send_noaddr), C(udp_reconnect), C(udp_connected_filter), C(udp_opts),
+	C(udp_opts_before), C(udp_pktinfo), C(udp_large), C(udp_readv_writev),
+	C(udp_shutdown), C(udp_listen_accept), C(udp_getpeername), C(udp_loopback),
+	C(udp_fork), C(udp_exec_inherit), C(udp_dup), C(udp_burst), C(udp_nonblock_send),
+	/* IPv6: v6only and v4-mapped addresses */
+	C6(v6only_opt), C6(tcp_dual_listen), C6(tcp_v6only_listen), C6(tcp_connect_mapped),
+	C6(tcp_v6only_mapped), C6(bind_mapped), C6(bind_len_rfc2133), C6(udp_mapped_sendto),
+	C6(udp_connect_mapped), C6(udp_connect_sin), C6(udp_v6only_mapped),
+	C6(udp_dual_server), C6(udp_v6only_server),
+	/* SCM_RIGHTS between processes */
+	C(scm_rights_tcp), C(scm_rights_udp),
 #undef C
+#undef C4
+#undef C6
 };
 
 /* ======================================================================
@@ -1310,6 +3093,8 @@ struct conn_arg {
 	int port;
 };
 
+static int uecho_fd = -1;	/* the UDP echo socket, also used by UDPSEND */
+
 static void linger0_close(int fd)
 {
 	struct linger lg = { 1, 0 };
@@ -1318,26 +3103,58 @@ static void linger0_close(int fd)
 	close(fd);
 }
 
+/* A numeric address of either family, port set. */
+static int parse_sa(saddr *sa, const char *ip, int port)
+{
+	unsigned char b[16];
+
+	if (inet_pton(AF_INET, ip, b) == 1)
+		*sa = make_sa(AF_INET, b);
+	else if (inet_pton(AF_INET6, ip, b) == 1)
+		*sa = make_sa(AF_INET6, b);
+	else
+		return -1;
+	*sa = at(sa, port);
+	return 0;
+}
+
 static int ctl_connect(const char *ip, int port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	int s = socket(AF_INET, SOCK_STREAM, 0);
+	saddr sa;
 
-	inet_pton(AF_INET, ip, &sa.sin_addr);
-	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-
-		close(s);
-		errno = e;
+	if (parse_sa(&sa, ip, port)) {
+		errno = EINVAL;
 		return -1;
 	}
-	return s;
+	return connect_sa(SOCK_STREAM, &sa);
+}
+
+static void serve_udpsend(int fd, const char *ip, int port, int n, int size)
+{
+	static char buf[65536];
+	char reply[64];
+	saddr sa;
+	int i, ok = 0;
+
+	if (parse_sa(&sa, ip, port) || size < 0 || size > (int)sizeof(buf) || n < 0 || n > 64) {
+		snprintf(reply, sizeof(reply), "ERR EINVAL\n");
+		goto out;
+	}
+	/* the echo socket is dual-stack: IPv4 destinations are v4-mapped */
+	if (sa.ss_family == AF_INET)
+		sa = mapped(&sa, port);
+	memset(buf, 'u', size);
+	for (i = 0; i < n; i++)
+		ok += sendto(uecho_fd, buf, size, 0, SA(sa), SL(sa)) == size;
+	snprintf(reply, sizeof(reply), "OK %d\n", ok);
+out:
+	write(fd, reply, strlen(reply));
 }
 
 static void serve_ctl(int fd)
 {
-	char line[128] = { 0 }, ip[64], reply[128], buf[64];
-	int port, n = 0, i, s;
+	char line[160] = { 0 }, ip[64], reply[128], buf[64];
+	int port, n = 0, i, s, size;
 	ssize_t r;
 
 	for (i = 0; i < (int)sizeof(line) - 1; i++) {
@@ -1388,6 +3205,9 @@ static void serve_ctl(int fd)
 		for (i = 0; i < n; i++)
 			if (fds[i] >= 0)
 				close(fds[i]);
+		return;
+	} else if (sscanf(line, "UDPSEND %63s %d %d %d", ip, &port, &n, &size) == 4) {
+		serve_udpsend(fd, ip, port, n, size);
 		return;
 	} else {
 		snprintf(reply, sizeof(reply), "ERR EINVAL\n");
@@ -1446,24 +3266,91 @@ static void *peer_conn(void *p)
 	return NULL;
 }
 
+/* UDP echo (7101) and generator (7102): one thread each. */
+static void *peer_udp(void *p)
+{
+	static char buf[65536], gen[65536];
+	struct conn_arg *a = p;
+	saddr from;
+	socklen_t fl;
+	ssize_t n;
+
+	for (;;) {
+		fl = sizeof(from);
+		n = recvfrom(a->fd, a->port == P_UECHO ? buf : gen, 65535, 0, SA(from), &fl);
+		if (n < 0)
+			continue;
+		if (a->port == P_UECHO) {
+			sendto(a->fd, buf, n, 0, SA(from), fl);
+		} else {
+			char req[128], *tok, *save = NULL;
+			static char data[65536];
+			int k = 0;
+
+			snprintf(req, sizeof(req), "%.*s", (int)(n < 127 ? n : 127), gen);
+			for (tok = strtok_r(req, ",", &save); tok && k < 16;
+			     tok = strtok_r(NULL, ",", &save), k++) {
+				int size = atoi(tok);
+
+				if (size < 0 || size > 65000)
+					break;
+				memset(data, 'a' + k, size);
+				sendto(a->fd, data, size, 0, SA(from), fl);
+			}
+		}
+	}
+	return NULL;
+}
+
+/* One socket for a service: dual-stack on "::" unless bound to one address. */
+static int peer_socket(const char *bind_ip, int type, int port)
+{
+	saddr sa;
+	int s, one = 1, zero = 0;
+
+	if (parse_sa(&sa, bind_ip, port)) {
+		fprintf(stderr, "peer: bad address %s\n", bind_ip);
+		return -1;
+	}
+	s = socket(sa.ss_family, type, 0);
+	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sa.ss_family == AF_INET6)
+		setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if (bind(s, SA(sa), SL(sa)) < 0 || (type == SOCK_STREAM && listen(s, 128) < 0)) {
+		fprintf(stderr, "peer: cannot bind %s port %d: %s\n", bind_ip, port, strerror(errno));
+		close(s);
+		return -1;
+	}
+	return s;
+}
+
 static int run_peer(const char *bind_ip)
 {
 	static const int ports[] = { P_ECHO, P_FIN, P_RST, P_DATARST, P_COUNT, P_HOLD, P_CTL };
+	static const int uports[] = { P_UECHO, P_UGEN };
 	struct pollfd pfds[7];
-	int i, one = 1;
+	int i;
 
 	signal(SIGPIPE, SIG_IGN);
-	for (i = 0; i < 7; i++) {
-		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(ports[i]) };
-		int s = socket(AF_INET, SOCK_STREAM, 0);
+	for (i = 0; i < 2; i++) {
+		struct conn_arg *a = malloc(sizeof(*a));
+		pthread_t t;
 
-		inet_pton(AF_INET, bind_ip, &sa.sin_addr);
-		setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 128) < 0) {
-			fprintf(stderr, "peer: cannot listen on %s:%d: %s\n", bind_ip, ports[i],
-				strerror(errno));
+		a->fd = peer_socket(bind_ip, SOCK_DGRAM, uports[i]);
+		a->port = uports[i];
+		if (a->fd < 0)
 			return 1;
-		}
+		if (uports[i] == P_UECHO)
+			uecho_fd = a->fd;
+		if (pthread_create(&t, NULL, peer_udp, a))
+			return 1;
+		pthread_detach(t);
+	}
+	for (i = 0; i < 7; i++) {
+		int s = peer_socket(bind_ip, SOCK_STREAM, ports[i]);
+
+		if (s < 0)
+			return 1;
 		pfds[i] = (struct pollfd){ .fd = s, .events = POLLIN };
 	}
 	printf("ready\n");
@@ -1501,33 +3388,98 @@ static int run_peer(const char *bind_ip)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: nk_semantics peer --bind ADDR\n"
-		"       nk_semantics client --peer ADDR --self ADDR --other ADDR --blackhole ADDR\n"
-		"                           [--case NAME[,NAME...]] [--list]\n");
+		"usage: nk_semantics peer [--bind ADDR]   (default ::, dual-stack)\n"
+		"       nk_semantics client [--family 4|6] --peer ADDR --self ADDR --other ADDR\n"
+		"                           --blackhole ADDR [--case NAME[,NAME...]] [--list]\n"
+		"       (each address option once per family: an IPv4 and an IPv6 address)\n");
 	exit(2);
 }
 
-static void parse_ip(struct in_addr *a, const char *s)
+/* An address option: stored in the slot of its family. */
+static void parse_addr(const char *opt, const char *v)
 {
-	if (inet_pton(AF_INET, s, a) != 1) {
-		fprintf(stderr, "bad address %s\n", s);
+	struct fam_addrs *fa;
+	saddr sa;
+	saddr *slot;
+
+	if (parse_sa(&sa, v, 0)) {
+		fprintf(stderr, "bad address %s\n", v);
 		exit(2);
 	}
+	fa = sa.ss_family == AF_INET ? &A4 : &A6;
+	if (!strcmp(opt, "--peer"))
+		slot = &fa->peer;
+	else if (!strcmp(opt, "--self"))
+		slot = &fa->self;
+	else if (!strcmp(opt, "--other"))
+		slot = &fa->other;
+	else
+		slot = &fa->bh;
+	*slot = sa;
+	fa->have = true;
+}
+
+static bool complete(const struct fam_addrs *fa)
+{
+	return fa->have && fa->peer.ss_family && fa->self.ss_family && fa->other.ss_family &&
+	       fa->bh.ss_family;
+}
+
+/*
+ * A case that blocks for CASE_TIMEOUT seconds is abandoned (its sockets
+ * leak) and reported as "TIMEOUT", so one hang does not hide the cases
+ * after it.
+ */
+#define CASE_TIMEOUT	15
+static sigjmp_buf case_jmp;
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	siglongjmp(case_jmp, 1);
+}
+
+static void run_case(size_t i)
+{
+	result[0] = '\0';
+	if (sigsetjmp(case_jmp, 1)) {
+		out("TIMEOUT");
+	} else {
+		alarm(CASE_TIMEOUT);
+		cases[i].fn();
+	}
+	alarm(0);
+	printf("%s: %s\n", cases[i].name, result);
+}
+
+static bool selected(const char *only, const char *name)
+{
+	const char *p = only;
+	size_t n = strlen(name);
+
+	while ((p = strstr(p, name))) {
+		if ((p == only || p[-1] == ',') && (!p[n] || p[n] == ','))
+			return true;
+		p += n;
+	}
+	return false;
 }
 
 int main(int argc, char **argv)
 {
-	const char *only = NULL, *bindip = NULL;
+	const char *only = NULL, *bindip = "::";
+	const struct fam_addrs *fa;
 	bool list = false;
 	size_t i;
-	int a;
+	int a, famno = 4;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	self_exe = "/proc/self/exe";
 	if (argc < 2)
 		usage();
-	if (!strcmp(argv[1], "exec-child") && argc == 4) {
-		parse_ip(&peer_ip, argv[3]);
+	if (!strcmp(argv[1], "exec-child") && argc == 5) {
+		fam = atoi(argv[3]) == 6 ? AF_INET6 : AF_INET;
+		parse_addr("--peer", argv[4]);
 		return exec_child(atoi(argv[2]));
 	}
 	for (a = 2; a < argc; a++) {
@@ -1539,14 +3491,11 @@ int main(int argc, char **argv)
 		}
 		if (!v)
 			usage();
-		if (!strcmp(argv[a], "--peer"))
-			parse_ip(&peer_ip, v);
-		else if (!strcmp(argv[a], "--self"))
-			parse_ip(&self_ip, v);
-		else if (!strcmp(argv[a], "--other"))
-			parse_ip(&other_ip, v);
-		else if (!strcmp(argv[a], "--blackhole"))
-			parse_ip(&bh_ip, v);
+		if (!strcmp(argv[a], "--peer") || !strcmp(argv[a], "--self") ||
+		    !strcmp(argv[a], "--other") || !strcmp(argv[a], "--blackhole"))
+			parse_addr(argv[a], v);
+		else if (!strcmp(argv[a], "--family"))
+			famno = atoi(v);
 		else if (!strcmp(argv[a], "--case"))
 			only = v;
 		else if (!strcmp(argv[a], "--bind"))
@@ -1556,24 +3505,31 @@ int main(int argc, char **argv)
 		a++;
 	}
 	if (!strcmp(argv[1], "peer"))
-		return bindip ? run_peer(bindip) : (usage(), 2);
-	if (strcmp(argv[1], "client"))
+		return run_peer(bindip);
+	if (strcmp(argv[1], "client") || (famno != 4 && famno != 6))
 		usage();
+	fam = famno == 4 ? AF_INET : AF_INET6;
+	fa = fam == AF_INET ? &A4 : &A6;
+	if (!list && (!complete(fa) || (fam == AF_INET6 && !complete(&A4)))) {
+		fprintf(stderr, "family %d needs --peer, --self, --other and --blackhole of that family%s\n",
+			famno, fam == AF_INET6 ? " and of IPv4 (v4-mapped cases)" : "");
+		return 2;
+	}
+	signal(SIGALRM, on_alarm);
+	sa_peer = fa->peer;
+	sa_self = fa->self;
+	sa_other = fa->other;
+	sa_bh = fa->bh;
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (!(cases[i].fams & (famno == 4 ? F4 : F6)))
+			continue;
 		if (list) {
 			printf("%s\n", cases[i].name);
 			continue;
 		}
-		if (only) {
-			const char *p = strstr(only, cases[i].name);
-			size_t n = strlen(cases[i].name);
-
-			if (!p || (p != only && p[-1] != ',') || (p[n] && p[n] != ','))
-				continue;
-		}
-		result[0] = '\0';
-		cases[i].fn();
-		printf("%s: %s\n", cases[i].name, result);
+		if (only && !selected(only, cases[i].name))
+			continue;
+		run_case(i);
 	}
 	return 0;
 }

@@ -18,8 +18,10 @@ BUILD_PKGS=(build-essential clang llvm pkg-config libbpf-dev bpftool
 # Debian's /usr/bin/python3, which the tests use explicitly.
 # busybox-static, cpio, qemu-system-x86: the QEMU guest of
 # test_vhost_vsock (the guest kernel is downloaded, never installed).
+# dnsmasq-base: the dnsmasq binary without the system service (the DNS
+# server and the guest's stub resolver of test_udp_dns).
 RUN_PKGS=(busybox-static cpio iproute2 nginx-light curl wrk iperf3 qemu-system-x86
-	redis-server redis-tools python3 socat procps psmisc util-linux)
+	redis-server redis-tools python3 socat procps psmisc util-linux dnsmasq-base)
 # The benchmark only (tools/bench.sh): the userspace-networking peers,
 # the latency tool, the plot and the profiler.  CI's tests do not need them.
 BENCH_PKGS=(passt slirp4netns sockperf gnuplot-nox linux-perf)
