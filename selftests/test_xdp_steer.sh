@@ -10,10 +10,12 @@
 # nk-run); the remote host reaches each VM through the right NSM, checked
 # three ways: the XDP counters (nkctl -j stats show), `ip -s link` of the
 # NSM veths, and which nk-nsm process holds the connection (ss -tanp in
-# each NSM namespace).  Negative control: with XDP off the uplink the same
+# each NSM namespace); ARP is steered by target, so the remote host learns
+# each VM address at its NSM's MAC.  Negative control: with XDP off the uplink the same
 # traffic fails; SIGHUP re-attaches.  Then: nkd restart (XDP and maps stay,
 # one program, counters kept, NSMs adopted, traffic flows while nkd is
-# down), a VM moved to the other NSM, every pinned map dumped by bpftool
+# down, --miss drop), a VM moved to the other NSM (its new MAC announced),
+# every pinned map dumped by bpftool
 # with field names, and nkctl teardown removing everything nkd created.
 #
 #   remote-$S                    root namespace                 nk-nsm1-$S
@@ -105,6 +107,20 @@ nsm_pid()
 	nkctl -j nsm show "$1" 2>/dev/null | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["pid"])'
 }
 
+# nsm_mac NSM: the MAC of eth0 in the NSM's namespace
+nsm_mac()
+{
+	ip -n "nk-$1" -j link show dev eth0 |
+		"$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)[0]["address"])'
+}
+
+# remote_mac ADDR: the MAC the remote host has for ADDR ("" if none)
+remote_mac()
+{
+	ip -n "remote-$S" -j neigh show "$1" dev eth0 |
+		"$NK_PY" -c 'import json, sys; l = json.load(sys.stdin); print(l[0].get("lladdr", "") if l else "")'
+}
+
 xdp_prog_ids()
 {
 	ip -j link show dev "$1" | "$NK_PY" -c '
@@ -186,6 +202,15 @@ for vm in vm1 vm2 vm3; do
 done
 
 # ---------------------------------------------------------------- steering
+log_step "ARP was steered: the remote host learned each VM address at its NSM's MAC"
+for vm in vm1 vm2 vm3; do
+	mac=$(nsm_mac "${VM_NSM[$vm]}")
+	check_eq "remote: ${VM_ADDR[$vm]} ($vm) is at ${VM_NSM[$vm]}'s eth0" \
+		"$(remote_mac "${VM_ADDR[$vm]}")" "$mac"
+	# no neighbour re-validation (unicast ARP probes) during the exact counts
+	ip -n "remote-$S" neigh replace "${VM_ADDR[$vm]}" lladdr "$mac" dev eth0 nud permanent
+done
+
 log_step "traffic to each VM goes through its NSM: XDP counters and ip -s link"
 # One VM at a time: its VM and NSM counters move, nobody else's.
 for vm in vm1 vm2 vm3; do
@@ -268,6 +293,10 @@ for pid in "${SLOW[@]}"; do
 done
 nk_stop "${SLOW[@]}"
 check_eq "ip_forward in the root namespace unchanged" "$(cat /proc/sys/net/ipv4/ip_forward)" "$FWD0"
+for vm in vm1 vm2 vm3; do	# dynamic again: a move must be learned by ARP
+	ip -n "remote-$S" neigh replace "${VM_ADDR[$vm]}" lladdr "$(nsm_mac "${VM_NSM[$vm]}")" \
+		dev eth0 nud reachable
+done
 
 # ---------------------------------------------------------------- control
 log_step "negative control: XDP off the uplink"
@@ -328,19 +357,31 @@ check_gt "--miss drop: ARP for 10.77.1.9 (no VM) dropped as no_vm" \
 
 # ---------------------------------------------------------------- move
 log_step "move vm2 from $N1 to $N2"
+s0=$(stats_json)
 nk_run_nkctl vm set vm2 nsm "$N2"
 VM_NSM[vm2]=$N2
+vm2_announced()
+{
+	[ "$(remote_mac 10.77.1.3)" = "$(nsm_mac "$N2")" ]
+}
+check "the remote host learned vm2's new MAC ($N2's eth0) from the announcement" \
+	wait_for -t 5 vm2_announced
 check "10.77.1.3 now on eth0 in nk-$N2" wait_for -t 5 nk_has_addr "nk-$N2" eth0 10.77.1.3
 check "10.77.1.3 gone from nk-$N1" wait_for -t 5 bash -c "! ip -n nk-$N1 -o addr show dev eth0 | grep -qw 10.77.1.3"
 vm2_ok()
 {
 	[ "$(get vm2 --max-time 2)" = "hello from vm2 $S" ]
 }
-s0=$(stats_json)
 check "remote curl to vm2 works through $N2" wait_for -t 15 vm2_ok
 s1=$(stats_json)
-check_gt "XDP: $N2 rx grew" "$(($(counter "$s1" nsm "$N2" rx_packets) - $(counter "$s0" nsm "$N2" rx_packets)))" 0
-check_eq "XDP: $N1 rx did not move" "$(($(counter "$s1" nsm "$N1" rx_packets) - $(counter "$s0" nsm "$N1" rx_packets)))" 0
+d_vm2=$(($(counter "$s1" vm vm2 rx_packets) - $(counter "$s0" vm vm2 rx_packets)))
+d_n1=$(($(counter "$s1" nsm "$N1" rx_packets) - $(counter "$s0" nsm "$N1" rx_packets)))
+d_vm1=$(($(counter "$s1" vm vm1 rx_packets) - $(counter "$s0" vm vm1 rx_packets)))
+d_n2=$(($(counter "$s1" nsm "$N2" rx_packets) - $(counter "$s0" nsm "$N2" rx_packets)))
+d_vm3=$(($(counter "$s1" vm vm3 rx_packets) - $(counter "$s0" vm vm3 rx_packets)))
+check_gt "XDP: vm2 rx grew" "$d_vm2" 0
+check_eq "XDP: $N2 rx = vm2's + vm3's" "$d_n2" "$((d_vm2 + d_vm3))"
+check_eq "XDP: $N1 rx = vm1's only (none of vm2's)" "$d_n1" "$d_vm1"
 
 # ---------------------------------------------------------------- maps
 log_step "every pinned map dumps through bpftool (BTF maps with field names)"
