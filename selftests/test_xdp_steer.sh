@@ -11,12 +11,12 @@
 # three ways: the XDP counters (nkctl -j stats show), `ip -s link` of the
 # NSM veths, and which nk-nsm process holds the connection (ss -tanp in
 # each NSM namespace); ARP is steered by target, so the remote host learns
-# each VM address at its NSM's MAC.  Negative control: with XDP off the uplink the same
-# traffic fails; SIGHUP re-attaches.  Then: nkd restart (XDP and maps stay,
-# one program, counters kept, NSMs adopted, traffic flows while nkd is
-# down, --miss drop), a VM moved to the other NSM (its new MAC announced),
-# every pinned map dumped by bpftool
-# with field names, and nkctl teardown removing everything nkd created.
+# each VM address at its NSM's MAC.  Negative control: with XDP off the
+# uplink the same traffic fails; SIGHUP re-attaches.  Then: nkd restart
+# (XDP and maps stay, one program, counters kept, NSMs adopted, traffic
+# flows while nkd is down; --miss drop), a VM moved to the other NSM (its
+# new MAC announced), every pinned map dumped by bpftool with field names,
+# and nkctl teardown removing everything nkd created.
 #
 #   remote-$S                    root namespace                 nk-nsm1-$S
 #   eth0 10.77.1.1/24  ------  nku-$S (uplink, XDP ingress)     eth0: vm1 10.77.1.2, fd77:1::2
