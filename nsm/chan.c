@@ -134,6 +134,17 @@ static int outq_push(struct outq *q, const uint8_t *p, size_t len)
 	return 0;
 }
 
+/* Queue bytes behind what the stream has not taken yet. */
+int chan_queue(struct chan *ch, const void *p, size_t len)
+{
+	int ret = outq_push(&ch->out, p, len);
+
+	if (ret)
+		return ret;
+	chan_update_events(ch);
+	return 0;
+}
+
 /* Write the queue out.  0: empty, -EAGAIN: some left, else -errno. */
 int chan_flush(struct chan *ch)
 {
@@ -173,6 +184,10 @@ void chan_update_events(struct chan *ch)
 	case CH_SOCK:
 		if (ch->ns && ch->ns->relay) {
 			relay_update(ch->ns);
+			return;
+		}
+		if (ch->ns && ch->ns->udp) {
+			udp_update(ch->ns);
 			return;
 		}
 		/* Set-up or listening: only a hang-up matters. */

@@ -499,8 +499,10 @@ static int vm_del(uint32_t id)
 			     nk_addr_ntop(&vm->addrs[i].addr, buf, sizeof(buf)), strerror(-ret));
 	}
 	info("vm %s: deleted (%" PRIu64 " connections, %" PRIu64 " bytes up, %" PRIu64
-	     " bytes down, %" PRIu64 " bad channels)", vm->name, vm->conns, vm->bytes_up,
-	     vm->bytes_down, vm->bad_chans);
+	     " bytes down, %" PRIu64 "/%" PRIu64 " datagrams up/down, %" PRIu64 "/%" PRIu64
+	     " dropped, %" PRIu64 " bad channels)", vm->name, vm->conns, vm->bytes_up,
+	     vm->bytes_down, vm->dgrams_up, vm->dgrams_down, vm->dgram_drops_up,
+	     vm->dgram_drops_down, vm->bad_chans);
 	list_del(&vm->node);
 	vm->dead = true;
 	free_later(vm);

@@ -262,6 +262,9 @@ static void dispatch(const struct epoll_event *ev)
 	case EP_TCP_LISTEN:
 		nsock_listen_event(e->obj, ref.fd);
 		break;
+	case EP_UDP:
+		udp_event_sock(e->obj, ref.fd, ev->events);
+		break;
 	default:
 		warn("event of unknown type %u on fd %d", ref.type, ref.fd);
 		break;

@@ -3,7 +3,7 @@
  * nk-nsm internals: the kernel Network Stack Module's state, shared by its
  * files (main.c: the loop; control.c: nkd's requests; netlink.c: addresses,
  * routes and rules; chan.c: guest streams and their messages; sock.c: the
- * guest socket operations; relay.c: data mode).
+ * guest socket operations; relay.c: TCP data mode; dgram.c: UDP datagrams).
  *
  * Theory of operation
  * -------------------
@@ -22,6 +22,8 @@
  * socket (struct nsock) owns the chan that is its stream and the real
  * kernel socket(s) that do its work.  Control channels (HELLO CTL) own no
  * socket: they name sockets by token, looked up among their VM's sockets.
+ * A UDP guest socket (HELLO SOCKET type DGRAM) is in data mode from its
+ * HELLO on: its stream carries framed datagrams (struct udp, dgram.c).
  */
 #ifndef NSM_H
 #define NSM_H
@@ -47,6 +49,11 @@
 #define NSM_CHAN_OUTQ_MAX	65536	/* stop reading requests above this */
 #define NSM_PIPE_SIZE		(256 * 1024)
 #define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
+#define NSM_DGRAM_FRAME_MAX	(sizeof(struct nk_dgram_hdr) + NK_DGRAM_MAX)
+#define NSM_DGRAM_BUF		(2 * NSM_DGRAM_FRAME_MAX)	/* one read of frames */
+#define NSM_DGRAM_BATCH		64	/* datagrams per socket per wake-up */
+#define NSM_DGRAM_RBATCH	16	/* datagrams per recvmmsg() */
+#define NSM_DGRAM_QUEUE		65536	/* frames kept for a full stream */
 
 enum ep_type {
 	EP_NONE = 0,
@@ -58,6 +65,7 @@ enum ep_type {
 	EP_CHAN,	/* a guest stream (obj: chan) */
 	EP_TCP,		/* a guest socket's real socket (obj: nsock) */
 	EP_TCP_LISTEN,	/* one real listening socket (obj: nsock) */
+	EP_UDP,		/* one real UDP socket of a guest socket (obj: nsock) */
 	EP_TYPE_MAX
 };
 
@@ -93,6 +101,10 @@ struct vm {
 	uint64_t conns;			/* connections that reached data mode */
 	uint64_t bytes_up;		/* guest -> network */
 	uint64_t bytes_down;		/* network -> guest */
+	uint64_t dgrams_up;		/* datagrams sent for the guest */
+	uint64_t dgrams_down;		/* datagrams passed to the guest */
+	uint64_t dgram_drops_up;	/* not sent: refused or send error */
+	uint64_t dgram_drops_down;	/* not passed: the guest's stream was full */
 	uint64_t log_sec;		/* rate limit of guest-triggered lines */
 	uint32_t log_count;
 	bool dead;
@@ -165,6 +177,25 @@ struct relay {
 	bool g_unreg, t_unreg;		/* taken out of epoll after HUP */
 };
 
+/*
+ * The data side of a UDP guest socket.  up: frames from the guest stream
+ * -> sendto(); what was read but not sent yet (a partial frame, or frames
+ * behind one that met EAGAIN) waits in pend.  down: recvmmsg() -> one
+ * frame per datagram on the stream (dgram.c).
+ */
+struct udp {
+	uint8_t *pend;			/* up bytes kept between wake-ups */
+	size_t plen;
+	int blocked_fd;			/* sendto() said EAGAIN on it, or -1 */
+	bool up_eof;			/* the guest stream read EOF */
+	bool g_hup;			/* ... and hung up (the guest closed it) */
+	bool g_unreg;			/* stream taken out of epoll after HUP */
+	bool down_paused;		/* stream full: real sockets not read */
+	bool down_closed;		/* the guest reads no more (EPIPE) */
+	uint64_t dgrams_up, dgrams_down, bytes_up, bytes_down;
+	uint64_t drops_up, drops_down;
+};
+
 struct nsock {
 	struct list_head vm_node;	/* vm.socks */
 	struct nsock *hnext;		/* token hash chain */
@@ -172,19 +203,21 @@ struct nsock {
 	struct vm *vm;
 	struct chan *chan;		/* the guest stream */
 	int family;			/* AF_INET or AF_INET6 */
+	int type;			/* SOCK_STREAM or SOCK_DGRAM */
 	enum nk_sock_state state;	/* SETUP .. LISTENING */
 	int fd;				/* real socket, -1: re-create */
 	/* bind */
 	bool bound;			/* explicitly (BIND) or by LISTEN */
-	bool autobound;			/* by CONNECT (source address only) */
+	bool autobound;			/* by CONNECT or a first datagram */
 	bool wildcard;			/* bound to 0.0.0.0 / :: */
 	bool v6only;			/* IPV6_V6ONLY as it was before bind */
 	struct nk_addr bind_addr;	/* real address bound, requested port */
 	/* options set by the guest, replayed on sockets created later */
 	int nopts;
 	struct saved_opt *opts;
-	/* listener */
+	/* listener; UDP: extra sockets receiving on other VM addresses */
 	int *lfds;			/* extra listening sockets */
+	struct nk_addr *laddrs;		/* the address each is bound to */
 	int nlfds;
 	int pending_max;
 	int npending;
@@ -193,6 +226,7 @@ struct nsock {
 	struct list_head pending;
 	/* data mode */
 	struct relay *relay;
+	struct udp *udp;		/* SOCK_DGRAM */
 	int end_err;			/* for the tombstone */
 	bool dead;
 };
@@ -276,6 +310,7 @@ void chan_event(struct chan *ch, uint32_t events);
 int chan_send(struct chan *ch, uint8_t op, uint32_t seq, int32_t err,
 	      const void *body, size_t len);
 int chan_flush(struct chan *ch);
+int chan_queue(struct chan *ch, const void *p, size_t len);
 void chan_update_events(struct chan *ch);
 void chan_timeouts(uint64_t now);
 void vm_accept(struct vm *vm);
@@ -290,6 +325,9 @@ void nsock_listen_event(struct nsock *ns, int lfd);
 void nsock_timeouts(uint64_t now);
 int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t *token);
 int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t seq);
+int nsock_udp_fd(struct nsock *ns, const struct nk_addr *dst, int *fd);
+bool nsock_dst_refused(const struct nk_addr *a);
+int nsock_sockaddr(const struct nk_addr *a, struct sockaddr_storage *ss);
 void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body);
 void tomb_add(uint64_t token, uint32_t vm_id, int err);
 void vm_kill_sockets(struct vm *vm);
@@ -301,6 +339,15 @@ void relay_update(struct nsock *ns);
 void relay_event_guest(struct nsock *ns, uint32_t events);
 void relay_event_tcp(struct nsock *ns, uint32_t events);
 void relay_shut_rd(struct nsock *ns);
+
+/* dgram.c */
+int udp_start(struct nsock *ns);
+void udp_free(struct nsock *ns);
+void udp_update(struct nsock *ns);
+void udp_kick(struct nsock *ns);
+void udp_event_guest(struct nsock *ns, uint32_t events);
+void udp_event_sock(struct nsock *ns, int fd, uint32_t events);
+void udp_fd_closed(struct nsock *ns, int fd);
 
 /* A line caused by what a guest sent: at most NSM_GUEST_LOG_RATE a second
  * per VM, so that a misbehaving guest cannot flood the log. */

@@ -25,6 +25,21 @@
  * listener has fewer than backlog + 1 connections announced and unclaimed;
  * each gets a conn_id and one ACCEPT_READY record on the listener's stream.
  * The guest claims it with a new stream saying HELLO ACCEPT.
+ *
+ * A UDP guest socket has the same address rules with one real UDP socket
+ * per VM address it receives on.  A wildcard BIND binds the primary socket
+ * to the VM's first address of the family and one extra socket per other
+ * VM address (same port), so datagrams to any of the VM's addresses
+ * arrive.  An unbound socket is bound on its first datagram or CONNECT to
+ * the VM's first address of the destination's family, port 0 (Linux's
+ * implicit bind); GETNAME reports the wildcard and the port for both, as
+ * Linux does until the socket is connected.  A datagram leaves from the
+ * socket bound to an address of its destination's family (an IPv6 socket
+ * reaches IPv4 peers from a v4-mapped VM address).  CONNECT is synchronous:
+ * connect() on that socket, the others are closed (a connected Linux
+ * socket receives on its one local address only), and CONNECT to
+ * NK_AF_UNSPEC dissolves it (a wildcard bind to a port gets its extra
+ * sockets back).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -177,6 +192,7 @@ struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd)
 	ns->vm = vm;
 	ns->chan = ch;
 	ns->family = family;
+	ns->type = SOCK_STREAM;
 	ns->fd = fd;
 	ns->state = NK_STATE_SETUP;
 	ns->next_conn_id = 1;
@@ -211,11 +227,14 @@ void nsock_kill(struct nsock *ns, int err)
 		 err ? ": " : "", err ? strerror(err) : "");
 	if (ns->relay)
 		relay_free(ns);
+	if (ns->udp)
+		udp_free(ns);
 	close_later(ns->fd);
 	ns->fd = -1;
 	for (i = 0; i < ns->nlfds; i++)
 		close_later(ns->lfds[i]);
 	free_later(ns->lfds);
+	free_later(ns->laddrs);
 	list_for_each_safe(p, t, &ns->pending)
 		pending_free(ns, list_entry(p, struct pending, node));
 	free_later(ns->opts);
@@ -292,7 +311,15 @@ static const struct nk_addr *vm_first(const struct vm *vm, int nkfam)
 	return NULL;
 }
 
-static int to_sockaddr(const struct nk_addr *a, struct sockaddr_storage *ss)
+/* The guest's loopback stays in the guest; "any" would be ours. */
+bool nsock_dst_refused(const struct nk_addr *a)
+{
+	struct nk_addr ip = is_mapped(a) ? unmap(a) : *a;
+
+	return nk_addr_is_loopback(&ip) || nk_addr_is_any(&ip);
+}
+
+int nsock_sockaddr(const struct nk_addr *a, struct sockaddr_storage *ss)
 {
 	int len = nk_addr_to_sockaddr(a, ss);
 
@@ -331,22 +358,27 @@ static int ipv6_only(const struct nsock *ns)
 	return v;
 }
 
-/* The local address as the guest sees it (wildcard stays wildcard). */
+/*
+ * The local address as the guest sees it: a wildcard bind (and a UDP
+ * socket's implicit bind) stays the wildcard until the socket is connected.
+ */
 static int local_name(struct nsock *ns, struct nk_addr *out)
 {
+	bool wild = ns->state != NK_STATE_CONNECTED &&
+		    (ns->wildcard || (ns->type == SOCK_DGRAM && ns->autobound));
 	int ret;
 
 	if (ns->fd < 0) {
 		memset(out, 0, sizeof(*out));
 		out->family = nk_family(ns->family);
-		if (ns->bound && !ns->wildcard)
+		if (ns->bound && !wild)
 			*out = ns->bind_addr;
 		else if (ns->bound)
 			out->port = ns->bind_addr.port;
 		return 0;
 	}
 	ret = sock_name(ns->fd, false, out);
-	if (!ret && ns->wildcard) {
+	if (!ret && wild) {
 		uint16_t port = out->port;
 
 		memset(out, 0, sizeof(*out));
@@ -397,9 +429,17 @@ static const struct opt_rule {
 	{ IPPROTO_IP, IP_TOS, OPT_BOTH },
 	{ IPPROTO_IP, IP_TTL, OPT_BOTH },
 	{ IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, OPT_BOTH },
+	{ IPPROTO_IP, IP_MULTICAST_TTL, OPT_BOTH },
+	{ IPPROTO_IP, IP_MULTICAST_LOOP, OPT_BOTH },
+	{ IPPROTO_IP, IP_MTU_DISCOVER, OPT_BOTH },
+	{ IPPROTO_IP, IP_MTU, OPT_GET },
 	{ IPPROTO_IPV6, IPV6_V6ONLY, OPT_BOTH },
 	{ IPPROTO_IPV6, IPV6_TCLASS, OPT_BOTH },
 	{ IPPROTO_IPV6, IPV6_UNICAST_HOPS, OPT_BOTH },
+	{ IPPROTO_IPV6, IPV6_MULTICAST_HOPS, OPT_BOTH },
+	{ IPPROTO_IPV6, IPV6_MULTICAST_LOOP, OPT_BOTH },
+	{ IPPROTO_IPV6, IPV6_MTU_DISCOVER, OPT_BOTH },
+	{ IPPROTO_IPV6, IPV6_MTU, OPT_GET },
 };
 
 /* Options that would let a guest escape its addresses: refused loudly. */
@@ -462,7 +502,7 @@ static void opts_apply(struct nsock *ns, int fd)
 
 static int sock_create(struct nsock *ns)
 {
-	int fd = socket(ns->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(ns->family, ns->type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
 		return -errno;
@@ -473,14 +513,17 @@ static int sock_create(struct nsock *ns)
 static int sock_bind(int fd, const struct nk_addr *a)
 {
 	struct sockaddr_storage ss;
-	int len = to_sockaddr(a, &ss);
+	int len = nsock_sockaddr(a, &ss);
 
 	if (len < 0)
 		return len;
 	return bind(fd, (struct sockaddr *)&ss, len) ? -errno : 0;
 }
 
-/* The real socket, re-created (and re-bound) after a failed connect. */
+/*
+ * The real socket, re-created (and re-bound) after a failed connect (TCP)
+ * or a failed wildcard bind (UDP, whose sockets are always in epoll).
+ */
 static int ensure_fd(struct nsock *ns)
 {
 	int fd, ret;
@@ -497,6 +540,13 @@ static int ensure_fd(struct nsock *ns)
 			return ret;
 		}
 	}
+	if (ns->type == SOCK_DGRAM) {
+		ret = ep_add(fd, EP_UDP, ns, 0);
+		if (ret) {
+			close(fd);
+			return ret;
+		}
+	}
 	ns->fd = fd;
 	return 0;
 }
@@ -506,7 +556,7 @@ static int ensure_fd(struct nsock *ns)
 int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t *token)
 {
 	struct nsock *ns;
-	int af, fd;
+	int af, fd, type, ret;
 
 	if (req->family == NK_AF_INET)
 		af = AF_INET;
@@ -514,9 +564,13 @@ int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t
 		af = AF_INET6;
 	else
 		return -EAFNOSUPPORT;
-	if (req->type != NK_SOCK_STREAM)
+	if (req->type == NK_SOCK_STREAM)
+		type = SOCK_STREAM;
+	else if (req->type == NK_SOCK_DGRAM)
+		type = SOCK_DGRAM;
+	else
 		return -ESOCKTNOSUPPORT;
-	fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	ns = nsock_new(ch->vm, ch, af, fd);
@@ -524,9 +578,17 @@ int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t
 		close(fd);
 		return -ENOMEM;
 	}
+	ns->type = type;
+	if (type == SOCK_DGRAM) {
+		ret = udp_start(ns);
+		if (ret) {
+			nsock_kill(ns, -ret);	/* and the stream: no reply */
+			return ret;
+		}
+	}
 	*token = ns->token;
-	vm_debug(ch->vm, "socket %#llx (IPv%u) for pid %u", (unsigned long long)ns->token,
-		 req->family, req->pid);
+	vm_debug(ch->vm, "socket %#llx (IPv%u %s) for pid %u", (unsigned long long)ns->token,
+		 req->family, type == SOCK_DGRAM ? "UDP" : "TCP", req->pid);
 	return 0;
 }
 
@@ -576,6 +638,9 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 	}
 	ns->state = NK_STATE_CONNECTED;
 	ns->bound = true;
+	/* IPV6_V6ONLY as the guest's listener had it (see op_getsockopt). */
+	ns->wildcard = lns->wildcard;
+	ns->v6only = lns->v6only;
 	ret = ep_add(fd, EP_TCP, ns, 0);
 	if (ret) {
 		nsock_kill(ns, -ret);	/* also closes the stream */
@@ -651,45 +716,22 @@ static int bind_target(struct nsock *ns, const struct nk_addr *a, struct nk_addr
 	return 0;
 }
 
-static int op_bind(struct nsock *ns, const struct nk_addr *a, struct nk_addr_rep *rep)
+/* The other addresses a wildcard bind covers: one more socket each. */
+static int open_extra(struct nsock *ns, uint16_t port)
 {
-	struct nk_addr real;
-	bool wild;
-	int ret;
-
-	if (ns->state != NK_STATE_SETUP || ns->bound || ns->autobound)
-		return -EINVAL;
-	ret = ensure_fd(ns);
-	if (ret)
-		return ret;
-	ret = bind_target(ns, a, &real, &wild);
-	if (ret)
-		return ret;
-	/* Binding to a plain IPv6 address turns IPV6_V6ONLY on: read it first. */
-	ns->v6only = ipv6_only(ns);
-	ret = sock_bind(ns->fd, &real);
-	if (ret)
-		return ret;
-	ns->bound = true;
-	ns->wildcard = wild;
-	ns->bind_addr = real;
-	if (rep)
-		return local_name(ns, &rep->addr);
-	return 0;
-}
-
-/* The other addresses a wildcard listener covers. */
-static int listen_extra(struct nsock *ns, uint16_t port)
-{
-	struct nk_addr bound;
+	struct nk_addr bound, *addrs;
 	int *fds, n = 0, ret = 0, i;
 	uint32_t k;
 	bool v6only = ns->v6only;
 
 	bound = ns->bind_addr;
 	fds = calloc(ns->vm->naddrs, sizeof(int));
-	if (!fds)
+	addrs = calloc(ns->vm->naddrs, sizeof(*addrs));
+	if (!fds || !addrs) {
+		free(fds);
+		free(addrs);
 		return -ENOMEM;
+	}
 	for (k = 0; k < ns->vm->naddrs; k++) {
 		struct nk_addr a = ns->vm->addrs[k].addr;
 		int fd;
@@ -709,24 +751,107 @@ static int listen_extra(struct nsock *ns, uint16_t port)
 			ret = fd;
 			break;
 		}
-		fds[n++] = fd;
+		fds[n] = fd;
+		addrs[n++] = a;
 		ret = sock_bind(fd, &a);
 		if (ret) {
 			char buf[NK_ADDRSTRLEN];
 
-			vm_glog(ns->vm, NK_LOG_INFO, "wildcard listener: bind to %s: %s",
+			vm_glog(ns->vm, NK_LOG_INFO, "wildcard bind: extra socket on %s: %s",
 				nk_addr_ntop_port(&a, buf, sizeof(buf)), strerror(-ret));
 			break;
 		}
+		if (ns->type == SOCK_DGRAM) {
+			ret = ep_add(fd, EP_UDP, ns, 0);
+			if (ret) {
+				close(fd);
+				n--;
+				break;
+			}
+		}
 	}
 	if (ret) {
-		for (i = 0; i < n; i++)
+		for (i = 0; i < n; i++) {
+			ep_del(fds[i]);
 			close(fds[i]);
+		}
 		free(fds);
+		free(addrs);
 		return ret;
 	}
 	ns->lfds = fds;
+	ns->laddrs = addrs;
 	ns->nlfds = n;
+	return 0;
+}
+
+/* Close the extra sockets, except keep (moved out of the array first). */
+static void close_extra(struct nsock *ns)
+{
+	int i;
+
+	for (i = 0; i < ns->nlfds; i++) {
+		if (ns->udp)
+			udp_fd_closed(ns, ns->lfds[i]);
+		close_later(ns->lfds[i]);
+	}
+	free(ns->lfds);
+	free(ns->laddrs);
+	ns->lfds = NULL;
+	ns->laddrs = NULL;
+	ns->nlfds = 0;
+}
+
+/* Back to a fresh, unbound real socket (UDP: a failed wildcard bind). */
+static void sock_reset(struct nsock *ns)
+{
+	close_extra(ns);
+	if (ns->udp)
+		udp_fd_closed(ns, ns->fd);
+	close_later(ns->fd);
+	ns->fd = -1;
+	ns->bound = false;
+	ns->wildcard = false;
+}
+
+static int op_bind(struct nsock *ns, const struct nk_addr *a, struct nk_addr_rep *rep)
+{
+	struct nk_addr real, local;
+	int ret, tries = 0;
+	bool wild;
+
+	if (ns->state != NK_STATE_SETUP || ns->bound || ns->autobound)
+		return -EINVAL;
+again:
+	ret = ensure_fd(ns);
+	if (ret)
+		return ret;
+	ret = bind_target(ns, a, &real, &wild);
+	if (ret)
+		return ret;
+	/* Binding to a plain IPv6 address turns IPV6_V6ONLY on: read it first. */
+	ns->v6only = ipv6_only(ns);
+	ret = sock_bind(ns->fd, &real);
+	if (ret)
+		return ret;
+	ns->bound = true;
+	ns->wildcard = wild;
+	ns->bind_addr = real;
+	if (ns->type == SOCK_DGRAM && wild) {
+		ret = sock_name(ns->fd, false, &local);
+		if (!ret)
+			ret = open_extra(ns, local.port);
+		if (ret) {
+			sock_reset(ns);
+			/* Port 0: the port we got is taken on another of the
+			 * VM's addresses; another one may not be. */
+			if (ret == -EADDRINUSE && !a->port && ++tries < 16)
+				goto again;
+			return ret;
+		}
+	}
+	if (rep)
+		return local_name(ns, &rep->addr);
 	return 0;
 }
 
@@ -745,6 +870,8 @@ static int op_listen(struct nsock *ns, int backlog)
 	struct nk_addr local;
 	int i, ret;
 
+	if (ns->type == SOCK_DGRAM)
+		return -EOPNOTSUPP;
 	if (ns->state == NK_STATE_LISTENING) {
 		if (listen(ns->fd, backlog))
 			return -errno;
@@ -768,7 +895,7 @@ static int op_listen(struct nsock *ns, int backlog)
 	if (ret)
 		return ret;
 	if (ns->wildcard) {
-		ret = listen_extra(ns, local.port);
+		ret = open_extra(ns, local.port);
 		if (ret)
 			return ret;
 	}
@@ -809,7 +936,9 @@ out_extra:
 		close(ns->lfds[i]);
 	}
 	free(ns->lfds);
+	free(ns->laddrs);
 	ns->lfds = NULL;
+	ns->laddrs = NULL;
 	ns->nlfds = 0;
 	return ret;
 }
@@ -877,12 +1006,13 @@ static int op_connect(struct nsock *ns, const struct nk_addr *a)
 		return -EAFNOSUPPORT;
 	if (is_mapped(a))
 		dst = unmap(a);
-	/* The guest's loopback stays in the guest; "any" would be ours. */
-	if (nk_addr_is_loopback(&dst) || nk_addr_is_any(&dst))
+	if (nsock_dst_refused(a))
 		return -ENETUNREACH;
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
+	if (dst.family != a->family && ipv6_only(ns))
+		return -ENETUNREACH;	/* as tcp_v6_connect() says */
 	if (!ns->bound && !ns->autobound) {
 		const struct nk_addr *first = vm_first(ns->vm, dst.family);
 		struct nk_addr src;
@@ -891,13 +1021,14 @@ static int op_connect(struct nsock *ns, const struct nk_addr *a)
 			return -ENETUNREACH;
 		src = dst.family == a->family ? *first : map(first);
 		src.port = 0;
+		ns->v6only = ipv6_only(ns);
 		setsockopt(ns->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
 		ret = sock_bind(ns->fd, &src);
 		if (ret)
 			return ret;
 		ns->autobound = true;
 	}
-	len = to_sockaddr(a, &ss);
+	len = nsock_sockaddr(a, &ss);
 	if (len < 0)
 		return len;
 	if (!connect(ns->fd, (struct sockaddr *)&ss, len)) {
@@ -913,6 +1044,183 @@ static int op_connect(struct nsock *ns, const struct nk_addr *a)
 	if (ret)
 		return ret;
 	ns->state = NK_STATE_CONNECTING;
+	return 0;
+}
+
+/* ---- UDP: which real socket, connect ------------------------------------ */
+
+/* An IPv6 socket's address is v4-mapped (it talks to IPv4 peers). */
+static bool sends_v4(const struct nsock *ns, const struct nk_addr *a)
+{
+	return ns->family == AF_INET || is_mapped(a);
+}
+
+/* Linux's implicit bind, on the VM's first address of the peer's family. */
+static int udp_autobind(struct nsock *ns, bool v4)
+{
+	const struct nk_addr *first;
+	struct nk_addr src;
+	int ret;
+
+	if (ns->family == AF_INET6 && v4 && ipv6_only(ns))
+		return -ENETUNREACH;
+	first = vm_first(ns->vm, v4 ? NK_AF_INET : NK_AF_INET6);
+	if (!first)
+		return -ENETUNREACH;
+	src = ns->family == AF_INET6 && v4 ? map(first) : *first;
+	src.port = 0;
+	ns->v6only = ipv6_only(ns);
+	ret = sock_bind(ns->fd, &src);
+	if (ret)
+		return ret;
+	ns->autobound = true;
+	return sock_name(ns->fd, false, &ns->bind_addr);
+}
+
+/* One more socket on the VM's first address of the other family, same port. */
+static int udp_extra_for(struct nsock *ns, bool v4, int *fdp)
+{
+	const struct nk_addr *first = vm_first(ns->vm, v4 ? NK_AF_INET : NK_AF_INET6);
+	struct nk_addr a, local, *addrs;
+	int fd, *fds, ret;
+
+	if (!first || (v4 && ns->v6only))
+		return -ENETUNREACH;
+	ret = sock_name(ns->fd, false, &local);
+	if (ret)
+		return ret;
+	a = v4 ? map(first) : *first;
+	a.port = local.port;
+	fds = realloc(ns->lfds, (ns->nlfds + 1) * sizeof(*fds));
+	if (!fds)
+		return -ENOMEM;
+	ns->lfds = fds;
+	addrs = realloc(ns->laddrs, (ns->nlfds + 1) * sizeof(*addrs));
+	if (!addrs)
+		return -ENOMEM;
+	ns->laddrs = addrs;
+	fd = sock_create(ns);
+	if (fd < 0)
+		return fd;
+	ret = sock_bind(fd, &a);
+	if (!ret)
+		ret = ep_add(fd, EP_UDP, ns, 0);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	ns->lfds[ns->nlfds] = fd;
+	ns->laddrs[ns->nlfds++] = a;
+	*fdp = fd;
+	return 0;
+}
+
+/*
+ * The real socket a datagram to dst leaves from (dst NULL: the connected
+ * peer).  An unbound socket is bound first; a wildcard-bound or implicitly
+ * bound IPv6 socket gets a socket of the other family when it needs one.
+ * A socket that cannot reach dst's family is returned all the same: its
+ * sendto() fails as Linux's would.
+ */
+static int udp_fd_for(struct nsock *ns, const struct nk_addr *dst, bool connecting, int *fdp)
+{
+	bool v4;
+	int i, ret;
+
+	ret = ensure_fd(ns);
+	if (ret)
+		return ret;
+	*fdp = ns->fd;
+	if (!dst)
+		return ns->state == NK_STATE_CONNECTED ? 0 : -EDESTADDRREQ;
+	v4 = sends_v4(ns, dst);
+	if (!ns->bound && !ns->autobound)
+		return udp_autobind(ns, v4);
+	if (ns->family == AF_INET || sends_v4(ns, &ns->bind_addr) == v4)
+		return 0;
+	for (i = 0; i < ns->nlfds; i++) {
+		if (sends_v4(ns, &ns->laddrs[i]) == v4) {
+			*fdp = ns->lfds[i];
+			return 0;
+		}
+	}
+	if ((ns->wildcard || ns->autobound) && (connecting || ns->state != NK_STATE_CONNECTED))
+		return udp_extra_for(ns, v4, fdp);
+	return 0;
+}
+
+int nsock_udp_fd(struct nsock *ns, const struct nk_addr *dst, int *fd)
+{
+	return udp_fd_for(ns, dst, false, fd);
+}
+
+/*
+ * connect(AF_UNSPEC): back to unconnected.  The kernel keeps the address
+ * of the real socket (bound explicitly) and, as for the guest's own socket
+ * on Linux, releases a port that was not chosen by the guest (the next
+ * datagram binds a new one).  A wildcard bind to a port gets its extra
+ * sockets back.
+ */
+static int udp_disconnect(struct nsock *ns)
+{
+	struct sockaddr sa = { .sa_family = AF_UNSPEC };
+	struct nk_addr local;
+	int ret;
+
+	if (ns->state != NK_STATE_CONNECTED)
+		return 0;
+	if (connect(ns->fd, &sa, sizeof(sa)))
+		return -errno;
+	ns->state = NK_STATE_SETUP;
+	vm_debug(ns->vm, "socket %#llx disconnected", (unsigned long long)ns->token);
+	if (ns->wildcard && !ns->nlfds) {
+		ret = sock_name(ns->fd, false, &local);
+		if (!ret && !local.port)
+			return 0;
+		if (!ret)
+			ret = open_extra(ns, local.port);
+		if (ret)
+			vm_glog(ns->vm, NK_LOG_INFO, "socket %#llx: after disconnect, receiving on "
+				"one address only: %s", (unsigned long long)ns->token, strerror(-ret));
+	}
+	return 0;
+}
+
+static int op_connect_dgram(struct nsock *ns, const struct nk_addr *a)
+{
+	struct sockaddr_storage ss;
+	int fd, len, ret, i;
+
+	if (a->family == NK_AF_UNSPEC)
+		return udp_disconnect(ns);
+	if (a->family != nk_family(ns->family))
+		return -EAFNOSUPPORT;
+	if (nsock_dst_refused(a))
+		return -ENETUNREACH;
+	ret = udp_fd_for(ns, a, true, &fd);
+	if (ret)
+		return ret;
+	len = nsock_sockaddr(a, &ss);
+	if (len < 0)
+		return len;
+	if (connect(fd, (struct sockaddr *)&ss, len))
+		return -errno;
+	/* A connected socket receives on its one local address: the others go. */
+	for (i = 0; i < ns->nlfds && ns->lfds[i] != fd; i++)
+		;
+	if (i < ns->nlfds) {
+		ns->lfds[i] = ns->fd;
+		ns->fd = fd;
+		ns->bind_addr = ns->laddrs[i];
+	}
+	close_extra(ns);
+	ns->state = NK_STATE_CONNECTED;
+	if (nk_log_enabled(NK_LOG_DEBUG)) {
+		char buf[NK_ADDRSTRLEN];
+
+		vm_debug(ns->vm, "socket %#llx (UDP) connected to %s", (unsigned long long)ns->token,
+			 nk_addr_ntop_port(a, buf, sizeof(buf)));
+	}
 	return 0;
 }
 
@@ -958,6 +1266,20 @@ static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
+	/*
+	 * Binding a real socket to one IPv6 address turns IPV6_V6ONLY on;
+	 * the guest's socket, bound to the wildcard or implicitly, has it
+	 * as it was before.
+	 */
+	if (r->level == IPPROTO_IPV6 && r->name == IPV6_V6ONLY && ns->family == AF_INET6 &&
+	    (ns->wildcard || ns->autobound)) {
+		int v = ns->v6only;
+
+		len = len < sizeof(v) ? len : sizeof(v);
+		memcpy(rep->val, &v, len);
+		rep->optlen = len;
+		return 0;
+	}
 	if (getsockopt(ns->fd, r->level, r->name, rep->val, &len))
 		return -errno;
 	rep->optlen = len;
@@ -982,6 +1304,26 @@ static int op_status(struct vm *vm, uint64_t token, struct nk_status_rep *rep)
 	return 0;
 }
 
+/*
+ * SHUTDOWN of a connected UDP socket.  The write part is the guest's own
+ * (its stream's EOF) and is applied here too; the read part is not: a
+ * Linux UDP socket still delivers datagrams after SHUT_RD, and a shut read
+ * side would keep the real socket readable for epoll forever.
+ */
+static int udp_shutdown(struct nsock *ns, int how)
+{
+	if (how != SHUT_RD && shutdown(ns->fd, SHUT_WR))
+		return -errno;
+	return 0;
+}
+
+static bool addr_zero(const struct nk_addr *a)
+{
+	static const struct nk_addr zero;
+
+	return !memcmp(a, &zero, sizeof(zero));
+}
+
 void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 {
 	union {
@@ -992,7 +1334,7 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 	const struct nk_addr_req *ar = body;
 	const struct nk_sock_req *sr = body;
 	const struct nk_opt_req *orq = body;
-	struct nsock *ns;
+	struct nsock *ns = NULL;
 	uint64_t token;
 	int ret;
 
@@ -1001,7 +1343,9 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 	switch (h->op) {
 	case NK_OP_BIND:
 	case NK_OP_CONNECT:
-		if (ar->pad0 || !nk_addr_valid(&ar->addr)) {
+		/* CONNECT to an all-zero NK_AF_UNSPEC address: disconnect. */
+		if (ar->pad0 || (!nk_addr_valid(&ar->addr) &&
+				 !(h->op == NK_OP_CONNECT && addr_zero(&ar->addr)))) {
 			chan_bad(ch, "op %u: bad address or padding", h->op);
 			return;
 		}
@@ -1055,7 +1399,10 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 		ret = op_listen(ns, sr->arg);
 		break;
 	case NK_OP_CONNECT:
-		ret = op_connect(ns, &ar->addr);
+		if (ns->type == SOCK_DGRAM)
+			ret = op_connect_dgram(ns, &ar->addr);
+		else
+			ret = op_connect(ns, &ar->addr);
 		break;
 	case NK_OP_SETSOCKOPT:
 		ret = op_setsockopt(ns, orq);
@@ -1071,8 +1418,10 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 		break;
 	default: /* NK_OP_SHUTDOWN */
 		ret = 0;
-		if (ns->state != NK_STATE_CONNECTED || !ns->relay)
+		if (ns->state != NK_STATE_CONNECTED || (!ns->relay && !ns->udp))
 			ret = -ENOTCONN;
+		else if (ns->udp)
+			ret = udp_shutdown(ns, sr->arg);
 		else if (sr->arg != SHUT_WR)
 			relay_shut_rd(ns);
 		break;
@@ -1083,6 +1432,9 @@ out_reply:
 		memset(&rep, 0, sizeof(rep));
 	if (!ch->dead)
 		chan_send(ch, h->op, h->seq, -ret, &rep, nk_body_size(h->op, 1));
+	/* Sockets may have come or gone, a blocked datagram may go now. */
+	if (ns && ns->udp && !ns->dead)
+		udp_kick(ns);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -1130,6 +1482,10 @@ void nsock_chan_event(struct nsock *ns, uint32_t events)
 
 	if (ns->relay) {
 		relay_event_guest(ns, events);
+		return;
+	}
+	if (ns->udp) {
+		udp_event_guest(ns, events);
 		return;
 	}
 	if (events & EPOLLOUT) {

@@ -14,6 +14,15 @@
  *       BIND, LISTEN, wait for ACCEPT_READY, HELLO ACCEPT, then as connect
  *   nk_proto_client check GUEST VM-ADDR FOREIGN-ADDR [REFUSED-ADDR PORT [NO-HOST-ADDR]]
  *       protocol checks: errno replies, validation, malformed input
+ *   nk_proto_client udpcheck GUEST VM-ADDR ECHO-ADDR ECHO-PORT CLOSED-PORT [VM-ADDR2]
+ *       datagram sockets against a UDP echo server (selftests/test_nsm_proto.sh's
+ *       udp_echo.py): framing, boundaries, source addresses, implicit and
+ *       wildcard binds (VM-ADDR2: another address of the same VM, which a
+ *       wildcard bind must receive on too), connect, ICMP errors, validation
+ *   nk_proto_client udp GUEST ADDR PORT
+ *       one datagram per line of stdin to ADDR:PORT; prints "local A" once,
+ *       then "from A: PAYLOAD" per datagram received (until 1 s of silence
+ *       after stdin ends)
  *
  * GUEST is the guest's stream path (e.g. /run/nk/vm1.vsock_7531).  At the
  * end of a connection the socket's STATUS is printed on stderr as
@@ -466,8 +475,8 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 	if (ctl < 0)
 		return -1;
 
-	new_socket(guest, NK_AF_INET, NK_SOCK_DGRAM, &token, &err);
-	expect("HELLO SOCKET DGRAM -> ESOCKTNOSUPPORT", err, ESOCKTNOSUPPORT);
+	new_socket(guest, NK_AF_INET, 3, &token, &err);
+	expect("HELLO SOCKET type 3 -> ESOCKTNOSUPPORT", err, ESOCKTNOSUPPORT);
 	err = 0;
 	new_socket(guest, 5, NK_SOCK_STREAM, &token, &err);
 	expect("HELLO SOCKET family 5 -> EAFNOSUPPORT", err, EAFNOSUPPORT);
@@ -610,6 +619,362 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 	return failures ? -1 : 0;
 }
 
+/* ---- datagram sockets --------------------------------------------------- */
+
+/* One frame, one write (dst NULL: the connected peer). */
+static int dgram_send(int fd, const struct nk_addr *dst, const void *p, size_t len)
+{
+	static char frame[sizeof(struct nk_dgram_hdr) + NK_DGRAM_MAX];
+	struct nk_dgram_hdr h = { .len = len };
+
+	if (len > NK_DGRAM_MAX)
+		return -EMSGSIZE;
+	if (dst)
+		h.addr = *dst;
+	memcpy(frame, &h, sizeof(h));
+	memcpy(frame + sizeof(h), p, len);
+	return xwrite(fd, frame, sizeof(h) + len);
+}
+
+/* One frame within ms: 1 (header in *h, payload in buf), 0 (nothing), or
+ * -errno (-ECONNRESET: the stream was closed, -EPROTO: a bad frame). */
+static int dgram_recv(int fd, struct nk_dgram_hdr *h, void *buf, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int ret;
+
+	ret = poll(&p, 1, ms);
+	if (ret <= 0)
+		return ret < 0 ? -errno : 0;
+	ret = xread(fd, h, sizeof(*h));
+	if (ret <= 0)
+		return ret ? ret : -ECONNRESET;
+	if (h->len > NK_DGRAM_MAX || (h->flags & ~NK_DGRAM_F_ERROR) ||
+	    ((h->flags & NK_DGRAM_F_ERROR) && (h->len || !h->err)))
+		return -EPROTO;
+	if (h->len) {
+		ret = xread(fd, buf, h->len);
+		if (ret <= 0)
+			return ret ? ret : -ECONNRESET;
+	}
+	return 1;
+}
+
+/* The next data frame (error frames skipped) within ms. */
+static int dgram_recv_data(int fd, struct nk_dgram_hdr *h, void *buf, int ms)
+{
+	int ret;
+
+	do
+		ret = dgram_recv(fd, h, buf, ms);
+	while (ret == 1 && (h->flags & NK_DGRAM_F_ERROR));
+	return ret;
+}
+
+static int udp_opt_check(int ctl, uint64_t token, int level, int name, int val)
+{
+	struct nk_opt_rep rep;
+	int ret, got = 0;
+
+	ret = opt_req(ctl, NK_OP_SETSOCKOPT, token, level, name, &val, sizeof(val), NULL);
+	if (ret)
+		return ret;
+	ret = opt_req(ctl, NK_OP_GETSOCKOPT, token, level, name, NULL, sizeof(int), &rep);
+	if (ret)
+		return ret;
+	memcpy(&got, rep.val, sizeof(got));
+	return rep.optlen == sizeof(int) && got == val ? 0 : -1;
+}
+
+static void fill(char *p, size_t len, int seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		p[i] = (char)('A' + (seed * 7 + i) % 26);
+}
+
+static int cmd_udpcheck(const char *guest, const char *vmaddr, const char *echo, const char *port,
+			const char *closed, const char *vmaddr2)
+{
+	static const size_t sizes[] = { 1, 1400, 0, 9000, 60000, 3, 32768, 512 };
+	static char buf[NK_DGRAM_MAX], want[NK_DGRAM_MAX];
+	struct nk_addr own, own2, dst, cl, any = { 0 }, lo, unspec = { 0 };
+	struct nk_dgram_hdr h;
+	struct nk_addr_rep ar;
+	struct nk_status_rep st;
+	char a[NK_ADDRSTRLEN], line[160];
+	uint64_t token = 0, token2 = 0, token3 = 0;
+	int ctl, fd, fd2, fd3, ret, ok, v6, i;
+	uint16_t port1 = 0;
+
+	if (nk_addr_parse(&own, vmaddr) || parse_addr_port(&dst, echo, port) ||
+	    parse_addr_port(&cl, echo, closed))
+		return -EINVAL;
+	if (vmaddr2 && nk_addr_parse(&own2, vmaddr2))
+		return -EINVAL;
+	v6 = own.family == NK_AF_INET6;
+	any.family = own.family;
+	nk_addr_parse(&lo, v6 ? "::1" : "127.0.0.1");
+	lo.port = dst.port;
+
+	ctl = new_ctl(guest);
+	expect("HELLO CTL", ctl < 0 ? ctl : 0, 0);
+	if (ctl < 0)
+		return -1;
+
+	/* ---- a fresh socket, its options and what it refuses */
+	fd = new_socket(guest, own.family, NK_SOCK_DGRAM, &token, NULL);
+	expect("HELLO SOCKET DGRAM", fd < 0 ? fd : 0, 0);
+	if (fd < 0)
+		return -1;
+	ret = sock_req(ctl, NK_OP_GETNAME, token, 0, &ar);
+	expect("GETNAME local of a fresh UDP socket: wildcard, port 0",
+	       ret ? ret : (nk_addr_is_any(&ar.addr) && !ar.addr.port) ? 0 : -1, 0);
+	expect("LISTEN on UDP -> EOPNOTSUPP", sock_req(ctl, NK_OP_LISTEN, token, 4, NULL),
+	       EOPNOTSUPP);
+	expect("GETNAME peer unconnected -> ENOTCONN",
+	       sock_req(ctl, NK_OP_GETNAME, token, 1, &ar), ENOTCONN);
+	expect("SHUTDOWN unconnected -> ENOTCONN",
+	       sock_req(ctl, NK_OP_SHUTDOWN, token, SHUT_RD, NULL), ENOTCONN);
+	expect("SO_BROADCAST set and read back",
+	       udp_opt_check(ctl, token, SOL_SOCKET, SO_BROADCAST, 1), 0);
+	expect("SO_RCVBUF set", opt_req(ctl, NK_OP_SETSOCKOPT, token, SOL_SOCKET, SO_RCVBUF,
+					 &(int){ 1 << 20 }, sizeof(int), NULL), 0);
+	if (v6) {
+		expect("IPV6_UNICAST_HOPS set and read back",
+		       udp_opt_check(ctl, token, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 33), 0);
+		expect("IPV6_MULTICAST_HOPS set and read back",
+		       udp_opt_check(ctl, token, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, 3), 0);
+		expect("IPV6_RECVERR -> ENOPROTOOPT",
+		       opt_req(ctl, NK_OP_SETSOCKOPT, token, IPPROTO_IPV6, IPV6_RECVERR,
+			       &(int){ 1 }, sizeof(int), NULL), ENOPROTOOPT);
+	} else {
+		expect("IP_TTL set and read back", udp_opt_check(ctl, token, IPPROTO_IP, IP_TTL, 33),
+		       0);
+		expect("IP_TOS set and read back",
+		       udp_opt_check(ctl, token, IPPROTO_IP, IP_TOS, 0x10), 0);
+		expect("IP_MULTICAST_TTL set and read back",
+		       udp_opt_check(ctl, token, IPPROTO_IP, IP_MULTICAST_TTL, 3), 0);
+		expect("IP_MULTICAST_LOOP set and read back",
+		       udp_opt_check(ctl, token, IPPROTO_IP, IP_MULTICAST_LOOP, 0), 0);
+		expect("IP_RECVERR -> ENOPROTOOPT",
+		       opt_req(ctl, NK_OP_SETSOCKOPT, token, IPPROTO_IP, IP_RECVERR, &(int){ 1 },
+			       sizeof(int), NULL), ENOPROTOOPT);
+	}
+
+	/* ---- the first datagram binds implicitly, to the VM's address */
+	dgram_send(fd, &dst, "whoami", 6);
+	ret = dgram_recv_data(fd, &h, buf, 3000);
+	ok = ret == 1 && nk_addr_same_ip(&h.addr, &dst) && h.addr.port == dst.port;
+	expect("the echo's reply comes back with the echo's address as source", ok ? 0 : -1, 0);
+	ret = sock_req(ctl, NK_OP_GETNAME, token, 0, &ar);
+	expect("GETNAME local after the implicit bind: wildcard and a port",
+	       ret ? ret : (nk_addr_is_any(&ar.addr) && ar.addr.port) ? 0 : -1, 0);
+	port1 = ar.addr.port;
+	snprintf(line, sizeof(line), "%s %u", nk_addr_ntop(&own, a, sizeof(a)), port1);
+	ok = h.len == strlen(line) && !memcmp(buf, line, h.len);
+	printf("%s the echo saw the datagram come from %.*s (want %s)\n", ok ? "PASS" : "FAIL",
+	       (int)h.len, buf, line);
+	failures += !ok;
+
+	/* ---- boundaries: back to back, one write each, and several frames in one write */
+	for (i = 0; i < (int)(sizeof(sizes) / sizeof(sizes[0])); i++) {
+		fill(want, sizes[i], i);
+		dgram_send(fd, &dst, want, sizes[i]);
+	}
+	{
+		char two[2 * sizeof(struct nk_dgram_hdr) + 10];
+		struct nk_dgram_hdr th = { .len = 5, .addr = dst };
+
+		memcpy(two, &th, sizeof(th));
+		memcpy(two + sizeof(th), "frame", 5);
+		memcpy(two + sizeof(th) + 5, &th, sizeof(th));
+		memcpy(two + 2 * sizeof(th) + 5, "FRAME", 5);
+		xwrite(fd, two, sizeof(two));
+	}
+	ok = 1;
+	for (i = 0; i < (int)(sizeof(sizes) / sizeof(sizes[0])) && ok; i++) {
+		fill(want, sizes[i], i);
+		ret = dgram_recv_data(fd, &h, buf, 3000);
+		ok = ret == 1 && h.len == sizes[i] && !memcmp(buf, want, sizes[i]) &&
+		     nk_addr_same_ip(&h.addr, &dst);
+		if (!ok)
+			printf("     datagram %d (%zu bytes): got %d, %u bytes\n", i, sizes[i], ret,
+			       ret == 1 ? h.len : 0);
+	}
+	expect("8 datagrams (0..60000 bytes) sent back to back come back whole, in order",
+	       ok ? 0 : -1, 0);
+	ret = dgram_recv_data(fd, &h, buf, 3000);
+	ok = ret == 1 && h.len == 5 && !memcmp(buf, "frame", 5);
+	ret = dgram_recv_data(fd, &h, buf, 3000);
+	ok = ok && ret == 1 && h.len == 5 && !memcmp(buf, "FRAME", 5);
+	expect("two frames in one write are two datagrams", ok ? 0 : -1, 0);
+
+	/* ---- refused destinations are dropped, the stream stays */
+	dgram_send(fd, &lo, "x", 1);
+	dgram_send(fd, NULL, "x", 1);	/* not connected: no peer */
+	dgram_send(fd, &dst, "whoami", 6);
+	ret = dgram_recv_data(fd, &h, buf, 3000);
+	expect("datagrams to loopback / without a peer dropped, the socket goes on",
+	       ret == 1 && nk_addr_same_ip(&h.addr, &dst) ? 0 : -1, 0);
+
+	/* ---- connect, ICMP port unreachable, disconnect */
+	fd2 = new_socket(guest, own.family, NK_SOCK_DGRAM, &token2, NULL);
+	expect("CONNECT loopback -> ENETUNREACH",
+	       addr_req(ctl, NK_OP_CONNECT, token2, &lo, NULL), ENETUNREACH);
+	expect("CONNECT (synchronous, no CONNECTED record)",
+	       addr_req(ctl, NK_OP_CONNECT, token2, &cl, NULL), 0);
+	ret = sock_req(ctl, NK_OP_GETNAME, token2, 1, &ar);
+	expect("GETNAME peer of the connected socket",
+	       ret ? ret : (nk_addr_same_ip(&ar.addr, &cl) && ar.addr.port == cl.port) ? 0 : -1, 0);
+	ret = sock_req(ctl, NK_OP_GETNAME, token2, 0, &ar);
+	expect("GETNAME local of the connected socket: the VM's address",
+	       ret ? ret : (nk_addr_same_ip(&ar.addr, &own) && ar.addr.port) ? 0 : -1, 0);
+	ret = sock_req(ctl, NK_OP_STATUS, token2, 0, &st);
+	expect("STATUS connected", ret ? ret : st.state == NK_STATE_CONNECTED ? 0 : -1, 0);
+	dgram_send(fd2, NULL, "ping", 4);
+	ret = dgram_recv(fd2, &h, buf, 3000);
+	expect("ICMP port unreachable -> error frame ECONNREFUSED",
+	       ret == 1 && (h.flags & NK_DGRAM_F_ERROR) ? h.err : ret, ECONNREFUSED);
+	expect("CONNECT again, to the echo", addr_req(ctl, NK_OP_CONNECT, token2, &dst, NULL), 0);
+	dgram_send(fd2, NULL, "whoami", 6);
+	ret = dgram_recv_data(fd2, &h, buf, 3000);
+	expect("a datagram without address goes to the connected peer",
+	       ret == 1 && nk_addr_same_ip(&h.addr, &dst) ? 0 : -1, 0);
+	expect("SHUTDOWN SHUT_RD connected", sock_req(ctl, NK_OP_SHUTDOWN, token2, SHUT_RD, NULL),
+	       0);
+	expect("CONNECT NK_AF_UNSPEC dissolves",
+	       addr_req(ctl, NK_OP_CONNECT, token2, &unspec, NULL), 0);
+	expect("GETNAME peer after dissolving -> ENOTCONN",
+	       sock_req(ctl, NK_OP_GETNAME, token2, 1, &ar), ENOTCONN);
+	/* Linux releases the implicitly bound port: 0.0.0.0:0. */
+	ret = sock_req(ctl, NK_OP_GETNAME, token2, 0, &ar);
+	expect("GETNAME local after dissolving: wildcard, port 0 (released)",
+	       ret ? ret : (nk_addr_is_any(&ar.addr) && !ar.addr.port) ? 0 : -1, 0);
+	dgram_send(fd2, &dst, "whoami", 6);
+	ret = dgram_recv_data(fd2, &h, buf, 3000);
+	snprintf(line, sizeof(line), "%s ", nk_addr_ntop(&own, a, sizeof(a)));
+	expect("after dissolving, a datagram binds again, from the VM's address",
+	       ret == 1 && h.len > strlen(line) && !memcmp(buf, line, strlen(line)) ? 0 : -1, 0);
+	close(fd2);
+
+	/* ---- explicit wildcard bind; the remote sends first */
+	fd3 = new_socket(guest, own.family, NK_SOCK_DGRAM, &token3, NULL);
+	ret = addr_req(ctl, NK_OP_BIND, token3, &any, &ar);
+	expect("BIND wildcard port 0 reports the wildcard and a port",
+	       ret ? ret : (nk_addr_is_any(&ar.addr) && ar.addr.port) ? 0 : -1, 0);
+	printf("     bound %s\n", nk_addr_ntop_port(&ar.addr, a, sizeof(a)));
+	expect("BIND twice -> EINVAL", addr_req(ctl, NK_OP_BIND, token3, &any, NULL), EINVAL);
+	port1 = ar.addr.port;
+	snprintf(line, sizeof(line), "poke %s %u", nk_addr_ntop(&own, a, sizeof(a)), port1);
+	dgram_send(fd3, &dst, line, strlen(line));
+	ret = dgram_recv_data(fd3, &h, buf, 3000);
+	snprintf(line, sizeof(line), "poked %s", nk_addr_ntop(&own, a, sizeof(a)));
+	expect("a datagram from the remote to the VM's address arrives",
+	       ret == 1 && h.len == strlen(line) && !memcmp(buf, line, h.len) ? 0 : -1, 0);
+	if (vmaddr2) {
+		snprintf(line, sizeof(line), "poke %s %u", nk_addr_ntop(&own2, a, sizeof(a)), port1);
+		dgram_send(fd3, &dst, line, strlen(line));
+		ret = dgram_recv_data(fd3, &h, buf, 3000);
+		snprintf(line, sizeof(line), "poked %s", nk_addr_ntop(&own2, a, sizeof(a)));
+		expect("... and one to the VM's other address, on the same socket",
+		       ret == 1 && h.len == strlen(line) && !memcmp(buf, line, h.len) ? 0 : -1, 0);
+	}
+	close(fd3);
+
+	/* ---- malformed frames close that stream only */
+	{
+		struct nk_dgram_hdr bad = { .len = NK_DGRAM_MAX + 1, .addr = dst };
+
+		fd2 = new_socket(guest, own.family, NK_SOCK_DGRAM, &token2, NULL);
+		xwrite(fd2, &bad, sizeof(bad));
+		expect("a frame longer than NK_DGRAM_MAX closes the stream", closed_by_peer(fd2), 1);
+		close(fd2);
+		bad.len = 1;
+		bad.flags = 2;
+		fd2 = new_socket(guest, own.family, NK_SOCK_DGRAM, &token2, NULL);
+		xwrite(fd2, &bad, sizeof(bad));
+		expect("a frame with flags set closes the stream", closed_by_peer(fd2), 1);
+		close(fd2);
+		bad.flags = 0;
+		bad.addr.family = v6 ? NK_AF_INET : NK_AF_INET6;
+		fd2 = new_socket(guest, own.family, NK_SOCK_DGRAM, &token2, NULL);
+		xwrite(fd2, &bad, sizeof(bad));
+		expect("a frame of the other family closes the stream", closed_by_peer(fd2), 1);
+		close(fd2);
+	}
+	expect("the control channel is unaffected", sock_req(ctl, NK_OP_STATUS, 12345, 0, &st),
+	       ENOTSOCK);
+	close(fd);
+	usleep(200000);
+	ret = sock_req(ctl, NK_OP_STATUS, token, 0, &st);
+	expect("STATUS after close -> closed, 0",
+	       ret ? ret : (st.state == NK_STATE_CLOSED && !st.sock_err) ? 0 : -1, 0);
+
+	printf("%d failure%s\n", failures, failures == 1 ? "" : "s");
+	return failures ? -1 : 0;
+}
+
+/* stdin lines -> datagrams to ADDR:PORT; datagrams received -> stdout. */
+static int cmd_udp(const char *guest, const char *addr, const char *port)
+{
+	static char buf[NK_DGRAM_MAX];
+	struct nk_dgram_hdr h;
+	struct nk_addr_rep ar;
+	struct nk_addr dst;
+	char a[NK_ADDRSTRLEN], line[4096];
+	uint64_t token = 0;
+	bool in_done = false, named = false;
+	int ctl, fd, ret;
+
+	if (parse_addr_port(&dst, addr, port))
+		return -EINVAL;
+	ctl = new_ctl(guest);
+	if (ctl < 0)
+		return ctl;
+	fd = new_socket(guest, dst.family, NK_SOCK_DGRAM, &token, NULL);
+	if (fd < 0)
+		return fd;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = in_done ? -1 : 0, .events = POLLIN },
+			{ .fd = fd, .events = POLLIN },
+		};
+
+		ret = poll(p, 2, in_done ? 1000 : -1);
+		if (ret < 0 && errno == EINTR)
+			continue;
+		if (ret <= 0)
+			break;
+		if (p[0].revents) {
+			if (!fgets(line, sizeof(line), stdin)) {
+				in_done = true;
+			} else {
+				line[strcspn(line, "\n")] = 0;
+				dgram_send(fd, &dst, line, strlen(line));
+				if (!named && !sock_req(ctl, NK_OP_GETNAME, token, 0, &ar)) {
+					printf("local %s\n", nk_addr_ntop_port(&ar.addr, a, sizeof(a)));
+					named = true;
+				}
+			}
+		}
+		if (p[1].revents) {
+			ret = dgram_recv(fd, &h, buf, 0);
+			if (ret < 0)
+				return ret;
+			if (h.flags & NK_DGRAM_F_ERROR)
+				printf("error %s\n", strerror(h.err));
+			else
+				printf("from %s: %.*s\n", nk_addr_ntop_port(&h.addr, a, sizeof(a)),
+				       (int)h.len, buf);
+		}
+	}
+	close(fd);
+	return 0;
+}
+
 /* ---- nsmctl ------------------------------------------------------------- */
 
 static int nsm_call(int fd, uint8_t type, const void *body, size_t len, int passfd)
@@ -723,7 +1088,9 @@ static void usage(void)
 		"       nk_proto_client nsm CTL attach-listener ID PATH\n"
 		"       nk_proto_client connect GUEST ADDR PORT\n"
 		"       nk_proto_client listen GUEST ADDR PORT\n"
-		"       nk_proto_client check GUEST VM-ADDR FOREIGN-ADDR [REFUSED-ADDR PORT [NO-HOST-ADDR]]\n");
+		"       nk_proto_client check GUEST VM-ADDR FOREIGN-ADDR [REFUSED-ADDR PORT [NO-HOST-ADDR]]\n"
+		"       nk_proto_client udpcheck GUEST VM-ADDR ECHO-ADDR ECHO-PORT CLOSED-PORT [VM-ADDR2]\n"
+		"       nk_proto_client udp GUEST ADDR PORT\n");
 }
 
 int main(int argc, char **argv)
@@ -739,6 +1106,11 @@ int main(int argc, char **argv)
 		ret = cmd_listen(argv[2], argv[3], argv[4]);
 	else if (argc == 5 && !strcmp(argv[1], "check"))
 		ret = cmd_check(argv[2], argv[3], argv[4], NULL, NULL, NULL);
+	else if ((argc == 7 || argc == 8) && !strcmp(argv[1], "udpcheck"))
+		ret = cmd_udpcheck(argv[2], argv[3], argv[4], argv[5], argv[6],
+				   argc == 8 ? argv[7] : NULL);
+	else if (argc == 5 && !strcmp(argv[1], "udp"))
+		ret = cmd_udp(argv[2], argv[3], argv[4]);
 	else if ((argc == 7 || argc == 8) && !strcmp(argv[1], "check"))
 		ret = cmd_check(argv[2], argv[3], argv[4], argv[5], argv[6],
 				argc == 8 ? argv[7] : NULL);

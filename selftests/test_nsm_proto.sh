@@ -176,5 +176,92 @@ check "the accepted connection came from the remote to vm1's address" \
 	grep -q "accepted 10.77.0.1:[0-9]* -> 10.77.0.2:8080" "$NK_TMP/listen.log"
 nk_stop "$LPID"
 
+# ---------------------------------------------------------------- UDP
+# A UDP echo on the remote host: "whoami" -> "ADDR PORT" of the sender,
+# "poke ADDR PORT" -> "poked ADDR" sent to ADDR:PORT, "pokeme ADDR" the
+# same to ADDR and the sender's port, anything else echoed.
+cat >"$NK_TMP/udp_echo.py" <<'EOF'
+import select, socket, sys
+port = int(sys.argv[1])
+socks, by_family = [], {}
+for host in sys.argv[2:]:
+    s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    s.bind((host, port))
+    socks.append(s)
+    by_family[s.family] = s
+print("ready", flush=True)
+while True:
+    for s in select.select(socks, [], [])[0]:
+        data, src = s.recvfrom(65535)
+        if data == b"whoami":
+            s.sendto(f"{src[0]} {src[1]}".encode(), src)
+        elif data.startswith(b"poke"):
+            w = data.decode().split()
+            host, p = w[1], int(w[2]) if len(w) > 2 else src[1]
+            fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+            by_family[fam].sendto(f"poked {host}".encode(), (host, p))
+        else:
+            s.sendto(data, src)
+EOF
+nk_bg "remote-$S" "$NK_TMP/udp_echo.log" "$NK_PY" "$NK_TMP/udp_echo.py" 7777 10.77.0.1 fd77::1
+wait_for -t 5 grep -q ready "$NK_TMP/udp_echo.log" || nk_fail "the UDP echo did not start"
+
+# vm3: two IPv4 and two IPv6 addresses (wildcard binds, IPv6).
+nk_run_nkctl vm add vm3 nsm nsm1 addr 10.77.0.4/24,10.77.0.5/24,fd77::4/64,fd77::5/64 \
+	uds "$NK_TMP/vm3.vsock"
+G3=$NK_TMP/vm3.vsock_7531
+wait_for -t 10 test -S "$G3" || nk_die "nkd does not serve $G3"
+wait_for -t 10 nk_has_addr "nsm-$S" up0 fd77::5 || nk_die "fd77::5 did not appear on nsm-$S up0"
+
+udpcheck()
+{
+	local name=$1 log=$NK_TMP/udp-$1.log
+	shift
+	"$CLIENT" udpcheck "$@" >"$log" 2>&1
+	sed 's/^/    /' "$log"
+	check_eq "UDP protocol checks, $name" "$(tail -n 1 "$log")" "0 failures"
+}
+
+log_step "UDP: vm1, IPv4 (nk_proto_client udpcheck)"
+udpcheck vm1-v4 "$G1" 10.77.0.2 10.77.0.1 7777 7778
+if [ -n "$NSM_LOG" ]; then
+	check "NSM log: an oversize frame closes the channel, named" \
+		grep -q "vm vm1: closing channel: datagram frame of 65536 bytes" "$NSM_LOG"
+	check "NSM log: a datagram to loopback is dropped, named" \
+		grep -q "vm vm1: socket 0x[0-9a-f]*: datagram to 127.0.0.1:7777 dropped" "$NSM_LOG"
+fi
+
+log_step "UDP: vm3, a wildcard bind over two IPv4 addresses, then IPv6"
+udpcheck vm3-v4 "$G3" 10.77.0.4 10.77.0.1 7777 7778 10.77.0.5
+udpcheck vm3-v6 "$G3" fd77::4 fd77::1 7777 7778 fd77::5
+
+log_step "UDP: the implicit bind is on the VM's address, in the NSM's namespace"
+mkfifo "$NK_TMP/udp.in"
+nk_bg - "$NK_TMP/udp.out" sh -c "exec '$CLIENT' udp '$G1' 10.77.0.1 7777 <'$NK_TMP/udp.in'"
+UPID=$NK_BG_PID
+exec 7>"$NK_TMP/udp.in"
+echo whoami >&7
+wait_for -t 5 grep -q "^from 10.77.0.1:7777: 10.77.0.2 " "$NK_TMP/udp.out"
+port=$(sed -n 's/^local 0\.0\.0\.0:\([0-9]*\)$/\1/p' "$NK_TMP/udp.out")
+check_eq "the guest sees the wildcard; the remote saw vm1's address and that port" \
+	"$(sed -n 's/^from 10.77.0.1:7777: //p' "$NK_TMP/udp.out")" "10.77.0.2 $port"
+udp_ss()
+{
+	ip netns exec "nsm-$S" ss -Huan "sport = :$port"
+}
+check "ss in the NSM namespace: a UDP socket on 10.77.0.2:$port" \
+	grep -q "10.77.0.2:$port " <<<"$(udp_ss)"
+check "... and none on the wildcard" not_grep -q "0.0.0.0:$port " <<<"$(udp_ss)"
+exec 7>&-
+nk_stop "$UPID"
+
+log_step "UDP: a VM receives for its own addresses only"
+G2=$NK_TMP/vm2.vsock_7531
+out=$(printf 'pokeme 10.77.0.2\npokeme 10.77.0.3\n' | "$CLIENT" udp "$G2" 10.77.0.1 7777)
+check "vm2 receives what is sent to its address" grep -q "poked 10.77.0.3" <<<"$out"
+check "vm2 does not receive what is sent to vm1's address, same port" \
+	not_grep "poked 10.77.0.2" <<<"$out"
+
 check "nk-nsm is still running" nk_alive "$NK_NSM_PID"
 nk_finish
