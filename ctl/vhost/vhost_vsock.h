@@ -214,6 +214,7 @@ struct vv_vq {
 	bool enabled;
 	/* set when started (kick fd given, addresses translated) */
 	bool started, broken;
+	bool broken_logged;		/* said so once since the start */
 	struct vring_desc *desc;
 	struct vring_avail *avail;
 	struct vring_used *used;

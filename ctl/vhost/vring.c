@@ -125,6 +125,7 @@ int vv_vq_start(struct vv_vq *vq, const struct vv_mem *mem, uint64_t *stats)
 
 	vq->started = true;
 	vq->broken = true;
+	vq->broken_logged = false;
 	vq->need_call = false;
 	if (!num || num > VV_QUEUE_MAX_SIZE || (num & (num - 1)))
 		goto bad;

@@ -397,9 +397,11 @@ static bool rx_pop(struct vv *vv, struct vv_chain *ch)
 			 ch->head, ch->out_len, ch->in_len);
 		vv_vq_push(vq, ch->head, 0);
 	}
-	if (vq->broken)
+	if (vq->broken && !vq->broken_logged) {
+		vq->broken_logged = true;
 		warn("vm %s: rx queue is broken; waiting for the driver to reset the device",
 		     vv->cfg.name);
+	}
 	vv->rx_wait = true;
 	return false;
 }
@@ -859,9 +861,11 @@ void vv_process_tx(struct vv *vv)
 			break;
 		}
 	}
-	if (vq->broken)
+	if (vq->broken && !vq->broken_logged) {
+		vq->broken_logged = true;
 		warn("vm %s: tx queue is broken; waiting for the driver to reset the device",
 		     vv->cfg.name);
+	}
 }
 
 /* The guest added rx buffers: owed packets first, then readers resume. */

@@ -313,6 +313,7 @@ struct conn {
 	size_t sent, got;
 	uint8_t blk[4096];	/* the block being sent, blk_off bytes of it gone */
 	size_t blk_len, blk_off;
+	uint8_t want[4096];	/* the block being received, as it must be */
 	int done;
 };
 
@@ -322,7 +323,7 @@ static int cmd_many(unsigned int port, unsigned int n, size_t bytes)
 {
 	static struct conn c[MANY_MAX];
 	static struct pollfd pfd[MANY_MAX];
-	static uint8_t buf[4096], want[4096];
+	static uint8_t buf[4096];
 	unsigned int i, left;
 	double t0 = now_s();
 	int e;
@@ -388,9 +389,9 @@ static int cmd_many(unsigned int port, unsigned int n, size_t bytes)
 					if (off == 0) {
 						size_t k = bytes - c[i].got < 4096 ? bytes - c[i].got : 4096;
 
-						fill(want, k, &c[i].seed_in);
+						fill(c[i].want, k, &c[i].seed_in);
 					}
-					if (memcmp(buf, want + off, (size_t)r))
+					if (memcmp(buf, c[i].want + off, (size_t)r))
 						return result(0, "many", "connection %u: wrong bytes at %zu",
 							      i, c[i].got);
 					c[i].got += (size_t)r;
