@@ -267,6 +267,7 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 	int ret;
 
 	memset(&rep, 0, sizeof(rep));	/* padding included: it goes on the wire */
+	rep.nsm_id = nsm.instance;
 	if (req->pad0) {
 		chan_bad(ch, "HELLO with non-zero padding");
 		return;

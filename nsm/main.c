@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/random.h>
 #include <net/if.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -353,6 +354,9 @@ int main(int argc, char **argv)
 
 	nk_log_init(argv[0], NK_LOG_INFO);
 	nsm.epfd = nsm.sigfd = nsm.timerfd = nsm.ctl_lfd = nsm.ctl_fd = -1;
+	while (!nsm.instance)
+		if (getrandom(&nsm.instance, sizeof(nsm.instance), 0) != sizeof(nsm.instance))
+			nsm.instance = (uint32_t)getpid() ^ (uint32_t)time(NULL);
 	list_init(&nsm.vms);
 	list_init(&nsm.hello_wait);
 

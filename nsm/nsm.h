@@ -249,6 +249,7 @@ struct nsm_config {
 
 struct nsm {
 	struct nsm_config cfg;
+	uint32_t instance;		/* nsm_id in HELLO replies: random, not 0 */
 	int epfd;
 	int sigfd;
 	int timerfd;

@@ -613,6 +613,7 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 	int fd, ret;
 
 	memset(&rep, 0, sizeof(rep));
+	rep.nsm_id = nsm.instance;
 	lns = nsock_lookup(ch->vm, req->listener);
 	if (!lns || lns->state != NK_STATE_LISTENING)
 		return -ENOTSOCK;
