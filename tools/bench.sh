@@ -691,9 +691,9 @@ for n in "${DENS_NS[@]}"; do
 				wl+=($!)
 			done
 			sleep 0.5
-			a=$(sched_ns "${gp[@]}" "${ds[@]}" "${KSOFTIRQD[@]}") b0=$(busy_ticks)
+			a=$(sched_ns "${gp[@]}" "${ds[@]}") b0=$(busy_ticks)
 			sleep "$T_DENS"
-			a=$(($(sched_ns "${gp[@]}" "${ds[@]}" "${KSOFTIRQD[@]}") - a)) b0=$(($(busy_ticks) - b0))
+			a=$(($(sched_ns "${gp[@]}" "${ds[@]}") - a)) b0=$(($(busy_ticks) - b0))
 			wait "${wl[@]}"
 			reqs=$(cat "$NK_TMP"/dens-wrk-$mode-"$n"-*.log | awk '/requests in/ { n += $1 } END { print n + 0 }')
 			errs=$(cat "$NK_TMP"/dens-wrk-$mode-"$n"-*.log | awk '/Socket errors|Non-2xx/ { e++ } END { print e + 0 }')

@@ -31,7 +31,8 @@ ROWS = [
     ("recv1", "iperf3 remote→guest, 1 stream", "recv1", "gbps", "Gbit/s", True, "recv 1"),
     ("send4", "iperf3 guest→remote, 4 streams", "send4", "gbps", "Gbit/s", True, "send 4"),
     ("recv4", "iperf3 remote→guest, 4 streams", "recv4", "gbps", "Gbit/s", True, "recv 4"),
-    ("cpu", "CPU per gigabit, all iperf3 runs", "bulk", "cpu_s_per_gbit", "CPU s/Gbit", False, "CPU/Gbit"),
+    ("cpu", "CPU per gigabit, all iperf3 runs, both ends", "bulk", "cpu_s_per_gbit", "CPU s/Gbit", False, "CPU/Gbit"),
+    ("cpulocal", "… of which not in the remote iperf3 process", "bulk", "cpu_s_per_gbit_local", "CPU s/Gbit", False, None),
     ("rtt", "TCP round trip (sockperf), mean", "rr", "mean_us", "µs", False, "RTT mean"),
     ("p99", "TCP round trip (sockperf), p99", "rr", "p99_us", "µs", False, "RTT p99"),
     ("ka", "wrk → nginx in guest, keep-alive", "wrk_ka", "rps", "req/s", True, "wrk k-a"),
@@ -62,10 +63,13 @@ def load(path):
         for wl in ("send1", "recv1", "send4", "recv4"):
             reps |= set(data.get((p, wl, "cpu_s"), {}))
         for r in reps:
-            cpu = sum(data.get((p, wl, "cpu_s"), {}).get(r, 0) for wl in ("send1", "recv1", "send4", "recv4"))
-            gbit = sum(data.get((p, wl, "gbit"), {}).get(r, 0) for wl in ("send1", "recv1", "send4", "recv4"))
+            wls = ("send1", "recv1", "send4", "recv4")
+            cpu = sum(data.get((p, wl, "cpu_s"), {}).get(r, 0) for wl in wls)
+            remote = sum(data.get((p, wl, "cpu_remote_s"), {}).get(r, 0) for wl in wls)
+            gbit = sum(data.get((p, wl, "gbit"), {}).get(r, 0) for wl in wls)
             if gbit > 0:
                 data[(p, "bulk", "cpu_s_per_gbit")][r] = cpu / gbit
+                data[(p, "bulk", "cpu_s_per_gbit_local")][r] = (cpu - remote) / gbit
     return data, errors
 
 
@@ -390,7 +394,8 @@ def main():
             else:
                 prow.append(r if hib else 1 / r)
         out.append("| " + " | ".join(cells) + " |")
-        plotrows.append((plabel, prow))
+        if plabel:
+            plotrows.append((plabel, prow))
     out.append("")
     out.append("![relative performance per workload](img/" + os.path.basename(a.png) + ")")
     out.append("")
@@ -423,7 +428,9 @@ def main():
         tgt("wrk new connection per request ≥ 0.70× native", f"{r:.2f}×", r >= 0.70)
     r = ratio(S[("cpu", "nk")], S[("cpu", "native")])
     if r is not None:
-        tgt("CPU per gigabit ≤ 1.20× native", f"{r:.2f}×", r <= 1.20)
+        tgt("CPU per gigabit ≤ 1.20× native (every process of the transfer, both ends)",
+            f"{r:.2f}× (without the remote iperf3 process: "
+            f"{ratio(S[('cpulocal', 'nk')], S[('cpulocal', 'native')]) or 0:.2f}×)", r <= 1.20)
     behind = []
     for key, label, wl, metric, unit, hib, plabel in ROWS:
         nk = S[(key, "nk")]
@@ -431,7 +438,7 @@ def main():
             o = S[(key, p)]
             if nk is None or o is None:
                 continue
-            if (nk[0] < o[0]) if hib else (nk[0] > o[0]):
+            if plabel and ((nk[0] < o[0]) if hib else (nk[0] > o[0])):
                 behind.append(f"{plabel} vs {PATH_NAMES[p]} ({fmt(nk[0])} vs {fmt(o[0])})")
     tgt("ahead of pasta and slirp4netns on every workload",
         "behind on: " + "; ".join(behind) if behind else "ahead on all", not behind)
@@ -449,9 +456,11 @@ def main():
                "(`/proc/PID/task/*/schedstat`, all threads): the guest program (iperf3's own "
                "getrusage report), the iperf3 server on the remote host, the path's daemons "
                "(nk-nsm + nkd, pasta or slirp4netns) and the ksoftirqd threads. Softirq work "
-               "done in a process's context is part of that process's time. The last column is "
-               "the whole machine's busy time from /proc/stat per gigabit, which also counts "
-               "anything else that ran.\n")
+               "done in a process's context is part of that process's time; on a veth the "
+               "receiver's TCP input runs as softirq in the sender's context, so the split "
+               "between guest, remote and daemons follows who sends, and only the total "
+               "compares paths fairly. The last column is the whole machine's busy time from "
+               "/proc/stat per gigabit, which also counts anything else that ran.\n")
     out.append("| path | workload | Gbit/s | guest | remote | daemons | ksoftirqd | total | whole machine |")
     out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for p in PATHS:
@@ -478,10 +487,12 @@ def main():
                "(wrk, one keep-alive connection, 10 ms pause between requests: about 100 "
                "requests/s per guest). NetKernel: N guests with only lo on one kernel NSM; "
                "native: N guests each owning its stack on its own veth. CPU counts every process "
-               "in the guests, nk-nsm and nkd for NetKernel, and the ksoftirqd threads; "
-               "% of one core.\n")
-    out.append("| N | native CPU % | NetKernel CPU % | ratio | native req/s | NetKernel req/s | native RSS MiB | NetKernel RSS MiB | errors (native/nk) |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "in the guests and, for NetKernel, nk-nsm and nkd; % of one core. At this load "
+               "softirq work runs inline in the sending process, and the machine-wide ksoftirqd "
+               "threads are left out (they also serve anything else running on the machine).\n")
+    out.append("| N | native CPU % | NetKernel CPU % | ratio | native req/s | NetKernel req/s | "
+               "CPU µs/request native / NetKernel | native RSS MiB | NetKernel RSS MiB | errors (native/nk) |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in (1, 4, 16):
         wl = f"dens{n}"
         nat = stats(data.get(("native", wl, "cpu_core_pct"), {}))
@@ -495,8 +506,11 @@ def main():
         mk = stats(data.get(("nk", wl, "rss_kb"), {}))
         en = stats(data.get(("native", wl, "errors"), {}))
         ek = stats(data.get(("nk", wl, "errors"), {}))
+        def per_req(cpu, rps):
+            return fmt(cpu[0] / 100 * 1e6 / rps[0]) if cpu and rps and rps[0] else "–"
         out.append(f"| {n} | {cell(nat)} | {cell(nk)} | {f'{r:.2f}' if r else '–'} | "
                    f"{fmt(rn[0]) if rn else '–'} | {fmt(rk[0]) if rk else '–'} | "
+                   f"{per_req(nat, rn)} / {per_req(nk, rk)} | "
                    f"{fmt(mn[0] / 1024) if mn else '–'} | {fmt(mk[0] / 1024) if mk else '–'} | "
                    f"{int(en[0]) if en else '–'}/{int(ek[0]) if ek else '–'} |")
     out.append("")
