@@ -59,6 +59,7 @@
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1437,25 +1438,36 @@ static void case_dup2_over(void)
  * UDP echo service): the child, a fresh image of this program, writes,
  * reads and names its peer, and prints one line.
  */
-static void exec_case(int type, bool cloexec)
+static void exec_case(int type, bool cloexec, bool use_vfork)
 {
 	char fdarg[16], famarg[4], buf[96] = { 0 };
 	int s = socket(fam, type | (cloexec ? SOCK_CLOEXEC : 0), 0), pfd[2], st;
 	saddr sa = at(&sa_peer, type == SOCK_DGRAM ? P_UECHO : P_ECHO);
+	const char *peer = ntop(&sa_peer);
 	pid_t p;
 
 	if (rc("connect", connect(s, SA(sa), SL(sa))) < 0)
 		return;
 	if (pipe(pfd) < 0)
 		return;
-	p = fork();
-	if (p == 0) {
-		dup2(pfd[1], 1);
-		snprintf(fdarg, sizeof(fdarg), "%d", s);
-		snprintf(famarg, sizeof(famarg), "%d", fam == AF_INET ? 4 : 6);
-		execl(self_exe, self_exe, "exec-child", fdarg, famarg, ntop(&sa_peer),
-		      (char *)NULL);
-		_exit(127);
+	snprintf(fdarg, sizeof(fdarg), "%d", s);
+	snprintf(famarg, sizeof(famarg), "%d", fam == AF_INET ? 4 : 6);
+	if (use_vfork) {
+		/* The vfork child shares our memory: nothing but the raw
+		 * dup3 system call and exec. */
+		p = vfork();
+		if (p == 0) {
+			syscall(SYS_dup3, pfd[1], 1, 0);
+			execl(self_exe, self_exe, "exec-child", fdarg, famarg, peer, (char *)NULL);
+			_exit(127);
+		}
+	} else {
+		p = fork();
+		if (p == 0) {
+			dup2(pfd[1], 1);
+			execl(self_exe, self_exe, "exec-child", fdarg, famarg, peer, (char *)NULL);
+			_exit(127);
+		}
 	}
 	close(pfd[1]);
 	read_full(pfd[0], buf, sizeof(buf) - 1, 5000);
@@ -1468,12 +1480,17 @@ static void exec_case(int type, bool cloexec)
 
 static void case_exec_inherit(void)
 {
-	exec_case(SOCK_STREAM, false);
+	exec_case(SOCK_STREAM, false, false);
 }
 
 static void case_exec_cloexec(void)
 {
-	exec_case(SOCK_STREAM, true);
+	exec_case(SOCK_STREAM, true, false);
+}
+
+static void case_exec_vfork(void)
+{
+	exec_case(SOCK_STREAM, false, true);
 }
 
 static int exec_child(int fd)
@@ -2641,7 +2658,7 @@ static void case_udp_fork(void)
 
 static void case_udp_exec_inherit(void)
 {
-	exec_case(SOCK_DGRAM, false);
+	exec_case(SOCK_DGRAM, false, false);
 }
 
 static void case_udp_dup(void)
@@ -3057,7 +3074,7 @@ static const struct {
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
 	C(peer_rst_write), C(sigpipe), C(data_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
-	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec),
+	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
 	C(readv_writev), C(sendmsg_recvmsg), C(hold_many),
 	/* UDP */
