@@ -250,6 +250,15 @@ int nk_dgram_pending_error(struct nk_sock *sk, int fd)
 	return e;
 }
 
+/* Is the next frame an error frame?  (poll reports POLLERR for it.) */
+bool nk_dgram_error_pending(int fd)
+{
+	struct nk_dgram_hdr h;
+
+	return nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT) == (ssize_t)FRAME_HDR &&
+	       (h.flags & NK_DGRAM_F_ERROR);
+}
+
 /* Send one datagram.  Returns its length or -errno. */
 ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 		      const struct sockaddr *dst, socklen_t dlen)
@@ -265,6 +274,8 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		nk_logf("fd %d: send flags %#x are not supported on UDP", fd, flags);
 		return -EOPNOTSUPP;
 	}
+	if (sk->shut_wr)
+		return -EPIPE;
 	max = sk->domain == AF_INET ? 65507 : 65527;
 	if (total > max)
 		return -EMSGSIZE;
@@ -276,7 +287,7 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 			    (dlen < sizeof(struct sockaddr_in) || dst->sa_family != AF_INET))
 				return dst->sa_family != AF_INET ? -EAFNOSUPPORT : -EINVAL;
 			if (sk->domain == AF_INET6 &&
-			    (dlen < sizeof(struct sockaddr_in6) || dst->sa_family != AF_INET6))
+			    (dlen < NK_SIN6_LEN_RFC2133 || dst->sa_family != AF_INET6))
 				return dst->sa_family != AF_INET6 ? -EAFNOSUPPORT : -EINVAL;
 			ret = nk_addr_from_sockaddr(&h.addr, dst, dlen);
 			if (ret)
@@ -291,6 +302,9 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 				return -EACCES;
 			if (!h.addr.port)
 				return -EINVAL;
+			if (sk->v6only && h.addr.family == NK_AF_INET6 &&
+			    !memcmp(h.addr.addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12))
+				return -ENETUNREACH;	/* v4-mapped on a v6-only socket */
 		}
 	}
 	if (!dst && sk->state != NKS_CONNECTED)

@@ -62,6 +62,65 @@ static int hex_in(void *dst, size_t max, const char *src, size_t srclen)
 	return (int)(srclen / 2);
 }
 
+#define ENTRY_MAX	(4 * sizeof(struct sockaddr_storage) + 96)
+
+/* One socket as "FD,STATE,DOMAIN|TYPE<<8,TOKEN:NSM,LOCAL,PEER". */
+static void encode_entry(const struct nk_sock *sk, int fd, char *buf, size_t len)
+{
+	char lh[2 * sizeof(struct sockaddr_storage) + 1];
+	char ph[2 * sizeof(struct sockaddr_storage) + 1];
+
+	hex_out(lh, &sk->local, sk->local_len);
+	hex_out(ph, &sk->peer, sk->peer_len);
+	snprintf(buf, len, "%d,%d,%d,%llx:%x,%s,%s", fd, sk->state,
+		 sk->domain | (sk->type << 8), (unsigned long long)sk->token, sk->nsm, lh, ph);
+}
+
+/* Install the socket an entry describes at fd (the entry's own fd when
+ * fd < 0), if that fd is still an open socket. */
+static void decode_install(char *e, int fd)
+{
+	char *f[6] = { 0 }, *q = e, *end;
+	struct nk_sock *sk;
+	struct stat st;
+	int i, state, domain, type, l;
+
+	for (i = 0; i < 6; i++) {
+		f[i] = q;
+		q = strchr(q, ',');
+		if (!q) {
+			i++;
+			break;
+		}
+		*q++ = '\0';
+	}
+	if (i != 6)
+		return;
+	if (fd < 0)
+		fd = atoi(f[0]);
+	state = atoi(f[1]);
+	domain = atoi(f[2]) & 0xff;
+	type = atoi(f[2]) >> 8;
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+	    (domain != AF_INET && domain != AF_INET6) ||
+	    (type != SOCK_STREAM && type != SOCK_DGRAM) || state < NKS_SETUP ||
+	    state > NKS_LISTENING)
+		return;
+	sk = nks_new(domain, type);
+	if (!sk)
+		return;
+	sk->token = strtoull(f[3], &end, 16);
+	if (*end == ':')
+		sk->nsm = strtoul(end + 1, NULL, 16);
+	l = hex_in(&sk->local, sizeof(sk->local), f[4], strlen(f[4]));
+	sk->local_len = l > 0 ? l : 0;
+	l = hex_in(&sk->peer, sizeof(sk->peer), f[5], strlen(f[5]));
+	sk->peer_len = l > 0 ? l : 0;
+	nks_set_state(sk, state);
+	nks_install(fd, sk);
+	nks_put(sk);
+}
+
 /* "NK_FDS=..." for the sockets that survive exec, or NULL if none. */
 static char *build_var(void)
 {
@@ -76,9 +135,7 @@ static char *build_var(void)
 	strcpy(var, NK_FDS_VAR);
 	len = strlen(var);
 	for (fd = 0; fd < maxfd && n < NK_FDS_MAX; fd++) {
-		char entry[2 * sizeof(struct sockaddr_storage) * 2 + 96];
-		char lh[2 * sizeof(struct sockaddr_storage) + 1];
-		char ph[2 * sizeof(struct sockaddr_storage) + 1];
+		char entry[ENTRY_MAX + 1];
 		int fdfl;
 
 		if (!nks_fd_tracked(fd))
@@ -92,11 +149,9 @@ static char *build_var(void)
 			nks_put(sk);
 			continue;
 		}
-		hex_out(lh, &sk->local, sk->local_len);
-		hex_out(ph, &sk->peer, sk->peer_len);
-		snprintf(entry, sizeof(entry), "%s%d,%d,%d,%llx:%x,%s,%s", n ? ";" : "", fd,
-			 sk->state, sk->domain | (sk->type << 8), (unsigned long long)sk->token,
-			 sk->nsm, lh, ph);
+		if (n)
+			entry[0] = ';';
+		encode_entry(sk, fd, entry + !!n, sizeof(entry) - 1);
 		nks_put(sk);
 		if (len + strlen(entry) + 1 > cap) {
 			cap = (len + strlen(entry) + 1) * 2;
@@ -153,47 +208,8 @@ void nk_exec_restore(void)
 	unsetenv("NK_FDS");
 	if (!copy)
 		return;
-	for (e = strtok_r(copy, ";", &save); e; e = strtok_r(NULL, ";", &save)) {
-		char *f[6] = { 0 }, *q = e;
-		struct nk_sock *sk;
-		struct stat st;
-		int i, fd, state, domain, type, l;
-		char *end;
-
-		for (i = 0; i < 6; i++) {
-			f[i] = q;
-			q = strchr(q, ',');
-			if (!q) {
-				i++;
-				break;
-			}
-			*q++ = '\0';
-		}
-		if (i != 6)
-			continue;
-		fd = atoi(f[0]);
-		state = atoi(f[1]);
-		domain = atoi(f[2]) & 0xff;
-		type = atoi(f[2]) >> 8;
-		if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
-		    (domain != AF_INET && domain != AF_INET6) ||
-		    (type != SOCK_STREAM && type != SOCK_DGRAM) || state < NKS_SETUP ||
-		    state > NKS_LISTENING)
-			continue;
-		sk = nks_new(domain, type);
-		if (!sk)
-			break;
-		sk->token = strtoull(f[3], &end, 16);
-		if (*end == ':')
-			sk->nsm = strtoul(end + 1, NULL, 16);
-		l = hex_in(&sk->local, sizeof(sk->local), f[4], strlen(f[4]));
-		sk->local_len = l > 0 ? l : 0;
-		l = hex_in(&sk->peer, sizeof(sk->peer), f[5], strlen(f[5]));
-		sk->peer_len = l > 0 ? l : 0;
-		nks_set_state(sk, state);
-		nks_install(fd, sk);
-		nks_put(sk);
-	}
+	for (e = strtok_r(copy, ";", &save); e; e = strtok_r(NULL, ";", &save))
+		decode_install(e, -1);
 	free(copy);
 }
 
@@ -336,4 +352,100 @@ NK_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 	ret = fn(pid, file, fa, attr, argv, e);
 	env_free(e, envp);
 	return ret;
+}
+
+/*
+ * Sockets passed to another process over AF_UNIX (SCM_RIGHTS).  The fd
+ * arrives as a plain stream; what the library knows of it travels beside:
+ * the sender writes the socket's entry to a file named after the socket's
+ * inode (the same open file on both sides), the receiver reads and removes
+ * it.  /dev/shm, else /tmp; files are 0600 (same user on both sides).
+ */
+static void handoff_path(char *buf, size_t len, const struct stat *st, const char *dir)
+{
+	snprintf(buf, len, "%s/netkernel-fd-%llx-%llx", dir, (unsigned long long)st->st_dev,
+		 (unsigned long long)st->st_ino);
+}
+
+static const char *handoff_dir(void)
+{
+	struct stat st;
+
+	return !stat("/dev/shm", &st) && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
+}
+
+void nk_scm_export(const struct msghdr *msg)
+{
+	struct cmsghdr *c;
+
+	for (c = CMSG_FIRSTHDR((struct msghdr *)msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+		int *fds = (int *)CMSG_DATA(c);
+		size_t i, n;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < n; i++) {
+			char path[128], entry[ENTRY_MAX + 1];
+			struct nk_sock *sk;
+			struct stat st;
+			int f;
+
+			if (!nks_fd_tracked(fds[i]))
+				continue;
+			sk = nks_get(fds[i]);
+			if (!sk || sk->state == NKS_FRESH || sk->state == NKS_LOCAL ||
+			    fstat(fds[i], &st) < 0) {
+				nks_put(sk);
+				continue;
+			}
+			encode_entry(sk, fds[i], entry, sizeof(entry));
+			nks_put(sk);
+			handoff_path(path, sizeof(path), &st, handoff_dir());
+			f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+			if (f < 0) {
+				nk_logf("cannot record fd %d for its receiver: %s", fds[i], strerror(errno));
+				continue;
+			}
+			if (nk_real.write(f, entry, strlen(entry)) < 0)
+				nk_logf("cannot record fd %d for its receiver: %s", fds[i], strerror(errno));
+			nk_real.close(f);
+		}
+	}
+}
+
+void nk_scm_import(struct msghdr *msg)
+{
+	struct cmsghdr *c;
+
+	if (!msg->msg_control || msg->msg_controllen < sizeof(struct cmsghdr))
+		return;
+	for (c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+		int *fds = (int *)CMSG_DATA(c);
+		size_t i, n;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < n; i++) {
+			char path[128], entry[ENTRY_MAX + 1];
+			struct stat st;
+			ssize_t r;
+			int f;
+
+			if (fstat(fds[i], &st) < 0 || !S_ISSOCK(st.st_mode))
+				continue;
+			handoff_path(path, sizeof(path), &st, handoff_dir());
+			f = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			if (f < 0)
+				continue;	/* not a NetKernel socket */
+			r = nk_real.read(f, entry, sizeof(entry) - 1);
+			nk_real.close(f);
+			unlink(path);
+			if (r <= 0)
+				continue;
+			entry[r] = '\0';
+			decode_install(entry, fds[i]);
+		}
+	}
 }

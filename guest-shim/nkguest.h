@@ -75,6 +75,8 @@ struct nk_sock {
 	int domain;		/* AF_INET or AF_INET6 */
 	int type;		/* SOCK_STREAM or SOCK_DGRAM */
 	bool broadcast;		/* SO_BROADCAST set (UDP) */
+	bool v6only;		/* IPV6_V6ONLY set */
+	bool shut_wr;		/* UDP: shutdown(SHUT_WR) done */
 	pthread_mutex_t rlock;	/* UDP: one frame read at a time */
 	pthread_mutex_t wlock;	/* UDP: one frame written at a time */
 	uint64_t token;
@@ -135,6 +137,7 @@ struct nk_real {
 
 extern struct nk_real nk_real;
 extern int nk_connecting;	/* sockets in NKS_CONNECTING (atomic) */
+extern int nk_udp_connected;	/* promoted UDP sockets that are connected (atomic) */
 
 void nk_init(void);
 bool nk_enabled(void);
@@ -154,6 +157,8 @@ void nks_atfork_parent(void);
 void nks_atfork_child(void);
 /* Visit every connecting socket (for poll/epoll translation). */
 int nks_connecting_snapshot(struct nk_sock **out, int *fds, int max);
+/* Visit every connected UDP socket (error frames read as POLLERR). */
+int nks_udp_snapshot(struct nk_sock **out, int *fds, int max);
 
 /* dgram.c */
 ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
@@ -162,6 +167,7 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		      const struct sockaddr *dst, socklen_t dlen);
 int nk_dgram_fionread(struct nk_sock *sk, int fd, int *val);
 int nk_dgram_pending_error(struct nk_sock *sk, int fd);
+bool nk_dgram_error_pending(int fd);
 
 /* shim.c */
 void nk_set_addr(struct sockaddr_storage *ss, socklen_t *len, const struct nk_addr *na,
@@ -169,6 +175,8 @@ void nk_set_addr(struct sockaddr_storage *ss, socklen_t *len, const struct nk_ad
 
 /* exec.c */
 void nk_exec_restore(void);
+void nk_scm_export(const struct msghdr *msg);	/* before sending SCM_RIGHTS */
+void nk_scm_import(struct msghdr *msg);		/* after receiving them */
 
 /* transport.c */
 int nk_transport_open(void);	/* blocking stream to the host, CLOEXEC */

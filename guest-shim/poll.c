@@ -33,6 +33,61 @@ static bool any_connecting(void)
 	return nk_enabled() && __atomic_load_n(&nk_connecting, __ATOMIC_RELAXED) > 0;
 }
 
+static bool any_udp_connected(void)
+{
+	return nk_enabled() && __atomic_load_n(&nk_udp_connected, __ATOMIC_RELAXED) > 0;
+}
+
+/*
+ * A connected UDP socket whose next frame is an error frame (an ICMP error
+ * the NSM's socket reported) is readable as a stream, but Linux reports a
+ * pending socket error as POLLERR, not POLLIN.
+ */
+static void udp_poll_fixup(struct pollfd *fds, nfds_t n)
+{
+	nfds_t i;
+
+	for (i = 0; i < n; i++) {
+		struct nk_sock *sk;
+
+		if (!(fds[i].revents & POLLIN) || !nks_fd_tracked(fds[i].fd))
+			continue;
+		sk = nks_get(fds[i].fd);
+		if (sk && sk->type == SOCK_DGRAM && sk->state == NKS_CONNECTED &&
+		    nk_dgram_error_pending(fds[i].fd))
+			fds[i].revents = (fds[i].revents & ~(POLLIN | POLLRDNORM)) | POLLERR;
+		nks_put(sk);
+	}
+}
+
+static void udp_epoll_fixup(int epfd, struct epoll_event *evs, int n)
+{
+	struct nk_sock *sks[MAX_CONNECTING];
+	int fds[MAX_CONNECTING];
+	int ns, i, j, k;
+
+	ns = nks_udp_snapshot(sks, fds, MAX_CONNECTING);
+	for (i = 0; i < n; i++) {
+		if (!(evs[i].events & EPOLLIN))
+			continue;
+		for (j = 0; j < ns; j++) {
+			for (k = 0; k < sks[j]->nregs; k++) {
+				struct nks_epreg *r = &sks[j]->regs[k];
+
+				if (r->epfd != epfd || r->ev.data.u64 != evs[i].data.u64)
+					continue;
+				if (nk_dgram_error_pending(r->fd))
+					evs[i].events = (evs[i].events & ~(EPOLLIN | EPOLLRDNORM)) |
+							EPOLLERR;
+				goto next;
+			}
+		}
+next:;
+	}
+	for (j = 0; j < ns; j++)
+		nks_put(sks[j]);
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -150,10 +205,15 @@ static int poll_common(struct pollfd *fds, nfds_t n, int timeout, const sigset_t
 
 NK_API int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
+	int r;
+
 	nk_init();
-	if (!any_connecting())
+	if (!any_connecting() && !any_udp_connected())
 		return nk_real.poll(fds, n, timeout);
-	return poll_common(fds, n, timeout, NULL, false, NULL);
+	r = poll_common(fds, n, timeout, NULL, false, NULL);
+	if (r > 0 && any_udp_connected())
+		udp_poll_fixup(fds, n);
+	return r;
 }
 
 NK_API int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
@@ -168,10 +228,15 @@ NK_API int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
 {
 	int timeout = ts ? (int)(ts->tv_sec * 1000 + ts->tv_nsec / 1000000) : -1;
 
+	int r;
+
 	nk_init();
-	if (!any_connecting())
+	if (!any_connecting() && !any_udp_connected())
 		return nk_real.ppoll(fds, n, ts, sigmask);
-	return poll_common(fds, n, timeout, sigmask, true, ts);
+	r = poll_common(fds, n, timeout, sigmask, true, ts);
+	if (r > 0 && any_udp_connected())
+		udp_poll_fixup(fds, n);
+	return r;
 }
 
 /* ---- select ------------------------------------------------------------- */
@@ -405,6 +470,8 @@ static int epoll_common(int epfd, struct epoll_event *evs, int max, int timeout,
 	for (;;) {
 		n = is_p ? nk_real.epoll_pwait(epfd, evs, max, t, sigmask)
 			 : nk_real.epoll_wait(epfd, evs, max, t);
+		if (n > 0 && any_udp_connected())
+			udp_epoll_fixup(epfd, evs, n);
 		if (n <= 0 || !any_connecting())
 			return n;
 		n = epoll_fixup(epfd, evs, n);
@@ -417,7 +484,7 @@ static int epoll_common(int epfd, struct epoll_event *evs, int max, int timeout,
 NK_API int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 {
 	nk_init();
-	if (!any_connecting())
+	if (!any_connecting() && !any_udp_connected())
 		return nk_real.epoll_wait(epfd, evs, max, timeout);
 	return epoll_common(epfd, evs, max, timeout, NULL, false);
 }
@@ -426,7 +493,7 @@ NK_API int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout,
 		       const sigset_t *sigmask)
 {
 	nk_init();
-	if (!any_connecting())
+	if (!any_connecting() && !any_udp_connected())
 		return nk_real.epoll_pwait(epfd, evs, max, timeout, sigmask);
 	return epoll_common(epfd, evs, max, timeout, sigmask, true);
 }

@@ -725,7 +725,7 @@ static int check_inet_addr(struct nk_sock *sk, const struct sockaddr *addr, sock
 		if (addr->sa_family != AF_INET)
 			return -EAFNOSUPPORT;
 	} else {
-		if (len < sizeof(struct sockaddr_in6))
+		if (len < NK_SIN6_LEN_RFC2133)
 			return -EINVAL;
 		if (addr->sa_family != AF_INET6)
 			return -EAFNOSUPPORT;
@@ -1129,6 +1129,8 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 	}
 	if (!ret && level == SOL_SOCKET && name == SO_BROADCAST && val && len >= sizeof(int))
 		sk->broadcast = *(const int *)val != 0;
+	if (!ret && level == IPPROTO_IPV6 && name == IPV6_V6ONLY && val && len >= sizeof(int))
+		sk->v6only = *(const int *)val != 0;
 	pthread_mutex_unlock(&sk->lock);
 	nks_put(sk);
 	return ret ? fail(-ret) : 0;
@@ -1243,6 +1245,13 @@ NK_API int shutdown(int fd, int how)
 	}
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
 		ret = -EINVAL;
+	} else if (sk->type == SOCK_DGRAM) {
+		/* UDP: the write side refuses sends (EPIPE); shutting the
+		 * read side changes nothing visible, as on Linux. */
+		if (sk->state != NKS_CONNECTED)
+			ret = -ENOTCONN;
+		else if (how != SHUT_RD)
+			sk->shut_wr = true;
 	} else if (sk->state == NKS_LISTENING) {
 		/* Linux stops listening when the read side is shut. */
 		if (how != SHUT_WR && nk_real.shutdown(fd, SHUT_RDWR) < 0)
@@ -1423,8 +1432,12 @@ NK_API ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
 	INIT();
 	sk = lookup(fd);
-	if (!sk)
-		return nk_real.recvmsg(fd, msg, flags);
+	if (!sk) {
+		n = nk_real.recvmsg(fd, msg, flags);
+		if (n >= 0 && nk_on && msg && msg->msg_controllen)
+			nk_scm_import(msg);
+		return n;
+	}
 	if (sk->type == SOCK_DGRAM) {
 		bool local;
 		int mf = 0;
@@ -1553,8 +1566,11 @@ NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 
 	INIT();
 	sk = lookup(fd);
-	if (!sk)
+	if (!sk) {
+		if (nk_on && msg && msg->msg_controllen)
+			nk_scm_export(msg);
 		return nk_real.sendmsg(fd, msg, flags);
+	}
 	if (sk->type == SOCK_DGRAM) {
 		bool local;
 

@@ -21,6 +21,7 @@
 static struct nk_sock **chunks[NCHUNKS];
 static pthread_mutex_t tab_lock = PTHREAD_MUTEX_INITIALIZER;
 int nk_connecting;
+int nk_udp_connected;
 
 static struct nk_sock **slot(int fd, bool create)
 {
@@ -66,6 +67,8 @@ static void sock_free(struct nk_sock *sk)
 {
 	if (sk->connect_counted)
 		__atomic_sub_fetch(&nk_connecting, 1, __ATOMIC_RELAXED);
+	if (sk->type == SOCK_DGRAM && sk->state == NKS_CONNECTED)
+		__atomic_sub_fetch(&nk_udp_connected, 1, __ATOMIC_RELAXED);
 	if (sk->quiet_peer > 0)
 		nk_real.close(sk->quiet_peer);
 	pthread_mutex_destroy(&sk->lock);
@@ -178,6 +181,9 @@ void nks_dup(int oldfd, int newfd)
 
 void nks_set_state(struct nk_sock *sk, enum nks_state st)
 {
+	if (sk->type == SOCK_DGRAM && (st == NKS_CONNECTED) != (sk->state == NKS_CONNECTED))
+		__atomic_add_fetch(&nk_udp_connected, st == NKS_CONNECTED ? 1 : -1,
+				   __ATOMIC_RELAXED);
 	if (st == NKS_CONNECTING && !sk->connect_counted) {
 		sk->connect_counted = true;
 		__atomic_add_fetch(&nk_connecting, 1, __ATOMIC_RELAXED);
@@ -188,7 +194,29 @@ void nks_set_state(struct nk_sock *sk, enum nks_state st)
 	sk->state = st;
 }
 
+int nks_snapshot(bool (*pred)(const struct nk_sock *), struct nk_sock **out, int *fds, int max);
+
+static bool is_connecting(const struct nk_sock *sk)
+{
+	return sk->state == NKS_CONNECTING;
+}
+
+static bool is_udp_connected(const struct nk_sock *sk)
+{
+	return sk->type == SOCK_DGRAM && sk->state == NKS_CONNECTED;
+}
+
 int nks_connecting_snapshot(struct nk_sock **out, int *fds, int max)
+{
+	return nks_snapshot(is_connecting, out, fds, max);
+}
+
+int nks_udp_snapshot(struct nk_sock **out, int *fds, int max)
+{
+	return nks_snapshot(is_udp_connected, out, fds, max);
+}
+
+int nks_snapshot(bool (*pred)(const struct nk_sock *), struct nk_sock **out, int *fds, int max)
 {
 	int c, i, n = 0;
 
@@ -201,7 +229,7 @@ int nks_connecting_snapshot(struct nk_sock **out, int *fds, int max)
 		for (i = 0; i < CHUNK_SIZE && n < max; i++) {
 			struct nk_sock *sk = chunk[i];
 
-			if (sk && sk->state == NKS_CONNECTING) {
+			if (sk && pred(sk)) {
 				sk->refs++;
 				out[n] = sk;
 				fds[n] = (c << CHUNK_SHIFT) | i;

@@ -27,12 +27,14 @@ int nk_addr_from_sockaddr(struct nk_addr *na, const struct sockaddr *sa, socklen
 	case AF_INET6: {
 		const struct sockaddr_in6 *sin6 = (const void *)sa;
 
-		if (len < sizeof(*sin6))
+		/* RFC 2133's shorter sockaddr_in6 (no scope id) is accepted,
+		 * as Linux does (SIN6_LEN_RFC2133). */
+		if (len < NK_SIN6_LEN_RFC2133)
 			return -EINVAL;
 		na->family = NK_AF_INET6;
 		na->port = ntohs(sin6->sin6_port);
 		na->flowinfo = sin6->sin6_flowinfo;
-		na->scope_id = sin6->sin6_scope_id;
+		na->scope_id = len >= sizeof(*sin6) ? sin6->sin6_scope_id : 0;
 		memcpy(na->addr, &sin6->sin6_addr, 16);
 		return 0;
 	}

@@ -15,6 +15,7 @@
 #include <netkernel/proto.h>
 
 #define NK_ADDRSTRLEN	(INET6_ADDRSTRLEN + 8)	/* "[addr]:port" */
+#define NK_SIN6_LEN_RFC2133	24	/* sockaddr_in6 without sin6_scope_id */
 
 /* sockaddr -> nk_addr.  Returns 0, or -EAFNOSUPPORT / -EINVAL (short len). */
 int nk_addr_from_sockaddr(struct nk_addr *na, const struct sockaddr *sa, socklen_t len);

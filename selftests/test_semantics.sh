@@ -19,6 +19,11 @@
 #   forward them: a blackhole (SYNs vanish, nothing answers).  The remote
 #   host does not rate-limit ICMP errors (the UDP cases provoke several).
 #
+# A few differences are by design and documented in docs/compat.md (KNOWN
+# below): for those the NetKernel line must be exactly the documented one;
+# they are listed, not failed.  A known difference that starts matching
+# Linux is reported so that it is taken off the list.
+#
 #   SEM_CASES=name,name    run only those cases
 #   SEM_FAMILIES="4 6"     the families to run
 
@@ -69,8 +74,20 @@ NK_ADDRS=(--peer 10.77.0.1 --self 10.77.0.2 --other 10.77.0.3 --blackhole 10.79.
 CASEARG=()
 [ -z "${SEM_CASES:-}" ] || CASEARG=(--case "$SEM_CASES")
 
+# Known differences (docs/compat.md): case/family -> the NetKernel result.
+declare -A KNOWN=(
+	# A UDP send error only the host's stack sees (EACCES for a subnet
+	# broadcast without SO_BROADCAST) is not returned by the guest's send.
+	[udp_broadcast/v4]="broadcast=0 limited=EACCES directed=1 broadcast2=1 directed2=1"
+	# Options whose effect is a control message are refused loudly.
+	[udp_pktinfo/v4]="set=ENOPROTOOPT recvmsg=1 pktinfo_dst=none"
+	[udp_pktinfo/v6]="set=ENOPROTOOPT recvmsg=1 pktinfo_dst=none"
+)
+
 total=0
 differ=()
+known=()
+now_same=()
 for f in $FAMILIES; do
 	log_step "IPv$f: native run"
 	t0=$(date +%s)
@@ -95,17 +112,28 @@ for f in $FAMILIES; do
 	while IFS= read -r line; do
 		name=${line%%:*}
 		theirs=$(grep -m1 "^$name:" "$NK_TMP/nk$f.out")
-		if [ "$theirs" != "$line" ]; then
+		k=${KNOWN[$name/v$f]:-}
+		if [ "$theirs" = "$line" ]; then
+			[ -z "$k" ] || now_same+=("$name/v$f")
+		elif [ -n "$k" ] && [ "${theirs#*: }" = "$k" ]; then
+			known+=("$name/v$f")
+			echo "  KNOWN $name/v$f (docs/compat.md)"
+			echo "       native: ${line#*: }"
+			echo "       nk:     ${theirs#*: }"
+		else
 			differ+=("$name/v$f")
 			echo "  DIFF $name/v$f"
 			echo "       native: ${line#*: }"
 			echo "       nk:     ${theirs#*: }"
+			[ -z "$k" ] || echo "       known:  $k"
 		fi
 	done <"$NK_TMP/native$f.out"
 done
 
 log_step "summary"
-log_info "$total (case, family) pairs compared, ${#differ[@]} differ"
+log_info "$total (case, family) pairs compared: $((total - ${#differ[@]} - ${#known[@]})) as on Linux, ${#known[@]} known differences (docs/compat.md), ${#differ[@]} differ"
+[ ${#known[@]} -eq 0 ] || log_info "known differences: ${known[*]}"
+check_eq "known differences that now match Linux (take them off KNOWN)" "${now_same[*]:-none}" none
 [ -n "${SEM_CASES:-}" ] || [ "$FAMILIES" != "4 6" ] ||
 	check_gt "(case, family) pairs compared (at least 100)" "$total" 99
 check_eq "cases that differ from Linux" "${differ[*]:-none}" none
