@@ -2975,12 +2975,13 @@ static int recv_fd(int sock)
 /*
  * The receiving process is forked before the socket exists, so it has
  * never seen it: the fd arrives as a stranger, as it would in an
- * unrelated process.  It writes, reads the echo, and names both ends.
+ * unrelated process.  It writes, reads the echo, and names both ends; a
+ * listener (type 0) accepts one connection instead.
  */
 static void scm_receiver(int us, int type)
 {
 	char res[200], buf[16] = { 0 };
-	int fd = recv_fd(us), t = -1, d = -1, io;
+	int fd = recv_fd(us), t = -1, d = -1, io, a = -1;
 	socklen_t l = sizeof(t);
 	ssize_t n;
 
@@ -2991,6 +2992,23 @@ static void scm_receiver(int us, int type)
 	getsockopt(fd, SOL_SOCKET, SO_TYPE, &t, &l);
 	l = sizeof(d);
 	getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &d, &l);
+	if (type == 0) {
+		/* the sender has the peer connect once we said "ready" */
+		if (write(us, "R", 1) != 1 || !wait_in(fd, 3000))
+			io = 0;
+		else if ((a = accept(fd, NULL, NULL)) < 0)
+			io = -errno;
+		else
+			io = read_full(a, buf, 4, 2000) == 4 && write(a, "pong", 4) == 4;
+		snprintf(res, sizeof(res), "recvfd=ok domain=%s accept=%s local=%s peer=%s",
+			 d == AF_INET ? "inet" : d == AF_INET6 ? "inet6" : d == AF_UNIX ? "unix" : "?",
+			 io < 0 ? ename(-io) : io ? "ok" : "bad", a >= 0 ? name_of(a, false) : "-",
+			 a >= 0 ? name_of(a, true) : "-");
+		if (a >= 0)
+			close(a);
+		close(fd);
+		goto out;
+	}
 	n = write(fd, "scm", 3);
 	if (n != 3)
 		io = n < 0 ? -errno : 0;
@@ -3010,34 +3028,52 @@ out:
 	_exit(0);
 }
 
-static void scm_case(int type)
+/* Fork a receiver for a socket that does not exist yet; its end in *us. */
+static pid_t scm_fork(int type, int *us)
 {
-	char buf[256] = { 0 };
-	int sv[2], s, st;
-	ssize_t n, got = 0;
+	int sv[2];
 	pid_t p;
 
-	if (rc("socketpair", socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) < 0)
-		return;
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+		return -1;
 	p = fork();
 	if (p == 0) {
 		close(sv[0]);
 		scm_receiver(sv[1], type);
 	}
 	close(sv[1]);
+	*us = sv[0];
+	return p;
+}
+
+/* The receiver's one-line report, after it exits. */
+static void scm_report(const char *tag, int us, pid_t p)
+{
+	char buf[256] = { 0 };
+	ssize_t n, got = 0;
+	int st;
+
+	while (got < (ssize_t)sizeof(buf) - 1 &&
+	       (n = read_full(us, buf + got, sizeof(buf) - 1 - got, 5000)) > 0)
+		got += n;
+	close(us);
+	waitpid(p, &st, 0);
+	out("%s=\"%s\"", tag, buf);
+}
+
+static void scm_case(int type)
+{
+	int us, s;
+	pid_t p = scm_fork(type, &us);
+
+	if (rc("fork", p) < 0)
+		return;
 	s = type == SOCK_STREAM ? connect_to(&sa_peer, P_ECHO) : udp_to(&sa_peer, P_UECHO);
 	if (rc("connect", s) >= 0) {
-		rc("sendfd", send_fd(sv[0], s));
+		rc("sendfd", send_fd(us, s));
 		close(s);	/* the receiver's copy is the only one now */
 	}
-	while (got < (ssize_t)sizeof(buf) - 1 &&
-	       (n = read_full(sv[0], buf + got, sizeof(buf) - 1 - got, 5000)) > 0)
-		got += n;
-	close(sv[0]);
-	if (s < 0)
-		kill(p, SIGKILL);
-	waitpid(p, &st, 0);
-	out("receiver=\"%s\"", buf);
+	scm_report("receiver", us, p);
 }
 
 static void case_scm_rights_tcp(void)
@@ -3048,6 +3084,52 @@ static void case_scm_rights_tcp(void)
 static void case_scm_rights_udp(void)
 {
 	scm_case(SOCK_DGRAM);
+}
+
+/* A listening socket handed to a worker, as servers do on reload. */
+static void case_scm_rights_listener(void)
+{
+	char buf[64], r;
+	int us, l, c = -1;
+	pid_t p = scm_fork(0, &us);
+
+	if (rc("fork", p) < 0)
+		return;
+	l = bind_listen(&sa_self, 0, 4);
+	if (rc("listen", l) >= 0) {
+		rc("sendfd", send_fd(us, l));
+		if (read_full(us, &r, 1, 5000) == 1)
+			c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
+		close(l);
+	}
+	if (c >= 0) {
+		ctl_reply(c, buf, sizeof(buf));
+		out("peer=\"%s\"", buf);
+	}
+	scm_report("receiver", us, p);
+}
+
+/* The same connected socket passed to two processes in turn. */
+static void case_scm_rights_twice(void)
+{
+	int us1, us2, s;
+	pid_t p1 = scm_fork(SOCK_STREAM, &us1), p2 = scm_fork(SOCK_STREAM, &us2);
+
+	if (rc("fork", p1 < 0 || p2 < 0 ? -1 : 0) < 0)
+		return;
+	s = connect_to(&sa_peer, P_ECHO);
+	if (rc("connect", s) < 0) {
+		close(us1);
+		close(us2);
+		waitpid(p1, NULL, 0);
+		waitpid(p2, NULL, 0);
+		return;
+	}
+	rc("sendfd1", send_fd(us1, s));
+	scm_report("first", us1, p1);
+	rc("sendfd2", send_fd(us2, s));
+	scm_report("second", us2, p2);
+	close(s);
 }
 
 #define F4	1	/* run in family 4 */
@@ -3095,7 +3177,7 @@ static const struct {
 	C6(udp_connect_mapped), C6(udp_connect_sin), C6(udp_v6only_mapped),
 	C6(udp_dual_server), C6(udp_v6only_server),
 	/* SCM_RIGHTS between processes */
-	C(scm_rights_tcp), C(scm_rights_udp),
+	C(scm_rights_tcp), C(scm_rights_udp), C(scm_rights_listener), C(scm_rights_twice),
 #undef C
 #undef C4
 #undef C6
