@@ -88,8 +88,7 @@ mkdir -p "$BDIR"
 : >"$META"
 
 nk_require_root
-nk_require_cmds iperf3 sockperf wrk nginx pasta slirp4netns gnuplot ss
-[ "$PROFILE" = 0 ] || nk_require_cmds perf
+nk_require_cmds iperf3 sockperf wrk nginx pasta slirp4netns gnuplot ss perf
 nk_require_build
 [ -x "$NKCPS" ] || nk_die "$NKCPS is missing (run make)"
 # Run private copies of the binaries: a rebuild in the tree during the run
@@ -169,6 +168,9 @@ meta mem "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 meta git "$(git -C "$NK_SRCDIR" rev-parse --short HEAD 2>/dev/null)$(git -C "$NK_SRCDIR" diff --quiet HEAD -- nsm ctl guest-shim lib include 2>/dev/null || echo ' (+ uncommitted changes in the data path)')"
 meta loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta busy_start "$(idle_sample)"
+# What a system call and a wakeup cost on this machine: NetKernel adds both.
+meta syscall_us "$(perf bench syscall basic -l 200000 2>/dev/null | awk '/usecs\/op/ { print $1 }')"
+meta pipe_rtt_us "$(perf bench sched pipe -l 10000 2>/dev/null | awk '/usecs\/op/ { print $1 }')"
 meta quick "$QUICK"
 meta reps "$REPS"
 meta durations "bulk ${T_BULK}s, rr ${T_RR}s, wrk ${T_WRK}s, cps ${T_CPS}s, density ${T_DENS}s, idle ${T_IDLE}s"
@@ -715,6 +717,7 @@ done
 # ---------------------------------------------------------------- report
 
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta busy_end "$(idle_sample)"
 meta elapsed_s "$(($(date +%s) - BENCH_T0))"
 meta checks "$NK_CHECKS checks, $NK_FAILS failed"
 {

@@ -361,10 +361,14 @@ def main():
                f"kernel {meta.get('kernel')}; tree at {meta.get('git')}.")
     out.append(f"- Load at start: load average {meta.get('loadavg_start')}, "
                f"machine {meta.get('busy_start')}% busy over the 2 s before the run; "
-               f"load average at the end {meta.get('loadavg_end')}. "
+               f"at the end load average {meta.get('loadavg_end')}, "
+               f"{meta.get('busy_end', '?')}% busy over 2 s after the run. "
                + ("**The machine was busy with other work: numbers are noisy.**"
-                  if float((meta.get('busy_start') or '0')) >= 10 else
-                  "The machine was otherwise idle at the start."))
+                  if max(float(meta.get('busy_start') or 0), float(meta.get('busy_end') or 0)) >= 10 else
+                  "The machine was otherwise idle before and after the run."))
+    out.append(f"- Cost of the basics on this machine at the start: a system call "
+               f"{meta.get('syscall_us', '?')} µs (`perf bench syscall basic`), a wakeup round trip "
+               f"between two processes {meta.get('pipe_rtt_us', '?')} µs (`perf bench sched pipe`).")
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
     out.append(f"- Anti-fake checks inside the run: {checks[0] if checks else '?'}.")
     for c in checks[1:]:
