@@ -554,39 +554,47 @@ pstat()
 # cost PATH WL: counters in the steady state of one run.
 cost()
 {
-	local p=$1 wl=$2 gpid dpid="" units log delay
+	local p=$1 wl=$2 gpid dpids=() units log delay d i
 	rm -f "$BDIR/stat-$p-$wl-"*.csv
 	log=$NK_TMP/cost-$p-$wl.log
-	if [ "$wl" = rr ]; then
+	case $wl in
+	rr)
 		delay=3		# sockperf sleeps about 2 s before it starts
-		gbg "$p" "$log" sockperf pp --tcp -i "${RADDR[$p]}" -p 11111 -t $((T_COST + 2))
-	else
+		gbg "$p" "$log" sockperf pp --tcp -i "${RADDR[$p]}" -p 11111 -t $((T_COST + 2)) ;;
+	bulk)
 		delay=1
-		gbg "$p" "$log" iperf3 -c "${RADDR[$p]}" -p 5201 -t $((T_COST + 2)) -J
-	fi
+		gbg "$p" "$log" iperf3 -c "${RADDR[$p]}" -p 5201 -t $((T_COST + 2)) -J ;;
+	cps)
+		delay=0.5
+		gbg "$p" "$log" "$NKCPS" connect -t 1 "${RADDR[$p]}" 7000 $((T_COST + 1)) ;;
+	esac
 	gpid=$NK_BG_PID
 	sleep "$delay"
-	if [ -n "${DAEMONS[$p]}" ]; then
-		# shellcheck disable=SC2086
-		pstat "$BDIR/stat-$p-$wl-d.csv" ${DAEMONS[$p]} &
-		dpid=$!
-	fi
+	i=0
+	for d in ${DAEMONS[$p]}; do	# each daemon on its own: nk-nsm, nkd
+		i=$((i + 1))
+		pstat "$BDIR/stat-$p-$wl-d$i.csv" "$d" &
+		dpids+=($!)
+	done
 	pstat "$BDIR/stat-$p-$wl-g.csv" "$gpid"
-	[ -z "$dpid" ] || wait "$dpid"
+	[ ${#dpids[@]} -eq 0 ] || wait "${dpids[@]}"
 	wait "$gpid"
-	if [ "$wl" = rr ]; then
+	case $wl in
+	rr)
 		units=$(sed -n 's/.*Valid Duration.*RunTime=\([0-9.]*\) sec.*ReceivedMessages=\([0-9]*\).*/\1 \2/p' "$log" |
-			awk -v w="$T_COST" '$1 > 0 { printf "%.0f", $2 / $1 * w }')
-	else
+			awk -v w="$T_COST" '$1 > 0 { printf "%.0f", $2 / $1 * w }') ;;
+	bulk)
 		units=$("$NK_PY" -c 'import json, sys; e = json.load(open(sys.argv[1]))["end"]["sum_sent"]
-print("%.1f" % (e["bytes"] / e["seconds"] * float(sys.argv[2]) / 1e6))' "$log" "$T_COST" 2>/dev/null)
-	fi
+print("%.1f" % (e["bytes"] / e["seconds"] * float(sys.argv[2]) / 1e6))' "$log" "$T_COST" 2>/dev/null) ;;
+	cps)
+		units=$(sed -n 's/^cps=\([0-9.]*\) .*/\1/p' "$log" | awk -v w="$T_COST" '{ printf "%.0f", $1 * w }') ;;
+	esac
 	if [ -z "$units" ]; then
 		log_info "cost $p $wl: the run failed"
 		return
 	fi
 	REP=1 rec "$p" "cost_$wl" units "$units"
-	log_info "cost $p $wl: about $units $([ "$wl" = rr ] && echo round trips || echo MB) in the ${T_COST}s window"
+	log_info "cost $p $wl: about $units units in the ${T_COST}s window"
 }
 
 # perf_profile WL DELAY CMD...: record nk-nsm and the guest program (CMD is
@@ -610,7 +618,7 @@ perf_profile()
 rm -f "$BDIR"/perf-* "$BDIR"/stat-*
 if [ "$PROFILE" = 1 ]; then
 	log_step "cost model (software counters) and perf profile of nk-nsm + guest"
-	for wl in rr bulk; do
+	for wl in rr bulk cps; do
 		for p in native nk; do
 			cost "$p" "$wl"
 		done

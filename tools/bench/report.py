@@ -259,6 +259,9 @@ def read_stat(path):
             parts = line.strip().split(",")
             if len(parts) < 3 or line.startswith("#"):
                 continue
+            if "not counted" in parts[0]:
+                vals[parts[2]] = 0.0	# the process never ran in the window
+                continue
             try:
                 vals[parts[2]] = float(parts[0])
             except ValueError:
@@ -268,35 +271,43 @@ def read_stat(path):
 
 def cost_section(pdir, data, out):
     rows = []
-    for wl, unit in (("rr", "round trip"), ("bulk", "MB sent")):
+    for wl, unit in (("rr", "round trip"), ("bulk", "MB sent"), ("cps", "connection")):
         for p in PATHS:
             u = data.get((p, f"cost_{wl}", "units"), {}).get(1)
             g = read_stat(os.path.join(pdir, f"stat-{p}-{wl}-g.csv"))
             if not u or g is None:
                 continue
-            d = read_stat(os.path.join(pdir, f"stat-{p}-{wl}-d.csv")) or {}
-
-            def per(vals, ev, scale=1.0):
-                v = vals.get(ev)
-                return None if v is None else v * scale / u
-            rows.append((wl, unit, p,
-                         per(g, "task-clock", 1000), per(g, "context-switches"), per(g, "raw_syscalls:sys_enter"),
-                         per(d, "task-clock", 1000), per(d, "context-switches"), per(d, "raw_syscalls:sys_enter")))
+            groups = [g]
+            for i in (1, 2):	# the path's daemons in DAEMONS order (nk: nk-nsm, nkd)
+                groups.append(read_stat(os.path.join(pdir, f"stat-{p}-{wl}-d{i}.csv")) or {})
+            vals = []
+            for grp in groups:
+                for ev, scale in (("task-clock", 1000.0), ("context-switches", 1.0),
+                                  ("raw_syscalls:sys_enter", 1.0)):
+                    v = grp.get(ev)
+                    vals.append(None if v is None else v * scale / u)
+            rows.append((wl, unit, p, vals))
     if not rows:
         return
-    out.append("#### Cost model: what one round trip / one MB costs\n")
+    out.append("#### Cost model: what one round trip, one MB, one connection costs\n")
     out.append("One extra run of each, apart from the timed runs, with software counters "
                "(`perf stat -e task-clock,context-switches,raw_syscalls:sys_enter -p`) on the "
-               "guest program and on the path's daemons (nk-nsm + nkd) over a window of the "
-               "steady state; the work done in the window (round trips, MB) is estimated from "
-               "the program's own average rate. RR: sockperf ping-pong, per round trip; bulk: "
-               "iperf3 guest→remote, per MB sent. The syscall tracepoint slows each call a "
-               "little. The remote host's side is the same for both paths and is not counted.\n")
-    out.append("| workload | path | guest CPU µs | guest context switches | guest syscalls | "
-               "daemon CPU µs | daemon context switches | daemon syscalls |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
-    for wl, unit, p, *v in rows:
-        out.append(f"| {wl} (per {unit}) | {PATH_NAMES[p]} | " + " | ".join(fmt(x) if x is not None else "–" for x in v) + " |")
+               "guest program, on nk-nsm and on nkd, over a window of the steady state; the "
+               "work done in the window (round trips, MB, connections) is estimated from the "
+               "program's own average rate. RR: sockperf ping-pong, per round trip; bulk: "
+               "iperf3 guest→remote, per MB sent; connections: `nk_cps connect -t 1` (connect, "
+               "wait for the server's close, close), per connection. The syscall tracepoint "
+               "slows each call a little. The remote host's side is the same for both paths "
+               "and is not counted. Columns: CPU µs / context switches / system calls.\n")
+    out.append("| workload | path | guest program | nk-nsm | nkd |")
+    out.append("|---|---|---:|---:|---:|")
+    for wl, unit, p, v in rows:
+        def grp(i):
+            x = v[3 * i:3 * i + 3]
+            if all(y is None for y in x):
+                return "–"
+            return " / ".join(fmt(y) if y is not None else "–" for y in x)
+        out.append(f"| {wl} (per {unit}) | {PATH_NAMES[p]} | {grp(0)} | {grp(1)} | {grp(2)} |")
     out.append("")
 
 
@@ -366,9 +377,14 @@ def main():
                + ("**The machine was busy with other work: numbers are noisy.**"
                   if max(float(meta.get('busy_start') or 0), float(meta.get('busy_end') or 0)) >= 10 else
                   "The machine was otherwise idle before and after the run."))
+    def us(k):
+        try:
+            return f"{float(meta[k]):.2f}"
+        except (KeyError, ValueError):
+            return "?"
     out.append(f"- Cost of the basics on this machine at the start: a system call "
-               f"{meta.get('syscall_us', '?')} µs (`perf bench syscall basic`), a wakeup round trip "
-               f"between two processes {meta.get('pipe_rtt_us', '?')} µs (`perf bench sched pipe`).")
+               f"{us('syscall_us')} µs (`perf bench syscall basic`), a wakeup round trip "
+               f"between two processes {us('pipe_rtt_us')} µs (`perf bench sched pipe`).")
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
     out.append(f"- Anti-fake checks inside the run: {checks[0] if checks else '?'}.")
     for c in checks[1:]:
