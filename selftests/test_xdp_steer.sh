@@ -210,6 +210,14 @@ for vm in vm1 vm2 vm3; do
 	# no neighbour re-validation (unicast ARP probes) during the exact counts
 	ip -n "remote-$S" neigh replace "${VM_ADDR[$vm]}" lladdr "$mac" dev eth0 nud permanent
 done
+# ... in either direction: an NSM re-validating the remote host's address
+# gets a reply addressed to one of its VMs, which XDP counts for that VM.
+RMAC=$(ip -n "remote-$S" -o link show eth0 | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p')
+for n in "$N1" "$N2"; do
+	for a in 10.77.1.1 fd77:1::1; do
+		ip -n "nk-$n" neigh replace "$a" lladdr "$RMAC" dev eth0 nud permanent 2>/dev/null
+	done
+done
 
 log_step "traffic to each VM goes through its NSM: XDP counters and ip -s link"
 # One VM at a time: its VM and NSM counters move, nobody else's.
