@@ -12,10 +12,19 @@
  *      ICMPv6 neighbour solicitation (whose destination is a solicited-node
  *      multicast address).  A broadcast ARP request for a VM's address thus
  *      reaches that VM's NSM and no other.
- *   2. addr_vm[address] -> vm id; no entry: the frame is for no VM and goes
+ *   2. a TCP/UDP frame of a flow in steer_flows (a VM that moved keeps its
+ *      established flows on the old NSM) goes to that flow's NSM, with the
+ *      destination MAC rewritten to that NSM's (the remote host may
+ *      already address the new NSM's MAC, which the old NSM's stack would
+ *      not take).  The VM is still named by addr_vm for the counters and
+ *      its policy.
+ *   3. addr_vm[address] -> vm id; no entry: the frame is for no VM and goes
  *      to the host stack, or is dropped (steer_cfg miss_action).
- *   3. vm_policy[vm] -> drop_all: drop (reason POLICY).
- *   4. vms[vm] -> nsm id; nsms[nsm] -> kind and slot; a kernel NSM gets the
+ *      A new TCP connection (SYN) to a VM in the middle of a move
+ *      (vms flags HOLD_SYN) is dropped (MOVING): the remote retries it a
+ *      second later, on the new NSM, instead of meeting a reset.
+ *   4. vm_policy[vm] -> drop_all: drop (reason POLICY).
+ *   5. vms[vm] -> nsm id; nsms[nsm] -> kind and slot; a kernel NSM gets the
  *      frame by bpf_redirect_map(nsm_devs, slot) onto its veth, unchanged
  *      (VLAN tags included).  AF_XDP NSMs (nsm_xsks) are not steered yet.
  *
@@ -58,6 +67,8 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct nk_steer_flow_nsm *flow = NULL;
+	struct nk_steer_flow fkey = {};
 	struct nk_steer_addr key = {};
 	struct nk_steer_addr_vm *av;
 	struct nk_steer_policy *pol;
@@ -65,6 +76,7 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 	struct nk_steer_nsm *nsm;
 	struct steer_stats s;
 	__u32 vm_id, nsm_id;
+	int syn = 0;
 	long ret;
 
 	stats_init(&s, ctx);
@@ -77,16 +89,29 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 		return count_drop(&s, NK_DROP_MALFORMED);
 	}
 
-	av = bpf_map_lookup_elem(&addr_vm, &key);
-	if (!av)
-		return steer_miss(&s, NK_DROP_NO_VM);
-	vm_id = av->vm_id;
-	stats_set_vm(&s, vm_id);
+	/* A known flow first: it stays on the NSM that holds it. */
+	if (parse_flow(data, data_end, &fkey, &syn) == PARSE_OK)
+		flow = bpf_map_lookup_elem(&steer_flows, &fkey);
 
-	vm = bpf_map_lookup_elem(&vms, &vm_id);
-	if (!vm)
-		return count_drop(&s, NK_DROP_NO_NSM);
-	nsm_id = vm->nsm_id;
+	av = bpf_map_lookup_elem(&addr_vm, &key);
+	if (!av && !flow)
+		return steer_miss(&s, NK_DROP_NO_VM);
+	vm_id = av ? av->vm_id : 0;
+	if (av)
+		stats_set_vm(&s, vm_id);
+
+	if (flow) {
+		nsm_id = flow->nsm_id;
+	} else {
+		vm = bpf_map_lookup_elem(&vms, &vm_id);
+		if (!vm)
+			return count_drop(&s, NK_DROP_NO_NSM);
+		nsm_id = vm->nsm_id;
+		if (syn && (vm->flags & NK_STEER_VM_F_HOLD_SYN)) {
+			stats_set_nsm(&s, nsm_id);
+			return count_drop(&s, NK_DROP_MOVING);
+		}
+	}
 	stats_set_nsm(&s, nsm_id);
 
 	pol = bpf_map_lookup_elem(&vm_policy, &vm_id);
@@ -98,6 +123,15 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 		return count_drop(&s, NK_DROP_NO_NSM);
 	if (nsm->kind != NK_NSM_KERNEL)
 		return count_drop(&s, NK_DROP_NSM_KIND);
+
+	if (flow && (flow->dmac[0] | flow->dmac[1] | flow->dmac[2] | flow->dmac[3] |
+		     flow->dmac[4] | flow->dmac[5])) {
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return count_drop(&s, NK_DROP_MALFORMED);
+		__builtin_memcpy(eth->h_dest, flow->dmac, ETH_ALEN);
+	}
 
 	/* an empty slot makes the helper return its fallback, XDP_DROP */
 	ret = bpf_redirect_map(&nsm_devs, nsm->dev_slot, XDP_DROP);

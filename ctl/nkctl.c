@@ -47,6 +47,11 @@ static const struct nkctl_kw stats_show_kw[] = {
 	{}
 };
 
+static const struct nkctl_kw conn_list_kw[] = {
+	{ "vm", "NAME", "vm", 0 },
+	{}
+};
+
 static const struct nkctl_kw vm_add_kw[] = {
 	{ "nsm", "NSM", "nsm", KW_REQ },
 	{ "addr", "ADDR/PREFIX[,ADDR/PREFIX...]", "addrs", KW_REQ | KW_CSV },
@@ -67,13 +72,15 @@ static const struct nkctl_cmd cmds[] = {
 	{ "vm", "del", "NAME", NULL, OUT_NONE, "remove a VM and its listener" },
 	{ "vm", "list", NULL, NULL, OUT_LIST, "list VMs" },
 	{ "vm", "show", "NAME", NULL, OUT_OBJECT, "show one VM and its guest transport" },
-	{ "vm", "set", "NAME", vm_set_kw, OUT_NONE, "move a VM to another NSM" },
+	{ "vm", "set", "NAME", vm_set_kw, OUT_NONE,
+	  "move a VM to another NSM (between steered NSMs its connections finish on the old one)" },
 	{ "policy", "add", NULL, NULL, OUT_NONE, NULL, true },
 	{ "policy", "del", NULL, NULL, OUT_NONE, NULL, true },
 	{ "policy", "set", NULL, NULL, OUT_NONE, NULL, true },
 	{ "policy", "list", NULL, NULL, OUT_LIST, NULL, true },
 	{ "policy", "show", NULL, NULL, OUT_OBJECT, NULL, true },
-	{ "conn", "list", NULL, NULL, OUT_LIST, NULL, true },
+	{ "conn", "list", NULL, conn_list_kw, OUT_LIST,
+	  "every guest connection and listener on the NSMs: VM, NSM, addresses, state, bytes" },
 	{ "conn", "show", NULL, NULL, OUT_OBJECT, NULL, true },
 	{ "conn", "del", NULL, NULL, OUT_NONE, NULL, true },
 	{ "stats", "show", NULL, stats_show_kw, OUT_OBJECT,

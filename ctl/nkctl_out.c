@@ -31,6 +31,13 @@ static const struct col vm_cols[] = {
 	{}
 };
 
+static const struct col conn_cols[] = {
+	{ "vm", "VM" }, { "nsm", "NSM" }, { "proto", "PROTO" }, { "local", "LOCAL" },
+	{ "remote", "REMOTE" }, { "state", "STATE" }, { "bytes_in", "BYTES_IN" },
+	{ "bytes_out", "BYTES_OUT" },
+	{}
+};
+
 static const char *const nsm_show[] = {
 	"name", "id", "type", "netns", "dev", "managed", "hostdev", "xdp_mode", "state", "pid",
 	"restarts", "vms", "adopted", "control", "log", "reason", NULL
@@ -209,6 +216,10 @@ void nkctl_print(const struct nkctl_cmd *cmd, json_t *result)
 		return;
 	}
 
+	if (!strcmp(cmd->object, "conn") && cmd->out == OUT_LIST) {
+		print_table(conn_cols, result);
+		return;
+	}
 	switch (cmd->out) {
 	case OUT_LIST:
 		print_table(vm ? vm_cols : nsm_cols, result);

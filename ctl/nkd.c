@@ -415,6 +415,9 @@ static void loop(void)
 			case EP_VSOCK:
 				vsock_accept();
 				break;
+			case EP_MOVE_TIMER:
+				move_timer_event();
+				break;
 			default:
 				warn("epoll: unknown reference type %u", ref.type);
 				break;

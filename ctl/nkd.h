@@ -11,6 +11,8 @@
  *   nkd_state.c  nkd.json: save after every change, restore at start
  *   nkd_steer.c  XDP steering on the uplink: programs, pinned maps, stats
  *   nkd_link.c   namespaces and veth pairs of the NSMs nkd creates
+ *   nkd_conn.c   the connection table (conn list), asked of every NSM
+ *   nkd_move.c   graceful VM moves: flows pinned to the old NSM, drains
  *
  * Error convention: int functions return 0 or -errno; a caller-supplied
  * struct nkd_err receives the one-line message shown to the operator.
@@ -65,6 +67,7 @@ enum nkd_ep_type {
 	EP_NSM_CTL,		/* control connection to an NSM; idx = nsm slot */
 	EP_NSM_TIMER,		/* per-NSM timerfd; idx = nsm slot */
 	EP_VSOCK,		/* the AF_VSOCK listener for cid VMs */
+	EP_MOVE_TIMER,		/* prune period of VMs draining from an old NSM */
 };
 
 union nkd_ep_ref {
@@ -204,6 +207,12 @@ void nsm_sweep(void);
  * there.  0 or -errno of the exchange itself (-ENOTCONN, -ETIMEDOUT...). */
 int nsm_request(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len,
 		int fd, int *nsm_err);
+/* The same, and cb sees every other message carrying the request's seq
+ * before the REPLY (CONN_BATCH). */
+typedef void (*nsm_msg_cb)(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *body,
+			   size_t len, void *arg);
+int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
+		   int *nsm_err, nsm_msg_cb cb, void *arg);
 int nsm_push_vms(struct nkd_nsm *nsm);
 unsigned int nsm_vm_count(const struct nkd_nsm *nsm);
 const char *nsm_state_name(enum nsm_state s);
@@ -238,6 +247,23 @@ int steer_stats(json_t *args, json_t **res, struct nkd_err *e);
 json_t *steer_teardown(void);
 const char *steer_miss_name(int miss);
 
+/* nkd_conn.c */
+/* The connections of vm_id (0: all) on nsm; *out is malloc'd. */
+int conn_collect(struct nkd_nsm *nsm, uint32_t vm_id, struct nsm_conn **out, size_t *n);
+json_t *conn_to_json(const struct nkd_nsm *nsm, const struct nsm_conn *c);
+int conn_list(json_t *args, json_t **res, json_t *warnings, struct nkd_err *e);
+
+/* nkd_move.c */
+bool move_graceful_possible(const struct nkd_vm *vm, const struct nkd_nsm *to);
+int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e);
+bool move_draining_on(const struct nkd_vm *vm, const struct nkd_nsm *nsm);
+bool move_nsm_draining(const struct nkd_nsm *nsm);
+void move_forget_vm(const struct nkd_vm *vm);
+void move_forget_nsm(const struct nkd_nsm *nsm);
+void move_timer_event(void);
+json_t *move_to_json(void);
+void move_restore(json_t *arr);
+
 /* nkd_link.c */
 int netns_open(const char *name);
 int netns_create(const char *name);
@@ -246,6 +272,8 @@ int link_delete(const char *ifname);
 int link_nsm_veth(struct nkd_nsm *nsm, struct nkd_err *e);
 /* Gratuitous ARP / unsolicited NA for the VM's addresses, from the NSM. */
 void link_announce(const struct nkd_nsm *nsm, const struct nkd_vm *vm);
+/* The MAC of the NSM's device (in its netns).  0 or -errno. */
+int link_nsm_mac(const struct nkd_nsm *nsm, uint8_t mac[6]);
 
 /* nkd_state.c */
 int state_save(void);

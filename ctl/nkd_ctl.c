@@ -493,6 +493,8 @@ static void handle_request(struct nkd_client *c, const char *buf, size_t len)
 		ret = handle_vm(verb, args, &res, warnings, &e);
 	} else if (!strcmp(object, "stats")) {
 		ret = handle_stats(verb, args, &res, &e);
+	} else if (!strcmp(object, "conn") && !strcmp(verb, "list")) {
+		ret = conn_list(args, &res, warnings, &e);
 	} else if (!strcmp(object, "teardown")) {
 		ret = handle_teardown(&res, warnings);
 	} else {

@@ -611,3 +611,38 @@ void link_announce(const struct nkd_nsm *nsm, const struct nkd_vm *vm)
 	else
 		debug("vm %s: %u addresses announced from nsm %s", vm->name, a.sent, nsm->name);
 }
+
+struct mac_query {
+	const char *dev;
+	uint8_t *mac;
+};
+
+static int mac_in_ns(void *arg)
+{
+	struct mac_query *q = arg;
+	struct ifreq ifr = {};
+	int fd, ret;
+
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	nkd_strscpy(ifr.ifr_name, q->dev, sizeof(ifr.ifr_name));
+	ret = ioctl(fd, SIOCGIFHWADDR, &ifr) < 0 ? -errno : 0;
+	close(fd);
+	if (!ret)
+		memcpy(q->mac, ifr.ifr_hwaddr.sa_data, ETH_ALEN);
+	return ret;
+}
+
+int link_nsm_mac(const struct nkd_nsm *nsm, uint8_t mac[6])
+{
+	struct mac_query q = { .dev = nsm->dev, .mac = mac };
+	int nsfd, ret;
+
+	nsfd = netns_open(nsm->netns);
+	if (nsfd < 0)
+		return nsfd;
+	ret = netns_run(nsfd, mac_in_ns, &q);
+	close(nsfd);
+	return ret;
+}

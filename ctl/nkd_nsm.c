@@ -66,6 +66,9 @@ static const char *const msg_names[] = {
 	[NSM_MSG_VM_DEL] = "VM_DEL",
 	[NSM_MSG_ATTACH_LISTENER] = "ATTACH_LISTENER",
 	[NSM_MSG_ATTACH_STREAM] = "ATTACH_STREAM",
+	[NSM_MSG_CONN_LIST] = "CONN_LIST",
+	[NSM_MSG_CONN_BATCH] = "CONN_BATCH",
+	[NSM_MSG_VM_DRAIN] = "VM_DRAIN",
 };
 
 static void nsm_conn_lost(struct nkd_nsm *nsm, const char *why);
@@ -557,6 +560,12 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 int nsm_request(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
 		int *nsm_err)
 {
+	return nsm_request_cb(nsm, type, body, len, fd, nsm_err, NULL, NULL);
+}
+
+int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
+		   int *nsm_err, nsm_msg_cb cb, void *arg)
+{
 	char buf[NSM_CTL_MSG_MAX] __attribute__((aligned(8)));
 	char cbuf[CMSG_SPACE(sizeof(int))] __attribute__((aligned(8))) = { 0 };
 	struct nsm_hdr *h = (void *)buf;
@@ -629,6 +638,11 @@ int nsm_request(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len,
 
 			nsm_conn_lost(nsm, n ? strerror(errno) : "closed by the NSM");
 			return ret;
+		}
+		if (cb && hdr_ok(h, n) && h->type != NSM_MSG_REPLY && h->seq == seq) {
+			cb(nsm, h, buf + sizeof(*h), n - sizeof(*h), arg);
+			end = nkd_now_ms() + NKD_NSM_REPLY_MS;	/* progress */
+			continue;
 		}
 		if (!hdr_ok(h, n) || h->type != NSM_MSG_REPLY || h->seq != seq) {
 			debug("nsm %s: ignoring message type %u seq %u while waiting for seq %u",
@@ -1039,6 +1053,7 @@ int nsm_delete(struct nkd_nsm *nsm, struct nkd_err *e)
 	if (n)
 		return nkd_fail(e, EBUSY, "nsm %s is used by %u vm(s) (%s%s); delete them first with 'nkctl vm del NAME'",
 				nsm->name, n, names, n > 4 ? ", ..." : "");
+	move_forget_nsm(nsm);
 	ctl_close(nsm);
 	if (pid) {
 		status = nsm_kill(nsm, SIGTERM, NKD_NSM_TERM_MS);

@@ -7,7 +7,11 @@
  *   {"version": 1,
  *    "uplink": "IFNAME", "miss": "pass" | "drop", "pin_dir": "DIR",
  *    "nsms": [{"name", "id", "type", "netns", "dev"}],
- *    "vms":  [{"name", "id", "nsm", "addrs": [...], "uds" | "cid", "gw": [...]}]}
+ *    "vms":  [{"name", "id", "nsm", "addrs": [...], "uds" | "cid", "gw": [...]}],
+ *    "draining": [{"vm", "nsm"}]}
+ *
+ * ("draining": VMs whose connections still finish on an old NSM after a
+ * graceful move, nkd_move.c; written by nkd only, absent when none.)
  *
  * (an NSM nkd created on the uplink has no netns/dev).  The steering keys
  * are overridden by nkd's --uplink, --miss and --pin-dir.
@@ -30,10 +34,13 @@
 #include "log.h"
 #include "nkd.h"
 
+/* "draining" of the file read at start, resumed once NSMs are up. */
+static json_t *restore_drains;
+
 int state_save(void)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 8];
-	json_t *root, *nsms, *vms;
+	json_t *root, *nsms, *vms, *drains;
 	struct nkd_vm *vm;
 	int fd, i, ret = 0;
 
@@ -53,6 +60,11 @@ int state_save(void)
 	}
 	json_object_set_new(root, "nsms", nsms);
 	json_object_set_new(root, "vms", vms);
+	drains = move_to_json();
+	if (json_array_size(drains))
+		json_object_set_new(root, "draining", drains);
+	else
+		json_decref(drains);
 
 	snprintf(path, sizeof(path), "%s/%s", nkd.cfg.state_dir, NKD_STATE_FILE);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -102,7 +114,7 @@ static int check_top(const char *path, json_t *root)
 				err("%s: unsupported version (this nkd reads version 1)", path);
 				return -EINVAL;
 			}
-		} else if (!strcmp(key, "nsms") || !strcmp(key, "vms")) {
+		} else if (!strcmp(key, "nsms") || !strcmp(key, "vms") || !strcmp(key, "draining")) {
 			if (!json_is_array(val)) {
 				err("%s: \"%s\" must be a list", path, key);
 				return -EINVAL;
@@ -119,7 +131,7 @@ static int check_top(const char *path, json_t *root)
 				return -EINVAL;
 			}
 		} else {
-			err("%s: unknown key \"%s\" (expected version, uplink, miss, pin_dir, nsms, vms)",
+			err("%s: unknown key \"%s\" (expected version, uplink, miss, pin_dir, nsms, vms, draining)",
 			    path, key);
 			return -EINVAL;
 		}
@@ -205,6 +217,8 @@ int state_load(const char *path, bool required)
 		}
 	}
 
+	json_decref(restore_drains);
+	restore_drains = json_incref(json_object_get(root, "draining"));
 	ret = 0;
 out:
 	json_decref(root);
@@ -232,6 +246,10 @@ void state_apply(const char *path)
 		nsm_start(nkd.nsms[i], &e);	/* logs; a failure leaves it "failed" */
 	}
 	steer_sync();	/* the VMs' entries; stale ones removed */
+	if (restore_drains && nkd.steer)
+		move_restore(restore_drains);
+	json_decref(restore_drains);
+	restore_drains = NULL;
 	if (path)
 		info("configuration from %s: %u nsms, %u vms", path, n_nsm, nkd.nvms);
 }

@@ -14,6 +14,8 @@
  * A VM of an NSM that nkd steers on its uplink also has entries in the
  * steering maps (nkd_steer.c), written once the NSM has the VM's addresses
  * and removed once it has dropped them.  Moving a VM (vm set NAME nsm NSM)
+ * between two steered NSMs is graceful (nkd_move.c: established flows
+ * stay on the old NSM by steer_flows entries until they end); otherwise it
  * takes it off the old NSM, configures the new one, points the maps at it
  * in one update and has the new NSM announce the addresses (gratuitous ARP,
  * unsolicited NA), so the remote side learns the new MAC at once.
@@ -528,6 +530,7 @@ int vm_delete(struct nkd_vm *vm, struct nkd_err *e)
 /* Remove the VM from nkd (steering entries, listener), not from its NSM. */
 void vm_forget(struct nkd_vm *vm)
 {
+	move_forget_vm(vm);
 	steer_vm_del(vm);
 	vm_unlink_list(vm);
 	vm_unlisten(vm);
@@ -538,9 +541,11 @@ void vm_forget(struct nkd_vm *vm)
 }
 
 /*
- * Move a VM to another NSM.  Its connections on the old NSM end (the old
- * NSM drops its sockets); its listener and guest path stay the same.  On
- * failure the VM goes back to the old NSM.
+ * Move a VM to another NSM.  Between two NSMs nkd steers, both running,
+ * the move is graceful (nkd_move.c): connections finish on the old NSM.
+ * Otherwise its connections on the old NSM end (the old NSM drops its
+ * sockets).  Its listener and guest path stay the same.  On failure the
+ * VM goes back to the old NSM.
  */
 int vm_move(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 {
@@ -550,6 +555,8 @@ int vm_move(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 
 	if (to == from)
 		return 0;
+	if (move_graceful_possible(vm, to))
+		return move_graceful(vm, to, e);
 	ret = vm_unpush(vm, true);
 	if (ret)
 		return nkd_fail(e, -ret, "vm %s: nsm %s refused to remove it: %s; nothing changed",

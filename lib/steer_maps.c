@@ -9,7 +9,9 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -508,10 +510,15 @@ int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id)
 
 int nk_steer_vm_set(struct nk_steer *st, __u32 vm_id, __u32 nsm_id)
 {
-	struct nk_steer_vm vm = { .nsm_id = nsm_id };
+	return nk_steer_vm_set_flags(st, vm_id, nsm_id, 0);
+}
+
+int nk_steer_vm_set_flags(struct nk_steer *st, __u32 vm_id, __u32 nsm_id, __u32 flags)
+{
+	struct nk_steer_vm vm = { .nsm_id = nsm_id, .flags = flags };
 	int ret;
 
-	if (!vm_id || nsm_id >= NK_STEER_NSM_MAX)
+	if (!vm_id || nsm_id >= NK_STEER_NSM_MAX || (flags & ~NK_STEER_VM_F_HOLD_SYN))
 		return -EINVAL;
 	ret = percpu_zero(st, st->skel->maps.vm_stats, vm_id, BPF_NOEXIST);
 	if (ret && ret != -EEXIST)
@@ -637,6 +644,86 @@ int nk_steer_vm_foreach(struct nk_steer *st,
 		if (bpf_map_lookup_elem(fd, &key, &vm))
 			continue;	/* deleted meanwhile */
 		ret = fn(key, &vm, arg);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static const uint8_t flow_v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+static int flow_addr(__u8 *family, __u8 *dst, const struct nk_addr *a)
+{
+	__u8 fam;
+
+	if (a->family == NK_AF_INET6 && !memcmp(a->addr, flow_v4mapped, 12)) {
+		fam = NK_STEER_AF_INET;
+		memcpy(dst, a->addr + 12, 4);
+	} else if (a->family == NK_AF_INET) {
+		fam = NK_STEER_AF_INET;
+		memcpy(dst, a->addr, 4);
+	} else if (a->family == NK_AF_INET6) {
+		fam = NK_STEER_AF_INET6;
+		memcpy(dst, a->addr, 16);
+	} else {
+		return -EAFNOSUPPORT;
+	}
+	if (*family && *family != fam)
+		return -EAFNOSUPPORT;
+	*family = fam;
+	return 0;
+}
+
+int nk_steer_flow_key(struct nk_steer_flow *key, int proto, const struct nk_addr *vm_addr,
+		      const struct nk_addr *remote)
+{
+	int ret;
+
+	memset(key, 0, sizeof(*key));
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return -EINVAL;
+	key->proto = proto;
+	ret = flow_addr(&key->family, key->vm_addr, vm_addr);
+	if (!ret)
+		ret = flow_addr(&key->family, key->remote_addr, remote);
+	if (ret)
+		return ret;
+	key->vm_port = htons(vm_addr->port);
+	key->remote_port = htons(remote->port);
+	return 0;
+}
+
+int nk_steer_flow_set(struct nk_steer *st, const struct nk_steer_flow *key,
+		      const struct nk_steer_flow_nsm *val)
+{
+	if (val->nsm_id >= NK_STEER_NSM_MAX)
+		return -EINVAL;
+	return sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.steer_flows), key, val, BPF_ANY));
+}
+
+int nk_steer_flow_del(struct nk_steer *st, const struct nk_steer_flow *key)
+{
+	if (bpf_map_delete_elem(map_fd(st->skel->maps.steer_flows), key) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int nk_steer_flow_foreach(struct nk_steer *st,
+			  int (*fn)(const struct nk_steer_flow *key,
+				    const struct nk_steer_flow_nsm *val, void *arg),
+			  void *arg)
+{
+	int fd = map_fd(st->skel->maps.steer_flows);
+	struct nk_steer_flow key, next, *prev = NULL;
+	struct nk_steer_flow_nsm val;
+	int ret;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &val))
+			continue;	/* deleted meanwhile */
+		ret = fn(&key, &val, arg);
 		if (ret)
 			return ret;
 	}

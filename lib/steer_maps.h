@@ -96,6 +96,8 @@ int nk_steer_nsm_set(struct nk_steer *st, __u32 nsm_id, enum nk_nsm_kind kind, i
 int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id);
 /* Add a VM or move it to another NSM; creates its counters if absent. */
 int nk_steer_vm_set(struct nk_steer *st, __u32 vm_id, __u32 nsm_id);
+/* The same with flags (NK_STEER_VM_F_*); nk_steer_vm_set() clears them. */
+int nk_steer_vm_set_flags(struct nk_steer *st, __u32 vm_id, __u32 nsm_id, __u32 flags);
 /* Remove the VM, its addresses, policy and counters. */
 int nk_steer_vm_del(struct nk_steer *st, __u32 vm_id);
 /* Map addr (port ignored) to vm_id; -EADDRINUSE if another VM has it. */
@@ -103,6 +105,23 @@ int nk_steer_addr_add(struct nk_steer *st, __u32 vm_id, const struct nk_addr *ad
 int nk_steer_addr_del(struct nk_steer *st, const struct nk_addr *addr);
 /* pol NULL: remove the VM's policy (everything allowed). */
 int nk_steer_policy_set(struct nk_steer *st, __u32 vm_id, const struct nk_steer_policy *pol);
+
+/*
+ * Known flows (steer_flows): a flow of a VM that stays on the NSM holding
+ * it while the VM's new flows go to its new NSM.  nk_steer_flow_key()
+ * builds the key from the VM's local and the remote address (IPv4-mapped
+ * IPv6 addresses become IPv4); -EAFNOSUPPORT for other families.
+ */
+int nk_steer_flow_key(struct nk_steer_flow *key, int proto, const struct nk_addr *vm_addr,
+		      const struct nk_addr *remote);
+int nk_steer_flow_set(struct nk_steer *st, const struct nk_steer_flow *key,
+		      const struct nk_steer_flow_nsm *val);
+/* 0 also when there was no such entry. */
+int nk_steer_flow_del(struct nk_steer *st, const struct nk_steer_flow *key);
+int nk_steer_flow_foreach(struct nk_steer *st,
+			  int (*fn)(const struct nk_steer_flow *key,
+				    const struct nk_steer_flow_nsm *val, void *arg),
+			  void *arg);
 
 /*
  * Call fn for each VM in the table (e.g. to prune VMs a restarted nkd no

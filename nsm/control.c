@@ -2,7 +2,15 @@
 /*
  * The NSM's side of nsmctl.h: the --control SOCK_SEQPACKET socket nkd
  * connects to, its requests (VM_ADD, VM_DEL, ATTACH_LISTENER,
- * ATTACH_STREAM) and the VM table they maintain.
+ * ATTACH_STREAM, CONN_LIST, VM_DRAIN) and the VM table they maintain.
+ *
+ * CONN_LIST is the one request answered by more than a REPLY: one
+ * CONN_BATCH packet (same seq) per NSM_CONN_BATCH guest sockets first.
+ * Those packets may outrun nkd's reading, so they are sent waiting for
+ * room (at most NSM_CTL_SEND_WAIT_MS each) rather than dropped.
+ * VM_DRAIN prepares a move: the VM's guest listener fd is closed and the
+ * guest streams of its listening sockets are closed (the guest library
+ * listens again, through nkd, on the VM's new NSM); its connections stay.
  *
  * Every request is validated in full before anything is changed and is
  * answered by one REPLY carrying 0 or a positive errno.  Requests are
@@ -18,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,6 +36,7 @@
 #include "nsm.h"
 
 #define CTL_MAX_FDS	4
+#define NSM_CTL_SEND_WAIT_MS	1000	/* a CONN_BATCH waits for room at most this */
 
 static ino_t ctl_ino;
 
@@ -79,7 +89,8 @@ void ctl_unlink(void)
 		unlink(nsm.cfg.control);
 }
 
-static void ctl_send(uint8_t type, uint32_t seq, int32_t err, const void *body, size_t len)
+static void ctl_send_wait(uint8_t type, uint32_t seq, int32_t err, const void *body, size_t len,
+			  int wait_ms)
 {
 	uint8_t buf[NSM_CTL_MSG_MAX];
 	struct nsm_hdr *h = (struct nsm_hdr *)buf;
@@ -96,8 +107,23 @@ static void ctl_send(uint8_t type, uint32_t seq, int32_t err, const void *body, 
 	};
 	if (len)
 		memcpy(buf + sizeof(*h), body, len);
-	if (send(nsm.ctl_fd, buf, h->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-		warn_perror("reply to nkd (type %u seq %u) lost", type, seq);
+	for (;;) {
+		struct pollfd pfd = { .fd = nsm.ctl_fd, .events = POLLOUT };
+
+		if (send(nsm.ctl_fd, buf, h->len, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+			return;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN || wait_ms <= 0 || poll(&pfd, 1, wait_ms) <= 0)
+			break;
+		wait_ms = 0;	/* one wait per packet */
+	}
+	warn_perror("reply to nkd (type %u seq %u) lost", type, seq);
+}
+
+static void ctl_send(uint8_t type, uint32_t seq, int32_t err, const void *body, size_t len)
+{
+	ctl_send_wait(type, seq, err, body, len, 0);
 }
 
 static void ctl_drop(void)
@@ -567,6 +593,99 @@ static int attach_stream(uint32_t id, int fd)
 	return 0;
 }
 
+/* One guest socket as a CONN_BATCH entry; false when it has no kernel socket. */
+static bool conn_entry(const struct nsock *ns, struct nsm_conn *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (ns->dead || ns->fd < 0)
+		return false;
+	*c = (struct nsm_conn){
+		.token = ns->token,
+		.vm_id = ns->vm->id,
+		.proto = ns->type == SOCK_DGRAM ? NSM_CONN_UDP : NSM_CONN_TCP,
+		.state = ns->state,
+	};
+	if (!getsockname(ns->fd, (struct sockaddr *)&ss, &len))
+		nk_addr_from_sockaddr(&c->local, (struct sockaddr *)&ss, len);
+	len = sizeof(ss);
+	if (ns->state != NK_STATE_LISTENING &&
+	    !getpeername(ns->fd, (struct sockaddr *)&ss, &len))
+		nk_addr_from_sockaddr(&c->peer, (struct sockaddr *)&ss, len);
+	if (ns->relay) {
+		c->bytes_in = ns->relay->down.bytes;
+		c->bytes_out = ns->relay->up.bytes;
+	} else if (ns->udp) {
+		c->bytes_in = ns->udp->bytes_down;
+		c->bytes_out = ns->udp->bytes_up;
+	}
+	return true;
+}
+
+/* CONN_LIST: CONN_BATCH packets with the request's seq; REPLY follows. */
+static int conn_list(const struct nsm_conn_list *m, uint32_t seq)
+{
+	struct nsm_conn_batch b = { 0 };
+	struct list_head *p, *t, *q, *u;
+	size_t hdr = offsetof(struct nsm_conn_batch, conns);
+
+	if (m->pad0)
+		return -EINVAL;
+	if (m->vm_id && !vm_find(m->vm_id))
+		return -ENOENT;
+	list_for_each_safe(p, t, &nsm.vms) {
+		struct vm *vm = list_entry(p, struct vm, node);
+
+		if (m->vm_id && vm->id != m->vm_id)
+			continue;
+		list_for_each_safe(q, u, &vm->socks) {
+			if (!conn_entry(list_entry(q, struct nsock, vm_node), &b.conns[b.n]))
+				continue;
+			if (++b.n < NSM_CONN_BATCH)
+				continue;
+			ctl_send_wait(NSM_MSG_CONN_BATCH, seq, 0, &b, sizeof(b),
+				      NSM_CTL_SEND_WAIT_MS);
+			b.n = 0;
+		}
+	}
+	if (b.n)
+		ctl_send_wait(NSM_MSG_CONN_BATCH, seq, 0, &b,
+			      hdr + b.n * sizeof(b.conns[0]), NSM_CTL_SEND_WAIT_MS);
+	return 0;
+}
+
+/*
+ * VM_DRAIN: no new guest streams of the VM here (its listener fd goes), and
+ * its listening guest sockets end: their guests listen again through nkd,
+ * on the new NSM.  Connected sockets, control channels and the addresses
+ * stay until VM_DEL.  Idempotent.
+ */
+static int vm_drain(uint32_t id)
+{
+	struct vm *vm = vm_find(id);
+	struct list_head *p, *t;
+	unsigned int n = 0, left = 0;
+
+	if (!vm)
+		return -ENOENT;
+	close_later(vm->lfd);
+	vm->lfd = -1;
+	list_for_each_safe(p, t, &vm->socks) {
+		struct nsock *ns = list_entry(p, struct nsock, vm_node);
+
+		if (ns->type == SOCK_STREAM && ns->state == NK_STATE_LISTENING) {
+			nsock_kill(ns, 0);
+			n++;
+		} else {
+			left++;
+		}
+	}
+	vm_info(vm, "draining: %u listener%s closed (they listen again on the new NSM), "
+		"%u socket%s stay until they end", n, n == 1 ? "" : "s", left, left == 1 ? "" : "s");
+	return 0;
+}
+
 /* Returns 0 or -errno; *used is set when the request took the fd. */
 static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *fds, int nfds,
 		      bool *used)
@@ -591,7 +710,11 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 		want = sizeof(struct nsm_vm_add);
 		break;
 	case NSM_MSG_VM_DEL:
+	case NSM_MSG_VM_DRAIN:
 		want = sizeof(struct nsm_vm_ref);
+		break;
+	case NSM_MSG_CONN_LIST:
+		want = sizeof(struct nsm_conn_list);
 		break;
 	case NSM_MSG_ATTACH_LISTENER:
 	case NSM_MSG_ATTACH_STREAM:
@@ -618,6 +741,10 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 		return vm_add(body);
 	case NSM_MSG_VM_DEL:
 		return vm_del(ref->vm_id);
+	case NSM_MSG_VM_DRAIN:
+		return vm_drain(ref->vm_id);
+	case NSM_MSG_CONN_LIST:
+		return conn_list(body, h->seq);
 	case NSM_MSG_ATTACH_LISTENER:
 		*used = true;
 		return attach_listener(ref->vm_id, fds[0]);

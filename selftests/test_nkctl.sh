@@ -124,7 +124,7 @@ expect_fail 2 "cid wants a number, not 'five'" vm add vm9 nsm nsm1 addr 10.0.0.2
 expect_fail 2 "empty element" vm add vm9 nsm nsm1 addr 10.0.0.2/24,,10.0.0.3/24 uds /tmp/x
 expect_fail 2 "unexpected argument 'extra'" vm list extra
 expect_fail 1 "'policy set' is not implemented yet" policy set
-expect_fail 1 "'conn list' is not implemented yet" conn list
+expect_fail 1 "'conn del' is not implemented yet" conn del
 expect_fail 1 "'conn show' is not implemented yet" conn sh
 expect_fail 2 "'netns NETNS' and 'dev IFNAME' go together" nsm add nsm9 type kernel netns x
 expect_fail 2 "'netns NETNS' and 'dev IFNAME' go together" nsm add nsm9 type kernel dev eth0
@@ -231,6 +231,24 @@ expect_fail 1 "vm name 'bad name' is invalid" vm add "bad name" "${V[@]}" addr 1
 expect_fail 1 "vm nope does not exist" vm show nope
 expect_fail 1 "vm nope does not exist" vm del nope
 expect_fail 1 "nsm nope does not exist" nsm show nope
+
+log_step "vm set: every error leaves everything unchanged"
+expect_fail 2 "missing 'nsm NSM'" vm set vm1
+expect_fail 2 "unknown keyword 'addr' for 'vm set'" vm set vm1 addr 10.78.0.9/24
+expect_fail 2 "keyword 'nsm' needs a value" vm set vm1 nsm
+expect_fail 1 "vm nope does not exist" vm set nope nsm nsm1
+expect_fail 1 "vm vm1: nsm nsmX does not exist" vm set vm1 nsm nsmX
+expect_ok vm set vm1 nsm nsm1
+check "vm set to its own NSM changes nothing" grep -qE "^vm1 +1 +nsm1 " <<<"$("$NKCTL" -c "$NK_CTL" vm list)"
+
+log_step "conn list"
+run_ctl conn list
+check_eq "conn list: exit" "$RC" 0
+check "conn list: table header" grep -qE "^VM +NSM +PROTO +LOCAL +REMOTE +STATE +BYTES_IN +BYTES_OUT" <<<"$OUT"
+run_ctl -j conn list vm vm1
+check_eq "conn list -j vm vm1: a JSON list" "$(jget "$OUT" 'type(j).__name__')" list
+expect_fail 1 "conn list: vm nope does not exist" conn list vm nope
+expect_fail 2 "unknown keyword 'cid' for 'conn list'" conn list cid 3
 
 log_step "cid vm (nkd runs with --no-vsock: stored, never served)"
 expect_ok vm add vm3 nsm nsm1 addr 10.78.0.4/24 cid 3

@@ -395,7 +395,7 @@ check_eq "XDP: $N1 rx = vm1's only (none of vm2's)" "$d_n1" "$d_vm1"
 log_step "every pinned map dumps through bpftool (BTF maps with field names)"
 declare -A FIELD=([steer_cfg]=miss_action [addr_vm]=vm_id [vms]=nsm_id [vm_policy]=drop_all
 	[nsms]=dev_slot [nsm_ifindex]=nsm_id [vm_stats]=rx_packets [nsm_stats]=rx_packets
-	[global_stats]=rx_packets)
+	[global_stats]=rx_packets [steer_flows]=nsm_id)
 nmaps=0
 for m in "$PIN"/*; do
 	name=$(basename "$m")
@@ -420,7 +420,7 @@ for m in "$PIN"/*; do
 		;;
 	esac
 done
-check_eq "pinned maps" "$nmaps" 12
+check_eq "pinned maps" "$nmaps" 13
 bpftool map dump pinned "$PIN/addr_vm" | head -n 12 | sed 's/^/    /'
 
 # ---------------------------------------------------------------- teardown

@@ -31,6 +31,18 @@ struct {
 	__type(value, struct nk_steer_addr_vm);
 } addr_vm SEC(".maps");
 
+/*
+ * Known flow of a VM -> the NSM holding it, consulted before the VM's own
+ * NSM; written by nkd when a VM moves (its old NSM's connections), pruned
+ * as they end.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NK_STEER_FLOW_MAX);
+	__type(key, struct nk_steer_flow);
+	__type(value, struct nk_steer_flow_nsm);
+} steer_flows SEC(".maps");
+
 /* vm id -> the NSM serving it; written by nkd on vm add/del/move. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

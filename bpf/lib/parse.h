@@ -208,4 +208,76 @@ static __always_inline int parse_frame(void *data, void *data_end,
 	}
 }
 
+/*
+ * The frame's TCP or UDP flow as seen from the VM (ingress: the
+ * destination is the VM): PARSE_OK with f filled, PARSE_UNKNOWN for
+ * anything else (ARP, ICMP, a non-first IPv4 fragment, IPv6 extension
+ * headers) and PARSE_MALFORMED for a header that does not fit.
+ */
+struct l4_ports {
+	__be16 source;
+	__be16 dest;
+};
+
+#define NK_TCP_FLAGS_OFF	13	/* byte of CWR..FIN in the TCP header */
+#define NK_TCP_SYN		0x02
+#define NK_TCP_ACK		0x10
+
+/* *syn is 1 for a TCP segment with SYN and without ACK. */
+static __always_inline int parse_flow(void *data, void *data_end, struct nk_steer_flow *f,
+				      int *syn)
+{
+	struct hdr_cursor c = { .pos = data };
+	struct l4_ports *l4;
+	__be16 proto;
+	__u8 l4proto;
+	int ret;
+
+	ret = parse_eth(&c, data_end, &proto);
+	if (ret)
+		return ret;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = c.pos;
+
+		if ((void *)(iph + 1) > data_end || iph->ihl < 5)
+			return PARSE_MALFORMED;
+		if (iph->frag_off & bpf_htons(0x1fff))
+			return PARSE_UNKNOWN;	/* no ports in a later fragment */
+		l4proto = iph->protocol;
+		f->family = NK_STEER_AF_INET;
+		__builtin_memcpy(f->vm_addr, &iph->daddr, 4);
+		__builtin_memcpy(f->remote_addr, &iph->saddr, 4);
+		c.pos += iph->ihl * 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6h = c.pos;
+
+		if ((void *)(ip6h + 1) > data_end)
+			return PARSE_MALFORMED;
+		l4proto = ip6h->nexthdr;
+		f->family = NK_STEER_AF_INET6;
+		__builtin_memcpy(f->vm_addr, &ip6h->daddr, 16);
+		__builtin_memcpy(f->remote_addr, &ip6h->saddr, 16);
+		c.pos = ip6h + 1;
+	} else {
+		return PARSE_UNKNOWN;
+	}
+	if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
+		return PARSE_UNKNOWN;
+	l4 = c.pos;
+	if ((void *)(l4 + 1) > data_end)
+		return PARSE_MALFORMED;
+	f->proto = l4proto;
+	f->vm_port = l4->dest;
+	f->remote_port = l4->source;
+	*syn = 0;
+	if (l4proto == IPPROTO_TCP) {
+		__u8 *fl = c.pos + NK_TCP_FLAGS_OFF;
+
+		if ((void *)(fl + 1) > data_end)
+			return PARSE_MALFORMED;
+		*syn = (*fl & (NK_TCP_SYN | NK_TCP_ACK)) == NK_TCP_SYN;
+	}
+	return PARSE_OK;
+}
+
 #endif /* NK_BPF_PARSE_H */

@@ -42,6 +42,7 @@ enum nk_drop_reason {
 	NK_DROP_NSM_KIND,	/* the NSM's kind has no data path yet (AF_XDP) */
 	NK_DROP_POLICY,		/* the VM's policy forbids the frame */
 	NK_DROP_REDIRECT_FAILED,/* the redirect map has no entry at the slot */
+	NK_DROP_MOVING,		/* a new TCP connection (SYN) to a VM that is moving */
 	NK_DROP_MAX
 };
 
@@ -78,10 +79,18 @@ struct nk_steer_addr_vm {
 	__u32 vm_id;
 };
 
+/*
+ * vms value flags.  HOLD_SYN: the VM is moving to nsm_id's successor; a
+ * TCP SYN (without ACK) of no known flow is dropped (reason MOVING), so
+ * the remote retransmits it once the move is done instead of meeting a
+ * reset while no NSM has the VM's listeners.
+ */
+#define NK_STEER_VM_F_HOLD_SYN	(1u << 0)
+
 /* vms value, by vm id. */
 struct nk_steer_vm {
 	__u32 nsm_id;		/* index into nsms */
-	__u32 flags;		/* reserved, 0 */
+	__u32 flags;		/* NK_STEER_VM_F_* */
 };
 
 /* vm_policy value, by vm id.  Issue 5 adds rate and ACL fields. */
@@ -97,6 +106,30 @@ struct nk_steer_nsm {
 	__u32 xsk_slot;		/* XSK: key in nsm_xsks (reserved) */
 	__u32 ifindex;		/* host side of the NSM's veth (for nsm_ifindex) */
 };
+
+/*
+ * steer_flows key: one TCP or UDP flow of a VM, seen from the VM (issue 5:
+ * a VM that moves to another NSM keeps its established flows on the old
+ * one).  Ports in network order; IPv4 uses addr[0..3]; the rest is zero.
+ */
+struct nk_steer_flow {
+	__u8 family;		/* NK_STEER_AF_INET or NK_STEER_AF_INET6 */
+	__u8 proto;		/* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+	__be16 vm_port;
+	__be16 remote_port;
+	__u8 pad[2];		/* zero */
+	__u8 vm_addr[16];
+	__u8 remote_addr[16];
+};
+
+/* steer_flows value: the NSM that holds the flow. */
+struct nk_steer_flow_nsm {
+	__u32 nsm_id;
+	__u8 dmac[6];		/* destination MAC written into the frame; zero: unchanged */
+	__u8 pad[2];
+};
+
+#define NK_STEER_FLOW_MAX	65536	/* flows pinned to an old NSM, all VMs */
 
 /* nsm_ifindex value, by the ifindex of the NSM veth's host side. */
 struct nk_steer_nsm_ref {
@@ -126,6 +159,8 @@ _Static_assert(sizeof(struct nk_steer_addr) == 20, "nk_steer_addr layout");
 _Static_assert(sizeof(struct nk_steer_vm) == 8, "nk_steer_vm layout");
 _Static_assert(sizeof(struct nk_steer_policy) == 8, "nk_steer_policy layout");
 _Static_assert(sizeof(struct nk_steer_nsm) == 16, "nk_steer_nsm layout");
+_Static_assert(sizeof(struct nk_steer_flow) == 40, "nk_steer_flow layout");
+_Static_assert(sizeof(struct nk_steer_flow_nsm) == 12, "nk_steer_flow_nsm layout");
 _Static_assert(sizeof(struct nk_steer_counters) == 48 + 8 * NK_DROP_SLOTS,
 	       "nk_steer_counters layout");
 
@@ -140,6 +175,7 @@ static inline const char *nk_drop_reason_name(unsigned int reason)
 		[NK_DROP_NSM_KIND]		= "nsm_kind",
 		[NK_DROP_POLICY]		= "policy",
 		[NK_DROP_REDIRECT_FAILED]	= "redirect_failed",
+		[NK_DROP_MOVING]		= "moving",
 	};
 
 	return reason < NK_DROP_MAX && names[reason] ? names[reason] : "unknown";

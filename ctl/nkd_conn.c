@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The guest connection table: "nkctl conn list [vm NAME]".
+ *
+ * nkd keeps no copy of it.  On each request it asks every running NSM
+ * (NSM_MSG_CONN_LIST, answered by CONN_BATCH packets and a REPLY) and
+ * names each entry's VM by its id.  An NSM a VM is draining from (a
+ * graceful move, nkd_move.c) is asked too, so a connection that finishes
+ * on its old NSM is listed there, with that NSM's name.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "nkaddr.h"
+#include "nkd.h"
+
+struct conn_acc {
+	struct nsm_conn *v;
+	size_t n, cap;
+	int err;
+};
+
+static void conn_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *body,
+		       size_t len, void *arg)
+{
+	const struct nsm_conn_batch *b = body;
+	struct conn_acc *acc = arg;
+	size_t hdr = offsetof(struct nsm_conn_batch, conns);
+
+	if (h->type != NSM_MSG_CONN_BATCH || len < hdr || !b->n || b->n > NSM_CONN_BATCH ||
+	    len != hdr + b->n * sizeof(b->conns[0])) {
+		warn("nsm %s: malformed CONN_BATCH (%zu bytes); ignored", nsm->name, len);
+		return;
+	}
+	if (acc->n + b->n > acc->cap) {
+		size_t cap = acc->cap ? acc->cap * 2 : 64;
+		struct nsm_conn *v;
+
+		while (cap < acc->n + b->n)
+			cap *= 2;
+		v = realloc(acc->v, cap * sizeof(*v));
+		if (!v) {
+			acc->err = -ENOMEM;
+			return;
+		}
+		acc->v = v;
+		acc->cap = cap;
+	}
+	memcpy(acc->v + acc->n, b->conns, b->n * sizeof(b->conns[0]));
+	acc->n += b->n;
+}
+
+int conn_collect(struct nkd_nsm *nsm, uint32_t vm_id, struct nsm_conn **out, size_t *n)
+{
+	struct nsm_conn_list req = { .vm_id = vm_id };
+	struct conn_acc acc = { 0 };
+	int ret, nerr = 0;
+
+	*out = NULL;
+	*n = 0;
+	ret = nsm_request_cb(nsm, NSM_MSG_CONN_LIST, &req, sizeof(req), -1, &nerr, conn_batch,
+			     &acc);
+	if (!ret && nerr)
+		ret = -nerr;
+	if (!ret && acc.err)
+		ret = acc.err;
+	if (ret) {
+		free(acc.v);
+		return ret;
+	}
+	*out = acc.v;
+	*n = acc.n;
+	return 0;
+}
+
+static const char *conn_state_name(unsigned int s)
+{
+	switch (s) {
+	case NK_STATE_SETUP:		return "setup";
+	case NK_STATE_CONNECTING:	return "connecting";
+	case NK_STATE_CONNECTED:	return "connected";
+	case NK_STATE_LISTENING:	return "listening";
+	case NK_STATE_CLOSED:		return "closed";
+	default:			return "unknown";
+	}
+}
+
+static json_t *addr_json(const struct nk_addr *a)
+{
+	char buf[NK_ADDRSTRLEN];
+
+	if (a->family != NK_AF_INET && a->family != NK_AF_INET6)
+		return json_null();
+	return json_string(nk_addr_ntop_port(a, buf, sizeof(buf)));
+}
+
+static const char *vm_name_by_id(uint32_t id)
+{
+	struct nkd_vm *vm;
+
+	for (vm = nkd.vms; vm; vm = vm->next)
+		if (vm->id == id)
+			return vm->name;
+	return NULL;
+}
+
+json_t *conn_to_json(const struct nkd_nsm *nsm, const struct nsm_conn *c)
+{
+	const char *vm = vm_name_by_id(c->vm_id);
+	char token[24];
+
+	snprintf(token, sizeof(token), "%#llx", (unsigned long long)c->token);
+	return json_pack("{s:o, s:i, s:s, s:s, s:o, s:o, s:s, s:I, s:I, s:s}",
+			 "vm", vm ? json_string(vm) : json_null(), "vm_id", (int)c->vm_id,
+			 "nsm", nsm->name, "proto", c->proto == NSM_CONN_UDP ? "udp" : "tcp",
+			 "local", addr_json(&c->local), "remote", addr_json(&c->peer),
+			 "state", conn_state_name(c->state),
+			 "bytes_in", (json_int_t)c->bytes_in, "bytes_out", (json_int_t)c->bytes_out,
+			 "token", token);
+}
+
+/* conn list [vm NAME]: every NSM that is running, in slot order. */
+int conn_list(json_t *args, json_t **res, json_t *warnings, struct nkd_err *e)
+{
+	const char *name = json_string_value(json_object_get(args, "vm"));
+	struct nkd_vm *vm = NULL;
+	json_t *a;
+	int i;
+
+	if (name) {
+		vm = vm_find(name);
+		if (!vm)
+			return nkd_fail(e, ENOENT, "conn list: vm %s does not exist (see 'nkctl vm list')",
+					name);
+	}
+	a = json_array();
+	for (i = 0; i < NKD_NSM_MAX; i++) {
+		struct nkd_nsm *nsm = nkd.nsms[i];
+		struct nsm_conn *v;
+		size_t n, k;
+		int ret;
+
+		if (!nsm || nsm->dead)
+			continue;
+		if (vm && nsm != vm->nsm && !move_draining_on(vm, nsm))
+			continue;
+		if (nsm->state != NSM_RUNNING) {
+			json_array_append_new(warnings, json_sprintf("nsm %s is %s; its connections are not listed",
+								     nsm->name, nsm_state_name(nsm->state)));
+			continue;
+		}
+		ret = conn_collect(nsm, vm ? vm->id : 0, &v, &n);
+		if (ret == -ENOENT)
+			continue;	/* the NSM does not have the VM (yet) */
+		if (ret) {
+			json_array_append_new(warnings, json_sprintf("nsm %s: connection list failed: %s",
+								     nsm->name, strerror(-ret)));
+			continue;
+		}
+		for (k = 0; k < n; k++)
+			json_array_append_new(a, conn_to_json(nsm, &v[k]));
+		free(v);
+	}
+	*res = a;
+	return 0;
+}

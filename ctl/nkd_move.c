@@ -1,0 +1,513 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Graceful VM moves: "nkctl vm set NAME nsm OTHER" while the VM has live
+ * connections.  Established connections finish on the NSM that holds
+ * them; listeners and new sockets move to the new NSM; nothing is reset.
+ *
+ * Theory of operation.  Both NSMs must be steered by nkd's XDP program on
+ * the uplink (otherwise vm_move() moves the hard way: the old NSM forgets
+ * the VM and its connections end).  The move, all from nkd's loop:
+ *
+ *   1. vms[vm] gets HOLD_SYN: a new TCP connection from the network (a
+ *      SYN of no known flow) is dropped from now on, and its sender
+ *      retries a second later, when the move is done (no reset while no
+ *      NSM has the VM's listeners).
+ *   2. The new NSM gets the VM (VM_ADD: the same addresses) and the VM's
+ *      guest listener (ATTACH_LISTENER): both NSMs now accept new guest
+ *      streams; NKD_MOVE_SETTLE_MS lets handshakes under way finish.
+ *   3. VM_DRAIN to the old NSM: it drops the guest listener (new guest
+ *      sockets now all reach the new NSM) and closes the guest streams of
+ *      the VM's listening sockets: the guest library listens again,
+ *      through nkd, on the new NSM.  Connected sockets stay.
+ *   4. The old NSM's CONN_LIST of the VM: every connected TCP socket and
+ *      every UDP socket with a peer becomes a steer_flows entry: 5-tuple ->
+ *      old NSM, with the old NSM's MAC to write into the frame (the remote
+ *      host learns the new NSM's MAC in step 6 and would address frames of
+ *      old flows to it; the old NSM's kernel drops frames for another MAC).
+ *   5. nkd waits (at most NKD_MOVE_LISTEN_MS) until the new NSM has as many
+ *      listening sockets of the VM as the old one had.
+ *   6. vms[vm] -> new NSM, HOLD_SYN cleared, the new NSM announces the
+ *      addresses (gratuitous ARP, unsolicited NA).
+ *
+ * Then the VM is "draining" on the old NSM.  Every NKD_MOVE_POLL_MS nkd
+ * asks the old NSM for the VM's connections (CONN_LIST), adds flows that
+ * appeared (a socket the guest connected after the snapshot), deletes the
+ * steer_flows entries of flows that ended, and once no connection is
+ * left sends VM_DEL: the old NSM drops the addresses.  The drains are
+ * stored in nkd.json ("draining"), so a restarted nkd keeps pruning.
+ * "conn list" lists a draining NSM's connections of the VM with that NSM.
+ *
+ * Blocking: steps 2-5 run inside one nkctl request (about 0.1-2 s) and
+ * nkd serves nothing else meanwhile.  For a uds VM that is harmless (the
+ * NSMs accept the guest streams themselves); a cid VM's guests wait for
+ * nkd's AF_VSOCK accept until the move is done.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "nkaddr.h"
+#include "nkd.h"
+
+#define NKD_MOVE_SETTLE_MS	100	/* step 2: handshakes under way finish */
+#define NKD_MOVE_LISTEN_MS	2000	/* step 5: at most this for the listeners */
+#define NKD_MOVE_POLL_MS	1000	/* prune period of a draining VM */
+
+struct nkd_drain {
+	struct nkd_drain *next;
+	uint32_t vm_id;
+	char vm[NK_NAME_MAX];
+	struct nkd_nsm *from;
+	uint8_t mac[6];
+	uint64_t since;		/* nkd_now_ms() */
+};
+
+static struct nkd_drain *drains;
+static int drain_tfd = -1;
+
+static void sleep_ms(unsigned int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+bool move_draining_on(const struct nkd_vm *vm, const struct nkd_nsm *nsm)
+{
+	const struct nkd_drain *d;
+
+	for (d = drains; d; d = d->next)
+		if (d->vm_id == vm->id && d->from == nsm)
+			return true;
+	return false;
+}
+
+/* A connection that keeps the VM on its old NSM (and gets a flow entry). */
+static bool conn_live(const struct nsm_conn *c)
+{
+	if (c->peer.family != NK_AF_INET && c->peer.family != NK_AF_INET6)
+		return false;
+	if (c->proto == NSM_CONN_UDP)
+		return true;
+	return c->state == NK_STATE_CONNECTED || c->state == NK_STATE_CONNECTING;
+}
+
+static int timer_arm(void)
+{
+	struct itimerspec its = {
+		.it_value = { .tv_sec = NKD_MOVE_POLL_MS / 1000,
+			      .tv_nsec = (NKD_MOVE_POLL_MS % 1000) * 1000000L },
+		.it_interval = { .tv_sec = NKD_MOVE_POLL_MS / 1000,
+				 .tv_nsec = (NKD_MOVE_POLL_MS % 1000) * 1000000L },
+	};
+
+	if (drain_tfd < 0) {
+		drain_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		if (drain_tfd < 0)
+			return -errno;
+		if (nkd_ep_add(drain_tfd, EP_MOVE_TIMER, 0, EPOLLIN)) {
+			int ret = -errno;
+
+			close(drain_tfd);
+			drain_tfd = -1;
+			return ret;
+		}
+	}
+	if (timerfd_settime(drain_tfd, 0, &its, NULL))
+		return -errno;
+	return 0;
+}
+
+/* Is key one of the VM's flows (its address among the VM's)? */
+static bool flow_of_vm(const struct nk_steer_flow *key, const struct nkd_vm *vm)
+{
+	uint32_t i;
+
+	for (i = 0; i < vm->naddrs; i++) {
+		const struct nk_addr *a = &vm->addrs[i].addr;
+
+		if (a->family == NK_AF_INET && key->family == NK_STEER_AF_INET &&
+		    !memcmp(a->addr, key->vm_addr, 4))
+			return true;
+		if (a->family == NK_AF_INET6 && key->family == NK_STEER_AF_INET6 &&
+		    !memcmp(a->addr, key->vm_addr, 16))
+			return true;
+	}
+	return false;
+}
+
+struct prune {
+	const struct nkd_vm *vm;
+	const struct nkd_drain *d;
+	const struct nk_steer_flow *live;
+	size_t nlive;
+	unsigned int deleted;
+};
+
+static int prune_one(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
+		     void *arg)
+{
+	struct prune *p = arg;
+	size_t i;
+
+	if (val->nsm_id != (uint32_t)p->d->from->slot || !flow_of_vm(key, p->vm))
+		return 0;
+	for (i = 0; i < p->nlive; i++)
+		if (!memcmp(&p->live[i], key, sizeof(*key)))
+			return 0;
+	if (!nk_steer_flow_del(nkd.steer, key))
+		p->deleted++;
+	return 0;
+}
+
+/*
+ * Make steer_flows hold exactly the VM's live connections on d->from.
+ * 0 and *nlive, or -errno (the NSM could not be asked).
+ */
+static int drain_sync(const struct nkd_drain *d, const struct nkd_vm *vm, size_t *nlive)
+{
+	struct nk_steer_flow_nsm val = { .nsm_id = d->from->slot };
+	struct prune p = { .vm = vm, .d = d };
+	struct nk_steer_flow *live = NULL;
+	struct nsm_conn *v;
+	size_t n, k;
+	int ret;
+
+	*nlive = 0;
+	ret = conn_collect(d->from, vm->id, &v, &n);
+	if (ret)
+		return ret;
+	memcpy(val.dmac, d->mac, sizeof(val.dmac));
+	if (n) {
+		live = calloc(n, sizeof(*live));
+		if (!live) {
+			free(v);
+			return -ENOMEM;
+		}
+	}
+	for (k = 0; k < n; k++) {
+		if (!conn_live(&v[k]))
+			continue;
+		if (nk_steer_flow_key(&live[p.nlive], v[k].proto, &v[k].local, &v[k].peer))
+			continue;
+		ret = nk_steer_flow_set(nkd.steer, &live[p.nlive], &val);
+		if (ret)
+			warn("vm %s: steering a flow to nsm %s: %s", vm->name, d->from->name,
+			     strerror(-ret));
+		p.nlive++;
+	}
+	p.live = live;
+	nk_steer_flow_foreach(nkd.steer, prune_one, &p);
+	if (p.deleted)
+		debug("vm %s: %u ended flows unpinned from nsm %s", vm->name, p.deleted,
+		      d->from->name);
+	*nlive = p.nlive;
+	free(live);
+	free(v);
+	return 0;
+}
+
+static void drain_unlink(struct nkd_drain *d)
+{
+	struct nkd_drain **pp;
+
+	for (pp = &drains; *pp; pp = &(*pp)->next) {
+		if (*pp == d) {
+			*pp = d->next;
+			break;
+		}
+	}
+	free(d);
+	if (!drains && drain_tfd >= 0) {
+		struct itimerspec off = { 0 };
+
+		timerfd_settime(drain_tfd, 0, &off, NULL);
+	}
+}
+
+/* The drain is over: no flow entries left, the old NSM forgets the VM. */
+static void drain_end(struct nkd_drain *d, const struct nkd_vm *vm, bool del)
+{
+	struct nsm_vm_ref ref = { .vm_id = d->vm_id };
+	int ret, nerr = 0;
+
+	if (vm && nkd.steer) {
+		struct prune p = { .vm = vm, .d = d };
+
+		nk_steer_flow_foreach(nkd.steer, prune_one, &p);
+	}
+	if (del && d->from->state == NSM_RUNNING && (!vm || vm->nsm != d->from)) {
+		ret = nsm_request(d->from, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
+		if (ret || (nerr && nerr != ENOENT))
+			warn("vm %s: nsm %s did not forget it after the move: %s", d->vm,
+			     d->from->name, strerror(ret ? -ret : nerr));
+	}
+	info("vm %s: drained from nsm %s after %llu s", d->vm, d->from->name,
+	     (unsigned long long)((nkd_now_ms() - d->since) / 1000));
+	drain_unlink(d);
+	state_save();
+}
+
+void move_timer_event(void)
+{
+	struct nkd_drain *d, *next;
+	uint64_t ticks;
+
+	if (read(drain_tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		warn_perror("move timer");
+	for (d = drains; d; d = next) {
+		struct nkd_vm *vm = NULL, *x;
+		size_t nlive;
+		int ret;
+
+		next = d->next;
+		for (x = nkd.vms; x; x = x->next)
+			if (x->id == d->vm_id)
+				vm = x;
+		if (!vm || d->from->dead) {
+			drain_end(d, vm, true);
+			continue;
+		}
+		if (d->from->state != NSM_RUNNING)
+			continue;	/* restarting: its connections are gone anyway */
+		ret = drain_sync(d, vm, &nlive);
+		if (ret == -ENOENT) {
+			drain_end(d, vm, false);
+			continue;
+		}
+		if (ret) {
+			warn("vm %s: connections on nsm %s: %s", vm->name, d->from->name, strerror(-ret));
+			continue;
+		}
+		if (!nlive)
+			drain_end(d, vm, true);
+	}
+}
+
+static int drain_add(const struct nkd_vm *vm, struct nkd_nsm *from, const uint8_t mac[6],
+		     struct nkd_drain **out)
+{
+	struct nkd_drain *d;
+	int ret;
+
+	for (d = drains; d; d = d->next) {
+		if (d->vm_id == vm->id && d->from == from) {
+			memcpy(d->mac, mac, 6);
+			*out = d;
+			return 0;
+		}
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->vm_id = vm->id;
+	nkd_strscpy(d->vm, vm->name, sizeof(d->vm));
+	d->from = from;
+	memcpy(d->mac, mac, 6);
+	d->since = nkd_now_ms();
+	ret = timer_arm();
+	if (ret) {
+		free(d);
+		return ret;
+	}
+	d->next = drains;
+	drains = d;
+	*out = d;
+	return 0;
+}
+
+/* A VM moving back to an NSM it drains from: its flows there need no entry. */
+static void drain_cancel(const struct nkd_vm *vm, const struct nkd_nsm *nsm)
+{
+	struct nkd_drain *d, *next;
+
+	for (d = drains; d; d = next) {
+		next = d->next;
+		if (d->vm_id == vm->id && (!nsm || d->from == nsm))
+			drain_end(d, vm, false);
+	}
+}
+
+/* vm del: every drain of the VM ends, and its old NSMs forget it. */
+void move_forget_vm(const struct nkd_vm *vm)
+{
+	struct nkd_drain *d, *next;
+
+	for (d = drains; d; d = next) {
+		next = d->next;
+		if (d->vm_id == vm->id)
+			drain_end(d, vm, true);
+	}
+}
+
+/* nsm del / teardown: the drains from that NSM end (its flows are gone). */
+void move_forget_nsm(const struct nkd_nsm *nsm)
+{
+	struct nkd_drain *d, *next;
+
+	for (d = drains; d; d = next) {
+		next = d->next;
+		if (d->from == nsm)
+			drain_end(d, NULL, false);
+	}
+}
+
+bool move_nsm_draining(const struct nkd_nsm *nsm)
+{
+	const struct nkd_drain *d;
+
+	for (d = drains; d; d = d->next)
+		if (d->from == nsm)
+			return true;
+	return false;
+}
+
+static int count_listening(struct nkd_nsm *nsm, uint32_t vm_id, unsigned int *n)
+{
+	struct nsm_conn *v;
+	size_t k, cnt;
+	int ret;
+
+	*n = 0;
+	ret = conn_collect(nsm, vm_id, &v, &cnt);
+	if (ret)
+		return ret;
+	for (k = 0; k < cnt; k++)
+		if (v[k].proto == NSM_CONN_TCP && v[k].state == NK_STATE_LISTENING)
+			(*n)++;
+	free(v);
+	return 0;
+}
+
+bool move_graceful_possible(const struct nkd_vm *vm, const struct nkd_nsm *to)
+{
+	return nkd.steer && steer_nsm_steered(vm->nsm) && steer_nsm_steered(to) &&
+	       vm->nsm->state == NSM_RUNNING && to->state == NSM_RUNNING;
+}
+
+/* Steps 1-6 above; on failure before step 6 the VM stays where it was. */
+int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
+{
+	struct nkd_nsm *from = vm->nsm;
+	struct nsm_vm_ref ref = { .vm_id = vm->id };
+	unsigned int nlisten = 0, got = 0;
+	struct nkd_drain *d = NULL;
+	uint8_t mac[6] = { 0 };
+	struct nkd_err e2;
+	size_t nlive = 0;
+	uint64_t end;
+	int ret, nerr = 0;
+
+	ret = link_nsm_mac(from, mac);
+	if (ret)
+		warn("vm %s: MAC of nsm %s: %s; old flows keep the MAC the remote uses",
+		     vm->name, from->name, strerror(-ret));
+	ret = count_listening(from, vm->id, &nlisten);
+	if (ret && ret != -ENOENT)
+		return nkd_fail(e, -ret, "vm %s: nsm %s did not list its connections: %s; nothing changed",
+				vm->name, from->name, strerror(-ret));
+	/* 1 */
+	ret = nk_steer_vm_set_flags(nkd.steer, vm->id, from->slot, NK_STEER_VM_F_HOLD_SYN);
+	if (ret)
+		return nkd_fail(e, -ret, "vm %s: steering map: %s; nothing changed", vm->name,
+				strerror(-ret));
+	/* 2 */
+	vm->nsm = to;
+	ret = vm_push(vm, e);
+	if (ret)
+		goto out_back;
+	drain_cancel(vm, to);
+	sleep_ms(NKD_MOVE_SETTLE_MS);
+	/* 3 */
+	ret = nsm_request(from, NSM_MSG_VM_DRAIN, &ref, sizeof(ref), -1, &nerr);
+	if (ret || nerr) {
+		ret = ret ? ret : -nerr;
+		nkd_fail(e, -ret, "vm %s: nsm %s refused to drain it: %s; nothing changed",
+			 vm->name, from->name, strerror(-ret));
+		goto out_unpush;
+	}
+	/* 4: from here on the move goes through */
+	ret = drain_add(vm, from, mac, &d);
+	if (ret)
+		warn("vm %s: cannot track its connections on nsm %s: %s", vm->name, from->name,
+		     strerror(-ret));
+	if (d) {
+		ret = drain_sync(d, vm, &nlive);
+		if (ret)
+			warn("vm %s: connections on nsm %s: %s; they may be reset", vm->name,
+			     from->name, strerror(-ret));
+	}
+	/* 5 */
+	end = nkd_now_ms() + NKD_MOVE_LISTEN_MS;
+	while (got < nlisten && nkd_now_ms() < end) {
+		sleep_ms(20);
+		if (count_listening(to, vm->id, &got))
+			break;
+	}
+	if (got < nlisten)
+		warn("vm %s: %u of %u listeners are on nsm %s so far", vm->name, got, nlisten,
+		     to->name);
+	/* 6 */
+	ret = steer_vm_add(vm, &e2);
+	if (ret)
+		err("%s", e2.msg);
+	link_announce(to, vm);
+	info("vm %s: moved from nsm %s to nsm %s: %u listener%s moved, %zu connection%s finish on nsm %s",
+	     vm->name, from->name, to->name, got, got == 1 ? "" : "s", nlive,
+	     nlive == 1 ? "" : "s", from->name);
+	if (d && !nlive)
+		drain_end(d, vm, true);
+	return 0;
+
+out_unpush:
+	nsm_request(to, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
+out_back:
+	vm->nsm = from;
+	nk_steer_vm_set(nkd.steer, vm->id, from->slot);
+	return ret;
+}
+
+/* nkd.json "draining": [{"vm": NAME, "nsm": NAME}] */
+json_t *move_to_json(void)
+{
+	json_t *a = json_array();
+	const struct nkd_drain *d;
+
+	for (d = drains; d; d = d->next)
+		json_array_append_new(a, json_pack("{s:s, s:s}", "vm", d->vm, "nsm", d->from->name));
+	return a;
+}
+
+/* Restart: resume the drains nkd.json names (the MAC is read again). */
+void move_restore(json_t *arr)
+{
+	json_t *o;
+	size_t i;
+
+	json_array_foreach(arr, i, o) {
+		const char *vmn = json_string_value(json_object_get(o, "vm"));
+		const char *nsmn = json_string_value(json_object_get(o, "nsm"));
+		struct nkd_vm *vm = vmn ? vm_find(vmn) : NULL;
+		struct nkd_nsm *nsm = nsmn ? nsm_find(nsmn) : NULL;
+		uint8_t mac[6] = { 0 };
+		struct nkd_drain *d;
+
+		if (!vm || !nsm || vm->nsm == nsm) {
+			warn("state: drain of vm %s from nsm %s dropped (unknown or current)",
+			     vmn ? vmn : "?", nsmn ? nsmn : "?");
+			continue;
+		}
+		link_nsm_mac(nsm, mac);
+		if (drain_add(vm, nsm, mac, &d))
+			warn("vm %s: cannot resume its drain from nsm %s", vm->name, nsm->name);
+		else
+			info("vm %s: still draining from nsm %s", vm->name, nsm->name);
+	}
+}
