@@ -15,14 +15,16 @@
  * asynchronously (ICMP port unreachable on a connected socket) arrive as
  * error frames and are returned by the next receive, as on Linux.
  */
-#include <alloca.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
+
 
 #include "nkaddr.h"
 #include "nkguest.h"
@@ -119,6 +121,8 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	char *frame = NULL;
 	ssize_t n, ret;
 
+	if (cnt < 0 || cnt > IOV_MAX)
+		return -EMSGSIZE;
 	if (flags & ~(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT | MSG_WAITALL | MSG_CMSG_CLOEXEC)) {
 		nk_logf("fd %d: recv flags %#x are not supported on UDP", fd, flags);
 		return -EOPNOTSUPP;
@@ -164,7 +168,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 			off += c;
 		}
 	} else {
-		struct iovec *riov;
+		struct iovec riov[cnt > 0 ? cnt : 1];
 		struct msghdr m = { 0 };
 		char discard[512];
 
@@ -172,7 +176,6 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		if (ret)
 			goto out;
 		copy = h.len < room ? h.len : room;
-		riov = alloca((cnt ? cnt : 1) * sizeof(*riov));
 		for (i = 0, off = 0; i < (size_t)cnt && off < copy; i++) {
 			riov[i] = iov[i];
 			if (riov[i].iov_len > copy - off)
@@ -265,11 +268,13 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 {
 	size_t total = iov_total(iov, cnt), max, sent, want;
 	struct nk_dgram_hdr h = { 0 };
-	struct iovec *v;
+	struct iovec v[cnt + 1];
 	struct msghdr m = { 0 };
 	ssize_t n;
 	int ret;
 
+	if (cnt < 0 || cnt > IOV_MAX)
+		return -EMSGSIZE;
 	if (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_CONFIRM | MSG_MORE)) {
 		nk_logf("fd %d: send flags %#x are not supported on UDP", fd, flags);
 		return -EOPNOTSUPP;
@@ -316,7 +321,6 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	}
 	h.len = total;
 
-	v = alloca((cnt + 1) * sizeof(*v));
 	v[0].iov_base = &h;
 	v[0].iov_len = FRAME_HDR;
 	memcpy(v + 1, iov, cnt * sizeof(*v));

@@ -13,7 +13,6 @@
  * unknown).  At start-up the library reads NK_FDS, keeps the entries whose
  * fd is still an open stream socket, and removes the variable.
  */
-#include <alloca.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -186,8 +185,10 @@ static char **env_with_fds(char *const envp[])
 	while (envp && envp[n])
 		n++;
 	out = malloc((n + 2) * sizeof(*out));
-	if (!out)
+	if (!out) {
+		free(var);
 		return (char **)envp;
+	}
 	for (i = 0; i < n; i++)
 		if (strncmp(envp[i], NK_FDS_VAR, strlen(NK_FDS_VAR)))
 			out[j++] = envp[i];
@@ -279,7 +280,12 @@ NK_API int execvp(const char *file, char *const argv[])
 		while (va_arg(c_, char *))					\
 			n_++;							\
 		va_end(c_);							\
-		argv = alloca((n_ + 1) * sizeof(char *));			\
+		argv = malloc((n_ + 1) * sizeof(char *));			\
+		if (!argv) {							\
+			va_end(ap);						\
+			errno = ENOMEM;						\
+			return -1;						\
+		}								\
 		argv[0] = (char *)arg0;						\
 		for (i_ = 1; i_ <= n_; i_++)					\
 			argv[i_] = va_arg(ap, char *);				\

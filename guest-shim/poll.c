@@ -390,8 +390,8 @@ NK_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		for (i = 0; i < sk->nregs; i++)
 			if (sk->regs[i].epfd == epfd && sk->regs[i].fd == fd)
 				break;
-		if (op == EPOLL_CTL_DEL) {
-			if (i < sk->nregs)
+		if (op == EPOLL_CTL_DEL || !ev) {
+			if (op == EPOLL_CTL_DEL && i < sk->nregs)
 				sk->regs[i] = sk->regs[--sk->nregs];
 		} else if (i < sk->nregs) {
 			sk->regs[i].ev = *ev;

@@ -242,7 +242,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again)
 {
 	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .type = NK_SOCK_STREAM };
 	struct timeval notimeo = { 0 };
-	struct nk_hello_rep rep;
+	struct nk_hello_rep rep = { 0 };
 	int fl, fdfl, s, ret, i, dom = 0;
 	socklen_t dl = sizeof(dom);
 
@@ -934,7 +934,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 	struct nk_hdr *h = (struct nk_hdr *)buf;
 	struct nk_accept_rec *rec = (void *)(buf + sizeof(*h));
 	struct nk_hello_req req = { .kind = NK_HELLO_ACCEPT };
-	struct nk_hello_rep rep;
+	struct nk_hello_rep rep = { 0 };
 	struct nk_sock *sk, *nsk;
 	int s, ret;
 	ssize_t n;

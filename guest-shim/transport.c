@@ -331,7 +331,7 @@ static void chan_drop(struct ctl_chan *c)
 static int chan_open(void)
 {
 	struct nk_hello_req req = { .kind = NK_HELLO_CTL, .pid = getpid() };
-	struct nk_hello_rep rep;
+	struct nk_hello_rep rep = { 0 };
 	struct ctl_chan *c;
 	struct stat st;
 	int fd, ret, i, slot = 0;
@@ -374,7 +374,6 @@ static int chan_open(void)
 int nk_ctl_call(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *rep,
 		size_t replen)
 {
-	char scratch[sizeof(struct nk_opt_rep)];
 	struct ctl_chan *c;
 	int ret = -ECONNRESET, tries, i, slot;
 
@@ -407,7 +406,7 @@ int nk_ctl_call(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *
 		c->used = ++ctl.clock;
 		ret = nk_msg_send(c->fd, op, ++ctl.seq, req, reqlen);
 		if (!ret)
-			ret = nk_msg_recv(c->fd, op, replen ? rep : scratch, replen);
+			ret = nk_msg_recv(c->fd, op, rep, replen);
 		if (ret >= 0)
 			break;
 		/* The channel broke: drop it, try once more. */

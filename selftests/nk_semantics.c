@@ -1921,6 +1921,7 @@ static void mmsg_collect(int s, int want, int flags)
 	while (got < want && now_ms() - t0 < 3000) {
 		memset(mm, 0, sizeof(mm));
 		for (i = 0; i < 8; i++) {
+			// cppcheck-suppress legacyUninitvar
 			iv[i] = (struct iovec){ bufs[i], sizeof(bufs[i]) };
 			mm[i].msg_hdr.msg_iov = &iv[i];
 			mm[i].msg_hdr.msg_iovlen = 1;
