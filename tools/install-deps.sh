@@ -16,8 +16,10 @@ BUILD_PKGS=(build-essential clang llvm pkg-config libbpf-dev bpftool
 	libjansson-dev libmnl-dev libclang-rt-dev)
 # iproute2: ip, ss; procps: ps; util-linux: mountpoint; python3 is
 # Debian's /usr/bin/python3, which the tests use explicitly.
-# busybox-static, cpio, qemu-system-x86: the QEMU guest of
-# test_vhost_vsock (the guest kernel is downloaded, never installed).
+# busybox-static, cpio, qemu-system-x86: the QEMU guests of
+# test_vhost_vsock, test_vm and tools/nk-vm (the guest kernel is
+# downloaded, never installed; curl, nginx-light and their libraries are
+# copied into test_vm's guest image).
 # dnsmasq-base: the dnsmasq binary without the system service (the DNS
 # server and the guest's stub resolver of test_udp_dns).
 RUN_PKGS=(busybox-static cpio iproute2 nginx-light curl wrk iperf3 qemu-system-x86

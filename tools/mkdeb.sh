@@ -5,11 +5,15 @@
 # from the built tree: the guest library, nk-run, /etc/netkernel/guest.conf
 # (a conffile), the system-wide switch and its documentation.
 #
-#   tools/mkdeb.sh OUTPUT-DIR VERSION
+#   tools/mkdeb.sh OUTPUT-DIR VERSION [DEST-DIR]
+#
+# The package is written to DEST-DIR (default OUTPUT-DIR), so a caller
+# (tools/nk-vm) can build its own copy without racing `make deb`.
 set -euo pipefail
 
 out=${1:?output dir}
 version=${2:?version}
+dest=${3:-$out}
 src=$(cd "$(dirname "$0")/.." && pwd)
 arch=$(dpkg --print-architecture)
 stage=$(mktemp -d)
@@ -51,6 +55,6 @@ Description: NetKernel guest library: sockets through the host's network stack
  program, through /etc/ld.so.preload) and /etc/netkernel/guest.conf.
 CTRL
 echo /etc/netkernel/guest.conf >"$stage/DEBIAN/conffiles"
-deb=$out/netkernel-guest_${version}_${arch}.deb
+deb=$dest/netkernel-guest_${version}_${arch}.deb
 dpkg-deb --root-owner-group --build "$stage" "$deb" >/dev/null
 echo "$deb"

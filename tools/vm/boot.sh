@@ -8,14 +8,15 @@
 # starts this script in the background holds QEMU's PID in $!.
 #
 #   tools/vm/boot.sh -k VMLINUZ -r INITRD -s VHOST-SOCKET -c CONSOLE-LOG
-#                    [-m MEM] [-a APPEND] [-t SECONDS] [-n] [-- QEMU-ARGS...]
+#                    [-m MEM] [-a APPEND] [-A ACCEL] [-t SECONDS] [-n] [-- QEMU-ARGS...]
 #
 #   -k VMLINUZ     kernel image (tools/vm/fetch-kernel.sh DIR/vmlinuz)
 #   -r INITRD      initramfs (tools/vm/mkinitramfs.sh)
 #   -s SOCKET      the backend's vhost-user socket (nk-vhost-vsock --socket)
-#   -c LOG         serial console output
+#   -c LOG         serial console output ("-": QEMU's stdin/stdout, interactive)
 #   -m MEM         guest memory, also the shared memfd backend (default 256M)
 #   -a APPEND      extra kernel command line
+#   -A ACCEL       tcg (default) or kvm (needs a usable /dev/kvm; -cpu host)
 #   -t SECONDS     kill QEMU after this long (timeout(1), whose PID $! then
 #                  is; default none)
 #   -n             print the QEMU command instead of running it
@@ -28,13 +29,13 @@
 
 set -euo pipefail
 
-KERNEL='' INITRD='' SOCK='' CONSOLE='' MEM=256M APPEND='' TMO='' DRY=0
+KERNEL='' INITRD='' SOCK='' CONSOLE='' MEM=256M APPEND='' TMO='' DRY=0 ACCEL=tcg
 usage()
 {
 	awk 'NR > 3 && /^#/ { sub(/^# ?/, ""); print; next } NR > 3 { exit }' "$0" >&2
 	exit 2
 }
-while getopts k:r:s:c:m:a:t:nh opt; do
+while getopts k:r:s:c:m:a:A:t:nh opt; do
 	case $opt in
 	k) KERNEL=$OPTARG ;;
 	r) INITRD=$OPTARG ;;
@@ -42,6 +43,7 @@ while getopts k:r:s:c:m:a:t:nh opt; do
 	c) CONSOLE=$OPTARG ;;
 	m) MEM=$OPTARG ;;
 	a) APPEND=$OPTARG ;;
+	A) ACCEL=$OPTARG ;;
 	t) TMO=$OPTARG ;;
 	n) DRY=1 ;;
 	*) usage ;;
@@ -52,15 +54,26 @@ if [ -z "$KERNEL" ] || [ -z "$INITRD" ] || [ -z "$SOCK" ] || [ -z "$CONSOLE" ]; 
 	usage
 fi
 
+case $ACCEL in
+tcg) CPU=max ;;
+kvm) CPU=host ;;
+*) echo "boot.sh: -A $ACCEL: tcg or kvm" >&2; exit 2 ;;
+esac
+if [ "$CONSOLE" = - ]; then
+	CHARDEV=stdio,id=con
+else
+	CHARDEV=file,id=con,path=$CONSOLE
+fi
+
 QEMU=${QEMU:-qemu-system-x86_64}
 # shellcheck disable=SC2054 # the commas are QEMU's
 cmd=("$QEMU" -nodefaults -display none -no-user-config -no-reboot
-	-machine pc -accel tcg -cpu max -smp 1 -m "$MEM"
+	-machine pc -accel "$ACCEL" -cpu "$CPU" -smp 1 -m "$MEM"
 	-object "memory-backend-memfd,id=mem,size=$MEM,share=on" -numa node,memdev=mem
 	-nic none
 	-chardev "socket,id=vu,path=$SOCK"
 	-device vhost-user-vsock-pci,chardev=vu
-	-chardev "file,id=con,path=$CONSOLE" -serial chardev:con
+	-chardev "$CHARDEV" -serial chardev:con
 	-monitor none
 	-kernel "$KERNEL" -initrd "$INITRD"
 	-append "console=ttyS0 panic=-1 loglevel=4 $APPEND"

@@ -9,13 +9,16 @@
 # with "nk-init:" come from /init itself.
 #
 #   tools/vm/mkinitramfs.sh -k KDIR -o OUT.cpio.gz [-m MODULE]... [-f SRC:DST]...
-#                           [-i SCRIPT] [-b BUSYBOX]
+#                           [-d DIR]... [-i SCRIPT] [-b BUSYBOX]
 #
 #   -k KDIR      kernel directory from tools/vm/fetch-kernel.sh
 #   -o OUT       the initramfs (gzip'd newc cpio)
 #   -m MODULE    a module name (vmw_vsock_virtio_transport); repeatable;
 #                default: the virtio-vsock guest modules
 #   -f SRC:DST   copy a host file into the image (DST absolute); repeatable
+#   -d DIR       merge the tree DIR into the image's root (a staging root
+#                with packages installed by dpkg --root, libraries...);
+#                repeatable, copied before the -f files
 #   -i SCRIPT    the guest's test script, run as /etc/nk-init.sh
 #   -b BUSYBOX   a statically linked busybox (default /bin/busybox, from
 #                Debian's busybox-static)
@@ -25,17 +28,19 @@ set -euo pipefail
 KDIR='' OUT='' SCRIPT='' BUSYBOX=/bin/busybox
 MODS=()
 FILES=()
+TREES=()
 usage()
 {
 	awk 'NR > 3 && /^#/ { sub(/^# ?/, ""); print; next } NR > 3 { exit }' "$0" >&2
 	exit 2
 }
-while getopts k:o:m:f:i:b:h opt; do
+while getopts k:o:m:f:d:i:b:h opt; do
 	case $opt in
 	k) KDIR=$OPTARG ;;
 	o) OUT=$OPTARG ;;
 	m) MODS+=("$OPTARG") ;;
 	f) FILES+=("$OPTARG") ;;
+	d) TREES+=("$OPTARG") ;;
 	i) SCRIPT=$OPTARG ;;
 	b) BUSYBOX=$OPTARG ;;
 	*) usage ;;
@@ -118,6 +123,10 @@ for m in "${ORDER[@]}"; do
 	echo "$m" >>"$stage/lib/modules/load.order"
 done
 
+for tree in "${TREES[@]}"; do
+	[ -d "$tree" ] || die "-d $tree: not a directory"
+	cp -a "$tree/." "$stage/"
+done
 for spec in "${FILES[@]}"; do
 	src=${spec%%:*}
 	dst=${spec#*:}
