@@ -490,6 +490,23 @@ static int settle_connect(struct nk_sock *sk, int fd)
 /* ---- end of stream ------------------------------------------------------ */
 
 /*
+ * After EOF: is the host's receiving direction still open (a FIN: the NSM
+ * shut only its sending side) or closed too (a reset, an error, or a dead
+ * NSM)?  The protocol signals it with the stream's shutdown directions;
+ * each transport shows them its own way: an AF_UNIX stream raises POLLHUP
+ * when the peer closed both ways, an AF_VSOCK stream refuses even an empty
+ * send (EPIPE) once the peer shut its receiving side.  Both are checked.
+ */
+static bool host_still_receives(int fd, struct pollfd *pfd)
+{
+	if (nk_real.poll(pfd, 1, 0) == 1 && (pfd->revents & POLLHUP))
+		return false;
+	if (nk_real.send(fd, "", 0, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EPIPE)
+		return false;
+	return true;
+}
+
+/*
  * The stream ended (read gave 0, or write gave EPIPE).  A FIN from the
  * peer leaves the stream open (the NSM only shut its write side); a reset
  * closes it, and then the NSM tells us why.  Returns the errno to report
@@ -504,7 +521,7 @@ static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
 
 	pthread_mutex_lock(&sk->lock);
 	if (sk->eof_err < 0) {
-		if (!for_write && nk_real.poll(&pfd, 1, 0) == 1 && !(pfd.revents & POLLHUP)) {
+		if (!for_write && host_still_receives(fd, &pfd)) {
 			e = 0;	/* FIN: the stream stays open */
 		} else {
 			/* A live NSM answers at once; a dead one (all its
@@ -1797,6 +1814,26 @@ NK_API int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
 	return (int)i;
 }
 
+/* FIONREAD by MSG_PEEK, for transports without it (up to 1 MiB). */
+static int stream_inq(int fd, int *val)
+{
+	static __thread char *buf;
+	const size_t max = 1 << 20;
+	ssize_t n;
+
+	if (!buf)
+		buf = malloc(max);
+	if (!buf) {
+		errno = ENOMEM;
+		return -1;
+	}
+	n = nk_real.recv(fd, buf, max, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && errno != EAGAIN)
+		return -1;
+	*val = n > 0 ? (int)n : 0;
+	return 0;
+}
+
 NK_API int ioctl(int fd, unsigned long req, ...)
 {
 	struct nk_sock *sk;
@@ -1809,6 +1846,17 @@ NK_API int ioctl(int fd, unsigned long req, ...)
 	arg = va_arg(ap, void *);
 	va_end(ap);
 	sk = lookup(fd);
+	if (sk && req == FIONREAD && sk->type == SOCK_STREAM &&
+	    (sk->state == NKS_CONNECTED || sk->state == NKS_CONNECTING)) {
+		ret = nk_real.ioctl(fd, req, arg);
+		if (ret < 0 && (errno == EOPNOTSUPP || errno == ENOTTY) && arg) {
+			/* The transport has no SIOCINQ (AF_VSOCK in older
+			 * guest kernels): count the bytes by peeking. */
+			ret = stream_inq(fd, arg);
+		}
+		nks_put(sk);
+		return ret;
+	}
 	if (!sk || req != FIONREAD || sk->type != SOCK_DGRAM || sk->state == NKS_FRESH ||
 	    sk->state == NKS_LOCAL) {
 		nks_put(sk);

@@ -44,18 +44,13 @@ done
 SEM=$OUTPUT/selftests/nk_semantics
 # Fast cases that cover connect, bind, accept, options, end of connection,
 # fork/dup/exec, loopback and AF_UNIX pass-through, and UDP.
-SEM_CASES=${NK_VM_SEM_CASES:-connect_ok,connect_refused,nb_connect,nb_connect_refused,epoll_et_connect,select_connect,bind_inuse,bind_notavail,bind_port0,reuseaddr_listen,accept_basic,accept_addr,accept4_flags,accept_nonblock_empty,listen_epoll_et,opt_basic,linger0_rst,half_close,peer_fin,peer_rst_read,sigpipe,data_then_rst,fionread_peek,loopback,unix_untouched,fork,dup2_over,exec_inherit,bulk,readv_writev,udp_sendto_echo,udp_connected_echo,udp_boundaries,udp_peek,udp_refused,udp_implicit_bind,udp_bind_port0,udp_server,udp_loopback}
+SEM_CASES=${NK_VM_SEM_CASES:-peer_rst_write,connect_ok,connect_refused,nb_connect,nb_connect_refused,epoll_et_connect,select_connect,bind_inuse,bind_notavail,bind_port0,reuseaddr_listen,accept_basic,accept_addr,accept4_flags,accept_nonblock_empty,listen_epoll_et,opt_basic,linger0_rst,half_close,peer_fin,peer_rst_read,sigpipe,data_then_rst,fionread_peek,loopback,unix_untouched,fork,dup2_over,exec_inherit,bulk,readv_writev,udp_sendto_echo,udp_connected_echo,udp_boundaries,udp_peek,udp_refused,udp_implicit_bind,udp_bind_port0,udp_server,udp_loopback}
 
-# Known differences over AF_VSOCK, run and shown but not counted (reported
-# to the guest library and backend owners; remove a case once it matches):
-#   peer_rst_read, data_then_rst  a reset reads as EOF: the library tells a
-#       FIN from a reset by POLLHUP on its stream, which an AF_UNIX stream
-#       raises when the NSM closes it and AF_VSOCK never does for a peer
-#   sigpipe  writes after the peer's reset succeed: nk-vhost-vsock turns
-#       the NSM's close of the Unix stream into SHUTDOWN(SEND) only
-#   fionread_peek  FIONREAD on a TCP socket is EOPNOTSUPP: the library
-#       passes it to the stream, and AF_VSOCK in the 6.1 guest kernel has no SIOCINQ
-SEM_KNOWN=${NK_VM_SEM_KNOWN-peer_rst_read,data_then_rst,sigpipe,fionread_peek}
+# Known differences over AF_VSOCK, run and shown but not counted (remove a
+# case once it matches): none in the default list.  (siocoutq, not in the
+# list: AF_VSOCK in the 6.1 guest kernel has no SIOCOUTQ, and the library
+# passes it to the stream: EOPNOTSUPP; docs/compat.md.)
+SEM_KNOWN=${NK_VM_SEM_KNOWN-}
 
 # shellcheck disable=SC2034 # read by nk_topo_up
 NK_TOPO_V6=1

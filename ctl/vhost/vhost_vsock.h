@@ -299,6 +299,7 @@ struct vconn {
 	bool guest_shut_send;		/* guest sends no more: SHUT_WR once flushed */
 	bool guest_shut_rcv;		/* guest takes no more: stop reading */
 	bool unix_eof;			/* read 0 from the Unix side */
+	bool unix_hup;			/* ... and it closed both ways */
 	bool unix_wr_shut;
 };
 

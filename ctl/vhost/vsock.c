@@ -48,6 +48,7 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -470,7 +471,7 @@ static void flush_ctl(struct vv *vv)
 				continue;
 			}
 			if (bit == 3)
-				flags = c->state == VC_CLOSING ?
+				flags = c->state == VC_CLOSING || c->unix_hup ?
 					VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND :
 					VSOCK_SHUTDOWN_SEND;
 			if (!send_ctl(vv, c->gport, c->hport, ops[bit], flags, c))
@@ -521,7 +522,15 @@ static void conn_pump(struct vv *vv, struct vconn *c)
 		if (r <= 0) {
 			vv_vq_unpop(rxq);
 			if (!r) {
+				struct pollfd p = { .fd = c->fd, .events = POLLIN };
+
+				/* A peer that closed its socket (not only its
+				 * sending side) shuts both directions towards
+				 * the guest, so the guest's writes fail: the
+				 * NetKernel protocol tells a reset from a FIN
+				 * this way (docs/protocol.md 1.8). */
 				c->unix_eof = true;
+				c->unix_hup = poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
 				conn_pend(vv, c, VC_P_SHUTDOWN);
 				conn_check_done(vv, c);
 			} else if (errno != EAGAIN && errno != EINTR) {
