@@ -47,8 +47,12 @@ trap 'rm -rf "$tmp"' EXIT
 chmod 0755 "$tmp"
 
 pkg=
+# Without package lists (a fresh machine) apt-get download knows nothing:
+# update them once and try again.
 if [ "$OFFLINE" = 0 ] &&
-	(cd "$tmp" && apt-get download -q linux-image-amd64 >"$tmp/apt.log" 2>&1); then
+	{ (cd "$tmp" && apt-get download -q linux-image-amd64 >"$tmp/apt.log" 2>&1) ||
+	  { apt-get update -q >>"$tmp/apt.log" 2>&1 &&
+	    (cd "$tmp" && apt-get download -q linux-image-amd64 >>"$tmp/apt.log" 2>&1); }; }; then
 	# Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)
 	pkg=$(dpkg-deb -f "$tmp"/linux-image-amd64_*.deb Depends |
 		tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n 1)
