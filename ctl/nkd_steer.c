@@ -33,6 +33,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/if_link.h>
+
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -81,6 +83,62 @@ static __u32 prog_id(enum nk_steer_prog prog)
 	return pi.id;
 }
 
+/* Sorted map ids and tag of a program (by fd); 0 or -errno. */
+static int prog_ident(int fd, __u8 tag[BPF_TAG_SIZE], __u32 *ids, __u32 *nids)
+{
+	struct bpf_prog_info pi = {};
+	__u32 plen = sizeof(pi), i, j;
+
+	pi.nr_map_ids = *nids;
+	pi.map_ids = (__u64)(unsigned long)ids;
+	if (bpf_obj_get_info_by_fd(fd, &pi, &plen))
+		return -errno;
+	if (pi.nr_map_ids > *nids)
+		return -E2BIG;
+	memcpy(tag, pi.tag, BPF_TAG_SIZE);
+	*nids = pi.nr_map_ids;
+	for (i = 1; i < *nids; i++)	/* insertion sort: a handful of ids */
+		for (j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+			__u32 t = ids[j];
+
+			ids[j] = ids[j - 1];
+			ids[j - 1] = t;
+		}
+	return 0;
+}
+
+/*
+ * Is the attached program old the same as ours: same code (tag) on the
+ * same maps (ids)?  A restarted nkd of the same build then keeps it, so
+ * program ids survive restarts as map ids do.
+ */
+static bool prog_same(__u32 old, enum nk_steer_prog prog)
+{
+	__u32 a_ids[32], b_ids[32], na = 32, nb = 32;
+	__u8 a_tag[BPF_TAG_SIZE], b_tag[BPF_TAG_SIZE];
+	bool same = false;
+	int fd;
+
+	fd = bpf_prog_get_fd_by_id(old);
+	if (fd < 0)
+		return false;
+	if (!prog_ident(fd, a_tag, a_ids, &na) &&
+	    !prog_ident(nk_steer_prog_fd(nkd.steer, prog), b_tag, b_ids, &nb))
+		same = na == nb && !memcmp(a_tag, b_tag, BPF_TAG_SIZE) &&
+		       !memcmp(a_ids, b_ids, na * sizeof(a_ids[0]));
+	close(fd);
+	return same;
+}
+
+static enum nk_xdp_mode attached_mode(int ifindex)
+{
+	struct bpf_xdp_query_opts q = { .sz = sizeof(q) };
+
+	if (bpf_xdp_query(ifindex, 0, &q))
+		return NK_XDP_AUTO;
+	return q.attach_mode == XDP_ATTACHED_SKB ? NK_XDP_GENERIC : NK_XDP_NATIVE;
+}
+
 /*
  * Attach one of the programs to ifname, in place of whatever is attached
  * there (a previous nkd's program: logged as replaced; anything else: a
@@ -97,6 +155,12 @@ static int attach(enum nk_steer_prog prog, int ifindex, const char *ifname,
 
 	if (!bpf_xdp_query_id(ifindex, 0, &old) && old && old == prog_id(prog)) {
 		debug("%s: our XDP %s program (id %u) is attached already", ifname, what, old);
+		return 0;
+	}
+	if (old && prog_same(old, prog)) {
+		*mode = attached_mode(ifindex);
+		info("%s (ifindex %d): XDP %s program id %u kept (same code on the same maps), %s mode",
+		     ifname, ifindex, what, old, nk_xdp_mode_name(*mode));
 		return 0;
 	}
 	if (old) {

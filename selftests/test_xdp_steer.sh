@@ -341,8 +341,8 @@ NK_NKD_LOG=$NK_TMP/nkd-2.log
 NK_NKD_ARGS+=(--miss drop)	# and now frames for no VM are dropped
 nk_start_nkd
 check "restarted nkd reused the pinned maps" grep -q "steering maps reused from $PIN" "$NK_NKD_LOG"
-check "restarted nkd replaced the ingress program" \
-	grep -q "$UP (ifindex [0-9]*): XDP ingress program attached in .* mode, replacing program id $prog" "$NK_NKD_LOG"
+check "restarted nkd kept the ingress program (same code, same maps)" \
+	grep -q "$UP (ifindex [0-9]*): XDP ingress program id $prog kept (same code on the same maps)" "$NK_NKD_LOG"
 now=$(xdp_prog_ids "$UP")
 check "exactly one XDP program on $UP ($prog -> $now)" test -n "$now" -a "${now// /}" = "$now"
 check_eq "$N1 adopted, same pid" "$(nsm_pid "$N1")" "$P1"

@@ -1,0 +1,360 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# shellcheck disable=SC2317 # helper functions are called through check/wait_for
+#
+# Issue 5 proof: the operator's control plane.  nkd runs with --uplink (a
+# veth whose far end is the remote host) and two NSMs it creates; one VM
+# (vm1, guest g1 with only lo) serves HTTP/1.1 (python's threading
+# http.server) and runs an iperf3 client against the remote host.
+#
+#   - nkctl conn list: during a download the connection shows on the
+#     right NSM with growing byte counts;
+#   - graceful moves (nkctl vm set vm1 nsm OTHER) while iperf3 -R runs
+#     (the guest is the client: a guest *server* that accepts in the same
+#     thread as it reads, iperf3 -s, would block in accept() after the
+#     move, see docs/cli.md), while
+#     a keep-alive wrk runs and while a "Connection: close" wrk runs: no
+#     error; established connections finish on the old NSM (conn list and
+#     ss there), new connections are on the new NSM (ss), and once the
+#     last old connection ended the old NSM drops the VM's addresses;
+#   - nkd killed with SIGKILL mid-transfer and restarted: the transfer
+#     finishes, NSM PIDs and map/program ids are unchanged, and the new
+#     nkd's conn list shows the old connection.
+#
+#   remote-$S                    root namespace                  nk-ctl1-$S / nk-ctl2-$S
+#   eth0 10.77.2.1/24  ------  nkc-$S (uplink, XDP ingress)      eth0: vm1 10.77.2.2 (one of them)
+#   curl, iperf3 -s, wrk        nkh-ctl1-$S, nkh-ctl2-$S (XDP egress)
+#   g1-$S (only lo): HTTP/1.1 server on 80, iperf3 -c -R, under nk-run
+
+# shellcheck source=selftests/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+nk_require_root
+nk_require_cmds curl ss bpftool iperf3 wrk
+[ -x "$NK_PY" ] || nk_skip "missing $NK_PY"
+nk_require_build
+
+UP=nkc-$S
+PIN=/sys/fs/bpf/nk-ctltest-$S
+N1=ctl1-$S
+N2=ctl2-$S
+A=10.77.2.2
+NK_NKD_ARGS=(--uplink "$UP" --pin-dir "$PIN")
+
+ctl_leftovers()
+{
+	rm -rf "$PIN"
+	ip link del "$UP" 2>/dev/null
+	ip link del "nkh-$N1" 2>/dev/null
+	ip link del "nkh-$N2" 2>/dev/null
+	return 0
+}
+NK_CLEANUP_HOOKS+=(ctl_leftovers)
+
+# nk_ethtool NS DEV CMD VALUE: 0x2c ETHTOOL_SGRO, 0x17 ETHTOOL_STXCSUM.
+nk_ethtool()
+{
+	ip netns exec "$1" "$NK_PY" - "$2" "$3" "$4" <<'EOF'
+import ctypes, fcntl, socket, struct, sys
+name, cmd, val = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3])
+ev = ctypes.create_string_buffer(struct.pack('II', cmd, val), 8)
+ifr = struct.pack('16sP', name.encode(), ctypes.addressof(ev)).ljust(40, b'\0')
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)
+EOF
+}
+
+jpy()
+{
+	"$NK_PY" -c 'import json, sys; j = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+conns_json()
+{
+	nkctl -j conn list vm vm1 2>/dev/null
+}
+
+# conn_field JSON PORT FIELD: FIELD of vm1's connected TCP socket with local port PORT
+# (the first one), "" if none.
+conn_field()
+{
+	jpy "$1" "next((str(c['$3']) for c in j if c['state'] == 'connected' and c['local'].endswith(':$2')), '')"
+}
+
+# conn_nsms JSON PORT: the NSMs holding vm1's connected sockets to remote port PORT
+conn_nsms()
+{
+	jpy "$1" "' '.join(sorted(set(c['nsm'] for c in j if c['state'] == 'connected' and (c['remote'] or '').endswith(':$2'))))"
+}
+
+nsm_pid()
+{
+	nkctl -j nsm show "$1" 2>/dev/null | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["pid"])'
+}
+
+vm_nsm()
+{
+	nkctl -j vm show vm1 2>/dev/null | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["nsm"])'
+}
+
+xdp_prog_ids()
+{
+	ip -j link show dev "$1" | "$NK_PY" -c '
+import json, sys
+x = json.load(sys.stdin)[0].get("xdp", {})
+ids = [str(p["prog"]["id"]) for p in x.get("attached", []) if "prog" in p]
+if "prog" in x:
+    ids.append(str(x["prog"]["id"]))
+print(" ".join(sorted(set(ids))))'
+}
+
+map_ids()
+{
+	local m
+	for m in "$PIN"/*; do
+		bpftool -j map show pinned "$m" | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])'
+	done | tr '\n' ' '
+}
+
+# estab NSM PORT: established connections on the VM's PORT in NSM's namespace
+estab()
+{
+	ip netns exec "nk-$1" ss -Htn state established "( sport = :$2 )" 2>/dev/null |
+		grep -cE "($A|\[::ffff:$A\]):$2 "
+}
+
+has_addr_not()
+{
+	! ip -n "nk-$1" -o addr show dev eth0 | grep -qw "$A"
+}
+
+http_ok()
+{
+	[ "$(ip netns exec "remote-$S" curl -sS --max-time 2 "http://$A/whoami.txt" 2>&1)" = "hello from vm1" ]
+}
+
+listening_on()
+{
+	[ "$(jpy "$(conns_json)" "sum(1 for c in j if c['state'] == 'listening' and c['nsm'] == '$1')")" -ge 1 ]
+}
+
+# out_rsts NS...: TCP resets sent from these namespaces (Tcp OutRsts of
+# /proc/net/snmp).  (The kernel's EstabResets counter also counts orderly
+# closes from CLOSE_WAIT, so it says nothing here.)
+out_rsts()
+{
+	local ns n=0 v
+	for ns in "$@"; do
+		v=$(ip netns exec "$ns" awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) f[$i] = i; h = 1 }
+			else print $f["OutRsts"] }' /proc/net/snmp)
+		n=$((n + v))
+	done
+	echo "$n"
+}
+
+# rst_start / rst_check WHAT BASE: the resets the NSMs sent meanwhile are
+# at most BASE (what the same load causes without a move), and the
+# remote host's are logged (wrk resets connections it ends with a reply
+# under way).
+rst_start()
+{
+	RST_N=$(out_rsts "nk-$N1" "nk-$N2")
+	RST_R=$(out_rsts "remote-$S")
+}
+
+rst_check()
+{
+	local n r
+	n=$(($(out_rsts "nk-$N1" "nk-$N2") - RST_N))
+	r=$(($(out_rsts "remote-$S") - RST_R))
+	log_info "$1: TCP resets sent by the NSMs: $n (same load without a move: $2), by the remote host: $r"
+	check "$1: the NSMs sent no more resets than without a move ($n <= $2)" test "$n" -le "$2"
+}
+
+# wrk_check LOG WHAT CLOSE: wrk's output has requests and no error: no
+# connect, write or timeout error, no non-2xx; with CLOSE (Connection:
+# close) wrk counts each server close as a read error, so there must be
+# exactly one per completed request, else none.
+wrk_check()
+{
+	local reqs errs c r w t
+	reqs=$(awk '/requests in/ { print $1 }' "$1")
+	errs=$(sed -n 's/.*Socket errors: connect \([0-9]*\), read \([0-9]*\), write \([0-9]*\), timeout \([0-9]*\).*/\1 \2 \3 \4/p' "$1")
+	check_gt "$2: requests completed" "${reqs:-0}" 100
+	if [ -n "${3:-}" ]; then
+		read -r c r w t <<<"$errs"
+		check_eq "$2: socket errors connect/write/timeout" "$c $w $t" "0 0 0"
+		# one per close, +-1 per connection for the requests in flight at the end
+		check "$2: read 'errors' = closes ($r for $reqs requests)" \
+			test $((r - reqs)) -le 4 -a $((reqs - r)) -le 4
+	else
+		check "$2: no socket errors" not_grep -q "Socket errors" "$1"
+	fi
+	check "$2: no non-2xx responses" not_grep -q "Non-2xx" "$1"
+}
+
+# ---------------------------------------------------------------- topology
+log_step "topology (suffix $S): uplink $UP, nkd with two NSMs it creates, vm1 on $N1"
+nk_mount_bpffs
+nk_netns_add "remote-$S"
+nk_netns_add "g1-$S"
+NK_NETNS+=("nk-$N1" "nk-$N2")
+ip link add "$UP" type veth peer name eth0 netns "remote-$S" ||
+	nk_die "cannot create the uplink veth pair"
+ip -n "remote-$S" addr add 10.77.2.1/24 dev eth0
+ip -n "remote-$S" link set eth0 up
+ip link set "$UP" up
+nk_ethtool "remote-$S" eth0 0x2c 1 || nk_die "cannot turn GRO on in remote-$S"
+nk_ethtool "remote-$S" eth0 0x17 0 || nk_die "cannot turn tx checksumming off in remote-$S"
+nk_start_nkd
+for n in "$N1" "$N2"; do
+	nk_run_nkctl nsm add "$n" type kernel
+	NK_NSMS+=("$n")
+	check "nk-nsm of $n runs" wait_for -t 5 nk_nsm_pid "nk-$n"
+done
+P1=$(nk_nsm_pid "nk-$N1")
+P2=$(nk_nsm_pid "nk-$N2")
+nk_run_nkctl vm add vm1 nsm "$N1" addr "$A/24" uds "$NK_TMP/vm1.vsock"
+check "$A on eth0 in nk-$N1" wait_for -t 10 nk_has_addr "nk-$N1" eth0 "$A"
+mkdir -p "$NK_TMP/www"
+echo "hello from vm1" >"$NK_TMP/www/whoami.txt"
+truncate -s 64M "$NK_TMP/www/big.bin"
+truncate -s 3M "$NK_TMP/www/mid.bin"
+nk_guest_bg g1 "$NK_TMP/http.log" "$NK_PY" -c '
+import functools, http.server as h, sys
+h.SimpleHTTPRequestHandler.protocol_version = "HTTP/1.1"	# keep-alive
+h.SimpleHTTPRequestHandler.log_message = lambda *a: None
+h.ThreadingHTTPServer(("0.0.0.0", 80),
+	functools.partial(h.SimpleHTTPRequestHandler, directory=sys.argv[1])).serve_forever()' "$NK_TMP/www"
+nk_bg "remote-$S" "$NK_TMP/iperf3-s.log" iperf3 -s -p 5201
+check "remote reaches vm1's HTTP server" wait_port "remote-$S" "$A" 80 15
+check "the remote iperf3 server listens" wait_port "remote-$S" 10.77.2.1 5201 15
+
+# ---------------------------------------------------------------- conn list
+log_step "nkctl conn list during a download"
+nk_bg "remote-$S" "$NK_TMP/slow.log" curl -sS --max-time 60 --limit-rate 4M -o /dev/null "http://$A/big.bin"
+SLOW=$NK_BG_PID
+has_conn()
+{
+	[ -n "$(conn_field "$(conns_json)" 80 bytes_out)" ]
+}
+check "the download shows in conn list" wait_for -t 10 has_conn
+c0=$(conns_json)
+b0=$(conn_field "$c0" 80 bytes_out)
+# curl --limit-rate reads in bursts: wait for the next one
+grew()
+{
+	[ "$(conn_field "$(conns_json)" 80 bytes_out)" -gt "$b0" ]
+}
+check "conn list: bytes_out grows (from $b0)" wait_for -t 10 grew
+c1=$(conns_json)
+nkctl conn list | sed 's/^/    /'
+check_eq "conn list: on $N1" "$(conn_field "$c1" 80 nsm)" "$N1"
+check_eq "conn list: proto" "$(conn_field "$c1" 80 proto)" tcp
+check "conn list: remote is the remote host ($(conn_field "$c1" 80 remote))" \
+	grep -q "^10.77.2.1:" <<<"$(conn_field "$c1" 80 remote)"
+check_gt "conn list: bytes_in counts the request" "$(conn_field "$c1" 80 bytes_in)" 50
+check_eq "conn list: the listener shows too" \
+	"$(jpy "$c1" "[c['local'] for c in j if c['state'] == 'listening']")" "['$A:80']"
+nk_stop "$SLOW"
+
+# ---------------------------------------------------------------- moves
+log_step "move vm1 $N1 -> $N2 while iperf3 -R runs (remote -> guest)"
+rst_start
+nk_guest_bg g1 "$NK_TMP/iperf3.log" iperf3 -c 10.77.2.1 -p 5201 -t 6 -R
+IPERF=$NK_BG_PID
+sleep 2
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "vm1 is on $N2" "$(vm_nsm)" "$N2"
+c=$(conns_json)
+check "the iperf3 connections still finish on $N1 (conn list: $(conn_nsms "$c" 5201))" \
+	test "$(conn_nsms "$c" 5201)" = "$N1"
+check_gt "ss in nk-$N1: the iperf3 connections are there" \
+	"$(ip netns exec "nk-$N1" ss -Htn state established "( dport = :5201 )" | grep -c "$A:")" 1
+check "the listener is on $N2 now" wait_for -t 5 listening_on "$N2"
+check "a new connection is served through $N2" wait_for -t 5 http_ok
+nk_bg "remote-$S" "$NK_TMP/slow2.log" curl -sS --max-time 60 --limit-rate 1M -o /dev/null "http://$A/mid.bin"
+SLOW=$NK_BG_PID
+new_on_n2()
+{
+	[ "$(estab "$N2" 80)" -ge 1 ]
+}
+check "ss in nk-$N2: the new connection is there" wait_for -t 5 new_on_n2
+check_eq "ss in nk-$N1: no new connection there" "$(estab "$N1" 80)" 0
+log_info "steer_flows: $(bpftool -j map dump pinned "$PIN/steer_flows" | "$NK_PY" -c 'import json, sys; print(len(json.load(sys.stdin)))') entries"
+wait "$IPERF"
+rc=$?
+check_eq "iperf3 finished without error" "$rc" 0
+check "iperf3 says done" grep -q "iperf Done" "$NK_TMP/iperf3.log"
+rst_check "iperf3 -R across the move" 0
+grep -E "sender|receiver" "$NK_TMP/iperf3.log" | sed 's/^/    /'
+check "after the last old connection, $N1 dropped vm1's address" wait_for -t 10 has_addr_not "$N1"
+check "nkd logged the drain's end" grep -q "vm vm1: drained from nsm $N1" "$NK_NKD_LOG"
+check_eq "no flow entries left" "$(bpftool -j map dump pinned "$PIN/steer_flows")" "[]"
+
+log_step "move vm1 $N2 -> $N1 while a keep-alive wrk runs"
+rst_start
+nk_bg "remote-$S" "$NK_TMP/wrk1.log" wrk -t1 -c4 -d6s "http://$A/whoami.txt"
+WRK=$NK_BG_PID
+sleep 2
+nk_run_nkctl vm set vm1 nsm "$N1"
+check_eq "vm1 is on $N1" "$(vm_nsm)" "$N1"
+check_gt "ss in nk-$N2: the keep-alive connections stay there" "$(estab "$N2" 80)" 0
+wait "$WRK"
+sed 's/^/    /' "$NK_TMP/wrk1.log"
+wrk_check "$NK_TMP/wrk1.log" "keep-alive wrk across the move"
+rst_check "keep-alive wrk across the move" 0
+check "after wrk, $N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+check "the listener is on $N1" wait_for -t 5 listening_on "$N1"
+
+log_step "move vm1 $N1 -> $N2 while a Connection: close wrk runs (new connections during the move)"
+# the NSM resets some Connection: close connections even without a move:
+# measure that first, with the same load
+rst_start
+ip netns exec "remote-$S" wrk -t1 -c4 -d6s -H "Connection: close" "http://$A/whoami.txt" >"$NK_TMP/wrk0.log"
+BASE=$(($(out_rsts "nk-$N1" "nk-$N2") - RST_N))
+BASE_REQ=$(awk '/requests in/ { print $1 }' "$NK_TMP/wrk0.log")
+log_info "without a move: $BASE_REQ requests, $BASE resets sent by the NSM"
+rst_start
+nk_bg "remote-$S" "$NK_TMP/wrk2.log" wrk -t1 -c4 -d6s -H "Connection: close" "http://$A/whoami.txt"
+WRK=$NK_BG_PID
+sleep 2
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "vm1 is on $N2" "$(vm_nsm)" "$N2"
+sleep 1
+check_gt "ss in nk-$N2: connections of wrk after the move are there (any state)" \
+	"$(ip netns exec "nk-$N2" ss -Htan "( sport = :80 )" | grep -c "$A:80 ")" 0
+wait "$WRK"
+sed 's/^/    /' "$NK_TMP/wrk2.log"
+wrk_check "$NK_TMP/wrk2.log" "Connection: close wrk across the move" close
+REQ=$(awk '/requests in/ { print $1 }' "$NK_TMP/wrk2.log")
+# scaled to the requests of this run, plus 10% and 5 for noise
+rst_check "Connection: close wrk across the move" $((BASE * REQ / BASE_REQ * 11 / 10 + 5))
+d=$(nkctl -j stats show vm vm1 2>/dev/null)
+log_info "SYNs held back during the moves (drop reason moving): $(jpy "$d" 'j["drops"].get("moving", 0)')"
+check "after wrk, $N1 dropped vm1's address" wait_for -t 10 has_addr_not "$N1"
+
+# ---------------------------------------------------------------- restart
+log_step "nkd killed with SIGKILL mid-transfer and restarted"
+nk_bg "remote-$S" "$NK_TMP/slow3.log" curl -sS --max-time 60 --limit-rate 8M \
+	-o "$NK_TMP/got.bin" -w '%{size_download}\n' "http://$A/big.bin"
+SLOW=$NK_BG_PID
+check "the download shows in conn list" wait_for -t 10 has_conn
+prog=$(xdp_prog_ids "$UP")
+maps=$(map_ids)
+kill -KILL "$NKD_PID"
+wait "$NKD_PID" 2>/dev/null
+sleep 1
+NK_NKD_LOG=$NK_TMP/nkd-2.log
+nk_start_nkd
+check_eq "$N1 adopted, same pid" "$(nsm_pid "$N1")" "$P1"
+check_eq "$N2 adopted, same pid" "$(nsm_pid "$N2")" "$P2"
+check_eq "map ids unchanged" "$(map_ids)" "$maps"
+check_eq "XDP program ids unchanged on $UP" "$(xdp_prog_ids "$UP")" "$prog"
+c=$(conns_json)
+check_eq "the new nkd's conn list shows the download on $N2" "$(conn_field "$c" 80 nsm)" "$N2"
+wait "$SLOW"
+rc=$?
+check_eq "the download finished" "$rc" 0
+check_eq "all 64 MiB arrived" "$(tail -n 1 "$NK_TMP/slow3.log")" 67108864
+
+nk_finish
