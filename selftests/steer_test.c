@@ -273,6 +273,37 @@ static void put_ns(struct pkt *p, const char *src, const char *snm, const char *
 }
 
 /* The fixture frames, one builder each. */
+/* IPv4 + TCP 192.0.2.1:40000 -> DST:80 with these flags (0x10 ACK, 0x02 SYN). */
+static void put_ipv4_tcp(struct pkt *p, const char *dst, __u8 flags)
+{
+	__u8 *h = put(p, 12), *t;
+
+	h[0] = 0x45;
+	h[3] = 40;		/* tot_len */
+	h[8] = 64;		/* ttl */
+	h[9] = 6;		/* tcp */
+	put_addr(p, AF_INET, "192.0.2.1");
+	put_addr(p, AF_INET, dst);
+	t = put(p, 20);
+	t[0] = 40000 >> 8;
+	t[1] = 40000 & 0xff;
+	t[3] = 80;
+	t[12] = 5 << 4;		/* data offset */
+	t[13] = flags;
+}
+
+static void f_tcp_vm1(struct pkt *p)
+{
+	put_eth(p, mac_host, ETH_P_IP);
+	put_ipv4_tcp(p, "10.0.0.1", 0x10);
+}
+
+static void f_tcp_syn_vm1(struct pkt *p)
+{
+	put_eth(p, mac_host, ETH_P_IP);
+	put_ipv4_tcp(p, "10.0.0.1", 0x02);
+}
+
 static void f_ipv4_vm1(struct pkt *p)
 {
 	put_eth(p, mac_host, ETH_P_IP);
@@ -556,6 +587,7 @@ struct fixture {
 	int reason;		/* ... (C_DROP: enum nk_drop_reason) */
 	__u32 vm;		/* ... for this VM too (0: none) */
 	int nsm;		/* ... and this NSM (NO_NSM: none) */
+	const __u8 *dmac;	/* the frame leaves with this destination MAC */
 };
 
 #define IN(n, b)	.name = n, .build = b, .prog = NK_STEER_INGRESS, .from = DEV_UPLINK
@@ -577,6 +609,8 @@ static const struct fixture fixtures[] = {
 	{ IN("802.1Q ipv4 to vm3 -> nsm B", f_vlan_ipv4_vm3), REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B },
 	{ IN("QinQ ipv4 to vm1 -> nsm A", f_qinq_ipv4_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ IN("802.1Q ipv6 ns for vm1 -> nsm A", f_vlan_ns_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
+	{ IN("tcp to vm1 -> nsm A", f_tcp_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
+	{ IN("tcp syn to vm1 -> nsm A", f_tcp_syn_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	/* ingress: for no VM */
 	{ IN("ipv4 unknown address: pass", f_ipv4_unknown), PASS_ },
 	{ IN("ipv4 unknown address, miss drop", f_ipv4_unknown), .flags = F_MISS_DROP, DROP(NK_DROP_NO_VM), .nsm = NO_NSM },
@@ -807,7 +841,7 @@ static int run_fixture(struct nk_steer *st, const struct fixture *f)
 	struct nk_steer_config cfg = { .miss_action = NK_MISS_PASS };
 	struct xdp_md ctx = { .ingress_ifindex = ifindex[f->from] };
 	struct snapshot before, after;
-	struct pkt p = {};
+	struct pkt p = {}, out = {};
 	int n = 0, ret;
 	struct bpf_test_run_opts opts = {
 		.sz = sizeof(opts), .ctx_in = &ctx, .ctx_size_in = sizeof(ctx),
@@ -817,6 +851,8 @@ static int run_fixture(struct nk_steer *st, const struct fixture *f)
 	ctx.data_end = p.len;	/* the kernel wants the frame length here */
 	opts.data_in = p.b;
 	opts.data_size_in = p.len;
+	opts.data_out = out.b;
+	opts.data_size_out = sizeof(out.b);
 	if (f->flags & F_MISS_DROP)
 		cfg.miss_action = NK_MISS_DROP;
 	if (nk_steer_config_set(st, &cfg) ||
@@ -834,6 +870,12 @@ static int run_fixture(struct nk_steer *st, const struct fixture *f)
 	if (opts.retval != f->verdict) {
 		printf("    verdict %s, want %s\n", verdict_name(opts.retval),
 		       verdict_name(f->verdict));
+		n++;
+	}
+	if (f->dmac && memcmp(out.b, f->dmac, ETH_ALEN)) {
+		printf("    destination MAC %02x:%02x:%02x:%02x:%02x:%02x, want %02x:%02x:%02x:%02x:%02x:%02x\n",
+		       out.b[0], out.b[1], out.b[2], out.b[3], out.b[4], out.b[5], f->dmac[0],
+		       f->dmac[1], f->dmac[2], f->dmac[3], f->dmac[4], f->dmac[5]);
 		n++;
 	}
 	if (snapshot(st, &after))
@@ -865,6 +907,7 @@ static int run_named(struct nk_steer *st, const char *name, const struct fixture
 			f.reason = change->reason;
 			f.vm = change->vm;
 			f.nsm = change->nsm;
+			f.dmac = change->dmac;
 		}
 		return run_fixture(st, &f);
 	}
@@ -959,6 +1002,40 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 	run_named(st, "ipv4 to vm1 -> nsm A", &(struct fixture){
 		.name = "api: after the move, ipv4 to vm1 -> nsm B",
 		REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B });
+
+	/* graceful move: a known flow stays on the old NSM, MAC rewritten */
+	{
+		static const __u8 mac_a[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0xaa };
+		struct nk_addr local = { .family = NK_AF_INET, .port = 80, .addr = { 10, 0, 0, 1 } };
+		struct nk_addr remote = { .family = NK_AF_INET, .port = 40000,
+					  .addr = { 192, 0, 2, 1 } };
+		struct nk_steer_flow_nsm val = { .nsm_id = NSM_A };
+		struct nk_steer_flow key;
+
+		memcpy(val.dmac, mac_a, ETH_ALEN);
+		n = nk_steer_flow_key(&key, IPPROTO_TCP, &local, &remote) != 0;
+		n += nk_steer_flow_set(st, &key, &val) != 0;
+		report("api: flow vm1 10.0.0.1:80 <- 192.0.2.1:40000 pinned to nsm A", n);
+		run_named(st, "tcp to vm1 -> nsm A", &(struct fixture){
+			.name = "api: after the move, tcp of the pinned flow -> nsm A, dst MAC rewritten",
+			REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
+		run_named(st, "ipv4 to vm1 -> nsm A", &(struct fixture){
+			.name = "api: after the move, udp of no flow -> nsm B, MAC unchanged",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
+		report("api: flow unpinned", nk_steer_flow_del(st, &key) != 0);
+		run_named(st, "tcp to vm1 -> nsm A", &(struct fixture){
+			.name = "api: after the unpin, tcp of that flow -> nsm B",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
+		report("api: vm1 holds new connections (HOLD_SYN)",
+		       nk_steer_vm_set_flags(st, VM1, NSM_B, NK_STEER_VM_F_HOLD_SYN) != 0);
+		run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
+			.name = "api: HOLD_SYN: a tcp syn to vm1: drop moving",
+			DROP(NK_DROP_MOVING), .vm = VM1, .nsm = NSM_B });
+		run_named(st, "tcp to vm1 -> nsm A", &(struct fixture){
+			.name = "api: HOLD_SYN: a tcp ack to vm1 still -> nsm B",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B });
+		report("api: HOLD_SYN cleared", nk_steer_vm_set(st, VM1, NSM_B) != 0);
+	}
 
 	/* nsm del: its VMs drop with NO_NSM, its counters are zeroed */
 	n = nk_steer_nsm_del(st, NSM_B) != 0;
