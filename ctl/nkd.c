@@ -373,6 +373,7 @@ static void signal_event(void)
 		case SIGHUP:
 			info("SIGHUP: retrying failed listeners and NSMs, re-sending the configuration%s",
 			     nkd.steer ? ", re-attaching XDP and rewriting the steering maps" : "");
+			state_reload();	/* --config FILE: its difference */
 			steer_resync();
 			vm_resync_all();
 			nsm_resync_all();

@@ -281,5 +281,7 @@ int state_save(void);
 int state_load(const char *path, bool required);
 /* Phase 2: listeners, steering, NSMs started or adopted. */
 void state_apply(const char *path);
+/* SIGHUP with --config: apply the file's difference to the running set. */
+void state_reload(void);
 
 #endif /* NKD_H */

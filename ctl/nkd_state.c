@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "nkaddr.h"
 #include "nkd.h"
 
 /* "draining" of the file read at start, resumed once NSMs are up. */
@@ -252,4 +253,175 @@ void state_apply(const char *path)
 	restore_drains = NULL;
 	if (path)
 		info("configuration from %s: %u nsms, %u vms", path, n_nsm, nkd.nvms);
+}
+
+/* ---- SIGHUP with --config: apply the file's difference ---- */
+
+/* The VM's addresses, gateways and transport as the entry o gives them? */
+static bool vm_same_config(const struct nkd_vm *vm, json_t *o)
+{
+	json_t *addrs = json_object_get(o, "addrs"), *gw = json_object_get(o, "gw"), *v;
+	const char *uds = json_string_value(json_object_get(o, "uds"));
+	struct nk_addr a;
+	size_t i;
+	int prefix;
+
+	if (!json_is_array(addrs) || json_array_size(addrs) != vm->naddrs)
+		return false;
+	json_array_foreach(addrs, i, v) {
+		if (!json_is_string(v) ||
+		    nk_addr_parse_prefix(&a, &prefix, json_string_value(v), true) ||
+		    !nk_addr_same_ip(&a, &vm->addrs[i].addr) || prefix != vm->addrs[i].prefix)
+			return false;
+	}
+	if (json_array_size(gw) != (size_t)(!!vm->gw4.family + !!vm->gw6.family))
+		return false;
+	json_array_foreach(gw, i, v) {
+		if (!json_is_string(v) || nk_addr_parse(&a, json_string_value(v)) ||
+		    !nk_addr_same_ip(&a, a.family == NK_AF_INET ? &vm->gw4 : &vm->gw6))
+			return false;
+	}
+	if (!!uds != !!vm->uds || (uds && strcmp(uds, vm->uds)))
+		return false;
+	return uds || (json_int_t)vm->cid == json_integer_value(json_object_get(o, "cid"));
+}
+
+static json_t *entry_named(json_t *arr, const char *name)
+{
+	json_t *o;
+	size_t i;
+
+	json_array_foreach(arr, i, o) {
+		const char *n = json_string_value(json_object_get(o, "name"));
+
+		if (n && !strcmp(n, name))
+			return o;
+	}
+	return NULL;
+}
+
+/*
+ * Re-read --config FILE and apply what changed: VMs and NSMs that are gone
+ * are deleted (VMs first), new NSMs are started, new VMs added, a VM whose
+ * nsm changed is moved (gracefully where it can be), a VM whose addresses,
+ * gateways or transport changed is deleted and added again (its
+ * connections end).  An NSM whose type, netns or dev changed is left as it
+ * is (logged): delete it and add it again.  An entry that fails is logged
+ * and skipped; the rest still applies; the file is never rewritten.
+ */
+void state_reload(void)
+{
+	const char *path = nkd.cfg.config_file;
+	unsigned int added = 0, removed = 0, changed = 0;
+	json_t *root, *nsms, *vms, *o, *readd;
+	struct nkd_err e = { "" };
+	struct nkd_vm *vm, *next;
+	json_error_t jerr;
+	size_t i;
+	int k;
+
+	if (!path)
+		return;
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		err("SIGHUP: %s:%d: %s; the configuration stays as it is", path, jerr.line, jerr.text);
+		return;
+	}
+	if (check_top(path, root)) {
+		err("SIGHUP: %s not applied; the configuration stays as it is", path);
+		json_decref(root);
+		return;
+	}
+	nsms = json_object_get(root, "nsms");
+	vms = json_object_get(root, "vms");
+	readd = json_object();	/* VMs deleted to be added again: "changed" */
+
+	/* 1. VMs gone, or changed other than by their nsm */
+	for (vm = nkd.vms; vm; vm = next) {
+		next = vm->next;
+		o = entry_named(vms, vm->name);
+		if (o && vm_same_config(vm, o))
+			continue;
+		if (o)
+			json_object_set_new(readd, vm->name, json_true());
+		if (vm_delete(vm, &e)) {
+			err("SIGHUP: %s", e.msg);
+			continue;
+		}
+		if (o)
+			changed++;
+		else
+			removed++;
+	}
+	/* 2. new NSMs */
+	json_array_foreach(nsms, i, o) {
+		struct nkd_nsm tmpl, *nsm;
+		const char *name = json_string_value(json_object_get(o, "name"));
+
+		if (name && (nsm = nsm_find(name))) {
+			json_t *cur = nsm_to_json(nsm, false);
+			const char *keys[] = { "type", "netns", "dev" };
+			size_t j;
+
+			for (j = 0; j < 3; j++)
+				if (!json_equal(json_object_get(cur, keys[j]), json_object_get(o, keys[j])) &&
+				    (json_object_get(o, keys[j]) || strcmp(keys[j], "type")))
+					warn("SIGHUP: nsm %s: %s changed in %s; not applied (delete and add it again)",
+					     name, keys[j], path);
+			json_decref(cur);
+			continue;
+		}
+		if (nsm_config_parse(o, &tmpl, true, &e) || nsm_create(&tmpl, true, &nsm, &e)) {
+			err("SIGHUP: %s: nsms[%zu]: %s", path, i, e.msg);
+			continue;
+		}
+		added++;
+	}
+	/* 3. new (or re-added) VMs, and moves */
+	json_array_foreach(vms, i, o) {
+		const char *name = json_string_value(json_object_get(o, "name"));
+		const char *to = json_string_value(json_object_get(o, "nsm"));
+		struct nkd_vm tmpl;
+		struct nkd_nsm *nsm;
+
+		vm = name ? vm_find(name) : NULL;
+		if (vm) {
+			nsm = to ? nsm_find(to) : NULL;
+			if (!nsm) {
+				err("SIGHUP: %s: vms[%zu]: nsm %s does not exist", path, i, to ? to : "?");
+				continue;
+			}
+			if (nsm == vm->nsm)
+				continue;
+			if (vm_move(vm, nsm, &e))
+				err("SIGHUP: %s", e.msg);
+			else
+				changed++;
+			continue;
+		}
+		if (vm_config_parse(o, &tmpl, &e) || vm_create(&tmpl, true, &vm, &e)) {
+			free(tmpl.uds);
+			err("SIGHUP: %s: vms[%zu]: %s", path, i, e.msg);
+			continue;
+		}
+		free(tmpl.uds);
+		if (!json_object_get(readd, vm->name))
+			added++;
+	}
+	/* 4. NSMs gone */
+	for (k = 0; k < NKD_NSM_MAX; k++) {
+		struct nkd_nsm *nsm = nkd.nsms[k];
+
+		if (!nsm || nsm->dead || entry_named(nsms, nsm->name))
+			continue;
+		if (nsm_delete(nsm, &e)) {
+			err("SIGHUP: %s", e.msg);
+			continue;
+		}
+		removed++;
+	}
+	json_decref(readd);
+	json_decref(root);
+	state_save();
+	info("SIGHUP: %s applied: %u added, %u removed, %u changed", path, added, removed, changed);
 }

@@ -327,7 +327,29 @@ check_eq "nkd --config: vms" "$(jget "$OUT" '",".join(v["name"] + ":" + v["state
 	"vmA:ok,vmB:not-served"
 check "vmA listener" test -S "$NK_TMP/guests/vmA_7531"
 check "vmA address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.2
-for v in vmA vmB; do
+
+log_step "SIGHUP re-reads --config and applies the difference"
+vm_names()
+{
+	"$NKCTL" -c "$NK_CTL" -j vm list 2>/dev/null | "$NK_PY" -c 'import json, sys; print(",".join(v["name"] + ":" + "/".join(v["addrs"]) for v in json.load(sys.stdin)))'
+}
+cat >"$NK_TMP/good.json" <<EOF
+{"nsms": [{"name": "nsm1", "type": "kernel", "netns": "nsm-$S", "dev": "up0"}],
+ "vms": [{"name": "vmA", "nsm": "nsm1", "addrs": ["10.78.0.2/24", "10.78.0.5/24"], "uds": "$NK_TMP/guests/vmA"},
+         {"name": "vmC", "nsm": "nsm1", "addrs": ["10.78.0.4/24"], "uds": "$NK_TMP/guests/vmC"}]}
+EOF
+kill -HUP "$NKD_PID"
+check "nkd logged the reload" wait_for -t 5 grep -q "SIGHUP: $NK_TMP/good.json applied: 1 added, 1 removed, 1 changed" "$NK_NKD_LOG"
+check_eq "after SIGHUP: vmB gone, vmC added, vmA with its new address" "$(vm_names)" \
+	"vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
+check "vmC address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.4
+check "vmA's new address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.5
+check "nkd.json follows" grep -q '"vmC"' "$NK_STATE/nkd.json"
+echo '{"vms": [' >"$NK_TMP/good.json"
+kill -HUP "$NKD_PID"
+check "a broken file is refused" wait_for -t 5 grep -q "the configuration stays as it is" "$NK_NKD_LOG"
+check_eq "after a broken file: unchanged" "$(vm_names)" "vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
+for v in vmA vmB vmC; do
 	"$NKCTL" -c "$NK_CTL" vm del "$v" >/dev/null 2>&1
 done
 
