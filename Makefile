@@ -190,6 +190,9 @@ deb: $(OUTPUT)/libnkguest.so $(OUTPUT)/nk-run
 	$(call msg,DEB,netkernel-guest $(NK_VERSION))
 	$(Q)bash tools/mkdeb.sh $(OUTPUT) $(NK_VERSION)
 
+# systemd units (tools/systemd/): nkd.service, nk-vhost-vsock@.service
+SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+
 .PHONY: install
 install: all
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
@@ -199,6 +202,12 @@ install: all
 		$(DESTDIR)$(PREFIX)/sbin/
 	$(Q)install -m 0755 $(OUTPUT)/nkctl $(OUTPUT)/nk-run $(DESTDIR)$(PREFIX)/bin/
 	$(Q)install -m 0644 $(OUTPUT)/libnkguest.so $(DESTDIR)$(PREFIX)/lib/netkernel/
+	$(Q)install -d $(DESTDIR)$(SYSTEMD_UNIT_DIR) $(DESTDIR)$(PREFIX)/share/doc/netkernel
+	$(Q)for u in tools/systemd/*.service; do \
+		sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@DOCDIR@|$(PREFIX)/share/doc/netkernel|g' \
+			"$$u" >"$(DESTDIR)$(SYSTEMD_UNIT_DIR)/$$(basename "$$u")" || exit 1; \
+	done
+	$(Q)install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/netkernel/
 
 .PHONY: check
 check: $(BPF_SKELS)
