@@ -72,32 +72,6 @@ static ssize_t peek_wait(int fd, void *buf, size_t want, bool nonblock)
 	}
 }
 
-static int read_exact(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-	ssize_t n;
-
-	while (len) {
-		n = nk_real.recv(fd, p, len, MSG_WAITALL);
-		if (n == 0)
-			return -ECONNRESET;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-				nk_real.poll(&pfd, 1, -1);
-				continue;
-			}
-			return -errno;
-		}
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
 static int frame_check(const struct nk_dgram_hdr *h)
 {
 	if (h->len > NK_DGRAM_MAX || (h->flags & ~NK_DGRAM_F_ERROR) ||
@@ -144,7 +118,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	}
 	if (h.flags & NK_DGRAM_F_ERROR) {
 		/* A pending socket error: reported once, then gone. */
-		ret = read_exact(fd, &h, FRAME_HDR);
+		ret = nk_recv_all(fd, &h, FRAME_HDR);
 		if (!ret)
 			ret = -h.err;
 		goto out;
@@ -172,7 +146,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		struct msghdr m = { 0 };
 		char discard[512];
 
-		ret = read_exact(fd, &h, FRAME_HDR);
+		ret = nk_recv_all(fd, &h, FRAME_HDR);
 		if (ret)
 			goto out;
 		copy = h.len < room ? h.len : room;
@@ -215,7 +189,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		for (off = h.len < room ? h.len : room; off < h.len;) {
 			size_t c = h.len - off < sizeof(discard) ? h.len - off : sizeof(discard);
 
-			ret = read_exact(fd, discard, c);
+			ret = nk_recv_all(fd, discard, c);
 			if (ret)
 				goto out;
 			off += c;
@@ -247,7 +221,7 @@ int nk_dgram_pending_error(struct nk_sock *sk, int fd)
 	pthread_mutex_lock(&sk->rlock);
 	n = nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT);
 	if (n == (ssize_t)FRAME_HDR && !frame_check(&h) && (h.flags & NK_DGRAM_F_ERROR) &&
-	    !read_exact(fd, &h, FRAME_HDR))
+	    !nk_recv_all(fd, &h, FRAME_HDR))
 		e = h.err;
 	pthread_mutex_unlock(&sk->rlock);
 	return e;

@@ -1719,17 +1719,8 @@ NK_API int fcntl(int fd, int cmd, ...)
 	return ret;
 }
 
-NK_API int fcntl64(int fd, int cmd, ...)
-{
-	va_list ap;
-	int ret;
-
-	INIT();
-	va_start(ap, cmd);
-	ret = do_fcntl(fd, cmd, ap);
-	va_end(ap);
-	return ret;
-}
+/* glibc's large-file name for the same call. */
+NK_API int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));
 
 NK_API int close_range(unsigned int first, unsigned int last, int flags)
 {
