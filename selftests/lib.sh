@@ -445,6 +445,66 @@ nk_topo_up()
 	log_info "vm2 10.77.0.3${v6b:+ fd77::3} via unix:$NK_TMP/vm2.vsock_7531"
 }
 
+# nk_ethtool NS DEV CMD VALUE: one ethtool set ioctl (0x2c ETHTOOL_SGRO,
+# 0x17 ETHTOOL_STXCSUM) without the ethtool program.
+nk_ethtool()
+{
+	ip netns exec "$1" "$NK_PY" - "$2" "$3" "$4" <<'PYEOF'
+import ctypes, fcntl, socket, struct, sys
+name, cmd, val = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3])
+ev = ctypes.create_string_buffer(struct.pack('II', cmd, val), 8)
+ifr = struct.pack('16sP', name.encode(), ctypes.addressof(ev)).ljust(40, b'\0')
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)
+PYEOF
+}
+
+# nk_topo_uplink_up NET: the shared-uplink topology of issue 4.  The uplink
+# nku-$S is a veth in the root namespace (XDP ingress, attached by nkd
+# --uplink); its far end is eth0 of remote-$S at NET.1/24.  nkd creates
+# the NSM nsm1-$S itself (namespace nk-nsm1-$S, veth nkh-... <-> eth0) and
+# steers vm1 (NET.2) and vm2 (NET.3) to it; guests g1-$S and g2-$S have
+# only lo.  Maps are pinned under NK_PIN=/sys/fs/bpf/nk-$S.
+nk_topo_uplink_up()
+{
+	local net=$1
+	NK_UPLINK=nku-$S
+	NK_PIN=/sys/fs/bpf/nk-$NK_TEST_NAME-$S
+	NK_NSM1=nsm1-$S
+	NK_NKD_ARGS=(--uplink "$NK_UPLINK" --pin-dir "$NK_PIN")
+	NK_CLEANUP_HOOKS+=(nk_topo_uplink_down)
+	log_step "shared-uplink topology (suffix $S): uplink $NK_UPLINK, XDP steering"
+	nk_mount_bpffs
+	nk_netns_add "remote-$S"
+	nk_netns_add "g1-$S"
+	nk_netns_add "g2-$S"
+	NK_NETNS+=("nk-$NK_NSM1")
+	ip link add "$NK_UPLINK" type veth peer name eth0 netns "remote-$S" ||
+		nk_die "cannot create the uplink veth pair"
+	ip -n "remote-$S" addr add "$net.1/24" dev eth0
+	ip -n "remote-$S" link set eth0 up
+	ip link set "$NK_UPLINK" up
+	# Redirected frames need GRO on the receiving veth and complete
+	# checksums from the sending one (docs/maps.md).
+	nk_ethtool "remote-$S" eth0 0x2c 1 || nk_die "cannot turn GRO on in remote-$S"
+	nk_ethtool "remote-$S" eth0 0x17 0 || nk_die "cannot turn tx checksumming off in remote-$S"
+	nk_start_nkd
+	nk_run_nkctl nsm add "$NK_NSM1" type kernel
+	NK_NSMS+=("$NK_NSM1")
+	wait_for -t 10 nk_nsm_pid "nk-$NK_NSM1" || nk_die "no nk-nsm process in nk-$NK_NSM1"
+	nk_run_nkctl vm add vm1 nsm "$NK_NSM1" addr "$net.2/24" uds "$NK_TMP/vm1.vsock"
+	nk_run_nkctl vm add vm2 nsm "$NK_NSM1" addr "$net.3/24" uds "$NK_TMP/vm2.vsock"
+	wait_for -t 10 nk_has_addr "nk-$NK_NSM1" eth0 "$net.2" ||
+		nk_die "$net.2 did not appear in nk-$NK_NSM1"
+}
+
+nk_topo_uplink_down()
+{
+	ip link del "$NK_UPLINK" 2>/dev/null
+	ip link del "nkh-$NK_NSM1" 2>/dev/null
+	rm -rf "$NK_PIN"
+	return 0
+}
+
 # nk_proc_cpu_ticks PID: utime + stime in clock ticks.
 nk_proc_cpu_ticks()
 {
