@@ -39,6 +39,7 @@ PIN=/sys/fs/bpf/nk-ctltest-$S
 N1=ctl1-$S
 N2=ctl2-$S
 A=10.77.2.2
+# shellcheck disable=SC2034 # read by nk_start_nkd (lib.sh)
 NK_NKD_ARGS=(--uplink "$UP" --pin-dir "$PIN")
 
 ctl_leftovers()
@@ -144,6 +145,7 @@ out_rsts()
 {
 	local ns n=0 v
 	for ns in "$@"; do
+		# shellcheck disable=SC2016 # awk's $i, not the shell's
 		v=$(ip netns exec "$ns" awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) f[$i] = i; h = 1 }
 			else print $f["OutRsts"] }' /proc/net/snmp)
 		n=$((n + v))
@@ -159,6 +161,16 @@ rst_start()
 {
 	RST_N=$(out_rsts "nk-$N1" "nk-$N2")
 	RST_R=$(out_rsts "remote-$S")
+	FAILS0=$(attempt_fails)
+}
+
+# attempt_fails: the remote host's connects that met a reset (Tcp
+# AttemptFails): a new connection refused because no NSM listened
+attempt_fails()
+{
+	# shellcheck disable=SC2016 # awk's $i, not the shell's
+	ip netns exec "remote-$S" awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) f[$i] = i; h = 1 }
+		else print $f["AttemptFails"] }' /proc/net/snmp
 }
 
 rst_check()
@@ -166,8 +178,10 @@ rst_check()
 	local n r
 	n=$(($(out_rsts "nk-$N1" "nk-$N2") - RST_N))
 	r=$(($(out_rsts "remote-$S") - RST_R))
-	log_info "$1: TCP resets sent by the NSMs: $n (same load without a move: $2), by the remote host: $r"
+	log_info "$1: TCP resets sent by the NSMs: $n (bound from the same load without a move: $2), by the remote host: $r"
 	check "$1: the NSMs sent no more resets than without a move ($n <= $2)" test "$n" -le "$2"
+	check_eq "$1: no connect of the remote host was refused (AttemptFails)" \
+		"$(($(attempt_fails) - FAILS0))" 0
 }
 
 # wrk_check LOG WHAT CLOSE: wrk's output has requests and no error: no
@@ -260,7 +274,7 @@ nk_stop "$SLOW"
 # ---------------------------------------------------------------- moves
 log_step "move vm1 $N1 -> $N2 while iperf3 -R runs (remote -> guest)"
 rst_start
-nk_guest_bg g1 "$NK_TMP/iperf3.log" iperf3 -c 10.77.2.1 -p 5201 -t 6 -R
+nk_guest_bg g1 "$NK_TMP/iperf3.log" iperf3 -c 10.77.2.1 -p 5201 -t 8 -R
 IPERF=$NK_BG_PID
 sleep 2
 nk_run_nkctl vm set vm1 nsm "$N2"
@@ -270,22 +284,31 @@ check "the iperf3 connections still finish on $N1 (conn list: $(conn_nsms "$c" 5
 	test "$(conn_nsms "$c" 5201)" = "$N1"
 check_gt "ss in nk-$N1: the iperf3 connections are there" \
 	"$(ip netns exec "nk-$N1" ss -Htn state established "( dport = :5201 )" | grep -c "$A:")" 1
+# counted while iperf3 still runs: at its end iperf3 -R's client closes
+# the data socket with data under way, which resets it (as on Linux)
+rst_check "iperf3 -R across the move" 0
 check "the listener is on $N2 now" wait_for -t 5 listening_on "$N2"
 check "a new connection is served through $N2" wait_for -t 5 http_ok
 nk_bg "remote-$S" "$NK_TMP/slow2.log" curl -sS --max-time 60 --limit-rate 1M -o /dev/null "http://$A/mid.bin"
 SLOW=$NK_BG_PID
+# conn_any NSM PORT: the VM's connections on PORT in any state but
+# LISTEN (the server may have sent everything and closed its side: FIN-WAIT)
+conn_any()
+{
+	ip netns exec "nk-$1" ss -Htn state connected "( sport = :$2 )" 2>/dev/null |
+		grep -cE "($A|\[::ffff:$A\]):$2 "
+}
 new_on_n2()
 {
-	[ "$(estab "$N2" 80)" -ge 1 ]
+	[ "$(conn_any "$N2" 80)" -ge 1 ]
 }
 check "ss in nk-$N2: the new connection is there" wait_for -t 5 new_on_n2
-check_eq "ss in nk-$N1: no new connection there" "$(estab "$N1" 80)" 0
+check_eq "ss in nk-$N1: no new connection there" "$(conn_any "$N1" 80)" 0
 log_info "steer_flows: $(bpftool -j map dump pinned "$PIN/steer_flows" | "$NK_PY" -c 'import json, sys; print(len(json.load(sys.stdin)))') entries"
 wait "$IPERF"
 rc=$?
 check_eq "iperf3 finished without error" "$rc" 0
 check "iperf3 says done" grep -q "iperf Done" "$NK_TMP/iperf3.log"
-rst_check "iperf3 -R across the move" 0
 grep -E "sender|receiver" "$NK_TMP/iperf3.log" | sed 's/^/    /'
 check "after the last old connection, $N1 dropped vm1's address" wait_for -t 10 has_addr_not "$N1"
 check "nkd logged the drain's end" grep -q "vm vm1: drained from nsm $N1" "$NK_NKD_LOG"
@@ -307,8 +330,10 @@ check "after wrk, $N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 check "the listener is on $N1" wait_for -t 5 listening_on "$N1"
 
 log_step "move vm1 $N1 -> $N2 while a Connection: close wrk runs (new connections during the move)"
-# the NSM resets some Connection: close connections even without a move:
-# measure that first, with the same load
+# the NSM resets some Connection: close connections even without a move
+# (5-20% of them on this machine, varying run to run; under
+# investigation): measure that first, with the same load, and allow twice
+# its rate
 rst_start
 ip netns exec "remote-$S" wrk -t1 -c4 -d6s -H "Connection: close" "http://$A/whoami.txt" >"$NK_TMP/wrk0.log"
 BASE=$(($(out_rsts "nk-$N1" "nk-$N2") - RST_N))
@@ -327,15 +352,15 @@ wait "$WRK"
 sed 's/^/    /' "$NK_TMP/wrk2.log"
 wrk_check "$NK_TMP/wrk2.log" "Connection: close wrk across the move" close
 REQ=$(awk '/requests in/ { print $1 }' "$NK_TMP/wrk2.log")
-# scaled to the requests of this run, plus 10% and 5 for noise
-rst_check "Connection: close wrk across the move" $((BASE * REQ / BASE_REQ * 11 / 10 + 5))
+# twice the rate without a move, scaled to the requests of this run, + 10
+rst_check "Connection: close wrk across the move" $((BASE * REQ * 2 / BASE_REQ + 10))
 d=$(nkctl -j stats show vm vm1 2>/dev/null)
 log_info "SYNs held back during the moves (drop reason moving): $(jpy "$d" 'j["drops"].get("moving", 0)')"
 check "after wrk, $N1 dropped vm1's address" wait_for -t 10 has_addr_not "$N1"
 
 # ---------------------------------------------------------------- restart
 log_step "nkd killed with SIGKILL mid-transfer and restarted"
-nk_bg "remote-$S" "$NK_TMP/slow3.log" curl -sS --max-time 60 --limit-rate 8M \
+nk_bg "remote-$S" "$NK_TMP/slow3.log" curl -sS --max-time 60 --limit-rate 4M \
 	-o "$NK_TMP/got.bin" -w '%{size_download}\n' "http://$A/big.bin"
 SLOW=$NK_BG_PID
 check "the download shows in conn list" wait_for -t 10 has_conn
@@ -350,8 +375,11 @@ check_eq "$N1 adopted, same pid" "$(nsm_pid "$N1")" "$P1"
 check_eq "$N2 adopted, same pid" "$(nsm_pid "$N2")" "$P2"
 check_eq "map ids unchanged" "$(map_ids)" "$maps"
 check_eq "XDP program ids unchanged on $UP" "$(xdp_prog_ids "$UP")" "$prog"
-c=$(conns_json)
-check_eq "the new nkd's conn list shows the download on $N2" "$(conn_field "$c" 80 nsm)" "$N2"
+on_n2()
+{
+	[ "$(conn_field "$(conns_json)" 80 nsm)" = "$N2" ]
+}
+check "the new nkd's conn list shows the download on $N2" wait_for -t 5 on_n2
 wait "$SLOW"
 rc=$?
 check_eq "the download finished" "$rc" 0
