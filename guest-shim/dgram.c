@@ -218,7 +218,10 @@ int nk_dgram_pending_error(struct nk_sock *sk, int fd)
 	ssize_t n;
 	int e = 0;
 
-	pthread_mutex_lock(&sk->rlock);
+	/* A thread blocked in recv() holds rlock and will report the error
+	 * itself: never wait for it (a send must not hang on a receive). */
+	if (pthread_mutex_trylock(&sk->rlock))
+		return 0;
 	n = nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT);
 	if (n == (ssize_t)FRAME_HDR && !frame_check(&h) && (h.flags & NK_DGRAM_F_ERROR) &&
 	    !nk_recv_all(fd, &h, FRAME_HDR))
@@ -242,7 +245,7 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 {
 	size_t total = iov_total(iov, cnt), max, sent, want;
 	struct nk_dgram_hdr h = { 0 };
-	struct iovec v[cnt + 1];
+	struct iovec v[(cnt >= 0 && cnt <= IOV_MAX ? cnt : 0) + 1];
 	struct msghdr m = { 0 };
 	ssize_t n;
 	int ret;
@@ -357,7 +360,10 @@ int nk_dgram_fionread(struct nk_sock *sk, int fd, int *val)
 	struct nk_dgram_hdr h;
 	ssize_t n;
 
-	pthread_mutex_lock(&sk->rlock);
+	if (pthread_mutex_trylock(&sk->rlock)) {
+		*val = 0;	/* a receive is under way; nothing to promise */
+		return 0;
+	}
 	n = nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT);
 	pthread_mutex_unlock(&sk->rlock);
 	*val = n == (ssize_t)FRAME_HDR && !(h.flags & NK_DGRAM_F_ERROR) ? (int)h.len : 0;

@@ -86,6 +86,8 @@ struct nk_sock {
 	bool eof_reported;
 	bool connect_counted;	/* counted in nk_connecting */
 	bool dead;		/* listener lost with its NSM */
+	bool shut;		/* listener shut down by the application */
+	unsigned int gen;	/* bumped by every promotion (re-listening) */
 	int quiet_peer;		/* keeps a dead listener's fd quiet, or 0 */
 	int backlog;
 	struct sockaddr_storage local, peer;
@@ -151,6 +153,8 @@ struct nk_sock *nks_new(int domain, int type);
 int nks_install(int fd, struct nk_sock *sk);	/* takes a reference */
 void nks_forget(int fd);
 void nks_dup(int oldfd, int newfd);
+/* The fds whose slot points at sk (dup()s of one socket). */
+int nks_fds_of(const struct nk_sock *sk, int *out, int max);
 void nks_set_state(struct nk_sock *sk, enum nks_state st);
 void nks_atfork_prepare(void);
 void nks_atfork_parent(void);

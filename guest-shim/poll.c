@@ -146,13 +146,26 @@ static unsigned int connecting_events(struct nk_sock *sk, int fd, unsigned int w
 static int poll_common(struct pollfd *fds, nfds_t n, int timeout, const sigset_t *sigmask,
 		       bool is_ppoll, const struct timespec *ts)
 {
-	struct nk_sock *sks[64];
-	short want[64];
-	int idx[64], nc = 0, r, t;
+	struct nk_sock *sks_local[64], **sks = sks_local;
+	short want_local[64], *want = want_local;
+	int idx_local[64], *idx = idx_local, nc = 0, r, t;
 	int64_t deadline;
 	nfds_t i;
 
-	for (i = 0; i < n && nc < 64; i++) {
+	if (n > 64) {
+		/* Every connecting socket must be translated, however many. */
+		sks = malloc(n * sizeof(*sks));
+		want = malloc(n * sizeof(*want));
+		idx = malloc(n * sizeof(*idx));
+		if (!sks || !want || !idx) {
+			free(sks);
+			free(want);
+			free(idx);
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	for (i = 0; i < n; i++) {
 		struct nk_sock *sk = nks_fd_tracked(fds[i].fd) ? nks_get(fds[i].fd) : NULL;
 
 		if (sk && sk->state == NKS_CONNECTING) {
@@ -165,9 +178,8 @@ static int poll_common(struct pollfd *fds, nfds_t n, int timeout, const sigset_t
 		}
 	}
 	if (!nc) {
-		if (is_ppoll)
-			return nk_real.ppoll(fds, n, ts, sigmask);
-		return nk_real.poll(fds, n, timeout);
+		r = is_ppoll ? nk_real.ppoll(fds, n, ts, sigmask) : nk_real.poll(fds, n, timeout);
+		goto out;
 	}
 	deadline = timeout < 0 ? -1 : now_ms() + timeout;
 	for (;;) {
@@ -200,6 +212,15 @@ static int poll_common(struct pollfd *fds, nfds_t n, int timeout, const sigset_t
 	}
 	for (t = 0; t < nc; t++)
 		nks_put(sks[t]);
+out:
+	if (sks != sks_local) {
+		int e = errno;
+
+		free(sks);
+		free(want);
+		free(idx);
+		errno = e;
+	}
 	return r;
 }
 
@@ -431,11 +452,17 @@ static unsigned int epoll_connecting_events(struct nk_sock *sk, int fd, unsigned
 /* Rewrite the events of connecting sockets; returns the new count. */
 static int epoll_fixup(int epfd, struct epoll_event *evs, int n)
 {
-	struct nk_sock *sks[MAX_CONNECTING];
-	int fds[MAX_CONNECTING];
+	int max = __atomic_load_n(&nk_connecting, __ATOMIC_RELAXED) + 16;
+	struct nk_sock **sks = malloc(max * sizeof(*sks));
+	int *fds = malloc(max * sizeof(*fds));
 	int ns, i, j, k, out = 0;
 
-	ns = nks_connecting_snapshot(sks, fds, MAX_CONNECTING);
+	if (!sks || !fds) {
+		free(sks);
+		free(fds);
+		return n;	/* no memory: report what the kernel said */
+	}
+	ns = nks_connecting_snapshot(sks, fds, max);
 	for (i = 0; i < n; i++) {
 		bool keep = true;
 
@@ -458,6 +485,8 @@ next:
 	}
 	for (j = 0; j < ns; j++)
 		nks_put(sks[j]);
+	free(sks);
+	free(fds);
 	return out;
 }
 

@@ -34,6 +34,7 @@
 struct nk_real nk_real;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static bool nk_on;
+static int nk_ready;	/* set when do_init() has finished */
 #define STATUS_TIMEOUT_MS	300
 static int log_fd = -1;
 
@@ -105,12 +106,13 @@ static void do_init(void)
 		const char *path = getenv("NK_LOG_FILE");
 
 		log_fd = path ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)
-			      : fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+			      : nk_real.fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
 	}
 	if (nk_on)
 		nk_exec_restore();
 	pthread_atfork(nks_atfork_prepare, nks_atfork_parent, nks_atfork_child);
 	pthread_atfork(nk_ctl_atfork_prepare, nk_ctl_atfork_parent, nk_ctl_atfork_child);
+	__atomic_store_n(&nk_ready, 1, __ATOMIC_RELEASE);
 }
 
 void nk_init(void)
@@ -128,7 +130,7 @@ __attribute__((constructor)) static void nk_ctor(void)
 	nk_init();
 }
 
-#define INIT() do { if (__builtin_expect(!nk_real.read, 0)) nk_init(); } while (0)
+#define INIT() do { if (__builtin_expect(!__atomic_load_n(&nk_ready, __ATOMIC_ACQUIRE), 0)) nk_init(); } while (0)
 
 /* Look up a NetKernel socket; NULL for everything else (and when off). */
 static struct nk_sock *lookup(int fd)
@@ -243,6 +245,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again)
 	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .type = NK_SOCK_STREAM };
 	struct timeval notimeo = { 0 };
 	struct nk_hello_rep rep = { 0 };
+	struct stat old_st;
 	int fl, fdfl, s, ret, i, dom = 0;
 	socklen_t dl = sizeof(dom);
 
@@ -295,11 +298,31 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again)
 		ret = -errno;
 		goto out_close;
 	}
+	if (!again && fstat(fd, &old_st) < 0)
+		memset(&old_st, 0, sizeof(old_st));
 	if (nk_real.dup3(s, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
 		ret = -errno;
 		goto out_close;
 	}
 	nk_real.close(s);
+	if (!again) {
+		/* dup()s made before the promotion still hold the old local
+		 * socket: give them the stream too, each with its own
+		 * close-on-exec.  (Copies in other processes cannot be
+		 * reached: docs/compat.md.) */
+		int others[16], no = nks_fds_of(sk, others, 16), k;
+
+		for (k = 0; k < no; k++) {
+			struct stat ost;
+			int ofl;
+
+			if (others[k] == fd || fstat(others[k], &ost) < 0 ||
+			    ost.st_dev != old_st.st_dev || ost.st_ino != old_st.st_ino)
+				continue;
+			ofl = nk_real.fcntl(others[k], F_GETFD);
+			nk_real.dup3(fd, others[k], ofl >= 0 && (ofl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+		}
+	}
 
 	/* The old file left its epoll sets with it; join them again. */
 	for (i = 0; i < sk->nregs; i++) {
@@ -311,6 +334,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again)
 			nk_real.epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &r->ev);
 	}
 	nks_set_state(sk, NKS_SETUP);
+	__atomic_add_fetch(&sk->gen, 1, __ATOMIC_RELEASE);
 	return 0;
 
 out_close:
@@ -875,9 +899,10 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		return nk_real.connect(fd, addr, len);
 	pthread_mutex_lock(&sk->lock);
 	if (sk->state == NKS_FRESH && addr && len >= sizeof(sa_family_t) &&
-	    (addr->sa_family == AF_UNSPEC || nk_sockaddr_is_loopback(addr, len)))
+	    nk_sockaddr_is_loopback(addr, len))
 		nks_set_state(sk, NKS_LOCAL);
-	if (sk->state == NKS_LOCAL) {
+	if (sk->state == NKS_LOCAL || (sk->state == NKS_FRESH && addr &&
+				       len >= sizeof(sa_family_t) && addr->sa_family == AF_UNSPEC)) {
 		pthread_mutex_unlock(&sk->lock);
 		nks_put(sk);
 		return nk_real.connect(fd, addr, len);
@@ -953,6 +978,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 	struct nk_hello_req req = { .kind = NK_HELLO_ACCEPT };
 	struct nk_hello_rep rep = { 0 };
 	struct nk_sock *sk, *nsk;
+	unsigned int gen;
 	int s, ret;
 	ssize_t n;
 
@@ -980,6 +1006,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		/* One ACCEPT_READY record per waiting connection.  Records are
 		 * fixed-size, so concurrent acceptors (nginx workers) each take
 		 * whole records.  The listener's O_NONBLOCK applies. */
+		gen = __atomic_load_n(&sk->gen, __ATOMIC_ACQUIRE);
 		n = nk_real.recv(fd, buf, sizeof(buf), MSG_WAITALL);
 		if (n < 0) {
 			ret = -errno;
@@ -987,8 +1014,25 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		}
 		if (n == 0) {
 			pthread_mutex_lock(&sk->lock);
-			ret = sk->dead ? -ECONNABORTED : relisten(sk, fd);
+			if (sk->shut || sk->state != NKS_LISTENING)
+				ret = -EINVAL;
+			else if (sk->gen != gen)
+				ret = 0;	/* another thread listened again */
+			else
+				ret = sk->dead ? -ECONNABORTED : relisten(sk, fd);
 			pthread_mutex_unlock(&sk->lock);
+			if (ret == -EINVAL)
+				goto out;
+			if (ret == 0 && sk->gen != gen) {
+				/* Listening again (NSM restarted, or the VM moved
+				 * to another NSM).  The wake-up that brought the
+				 * program here announced no connection: say so
+				 * the way Linux says a queued connection went
+				 * away, so an event loop goes back to waiting
+				 * instead of blocking here. */
+				ret = -ECONNABORTED;
+				goto out;
+			}
 			if (ret) {
 				ret = -ECONNABORTED;
 				goto out;
@@ -1270,9 +1314,14 @@ NK_API int shutdown(int fd, int how)
 		else if (how != SHUT_RD)
 			sk->shut_wr = true;
 	} else if (sk->state == NKS_LISTENING) {
-		/* Linux stops listening when the read side is shut. */
-		if (how != SHUT_WR && nk_real.shutdown(fd, SHUT_RDWR) < 0)
-			ret = -errno;
+		/* Linux stops listening when the read side is shut, and a
+		 * blocked accept() returns EINVAL (not a dead NSM: no
+		 * re-listening). */
+		if (how != SHUT_WR) {
+			sk->shut = true;
+			if (nk_real.shutdown(fd, SHUT_RDWR) < 0)
+				ret = -errno;
+		}
 	} else if (sk->state != NKS_CONNECTED) {
 		ret = -ENOTCONN;
 	} else {
@@ -1860,4 +1909,19 @@ NK_API int ioctl(int fd, unsigned long req, ...)
 	ret = nk_dgram_fionread(sk, fd, arg);
 	nks_put(sk);
 	return ret ? fail(-ret) : 0;
+}
+
+/* fclose() closes its fd inside libc, past close(): forget the socket. */
+NK_API int fclose(FILE *fp)
+{
+	static int (*real)(FILE *);
+	int fd;
+
+	INIT();
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "fclose");
+	fd = fp ? fileno(fp) : -1;
+	if (fd >= 0 && nks_fd_tracked(fd))
+		nks_forget(fd);
+	return real(fp);
 }

@@ -253,5 +253,42 @@ void nks_atfork_parent(void)
 
 void nks_atfork_child(void)
 {
+	int c, i;
+
+	/* Another thread of the parent may have held a socket's locks (a
+	 * blocking connect or receive): the child has only this thread. */
+	for (c = 0; c < NCHUNKS; c++) {
+		struct nk_sock **chunk = chunks[c];
+
+		if (!chunk)
+			continue;
+		for (i = 0; i < CHUNK_SIZE; i++) {
+			struct nk_sock *sk = chunk[i];
+
+			if (!sk)
+				continue;
+			pthread_mutex_init(&sk->lock, NULL);
+			pthread_mutex_init(&sk->rlock, NULL);
+			pthread_mutex_init(&sk->wlock, NULL);
+		}
+	}
 	pthread_mutex_unlock(&tab_lock);
+}
+
+int nks_fds_of(const struct nk_sock *sk, int *out, int max)
+{
+	int c, i, n = 0;
+
+	pthread_mutex_lock(&tab_lock);
+	for (c = 0; c < NCHUNKS && n < max; c++) {
+		struct nk_sock **chunk = chunks[c];
+
+		if (!chunk)
+			continue;
+		for (i = 0; i < CHUNK_SIZE && n < max; i++)
+			if (chunk[i] == sk)
+				out[n++] = (c << CHUNK_SHIFT) | i;
+	}
+	pthread_mutex_unlock(&tab_lock);
+	return n;
 }

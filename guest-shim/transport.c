@@ -405,14 +405,22 @@ int nk_ctl_call(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *
 		c = &ctl.ch[slot];
 		c->used = ++ctl.clock;
 		ret = nk_msg_send(c->fd, op, ++ctl.seq, req, reqlen);
-		if (!ret)
-			ret = nk_msg_recv(c->fd, op, rep, replen);
-		if (ret >= 0)
-			break;
-		/* The channel broke: drop it, try once more. */
-		chan_drop(c);
-		if (ret == -EPROTO)
-			break;
+		if (ret) {
+			/* The channel broke before the NSM saw the request:
+			 * drop it, try once more on a new one. */
+			chan_drop(c);
+			continue;
+		}
+		ret = nk_msg_recv(c->fd, op, rep, replen);
+		if (ret < 0) {
+			/* The NSM may have carried the request out: never
+			 * send it twice (BIND, CONNECT...). */
+			chan_drop(c);
+			if (ret == -ETIMEDOUT || ret == -EPROTO)
+				break;
+			ret = -ECONNRESET;
+		}
+		break;
 	}
 	pthread_mutex_unlock(&ctl.lock);
 	if (ret > 0)
@@ -458,7 +466,12 @@ void nk_ctl_atfork_child(void)
 	/* The child opens its own channels; sharing the parent's would mix
 	 * up replies.  Its copies of the fds are closed. */
 	for (i = 0; i < NCTL; i++) {
-		if (ctl.ch[i].fd >= 0)
+		struct stat st;
+
+		/* Only if the number still is our channel: the program may
+		 * have closed it and opened something else there. */
+		if (ctl.ch[i].fd >= 0 && !fstat(ctl.ch[i].fd, &st) &&
+		    st.st_dev == ctl.ch[i].dev && st.st_ino == ctl.ch[i].ino)
 			nk_real.close(ctl.ch[i].fd);
 		ctl.ch[i].fd = -1;
 		ctl.ch[i].nsm = 0;
