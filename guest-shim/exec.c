@@ -408,7 +408,10 @@ void nk_scm_export(const struct msghdr *msg)
 			encode_entry(sk, fds[i], entry, sizeof(entry));
 			nks_put(sk);
 			handoff_path(path, sizeof(path), &st, handoff_dir());
-			f = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+			/* A fresh file of ours: a stale one (never received)
+			 * is replaced, nobody else's is trusted. */
+			unlink(path);
+			f = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 			if (f < 0) {
 				nk_logf("cannot record fd %d for its receiver: %s", fds[i], strerror(errno));
 				continue;
@@ -435,7 +438,7 @@ void nk_scm_import(struct msghdr *msg)
 		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		for (i = 0; i < n; i++) {
 			char path[128], entry[ENTRY_MAX + 1];
-			struct stat st;
+			struct stat st, fst;
 			ssize_t r;
 			int f;
 
@@ -445,6 +448,12 @@ void nk_scm_import(struct msghdr *msg)
 			f = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 			if (f < 0)
 				continue;	/* not a NetKernel socket */
+			/* Only a file written by this user (or root) counts. */
+			if (fstat(f, &fst) < 0 || !S_ISREG(fst.st_mode) ||
+			    (fst.st_uid != geteuid() && fst.st_uid != 0)) {
+				nk_real.close(f);
+				continue;
+			}
 			r = nk_real.read(f, entry, sizeof(entry) - 1);
 			nk_real.close(f);
 			unlink(path);
