@@ -458,6 +458,12 @@ fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)
 PYEOF
 }
 
+# jpy JSON EXPR: evaluate EXPR on the parsed JSON (j), without jq.
+jpy()
+{
+	"$NK_PY" -c 'import json, sys; j = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
 # nk_topo_uplink_up NET: the shared-uplink topology of issue 4.  The uplink
 # nku-$S is a veth in the root namespace (XDP ingress, attached by nkd
 # --uplink); its far end is eth0 of remote-$S at NET.1/24.  nkd creates

@@ -52,23 +52,6 @@ ctl_leftovers()
 }
 NK_CLEANUP_HOOKS+=(ctl_leftovers)
 
-# nk_ethtool NS DEV CMD VALUE: 0x2c ETHTOOL_SGRO, 0x17 ETHTOOL_STXCSUM.
-nk_ethtool()
-{
-	ip netns exec "$1" "$NK_PY" - "$2" "$3" "$4" <<'EOF'
-import ctypes, fcntl, socket, struct, sys
-name, cmd, val = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3])
-ev = ctypes.create_string_buffer(struct.pack('II', cmd, val), 8)
-ifr = struct.pack('16sP', name.encode(), ctypes.addressof(ev)).ljust(40, b'\0')
-fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)
-EOF
-}
-
-jpy()
-{
-	"$NK_PY" -c 'import json, sys; j = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
-}
-
 conns_json()
 {
 	nkctl -j conn list vm vm1 2>/dev/null
