@@ -285,7 +285,8 @@ new_on_n2()
 {
 	[ "$(conn_any "$N2" 80)" -ge 1 ]
 }
-check "ss in nk-$N2: the new connection is there" wait_for -t 5 new_on_n2
+# (a SYN held back during the move is retransmitted after 1 s, then 3 s)
+check "ss in nk-$N2: the new connection is there" wait_for -t 15 new_on_n2
 check_eq "ss in nk-$N1: no new connection there" "$(conn_any "$N1" 80)" 0
 log_info "steer_flows: $(bpftool -j map dump pinned "$PIN/steer_flows" | "$NK_PY" -c 'import json, sys; print(len(json.load(sys.stdin)))') entries"
 wait "$IPERF"
