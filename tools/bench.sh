@@ -31,6 +31,12 @@
 # the CPU, pasta/slirp4netns own theirs); a failed check fails the bench.
 #
 #   tools/bench.sh [--quick] [--reps N] [--out DIR] [--no-profile] [--profile]
+#                  [--only STAGE,...] [--paths PATH,...]
+#
+# --only runs a subset of the stages (bulk, rr, wrk, cps, idle, profile,
+# density) and --paths a subset of the paths (native, nk, pasta, slirp),
+# for before/after comparisons while working on one cost; either one writes
+# to $OUTPUT/bench/, never to docs/.
 #
 # Full run: docs/benchmarks.md and docs/img/benchmarks.png (the part
 # between the bench markers is regenerated; text around it is kept).
@@ -46,6 +52,8 @@ QUICK=0
 REPS=
 OUT=
 PROFILE=
+ONLY=
+ONLY_PATHS=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 ;;
@@ -53,7 +61,9 @@ while [ $# -gt 0 ]; do
 	--out) OUT=$2; shift ;;
 	--profile) PROFILE=1 ;;
 	--no-profile) PROFILE=0 ;;
-	-h | --help) sed -n '/^#   tools/p' "$0"; exit 0 ;;
+	--only) ONLY=,$2,; shift ;;
+	--paths) ONLY_PATHS=$2; shift ;;
+	-h | --help) sed -n '/^#   tools/,/^#                  /p' "$0"; exit 0 ;;
 	*) echo "bench: unknown argument '$1'" >&2; exit 2 ;;
 	esac
 	shift
@@ -70,6 +80,19 @@ else
 	PROFILE=${PROFILE:-1}
 	OUT=${OUT:-$NK_SRCDIR/docs}
 fi
+[ -z "$ONLY$ONLY_PATHS" ] || OUT=${OUT/#$NK_SRCDIR\/docs/$OUTPUT/bench}
+for st in ${ONLY//,/ }; do
+	case $st in
+	bulk | rr | wrk | cps | idle | profile | density) ;;
+	*) echo "bench: unknown stage '$st' (bulk rr wrk cps idle profile density)" >&2; exit 2 ;;
+	esac
+done
+# want STAGE: the stage runs (all of them unless --only names a subset)
+want()
+{
+	[ -z "$ONLY" ] || [[ $ONLY == *",$1,"* ]]
+}
+want profile || PROFILE=0
 DENS_NS=(1 4 16)
 DENS_MAX=16
 DENS_DELAY_MS=10	# per-guest light load: one connection, ~100 requests/s
@@ -77,6 +100,15 @@ IDLE_CONNS=100
 WRK_ARGS=(-t2 -c64)
 CPS_THREADS=4
 PATHS=(native nk pasta slirp)
+if [ -n "$ONLY_PATHS" ]; then
+	IFS=, read -r -a PATHS <<<"$ONLY_PATHS"
+	for p in "${PATHS[@]}"; do
+		case $p in
+		native | nk | pasta | slirp) ;;
+		*) echo "bench: unknown path '$p' (native nk pasta slirp)" >&2; exit 2 ;;
+		esac
+	done
+fi
 
 BDIR=$OUTPUT/bench
 RES=$BDIR/results.tsv
@@ -494,14 +526,22 @@ cps()
 
 for ((REP = 1; REP <= REPS; REP++)); do
 	log_step "repetition $REP of $REPS"
-	for p in "${PATHS[@]}"; do bulk "$p" send1; done
-	for p in "${PATHS[@]}"; do bulk "$p" recv1 -R; done
-	for p in "${PATHS[@]}"; do bulk "$p" send4 -P 4; done
-	for p in "${PATHS[@]}"; do bulk "$p" recv4 -P 4 -R; done
-	for p in "${PATHS[@]}"; do rr "$p"; done
-	for p in "${PATHS[@]}"; do web "$p" wrk_ka; done
-	for p in "${PATHS[@]}"; do web "$p" wrk_close -H 'Connection: close'; done
-	for p in "${PATHS[@]}"; do cps "$p"; done
+	if want bulk; then
+		for p in "${PATHS[@]}"; do bulk "$p" send1; done
+		for p in "${PATHS[@]}"; do bulk "$p" recv1 -R; done
+		for p in "${PATHS[@]}"; do bulk "$p" send4 -P 4; done
+		for p in "${PATHS[@]}"; do bulk "$p" recv4 -P 4 -R; done
+	fi
+	if want rr; then
+		for p in "${PATHS[@]}"; do rr "$p"; done
+	fi
+	if want wrk; then
+		for p in "${PATHS[@]}"; do web "$p" wrk_ka; done
+		for p in "${PATHS[@]}"; do web "$p" wrk_close -H 'Connection: close'; done
+	fi
+	if want cps; then
+		for p in "${PATHS[@]}"; do cps "$p"; done
+	fi
 done
 check "nk guest g1-$S has only lo after the runs" only_lo "g1-$S"
 for p in "${PATHS[@]}"; do
@@ -510,28 +550,30 @@ done
 
 # ---------------------------------------------------------------- idle cost
 
-log_step "idle cost: $IDLE_CONNS idle guest connections through NetKernel"
-nk_guest_bg g2 "$NK_TMP/hold-c.log" "$NKCPS" hold 10.77.0.1 7001 "$IDLE_CONNS" $((T_IDLE + 30))
-HOLD=$NK_BG_PID
-held()
-{
-	[ "$(ip netns exec "nsm-$S" ss -Htnp state established dst 10.77.0.1 dport = :7001 |
-		grep -c "pid=$NSM_PID,")" -ge "$IDLE_CONNS" ]
-}
-if check "nk-nsm holds $IDLE_CONNS established connections of vm2 to 10.77.0.1:7001" wait_for -t 20 held; then
-	sleep 1
-	a=$(sched_ns "$NSM_PID") b=$(sched_ns "$NKD_PID") c=$(sched_ns "$HOLD")
-	sleep "$T_IDLE"
-	a=$(($(sched_ns "$NSM_PID") - a)) b=$(($(sched_ns "$NKD_PID") - b))
-	c=$(($(sched_ns "$HOLD") - c))
-	REP=1
-	for x in "nsm:$a" "nkd:$b" "guest:$c"; do
-		rec nk idle "${x%%:*}_core_pct" "$(awk -v n="${x#*:}" -v t="$T_IDLE" 'BEGIN { printf "%.4f", n / (t * 1e9) * 100 }')"
-	done
-	log_info "idle: nk-nsm $((a / 1000)) us, nkd $((b / 1000)) us, guest $((c / 1000)) us CPU over ${T_IDLE}s"
-	check "held connections still open after ${T_IDLE}s" held
+if want idle; then
+	log_step "idle cost: $IDLE_CONNS idle guest connections through NetKernel"
+	nk_guest_bg g2 "$NK_TMP/hold-c.log" "$NKCPS" hold 10.77.0.1 7001 "$IDLE_CONNS" $((T_IDLE + 30))
+	HOLD=$NK_BG_PID
+	held()
+	{
+		[ "$(ip netns exec "nsm-$S" ss -Htnp state established dst 10.77.0.1 dport = :7001 |
+			grep -c "pid=$NSM_PID,")" -ge "$IDLE_CONNS" ]
+	}
+	if check "nk-nsm holds $IDLE_CONNS established connections of vm2 to 10.77.0.1:7001" wait_for -t 20 held; then
+		sleep 1
+		a=$(sched_ns "$NSM_PID") b=$(sched_ns "$NKD_PID") c=$(sched_ns "$HOLD")
+		sleep "$T_IDLE"
+		a=$(($(sched_ns "$NSM_PID") - a)) b=$(($(sched_ns "$NKD_PID") - b))
+		c=$(($(sched_ns "$HOLD") - c))
+		REP=1
+		for x in "nsm:$a" "nkd:$b" "guest:$c"; do
+			rec nk idle "${x%%:*}_core_pct" "$(awk -v n="${x#*:}" -v t="$T_IDLE" 'BEGIN { printf "%.4f", n / (t * 1e9) * 100 }')"
+		done
+		log_info "idle: nk-nsm $((a / 1000)) us, nkd $((b / 1000)) us, guest $((c / 1000)) us CPU over ${T_IDLE}s"
+		check "held connections still open after ${T_IDLE}s" held
+	fi
+	nk_stop "$HOLD"
 fi
-nk_stop "$HOLD"
 
 # ---------------------------------------------------------------- profile
 
@@ -629,98 +671,100 @@ fi
 
 # ---------------------------------------------------------------- density
 
-log_step "multiplexing density: N nginx guests under light load, one kernel NSM vs own stacks"
-for ((i = 2; i <= DENS_MAX; i++)); do
-	native_guest_up "$i"
-done
-for ((i = 3; i <= DENS_MAX; i++)); do
-	nk_netns_add "g$i-$S"
-	nk_run_nkctl vm add "vm$i" nsm nsm1 addr "10.77.0.$((i + 1))/24" uds "$NK_TMP/vm$i.vsock"
-done
-for ((i = 3; i <= DENS_MAX; i++)); do
-	wait_for -t 10 test -S "$NK_TMP/vm$i.vsock_7531" || nk_die "nkd does not serve vm$i"
-	wait_for -t 10 nk_has_addr "nsm-$S" up0 "10.77.0.$((i + 1))" || nk_die "no address for vm$i"
-done
-cat >"$NK_TMP/delay.lua" <<EOF
-function delay()
-	return $DENS_DELAY_MS
-end
-EOF
-
-dens_addr()
-{
-	if [ "$1" = nk ]; then
-		echo "10.77.0.$(($2 + 1))"
-	else
-		echo "10.79.$2.2"
-	fi
-}
-
-dens_ns()
-{
-	if [ "$1" = nk ]; then
-		echo "g$2-$S"
-	else
-		echo "n$2-$S"
-	fi
-}
-
-for n in "${DENS_NS[@]}"; do
-	pids=()
-	for mode in native nk; do
-		for ((i = 1; i <= n; i++)); do
-			d=$NK_TMP/dens-$mode-$i
-			nk_nginx_prep "$d" 1 80 "$WWW"
-			if [ "$mode" = nk ]; then
-				nk_guest_bg "g$i" "$d.log" "${NK_NGINX_ARGV[@]}"
-			else
-				nk_bg "n$i-$S" "$d.log" "${NK_NGINX_ARGV[@]}"
-			fi
-			pids+=("$NK_BG_PID")
-		done
+if want density; then
+	log_step "multiplexing density: N nginx guests under light load, one kernel NSM vs own stacks"
+	for ((i = 2; i <= DENS_MAX; i++)); do
+		native_guest_up "$i"
 	done
-	for mode in native nk; do
-		for ((i = 1; i <= n; i++)); do
-			wait_for -t 10 nk_tcp_open "$R" "$(dens_addr $mode "$i")" 80 ||
-				nk_die "density: nginx $mode $i not reachable"
-		done
+	for ((i = 3; i <= DENS_MAX; i++)); do
+		nk_netns_add "g$i-$S"
+		nk_run_nkctl vm add "vm$i" nsm nsm1 addr "10.77.0.$((i + 1))/24" uds "$NK_TMP/vm$i.vsock"
 	done
-	for ((REP = 1; REP <= REPS; REP++)); do
+	for ((i = 3; i <= DENS_MAX; i++)); do
+		wait_for -t 10 test -S "$NK_TMP/vm$i.vsock_7531" || nk_die "nkd does not serve vm$i"
+		wait_for -t 10 nk_has_addr "nsm-$S" up0 "10.77.0.$((i + 1))" || nk_die "no address for vm$i"
+	done
+	cat >"$NK_TMP/delay.lua" <<-EOF
+	function delay()
+		return $DENS_DELAY_MS
+	end
+	EOF
+
+	dens_addr()
+	{
+		if [ "$1" = nk ]; then
+			echo "10.77.0.$(($2 + 1))"
+		else
+			echo "10.79.$2.2"
+		fi
+	}
+
+	dens_ns()
+	{
+		if [ "$1" = nk ]; then
+			echo "g$2-$S"
+		else
+			echo "n$2-$S"
+		fi
+	}
+
+	for n in "${DENS_NS[@]}"; do
+		pids=()
 		for mode in native nk; do
-			gp=()
 			for ((i = 1; i <= n; i++)); do
-				# shellcheck disable=SC2207
-				gp+=($(nk_ns_pids "$(dens_ns $mode "$i")"))
+				d=$NK_TMP/dens-$mode-$i
+				nk_nginx_prep "$d" 1 80 "$WWW"
+				if [ "$mode" = nk ]; then
+					nk_guest_bg "g$i" "$d.log" "${NK_NGINX_ARGV[@]}"
+				else
+					nk_bg "n$i-$S" "$d.log" "${NK_NGINX_ARGV[@]}"
+				fi
+				pids+=("$NK_BG_PID")
 			done
-			ds=()
-			[ "$mode" = native ] || ds=("$NSM_PID" "$NKD_PID")
-			wl=()
-			for ((i = 1; i <= n; i++)); do
-				ip netns exec "$R" wrk -t1 -c1 -d "$((T_DENS + 1))s" -s "$NK_TMP/delay.lua" \
-					"http://$(dens_addr $mode "$i")/index.html" >"$NK_TMP/dens-wrk-$mode-$n-$i.log" 2>&1 &
-				wl+=($!)
-			done
-			sleep 0.5
-			a=$(sched_ns "${gp[@]}" "${ds[@]}") b0=$(busy_ticks)
-			sleep "$T_DENS"
-			a=$(($(sched_ns "${gp[@]}" "${ds[@]}") - a)) b0=$(($(busy_ticks) - b0))
-			wait "${wl[@]}"
-			reqs=$(cat "$NK_TMP"/dens-wrk-$mode-"$n"-*.log | awk '/requests in/ { n += $1 } END { print n + 0 }')
-			errs=$(cat "$NK_TMP"/dens-wrk-$mode-"$n"-*.log | awk '/Socket errors|Non-2xx/ { e++ } END { print e + 0 }')
-			rss=0
-			for pid in "${gp[@]}" "${ds[@]}"; do
-				rss=$((rss + $(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)))
-			done
-			rec "$mode" "dens$n" cpu_core_pct "$(awk -v n="$a" -v t="$T_DENS" 'BEGIN { printf "%.3f", n / (t * 1e9) * 100 }')"
-			rec "$mode" "dens$n" machine_core_pct "$(awk -v x="$b0" -v t="$T_DENS" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", x / hz / t * 100 }')"
-			rec "$mode" "dens$n" rps "$(awk -v r="$reqs" -v t="$((T_DENS + 1))" 'BEGIN { printf "%.0f", r / t }')"
-			rec "$mode" "dens$n" rss_kb "$rss"
-			rec "$mode" "dens$n" errors "$errs"
-			log_info "density N=$n $mode: $(awk -v n="$a" -v t="$T_DENS" 'BEGIN { printf "%.1f", n / (t * 1e9) * 100 }')% of a core, $reqs requests, RSS $((rss / 1024)) MiB"
 		done
+		for mode in native nk; do
+			for ((i = 1; i <= n; i++)); do
+				wait_for -t 10 nk_tcp_open "$R" "$(dens_addr $mode "$i")" 80 ||
+					nk_die "density: nginx $mode $i not reachable"
+			done
+		done
+		for ((REP = 1; REP <= REPS; REP++)); do
+			for mode in native nk; do
+				gp=()
+				for ((i = 1; i <= n; i++)); do
+					# shellcheck disable=SC2207
+					gp+=($(nk_ns_pids "$(dens_ns $mode "$i")"))
+				done
+				ds=()
+				[ "$mode" = native ] || ds=("$NSM_PID" "$NKD_PID")
+				wl=()
+				for ((i = 1; i <= n; i++)); do
+					ip netns exec "$R" wrk -t1 -c1 -d "$((T_DENS + 1))s" -s "$NK_TMP/delay.lua" \
+						"http://$(dens_addr $mode "$i")/index.html" >"$NK_TMP/dens-wrk-$mode-$n-$i.log" 2>&1 &
+					wl+=($!)
+				done
+				sleep 0.5
+				a=$(sched_ns "${gp[@]}" "${ds[@]}") b0=$(busy_ticks)
+				sleep "$T_DENS"
+				a=$(($(sched_ns "${gp[@]}" "${ds[@]}") - a)) b0=$(($(busy_ticks) - b0))
+				wait "${wl[@]}"
+				reqs=$(cat "$NK_TMP"/dens-wrk-$mode-"$n"-*.log | awk '/requests in/ { n += $1 } END { print n + 0 }')
+				errs=$(cat "$NK_TMP"/dens-wrk-$mode-"$n"-*.log | awk '/Socket errors|Non-2xx/ { e++ } END { print e + 0 }')
+				rss=0
+				for pid in "${gp[@]}" "${ds[@]}"; do
+					rss=$((rss + $(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)))
+				done
+				rec "$mode" "dens$n" cpu_core_pct "$(awk -v n="$a" -v t="$T_DENS" 'BEGIN { printf "%.3f", n / (t * 1e9) * 100 }')"
+				rec "$mode" "dens$n" machine_core_pct "$(awk -v x="$b0" -v t="$T_DENS" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", x / hz / t * 100 }')"
+				rec "$mode" "dens$n" rps "$(awk -v r="$reqs" -v t="$((T_DENS + 1))" 'BEGIN { printf "%.0f", r / t }')"
+				rec "$mode" "dens$n" rss_kb "$rss"
+				rec "$mode" "dens$n" errors "$errs"
+				log_info "density N=$n $mode: $(awk -v n="$a" -v t="$T_DENS" 'BEGIN { printf "%.1f", n / (t * 1e9) * 100 }')% of a core, $reqs requests, RSS $((rss / 1024)) MiB"
+			done
+		done
+		nk_stop "${pids[@]}"
 	done
-	nk_stop "${pids[@]}"
-done
+fi
 
 # ---------------------------------------------------------------- report
 

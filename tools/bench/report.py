@@ -319,6 +319,15 @@ def gnuplot(png, plotrows):
             for label, vals in plotrows:
                 f.write('"%s" %s\n' % (label, " ".join("%.4f" % v if v is not None else "NaN" for v in vals)))
         ymax = max([v for _, vals in plotrows for v in vals if v is not None] + [1.2])
+        # only the paths that were measured (bench.sh --paths can leave some out)
+        series = [(2, "NetKernel (kernel NSM)", "#1f77b4"), (3, "pasta", "#ff7f0e"),
+                  (4, "slirp4netns", "#2ca02c")]
+        plots = ", ".join(
+            f'"{dat}" using {col}{":xtic(1)" if i == 0 else ""} title "{t}" lc rgb "{c}"'
+            for i, (col, t, c) in enumerate(
+                s for s in series if any(vals[s[0] - 2] is not None for _, vals in plotrows)))
+        if not plots:
+            return
         script = f"""
 set terminal pngcairo size 1100,520 font "DejaVu Sans,11"
 set output "{png}"
@@ -333,9 +342,7 @@ set grid ytics
 set key top right
 set xtics rotate by -25 scale 0
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2 lc rgb "#333333"
-plot "{dat}" using 2:xtic(1) title "NetKernel (kernel NSM)" lc rgb "#1f77b4", \\
-     "" using 3 title "pasta" lc rgb "#ff7f0e", \\
-     "" using 4 title "slirp4netns" lc rgb "#2ca02c"
+plot {plots}
 """
         sp = os.path.join(td, "bench.gp")
         with open(sp, "w") as f:
