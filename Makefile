@@ -154,6 +154,8 @@ $(BPF_SKELS): $(OUTPUT)/%.skel.h: $(OUTPUT)/bpf/%.bpf.o
 STEER_USERS := $(OUTPUT)/lib/steer_maps.o $(OUTPUT)/selftests/steer_test.o
 $(STEER_USERS): $(OUTPUT)/steer.skel.h
 $(STEER_USERS): ALL_CFLAGS += -I$(OUTPUT)
+$(OUTPUT)/nsm/krelay.o: $(OUTPUT)/relay.skel.h
+$(OUTPUT)/nsm/krelay.o: ALL_CFLAGS += -I$(OUTPUT)
 
 $(OUTPUT):
 	$(Q)mkdir -p $@

@@ -114,7 +114,7 @@ static void usage(FILE *f)
 		"Usage: nkd [--config FILE] [--foreground] [--control PATH]\n"
 		"           [--state-dir DIR] [--run-dir DIR] [--nsm-bin PATH]\n"
 		"           [--no-vsock] [--uplink IFNAME] [--pin-dir DIR]\n"
-		"           [--miss pass|drop] [-v|--verbose]\n"
+		"           [--miss pass|drop] [--nsm-arg ARG]... [-v|--verbose]\n"
 		"\n"
 		"  --config FILE     apply FILE (nkd.json schema) instead of restoring\n"
 		"                    STATE-DIR/" NKD_STATE_FILE "\n"
@@ -123,6 +123,8 @@ static void usage(FILE *f)
 		"  --state-dir DIR   nkd.json and NSM logs (default " NKD_DEFAULT_STATE_DIR ")\n"
 		"  --run-dir DIR     NSM control sockets (default " NKD_DEFAULT_RUN_DIR ")\n"
 		"  --nsm-bin PATH    the nk-nsm binary (default: next to nkd)\n"
+		"  --nsm-arg ARG     one more argument for every NSM nkd starts (repeat it;\n"
+		"                    e.g. --nsm-arg=--kernel-relay)\n"
 		"  --no-vsock        accept cid VMs but do not open the AF_VSOCK listener\n"
 		"  --uplink IFNAME   steer the uplink IFNAME to the NSMs with XDP; NSMs\n"
 		"                    added without netns get one created by nkd\n"
@@ -181,7 +183,7 @@ static char *find_nsm_bin(const char *opt)
 static void parse_args(int argc, char **argv)
 {
 	enum { OPT_CONFIG = 256, OPT_CONTROL, OPT_STATE, OPT_RUN, OPT_NSM, OPT_NOVSOCK,
-	       OPT_UPLINK, OPT_PIN, OPT_MISS };
+	       OPT_UPLINK, OPT_PIN, OPT_MISS, OPT_NSM_ARG };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, OPT_CONFIG },
 		{ "foreground", no_argument, NULL, 'f' },
@@ -189,6 +191,7 @@ static void parse_args(int argc, char **argv)
 		{ "state-dir", required_argument, NULL, OPT_STATE },
 		{ "run-dir", required_argument, NULL, OPT_RUN },
 		{ "nsm-bin", required_argument, NULL, OPT_NSM },
+		{ "nsm-arg", required_argument, NULL, OPT_NSM_ARG },
 		{ "no-vsock", no_argument, NULL, OPT_NOVSOCK },
 		{ "uplink", required_argument, NULL, OPT_UPLINK },
 		{ "pin-dir", required_argument, NULL, OPT_PIN },
@@ -223,6 +226,13 @@ static void parse_args(int argc, char **argv)
 			break;
 		case OPT_NSM:
 			nsm_bin = optarg;
+			break;
+		case OPT_NSM_ARG:
+			if (nkd.cfg.n_nsm_args == NKD_NSM_ARGS_MAX)
+				die("--nsm-arg: at most %d", NKD_NSM_ARGS_MAX);
+			if (optarg[0] != '-' || optarg[1] != '-')
+				die("--nsm-arg %s: not an nk-nsm option (--NAME or --NAME=VALUE)", optarg);
+			nkd.cfg.nsm_args[nkd.cfg.n_nsm_args++] = optarg;
 			break;
 		case OPT_NOVSOCK:
 			nkd.cfg.no_vsock = true;

@@ -93,6 +93,9 @@ struct nkd_config {
 	const char *state_dir;
 	const char *run_dir;
 	const char *nsm_bin;	/* resolved absolute path */
+#define NKD_NSM_ARGS_MAX 8
+	const char *nsm_args[NKD_NSM_ARGS_MAX];	/* --nsm-arg, appended to every NSM's */
+	int n_nsm_args;
 	bool foreground;
 	bool verbose;
 	bool no_vsock;

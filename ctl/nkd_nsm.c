@@ -399,10 +399,14 @@ static void status_str(int st, char *buf, size_t len)
 static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 {
 	char ctl[PATH_MAX], logp[PATH_MAX];
-	char *argv[] = { "nk-nsm", "--name", (char *)nsm->name, "--type", (char *)nsm->type,
-			 "--dev", (char *)nsm->dev, "--control", ctl, NULL };
+	char *argv[9 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
+						 "--type", (char *)nsm->type, "--dev",
+						 (char *)nsm->dev, "--control", ctl };
 	sigset_t none;
-	int logfd, nullfd;
+	int logfd, nullfd, i;
+
+	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
+		argv[9 + i] = (char *)nkd.cfg.nsm_args[i];
 
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);

@@ -236,11 +236,86 @@ static void save_opt(struct nk_sock *sk, int level, int name, const void *val, s
 	memcpy(sk->opts[i].val, val, len);
 }
 
+/* Append one request to a batch of pipelined messages. */
+static size_t batch_add(uint8_t *buf, size_t off, uint8_t op, const void *body, size_t len)
+{
+	struct nk_hdr h = {
+		.magic = NK_PROTO_MAGIC,
+		.version = NK_PROTO_VERSION,
+		.op = op,
+		.len = sizeof(h) + len,
+	};
+
+	memcpy(buf + off, &h, sizeof(h));
+	memcpy(buf + off + sizeof(h), body, len);
+	return off + sizeof(h) + len;
+}
+
+/*
+ * Send HELLO, the options set before promotion and CONNECT to dst in one
+ * write (NK_HELLO_F_SETUP), then read their replies: one round trip to the
+ * NSM instead of one per request.  *cerr: the CONNECT's own outcome.
+ */
+static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
+			 struct nk_hello_rep *rep, const struct nk_addr *dst, int *cerr)
+{
+	static const size_t max = sizeof(struct nk_hdr) * (NKS_SAVED_OPTS + 2) +
+				  sizeof(*req) + NKS_SAVED_OPTS * sizeof(struct nk_opt_req) +
+				  sizeof(struct nk_addr_req);
+	struct nk_addr_req creq = { .addr = *dst };
+	int i, ret, nopt = 0, operr = 0;
+	uint8_t *buf;
+	size_t off;
+
+	buf = malloc(max);
+	if (!buf)
+		return -ENOMEM;
+	req->flags = NK_HELLO_F_SETUP;
+	off = batch_add(buf, 0, NK_OP_HELLO, req, sizeof(*req));
+	for (i = 0; i < sk->nopts; i++) {
+		struct nks_opt *o = &sk->opts[i];
+		struct nk_opt_req oreq = { .level = o->level, .name = o->name, .optlen = o->len };
+
+		if (opt_is_local(o->level, o->name))
+			continue;
+		memcpy(oreq.val, o->val, o->len);
+		off = batch_add(buf, off, NK_OP_SETSOCKOPT, &oreq, sizeof(oreq));
+		nopt++;
+	}
+	off = batch_add(buf, off, NK_OP_CONNECT, &creq, sizeof(creq));
+	ret = nk_send_all(s, buf, off);
+	free(buf);
+	if (!ret)
+		ret = nk_msg_recv(s, NK_OP_HELLO, rep, sizeof(*rep));
+	for (i = 0; i < nopt && !ret; i++) {
+		ret = nk_msg_recv(s, NK_OP_SETSOCKOPT, NULL, 0);
+		if (ret > 0) {
+			if (!operr)
+				nk_logf("an option set before %s could not be applied by the host: %s",
+					"connect", strerror(ret));
+			operr = operr ? operr : ret;
+			ret = 0;
+		}
+	}
+	if (!ret) {
+		ret = nk_msg_recv(s, NK_OP_CONNECT, NULL, 0);
+		if (ret >= 0) {
+			*cerr = ret;
+			ret = 0;
+		}
+	}
+	if (!ret && operr)
+		ret = operr;	/* the stream is closed: its connection goes */
+	return ret > 0 ? -ret : ret;
+}
+
 /*
  * Turn a fresh local socket into a NetKernel socket: open a stream, HELLO,
- * replay the options, then put the stream in the application's fd.
+ * replay the options, then put the stream in the application's fd.  With
+ * dst (a TCP connect), the set-up is pipelined: hello_connect().
  */
-static int promote_stream(struct nk_sock *sk, int fd, bool again)
+static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct nk_addr *dst,
+			  int *cerr)
 {
 	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .type = NK_SOCK_STREAM };
 	struct timeval notimeo = { 0 };
@@ -264,6 +339,14 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again)
 	s = nk_transport_open();
 	if (s < 0)
 		return s;
+	if (dst) {
+		ret = hello_connect(sk, s, &req, &rep, dst, cerr);
+		if (ret)
+			goto out_close;
+		sk->token = rep.token;
+		sk->nsm = rep.nsm_id;
+		goto remote_opts_done;
+	}
 	ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
 	if (!ret)
 		ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
@@ -286,6 +369,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again)
 			goto out_close;
 		}
 	}
+remote_opts_done:
 	/* Handshake timeout off; the application's own timeouts on. */
 	nk_real.setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &notimeo, sizeof(notimeo));
 	for (i = 0; i < sk->nopts; i++) {
@@ -344,7 +428,7 @@ out_close:
 
 static int promote(struct nk_sock *sk, int fd)
 {
-	return promote_stream(sk, fd, false);
+	return promote_stream(sk, fd, false, NULL, NULL);
 }
 
 /*
@@ -364,7 +448,7 @@ static int relisten(struct nk_sock *sk, int fd)
 
 	ret = nk_addr_from_sockaddr(&breq.addr, (struct sockaddr *)&sk->local, sk->local_len);
 	if (!ret)
-		ret = promote_stream(sk, fd, true);
+		ret = promote_stream(sk, fd, true, NULL, NULL);
 	if (!ret) {
 		breq.token = sk->token;
 		ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &breq, sizeof(breq), &rep, sizeof(rep));
@@ -944,15 +1028,20 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		goto out;
 	}
 	if (sk->state == NKS_FRESH) {
-		ret = promote(sk, fd);
+		int cerr = 0;
+
+		/* HELLO, options and CONNECT in one round trip. */
+		ret = promote_stream(sk, fd, false, &req.addr, &cerr);
 		if (ret) {
 			ret = -promote_errno(ret, ENETUNREACH);
 			goto out;
 		}
+		ret = -cerr;
+	} else {
+		req.token = sk->token;
+		req.pad0 = 0;
+		ret = nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
 	}
-	req.token = sk->token;
-	req.pad0 = 0;
-	ret = nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
 	if (ret)
 		goto out;
 	sk->pending_err = 0;

@@ -190,8 +190,9 @@ void chan_update_events(struct chan *ch)
 			udp_update(ch->ns);
 			return;
 		}
-		/* Set-up or listening: only a hang-up matters. */
-		ev = EPOLLRDHUP;
+		/* Set-up or listening: only a hang-up matters, and the
+		 * set-up requests a fresh TCP socket may send. */
+		ev = EPOLLRDHUP | (ch->setup_reqs ? EPOLLIN : 0);
 		break;
 	}
 	if (outq_bytes(&ch->out))
@@ -268,8 +269,10 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 
 	memset(&rep, 0, sizeof(rep));	/* padding included: it goes on the wire */
 	rep.nsm_id = nsm.instance;
-	if (req->pad0) {
-		chan_bad(ch, "HELLO with non-zero padding");
+	if (req->flags & ~NK_HELLO_F_SETUP ||
+	    (req->flags && (req->kind != NK_HELLO_SOCKET || req->type != NK_SOCK_STREAM))) {
+		chan_bad(ch, "HELLO kind %u type %u with flags %#x", req->kind, req->type,
+			 req->flags);
 		return;
 	}
 	ch->pid = req->pid;
@@ -287,6 +290,9 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 			return;
 		}
 		list_del(&ch->wait_node);
+		/* A TCP socket's set-up requests may follow on the stream
+		 * itself (pipelined behind the HELLO): proto.h. */
+		ch->setup_reqs = req->flags & NK_HELLO_F_SETUP;
 		chan_send(ch, NK_OP_HELLO, h->seq, 0, &rep, sizeof(rep));
 		if (!ch->dead)
 			chan_update_events(ch);
@@ -332,13 +338,17 @@ static void chan_message(struct chan *ch, const struct nk_hdr *h, const void *bo
 		return;
 	}
 	if (h->op == NK_OP_HELLO) {
-		chan_bad(ch, "HELLO on a control channel");
+		chan_bad(ch, "HELLO on a %s", ch->mode == CH_SOCK ? "socket stream" : "control channel");
 		return;
 	}
-	ctl_request(ch, h, body);
+	if (ch->mode == CH_SOCK)
+		nsock_setup_request(ch, h, body);
+	else
+		ctl_request(ch, h, body);
 }
 
-/* Read and handle messages (HELLO, or requests on a control channel). */
+/* Read and handle messages: HELLO, requests on a control channel, or the
+ * set-up requests on a socket's own stream. */
 static void chan_read(struct chan *ch)
 {
 	struct nk_hdr *h = (struct nk_hdr *)ch->in;
@@ -349,7 +359,8 @@ static void chan_read(struct chan *ch)
 		ssize_t n;
 		int body;
 
-		if (ch->mode != CH_HELLO && ch->mode != CH_CTL)
+		if (ch->mode != CH_HELLO && ch->mode != CH_CTL &&
+		    !(ch->mode == CH_SOCK && ch->setup_reqs))
 			return;
 		if (ch->mode == CH_CTL && outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
 			break;	/* the guest does not read its replies */
@@ -398,7 +409,7 @@ void chan_event(struct chan *ch, uint32_t events)
 {
 	int ret;
 
-	if (ch->mode == CH_SOCK) {
+	if (ch->mode == CH_SOCK && !ch->setup_reqs) {
 		nsock_chan_event(ch->ns, events);
 		return;
 	}

@@ -282,7 +282,10 @@ static void usage(FILE *f)
 		"  --control PATH   SOCK_SEQPACKET socket nkd connects to\n"
 		"  -v, --verbose    debug logging\n"
 		"  --no-splice      relay with read/write buffers for every stream (the\n"
-		"                   path vsock streams take; for tests)\n");
+		"                   path vsock streams take; for tests)\n"
+		"  --kernel-relay   relay guest -> network data inside the kernel (sockmap,\n"
+		"                   bpf/relay.bpf.c) instead of with splice: shorter round\n"
+		"                   trips, slower bulk sends (nsm/krelay.c)\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -294,6 +297,7 @@ static int parse_args(int argc, char **argv)
 		{ "control", required_argument, NULL, 'c' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "no-splice", no_argument, NULL, 'S' },
+		{ "kernel-relay", no_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -318,6 +322,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case 'S':
 			nsm.cfg.no_splice = true;
+			break;
+		case 'K':
+			nsm.cfg.kernel_relay = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -392,11 +399,13 @@ int main(int argc, char **argv)
 		err("control socket %s: %s", nsm.cfg.control, strerror(-ret));
 		return 1;
 	}
+	if (nsm.cfg.kernel_relay && !nsm.cfg.no_splice)
+		krelay_init();
 	info("nsm %s (kernel, dev %s) listening on %s", nsm.cfg.name, nsm.cfg.dev,
 	     nsm.cfg.control);
 
 	while (!nsm.stop) {
-		n = epoll_wait(nsm.epfd, evs, sizeof(evs) / sizeof(evs[0]), -1);
+		n = epoll_wait(nsm.epfd, evs, sizeof(evs) / sizeof(evs[0]), krelay_wait_ms());
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -405,6 +414,7 @@ int main(int argc, char **argv)
 		}
 		for (i = 0; i < n; i++)
 			dispatch(&evs[i]);
+		krelay_poll();
 		reap();
 	}
 

@@ -140,6 +140,7 @@ struct chan {
 	struct outq out;
 	struct nsock *ns;		/* CH_SOCK */
 	bool splice_ok;			/* AF_UNIX: relay with splice */
+	bool setup_reqs;		/* CH_SOCK: SETSOCKOPT/CONNECT may follow HELLO */
 	bool dead;
 };
 
@@ -175,6 +176,14 @@ struct relay {
 	struct rdir down;		/* tcp -> guest stream */
 	bool g_closed;			/* guest stream hung up or EPIPE */
 	bool g_unreg, t_unreg;		/* taken out of epoll after HUP */
+	struct nsock *ns;
+	/* up relayed in the kernel (krelay.c): */
+	bool kup;
+	bool kdraining;			/* guest EOF waits for the TCP socket */
+	uint32_t kslot;			/* in relay_guest and relay_tcp */
+	uint64_t kcookie;		/* of our end of the guest stream */
+	uint64_t kbase;			/* TCP bytes written before */
+	struct list_head knode;		/* krelay's draining list */
 };
 
 /*
@@ -245,6 +254,7 @@ struct nsm_config {
 	const char *control;
 	bool verbose;
 	bool no_splice;			/* relay through buffers (vsock's path) */
+	bool kernel_relay;		/* in-kernel relay of the up direction (krelay.c) */
 };
 
 struct nsm {
@@ -329,13 +339,24 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 int nsock_udp_fd(struct nsock *ns, const struct nk_addr *dst, int *fd);
 bool nsock_dst_refused(const struct nk_addr *a);
 int nsock_sockaddr(const struct nk_addr *a, struct sockaddr_storage *ss);
+void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *body);
 void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body);
 void tomb_add(uint64_t token, uint32_t vm_id, int err);
 void vm_kill_sockets(struct vm *vm);
 
 /* relay.c */
-int relay_start(struct nsock *ns);
+int relay_prepare(struct nsock *ns);
+void relay_start(struct nsock *ns);
+void relay_kick(struct nsock *ns);
 void relay_free(struct nsock *ns);
+int krelay_init(void);
+bool krelay_enabled(void);
+int krelay_start(struct nsock *ns);
+void krelay_stop(struct nsock *ns);
+int krelay_drained(struct nsock *ns);
+uint64_t krelay_bytes(const struct nsock *ns);
+int krelay_wait_ms(void);
+void krelay_poll(void);
 void relay_update(struct nsock *ns);
 void relay_event_guest(struct nsock *ns, uint32_t events);
 void relay_event_tcp(struct nsock *ns, uint32_t events);

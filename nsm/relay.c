@@ -158,25 +158,45 @@ static ssize_t dir_out(struct rdir *d, int dst)
 	return n;
 }
 
-int relay_start(struct nsock *ns)
+static void relay_pump(struct nsock *ns);
+
+/*
+ * Set up the relay of a connection that enters data mode, before the guest
+ * may write (before the CONNECTED record or the HELLO ACCEPT reply): the
+ * guest -> TCP direction goes into the kernel when it can (krelay.c).
+ * Nothing moves until relay_start().
+ */
+int relay_prepare(struct nsock *ns)
 {
 	struct relay *r = calloc(1, sizeof(*r));
 	bool sp = ns->chan->splice_ok;
-	int ret;
+	int ret = 0;
 
 	if (!r)
 		return -ENOMEM;
+	r->ns = ns;
+	list_init(&r->knode);
 	r->up.pipe[0] = r->up.pipe[1] = r->down.pipe[0] = r->down.pipe[1] = -1;
-	ret = dir_init(&r->up, sp);
-	if (!ret)
-		ret = dir_init(&r->down, sp);
 	r->up.src_ready = r->up.dst_ready = true;
 	r->down.src_ready = r->down.dst_ready = true;
 	ns->relay = r;
-	if (ret)
-		return ret;	/* the caller kills ns, which frees r */
+	if (!sp || krelay_start(ns))
+		ret = dir_init(&r->up, sp);
+	if (!ret)
+		ret = dir_init(&r->down, sp);
+	return ret;	/* on error the caller kills ns, which frees r */
+}
+
+void relay_start(struct nsock *ns)
+{
 	relay_event_guest(ns, 0);
-	return 0;
+}
+
+/* krelay: a draining connection may be done. */
+void relay_kick(struct nsock *ns)
+{
+	if (!ns->dead && ns->relay)
+		relay_pump(ns);
 }
 
 void relay_free(struct nsock *ns)
@@ -185,6 +205,7 @@ void relay_free(struct nsock *ns)
 
 	if (!r)
 		return;
+	krelay_stop(ns);
 	dir_free(&r->up);
 	dir_free(&r->down);
 	free_later(r);
@@ -199,8 +220,13 @@ void relay_update(struct nsock *ns)
 
 	if (!r || ns->dead || !ch)
 		return;
-	if (!r->up.done && !r->up.src_eof && r->up.len < r->up.cap && !r->up.blocked)
+	if (r->kup) {
+		/* The kernel moves the payload; only the guest's EOF matters. */
+		if (!r->up.src_eof)
+			g |= EPOLLRDHUP;
+	} else if (!r->up.done && !r->up.src_eof && r->up.len < r->up.cap && !r->up.blocked) {
 		g |= EPOLLIN;
+	}
 	if (outq_bytes(&ch->out) || (!r->g_closed && !r->down.done && r->down.len))
 		g |= EPOLLOUT;
 	if (!r->down.done && !r->g_closed && !r->down.src_eof && r->down.len < r->down.cap &&
@@ -210,7 +236,7 @@ void relay_update(struct nsock *ns)
 		t |= EPOLLOUT;
 	/* A side out of epoll after its hang-up never blocks: let the other
 	 * side's writability wake us to finish reading it. */
-	if (r->g_unreg && !r->up.done)
+	if (r->g_unreg && !r->up.done && !r->kup)
 		t |= EPOLLOUT;
 	if (r->t_unreg && !r->down.done && !r->g_closed)
 		g |= EPOLLOUT;
@@ -299,8 +325,29 @@ static void relay_pump(struct nsock *ns)
 	for (i = 0; i < 16 && progress; i++) {
 		progress = false;
 
+		/* up in the kernel: pass on the guest's EOF once the TCP
+		 * socket has taken everything (krelay.c) */
+		if (!r->up.done && r->kup) {
+			if (r->g_closed)
+				r->up.src_eof = true;
+			ret = r->up.src_eof ? krelay_drained(ns) : 0;
+			if (ret < 0) {
+				tcp_error(ns, -ret);
+				return;
+			}
+			if (ret > 0) {
+				krelay_stop(ns);
+				r->up.done = true;
+				progress = true;
+				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN) {
+					tcp_error(ns, errno);
+					return;
+				}
+			}
+		}
+
 		/* up: guest stream -> TCP */
-		if (!r->up.done) {
+		if (!r->up.done && !r->kup) {
 			ret = dir_move(&r->up, g, t, false, true);
 			if (ret == DIR_GUEST_GONE) {
 				/* A reset stream: the guest is gone. */
@@ -369,6 +416,8 @@ void relay_event_guest(struct nsock *ns, uint32_t events)
 		return;
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 		r->up.src_ready = true;
+	if (r->kup && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+		r->up.src_eof = true;	/* the guest's EOF, behind its payload */
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		r->down.dst_ready = true;
 	if (events & (EPOLLHUP | EPOLLERR)) {

@@ -650,6 +650,11 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 	rep.token = ns->token;
 	sock_name(fd, false, &rep.local);
 	sock_name(fd, true, &rep.peer);
+	ret = relay_prepare(ns);	/* before the guest may write */
+	if (ret) {
+		nsock_kill(ns, -ret);	/* also closes the stream */
+		return ret;
+	}
 	if (chan_send(ch, NK_OP_HELLO, seq, 0, &rep, sizeof(rep)))
 		return 0;	/* the stream is gone and took the socket */
 	ch->vm->conns++;
@@ -660,9 +665,7 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 			 nk_addr_ntop_port(&rep.peer, a, sizeof(a)),
 			 nk_addr_ntop_port(&rep.local, b, sizeof(b)));
 	}
-	ret = relay_start(ns);
-	if (ret)
-		nsock_kill(ns, -ret);
+	relay_start(ns);
 	return 0;
 }
 
@@ -980,12 +983,15 @@ static void connect_done(struct nsock *ns, int err)
 	if (nk_log_enabled(NK_LOG_DEBUG) && !sock_name(ns->fd, true, &peer))
 		vm_debug(ns->vm, "socket %#llx connected to %s", (unsigned long long)ns->token,
 			 nk_addr_ntop_port(&peer, buf, sizeof(buf)));
+	ret = relay_prepare(ns);	/* before the guest may write */
+	if (ret) {
+		nsock_kill(ns, -ret);
+		return;
+	}
 	send_connected(ns, 0);
 	if (ns->dead)
 		return;
-	ret = relay_start(ns);
-	if (ret)
-		nsock_kill(ns, -ret);
+	relay_start(ns);
 }
 
 static int op_connect(struct nsock *ns, const struct nk_addr *a)
@@ -1032,14 +1038,10 @@ static int op_connect(struct nsock *ns, const struct nk_addr *a)
 	len = nsock_sockaddr(a, &ss);
 	if (len < 0)
 		return len;
-	if (!connect(ns->fd, (struct sockaddr *)&ss, len)) {
-		ret = ep_add(ns->fd, EP_TCP, ns, 0);
-		if (ret)
-			return ret;
-		connect_done(ns, 0);
-		return 0;
-	}
-	if (errno != EINPROGRESS)
+	/* Done at once or not, the outcome is reported from the event loop:
+	 * the request's reply always goes out before the CONNECTED record
+	 * (they share the stream when CONNECT came on it). */
+	if (connect(ns->fd, (struct sockaddr *)&ss, len) && errno != EINPROGRESS)
 		return -errno;
 	ret = ep_add(ns->fd, EP_TCP, ns, EPOLLOUT);
 	if (ret)
@@ -1323,6 +1325,49 @@ static bool addr_zero(const struct nk_addr *a)
 	static const struct nk_addr zero;
 
 	return !memcmp(a, &zero, sizeof(zero));
+}
+
+/*
+ * A set-up request on a fresh TCP socket's own stream, pipelined behind its
+ * HELLO: SETSOCKOPT, then at most one CONNECT, each naming token 0 (this
+ * stream's socket).  They are answered on the stream, in order, exactly as
+ * on the control channel.  After the CONNECT the stream is read no more as
+ * messages: its next bytes are payload, after the CONNECTED record.
+ */
+void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *body)
+{
+	union {
+		struct nk_addr_req addr;
+		struct nk_opt_req opt;
+	} req;
+	struct nsock *ns = ch->ns;
+
+	switch (h->op) {
+	case NK_OP_SETSOCKOPT:
+		memcpy(&req.opt, body, sizeof(req.opt));
+		if (req.opt.token) {
+			chan_bad(ch, "SETSOCKOPT on a socket stream names token %#llx, not 0",
+				 (unsigned long long)req.opt.token);
+			return;
+		}
+		req.opt.token = ns->token;
+		break;
+	case NK_OP_CONNECT:
+		memcpy(&req.addr, body, sizeof(req.addr));
+		if (req.addr.token) {
+			chan_bad(ch, "CONNECT on a socket stream names token %#llx, not 0",
+				 (unsigned long long)req.addr.token);
+			return;
+		}
+		req.addr.token = ns->token;
+		ch->setup_reqs = false;
+		break;
+	default:
+		chan_bad(ch, "op %u on a socket stream in set-up (only SETSOCKOPT and CONNECT)",
+			 h->op);
+		return;
+	}
+	ctl_request(ch, h, &req);
 }
 
 void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)

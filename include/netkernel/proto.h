@@ -140,12 +140,26 @@ enum nk_sock_type {
 	NK_SOCK_DGRAM = 2,	/* UDP: framed datagrams, see nk_dgram_hdr */
 };
 
+/*
+ * HELLO flags (SOCKET, type STREAM only).  NK_HELLO_F_SETUP: set-up
+ * requests follow on this stream, pipelined behind the HELLO without
+ * waiting for its reply: any number of SETSOCKOPT, then one CONNECT, each
+ * naming token 0 (this stream's socket).  Each is answered on the stream,
+ * in order after the HELLO reply, with the reply it would get on the
+ * control channel; after the CONNECT reply comes the CONNECTED record as
+ * usual.  A fresh client socket so connects in one round trip instead of
+ * three (HELLO, CONNECT, CONNECTED).  Any other op, a non-zero token, or
+ * bytes after the CONNECT before the CONNECTED record close the stream.
+ * NSMs of version 0.1.0 refuse the flag (non-zero padding).
+ */
+#define NK_HELLO_F_SETUP	0x01
+
 /* HELLO request, guest -> host. */
 struct nk_hello_req {
 	uint8_t kind;		/* enum nk_hello_kind */
 	uint8_t family;		/* SOCKET: enum nk_family */
 	uint8_t type;		/* SOCKET: enum nk_sock_type */
-	uint8_t pad0;
+	uint8_t flags;		/* SOCKET: NK_HELLO_F_*; else 0 */
 	uint32_t pid;		/* informational: the guest process */
 	uint64_t listener;	/* ACCEPT: the listener's token */
 	uint64_t conn_id;	/* ACCEPT: from its ACCEPT_READY record */

@@ -3,7 +3,8 @@
  * Types shared by the XDP steering programs (bpf/steer.bpf.c) and their one
  * userspace writer, nkd (through lib/steer_maps.c): the keys and values of
  * every map, the NSM kinds, the action for frames that belong to no VM, and
- * the drop reasons with their names.  Both sides compile this header: BPF
+ * the drop reasons with their names.  Also the one value type of the kernel
+ * NSM's in-kernel relay (bpf/relay.bpf.c, nsm/krelay.c).  Both sides compile this header: BPF
  * with clang -target bpf, userspace with cc; it uses only <linux/types.h>.
  * docs/maps.md describes every map built from these types.
  *
@@ -191,5 +192,20 @@ static inline const char *nk_nsm_kind_name(unsigned int kind)
 	}
 }
 #endif /* !__bpf__ */
+
+/*
+ * The kernel NSM's in-kernel relay (bpf/relay.bpf.c): relay_conns maps the
+ * socket cookie of the NSM's end of a guest stream to the slot of its TCP
+ * socket in relay_tcp, and counts what the verdict program moved.
+ */
+#define NK_RELAY_MAX		65536	/* connections relayed in the kernel at once */
+
+struct nk_relay_conn {
+	__u32 slot;		/* relay_tcp index of the TCP socket */
+	__u32 pad0;
+	__u64 bytes;		/* guest -> TCP, redirected by the verdict */
+	__u64 skbs;
+};
+_Static_assert(sizeof(struct nk_relay_conn) == 24, "nk_relay_conn layout");
 
 #endif /* NETKERNEL_STEER_H */
