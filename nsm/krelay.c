@@ -28,10 +28,10 @@
  * maps; closing a socket also removes it.
  *
  * Off by default (nk-nsm --kernel-relay turns it on; nkd passes it with
- * --nsm-arg): it halves the round trip the relay adds (docs/benchmarks.md)
- * but bulk transfers from the guest are slower than with splice on this
- * kernel (the work queue that moves the skbs sends in bursts; the veth
- * drops and TCP retransmits).  Without the program (no CAP_BPF and
+ * --nsm-arg): it shortens the round trip (docs/benchmarks.md) but bulk
+ * transfers from the guest are slower than with splice: the redirected
+ * skbs are sent by the psock's per-CPU work item on the guest's CPU, so the
+ * guest and the TCP transmit share one core where splice used two.  Without the program (no CAP_BPF and
  * CAP_PERFMON, an older kernel) every connection uses the splice relay; the
  * NSM says so once at start.
  */
