@@ -25,11 +25,11 @@
 #include "log.h"
 #include "nsm.h"
 
-struct chan *chan_new(struct vm *vm, int fd)
+/* domain: the stream's socket domain, or -1 to ask the socket. */
+struct chan *chan_new(struct vm *vm, int fd, int domain)
 {
 	struct chan *ch = calloc(1, sizeof(*ch));
 	socklen_t len = sizeof(int);
-	int domain = 0;
 
 	if (!ch)
 		return NULL;
@@ -37,8 +37,9 @@ struct chan *chan_new(struct vm *vm, int fd)
 	ch->fd = fd;
 	ch->mode = CH_HELLO;
 	ch->deadline = now_mono() + NSM_HELLO_TIMEOUT;
-	if (!getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len))
-		ch->splice_ok = domain == AF_UNIX && !nsm.cfg.no_splice;
+	if (domain < 0 && getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len))
+		domain = 0;
+	ch->splice_ok = domain == AF_UNIX && !nsm.cfg.no_splice;
 	if (ep_add(fd, EP_CHAN, ch, EPOLLIN)) {
 		free(ch);
 		return NULL;
@@ -458,7 +459,7 @@ void vm_accept(struct vm *vm)
 			}
 			return;
 		}
-		if (!chan_new(vm, fd)) {
+		if (!chan_new(vm, fd, vm->ldomain)) {
 			vm_warn(vm, "no memory for a new guest stream");
 			close(fd);
 		}

@@ -555,6 +555,7 @@ static int check_stream_fd(int fd, bool listening)
 static int attach_listener(uint32_t id, int fd)
 {
 	struct vm *vm = vm_find(id);
+	socklen_t len;
 	int ret;
 
 	if (!vm)
@@ -572,6 +573,9 @@ static int attach_listener(uint32_t id, int fd)
 		close_later(vm->lfd);
 	}
 	vm->lfd = fd;
+	len = sizeof(vm->ldomain);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &vm->ldomain, &len))
+		vm->ldomain = -1;
 	vm_debug(vm, "guest listener attached");
 	return 0;
 }
@@ -588,7 +592,7 @@ static int attach_stream(uint32_t id, int fd)
 		vm_warn(vm, "ATTACH_STREAM: not a connected stream socket");
 		return ret;
 	}
-	if (!chan_new(vm, fd))
+	if (!chan_new(vm, fd, -1))
 		return -ENOMEM;
 	return 0;
 }

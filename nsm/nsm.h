@@ -93,6 +93,7 @@ struct vm {
 	struct nsm_vm_addr addrs[NK_VM_ADDRS_MAX];
 	struct nk_addr gw4, gw6;
 	int lfd;			/* attached guest listener, or -1 */
+	int ldomain;			/* its socket domain (AF_UNIX), -1: unknown */
 	struct list_head chans;		/* every guest stream of the VM */
 	struct list_head socks;		/* every guest socket of the VM */
 	/* counters */
@@ -314,7 +315,7 @@ int nl_rule(bool add, uint32_t table, uint32_t prio, const struct nk_addr *src);
 int sysctl_write(const char *path, const char *val);
 
 /* chan.c */
-struct chan *chan_new(struct vm *vm, int fd);
+struct chan *chan_new(struct vm *vm, int fd, int domain);
 void chan_kill(struct chan *ch);
 void chan_bad(struct chan *ch, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void chan_event(struct chan *ch, uint32_t events);

@@ -177,7 +177,9 @@ int relay_prepare(struct nsock *ns)
 	r->ns = ns;
 	list_init(&r->knode);
 	r->up.pipe[0] = r->up.pipe[1] = r->down.pipe[0] = r->down.pipe[1] = -1;
-	r->up.src_ready = r->up.dst_ready = true;
+	/* The guest writes only once it has the record or reply sent after
+	 * this: its stream is known empty (epoll says when it is not). */
+	r->up.dst_ready = true;
 	r->down.src_ready = r->down.dst_ready = true;
 	ns->relay = r;
 	if (!sp || krelay_start(ns))

@@ -132,13 +132,21 @@ static void hash_remove(struct nsock *ns)
 	}
 }
 
+/* Tokens come from a pool filled 64 at a time: one getrandom() per 64
+ * sockets instead of one per socket. */
 static int new_token(uint64_t *token)
 {
+	static uint64_t pool[64];
+	static unsigned int left;
 	uint64_t t;
 
 	do {
-		if (getrandom(&t, sizeof(t), 0) != sizeof(t))
-			return -errno;
+		if (!left) {
+			if (getrandom(pool, sizeof(pool), 0) != sizeof(pool))
+				return -errno;
+			left = 64;
+		}
+		t = pool[--left];
 	} while (!t || hash_find(t));
 	*token = t;
 	return 0;
@@ -642,7 +650,8 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 	/* IPV6_V6ONLY as the guest's listener had it (see op_getsockopt). */
 	ns->wildcard = lns->wildcard;
 	ns->v6only = lns->v6only;
-	ret = ep_add(fd, EP_TCP, ns, 0);
+	/* EPOLLIN: what the relay will want (no change when it starts). */
+	ret = ep_add(fd, EP_TCP, ns, EPOLLIN);
 	if (ret) {
 		nsock_kill(ns, -ret);	/* also closes the stream */
 		return ret;
