@@ -445,7 +445,7 @@ EOF
 	rec "$p" "$wl" cpu_daemon_s "$(ns2s $((d1 - d0)))"
 	rec "$p" "$wl" cpu_softirqd_s "$(ns2s $((k1 - k0)))"
 	rec "$p" "$wl" machine_busy_s "$(awk -v t=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t / hz }')"
-	rec "$p" "$wl" cpu_s_per_gbit "$(awk -v c="$cpu" -v g="$gbit" 'BEGIN { printf "%.4f", g > 0 ? c / g : 0 }')"
+	rec "$p" "$wl" cpu_s_per_gbit "$(awk -v c="$cpu" -v g="$gbit" 'BEGIN { printf "%.4f", (g > 0 ? c / g : 0) }')"
 	log_info "$p $wl: $(awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e9 }') Gbit/s, $cpu CPU s for $gbit Gbit"
 }
 
