@@ -47,7 +47,10 @@ NK_PIDS=()		# processes we started, killed at cleanup
 NK_NETNS=()		# namespaces we created, emptied and deleted at cleanup
 NK_NSMS=()		# NSMs registered with nkd, deleted through nkctl
 NK_CLEANUP_HOOKS=()	# commands run at cleanup, after the namespaces are gone
-NK_NKD_ARGS=()		# extra arguments of nkd (nk_start_nkd)
+# extra arguments of nkd (nk_start_nkd); NK_NKD_EXTRA_ARGS in the
+# environment (words) runs a test with them, e.g. the kernel NSM's
+# in-kernel relay: NK_NKD_EXTRA_ARGS=--nsm-arg=--kernel-relay
+read -r -a NK_NKD_ARGS <<<"${NK_NKD_EXTRA_ARGS:-}"
 NK_FAILS=0
 NK_FAILED_CHECKS=()
 NK_CHECKS=0
@@ -415,7 +418,7 @@ nk_topo_up()
 	wait_for -t 10 nk_nsm_pid "nsm-$S" ||
 		nk_die "no nk-nsm process appeared in nsm-$S"
 	NK_NSM_PID=$(nk_nsm_pid "nsm-$S")
-	log_info "nsm1: nk-nsm pid $NK_NSM_PID in nsm-$S"
+	log_info "nsm1: nk-nsm pid $NK_NSM_PID in nsm-$S ($(tr '\0' ' ' <"/proc/$NK_NSM_PID/cmdline" | sed 's/.*--control [^ ]* *//'))"
 	NK_NSM_PID_NKCTL=$(nkctl -j nsm show nsm1 2>/dev/null |
 		"$NK_PY" -c 'import json, sys; print(json.load(sys.stdin).get("pid"))' 2>/dev/null)
 

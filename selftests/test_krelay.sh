@@ -195,4 +195,14 @@ print(d[0]["formatted"]["value"][".bss"][0]["relay_misses"])' 2>/dev/null)
 check_eq "no skb of a relayed stream missed its relay_conns entry" "$misses" 0
 check_eq "g1 has no TCP socket of its own" "$(ip netns exec "g1-$S" ss -Htan)" ""
 
+# The differential semantics test (every case against a guest owning its
+# stack) with the in-kernel relay on, in its own topology.
+log_step "test_semantics.sh with the in-kernel relay"
+NK_NKD_EXTRA_ARGS=--nsm-arg=--kernel-relay OUTPUT=$OUTPUT \
+	bash "$NK_SRCDIR/selftests/test_semantics.sh" >"$NK_TMP/semantics.log" 2>&1
+sem=$?
+grep -E 'nk-nsm pid|checks? passed|FAIL' "$NK_TMP/semantics.log" | sed 's/^/  /' | tail -n 12
+check_eq "test_semantics.sh passes with the in-kernel relay" "$sem" 0
+check "and its NSM ran with --kernel-relay" grep -q 'nk-nsm pid .*--kernel-relay' "$NK_TMP/semantics.log"
+
 nk_finish
