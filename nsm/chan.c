@@ -193,7 +193,9 @@ void chan_update_events(struct chan *ch)
 		}
 		/* Set-up or listening: only a hang-up matters, and the
 		 * set-up requests a fresh TCP socket may send. */
-		ev = EPOLLRDHUP | (ch->setup_reqs ? EPOLLIN : 0);
+		ev = EPOLLRDHUP;
+		if (ch->setup_reqs && outq_bytes(&ch->out) < NSM_CHAN_OUTQ_MAX)
+			ev |= EPOLLIN;
 		break;
 	}
 	if (outq_bytes(&ch->out))
@@ -363,7 +365,7 @@ static void chan_read(struct chan *ch)
 		if (ch->mode != CH_HELLO && ch->mode != CH_CTL &&
 		    !(ch->mode == CH_SOCK && ch->setup_reqs))
 			return;
-		if (ch->mode == CH_CTL && outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
+		if (ch->mode != CH_HELLO && outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
 			break;	/* the guest does not read its replies */
 		if (ch->inlen >= sizeof(*h))
 			need += nk_body_size(h->op, 0);

@@ -619,7 +619,7 @@ static bool conn_entry(const struct nsock *ns, struct nsm_conn *c)
 		nk_addr_from_sockaddr(&c->peer, (struct sockaddr *)&ss, len);
 	if (ns->relay) {
 		c->bytes_in = ns->relay->down.bytes;
-		c->bytes_out = ns->relay->up.bytes + krelay_bytes(ns);
+		c->bytes_out = ns->relay->up.bytes + ns->relay->kbytes_done + krelay_bytes(ns);
 	} else if (ns->udp) {
 		c->bytes_in = ns->udp->bytes_down;
 		c->bytes_out = ns->udp->bytes_up;

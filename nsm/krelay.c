@@ -22,9 +22,9 @@
  * kernel moves them from a work queue, after the guest's write returned.
  * The TCP socket has taken W bytes when tcpi_bytes_acked + SIOCOUTQ grew by
  * W since krelay_start() (read in that order: the sum can only come out
- * low, never high).  Until the count matches, relay.c asks again on the
- * next pass of the event loop, which waits at most a millisecond while any
- * connection is draining.  krelay_stop() then takes the sockets out of the
+ * low, never high).  Until the count matches, relay.c asks again after 1,
+ * 2, 4 ... up to 128 ms (the event loop's timeout says when), so a peer
+ * that stops reading costs next to nothing.  krelay_stop() then takes the sockets out of the
  * maps; closing a socket also removes it.
  *
  * Off by default (nk-nsm --kernel-relay turns it on; nkd passes it with
@@ -36,8 +36,10 @@
  * NSM says so once at start.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
@@ -55,8 +57,8 @@
 static struct {
 	struct relay_bpf *skel;
 	int guest_fd, tcp_fd, conns_fd;
-	uint32_t *free_slots;		/* stack of unused slots */
-	uint32_t nfree;
+	uint32_t *free_slots;		/* ring of unused slots, oldest first */
+	uint32_t nfree, head;		/* head: the next slot to hand out */
 	struct list_head draining;	/* relays whose guest EOF waits for TCP */
 } kr = { .guest_fd = -1, .tcp_fd = -1, .conns_fd = -1,
 	 .draining = { &kr.draining, &kr.draining } };
@@ -93,8 +95,9 @@ int krelay_init(void)
 		goto fail;
 	}
 	for (i = 0; i < NK_RELAY_MAX; i++)
-		kr.free_slots[i] = NK_RELAY_MAX - 1 - i;
+		kr.free_slots[i] = i;
 	kr.nfree = NK_RELAY_MAX;
+	kr.head = 0;
 	info("in-kernel relay of guest -> network data: on (program relay_verdict, maps relay_guest, relay_tcp, relay_conns)");
 	return 0;
 
@@ -109,6 +112,14 @@ fail:
 bool krelay_enabled(void)
 {
 	return kr.skel;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int tcp_written(int fd, uint64_t *w)
@@ -134,18 +145,24 @@ int krelay_start(struct nsock *ns)
 	struct nk_relay_conn c = { 0 };
 	socklen_t len = sizeof(r->kcookie);
 	uint64_t gfd = ns->chan->fd, tfd = ns->fd;
-	int ret;
+	int ret, inq = 0;
 
 	if (!kr.skel)
 		return -EOPNOTSUPP;
 	if (!kr.nfree)
 		return -ENOSPC;
+	/* Bytes already queued on our end would never meet the verdict
+	 * program (it runs on arrival): such a stream stays with splice. */
+	if (ioctl(ns->chan->fd, SIOCINQ, &inq) || inq)
+		return -EBUSY;
 	if (getsockopt(ns->chan->fd, SOL_SOCKET, SO_COOKIE, &r->kcookie, &len))
 		return -errno;
 	ret = tcp_written(ns->fd, &r->kbase);
 	if (ret)
 		return ret;
-	c.slot = kr.free_slots[kr.nfree - 1];
+	/* Slots are reused oldest first: a verdict still running for a
+	 * connection that just ended cannot hit its slot's next owner. */
+	c.slot = kr.free_slots[kr.head];
 	if (bpf_map_update_elem(kr.tcp_fd, &c.slot, &tfd, BPF_ANY))
 		return -errno;
 	if (bpf_map_update_elem(kr.conns_fd, &r->kcookie, &c, BPF_NOEXIST)) {
@@ -159,6 +176,7 @@ int krelay_start(struct nsock *ns)
 		bpf_map_delete_elem(kr.tcp_fd, &c.slot);
 		return ret;
 	}
+	kr.head = (kr.head + 1) % NK_RELAY_MAX;
 	kr.nfree--;
 	r->kslot = c.slot;
 	r->kup = true;
@@ -190,20 +208,38 @@ int krelay_drained(struct nsock *ns)
 	if (ret)
 		return ret;
 	ret = w - r->kbase >= krelay_bytes(ns);
-	if (!ret && !r->kdraining) {
-		r->kdraining = true;
-		list_add_tail(&r->knode, &kr.draining);
-	} else if (ret && r->kdraining) {
+	if (!ret) {
+		/* Look again soon, then less often: a peer that reads
+		 * nothing must not cost a core. */
+		r->kdelay_ms = r->kdraining ? (r->kdelay_ms < 128 ? r->kdelay_ms * 2 : 128) : 1;
+		r->knext_ms = mono_ms() + r->kdelay_ms;
+		if (!r->kdraining) {
+			r->kdraining = true;
+			list_add_tail(&r->knode, &kr.draining);
+		}
+	} else if (r->kdraining) {
 		r->kdraining = false;
 		list_del(&r->knode);
 	}
 	return ret;
 }
 
-/* Milliseconds the event loop may sleep: 1 while a connection drains. */
+/* Milliseconds the event loop may sleep: until the next draining
+ * connection is due, else forever. */
 int krelay_wait_ms(void)
 {
-	return list_empty(&kr.draining) ? -1 : 1;
+	uint64_t now = mono_ms(), next = UINT64_MAX;
+	struct list_head *p;
+
+	for (p = kr.draining.next; p != &kr.draining; p = p->next) {
+		struct relay *r = list_entry(p, struct relay, knode);
+
+		if (r->knext_ms < next)
+			next = r->knext_ms;
+	}
+	if (next == UINT64_MAX)
+		return -1;
+	return next <= now ? 0 : (int)(next - now);
 }
 
 /* Take the connection out of the kernel relay; its byte count goes to the
@@ -216,12 +252,13 @@ void krelay_stop(struct nsock *ns)
 	if (!r || !r->kup)
 		return;
 	n = krelay_bytes(ns);
-	r->up.bytes += n;
+	r->kbytes_done += n;	/* conn list: up.bytes + kbytes_done */
 	ns->vm->bytes_up += n;
 	bpf_map_delete_elem(kr.guest_fd, &r->kslot);
 	bpf_map_delete_elem(kr.conns_fd, &r->kcookie);
 	bpf_map_delete_elem(kr.tcp_fd, &r->kslot);
-	kr.free_slots[kr.nfree++] = r->kslot;
+	kr.free_slots[(kr.head + kr.nfree) % NK_RELAY_MAX] = r->kslot;
+	kr.nfree++;
 	if (r->kdraining)
 		list_del(&r->knode);
 	r->kdraining = false;
@@ -233,9 +270,12 @@ void krelay_poll(void)
 {
 	struct list_head *p, *t;
 
+	uint64_t now = mono_ms();
+
 	list_for_each_safe(p, t, &kr.draining) {
 		struct relay *r = list_entry(p, struct relay, knode);
 
-		relay_kick(r->ns);
+		if (r->knext_ms <= now)
+			relay_kick(r->ns);
 	}
 }

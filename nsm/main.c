@@ -117,15 +117,14 @@ static int grow(void *arrp, size_t *cap, size_t need, size_t elem)
 	return 0;
 }
 
-/* Close fd after the current batch of events.  Its slot is cleared now,
- * so later events of this batch are ignored; the close itself takes it out
- * of epoll (the NSM never holds a second descriptor of the same file). */
+/* Close fd after the current batch of events (unregistering it now: a
+ * descriptor received from nkd has a twin in nkd, so close() alone would
+ * leave it in our epoll set). */
 void close_later(int fd)
 {
 	if (fd < 0)
 		return;
-	if (fd < nsm.fdtab_len)
-		nsm.fdtab[fd] = (struct fdent){ 0 };
+	ep_del(fd);
 	if (grow(&nsm.grave_fds, &nsm.grave_fds_cap, nsm.ngrave_fds + 1, sizeof(int))) {
 		/* Out of memory: closing now is the lesser evil. */
 		close(fd);

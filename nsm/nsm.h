@@ -47,6 +47,7 @@
 #define NSM_SAVED_OPTS		40	/* options remembered per socket */
 #define NSM_SAVED_OPT_LEN	64	/* no settable option is larger */
 #define NSM_CHAN_OUTQ_MAX	65536	/* stop reading requests above this */
+#define NSM_SETUP_REQS_MAX	64	/* pipelined set-up requests per socket stream */
 #define NSM_PIPE_SIZE		(256 * 1024)
 #define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
 #define NSM_DGRAM_FRAME_MAX	(sizeof(struct nk_dgram_hdr) + NK_DGRAM_MAX)
@@ -142,6 +143,7 @@ struct chan {
 	struct nsock *ns;		/* CH_SOCK */
 	bool splice_ok;			/* AF_UNIX: relay with splice */
 	bool setup_reqs;		/* CH_SOCK: SETSOCKOPT/CONNECT may follow HELLO */
+	uint32_t nsetup;		/* set-up requests read so far */
 	bool dead;
 };
 
@@ -184,6 +186,9 @@ struct relay {
 	uint32_t kslot;			/* in relay_guest and relay_tcp */
 	uint64_t kcookie;		/* of our end of the guest stream */
 	uint64_t kbase;			/* TCP bytes written before */
+	uint64_t kbytes_done;		/* moved by the kernel, counted at stop */
+	uint64_t knext_ms;		/* draining: next look (monotonic ms) */
+	uint32_t kdelay_ms;		/* draining: 1, 2, 4 ... 128 ms */
 	struct list_head knode;		/* krelay's draining list */
 };
 

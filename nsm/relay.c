@@ -330,8 +330,6 @@ static void relay_pump(struct nsock *ns)
 		/* up in the kernel: pass on the guest's EOF once the TCP
 		 * socket has taken everything (krelay.c) */
 		if (!r->up.done && r->kup) {
-			if (r->g_closed)
-				r->up.src_eof = true;
 			ret = r->up.src_eof ? krelay_drained(ns) : 0;
 			if (ret < 0) {
 				tcp_error(ns, -ret);
@@ -402,7 +400,8 @@ static void relay_pump(struct nsock *ns)
 
 	if ((r->g_closed && r->up.done) || (r->up.done && r->down.done)) {
 		vm_debug(ns->vm, "socket %#llx: connection finished (%llu bytes up, %llu down)",
-			 (unsigned long long)ns->token, (unsigned long long)r->up.bytes,
+			 (unsigned long long)ns->token,
+			 (unsigned long long)(r->up.bytes + r->kbytes_done),
 			 (unsigned long long)r->down.bytes);
 		nsock_kill(ns, 0);
 		return;

@@ -1351,6 +1351,10 @@ void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *bo
 	} req;
 	struct nsock *ns = ch->ns;
 
+	if (++ch->nsetup > NSM_SETUP_REQS_MAX) {
+		chan_bad(ch, "more than %d set-up requests on a socket stream", NSM_SETUP_REQS_MAX);
+		return;
+	}
 	switch (h->op) {
 	case NK_OP_SETSOCKOPT:
 		memcpy(&req.opt, body, sizeof(req.opt));
@@ -1481,6 +1485,10 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 			relay_shut_rd(ns);
 		break;
 	}
+	/* Out of set-up (connecting, listening): its stream carries no more
+	 * set-up requests, whichever channel the request came on. */
+	if (!ns->dead && ns->chan && ns->state != NK_STATE_SETUP)
+		ns->chan->setup_reqs = false;
 
 out_reply:
 	if (ret)

@@ -612,6 +612,75 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 		buf[16 + 8] = 5;	/* addr.family */
 		check_garbage(guest, "bad address family closes ctl", buf, 56, true);
 	}
+	/* Set-up requests pipelined behind HELLO (NK_HELLO_F_SETUP). */
+	{
+		struct nk_hello_req hreq = { .kind = NK_HELLO_SOCKET, .family = own.family,
+					     .type = NK_SOCK_STREAM, .flags = NK_HELLO_F_SETUP };
+		struct nk_opt_req oreq = { .level = IPPROTO_TCP, .name = TCP_NODELAY, .optlen = 4 };
+		struct nk_addr_req creq = { .addr = lo };
+		struct nk_hello_rep hrep;
+		int i, n;
+
+		/* HELLO + SETSOCKOPT + CONNECT in one write, replies in order. */
+		memcpy(oreq.val, &one, sizeof(one));
+		creq.addr = own;
+		nk_addr_parse(&creq.addr, refused);
+		creq.addr.port = (uint16_t)atoi(refused_port);
+		fd = open_stream(guest);
+		if (fd >= 0) {
+			msg_send(fd, NK_OP_HELLO, 1, &hreq, sizeof(hreq));
+			msg_send(fd, NK_OP_SETSOCKOPT, 2, &oreq, sizeof(oreq));
+			msg_send(fd, NK_OP_CONNECT, 3, &creq, sizeof(creq));
+			expect("pipelined: HELLO reply first", msg_recv(fd, NK_OP_HELLO, NULL, &hrep, sizeof(hrep)), 0);
+			expect("pipelined: SETSOCKOPT reply", msg_recv(fd, NK_OP_SETSOCKOPT, NULL, NULL, 0), 0);
+			expect("pipelined: CONNECT reply", msg_recv(fd, NK_OP_CONNECT, NULL, NULL, 0), 0);
+			expect("pipelined: CONNECTED err ECONNREFUSED (refused port)",
+			       msg_recv(fd, NK_OP_CONNECTED, NULL, &rec, sizeof(rec)), ECONNREFUSED);
+			close(fd);
+		}
+		/* A request naming a token, another op, too many requests, or
+		 * the flag on a control channel: the stream is closed. */
+		fd = open_stream(guest);
+		if (fd >= 0) {
+			oreq.token = 7;
+			msg_send(fd, NK_OP_HELLO, 1, &hreq, sizeof(hreq));
+			msg_send(fd, NK_OP_SETSOCKOPT, 2, &oreq, sizeof(oreq));
+			msg_recv(fd, NK_OP_HELLO, NULL, &hrep, sizeof(hrep));
+			expect("pipelined SETSOCKOPT naming a token closes the stream", closed_by_peer(fd), 1);
+			close(fd);
+			oreq.token = 0;
+		}
+		fd = open_stream(guest);
+		if (fd >= 0) {
+			struct nk_sock_req lreq = { .arg = 4 };
+
+			msg_send(fd, NK_OP_HELLO, 1, &hreq, sizeof(hreq));
+			msg_send(fd, NK_OP_LISTEN, 2, &lreq, sizeof(lreq));
+			msg_recv(fd, NK_OP_HELLO, NULL, &hrep, sizeof(hrep));
+			expect("pipelined LISTEN (not a set-up request) closes the stream", closed_by_peer(fd), 1);
+			close(fd);
+		}
+		fd = open_stream(guest);
+		if (fd >= 0) {
+			msg_send(fd, NK_OP_HELLO, 1, &hreq, sizeof(hreq));
+			for (i = 0, n = 0; i < 65; i++)
+				n += !msg_send(fd, NK_OP_SETSOCKOPT, 2 + i, &oreq, sizeof(oreq));
+			msg_recv(fd, NK_OP_HELLO, NULL, &hrep, sizeof(hrep));
+			for (i = 0; i < 64; i++)
+				msg_recv(fd, NK_OP_SETSOCKOPT, NULL, NULL, 0);
+			expect("65 pipelined set-up requests close the stream", closed_by_peer(fd), 1);
+			close(fd);
+		}
+		fd = open_stream(guest);
+		if (fd >= 0) {
+			struct nk_hello_req c = { .kind = NK_HELLO_CTL, .flags = NK_HELLO_F_SETUP };
+
+			msg_send(fd, NK_OP_HELLO, 1, &c, sizeof(c));
+			expect("the set-up flag on a control channel closes it", closed_by_peer(fd), 1);
+			close(fd);
+		}
+	}
+
 	/* ... and the control channel opened first still works. */
 	expect("first ctl channel unaffected", sock_req(ctl, NK_OP_STATUS, 12345, 0, &st), ENOTSOCK);
 

@@ -149,8 +149,10 @@ enum nk_sock_type {
  * control channel; after the CONNECT reply comes the CONNECTED record as
  * usual.  A fresh client socket so connects in one round trip instead of
  * three (HELLO, CONNECT, CONNECTED).  Any other op, a non-zero token, or
- * bytes after the CONNECT before the CONNECTED record close the stream.
- * NSMs of version 0.1.0 refuse the flag (non-zero padding).
+ * more than 64 set-up requests close the stream.  Bytes written after the
+ * CONNECT, before the CONNECTED record, are payload, sent once connected
+ * (libnkguest never does that).  NSMs of version 0.1.0 refuse the flag
+ * (non-zero padding): a guest library with it needs an NSM that has it.
  */
 #define NK_HELLO_F_SETUP	0x01
 
