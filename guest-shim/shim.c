@@ -256,6 +256,8 @@ static size_t batch_add(uint8_t *buf, size_t off, uint8_t op, const void *body, 
  * write (NK_HELLO_F_SETUP), then read their replies: one round trip to the
  * NSM instead of one per request.  *cerr: the CONNECT's own outcome.
  */
+#define NK_CONNECT_NOT_SENT	(-1)
+
 static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 			 struct nk_hello_rep *rep, const struct nk_addr *dst, int *cerr)
 {
@@ -287,6 +289,8 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 	free(buf);
 	if (!ret)
 		ret = nk_msg_recv(s, NK_OP_HELLO, rep, sizeof(*rep));
+	if (ret == -ECONNRESET)
+		return -EPROTONOSUPPORT;	/* closed unanswered: an NSM without the flag */
 	for (i = 0; i < nopt && !ret; i++) {
 		ret = nk_msg_recv(s, NK_OP_SETSOCKOPT, NULL, 0);
 		if (ret > 0) {
@@ -309,10 +313,16 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 	return ret > 0 ? -ret : ret;
 }
 
+/* The host's NSM closed a pipelined set-up unanswered (an NSM older than
+ * NK_HELLO_F_SETUP): this process connects the sequential way from then on. */
+static bool no_setup_flag;
+
 /*
  * Turn a fresh local socket into a NetKernel socket: open a stream, HELLO,
  * replay the options, then put the stream in the application's fd.  With
- * dst (a TCP connect), the set-up is pipelined: hello_connect().
+ * dst (a TCP connect), the set-up is pipelined: hello_connect(); *cerr is
+ * then the CONNECT's outcome, or NK_CONNECT_NOT_SENT when the NSM did not
+ * take pipelined requests and the caller has to send the CONNECT itself.
  */
 static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct nk_addr *dst,
 			  int *cerr)
@@ -339,13 +349,27 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	s = nk_transport_open();
 	if (s < 0)
 		return s;
-	if (dst) {
+	if (dst && !__atomic_load_n(&no_setup_flag, __ATOMIC_RELAXED)) {
 		ret = hello_connect(sk, s, &req, &rep, dst, cerr);
-		if (ret)
+		if (ret == -EPROTONOSUPPORT) {
+			if (!__atomic_exchange_n(&no_setup_flag, true, __ATOMIC_RELAXED))
+				nk_logf("the host's NSM does not take pipelined set-up requests; connecting with one request at a time");
+			nk_real.close(s);
+			req.flags = 0;
+			s = nk_transport_open();
+			if (s < 0)
+				return s;
+			dst = NULL;
+			*cerr = NK_CONNECT_NOT_SENT;
+		} else if (ret) {
 			goto out_close;
-		sk->token = rep.token;
-		sk->nsm = rep.nsm_id;
-		goto remote_opts_done;
+		} else {
+			sk->token = rep.token;
+			sk->nsm = rep.nsm_id;
+			goto remote_opts_done;
+		}
+	} else if (dst) {
+		*cerr = NK_CONNECT_NOT_SENT;
 	}
 	ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
 	if (!ret)
@@ -975,7 +999,7 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct nk_addr_req req;
 	struct nk_sock *sk;
-	int ret;
+	int ret, cerr;
 
 	INIT();
 	sk = lookup(fd);
@@ -1027,20 +1051,21 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		ret = -ECONNREFUSED;
 		goto out;
 	}
+	cerr = NK_CONNECT_NOT_SENT;
 	if (sk->state == NKS_FRESH) {
-		int cerr = 0;
-
 		/* HELLO, options and CONNECT in one round trip. */
 		ret = promote_stream(sk, fd, false, &req.addr, &cerr);
 		if (ret) {
 			ret = -promote_errno(ret, ENETUNREACH);
 			goto out;
 		}
-		ret = -cerr;
-	} else {
+	}
+	if (cerr == NK_CONNECT_NOT_SENT) {
 		req.token = sk->token;
 		req.pad0 = 0;
 		ret = nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+	} else {
+		ret = -cerr;
 	}
 	if (ret)
 		goto out;

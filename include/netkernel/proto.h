@@ -152,7 +152,8 @@ enum nk_sock_type {
  * more than 64 set-up requests close the stream.  Bytes written after the
  * CONNECT, before the CONNECTED record, are payload, sent once connected
  * (libnkguest never does that).  NSMs of version 0.1.0 refuse the flag
- * (non-zero padding): a guest library with it needs an NSM that has it.
+ * (non-zero padding) by closing the stream unanswered; libnkguest then
+ * connects one request at a time for the rest of the process.
  */
 #define NK_HELLO_F_SETUP	0x01
 

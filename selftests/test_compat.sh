@@ -1,0 +1,60 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# shellcheck disable=SC2317 # helper functions are called through check/wait_for
+#
+# Version skew: this guest library against the NSM of NetKernel 0.1.0
+# (commit b55226a, before NK_HELLO_F_SETUP).  Guests install their package
+# on their own schedule, so a newer library must keep working with the
+# host's older NSM: the old NSM closes a pipelined set-up unanswered, and
+# the library falls back to one request at a time for the rest of the
+# process (saying so once).  The old nk-nsm is built from git history into
+# the test's temporary directory; without the history the test is skipped.
+
+# shellcheck source=selftests/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+OLD=b55226a
+nk_require_root
+nk_require_build
+command -v git >/dev/null || nk_skip "no git"
+git -C "$NK_SRCDIR" cat-file -e "$OLD^{commit}" 2>/dev/null ||
+	nk_skip "commit $OLD (NetKernel 0.1.0) is not in this clone's history"
+
+log_step "build nk-nsm of $OLD"
+git -C "$NK_SRCDIR" archive "$OLD" | tar -x -C "$NK_TMP" --one-top-level=old ||
+	nk_die "cannot extract $OLD"
+make -s -C "$NK_TMP/old" OUTPUT="$NK_TMP/old/build" "$NK_TMP/old/build/nk-nsm" \
+	>"$NK_TMP/old-build.log" 2>&1 || { cat "$NK_TMP/old-build.log"; nk_die "cannot build nk-nsm of $OLD"; }
+check "old nk-nsm built" test -x "$NK_TMP/old/build/nk-nsm"
+
+NK_NKD_ARGS=(--nsm-bin "$NK_TMP/old/build/nk-nsm")
+nk_topo_up
+check "the NSM running is the old binary" bash -c \
+	"[ \"\$(readlink -f /proc/$NK_NSM_PID/exe)\" = \"$(readlink -f "$NK_TMP/old/build/nk-nsm")\" ]"
+
+nk_bg "remote-$S" "$NK_TMP/cps-s.log" "$OUTPUT/bench/nk_cps" serve 7000
+check "remote server listens" wait_port "remote-$S" 10.77.0.1 7000
+
+log_step "connects through the old NSM"
+out=$(nk_guest g1 env NK_LOG=1 "$NK_PY" -c '
+import socket
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.connect(("10.77.0.1", 7000))
+print("peer", s.getpeername()[1], "nodelay", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+s2 = socket.socket()
+try:
+    s2.connect(("10.77.0.1", 9))
+except OSError as e:
+    print("refused", e.errno)
+' 2>&1)
+echo "$out" | sed 's/^/  /'
+check "first connect works (option set before it applied)" grep -q '^peer 7000 nodelay 1' <<<"$out"
+check "a refused connect says ECONNREFUSED" grep -q '^refused 111' <<<"$out"
+check_eq "the library said once that it falls back" \
+	"$(grep -c 'does not take pipelined set-up requests' <<<"$out")" 1
+out=$(nk_guest g1 "$OUTPUT/bench/nk_cps" connect -t 2 10.77.0.1 7000 1 2>&1)
+check "many connections, no error" grep -Eq '^cps=[0-9.]+ conns=[1-9][0-9]* errors=0' <<<"$out"
+log_info "$out"
+
+nk_finish
