@@ -144,6 +144,8 @@ struct chan {
 	bool splice_ok;			/* AF_UNIX: relay with splice */
 	bool setup_reqs;		/* CH_SOCK: SETSOCKOPT/CONNECT may follow HELLO */
 	uint32_t nsetup;		/* set-up requests read so far */
+	int setup_err;			/* first failed set-up SETSOCKOPT, errno */
+	int last_err;			/* errno of the last request answered */
 	bool dead;
 };
 

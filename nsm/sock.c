@@ -972,8 +972,15 @@ static void connect_done(struct nsock *ns, int err)
 {
 	char buf[NK_ADDRSTRLEN];
 	struct nk_addr peer;
-	int ret;
 
+	/* The relay is set up before the guest may write; without one the
+	 * connect fails (ENOBUFS) and the TCP connection is closed. */
+	if (!err && relay_prepare(ns)) {
+		relay_free(ns);
+		vm_warn(ns->vm, "socket %#llx: out of memory or descriptors for its relay",
+			(unsigned long long)ns->token);
+		err = ENOBUFS;
+	}
 	if (err) {
 		vm_debug(ns->vm, "socket %#llx: connect failed: %s", (unsigned long long)ns->token,
 			 strerror(err));
@@ -992,11 +999,6 @@ static void connect_done(struct nsock *ns, int err)
 	if (nk_log_enabled(NK_LOG_DEBUG) && !sock_name(ns->fd, true, &peer))
 		vm_debug(ns->vm, "socket %#llx connected to %s", (unsigned long long)ns->token,
 			 nk_addr_ntop_port(&peer, buf, sizeof(buf)));
-	ret = relay_prepare(ns);	/* before the guest may write */
-	if (ret) {
-		nsock_kill(ns, -ret);
-		return;
-	}
 	send_connected(ns, 0);
 	if (ns->dead)
 		return;
@@ -1374,6 +1376,12 @@ void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *bo
 		}
 		req.addr.token = ns->token;
 		ch->setup_reqs = false;
+		if (ch->setup_err) {
+			/* An option before it failed: the guest gives up on
+			 * this connect; do not open a connection for it. */
+			chan_send(ch, NK_OP_CONNECT, h->seq, ch->setup_err, &req, 0);
+			return;
+		}
 		break;
 	default:
 		chan_bad(ch, "op %u on a socket stream in set-up (only SETSOCKOPT and CONNECT)",
@@ -1381,6 +1389,8 @@ void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *bo
 		return;
 	}
 	ctl_request(ch, h, &req);
+	if (h->op == NK_OP_SETSOCKOPT && !ch->dead && !ch->setup_err)
+		ch->setup_err = ch->last_err;
 }
 
 void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
@@ -1491,6 +1501,7 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 		ns->chan->setup_reqs = false;
 
 out_reply:
+	ch->last_err = -ret;
 	if (ret)
 		memset(&rep, 0, sizeof(rep));
 	if (!ch->dead)

@@ -438,6 +438,14 @@ static int closed_by_peer(int fd)
 	return read(fd, &c, 1) <= 0;
 }
 
+/* 1 if fd has something to read (or hung up) within ms milliseconds. */
+static int readable_within(int fd, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return poll(&p, 1, ms) > 0;
+}
+
 static void check_garbage(const char *guest, const char *what, const void *buf, size_t len,
 			  bool after_ctl_hello)
 {
@@ -636,6 +644,26 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 			expect("pipelined: CONNECT reply", msg_recv(fd, NK_OP_CONNECT, NULL, NULL, 0), 0);
 			expect("pipelined: CONNECTED err ECONNREFUSED (refused port)",
 			       msg_recv(fd, NK_OP_CONNECTED, NULL, &rec, sizeof(rec)), ECONNREFUSED);
+			close(fd);
+		}
+		/* A failed pipelined option: the CONNECT is answered with its
+		 * errno and not made (no CONNECTED record follows). */
+		fd = open_stream(guest);
+		if (fd >= 0) {
+			struct nk_opt_req bad = { .level = SOL_SOCKET, .name = 36 /* SO_MARK */,
+						  .optlen = 4 };
+			int e1, e2;
+
+			memcpy(bad.val, &one, sizeof(one));
+			msg_send(fd, NK_OP_HELLO, 1, &hreq, sizeof(hreq));
+			msg_send(fd, NK_OP_SETSOCKOPT, 2, &bad, sizeof(bad));
+			msg_send(fd, NK_OP_CONNECT, 3, &creq, sizeof(creq));
+			msg_recv(fd, NK_OP_HELLO, NULL, &hrep, sizeof(hrep));
+			e1 = msg_recv(fd, NK_OP_SETSOCKOPT, NULL, NULL, 0);
+			e2 = msg_recv(fd, NK_OP_CONNECT, NULL, NULL, 0);
+			expect("pipelined SO_MARK is refused", e1 > 0, 1);
+			expect("... and the CONNECT behind it answered with the same errno", e2, e1);
+			expect("... and no CONNECTED record follows", readable_within(fd, 300), 0);
 			close(fd);
 		}
 		/* A request naming a token, another op, too many requests, or
