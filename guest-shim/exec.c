@@ -120,17 +120,23 @@ static void decode_install(char *e, int fd)
 	nks_put(sk);
 }
 
-/* "NK_FDS=..." for the sockets that survive exec, or NULL if none. */
-static char *build_var(void)
+/*
+ * The exec family also runs in vfork()ed children (posix_spawn, Python's
+ * subprocess, system()): nothing on that path may allocate or take a lock
+ * another thread of the parent could hold.  NK_FDS and the new environment
+ * are therefore built on the caller's stack.
+ */
+#define NK_FDS_BUF	(sizeof(NK_FDS_VAR) + NK_FDS_MAX * (ENTRY_MAX + 1))
+#define NK_ENV_MAX	4096	/* environments beyond this pass no sockets */
+
+/* "NK_FDS=..." into var (NK_FDS_BUF bytes) for the sockets that survive
+ * exec; returns how many. */
+static int build_var(char *var)
 {
 	struct nk_sock *sk;
-	size_t cap = 256, len;
-	char *var, *p;
+	size_t len;
 	int fd, n = 0, maxfd = 4096;
 
-	var = malloc(cap);
-	if (!var)
-		return NULL;
 	strcpy(var, NK_FDS_VAR);
 	len = strlen(var);
 	for (fd = 0; fd < maxfd && n < NK_FDS_MAX; fd++) {
@@ -152,51 +158,43 @@ static char *build_var(void)
 			entry[0] = ';';
 		encode_entry(sk, fd, entry + !!n, sizeof(entry) - 1);
 		nks_put(sk);
-		if (len + strlen(entry) + 1 > cap) {
-			cap = (len + strlen(entry) + 1) * 2;
-			p = realloc(var, cap);
-			if (!p)
-				break;
-			var = p;
-		}
+		if (len + strlen(entry) + 1 > NK_FDS_BUF)
+			break;
 		strcpy(var + len, entry);
 		len += strlen(entry);
 		n++;
 	}
-	if (!n) {
-		free(var);
-		return NULL;
-	}
-	return var;
+	return n;
 }
 
-/* envp with NK_FDS replaced; the array is leaked on purpose (exec follows,
- * and on failure it is small). */
-static char **env_with_fds(char *const envp[])
+/* envp with NK_FDS replaced, in out (NK_ENV_MAX + 2 slots), using var
+ * (NK_FDS_BUF bytes); envp itself when there is nothing to change. */
+static char *const *env_with_fds(char *const envp[], char *var, char **out)
 {
-	char *var, **out;
 	size_t n = 0, i, j = 0;
+	bool have;
 
 	if (!nk_enabled())
-		return (char **)envp;
-	var = build_var();
-	if (!var && (!envp || !getenv("NK_FDS")))
-		return (char **)envp;
+		return envp;
+	have = build_var(var) > 0;
+	if (!have && (!envp || !getenv("NK_FDS")))
+		return envp;
 	while (envp && envp[n])
 		n++;
-	out = malloc((n + 2) * sizeof(*out));
-	if (!out) {
-		free(var);
-		return (char **)envp;
-	}
+	if (n > NK_ENV_MAX)
+		return envp;
 	for (i = 0; i < n; i++)
 		if (strncmp(envp[i], NK_FDS_VAR, strlen(NK_FDS_VAR)))
 			out[j++] = envp[i];
-	if (var)
+	if (have)
 		out[j++] = var;
 	out[j] = NULL;
 	return out;
 }
+
+/* The stack space env_with_fds() needs, in the calling function. */
+#define ENV_BUFS	char nkvar_[NK_FDS_BUF], *nkenv_[NK_ENV_MAX + 2]
+#define ENV(envp)	env_with_fds(envp, nkvar_, nkenv_)
 
 void nk_exec_restore(void)
 {
@@ -214,150 +212,152 @@ void nk_exec_restore(void)
 	free(copy);
 }
 
-/* Free what env_with_fds() allocated, for the spawn calls that return. */
-static void env_free(char **e, char *const envp[])
-{
-	size_t i;
-
-	if ((char *const *)e == envp)
-		return;
-	for (i = 0; e[i]; i++)
-		if (!strncmp(e[i], NK_FDS_VAR, strlen(NK_FDS_VAR)))
-			free(e[i]);
-	free(e);
-}
-
 typedef int (*execve_fn)(const char *, char *const[], char *const[]);
+typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			const posix_spawnattr_t *, char *const[], char *const[]);
+
+/* Looked up once at load: dlsym() in a vfork child could wait for the
+ * loader's lock. */
+static execve_fn real_execve_fn, real_execvpe_fn;
+static spawn_fn real_spawn_fn, real_spawnp_fn;
+
+__attribute__((constructor)) static void exec_resolve(void)
+{
+	*(void **)&real_execve_fn = dlsym(RTLD_NEXT, "execve");
+	*(void **)&real_execvpe_fn = dlsym(RTLD_NEXT, "execvpe");
+	*(void **)&real_spawn_fn = dlsym(RTLD_NEXT, "posix_spawn");
+	*(void **)&real_spawnp_fn = dlsym(RTLD_NEXT, "posix_spawnp");
+}
 
 static int real_execve(const char *path, char *const argv[], char *const envp[])
 {
-	static execve_fn fn;
-
-	if (!fn)
-		*(void **)&fn = dlsym(RTLD_NEXT, "execve");
-	return fn(path, argv, envp);
+	return real_execve_fn(path, argv, envp);
 }
 
 static int real_execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	static execve_fn fn;
-
-	if (!fn)
-		*(void **)&fn = dlsym(RTLD_NEXT, "execvpe");
-	return fn(file, argv, envp);
+	return real_execvpe_fn(file, argv, envp);
 }
 
 NK_API int execve(const char *path, char *const argv[], char *const envp[])
 {
+	ENV_BUFS;
+
 	nk_init();
-	return real_execve(path, argv, env_with_fds(envp));
+	return real_execve(path, argv, ENV(envp));
 }
 
 NK_API int execv(const char *path, char *const argv[])
 {
+	ENV_BUFS;
+
 	nk_init();
-	return real_execve(path, argv, env_with_fds(environ));
+	return real_execve(path, argv, ENV(environ));
 }
 
 NK_API int execvpe(const char *file, char *const argv[], char *const envp[])
 {
+	ENV_BUFS;
+
 	nk_init();
-	return real_execvpe(file, argv, env_with_fds(envp));
+	return real_execvpe(file, argv, ENV(envp));
 }
 
 NK_API int execvp(const char *file, char *const argv[])
 {
+	ENV_BUFS;
+
 	nk_init();
-	return real_execvpe(file, argv, env_with_fds(environ));
+	return real_execvpe(file, argv, ENV(environ));
 }
 
-/* execl/execlp/execle: collect the variadic arguments. */
-#define COLLECT_ARGS(arg0, ap, argv, extra)					\
-	do {									\
-		size_t n_ = 1, i_;						\
-		va_list c_;							\
-		va_copy(c_, ap);						\
-		while (va_arg(c_, char *))					\
-			n_++;							\
-		va_end(c_);							\
-		argv = malloc((n_ + 1) * sizeof(char *));			\
-		if (!argv) {							\
-			va_end(ap);						\
-			errno = ENOMEM;						\
-			return -1;						\
-		}								\
-		argv[0] = (char *)arg0;						\
-		for (i_ = 1; i_ <= n_; i_++)					\
-			argv[i_] = va_arg(ap, char *);				\
-		extra;								\
+/* execl/execlp/execle: the variadic arguments, counted, then copied into
+ * an array on the stack (no allocation: see above). */
+static size_t count_args(va_list ap)
+{
+	size_t n = 1;
+	va_list c;
+
+	va_copy(c, ap);
+	while (va_arg(c, char *))
+		n++;
+	va_end(c);
+	return n;
+}
+
+#define COPY_ARGS(argv, n, arg0, ap)					\
+	do {								\
+		size_t i_;						\
+		argv[0] = (char *)(arg0);				\
+		for (i_ = 1; i_ <= (n); i_++)				\
+			argv[i_] = va_arg(ap, char *);			\
 	} while (0)
 
 NK_API int execl(const char *path, const char *arg, ...)
 {
-	char **argv;
 	va_list ap;
+	size_t n;
 
 	va_start(ap, arg);
-	COLLECT_ARGS(arg, ap, argv, (void)0);
-	va_end(ap);
-	return execv(path, argv);
+	n = count_args(ap);
+	{
+		char *argv[n + 1];
+
+		COPY_ARGS(argv, n, arg, ap);
+		va_end(ap);
+		return execv(path, argv);
+	}
 }
 
 NK_API int execlp(const char *file, const char *arg, ...)
 {
-	char **argv;
 	va_list ap;
+	size_t n;
 
 	va_start(ap, arg);
-	COLLECT_ARGS(arg, ap, argv, (void)0);
-	va_end(ap);
-	return execvp(file, argv);
+	n = count_args(ap);
+	{
+		char *argv[n + 1];
+
+		COPY_ARGS(argv, n, arg, ap);
+		va_end(ap);
+		return execvp(file, argv);
+	}
 }
 
 NK_API int execle(const char *path, const char *arg, ...)
 {
-	char **argv, **envp;
 	va_list ap;
+	size_t n;
 
 	va_start(ap, arg);
-	COLLECT_ARGS(arg, ap, argv, envp = va_arg(ap, char **));
-	va_end(ap);
-	return execve(path, argv, envp);
-}
+	n = count_args(ap);
+	{
+		char *argv[n + 1], **envp;
 
-typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
-			const posix_spawnattr_t *, char *const[], char *const[]);
+		COPY_ARGS(argv, n, arg, ap);
+		envp = va_arg(ap, char **);
+		va_end(ap);
+		return execve(path, argv, envp);
+	}
+}
 
 NK_API int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
 		       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-	static spawn_fn fn;
-	char **e;
-	int ret;
+	ENV_BUFS;
 
 	nk_init();
-	if (!fn)
-		*(void **)&fn = dlsym(RTLD_NEXT, "posix_spawn");
-	e = env_with_fds(envp);
-	ret = fn(pid, path, fa, attr, argv, e);
-	env_free(e, envp);
-	return ret;
+	return real_spawn_fn(pid, path, fa, attr, argv, ENV(envp));
 }
 
 NK_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
 			const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-	static spawn_fn fn;
-	char **e;
-	int ret;
+	ENV_BUFS;
 
 	nk_init();
-	if (!fn)
-		*(void **)&fn = dlsym(RTLD_NEXT, "posix_spawnp");
-	e = env_with_fds(envp);
-	ret = fn(pid, file, fa, attr, argv, e);
-	env_free(e, envp);
-	return ret;
+	return real_spawnp_fn(pid, file, fa, attr, argv, ENV(envp));
 }
 
 /*
