@@ -17,6 +17,7 @@
  * it again.
  */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -244,16 +245,39 @@ NK_API int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
 	return poll(fds, n, timeout);
 }
 
+/*
+ * A select/ppoll timeout as poll() milliseconds: rounded up (a 500 us wait
+ * must not turn into a busy poll), capped at INT_MAX ms (about 24 days;
+ * the emulated calls re-check their deadline), -1 for none, -2 for an
+ * invalid one (EINVAL, as Linux says).
+ */
+static int timeout_ms(bool given, long long sec, long long frac, long long per_ms, long long max_frac)
+{
+	long long ms;
+
+	if (!given)
+		return -1;
+	if (sec < 0 || frac < 0 || frac >= max_frac)
+		return -2;
+	if (sec > (long long)INT_MAX / 1000)
+		return INT_MAX;
+	ms = sec * 1000 + (frac + per_ms - 1) / per_ms;
+	return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
 NK_API int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
 		 const sigset_t *sigmask)
 {
-	int timeout = ts ? (int)(ts->tv_sec * 1000 + ts->tv_nsec / 1000000) : -1;
-
-	int r;
+	int timeout, r;
 
 	nk_init();
 	if (!any_connecting() && !any_udp_connected())
 		return nk_real.ppoll(fds, n, ts, sigmask);
+	timeout = timeout_ms(ts, ts ? ts->tv_sec : 0, ts ? ts->tv_nsec : 0, 1000000, 1000000000);
+	if (timeout == -2) {
+		errno = EINVAL;
+		return -1;
+	}
 	r = poll_common(fds, n, timeout, sigmask, true, ts);
 	if (r > 0 && any_udp_connected())
 		udp_poll_fixup(fds, n);
@@ -363,13 +387,28 @@ out:
 
 NK_API int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 {
-	int timeout;
+	int64_t t0, left;
+	int timeout, ret;
 
 	nk_init();
 	if (!any_connecting() || !sets_have_connecting(nfds, r, w, e))
 		return nk_real.select(nfds, r, w, e, tv);
-	timeout = tv ? (int)(tv->tv_sec * 1000 + tv->tv_usec / 1000) : -1;
-	return select_via_poll(nfds, r, w, e, timeout, NULL, false);
+	timeout = timeout_ms(tv, tv ? tv->tv_sec : 0, tv ? tv->tv_usec : 0, 1000, 1000000);
+	if (timeout == -2) {
+		errno = EINVAL;
+		return -1;
+	}
+	t0 = now_ms();
+	ret = select_via_poll(nfds, r, w, e, timeout, NULL, false);
+	if (tv && timeout >= 0) {
+		/* Linux leaves the time not slept in *tv. */
+		left = timeout - (now_ms() - t0);
+		if (left < 0 || ret == 0)
+			left = 0;
+		tv->tv_sec = left / 1000;
+		tv->tv_usec = (left % 1000) * 1000;
+	}
+	return ret;
 }
 
 NK_API int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct timespec *ts,
@@ -380,7 +419,11 @@ NK_API int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct times
 	nk_init();
 	if (!any_connecting() || !sets_have_connecting(nfds, r, w, e))
 		return nk_real.pselect(nfds, r, w, e, ts, sigmask);
-	timeout = ts ? (int)(ts->tv_sec * 1000 + ts->tv_nsec / 1000000) : -1;
+	timeout = timeout_ms(ts, ts ? ts->tv_sec : 0, ts ? ts->tv_nsec : 0, 1000000, 1000000000);
+	if (timeout == -2) {
+		errno = EINVAL;
+		return -1;
+	}
 	return select_via_poll(nfds, r, w, e, timeout, sigmask, true);
 }
 

@@ -3137,6 +3137,41 @@ static void case_scm_rights_twice(void)
 #define F6	2	/* run in family 6 */
 #define FB	3	/* both */
 
+/* select() and pselect() timeouts while a connect is pending: a
+ * sub-millisecond wait, the time left written back into *tv, invalid
+ * timeouts. */
+static void case_select_timeouts(void)
+{
+	saddr sa = at(&sa_bh, P_ECHO);
+	struct timeval tv = { 0, 500 };
+	struct timespec ts = { 0, -1 };
+	int64_t t0;
+	fd_set w;
+	int s = tcp(), r;
+
+	set_nonblock(s);
+	r = connect(s, SA(sa), SL(sa));
+	out("connect=%s", r == 0 ? "0" : ename(errno));
+	FD_ZERO(&w);
+	FD_SET(s, &w);
+	r = select(s + 1, NULL, &w, NULL, &tv);
+	out("select_500us=%d left=%ld.%06ld", r, (long)tv.tv_sec, (long)tv.tv_usec);
+	tv = (struct timeval){ 0, 30000 };
+	FD_SET(s, &w);
+	t0 = now_ms();
+	r = select(s + 1, NULL, &w, NULL, &tv);
+	out("select_30ms=%d waited=%s left=%ld.%06ld", r, now_ms() - t0 >= 29 ? "yes" : "no",
+	    (long)tv.tv_sec, (long)tv.tv_usec);
+	tv = (struct timeval){ -1, 0 };
+	FD_SET(s, &w);
+	r = select(s + 1, NULL, &w, NULL, &tv);
+	out("select_negative=%s", r < 0 ? ename(errno) : "ok");
+	FD_SET(s, &w);
+	r = pselect(s + 1, NULL, &w, NULL, &ts, NULL);
+	out("pselect_bad_nsec=%s", r < 0 ? ename(errno) : "ok");
+	close(s);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -3148,7 +3183,7 @@ static const struct {
 	/* TCP */
 	C(connect_ok), C(connect_refused), C(connect_twice), C(nb_connect),
 	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect),
-	C(epoll_et_connect), C(select_connect), C(bind_inuse), C(bind_notavail),
+	C(epoll_et_connect), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),
 	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_addr),
 	C(accept_wildcard_name), C(accept4_flags), C(accept_nonblock_empty),
