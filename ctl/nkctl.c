@@ -33,6 +33,7 @@ static const struct nkctl_kw nsm_add_kw[] = {
 	{ "type", "TYPE", "type", KW_REQ },
 	{ "netns", "NETNS", "netns", 0 },
 	{ "dev", "IFNAME", "dev", KW_JOIN },
+	{ "relay", "splice|kernel", "relay", 0 },
 	{}
 };
 

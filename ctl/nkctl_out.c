@@ -21,7 +21,7 @@ struct col {
 
 static const struct col nsm_cols[] = {
 	{ "name", "NAME" }, { "type", "TYPE" }, { "netns", "NETNS" }, { "dev", "DEV" },
-	{ "pid", "PID" }, { "state", "STATE" }, { "restarts", "RESTARTS" }, { "vms", "VMS" },
+	{ "relay", "RELAY" }, { "pid", "PID" }, { "state", "STATE" }, { "restarts", "RESTARTS" }, { "vms", "VMS" },
 	{}
 };
 
@@ -39,7 +39,7 @@ static const struct col conn_cols[] = {
 };
 
 static const char *const nsm_show[] = {
-	"name", "id", "type", "netns", "dev", "managed", "hostdev", "xdp_mode", "state", "pid",
+	"name", "id", "type", "netns", "dev", "relay", "managed", "hostdev", "xdp_mode", "state", "pid",
 	"restarts", "vms", "adopted", "control", "log", "reason", NULL
 };
 

@@ -121,6 +121,7 @@ struct nkd_nsm {
 	char type[16];
 	char netns[NKD_NETNS_MAX];
 	char dev[IFNAMSIZ];
+	bool kernel_relay;	/* relay "kernel": nk-nsm --kernel-relay */
 	/* created by nkd on the uplink (no netns given): steered by XDP */
 	bool managed;
 	char hostdev[IFNAMSIZ];	/* host side of its veth */

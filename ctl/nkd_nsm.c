@@ -211,7 +211,7 @@ out_close:
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e)
 {
 	struct sockaddr_un sun;
-	const char *key, *name, *type, *netns, *dev;
+	const char *key, *name, *type, *netns, *dev, *relay;
 	char path[PATH_MAX];
 	json_t *val, *jid;
 
@@ -221,8 +221,8 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 		return nkd_fail(e, EINVAL, "nsm: expected an object");
 	json_object_foreach(obj, key, val) {
 		if (strcmp(key, "name") && strcmp(key, "type") && strcmp(key, "netns") &&
-		    strcmp(key, "dev") && strcmp(key, "id"))
-			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev)", key);
+		    strcmp(key, "dev") && strcmp(key, "id") && strcmp(key, "relay"))
+			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay)", key);
 		if (strcmp(key, "id") && !json_is_string(val))
 			return nkd_fail(e, EINVAL, "nsm: '%s' must be a string", key);
 	}
@@ -230,6 +230,7 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	type = json_string_value(json_object_get(obj, "type"));
 	netns = json_string_value(json_object_get(obj, "netns"));
 	dev = json_string_value(json_object_get(obj, "dev"));
+	relay = json_string_value(json_object_get(obj, "relay"));
 	if (!name)
 		return nkd_fail(e, EINVAL, "nsm: missing NAME");
 	if (!nkd_name_valid(name, NK_NAME_MAX))
@@ -254,6 +255,9 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 					(int)id, nkd.nsms[id]->name);
 		out->slot = id;
 	}
+	if (relay && strcmp(relay, "splice") && strcmp(relay, "kernel"))
+		return nkd_fail(e, EINVAL, "nsm %s: relay '%s' is not splice or kernel", name, relay);
+	out->kernel_relay = relay && !strcmp(relay, "kernel");
 	if (!netns && !dev) {
 		/* nkd creates the namespace and the veth on its uplink */
 		if (!nkd.cfg.uplink)
@@ -399,14 +403,16 @@ static void status_str(int st, char *buf, size_t len)
 static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 {
 	char ctl[PATH_MAX], logp[PATH_MAX];
-	char *argv[9 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
-						 "--type", (char *)nsm->type, "--dev",
-						 (char *)nsm->dev, "--control", ctl };
+	char *argv[10 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
+						  "--type", (char *)nsm->type, "--dev",
+						  (char *)nsm->dev, "--control", ctl };
 	sigset_t none;
-	int logfd, nullfd, i;
+	int logfd, nullfd, i, n = 9;
 
+	if (nsm->kernel_relay)
+		argv[n++] = "--kernel-relay";
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
-		argv[9 + i] = (char *)nkd.cfg.nsm_args[i];
+		argv[n++] = (char *)nkd.cfg.nsm_args[i];
 
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -1006,6 +1012,7 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	memcpy(nsm->type, tmpl->type, sizeof(nsm->type));
 	memcpy(nsm->netns, tmpl->netns, sizeof(nsm->netns));
 	memcpy(nsm->dev, tmpl->dev, sizeof(nsm->dev));
+	nsm->kernel_relay = tmpl->kernel_relay;
 	nsm->managed = tmpl->managed;
 	/* nkh-NAME, or nkh-ID when NAME does not fit IFNAMSIZ */
 	if (strlen(NKD_HOSTDEV_PREFIX) + strlen(nsm->name) < IFNAMSIZ)
@@ -1096,8 +1103,8 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_t *o, *vms;
 	struct nkd_vm *vm;
 
-	o = json_pack("{s:s, s:i, s:s}", "name", nsm->name, "id", (json_int_t)nsm->slot,
-		      "type", nsm->type);
+	o = json_pack("{s:s, s:i, s:s, s:s}", "name", nsm->name, "id", (json_int_t)nsm->slot,
+		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice");
 	/* a managed NSM is stored without netns/dev: nkd derives them */
 	if (!nsm->managed || full) {
 		json_object_set_new(o, "netns", json_string(nsm->netns));

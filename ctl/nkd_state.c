@@ -6,7 +6,7 @@
  *
  *   {"version": 1,
  *    "uplink": "IFNAME", "miss": "pass" | "drop", "pin_dir": "DIR",
- *    "nsms": [{"name", "id", "type", "netns", "dev"}],
+ *    "nsms": [{"name", "id", "type", "netns", "dev", "relay"}],
  *    "vms":  [{"name", "id", "nsm", "addrs": [...], "uds" | "cid", "gw": [...]}],
  *    "draining": [{"vm", "nsm"}]}
  *
@@ -360,12 +360,13 @@ void state_reload(void)
 
 		if (name && (nsm = nsm_find(name))) {
 			json_t *cur = nsm_to_json(nsm, false);
-			const char *keys[] = { "type", "netns", "dev" };
+			const char *keys[] = { "type", "netns", "dev", "relay" };
 			size_t j;
 
-			for (j = 0; j < 3; j++)
+			for (j = 0; j < 4; j++)
 				if (!json_equal(json_object_get(cur, keys[j]), json_object_get(o, keys[j])) &&
-				    (json_object_get(o, keys[j]) || strcmp(keys[j], "type")))
+				    (json_object_get(o, keys[j]) ||
+				     (strcmp(keys[j], "type") && strcmp(keys[j], "relay"))))
 					warn("SIGHUP: nsm %s: %s changed in %s; not applied (delete and add it again)",
 					     name, keys[j], path);
 			json_decref(cur);

@@ -195,6 +195,23 @@ print(d[0]["formatted"]["value"][".bss"][0]["relay_misses"])' 2>/dev/null)
 check_eq "no skb of a relayed stream missed its relay_conns entry" "$misses" 0
 check_eq "g1 has no TCP socket of its own" "$(ip netns exec "g1-$S" ss -Htan)" ""
 
+log_step "per NSM: nkctl nsm add ... relay kernel"
+nk_netns_add "kr-$S"
+ip link add up0 netns "kr-$S" type veth peer name krr0 netns "remote-$S" ||
+	nk_die "cannot create the veth of nsm2"
+ip -n "kr-$S" link set up0 up
+ip -n "remote-$S" link set krr0 up
+nk_run_nkctl nsm add nsm2 type kernel netns "kr-$S" dev up0 relay kernel >/dev/null
+NK_NSMS+=(nsm2)
+check_eq "nkctl nsm show nsm2: relay" "$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 'j["relay"]')" kernel
+NSM2_PID=$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 'j["pid"]')
+check "nsm2's nk-nsm runs with --kernel-relay" bash -c \
+	"tr '\\0' ' ' </proc/$NSM2_PID/cmdline | grep -q -- --kernel-relay"
+check "nsm2's log says the relay is on" wait_for -t 5 grep -q 'in-kernel relay of guest -> network data: on' \
+	"$NK_TMP/state/nsm-nsm2.log"
+check "nkd.json keeps relay kernel for nsm2" bash -c \
+	"grep -A6 '\"nsm2\"' $NK_TMP/state/nkd.json | grep -q '\"relay\": *\"kernel\"'"
+
 # The differential semantics test (every case against a guest owning its
 # stack) with the in-kernel relay on, in its own topology.
 log_step "test_semantics.sh with the in-kernel relay"

@@ -166,6 +166,7 @@ expect_fail 1 "dev nope0 does not exist in netns nsm-$S" nsm add nsm1 type kerne
 expect_fail 1 "is not a valid interface name" nsm add nsm1 type kernel netns "nsm-$S" dev 0123456789abcdefgh
 expect_fail 1 "nsm name 'a/b' is invalid" nsm add a/b type kernel netns "nsm-$S" dev up0
 expect_fail 1 "only when it runs with --uplink IFNAME" nsm add nsm1 type kernel
+expect_fail 1 "relay 'bogus' is not splice or kernel" nsm add nsm1 type kernel netns "nsm-$S" dev up0 relay bogus
 expect_fail 1 "nkd steers no uplink" stats show
 # prefixes everywhere, keywords in any order
 expect_ok n a nsm1 d up0 t kernel n "nsm-$S"
@@ -174,6 +175,9 @@ check "nsm1 is running" nsm_running
 NSM_PID=$(nsm_pid)
 check "nsm1 runs nk-nsm in nsm-$S" test "$(nk_nsm_pid "nsm-$S")" = "$NSM_PID"
 check "nsm1 control socket" test -S "$NK_RUN/nsm-nsm1.sock"
+check_eq "nsm1 relays with splice (the default)" \
+	"$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["relay"]')" splice
+check "nsm1 runs without --kernel-relay" bash -c "! tr '\\0' ' ' </proc/$NSM_PID/cmdline | grep -q kernel-relay"
 expect_fail 1 "nsm nsm1 already exists" nsm add nsm1 type kernel netns "nsm-$S" dev up0
 
 log_step "vm add: success"
