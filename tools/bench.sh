@@ -15,6 +15,9 @@
 #   slirp    slirp4netns in host namespace sh-$S (veth 10.78.3.2 <->
 #            remote 10.78.3.1) gives guest sg-$S a tap; inbound via its API
 #            socket (add_hostfwd)
+#   nkkr     NetKernel with the in-kernel relay: guest g20-$S (only lo),
+#            vm20 on a second kernel NSM nsm2 (nkctl nsm add ... relay
+#            kernel) in kr-$S, veth 10.76.0.2 <-> remote 10.76.0.1
 #
 # Every path crosses exactly one veth to the remote host (remote-$S, which
 # runs iperf3 -s, sockperf sr, nk_cps serve and the wrk clients).
@@ -99,13 +102,13 @@ DENS_DELAY_MS=10	# per-guest light load: one connection, ~100 requests/s
 IDLE_CONNS=100
 WRK_ARGS=(-t2 -c64)
 CPS_THREADS=4
-PATHS=(native nk pasta slirp)
+PATHS=(native nk pasta slirp nkkr)
 if [ -n "$ONLY_PATHS" ]; then
 	IFS=, read -r -a PATHS <<<"$ONLY_PATHS"
 	for p in "${PATHS[@]}"; do
 		case $p in
-		native | nk | pasta | slirp) ;;
-		*) echo "bench: unknown path '$p' (native nk pasta slirp)" >&2; exit 2 ;;
+		native | nk | pasta | slirp | nkkr) ;;
+		*) echo "bench: unknown path '$p' (native nk pasta slirp nkkr)" >&2; exit 2 ;;
 		esac
 	done
 fi
@@ -237,6 +240,24 @@ native_guest_up()
 	veth_pair "n$i-$S" eth0 "10.79.$i.2" "nat$i" "10.79.$i.1" "10.79.$i.1"
 }
 
+log_step "NetKernel with the in-kernel relay: nsm2 (relay kernel), vm20, guest g20"
+nk_netns_add "kr-$S"
+nk_netns_add "g20-$S"
+ip link add up0 netns "kr-$S" type veth peer name krr0 netns "$R" ||
+	nk_die "cannot create the veth of nsm2"
+ip -n "$R" addr add 10.76.0.1/24 dev krr0
+ip -n "$R" link set krr0 up
+ip -n "kr-$S" link set up0 up
+nk_run_nkctl nsm add nsm2 type kernel netns "kr-$S" dev up0 relay kernel
+NK_NSMS+=(nsm2)
+wait_for -t 10 nk_nsm_pid "kr-$S" || nk_die "no nk-nsm process appeared in kr-$S"
+NSM2_PID=$(nk_nsm_pid "kr-$S")
+nk_run_nkctl vm add vm20 nsm nsm2 addr 10.76.0.2/24 uds "$NK_TMP/vm20.vsock"
+wait_for -t 10 test -S "$NK_TMP/vm20.vsock_7531" || nk_die "nkd does not serve vm20"
+wait_for -t 10 nk_has_addr "kr-$S" up0 10.76.0.2 || nk_die "10.76.0.2 did not appear on kr-$S up0"
+check "nsm2 (pid $NSM2_PID) has the in-kernel relay on" wait_for -t 5 grep -q \
+	'in-kernel relay of guest -> network data: on' "$NK_STATE/nsm-nsm2.log"
+
 log_step "peer paths: native guest, pasta, slirp4netns"
 native_guest_up 1
 nk_netns_add "ph-$S"
@@ -248,7 +269,7 @@ veth_pair "sh-$S" s0 10.78.3.2 slp0 10.78.3.1 10.78.3.1
 
 # The connection workload opens many client sockets: widen the port range
 # wherever a path's client-side kernel sockets live.
-for ns in "n1-$S" "nsm-$S" "ph-$S" "pg-$S" "sh-$S" "sg-$S"; do
+for ns in "n1-$S" "nsm-$S" "ph-$S" "pg-$S" "sh-$S" "sg-$S" "kr-$S"; do
 	ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
 done
 
@@ -283,22 +304,25 @@ log_info "pasta pid $PASTA_PID (ph-$S -> pg-$S), slirp4netns pid $SLIRP_PID (sh-
 # Per path: guest namespace, the remote address it dials, the address the
 # remote host dials for the guest's server, the daemons of the path.
 declare -A GNS RADDR GADDR DAEMONS
-GNS=([native]="n1-$S" [nk]="g1-$S" [pasta]="pg-$S" [slirp]="sg-$S")
-RADDR=([native]=10.79.1.1 [nk]=10.77.0.1 [pasta]=10.78.2.1 [slirp]=10.78.3.1)
-GADDR=([native]=10.79.1.2 [nk]=10.77.0.2 [pasta]=10.78.2.2 [slirp]=10.78.3.2)
-DAEMONS=([native]="" [nk]="$NSM_PID $NKD_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID")
+GNS=([native]="n1-$S" [nk]="g1-$S" [pasta]="pg-$S" [slirp]="sg-$S" [nkkr]="g20-$S")
+RADDR=([native]=10.79.1.1 [nk]=10.77.0.1 [pasta]=10.78.2.1 [slirp]=10.78.3.1 [nkkr]=10.76.0.1)
+GADDR=([native]=10.79.1.2 [nk]=10.77.0.2 [pasta]=10.78.2.2 [slirp]=10.78.3.2 [nkkr]=10.76.0.2)
+DAEMONS=([native]="" [nk]="$NSM_PID $NKD_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID"
+	[nkkr]="$NSM2_PID $NKD_PID")
+# the guest of a NetKernel path (nk-run with that VM's transport)
+declare -A NKG=([nk]=g1 [nkkr]=g20)
 # the namespace holding the path's remote-facing sockets, and their owner
 declare -A SOCKNS SOCKPID
-SOCKNS=([native]="n1-$S" [nk]="nsm-$S" [pasta]="ph-$S" [slirp]="sh-$S")
-SOCKPID=([native]="" [nk]="$NSM_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID")
+SOCKNS=([native]="n1-$S" [nk]="nsm-$S" [pasta]="ph-$S" [slirp]="sh-$S" [nkkr]="kr-$S")
+SOCKPID=([native]="" [nk]="$NSM_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID" [nkkr]="$NSM2_PID")
 
 # gx PATH CMD...: run CMD in the path's guest (under nk-run for nk).
 gx()
 {
 	local p=$1
 	shift
-	if [ "$p" = nk ]; then
-		nk_guest g1 "$@"
+	if [ -n "${NKG[$p]:-}" ]; then
+		nk_guest "${NKG[$p]}" "$@"
 	else
 		ip netns exec "${GNS[$p]}" "$@"
 	fi
@@ -309,8 +333,8 @@ gbg()
 {
 	local p=$1 logf=$2
 	shift 2
-	if [ "$p" = nk ]; then
-		nk_guest_bg g1 "$logf" "$@"
+	if [ -n "${NKG[$p]:-}" ]; then
+		nk_guest_bg "${NKG[$p]}" "$logf" "$@"
 	else
 		nk_bg "${GNS[$p]}" "$logf" "$@"
 	fi
@@ -321,6 +345,7 @@ only_lo()
 	[ "$(ip -n "$1" -o link show | awk -F': ' '{ print $2 }' | tr '\n' ' ')" = "lo " ]
 }
 check "nk guest g1-$S has only lo" only_lo "g1-$S"
+check "nkkr guest g20-$S has only lo" only_lo "g20-$S"
 check "pasta guest has pasta's tap, no veth" bash -c "! ip -n pg-$S -d link show | grep -q veth"
 check "slirp guest has slirp's tap, no veth" bash -c "! ip -n sg-$S -d link show | grep -q veth"
 
@@ -376,10 +401,23 @@ midcheck()
 	MIDCHECKED[$p-$wl]=1
 	check "$p $wl: ${SOCKNS[$p]} holds the connection to ${RADDR[$p]}:$port${SOCKPID[$p]:+ (owner pid ${SOCKPID[$p]})}" \
 		wait_for -t 5 sock_owner_ok "$p" "$port"
-	if [ "$p" = nk ]; then
-		check_eq "nk $wl: no TCP socket in g1-$S" "$(ip netns exec "g1-$S" ss -Htan)" ""
-		check "nk $wl: g1-$S still has only lo" only_lo "g1-$S"
+	if [ -n "${NKG[$p]:-}" ]; then
+		check_eq "$p $wl: no TCP socket in ${GNS[$p]}" "$(ip netns exec "${GNS[$p]}" ss -Htan)" ""
+		check "$p $wl: ${GNS[$p]} still has only lo" only_lo "${GNS[$p]}"
 	fi
+	if [ "$p" = nkkr ]; then
+		check "nkkr $wl: the verdict program is moving this connection's bytes (relay_conns)" \
+			wait_for -t 5 relay_moving
+	fi
+}
+
+# relay_moving: a connection of nsm2 in relay_conns with bytes counted
+relay_moving()
+{
+	bpftool -j map dump name relay_conns 2>/dev/null | "$NK_PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if any(e["formatted"]["value"]["bytes"] > 0 for e in d) else 1)'
 }
 
 # daemon_rose PATH WL NS: the path's daemons did work during the run
@@ -387,6 +425,9 @@ daemon_rose()
 {
 	local p=$1 wl=$2 ns=$3 min=$4
 	[ -n "${DAEMONS[$p]}" ] || return 0
+	# with the in-kernel relay a guest -> remote transfer leaves the
+	# NSM idle (that is the point); relay_moving checks it instead
+	[ "$p-$wl" != nkkr-bulk ] || return 0
 	[ -z "${MIDCHECKED[$p-$wl-cpu]:-}" ] || return 0
 	MIDCHECKED[$p-$wl-cpu]=1
 	check_gt "$p $wl: CPU of the path's daemon(s) rose (ms)" "$((ns / 1000000))" "$min"
@@ -544,6 +585,10 @@ for ((REP = 1; REP <= REPS; REP++)); do
 	fi
 done
 check "nk guest g1-$S has only lo after the runs" only_lo "g1-$S"
+misses=$(bpftool -j map dump name relay_bp.bss 2>/dev/null | "$NK_PY" -c '
+import json, sys
+print(sum(m["formatted"]["value"][".bss"][0]["relay_misses"] for m in json.load(sys.stdin)))' 2>/dev/null)
+check_eq "nkkr: no skb missed its relay_conns entry" "${misses:-?}" 0
 for p in "${PATHS[@]}"; do
 	nk_stop "${NGINX[$p]}"
 done
