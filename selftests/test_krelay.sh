@@ -12,7 +12,8 @@
 # many connections at once; request/response both ways; the verdict
 # program's per-connection count equals what the guest wrote (the bytes went
 # through the kernel, not the NSM) and `nkctl conn list` reports it; no map
-# entry is left behind and no skb missed its entry.
+# entry is left behind and no skb missed its entry; test_semantics.sh and
+# test_vm.sh (a real QEMU guest) pass with the relay on.
 
 # shellcheck source=selftests/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -221,5 +222,19 @@ sem=$?
 grep -E 'nk-nsm pid|checks? passed|FAIL' "$NK_TMP/semantics.log" | sed 's/^/  /' | tail -n 12
 check_eq "test_semantics.sh passes with the in-kernel relay" "$sem" 0
 check "and its NSM ran with --kernel-relay" grep -q 'nk-nsm pid .*--kernel-relay' "$NK_TMP/semantics.log"
+
+# The real VM path (QEMU guest, AF_VSOCK -> nk-vhost-vsock -> unix -> NSM):
+# the NSM's end of each stream is a Unix socket there too.
+log_step "test_vm.sh with the in-kernel relay"
+NK_NKD_EXTRA_ARGS=--nsm-arg=--kernel-relay OUTPUT=$OUTPUT \
+	bash "$NK_SRCDIR/selftests/test_vm.sh" >"$NK_TMP/vm.log" 2>&1
+vmrc=$?
+grep -E 'nk-nsm pid|checks? passed|FAIL|SKIP|skip' "$NK_TMP/vm.log" | sed 's/^/  /' | tail -n 8
+if [ "$vmrc" = "$NK_KSFT_SKIP" ]; then
+	log_info "test_vm.sh skipped itself (no VM on this machine); not counted"
+else
+	check_eq "test_vm.sh passes with the in-kernel relay" "$vmrc" 0
+	check "and its NSM ran with --kernel-relay" grep -q 'nk-nsm pid .*--kernel-relay' "$NK_TMP/vm.log"
+fi
 
 nk_finish
