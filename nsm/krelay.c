@@ -201,7 +201,7 @@ uint64_t krelay_bytes(const struct nsock *ns)
 int krelay_drained(struct nsock *ns)
 {
 	struct relay *r = ns->relay;
-	uint64_t w;
+	uint64_t w = 0;
 	int ret;
 
 	ret = tcp_written(ns->fd, &w);
