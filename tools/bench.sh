@@ -164,12 +164,36 @@ sched_ns()
 	echo "$n"
 }
 
-# The ksoftirqd threads: softirq work that no process of a path paid for.
-KSOFTIRQD=()
-for f in /proc/[0-9]*/comm; do
-	read -r c <"$f" 2>/dev/null || continue
-	case $c in ksoftirqd/*) p=${f#/proc/}; KSOFTIRQD+=("${p%/comm}") ;; esac
-done
+# The kernel's worker threads: ksoftirqd (softirq work no process paid
+# for) and kworker (work items: the in-kernel relay sends its redirected
+# skbs from one).  kworkers come and go, so each sample is a PID -> run
+# time table, and kthreads_delta counts a thread born in between in full.
+declare -A KT0 KT1
+kthreads_sample()
+{
+	local -n tab=$1
+	local f c p v
+	tab=()
+	for f in /proc/[0-9]*/comm; do
+		read -r c <"$f" 2>/dev/null || continue
+		case $c in
+		ksoftirqd/* | kworker/*)
+			p=${f#/proc/}
+			p=${p%/comm}
+			read -r v _ <"/proc/$p/schedstat" 2>/dev/null && tab[$p]=$v
+			;;
+		esac
+	done
+}
+
+kthreads_delta()
+{
+	local p n=0
+	for p in "${!KT1[@]}"; do
+		n=$((n + KT1[$p] - ${KT0[$p]:-0}))
+	done
+	echo "$n"
+}
 
 # busy_ticks: non-idle jiffies of the whole machine (/proc/stat).
 busy_ticks()
@@ -442,7 +466,8 @@ bulk()
 	shift 2
 	out=$NK_TMP/iperf-$p-$wl-$REP.json
 	# shellcheck disable=SC2086
-	d0=$(sched_ns ${DAEMONS[$p]}) k0=$(sched_ns "${KSOFTIRQD[@]}")
+	d0=$(sched_ns ${DAEMONS[$p]})
+	kthreads_sample KT0
 	r0=$(sched_ns "$IPERF_SRV") b0=$(busy_ticks)
 	gbg "$p" "$out" timeout $((T_BULK + 20)) iperf3 -c "${RADDR[$p]}" -p 5201 \
 		-t "$T_BULK" -J "$@"
@@ -450,7 +475,9 @@ bulk()
 	midcheck "$p" 5201 bulk
 	wait "$gpid"
 	# shellcheck disable=SC2086
-	d1=$(sched_ns ${DAEMONS[$p]}) k1=$(sched_ns "${KSOFTIRQD[@]}")
+	d1=$(sched_ns ${DAEMONS[$p]})
+	kthreads_sample KT1
+	k0=0 k1=$(kthreads_delta)
 	r1=$(sched_ns "$IPERF_SRV") b1=$(busy_ticks)
 	daemon_rose "$p" bulk $((d1 - d0)) 10
 	line=$("$NK_PY" - "$out" <<'EOF'

@@ -492,13 +492,14 @@ def main():
     out.append("CPU of every process of the path, from the kernel's per-task run time "
                "(`/proc/PID/task/*/schedstat`, all threads): the guest program (iperf3's own "
                "getrusage report), the iperf3 server on the remote host, the path's daemons "
-               "(nk-nsm + nkd, pasta or slirp4netns) and the ksoftirqd threads. Softirq work "
+               "(nk-nsm + nkd, pasta or slirp4netns) and the kernel's worker threads "
+               "(ksoftirqd and kworker: the in-kernel relay sends from a kworker). Softirq work "
                "done in a process's context is part of that process's time; on a veth the "
                "receiver's TCP input runs as softirq in the sender's context, so the split "
                "between guest, remote and daemons follows who sends, and only the total "
                "compares paths fairly. The last column is the whole machine's busy time from "
                "/proc/stat per gigabit, which also counts anything else that ran.\n")
-    out.append("| path | workload | Gbit/s | guest | remote | daemons | ksoftirqd | total | whole machine |")
+    out.append("| path | workload | Gbit/s | guest | remote | daemons | ksoftirqd + kworker | total | whole machine |")
     out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for p in PATHS:
         for wl in ("send1", "recv1", "send4", "recv4"):
