@@ -148,6 +148,7 @@ void nk_logf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* fd table (sock.c) */
 bool nks_fd_tracked(int fd);		/* fast, lock-free hint */
 struct nk_sock *nks_get(int fd);	/* referenced, or NULL */
+bool nks_fd_is(int fd, const struct nk_sock *sk);
 void nks_put(struct nk_sock *sk);
 struct nk_sock *nks_new(int domain, int type);
 int nks_install(int fd, struct nk_sock *sk);	/* takes a reference */

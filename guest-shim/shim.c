@@ -979,13 +979,37 @@ static int wait_connected(struct nk_sock *sk, int fd)
 	socklen_t tl = sizeof(tv);
 	int timeout = -1, ret;
 
+	struct timespec t0, t1;
+
 	/* A blocking connect honours SO_SNDTIMEO, as Linux does. */
 	if (!nk_real.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) &&
 	    (tv.tv_sec || tv.tv_usec))
 		timeout = tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
-	ret = nks_finish_connect(sk, fd, timeout);
-	if (ret == 0)
-		return -EINPROGRESS;	/* timed out; still connecting */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* Wait for the record without holding sk->lock: other threads'
+	 * calls on this socket (getsockname, shutdown, close...) must not
+	 * wait for the handshake, as on Linux. */
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int left = -1;
+
+		ret = nks_finish_connect(sk, fd, 0);
+		if (ret)
+			break;
+		if (timeout >= 0) {
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			left = timeout - (int)((t1.tv_sec - t0.tv_sec) * 1000 +
+					       (t1.tv_nsec - t0.tv_nsec) / 1000000);
+			if (left <= 0)
+				return -EINPROGRESS;	/* timed out; still connecting */
+		}
+		pthread_mutex_unlock(&sk->lock);
+		nk_real.poll(&pfd, 1, left);
+		pthread_mutex_lock(&sk->lock);
+		/* Closed (and the number reused?) meanwhile: not ours any more. */
+		if (!nks_fd_is(fd, sk))
+			return -EBADF;
+	}
 	if (ret < 0)
 		return ret;
 	if (sk->state == NKS_CONNECTED)

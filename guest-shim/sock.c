@@ -47,6 +47,19 @@ bool nks_fd_tracked(int fd)
 	return s && __atomic_load_n(s, __ATOMIC_RELAXED);
 }
 
+/* Does fd still name sk (not closed, not replaced by another socket)? */
+bool nks_fd_is(int fd, const struct nk_sock *sk)
+{
+	struct nk_sock **s;
+	bool same;
+
+	pthread_mutex_lock(&tab_lock);
+	s = slot(fd, false);
+	same = s && *s == sk;
+	pthread_mutex_unlock(&tab_lock);
+	return same;
+}
+
 struct nk_sock *nks_get(int fd)
 {
 	struct nk_sock **s, *sk = NULL;

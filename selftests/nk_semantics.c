@@ -714,6 +714,47 @@ static void case_sndtimeo_connect(void)
 	close(s);
 }
 
+/* Another thread's calls on a socket whose blocking connect is still
+ * waiting return at once (Linux does not hold the socket across the
+ * wait). */
+struct connect_waiter {
+	int s;
+	int r, e;
+};
+
+static void *blocking_connect(void *arg)
+{
+	struct connect_waiter *w = arg;
+	saddr sa = at(&sa_bh, P_ECHO);
+
+	w->r = connect(w->s, SA(sa), SL(sa));
+	w->e = errno;
+	return NULL;
+}
+
+static void case_connect_other_thread(void)
+{
+	struct connect_waiter w = { .s = tcp() };
+	struct timeval tv = { 1, 0 };
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	pthread_t th;
+	int64_t t0, dt;
+	int one = 1;
+
+	setsockopt(w.s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	pthread_create(&th, NULL, blocking_connect, &w);
+	usleep(200000);
+	t0 = now_ms();
+	getsockname(w.s, (struct sockaddr *)&ss, &sl);
+	setsockopt(w.s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	dt = now_ms() - t0;
+	out("other_thread_calls=%s", dt < 300 ? "prompt" : "waited");
+	pthread_join(th, NULL);
+	out("connect=%s", w.r == 0 ? "0" : ename(w.e));
+	close(w.s);
+}
+
 static void case_epoll_et_connect(void)
 {
 	saddr sa = at(&sa_peer, P_ECHO);
@@ -3182,7 +3223,7 @@ static const struct {
 #define C6(n) { #n, case_##n, F6 }
 	/* TCP */
 	C(connect_ok), C(connect_refused), C(connect_twice), C(nb_connect),
-	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect),
+	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
 	C(epoll_et_connect), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),
 	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_addr),
