@@ -87,6 +87,21 @@ static int listen_at(const char *path)
 	return fd;
 }
 
+/* The listeners' directory goes when the run ends (libFuzzer exits with
+ * exit(); a crash keeps it for the post-mortem). */
+static void cleanup_dir(void)
+{
+	char path[160];
+	int i;
+
+	for (i = 1; i <= 2; i++) {
+		snprintf(path, sizeof(path), "%s_%d", uds, i);
+		unlink(path);
+	}
+	unlink(uds);
+	rmdir(dir);
+}
+
 static void setup_once(void)
 {
 	char path[128];
@@ -97,6 +112,7 @@ static void setup_once(void)
 	if (!mkdtemp(dir))
 		abort();
 	snprintf(uds, sizeof(uds), "%s/vm", dir);
+	atexit(cleanup_dir);
 	for (i = 1; i <= 2; i++) {
 		snprintf(path, sizeof(path), "%s_%d", uds, i);
 		listeners[i] = listen_at(path);
