@@ -261,17 +261,12 @@ static size_t batch_add(uint8_t *buf, size_t off, uint8_t op, const void *body, 
 static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 			 struct nk_hello_rep *rep, const struct nk_addr *dst, int *cerr)
 {
-	static const size_t max = sizeof(struct nk_hdr) * (NKS_SAVED_OPTS + 2) +
-				  sizeof(*req) + NKS_SAVED_OPTS * sizeof(struct nk_opt_req) +
-				  sizeof(struct nk_addr_req);
+	uint8_t buf[sizeof(struct nk_hdr) * (NKS_SAVED_OPTS + 2) + sizeof(*req) +
+		    NKS_SAVED_OPTS * sizeof(struct nk_opt_req) + sizeof(struct nk_addr_req)];
 	struct nk_addr_req creq = { .addr = *dst };
 	int i, ret, nopt = 0, operr = 0;
-	uint8_t *buf;
 	size_t off;
 
-	buf = malloc(max);
-	if (!buf)
-		return -ENOMEM;
 	req->flags = NK_HELLO_F_SETUP;
 	off = batch_add(buf, 0, NK_OP_HELLO, req, sizeof(*req));
 	for (i = 0; i < sk->nopts; i++) {
@@ -286,7 +281,6 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 	}
 	off = batch_add(buf, off, NK_OP_CONNECT, &creq, sizeof(creq));
 	ret = nk_send_all(s, buf, off);
-	free(buf);
 	if (!ret)
 		ret = nk_msg_recv(s, NK_OP_HELLO, rep, sizeof(*rep));
 	if (ret == -ECONNRESET)

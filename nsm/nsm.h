@@ -145,7 +145,6 @@ struct chan {
 	bool setup_reqs;		/* CH_SOCK: SETSOCKOPT/CONNECT may follow HELLO */
 	uint32_t nsetup;		/* set-up requests read so far */
 	int setup_err;			/* first failed set-up SETSOCKOPT, errno */
-	int last_err;			/* errno of the last request answered */
 	bool dead;
 };
 
@@ -348,7 +347,7 @@ int nsock_udp_fd(struct nsock *ns, const struct nk_addr *dst, int *fd);
 bool nsock_dst_refused(const struct nk_addr *a);
 int nsock_sockaddr(const struct nk_addr *a, struct sockaddr_storage *ss);
 void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *body);
-void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body);
+int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body);
 void tomb_add(uint64_t token, uint32_t vm_id, int err);
 void vm_kill_sockets(struct vm *vm);
 

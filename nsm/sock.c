@@ -1352,29 +1352,27 @@ void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *bo
 		struct nk_opt_req opt;
 	} req;
 	struct nsock *ns = ch->ns;
+	uint64_t *token;
+	int ret;
 
 	if (++ch->nsetup > NSM_SETUP_REQS_MAX) {
 		chan_bad(ch, "more than %d set-up requests on a socket stream", NSM_SETUP_REQS_MAX);
 		return;
 	}
-	switch (h->op) {
-	case NK_OP_SETSOCKOPT:
-		memcpy(&req.opt, body, sizeof(req.opt));
-		if (req.opt.token) {
-			chan_bad(ch, "SETSOCKOPT on a socket stream names token %#llx, not 0",
-				 (unsigned long long)req.opt.token);
-			return;
-		}
-		req.opt.token = ns->token;
-		break;
-	case NK_OP_CONNECT:
-		memcpy(&req.addr, body, sizeof(req.addr));
-		if (req.addr.token) {
-			chan_bad(ch, "CONNECT on a socket stream names token %#llx, not 0",
-				 (unsigned long long)req.addr.token);
-			return;
-		}
-		req.addr.token = ns->token;
+	if (h->op != NK_OP_SETSOCKOPT && h->op != NK_OP_CONNECT) {
+		chan_bad(ch, "op %u on a socket stream in set-up (only SETSOCKOPT and CONNECT)",
+			 h->op);
+		return;
+	}
+	memcpy(&req, body, nk_body_size(h->op, 0));
+	token = h->op == NK_OP_CONNECT ? &req.addr.token : &req.opt.token;
+	if (*token) {
+		chan_bad(ch, "op %u on a socket stream names token %#llx, not 0", h->op,
+			 (unsigned long long)*token);
+		return;
+	}
+	*token = ns->token;
+	if (h->op == NK_OP_CONNECT) {
 		ch->setup_reqs = false;
 		if (ch->setup_err) {
 			/* An option before it failed: the guest gives up on
@@ -1382,18 +1380,15 @@ void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *bo
 			chan_send(ch, NK_OP_CONNECT, h->seq, ch->setup_err, &req, 0);
 			return;
 		}
-		break;
-	default:
-		chan_bad(ch, "op %u on a socket stream in set-up (only SETSOCKOPT and CONNECT)",
-			 h->op);
-		return;
 	}
-	ctl_request(ch, h, &req);
-	if (h->op == NK_OP_SETSOCKOPT && !ch->dead && !ch->setup_err)
-		ch->setup_err = ch->last_err;
+	ret = ctl_request(ch, h, &req);
+	if (h->op == NK_OP_SETSOCKOPT && !ch->setup_err)
+		ch->setup_err = -ret;
 }
 
-void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
+/* Handle one control request and reply to it.  Returns its outcome (0 or
+ * -errno; 0 also when the request was malformed and the channel closed). */
+int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 {
 	union {
 		struct nk_addr_rep addr;
@@ -1416,7 +1411,7 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 		if (ar->pad0 || (!nk_addr_valid(&ar->addr) &&
 				 !(h->op == NK_OP_CONNECT && addr_zero(&ar->addr)))) {
 			chan_bad(ch, "op %u: bad address or padding", h->op);
-			return;
+			return 0;
 		}
 		token = ar->token;
 		break;
@@ -1426,15 +1421,15 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 	case NK_OP_STATUS:
 		if (sr->pad0) {
 			chan_bad(ch, "op %u: non-zero padding", h->op);
-			return;
+			return 0;
 		}
 		if (h->op == NK_OP_SHUTDOWN && (sr->arg < SHUT_RD || sr->arg > SHUT_RDWR)) {
 			chan_bad(ch, "SHUTDOWN how %d", sr->arg);
-			return;
+			return 0;
 		}
 		if (h->op == NK_OP_GETNAME && sr->arg != 0 && sr->arg != 1) {
 			chan_bad(ch, "GETNAME which %d", sr->arg);
-			return;
+			return 0;
 		}
 		token = sr->token;
 		break;
@@ -1442,13 +1437,13 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 	case NK_OP_GETSOCKOPT:
 		if (orq->pad0) {
 			chan_bad(ch, "op %u: non-zero padding", h->op);
-			return;
+			return 0;
 		}
 		token = orq->token;
 		break;
 	default:
 		chan_bad(ch, "op %u is not a control request", h->op);
-		return;
+		return 0;
 	}
 
 	if (h->op == NK_OP_STATUS) {
@@ -1501,7 +1496,6 @@ void ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 		ns->chan->setup_reqs = false;
 
 out_reply:
-	ch->last_err = -ret;
 	if (ret)
 		memset(&rep, 0, sizeof(rep));
 	if (!ch->dead)
@@ -1509,6 +1503,7 @@ out_reply:
 	/* Sockets may have come or gone, a blocked datagram may go now. */
 	if (ns && ns->udp && !ns->dead)
 		udp_kick(ns);
+	return ret;
 }
 
 /* ---- events ------------------------------------------------------------- */

@@ -395,6 +395,43 @@ nk_run_nkctl()
 }
 
 # nk_topo_up: the standard topology, nkd, nsm1 and vm1 + vm2 (see the top).
+# nk_veth NS DEV PEERNS PEERDEV: a veth pair DEV (in NS) <-> PEERDEV (in
+# PEERNS), both up, no addresses.
+nk_veth()
+{
+	ip link add "$2" netns "$1" type veth peer name "$4" netns "$3" ||
+		nk_die "cannot create the veth pair $2 ($1) <-> $4 ($3)"
+	ip -n "$1" link set "$2" up
+	ip -n "$3" link set "$4" up
+}
+
+# nk_native_guest_up: the semantics tests' oracle, guest gn-$S owning its
+# stack on a veth to the remote host (10.78.0.2 <-> 10.78.0.1, fd78::/64),
+# and the blackhole routes the cases expect (10.79.0.0/24 and fd79::/64 go
+# nowhere, from gn-$S and from the NSM).  Its client arguments go into
+# NK_NATIVE_ADDRS.
+nk_native_guest_up()
+{
+	nk_netns_add "gn-$S"
+	nk_veth "gn-$S" veth0 "remote-$S" eth1
+	ip -n "remote-$S" addr add 10.78.0.1/24 dev eth1
+	ip -n "remote-$S" addr add fd78::1/64 dev eth1 nodad
+	ip -n "gn-$S" addr add 10.78.0.2/24 dev veth0
+	ip -n "gn-$S" addr add fd78::2/64 dev veth0 nodad
+	ip netns exec "remote-$S" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 \
+		net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0
+	ip -n "remote-$S" -6 route add blackhole fd79::/64
+	ip -n "gn-$S" route add 10.79.0.0/24 via 10.78.0.1
+	ip -n "gn-$S" -6 route add fd79::/64 via fd78::1
+	# A default route, so that the limited broadcast has a route (it is
+	# refused for want of SO_BROADCAST, as on a VM with a gateway).
+	ip -n "gn-$S" route add default via 10.78.0.1
+	ip -n "nsm-$S" route add 10.79.0.0/24 via 10.77.0.1
+	ip -n "nsm-$S" -6 route add fd79::/64 via fd77::1
+	NK_NATIVE_ADDRS=(--peer 10.78.0.1 --self 10.78.0.2 --other 10.78.0.3 --blackhole 10.79.0.9
+			 --peer fd78::1 --self fd78::2 --other fd78::3 --blackhole fd79::9)
+}
+
 nk_topo_up()
 {
 	log_step "topology (suffix $S)"
@@ -404,12 +441,9 @@ nk_topo_up()
 	nk_netns_add "g1-$S"
 	nk_netns_add "g2-$S"
 
-	ip link add up0 netns "nsm-$S" type veth peer name eth0 netns "remote-$S" ||
-		nk_die "cannot create the uplink veth pair"
+	nk_veth "nsm-$S" up0 "remote-$S" eth0
 	ip -n "remote-$S" addr add 10.77.0.1/24 dev eth0
 	ip -n "remote-$S" addr add fd77::1/64 dev eth0 nodad
-	ip -n "remote-$S" link set eth0 up
-	ip -n "nsm-$S" link set up0 up
 	log_info "remote-$S eth0 10.77.0.1/24 fd77::1/64 <-> nsm-$S up0; g1-$S, g2-$S: lo only"
 
 	nk_start_nkd

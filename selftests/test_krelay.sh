@@ -198,10 +198,7 @@ check_eq "g1 has no TCP socket of its own" "$(ip netns exec "g1-$S" ss -Htan)" "
 
 log_step "per NSM: nkctl nsm add ... relay kernel"
 nk_netns_add "kr-$S"
-ip link add up0 netns "kr-$S" type veth peer name krr0 netns "remote-$S" ||
-	nk_die "cannot create the veth of nsm2"
-ip -n "kr-$S" link set up0 up
-ip -n "remote-$S" link set krr0 up
+nk_veth "kr-$S" up0 "remote-$S" krr0
 nk_run_nkctl nsm add nsm2 type kernel netns "kr-$S" dev up0 relay kernel >/dev/null
 NK_NSMS+=(nsm2)
 check_eq "nkctl nsm show nsm2: relay" "$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 'j["relay"]')" kernel

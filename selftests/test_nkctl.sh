@@ -138,10 +138,7 @@ expect_fail 1 "is nkd running?" vm list
 log_step "nkd with a real nk-nsm"
 nk_netns_add "nsm-$S"
 nk_netns_add "peer-$S"
-ip link add up0 netns "nsm-$S" type veth peer name eth0 netns "peer-$S" ||
-	nk_die "cannot create the veth pair"
-ip -n "nsm-$S" link set up0 up
-ip -n "peer-$S" link set eth0 up
+nk_veth "nsm-$S" up0 "peer-$S" eth0
 mkdir -p "$NK_TMP/guests"
 NK_CTL=$NK_TMP/nkd.sock
 nk_start_nkd

@@ -96,33 +96,14 @@ wait_for -t 5 grep -q ready "$NK_TMP/peer.log" || nk_die "semantics peer did not
 
 # The native guest: its own stack on a veth to the remote host (as in
 # test_semantics), and the blackhole routes the cases expect.
-nk_netns_add "gn-$S"
-ip link add veth0 netns "gn-$S" type veth peer name eth1 netns "remote-$S" ||
-	nk_die "cannot create the native guest's veth"
-ip -n "remote-$S" addr add 10.78.0.1/24 dev eth1
-ip -n "remote-$S" addr add fd78::1/64 dev eth1 nodad
-ip -n "remote-$S" link set eth1 up
-ip -n "gn-$S" addr add 10.78.0.2/24 dev veth0
-ip -n "gn-$S" addr add fd78::2/64 dev veth0 nodad
-ip -n "gn-$S" link set veth0 up
-ip netns exec "remote-$S" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 \
-	net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0
-ip -n "remote-$S" -6 route add blackhole fd79::/64
-ip -n "gn-$S" route add 10.79.0.0/24 via 10.78.0.1
-ip -n "gn-$S" -6 route add fd79::/64 via fd78::1
-ip -n "gn-$S" route add default via 10.78.0.1
-ip -n "nsm-$S" route add 10.79.0.0/24 via 10.77.0.1
-ip -n "nsm-$S" -6 route add fd79::/64 via fd77::1
+nk_native_guest_up
 wait_port "gn-$S" 10.78.0.1 7001 || nk_die "native guest cannot reach the peer"
-NATIVE_ADDRS="--peer 10.78.0.1 --self 10.78.0.2 --other 10.78.0.3 --blackhole 10.79.0.9
-	--peer fd78::1 --self fd78::2 --other fd78::3 --blackhole fd79::9"
 # one line: it goes into the guest's script
 VM_ADDRS="--peer 10.77.0.1 --self 10.77.0.2 --other 10.77.0.3 --blackhole 10.79.0.9 --peer fd77::1 --self fd77::2 --other fd77::3 --blackhole fd79::9"
 
 for f in 4 6; do
-	# shellcheck disable=SC2086 # the address list is split on purpose
 	ip netns exec "gn-$S" timeout 120 "$SEM" client --family "$f" --case "$SEM_CASES" \
-		$NATIVE_ADDRS >"$NK_TMP/native$f.out" 2>"$NK_TMP/native$f.err"
+		"${NK_NATIVE_ADDRS[@]}" >"$NK_TMP/native$f.out" 2>"$NK_TMP/native$f.err"
 	log_info "native IPv$f: $(wc -l <"$NK_TMP/native$f.out") cases"
 done
 
