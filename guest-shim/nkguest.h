@@ -90,6 +90,7 @@ struct nk_sock {
 	unsigned int gen;	/* bumped by every promotion (re-listening) */
 	int quiet_peer;		/* keeps a dead listener's fd quiet, or 0 */
 	int backlog;
+	uint8_t accept_op;	/* listener's records: NK_OP_ACCEPT_*; 0 unknown */
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;	/* 0: not known */
 	int nopts;
@@ -184,7 +185,9 @@ void nk_scm_export(const struct msghdr *msg);	/* before sending SCM_RIGHTS */
 void nk_scm_import(struct msghdr *msg);		/* after receiving them */
 
 /* transport.c */
-int nk_transport_open(void);	/* blocking stream to the host, CLOEXEC */
+int nk_transport_open(void);
+int nk_transport_open_data(void);
+/* blocking stream to the host, CLOEXEC */
 int nk_send_all(int fd, const void *buf, size_t len);
 int nk_recv_all(int fd, void *buf, size_t len);
 int nk_msg_send(int fd, uint8_t op, uint32_t seq, const void *body, size_t len);

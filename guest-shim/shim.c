@@ -308,8 +308,10 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 }
 
 /* The host's NSM closed a pipelined set-up unanswered (an NSM older than
- * NK_HELLO_F_SETUP): this process connects the sequential way from then on. */
-static bool no_setup_flag;
+ * NK_HELLO_F_SETUP): this process connects the sequential way from then on.
+ * no_offer_flag: the same for NK_HELLO_F_OFFER (accept() then waits for
+ * the NSM's reply). */
+static bool no_setup_flag, no_offer_flag;
 
 /*
  * Turn a fresh local socket into a NetKernel socket: open a stream, HELLO,
@@ -360,20 +362,40 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 		} else {
 			sk->token = rep.token;
 			sk->nsm = rep.nsm_id;
+			sk->accept_op = NK_OP_ACCEPT_READY;
 			goto remote_opts_done;
 		}
 	} else if (dst) {
 		*cerr = NK_CONNECT_NOT_SENT;
 	}
+	/* A TCP socket that may listen asks for ACCEPT_OFFER records. */
+	if (!dst && sk->type == SOCK_STREAM && !__atomic_load_n(&no_offer_flag, __ATOMIC_RELAXED))
+		req.flags = NK_HELLO_F_OFFER;
 	ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
 	if (!ret)
 		ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
+	if (ret == -ECONNRESET && req.flags) {
+		/* Closed unanswered: an NSM without the flag. */
+		if (!__atomic_exchange_n(&no_offer_flag, true, __ATOMIC_RELAXED))
+			nk_logf("the host's NSM does not offer accepted connections; accept() waits for its reply");
+		nk_real.close(s);
+		req.flags = 0;
+		s = nk_transport_open();
+		if (s < 0)
+			return s;
+		ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
+		if (!ret)
+			ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
+	}
 	if (ret > 0)
 		ret = -ret;
 	if (ret)
 		goto out_close;
 	sk->token = rep.token;
 	sk->nsm = rep.nsm_id;
+	if (sk->type == SOCK_STREAM)
+		sk->accept_op = req.flags & NK_HELLO_F_OFFER ? NK_OP_ACCEPT_OFFER
+							     : NK_OP_ACCEPT_READY;
 
 	for (i = 0; i < sk->nopts; i++) {
 		struct nks_opt *o = &sk->opts[i];
@@ -1102,11 +1124,47 @@ out:
 	return ret ? fail(-ret) : 0;
 }
 
+/*
+ * Read one announcement record from a listener's stream.  Records are
+ * whole-read, so concurrent acceptors (nginx workers) each take whole
+ * records; all records on one stream are of one kind (sk->accept_op; a
+ * listener inherited across exec learns it by peeking at the header).
+ * Returns the record's size, 0 at EOF, or -errno.
+ */
+static ssize_t accept_record(struct nk_sock *sk, int fd, void *buf)
+{
+	uint8_t op = __atomic_load_n(&sk->accept_op, __ATOMIC_RELAXED);
+	struct nk_hdr h;
+	ssize_t n;
+	int body;
+
+	if (!op) {
+		n = nk_real.recv(fd, &h, sizeof(h), MSG_PEEK | MSG_WAITALL);
+		if (n <= 0)
+			return n < 0 ? -errno : 0;
+		if (n != sizeof(h) || nk_hdr_check(&h, 1) < 0 ||
+		    (h.op != NK_OP_ACCEPT_READY && h.op != NK_OP_ACCEPT_OFFER))
+			return -EPROTO;
+		op = h.op;
+		__atomic_store_n(&sk->accept_op, op, __ATOMIC_RELAXED);
+	}
+	body = nk_body_size(op, 1);
+	n = nk_real.recv(fd, buf, sizeof(h) + body, MSG_WAITALL);
+	if (n <= 0)
+		return n < 0 ? -errno : 0;
+	memcpy(&h, buf, sizeof(h));
+	if (n != (ssize_t)sizeof(h) + body || nk_hdr_check(&h, 1) < 0 || h.op != op)
+		return -EPROTO;
+	return n;
+}
+
 static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, bool is4)
 {
-	char buf[sizeof(struct nk_hdr) + sizeof(struct nk_accept_rec)];
-	struct nk_hdr *h = (struct nk_hdr *)buf;
-	struct nk_accept_rec *rec = (void *)(buf + sizeof(*h));
+	union {
+		struct nk_hdr h;
+		uint8_t b[sizeof(struct nk_hdr) + sizeof(struct nk_accept_offer)];
+	} buf;
+	struct nk_accept_offer *rec = (void *)(buf.b + sizeof(buf.h));
 	struct nk_hello_req req = { .kind = NK_HELLO_ACCEPT };
 	struct nk_hello_rep rep = { 0 };
 	struct nk_sock *sk, *nsk;
@@ -1135,13 +1193,12 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		return fail(EINVAL);
 	}
 	for (;;) {
-		/* One ACCEPT_READY record per waiting connection.  Records are
-		 * fixed-size, so concurrent acceptors (nginx workers) each take
-		 * whole records.  The listener's O_NONBLOCK applies. */
+		/* One record per waiting connection; the listener's
+		 * O_NONBLOCK applies. */
 		gen = __atomic_load_n(&sk->gen, __ATOMIC_ACQUIRE);
-		n = nk_real.recv(fd, buf, sizeof(buf), MSG_WAITALL);
-		if (n < 0) {
-			ret = -errno;
+		n = accept_record(sk, fd, &buf);
+		if (n < 0 && n != -EPROTO) {
+			ret = (int)n;
 			goto out;
 		}
 		if (n == 0) {
@@ -1171,15 +1228,35 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 			}
 			continue;
 		}
-		if (n != (ssize_t)sizeof(buf) || nk_hdr_check(h, 1) < 0 ||
-		    h->op != NK_OP_ACCEPT_READY) {
-			nk_logf("fd %d: bad ACCEPT_READY record from the host", fd);
+		if (n < 0) {
+			nk_logf("fd %d: bad accept record from the host", fd);
 			ret = -EPROTO;
 			goto out;
 		}
 		req.listener = sk->token;
 		req.conn_id = rec->conn_id;
 		req.pid = getpid();
+		if (buf.h.op == NK_OP_ACCEPT_OFFER) {
+			/* The record says what the reply would: claim the
+			 * connection without waiting (NK_HELLO_F_QUIET). */
+			req.flags = NK_HELLO_F_QUIET;
+			s = nk_transport_open_data();
+			if (s < 0) {
+				ret = -ECONNABORTED;
+				goto out;
+			}
+			ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
+			if (ret) {
+				nk_real.close(s);
+				ret = -ECONNABORTED;
+				goto out;
+			}
+			rep.token = rec->token;
+			rep.local = rec->local;
+			rep.peer = rec->peer;
+			rep.nsm_id = sk->nsm;
+			break;
+		}
 		s = nk_transport_open();
 		if (s < 0) {
 			ret = -ECONNABORTED;
@@ -1188,8 +1265,12 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
 		if (!ret)
 			ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
-		if (ret == 0)
+		if (ret == 0) {
+			struct timeval notimeo = { 0 };
+
+			nk_real.setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &notimeo, sizeof(notimeo));
 			break;
+		}
 		nk_real.close(s);
 		/* The connection went away before we claimed it: Linux would
 		 * not have shown it; wait for the next one. */
@@ -1197,11 +1278,6 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 			continue;
 		ret = ret > 0 ? -ECONNABORTED : ret;
 		goto out;
-	}
-	{
-		struct timeval notimeo = { 0 };
-
-		nk_real.setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &notimeo, sizeof(notimeo));
 	}
 	if (!(flags & SOCK_CLOEXEC))
 		nk_real.fcntl(s, F_SETFD, 0);

@@ -127,7 +127,9 @@ static int transport_setup(void)
 	return ret;
 }
 
-int nk_transport_open(void)
+/* A new stream to the host; with timeo, reads on it time out after
+ * HANDSHAKE_TIMEOUT_MS (the caller waits for a reply). */
+static int transport_open(bool timeo)
 {
 	struct timeval tv = { .tv_sec = HANDSHAKE_TIMEOUT_MS / 1000 };
 	int fd, ret;
@@ -142,7 +144,8 @@ int nk_transport_open(void)
 		fd = nk_real.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			return -errno;
-		nk_real.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (timeo)
+			nk_real.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		if (nk_real.connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
 			ret = -errno;
 			nk_logf("cannot reach the host at unix:%s: %s", tp.path, strerror(-ret));
@@ -159,7 +162,8 @@ int nk_transport_open(void)
 		fd = nk_real.socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			return -errno;
-		nk_real.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (timeo)
+			nk_real.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		if (nk_real.connect(fd, (struct sockaddr *)&svm, sizeof(svm)) < 0) {
 			ret = -errno;
 			nk_logf("cannot reach the host at vsock:%u:%u: %s", tp.cid, tp.port,
@@ -169,6 +173,16 @@ int nk_transport_open(void)
 		}
 	}
 	return fd;
+}
+
+int nk_transport_open(void)
+{
+	return transport_open(true);
+}
+
+int nk_transport_open_data(void)
+{
+	return transport_open(false);
 }
 
 int nk_send_all(int fd, const void *buf, size_t len)

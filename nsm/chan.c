@@ -272,8 +272,9 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 
 	memset(&rep, 0, sizeof(rep));	/* padding included: it goes on the wire */
 	rep.nsm_id = nsm.instance;
-	if (req->flags & ~NK_HELLO_F_SETUP ||
-	    (req->flags && (req->kind != NK_HELLO_SOCKET || req->type != NK_SOCK_STREAM))) {
+	if ((req->kind == NK_HELLO_SOCKET && req->type == NK_SOCK_STREAM ?
+	     req->flags & ~(NK_HELLO_F_SETUP | NK_HELLO_F_OFFER) :
+	     req->kind == NK_HELLO_ACCEPT ? req->flags & ~NK_HELLO_F_QUIET : req->flags)) {
 		chan_bad(ch, "HELLO kind %u type %u with flags %#x", req->kind, req->type,
 			 req->flags);
 		return;
@@ -296,6 +297,7 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 		/* A TCP socket's set-up requests may follow on the stream
 		 * itself (pipelined behind the HELLO): proto.h. */
 		ch->setup_reqs = req->flags & NK_HELLO_F_SETUP;
+		ch->ns->offer = req->flags & NK_HELLO_F_OFFER;
 		chan_send(ch, NK_OP_HELLO, h->seq, 0, &rep, sizeof(rep));
 		if (!ch->dead)
 			chan_update_events(ch);
@@ -318,10 +320,15 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 		list_del(&ch->wait_node);
 		ret = nsock_hello_accept(ch, req, h->seq);
 		if (ret && !ch->dead) {
-			vm_debug(ch->vm, "HELLO ACCEPT of connection %llu on %#llx refused: %s",
+			vm_debug(ch->vm, "HELLO ACCEPT%s of connection %llu on %#llx refused: %s",
+				 req->flags & NK_HELLO_F_QUIET ? " (quiet)" : "",
 				 (unsigned long long)req->conn_id,
 				 (unsigned long long)req->listener, strerror(-ret));
-			chan_reply_close(ch, NK_OP_HELLO, h->seq, ECONNABORTED, &rep, sizeof(rep));
+			if (req->flags & NK_HELLO_F_QUIET)
+				chan_kill(ch);	/* the guest reads EOF: proto.h */
+			else
+				chan_reply_close(ch, NK_OP_HELLO, h->seq, ECONNABORTED, &rep,
+						 sizeof(rep));
 		}
 		return;
 	default:
@@ -369,6 +376,8 @@ static void chan_read(struct chan *ch)
 			break;	/* the guest does not read its replies */
 		if (ch->inlen >= sizeof(*h))
 			need += nk_body_size(h->op, 0);
+		else if (ch->mode == CH_HELLO)
+			need += sizeof(struct nk_hello_req);	/* it must be one: one read */
 		n = read(ch->fd, ch->in + ch->inlen, need - ch->inlen);
 		if (n == 0) {
 			if (ch->inlen)
@@ -386,7 +395,7 @@ static void chan_read(struct chan *ch)
 		ch->inlen += n;
 		if (ch->inlen < sizeof(*h))
 			continue;
-		if (ch->inlen == sizeof(*h)) {
+		if (ch->inlen - (size_t)n < sizeof(*h)) {	/* the header is complete now */
 			body = nk_hdr_check(h, 0);
 			if (body < 0) {
 				chan_bad(ch, "bad header (magic %#x version %u op %u len %u)", h->magic,
@@ -397,7 +406,10 @@ static void chan_read(struct chan *ch)
 				chan_bad(ch, "request op %u with err %d", h->op, h->err);
 				return;
 			}
-			continue;
+			if (ch->inlen > h->len) {	/* read as a HELLO, shorter */
+				chan_bad(ch, "first message is op %u, not HELLO", h->op);
+				return;
+			}
 		}
 		if (ch->inlen < h->len)
 			continue;

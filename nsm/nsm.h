@@ -158,8 +158,10 @@ struct saved_opt {
 struct pending {
 	struct list_head node;
 	uint64_t conn_id;
+	struct nsock *ns;		/* offered (NK_HELLO_F_OFFER), else NULL */
 	int fd;
 	uint64_t since;			/* monotonic s */
+	struct nk_addr local, peer;
 };
 
 /* One direction of the relay: source -> pipe (or buffer) -> destination. */
@@ -238,6 +240,7 @@ struct nsock {
 	int pending_max;
 	int npending;
 	bool accept_paused;
+	bool offer;			/* announce with ACCEPT_OFFER records */
 	uint64_t next_conn_id;
 	struct list_head pending;
 	/* data mode */

@@ -211,11 +211,44 @@ struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd)
 	return ns;
 }
 
+/*
+ * The socket of a connection lns offers (NK_HELLO_F_OFFER): it has its
+ * token from now on, so the guest's requests on it work before its claim
+ * (HELLO ACCEPT) has been read, but no stream and no place in vm->socks
+ * until then; the pending entry owns it.
+ */
+static struct nsock *nsock_offered(struct nsock *lns, int fd)
+{
+	struct nsock *ns = calloc(1, sizeof(*ns));
+
+	if (!ns)
+		return NULL;
+	if (new_token(&ns->token) || hash_insert(ns)) {
+		free(ns);
+		return NULL;
+	}
+	ns->vm = lns->vm;
+	ns->family = lns->family;
+	ns->type = SOCK_STREAM;
+	ns->fd = fd;
+	ns->state = NK_STATE_CONNECTED;
+	ns->bound = true;
+	/* IPV6_V6ONLY as the guest's listener had it (see op_getsockopt). */
+	ns->wildcard = lns->wildcard;
+	ns->v6only = lns->v6only;
+	list_init(&ns->pending);
+	list_init(&ns->vm_node);
+	return ns;
+}
+
 static void pending_free(struct nsock *ns, struct pending *p)
 {
 	list_del(&p->node);
 	ns->npending--;
-	close_later(p->fd);
+	if (p->ns)
+		nsock_kill(p->ns, ECONNABORTED);	/* closes p->fd */
+	else
+		close_later(p->fd);
 	free_later(p);
 }
 
@@ -614,6 +647,7 @@ static void listen_pause(struct nsock *ns, bool pause)
 
 int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t seq)
 {
+	bool quiet = req->flags & NK_HELLO_F_QUIET;
 	struct nk_hello_rep rep;
 	struct nsock *lns, *ns;
 	struct pending *pc = NULL;
@@ -633,23 +667,34 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 	}
 	if (!pc)
 		return -ENOENT;
+	if (quiet && !pc->ns)
+		return -EINVAL;	/* announced without an offer: nothing to go by */
 	fd = pc->fd;
+	ns = pc->ns;
+	rep.local = pc->local;
+	rep.peer = pc->peer;
 	list_del(&pc->node);
 	lns->npending--;
 	free_later(pc);
 	if (lns->npending < lns->pending_max)
 		listen_pause(lns, false);
 
-	ns = nsock_new(ch->vm, ch, lns->family, fd);
-	if (!ns) {
-		close_later(fd);
-		return -ENOMEM;
+	if (ns) {
+		ns->chan = ch;
+		list_add_tail(&ns->vm_node, &ch->vm->socks);
+		ch->ns = ns;
+		ch->mode = CH_SOCK;
+	} else {
+		ns = nsock_new(ch->vm, ch, lns->family, fd);
+		if (!ns) {
+			close_later(fd);
+			return -ENOMEM;
+		}
+		ns->state = NK_STATE_CONNECTED;
+		ns->bound = true;
+		ns->wildcard = lns->wildcard;
+		ns->v6only = lns->v6only;
 	}
-	ns->state = NK_STATE_CONNECTED;
-	ns->bound = true;
-	/* IPV6_V6ONLY as the guest's listener had it (see op_getsockopt). */
-	ns->wildcard = lns->wildcard;
-	ns->v6only = lns->v6only;
 	/* EPOLLIN: what the relay will want (no change when it starts). */
 	ret = ep_add(fd, EP_TCP, ns, EPOLLIN);
 	if (ret) {
@@ -657,14 +702,14 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 		return ret;
 	}
 	rep.token = ns->token;
-	sock_name(fd, false, &rep.local);
-	sock_name(fd, true, &rep.peer);
-	ret = relay_prepare(ns);	/* before the guest may write */
+	/* Quiet: the guest may have written already; relay_prepare() finds
+	 * out (krelay falls back to splice for bytes already queued). */
+	ret = relay_prepare(ns);
 	if (ret) {
 		nsock_kill(ns, -ret);	/* also closes the stream */
 		return ret;
 	}
-	if (chan_send(ch, NK_OP_HELLO, seq, 0, &rep, sizeof(rep)))
+	if (!quiet && chan_send(ch, NK_OP_HELLO, seq, 0, &rep, sizeof(rep)))
 		return 0;	/* the stream is gone and took the socket */
 	ch->vm->conns++;
 	if (nk_log_enabled(NK_LOG_DEBUG)) {
@@ -1482,7 +1527,11 @@ int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 		break;
 	default: /* NK_OP_SHUTDOWN */
 		ret = 0;
-		if (ns->state != NK_STATE_CONNECTED || (!ns->relay && !ns->udp))
+		if (ns->state == NK_STATE_CONNECTED && !ns->chan && sr->arg != SHUT_WR) {
+			/* Offered, its claim not read yet: the relay finds EOF. */
+			if (shutdown(ns->fd, SHUT_RD))
+				ret = -errno;
+		} else if (ns->state != NK_STATE_CONNECTED || (!ns->relay && !ns->udp))
 			ret = -ENOTCONN;
 		else if (ns->udp)
 			ret = udp_shutdown(ns, sr->arg);
@@ -1574,14 +1623,17 @@ void nsock_chan_event(struct nsock *ns, uint32_t events)
 
 void nsock_listen_event(struct nsock *ns, int lfd)
 {
-	struct nk_accept_rec rec;
+	struct nk_accept_offer rec;
+	struct sockaddr_storage ss;
 	struct pending *pc;
+	socklen_t sl;
 	int fd, i;
 
 	if (ns->dead || ns->state != NK_STATE_LISTENING)
 		return;
 	for (i = 0; i < 64 && ns->npending < ns->pending_max; i++) {
-		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		sl = sizeof(ss);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
@@ -1599,10 +1651,30 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 		pc->conn_id = ns->next_conn_id++;
 		pc->fd = fd;
 		pc->since = now_mono();
+		/* The peer from accept4(); the local address costs a call. */
+		if (nk_addr_from_sockaddr(&pc->peer, (struct sockaddr *)&ss, sl) == 0)
+			pc->peer.flowinfo = pc->peer.scope_id = 0;
+		else
+			sock_name(fd, true, &pc->peer);
+		sock_name(fd, false, &pc->local);
+		if (ns->offer) {
+			pc->ns = nsock_offered(ns, fd);
+			if (!pc->ns) {
+				close(fd);
+				free(pc);
+				return;
+			}
+		}
 		list_add_tail(&pc->node, &ns->pending);
 		ns->npending++;
+		memset(&rec, 0, sizeof(rec));
 		rec.conn_id = pc->conn_id;
-		if (chan_send(ns->chan, NK_OP_ACCEPT_READY, 0, 0, &rec, sizeof(rec)))
+		rec.token = pc->ns ? pc->ns->token : 0;
+		rec.local = pc->local;
+		rec.peer = pc->peer;
+		if (ns->offer ? chan_send(ns->chan, NK_OP_ACCEPT_OFFER, 0, 0, &rec, sizeof(rec))
+			      : chan_send(ns->chan, NK_OP_ACCEPT_READY, 0, 0, &rec,
+					  sizeof(struct nk_accept_rec)))
 			return;	/* the listener's stream is gone, and the listener */
 	}
 	if (ns->npending >= ns->pending_max)

@@ -460,6 +460,200 @@ static void check_garbage(const char *guest, const char *what, const void *buf, 
 	close(fd);
 }
 
+/* A socket stream with HELLO flags: fd, or -errno; token in *token. */
+static int new_socket_flags(const char *path, int family, uint8_t flags, uint64_t *token)
+{
+	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .family = family,
+				    .type = NK_SOCK_STREAM, .flags = flags, .pid = getpid() };
+	struct nk_hello_rep rep;
+	int fd = open_stream(path), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = hello(fd, &req, &rep);
+	if (ret) {
+		close(fd);
+		return ret > 0 ? -ret : ret;
+	}
+	*token = rep.token;
+	return fd;
+}
+
+/* Read exactly len bytes within 2 s: 0, or -1. */
+static int read_exact(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	ssize_t n;
+
+	while (len) {
+		if (!readable_within(fd, 2000))
+			return -1;
+		n = read(fd, p, len);
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * ACCEPT_OFFER records (NK_HELLO_F_OFFER) and quiet claims
+ * (NK_HELLO_F_QUIET): the VM connects to its own listener.
+ */
+static void check_offer(const char *guest, int ctl, const struct nk_addr *own)
+{
+	struct nk_hello_req claim = { .kind = NK_HELLO_ACCEPT, .flags = NK_HELLO_F_QUIET };
+	struct nk_addr a = *own;
+	struct nk_addr_rep bound;
+	struct nk_connected_rec crec;
+	struct nk_accept_offer off;
+	struct nk_accept_rec rrec;
+	struct nk_opt_rep orep;
+	uint64_t lt = 0, ct = 0, rt = 0;
+	int lfd, cfd, afd, rfd, one = 1, ret;
+	char buf[8];
+
+	lfd = new_socket_flags(guest, own->family, NK_HELLO_F_OFFER, &lt);
+	expect("HELLO SOCKET with NK_HELLO_F_OFFER", lfd < 0 ? lfd : 0, 0);
+	if (lfd < 0)
+		return;
+	a.port = 0;
+	ret = addr_req(ctl, NK_OP_BIND, lt, &a, &bound);
+	if (!ret)
+		ret = sock_req(ctl, NK_OP_LISTEN, lt, 4, NULL);
+	expect("offering listener: BIND, LISTEN", ret, 0);
+	cfd = new_socket_flags(guest, own->family, 0, &ct);
+	ret = cfd < 0 ? cfd : addr_req(ctl, NK_OP_CONNECT, ct, &bound.addr, NULL);
+	if (!ret)
+		ret = msg_recv(cfd, NK_OP_CONNECTED, NULL, &crec, sizeof(crec));
+	expect("connect to the offering listener", ret, 0);
+	ret = msg_recv(lfd, NK_OP_ACCEPT_OFFER, NULL, &off, sizeof(off));
+	expect("an ACCEPT_OFFER record arrives", ret, 0);
+	expect("... with a token, the peer and the local address",
+	       !ret && off.token && off.peer.port == crec.local.port &&
+	       nk_addr_same_ip(&off.peer, &crec.local) && off.local.port == bound.addr.port &&
+	       nk_addr_same_ip(&off.local, &bound.addr) ? 0 : -1, 0);
+	/* Requests on the offered token work before any claim. */
+	expect("SETSOCKOPT on an offered, unclaimed token",
+	       opt_req(ctl, NK_OP_SETSOCKOPT, off.token, IPPROTO_TCP, TCP_NODELAY, &one,
+		       sizeof(one), NULL), 0);
+	ret = opt_req(ctl, NK_OP_GETSOCKOPT, off.token, IPPROTO_TCP, TCP_NODELAY, NULL, 4, &orep);
+	expect("... and GETSOCKOPT reads it back", ret ? ret : orep.val[0] ? 0 : -1, 0);
+
+	/* Quiet claim with payload behind it in the same write: no reply,
+	 * the payload goes out, and the first bytes back are payload. */
+	afd = open_stream(guest);
+	claim.listener = lt;
+	claim.conn_id = off.conn_id;
+	claim.pid = getpid();
+	{
+		char w[sizeof(struct nk_hdr) + sizeof(claim) + 4];
+		struct nk_hdr h = { .magic = NK_PROTO_MAGIC, .version = NK_PROTO_VERSION,
+				    .op = NK_OP_HELLO, .len = sizeof(h) + sizeof(claim) };
+
+		memcpy(w, &h, sizeof(h));
+		memcpy(w + sizeof(h), &claim, sizeof(claim));
+		memcpy(w + sizeof(h) + sizeof(claim), "ping", 4);
+		xwrite(afd, w, sizeof(w));
+	}
+	expect("quiet claim: payload written behind the HELLO arrives",
+	       read_exact(cfd, buf, 4) == 0 && !memcmp(buf, "ping", 4) ? 0 : -1, 0);
+	xwrite(cfd, "pong", 4);
+	expect("quiet claim: no reply, the first bytes read are payload",
+	       read_exact(afd, buf, 4) == 0 && !memcmp(buf, "pong", 4) ? 0 : -1, 0);
+	close(afd);
+	expect("... and closing the claimed stream ends the connection",
+	       closed_by_peer(cfd), 1);
+	close(cfd);
+
+	/* A quiet claim that fails closes the stream unanswered. */
+	afd = open_stream(guest);
+	claim.conn_id = 99;
+	msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
+	expect("quiet claim of an unknown conn_id: closed, no reply",
+	       readable_within(afd, 2000) && read(afd, buf, 1) <= 0 ? 0 : -1, 0);
+	close(afd);
+
+	/* A connection announced without an offer cannot be claimed quietly. */
+	rfd = new_socket_flags(guest, own->family, 0, &rt);
+	ret = rfd < 0 ? rfd : addr_req(ctl, NK_OP_BIND, rt, &a, &bound);
+	if (!ret)
+		ret = sock_req(ctl, NK_OP_LISTEN, rt, 4, NULL);
+	cfd = new_socket_flags(guest, own->family, 0, &ct);
+	if (!ret)
+		ret = cfd < 0 ? cfd : addr_req(ctl, NK_OP_CONNECT, ct, &bound.addr, NULL);
+	if (!ret)
+		ret = msg_recv(rfd, NK_OP_ACCEPT_READY, NULL, &rrec, sizeof(rrec));
+	expect("a listener without the flag announces ACCEPT_READY", ret, 0);
+	afd = open_stream(guest);
+	claim.listener = rt;
+	claim.conn_id = rrec.conn_id;
+	msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
+	expect("quiet claim of an ACCEPT_READY connection: closed, no reply",
+	       readable_within(afd, 2000) && read(afd, buf, 1) <= 0 ? 0 : -1, 0);
+	close(afd);
+	close(cfd);
+	close(rfd);
+
+	/* An offered connection dies with its listener. */
+	cfd = new_socket_flags(guest, own->family, 0, &ct);
+	close(lfd);
+	lfd = new_socket_flags(guest, own->family, NK_HELLO_F_OFFER, &lt);
+	a.port = 0;
+	ret = lfd < 0 ? lfd : addr_req(ctl, NK_OP_BIND, lt, &a, &bound);
+	if (!ret)
+		ret = sock_req(ctl, NK_OP_LISTEN, lt, 4, NULL);
+	if (!ret)
+		ret = addr_req(ctl, NK_OP_CONNECT, ct, &bound.addr, NULL);
+	if (!ret)
+		ret = msg_recv(cfd, NK_OP_CONNECTED, NULL, &crec, sizeof(crec));
+	if (!ret)
+		ret = msg_recv(lfd, NK_OP_ACCEPT_OFFER, NULL, &off, sizeof(off));
+	expect("a second offer", ret, 0);
+	close(lfd);
+	usleep(200000);
+	expect("the offered token is gone with its listener",
+	       opt_req(ctl, NK_OP_GETSOCKOPT, off.token, IPPROTO_TCP, TCP_NODELAY, NULL, 4, &orep),
+	       ENOTSOCK);
+	afd = open_stream(guest);
+	claim.listener = lt;
+	claim.conn_id = off.conn_id;
+	msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
+	expect("... and its quiet claim is closed unanswered",
+	       readable_within(afd, 2000) && read(afd, buf, 1) <= 0 ? 0 : -1, 0);
+	close(afd);
+	expect("... and the connection is closed", closed_by_peer(cfd), 1);
+	close(cfd);
+
+	/* The flags where they do not belong close the stream. */
+	{
+		struct nk_hello_req bad[] = {
+			{ .kind = NK_HELLO_SOCKET, .family = own->family, .type = NK_SOCK_STREAM,
+			  .flags = NK_HELLO_F_QUIET },
+			{ .kind = NK_HELLO_SOCKET, .family = own->family, .type = NK_SOCK_DGRAM,
+			  .flags = NK_HELLO_F_OFFER },
+			{ .kind = NK_HELLO_CTL, .flags = NK_HELLO_F_OFFER },
+			{ .kind = NK_HELLO_ACCEPT, .listener = lt, .conn_id = 1,
+			  .flags = NK_HELLO_F_OFFER },
+		};
+		const char *what[] = {
+			"NK_HELLO_F_QUIET on HELLO SOCKET closes the stream",
+			"NK_HELLO_F_OFFER on a datagram socket closes the stream",
+			"NK_HELLO_F_OFFER on HELLO CTL closes the stream",
+			"NK_HELLO_F_OFFER on HELLO ACCEPT closes the stream",
+		};
+		unsigned int i;
+
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			afd = open_stream(guest);
+			msg_send(afd, NK_OP_HELLO, 1, &bad[i], sizeof(bad[i]));
+			expect(what[i], closed_by_peer(afd), 1);
+			close(afd);
+		}
+	}
+}
+
 static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 		     const char *refused, const char *refused_port, const char *unreach)
 {
@@ -708,6 +902,8 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 			close(fd);
 		}
 	}
+
+	check_offer(guest, ctl, &own);
 
 	/* ... and the control channel opened first still works. */
 	expect("first ctl channel unaffected", sock_req(ctl, NK_OP_STATUS, 12345, 0, &st), ENOTSOCK);

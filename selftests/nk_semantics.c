@@ -945,6 +945,33 @@ static void case_accept_basic(void)
 	close(l);
 }
 
+/* Requests on an accepted socket at once (libnkguest returns from accept
+ * before the NSM has read its claim), and a server that speaks first. */
+static void case_accept_then_requests(void)
+{
+	char buf[64] = { 0 };
+	int l = bind_listen(&sa_self, 0, 4), c, a, one = 1;
+
+	if (rc("listen", l) < 0)
+		return;
+	a = accept_from_peer(l, &sa_self, &c, 0);
+	if (rc("accept", a) >= 0) {
+		rc("nodelay", setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)));
+		getint("nodelay", a, IPPROTO_TCP, TCP_NODELAY);
+		getint("error", a, SOL_SOCKET, SO_ERROR);
+		getint("type", a, SOL_SOCKET, SO_TYPE);
+		rc("write_first", write(a, "pong", 4));
+		out("read=%s", read_full(a, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4) ? "ping" : "bad");
+		rc("shut_rd", shutdown(a, SHUT_RD));
+		close(a);
+	}
+	if (c >= 0) {
+		ctl_reply(c, buf, sizeof(buf));
+		out("peer=\"%s\"", buf);
+	}
+	close(l);
+}
+
 static void case_accept_addr(void)
 {
 	saddr pa;
@@ -3226,7 +3253,7 @@ static const struct {
 	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
 	C(epoll_et_connect), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),
-	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_addr),
+	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_then_requests), C(accept_addr),
 	C(accept_wildcard_name), C(accept4_flags), C(accept_nonblock_empty),
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),

@@ -57,4 +57,35 @@ out=$(nk_guest g1 "$OUTPUT/bench/nk_cps" connect -t 2 10.77.0.1 7000 1 2>&1)
 check "many connections, no error" grep -Eq '^cps=[0-9.]+ conns=[1-9][0-9]* errors=0' <<<"$out"
 log_info "$out"
 
+log_step "accepts through the old NSM (no ACCEPT_OFFER records: the library waits for the claim's reply)"
+nk_guest_bg g1 "$NK_TMP/srv.log" env NK_LOG=1 "$NK_PY" -c '
+import socket, sys
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 8080))
+l.listen(4)
+print("listening", flush=True)
+for i in range(2):
+    a, peer = l.accept()
+    a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    print("accepted", peer[0], a.getsockname()[1], a.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), flush=True)
+    a.sendall(b"hi " + a.recv(16))
+    a.close()
+'
+check "guest server listens" wait_for -t 10 grep -q listening "$NK_TMP/srv.log"
+for i in 1 2; do
+	got=$(ip netns exec "remote-$S" "$NK_PY" -c '
+import socket
+s = socket.create_connection(("10.77.0.2", 8080), timeout=5)
+s.sendall(b"there")
+print(s.recv(16).decode())' 2>&1)
+	check_eq "accepted connection $i answers" "$got" "hi there"
+done
+wait_for -t 5 bash -c "[ \$(grep -c ^accepted '$NK_TMP/srv.log') -ge 2 ]"
+sed 's/^/  /' "$NK_TMP/srv.log"
+check_eq "both accepted with the peer, the port and the option" \
+	"$(grep -c '^accepted 10.77.0.1 8080 1' "$NK_TMP/srv.log")" 2
+check_eq "the library said once that the NSM offers nothing" \
+	"$(grep -c 'does not offer accepted connections' "$NK_TMP/srv.log")" 1
+
 nk_finish

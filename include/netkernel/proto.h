@@ -22,7 +22,8 @@
  *                    looked up among the sockets of the VM the channel
  *                    belongs to; a token of another VM is ENOTSOCK.
  *   NK_HELLO_ACCEPT  claims a connection a listener announced; the reply
- *                    carries the addresses and the stream is in data mode.
+ *                    carries the addresses and the stream is in data mode
+ *                    (with NK_HELLO_F_QUIET there is no reply: below).
  *
  * Every HELLO reply names the NSM instance that answered (nsm_id, random
  * per NSM process).  Tokens belong to that instance, so the guest keeps one
@@ -38,7 +39,10 @@
  *
  * After LISTEN the NSM writes one NK_OP_ACCEPT_READY record on the
  * listener's stream per connection waiting to be accepted, so the
- * listener's fd is readable exactly when accept() would succeed.
+ * listener's fd is readable exactly when accept() would succeed.  A socket
+ * whose HELLO had NK_HELLO_F_OFFER gets NK_OP_ACCEPT_OFFER records
+ * instead, which carry the connection's token and addresses: the guest
+ * then claims it with HELLO ACCEPT + NK_HELLO_F_QUIET and does not wait.
  *
  * In data mode:
  *   - the guest's shutdown(SHUT_WR) is a write-shutdown of the stream; the
@@ -105,6 +109,7 @@ enum nk_op {
 	NK_OP_STATUS,		/* ctl: why did this stream end? */
 	NK_OP_CONNECTED,	/* record on a socket stream, host -> guest */
 	NK_OP_ACCEPT_READY,	/* record on a listener stream, host -> guest */
+	NK_OP_ACCEPT_OFFER,	/* the same, for NK_HELLO_F_OFFER sockets */
 	NK_OP_MAX
 };
 
@@ -157,12 +162,32 @@ enum nk_sock_type {
  */
 #define NK_HELLO_F_SETUP	0x01
 
+/*
+ * NK_HELLO_F_OFFER (SOCKET, type STREAM): if this socket listens, announce
+ * each waiting connection with an NK_OP_ACCEPT_OFFER record (conn_id, the
+ * token the accepted socket will have, its addresses) instead of
+ * ACCEPT_READY.  All records on one listener stream are of one kind.
+ *
+ * NK_HELLO_F_QUIET (ACCEPT only): claim an offered connection without a
+ * reply.  On success the stream is in data mode right after the HELLO: the
+ * first byte the guest reads is payload, and it may write at once.  If the
+ * claim fails (the connection was reset or expired, or conn_id is not
+ * waiting) the NSM closes the stream unanswered, and the guest's socket
+ * reads EOF, as an accepted connection that was reset at once would.
+ *
+ * Both flags together save the guest's wait on the NSM in accept().  NSMs
+ * that do not know a flag refuse it as 0.1.0 refuses NK_HELLO_F_SETUP
+ * (closed unanswered); libnkguest then asks for ACCEPT_READY records.
+ */
+#define NK_HELLO_F_OFFER	0x02
+#define NK_HELLO_F_QUIET	0x04
+
 /* HELLO request, guest -> host. */
 struct nk_hello_req {
 	uint8_t kind;		/* enum nk_hello_kind */
 	uint8_t family;		/* SOCKET: enum nk_family */
 	uint8_t type;		/* SOCKET: enum nk_sock_type */
-	uint8_t flags;		/* SOCKET: NK_HELLO_F_*; else 0 */
+	uint8_t flags;		/* SOCKET, ACCEPT: NK_HELLO_F_*; CTL: 0 */
 	uint32_t pid;		/* informational: the guest process */
 	uint64_t listener;	/* ACCEPT: the listener's token */
 	uint64_t conn_id;	/* ACCEPT: from its ACCEPT_READY record */
@@ -248,6 +273,15 @@ struct nk_accept_rec {
 };
 _Static_assert(sizeof(struct nk_accept_rec) == 8, "nk_accept_rec is 8 bytes");
 
+/* ACCEPT_OFFER record (NK_HELLO_F_OFFER): what the HELLO reply would say. */
+struct nk_accept_offer {
+	uint64_t conn_id;
+	uint64_t token;		/* the accepted socket's token once claimed */
+	struct nk_addr local;	/* the VM address connected to */
+	struct nk_addr peer;	/* the remote peer */
+};
+_Static_assert(sizeof(struct nk_accept_offer) == 72, "nk_accept_offer is 72 bytes");
+
 /*
  * Datagram sockets (HELLO type NK_SOCK_DGRAM, UDP).  A datagram socket's
  * stream is in data mode right after HELLO and carries one frame per
@@ -323,6 +357,8 @@ static inline int nk_body_size(uint8_t op, int is_reply)
 		return is_reply ? (int)sizeof(struct nk_connected_rec) : -1;
 	case NK_OP_ACCEPT_READY:
 		return is_reply ? (int)sizeof(struct nk_accept_rec) : -1;
+	case NK_OP_ACCEPT_OFFER:
+		return is_reply ? (int)sizeof(struct nk_accept_offer) : -1;
 	default:
 		return -1;
 	}
