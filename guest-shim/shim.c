@@ -574,8 +574,10 @@ int nks_finish_connect(struct nk_sock *sk, int fd, int timeout_ms)
 	if (sk->state != NKS_CONNECTING)
 		return 1;
 	for (;;) {
-		n = nk_real.recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
-		if (n == (ssize_t)sizeof(buf))
+		/* The NSM writes the record whole; a part of it (never seen
+		 * on a Unix stream) is completed below. */
+		n = nk_real.recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0)
 			break;
 		if (n == 0) {
 			/* The host went away mid-connect. */
@@ -594,7 +596,8 @@ int nks_finish_connect(struct nk_sock *sk, int fd, int timeout_ms)
 		if (n == 0)
 			return 0;
 	}
-	n = nk_real.recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n < (ssize_t)sizeof(buf) && nk_recv_all(fd, buf + n, sizeof(buf) - (size_t)n) == 0)
+		n = sizeof(buf);
 	if (n != (ssize_t)sizeof(buf) || nk_hdr_check(h, 1) < 0 || h->op != NK_OP_CONNECTED ||
 	    h->err < 0) {
 		nk_logf("fd %d: bad CONNECTED record from the host", fd);
@@ -1009,9 +1012,7 @@ static int wait_connected(struct nk_sock *sk, int fd)
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		int left = -1;
 
-		ret = nks_finish_connect(sk, fd, 0);
-		if (ret)
-			break;
+		/* Wait first: the record is rarely there yet. */
 		if (timeout >= 0) {
 			clock_gettime(CLOCK_MONOTONIC, &t1);
 			left = timeout - (int)((t1.tv_sec - t0.tv_sec) * 1000 +
@@ -1025,6 +1026,9 @@ static int wait_connected(struct nk_sock *sk, int fd)
 		/* Closed (and the number reused?) meanwhile: not ours any more. */
 		if (!nks_fd_is(fd, sk))
 			return -EBADF;
+		ret = nks_finish_connect(sk, fd, 0);
+		if (ret)
+			break;
 	}
 	if (ret < 0)
 		return ret;

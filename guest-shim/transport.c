@@ -277,20 +277,25 @@ int nk_msg_send(int fd, uint8_t op, uint32_t seq, const void *body, size_t len)
 
 int nk_msg_recv(int fd, uint8_t op, void *body, size_t len)
 {
+	uint8_t buf[NK_MSG_MAX];
 	struct nk_hdr h;
 	int ret, bodylen;
 
-	ret = nk_recv_all(fd, &h, sizeof(h));
+	/* Header and body in one read: a reply always has its op's full
+	 * body (zeroed with an error), so the size to expect is known. */
+	if (len > sizeof(buf) - sizeof(h))
+		return -EINVAL;
+	ret = nk_recv_all(fd, buf, sizeof(h) + len);
 	if (ret)
 		return ret;
+	memcpy(&h, buf, sizeof(h));
 	bodylen = nk_hdr_check(&h, 1);
 	if (bodylen < 0 || h.op != op || (size_t)bodylen != len || h.err < 0) {
 		nk_logf("protocol error from the host (op %u, len %u)", h.op, h.len);
 		return -EPROTO;
 	}
-	ret = nk_recv_all(fd, body, len);
-	if (ret)
-		return ret;
+	if (len)
+		memcpy(body, buf + sizeof(h), len);
 	return h.err;
 }
 

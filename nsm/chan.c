@@ -170,8 +170,8 @@ void chan_update_events(struct chan *ch)
 {
 	uint32_t ev = 0;
 
-	if (ch->dead)
-		return;
+	if (ch->dead || ch->corked)
+		return;	/* corked: chan_read() updates once it is done */
 	switch (ch->mode) {
 	case CH_HELLO:
 		ev = EPOLLIN;
@@ -228,7 +228,7 @@ int chan_send(struct chan *ch, uint8_t op, uint32_t seq, int32_t err, const void
 		.err = err,
 	};
 	memcpy(msg + sizeof(*h), body, len);
-	if (!outq_bytes(&ch->out)) {
+	if (!outq_bytes(&ch->out) && !ch->corked) {
 		ssize_t n = send(ch->fd, msg, total, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -246,7 +246,8 @@ int chan_send(struct chan *ch, uint8_t op, uint32_t seq, int32_t err, const void
 			chan_kill(ch);
 			return ret;
 		}
-		chan_update_events(ch);
+		if (!ch->corked)
+			chan_update_events(ch);
 	}
 	return 0;
 }
@@ -359,7 +360,25 @@ static void chan_message(struct chan *ch, const struct nk_hdr *h, const void *bo
 
 /* Read and handle messages: HELLO, requests on a control channel, or the
  * set-up requests on a socket's own stream. */
-static void chan_read(struct chan *ch)
+/*
+ * The smallest body a message allowed in ch's mode can have: a header
+ * and this much are read at once without reading past the message.
+ */
+static size_t chan_min_body(const struct chan *ch)
+{
+	switch (ch->mode) {
+	case CH_HELLO:
+		return sizeof(struct nk_hello_req);
+	case CH_CTL:
+		return sizeof(struct nk_sock_req);	/* LISTEN, GETNAME, ... */
+	case CH_SOCK:
+		return sizeof(struct nk_addr_req);	/* CONNECT; SETSOCKOPT is larger */
+	default:
+		return 0;
+	}
+}
+
+static void chan_read_msgs(struct chan *ch)
 {
 	struct nk_hdr *h = (struct nk_hdr *)ch->in;
 	int i;
@@ -376,8 +395,8 @@ static void chan_read(struct chan *ch)
 			break;	/* the guest does not read its replies */
 		if (ch->inlen >= sizeof(*h))
 			need += nk_body_size(h->op, 0);
-		else if (ch->mode == CH_HELLO)
-			need += sizeof(struct nk_hello_req);	/* it must be one: one read */
+		else
+			need += chan_min_body(ch);	/* header and body in one read */
 		n = read(ch->fd, ch->in + ch->inlen, need - ch->inlen);
 		if (n == 0) {
 			if (ch->inlen)
@@ -406,8 +425,8 @@ static void chan_read(struct chan *ch)
 				chan_bad(ch, "request op %u with err %d", h->op, h->err);
 				return;
 			}
-			if (ch->inlen > h->len) {	/* read as a HELLO, shorter */
-				chan_bad(ch, "first message is op %u, not HELLO", h->op);
+			if (ch->inlen > h->len) {	/* shorter than any allowed here */
+				chan_bad(ch, "op %u is not allowed on this stream", h->op);
 				return;
 			}
 		}
@@ -418,6 +437,32 @@ static void chan_read(struct chan *ch)
 	}
 	if (!ch->dead)
 		chan_update_events(ch);
+}
+
+/*
+ * chan_read_msgs() with the replies corked: the replies to what one read
+ * brought in (HELLO, the set-up requests behind it) leave in one write, so
+ * the guest wakes once for them.
+ */
+static void chan_read(struct chan *ch)
+{
+	int ret;
+
+	ch->corked = true;
+	chan_read_msgs(ch);
+	ch->corked = false;
+	if (ch->dead || !outq_bytes(&ch->out))
+		return;
+	ret = chan_flush(ch);
+	if (ret && ret != -EAGAIN) {
+		chan_kill(ch);
+		return;
+	}
+	if (ch->mode == CH_DRAIN && !ret) {
+		chan_kill(ch);	/* its last reply is out */
+		return;
+	}
+	chan_update_events(ch);
 }
 
 void chan_event(struct chan *ch, uint32_t events)

@@ -568,6 +568,7 @@ static int attach_listener(uint32_t id, int fd)
 	ret = ep_add(fd, EP_VM_LISTEN, vm, EPOLLIN);
 	if (ret)
 		return ret;
+	ep_twin(fd);
 	if (vm->lfd >= 0) {
 		vm_debug(vm, "guest listener replaced");
 		close_later(vm->lfd);
@@ -594,6 +595,7 @@ static int attach_stream(uint32_t id, int fd)
 	}
 	if (!chan_new(vm, fd, -1))
 		return -ENOMEM;
+	ep_twin(fd);
 	return 0;
 }
 

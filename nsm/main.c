@@ -99,6 +99,12 @@ void ep_del(int fd)
 	nsm.fdtab[fd] = (struct fdent){ 0 };
 }
 
+void ep_twin(int fd)
+{
+	if (fd >= 0 && fd < nsm.fdtab_len && nsm.fdtab[fd].type != EP_NONE)
+		nsm.fdtab[fd].twin = true;
+}
+
 static int grow(void *arrp, size_t *cap, size_t need, size_t elem)
 {
 	void **arr = arrp;
@@ -117,14 +123,21 @@ static int grow(void *arrp, size_t *cap, size_t need, size_t elem)
 	return 0;
 }
 
-/* Close fd after the current batch of events (unregistering it now: a
- * descriptor received from nkd has a twin in nkd, so close() alone would
- * leave it in our epoll set). */
+/*
+ * Close fd after the current batch of events.  Its slot is cleared now, so
+ * events for it later in the batch are dropped.  The close removes it from
+ * the epoll set, except for a descriptor received from nkd (ep_twin): nkd
+ * holds the same file, so that one is unregistered explicitly.
+ */
 void close_later(int fd)
 {
 	if (fd < 0)
 		return;
-	ep_del(fd);
+	if (fd < nsm.fdtab_len && nsm.fdtab[fd].type != EP_NONE) {
+		if (nsm.fdtab[fd].twin)
+			epoll_ctl(nsm.epfd, EPOLL_CTL_DEL, fd, NULL);
+		nsm.fdtab[fd] = (struct fdent){ 0 };
+	}
 	if (grow(&nsm.grave_fds, &nsm.grave_fds_cap, nsm.ngrave_fds + 1, sizeof(int))) {
 		/* Out of memory: closing now is the lesser evil. */
 		close(fd);

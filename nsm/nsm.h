@@ -84,6 +84,7 @@ struct fdent {
 	void *obj;
 	uint32_t events;	/* as registered */
 	uint8_t type;		/* enum ep_type; EP_NONE: not registered */
+	bool twin;		/* received from nkd, which holds the same file */
 };
 
 struct vm {
@@ -143,6 +144,7 @@ struct chan {
 	struct nsock *ns;		/* CH_SOCK */
 	bool splice_ok;			/* AF_UNIX: relay with splice */
 	bool setup_reqs;		/* CH_SOCK: SETSOCKOPT/CONNECT may follow HELLO */
+	bool corked;			/* replies queue until chan_read() ends */
 	uint32_t nsetup;		/* set-up requests read so far */
 	int setup_err;			/* first failed set-up SETSOCKOPT, errno */
 	bool dead;
@@ -303,6 +305,7 @@ uint64_t now_mono(void);
 int ep_add(int fd, enum ep_type type, void *obj, uint32_t events);
 int ep_set(int fd, uint32_t events);	/* no-op when unchanged */
 void ep_del(int fd);
+void ep_twin(int fd);			/* fd came from nkd: see close_later() */
 void close_later(int fd);
 void free_later(void *p);
 

@@ -1001,22 +1001,25 @@ out_extra:
 	return ret;
 }
 
-static void send_connected(struct nsock *ns, int err)
+/* peer: the peer's address if the caller has it, or NULL. */
+static void send_connected(struct nsock *ns, int err, const struct nk_addr *peer)
 {
 	struct nk_connected_rec rec;
 
 	memset(&rec, 0, sizeof(rec));
 	if (!err) {
 		sock_name(ns->fd, false, &rec.local);
-		sock_name(ns->fd, true, &rec.peer);
+		if (peer)
+			rec.peer = *peer;
+		else
+			sock_name(ns->fd, true, &rec.peer);
 	}
 	chan_send(ns->chan, NK_OP_CONNECTED, 0, err, &rec, sizeof(rec));
 }
 
-static void connect_done(struct nsock *ns, int err)
+static void connect_done(struct nsock *ns, int err, const struct nk_addr *peer)
 {
 	char buf[NK_ADDRSTRLEN];
-	struct nk_addr peer;
 
 	/* The relay is set up before the guest may write; without one the
 	 * connect fails (ENOBUFS) and the TCP connection is closed. */
@@ -1034,17 +1037,16 @@ static void connect_done(struct nsock *ns, int err)
 		ns->fd = -1;
 		ns->autobound = false;
 		ns->state = NK_STATE_SETUP;
-		send_connected(ns, err);
+		send_connected(ns, err, NULL);
 		if (!ns->dead && ns->chan)
 			chan_update_events(ns->chan);
 		return;
 	}
 	ns->state = NK_STATE_CONNECTED;
 	ns->vm->conns++;
-	if (nk_log_enabled(NK_LOG_DEBUG) && !sock_name(ns->fd, true, &peer))
-		vm_debug(ns->vm, "socket %#llx connected to %s", (unsigned long long)ns->token,
-			 nk_addr_ntop_port(&peer, buf, sizeof(buf)));
-	send_connected(ns, 0);
+	vm_debug(ns->vm, "socket %#llx connected to %s", (unsigned long long)ns->token,
+		 nk_addr_ntop_port(peer, buf, sizeof(buf)));
+	send_connected(ns, 0, peer);
 	if (ns->dead)
 		return;
 	relay_start(ns);
@@ -1572,6 +1574,11 @@ void nsock_event(struct nsock *ns, uint32_t events)
 	}
 	if (ns->state != NK_STATE_CONNECTING)
 		return;
+	/* Connected: the peer has a name (one call where it succeeded). */
+	if (!sock_name(ns->fd, true, &peer)) {
+		connect_done(ns, 0, &peer);
+		return;
+	}
 	if (getsockopt(ns->fd, SOL_SOCKET, SO_ERROR, &err, &len))
 		err = errno;
 	if (err == ECONNRESET || err == EPIPE) {
@@ -1580,16 +1587,16 @@ void nsock_event(struct nsock *ns, uint32_t events)
 		 * shows on the next read or write.  Say the same. */
 		ns->state = NK_STATE_CONNECTED;
 		ns->vm->conns++;
-		send_connected(ns, 0);
+		send_connected(ns, 0, NULL);
 		nsock_kill(ns, ECONNRESET);
 		return;
 	}
-	if (!err && sock_name(ns->fd, true, &peer)) {
+	if (!err) {
 		if (!(events & (EPOLLHUP | EPOLLERR)))
 			return;		/* not finished yet */
 		err = ECONNABORTED;
 	}
-	connect_done(ns, err);
+	connect_done(ns, err, NULL);
 }
 
 /* The guest stream of a socket not in data mode: hang-ups and output. */

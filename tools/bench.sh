@@ -664,7 +664,7 @@ pstat()
 # cost PATH WL: counters in the steady state of one run.
 cost()
 {
-	local p=$1 wl=$2 gpid dpids=() units log delay d i
+	local p=$1 wl=$2 gpid wpid dpids=() units log delay d i
 	rm -f "$BDIR/stat-$p-$wl-"*.csv
 	log=$NK_TMP/cost-$p-$wl.log
 	case $wl in
@@ -677,8 +677,19 @@ cost()
 	cps)
 		delay=0.5
 		gbg "$p" "$log" "$NKCPS" connect -t 1 "${RADDR[$p]}" 7000 $((T_COST + 1)) ;;
+	accept)
+		# The guest program is nginx's worker; the load comes from
+		# the remote host (wrk, a new connection per request).
+		delay=0.5
+		nk_bg "$R" "$log" wrk "${WRK_ARGS[@]}" -d "$((T_COST + 1))s" \
+			-H "Connection: close" "http://${GADDR[$p]}/index.html" ;;
 	esac
 	gpid=$NK_BG_PID
+	wpid=$gpid
+	if [ "$wl" = accept ]; then
+		gpid=$(pgrep -P "${NGINX[$p]}" | head -n 1)
+		[ -n "$gpid" ] || { log_info "cost $p $wl: no nginx worker"; wait "$wpid"; return; }
+	fi
 	sleep "$delay"
 	i=0
 	for d in ${DAEMONS[$p]}; do	# each daemon on its own: nk-nsm, nkd
@@ -688,7 +699,7 @@ cost()
 	done
 	pstat "$BDIR/stat-$p-$wl-g.csv" "$gpid"
 	[ ${#dpids[@]} -eq 0 ] || wait "${dpids[@]}"
-	wait "$gpid"
+	wait "$wpid"
 	case $wl in
 	rr)
 		units=$(sed -n 's/.*Valid Duration.*RunTime=\([0-9.]*\) sec.*ReceivedMessages=\([0-9]*\).*/\1 \2/p' "$log" |
@@ -698,6 +709,8 @@ cost()
 print("%.1f" % (e["bytes"] / e["seconds"] * float(sys.argv[2]) / 1e6))' "$log" "$T_COST" 2>/dev/null) ;;
 	cps)
 		units=$(sed -n 's/^cps=\([0-9.]*\) .*/\1/p' "$log" | awk -v w="$T_COST" '{ printf "%.0f", $1 * w }') ;;
+	accept)
+		units=$(awk -v w="$T_COST" '/^Requests\/sec:/ { printf "%.0f", $2 * w }' "$log") ;;
 	esac
 	if [ -z "$units" ]; then
 		log_info "cost $p $wl: the run failed"
@@ -728,7 +741,7 @@ perf_profile()
 rm -f "$BDIR"/perf-* "$BDIR"/stat-*
 if [ "$PROFILE" = 1 ]; then
 	log_step "cost model (software counters) and perf profile of nk-nsm + guest"
-	for wl in rr bulk cps; do
+	for wl in rr bulk cps accept; do
 		for p in native nk; do
 			cost "$p" "$wl"
 		done

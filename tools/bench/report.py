@@ -272,7 +272,8 @@ def read_stat(path):
 
 def cost_section(pdir, data, out):
     rows = []
-    for wl, unit in (("rr", "round trip"), ("bulk", "MB sent"), ("cps", "connection")):
+    for wl, unit in (("rr", "round trip"), ("bulk", "MB sent"), ("cps", "connection"),
+                     ("accept", "request")):
         for p in PATHS:
             u = data.get((p, f"cost_{wl}", "units"), {}).get(1)
             g = read_stat(os.path.join(pdir, f"stat-{p}-{wl}-g.csv"))
@@ -297,7 +298,9 @@ def cost_section(pdir, data, out):
                "work done in the window (round trips, MB, connections) is estimated from the "
                "program's own average rate. RR: sockperf ping-pong, per round trip; bulk: "
                "iperf3 guest→remote, per MB sent; connections: `nk_cps connect -t 1` (connect, "
-               "wait for the server's close, close), per connection. The syscall tracepoint "
+               "wait for the server's close, close), per connection; accept: wrk from the "
+               "remote host against nginx in the guest with `Connection: close`, per request, "
+               "the guest program being nginx's worker. The syscall tracepoint "
                "slows each call a little. The remote host's side is the same for both paths "
                "and is not counted. Columns: CPU µs / context switches / system calls.\n")
     out.append("| workload | path | guest program | nk-nsm | nkd |")
