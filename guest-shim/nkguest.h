@@ -186,7 +186,8 @@ void nk_scm_import(struct msghdr *msg);		/* after receiving them */
 
 /* transport.c */
 int nk_transport_open(void);
-int nk_transport_open_data(void);
+pid_t nk_pid(void);	/* getpid(), cached (informational uses only) */
+int nk_transport_open_data(int sflags);	/* SOCK_CLOEXEC, SOCK_NONBLOCK */
 /* blocking stream to the host, CLOEXEC */
 int nk_send_all(int fd, const void *buf, size_t len);
 int nk_recv_all(int fd, void *buf, size_t len);

@@ -341,7 +341,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 
 	req.family = sk->domain == AF_INET ? NK_AF_INET : NK_AF_INET6;
 	req.type = sk->type == SOCK_DGRAM ? NK_SOCK_DGRAM : NK_SOCK_STREAM;
-	req.pid = getpid();
+	req.pid = nk_pid();
 	s = nk_transport_open();
 	if (s < 0)
 		return s;
@@ -1239,12 +1239,12 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		}
 		req.listener = sk->token;
 		req.conn_id = rec->conn_id;
-		req.pid = getpid();
+		req.pid = nk_pid();
 		if (buf.h.op == NK_OP_ACCEPT_OFFER) {
 			/* The record says what the reply would: claim the
 			 * connection without waiting (NK_HELLO_F_QUIET). */
 			req.flags = NK_HELLO_F_QUIET;
-			s = nk_transport_open_data();
+			s = nk_transport_open_data(flags);
 			if (s < 0) {
 				ret = -ECONNABORTED;
 				goto out;
@@ -1259,7 +1259,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 			rep.local = rec->local;
 			rep.peer = rec->peer;
 			rep.nsm_id = sk->nsm;
-			break;
+			goto claimed;	/* the stream has the flags asked */
 		}
 		s = nk_transport_open();
 		if (s < 0) {
@@ -1287,6 +1287,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		nk_real.fcntl(s, F_SETFD, 0);
 	if (flags & SOCK_NONBLOCK)
 		nk_real.fcntl(s, F_SETFL, O_NONBLOCK);
+claimed:
 	nsk = nks_new(sk->domain, SOCK_STREAM);
 	if (!nsk) {
 		nk_real.close(s);

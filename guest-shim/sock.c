@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nkguest.h"
 
@@ -264,9 +265,26 @@ void nks_atfork_parent(void)
 	pthread_mutex_unlock(&tab_lock);
 }
 
+/* This process's pid for HELLO's informational field, without a system
+ * call each time; forgotten in a fork child. */
+static pid_t cached_pid;
+
+pid_t nk_pid(void)
+{
+	pid_t p = __atomic_load_n(&cached_pid, __ATOMIC_RELAXED);
+
+	if (!p) {
+		p = getpid();
+		__atomic_store_n(&cached_pid, p, __ATOMIC_RELAXED);
+	}
+	return p;
+}
+
 void nks_atfork_child(void)
 {
 	int c, i;
+
+	cached_pid = 0;
 
 	/* Another thread of the parent may have held a socket's locks (a
 	 * blocking connect or receive): the child has only this thread. */

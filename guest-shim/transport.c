@@ -127,9 +127,12 @@ static int transport_setup(void)
 	return ret;
 }
 
-/* A new stream to the host; with timeo, reads on it time out after
- * HANDSHAKE_TIMEOUT_MS (the caller waits for a reply). */
-static int transport_open(bool timeo)
+/*
+ * A new stream to the host; with timeo, reads on it time out after
+ * HANDSHAKE_TIMEOUT_MS (the caller waits for a reply).  sflags: SOCK_CLOEXEC
+ * and SOCK_NONBLOCK as the stream should have them once connected.
+ */
+static int transport_open(bool timeo, int sflags)
 {
 	struct timeval tv = { .tv_sec = HANDSHAKE_TIMEOUT_MS / 1000 };
 	int fd, ret;
@@ -141,12 +144,20 @@ static int transport_open(bool timeo)
 		struct sockaddr_un sun = { .sun_family = AF_UNIX };
 
 		strcpy(sun.sun_path, tp.path);
-		fd = nk_real.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		fd = nk_real.socket(AF_UNIX, SOCK_STREAM | sflags, 0);
 		if (fd < 0)
 			return -errno;
 		if (timeo)
 			nk_real.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		if (nk_real.connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		ret = nk_real.connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+		if (ret < 0 && errno == EAGAIN && (sflags & SOCK_NONBLOCK)) {
+			/* The host's backlog is full: wait for room, as a
+			 * blocking connect does. */
+			nk_real.fcntl(fd, F_SETFL, nk_real.fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+			ret = nk_real.connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+			nk_real.fcntl(fd, F_SETFL, nk_real.fcntl(fd, F_GETFL) | O_NONBLOCK);
+		}
+		if (ret < 0) {
 			ret = -errno;
 			nk_logf("cannot reach the host at unix:%s: %s", tp.path, strerror(-ret));
 			nk_real.close(fd);
@@ -159,7 +170,8 @@ static int transport_open(bool timeo)
 			.svm_port = tp.port,
 		};
 
-		fd = nk_real.socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		/* Blocking connect: a non-blocking one would be in progress. */
+		fd = nk_real.socket(AF_VSOCK, SOCK_STREAM | (sflags & SOCK_CLOEXEC), 0);
 		if (fd < 0)
 			return -errno;
 		if (timeo)
@@ -171,18 +183,23 @@ static int transport_open(bool timeo)
 			nk_real.close(fd);
 			return ret;
 		}
+		if ((sflags & SOCK_NONBLOCK) && nk_real.fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
+			ret = -errno;
+			nk_real.close(fd);
+			return ret;
+		}
 	}
 	return fd;
 }
 
 int nk_transport_open(void)
 {
-	return transport_open(true);
+	return transport_open(true, SOCK_CLOEXEC);
 }
 
-int nk_transport_open_data(void)
+int nk_transport_open_data(int sflags)
 {
-	return transport_open(false);
+	return transport_open(false, sflags & (SOCK_CLOEXEC | SOCK_NONBLOCK));
 }
 
 int nk_send_all(int fd, const void *buf, size_t len)
