@@ -612,9 +612,6 @@ misses=$(bpftool -j map dump name relay_bp.bss 2>/dev/null | "$NK_PY" -c '
 import json, sys
 print(sum(m["formatted"]["value"][".bss"][0]["relay_misses"] for m in json.load(sys.stdin)))' 2>/dev/null)
 check_eq "nkkr: no skb missed its relay_conns entry" "${misses:-?}" 0
-for p in "${PATHS[@]}"; do
-	nk_stop "${NGINX[$p]}"
-done
 
 # ---------------------------------------------------------------- idle cost
 
@@ -749,6 +746,9 @@ if [ "$PROFILE" = 1 ]; then
 	perf_profile bulk 1 iperf3 -c 10.77.0.1 -p 5201 -t $((T_PROF + 2))
 	perf_profile rr 3 sockperf pp --tcp -i 10.77.0.1 -p 11111 -t $((T_PROF + 2))
 fi
+for p in "${PATHS[@]}"; do	# the cost model's accept row used them
+	nk_stop "${NGINX[$p]}"
+done
 
 # ---------------------------------------------------------------- density
 
