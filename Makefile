@@ -6,6 +6,8 @@
 #   make            build nkd, nkctl, nk-nsm, libnkguest.so, nk-run, tests
 #   make test       run the test suite (as root; builds first)
 #   make fuzz       run each libFuzzer harness for FUZZ_SECS (default 60) seconds
+#   make test-asan  nk-nsm built with AddressSanitizer + UBSan under the
+#                   protocol tests (a 30 s protocol fuzz), semantics and apps
 #   make demo       run the demo topology (as root)
 #   make bench      benchmark vs native, pasta, slirp4netns (as root;
 #                   BENCH_ARGS=--quick for a short run); docs/benchmarks.md
@@ -163,6 +165,20 @@ $(OUTPUT):
 .PHONY: test
 test: all
 	$(Q)OUTPUT=$(abspath $(OUTPUT)) bash selftests/run.sh $(TESTS)
+
+# The NSM reads every byte a guest sends: run it with sanitizers that abort
+# on the first error (nkd then restarts it, which the tests catch).
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+.PHONY: test-asan
+test-asan: all
+	$(Q)$(MAKE) --no-print-directory OUTPUT=$(abspath $(OUTPUT))/asan \
+		CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+		$(abspath $(OUTPUT))/asan/nk-nsm
+	$(Q)ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		NK_PROTO_FUZZ_SECS=$${NK_PROTO_FUZZ_SECS:-30} \
+		NK_NKD_EXTRA_ARGS="--nsm-bin $(abspath $(OUTPUT))/asan/nk-nsm" \
+		OUTPUT=$(abspath $(OUTPUT)) bash selftests/run.sh \
+		$${TESTS:-test_nsm_proto test_semantics test_apps}
 
 .PHONY: demo
 demo: all

@@ -19,6 +19,10 @@
  *       udp_echo.py): framing, boundaries, source addresses, implicit and
  *       wildcard binds (VM-ADDR2: another address of the same VM, which a
  *       wildcard bind must receive on too), connect, ICMP errors, validation
+ *   nk_proto_client fuzz GUEST VM-ADDR SECS SEED
+ *       random, mutated conversations of every kind for SECS seconds; exit 0
+ *       if the NSM still answers afterwards (test_nsm_proto.sh also checks
+ *       that it did not restart and holds no extra descriptors)
  *   nk_proto_client udp GUEST ADDR PORT
  *       one datagram per line of stdin to ADDR:PORT; prints "local A" once,
  *       then "from A: PAYLOAD" per datagram received (until 1 s of silence
@@ -35,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -912,6 +917,200 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 	return failures ? -1 : 0;
 }
 
+/* ---- protocol fuzzing --------------------------------------------------- */
+
+static uint64_t rng_state;
+
+static uint32_t rnd(void)
+{
+	/* xorshift64*: reproducible from the seed printed at the start */
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return (uint32_t)((rng_state * 0x2545f4914f6cdd1dULL) >> 32);
+}
+
+/* Append one message (header + body of op's request size) to buf. */
+static size_t put_msg(uint8_t *buf, size_t off, uint8_t op, const void *body, size_t len)
+{
+	struct nk_hdr h = { .magic = NK_PROTO_MAGIC, .version = NK_PROTO_VERSION, .op = op,
+			    .len = sizeof(h) + len, .seq = rnd() };
+
+	memcpy(buf + off, &h, sizeof(h));
+	memcpy(buf + off + sizeof(h), body, len);
+	return off + sizeof(h) + len;
+}
+
+/*
+ * One conversation: a well-formed opening picked at random (HELLO of each
+ * kind and flag, set-up pipelines, control requests naming live, dead and
+ * random tokens, claims of real and invented connections), then mutated:
+ * bytes flipped, cut short, garbage appended, lengths changed.  What the
+ * NSM says back is read and dropped.  A real token (listener, offered
+ * connection) makes deeper paths reachable.
+ */
+static void fuzz_one(const char *guest, const struct nk_addr *own, uint64_t live_tok,
+		     uint64_t listener, uint64_t conn_id)
+{
+	uint8_t buf[4096], junk[512];
+	struct nk_hello_req hello = { .pid = 1 };
+	struct nk_addr_req areq = { 0 };
+	struct nk_sock_req sreq = { 0 };
+	struct nk_opt_req oreq = { 0 };
+	size_t off = 0, cut;
+	uint32_t i, n, r = rnd() % 8;
+	int fd, flips;
+
+	fd = open_stream(guest);
+	if (fd < 0)
+		return;
+	switch (r) {
+	case 0:	/* HELLO SOCKET, any flags, pipelined set-up requests */
+	case 1:
+		hello.kind = NK_HELLO_SOCKET;
+		hello.family = rnd() % 2 ? own->family : rnd() % 8;
+		hello.type = 1 + rnd() % 2;
+		hello.flags = rnd() % 8;
+		off = put_msg(buf, off, NK_OP_HELLO, &hello, sizeof(hello));
+		for (i = 0, n = rnd() % 4; i < n; i++) {
+			oreq.token = rnd() % 4 ? 0 : live_tok;
+			oreq.level = rnd() % 3 ? IPPROTO_TCP : SOL_SOCKET;
+			oreq.name = rnd() % 40;
+			oreq.optlen = rnd() % 5 ? 4 : rnd() % 300;
+			off = put_msg(buf, off, NK_OP_SETSOCKOPT, &oreq, sizeof(oreq));
+		}
+		areq.token = rnd() % 4 ? 0 : live_tok;
+		areq.addr = *own;
+		areq.addr.port = rnd() % 4 ? 9 : rnd();
+		off = put_msg(buf, off, rnd() % 4 ? NK_OP_CONNECT : 1 + rnd() % 12, &areq,
+			      sizeof(areq));
+		break;
+	case 2:	/* HELLO CTL and requests */
+	case 3:
+		hello.kind = NK_HELLO_CTL;
+		hello.flags = rnd() % 4 ? 0 : rnd() % 8;
+		off = put_msg(buf, off, NK_OP_HELLO, &hello, sizeof(hello));
+		for (i = 0, n = 1 + rnd() % 6; i < n && off + 400 < sizeof(buf); i++) {
+			uint64_t tok = rnd() % 2 ? live_tok : rnd() % 2 ? listener : rnd();
+			uint8_t op = 2 + rnd() % 8;
+
+			switch (op) {
+			case NK_OP_BIND:
+			case NK_OP_CONNECT:
+				areq.token = tok;
+				areq.addr = *own;
+				areq.addr.port = rnd();
+				if (rnd() % 4 == 0)
+					areq.addr.family = rnd() % 8;
+				off = put_msg(buf, off, op, &areq, sizeof(areq));
+				break;
+			case NK_OP_SETSOCKOPT:
+			case NK_OP_GETSOCKOPT:
+				oreq.token = tok;
+				oreq.level = rnd() % 2 ? IPPROTO_TCP : rnd() % 2 ? SOL_SOCKET : rnd();
+				oreq.name = rnd() % 70;
+				oreq.optlen = rnd() % 3 ? 4 : rnd() % 400;
+				off = put_msg(buf, off, op, &oreq, sizeof(oreq));
+				break;
+			default:
+				sreq.token = tok;
+				sreq.arg = rnd() % 3 ? (int)(rnd() % 3) : (int)rnd();
+				off = put_msg(buf, off, op, &sreq, sizeof(sreq));
+				break;
+			}
+		}
+		break;
+	case 4:	/* claims: real listener, real or invented conn_id, any flags */
+	case 5:
+		hello.kind = NK_HELLO_ACCEPT;
+		hello.listener = rnd() % 4 ? listener : rnd();
+		hello.conn_id = rnd() % 2 ? conn_id : rnd() % 8;
+		hello.flags = rnd() % 2 ? NK_HELLO_F_QUIET : rnd() % 8;
+		off = put_msg(buf, off, NK_OP_HELLO, &hello, sizeof(hello));
+		break;
+	default: /* a header and random bytes */
+		hello.kind = rnd() % 5;
+		off = put_msg(buf, off, rnd() % 2 ? NK_OP_HELLO : rnd() % 16, &hello,
+			      sizeof(hello));
+		break;
+	}
+	/* Mutate: flip bytes, change the length of a message, cut, append. */
+	for (flips = rnd() % 4; flips > 0; flips--)
+		buf[rnd() % off] ^= (uint8_t)(1u << (rnd() % 8));
+	if (rnd() % 4 == 0)
+		buf[4 + rnd() % 4] = (uint8_t)rnd();	/* the first message's length */
+	cut = rnd() % 3 ? off : rnd() % (off + 1);
+	if (rnd() % 4 == 0) {
+		for (i = 0; i < sizeof(junk); i++)
+			junk[i] = (uint8_t)rnd();
+		n = rnd() % sizeof(junk);
+		if (cut + n <= sizeof(buf)) {
+			memcpy(buf + cut, junk, n);
+			cut += n;
+		}
+	}
+	xwrite(fd, buf, cut);
+	if (rnd() % 2)
+		shutdown(fd, SHUT_WR);
+	/* Read what comes back for a moment (replies, records), then go. */
+	for (i = 0; i < 4 && readable_within(fd, rnd() % 3 ? 1 : 20); i++)
+		if (read(fd, junk, sizeof(junk)) <= 0)
+			break;
+	close(fd);
+}
+
+/*
+ * nk_proto_client fuzz GUEST VM-ADDR SECS SEED: conversations as above for
+ * SECS seconds against a live NSM.  Prints the count; exit status 0 if the
+ * NSM still answers a well-formed HELLO CTL and STATUS at the end.
+ */
+static int cmd_fuzz(const char *guest, const char *vmaddr, const char *secs, const char *seed)
+{
+	struct nk_addr own, bound;
+	struct nk_addr_rep ar;
+	struct nk_status_rep st;
+	struct nk_accept_offer off;
+	uint64_t live = 0, lt = 0, conn_id = 1, count = 0;
+	int ctl, lfd, cfd = -1, ret;
+	time_t end;
+
+	if (nk_addr_parse(&own, vmaddr))
+		return -EINVAL;
+	rng_state = strtoull(seed, NULL, 0) | 1;
+	ctl = new_ctl(guest);
+	if (ctl < 0)
+		return ctl;
+	/* A live socket and an offering listener with a waiting connection. */
+	new_socket(guest, own.family, NK_SOCK_STREAM, &live, NULL);
+	lfd = new_socket_flags(guest, own.family, NK_HELLO_F_OFFER, &lt);
+	bound = own;
+	bound.port = 0;
+	if (lfd >= 0 && !addr_req(ctl, NK_OP_BIND, lt, &bound, &ar) &&
+	    !sock_req(ctl, NK_OP_LISTEN, lt, 64, NULL)) {
+		uint64_t ct;
+
+		cfd = new_socket_flags(guest, own.family, 0, &ct);
+		if (cfd >= 0 && !addr_req(ctl, NK_OP_CONNECT, ct, &ar.addr, NULL) &&
+		    !msg_recv(lfd, NK_OP_ACCEPT_OFFER, NULL, &off, sizeof(off)))
+			conn_id = off.conn_id;
+	}
+	end = time(NULL) + atoi(secs);
+	while (time(NULL) < end) {
+		fuzz_one(guest, &own, live, lt, conn_id);
+		count++;
+	}
+	printf("fuzz: %llu conversations (seed %s)\n", (unsigned long long)count, seed);
+	close(ctl);
+	ctl = new_ctl(guest);
+	ret = ctl < 0 ? ctl : sock_req(ctl, NK_OP_STATUS, live, 0, &st);
+	printf("after fuzzing: HELLO CTL + STATUS %s\n", ret ? strerror(ret < 0 ? -ret : ret) : "ok");
+	if (cfd >= 0)
+		close(cfd);
+	if (lfd >= 0)
+		close(lfd);
+	return ret ? -1 : 0;
+}
+
 /* ---- datagram sockets --------------------------------------------------- */
 
 /* One frame, one write (dst NULL: the connected peer). */
@@ -1393,6 +1592,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc >= 4 && !strcmp(argv[1], "nsm"))
 		ret = cmd_nsm(argc - 2, argv + 2);
+	else if (argc == 6 && !strcmp(argv[1], "fuzz"))
+		ret = cmd_fuzz(argv[2], argv[3], argv[4], argv[5]);
 	else if (argc == 5 && !strcmp(argv[1], "connect"))
 		ret = cmd_connect(argv[2], argv[3], argv[4]);
 	else if (argc == 5 && !strcmp(argv[1], "listen"))

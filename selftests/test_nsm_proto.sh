@@ -263,5 +263,24 @@ check "vm2 receives what is sent to its address" grep -q "poked 10.77.0.3" <<<"$
 check "vm2 does not receive what is sent to vm1's address, same port" \
 	not_grep "poked 10.77.0.2" <<<"$out"
 
+log_step "protocol fuzzing: random, mutated conversations of every kind on vm2's streams"
+nsm_fds() { ls "/proc/$NK_NSM_PID/fd" | wc -l; }
+fds0=$(nsm_fds)
+seed=${NK_FUZZ_SEED:-$(date +%s)}
+out=$("$CLIENT" fuzz "$G2" 10.77.0.3 "${NK_PROTO_FUZZ_SECS:-5}" "$seed" 2>&1)
+echo "$out" | sed 's/^/  /'
+check "conversations ran (seed $seed)" grep -Eq '^fuzz: [1-9][0-9]{2,} conversations' <<<"$out"
+check "the NSM answers a well-formed control channel afterwards" \
+	grep -q '^after fuzzing: HELLO CTL + STATUS ok' <<<"$out"
+check "nk-nsm is the same process (no crash, no restart)" \
+	test "$(nk_nsm_pid "nsm-$S")" = "$NK_NSM_PID"
+check "bad input was refused and counted in its log" grep -q 'closing channel' "$NK_STATE/nsm-nsm1.log"
+# Half-sent HELLOs are dropped after 5 s, unclaimed offers with their listener.
+check "no descriptor left behind ($fds0 before)" wait_for -t 12 bash -c "[ \$(ls /proc/$NK_NSM_PID/fd | wc -l) -le $fds0 ]"
+log_info "nk-nsm descriptors: $fds0 before, $(nsm_fds) after"
+peer sink 9110
+out=$(printf 'after the fuzz\n' | "$CLIENT" connect "$G1" 10.77.0.1 9110 2>/dev/null)
+check_eq "vm1 still connects and sends through the NSM" "${out%% *}" 15
+
 check "nk-nsm is still running" nk_alive "$NK_NSM_PID"
 nk_finish
