@@ -52,7 +52,7 @@ enum nks_state {
 
 #define NKS_SAVED_OPTS	16
 #define NKS_SAVED_OPT_MAX 64	/* options set before promotion; larger ones fail */
-#define NKS_EPREGS	4
+#define NKS_EPREGS	8
 
 struct nks_opt {
 	int level, name;
@@ -186,7 +186,9 @@ void nk_scm_import(struct msghdr *msg);		/* after receiving them */
 
 /* transport.c */
 int nk_transport_open(void);
-pid_t nk_pid(void);	/* getpid(), cached (informational uses only) */
+pid_t nk_pid(void);
+void nks_epfd_used(int epfd);	/* it holds a registration of one of ours */
+void nks_epfd_closed(int epfd);	/* drop the registrations it held */	/* getpid(), cached (informational uses only) */
 int nk_transport_open_data(int sflags);	/* SOCK_CLOEXEC, SOCK_NONBLOCK */
 /* blocking stream to the host, CLOEXEC */
 int nk_send_all(int fd, const void *buf, size_t len);

@@ -461,6 +461,7 @@ NK_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 			sk->regs[i].ev = *ev;
 		} else if (sk->nregs < NKS_EPREGS) {
 			sk->regs[sk->nregs++] = (struct nks_epreg){ epfd, fd, *ev };
+			nks_epfd_used(epfd);
 		} else {
 			nk_logf("fd %d is in more than %d epoll sets; not tracked in %d", fd,
 				NKS_EPREGS, epfd);

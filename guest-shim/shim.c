@@ -1555,6 +1555,8 @@ NK_API int close(int fd)
 	INIT();
 	if (nks_fd_tracked(fd))
 		nks_forget(fd);
+	else
+		nks_epfd_closed(fd);
 	return nk_real.close(fd);
 }
 
@@ -1942,8 +1944,10 @@ NK_API int dup2(int fd, int nfd)
 
 	INIT();
 	ret = nk_real.dup2(fd, nfd);
-	if (ret >= 0 && nk_on && fd != nfd)
+	if (ret >= 0 && nk_on && fd != nfd) {
+		nks_epfd_closed(nfd);	/* if it was an epoll fd, it is gone */
 		nks_dup(fd, nfd);
+	}
 	return ret;
 }
 
@@ -1953,8 +1957,10 @@ NK_API int dup3(int fd, int nfd, int flags)
 
 	INIT();
 	ret = nk_real.dup3(fd, nfd, flags);
-	if (ret >= 0 && nk_on)
+	if (ret >= 0 && nk_on) {
+		nks_epfd_closed(nfd);
 		nks_dup(fd, nfd);
+	}
 	return ret;
 }
 

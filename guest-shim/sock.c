@@ -143,6 +143,76 @@ int nks_install(int fd, struct nk_sock *sk)
 	return 0;
 }
 
+/*
+ * Epoll fds that hold a registration of one of our sockets (a bitmap by fd
+ * number; fds past its end are always checked).  When one is closed its
+ * registrations are dropped: a later promotion must not re-add a socket to
+ * whatever epoll set gets that number next.
+ */
+#define EPFD_BITS	65536
+static uint8_t epfd_bits[EPFD_BITS / 8];
+
+void nks_epfd_used(int epfd)
+{
+	if (epfd >= 0 && epfd < EPFD_BITS)
+		__atomic_fetch_or(&epfd_bits[epfd / 8], (uint8_t)(1u << (epfd % 8)),
+				  __ATOMIC_RELAXED);
+}
+
+void nks_epfd_closed(int epfd)
+{
+	struct nk_sock *found[64];
+	int c, i, n, k, j;
+
+	if (epfd < 0)
+		return;
+	if (epfd < EPFD_BITS) {
+		uint8_t bit = (uint8_t)(1u << (epfd % 8));
+
+		if (!(__atomic_fetch_and(&epfd_bits[epfd / 8], (uint8_t)~bit, __ATOMIC_RELAXED) &
+		      bit))
+			return;
+	}
+	/* Sockets are locked one at a time, not under tab_lock (the order
+	 * elsewhere is sk->lock, then tab_lock); batches of 64. */
+	for (c = 0; c < NCHUNKS; c++) {
+		for (i = 0; i < CHUNK_SIZE;) {
+			n = 0;
+			pthread_mutex_lock(&tab_lock);
+			if (!chunks[c]) {
+				pthread_mutex_unlock(&tab_lock);
+				break;
+			}
+			for (; i < CHUNK_SIZE && n < 64; i++) {
+				struct nk_sock *sk = chunks[c][i];
+
+				if (!sk || !sk->nregs)
+					continue;
+				for (k = 0; k < n && found[k] != sk; k++)
+					;
+				if (k < n)
+					continue;
+				sk->refs++;
+				found[n++] = sk;
+			}
+			pthread_mutex_unlock(&tab_lock);
+			for (k = 0; k < n; k++) {
+				struct nk_sock *sk = found[k];
+
+				pthread_mutex_lock(&sk->lock);
+				for (j = 0; j < sk->nregs;) {
+					if (sk->regs[j].epfd == epfd)
+						sk->regs[j] = sk->regs[--sk->nregs];
+					else
+						j++;
+				}
+				pthread_mutex_unlock(&sk->lock);
+				nks_put(sk);
+			}
+		}
+	}
+}
+
 /* Drop the registrations a closed fd had in epoll sets. */
 static void forget_regs(struct nk_sock *sk, int fd)
 {

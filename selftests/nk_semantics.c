@@ -785,6 +785,43 @@ static void case_epoll_et_connect(void)
 	close(s);
 }
 
+/* A socket registered in an epoll set that is then closed, and another
+ * epoll set that gets the same number: connecting the socket must not put
+ * it in the new set (libnkguest re-registers a socket when its fd changes
+ * file at connect). */
+static void case_epoll_fd_reused(void)
+{
+	saddr sa = at(&sa_peer, P_ECHO);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u64 = 7 }, evs[4];
+	int s = tcp(), ep = epoll_create1(0), ep2, last = -1, r, i;
+
+	rc("ctl", epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev));
+	close(ep);
+	ep2 = epoll_create1(0);
+	out("same_number=%s", ep2 == ep ? "yes" : "no");
+	/* Ten more sets, nine of them closed again: the one left must
+	 * still see the socket after connect. */
+	for (i = 0; i < 10; i++) {
+		int e = epoll_create1(0);
+
+		if (epoll_ctl(e, EPOLL_CTL_ADD, s, &ev) < 0)
+			out("ctl_many=%s", ename(errno));
+		if (i < 9)
+			close(e);
+		else
+			last = e;
+	}
+	r = connect(s, SA(sa), SL(sa));
+	out("connect=%s", r == 0 ? "0" : ename(errno));
+	r = epoll_wait(ep2, evs, 4, 200);
+	out("new_set_events=%d", r);
+	r = epoll_wait(last, evs, 4, 1000);
+	out("kept_set=%d out=%d", r, r > 0 && (evs[0].events & EPOLLOUT));
+	close(last);
+	close(ep2);
+	close(s);
+}
+
 static void case_select_connect(void)
 {
 	saddr sa = at(&sa_peer, P_ECHO);
@@ -3251,7 +3288,7 @@ static const struct {
 	/* TCP */
 	C(connect_ok), C(connect_refused), C(connect_twice), C(nb_connect),
 	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
-	C(epoll_et_connect), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
+	C(epoll_et_connect), C(epoll_fd_reused), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),
 	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_then_requests), C(accept_addr),
 	C(accept_wildcard_name), C(accept4_flags), C(accept_nonblock_empty),
