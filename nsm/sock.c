@@ -1551,6 +1551,18 @@ out_reply:
 		memset(&rep, 0, sizeof(rep));
 	if (!ch->dead)
 		chan_send(ch, h->op, h->seq, -ret, &rep, nk_body_size(h->op, 1));
+	/* A handshake the kernel finished within connect() (a peer on this
+	 * host or behind a veth: the SYN-ACK is processed before connect()
+	 * returns): the CONNECTED record goes now, behind the reply (on the
+	 * socket's own stream both are corked into one write), instead of
+	 * one event loop turn later. */
+	if (!ret && h->op == NK_OP_CONNECT && !ns->dead && ns->type == SOCK_STREAM &&
+	    ns->state == NK_STATE_CONNECTING) {
+		struct nk_addr peer;
+
+		if (!sock_name(ns->fd, true, &peer))
+			connect_done(ns, 0, &peer);
+	}
 	/* Sockets may have come or gone, a blocked datagram may go now. */
 	if (ns && ns->udp && !ns->dead)
 		udp_kick(ns);
