@@ -326,6 +326,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .type = NK_SOCK_STREAM };
 	struct timeval notimeo = { 0 };
 	struct nk_hello_rep rep = { 0 };
+	bool setup_refused = false;
 	struct stat old_st;
 	int fl, fdfl, s, ret, i, dom = 0;
 	socklen_t dl = sizeof(dom);
@@ -348,8 +349,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	if (dst && !__atomic_load_n(&no_setup_flag, __ATOMIC_RELAXED)) {
 		ret = hello_connect(sk, s, &req, &rep, dst, cerr);
 		if (ret == -EPROTONOSUPPORT) {
-			if (!__atomic_exchange_n(&no_setup_flag, true, __ATOMIC_RELAXED))
-				nk_logf("the host's NSM does not take pipelined set-up requests; connecting with one request at a time");
+			setup_refused = true;	/* remembered once the plain way works */
 			nk_real.close(s);
 			req.flags = 0;
 			s = nk_transport_open();
@@ -375,9 +375,8 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	if (!ret)
 		ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
 	if (ret == -ECONNRESET && req.flags) {
-		/* Closed unanswered: an NSM without the flag. */
-		if (!__atomic_exchange_n(&no_offer_flag, true, __ATOMIC_RELAXED))
-			nk_logf("the host's NSM does not offer accepted connections; accept() waits for its reply");
+		/* Closed unanswered: an NSM without the flag, if the same
+		 * HELLO without it is answered (not a restart or a move). */
 		nk_real.close(s);
 		req.flags = 0;
 		s = nk_transport_open();
@@ -386,11 +385,15 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 		ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
 		if (!ret)
 			ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
+		if (!ret && !__atomic_exchange_n(&no_offer_flag, true, __ATOMIC_RELAXED))
+			nk_logf("the host's NSM does not offer accepted connections; accept() waits for its reply");
 	}
 	if (ret > 0)
 		ret = -ret;
 	if (ret)
 		goto out_close;
+	if (setup_refused && !__atomic_exchange_n(&no_setup_flag, true, __ATOMIC_RELAXED))
+		nk_logf("the host's NSM does not take pipelined set-up requests; connecting with one request at a time");
 	sk->token = rep.token;
 	sk->nsm = rep.nsm_id;
 	if (sk->type == SOCK_STREAM)
@@ -1012,6 +1015,11 @@ static int wait_connected(struct nk_sock *sk, int fd)
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		int left = -1;
 
+		/* Another thread may have read the record meanwhile. */
+		if (sk->state != NKS_CONNECTING) {
+			ret = nks_finish_connect(sk, fd, 0);
+			break;
+		}
 		/* Wait first: the record is rarely there yet. */
 		if (timeout >= 0) {
 			clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -1156,6 +1164,11 @@ static ssize_t accept_record(struct nk_sock *sk, int fd, void *buf)
 	n = nk_real.recv(fd, buf, sizeof(h) + body, MSG_WAITALL);
 	if (n <= 0)
 		return n < 0 ? -errno : 0;
+	/* The NSM writes a record whole, but a non-blocking listener (or a
+	 * vsock stream short of credit) can see part of it: finish it. */
+	if (n < (ssize_t)sizeof(h) + body &&
+	    nk_recv_all(fd, (char *)buf + n, sizeof(h) + body - (size_t)n) == 0)
+		n = sizeof(h) + body;
 	memcpy(&h, buf, sizeof(h));
 	if (n != (ssize_t)sizeof(h) + body || nk_hdr_check(&h, 1) < 0 || h.op != op)
 		return -EPROTO;

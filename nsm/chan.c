@@ -451,9 +451,9 @@ static void chan_read(struct chan *ch)
 	ch->corked = true;
 	chan_read_msgs(ch);
 	ch->corked = false;
-	if (ch->dead || !outq_bytes(&ch->out))
+	if (ch->dead)
 		return;
-	ret = chan_flush(ch);
+	ret = outq_bytes(&ch->out) ? chan_flush(ch) : 0;
 	if (ret && ret != -EAGAIN) {
 		chan_kill(ch);
 		return;

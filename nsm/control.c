@@ -443,6 +443,7 @@ static int vm_add(const struct nsm_vm_add *m)
 		vm->lfd = -1;
 		list_init(&vm->chans);
 		list_init(&vm->socks);
+		list_init(&vm->orphans);
 		list_add_tail(&vm->node, &nsm.vms);
 		created = true;
 	} else {

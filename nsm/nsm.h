@@ -41,6 +41,7 @@
 
 #define NSM_HELLO_TIMEOUT	5	/* s for a new stream to say HELLO */
 #define NSM_PENDING_TIMEOUT	30	/* s an announced connection waits */
+#define NSM_ORPHAN_GRACE	5	/* s an offer outlives its listener (claim in flight) */
 #define NSM_TOMB_MAX		4096	/* remembered ended streams */
 #define NSM_TOMB_AGE		60	/* s a tombstone is kept */
 #define NSM_BACKLOG_MAX		4096	/* cap of a guest listener's queue */
@@ -98,6 +99,7 @@ struct vm {
 	int ldomain;			/* its socket domain (AF_UNIX), -1: unknown */
 	struct list_head chans;		/* every guest stream of the VM */
 	struct list_head socks;		/* every guest socket of the VM */
+	struct list_head orphans;	/* offered connections whose listener closed */
 	/* counters */
 	uint64_t bad_chans;
 	uint64_t streams;		/* guest streams accepted */
@@ -161,6 +163,7 @@ struct pending {
 	struct list_head node;
 	uint64_t conn_id;
 	struct nsock *ns;		/* offered (NK_HELLO_F_OFFER), else NULL */
+	uint64_t listener;		/* orphaned: the closed listener's token */
 	int fd;
 	uint64_t since;			/* monotonic s */
 	struct nk_addr local, peer;
@@ -243,6 +246,7 @@ struct nsock {
 	int npending;
 	bool accept_paused;
 	bool offer;			/* announce with ACCEPT_OFFER records */
+	bool guest_early;		/* the guest may write before the relay */
 	uint64_t next_conn_id;
 	struct list_head pending;
 	/* data mode */

@@ -178,11 +178,12 @@ int relay_prepare(struct nsock *ns)
 	list_init(&r->knode);
 	r->up.pipe[0] = r->up.pipe[1] = r->down.pipe[0] = r->down.pipe[1] = -1;
 	/* The guest writes only once it has the record or reply sent after
-	 * this: its stream is known empty (epoll says when it is not). */
+	 * this (except after a quiet claim: ns->guest_early, no krelay then):
+	 * its stream is known empty (epoll says when it is not). */
 	r->up.dst_ready = true;
 	r->down.src_ready = r->down.dst_ready = true;
 	ns->relay = r;
-	if (!sp || krelay_start(ns))
+	if (!sp || ns->guest_early || krelay_start(ns))
 		ret = dir_init(&r->up, sp);
 	if (!ret)
 		ret = dir_init(&r->down, sp);

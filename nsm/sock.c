@@ -276,8 +276,22 @@ void nsock_kill(struct nsock *ns, int err)
 		close_later(ns->lfds[i]);
 	free_later(ns->lfds);
 	free_later(ns->laddrs);
-	list_for_each_safe(p, t, &ns->pending)
-		pending_free(ns, list_entry(p, struct pending, node));
+	list_for_each_safe(p, t, &ns->pending) {
+		struct pending *pc = list_entry(p, struct pending, node);
+
+		if (!pc->ns) {
+			pending_free(ns, pc);
+			continue;
+		}
+		/* Offered: the guest's accept() may have returned already,
+		 * its claim in flight.  Linux keeps an accepted connection
+		 * when its listener closes; keep this one for the claim. */
+		list_del(&pc->node);
+		ns->npending--;
+		pc->listener = ns->token;
+		pc->since = now_mono();
+		list_add_tail(&pc->node, &ns->vm->orphans);
+	}
 	free_later(ns->opts);
 	ch = ns->chan;
 	if (ch) {
@@ -286,6 +300,25 @@ void nsock_kill(struct nsock *ns, int err)
 		chan_kill(ch);
 	}
 	free_later(ns);
+}
+
+/* Close the orphaned offers of vm older than age seconds (0: all). */
+static void orphans_expire(struct vm *vm, uint64_t age)
+{
+	struct list_head *p, *t;
+	uint64_t now = now_mono();
+
+	list_for_each_safe(p, t, &vm->orphans) {
+		struct pending *pc = list_entry(p, struct pending, node);
+
+		if (age && now - pc->since < age)
+			break;	/* oldest first */
+		vm_debug(vm, "socket %#llx: offered, never claimed after its listener closed",
+			 (unsigned long long)pc->ns->token);
+		list_del(&pc->node);
+		nsock_kill(pc->ns, ECONNABORTED);
+		free_later(pc);
+	}
 }
 
 void vm_kill_sockets(struct vm *vm)
@@ -299,6 +332,7 @@ void vm_kill_sockets(struct vm *vm)
 		chan_kill(list_entry(p, struct chan, vm_node));
 	list_for_each_safe(p, t, &vm->socks)
 		nsock_kill(list_entry(p, struct nsock, vm_node), ECONNABORTED);
+	orphans_expire(vm, 0);
 }
 
 /* ---- addresses ---------------------------------------------------------- */
@@ -657,16 +691,26 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 	memset(&rep, 0, sizeof(rep));
 	rep.nsm_id = nsm.instance;
 	lns = nsock_lookup(ch->vm, req->listener);
-	if (!lns || lns->state != NK_STATE_LISTENING)
-		return -ENOTSOCK;
-	list_for_each_safe(p, t, &lns->pending) {
-		struct pending *c = list_entry(p, struct pending, node);
+	if (lns && lns->state == NK_STATE_LISTENING) {
+		list_for_each_safe(p, t, &lns->pending) {
+			struct pending *c = list_entry(p, struct pending, node);
 
-		if (c->conn_id == req->conn_id)
-			pc = c;
+			if (c->conn_id == req->conn_id)
+				pc = c;
+		}
 	}
-	if (!pc)
-		return -ENOENT;
+	if (!pc) {
+		/* An offer that outlived its listener (orphans_expire()). */
+		list_for_each_safe(p, t, &ch->vm->orphans) {
+			struct pending *c = list_entry(p, struct pending, node);
+
+			if (c->listener == req->listener && c->conn_id == req->conn_id)
+				pc = c;
+		}
+		if (!pc)
+			return lns && lns->state == NK_STATE_LISTENING ? -ENOENT : -ENOTSOCK;
+		lns = NULL;
+	}
 	if (quiet && !pc->ns)
 		return -EINVAL;	/* announced without an offer: nothing to go by */
 	fd = pc->fd;
@@ -674,10 +718,12 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 	rep.local = pc->local;
 	rep.peer = pc->peer;
 	list_del(&pc->node);
-	lns->npending--;
 	free_later(pc);
-	if (lns->npending < lns->pending_max)
-		listen_pause(lns, false);
+	if (lns) {
+		lns->npending--;
+		if (lns->npending < lns->pending_max)
+			listen_pause(lns, false);
+	}
 
 	if (ns) {
 		ns->chan = ch;
@@ -702,8 +748,9 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 		return ret;
 	}
 	rep.token = ns->token;
-	/* Quiet: the guest may have written already; relay_prepare() finds
-	 * out (krelay falls back to splice for bytes already queued). */
+	/* Quiet: the guest may have written already, so the in-kernel relay
+	 * (which must be in place before the first byte) is not used. */
+	ns->guest_early = quiet;
 	ret = relay_prepare(ns);
 	if (ret) {
 		nsock_kill(ns, -ret);	/* also closes the stream */
@@ -1707,6 +1754,7 @@ void nsock_timeouts(uint64_t now)
 	list_for_each_safe(v, vt, &nsm.vms) {
 		struct vm *vm = list_entry(v, struct vm, node);
 
+		orphans_expire(vm, NSM_ORPHAN_GRACE);
 		list_for_each_safe(s, st, &vm->socks) {
 			struct nsock *ns = list_entry(s, struct nsock, vm_node);
 

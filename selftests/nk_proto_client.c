@@ -516,7 +516,7 @@ static void check_offer(const char *guest, int ctl, const struct nk_addr *own)
 	struct nk_accept_rec rrec;
 	struct nk_opt_rep orep;
 	uint64_t lt = 0, ct = 0, rt = 0;
-	int lfd, cfd, afd, rfd, one = 1, ret;
+	int lfd, cfd, afd, rfd, one = 1, ret, i;
 	char buf[8];
 
 	lfd = new_socket_flags(guest, own->family, NK_HELLO_F_OFFER, &lt);
@@ -601,35 +601,56 @@ static void check_offer(const char *guest, int ctl, const struct nk_addr *own)
 	close(cfd);
 	close(rfd);
 
-	/* An offered connection dies with its listener. */
-	cfd = new_socket_flags(guest, own->family, 0, &ct);
-	close(lfd);
-	lfd = new_socket_flags(guest, own->family, NK_HELLO_F_OFFER, &lt);
-	a.port = 0;
-	ret = lfd < 0 ? lfd : addr_req(ctl, NK_OP_BIND, lt, &a, &bound);
-	if (!ret)
-		ret = sock_req(ctl, NK_OP_LISTEN, lt, 4, NULL);
-	if (!ret)
-		ret = addr_req(ctl, NK_OP_CONNECT, ct, &bound.addr, NULL);
-	if (!ret)
-		ret = msg_recv(cfd, NK_OP_CONNECTED, NULL, &crec, sizeof(crec));
-	if (!ret)
-		ret = msg_recv(lfd, NK_OP_ACCEPT_OFFER, NULL, &off, sizeof(off));
-	expect("a second offer", ret, 0);
-	close(lfd);
-	usleep(200000);
-	expect("the offered token is gone with its listener",
-	       opt_req(ctl, NK_OP_GETSOCKOPT, off.token, IPPROTO_TCP, TCP_NODELAY, NULL, 4, &orep),
-	       ENOTSOCK);
-	afd = open_stream(guest);
-	claim.listener = lt;
-	claim.conn_id = off.conn_id;
-	msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
-	expect("... and its quiet claim is closed unanswered",
-	       readable_within(afd, 2000) && read(afd, buf, 1) <= 0 ? 0 : -1, 0);
-	close(afd);
-	expect("... and the connection is closed", closed_by_peer(cfd), 1);
-	close(cfd);
+	/* An offered connection outlives its listener for a claim in flight
+	 * (on Linux closing a listener leaves accepted connections alone):
+	 * claimed after the close, it works; never claimed, it is closed
+	 * after the grace period (NSM_ORPHAN_GRACE, 5 s). */
+	for (i = 0; i < 2; i++) {
+		cfd = new_socket_flags(guest, own->family, 0, &ct);
+		close(lfd);
+		lfd = new_socket_flags(guest, own->family, NK_HELLO_F_OFFER, &lt);
+		a.port = 0;
+		ret = lfd < 0 ? lfd : addr_req(ctl, NK_OP_BIND, lt, &a, &bound);
+		if (!ret)
+			ret = sock_req(ctl, NK_OP_LISTEN, lt, 4, NULL);
+		if (!ret)
+			ret = addr_req(ctl, NK_OP_CONNECT, ct, &bound.addr, NULL);
+		if (!ret)
+			ret = msg_recv(cfd, NK_OP_CONNECTED, NULL, &crec, sizeof(crec));
+		if (!ret)
+			ret = msg_recv(lfd, NK_OP_ACCEPT_OFFER, NULL, &off, sizeof(off));
+		expect(i ? "a third offer" : "a second offer", ret, 0);
+		close(lfd);
+		lfd = -1;
+		usleep(200000);
+		if (i == 0) {
+			expect("the offered token outlives its listener",
+			       opt_req(ctl, NK_OP_GETSOCKOPT, off.token, IPPROTO_TCP, TCP_NODELAY,
+				       NULL, 4, &orep), 0);
+			afd = open_stream(guest);
+			claim.listener = lt;
+			claim.conn_id = off.conn_id;
+			msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
+			xwrite(cfd, "late", 4);
+			expect("... and claimed after the listener closed, it carries payload",
+			       read_exact(afd, buf, 4) == 0 && !memcmp(buf, "late", 4) ? 0 : -1, 0);
+			close(afd);
+		} else {
+			expect("never claimed: the connection is closed after the grace period",
+			       closed_by_peer(cfd), 1);
+			expect("... and its token is gone",
+			       opt_req(ctl, NK_OP_GETSOCKOPT, off.token, IPPROTO_TCP, TCP_NODELAY,
+				       NULL, 4, &orep), ENOTSOCK);
+			afd = open_stream(guest);
+			claim.listener = lt;
+			claim.conn_id = off.conn_id;
+			msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
+			expect("... and a late quiet claim is closed unanswered",
+			       readable_within(afd, 2000) && read(afd, buf, 1) <= 0 ? 0 : -1, 0);
+			close(afd);
+		}
+		close(cfd);
+	}
 
 	/* The flags where they do not belong close the stream. */
 	{
