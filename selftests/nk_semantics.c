@@ -1009,6 +1009,28 @@ static void case_accept_then_requests(void)
 	close(l);
 }
 
+/* accept(), then close the listener at once (a one-shot server): the
+ * accepted connection goes on. */
+static void case_accept_close_listener(void)
+{
+	char buf[64] = { 0 };
+	int l = bind_listen(&sa_self, 0, 4), c, a;
+
+	if (rc("listen", l) < 0)
+		return;
+	a = accept_from_peer(l, &sa_self, &c, 0);
+	close(l);
+	if (rc("accept", a) >= 0) {
+		out("read=%s", read_full(a, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4) ? "ping" : "bad");
+		rc("write", write(a, "pong", 4));
+		close(a);
+	}
+	if (c >= 0) {
+		ctl_reply(c, buf, sizeof(buf));
+		out("peer=\"%s\"", buf);
+	}
+}
+
 static void case_accept_addr(void)
 {
 	saddr pa;
@@ -3290,7 +3312,7 @@ static const struct {
 	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
 	C(epoll_et_connect), C(epoll_fd_reused), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),
-	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_then_requests), C(accept_addr),
+	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_then_requests), C(accept_close_listener), C(accept_addr),
 	C(accept_wildcard_name), C(accept4_flags), C(accept_nonblock_empty),
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
