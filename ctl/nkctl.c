@@ -34,6 +34,7 @@ static const struct nkctl_kw nsm_add_kw[] = {
 	{ "netns", "NETNS", "netns", 0 },
 	{ "dev", "IFNAME", "dev", KW_JOIN },
 	{ "relay", "splice|kernel", "relay", 0 },
+	{ "busy-poll", "USEC", "busy_poll", 0 },
 	{}
 };
 

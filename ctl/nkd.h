@@ -39,6 +39,7 @@
 #define NKD_DEFAULT_RUN_DIR	"/run/netkernel"
 #define NKD_STATE_FILE		"nkd.json"
 
+#define NKD_BUSY_POLL_MAX	1000	/* us, nk-nsm --busy-poll's limit */
 #define NKD_NSM_MAX		256
 #define NKD_CLIENT_MAX		64
 #define NKD_VM_ID_MAX		65535
@@ -122,6 +123,7 @@ struct nkd_nsm {
 	char netns[NKD_NETNS_MAX];
 	char dev[IFNAMSIZ];
 	bool kernel_relay;	/* relay "kernel": nk-nsm --kernel-relay */
+	unsigned int busy_poll_us; /* busy_poll: nk-nsm --busy-poll=USEC */
 	/* created by nkd on the uplink (no netns given): steered by XDP */
 	bool managed;
 	char hostdev[IFNAMSIZ];	/* host side of its veth */

@@ -221,9 +221,10 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 		return nkd_fail(e, EINVAL, "nsm: expected an object");
 	json_object_foreach(obj, key, val) {
 		if (strcmp(key, "name") && strcmp(key, "type") && strcmp(key, "netns") &&
-		    strcmp(key, "dev") && strcmp(key, "id") && strcmp(key, "relay"))
-			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay)", key);
-		if (strcmp(key, "id") && !json_is_string(val))
+		    strcmp(key, "dev") && strcmp(key, "id") && strcmp(key, "relay") &&
+		    strcmp(key, "busy_poll"))
+			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll)", key);
+		if (strcmp(key, "id") && strcmp(key, "busy_poll") && !json_is_string(val))
 			return nkd_fail(e, EINVAL, "nsm: '%s' must be a string", key);
 	}
 	name = json_string_value(json_object_get(obj, "name"));
@@ -258,6 +259,25 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (relay && strcmp(relay, "splice") && strcmp(relay, "kernel"))
 		return nkd_fail(e, EINVAL, "nsm %s: relay '%s' is not splice or kernel", name, relay);
 	out->kernel_relay = relay && !strcmp(relay, "kernel");
+	val = json_object_get(obj, "busy_poll");
+	if (val) {
+		/* a number (nkd.json) or its decimal string (nkctl) */
+		const char *sv = json_string_value(val);
+		long long v = -1;
+		char *end = NULL;
+
+		if (json_is_integer(val))
+			v = json_integer_value(val);
+		else if (sv && *sv) {
+			v = strtoll(sv, &end, 10);
+			if (*end)
+				v = -1;
+		}
+		if (v < 0 || v > NKD_BUSY_POLL_MAX)
+			return nkd_fail(e, EINVAL, "nsm %s: busy-poll must be a number of microseconds from 0 to %d",
+					name, NKD_BUSY_POLL_MAX);
+		out->busy_poll_us = (unsigned int)v;
+	}
 	if (!netns && !dev) {
 		/* nkd creates the namespace and the veth on its uplink */
 		if (!nkd.cfg.uplink)
@@ -409,8 +429,14 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 	sigset_t none;
 	int logfd, nullfd, i, n = 9;
 
+	char bp[32];
+
 	if (nsm->kernel_relay)
 		argv[n++] = "--kernel-relay";
+	if (nsm->busy_poll_us) {
+		snprintf(bp, sizeof(bp), "--busy-poll=%u", nsm->busy_poll_us);
+		argv[n++] = bp;
+	}
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
 		argv[n++] = (char *)nkd.cfg.nsm_args[i];
 
@@ -1013,6 +1039,7 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	memcpy(nsm->netns, tmpl->netns, sizeof(nsm->netns));
 	memcpy(nsm->dev, tmpl->dev, sizeof(nsm->dev));
 	nsm->kernel_relay = tmpl->kernel_relay;
+	nsm->busy_poll_us = tmpl->busy_poll_us;
 	nsm->managed = tmpl->managed;
 	/* nkh-NAME, or nkh-ID when NAME does not fit IFNAMSIZ */
 	if (strlen(NKD_HOSTDEV_PREFIX) + strlen(nsm->name) < IFNAMSIZ)
@@ -1103,8 +1130,9 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_t *o, *vms;
 	struct nkd_vm *vm;
 
-	o = json_pack("{s:s, s:i, s:s, s:s}", "name", nsm->name, "id", (json_int_t)nsm->slot,
-		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice");
+	o = json_pack("{s:s, s:i, s:s, s:s, s:i}", "name", nsm->name, "id", (json_int_t)nsm->slot,
+		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice",
+		      "busy_poll", (json_int_t)nsm->busy_poll_us);
 	/* a managed NSM is stored without netns/dev: nkd derives them */
 	if (!nsm->managed || full) {
 		json_object_set_new(o, "netns", json_string(nsm->netns));

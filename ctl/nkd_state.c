@@ -6,7 +6,7 @@
  *
  *   {"version": 1,
  *    "uplink": "IFNAME", "miss": "pass" | "drop", "pin_dir": "DIR",
- *    "nsms": [{"name", "id", "type", "netns", "dev", "relay"}],
+ *    "nsms": [{"name", "id", "type", "netns", "dev", "relay", "busy_poll"}],
  *    "vms":  [{"name", "id", "nsm", "addrs": [...], "uds" | "cid", "gw": [...]}],
  *    "draining": [{"vm", "nsm"}]}
  *
@@ -360,13 +360,14 @@ void state_reload(void)
 
 		if (name && (nsm = nsm_find(name))) {
 			json_t *cur = nsm_to_json(nsm, false);
-			const char *keys[] = { "type", "netns", "dev", "relay" };
+			const char *keys[] = { "type", "netns", "dev", "relay", "busy_poll" };
 			size_t j;
 
-			for (j = 0; j < 4; j++)
+			for (j = 0; j < 5; j++)
 				if (!json_equal(json_object_get(cur, keys[j]), json_object_get(o, keys[j])) &&
 				    (json_object_get(o, keys[j]) ||
-				     (strcmp(keys[j], "type") && strcmp(keys[j], "relay"))))
+				     (strcmp(keys[j], "type") && strcmp(keys[j], "relay") &&
+				      strcmp(keys[j], "busy_poll"))))
 					warn("SIGHUP: nsm %s: %s changed in %s; not applied (delete and add it again)",
 					     name, keys[j], path);
 			json_decref(cur);

@@ -271,6 +271,7 @@ struct nsm_config {
 	bool verbose;
 	bool no_splice;			/* relay through buffers (vsock's path) */
 	bool kernel_relay;		/* in-kernel relay of the up direction (krelay.c) */
+	unsigned int busy_poll_us;	/* --busy-poll: spin this long after events */
 };
 
 struct nsm {

@@ -18,6 +18,9 @@
 #   nkkr     NetKernel with the in-kernel relay: guest g20-$S (only lo),
 #            vm20 on a second kernel NSM nsm2 (nkctl nsm add ... relay
 #            kernel) in kr-$S, veth 10.76.0.2 <-> remote 10.76.0.1
+#   nkbp     NetKernel with busy polling: guest g30-$S (only lo), vm30 on a
+#            third kernel NSM nsm3 (nkctl nsm add ... busy-poll 30) in
+#            bp-$S, veth 10.75.0.2 <-> remote 10.75.0.1
 #
 # Every path crosses exactly one veth to the remote host (remote-$S, which
 # runs iperf3 -s, sockperf sr, nk_cps serve and the wrk clients).
@@ -102,13 +105,14 @@ DENS_DELAY_MS=10	# per-guest light load: one connection, ~100 requests/s
 IDLE_CONNS=100
 WRK_ARGS=(-t2 -c64)
 CPS_THREADS=4
-PATHS=(native nk pasta slirp nkkr)
+PATHS=(native nk pasta slirp nkkr nkbp)
+BUSY_POLL_US=30	# the nkbp path's NSM
 if [ -n "$ONLY_PATHS" ]; then
 	IFS=, read -r -a PATHS <<<"$ONLY_PATHS"
 	for p in "${PATHS[@]}"; do
 		case $p in
-		native | nk | pasta | slirp | nkkr) ;;
-		*) echo "bench: unknown path '$p' (native nk pasta slirp nkkr)" >&2; exit 2 ;;
+		native | nk | pasta | slirp | nkkr | nkbp) ;;
+		*) echo "bench: unknown path '$p' (native nk pasta slirp nkkr nkbp)" >&2; exit 2 ;;
 		esac
 	done
 fi
@@ -276,6 +280,21 @@ wait_for -t 10 nk_has_addr "kr-$S" up0 10.76.0.2 || nk_die "10.76.0.2 did not ap
 check "nsm2 (pid $NSM2_PID) has the in-kernel relay on" wait_for -t 5 grep -q \
 	'in-kernel relay of guest -> network data: on' "$NK_STATE/nsm-nsm2.log"
 
+log_step "NetKernel with busy polling: nsm3 (busy-poll $BUSY_POLL_US), vm30, guest g30"
+nk_netns_add "bp-$S"
+nk_netns_add "g30-$S"
+nk_veth "bp-$S" up0 "$R" bpr0
+ip -n "$R" addr add 10.75.0.1/24 dev bpr0
+nk_run_nkctl nsm add nsm3 type kernel netns "bp-$S" dev up0 busy-poll "$BUSY_POLL_US"
+NK_NSMS+=(nsm3)
+wait_for -t 10 nk_nsm_pid "bp-$S" || nk_die "no nk-nsm process appeared in bp-$S"
+NSM3_PID=$(nk_nsm_pid "bp-$S")
+nk_run_nkctl vm add vm30 nsm nsm3 addr 10.75.0.2/24 uds "$NK_TMP/vm30.vsock"
+wait_for -t 10 test -S "$NK_TMP/vm30.vsock_7531" || nk_die "nkd does not serve vm30"
+wait_for -t 10 nk_has_addr "bp-$S" up0 10.75.0.2 || nk_die "10.75.0.2 did not appear on bp-$S up0"
+check "nsm3 (pid $NSM3_PID) runs with --busy-poll=$BUSY_POLL_US" bash -c \
+	"tr '\\0' ' ' </proc/$NSM3_PID/cmdline | grep -q -- --busy-poll=$BUSY_POLL_US"
+
 log_step "peer paths: native guest, pasta, slirp4netns"
 native_guest_up 1
 nk_netns_add "ph-$S"
@@ -287,7 +306,7 @@ veth_pair "sh-$S" s0 10.78.3.2 slp0 10.78.3.1 10.78.3.1
 
 # The connection workload opens many client sockets: widen the port range
 # wherever a path's client-side kernel sockets live.
-for ns in "n1-$S" "nsm-$S" "ph-$S" "pg-$S" "sh-$S" "sg-$S" "kr-$S"; do
+for ns in "n1-$S" "nsm-$S" "ph-$S" "pg-$S" "sh-$S" "sg-$S" "kr-$S" "bp-$S"; do
 	ip netns exec "$ns" sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
 done
 
@@ -322,17 +341,22 @@ log_info "pasta pid $PASTA_PID (ph-$S -> pg-$S), slirp4netns pid $SLIRP_PID (sh-
 # Per path: guest namespace, the remote address it dials, the address the
 # remote host dials for the guest's server, the daemons of the path.
 declare -A GNS RADDR GADDR DAEMONS
-GNS=([native]="n1-$S" [nk]="g1-$S" [pasta]="pg-$S" [slirp]="sg-$S" [nkkr]="g20-$S")
-RADDR=([native]=10.79.1.1 [nk]=10.77.0.1 [pasta]=10.78.2.1 [slirp]=10.78.3.1 [nkkr]=10.76.0.1)
-GADDR=([native]=10.79.1.2 [nk]=10.77.0.2 [pasta]=10.78.2.2 [slirp]=10.78.3.2 [nkkr]=10.76.0.2)
+GNS=([native]="n1-$S" [nk]="g1-$S" [pasta]="pg-$S" [slirp]="sg-$S" [nkkr]="g20-$S"
+	[nkbp]="g30-$S")
+RADDR=([native]=10.79.1.1 [nk]=10.77.0.1 [pasta]=10.78.2.1 [slirp]=10.78.3.1 [nkkr]=10.76.0.1
+	[nkbp]=10.75.0.1)
+GADDR=([native]=10.79.1.2 [nk]=10.77.0.2 [pasta]=10.78.2.2 [slirp]=10.78.3.2 [nkkr]=10.76.0.2
+	[nkbp]=10.75.0.2)
 DAEMONS=([native]="" [nk]="$NSM_PID $NKD_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID"
-	[nkkr]="$NSM2_PID $NKD_PID")
+	[nkkr]="$NSM2_PID $NKD_PID" [nkbp]="$NSM3_PID $NKD_PID")
 # the guest of a NetKernel path (nk-run with that VM's transport)
-declare -A NKG=([nk]=g1 [nkkr]=g20)
+declare -A NKG=([nk]=g1 [nkkr]=g20 [nkbp]=g30)
 # the namespace holding the path's remote-facing sockets, and their owner
 declare -A SOCKNS SOCKPID
-SOCKNS=([native]="n1-$S" [nk]="nsm-$S" [pasta]="ph-$S" [slirp]="sh-$S" [nkkr]="kr-$S")
-SOCKPID=([native]="" [nk]="$NSM_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID" [nkkr]="$NSM2_PID")
+SOCKNS=([native]="n1-$S" [nk]="nsm-$S" [pasta]="ph-$S" [slirp]="sh-$S" [nkkr]="kr-$S"
+	[nkbp]="bp-$S")
+SOCKPID=([native]="" [nk]="$NSM_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID" [nkkr]="$NSM2_PID"
+	[nkbp]="$NSM3_PID")
 
 # gx PATH CMD...: run CMD in the path's guest (under nk-run for nk).
 gx()
@@ -364,6 +388,7 @@ only_lo()
 }
 check "nk guest g1-$S has only lo" only_lo "g1-$S"
 check "nkkr guest g20-$S has only lo" only_lo "g20-$S"
+check "nkbp guest g30-$S has only lo" only_lo "g30-$S"
 check "pasta guest has pasta's tap, no veth" bash -c "! ip -n pg-$S -d link show | grep -q veth"
 check "slirp guest has slirp's tap, no veth" bash -c "! ip -n sg-$S -d link show | grep -q veth"
 
