@@ -423,7 +423,8 @@ static void status_str(int st, char *buf, size_t len)
 static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 {
 	char ctl[PATH_MAX], logp[PATH_MAX];
-	char *argv[10 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
+	/* 9 fixed, --kernel-relay, --busy-poll, the --nsm-args, NULL */
+	char *argv[9 + 2 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
 						  "--type", (char *)nsm->type, "--dev",
 						  (char *)nsm->dev, "--control", ctl };
 	sigset_t none;
@@ -1130,7 +1131,7 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_t *o, *vms;
 	struct nkd_vm *vm;
 
-	o = json_pack("{s:s, s:i, s:s, s:s, s:i}", "name", nsm->name, "id", (json_int_t)nsm->slot,
+	o = json_pack("{s:s, s:I, s:s, s:s, s:I}", "name", nsm->name, "id", (json_int_t)nsm->slot,
 		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice",
 		      "busy_poll", (json_int_t)nsm->busy_poll_us);
 	/* a managed NSM is stored without netns/dev: nkd derives them */

@@ -286,6 +286,21 @@ static bool vm_same_config(const struct nkd_vm *vm, json_t *o)
 	return uds || (json_int_t)vm->cid == json_integer_value(json_object_get(o, "cid"));
 }
 
+/* json_equal, except that a number given as its decimal string ("30", as
+ * nkctl sends busy_poll) equals that number (as nkd writes it). */
+static bool same_value(json_t *a, json_t *b)
+{
+	const char *s = json_string_value(b);
+	char *end;
+	long long v;
+
+	if (json_is_integer(a) && s && *s) {
+		v = strtoll(s, &end, 10);
+		return !*end && v == json_integer_value(a);
+	}
+	return json_equal(a, b);
+}
+
 static json_t *entry_named(json_t *arr, const char *name)
 {
 	json_t *o;
@@ -364,7 +379,7 @@ void state_reload(void)
 			size_t j;
 
 			for (j = 0; j < 5; j++)
-				if (!json_equal(json_object_get(cur, keys[j]), json_object_get(o, keys[j])) &&
+				if (!same_value(json_object_get(cur, keys[j]), json_object_get(o, keys[j])) &&
 				    (json_object_get(o, keys[j]) ||
 				     (strcmp(keys[j], "type") && strcmp(keys[j], "relay") &&
 				      strcmp(keys[j], "busy_poll"))))

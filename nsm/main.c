@@ -455,8 +455,7 @@ int main(int argc, char **argv)
 			n = epoll_wait(nsm.epfd, evs, sizeof(evs) / sizeof(evs[0]),
 				       krelay_wait_ms());
 		}
-		if (n > 0 && nsm.cfg.busy_poll_us)
-			spin_until = mono_ns() + nsm.cfg.busy_poll_us * 1000ull;
+
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -467,6 +466,9 @@ int main(int argc, char **argv)
 			dispatch(&evs[i]);
 		krelay_poll();
 		reap();
+		/* the window runs from the end of the batch's handling */
+		if (n > 0 && nsm.cfg.busy_poll_us)
+			spin_until = mono_ns() + nsm.cfg.busy_poll_us * 1000ull;
 	}
 
 	/* Exiting closes every socket; the kernel sends FINs or RSTs. */

@@ -42,6 +42,7 @@
 #define NSM_HELLO_TIMEOUT	5	/* s for a new stream to say HELLO */
 #define NSM_PENDING_TIMEOUT	30	/* s an announced connection waits */
 #define NSM_ORPHAN_GRACE	5	/* s an offer outlives its listener (claim in flight) */
+#define NSM_ORPHANS_MAX		4096	/* per VM; the oldest go first */
 #define NSM_TOMB_MAX		4096	/* remembered ended streams */
 #define NSM_TOMB_AGE		60	/* s a tombstone is kept */
 #define NSM_BACKLOG_MAX		4096	/* cap of a guest listener's queue */
@@ -100,6 +101,7 @@ struct vm {
 	struct list_head chans;		/* every guest stream of the VM */
 	struct list_head socks;		/* every guest socket of the VM */
 	struct list_head orphans;	/* offered connections whose listener closed */
+	unsigned int norphans;
 	/* counters */
 	uint64_t bad_chans;
 	uint64_t streams;		/* guest streams accepted */

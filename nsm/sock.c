@@ -252,6 +252,8 @@ static void pending_free(struct nsock *ns, struct pending *p)
 	free_later(p);
 }
 
+static void orphan_drop_oldest(struct vm *vm);
+
 void nsock_kill(struct nsock *ns, int err)
 {
 	struct list_head *p, *t;
@@ -291,6 +293,8 @@ void nsock_kill(struct nsock *ns, int err)
 		pc->listener = ns->token;
 		pc->since = now_mono();
 		list_add_tail(&pc->node, &ns->vm->orphans);
+		if (++ns->vm->norphans > NSM_ORPHANS_MAX)
+			orphan_drop_oldest(ns->vm);
 	}
 	free_later(ns->opts);
 	ch = ns->chan;
@@ -302,6 +306,16 @@ void nsock_kill(struct nsock *ns, int err)
 	free_later(ns);
 }
 
+static void orphan_free(struct vm *vm, struct pending *pc)
+{
+	vm_debug(vm, "socket %#llx: offered, never claimed after its listener closed",
+		 (unsigned long long)pc->ns->token);
+	list_del(&pc->node);
+	vm->norphans--;
+	nsock_kill(pc->ns, ECONNABORTED);
+	free_later(pc);
+}
+
 /* Close the orphaned offers of vm older than age seconds (0: all). */
 static void orphans_expire(struct vm *vm, uint64_t age)
 {
@@ -311,14 +325,18 @@ static void orphans_expire(struct vm *vm, uint64_t age)
 	list_for_each_safe(p, t, &vm->orphans) {
 		struct pending *pc = list_entry(p, struct pending, node);
 
-		if (age && now - pc->since < age)
-			break;	/* oldest first */
-		vm_debug(vm, "socket %#llx: offered, never claimed after its listener closed",
-			 (unsigned long long)pc->ns->token);
-		list_del(&pc->node);
-		nsock_kill(pc->ns, ECONNABORTED);
-		free_later(pc);
+		if (age && now - pc->since <= age)
+			break;	/* oldest first; whole seconds: at least age */
+		orphan_free(vm, pc);
 	}
+}
+
+/* Over NSM_ORPHANS_MAX (a guest listening and closing in a loop): the
+ * oldest goes first. */
+static void orphan_drop_oldest(struct vm *vm)
+{
+	if (!list_empty(&vm->orphans))
+		orphan_free(vm, list_entry(vm->orphans.next, struct pending, node));
 }
 
 void vm_kill_sockets(struct vm *vm)
@@ -709,6 +727,7 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 		}
 		if (!pc)
 			return lns && lns->state == NK_STATE_LISTENING ? -ENOENT : -ENOTSOCK;
+		ch->vm->norphans--;	/* it leaves the orphans below */
 		lns = NULL;
 	}
 	if (quiet && !pc->ns)
