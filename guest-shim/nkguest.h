@@ -197,6 +197,7 @@ int nk_msg_send(int fd, uint8_t op, uint32_t seq, const void *body, size_t len);
 /* Read one host->guest message of op into body (exactly its size).
  * Returns the header err (>= 0) or -errno for a transport/protocol error. */
 int nk_msg_recv(int fd, uint8_t op, void *body, size_t len);
+int nk_hello(int fd, const struct nk_hello_req *req, struct nk_hello_rep *rep);
 /* One request/reply on the control channel; returns 0 or -errno. */
 /* One request/reply on the control channel to NSM instance nsm (a socket's
  * sk->nsm); returns 0 or -errno (-ECONNRESET: that instance is gone). */

@@ -371,9 +371,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	/* A TCP socket that may listen asks for ACCEPT_OFFER records. */
 	if (!dst && sk->type == SOCK_STREAM && !__atomic_load_n(&no_offer_flag, __ATOMIC_RELAXED))
 		req.flags = NK_HELLO_F_OFFER;
-	ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
-	if (!ret)
-		ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
+	ret = nk_hello(s, &req, &rep);
 	if (ret == -ECONNRESET && req.flags) {
 		/* Closed unanswered: an NSM without the flag, if the same
 		 * HELLO without it is answered (not a restart or a move). */
@@ -382,9 +380,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 		s = nk_transport_open();
 		if (s < 0)
 			return s;
-		ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
-		if (!ret)
-			ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
+		ret = nk_hello(s, &req, &rep);
 		if (!ret && !__atomic_exchange_n(&no_offer_flag, true, __ATOMIC_RELAXED))
 			nk_logf("the host's NSM does not offer accepted connections; accept() waits for its reply");
 	}
@@ -1279,9 +1275,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 			ret = -ECONNABORTED;
 			goto out;
 		}
-		ret = nk_msg_send(s, NK_OP_HELLO, 0, &req, sizeof(req));
-		if (!ret)
-			ret = nk_msg_recv(s, NK_OP_HELLO, &rep, sizeof(rep));
+		ret = nk_hello(s, &req, &rep);
 		if (ret == 0) {
 			struct timeval notimeo = { 0 };
 

@@ -316,6 +316,14 @@ int nk_msg_recv(int fd, uint8_t op, void *body, size_t len)
 	return h.err;
 }
 
+/* HELLO and its reply: 0, a positive errno from the NSM, or -errno. */
+int nk_hello(int fd, const struct nk_hello_req *req, struct nk_hello_rep *rep)
+{
+	int ret = nk_msg_send(fd, NK_OP_HELLO, 0, req, sizeof(*req));
+
+	return ret ? ret : nk_msg_recv(fd, NK_OP_HELLO, rep, sizeof(*rep));
+}
+
 /* ---- control channels --------------------------------------------------- */
 
 /*
@@ -375,9 +383,7 @@ static int chan_open(void)
 	fd = nk_transport_open();
 	if (fd < 0)
 		return fd;
-	ret = nk_msg_send(fd, NK_OP_HELLO, 0, &req, sizeof(req));
-	if (!ret)
-		ret = nk_msg_recv(fd, NK_OP_HELLO, &rep, sizeof(rep));
+	ret = nk_hello(fd, &req, &rep);
 	if (ret > 0)
 		ret = -ret;
 	if (ret < 0 || fstat(fd, &st) < 0) {

@@ -358,8 +358,6 @@ static void chan_message(struct chan *ch, const struct nk_hdr *h, const void *bo
 		ctl_request(ch, h, body);
 }
 
-/* Read and handle messages: HELLO, requests on a control channel, or the
- * set-up requests on a socket's own stream. */
 /*
  * The smallest body a message allowed in ch's mode can have: a header
  * and this much are read at once without reading past the message.
@@ -378,6 +376,8 @@ static size_t chan_min_body(const struct chan *ch)
 	}
 }
 
+/* Read and handle messages: HELLO, requests on a control channel, or the
+ * set-up requests on a socket's own stream.  Called corked (chan_read()). */
 static void chan_read_msgs(struct chan *ch)
 {
 	struct nk_hdr *h = (struct nk_hdr *)ch->in;
@@ -435,8 +435,6 @@ static void chan_read_msgs(struct chan *ch)
 		ch->inlen = 0;
 		chan_message(ch, h, ch->in + sizeof(*h));
 	}
-	if (!ch->dead)
-		chan_update_events(ch);
 }
 
 /*

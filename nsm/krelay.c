@@ -114,14 +114,6 @@ bool krelay_enabled(void)
 	return kr.skel;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int tcp_written(int fd, uint64_t *w)
 {
 	struct tcp_info ti;
@@ -212,7 +204,7 @@ int krelay_drained(struct nsock *ns)
 		/* Look again soon, then less often: a peer that reads
 		 * nothing must not cost a core. */
 		r->kdelay_ms = r->kdraining ? (r->kdelay_ms < 128 ? r->kdelay_ms * 2 : 128) : 1;
-		r->knext_ms = mono_ms() + r->kdelay_ms;
+		r->knext_ms = mono_ns() / 1000000 + r->kdelay_ms;
 		if (!r->kdraining) {
 			r->kdraining = true;
 			list_add_tail(&r->knode, &kr.draining);
@@ -228,7 +220,7 @@ int krelay_drained(struct nsock *ns)
  * connection is due, else forever. */
 int krelay_wait_ms(void)
 {
-	uint64_t now = mono_ms(), next = UINT64_MAX;
+	uint64_t now = mono_ns() / 1000000, next = UINT64_MAX;
 	struct list_head *p;
 
 	for (p = kr.draining.next; p != &kr.draining; p = p->next) {
@@ -270,7 +262,7 @@ void krelay_poll(void)
 {
 	struct list_head *p, *t;
 
-	uint64_t now = mono_ms();
+	uint64_t now = mono_ns() / 1000000;
 
 	list_for_each_safe(p, t, &kr.draining) {
 		struct relay *r = list_entry(p, struct relay, knode);

@@ -28,12 +28,17 @@
 
 struct nsm nsm;
 
-uint64_t now_mono(void)
+uint64_t mono_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t now_mono(void)
+{
+	return mono_ns() / 1000000000ull;
 }
 
 static int fdtab_grow(int fd)
@@ -383,14 +388,6 @@ static int parse_args(int argc, char **argv)
 		return -EINVAL;
 	}
 	return 0;
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 int main(int argc, char **argv)

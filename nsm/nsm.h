@@ -308,7 +308,8 @@ struct nsm {
 extern struct nsm nsm;
 
 /* main.c: epoll registry and the reaper */
-uint64_t now_mono(void);
+uint64_t now_mono(void);		/* monotonic s */
+uint64_t mono_ns(void);		/* monotonic ns */
 int ep_add(int fd, enum ep_type type, void *obj, uint32_t events);
 int ep_set(int fd, uint32_t events);	/* no-op when unchanged */
 void ep_del(int fd);

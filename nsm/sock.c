@@ -187,7 +187,8 @@ static const struct tomb *tomb_find(uint64_t token, uint32_t vm_id)
 
 /* ---- life cycle --------------------------------------------------------- */
 
-struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd)
+/* A socket with its token, not yet on a stream nor in vm->socks. */
+static struct nsock *nsock_alloc(struct vm *vm, int family, int fd)
 {
 	struct nsock *ns = calloc(1, sizeof(*ns));
 
@@ -198,46 +199,53 @@ struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd)
 		return NULL;
 	}
 	ns->vm = vm;
-	ns->chan = ch;
 	ns->family = family;
 	ns->type = SOCK_STREAM;
 	ns->fd = fd;
-	ns->state = NK_STATE_SETUP;
 	ns->next_conn_id = 1;
 	list_init(&ns->pending);
-	list_add_tail(&ns->vm_node, &vm->socks);
+	list_init(&ns->vm_node);
+	return ns;
+}
+
+/* ns gets ch as its stream and joins its VM's sockets. */
+static void nsock_attach(struct nsock *ns, struct chan *ch)
+{
+	ns->chan = ch;
+	list_add_tail(&ns->vm_node, &ns->vm->socks);
 	ch->ns = ns;
 	ch->mode = CH_SOCK;
+}
+
+struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd)
+{
+	struct nsock *ns = nsock_alloc(vm, family, fd);
+
+	if (!ns)
+		return NULL;
+	ns->state = NK_STATE_SETUP;
+	nsock_attach(ns, ch);
 	return ns;
 }
 
 /*
- * The socket of a connection lns offers (NK_HELLO_F_OFFER): it has its
- * token from now on, so the guest's requests on it work before its claim
- * (HELLO ACCEPT) has been read, but no stream and no place in vm->socks
- * until then; the pending entry owns it.
+ * The socket of a connection lns accepted.  Offered (NK_HELLO_F_OFFER), it
+ * exists from the offer on: it has its token, so the guest's requests on
+ * it work before its claim (HELLO ACCEPT) has been read, but no stream and
+ * no place in vm->socks until then (nsock_attach()); the pending entry
+ * owns it.
  */
-static struct nsock *nsock_offered(struct nsock *lns, int fd)
+static struct nsock *nsock_accepted(struct nsock *lns, int fd)
 {
-	struct nsock *ns = calloc(1, sizeof(*ns));
+	struct nsock *ns = nsock_alloc(lns->vm, lns->family, fd);
 
 	if (!ns)
 		return NULL;
-	if (new_token(&ns->token) || hash_insert(ns)) {
-		free(ns);
-		return NULL;
-	}
-	ns->vm = lns->vm;
-	ns->family = lns->family;
-	ns->type = SOCK_STREAM;
-	ns->fd = fd;
 	ns->state = NK_STATE_CONNECTED;
 	ns->bound = true;
 	/* IPV6_V6ONLY as the guest's listener had it (see op_getsockopt). */
 	ns->wildcard = lns->wildcard;
 	ns->v6only = lns->v6only;
-	list_init(&ns->pending);
-	list_init(&ns->vm_node);
 	return ns;
 }
 
@@ -744,22 +752,13 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 			listen_pause(lns, false);
 	}
 
-	if (ns) {
-		ns->chan = ch;
-		list_add_tail(&ns->vm_node, &ch->vm->socks);
-		ch->ns = ns;
-		ch->mode = CH_SOCK;
-	} else {
-		ns = nsock_new(ch->vm, ch, lns->family, fd);
-		if (!ns) {
-			close_later(fd);
-			return -ENOMEM;
-		}
-		ns->state = NK_STATE_CONNECTED;
-		ns->bound = true;
-		ns->wildcard = lns->wildcard;
-		ns->v6only = lns->v6only;
+	if (!ns)
+		ns = nsock_accepted(lns, fd);	/* announced with ACCEPT_READY */
+	if (!ns) {
+		close_later(fd);
+		return -ENOMEM;
 	}
+	nsock_attach(ns, ch);
 	/* EPOLLIN: what the relay will want (no change when it starts). */
 	ret = ep_add(fd, EP_TCP, ns, EPOLLIN);
 	if (ret) {
@@ -1743,7 +1742,7 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 			sock_name(fd, true, &pc->peer);
 		sock_name(fd, false, &pc->local);
 		if (ns->offer) {
-			pc->ns = nsock_offered(ns, fd);
+			pc->ns = nsock_accepted(ns, fd);
 			if (!pc->ns) {
 				close(fd);
 				free(pc);

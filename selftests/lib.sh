@@ -482,6 +482,27 @@ nk_topo_up()
 	log_info "vm2 10.77.0.3${v6b:+ fd77::3} via unix:$NK_TMP/vm2.vsock_7531"
 }
 
+# nk_nsm_path NSM NS RDEV NET VM GUEST [nsm add ATTRS...]: one more kernel
+# NSM in netns NS-$S with its own veth to remote-$S (NET.1 on RDEV there),
+# VM (address NET.2) on it, and the guest namespace GUEST-$S (only lo,
+# transport unix:$NK_TMP/VM.vsock_7531); the NSM's pid in NK_PATH_NSM_PID.
+nk_nsm_path()
+{
+	local nsm=$1 ns=$2-$S rdev=$3 net=$4 vm=$5 g=$6-$S
+	shift 6
+	nk_netns_add "$ns"
+	nk_netns_add "$g"
+	nk_veth "$ns" up0 "remote-$S" "$rdev"
+	ip -n "remote-$S" addr add "$net.1/24" dev "$rdev"
+	nk_run_nkctl nsm add "$nsm" type kernel netns "$ns" dev up0 "$@" >/dev/null
+	NK_NSMS+=("$nsm")
+	wait_for -t 10 nk_nsm_pid "$ns" || nk_die "no nk-nsm process appeared in $ns"
+	NK_PATH_NSM_PID=$(nk_nsm_pid "$ns")
+	nk_run_nkctl vm add "$vm" nsm "$nsm" addr "$net.2/24" uds "$NK_TMP/$vm.vsock" >/dev/null
+	wait_for -t 10 test -S "$NK_TMP/$vm.vsock_7531" || nk_die "nkd does not serve $vm"
+	wait_for -t 10 nk_has_addr "$ns" up0 "$net.2" || nk_die "$net.2 did not appear on $ns up0"
+}
+
 # nk_ethtool NS DEV CMD VALUE: one ethtool set ioctl (0x2c ETHTOOL_SGRO,
 # 0x17 ETHTOOL_STXCSUM) without the ethtool program.
 nk_ethtool()

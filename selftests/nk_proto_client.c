@@ -161,11 +161,13 @@ static int hello(int fd, const struct nk_hello_req *req, struct nk_hello_rep *re
 	return ret;
 }
 
-/* A new socket stream; returns the fd, token in *token. */
-static int new_socket(const char *path, int family, int type, uint64_t *token, int *err)
+/* A new socket stream with HELLO flags; returns the fd (or -errno, the
+ * reply's err also in *err), token in *token. */
+static int hello_socket(const char *path, int family, int type, uint8_t flags,
+			uint64_t *token, int *err)
 {
 	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .family = family, .type = type,
-				    .pid = getpid() };
+				    .flags = flags, .pid = getpid() };
 	struct nk_hello_rep rep;
 	int fd = open_stream(path), ret;
 
@@ -180,6 +182,11 @@ static int new_socket(const char *path, int family, int type, uint64_t *token, i
 	}
 	*token = rep.token;
 	return fd;
+}
+
+static int new_socket(const char *path, int family, int type, uint64_t *token, int *err)
+{
+	return hello_socket(path, family, type, 0, token, err);
 }
 
 static int new_ctl(const char *path)
@@ -465,23 +472,10 @@ static void check_garbage(const char *guest, const char *what, const void *buf, 
 	close(fd);
 }
 
-/* A socket stream with HELLO flags: fd, or -errno; token in *token. */
+/* A TCP socket stream with HELLO flags: fd, or -errno; token in *token. */
 static int new_socket_flags(const char *path, int family, uint8_t flags, uint64_t *token)
 {
-	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .family = family,
-				    .type = NK_SOCK_STREAM, .flags = flags, .pid = getpid() };
-	struct nk_hello_rep rep;
-	int fd = open_stream(path), ret;
-
-	if (fd < 0)
-		return fd;
-	ret = hello(fd, &req, &rep);
-	if (ret) {
-		close(fd);
-		return ret > 0 ? -ret : ret;
-	}
-	*token = rep.token;
-	return fd;
+	return hello_socket(path, family, NK_SOCK_STREAM, flags, token, NULL);
 }
 
 /* Read exactly len bytes within 2 s: 0, or -1. */

@@ -566,6 +566,18 @@ static void ctl_reply(int c, char *buf, size_t len)
 	close(c);
 }
 
+/* The answer of a background peer request (peer_ctl_async()), as peer="..."
+ * (nothing when it could not be started). */
+static void peer_reply_out(int c)
+{
+	char buf[64];
+
+	if (c < 0)
+		return;
+	ctl_reply(c, buf, sizeof(buf));
+	out("peer=\"%s\"", buf);
+}
+
 /* A peer control request and its one-line answer. */
 static void peer_ctl(char *reply, size_t len, const char *fmt, ...)
 {
@@ -951,6 +963,14 @@ static void case_reuseport(void)
 	close(s2);
 }
 
+/* The peer's "ping" (sent by its CONNECT request) read from a, as read=... */
+static void out_read_ping(int a)
+{
+	char buf[4];
+
+	out("read=%s", read_full(a, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4) ? "ping" : "bad");
+}
+
 /* Listen on l, have the peer connect to target, accept; the accepted fd. */
 static int accept_from_peer(int l, const saddr *target, int *ctl, int flags)
 {
@@ -962,7 +982,6 @@ static int accept_from_peer(int l, const saddr *target, int *ctl, int flags)
 
 static void case_accept_basic(void)
 {
-	char buf[64] = { 0 };
 	int l = bind_listen(&sa_self, 0, 4), c, a;
 
 	if (rc("listen", l) < 0)
@@ -971,14 +990,11 @@ static void case_accept_basic(void)
 	if (rc("accept", a) >= 0) {
 		out("local=%s port=%s peer=%s", name_of(a, false),
 		    local_port(a) == local_port(l) ? "same" : "diff", name_of(a, true));
-		out("read=%s", read_full(a, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4) ? "ping" : "bad");
+		out_read_ping(a);
 		rc("write", write(a, "pong", 4));
 		close(a);
 	}
-	if (c >= 0) {
-		ctl_reply(c, buf, sizeof(buf));
-		out("peer=\"%s\"", buf);
-	}
+	peer_reply_out(c);
 	close(l);
 }
 
@@ -986,7 +1002,6 @@ static void case_accept_basic(void)
  * before the NSM has read its claim), and a server that speaks first. */
 static void case_accept_then_requests(void)
 {
-	char buf[64] = { 0 };
 	int l = bind_listen(&sa_self, 0, 4), c, a, one = 1;
 
 	if (rc("listen", l) < 0)
@@ -998,14 +1013,11 @@ static void case_accept_then_requests(void)
 		getint("error", a, SOL_SOCKET, SO_ERROR);
 		getint("type", a, SOL_SOCKET, SO_TYPE);
 		rc("write_first", write(a, "pong", 4));
-		out("read=%s", read_full(a, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4) ? "ping" : "bad");
+		out_read_ping(a);
 		rc("shut_rd", shutdown(a, SHUT_RD));
 		close(a);
 	}
-	if (c >= 0) {
-		ctl_reply(c, buf, sizeof(buf));
-		out("peer=\"%s\"", buf);
-	}
+	peer_reply_out(c);
 	close(l);
 }
 
@@ -1013,7 +1025,6 @@ static void case_accept_then_requests(void)
  * accepted connection goes on. */
 static void case_accept_close_listener(void)
 {
-	char buf[64] = { 0 };
 	int l = bind_listen(&sa_self, 0, 4), c, a;
 
 	if (rc("listen", l) < 0)
@@ -1021,14 +1032,11 @@ static void case_accept_close_listener(void)
 	a = accept_from_peer(l, &sa_self, &c, 0);
 	close(l);
 	if (rc("accept", a) >= 0) {
-		out("read=%s", read_full(a, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4) ? "ping" : "bad");
+		out_read_ping(a);
 		rc("write", write(a, "pong", 4));
 		close(a);
 	}
-	if (c >= 0) {
-		ctl_reply(c, buf, sizeof(buf));
-		out("peer=\"%s\"", buf);
-	}
+	peer_reply_out(c);
 }
 
 static void case_accept_addr(void)
@@ -1272,7 +1280,6 @@ static void case_opt_listener(void)
 static void case_linger0_rst(void)
 {
 	struct linger lg = { 1, 0 };
-	char buf[64] = { 0 };
 	int l = bind_listen(&sa_self, 0, 4), c, a;
 
 	c = peer_ctl_async("READEOF %s %d\n", ntop(&sa_self), local_port(l));
@@ -1281,16 +1288,12 @@ static void case_linger0_rst(void)
 		rc("linger", setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
 		close(a);
 	}
-	if (c >= 0) {
-		ctl_reply(c, buf, sizeof(buf));
-		out("peer=\"%s\"", buf);
-	}
+	peer_reply_out(c);
 	close(l);
 }
 
 static void case_close_fin(void)
 {
-	char buf[64] = { 0 };
 	int l = bind_listen(&sa_self, 0, 4), c, a;
 
 	c = peer_ctl_async("READEOF %s %d\n", ntop(&sa_self), local_port(l));
@@ -1299,10 +1302,7 @@ static void case_close_fin(void)
 		write(a, "bye", 3);
 		close(a);
 	}
-	if (c >= 0) {
-		ctl_reply(c, buf, sizeof(buf));
-		out("peer=\"%s\"", buf);
-	}
+	peer_reply_out(c);
 	close(l);
 }
 
@@ -3217,7 +3217,7 @@ static void case_scm_rights_udp(void)
 /* A listening socket handed to a worker, as servers do on reload. */
 static void case_scm_rights_listener(void)
 {
-	char buf[64], r;
+	char r;
 	int us, l, c = -1;
 	pid_t p = scm_fork(0, &us);
 
@@ -3230,10 +3230,7 @@ static void case_scm_rights_listener(void)
 			c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
 		close(l);
 	}
-	if (c >= 0) {
-		ctl_reply(c, buf, sizeof(buf));
-		out("peer=\"%s\"", buf);
-	}
+	peer_reply_out(c);
 	scm_report("receiver", us, p);
 }
 

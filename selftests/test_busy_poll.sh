@@ -22,9 +22,6 @@ nk_topo_up
 R=remote-$S
 
 log_step "nkctl nsm add nsm3 ... busy-poll 50"
-nk_netns_add "bp-$S"
-nk_veth "bp-$S" up0 "$R" bpr0
-ip -n "$R" addr add 10.75.0.1/24 dev bpr0
 refused()	# ERRFILE NKCTL-ARGS...: the command fails
 {
 	local f=$1
@@ -36,20 +33,14 @@ check "... saying why" grep -q 'busy-poll must be a number of microseconds from 
 check "busy-poll 5x is refused" refused "$NK_TMP/e2" nsm add nsm3 type kernel netns "bp-$S" dev up0 busy-poll 5x
 check "... saying why" grep -q 'busy-poll must be a number' "$NK_TMP/e2"
 check "and no nsm3 was added" refused /dev/null nsm show nsm3
-nk_run_nkctl nsm add nsm3 type kernel netns "bp-$S" dev up0 busy-poll 50 >/dev/null
-NK_NSMS+=(nsm3)
+nk_nsm_path nsm3 bp bpr0 10.75.0 vm3 g3 busy-poll 50
+NSM3_PID=$NK_PATH_NSM_PID
 check_eq "nkctl -j nsm show nsm3: busy_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm3)" 'j["busy_poll"]')" 50
 check_eq "nsm1 does not busy-poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["busy_poll"]')" 0
-wait_for -t 10 nk_nsm_pid "bp-$S" || nk_die "no nk-nsm in bp-$S"
-NSM3_PID=$(nk_nsm_pid "bp-$S")
 check "nsm3's nk-nsm runs with --busy-poll=50" bash -c \
 	"tr '\\0' ' ' </proc/$NSM3_PID/cmdline | grep -q -- --busy-poll=50"
 check "nkd.json keeps busy_poll 50 for nsm3" bash -c \
 	"grep -A8 '\"nsm3\"' $NK_TMP/state/nkd.json | grep -q '\"busy_poll\": *50'"
-nk_netns_add "g3-$S"
-nk_run_nkctl vm add vm3 nsm nsm3 addr 10.75.0.2/24 uds "$NK_TMP/vm3.vsock" >/dev/null
-wait_for -t 10 test -S "$NK_TMP/vm3.vsock_7531" || nk_die "nkd does not serve vm3"
-wait_for -t 10 nk_has_addr "bp-$S" up0 10.75.0.2 || nk_die "10.75.0.2 did not appear in bp-$S"
 
 log_step "traffic through the busy-polling NSM"
 cat >"$NK_TMP/echo.py" <<'PY'

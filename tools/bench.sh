@@ -266,32 +266,14 @@ native_guest_up()
 }
 
 log_step "NetKernel with the in-kernel relay: nsm2 (relay kernel), vm20, guest g20"
-nk_netns_add "kr-$S"
-nk_netns_add "g20-$S"
-nk_veth "kr-$S" up0 "$R" krr0
-ip -n "$R" addr add 10.76.0.1/24 dev krr0
-nk_run_nkctl nsm add nsm2 type kernel netns "kr-$S" dev up0 relay kernel
-NK_NSMS+=(nsm2)
-wait_for -t 10 nk_nsm_pid "kr-$S" || nk_die "no nk-nsm process appeared in kr-$S"
-NSM2_PID=$(nk_nsm_pid "kr-$S")
-nk_run_nkctl vm add vm20 nsm nsm2 addr 10.76.0.2/24 uds "$NK_TMP/vm20.vsock"
-wait_for -t 10 test -S "$NK_TMP/vm20.vsock_7531" || nk_die "nkd does not serve vm20"
-wait_for -t 10 nk_has_addr "kr-$S" up0 10.76.0.2 || nk_die "10.76.0.2 did not appear on kr-$S up0"
+nk_nsm_path nsm2 kr krr0 10.76.0 vm20 g20 relay kernel
+NSM2_PID=$NK_PATH_NSM_PID
 check "nsm2 (pid $NSM2_PID) has the in-kernel relay on" wait_for -t 5 grep -q \
 	'in-kernel relay of guest -> network data: on' "$NK_STATE/nsm-nsm2.log"
 
 log_step "NetKernel with busy polling: nsm3 (busy-poll $BUSY_POLL_US), vm30, guest g30"
-nk_netns_add "bp-$S"
-nk_netns_add "g30-$S"
-nk_veth "bp-$S" up0 "$R" bpr0
-ip -n "$R" addr add 10.75.0.1/24 dev bpr0
-nk_run_nkctl nsm add nsm3 type kernel netns "bp-$S" dev up0 busy-poll "$BUSY_POLL_US"
-NK_NSMS+=(nsm3)
-wait_for -t 10 nk_nsm_pid "bp-$S" || nk_die "no nk-nsm process appeared in bp-$S"
-NSM3_PID=$(nk_nsm_pid "bp-$S")
-nk_run_nkctl vm add vm30 nsm nsm3 addr 10.75.0.2/24 uds "$NK_TMP/vm30.vsock"
-wait_for -t 10 test -S "$NK_TMP/vm30.vsock_7531" || nk_die "nkd does not serve vm30"
-wait_for -t 10 nk_has_addr "bp-$S" up0 10.75.0.2 || nk_die "10.75.0.2 did not appear on bp-$S up0"
+nk_nsm_path nsm3 bp bpr0 10.75.0 vm30 g30 busy-poll "$BUSY_POLL_US"
+NSM3_PID=$NK_PATH_NSM_PID
 check "nsm3 (pid $NSM3_PID) runs with --busy-poll=$BUSY_POLL_US" bash -c \
 	"tr '\\0' ' ' </proc/$NSM3_PID/cmdline | grep -q -- --busy-poll=$BUSY_POLL_US"
 

@@ -446,31 +446,17 @@ def main():
         r = ratio(S[(key, "nk")], S[(key, "native")])
         if r is not None:
             tgt(f"bulk throughput {what} ≥ 0.90× native", f"{r:.2f}×", r >= 0.90)
-    nk, nat = S[("rtt", "nk")], S[("rtt", "native")]
-    if nk and nat:
-        d = nk[0] - nat[0]
-        tgt("latency: mean ≤ native + 10 µs", f"+{d:.1f} µs ({fmt(nk[0])} vs {fmt(nat[0])} µs)", d <= 10)
-    r = ratio(S[("p99", "nk")], S[("p99", "native")])
-    if r is not None:
-        tgt("latency: p99 ≤ 1.5× native", f"{r:.2f}×", r <= 1.5)
-    kr = S[("rtt", "nkkr")]
-    if kr and nat:
-        d = kr[0] - nat[0]
-        tgt("latency with the in-kernel relay (not the default): mean ≤ native + 10 µs",
-            f"+{d:.1f} µs ({fmt(kr[0])} vs {fmt(nat[0])} µs)", d <= 10)
-    r = ratio(S[("p99", "nkkr")], S[("p99", "native")])
-    if r is not None:
-        tgt("latency with the in-kernel relay (not the default): p99 ≤ 1.5× native",
-            f"{r:.2f}×", r <= 1.5)
-    bp = S[("rtt", "nkbp")]
-    if bp and nat:
-        d = bp[0] - nat[0]
-        tgt("latency with busy polling (not the default): mean ≤ native + 10 µs",
-            f"+{d:.1f} µs ({fmt(bp[0])} vs {fmt(nat[0])} µs)", d <= 10)
-    r = ratio(S[("p99", "nkbp")], S[("p99", "native")])
-    if r is not None:
-        tgt("latency with busy polling (not the default): p99 ≤ 1.5× native",
-            f"{r:.2f}×", r <= 1.5)
+    nat = S[("rtt", "native")]
+    for p, which in (("nk", ""), ("nkkr", " with the in-kernel relay (not the default)"),
+                     ("nkbp", " with busy polling (not the default)")):
+        m = S[("rtt", p)]
+        if m and nat:
+            d = m[0] - nat[0]
+            tgt(f"latency{which}: mean ≤ native + 10 µs",
+                f"+{d:.1f} µs ({fmt(m[0])} vs {fmt(nat[0])} µs)", d <= 10)
+        r = ratio(S[("p99", p)], S[("p99", "native")])
+        if r is not None:
+            tgt(f"latency{which}: p99 ≤ 1.5× native", f"{r:.2f}×", r <= 1.5)
     r = ratio(S[("ka", "nk")], S[("ka", "native")])
     if r is not None:
         tgt("wrk keep-alive ≥ 0.90× native", f"{r:.2f}×", r >= 0.90)
