@@ -501,24 +501,26 @@ void chan_timeouts(uint64_t now)
 	}
 }
 
+/*
+ * One guest stream per event, as nginx accepts: under load the next
+ * epoll_wait() reports the listener again, and at light load this saves
+ * the accept4() that would only say EAGAIN.
+ */
 void vm_accept(struct vm *vm)
 {
-	int i, fd;
+	int fd;
 
-	for (i = 0; i < 64; i++) {
-		fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM) {
-				/* Pause until the next timer tick, not spin. */
-				vm_warn(vm, "accepting guest streams: %s", strerror(errno));
-				ep_set(vm->lfd, 0);
-			}
-			return;
+	fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			/* Pause until the next timer tick, not spin. */
+			vm_warn(vm, "accepting guest streams: %s", strerror(errno));
+			ep_set(vm->lfd, 0);
 		}
-		if (!chan_new(vm, fd, vm->ldomain)) {
-			vm_warn(vm, "no memory for a new guest stream");
-			close(fd);
-		}
+		return;
+	}
+	if (!chan_new(vm, fd, vm->ldomain)) {
+		vm_warn(vm, "no memory for a new guest stream");
+		close(fd);
 	}
 }

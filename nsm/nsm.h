@@ -188,7 +188,8 @@ struct relay {
 	struct rdir up;			/* guest stream -> tcp */
 	struct rdir down;		/* tcp -> guest stream */
 	bool g_closed;			/* guest stream hung up or EPIPE */
-	bool g_unreg, t_unreg;		/* taken out of epoll after HUP */
+	bool g_unreg, t_unreg;		/* out of epoll after HUP ... */
+	bool g_deleted, t_deleted;	/* ... once relay_update ran */
 	struct nsock *ns;
 	/* up relayed in the kernel (krelay.c): */
 	bool kup;
@@ -241,6 +242,7 @@ struct nsock {
 	int nopts;
 	struct saved_opt *opts;
 	/* listener; UDP: extra sockets receiving on other VM addresses */
+	struct nk_addr listen_local;	/* fd's local address, listening */
 	int *lfds;			/* extra listening sockets */
 	struct nk_addr *laddrs;		/* the address each is bound to */
 	int nlfds;

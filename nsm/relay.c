@@ -243,10 +243,21 @@ void relay_update(struct nsock *ns)
 		t |= EPOLLOUT;
 	if (r->t_unreg && !r->down.done && !r->g_closed)
 		g |= EPOLLOUT;
+	/* A hung-up side leaves epoll here rather than when its hang-up was
+	 * seen: a connection that finishes in that pass is closed instead,
+	 * and close() takes it out for free. */
 	if (!r->g_unreg)
 		ep_set(ch->fd, g);
+	else if (!r->g_deleted) {
+		ep_del(ch->fd);
+		r->g_deleted = true;
+	}
 	if (!r->t_unreg)
 		ep_set(ns->fd, t);
+	else if (!r->t_deleted) {
+		ep_del(ns->fd);
+		r->t_deleted = true;
+	}
 }
 
 /* The TCP side failed: remember why, pass on what we hold, close. */
@@ -424,10 +435,7 @@ void relay_event_guest(struct nsock *ns, uint32_t events)
 		r->down.dst_ready = true;
 	if (events & (EPOLLHUP | EPOLLERR)) {
 		r->g_closed = true;
-		if (!r->g_unreg) {
-			ep_del(ns->chan->fd);
-			r->g_unreg = true;
-		}
+		r->g_unreg = true;	/* leaves epoll in relay_update */
 	}
 	relay_pump(ns);
 }
@@ -452,10 +460,8 @@ void relay_event_tcp(struct nsock *ns, uint32_t events)
 			return;
 		}
 	}
-	if ((events & EPOLLHUP) && !r->t_unreg) {
-		ep_del(ns->fd);
-		r->t_unreg = true;
-	}
+	if (events & EPOLLHUP)
+		r->t_unreg = true;	/* leaves epoll in relay_update */
 	relay_pump(ns);
 }
 

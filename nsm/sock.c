@@ -1017,6 +1017,7 @@ static int op_listen(struct nsock *ns, int backlog)
 	ret = sock_name(ns->fd, false, &local);
 	if (ret)
 		return ret;
+	ns->listen_local = local;
 	if (ns->wildcard) {
 		ret = open_extra(ns, local.port);
 		if (ret)
@@ -1705,6 +1706,25 @@ void nsock_chan_event(struct nsock *ns, uint32_t events)
 	chan_update_events(ch);
 }
 
+/* The local address of a connection accepted on lfd. */
+static void listen_local(const struct nsock *ns, int lfd, int fd, struct nk_addr *out)
+{
+	int i;
+
+	if (lfd == ns->fd) {
+		*out = ns->listen_local;
+		return;
+	}
+	for (i = 0; i < ns->nlfds; i++) {
+		if (ns->lfds[i] == lfd) {
+			*out = ns->laddrs[i];
+			out->flowinfo = out->scope_id = 0;
+			return;
+		}
+	}
+	sock_name(fd, false, out);
+}
+
 void nsock_listen_event(struct nsock *ns, int lfd)
 {
 	struct nk_accept_offer rec;
@@ -1715,7 +1735,9 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 
 	if (ns->dead || ns->state != NK_STATE_LISTENING)
 		return;
-	for (i = 0; i < 64 && ns->npending < ns->pending_max; i++) {
+	/* One connection per event, as vm_accept() takes guest streams; a
+	 * few more tries only for connections that died in the queue. */
+	for (i = 0; i < 8 && ns->npending < ns->pending_max; i++) {
 		sl = sizeof(ss);
 		fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
@@ -1735,12 +1757,13 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 		pc->conn_id = ns->next_conn_id++;
 		pc->fd = fd;
 		pc->since = now_mono();
-		/* The peer from accept4(); the local address costs a call. */
+		/* The peer from accept4(); the local address is the listening
+		 * socket's, always bound to one of the VM's addresses. */
 		if (nk_addr_from_sockaddr(&pc->peer, (struct sockaddr *)&ss, sl) == 0)
 			pc->peer.flowinfo = pc->peer.scope_id = 0;
 		else
 			sock_name(fd, true, &pc->peer);
-		sock_name(fd, false, &pc->local);
+		listen_local(ns, lfd, fd, &pc->local);
 		if (ns->offer) {
 			pc->ns = nsock_accepted(ns, fd);
 			if (!pc->ns) {
@@ -1760,6 +1783,7 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 			      : chan_send(ns->chan, NK_OP_ACCEPT_READY, 0, 0, &rec,
 					  sizeof(struct nk_accept_rec)))
 			return;	/* the listener's stream is gone, and the listener */
+		break;
 	}
 	if (ns->npending >= ns->pending_max)
 		listen_pause(ns, true);
