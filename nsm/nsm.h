@@ -52,6 +52,7 @@
 #define NSM_SETUP_REQS_MAX	64	/* pipelined set-up requests per socket stream */
 #define NSM_PIPE_SIZE		(256 * 1024)
 #define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
+#define NSM_STREAM_SNDBUF_MAX	(4 << 20)	/* cap of a guest stream's send buffer */
 #define NSM_DGRAM_FRAME_MAX	(sizeof(struct nk_dgram_hdr) + NK_DGRAM_MAX)
 #define NSM_DGRAM_BUF		(2 * NSM_DGRAM_FRAME_MAX)	/* one read of frames */
 #define NSM_DGRAM_BATCH		64	/* datagrams per socket per wake-up */
@@ -188,6 +189,7 @@ struct relay {
 	struct rdir up;			/* guest stream -> tcp */
 	struct rdir down;		/* tcp -> guest stream */
 	bool g_closed;			/* guest stream hung up or EPIPE */
+	int g_sndbuf;			/* the stream's send buffer, 0: not read */
 	bool g_unreg, t_unreg;		/* out of epoll after HUP ... */
 	bool g_deleted, t_deleted;	/* ... once relay_update ran */
 	struct nsock *ns;

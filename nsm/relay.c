@@ -161,6 +161,50 @@ static ssize_t dir_out(struct rdir *d, int dst)
 static void relay_pump(struct nsock *ns);
 
 /*
+ * The guest stream is full (network -> guest).  Its send buffer starts at
+ * the system default (wmem_default, about 208 KiB), which caps a download
+ * at what fits in it per wake-up of the guest: let it hold as much as the
+ * TCP socket's receive buffer does (autotuned, or what the application set
+ * with SO_RCVBUF), up to NSM_STREAM_SNDBUF_MAX, so a guest that does not
+ * read pins a bounded amount of host memory.  Tried again at each full
+ * stream, as autotuning grows the socket's buffer.  Returns true if the
+ * stream can take more now.
+ */
+static bool stream_grow(struct nsock *ns)
+{
+	struct relay *r = ns->relay;
+	int fd = ns->chan->fd, want, v;
+	socklen_t len = sizeof(want);
+
+	if (!r->g_sndbuf) {
+		len = sizeof(r->g_sndbuf);
+		if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &r->g_sndbuf, &len))
+			r->g_sndbuf = -1;
+		len = sizeof(want);
+	}
+	if (r->g_sndbuf < 0 || r->g_sndbuf >= NSM_STREAM_SNDBUF_MAX ||
+	    getsockopt(ns->fd, SOL_SOCKET, SO_RCVBUF, &want, &len))
+		return false;
+	if (want > NSM_STREAM_SNDBUF_MAX)
+		want = NSM_STREAM_SNDBUF_MAX;
+	if (want <= r->g_sndbuf)
+		return false;
+	v = want / 2;	/* the kernel doubles what it is given */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v))) {
+		r->g_sndbuf = -1;
+		return false;
+	}
+	len = sizeof(v);
+	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, &len) || v <= r->g_sndbuf) {
+		r->g_sndbuf = -1;	/* capped below what it had: stop trying */
+		return false;
+	}
+	r->g_sndbuf = v;
+	return true;
+}
+
+/*
  * Set up the relay of a connection that enters data mode, before the guest
  * may write (before the CONNECTED record or the HELLO ACCEPT reply): the
  * guest -> TCP direction goes into the kernel when it can (krelay.c).
@@ -395,6 +439,10 @@ static void relay_pump(struct nsock *ns)
 				return;
 			}
 			progress |= ret == DIR_MOVED;
+			if (!r->down.dst_ready && r->down.len && !r->g_closed && stream_grow(ns)) {
+				r->down.dst_ready = true;
+				progress = true;
+			}
 			if (r->down.src_eof && !r->down.len && !r->g_closed) {
 				r->down.done = true;
 				progress = true;

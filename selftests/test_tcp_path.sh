@@ -90,6 +90,76 @@ wait "$CURL_PID"
 check_eq "slow curl exit status" "$?" 0
 check_eq "slow curl downloaded 16 MiB" "$(tail -n 1 "$NK_TMP/curl-slow.log")" $((16 << 20))
 
+# ---------------------------------------------------------------- stream buffer
+# The NSM's end of a guest stream starts with the default send buffer and,
+# once full, grows to the TCP socket's receive buffer (capped at 4 MiB):
+# a guest that reads late finds that much waiting, and one that set
+# SO_RCVBUF gets no more buffering than it asked for.  A python client
+# sends its request, sleeps 3 s, then reads and hashes the 16 MiB body.
+log_step "the relay buffers as much as the socket's receive buffer, at most 4 MiB"
+cat >"$NK_TMP/late_reader.py" <<'PY'
+import hashlib, socket, sys, time
+rcvbuf = int(sys.argv[1])
+s = socket.socket()
+if rcvbuf:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+s.connect(("10.77.0.1", 80))
+s.sendall(b"GET /mid.bin HTTP/1.0\r\nHost: remote\r\n\r\n")
+print("sent", flush=True)
+time.sleep(3)
+head, body, h = b"", 0, hashlib.sha256()
+while True:
+    b = s.recv(1 << 16)
+    if not b:
+        break
+    if head is not None:
+        head += b
+        i = head.find(b"\r\n\r\n")
+        if i < 0:
+            continue
+        b, head = head[i + 4:], None
+    h.update(b)
+    body += len(b)
+print(body, h.hexdigest())
+PY
+MID_SUM="$((16 << 20)) $(sha256sum "$WWW/mid.bin" | cut -d' ' -f1)"
+WMEM_DEFAULT=$(ip netns exec "g1-$S" cat /proc/sys/net/core/wmem_default)
+# skmem of nk-nsm's stream ends (they live in the guest's namespace): "t tb"
+# of the one holding the most.
+nsm_stream_mem()
+{
+	ip netns exec "g1-$S" ss -xmpn | grep "pid=$NK_NSM_PID," |
+		sed -n 's/.*skmem:(r[0-9]*,rb[0-9]*,t\([0-9]*\),tb\([0-9]*\),.*/\1 \2/p' |
+		sort -n | tail -n 1
+}
+stream_filled()
+{
+	local m
+	m=$(nsm_stream_mem)
+	[ -n "$m" ] && [ "${m% *}" -ge $((${m#* } * 9 / 10)) ] && [ "${m% *}" -gt 0 ]
+}
+for rb in 0 65536; do
+	nk_guest_bg g1 "$NK_TMP/late-$rb.log" "$NK_PY" "$NK_TMP/late_reader.py" "$rb"
+	LATE_PID=$NK_BG_PID
+	wait_for -t 5 grep -q sent "$NK_TMP/late-$rb.log"
+	sleep 1	# the NSM fills the stream while the guest sleeps
+	wait_for -t 1 stream_filled
+	mem=$(nsm_stream_mem)
+	log_info "SO_RCVBUF ${rb/#0/not set}: nk-nsm's end of the stream holds ${mem% *} bytes, send buffer ${mem#* }"
+	if [ "$rb" = 0 ]; then
+		check_gt "autotuned socket: the stream's send buffer grew past the default" \
+			"${mem#* }" "$WMEM_DEFAULT"
+		check_lt "... and stays within 4 MiB" "${mem#* }" $(((4 << 20) + 1))
+	else
+		check_eq "SO_RCVBUF $rb: the stream's send buffer stays at the default" \
+			"${mem#* }" "$WMEM_DEFAULT"
+	fi
+	wait "$LATE_PID"
+	check_eq "late reader (SO_RCVBUF ${rb/#0/not set}) exit status" "$?" 0
+	check_eq "late reader (SO_RCVBUF ${rb/#0/not set}) got the 16 MiB intact" \
+		"$(tail -n 1 "$NK_TMP/late-$rb.log")" "$MID_SUM"
+done
+
 # ---------------------------------------------------------------- nkd idle
 log_step "anti-fake: nkd stays off the data path (256 MiB download)"
 cpu0=$(nk_proc_cpu_ticks "$NKD_PID")
