@@ -397,7 +397,11 @@ def main():
             return "?"
     out.append(f"- Cost of the basics on this machine at the start: a system call "
                f"{us('syscall_us')} µs (`perf bench syscall basic`), a wakeup round trip "
-               f"between two processes {us('pipe_rtt_us')} µs (`perf bench sched pipe`).")
+               f"between two processes {us('pipe_rtt_us')} µs (`perf bench sched pipe`); "
+               f"with both pinned to one CPU {us('pipe_rtt_1cpu_us')} µs, and between two "
+               f"threads of one process on one CPU {us('pipe_rtt_1cpu_thr_us')} µs (`taskset 1 "
+               f"perf bench sched pipe [-T]`): waking a sleeping CPU and switching address "
+               f"spaces are what a wakeup costs here.")
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
     out.append(f"- Anti-fake checks inside the run: {checks[0] if checks else '?'}.")
     for c in checks[1:]:
