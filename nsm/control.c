@@ -630,31 +630,47 @@ static bool conn_entry(const struct nsock *ns, struct nsm_conn *c)
 	return true;
 }
 
-/* CONN_LIST: CONN_BATCH packets with the request's seq; REPLY follows. */
+/* Add ns to the batch; send the batch when it is full. */
+static void conn_add(struct nsm_conn_batch *b, const struct nsock *ns, uint32_t seq)
+{
+	if (!ns || !conn_entry(ns, &b->conns[b->n]) || ++b->n < NSM_CONN_BATCH)
+		return;
+	ctl_send_wait(NSM_MSG_CONN_BATCH, seq, 0, b, sizeof(*b), NSM_CTL_SEND_WAIT_MS);
+	b->n = 0;
+}
+
+/*
+ * CONN_LIST: CONN_BATCH packets with the request's seq; REPLY follows.
+ * Connections offered to the guest but not yet accepted by it are
+ * established TCP connections too (ss lists those in an accept queue):
+ * they come from their listener's queue, or from the VM's orphans once
+ * the listener closed.
+ */
 static int conn_list(const struct nsm_conn_list *m, uint32_t seq)
 {
 	struct nsm_conn_batch b = { 0 };
-	struct list_head *p, *t, *q, *u;
+	struct list_head *p, *pt, *q, *qt, *o, *ot;
 	size_t hdr = offsetof(struct nsm_conn_batch, conns);
 
 	if (m->pad0)
 		return -EINVAL;
 	if (m->vm_id && !vm_find(m->vm_id))
 		return -ENOENT;
-	list_for_each_safe(p, t, &nsm.vms) {
+	list_for_each_safe(p, pt, &nsm.vms) {
 		struct vm *vm = list_entry(p, struct vm, node);
 
 		if (m->vm_id && vm->id != m->vm_id)
 			continue;
-		list_for_each_safe(q, u, &vm->socks) {
-			if (!conn_entry(list_entry(q, struct nsock, vm_node), &b.conns[b.n]))
-				continue;
-			if (++b.n < NSM_CONN_BATCH)
-				continue;
-			ctl_send_wait(NSM_MSG_CONN_BATCH, seq, 0, &b, sizeof(b),
-				      NSM_CTL_SEND_WAIT_MS);
-			b.n = 0;
+		list_for_each_safe(q, qt, &vm->socks) {
+			struct nsock *ns = list_entry(q, struct nsock, vm_node);
+
+			conn_add(&b, ns, seq);
+			if (ns->state == NK_STATE_LISTENING)
+				list_for_each_safe(o, ot, &ns->pending)
+					conn_add(&b, list_entry(o, struct pending, node)->ns, seq);
 		}
+		list_for_each_safe(o, ot, &vm->orphans)
+			conn_add(&b, list_entry(o, struct pending, node)->ns, seq);
 	}
 	if (b.n)
 		ctl_send_wait(NSM_MSG_CONN_BATCH, seq, 0, &b,

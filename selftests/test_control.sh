@@ -8,7 +8,8 @@
 # http.server) and runs an iperf3 client against the remote host.
 #
 #   - nkctl conn list: during a download the connection shows on the
-#     right NSM with growing byte counts;
+#     right NSM with growing byte counts; a connection the guest has not
+#     accepted yet shows too;
 #   - graceful moves (nkctl vm set vm1 nsm OTHER) while iperf3 -R runs
 #     (the guest is the client: a guest *server* that accepts in the same
 #     thread as it reads, iperf3 -s, would block in accept() after the
@@ -253,6 +254,31 @@ check_gt "conn list: bytes_in counts the request" "$(conn_field "$c1" 80 bytes_i
 check_eq "conn list: the listener shows too" \
 	"$(jpy "$c1" "[c['local'] for c in j if c['state'] == 'listening']")" "['$A:80']"
 nk_stop "$SLOW"
+
+log_step "a connection the guest has not accepted yet shows in conn list (ss shows an accept queue)"
+nk_guest_bg g1 "$NK_TMP/noaccept.log" "$NK_PY" -c 'import socket, time
+s = socket.socket()
+s.bind(("0.0.0.0", 8081))
+s.listen(8)
+print("listening", flush=True)
+time.sleep(8)'
+NOACC=$NK_BG_PID
+listens_8081()
+{
+	[ -n "$(jpy "$(conns_json)" "' '.join(c['local'] for c in j if c['state'] == 'listening' and c['local'].endswith(':8081'))")" ]
+}
+check "vm1 listens on 8081 (never accepting)" wait_for -t 10 listens_8081
+nk_bg "remote-$S" "$NK_TMP/hold.log" bash -c "exec 3<>/dev/tcp/$A/8081; sleep 6"
+HOLD=$NK_BG_PID
+queued()
+{
+	[ -n "$(conn_field "$(conns_json)" 8081 remote)" ]
+}
+check "the queued connection shows in conn list, connected" wait_for -t 5 queued
+check "conn list: its remote is the remote host ($(conn_field "$(conns_json)" 8081 remote))" \
+	grep -q "^10.77.2.1:" <<<"$(conn_field "$(conns_json)" 8081 remote)"
+nk_stop "$HOLD"
+nk_stop "$NOACC"
 
 # ---------------------------------------------------------------- moves
 log_step "move vm1 $N1 -> $N2 while iperf3 -R runs (remote -> guest)"
