@@ -535,7 +535,7 @@ nk_topo_uplink_up()
 	NK_PIN=/sys/fs/bpf/nk-$NK_TEST_NAME-$S
 	NK_NSM1=nsm1-$S
 	NK_NKD_ARGS=(--uplink "$NK_UPLINK" --pin-dir "$NK_PIN")
-	NK_CLEANUP_HOOKS+=(nk_topo_uplink_down)
+	nk_uplink_cleanup "$NK_PIN" "$NK_UPLINK" "$NK_NSM1"
 	log_step "shared-uplink topology (suffix $S): uplink $NK_UPLINK, XDP steering"
 	nk_mount_bpffs
 	nk_netns_add "remote-$S"
@@ -561,11 +561,23 @@ nk_topo_uplink_up()
 		nk_die "$net.2 did not appear in nk-$NK_NSM1"
 }
 
-nk_topo_uplink_down()
+# nk_uplink_cleanup PIN UPLINK NSM...: at cleanup, remove what nkd --uplink
+# makes and a failed run may leave behind: the pin directory, the uplink
+# veth and each NSM's host-side veth nkh-NSM.
+nk_uplink_cleanup()
 {
-	ip link del "$NK_UPLINK" 2>/dev/null
-	ip link del "nkh-$NK_NSM1" 2>/dev/null
-	rm -rf "$NK_PIN"
+	NK_UPLINK_LEFT=("$@")
+	NK_CLEANUP_HOOKS+=(nk_uplink_leftovers)
+}
+
+nk_uplink_leftovers()
+{
+	local n
+	rm -rf "${NK_UPLINK_LEFT[0]}"
+	ip link del "${NK_UPLINK_LEFT[1]}" 2>/dev/null
+	for n in "${NK_UPLINK_LEFT[@]:2}"; do
+		ip link del "nkh-$n" 2>/dev/null
+	done
 	return 0
 }
 

@@ -43,15 +43,8 @@ A=10.77.2.2
 # shellcheck disable=SC2034 # read by nk_start_nkd (lib.sh)
 NK_NKD_ARGS=(--uplink "$UP" --pin-dir "$PIN")
 
-ctl_leftovers()
-{
-	rm -rf "$PIN"
-	ip link del "$UP" 2>/dev/null
-	ip link del "nkh-$N1" 2>/dev/null
-	ip link del "nkh-$N2" 2>/dev/null
-	return 0
-}
-NK_CLEANUP_HOOKS+=(ctl_leftovers)
+# Whatever nkd did not remove (a failed run): pins, veths.
+nk_uplink_cleanup "$PIN" "$UP" "$N1" "$N2"
 
 conns_json()
 {

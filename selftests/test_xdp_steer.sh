@@ -41,16 +41,8 @@ NK_NKD_ARGS=(--uplink "$UP" --pin-dir "$PIN")
 declare -A VM_ADDR=([vm1]=10.77.1.2 [vm2]=10.77.1.3 [vm3]=10.77.1.4)
 declare -A VM_NSM=([vm1]=$N1 [vm2]=$N1 [vm3]=$N2)
 
-# Whatever nkd did not remove (a failed run): pins, veths, namespaces.
-xdp_leftovers()
-{
-	rm -rf "$PIN"
-	ip link del "$UP" 2>/dev/null
-	ip link del "nkh-$N1" 2>/dev/null
-	ip link del "nkh-$N2" 2>/dev/null
-	return 0
-}
-NK_CLEANUP_HOOKS+=(xdp_leftovers)
+# Whatever nkd did not remove (a failed run): pins, veths.
+nk_uplink_cleanup "$PIN" "$UP" "$N1" "$N2"
 
 stats_json()
 {
