@@ -31,7 +31,7 @@
 
 #define FRAME_HDR	sizeof(struct nk_dgram_hdr)
 
-static size_t iov_total(const struct iovec *iov, int cnt)
+size_t nk_iov_total(const struct iovec *iov, int cnt)
 {
 	size_t t = 0;
 	int i;
@@ -88,7 +88,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		      struct sockaddr *src, socklen_t *slen, int *mflags)
 {
 	bool nonblock = (flags & MSG_DONTWAIT) || fd_nonblock(fd);
-	size_t room = iov_total(iov, cnt), copy, off, i;
+	size_t room = nk_iov_total(iov, cnt), copy, off, i;
 	struct sockaddr_storage ss;
 	struct nk_dgram_hdr h;
 	socklen_t sl = 0;
@@ -243,7 +243,7 @@ bool nk_dgram_error_pending(int fd)
 ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 		      const struct sockaddr *dst, socklen_t dlen)
 {
-	size_t total = iov_total(iov, cnt), max, sent, want;
+	size_t total = nk_iov_total(iov, cnt), max, sent, want;
 	struct nk_dgram_hdr h = { 0 };
 	struct iovec v[(cnt >= 0 && cnt <= IOV_MAX ? cnt : 0) + 1];
 	struct msghdr m = { 0 };

@@ -85,6 +85,8 @@ struct nk_sock {
 	int eof_err;		/* -1 unknown; else the reason the stream ended */
 	bool eof_reported;
 	bool connect_counted;	/* counted in nk_connecting */
+	bool sndbuf_set;	/* the application set SO_SNDBUF */
+	bool sndbuf_done;	/* stream_grow() ran */
 	bool dead;		/* listener lost with its NSM */
 	bool shut;		/* listener shut down by the application */
 	unsigned int gen;	/* bumped by every promotion (re-listening) */
@@ -174,6 +176,7 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 int nk_dgram_fionread(struct nk_sock *sk, int fd, int *val);
 int nk_dgram_pending_error(struct nk_sock *sk, int fd);
 bool nk_dgram_error_pending(int fd);
+size_t nk_iov_total(const struct iovec *iov, int cnt);
 
 /* shim.c */
 void nk_set_addr(struct sockaddr_storage *ss, socklen_t *len, const struct nk_addr *na,

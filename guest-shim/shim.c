@@ -716,6 +716,44 @@ static ssize_t write_epipe(struct nk_sock *sk, int fd, int flags)
 	return fail(EPIPE);
 }
 
+/*
+ * A connected stream's send buffer starts at the system default
+ * (wmem_default, about 208 KiB), where a TCP socket's autotunes up to
+ * tcp_wmem's maximum (4 MiB by default): a bulk sender found it full every
+ * couple of hundred KiB, and each time made two more system calls and
+ * waited for a wakeup.  At the first write of 64 KiB or more, or the first
+ * that finds the stream full, raise it to NK_STREAM_SNDBUF (the kernel
+ * caps it at twice net.core.wmem_max), unless the application chose its
+ * own SO_SNDBUF.  Short exchanges never pay the call.
+ */
+#define NK_STREAM_SNDBUF	(4 << 20)
+#define NK_STREAM_BULK		65536
+
+static void stream_grow(struct nk_sock *sk, int fd)
+{
+	int v = NK_STREAM_SNDBUF / 2;	/* the kernel doubles it */
+	int e = errno;
+
+	sk->sndbuf_done = true;
+	if (!sk->sndbuf_set)
+		nk_real.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	errno = e;
+}
+
+/* Before a write of len bytes on a connected stream. */
+static inline void stream_pre_send(struct nk_sock *sk, int fd, size_t len)
+{
+	if (!sk->sndbuf_done && len >= NK_STREAM_BULK)
+		stream_grow(sk, fd);
+}
+
+/* After it: n bytes went, or errno says why none did. */
+static inline void stream_post_send(struct nk_sock *sk, int fd, size_t len, ssize_t n)
+{
+	if (!sk->sndbuf_done && (n < 0 ? errno == EAGAIN : (size_t)n < len))
+		stream_grow(sk, fd);
+}
+
 /* Common gate for data operations.  Returns 1 to go ahead on the stream,
  * or 0 with *res set to the result to return. */
 static int data_gate(struct nk_sock *sk, int fd, bool is_write, int flags, ssize_t *res)
@@ -1303,6 +1341,7 @@ claimed:
 	}
 	nsk->token = rep.token;
 	nsk->nsm = rep.nsm_id;
+	nsk->sndbuf_set = sk->sndbuf_set;	/* inherited, as on Linux */
 	nk_set_addr(&nsk->local, &nsk->local_len, &rep.local, sk->domain);
 	nk_set_addr(&nsk->peer, &nsk->peer_len, &rep.peer, sk->domain);
 	nks_set_state(nsk, NKS_CONNECTED);
@@ -1408,6 +1447,8 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 		else if (sk->state == NKS_SETUP || sk->state == NKS_LISTENING)
 			save_opt(sk, level, name, val, len);
 	}
+	if (!ret && level == SOL_SOCKET && name == SO_SNDBUF)
+		sk->sndbuf_set = true;
 	if (!ret && level == SOL_SOCKET && name == SO_BROADCAST && val && len >= sizeof(int))
 		sk->broadcast = *(const int *)val != 0;
 	if (!ret && level == IPPROTO_IPV6 && name == IPV6_V6ONLY && val && len >= sizeof(int))
@@ -1793,7 +1834,9 @@ NK_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 		break;
 	case 1:
 		/* TCP ignores a destination on a connected socket. */
+		stream_pre_send(sk, fd, len);
 		n = nk_real.send(fd, buf, len, flags | MSG_NOSIGNAL);
+		stream_post_send(sk, fd, len, n);
 		if (n < 0 && errno == EPIPE)
 			n = write_epipe(sk, fd, flags);
 		break;
@@ -1835,7 +1878,9 @@ NK_API ssize_t write(int fd, const void *buf, size_t len)
 	case 0:
 		break;
 	case 1:
+		stream_pre_send(sk, fd, len);
 		n = nk_real.send(fd, buf, len, MSG_NOSIGNAL);
+		stream_post_send(sk, fd, len, n);
 		if (n < 0 && errno == EPIPE)
 			n = write_epipe(sk, fd, 0);
 		break;
@@ -1850,6 +1895,7 @@ NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	struct nk_sock *sk;
 	struct msghdr m;
+	size_t len;
 	ssize_t n;
 
 	INIT();
@@ -1887,7 +1933,10 @@ NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 			n = fail(EOPNOTSUPP);
 			break;
 		}
+		len = nk_iov_total(m.msg_iov, m.msg_iovlen);
+		stream_pre_send(sk, fd, len);
 		n = nk_real.sendmsg(fd, &m, flags | MSG_NOSIGNAL);
+		stream_post_send(sk, fd, len, n);
 		if (n < 0 && errno == EPIPE)
 			n = write_epipe(sk, fd, flags);
 		break;
@@ -1902,6 +1951,7 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
 	struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = cnt };
 	struct nk_sock *sk;
+	size_t len;
 	ssize_t n;
 
 	INIT();
@@ -1921,7 +1971,10 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	case 0:
 		break;
 	case 1:
+		len = nk_iov_total(iov, cnt);
+		stream_pre_send(sk, fd, len);
 		n = nk_real.sendmsg(fd, &m, MSG_NOSIGNAL);
+		stream_post_send(sk, fd, len, n);
 		if (n < 0 && errno == EPIPE)
 			n = write_epipe(sk, fd, 0);
 		break;

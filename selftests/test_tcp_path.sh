@@ -160,6 +160,70 @@ for rb in 0 65536; do
 		"$(tail -n 1 "$NK_TMP/late-$rb.log")" "$MID_SUM"
 done
 
+# The guest's end grows too, in libnkguest: at the first write of 64 KiB or
+# more (or the first that finds the stream full), unless the application
+# set SO_SNDBUF.  A python client sends 8 MiB in 256 KiB writes to a sink
+# on the remote host, then waits before closing while we look.
+log_step "a bulk sender's stream gets a bigger send buffer in the guest, unless SO_SNDBUF was set"
+cat >"$NK_TMP/sink.py" <<'PY'
+import socket, sys
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("10.77.0.1", int(sys.argv[1])))
+l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept()
+n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    n += len(b)
+print(n, flush=True)
+PY
+cat >"$NK_TMP/bulk_sender.py" <<'PY'
+import socket, sys, time
+sndbuf = int(sys.argv[1])
+s = socket.socket()
+if sndbuf:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+s.connect(("10.77.0.1", int(sys.argv[2])))
+chunk = b"x" * (256 << 10)
+for _ in range(32):
+    s.sendall(chunk)
+print("sent", flush=True)
+time.sleep(3)
+s.close()
+PY
+# skmem "tb" of the guest program's own stream ends in its namespace
+guest_stream_tb()
+{
+	ip netns exec "g1-$S" ss -xmpn | grep '"python3"' |
+		sed -n 's/.*skmem:(r[0-9]*,rb[0-9]*,t[0-9]*,tb\([0-9]*\),.*/\1/p' | sort -n | tail -n 1
+}
+port=9100
+for sb in 0 65536; do
+	port=$((port + 1))
+	nk_bg "remote-$S" "$NK_TMP/sink-$sb.log" "$NK_PY" "$NK_TMP/sink.py" "$port"
+	SINK_PID=$NK_BG_PID
+	wait_for -t 5 grep -q listening "$NK_TMP/sink-$sb.log"
+	nk_guest_bg g1 "$NK_TMP/sender-$sb.log" "$NK_PY" "$NK_TMP/bulk_sender.py" "$sb" "$port"
+	SENDER_PID=$NK_BG_PID
+	check "bulk sender (SO_SNDBUF ${sb/#0/not set}) sent 8 MiB" \
+		wait_for -t 20 grep -q sent "$NK_TMP/sender-$sb.log"
+	tb=$(guest_stream_tb)
+	log_info "SO_SNDBUF ${sb/#0/not set}: the guest's end of the stream has a send buffer of $tb bytes"
+	if [ "$sb" = 0 ]; then
+		check_gt "the stream's send buffer grew past the default" "$tb" "$WMEM_DEFAULT"
+	else
+		check_eq "SO_SNDBUF $sb: the stream's send buffer stays at the default" "$tb" "$WMEM_DEFAULT"
+	fi
+	wait "$SENDER_PID"
+	check_eq "bulk sender (SO_SNDBUF ${sb/#0/not set}) exit status" "$?" 0
+	wait "$SINK_PID"
+	check_eq "the remote sink got 8 MiB" "$(tail -n 1 "$NK_TMP/sink-$sb.log")" $((8 << 20))
+done
+
 # ---------------------------------------------------------------- nkd idle
 log_step "anti-fake: nkd stays off the data path (256 MiB download)"
 cpu0=$(nk_proc_cpu_ticks "$NKD_PID")
