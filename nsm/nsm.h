@@ -50,7 +50,8 @@
 #define NSM_SAVED_OPT_LEN	64	/* no settable option is larger */
 #define NSM_CHAN_OUTQ_MAX	65536	/* stop reading requests above this */
 #define NSM_SETUP_REQS_MAX	64	/* pipelined set-up requests per socket stream */
-#define NSM_PIPE_SIZE		(256 * 1024)
+#define NSM_PIPE_SIZE		(256 * 1024)	/* a relay pipe at first ... */
+#define NSM_PIPE_SIZE_BULK	(1024 * 1024)	/* ... once it filled up */
 #define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
 #define NSM_STREAM_SNDBUF_MAX	(4 << 20)	/* cap of a guest stream's send buffer */
 #define NSM_DGRAM_FRAME_MAX	(sizeof(struct nk_dgram_hdr) + NK_DGRAM_MAX)
