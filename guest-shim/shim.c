@@ -83,6 +83,8 @@ static void do_init(void)
 	RESOLVE(recvmsg);
 	RESOLVE(write);
 	RESOLVE(writev);
+	RESOLVE(sendfile);
+	RESOLVE(sendfile64);
 	RESOLVE(send);
 	RESOLVE(sendto);
 	RESOLVE(sendmsg);
@@ -1983,6 +1985,61 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	}
 	nks_put(sk);
 	return n;
+}
+
+/*
+ * sendfile() to a socket: on a connected stream, the same checks and buffer
+ * as write(); a socket that is not connected fails as on Linux instead of
+ * having bytes written into its set-up stream.  Not on a UDP socket, whose
+ * stream carries framed datagrams.  <sys/sendfile.h> is not included: with
+ * 64-bit file offsets it renames sendfile to sendfile64, and both are
+ * exported here.
+ */
+ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count);
+ssize_t sendfile64(int out_fd, int in_fd, int64_t *offset, size_t count);
+
+static ssize_t do_sendfile(int out_fd, int in_fd, void *offset, size_t count, bool is64)
+{
+	struct nk_sock *sk;
+	ssize_t n;
+
+#define REAL_SENDFILE() (is64 ? nk_real.sendfile64(out_fd, in_fd, offset, count) \
+			      : nk_real.sendfile(out_fd, in_fd, offset, count))
+	INIT();
+	if (!nks_fd_tracked(out_fd) || !(sk = lookup(out_fd)))
+		return REAL_SENDFILE();
+	if (sk->type == SOCK_DGRAM && sk->state != NKS_FRESH && sk->state != NKS_LOCAL) {
+		nk_logf("sendfile(fd %d): not supported on a UDP socket", out_fd);
+		nks_put(sk);
+		return fail(EINVAL);
+	}
+	switch (sk->type == SOCK_DGRAM ? -1 : data_gate(sk, out_fd, true, 0, &n)) {
+	case 0:
+		break;
+	case 1:
+		stream_pre_send(sk, out_fd, count);
+		n = REAL_SENDFILE();
+		stream_post_send(sk, out_fd, count, n);
+		/* the kernel raised SIGPIPE already: only the reason here */
+		if (n < 0 && errno == EPIPE)
+			n = write_epipe(sk, out_fd, MSG_NOSIGNAL);
+		break;
+	default:
+		n = REAL_SENDFILE();
+	}
+	nks_put(sk);
+	return n;
+#undef REAL_SENDFILE
+}
+
+NK_API ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+	return do_sendfile(out_fd, in_fd, offset, count, false);
+}
+
+NK_API ssize_t sendfile64(int out_fd, int in_fd, int64_t *offset, size_t count)
+{
+	return do_sendfile(out_fd, in_fd, offset, count, true);
 }
 
 /* ---- descriptors -------------------------------------------------------- */

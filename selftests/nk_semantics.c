@@ -58,6 +58,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/select.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -1393,6 +1394,53 @@ static void case_sigpipe(void)
 	out("nosignal=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
 	sigaction(SIGPIPE, &old, NULL);
 	close(s);
+}
+
+/* sendfile() from a file to a connected socket (the peer counts what it
+ * got), then to one that is not connected, fresh and bound. */
+static void case_sendfile(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
+	char path[] = "/tmp/nk-semantics-XXXXXX", big[100000], buf[32] = { 0 };
+	saddr bsa;
+	int f = mkstemp(path), s, u;
+	off_t off = 0;
+	ssize_t n = 0;
+
+	if (rc("mkstemp", f) < 0)
+		return;
+	unlink(path);
+	memset(big, 'z', sizeof(big));
+	if (write(f, big, sizeof(big)) != (ssize_t)sizeof(big)) {
+		out("file=short");
+		close(f);
+		return;
+	}
+	s = connect_to(&sa_peer, P_COUNT);
+	if (rc("connect", s) >= 0) {
+		while (off < (off_t)sizeof(big) && (n = sendfile(s, f, &off, sizeof(big) - off)) > 0)
+			;
+		out("sendfile=%s off=%lld", n < 0 ? ename(errno) : "ok", (long long)off);
+		rc("shutdown", shutdown(s, SHUT_WR));
+		read_full(s, buf, sizeof(buf) - 1, 3000);
+		out("count=%s", buf);
+		close(s);
+	}
+	u = tcp();
+	sigaction(SIGPIPE, &sa, &old);
+	sigpipes = 0;
+	off = 0;
+	n = sendfile(u, f, &off, 10);
+	out("unconnected=%s sig=%d off=%lld", n < 0 ? ename(errno) : "ok", (int)sigpipes,
+	    (long long)off);
+	bsa = at(&sa_self, 0);
+	rc("bind", bind(u, SA(bsa), SL(bsa)));
+	n = sendfile(u, f, &off, 10);
+	out("bound=%s sig=%d off=%lld", n < 0 ? ename(errno) : "ok", (int)sigpipes,
+	    (long long)off);
+	sigaction(SIGPIPE, &old, NULL);
+	close(u);
+	close(f);
 }
 
 static void case_data_then_rst(void)
@@ -3314,7 +3362,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(sigpipe), C(data_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(sigpipe), C(sendfile), C(data_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
