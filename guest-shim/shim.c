@@ -2020,7 +2020,9 @@ static ssize_t do_sendfile(int out_fd, int in_fd, void *offset, size_t count, bo
 		stream_pre_send(sk, out_fd, count);
 		n = REAL_SENDFILE();
 		stream_post_send(sk, out_fd, count, n);
-		/* the kernel raised SIGPIPE already: only the reason here */
+		/* sendfile() has no MSG_NOSIGNAL: on AF_UNIX the kernel raised
+		 * SIGPIPE already (also after a reset, where Linux's TCP would
+		 * not: docs/compat.md).  Only the reason here. */
 		if (n < 0 && errno == EPIPE)
 			n = write_epipe(sk, out_fd, MSG_NOSIGNAL);
 		break;

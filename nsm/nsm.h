@@ -183,6 +183,7 @@ struct rdir {
 	bool src_ready;			/* source may have data (epoll said so) */
 	bool dst_ready;			/* destination may take data */
 	bool done;			/* EOF passed on (shutdown of dst) */
+	bool grow_tried;		/* dir_grow() ran */
 	uint64_t bytes;
 };
 
@@ -191,6 +192,7 @@ struct relay {
 	struct rdir down;		/* tcp -> guest stream */
 	bool g_closed;			/* guest stream hung up or EPIPE */
 	int g_sndbuf;			/* the stream's send buffer, 0: not read */
+	uint64_t g_next_look;		/* down.bytes at which stream_grow looks again */
 	bool g_unreg, t_unreg;		/* out of epoll after HUP ... */
 	bool g_deleted, t_deleted;	/* ... once relay_update ran */
 	struct nsock *ns;

@@ -128,8 +128,9 @@ static void dir_grow(struct rdir *d)
 {
 	int sz;
 
-	if (d->cap >= NSM_PIPE_SIZE_BULK)
+	if (d->cap >= NSM_PIPE_SIZE_BULK || d->grow_tried)
 		return;
+	d->grow_tried = true;	/* once: a refusal (pipe limits) stays one */
 	sz = fcntl(d->pipe[1], F_SETPIPE_SZ, NSM_PIPE_SIZE_BULK);	/* the size it got */
 	if (sz > 0 && (size_t)sz > d->cap)
 		d->cap = sz;
@@ -208,11 +209,17 @@ static bool stream_grow(struct nsock *ns)
 			r->g_sndbuf = -1;
 		len = sizeof(want);
 	}
+	/* Look again only once a stream's worth has moved since the last
+	 * look: autotuning grows the socket's buffer with what it receives. */
 	if (r->g_sndbuf < 0 || r->g_sndbuf >= NSM_STREAM_SNDBUF_MAX ||
-	    getsockopt(ns->fd, SOL_SOCKET, SO_RCVBUF, &want, &len))
+	    r->down.bytes < r->g_next_look)
+		return false;
+	r->g_next_look = r->down.bytes + r->g_sndbuf;
+	if (getsockopt(ns->fd, SOL_SOCKET, SO_RCVBUF, &want, &len))
 		return false;
 	if (want > NSM_STREAM_SNDBUF_MAX)
 		want = NSM_STREAM_SNDBUF_MAX;
+	want &= ~1;	/* it is set as want / 2, and read back doubled */
 	if (want <= r->g_sndbuf)
 		return false;
 	v = want / 2;	/* the kernel doubles what it is given */
