@@ -19,9 +19,9 @@
  * From then on the fd *is* the guest end of the stream.  Control operations
  * (bind, listen, connect, setsockopt, ...) go over the per-process control
  * channel, naming the socket by its token; payload goes over the stream
- * itself, so read and epoll hit the kernel directly; writes and sendfile
- * pass through the library only for its checks (connected, EPIPE) and the
- * stream's buffer size (shim.c, stream_grow).
+ * itself, so read and epoll hit the kernel directly; writes, sendfile and
+ * splice pass through the library only for its checks (connected, EPIPE)
+ * and the stream's buffer size (shim.c, stream_grow).
  *
  * The only time readiness is emulated is while a non-blocking connect is in
  * flight: the stream is writable at once but Linux only reports POLLOUT when
@@ -127,6 +127,7 @@ struct nk_real {
 	ssize_t (*writev)(int, const struct iovec *, int);
 	ssize_t (*sendfile)(int, int, off_t *, size_t);
 	ssize_t (*sendfile64)(int, int, int64_t *, size_t);
+	ssize_t (*splice)(int, loff_t *, int, loff_t *, size_t, unsigned int);
 	ssize_t (*send)(int, const void *, size_t, int);
 	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 	ssize_t (*sendmsg)(int, const struct msghdr *, int);

@@ -85,6 +85,7 @@ static void do_init(void)
 	RESOLVE(writev);
 	RESOLVE(sendfile);
 	RESOLVE(sendfile64);
+	RESOLVE(splice);
 	RESOLVE(send);
 	RESOLVE(sendto);
 	RESOLVE(sendmsg);
@@ -2042,6 +2043,59 @@ NK_API ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 NK_API ssize_t sendfile64(int out_fd, int in_fd, int64_t *offset, size_t count)
 {
 	return do_sendfile(out_fd, in_fd, offset, count, true);
+}
+
+/*
+ * splice() between a pipe and a guest socket: the same checks as write()
+ * (socket as destination) or read() (socket as source), so a socket that
+ * is not connected fails as on Linux instead of exposing its set-up
+ * stream, and the end of a reset connection reads as ECONNRESET.
+ */
+NK_API ssize_t splice(int fd_in, loff_t *off_in, int fd_out, loff_t *off_out, size_t len,
+		      unsigned int flags)
+{
+	struct nk_sock *sk = NULL;
+	bool out = false;
+	int fd = -1;
+	ssize_t n;
+
+#define REAL_SPLICE() nk_real.splice(fd_in, off_in, fd_out, off_out, len, flags)
+	INIT();
+	if (nks_fd_tracked(fd_out) && (sk = lookup(fd_out))) {
+		fd = fd_out;
+		out = true;
+	} else if (nks_fd_tracked(fd_in) && (sk = lookup(fd_in))) {
+		fd = fd_in;
+	}
+	if (!sk)
+		return REAL_SPLICE();
+	if (sk->type == SOCK_DGRAM && sk->state != NKS_FRESH && sk->state != NKS_LOCAL) {
+		nk_logf("splice(fd %d): not supported on a UDP socket", fd);
+		nks_put(sk);
+		return fail(EINVAL);
+	}
+	switch (sk->type == SOCK_DGRAM ? -1 : data_gate(sk, fd, out, 0, &n)) {
+	case 0:
+		break;
+	case 1:
+		if (out)
+			stream_pre_send(sk, fd, len);
+		n = REAL_SPLICE();
+		if (out) {
+			stream_post_send(sk, fd, len, n);
+			/* no MSG_NOSIGNAL here either: see sendfile */
+			if (n < 0 && errno == EPIPE)
+				n = write_epipe(sk, fd, MSG_NOSIGNAL);
+		} else if (n == 0 && len) {
+			n = read_eof(sk, fd);
+		}
+		break;
+	default:
+		n = REAL_SPLICE();
+	}
+	nks_put(sk);
+	return n;
+#undef REAL_SPLICE
 }
 
 /* ---- descriptors -------------------------------------------------------- */

@@ -1443,6 +1443,59 @@ static void case_sendfile(void)
 	close(f);
 }
 
+/* splice() from a pipe to a connected socket (the peer counts what it
+ * got), from a socket whose peer sends 5 bytes and a FIN into a pipe, and
+ * both ways on a bound socket that is not connected. */
+static void case_splice(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
+	char big[60000], buf[32] = { 0 };
+	ssize_t n = 0, total = 0;
+	int p[2], s, u;
+	saddr bsa;
+
+	if (rc("pipe", pipe(p)) < 0)
+		return;
+	memset(big, 's', sizeof(big));
+	s = connect_to(&sa_peer, P_COUNT);
+	if (rc("connect", s) >= 0 && write(p[1], big, sizeof(big)) == (ssize_t)sizeof(big)) {
+		while (total < (ssize_t)sizeof(big) &&
+		       (n = splice(p[0], NULL, s, NULL, sizeof(big) - total, 0)) > 0)
+			total += n;
+		out("to_socket=%s total=%zd", n < 0 ? ename(errno) : "ok", total);
+		rc("shutdown", shutdown(s, SHUT_WR));
+		read_full(s, buf, sizeof(buf) - 1, 3000);
+		out("count=%s", buf);
+	}
+	close(s);
+	s = connect_to(&sa_peer, P_FIN);
+	if (rc("connect_fin", s) >= 0) {
+		total = 0;
+		while (total < 5 && (n = splice(s, NULL, p[1], NULL, 100, 0)) > 0)
+			total += n;
+		out("from_socket=%zd", total);
+		n = splice(s, NULL, p[1], NULL, 100, 0);
+		out("then=%s", n < 0 ? ename(errno) : n ? "data" : "eof");
+		read(p[0], buf, sizeof(buf));
+	}
+	close(s);
+	u = tcp();
+	bsa = at(&sa_self, 0);
+	rc("bind", bind(u, SA(bsa), SL(bsa)));
+	sigaction(SIGPIPE, &sa, &old);
+	sigpipes = 0;
+	if (write(p[1], "abc", 3) == 3) {
+		n = splice(p[0], NULL, u, NULL, 3, 0);
+		out("bound_to=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	}
+	n = splice(u, NULL, p[1], NULL, 3, SPLICE_F_NONBLOCK);
+	out("bound_from=%s", n < 0 ? ename(errno) : n ? "data" : "eof");
+	sigaction(SIGPIPE, &old, NULL);
+	close(u);
+	close(p[0]);
+	close(p[1]);
+}
+
 static void case_data_then_rst(void)
 {
 	char buf[16] = { 0 };
@@ -3362,7 +3415,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(sigpipe), C(sendfile), C(data_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
