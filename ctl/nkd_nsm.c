@@ -427,10 +427,9 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 	char *argv[9 + 2 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
 						  "--type", (char *)nsm->type, "--dev",
 						  (char *)nsm->dev, "--control", ctl };
+	char bp[32];	/* --busy-poll=USEC */
 	sigset_t none;
 	int logfd, nullfd, i, n = 9;
-
-	char bp[32];
 
 	if (nsm->kernel_relay)
 		argv[n++] = "--kernel-relay";

@@ -87,8 +87,7 @@ struct nk_sock {
 	int eof_err;		/* -1 unknown; else the reason the stream ended */
 	bool eof_reported;
 	bool connect_counted;	/* counted in nk_connecting */
-	bool sndbuf_set;	/* the application set SO_SNDBUF */
-	bool sndbuf_done;	/* stream_grow() ran */
+	bool sndbuf_fixed;	/* grown (stream_grow) or set by the application */
 	bool dead;		/* listener lost with its NSM */
 	bool shut;		/* listener shut down by the application */
 	unsigned int gen;	/* bumped by every promotion (re-listening) */

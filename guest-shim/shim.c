@@ -737,24 +737,30 @@ static void stream_grow(struct nk_sock *sk, int fd)
 	int v = NK_STREAM_SNDBUF / 2;	/* the kernel doubles it */
 	int e = errno;
 
-	sk->sndbuf_done = true;
-	if (!sk->sndbuf_set)
-		nk_real.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	sk->sndbuf_fixed = true;
+	nk_real.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
 	errno = e;
 }
 
 /* Before a write of len bytes on a connected stream. */
 static inline void stream_pre_send(struct nk_sock *sk, int fd, size_t len)
 {
-	if (!sk->sndbuf_done && len >= NK_STREAM_BULK)
+	if (!sk->sndbuf_fixed && len >= NK_STREAM_BULK)
 		stream_grow(sk, fd);
 }
 
-/* After it: n bytes went, or errno says why none did. */
-static inline void stream_post_send(struct nk_sock *sk, int fd, size_t len, ssize_t n)
+/*
+ * After it: n bytes went, or errno says why none did.  Returns the write's
+ * result, with EPIPE turned into the reason the stream ended (SIGPIPE as
+ * flags and the reason say, write_epipe()).
+ */
+static ssize_t stream_sent(struct nk_sock *sk, int fd, size_t len, ssize_t n, int flags)
 {
-	if (!sk->sndbuf_done && (n < 0 ? errno == EAGAIN : (size_t)n < len))
+	if (!sk->sndbuf_fixed && (n < 0 ? errno == EAGAIN : (size_t)n < len))
 		stream_grow(sk, fd);
+	if (n < 0 && errno == EPIPE)
+		return write_epipe(sk, fd, flags);
+	return n;
 }
 
 /* Common gate for data operations.  Returns 1 to go ahead on the stream,
@@ -1344,7 +1350,7 @@ claimed:
 	}
 	nsk->token = rep.token;
 	nsk->nsm = rep.nsm_id;
-	nsk->sndbuf_set = sk->sndbuf_set;	/* inherited, as on Linux */
+	nsk->sndbuf_fixed = sk->sndbuf_fixed;	/* SO_SNDBUF is inherited, as on Linux */
 	nk_set_addr(&nsk->local, &nsk->local_len, &rep.local, sk->domain);
 	nk_set_addr(&nsk->peer, &nsk->peer_len, &rep.peer, sk->domain);
 	nks_set_state(nsk, NKS_CONNECTED);
@@ -1451,7 +1457,7 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 			save_opt(sk, level, name, val, len);
 	}
 	if (!ret && level == SOL_SOCKET && name == SO_SNDBUF)
-		sk->sndbuf_set = true;
+		sk->sndbuf_fixed = true;	/* the application's choice stays */
 	if (!ret && level == SOL_SOCKET && name == SO_BROADCAST && val && len >= sizeof(int))
 		sk->broadcast = *(const int *)val != 0;
 	if (!ret && level == IPPROTO_IPV6 && name == IPV6_V6ONLY && val && len >= sizeof(int))
@@ -1838,10 +1844,7 @@ NK_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 	case 1:
 		/* TCP ignores a destination on a connected socket. */
 		stream_pre_send(sk, fd, len);
-		n = nk_real.send(fd, buf, len, flags | MSG_NOSIGNAL);
-		stream_post_send(sk, fd, len, n);
-		if (n < 0 && errno == EPIPE)
-			n = write_epipe(sk, fd, flags);
+		n = stream_sent(sk, fd, len, nk_real.send(fd, buf, len, flags | MSG_NOSIGNAL), flags);
 		break;
 	default:
 		n = nk_real.sendto(fd, buf, len, flags, addr, alen);
@@ -1882,10 +1885,7 @@ NK_API ssize_t write(int fd, const void *buf, size_t len)
 		break;
 	case 1:
 		stream_pre_send(sk, fd, len);
-		n = nk_real.send(fd, buf, len, MSG_NOSIGNAL);
-		stream_post_send(sk, fd, len, n);
-		if (n < 0 && errno == EPIPE)
-			n = write_epipe(sk, fd, 0);
+		n = stream_sent(sk, fd, len, nk_real.send(fd, buf, len, MSG_NOSIGNAL), 0);
 		break;
 	default:
 		n = nk_real.write(fd, buf, len);
@@ -1938,10 +1938,7 @@ NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 		}
 		len = nk_iov_total(m.msg_iov, m.msg_iovlen);
 		stream_pre_send(sk, fd, len);
-		n = nk_real.sendmsg(fd, &m, flags | MSG_NOSIGNAL);
-		stream_post_send(sk, fd, len, n);
-		if (n < 0 && errno == EPIPE)
-			n = write_epipe(sk, fd, flags);
+		n = stream_sent(sk, fd, len, nk_real.sendmsg(fd, &m, flags | MSG_NOSIGNAL), flags);
 		break;
 	default:
 		n = nk_real.sendmsg(fd, msg, flags);
@@ -1976,10 +1973,7 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	case 1:
 		len = nk_iov_total(iov, cnt);
 		stream_pre_send(sk, fd, len);
-		n = nk_real.sendmsg(fd, &m, MSG_NOSIGNAL);
-		stream_post_send(sk, fd, len, n);
-		if (n < 0 && errno == EPIPE)
-			n = write_epipe(sk, fd, 0);
+		n = stream_sent(sk, fd, len, nk_real.sendmsg(fd, &m, MSG_NOSIGNAL), 0);
 		break;
 	default:
 		n = nk_real.writev(fd, iov, cnt);
@@ -1989,10 +1983,27 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
 }
 
 /*
+ * data_gate() for sendfile() and splice(), which would bypass the
+ * datagram framing of a UDP socket's stream: that one gets EINVAL.
+ */
+static int pipe_gate(struct nk_sock *sk, int fd, bool is_write, const char *call, ssize_t *res)
+{
+	if (sk->type != SOCK_DGRAM)
+		return data_gate(sk, fd, is_write, 0, res);
+	if (sk->state == NKS_FRESH || sk->state == NKS_LOCAL)
+		return -1;	/* a plain local socket */
+	nk_logf("%s(fd %d): not supported on a UDP socket", call, fd);
+	*res = fail(EINVAL);
+	return 0;
+}
+
+/*
  * sendfile() to a socket: on a connected stream, the same checks and buffer
  * as write(); a socket that is not connected fails as on Linux instead of
- * having bytes written into its set-up stream.  Not on a UDP socket, whose
- * stream carries framed datagrams.  <sys/sendfile.h> is not included: with
+ * having bytes written into its set-up stream.  sendfile() has no
+ * MSG_NOSIGNAL: on AF_UNIX the kernel raised SIGPIPE already at EPIPE
+ * (also after a reset, where Linux's TCP would not: docs/compat.md), so
+ * only the reason is looked up.  <sys/sendfile.h> is not included: with
  * 64-bit file offsets it renames sendfile to sendfile64, and both are
  * exported here.
  */
@@ -2009,23 +2020,12 @@ static ssize_t do_sendfile(int out_fd, int in_fd, void *offset, size_t count, bo
 	INIT();
 	if (!nks_fd_tracked(out_fd) || !(sk = lookup(out_fd)))
 		return REAL_SENDFILE();
-	if (sk->type == SOCK_DGRAM && sk->state != NKS_FRESH && sk->state != NKS_LOCAL) {
-		nk_logf("sendfile(fd %d): not supported on a UDP socket", out_fd);
-		nks_put(sk);
-		return fail(EINVAL);
-	}
-	switch (sk->type == SOCK_DGRAM ? -1 : data_gate(sk, out_fd, true, 0, &n)) {
+	switch (pipe_gate(sk, out_fd, true, "sendfile", &n)) {
 	case 0:
 		break;
 	case 1:
 		stream_pre_send(sk, out_fd, count);
-		n = REAL_SENDFILE();
-		stream_post_send(sk, out_fd, count, n);
-		/* sendfile() has no MSG_NOSIGNAL: on AF_UNIX the kernel raised
-		 * SIGPIPE already (also after a reset, where Linux's TCP would
-		 * not: docs/compat.md).  Only the reason here. */
-		if (n < 0 && errno == EPIPE)
-			n = write_epipe(sk, out_fd, MSG_NOSIGNAL);
+		n = stream_sent(sk, out_fd, count, REAL_SENDFILE(), MSG_NOSIGNAL);
 		break;
 	default:
 		n = REAL_SENDFILE();
@@ -2047,9 +2047,10 @@ NK_API ssize_t sendfile64(int out_fd, int in_fd, int64_t *offset, size_t count)
 
 /*
  * splice() between a pipe and a guest socket: the same checks as write()
- * (socket as destination) or read() (socket as source), so a socket that
- * is not connected fails as on Linux instead of exposing its set-up
- * stream, and the end of a reset connection reads as ECONNRESET.
+ * (socket as destination; SIGPIPE as for sendfile()) or read() (socket as
+ * source), so a socket that is not connected fails as on Linux instead of
+ * exposing its set-up stream, and the end of a reset connection reads as
+ * ECONNRESET.
  */
 NK_API ssize_t splice(int fd_in, loff_t *off_in, int fd_out, loff_t *off_out, size_t len,
 		      unsigned int flags)
@@ -2069,25 +2070,17 @@ NK_API ssize_t splice(int fd_in, loff_t *off_in, int fd_out, loff_t *off_out, si
 	}
 	if (!sk)
 		return REAL_SPLICE();
-	if (sk->type == SOCK_DGRAM && sk->state != NKS_FRESH && sk->state != NKS_LOCAL) {
-		nk_logf("splice(fd %d): not supported on a UDP socket", fd);
-		nks_put(sk);
-		return fail(EINVAL);
-	}
-	switch (sk->type == SOCK_DGRAM ? -1 : data_gate(sk, fd, out, 0, &n)) {
+	switch (pipe_gate(sk, fd, out, "splice", &n)) {
 	case 0:
 		break;
 	case 1:
-		if (out)
-			stream_pre_send(sk, fd, len);
-		n = REAL_SPLICE();
 		if (out) {
-			stream_post_send(sk, fd, len, n);
-			/* no MSG_NOSIGNAL here either: see sendfile */
-			if (n < 0 && errno == EPIPE)
-				n = write_epipe(sk, fd, MSG_NOSIGNAL);
-		} else if (n == 0 && len) {
-			n = read_eof(sk, fd);
+			stream_pre_send(sk, fd, len);
+			n = stream_sent(sk, fd, len, REAL_SPLICE(), MSG_NOSIGNAL);
+		} else {
+			n = REAL_SPLICE();
+			if (n == 0 && len)
+				n = read_eof(sk, fd);
 		}
 		break;
 	default:

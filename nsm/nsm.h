@@ -193,8 +193,7 @@ struct relay {
 	bool g_closed;			/* guest stream hung up or EPIPE */
 	int g_sndbuf;			/* the stream's send buffer, 0: not read */
 	uint64_t g_next_look;		/* down.bytes at which stream_grow looks again */
-	bool g_unreg, t_unreg;		/* out of epoll after HUP ... */
-	bool g_deleted, t_deleted;	/* ... once relay_update ran */
+	bool g_unreg, t_unreg;		/* out of epoll after HUP (relay_update) */
 	struct nsock *ns;
 	/* up relayed in the kernel (krelay.c): */
 	bool kup;

@@ -197,26 +197,29 @@ static void relay_pump(struct nsock *ns);
  * stream, as autotuning grows the socket's buffer.  Returns true if the
  * stream can take more now.
  */
+/* An int socket option of fd at SOL_SOCKET, or -1. */
+static int sol_int(int fd, int name)
+{
+	socklen_t len = sizeof(int);
+	int v;
+
+	return getsockopt(fd, SOL_SOCKET, name, &v, &len) ? -1 : v;
+}
+
 static bool stream_grow(struct nsock *ns)
 {
 	struct relay *r = ns->relay;
 	int fd = ns->chan->fd, want, v;
-	socklen_t len = sizeof(want);
 
-	if (!r->g_sndbuf) {
-		len = sizeof(r->g_sndbuf);
-		if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &r->g_sndbuf, &len))
-			r->g_sndbuf = -1;
-		len = sizeof(want);
-	}
+	if (!r->g_sndbuf)
+		r->g_sndbuf = sol_int(fd, SO_SNDBUF);
 	/* Look again only once a stream's worth has moved since the last
 	 * look: autotuning grows the socket's buffer with what it receives. */
 	if (r->g_sndbuf < 0 || r->g_sndbuf >= NSM_STREAM_SNDBUF_MAX ||
 	    r->down.bytes < r->g_next_look)
 		return false;
 	r->g_next_look = r->down.bytes + r->g_sndbuf;
-	if (getsockopt(ns->fd, SOL_SOCKET, SO_RCVBUF, &want, &len))
-		return false;
+	want = sol_int(ns->fd, SO_RCVBUF);
 	if (want > NSM_STREAM_SNDBUF_MAX)
 		want = NSM_STREAM_SNDBUF_MAX;
 	want &= ~1;	/* it is set as want / 2, and read back doubled */
@@ -224,17 +227,13 @@ static bool stream_grow(struct nsock *ns)
 		return false;
 	v = want / 2;	/* the kernel doubles what it is given */
 	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) &&
-	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v))) {
-		r->g_sndbuf = -1;
-		return false;
-	}
-	len = sizeof(v);
-	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, &len) || v <= r->g_sndbuf) {
-		r->g_sndbuf = -1;	/* capped below what it had: stop trying */
-		return false;
-	}
-	r->g_sndbuf = v;
-	return true;
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)))
+		v = -1;
+	else
+		v = sol_int(fd, SO_SNDBUF);
+	/* refused, or capped below what it had: stop trying */
+	r->g_sndbuf = v > r->g_sndbuf ? v : -1;
+	return r->g_sndbuf > 0;
 }
 
 /*
@@ -325,16 +324,12 @@ void relay_update(struct nsock *ns)
 	 * and close() takes it out for free. */
 	if (!r->g_unreg)
 		ep_set(ch->fd, g);
-	else if (!r->g_deleted) {
-		ep_del(ch->fd);
-		r->g_deleted = true;
-	}
+	else
+		ep_del(ch->fd);	/* once: a no-op when already out */
 	if (!r->t_unreg)
 		ep_set(ns->fd, t);
-	else if (!r->t_deleted) {
+	else
 		ep_del(ns->fd);
-		r->t_deleted = true;
-	}
 }
 
 /* The TCP side failed: remember why, pass on what we hold, close. */

@@ -496,6 +496,28 @@ static int read_exact(int fd, void *buf, size_t len)
 	return 0;
 }
 
+/* A new stream with a quiet claim (HELLO ACCEPT + QUIET) of conn_id. */
+static int quiet_claim(const char *guest, uint64_t listener, uint64_t conn_id)
+{
+	struct nk_hello_req claim = { .kind = NK_HELLO_ACCEPT, .flags = NK_HELLO_F_QUIET,
+				      .listener = listener, .conn_id = conn_id,
+				      .pid = getpid() };
+	int fd = open_stream(guest);
+
+	msg_send(fd, NK_OP_HELLO, 1, &claim, sizeof(claim));
+	return fd;
+}
+
+/* 0 if the NSM closes fd within 2 s without a byte of reply; closes fd. */
+static int closed_unanswered(int fd)
+{
+	char c;
+	int ret = readable_within(fd, 2000) && read(fd, &c, 1) <= 0 ? 0 : -1;
+
+	close(fd);
+	return ret;
+}
+
 /*
  * ACCEPT_OFFER records (NK_HELLO_F_OFFER) and quiet claims
  * (NK_HELLO_F_QUIET): the VM connects to its own listener.
@@ -567,12 +589,8 @@ static void check_offer(const char *guest, int ctl, const struct nk_addr *own)
 	close(cfd);
 
 	/* A quiet claim that fails closes the stream unanswered. */
-	afd = open_stream(guest);
-	claim.conn_id = 99;
-	msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
 	expect("quiet claim of an unknown conn_id: closed, no reply",
-	       readable_within(afd, 2000) && read(afd, buf, 1) <= 0 ? 0 : -1, 0);
-	close(afd);
+	       closed_unanswered(quiet_claim(guest, lt, 99)), 0);
 
 	/* A connection announced without an offer cannot be claimed quietly. */
 	rfd = new_socket_flags(guest, own->family, 0, &rt);
@@ -585,13 +603,8 @@ static void check_offer(const char *guest, int ctl, const struct nk_addr *own)
 	if (!ret)
 		ret = msg_recv(rfd, NK_OP_ACCEPT_READY, NULL, &rrec, sizeof(rrec));
 	expect("a listener without the flag announces ACCEPT_READY", ret, 0);
-	afd = open_stream(guest);
-	claim.listener = rt;
-	claim.conn_id = rrec.conn_id;
-	msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
 	expect("quiet claim of an ACCEPT_READY connection: closed, no reply",
-	       readable_within(afd, 2000) && read(afd, buf, 1) <= 0 ? 0 : -1, 0);
-	close(afd);
+	       closed_unanswered(quiet_claim(guest, rt, rrec.conn_id)), 0);
 	close(cfd);
 	close(rfd);
 
@@ -621,10 +634,7 @@ static void check_offer(const char *guest, int ctl, const struct nk_addr *own)
 			expect("the offered token outlives its listener",
 			       opt_req(ctl, NK_OP_GETSOCKOPT, off.token, IPPROTO_TCP, TCP_NODELAY,
 				       NULL, 4, &orep), 0);
-			afd = open_stream(guest);
-			claim.listener = lt;
-			claim.conn_id = off.conn_id;
-			msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
+			afd = quiet_claim(guest, lt, off.conn_id);
 			xwrite(cfd, "late", 4);
 			expect("... and claimed after the listener closed, it carries payload",
 			       read_exact(afd, buf, 4) == 0 && !memcmp(buf, "late", 4) ? 0 : -1, 0);
@@ -635,13 +645,8 @@ static void check_offer(const char *guest, int ctl, const struct nk_addr *own)
 			expect("... and its token is gone",
 			       opt_req(ctl, NK_OP_GETSOCKOPT, off.token, IPPROTO_TCP, TCP_NODELAY,
 				       NULL, 4, &orep), ENOTSOCK);
-			afd = open_stream(guest);
-			claim.listener = lt;
-			claim.conn_id = off.conn_id;
-			msg_send(afd, NK_OP_HELLO, 1, &claim, sizeof(claim));
 			expect("... and a late quiet claim is closed unanswered",
-			       readable_within(afd, 2000) && read(afd, buf, 1) <= 0 ? 0 : -1, 0);
-			close(afd);
+			       closed_unanswered(quiet_claim(guest, lt, off.conn_id)), 0);
 		}
 		close(cfd);
 	}

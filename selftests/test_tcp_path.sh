@@ -124,13 +124,18 @@ print(body, h.hexdigest())
 PY
 MID_SUM="$((16 << 20)) $(sha256sum "$WWW/mid.bin" | cut -d' ' -f1)"
 WMEM_DEFAULT=$(ip netns exec "g1-$S" cat /proc/sys/net/core/wmem_default)
-# skmem of nk-nsm's stream ends (they live in the guest's namespace): "t tb"
-# of the one holding the most.
+# stream_skmem PATTERN: "t tb" (bytes queued, send buffer) of each AF_UNIX
+# stream end in g1's namespace whose owner (ss -p) matches PATTERN; nk-nsm's
+# ends live there too.
+stream_skmem()
+{
+	ip netns exec "g1-$S" ss -xmpn | grep -- "$1" |
+		sed -n 's/.*skmem:(r[0-9]*,rb[0-9]*,t\([0-9]*\),tb\([0-9]*\),.*/\1 \2/p'
+}
+# nk-nsm's stream end holding the most: "t tb"
 nsm_stream_mem()
 {
-	ip netns exec "g1-$S" ss -xmpn | grep "pid=$NK_NSM_PID," |
-		sed -n 's/.*skmem:(r[0-9]*,rb[0-9]*,t\([0-9]*\),tb\([0-9]*\),.*/\1 \2/p' |
-		sort -n | tail -n 1
+	stream_skmem "pid=$NK_NSM_PID," | sort -n | tail -n 1
 }
 stream_filled()
 {
@@ -195,11 +200,10 @@ print("sent", flush=True)
 time.sleep(3)
 s.close()
 PY
-# skmem "tb" of the guest program's own stream ends in its namespace
+# the largest send buffer of the guest program's own stream ends
 guest_stream_tb()
 {
-	ip netns exec "g1-$S" ss -xmpn | grep '"python3"' |
-		sed -n 's/.*skmem:(r[0-9]*,rb[0-9]*,t[0-9]*,tb\([0-9]*\),.*/\1/p' | sort -n | tail -n 1
+	stream_skmem '"python3"' | cut -d' ' -f2 | sort -n | tail -n 1
 }
 port=9100
 for sb in 0 65536; do

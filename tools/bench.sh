@@ -232,12 +232,17 @@ meta git "$(git -C "$NK_SRCDIR" rev-parse --short HEAD 2>/dev/null)$(git -C "$NK
 meta loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta busy_start "$(idle_sample)"
 # What a system call and a wakeup cost on this machine: NetKernel adds both.
-meta syscall_us "$(perf bench syscall basic -l 200000 2>/dev/null | awk '/usecs\/op/ { print $1 }')"
-meta pipe_rtt_us "$(perf bench sched pipe -l 10000 2>/dev/null | awk '/usecs\/op/ { print $1 }')"
+# perf_us CMD...: the usecs/op a perf bench command reports.
+perf_us()
+{
+	"$@" 2>/dev/null | awk '/usecs\/op/ { print $1 }'
+}
+meta syscall_us "$(perf_us perf bench syscall basic -l 200000)"
+meta pipe_rtt_us "$(perf_us perf bench sched pipe -l 10000)"
 # ... on one CPU, between processes and between threads: what a wakeup costs
 # without waking an idle CPU, and without switching address spaces.
-meta pipe_rtt_1cpu_us "$(taskset 1 perf bench sched pipe -l 10000 2>/dev/null | awk '/usecs\/op/ { print $1 }')"
-meta pipe_rtt_1cpu_thr_us "$(taskset 1 perf bench sched pipe -T -l 10000 2>/dev/null | awk '/usecs\/op/ { print $1 }')"
+meta pipe_rtt_1cpu_us "$(perf_us taskset 1 perf bench sched pipe -l 10000)"
+meta pipe_rtt_1cpu_thr_us "$(perf_us taskset 1 perf bench sched pipe -T -l 10000)"
 meta quick "$QUICK"
 meta reps "$REPS"
 meta durations "bulk ${T_BULK}s, rr ${T_RR}s, wrk ${T_WRK}s, cps ${T_CPS}s, density ${T_DENS}s, idle ${T_IDLE}s"
