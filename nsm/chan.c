@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <sys/epoll.h>
 
@@ -281,6 +282,15 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 		return;
 	}
 	ch->pid = req->pid;
+	if (ch->refuse) {	/* accepted in the reserve's place: vm_accept() */
+		vm_glog(ch->vm, NK_LOG_WARN, "stream of pid %u refused: out of descriptors "
+			"(ENOBUFS to the guest)", req->pid);
+		if (req->kind == NK_HELLO_ACCEPT && (req->flags & NK_HELLO_F_QUIET))
+			chan_kill(ch);	/* the guest reads EOF: proto.h */
+		else
+			chan_reply_close(ch, NK_OP_HELLO, h->seq, ENOBUFS, &rep, sizeof(rep));
+		return;
+	}
 	switch (req->kind) {
 	case NK_HELLO_SOCKET:
 		if (req->listener || req->conn_id) {
@@ -502,15 +512,50 @@ void chan_timeouts(uint64_t now)
 }
 
 /*
+ * One descriptor held back for a guest stream that arrives when the table
+ * is full (EMFILE, ENFILE).  Without it the stream would wait in the
+ * listener's backlog and the guest library would give up on it after its
+ * handshake timeout; accepted in the reserve's place, its HELLO is refused
+ * at once (ENOBUFS: the NSM's descriptor table is not the guest's), whatever
+ * it asks, so that the stream gives the slot back for the next one.  Taken
+ * again as soon as a slot is free: after the loop's closes (reap()), at the
+ * next guest stream, at the timer tick.
+ */
+static int reserve_fd = -1;
+
+void nsm_reserve_fd(void)
+{
+	if (reserve_fd < 0)
+		reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/*
  * One guest stream per event, as nginx accepts: under load the next
  * epoll_wait() reports the listener again, and at light load this saves
  * the accept4() that would only say EAGAIN.
  */
 void vm_accept(struct vm *vm)
 {
+	struct chan *ch;
 	int fd;
 
+	nsm_reserve_fd();
 	fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && reserve_fd >= 0) {
+		/* The stream takes the reserve's slot: its HELLO gets ENOBUFS
+		 * now, where the guest would wait in the backlog for a slot. */
+		close(reserve_fd);
+		reserve_fd = -1;
+		fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			ch = chan_new(vm, fd, vm->ldomain);
+			if (ch)
+				ch->refuse = true;
+			else
+				close(fd);
+			return;
+		}
+	}
 	if (fd < 0) {
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 			/* Pause until the next timer tick, not spin. */

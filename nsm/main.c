@@ -168,6 +168,8 @@ static void reap(void)
 
 	for (i = 0; i < nsm.ngrave_fds; i++)
 		close(nsm.grave_fds[i]);
+	if (nsm.ngrave_fds)
+		nsm_reserve_fd();	/* the first free slot, if it was used */
 	nsm.ngrave_fds = 0;
 	for (i = 0; i < nsm.ngrave_mem; i++)
 		free(nsm.grave_mem[i]);
@@ -238,6 +240,7 @@ static void on_timer(void)
 	chan_timeouts(now);
 	nsock_timeouts(now);
 	/* Re-arm guest listeners paused by EMFILE. */
+	nsm_reserve_fd();
 	list_for_each_safe(p, t, &nsm.vms) {
 		struct vm *vm = list_entry(p, struct vm, node);
 
@@ -410,6 +413,7 @@ int main(int argc, char **argv)
 	if (nsm.cfg.verbose)
 		nk_log_set_level(NK_LOG_DEBUG);
 	raise_nofile();
+	nsm_reserve_fd();
 
 	nsm.epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (nsm.epfd < 0) {

@@ -149,6 +149,7 @@ struct chan {
 	struct outq out;
 	struct nsock *ns;		/* CH_SOCK */
 	bool splice_ok;			/* AF_UNIX: relay with splice */
+	bool refuse;			/* took the reserve descriptor: vm_accept() */
 	bool setup_reqs;		/* CH_SOCK: SETSOCKOPT/CONNECT may follow HELLO */
 	bool corked;			/* replies queue until chan_read() ends */
 	uint32_t nsetup;		/* set-up requests read so far */
@@ -184,6 +185,7 @@ struct rdir {
 	bool dst_ready;			/* destination may take data */
 	bool done;			/* EOF passed on (shutdown of dst) */
 	bool grow_tried;		/* dir_grow() ran */
+	bool no_pipe;			/* pipe2() said EMFILE/ENFILE: a buffer */
 	uint64_t bytes;
 };
 
@@ -352,6 +354,7 @@ int chan_queue(struct chan *ch, const void *p, size_t len);
 void chan_update_events(struct chan *ch);
 void chan_timeouts(uint64_t now);
 void vm_accept(struct vm *vm);
+void nsm_reserve_fd(void);
 
 /* sock.c */
 struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd);

@@ -67,14 +67,22 @@ static int dir_init(struct rdir *d, bool use_splice)
 			d->len = 0;
 			return 0;
 		}
-		if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC))
-			return -errno;
+		if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC)) {
+			if (errno != EMFILE && errno != ENFILE)
+				return -errno;
+			/* Out of descriptors: a buffer needs none (the
+			 * connection still works, with recv and send). */
+			d->pipe[0] = d->pipe[1] = -1;
+			d->no_pipe = true;
+			goto buffer;
+		}
 		sz = fcntl(d->pipe[1], F_SETPIPE_SZ, NSM_PIPE_SIZE);	/* the size it got */
 		if (sz <= 0)
 			sz = fcntl(d->pipe[1], F_GETPIPE_SZ);
 		d->cap = sz > 0 ? (size_t)sz : 65536;
 		return 0;
 	}
+buffer:
 	d->buf = malloc(NSM_RELAY_BUF);
 	if (!d->buf)
 		return -ENOMEM;
@@ -263,6 +271,9 @@ int relay_prepare(struct nsock *ns)
 		ret = dir_init(&r->up, sp);
 	if (!ret)
 		ret = dir_init(&r->down, sp);
+	if (!ret && (r->up.no_pipe || r->down.no_pipe))
+		vm_glog(ns->vm, NK_LOG_WARN, "socket %#llx: no descriptors for a pipe: relayed "
+			"through a buffer", (unsigned long long)ns->token);
 	return ret;	/* on error the caller kills ns, which frees r */
 }
 

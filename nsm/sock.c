@@ -601,12 +601,28 @@ static void opts_apply(struct nsock *ns, int fd)
 	}
 }
 
+/*
+ * -errno of a failed socket(), for the guest: the NSM's descriptor table
+ * (EMFILE, ENFILE) is not the guest's, whose program could only close
+ * its own; it sees ENOBUFS, the error of a host out of resources.
+ */
+static int socket_errno(struct vm *vm)
+{
+	int err = errno;
+
+	if (err != EMFILE && err != ENFILE)
+		return -err;
+	vm_glog(vm, NK_LOG_WARN, "no socket for the guest: %s (ENOBUFS to the guest)",
+		strerror(err));
+	return -ENOBUFS;
+}
+
 static int sock_create(struct nsock *ns)
 {
 	int fd = socket(ns->family, ns->type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
-		return -errno;
+		return socket_errno(ns->vm);
 	opts_apply(ns, fd);
 	return fd;
 }
@@ -673,7 +689,7 @@ int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t
 		return -ESOCKTNOSUPPORT;
 	fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
+		return socket_errno(ch->vm);
 	ns = nsock_new(ch->vm, ch, af, fd);
 	if (!ns) {
 		close(fd);
@@ -1091,7 +1107,7 @@ static void connect_done(struct nsock *ns, int err, const struct nk_addr *peer)
 	 * connect fails (ENOBUFS) and the TCP connection is closed. */
 	if (!err && relay_prepare(ns)) {
 		relay_free(ns);
-		vm_warn(ns->vm, "socket %#llx: out of memory or descriptors for its relay",
+		vm_glog(ns->vm, NK_LOG_WARN, "socket %#llx: out of memory or descriptors for its relay",
 			(unsigned long long)ns->token);
 		err = ENOBUFS;
 	}

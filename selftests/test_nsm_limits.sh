@@ -1,0 +1,174 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# An NSM at its descriptor limit (RLIMIT_NOFILE, set on the running nk-nsm
+# with prlimit): the guest gets a clear error at once, nothing in flight is
+# lost, and it all works again once descriptors are free.
+# - connect from the guest fails within 2 s with ENOBUFS, never EMFILE (the
+#   NSM's table is not the guest's) and never after the library's 10 s
+#   handshake timeout (a held-back descriptor takes the guest stream that
+#   arrives when the table is full, so that its HELLO is answered);
+# - a connection that gets its socket but no descriptors for its pipes is
+#   relayed through a buffer, and its data arrives intact;
+# - the connections already open keep echoing;
+# - a connection from the remote host to a guest listener waits in the
+#   backlog (as on Linux when the accepting process is out of descriptors),
+#   is not reset, and is served once the limit is raised;
+# - the NSM logs each case with the VM's name, and is the same process at
+#   the end.
+
+. "$(dirname "$0")/lib.sh"
+
+nk_require_root
+nk_require_build
+nk_require_cmds prlimit
+
+nk_topo_up
+SEM=$OUTPUT/selftests/nk_semantics
+nk_bg "remote-$S" "$NK_TMP/peer.log" "$SEM" peer --bind 0.0.0.0
+wait_for -t 5 grep -q ready "$NK_TMP/peer.log" || nk_die "semantics peer did not start"
+NSM=$NK_NSM_PID
+NSM_LOG=$NK_STATE/nsm-nsm1.log
+HIGH=$(prlimit --pid "$NSM" --nofile --raw --noheadings -o HARD)
+
+# nofile_room N: the NSM may open N more descriptors.  The limit bounds
+# descriptor numbers, and a new one takes the lowest free number: the limit
+# is the (N+1)th free number.
+nofile_room()
+{
+	local lim
+
+	# First, the NSM holds its reserve descriptor (/dev/null) again.
+	wait_for -t 3 test "$(devnull_fds)" -ge "$DEVNULL_FDS" ||
+		nk_die "nk-nsm did not take its reserve descriptor back"
+	lim=$("$NK_PY" -c '
+import os, sys
+used = {int(f) for f in os.listdir(sys.argv[1])}
+free = [n for n in range(max(used) + int(sys.argv[2]) + 2) if n not in used]
+print(free[int(sys.argv[2])])' "/proc/$NSM/fd" "$1") || nk_die "cannot read nk-nsm's descriptors"
+	prlimit --pid "$NSM" --nofile="$lim:$HIGH"
+}
+devnull_fds() { find "/proc/$NSM/fd" -lname /dev/null | wc -l; }
+DEVNULL_FDS=$(devnull_fds)	# its reserve, and stdin
+nofile_high() { prlimit --pid "$NSM" --nofile="$HIGH:$HIGH"; }
+
+# The guest opens connections to the echo port until one fails, checks
+# that each open one echoes 256 KiB intact, and prints
+# "opened N err ERRNO after SECONDS echo OK|BAD".
+cat >"$NK_TMP/fill.py" <<'PY'
+import errno, os, socket, sys, time
+
+conns, err, t_err = [], None, 0.0
+for i in range(16):
+    t = time.time()
+    try:
+        s = socket.create_connection(("10.77.0.1", 7001), timeout=15)
+        conns.append(s)
+    except OSError as e:
+        err, t_err = errno.errorcode.get(e.errno, str(e.errno)), time.time() - t
+        break
+data = os.urandom(256 * 1024)
+ok = True
+for s in conns:
+    s.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        d = s.recv(len(data) - len(got))
+        if not d:
+            break
+        got += d
+    ok = ok and got == data
+print("opened %d err %s after %.2f echo %s" % (len(conns), err, t_err, "OK" if ok else "BAD"), flush=True)
+PY
+
+# The descriptors for guest connections, from none to enough for one
+# spliced connection (guest stream, TCP socket, two pipes) and more.
+buffered=0
+for room in 0 2 3 4 6 12; do
+	nofile_room "$room"
+	out=$(nk_guest g1 "$NK_PY" "$NK_TMP/fill.py" 2>&1)
+	nofile_high
+	log_info "room for $room more descriptors: $out"
+	check "room $room: connect fails with ENOBUFS, within 2 s" \
+		awk '$4 == "ENOBUFS" && $6 < 2 { f = 1 } END { exit !f }' <<<"$out"
+	check "room $room: every connection that opened echoes 256 KiB intact" \
+		grep -q 'echo OK' <<<"$out"
+	[ "$room" -lt 12 ] || check "room $room: at least one connection opens" \
+		awk '$2 >= 1 { f = 1 } END { exit !f }' <<<"$out"
+	sleep 0.3	# the streams' closes reach the NSM
+done
+check "NSM logs the refused socket, naming the VM" \
+	grep -Eq "vm vm1: (no socket for the guest: Too many open files|stream of pid [0-9]+ refused: out of descriptors) \(ENOBUFS to the guest\)" "$NSM_LOG"
+check "NSM logs a connection relayed through a buffer, naming the VM" \
+	grep -q 'vm vm1: socket 0x[0-9a-f]*: no descriptors for a pipe: relayed through a buffer' "$NSM_LOG"
+
+# The remote host connects to a guest listener while the NSM is full.
+cat >"$NK_TMP/srv.py" <<'PY'
+import socket, threading
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 8080))
+l.listen(16)
+print("ready", flush=True)
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+nk_guest_bg g1 "$NK_TMP/srv.log" "$NK_PY" "$NK_TMP/srv.py"
+wait_for -t 5 grep -q ready "$NK_TMP/srv.log" || nk_die "guest listener did not start"
+cat >"$NK_TMP/wait.py" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("10.77.0.2", 8080), timeout=5)
+s.sendall(b"ping")
+s.settimeout(1.5)
+try:
+    d = s.recv(4)
+    print("early", d, flush=True)
+except socket.timeout:
+    print("waiting", flush=True)
+open(sys.argv[1], "w").close()		# the test raises the limit now
+s.settimeout(5)
+t = time.time()
+try:
+    d = s.recv(4)
+    print("served %r after %.2f" % (d, time.time() - t), flush=True)
+except OSError as e:
+    print("failed", e, flush=True)
+PY
+sleep 0.3
+nofile_room 0
+rm -f "$NK_TMP/raise"
+ip netns exec "remote-$S" "$NK_PY" "$NK_TMP/wait.py" "$NK_TMP/raise" >"$NK_TMP/wait.log" 2>&1 &
+WAITER=$!
+nk_register_pid "$WAITER"
+wait_for -t 10 test -e "$NK_TMP/raise" || nk_die "the remote client did not get to wait"
+nofile_high
+wait "$WAITER"
+log_info "remote -> guest listener while the NSM is full: $(tr '\n' ' ' <"$NK_TMP/wait.log")"
+check "remote connection waits while the NSM is full (no reset, no answer)" \
+	grep -qx waiting "$NK_TMP/wait.log"
+check "remote connection is served within 3 s of the limit being raised" \
+	awk '$1 == "served" && $2 == "b'"'ping'"'" && $4 < 3 { f = 1 } END { exit !f }' "$NK_TMP/wait.log"
+check "NSM logs the paused accept, naming the VM" \
+	grep -q 'vm vm1: accept: Too many open files' "$NSM_LOG"
+
+# Afterwards: the same NSM, and 12 connections at once work.
+check "the NSM is the same process" test "$(nk_nsm_pid "nsm-$S")" = "$NSM"
+out=$(nk_guest g1 "$NK_PY" - <<'PY'
+import socket
+cs = [socket.create_connection(("10.77.0.1", 7001), timeout=5) for _ in range(12)]
+for c in cs:
+    c.sendall(b"again")
+print(sum(c.recv(5) == b"again" for c in cs))
+PY
+)
+check "12 connections at once echo after the limit is raised ($out)" test "$out" = 12
+
+nk_finish
