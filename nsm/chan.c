@@ -282,13 +282,16 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 		return;
 	}
 	ch->pid = req->pid;
-	if (ch->refuse) {	/* accepted in the reserve's place: vm_accept() */
+	/* Accepted in the reserve's place (vm_accept()): a new socket or a
+	 * control channel is refused, so that the stream's close gives the
+	 * slot back.  A claim is served: its connection is already accepted
+	 * and needs no more descriptors (the relay falls back to buffers), and
+	 * refusing it would lose it.  The reserve is taken again at the next
+	 * close. */
+	if (ch->refuse && req->kind != NK_HELLO_ACCEPT) {
 		vm_glog(ch->vm, NK_LOG_WARN, "stream of pid %u refused: out of descriptors "
 			"(ENOBUFS to the guest)", req->pid);
-		if (req->kind == NK_HELLO_ACCEPT && (req->flags & NK_HELLO_F_QUIET))
-			chan_kill(ch);	/* the guest reads EOF: proto.h */
-		else
-			chan_reply_close(ch, NK_OP_HELLO, h->seq, ENOBUFS, &rep, sizeof(rep));
+		chan_reply_close(ch, NK_OP_HELLO, h->seq, ENOBUFS, &rep, sizeof(rep));
 		return;
 	}
 	switch (req->kind) {
@@ -516,8 +519,9 @@ void chan_timeouts(uint64_t now)
  * is full (EMFILE, ENFILE).  Without it the stream would wait in the
  * listener's backlog and the guest library would give up on it after its
  * handshake timeout; accepted in the reserve's place, its HELLO is refused
- * at once (ENOBUFS: the NSM's descriptor table is not the guest's), whatever
- * it asks, so that the stream gives the slot back for the next one.  Taken
+ * at once (ENOBUFS: the NSM's descriptor table is not the guest's), so that
+ * the stream gives the slot back for the next one; unless it claims an
+ * accepted connection (chan_hello()).  Taken
  * again as soon as a slot is free: after the loop's closes (reap()), at the
  * next guest stream, at the timer tick.
  */
@@ -541,6 +545,8 @@ void vm_accept(struct vm *vm)
 
 	nsm_reserve_fd();
 	fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && relay_pool_drain())
+		fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && reserve_fd >= 0) {
 		/* The stream takes the reserve's slot: its HELLO gets ENOBUFS
 		 * now, where the guest would wait in the backlog for a slot. */

@@ -376,6 +376,7 @@ void vm_kill_sockets(struct vm *vm);
 
 /* relay.c */
 int relay_prepare(struct nsock *ns);
+bool relay_pool_drain(void);
 void relay_start(struct nsock *ns);
 void relay_kick(struct nsock *ns);
 void relay_free(struct nsock *ns);

@@ -53,6 +53,23 @@ static struct {
 } pipe_pool[PIPE_POOL_MAX];
 static int pipe_pool_n;
 
+/*
+ * At the descriptor limit (EMFILE, ENFILE) the pooled pipes are worth more
+ * as free slots: close them all.  Returns true if any were closed, so that
+ * the caller may try again.
+ */
+bool relay_pool_drain(void)
+{
+	bool any = pipe_pool_n > 0;
+
+	while (pipe_pool_n) {
+		pipe_pool_n--;
+		close(pipe_pool[pipe_pool_n].fd[0]);
+		close(pipe_pool[pipe_pool_n].fd[1]);
+	}
+	return any;
+}
+
 static int dir_init(struct rdir *d, bool use_splice)
 {
 	int sz;

@@ -602,16 +602,29 @@ static void opts_apply(struct nsock *ns, int fd)
 }
 
 /*
- * -errno of a failed socket(), for the guest: the NSM's descriptor table
- * (EMFILE, ENFILE) is not the guest's, whose program could only close
- * its own; it sees ENOBUFS, the error of a host out of resources.
+ * A socket for the guest, or -errno.  At the descriptor limit the pooled
+ * pipes are given up first; still none is ENOBUFS for the guest: the
+ * NSM's descriptor table (EMFILE, ENFILE) is not the guest's, whose
+ * program could only close its own.
  */
-static int socket_errno(struct vm *vm)
+static int guest_socket(struct vm *vm, int af, int type)
 {
-	int err = errno;
+	int fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int err;
 
+	if (fd >= 0)
+		return fd;
+	err = errno;
 	if (err != EMFILE && err != ENFILE)
 		return -err;
+	if (relay_pool_drain()) {
+		fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd >= 0)
+			return fd;
+		err = errno;
+		if (err != EMFILE && err != ENFILE)
+			return -err;
+	}
 	vm_glog(vm, NK_LOG_WARN, "no socket for the guest: %s (ENOBUFS to the guest)",
 		strerror(err));
 	return -ENOBUFS;
@@ -619,10 +632,10 @@ static int socket_errno(struct vm *vm)
 
 static int sock_create(struct nsock *ns)
 {
-	int fd = socket(ns->family, ns->type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = guest_socket(ns->vm, ns->family, ns->type);
 
 	if (fd < 0)
-		return socket_errno(ns->vm);
+		return fd;
 	opts_apply(ns, fd);
 	return fd;
 }
@@ -687,9 +700,9 @@ int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t
 		type = SOCK_DGRAM;
 	else
 		return -ESOCKTNOSUPPORT;
-	fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = guest_socket(ch->vm, af, type);
 	if (fd < 0)
-		return socket_errno(ch->vm);
+		return fd;
 	ns = nsock_new(ch->vm, ch, af, fd);
 	if (!ns) {
 		close(fd);
@@ -1756,6 +1769,8 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 	for (i = 0; i < 8 && ns->npending < ns->pending_max; i++) {
 		sl = sizeof(ss);
 		fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && relay_pool_drain())
+			continue;	/* the pooled pipes' slots are free now */
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
