@@ -1221,9 +1221,9 @@ static ssize_t accept_record(struct nk_sock *sk, int fd, void *buf)
 static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, bool is4)
 {
 	union {
-		struct nk_hdr h;
 		uint8_t b[sizeof(struct nk_hdr) + sizeof(struct nk_accept_offer)];
-	} buf;
+		struct nk_hdr h;
+	} buf = { { 0 } };	/* for the static analyzer: read only after a whole record */
 	struct nk_accept_offer *rec = (void *)(buf.b + sizeof(buf.h));
 	struct nk_hello_req req = { .kind = NK_HELLO_ACCEPT };
 	struct nk_hello_rep rep = { 0 };

@@ -781,8 +781,8 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 			listen_pause(lns, false);
 	}
 
-	if (!ns)
-		ns = nsock_accepted(lns, fd);	/* announced with ACCEPT_READY */
+	if (!ns && lns)	/* announced with ACCEPT_READY (orphans were all offered) */
+		ns = nsock_accepted(lns, fd);
 	if (!ns) {
 		close_later(fd);
 		return -ENOMEM;
