@@ -15,11 +15,11 @@
  * else (in data mode: before any payload), so records never interleave.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <unistd.h>
 #include <sys/epoll.h>
 
@@ -518,12 +518,12 @@ void chan_timeouts(uint64_t now)
  * One descriptor held back for a guest stream that arrives when the table
  * is full (EMFILE, ENFILE).  Without it the stream would wait in the
  * listener's backlog and the guest library would give up on it after its
- * handshake timeout; accepted in the reserve's place, its HELLO is refused
+ * handshake timeout.  Accepted in the reserve's place, its HELLO is refused
  * at once (ENOBUFS: the NSM's descriptor table is not the guest's), so that
- * the stream gives the slot back for the next one; unless it claims an
- * accepted connection (chan_hello()).  Taken
- * again as soon as a slot is free: after the loop's closes (reap()), at the
- * next guest stream, at the timer tick.
+ * the stream gives the slot back for the next one, unless it claims an
+ * accepted connection (chan_hello()).  The reserve is taken again as soon
+ * as a slot is free: after the loop's closes (reap()), at the next guest
+ * stream, at the timer tick.
  */
 static int reserve_fd = -1;
 
@@ -540,38 +540,35 @@ void nsm_reserve_fd(void)
  */
 void vm_accept(struct vm *vm)
 {
+	bool refuse = false;
 	struct chan *ch;
 	int fd;
 
 	nsm_reserve_fd();
 	fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && relay_pool_drain())
+	if (fd < 0 && out_of_fds(errno) && relay_pool_drain())
 		fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && reserve_fd >= 0) {
+	if (fd < 0 && out_of_fds(errno) && reserve_fd >= 0) {
 		/* The stream takes the reserve's slot: its HELLO gets ENOBUFS
 		 * now, where the guest would wait in the backlog for a slot. */
 		close(reserve_fd);
 		reserve_fd = -1;
 		fd = accept4(vm->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0) {
-			ch = chan_new(vm, fd, vm->ldomain);
-			if (ch)
-				ch->refuse = true;
-			else
-				close(fd);
-			return;
-		}
+		refuse = true;
 	}
 	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+		if (out_of_fds(errno) || errno == ENOBUFS || errno == ENOMEM) {
 			/* Pause until the next timer tick, not spin. */
 			vm_warn(vm, "accepting guest streams: %s", strerror(errno));
 			ep_set(vm->lfd, 0);
 		}
 		return;
 	}
-	if (!chan_new(vm, fd, vm->ldomain)) {
+	ch = chan_new(vm, fd, vm->ldomain);
+	if (!ch) {
 		vm_warn(vm, "no memory for a new guest stream");
 		close(fd);
+		return;
 	}
+	ch->refuse = refuse;
 }

@@ -28,6 +28,7 @@
 #ifndef NSM_H
 #define NSM_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -355,6 +356,12 @@ void chan_update_events(struct chan *ch);
 void chan_timeouts(uint64_t now);
 void vm_accept(struct vm *vm);
 void nsm_reserve_fd(void);
+
+/* The NSM's descriptor table (or the system's) is full. */
+static inline bool out_of_fds(int err)
+{
+	return err == EMFILE || err == ENFILE;
+}
 
 /* sock.c */
 struct nsock *nsock_new(struct vm *vm, struct chan *ch, int family, int fd);

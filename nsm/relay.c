@@ -85,7 +85,7 @@ static int dir_init(struct rdir *d, bool use_splice)
 			return 0;
 		}
 		if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC)) {
-			if (errno != EMFILE && errno != ENFILE)
+			if (!out_of_fds(errno))
 				return -errno;
 			/* Out of descriptors: a buffer needs none (the
 			 * connection still works, with recv and send). */
@@ -212,6 +212,15 @@ static ssize_t dir_out(struct rdir *d, int dst)
 
 static void relay_pump(struct nsock *ns);
 
+/* An int socket option of fd at SOL_SOCKET, or -1. */
+static int sol_int(int fd, int name)
+{
+	socklen_t len = sizeof(int);
+	int v;
+
+	return getsockopt(fd, SOL_SOCKET, name, &v, &len) ? -1 : v;
+}
+
 /*
  * The guest stream is full (network -> guest).  Its send buffer starts at
  * the system default (wmem_default, about 208 KiB), which caps a download
@@ -222,15 +231,6 @@ static void relay_pump(struct nsock *ns);
  * stream, as autotuning grows the socket's buffer.  Returns true if the
  * stream can take more now.
  */
-/* An int socket option of fd at SOL_SOCKET, or -1. */
-static int sol_int(int fd, int name)
-{
-	socklen_t len = sizeof(int);
-	int v;
-
-	return getsockopt(fd, SOL_SOCKET, name, &v, &len) ? -1 : v;
-}
-
 static bool stream_grow(struct nsock *ns)
 {
 	struct relay *r = ns->relay;

@@ -610,23 +610,15 @@ static void opts_apply(struct nsock *ns, int fd)
 static int guest_socket(struct vm *vm, int af, int type)
 {
 	int fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int err;
 
+	if (fd < 0 && out_of_fds(errno) && relay_pool_drain())
+		fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd >= 0)
 		return fd;
-	err = errno;
-	if (err != EMFILE && err != ENFILE)
-		return -err;
-	if (relay_pool_drain()) {
-		fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd >= 0)
-			return fd;
-		err = errno;
-		if (err != EMFILE && err != ENFILE)
-			return -err;
-	}
+	if (!out_of_fds(errno))
+		return -errno;
 	vm_glog(vm, NK_LOG_WARN, "no socket for the guest: %s (ENOBUFS to the guest)",
-		strerror(err));
+		strerror(errno));
 	return -ENOBUFS;
 }
 
@@ -1769,7 +1761,7 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 	for (i = 0; i < 8 && ns->npending < ns->pending_max; i++) {
 		sl = sizeof(ss);
 		fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && relay_pool_drain())
+		if (fd < 0 && out_of_fds(errno) && relay_pool_drain())
 			continue;	/* the pooled pipes' slots are free now */
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR)

@@ -36,6 +36,9 @@ NSM=$NK_NSM_PID
 NSM_LOG=$NK_STATE/nsm-nsm1.log
 HIGH=$(prlimit --pid "$NSM" --nofile --raw --noheadings -o HARD)
 
+devnull_fds() { find "/proc/$NSM/fd" -lname /dev/null | wc -l; }
+DEVNULL_FDS=$(devnull_fds)	# its reserve, and stdin
+
 # nofile_room N [pipes]: the NSM may open N more descriptors.  The limit
 # bounds descriptor numbers, and a new one takes the lowest free number:
 # the limit is the (N+1)th free number.  With "pipes", the NSM's pipes
@@ -57,8 +60,6 @@ free = [n for n in range(max(used) + room + 2) if n not in used]
 print(free[room])' "/proc/$NSM/fd" "$1" "${2:-}") || nk_die "cannot read nk-nsm's descriptors"
 	prlimit --pid "$NSM" --nofile="$lim:$HIGH"
 }
-devnull_fds() { find "/proc/$NSM/fd" -lname /dev/null | wc -l; }
-DEVNULL_FDS=$(devnull_fds)	# its reserve, and stdin
 nofile_high() { prlimit --pid "$NSM" --nofile="$HIGH:$HIGH"; }
 
 # A guest listener (echo), for the connections from the remote host.
