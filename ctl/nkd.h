@@ -39,7 +39,8 @@
 #define NKD_DEFAULT_RUN_DIR	"/run/netkernel"
 #define NKD_STATE_FILE		"nkd.json"
 
-#define NKD_BUSY_POLL_MAX	1000	/* us, nk-nsm --busy-poll's limit */
+#define NKD_POLL_MAX		1000	/* us, nk-nsm --busy-poll's and --bulk-poll's limit */
+#define NKD_BULK_POLL_DEFAULT	50	/* us, as nk-nsm's own default */
 #define NKD_NSM_MAX		256
 #define NKD_CLIENT_MAX		64
 #define NKD_VM_ID_MAX		65535
@@ -124,6 +125,7 @@ struct nkd_nsm {
 	char dev[IFNAMSIZ];
 	bool kernel_relay;	/* relay "kernel": nk-nsm --kernel-relay */
 	unsigned int busy_poll_us; /* busy_poll: nk-nsm --busy-poll=USEC */
+	unsigned int bulk_poll_us; /* bulk_poll: nk-nsm --bulk-poll=USEC */
 	/* created by nkd on the uplink (no netns given): steered by XDP */
 	bool managed;
 	char hostdev[IFNAMSIZ];	/* host side of its veth */

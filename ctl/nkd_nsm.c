@@ -208,6 +208,30 @@ out_close:
 	return ret;
 }
 
+/* KEY of OBJ, if there: microseconds 0-NKD_POLL_MAX, as a number (nkd.json)
+ * or its decimal string (nkctl), into *OUT.  -EINVAL when it is not. */
+static int usec_value(json_t *obj, const char *key, unsigned int *out)
+{
+	json_t *val = json_object_get(obj, key);
+	const char *sv = json_string_value(val);
+	long long v = -1;
+	char *end = NULL;
+
+	if (!val)
+		return 0;
+	if (json_is_integer(val))
+		v = json_integer_value(val);
+	else if (sv && *sv) {
+		v = strtoll(sv, &end, 10);
+		if (*end)
+			v = -1;
+	}
+	if (v < 0 || v > NKD_POLL_MAX)
+		return -EINVAL;
+	*out = (unsigned int)v;
+	return 0;
+}
+
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e)
 {
 	struct sockaddr_un sun;
@@ -222,9 +246,10 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	json_object_foreach(obj, key, val) {
 		if (strcmp(key, "name") && strcmp(key, "type") && strcmp(key, "netns") &&
 		    strcmp(key, "dev") && strcmp(key, "id") && strcmp(key, "relay") &&
-		    strcmp(key, "busy_poll"))
-			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll)", key);
-		if (strcmp(key, "id") && strcmp(key, "busy_poll") && !json_is_string(val))
+		    strcmp(key, "busy_poll") && strcmp(key, "bulk_poll"))
+			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll)", key);
+		if (strcmp(key, "id") && strcmp(key, "busy_poll") && strcmp(key, "bulk_poll") &&
+		    !json_is_string(val))
 			return nkd_fail(e, EINVAL, "nsm: '%s' must be a string", key);
 	}
 	name = json_string_value(json_object_get(obj, "name"));
@@ -259,25 +284,13 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (relay && strcmp(relay, "splice") && strcmp(relay, "kernel"))
 		return nkd_fail(e, EINVAL, "nsm %s: relay '%s' is not splice or kernel", name, relay);
 	out->kernel_relay = relay && !strcmp(relay, "kernel");
-	val = json_object_get(obj, "busy_poll");
-	if (val) {
-		/* a number (nkd.json) or its decimal string (nkctl) */
-		const char *sv = json_string_value(val);
-		long long v = -1;
-		char *end = NULL;
-
-		if (json_is_integer(val))
-			v = json_integer_value(val);
-		else if (sv && *sv) {
-			v = strtoll(sv, &end, 10);
-			if (*end)
-				v = -1;
-		}
-		if (v < 0 || v > NKD_BUSY_POLL_MAX)
-			return nkd_fail(e, EINVAL, "nsm %s: busy-poll must be a number of microseconds from 0 to %d",
-					name, NKD_BUSY_POLL_MAX);
-		out->busy_poll_us = (unsigned int)v;
-	}
+	out->bulk_poll_us = NKD_BULK_POLL_DEFAULT;
+	if (usec_value(obj, "busy_poll", &out->busy_poll_us))
+		return nkd_fail(e, EINVAL, "nsm %s: busy-poll must be a number of microseconds from 0 to %d",
+				name, NKD_POLL_MAX);
+	if (usec_value(obj, "bulk_poll", &out->bulk_poll_us))
+		return nkd_fail(e, EINVAL, "nsm %s: bulk-poll must be a number of microseconds from 0 to %d",
+				name, NKD_POLL_MAX);
 	if (!netns && !dev) {
 		/* nkd creates the namespace and the veth on its uplink */
 		if (!nkd.cfg.uplink)
@@ -423,11 +436,11 @@ static void status_str(int st, char *buf, size_t len)
 static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 {
 	char ctl[PATH_MAX], logp[PATH_MAX];
-	/* 9 fixed, --kernel-relay, --busy-poll, the --nsm-args, NULL */
-	char *argv[9 + 2 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
+	/* 9 fixed, --kernel-relay, --busy-poll, --bulk-poll, the --nsm-args, NULL */
+	char *argv[9 + 3 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
 						  "--type", (char *)nsm->type, "--dev",
 						  (char *)nsm->dev, "--control", ctl };
-	char bp[32];	/* --busy-poll=USEC */
+	char bp[32], ulp[32];	/* --busy-poll=USEC, --bulk-poll=USEC */
 	sigset_t none;
 	int logfd, nullfd, i, n = 9;
 
@@ -437,6 +450,8 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 		snprintf(bp, sizeof(bp), "--busy-poll=%u", nsm->busy_poll_us);
 		argv[n++] = bp;
 	}
+	snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
+	argv[n++] = ulp;
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
 		argv[n++] = (char *)nkd.cfg.nsm_args[i];
 
@@ -1040,6 +1055,7 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	memcpy(nsm->dev, tmpl->dev, sizeof(nsm->dev));
 	nsm->kernel_relay = tmpl->kernel_relay;
 	nsm->busy_poll_us = tmpl->busy_poll_us;
+	nsm->bulk_poll_us = tmpl->bulk_poll_us;
 	nsm->managed = tmpl->managed;
 	/* nkh-NAME, or nkh-ID when NAME does not fit IFNAMSIZ */
 	if (strlen(NKD_HOSTDEV_PREFIX) + strlen(nsm->name) < IFNAMSIZ)
@@ -1130,9 +1146,10 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_t *o, *vms;
 	struct nkd_vm *vm;
 
-	o = json_pack("{s:s, s:I, s:s, s:s, s:I}", "name", nsm->name, "id", (json_int_t)nsm->slot,
+	o = json_pack("{s:s, s:I, s:s, s:s, s:I, s:I}", "name", nsm->name, "id", (json_int_t)nsm->slot,
 		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice",
-		      "busy_poll", (json_int_t)nsm->busy_poll_us);
+		      "busy_poll", (json_int_t)nsm->busy_poll_us,
+		      "bulk_poll", (json_int_t)nsm->bulk_poll_us);
 	/* a managed NSM is stored without netns/dev: nkd derives them */
 	if (!nsm->managed || full) {
 		json_object_set_new(o, "netns", json_string(nsm->netns));

@@ -6,7 +6,7 @@
  *
  *   {"version": 1,
  *    "uplink": "IFNAME", "miss": "pass" | "drop", "pin_dir": "DIR",
- *    "nsms": [{"name", "id", "type", "netns", "dev", "relay", "busy_poll"}],
+ *    "nsms": [{"name", "id", "type", "netns", "dev", "relay", "busy_poll", "bulk_poll"}],
  *    "vms":  [{"name", "id", "nsm", "addrs": [...], "uds" | "cid", "gw": [...]}],
  *    "draining": [{"vm", "nsm"}]}
  *
@@ -375,14 +375,14 @@ void state_reload(void)
 
 		if (name && (nsm = nsm_find(name))) {
 			json_t *cur = nsm_to_json(nsm, false);
-			const char *keys[] = { "type", "netns", "dev", "relay", "busy_poll" };
+			const char *keys[] = { "type", "netns", "dev", "relay", "busy_poll", "bulk_poll" };
 			size_t j;
 
-			for (j = 0; j < 5; j++)
+			for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++)
 				if (!same_value(json_object_get(cur, keys[j]), json_object_get(o, keys[j])) &&
 				    (json_object_get(o, keys[j]) ||
 				     (strcmp(keys[j], "type") && strcmp(keys[j], "relay") &&
-				      strcmp(keys[j], "busy_poll"))))
+				      strcmp(keys[j], "busy_poll") && strcmp(keys[j], "bulk_poll"))))
 					warn("SIGHUP: nsm %s: %s changed in %s; not applied (delete and add it again)",
 					     name, keys[j], path);
 			json_decref(cur);

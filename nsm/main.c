@@ -311,7 +311,10 @@ static void usage(FILE *f)
 		"                   trips, slower bulk sends (nsm/krelay.c)\n"
 		"  --busy-poll=USEC after events, poll for more for up to USEC microseconds\n"
 		"                   (0-1000, default 0) before sleeping: shorter round trips\n"
-		"                   for CPU time while traffic flows; none when idle\n");
+		"                   for CPU time while traffic flows; none when idle\n"
+		"  --bulk-poll=USEC after a batch of events that relayed 16 KiB or more, poll\n"
+		"                   for more for up to USEC microseconds (0-1000, default 50;\n"
+		"                   0: never): bulk transfers without a wakeup per burst\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -325,6 +328,7 @@ static int parse_args(int argc, char **argv)
 		{ "no-splice", no_argument, NULL, 'S' },
 		{ "kernel-relay", no_argument, NULL, 'K' },
 		{ "busy-poll", required_argument, NULL, 'B' },
+		{ "bulk-poll", required_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -353,16 +357,20 @@ static int parse_args(int argc, char **argv)
 		case 'K':
 			nsm.cfg.kernel_relay = true;
 			break;
-		case 'B': {
+		case 'B':
+		case 'U': {
 			char *end;
 			long v = strtol(optarg, &end, 10);
 
 			if (*optarg == '\0' || *end || v < 0 || v > 1000) {
-				fprintf(stderr, "nk-nsm: --busy-poll: '%s' is not 0-1000 (microseconds)\n",
-					optarg);
+				fprintf(stderr, "nk-nsm: --%s: '%s' is not 0-1000 (microseconds)\n",
+					c == 'B' ? "busy-poll" : "bulk-poll", optarg);
 				return -1;
 			}
-			nsm.cfg.busy_poll_us = (unsigned int)v;
+			if (c == 'B')
+				nsm.cfg.busy_poll_us = (unsigned int)v;
+			else
+				nsm.cfg.bulk_poll_us = (unsigned int)v;
 			break;
 		}
 		case 'h':
@@ -393,10 +401,17 @@ static int parse_args(int argc, char **argv)
 	return 0;
 }
 
+/* Keep looking without sleeping until at least NOW + USEC. */
+static void spin_from(uint64_t now, unsigned int usec, uint64_t *until)
+{
+	if (now + usec * 1000ull > *until)
+		*until = now + usec * 1000ull;
+}
+
 int main(int argc, char **argv)
 {
 	struct epoll_event evs[64];
-	uint64_t spin_until = 0;
+	uint64_t spin_until = 0, last_burst = 0, moved0;
 	int ret, n, i;
 
 	nk_log_init(argv[0], NK_LOG_INFO);
@@ -406,6 +421,7 @@ int main(int argc, char **argv)
 			nsm.instance = (uint32_t)getpid() ^ (uint32_t)time(NULL);
 	list_init(&nsm.vms);
 	list_init(&nsm.hello_wait);
+	nsm.cfg.bulk_poll_us = NSM_BULK_POLL_US;
 
 	ret = parse_args(argc, argv);
 	if (ret)
@@ -446,9 +462,10 @@ int main(int argc, char **argv)
 	     nsm.cfg.control);
 
 	while (!nsm.stop) {
-		/* --busy-poll: for a while after events, look without sleeping
-		 * (the next event of a round trip is usually microseconds away,
-		 * and a wakeup costs more than that here); then sleep. */
+		/* --busy-poll, --bulk-poll: for a while after events, look
+		 * without sleeping (the next event of a round trip or of a
+		 * bulk transfer is usually microseconds away, and a wakeup
+		 * costs more than that here, to the waker too); then sleep. */
 		if (spin_until && mono_ns() < spin_until) {
 			n = epoll_wait(nsm.epfd, evs, sizeof(evs) / sizeof(evs[0]), 0);
 		} else {
@@ -463,13 +480,26 @@ int main(int argc, char **argv)
 			err_perror("epoll_wait");
 			break;
 		}
+		moved0 = nsm.moved;
+		nsm.burst = false;
 		for (i = 0; i < n; i++)
 			dispatch(&evs[i]);
 		krelay_poll();
 		reap();
 		/* the window runs from the end of the batch's handling */
 		if (n > 0 && nsm.cfg.busy_poll_us)
-			spin_until = mono_ns() + nsm.cfg.busy_poll_us * 1000ull;
+			spin_from(mono_ns(), nsm.cfg.busy_poll_us, &spin_until);
+		/* --bulk-poll: a connection's burst opens the window; any
+		 * payload keeps it open for as long as bursts keep coming
+		 * (small messages alone do not hold the NSM awake) */
+		if (nsm.cfg.bulk_poll_us && (nsm.burst || nsm.moved != moved0)) {
+			uint64_t now = mono_ns();
+
+			if (nsm.burst)
+				last_burst = now;
+			if (now - last_burst < NSM_BULK_HOLD_NS)
+				spin_from(now, nsm.cfg.bulk_poll_us, &spin_until);
+		}
 	}
 
 	/* Exiting closes every socket; the kernel sends FINs or RSTs. */

@@ -45,6 +45,9 @@
 #define NSM_ORPHAN_GRACE	5	/* s an offer outlives its listener (claim in flight) */
 #define NSM_ORPHANS_MAX		4096	/* per VM; the oldest go first */
 #define NSM_TOMB_MAX		4096	/* remembered ended streams */
+#define NSM_BULK_BATCH		(16 << 10) /* one connection's burst that counts as bulk */
+#define NSM_BULK_POLL_US	50	/* --bulk-poll default */
+#define NSM_BULK_HOLD_NS	1000000	/* payload holds the window this long after a burst */
 #define NSM_TOMB_AGE		60	/* s a tombstone is kept */
 #define NSM_BACKLOG_MAX		4096	/* cap of a guest listener's queue */
 #define NSM_SAVED_OPTS		40	/* options remembered per socket */
@@ -283,6 +286,7 @@ struct nsm_config {
 	bool no_splice;			/* relay through buffers (vsock's path) */
 	bool kernel_relay;		/* in-kernel relay of the up direction (krelay.c) */
 	unsigned int busy_poll_us;	/* --busy-poll: spin this long after events */
+	unsigned int bulk_poll_us;	/* --bulk-poll: spin this long after bulk batches */
 };
 
 struct nsm {
@@ -310,6 +314,8 @@ struct nsm {
 	size_t ngrave_fds, grave_fds_cap;
 	void **grave_mem;
 	size_t ngrave_mem, grave_mem_cap;
+	uint64_t moved;			/* payload bytes relayed in user space, ever */
+	bool burst;			/* a connection relayed NSM_BULK_BATCH at once */
 	bool stop;
 };
 

@@ -433,7 +433,7 @@ static void relay_pump(struct nsock *ns)
 	struct relay *r = ns->relay;
 	struct chan *ch = ns->chan;
 	int g = ch->fd, t = ns->fd, i, ret;
-	uint64_t up0 = r->up.bytes, down0 = r->down.bytes;
+	uint64_t up0 = r->up.bytes, down0 = r->down.bytes, moved;
 	bool progress = true;
 
 	for (i = 0; i < 16 && progress; i++) {
@@ -513,6 +513,10 @@ static void relay_pump(struct nsock *ns)
 	}
 	ns->vm->bytes_up += r->up.bytes - up0;
 	ns->vm->bytes_down += r->down.bytes - down0;
+	moved = (r->up.bytes - up0) + (r->down.bytes - down0);
+	nsm.moved += moved;
+	if (moved >= NSM_BULK_BATCH)
+		nsm.burst = true;
 
 	if ((r->g_closed && r->up.done) || (r->up.done && r->down.done)) {
 		vm_debug(ns->vm, "socket %#llx: connection finished (%llu bytes up, %llu down)",

@@ -21,12 +21,15 @@ BUILD_PKGS=(build-essential clang llvm pkg-config libbpf-dev bpftool
 # downloaded, never installed; curl, nginx-light and their libraries are
 # copied into test_vm's guest image).
 # dnsmasq-base: the dnsmasq binary without the system service (the DNS
-# server and the guest's stub resolver of test_udp_dns).
+# server and the guest's stub resolver of test_udp_dns).  linux-perf:
+# perf stat counts the NSM's polling system calls (test_bulk_poll) and
+# profiles the benchmark.
 RUN_PKGS=(busybox-static cpio iproute2 nginx-light curl wrk iperf3 qemu-system-x86
-	redis-server redis-tools python3 socat procps psmisc util-linux dnsmasq-base)
+	redis-server redis-tools python3 socat procps psmisc util-linux dnsmasq-base
+	linux-perf)
 # The benchmark only (tools/bench.sh): the userspace-networking peers,
-# the latency tool, the plot and the profiler.  CI's tests do not need them.
-BENCH_PKGS=(passt slirp4netns sockperf gnuplot-nox linux-perf)
+# the latency tool and the plot.  CI's tests do not need them.
+BENCH_PKGS=(passt slirp4netns sockperf gnuplot-nox)
 PKGS=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}")
 
 if [ "${1:-}" = --bench ]; then

@@ -403,6 +403,8 @@ def main():
                f"perf bench sched pipe [-T]`): waking a sleeping CPU and switching address "
                f"spaces are what a wakeup costs here.")
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
+    if meta.get('nsm1_args'):
+        out.append(f"- The default NetKernel path's NSM (nsm1) runs with `{meta['nsm1_args']}` (nkd's defaults).")
     out.append(f"- Anti-fake checks inside the run: {checks[0] if checks else '?'}.")
     for c in checks[1:]:
         out.append(f"  - {c}")
