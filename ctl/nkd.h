@@ -40,7 +40,7 @@
 #define NKD_STATE_FILE		"nkd.json"
 
 #define NKD_POLL_MAX		1000	/* us, nk-nsm --busy-poll's and --bulk-poll's limit */
-#define NKD_BULK_POLL_DEFAULT	50	/* us, as nk-nsm's own default */
+#define NKD_BULK_POLL_DEFAULT	50	/* us, nk-nsm's own default (NSM_BULK_POLL_US) */
 #define NKD_NSM_MAX		256
 #define NKD_CLIENT_MAX		64
 #define NKD_VM_ID_MAX		65535

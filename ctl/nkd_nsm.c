@@ -450,8 +450,12 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 		snprintf(bp, sizeof(bp), "--busy-poll=%u", nsm->busy_poll_us);
 		argv[n++] = bp;
 	}
-	snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
-	argv[n++] = ulp;
+	/* only when not nk-nsm's own default: an older nk-nsm without the
+	 * option still starts (nkd upgraded first, test_compat) */
+	if (nsm->bulk_poll_us != NKD_BULK_POLL_DEFAULT) {
+		snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
+		argv[n++] = ulp;
+	}
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
 		argv[n++] = (char *)nkd.cfg.nsm_args[i];
 

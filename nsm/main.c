@@ -312,9 +312,10 @@ static void usage(FILE *f)
 		"  --busy-poll=USEC after events, poll for more for up to USEC microseconds\n"
 		"                   (0-1000, default 0) before sleeping: shorter round trips\n"
 		"                   for CPU time while traffic flows; none when idle\n"
-		"  --bulk-poll=USEC after a batch of events that relayed 16 KiB or more, poll\n"
-		"                   for more for up to USEC microseconds (0-1000, default 50;\n"
-		"                   0: never): bulk transfers without a wakeup per burst\n");
+		"  --bulk-poll=USEC after a batch of events in which one connection relayed\n"
+		"                   16 KiB or more at once, poll for more for up to USEC\n"
+		"                   microseconds (0-1000, default 50; 0: never): bulk\n"
+		"                   transfers without a wakeup per burst\n");
 }
 
 static int parse_args(int argc, char **argv)

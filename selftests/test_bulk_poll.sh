@@ -12,8 +12,10 @@
 # The windows are counted exactly: every look without sleeping is an
 # epoll_wait with a zero timeout, counted with `perf stat` on the
 # syscalls:sys_enter_epoll_wait tracepoint filtered on timeout == 0.
-#   - the attribute: nk-nsm's command line, nkctl nsm show, nkd.json;
-#     values out of 0-1000 or not numbers are refused and nothing is added
+#   - the attribute: nk-nsm's command line (nkd passes it only when it is
+#     not nk-nsm's own default, so an older nk-nsm still starts), nkctl nsm
+#     show, nkd.json, a restart after SIGKILL; values out of 0-1000 or not
+#     numbers are refused and nothing is added
 #   - round trips of 32 bytes and short connections: no window at all
 #   - a 48 MiB download and a 48 MiB upload, byte for byte: windows
 #   - once the transfer is over, no window and no CPU while connections idle
@@ -25,6 +27,9 @@ nk_require_root
 nk_require_cmds perf
 nk_require_build
 
+# The splice relay is what is measured: with NK_NKD_EXTRA_ARGS=--nsm-arg=
+# --kernel-relay uploads would not pass through the NSM's user space.
+NK_NKD_ARGS=()
 nk_topo_up
 R=remote-$S
 perf stat -x, -e syscalls:sys_enter_epoll_wait --filter 'timeout == 0' -p "$NK_NSM_PID" \
@@ -32,25 +37,40 @@ perf stat -x, -e syscalls:sys_enter_epoll_wait --filter 'timeout == 0' -p "$NK_N
 	nk_skip "perf cannot count the syscalls:sys_enter_epoll_wait tracepoint here"
 
 # spins OUT PID CMD...: run CMD (a command or a function; its output to
-# OUT); print the number of zero-timeout epoll_waits PID made meanwhile
+# OUT); print the number of zero-timeout epoll_waits PID made meanwhile,
+# or "none" when perf did not count.  perf sets its counters up before it
+# starts the command it is given, which tells the test when to start CMD
+# and waits for the test to finish it.
 spins()
 {
 	local out=$1 pid=$2 pp
 	shift 2
+	rm -f "$NK_TMP/perf.out" "$NK_TMP/perf.ready" "$NK_TMP/perf.done"
 	perf stat -x, -o "$NK_TMP/perf.out" -e syscalls:sys_enter_epoll_wait \
-		--filter 'timeout == 0' -p "$pid" 2>/dev/null &
+		--filter 'timeout == 0' -p "$pid" -- bash -c \
+		"touch $NK_TMP/perf.ready; while [ ! -e $NK_TMP/perf.done ]; do sleep 0.02; done" \
+		>/dev/null 2>&1 &
 	pp=$!
-	sleep 0.5	# perf attached
+	if ! wait_for -t 10 test -e "$NK_TMP/perf.ready"; then
+		touch "$NK_TMP/perf.done"
+		wait "$pp"
+		echo none
+		return
+	fi
 	"$@" >"$out" 2>&1
-	kill -INT "$pp"
+	touch "$NK_TMP/perf.done"
 	wait "$pp"
 	awk -F, '/sys_enter_epoll_wait/ { print $1 + 0; n++ } END { if (!n) print "none" }' \
-		"$NK_TMP/perf.out"
+		"$NK_TMP/perf.out" 2>/dev/null || echo none
+}
+# cmdline_opts PID: the NSM's options after the four nkd always gives
+cmdline_opts()
+{
+	tr '\0' ' ' <"/proc/$1/cmdline" | sed 's/.*--control [^ ]*//; s/^ *//; s/ *$//'
 }
 
 log_step "the setting"
-check "nsm1's nk-nsm runs with --bulk-poll=50 (the default)" bash -c \
-	"tr '\\0' ' ' </proc/$NK_NSM_PID/cmdline | grep -q -- --bulk-poll=50"
+check_eq "nsm1's nk-nsm runs with its own default (no --bulk-poll: 50)" "$(cmdline_opts "$NK_NSM_PID")" ""
 check_eq "nkctl -j nsm show nsm1: bulk_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["bulk_poll"]')" 50
 refused()	# ERRFILE NKCTL-ARGS...: the command fails
 {
@@ -63,16 +83,24 @@ check "... saying why" grep -q 'bulk-poll must be a number of microseconds from 
 check "bulk-poll -1 is refused" refused "$NK_TMP/e2" nsm add nsm3 type kernel netns "bp-$S" dev up0 bulk-poll -1
 check "... saying why" grep -q 'bulk-poll must be a number' "$NK_TMP/e2"
 check "and no nsm3 was added" refused /dev/null nsm show nsm3
-check "nk-nsm --bulk-poll=2000 refuses to start" bash -c \
-	"! $OUTPUT/nk-nsm --name x --type kernel --dev lo --control $NK_TMP/x.sock --bulk-poll=2000 2>$NK_TMP/e3"
+check "nk-nsm --bulk-poll=2000 refuses to start (exit status 2)" bash -c \
+	"timeout 5 $OUTPUT/nk-nsm --name x --type kernel --dev lo --control $NK_TMP/x.sock --bulk-poll=2000 2>$NK_TMP/e3; [ \$? -eq 2 ]"
 check "... saying why" grep -q -- "--bulk-poll: '2000' is not 0-1000" "$NK_TMP/e3"
 nk_nsm_path nsm3 bp bpr0 10.75.0 vm3 g3 bulk-poll 0
 NSM3_PID=$NK_PATH_NSM_PID
 check_eq "nkctl -j nsm show nsm3: bulk_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm3)" 'j["bulk_poll"]')" 0
-check "nsm3's nk-nsm runs with --bulk-poll=0" bash -c \
-	"tr '\\0' ' ' </proc/$NSM3_PID/cmdline | grep -q -- --bulk-poll=0"
+check_eq "nsm3's nk-nsm runs with --bulk-poll=0" "$(cmdline_opts "$NSM3_PID")" "--bulk-poll=0"
 check "nkd.json keeps bulk_poll 0 for nsm3" bash -c \
 	"grep -A9 '\"nsm3\"' $NK_TMP/state/nkd.json | grep -q '\"bulk_poll\": *0'"
+old=$NSM3_PID
+kill -KILL "$old"
+wait_for -t 10 bash -c "p=\$(ip netns pids bp-$S); [ -n \"\$p\" ] && ! grep -qw $old <<<\"\$p\"" ||
+	nk_die "nkd did not restart nsm3"
+NSM3_PID=$(nk_nsm_pid "bp-$S")
+check_eq "nsm3 restarted after SIGKILL runs with --bulk-poll=0 again" "$(cmdline_opts "$NSM3_PID")" "--bulk-poll=0"
+check "nkctl shows nsm3 running again" wait_for -t 10 \
+	bash -c "'$OUTPUT/nkctl' -c '$NK_CTL' -j nsm show nsm3 | grep -q '\"running\"'"
+wait_for -t 10 nk_has_addr "bp-$S" up0 10.75.0.2 || nk_die "vm3's address did not come back"
 
 log_step "servers on the remote host"
 # 7200: echo.  7201: "get N" sends N pseudo-random bytes and closes;

@@ -403,8 +403,10 @@ def main():
                f"perf bench sched pipe [-T]`): waking a sleeping CPU and switching address "
                f"spaces are what a wakeup costs here.")
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
-    if meta.get('nsm1_args'):
-        out.append(f"- The default NetKernel path's NSM (nsm1) runs with `{meta['nsm1_args']}` (nkd's defaults).")
+    if 'nsm1_args' in meta:
+        a = meta['nsm1_args'].strip()
+        out.append("- The default NetKernel path's NSM (nsm1) runs " +
+                   (f"with `{a}`." if a else "with nk-nsm's defaults (splice relay, bulk polling 50 µs, no busy polling)."))
     out.append(f"- Anti-fake checks inside the run: {checks[0] if checks else '?'}.")
     for c in checks[1:]:
         out.append(f"  - {c}")
