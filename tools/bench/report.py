@@ -404,9 +404,9 @@ def main():
                f"spaces are what a wakeup costs here.")
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
     if 'nsm1_args' in meta:
-        a = meta['nsm1_args'].strip()
+        nsm1 = meta['nsm1_args'].strip()
         out.append("- The default NetKernel path's NSM (nsm1) runs " +
-                   (f"with `{a}`." if a else "with nk-nsm's defaults (splice relay, bulk polling 50 µs, no busy polling)."))
+                   (f"with `{nsm1}`." if nsm1 else "with nk-nsm's defaults (splice relay, bulk polling 50 µs, no busy polling)."))
     out.append(f"- Anti-fake checks inside the run: {checks[0] if checks else '?'}.")
     for c in checks[1:]:
         out.append(f"  - {c}")
