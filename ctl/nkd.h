@@ -39,8 +39,6 @@
 #define NKD_DEFAULT_RUN_DIR	"/run/netkernel"
 #define NKD_STATE_FILE		"nkd.json"
 
-#define NKD_POLL_MAX		1000	/* us, nk-nsm --busy-poll's and --bulk-poll's limit */
-#define NKD_BULK_POLL_DEFAULT	50	/* us, nk-nsm's own default (NSM_BULK_POLL_US) */
 #define NKD_NSM_MAX		256
 #define NKD_CLIENT_MAX		64
 #define NKD_VM_ID_MAX		65535

@@ -208,7 +208,7 @@ out_close:
 	return ret;
 }
 
-/* KEY of OBJ, if there: microseconds 0-NKD_POLL_MAX, as a number (nkd.json)
+/* KEY of OBJ, if there: microseconds 0-NSM_POLL_MAX_US, as a number (nkd.json)
  * or its decimal string (nkctl), into *OUT.  -EINVAL when it is not. */
 static int usec_value(json_t *obj, const char *key, unsigned int *out)
 {
@@ -226,7 +226,7 @@ static int usec_value(json_t *obj, const char *key, unsigned int *out)
 		if (*end)
 			v = -1;
 	}
-	if (v < 0 || v > NKD_POLL_MAX)
+	if (v < 0 || v > NSM_POLL_MAX_US)
 		return -EINVAL;
 	*out = (unsigned int)v;
 	return 0;
@@ -284,13 +284,13 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (relay && strcmp(relay, "splice") && strcmp(relay, "kernel"))
 		return nkd_fail(e, EINVAL, "nsm %s: relay '%s' is not splice or kernel", name, relay);
 	out->kernel_relay = relay && !strcmp(relay, "kernel");
-	out->bulk_poll_us = NKD_BULK_POLL_DEFAULT;
+	out->bulk_poll_us = NSM_BULK_POLL_US;
 	if (usec_value(obj, "busy_poll", &out->busy_poll_us))
 		return nkd_fail(e, EINVAL, "nsm %s: busy-poll must be a number of microseconds from 0 to %d",
-				name, NKD_POLL_MAX);
+				name, NSM_POLL_MAX_US);
 	if (usec_value(obj, "bulk_poll", &out->bulk_poll_us))
 		return nkd_fail(e, EINVAL, "nsm %s: bulk-poll must be a number of microseconds from 0 to %d",
-				name, NKD_POLL_MAX);
+				name, NSM_POLL_MAX_US);
 	if (!netns && !dev) {
 		/* nkd creates the namespace and the veth on its uplink */
 		if (!nkd.cfg.uplink)
@@ -452,7 +452,7 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 	}
 	/* only when not nk-nsm's own default: an older nk-nsm without the
 	 * option still starts (nkd upgraded first, test_compat) */
-	if (nsm->bulk_poll_us != NKD_BULK_POLL_DEFAULT) {
+	if (nsm->bulk_poll_us != NSM_BULK_POLL_US) {
 		snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
 		argv[n++] = ulp;
 	}

@@ -363,9 +363,9 @@ static int parse_args(int argc, char **argv)
 			char *end;
 			long v = strtol(optarg, &end, 10);
 
-			if (*optarg == '\0' || *end || v < 0 || v > 1000) {
-				fprintf(stderr, "nk-nsm: --%s: '%s' is not 0-1000 (microseconds)\n",
-					c == 'B' ? "busy-poll" : "bulk-poll", optarg);
+			if (*optarg == '\0' || *end || v < 0 || v > NSM_POLL_MAX_US) {
+				fprintf(stderr, "nk-nsm: --%s: '%s' is not 0-%d (microseconds)\n",
+					c == 'B' ? "busy-poll" : "bulk-poll", optarg, NSM_POLL_MAX_US);
 				return -1;
 			}
 			if (c == 'B')

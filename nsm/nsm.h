@@ -46,7 +46,6 @@
 #define NSM_ORPHANS_MAX		4096	/* per VM; the oldest go first */
 #define NSM_TOMB_MAX		4096	/* remembered ended streams */
 #define NSM_BULK_BATCH		(16 << 10) /* one connection's burst that counts as bulk */
-#define NSM_BULK_POLL_US	50	/* --bulk-poll default (nkd's NKD_BULK_POLL_DEFAULT) */
 #define NSM_BULK_HOLD_NS	1000000	/* payload holds the window this long after a burst */
 #define NSM_TOMB_AGE		60	/* s a tombstone is kept */
 #define NSM_BACKLOG_MAX		4096	/* cap of a guest listener's queue */

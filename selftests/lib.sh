@@ -320,6 +320,15 @@ nkctl()
 	"$OUTPUT/nkctl" -c "$NK_CTL" "$@"
 }
 
+# nk_refused ERRFILE NKCTL-ARGS...: the nkctl command fails (its stderr in
+# ERRFILE, to check the message).
+nk_refused()
+{
+	local f=$1
+	shift
+	! nkctl "$@" >/dev/null 2>"$f"
+}
+
 # nk_vm_of G: g1 -> vm1, g2 -> vm2
 nk_vm_of()
 {
@@ -346,6 +355,20 @@ nk_guest_bg()
 	local g=$1 logf=$2
 	shift 2
 	nk_bg "$g-$S" "$logf" "$OUTPUT/nk-run" --transport "$(nk_transport "$g")" -- "$@"
+}
+
+# nk_hold_idle G ADDR N NS: N idle connections from guest G to nk_cps serve
+# on the remote host at ADDR:7001, once the NSM's netns NS has them all
+# established; the holder's pid in NK_HOLD_PID (nk_stop it).
+nk_hold_idle()
+{
+	local g=$1 addr=$2 n=$3 ns=$4
+	nk_bg "remote-$S" "$NK_TMP/hold-s.log" "$OUTPUT/bench/nk_cps" serve -H 7001
+	wait_for -t 5 nk_tcp_open "remote-$S" "$addr" 7001 || nk_die "hold server did not start"
+	nk_guest_bg "$g" "$NK_TMP/hold.log" "$OUTPUT/bench/nk_cps" hold "$addr" 7001 "$n" 8
+	NK_HOLD_PID=$NK_BG_PID
+	wait_for -t 5 bash -c "[ \$(ip netns exec $ns ss -Htn state established '( dport = :7001 )' | wc -l) -ge $n ]" ||
+		nk_die "$n connections did not open"
 }
 
 # nk_start_nkd: nkd in the foreground, with NK_NKD_ARGS appended.

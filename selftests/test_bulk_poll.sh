@@ -72,17 +72,11 @@ cmdline_opts()
 log_step "the setting"
 check_eq "nsm1's nk-nsm runs with its own default (no --bulk-poll: 50)" "$(cmdline_opts "$NK_NSM_PID")" ""
 check_eq "nkctl -j nsm show nsm1: bulk_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["bulk_poll"]')" 50
-refused()	# ERRFILE NKCTL-ARGS...: the command fails
-{
-	local f=$1
-	shift
-	! nkctl "$@" >/dev/null 2>"$f"
-}
-check "bulk-poll 1001 is refused" refused "$NK_TMP/e1" nsm add nsm3 type kernel netns "bp-$S" dev up0 bulk-poll 1001
+check "bulk-poll 1001 is refused" nk_refused "$NK_TMP/e1" nsm add nsm3 type kernel netns "bp-$S" dev up0 bulk-poll 1001
 check "... saying why" grep -q 'bulk-poll must be a number of microseconds from 0 to 1000' "$NK_TMP/e1"
-check "bulk-poll -1 is refused" refused "$NK_TMP/e2" nsm add nsm3 type kernel netns "bp-$S" dev up0 bulk-poll -1
+check "bulk-poll -1 is refused" nk_refused "$NK_TMP/e2" nsm add nsm3 type kernel netns "bp-$S" dev up0 bulk-poll -1
 check "... saying why" grep -q 'bulk-poll must be a number' "$NK_TMP/e2"
-check "and no nsm3 was added" refused /dev/null nsm show nsm3
+check "and no nsm3 was added" nk_refused /dev/null nsm show nsm3
 check "nk-nsm --bulk-poll=2000 refuses to start (exit status 2)" bash -c \
 	"timeout 5 $OUTPUT/nk-nsm --name x --type kernel --dev lo --control $NK_TMP/x.sock --bulk-poll=2000 2>$NK_TMP/e3; [ \$? -eq 2 ]"
 check "... saying why" grep -q -- "--bulk-poll: '2000' is not 0-1000" "$NK_TMP/e3"
@@ -212,12 +206,7 @@ check "48 MiB uploaded through nsm1, intact" grep -q "put $MB48 intact" "$NK_TMP
 check "nsm1 polled during the upload ($n looks without sleeping)" test "$n" -gt 0
 
 log_step "after the transfer, sleeping again"
-nk_bg "$R" "$NK_TMP/hold-s.log" "$OUTPUT/bench/nk_cps" serve -H 7001
-wait_for -t 5 nk_tcp_open "$R" 10.77.0.1 7001 || nk_die "hold server did not start"
-nk_guest_bg g1 "$NK_TMP/hold.log" "$OUTPUT/bench/nk_cps" hold 10.77.0.1 7001 20 8
-HOLD=$NK_BG_PID
-wait_for -t 5 bash -c "[ \$(ip netns exec nsm-$S ss -Htn state established '( dport = :7001 )' | wc -l) -ge 20 ]" ||
-	nk_die "20 connections did not open"
+nk_hold_idle g1 10.77.0.1 20 "nsm-$S"
 # a burst, then nothing
 nk_guest g1 "$NK_PY" "$NK_TMP/cli.py" 10.77.0.1 get $((4 << 20)) >"$NK_TMP/get2.out" 2>&1
 check "4 MiB downloaded, intact" grep -q "intact" "$NK_TMP/get2.out"
@@ -227,7 +216,7 @@ t1=$(nk_proc_cpu_ticks "$NK_NSM_PID")
 check_eq "idle with 20 connections: no look without sleeping over 3 s" "$n" 0
 # 1% of a core over 3 s is 3 ticks at 100 Hz
 check "idle: nsm1 used under 1% of a core over 3 s ($((t1 - t0)) ticks)" test $((t1 - t0)) -lt 3
-nk_stop "$HOLD"
+nk_stop "$NK_HOLD_PID"
 
 log_step "bulk-poll 0"
 v0=$(awk '/^voluntary_ctxt_switches/ { print $2 }' "/proc/$NSM3_PID/status")

@@ -22,17 +22,11 @@ nk_topo_up
 R=remote-$S
 
 log_step "nkctl nsm add nsm3 ... busy-poll 50"
-refused()	# ERRFILE NKCTL-ARGS...: the command fails
-{
-	local f=$1
-	shift
-	! nkctl "$@" >/dev/null 2>"$f"
-}
-check "busy-poll 5000 is refused" refused "$NK_TMP/e1" nsm add nsm3 type kernel netns "bp-$S" dev up0 busy-poll 5000
+check "busy-poll 5000 is refused" nk_refused "$NK_TMP/e1" nsm add nsm3 type kernel netns "bp-$S" dev up0 busy-poll 5000
 check "... saying why" grep -q 'busy-poll must be a number of microseconds from 0 to 1000' "$NK_TMP/e1"
-check "busy-poll 5x is refused" refused "$NK_TMP/e2" nsm add nsm3 type kernel netns "bp-$S" dev up0 busy-poll 5x
+check "busy-poll 5x is refused" nk_refused "$NK_TMP/e2" nsm add nsm3 type kernel netns "bp-$S" dev up0 busy-poll 5x
 check "... saying why" grep -q 'busy-poll must be a number' "$NK_TMP/e2"
-check "and no nsm3 was added" refused /dev/null nsm show nsm3
+check "and no nsm3 was added" nk_refused /dev/null nsm show nsm3
 nk_nsm_path nsm3 bp bpr0 10.75.0 vm3 g3 busy-poll 50
 NSM3_PID=$NK_PATH_NSM_PID
 check_eq "nkctl -j nsm show nsm3: busy_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm3)" 'j["busy_poll"]')" 50
@@ -117,12 +111,7 @@ check "the same through nsm1" grep -q 'bulk ok conns 200' <<<"$out1"
 check "the guest has no TCP socket of its own" test -z "$(ip netns exec "g3-$S" ss -Htan)"
 
 log_step "spinning only while traffic flows"
-nk_bg "$R" "$NK_TMP/hold-s.log" "$OUTPUT/bench/nk_cps" serve -H 7001
-wait_for -t 5 nk_tcp_open "$R" 10.75.0.1 7001 || nk_die "hold server did not start"
-nk_guest_bg g3 "$NK_TMP/hold.log" "$OUTPUT/bench/nk_cps" hold 10.75.0.1 7001 50 8
-HOLD=$NK_BG_PID
-wait_for -t 5 bash -c "[ \$(ip netns exec bp-$S ss -Htn state established '( dport = :7001 )' | wc -l) -ge 50 ]" ||
-	nk_die "50 connections did not open"
+nk_hold_idle g3 10.75.0.1 50 "bp-$S"
 sleep 1
 t0=$(nk_proc_cpu_ticks "$NSM3_PID")
 sleep 3
@@ -130,6 +119,6 @@ t1=$(nk_proc_cpu_ticks "$NSM3_PID")
 log_info "nsm3 idle with 50 connections: $((t1 - t0)) ticks of CPU over 3 s"
 # 1% of a core over 3 s is 3 ticks at 100 Hz
 check "idle: nsm3 used under 1% of a core over 3 s ($((t1 - t0)) ticks)" test $((t1 - t0)) -lt 3
-nk_stop "$HOLD"
+nk_stop "$NK_HOLD_PID"
 
 nk_finish

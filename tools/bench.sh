@@ -256,7 +256,6 @@ nk_topo_up		# remote-$S, nsm-$S, g1/g2 (lo only), nkd, nsm1, vm1, vm2
 NSM_PID=$NK_NSM_PID
 R=remote-$S
 # the default path is what nkd starts by default: splice, bulk polling on
-# shellcheck disable=SC2016
 meta nsm1_args "$(tr '\0' ' ' <"/proc/$NSM_PID/cmdline" | sed 's/.*--control [^ ]* //; s/ *$//')"
 
 # veth_pair NS DEV ADDR RDEV RADDR [GW]: DEV in NS <-> RDEV in the remote host

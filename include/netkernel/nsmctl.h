@@ -36,6 +36,11 @@
 #define NK_VM_ADDRS_MAX		8
 #define NSM_CTL_MSG_MAX		1024
 
+/* nk-nsm's --busy-poll and --bulk-poll, in microseconds: their limit and
+ * --bulk-poll's default (nkd passes the option only when it differs). */
+#define NSM_POLL_MAX_US		1000
+#define NSM_BULK_POLL_US	50
+
 /* Same layout as struct nk_hdr (see proto.h), other magic. */
 struct nsm_hdr {
 	uint16_t magic;
