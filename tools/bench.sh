@@ -4,7 +4,7 @@
 #
 # `make bench`: NetKernel against the native stack and the userspace
 # networking tools operators use today, on the same workloads, in one run
-# (issue 7).  Four paths, each a guest network namespace running the same
+# (issue 7).  Six paths, each a guest network namespace running the same
 # unmodified client and server programs:
 #
 #   native   the guest owns its stack: veth n1 10.79.1.2 <-> remote 10.79.1.1
@@ -15,9 +15,10 @@
 #   slirp    slirp4netns in host namespace sh-$S (veth 10.78.3.2 <->
 #            remote 10.78.3.1) gives guest sg-$S a tap; inbound via its API
 #            socket (add_hostfwd)
-#   nkkr     NetKernel with the in-kernel relay: guest g20-$S (only lo),
-#            vm20 on a second kernel NSM nsm2 (nkctl nsm add ... relay
-#            kernel) in kr-$S, veth 10.76.0.2 <-> remote 10.76.0.1
+#   nklat    NetKernel for latency-bound tenants, the in-kernel relay and
+#            busy polling: guest g20-$S (only lo), vm20 on a second kernel
+#            NSM nsm2 (nkctl nsm add ... relay kernel busy-poll 30) in
+#            kr-$S, veth 10.76.0.2 <-> remote 10.76.0.1
 #   nkbp     NetKernel with busy polling: guest g30-$S (only lo), vm30 on a
 #            third kernel NSM nsm3 (nkctl nsm add ... busy-poll 30) in
 #            bp-$S, veth 10.75.0.2 <-> remote 10.75.0.1
@@ -105,14 +106,14 @@ DENS_DELAY_MS=10	# per-guest light load: one connection, ~100 requests/s
 IDLE_CONNS=100
 WRK_ARGS=(-t2 -c64)
 CPS_THREADS=4
-PATHS=(native nk pasta slirp nkkr nkbp)
-BUSY_POLL_US=30	# the nkbp path's NSM
+PATHS=(native nk pasta slirp nklat nkbp)
+BUSY_POLL_US=30	# the NSMs of the nkbp and nklat paths
 if [ -n "$ONLY_PATHS" ]; then
 	IFS=, read -r -a PATHS <<<"$ONLY_PATHS"
 	for p in "${PATHS[@]}"; do
 		case $p in
-		native | nk | pasta | slirp | nkkr | nkbp) ;;
-		*) echo "bench: unknown path '$p' (native nk pasta slirp nkkr nkbp)" >&2; exit 2 ;;
+		native | nk | pasta | slirp | nklat | nkbp) ;;
+		*) echo "bench: unknown path '$p' (native nk pasta slirp nklat nkbp)" >&2; exit 2 ;;
 		esac
 	done
 fi
@@ -276,11 +277,13 @@ native_guest_up()
 	veth_pair "n$i-$S" eth0 "10.79.$i.2" "nat$i" "10.79.$i.1" "10.79.$i.1"
 }
 
-log_step "NetKernel with the in-kernel relay: nsm2 (relay kernel), vm20, guest g20"
-nk_nsm_path nsm2 kr krr0 10.76.0 vm20 g20 relay kernel
+log_step "NetKernel for latency: nsm2 (relay kernel busy-poll $BUSY_POLL_US), vm20, guest g20"
+nk_nsm_path nsm2 kr krr0 10.76.0 vm20 g20 relay kernel busy-poll "$BUSY_POLL_US"
 NSM2_PID=$NK_PATH_NSM_PID
 check "nsm2 (pid $NSM2_PID) has the in-kernel relay on" wait_for -t 5 grep -q \
 	'in-kernel relay of guest -> network data: on' "$NK_STATE/nsm-nsm2.log"
+check "nsm2 (pid $NSM2_PID) runs with --busy-poll=$BUSY_POLL_US" bash -c \
+	"tr '\\0' ' ' </proc/$NSM2_PID/cmdline | grep -q -- --busy-poll=$BUSY_POLL_US"
 
 log_step "NetKernel with busy polling: nsm3 (busy-poll $BUSY_POLL_US), vm30, guest g30"
 nk_nsm_path nsm3 bp bpr0 10.75.0 vm30 g30 busy-poll "$BUSY_POLL_US"
@@ -334,21 +337,21 @@ log_info "pasta pid $PASTA_PID (ph-$S -> pg-$S), slirp4netns pid $SLIRP_PID (sh-
 # Per path: guest namespace, the remote address it dials, the address the
 # remote host dials for the guest's server, the daemons of the path.
 declare -A GNS RADDR GADDR DAEMONS
-GNS=([native]="n1-$S" [nk]="g1-$S" [pasta]="pg-$S" [slirp]="sg-$S" [nkkr]="g20-$S"
+GNS=([native]="n1-$S" [nk]="g1-$S" [pasta]="pg-$S" [slirp]="sg-$S" [nklat]="g20-$S"
 	[nkbp]="g30-$S")
-RADDR=([native]=10.79.1.1 [nk]=10.77.0.1 [pasta]=10.78.2.1 [slirp]=10.78.3.1 [nkkr]=10.76.0.1
+RADDR=([native]=10.79.1.1 [nk]=10.77.0.1 [pasta]=10.78.2.1 [slirp]=10.78.3.1 [nklat]=10.76.0.1
 	[nkbp]=10.75.0.1)
-GADDR=([native]=10.79.1.2 [nk]=10.77.0.2 [pasta]=10.78.2.2 [slirp]=10.78.3.2 [nkkr]=10.76.0.2
+GADDR=([native]=10.79.1.2 [nk]=10.77.0.2 [pasta]=10.78.2.2 [slirp]=10.78.3.2 [nklat]=10.76.0.2
 	[nkbp]=10.75.0.2)
 DAEMONS=([native]="" [nk]="$NSM_PID $NKD_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID"
-	[nkkr]="$NSM2_PID $NKD_PID" [nkbp]="$NSM3_PID $NKD_PID")
+	[nklat]="$NSM2_PID $NKD_PID" [nkbp]="$NSM3_PID $NKD_PID")
 # the guest of a NetKernel path (nk-run with that VM's transport)
-declare -A NKG=([nk]=g1 [nkkr]=g20 [nkbp]=g30)
+declare -A NKG=([nk]=g1 [nklat]=g20 [nkbp]=g30)
 # the namespace holding the path's remote-facing sockets, and their owner
 declare -A SOCKNS SOCKPID
-SOCKNS=([native]="n1-$S" [nk]="nsm-$S" [pasta]="ph-$S" [slirp]="sh-$S" [nkkr]="kr-$S"
+SOCKNS=([native]="n1-$S" [nk]="nsm-$S" [pasta]="ph-$S" [slirp]="sh-$S" [nklat]="kr-$S"
 	[nkbp]="bp-$S")
-SOCKPID=([native]="" [nk]="$NSM_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID" [nkkr]="$NSM2_PID"
+SOCKPID=([native]="" [nk]="$NSM_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID" [nklat]="$NSM2_PID"
 	[nkbp]="$NSM3_PID")
 
 # gx PATH CMD...: run CMD in the path's guest (under nk-run for nk).
@@ -380,7 +383,7 @@ only_lo()
 	[ "$(ip -n "$1" -o link show | awk -F': ' '{ print $2 }' | tr '\n' ' ')" = "lo " ]
 }
 check "nk guest g1-$S has only lo" only_lo "g1-$S"
-check "nkkr guest g20-$S has only lo" only_lo "g20-$S"
+check "nklat guest g20-$S has only lo" only_lo "g20-$S"
 check "nkbp guest g30-$S has only lo" only_lo "g30-$S"
 check "pasta guest has pasta's tap, no veth" bash -c "! ip -n pg-$S -d link show | grep -q veth"
 check "slirp guest has slirp's tap, no veth" bash -c "! ip -n sg-$S -d link show | grep -q veth"
@@ -443,8 +446,8 @@ midcheck()
 		check_eq "$p $wl: no TCP socket in ${GNS[$p]}" "$(ip netns exec "${GNS[$p]}" ss -Htan)" ""
 		check "$p $wl: ${GNS[$p]} still has only lo" only_lo "${GNS[$p]}"
 	fi
-	if [ "$p" = nkkr ]; then
-		check "nkkr $wl: the verdict program is moving this connection's bytes (relay_conns)" \
+	if [ "$p" = nklat ]; then
+		check "nklat $wl: the verdict program is moving this connection's bytes (relay_conns)" \
 			wait_for -t 5 relay_moving
 	fi
 }
@@ -465,7 +468,7 @@ daemon_rose()
 	[ -n "${DAEMONS[$p]}" ] || return 0
 	# with the in-kernel relay a guest -> remote transfer leaves the
 	# NSM idle (that is the point); relay_moving checks it instead
-	[ "$p-$wl" != nkkr-bulk ] || return 0
+	[ "$p-$wl" != nklat-bulk ] || return 0
 	[ -z "${MIDCHECKED[$p-$wl-cpu]:-}" ] || return 0
 	MIDCHECKED[$p-$wl-cpu]=1
 	check_gt "$p $wl: CPU of the path's daemon(s) rose (ms)" "$((ns / 1000000))" "$min"
@@ -629,7 +632,7 @@ check "nk guest g1-$S has only lo after the runs" only_lo "g1-$S"
 misses=$(bpftool -j map dump name relay_bp.bss 2>/dev/null | "$NK_PY" -c '
 import json, sys
 print(sum(m["formatted"]["value"][".bss"][0]["relay_misses"] for m in json.load(sys.stdin)))' 2>/dev/null)
-check_eq "nkkr: no skb missed its relay_conns entry" "${misses:-?}" 0
+check_eq "nklat: no skb missed its relay_conns entry" "${misses:-?}" 0
 
 # ---------------------------------------------------------------- idle cost
 
