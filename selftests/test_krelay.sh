@@ -12,7 +12,8 @@
 # many connections at once; request/response both ways; the verdict
 # program's per-connection count equals what the guest wrote (the bytes went
 # through the kernel, not the NSM) and `nkctl conn list` reports it; no map
-# entry is left behind and no skb missed its entry.  Then per NSM, with
+# entry is left behind and no skb missed its entry; a guest whose peer
+# does not read is held back by its own send buffer.  Then per NSM, with
 # busy polling as well (`nkctl nsm add ... relay kernel busy-poll 30`, the
 # configuration for latency-bound tenants in docs/benchmarks.md): the
 # attributes, round trips and 16 MiB through it, whole; test_semantics.sh
@@ -185,6 +186,49 @@ print("eof" if s.recv(1) == b"" else "no-eof", bad)
 PY
 check_eq "2000 echoes came back identical, then EOF" \
 	"$(nk_guest g1 "$NK_PY" "$NK_TMP/rr.py" 2>&1)" "eof 0"
+
+# Redirected skbs stay charged to the guest's end of the stream until the
+# kernel has sent them: a guest whose peer stops reading is held back by
+# its own send buffer, as with a TCP socket, and pins a bounded amount of
+# host memory.  (Passing skbs to the NSM's end instead would not be: that
+# moved them to an unbounded queue, docs/benchmarks.md.)  The peer accepts
+# and never reads; the guest writes without blocking until it has been
+# refused for a second, and at most 256 MiB.
+log_step "a peer that does not read: the guest is held back"
+cat >"$NK_TMP/noread.py" <<'PY'
+import socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], 7102))
+l.listen(8)
+print("ready", flush=True)
+conns = []
+while True:
+    c, _ = l.accept()
+    conns.append(c)
+PY
+cat >"$NK_TMP/flood.py" <<'PY'
+import errno, socket, time
+s = socket.create_connection(("10.77.0.1", 7102))
+s.setblocking(False)
+chunk, sent, last = b"x" * 65536, 0, time.monotonic()
+while sent < (256 << 20) and time.monotonic() - last < 1.0:
+    try:
+        sent += s.send(chunk)
+        last = time.monotonic()
+    except BlockingIOError:
+        time.sleep(0.01)
+print(sent, flush=True)
+PY
+nk_bg "remote-$S" "$NK_TMP/noread.log" "$NK_PY" "$NK_TMP/noread.py" 10.77.0.1
+check "the remote that never reads listens" wait_for -t 5 grep -q ready "$NK_TMP/noread.log"
+NOREAD=$NK_BG_PID
+flooded=$(nk_guest g1 "$NK_PY" "$NK_TMP/flood.py" 2>&1)
+log_info "the guest got $flooded bytes written before its writes were refused for 1 s"
+check_gt "the guest wrote something" "${flooded:-0}" 0
+check_lt "and was held back within 64 MiB (its send buffer, the socket's, the peer's window)" \
+	"${flooded:-999999999}" $((64 << 20))
+nk_stop "$NOREAD"
 
 log_step "nothing left behind"
 # (with more than one NSM relaying in the kernel, bpftool dumps each map
