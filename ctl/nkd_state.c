@@ -324,6 +324,53 @@ static json_t *entry_named(json_t *arr, const char *name)
  * is (logged): delete it and add it again.  An entry that fails is logged
  * and skipped; the rest still applies; the file is never rewritten.
  */
+/*
+ * An NSM of the reloaded file that is already running: say which of its
+ * settings the file changes, since they are not applied to a running NSM.
+ * A setting the file leaves out means its default, as it does for `nsm
+ * add` (type, and netns/dev left out for an NSM nkd created, excepted).
+ */
+static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
+{
+	static const char *const keys[] = { "type", "netns", "dev", "relay", "busy_poll", "bulk_poll" };
+	json_t *cur = nsm_to_json(nsm, false);
+	size_t j;
+
+	for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++) {
+		json_t *have = json_object_get(cur, keys[j]), *want = json_object_get(o, keys[j]);
+		json_t *dflt = NULL;
+		char *a, *b;
+
+		if (!want) {
+			if (!strcmp(keys[j], "relay"))
+				want = dflt = json_string("splice");
+			else if (!strcmp(keys[j], "busy_poll"))
+				want = dflt = json_integer(0);
+			else if (!strcmp(keys[j], "bulk_poll"))
+				want = dflt = json_integer(NSM_BULK_POLL_US);
+		}
+		if (!want) {
+			/* type is required anyway; netns/dev left out match
+			 * only an NSM nkd created itself */
+			if (have && strcmp(keys[j], "type"))
+				warn("SIGHUP: nsm %s: %s changed in %s (left out; running: %s); not applied (delete and add it again)",
+				     nsm->name, keys[j], path, json_string_value(have));
+			continue;
+		}
+		if (!same_value(have, want)) {
+			a = json_dumps(want, JSON_ENCODE_ANY);
+			b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
+			warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s); not applied (delete and add it again)",
+			     nsm->name, keys[j], path, a ? a : "?",
+			     dflt ? ", the default, as it is left out" : "", b ? b : "none");
+			free(a);
+			free(b);
+		}
+		json_decref(dflt);
+	}
+	json_decref(cur);
+}
+
 void state_reload(void)
 {
 	const char *path = nkd.cfg.config_file;
@@ -374,18 +421,7 @@ void state_reload(void)
 		const char *name = json_string_value(json_object_get(o, "name"));
 
 		if (name && (nsm = nsm_find(name))) {
-			json_t *cur = nsm_to_json(nsm, false);
-			const char *keys[] = { "type", "netns", "dev", "relay", "busy_poll", "bulk_poll" };
-			size_t j;
-
-			for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++)
-				if (!same_value(json_object_get(cur, keys[j]), json_object_get(o, keys[j])) &&
-				    (json_object_get(o, keys[j]) ||
-				     (strcmp(keys[j], "type") && strcmp(keys[j], "relay") &&
-				      strcmp(keys[j], "busy_poll") && strcmp(keys[j], "bulk_poll"))))
-					warn("SIGHUP: nsm %s: %s changed in %s; not applied (delete and add it again)",
-					     name, keys[j], path);
-			json_decref(cur);
+			nsm_reload_diff(nsm, o, path);
 			continue;
 		}
 		if (nsm_config_parse(o, &tmpl, true, &e) || nsm_create(&tmpl, true, &nsm, &e)) {
