@@ -388,6 +388,45 @@ nk_start_nkd()
 	log_info "nkd pid $NKD_PID, control $NK_CTL"
 }
 
+# nk_bpf_map_ids PID NAME: the ids of the BPF maps named NAME that process
+# PID holds open (its fdinfo: `bpftool map show name` would list every
+# process's maps of that name, and this bpftool shows no owner pids).
+nk_bpf_map_ids()
+{
+	local pid=$1 name=$2 id
+	for id in $(sed -n 's/^map_id:[[:space:]]*//p' /proc/"$pid"/fdinfo/* 2>/dev/null | sort -un); do
+		bpftool -j map show id "$id" 2>/dev/null | grep -q "\"name\":\"$name\"" && echo "$id"
+	done
+}
+
+# nk_relay_conns PID: the entries of nk-nsm PID's relay_conns map (the
+# in-kernel relay), "bytes" of each, one line; nothing without the relay.
+nk_relay_conns()
+{
+	local id
+	for id in $(nk_bpf_map_ids "$1" relay_conns); do
+		bpftool -j map dump id "$id" | "$NK_PY" -c '
+import json, sys
+print(" ".join(str(e["formatted"]["value"]["bytes"]) for e in json.load(sys.stdin)))'
+	done
+}
+
+# nk_relay_misses PID...: the sum of the relay programs' relay_misses of
+# these nk-nsm processes (0 for those without the relay).
+nk_relay_misses()
+{
+	local pid id n=0 v
+	for pid in "$@"; do
+		for id in $(nk_bpf_map_ids "$pid" relay_bp.bss); do
+			v=$(bpftool -j map dump id "$id" | "$NK_PY" -c '
+import json, sys
+print(json.load(sys.stdin)[0]["formatted"]["value"][".bss"][0]["relay_misses"])') || return 1
+			n=$((n + v))
+		done
+	done
+	echo "$n"
+}
+
 # nk_nsm_pid NSM-NETNS: the PID of the nk-nsm process in that namespace.
 nk_nsm_pid()
 {

@@ -128,19 +128,14 @@ sent()
 	grep -q sent "$NK_TMP/pause.log"
 }
 check "guest wrote 300000 bytes and holds the connection" wait_for -t 10 sent
-relay_bytes()
-{
-	bpftool -j map dump name relay_conns | "$NK_PY" -c '
-import json, sys
-d = json.load(sys.stdin)
-print(" ".join(str(e["formatted"]["value"]["bytes"]) for e in d))'
-}
+# counted PID BYTES: nk-nsm PID's relay_conns holds one connection, whose
+# verdict count is BYTES
 counted()
 {
-	[ "$(relay_bytes)" = 300000 ]
+	[ "$(nk_relay_conns "$1")" = "$2" ]
 }
-check "relay_conns holds one connection whose verdict count is 300000" wait_for -t 5 counted
-log_info "relay_conns bytes: $(relay_bytes)"
+check "relay_conns holds one connection whose verdict count is 300000" wait_for -t 5 counted "$NK_NSM_PID" 300000
+log_info "relay_conns bytes: $(nk_relay_conns "$NK_NSM_PID")"
 cl=$(nk_run_nkctl -j conn list)
 check_eq "nkctl conn list: bytes out of the connection to 10.77.0.1:7101" \
 	"$(jpy "$cl" '[c["bytes_out"] for c in j if c.get("remote", "").endswith(":7101")]')" "[300000]"
@@ -231,21 +226,16 @@ check_lt "and was held back within 64 MiB (its send buffer, the socket's, the pe
 nk_stop "$NOREAD"
 
 log_step "nothing left behind"
-# (with more than one NSM relaying in the kernel, bpftool dumps each map
-# of that name as an object with its "elements")
+# empty PID...: no connection left in these nk-nsm's relay_conns
 empty()
 {
-	bpftool -j map dump name relay_conns | "$NK_PY" -c '
-import json, sys
-d = json.load(sys.stdin)
-sys.exit(0 if sum(len(m["elements"]) if "elements" in m else 1 for m in d) == 0 else 1)'
+	local pid
+	for pid in "$@"; do
+		[ -z "$(nk_relay_conns "$pid" | tr -d ' ')" ] || return 1
+	done
 }
-check "relay_conns is empty once every connection ended" wait_for -t 10 empty
-misses=$(bpftool -j map dump name relay_bp.bss | "$NK_PY" -c '
-import json, sys
-d = json.load(sys.stdin)
-print(d[0]["formatted"]["value"][".bss"][0]["relay_misses"])' 2>/dev/null)
-check_eq "no skb of a relayed stream missed its relay_conns entry" "$misses" 0
+check "relay_conns is empty once every connection ended" wait_for -t 10 empty "$NK_NSM_PID"
+check_eq "no skb of a relayed stream missed its relay_conns entry" "$(nk_relay_misses "$NK_NSM_PID")" 0
 check_eq "g1 has no TCP socket of its own" "$(ip netns exec "g1-$S" ss -Htan)" ""
 
 log_step "per NSM, with busy polling: nkctl nsm add ... relay kernel busy-poll 30"
@@ -253,22 +243,36 @@ nk_nsm_path nsm2 kr krr0 10.76.0 vm20 g20 relay kernel busy-poll 30
 NSM2_PID=$NK_PATH_NSM_PID
 check_eq "nkctl nsm show nsm2: relay" "$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 'j["relay"]')" kernel
 check_eq "nkctl nsm show nsm2: busy_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 'j["busy_poll"]')" 30
-check "nsm2's nk-nsm runs with --kernel-relay and --busy-poll=30" bash -c \
-	"tr '\\0' ' ' </proc/$NSM2_PID/cmdline | grep -- --kernel-relay | grep -q -- --busy-poll=30"
+# nkd passes an NSM's own options before its --nsm-arg ones (this test's
+# nkd has --nsm-arg=--kernel-relay for every NSM): both must be there
+check "nsm2's nk-nsm runs with its own --kernel-relay --busy-poll=30, then nkd's --nsm-arg" bash -c \
+	"tr '\\0' ' ' </proc/$NSM2_PID/cmdline | grep -qE -- '--kernel-relay --busy-poll=30 --kernel-relay( |\$)'"
 check "nsm2's log says the relay is on" wait_for -t 5 grep -q 'in-kernel relay of guest -> network data: on' \
 	"$NK_TMP/state/nsm-nsm2.log"
 check "nkd.json keeps relay kernel and busy_poll 30 for nsm2" bash -c \
 	"grep -A8 '\"nsm2\"' $NK_TMP/state/nkd.json | grep -q '\"relay\": *\"kernel\"' &&
 	 grep -A8 '\"nsm2\"' $NK_TMP/state/nkd.json | grep -q '\"busy_poll\": *30'"
 nk_bg "remote-$S" "$NK_TMP/sink2.log" "$NK_PY" "$NK_TMP/sink.py" 10.76.0.1 "$NK_TMP/sink2.done"
-check "remote sink listens on 10.76.0.1" wait_port "remote-$S" 10.76.0.1 7101
+servers2()
+{
+	wait_port "remote-$S" 10.76.0.1 7101 && wait_port "remote-$S" 10.76.0.1 7100
+}
+check "remote sink and echo listen on 10.76.0.1" servers2
 check_eq "2000 echoes through nsm2 came back identical, then EOF" \
 	"$(HOST=10.76.0.1 nk_guest g20 "$NK_PY" "$NK_TMP/rr.py" 2>&1)" "eof 0"
 head -c $((16 << 20)) /dev/urandom >"$NK_TMP/b16.bin"
 out=$(HOST=10.76.0.1 nk_guest g20 "$NK_PY" "$NK_TMP/send.py" shutdown "$NK_TMP/b16.bin" 2>&1)
-check_eq "16 MiB guest -> remote through nsm2, every byte in order" \
-	"$(echo "$out" | sed -n 1p)" "$(echo "$out" | sed -n 2p)"
-check "relay_conns is empty again" wait_for -t 10 empty
+check "16 MiB guest -> remote through nsm2, every byte in order" test -n "$(echo "$out" | sed -n 1p)" -a \
+	"$(echo "$out" | sed -n 1p)" = "$(echo "$out" | sed -n 2p)"
+# and through nsm2's verdict program, not its splice relay
+: >"$NK_TMP/pause2.log"
+HOST=10.76.0.1 nk_guest_bg g20 "$NK_TMP/pause2.log" "$NK_PY" "$NK_TMP/send.py" pause "$NK_TMP/small.bin" 4
+PAUSE=$NK_BG_PID
+check "a guest of nsm2 wrote 300000 bytes and holds the connection" wait_for -t 10 grep -q sent "$NK_TMP/pause2.log"
+check "nsm2's relay_conns counts them: the kernel moved them" wait_for -t 5 counted "$NSM2_PID" 300000
+wait "$PAUSE"
+check "relay_conns of nsm1 and nsm2 are empty again" wait_for -t 10 empty "$NK_NSM_PID" "$NSM2_PID"
+check_eq "no skb missed its relay_conns entry in nsm1 or nsm2" "$(nk_relay_misses "$NK_NSM_PID" "$NSM2_PID")" 0
 check_eq "g20 has no TCP socket of its own" "$(ip netns exec "g20-$S" ss -Htan)" ""
 
 # The differential semantics test (every case against a guest owning its

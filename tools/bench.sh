@@ -41,7 +41,8 @@
 #                  [--only STAGE,...] [--paths PATH,...]
 #
 # --only runs a subset of the stages (bulk, rr, wrk, cps, idle, profile,
-# density) and --paths a subset of the paths (native, nk, pasta, slirp),
+# density) and --paths a subset of the paths (native, nk, pasta, slirp,
+# nklat, nkbp),
 # for before/after comparisons while working on one cost; either one writes
 # to $OUTPUT/bench/, never to docs/.
 #
@@ -452,13 +453,10 @@ midcheck()
 	fi
 }
 
-# relay_moving: a connection of nsm2 in relay_conns with bytes counted
+# relay_moving: a connection in nsm2's relay_conns with bytes counted
 relay_moving()
 {
-	bpftool -j map dump name relay_conns 2>/dev/null | "$NK_PY" -c '
-import json, sys
-d = json.load(sys.stdin)
-sys.exit(0 if any(e["formatted"]["value"]["bytes"] > 0 for e in d) else 1)'
+	nk_relay_conns "$NSM2_PID" | grep -qE '[1-9]'
 }
 
 # daemon_rose PATH WL NS: the path's daemons did work during the run
@@ -629,10 +627,9 @@ for ((REP = 1; REP <= REPS; REP++)); do
 	fi
 done
 check "nk guest g1-$S has only lo after the runs" only_lo "g1-$S"
-misses=$(bpftool -j map dump name relay_bp.bss 2>/dev/null | "$NK_PY" -c '
-import json, sys
-print(sum(m["formatted"]["value"][".bss"][0]["relay_misses"] for m in json.load(sys.stdin)))' 2>/dev/null)
-check_eq "nklat: no skb missed its relay_conns entry" "${misses:-?}" 0
+# (every NSM of the run: NK_NKD_EXTRA_ARGS may turn the relay on for all)
+check_eq "no skb missed its relay_conns entry (nsm1, nsm2, nsm3)" \
+	"$(nk_relay_misses "$NSM_PID" "$NSM2_PID" "$NSM3_PID" 2>/dev/null || echo '?')" 0
 
 # ---------------------------------------------------------------- idle cost
 
