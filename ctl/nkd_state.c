@@ -316,19 +316,12 @@ static json_t *entry_named(json_t *arr, const char *name)
 }
 
 /*
- * Re-read --config FILE and apply what changed: VMs and NSMs that are gone
- * are deleted (VMs first), new NSMs are started, new VMs added, a VM whose
- * nsm changed is moved (gracefully where it can be), a VM whose addresses,
- * gateways or transport changed is deleted and added again (its
- * connections end).  An NSM whose type, netns or dev changed is left as it
- * is (logged): delete it and add it again.  An entry that fails is logged
- * and skipped; the rest still applies; the file is never rewritten.
- */
-/*
  * An NSM of the reloaded file that is already running: say which of its
  * settings the file changes, since they are not applied to a running NSM.
- * A setting the file leaves out means its default, as it does for `nsm
- * add` (type, and netns/dev left out for an NSM nkd created, excepted).
+ * A setting the file leaves out (or gives as null) means its default, as
+ * it does for `nsm add`; type is required anyway, and netns/dev are left
+ * out for an NSM nkd created itself (nk-NAME, eth0), which then has none
+ * to compare.
  */
 static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 {
@@ -339,8 +332,10 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 	for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++) {
 		json_t *have = json_object_get(cur, keys[j]), *want = json_object_get(o, keys[j]);
 		json_t *dflt = NULL;
-		char *a, *b;
+		char *a = NULL, *b = NULL;
 
+		if (json_is_null(want))
+			want = NULL;
 		if (!want) {
 			if (!strcmp(keys[j], "relay"))
 				want = dflt = json_string("splice");
@@ -349,28 +344,31 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 			else if (!strcmp(keys[j], "bulk_poll"))
 				want = dflt = json_integer(NSM_BULK_POLL_US);
 		}
-		if (!want) {
-			/* type is required anyway; netns/dev left out match
-			 * only an NSM nkd created itself */
-			if (have && strcmp(keys[j], "type"))
-				warn("SIGHUP: nsm %s: %s changed in %s (left out; running: %s); not applied (delete and add it again)",
-				     nsm->name, keys[j], path, json_string_value(have));
-			continue;
-		}
-		if (!same_value(have, want)) {
-			a = json_dumps(want, JSON_ENCODE_ANY);
+		if (want ? !same_value(have, want) : have && strcmp(keys[j], "type")) {
+			a = want ? json_dumps(want, JSON_ENCODE_ANY) : NULL;
 			b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
 			warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s); not applied (delete and add it again)",
-			     nsm->name, keys[j], path, a ? a : "?",
-			     dflt ? ", the default, as it is left out" : "", b ? b : "none");
-			free(a);
-			free(b);
+			     nsm->name, keys[j], path, want ? (a ? a : "?") : "left out",
+			     dflt ? ", the default, as it is left out" : "",
+			     b ? b : "set by nkd");
 		}
+		free(a);
+		free(b);
 		json_decref(dflt);
 	}
 	json_decref(cur);
 }
 
+/*
+ * Re-read --config FILE and apply what changed: VMs and NSMs that are gone
+ * are deleted (VMs first), new NSMs are started, new VMs added, a VM whose
+ * nsm changed is moved (gracefully where it can be), a VM whose addresses,
+ * gateways or transport changed is deleted and added again (its
+ * connections end).  An NSM whose settings changed is left as it is, with a
+ * warning (nsm_reload_diff): delete it and add it again.  An entry that
+ * fails is logged and skipped; the rest still applies; the file is never
+ * rewritten.
+ */
 void state_reload(void)
 {
 	const char *path = nkd.cfg.config_file;
