@@ -27,13 +27,15 @@
  * that stops reading costs next to nothing.  krelay_stop() then takes the sockets out of the
  * maps; closing a socket also removes it.
  *
- * Off by default (nk-nsm --kernel-relay turns it on; nkd passes it with
- * --nsm-arg): it shortens the round trip (docs/benchmarks.md) but bulk
- * transfers from the guest are slower than with splice: the redirected
- * skbs are sent by the psock's per-CPU work item on the guest's CPU, so the
- * guest and the TCP transmit share one core where splice used two.  Without the program (no CAP_BPF and
- * CAP_PERFMON, an older kernel) every connection uses the splice relay; the
- * NSM says so once at start.
+ * Off by default (nk-nsm --kernel-relay, or per NSM `relay kernel`): it
+ * shortens the round trip (docs/benchmarks.md) but bulk transfers from the
+ * guest run at about half the rate of splice: the redirected skbs are sent
+ * one at a time by the psock's per-CPU work item, and the transfer waits
+ * more than it works (neither CPU is busy).  Passing bulk skbs to the NSM
+ * instead (SK_PASS) is no way out: passed skbs leave the guest's send
+ * buffer for a psock queue that nothing bounds.  Without the program (no
+ * CAP_BPF and CAP_PERFMON, an older kernel) every connection uses the
+ * splice relay; the NSM says so once at start.
  */
 #include <errno.h>
 #include <stdint.h>
