@@ -198,6 +198,7 @@ void nkd_client_forget_nsm(struct nkd_client *c);
 
 /* nkd_nsm.c */
 struct nkd_nsm *nsm_find(const char *name);
+void nsm_defaults(struct nkd_nsm *out);
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e);
 int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	       struct nkd_err *e);

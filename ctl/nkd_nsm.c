@@ -232,6 +232,15 @@ static int usec_value(json_t *obj, const char *key, unsigned int *out)
 	return 0;
 }
 
+/* What `nsm add` leaves out means: splice relay, no busy polling, bulk
+ * polling at nk-nsm's default. */
+void nsm_defaults(struct nkd_nsm *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->slot = -1;
+	out->bulk_poll_us = NSM_BULK_POLL_US;
+}
+
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e)
 {
 	struct sockaddr_un sun;
@@ -239,8 +248,7 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	char path[PATH_MAX];
 	json_t *val, *jid;
 
-	memset(out, 0, sizeof(*out));
-	out->slot = -1;
+	nsm_defaults(out);
 	if (!json_is_object(obj))
 		return nkd_fail(e, EINVAL, "nsm: expected an object");
 	json_object_foreach(obj, key, val) {
@@ -284,7 +292,6 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (relay && strcmp(relay, "splice") && strcmp(relay, "kernel"))
 		return nkd_fail(e, EINVAL, "nsm %s: relay '%s' is not splice or kernel", name, relay);
 	out->kernel_relay = relay && !strcmp(relay, "kernel");
-	out->bulk_poll_us = NSM_BULK_POLL_US;
 	if (usec_value(obj, "busy_poll", &out->busy_poll_us))
 		return nkd_fail(e, EINVAL, "nsm %s: busy-poll must be a number of microseconds from 0 to %d",
 				name, NSM_POLL_MAX_US);

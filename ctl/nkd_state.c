@@ -325,37 +325,43 @@ static json_t *entry_named(json_t *arr, const char *name)
  */
 static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 {
-	static const char *const keys[] = { "type", "netns", "dev", "relay", "busy_poll", "bulk_poll" };
-	json_t *cur = nsm_to_json(nsm, false);
+	static const struct {
+		const char *key;
+		bool has_default;	/* left out: nsm_defaults()'s value */
+	} keys[] = {
+		{ "type", false }, { "netns", false }, { "dev", false },
+		{ "relay", true }, { "busy_poll", true }, { "bulk_poll", true },
+	};
+	struct nkd_nsm d;
+	json_t *cur = nsm_to_json(nsm, false), *dflts;
 	size_t j;
 
+	nsm_defaults(&d);
+	dflts = nsm_to_json(&d, false);
 	for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++) {
-		json_t *have = json_object_get(cur, keys[j]), *want = json_object_get(o, keys[j]);
-		json_t *dflt = NULL;
-		char *a = NULL, *b = NULL;
+		json_t *have = json_object_get(cur, keys[j].key), *want = json_object_get(o, keys[j].key);
+		bool dflt = false;
+		char *a, *b;
 
 		if (json_is_null(want))
 			want = NULL;
-		if (!want) {
-			if (!strcmp(keys[j], "relay"))
-				want = dflt = json_string("splice");
-			else if (!strcmp(keys[j], "busy_poll"))
-				want = dflt = json_integer(0);
-			else if (!strcmp(keys[j], "bulk_poll"))
-				want = dflt = json_integer(NSM_BULK_POLL_US);
+		if (!want && keys[j].has_default) {
+			want = json_object_get(dflts, keys[j].key);
+			dflt = true;
 		}
-		if (want ? !same_value(have, want) : have && strcmp(keys[j], "type")) {
-			a = want ? json_dumps(want, JSON_ENCODE_ANY) : NULL;
-			b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
-			warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s); not applied (delete and add it again)",
-			     nsm->name, keys[j], path, want ? (a ? a : "?") : "left out",
-			     dflt ? ", the default, as it is left out" : "",
-			     b ? b : "set by nkd");
-		}
+		/* type is required anyway; netns/dev left out match only an
+		 * NSM nkd created itself, which has none to compare */
+		if (want ? same_value(have, want) : !have || !strcmp(keys[j].key, "type"))
+			continue;
+		a = want ? json_dumps(want, JSON_ENCODE_ANY) : NULL;
+		b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
+		warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s); not applied (delete and add it again)",
+		     nsm->name, keys[j].key, path, want ? (a ? a : "?") : "left out",
+		     dflt ? ", the default, as it is left out" : "", b ? b : "set by nkd");
 		free(a);
 		free(b);
-		json_decref(dflt);
 	}
+	json_decref(dflts);
 	json_decref(cur);
 }
 

@@ -388,6 +388,43 @@ nk_start_nkd()
 	log_info "nkd pid $NKD_PID, control $NK_CTL"
 }
 
+# nk_echo_server NS HOST PORT: a TCP echo server in NS at HOST:PORT (a
+# thread per connection), accepting when this returns; pid in NK_BG_PID.
+nk_echo_server()
+{
+	local ns=$1 host=$2 port=$3
+	nk_bg "$ns" "$NK_TMP/echo-$host-$port.log" "$NK_PY" -c '
+import socket, sys, threading
+def serve(c):
+    with c:
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return
+            c.sendall(b)
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], int(sys.argv[2])))
+l.listen(64)
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()' "$host" "$port"
+	wait_port "$ns" "$host" "$port" 5 || nk_die "echo server on $host:$port did not start"
+}
+
+# nk_nsm_opts PID: nk-nsm PID's options after the four nkd always gives
+# (name, type, dev, control), as one line.
+nk_nsm_opts()
+{
+	tr '\0' ' ' <"/proc/$1/cmdline" | sed 's/.*--control [^ ]*//; s/^ *//; s/ *$//'
+}
+
+# nk_nsm_has_opt PID OPT: nk-nsm PID runs with OPT (a whole word)
+nk_nsm_has_opt()
+{
+	[[ " $(nk_nsm_opts "$1") " == *" $2 "* ]]
+}
+
 # nk_bpf_map_ids PID NAME: the ids of the BPF maps named NAME that process
 # PID holds open (its fdinfo: `bpftool map show name` would list every
 # process's maps of that name, and this bpftool shows no owner pids).
@@ -514,7 +551,7 @@ nk_topo_up()
 	wait_for -t 10 nk_nsm_pid "nsm-$S" ||
 		nk_die "no nk-nsm process appeared in nsm-$S"
 	NK_NSM_PID=$(nk_nsm_pid "nsm-$S")
-	log_info "nsm1: nk-nsm pid $NK_NSM_PID in nsm-$S ($(tr '\0' ' ' <"/proc/$NK_NSM_PID/cmdline" | sed 's/.*--control [^ ]* *//'))"
+	log_info "nsm1: nk-nsm pid $NK_NSM_PID in nsm-$S ($(nk_nsm_opts "$NK_NSM_PID"))"
 	NK_NSM_PID_NKCTL=$(nkctl -j nsm show nsm1 2>/dev/null |
 		"$NK_PY" -c 'import json, sys; print(json.load(sys.stdin).get("pid"))' 2>/dev/null)
 

@@ -63,14 +63,9 @@ spins()
 	awk -F, '/sys_enter_epoll_wait/ { print $1 + 0; n++ } END { if (!n) print "none" }' \
 		"$NK_TMP/perf.out" 2>/dev/null || echo none
 }
-# cmdline_opts PID: the NSM's options after the four nkd always gives
-cmdline_opts()
-{
-	tr '\0' ' ' <"/proc/$1/cmdline" | sed 's/.*--control [^ ]*//; s/^ *//; s/ *$//'
-}
 
 log_step "the setting"
-check_eq "nsm1's nk-nsm runs with its own default (no --bulk-poll: 50)" "$(cmdline_opts "$NK_NSM_PID")" ""
+check_eq "nsm1's nk-nsm runs with its own default (no --bulk-poll: 50)" "$(nk_nsm_opts "$NK_NSM_PID")" ""
 check_eq "nkctl -j nsm show nsm1: bulk_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["bulk_poll"]')" 50
 check "bulk-poll 1001 is refused" nk_refused "$NK_TMP/e1" nsm add nsm3 type kernel netns "bp-$S" dev up0 bulk-poll 1001
 check "... saying why" grep -q 'bulk-poll must be a number of microseconds from 0 to 1000' "$NK_TMP/e1"
@@ -83,7 +78,7 @@ check "... saying why" grep -q -- "--bulk-poll: '2000' is not 0-1000" "$NK_TMP/e
 nk_nsm_path nsm3 bp bpr0 10.75.0 vm3 g3 bulk-poll 0
 NSM3_PID=$NK_PATH_NSM_PID
 check_eq "nkctl -j nsm show nsm3: bulk_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm3)" 'j["bulk_poll"]')" 0
-check_eq "nsm3's nk-nsm runs with --bulk-poll=0" "$(cmdline_opts "$NSM3_PID")" "--bulk-poll=0"
+check_eq "nsm3's nk-nsm runs with --bulk-poll=0" "$(nk_nsm_opts "$NSM3_PID")" "--bulk-poll=0"
 check "nkd.json keeps bulk_poll 0 for nsm3" bash -c \
 	"grep -A9 '\"nsm3\"' $NK_TMP/state/nkd.json | grep -q '\"bulk_poll\": *0'"
 old=$NSM3_PID
@@ -91,25 +86,18 @@ kill -KILL "$old"
 wait_for -t 10 bash -c "p=\$(ip netns pids bp-$S); [ -n \"\$p\" ] && ! grep -qw $old <<<\"\$p\"" ||
 	nk_die "nkd did not restart nsm3"
 NSM3_PID=$(nk_nsm_pid "bp-$S")
-check_eq "nsm3 restarted after SIGKILL runs with --bulk-poll=0 again" "$(cmdline_opts "$NSM3_PID")" "--bulk-poll=0"
+check_eq "nsm3 restarted after SIGKILL runs with --bulk-poll=0 again" "$(nk_nsm_opts "$NSM3_PID")" "--bulk-poll=0"
 check "nkctl shows nsm3 running again" wait_for -t 10 \
 	bash -c "'$OUTPUT/nkctl' -c '$NK_CTL' -j nsm show nsm3 | grep -q '\"running\"'"
 wait_for -t 10 nk_has_addr "bp-$S" up0 10.75.0.2 || nk_die "vm3's address did not come back"
 
 log_step "servers on the remote host"
-# 7200: echo.  7201: "get N" sends N pseudo-random bytes and closes;
+# 7200: echo.  7201 (srv.py): "get N" sends N pseudo-random bytes and closes;
 # "put N" reads N bytes and answers their sha256.
 cat >"$NK_TMP/srv.py" <<'PY'
 import hashlib, socket, sys, threading
 def blob(n):
     return (hashlib.sha256(b"nk-bulk").digest() * ((n >> 5) + 1))[:n]
-def echo(c):
-    with c:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return
-            c.sendall(b)
 def bulk(c):
     with c:
         f = c.makefile("rb")
@@ -135,7 +123,6 @@ def serve(host, port, fn):
         c, _ = l.accept()
         threading.Thread(target=fn, args=(c,), daemon=True).start()
 for host in sys.argv[1:]:
-    threading.Thread(target=serve, args=(host, 7200, echo), daemon=True).start()
     threading.Thread(target=serve, args=(host, 7201, bulk), daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
@@ -143,6 +130,8 @@ PY
 nk_bg "$R" "$NK_TMP/srv.log" "$NK_PY" "$NK_TMP/srv.py" 10.77.0.1 10.75.0.1
 wait_for -t 5 grep -q ready "$NK_TMP/srv.log" || nk_die "servers did not start"
 wait_for -t 5 nk_tcp_open "$R" 10.75.0.1 7201 || nk_die "servers did not start"
+nk_echo_server "$R" 10.77.0.1 7200
+nk_echo_server "$R" 10.75.0.1 7200
 
 cat >"$NK_TMP/cli.py" <<'PY'
 import hashlib, socket, sys

@@ -31,34 +31,13 @@ nk_nsm_path nsm3 bp bpr0 10.75.0 vm3 g3 busy-poll 50
 NSM3_PID=$NK_PATH_NSM_PID
 check_eq "nkctl -j nsm show nsm3: busy_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm3)" 'j["busy_poll"]')" 50
 check_eq "nsm1 does not busy-poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["busy_poll"]')" 0
-check "nsm3's nk-nsm runs with --busy-poll=50" bash -c \
-	"tr '\\0' ' ' </proc/$NSM3_PID/cmdline | grep -q -- --busy-poll=50"
+check "nsm3's nk-nsm runs with --busy-poll=50" nk_nsm_has_opt "$NSM3_PID" --busy-poll=50
 check "nkd.json keeps busy_poll 50 for nsm3" bash -c \
 	"grep -A8 '\"nsm3\"' $NK_TMP/state/nkd.json | grep -q '\"busy_poll\": *50'"
 
 log_step "traffic through the busy-polling NSM"
-cat >"$NK_TMP/echo.py" <<'PY'
-import hashlib, socket, sys, threading
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind((sys.argv[1], int(sys.argv[2])))
-l.listen(64)
-print("ready", flush=True)
-def serve(c):
-    with c:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                return
-            c.sendall(b)
-while True:
-    c, _ = l.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-PY
-nk_bg "$R" "$NK_TMP/echo.log" "$NK_PY" "$NK_TMP/echo.py" 10.75.0.1 7100
-wait_for -t 5 grep -q ready "$NK_TMP/echo.log" || nk_die "echo server did not start"
-nk_bg "$R" "$NK_TMP/echo1.log" "$NK_PY" "$NK_TMP/echo.py" 10.77.0.1 7100
-wait_for -t 5 grep -q ready "$NK_TMP/echo1.log" || nk_die "echo server did not start"
+nk_echo_server "$R" 10.75.0.1 7100
+nk_echo_server "$R" 10.77.0.1 7100
 cat >"$NK_TMP/client.py" <<'PY'
 import hashlib, os, socket, sys, time
 host, n = sys.argv[1], int(sys.argv[2])

@@ -245,8 +245,8 @@ check_eq "nkctl nsm show nsm2: relay" "$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 
 check_eq "nkctl nsm show nsm2: busy_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 'j["busy_poll"]')" 30
 # nkd passes an NSM's own options before its --nsm-arg ones (this test's
 # nkd has --nsm-arg=--kernel-relay for every NSM): both must be there
-check "nsm2's nk-nsm runs with its own --kernel-relay --busy-poll=30, then nkd's --nsm-arg" bash -c \
-	"tr '\\0' ' ' </proc/$NSM2_PID/cmdline | grep -qE -- '--kernel-relay --busy-poll=30 --kernel-relay( |\$)'"
+check_eq "nsm2's nk-nsm runs with its own --kernel-relay --busy-poll=30, then nkd's --nsm-arg" \
+	"$(nk_nsm_opts "$NSM2_PID")" "--kernel-relay --busy-poll=30 --kernel-relay"
 check "nsm2's log says the relay is on" wait_for -t 5 grep -q 'in-kernel relay of guest -> network data: on' \
 	"$NK_TMP/state/nsm-nsm2.log"
 check "nkd.json keeps relay kernel and busy_poll 30 for nsm2" bash -c \

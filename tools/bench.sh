@@ -258,7 +258,7 @@ nk_topo_up		# remote-$S, nsm-$S, g1/g2 (lo only), nkd, nsm1, vm1, vm2
 NSM_PID=$NK_NSM_PID
 R=remote-$S
 # the default path is what nkd starts by default: splice, bulk polling on
-meta nsm1_args "$(tr '\0' ' ' <"/proc/$NSM_PID/cmdline" | sed 's/.*--control [^ ]* //; s/ *$//')"
+meta nsm1_args "$(nk_nsm_opts "$NSM_PID")"
 
 # veth_pair NS DEV ADDR RDEV RADDR [GW]: DEV in NS <-> RDEV in the remote host
 veth_pair()
@@ -283,14 +283,12 @@ nk_nsm_path nsm2 kr krr0 10.76.0 vm20 g20 relay kernel busy-poll "$BUSY_POLL_US"
 NSM2_PID=$NK_PATH_NSM_PID
 check "nsm2 (pid $NSM2_PID) has the in-kernel relay on" wait_for -t 5 grep -q \
 	'in-kernel relay of guest -> network data: on' "$NK_STATE/nsm-nsm2.log"
-check "nsm2 (pid $NSM2_PID) runs with --busy-poll=$BUSY_POLL_US" bash -c \
-	"tr '\\0' ' ' </proc/$NSM2_PID/cmdline | grep -q -- --busy-poll=$BUSY_POLL_US"
+check "nsm2 (pid $NSM2_PID) runs with --busy-poll=$BUSY_POLL_US" nk_nsm_has_opt "$NSM2_PID" "--busy-poll=$BUSY_POLL_US"
 
 log_step "NetKernel with busy polling: nsm3 (busy-poll $BUSY_POLL_US), vm30, guest g30"
 nk_nsm_path nsm3 bp bpr0 10.75.0 vm30 g30 busy-poll "$BUSY_POLL_US"
 NSM3_PID=$NK_PATH_NSM_PID
-check "nsm3 (pid $NSM3_PID) runs with --busy-poll=$BUSY_POLL_US" bash -c \
-	"tr '\\0' ' ' </proc/$NSM3_PID/cmdline | grep -q -- --busy-poll=$BUSY_POLL_US"
+check "nsm3 (pid $NSM3_PID) runs with --busy-poll=$BUSY_POLL_US" nk_nsm_has_opt "$NSM3_PID" "--busy-poll=$BUSY_POLL_US"
 
 log_step "peer paths: native guest, pasta, slirp4netns"
 native_guest_up 1

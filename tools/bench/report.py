@@ -26,6 +26,8 @@ PATH_NAMES = {"native": "native", "nk": "NetKernel (kernel NSM)",
               "pasta": "pasta", "slirp": "slirp4netns",
               "nklat": "NetKernel, in-kernel relay + busy-poll 30 µs",
               "nkbp": "NetKernel, busy-poll 30 µs"}
+PATH_COLORS = {"nk": "#1f77b4", "pasta": "#ff7f0e", "slirp": "#2ca02c", "nklat": "#9467bd",
+               "nkbp": "#8c564b"}
 
 # (key, label, workload, metric, unit, higher_is_better, plot label)
 ROWS = [
@@ -320,14 +322,12 @@ def gnuplot(png, plotrows):
     with tempfile.TemporaryDirectory() as td:
         dat = os.path.join(td, "bench.dat")
         with open(dat, "w") as f:
-            f.write("# label nk pasta slirp nklat nkbp\n")
+            f.write("# label %s\n" % " ".join(PATHS[1:]))
             for label, vals in plotrows:
                 f.write('"%s" %s\n' % (label, " ".join("%.4f" % v if v is not None else "NaN" for v in vals)))
         ymax = max([v for _, vals in plotrows for v in vals if v is not None] + [1.2])
         # only the paths that were measured (bench.sh --paths can leave some out)
-        series = [(2, "NetKernel (kernel NSM)", "#1f77b4"), (3, "pasta", "#ff7f0e"),
-                  (4, "slirp4netns", "#2ca02c"), (5, "NetKernel, in-kernel relay + busy-poll 30 µs", "#9467bd"),
-                  (6, "NetKernel, busy-poll 30 µs", "#8c564b")]
+        series = [(col, PATH_NAMES[p], PATH_COLORS[p]) for col, p in enumerate(PATHS[1:], 2)]
         plots = ", ".join(
             f'"{dat}" using {col}{":xtic(1)" if i == 0 else ""} title "{t}" lc rgb "{c}"'
             for i, (col, t, c) in enumerate(
