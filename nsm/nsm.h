@@ -199,6 +199,7 @@ struct relay {
 	int g_sndbuf;			/* the stream's send buffer, 0: not read */
 	uint64_t g_next_look;		/* down.bytes at which stream_grow looks again */
 	bool g_unreg, t_unreg;		/* out of epoll after HUP (relay_update) */
+	int t_err;			/* the TCP side failed (tcp_failed) */
 	struct nsock *ns;
 	/* up relayed in the kernel (krelay.c): */
 	bool kup;

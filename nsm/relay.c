@@ -364,9 +364,11 @@ void relay_update(struct nsock *ns)
 static void tcp_error(struct nsock *ns, int err)
 {
 	struct relay *r = ns->relay;
+	uint64_t down0 = r->down.bytes;
 
 	if (r->down.len && !r->g_closed && !outq_bytes(&ns->chan->out))
 		dir_out(&r->down, ns->chan->fd);
+	ns->vm->bytes_down += r->down.bytes - down0;
 	vm_debug(ns->vm, "socket %#llx: connection ended: %s", (unsigned long long)ns->token,
 		 strerror(err));
 	ns->end_err = err;
@@ -428,6 +430,28 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
 	return progress ? DIR_MOVED : DIR_IDLE;
 }
 
+/*
+ * The TCP side failed: a reset, a timeout, an error writing to it.  What
+ * its socket received before is still the guest's, as it is a local
+ * reader's (Linux's read gives the queued bytes, then the error): the down
+ * direction goes on until it has passed that on, and only then does the
+ * guest's stream end with the error (tcp_error).  Nothing more goes up:
+ * the connection can take no more.  The first error is the one reported.
+ */
+static void tcp_failed(struct nsock *ns, int err)
+{
+	struct relay *r = ns->relay;
+
+	if (!r->t_err) {
+		r->t_err = err;
+		vm_debug(ns->vm, "socket %#llx: %s; passing on what was received first",
+			 (unsigned long long)ns->token, strerror(err));
+	}
+	krelay_stop(ns);
+	r->up.done = true;
+	r->down.src_ready = true;
+}
+
 static void relay_pump(struct nsock *ns)
 {
 	struct relay *r = ns->relay;
@@ -444,18 +468,14 @@ static void relay_pump(struct nsock *ns)
 		if (!r->up.done && r->kup) {
 			ret = r->up.src_eof ? krelay_drained(ns) : 0;
 			if (ret < 0) {
-				tcp_error(ns, -ret);
-				return;
-			}
-			if (ret > 0) {
+				tcp_failed(ns, -ret);
+			} else if (ret > 0) {
 				krelay_stop(ns);
 				r->up.done = true;
-				progress = true;
-				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN) {
-					tcp_error(ns, errno);
-					return;
-				}
+				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN)
+					tcp_failed(ns, errno);
 			}
+			progress |= ret != 0;
 		}
 
 		/* up: guest stream -> TCP */
@@ -466,17 +486,15 @@ static void relay_pump(struct nsock *ns)
 				r->g_closed = true;
 				r->up.src_eof = true;
 			} else if (ret < 0) {
-				tcp_error(ns, -ret);
-				return;
+				tcp_failed(ns, -ret);
+				progress = true;
 			}
 			progress |= ret == DIR_MOVED;
-			if (r->up.src_eof && !r->up.len) {
+			if (!r->up.done && r->up.src_eof && !r->up.len) {
 				r->up.done = true;
 				progress = true;
-				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN) {
-					tcp_error(ns, errno);
-					return;
-				}
+				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN)
+					tcp_failed(ns, errno);
 			}
 		}
 
@@ -491,8 +509,10 @@ static void relay_pump(struct nsock *ns)
 			if (ret == DIR_GUEST_GONE) {
 				r->g_closed = true;
 			} else if (ret < 0) {
-				tcp_error(ns, -ret);
-				return;
+				/* TCP reports its error once the queue is read */
+				tcp_failed(ns, -ret);
+				r->down.src_eof = true;
+				progress = true;
 			}
 			progress |= ret == DIR_MOVED;
 			if (!r->down.dst_ready && r->down.len && !r->g_closed && stream_grow(ns)) {
@@ -502,7 +522,8 @@ static void relay_pump(struct nsock *ns)
 			if (r->down.src_eof && !r->down.len && !r->g_closed) {
 				r->down.done = true;
 				progress = true;
-				shutdown(g, SHUT_WR);
+				if (!r->t_err)
+					shutdown(g, SHUT_WR);	/* a FIN */
 			}
 		}
 		/* A hung-up side never blocks: keep reading it. */
@@ -518,6 +539,10 @@ static void relay_pump(struct nsock *ns)
 	if (moved >= NSM_BULK_BATCH)
 		nsm.burst = true;
 
+	if (r->t_err && (r->down.done || r->g_closed)) {
+		tcp_error(ns, r->t_err);
+		return;
+	}
 	if ((r->g_closed && r->up.done) || (r->up.done && r->down.done)) {
 		vm_debug(ns->vm, "socket %#llx: connection finished (%llu bytes up, %llu down)",
 			 (unsigned long long)ns->token,
@@ -563,10 +588,8 @@ void relay_event_tcp(struct nsock *ns, uint32_t events)
 	if (events & EPOLLERR) {
 		if (getsockopt(ns->fd, SOL_SOCKET, SO_ERROR, &err, &len))
 			err = errno;
-		if (err) {
-			tcp_error(ns, err);
-			return;
-		}
+		if (err)
+			tcp_failed(ns, err);
 	}
 	if (events & EPOLLHUP)
 		r->t_unreg = true;	/* leaves epoll in relay_update */

@@ -28,6 +28,10 @@
  *                            reply, answer "OK <reply>" or "ERR <errno>"
  *        "READEOF IP PORT"   connect, read until EOF or error, answer
  *                            "EOF <bytes>" or "ERR <errno name>"
+ *        "SENDRST IP PORT"   connect, write until the receiver takes no
+ *                            more (300 ms), wait 300 ms, reset; answer
+ *                            "ACKED <bytes the receiver acknowledged>"
+ *                            (written less SIOCOUTQ)
  *        "HOLD IP PORT N"    open N connections and keep them until the
  *                            control connection closes; answer "OK N"
  *        "UDPSEND IP PORT N SIZE"  send N datagrams of SIZE bytes from UDP
@@ -1510,6 +1514,45 @@ static void case_data_then_rst(void)
 	n = read(s, buf, sizeof(buf));
 	out("read2=%s", n < 0 ? ename(errno) : n ? "data" : "eof");
 	close(s);
+}
+
+/*
+ * A reset behind more data than the reader has read: Linux's read gives
+ * every byte its TCP acknowledged, then ECONNRESET.  The guest reads
+ * nothing until the peer has reset, so the bytes wait in whatever
+ * buffers the path has (natively, the guest's receive queue).
+ */
+static void case_rst_behind_data(void)
+{
+	static char buf[1 << 16];
+	char rep[64] = { 0 };
+	unsigned long long acked = 0;
+	size_t got = 0;
+	ssize_t n;
+	int l = bind_listen(&sa_self, 0, 4), c, a;
+
+	c = peer_ctl_async("SENDRST %s %d\n", ntop(&sa_self), local_port(l));
+	a = accept(l, NULL, NULL);
+	if (rc("accept", a) < 0 || c < 0) {
+		if (c >= 0)
+			close(c);
+		close(l);
+		return;
+	}
+	ctl_reply(c, rep, sizeof(rep));	/* the peer has reset */
+	if (sscanf(rep, "ACKED %llu", &acked) != 1 || !acked) {
+		out("peer=\"%s\"", rep);
+	} else {
+		while ((n = read(a, buf, sizeof(buf))) > 0)
+			got += n;
+		out("read=%s", n < 0 ? ename(errno) : "eof");
+		out("got=%s", got == acked ? "acked" : got < acked ? "less" : "more");
+		if (got != acked)
+			fprintf(stderr, "rst_behind_data: read %zu bytes, the peer saw %llu acknowledged\n",
+				got, acked);
+	}
+	close(a);
+	close(l);
 }
 
 static void case_fionread_peek(void)
@@ -3415,7 +3458,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
@@ -3511,6 +3554,36 @@ out:
 	write(fd, reply, strlen(reply));
 }
 
+/* SENDRST: fill the path to IP:PORT, then reset; answer what the
+ * receiver acknowledged (the bytes written less those SIOCOUTQ still
+ * counts, once nothing has moved for 300 ms). */
+static void serve_sendrst(int fd, const char *ip, int port)
+{
+	static char data[1 << 16];
+	struct timeval tv = { .tv_usec = 300000 };
+	char reply[64];
+	size_t sent = 0;
+	ssize_t n;
+	int s = ctl_connect(ip, port), outq = 0;
+
+	if (s < 0) {
+		snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
+		write(fd, reply, strlen(reply));
+		return;
+	}
+	memset(data, 'r', sizeof(data));
+	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (sent < (64u << 20) && (n = write(s, data, sizeof(data))) > 0)
+		sent += n;
+	usleep(300000);
+	if (ioctl(s, SIOCOUTQ, &outq) || outq < 0 || (size_t)outq > sent)
+		snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
+	else
+		snprintf(reply, sizeof(reply), "ACKED %zu\n", sent - (size_t)outq);
+	linger0_close(s);
+	write(fd, reply, strlen(reply));
+}
+
 static void serve_ctl(int fd)
 {
 	char line[160] = { 0 }, ip[64], reply[128], buf[64];
@@ -3551,6 +3624,9 @@ static void serve_ctl(int fd)
 				snprintf(reply, sizeof(reply), "EOF %zu\n", total);
 			close(s);
 		}
+	} else if (sscanf(line, "SENDRST %63s %d", ip, &port) == 2) {
+		serve_sendrst(fd, ip, port);
+		return;
 	} else if (sscanf(line, "HOLD %63s %d %d", ip, &port, &n) == 3 && n > 0 && n <= 64) {
 		int fds[64], ok = 0;
 
