@@ -311,7 +311,12 @@ check "nkd gone: the maps stay pinned" test -e "$PIN/addr_vm"
 check_eq "nkd gone: remote curl to vm2 still works (the data path has no nkd)" \
 	"$(get vm2)" "hello from vm2 $S"
 NK_NKD_LOG=$NK_TMP/nkd-2.log
-NK_NKD_ARGS+=(--miss drop)	# and now frames for no VM are dropped
+# and now frames for no VM are dropped; the configuration comes from a
+# copy of the state file given as --config (the same schema), so that
+# SIGHUP re-reads it below
+CFG=$NK_TMP/nkd-config.json
+cp "$NK_STATE/nkd.json" "$CFG"
+NK_NKD_ARGS+=(--miss drop --config "$CFG")
 nk_start_nkd
 check "restarted nkd reused the pinned maps" grep -q "steering maps reused from $PIN" "$NK_NKD_LOG"
 check "restarted nkd kept the ingress program (same code, same maps)" \
@@ -327,6 +332,14 @@ for vm in vm1 vm2 vm3; do
 	check_eq "after the restart, remote curl to $vm works" "$(get "$vm")" "hello from $vm $S"
 done
 check "--miss drop: nkd says so" grep -q "frames for no VM are dropped" "$NK_NKD_LOG"
+# The NSMs nkd created itself have no netns/dev in the file: a reload of
+# the unchanged file changes nothing and warns about nothing.
+kill -HUP "$NKD_PID"
+check "SIGHUP of the unchanged --config: nothing applied" \
+	wait_for -t 5 grep -q "SIGHUP: $CFG applied: 0 added, 0 removed, 0 changed" "$NK_NKD_LOG"
+check "SIGHUP of the unchanged --config: no NSM setting reported as changed" \
+	not_grep -q "changed in $CFG" "$NK_NKD_LOG"
+check_eq "after that SIGHUP, $N1 has the same pid" "$(nsm_pid "$N1")" "$P1"
 check_eq "--miss drop: stored in nkd.json" \
 	"$("$NK_PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["miss"])' "$NK_STATE/nkd.json")" drop
 s0=$(stats_json)
