@@ -436,7 +436,10 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
  * reader's (Linux's read gives the queued bytes, then the error): the down
  * direction goes on until it has passed that on, and only then does the
  * guest's stream end with the error (tcp_error).  Nothing more goes up:
- * the connection can take no more.  The first error is the one reported.
+ * the connection can take no more, and our end of the stream stops
+ * reading, so that a guest write fails at once (EPIPE, and STATUS tells
+ * the library why: a write after a reset reports it, as on Linux).  The
+ * first error is the one reported.
  */
 static void tcp_failed(struct nsock *ns, int err)
 {
@@ -444,10 +447,13 @@ static void tcp_failed(struct nsock *ns, int err)
 
 	if (!r->t_err) {
 		r->t_err = err;
+		ns->end_err = err;
 		vm_debug(ns->vm, "socket %#llx: %s; passing on what was received first",
 			 (unsigned long long)ns->token, strerror(err));
+		krelay_stop(ns);
+		if (!r->g_closed)
+			shutdown(ns->chan->fd, SHUT_RD);
 	}
-	krelay_stop(ns);
 	r->up.done = true;
 	r->down.src_ready = true;
 }

@@ -1440,7 +1440,7 @@ static int op_status(struct vm *vm, uint64_t token, struct nk_status_rep *rep)
 	const struct tomb *t;
 
 	if (ns) {
-		rep->sock_err = 0;
+		rep->sock_err = ns->end_err;	/* set once TCP failed (relay.c) */
 		rep->state = ns->state;
 		return 0;
 	}

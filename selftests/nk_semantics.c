@@ -1555,6 +1555,45 @@ static void case_rst_behind_data(void)
 	close(l);
 }
 
+/* The same, with a write after the reset and before the reads: Linux's
+ * write reports the reset (and clears it), then read gives the
+ * acknowledged bytes and an orderly end. */
+static void case_write_rst_behind_data(void)
+{
+	static char buf[1 << 16];
+	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
+	char rep[64] = { 0 };
+	unsigned long long acked = 0;
+	size_t got = 0;
+	ssize_t n;
+	int l = bind_listen(&sa_self, 0, 4), c, a;
+
+	c = peer_ctl_async("SENDRST %s %d\n", ntop(&sa_self), local_port(l));
+	a = accept(l, NULL, NULL);
+	if (rc("accept", a) < 0 || c < 0) {
+		if (c >= 0)
+			close(c);
+		close(l);
+		return;
+	}
+	ctl_reply(c, rep, sizeof(rep));	/* the peer has reset */
+	if (sscanf(rep, "ACKED %llu", &acked) != 1 || !acked) {
+		out("peer=\"%s\"", rep);
+	} else {
+		sigaction(SIGPIPE, &sa, &old);
+		sigpipes = 0;
+		n = write(a, "x", 1);
+		out("write=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+		sigaction(SIGPIPE, &old, NULL);
+		while ((n = read(a, buf, sizeof(buf))) > 0)
+			got += n;
+		out("read=%s", n < 0 ? ename(errno) : "eof");
+		out("got=%s", got == acked ? "acked" : got < acked ? "less" : "more");
+	}
+	close(a);
+	close(l);
+}
+
 static void case_fionread_peek(void)
 {
 	char buf[16] = { 0 };
@@ -3458,7 +3497,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),

@@ -301,6 +301,8 @@ struct vconn {
 	bool unix_eof;			/* read 0 from the Unix side */
 	bool unix_hup;			/* ... and it closed both ways */
 	bool unix_wr_shut;
+	bool unix_rd_shut;		/* writing to it said EPIPE: the guest's
+					 * payload is dropped (unix_takes_no_more) */
 };
 
 /* ------------------------------------------------------------ the daemon */

@@ -39,7 +39,10 @@
  *
  * Shutdown.  Guest SHUTDOWN(SEND) -> shutdown(SHUT_WR) once the buffer is
  * flushed; SHUTDOWN(RCV) -> shutdown(SHUT_RD).  EOF on the Unix side ->
- * SHUTDOWN(SEND) to the guest.  When both directions are finished we end
+ * SHUTDOWN(SEND) to the guest; EPIPE writing to it (its peer shut its
+ * reading side: the NSM after a reset, while it still passes on what it
+ * received) -> SHUTDOWN(RCV), and the guest's payload is dropped.  When
+ * both directions are finished we end
  * it as a Linux peer does: RST if the guest closed its socket (SHUTDOWN
  * with both flags); otherwise SHUTDOWN(RCV|SEND) and the slot waits (no
  * fd) for the guest's RST, at most linger_ms.  Errors on the Unix side
@@ -470,10 +473,12 @@ static void flush_ctl(struct vv *vv)
 				c->pending &= ~VC_P_CREDIT;
 				continue;
 			}
-			if (bit == 3)
-				flags = c->state == VC_CLOSING || c->unix_hup ?
-					VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND :
-					VSOCK_SHUTDOWN_SEND;
+			if (bit == 3) {
+				bool both = c->state == VC_CLOSING || c->unix_hup;
+
+				flags = (both || c->unix_rd_shut ? VSOCK_SHUTDOWN_RCV : 0) |
+					(both || c->unix_eof ? VSOCK_SHUTDOWN_SEND : 0);
+			}
 			if (!send_ctl(vv, c->gport, c->hport, ops[bit], flags, c))
 				return;
 			c->pending &= ~(1u << bit);
@@ -560,6 +565,25 @@ static void maybe_credit(struct vv *vv, struct vconn *c)
 		conn_pend(vv, c, VC_P_CREDIT);
 }
 
+/*
+ * Writing to the Unix side said EPIPE: its peer reads no more (the NSM
+ * shuts its reading side after a reset, while it still passes on what it
+ * received before).  Tell the guest with SHUTDOWN(RCV), so that its writes
+ * fail, and drop its payload, buffered and to come, as taken: the other
+ * direction goes on.
+ */
+static void unix_takes_no_more(struct vv *vv, struct vconn *c, uint32_t dropped)
+{
+	if (!c->unix_rd_shut) {
+		c->unix_rd_shut = true;
+		conn_pend(vv, c, VC_P_SHUTDOWN);
+	}
+	c->fwd_cnt += c->buf_len + dropped;
+	c->buf_len = 0;
+	maybe_credit(vv, c);
+	conn_check_done(vv, c);
+}
+
 /* Buffered guest data -> Unix socket. */
 static void conn_flush(struct vv *vv, struct vconn *c)
 {
@@ -584,6 +608,10 @@ static void conn_flush(struct vv *vv, struct vconn *c)
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
+			if (errno == EPIPE) {
+				unix_takes_no_more(vv, c, 0);
+				return;
+			}
 			vv_count(vv, VV_UNIX_ERROR, "write to %s_%u side (guest port %u): %s",
 				 vv->cfg.uds, c->hport, c->gport, strerror(errno));
 			conn_reset(vv, c);
@@ -616,6 +644,10 @@ static void guest_data(struct vv *vv, struct vconn *c, const struct vv_chain *ch
 	if (!len)
 		return;
 	vv->stats[VV_BYTES_TX] += len;
+	if (c->unix_rd_shut) {
+		unix_takes_no_more(vv, c, len);
+		return;
+	}
 	if (!c->buf_len) {
 		struct iovec iov[VV_CHAIN_MAX_DESC];
 		struct msghdr mh = { .msg_iov = iov };
@@ -624,6 +656,10 @@ static void guest_data(struct vv *vv, struct vconn *c, const struct vv_chain *ch
 		mh.msg_iovlen = vv_iov_slice(ch->iov, ch->n_out, VV_HDR, len, iov,
 					     VV_CHAIN_MAX_DESC);
 		w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno == EPIPE) {
+			unix_takes_no_more(vv, c, len);
+			return;
+		}
 		if (w < 0 && errno != EAGAIN && errno != EINTR) {
 			vv_count(vv, VV_UNIX_ERROR, "write to %s_%u side (guest port %u): %s",
 				 vv->cfg.uds, c->hport, c->gport, strerror(errno));
