@@ -690,6 +690,10 @@ static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
 		sk->eof_err = e;
 	}
 	e = sk->eof_err;
+	/* EPIPE is a reset after the peer's FIN (in CLOSE_WAIT): Linux's
+	 * read gives EOF and leaves the error to the next write. */
+	if (!for_write && e == EPIPE)
+		e = 0;
 	if (e && sk->eof_reported)
 		e = 0;
 	if (e)

@@ -18,8 +18,12 @@
  *     empty: shutdown(tcp, SHUT_WR), i.e. a FIN;
  *   - TCP EOF (the peer's FIN), once the down pipe is empty:
  *     shutdown(stream, SHUT_WR): the guest reads EOF and may still write;
- *   - a TCP error (reset, timeout, EPIPE): the errno goes into the
- *     socket's tombstone, then stream and TCP socket are closed;
+ *   - a TCP error (reset, timeout, EPIPE): nothing more goes up, and our
+ *     end of the stream stops reading (guest writes fail); what the TCP
+ *     socket received before still goes down to the guest at its pace
+ *     (tcp_failed), then the errno goes into the socket's tombstone and
+ *     stream and TCP socket are closed.  A local failure (a pipe splice
+ *     cannot empty, a failed shutdown) closes both at once;
  *   - the guest stream fully closed (EPOLLHUP, EPIPE): what it had sent is
  *     relayed, then the TCP socket is closed (orderly, tombstone 0);
  *   - both directions finished: everything is closed, tombstone 0.
@@ -451,8 +455,17 @@ static void tcp_failed(struct nsock *ns, int err)
 		vm_debug(ns->vm, "socket %#llx: %s; passing on what was received first",
 			 (unsigned long long)ns->token, strerror(err));
 		krelay_stop(ns);
-		if (!r->g_closed)
+		if (!r->g_closed) {
+			static char scratch[65536];
+
+			/* Unread bytes would keep the guest's send buffer full
+			 * (no EPOLLOUT, no EPIPE for a writer that polls) and,
+			 * at our close, set ECONNRESET on its end: drop them.
+			 * Nothing more arrives after SHUT_RD. */
 			shutdown(ns->chan->fd, SHUT_RD);
+			while (recv(ns->chan->fd, scratch, sizeof(scratch), MSG_DONTWAIT) > 0)
+				;
+		}
 	}
 	r->up.done = true;
 	r->down.src_ready = true;
@@ -465,6 +478,7 @@ static void relay_pump(struct nsock *ns)
 	int g = ch->fd, t = ns->fd, i, ret;
 	uint64_t up0 = r->up.bytes, down0 = r->down.bytes, moved;
 	bool progress = true;
+	int err = 0;		/* a local failure: close at once */
 
 	for (i = 0; i < 16 && progress; i++) {
 		progress = false;
@@ -474,14 +488,18 @@ static void relay_pump(struct nsock *ns)
 		if (!r->up.done && r->kup) {
 			ret = r->up.src_eof ? krelay_drained(ns) : 0;
 			if (ret < 0) {
-				tcp_failed(ns, -ret);
-			} else if (ret > 0) {
+				err = -ret;
+				goto count;
+			}
+			if (ret > 0) {
 				krelay_stop(ns);
 				r->up.done = true;
-				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN)
-					tcp_failed(ns, errno);
+				progress = true;
+				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN) {
+					err = errno;
+					goto count;
+				}
 			}
-			progress |= ret != 0;
 		}
 
 		/* up: guest stream -> TCP */
@@ -491,6 +509,9 @@ static void relay_pump(struct nsock *ns)
 				/* A reset stream: the guest is gone. */
 				r->g_closed = true;
 				r->up.src_eof = true;
+			} else if (ret == -EIO) {
+				err = EIO;	/* the pipe cannot be emptied */
+				goto count;
 			} else if (ret < 0) {
 				tcp_failed(ns, -ret);
 				progress = true;
@@ -499,8 +520,10 @@ static void relay_pump(struct nsock *ns)
 			if (!r->up.done && r->up.src_eof && !r->up.len) {
 				r->up.done = true;
 				progress = true;
-				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN)
-					tcp_failed(ns, errno);
+				if (!r->g_closed && shutdown(t, SHUT_WR) && errno != ENOTCONN) {
+					err = errno;
+					goto count;
+				}
 			}
 		}
 
@@ -538,6 +561,8 @@ static void relay_pump(struct nsock *ns)
 		if (r->t_unreg)
 			r->down.src_ready = true;
 	}
+count:
+	/* counted before any exit: bytes moved before a failure are the VM's */
 	ns->vm->bytes_up += r->up.bytes - up0;
 	ns->vm->bytes_down += r->down.bytes - down0;
 	moved = (r->up.bytes - up0) + (r->down.bytes - down0);
@@ -545,8 +570,8 @@ static void relay_pump(struct nsock *ns)
 	if (moved >= NSM_BULK_BATCH)
 		nsm.burst = true;
 
-	if (r->t_err && (r->down.done || r->g_closed)) {
-		tcp_error(ns, r->t_err);
+	if (err || (r->t_err && (r->down.done || r->g_closed))) {
+		tcp_error(ns, r->t_err ? r->t_err : err);
 		return;
 	}
 	if ((r->g_closed && r->up.done) || (r->up.done && r->down.done)) {

@@ -23,6 +23,7 @@
  *   TCP 7001 echo                      7004 send "data", then reset
  *       7002 send "hello", then FIN    7005 count bytes until EOF, send it
  *       7003 reset at once             7006 accept and hold until EOF
+ *       7007 send "data", FIN, then reset 200 ms later
  *       7010 control: one line per connection,
  *        "CONNECT IP PORT"   connect to IP:PORT, send "ping", read the
  *                            reply, answer "OK <reply>" or "ERR <errno>"
@@ -77,6 +78,7 @@
 #define P_DATARST	7004
 #define P_COUNT		7005
 #define P_HOLD		7006
+#define P_FINRST	7007
 #define P_CTL		7010
 #define P_CLOSED	7099
 #define P_UECHO		7101
@@ -1517,81 +1519,156 @@ static void case_data_then_rst(void)
 }
 
 /*
- * A reset behind more data than the reader has read: Linux's read gives
- * every byte its TCP acknowledged, then ECONNRESET.  The guest reads
- * nothing until the peer has reset, so the bytes wait in whatever
- * buffers the path has (natively, the guest's receive queue).
+ * Resets behind more data than the reader has read: Linux's read gives
+ * every byte its TCP acknowledged, then ECONNRESET (or EOF once a write
+ * has reported the reset).  The guest reads nothing until the peer has
+ * reset (SENDRST), so the bytes wait in whatever buffers the path has
+ * (natively, the guest's receive queue).  rst_* helpers: the common part.
  */
-static void case_rst_behind_data(void)
-{
-	static char buf[1 << 16];
-	char rep[64] = { 0 };
-	unsigned long long acked = 0;
-	size_t got = 0;
-	ssize_t n;
-	int l = bind_listen(&sa_self, 0, 4), c, a;
+struct rst_conn {
+	int l, c, a;
+	unsigned long long acked;
+};
 
-	c = peer_ctl_async("SENDRST %s %d\n", ntop(&sa_self), local_port(l));
-	a = accept(l, NULL, NULL);
-	if (rc("accept", a) < 0 || c < 0) {
-		if (c >= 0)
-			close(c);
-		close(l);
-		return;
-	}
-	ctl_reply(c, rep, sizeof(rep));	/* the peer has reset */
-	if (sscanf(rep, "ACKED %llu", &acked) != 1 || !acked) {
-		out("peer=\"%s\"", rep);
-	} else {
-		while ((n = read(a, buf, sizeof(buf))) > 0)
-			got += n;
-		out("read=%s", n < 0 ? ename(errno) : "eof");
-		out("got=%s", got == acked ? "acked" : got < acked ? "less" : "more");
-		if (got != acked)
-			fprintf(stderr, "rst_behind_data: read %zu bytes, the peer saw %llu acknowledged\n",
-				got, acked);
-	}
-	close(a);
-	close(l);
+/* Listen, have the peer connect (SENDRST) and accept; false on failure. */
+static bool rst_open(struct rst_conn *r)
+{
+	r->l = bind_listen(&sa_self, 0, 4);
+	r->c = peer_ctl_async("SENDRST %s %d\n", ntop(&sa_self), local_port(r->l));
+	r->a = accept(r->l, NULL, NULL);
+	if (rc("accept", r->a) >= 0 && r->c >= 0)
+		return true;
+	if (r->c >= 0)
+		close(r->c);
+	if (r->a >= 0)
+		close(r->a);
+	close(r->l);
+	return false;
 }
 
-/* The same, with a write after the reset and before the reads: Linux's
- * write reports the reset (and clears it), then read gives the
- * acknowledged bytes and an orderly end. */
-static void case_write_rst_behind_data(void)
+/* Wait for the peer's reset and its count; false (printed) without one. */
+static bool rst_wait(struct rst_conn *r)
+{
+	char rep[64] = { 0 };
+
+	ctl_reply(r->c, rep, sizeof(rep));
+	if (sscanf(rep, "ACKED %llu", &r->acked) == 1 && r->acked)
+		return true;
+	out("peer=\"%s\"", rep);
+	return false;
+}
+
+/* Read to the end; the end and the count against what the peer saw
+ * acknowledged.  Closes everything. */
+static void rst_read_close(struct rst_conn *r, const char *name)
 {
 	static char buf[1 << 16];
-	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
-	char rep[64] = { 0 };
-	unsigned long long acked = 0;
 	size_t got = 0;
 	ssize_t n;
-	int l = bind_listen(&sa_self, 0, 4), c, a;
 
-	c = peer_ctl_async("SENDRST %s %d\n", ntop(&sa_self), local_port(l));
-	a = accept(l, NULL, NULL);
-	if (rc("accept", a) < 0 || c < 0) {
-		if (c >= 0)
-			close(c);
-		close(l);
+	while ((n = read(r->a, buf, sizeof(buf))) > 0)
+		got += n;
+	out("read=%s", n < 0 ? ename(errno) : "eof");
+	out("got=%s", got == r->acked ? "acked" : got < r->acked ? "less" : "more");
+	if (got != r->acked)
+		fprintf(stderr, "%s: read %zu bytes, the peer saw %llu acknowledged\n", name, got,
+			r->acked);
+	close(r->a);
+	close(r->l);
+}
+
+static void case_rst_behind_data(void)
+{
+	struct rst_conn r;
+
+	if (!rst_open(&r))
+		return;
+	if (rst_wait(&r))
+		rst_read_close(&r, "rst_behind_data");
+	else
+		close(r.a), close(r.l);
+}
+
+/* A write after the reset and before the reads: Linux's write reports the
+ * reset (and clears it), then read gives the bytes and EOF. */
+static void case_write_rst_behind_data(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
+	struct rst_conn r;
+	ssize_t n;
+
+	if (!rst_open(&r))
+		return;
+	if (!rst_wait(&r)) {
+		close(r.a), close(r.l);
 		return;
 	}
-	ctl_reply(c, rep, sizeof(rep));	/* the peer has reset */
-	if (sscanf(rep, "ACKED %llu", &acked) != 1 || !acked) {
-		out("peer=\"%s\"", rep);
-	} else {
-		sigaction(SIGPIPE, &sa, &old);
-		sigpipes = 0;
-		n = write(a, "x", 1);
-		out("write=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
-		sigaction(SIGPIPE, &old, NULL);
-		while ((n = read(a, buf, sizeof(buf))) > 0)
-			got += n;
-		out("read=%s", n < 0 ? ename(errno) : "eof");
-		out("got=%s", got == acked ? "acked" : got < acked ? "less" : "more");
+	sigaction(SIGPIPE, &sa, &old);
+	sigpipes = 0;
+	n = write(r.a, "x", 1);
+	out("write=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	sigaction(SIGPIPE, &old, NULL);
+	rst_read_close(&r, "write_rst_behind_data");
+}
+
+/* An upload held back when the reset comes (the peer reads nothing) and a
+ * writer that waits for POLLOUT: Linux wakes it at the reset (the write
+ * then reports it); so must NetKernel, before the guest reads anything. */
+static void case_upload_rst_behind_data(void)
+{
+	static char big[1 << 16];
+	struct pollfd p;
+	struct rst_conn r;
+	size_t up = 0;
+	ssize_t n;
+	int fl;
+
+	if (!rst_open(&r))
+		return;
+	fl = fcntl(r.a, F_GETFL);
+	fcntl(r.a, F_SETFL, fl | O_NONBLOCK);
+	memset(big, 'u', sizeof(big));
+	while (up < (256u << 20) && (n = write(r.a, big, sizeof(big))) > 0)
+		up += n;
+	out("filled=%s", n < 0 && errno == EAGAIN ? "EAGAIN" : "no");
+	if (!rst_wait(&r)) {
+		close(r.a), close(r.l);
+		return;
 	}
-	close(a);
-	close(l);
+	p = (struct pollfd){ .fd = r.a, .events = POLLOUT };
+	out("pollout=%s", poll(&p, 1, 5000) == 1 && (p.revents & POLLOUT) ? "yes" : "no");
+	n = send(r.a, "x", 1, MSG_NOSIGNAL);
+	out("write=%s", n < 0 ? ename(errno) : "ok");
+	fcntl(r.a, F_SETFL, fl);
+	rst_read_close(&r, "upload_rst_behind_data");
+}
+
+/* A reset after the peer's FIN (in CLOSE_WAIT): Linux's read gives the
+ * data and EOF, the reset shows on the next write (EPIPE). */
+static void case_fin_then_rst(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
+	char buf[16] = { 0 };
+	ssize_t n;
+	int s = connect_to(&sa_peer, P_FINRST);
+
+	if (rc("connect", s) < 0)
+		return;
+	usleep(500000);
+	n = read(s, buf, sizeof(buf) - 1);
+	out("read1=%s", n == 4 ? buf : n < 0 ? ename(errno) : "short");
+	n = read(s, buf, sizeof(buf));
+	out("read2=%s", n < 0 ? ename(errno) : n ? "data" : "eof");
+	sigaction(SIGPIPE, &sa, &old);
+	sigpipes = 0;
+	n = write(s, "x", 1);
+	out("write=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	n = write(s, "x", 1);
+	out("write2=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	sigaction(SIGPIPE, &old, NULL);
+	n = read(s, buf, sizeof(buf));
+	out("read3=%s", n < 0 ? ename(errno) : n ? "data" : "eof");
+	close(s);
 }
 
 static void case_fionread_peek(void)
@@ -3497,7 +3574,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
@@ -3615,8 +3692,10 @@ static void serve_sendrst(int fd, const char *ip, int port)
 	while (sent < (64u << 20) && (n = write(s, data, sizeof(data))) > 0)
 		sent += n;
 	usleep(300000);
-	if (ioctl(s, SIOCOUTQ, &outq) || outq < 0 || (size_t)outq > sent)
+	if (ioctl(s, SIOCOUTQ, &outq))
 		snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
+	else if (outq < 0 || (size_t)outq > sent)
+		snprintf(reply, sizeof(reply), "ERR outq %d of %zu\n", outq, sent);
 	else
 		snprintf(reply, sizeof(reply), "ACKED %zu\n", sent - (size_t)outq);
 	linger0_close(s);
@@ -3720,6 +3799,12 @@ static void *peer_conn(void *p)
 		usleep(200000);
 		linger0_close(fd);
 		break;
+	case P_FINRST:
+		write(fd, "data", 4);
+		shutdown(fd, SHUT_WR);
+		usleep(200000);
+		linger0_close(fd);
+		break;
 	case P_COUNT:
 		while ((n = read(fd, buf, sizeof(buf))) > 0)
 			total += n;
@@ -3801,9 +3886,9 @@ static int peer_socket(const char *bind_ip, int type, int port)
 
 static int run_peer(const char *bind_ip)
 {
-	static const int ports[] = { P_ECHO, P_FIN, P_RST, P_DATARST, P_COUNT, P_HOLD, P_CTL };
+	static const int ports[] = { P_ECHO, P_FIN, P_RST, P_DATARST, P_COUNT, P_HOLD, P_FINRST, P_CTL };
 	static const int uports[] = { P_UECHO, P_UGEN };
-	struct pollfd pfds[7];
+	struct pollfd pfds[sizeof(ports) / sizeof(ports[0])];
 	int i;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -3821,7 +3906,7 @@ static int run_peer(const char *bind_ip)
 			return 1;
 		pthread_detach(t);
 	}
-	for (i = 0; i < 7; i++) {
+	for (i = 0; i < (int)(sizeof(ports) / sizeof(ports[0])); i++) {
 		int s = peer_socket(bind_ip, SOCK_STREAM, ports[i]);
 
 		if (s < 0)
@@ -3831,9 +3916,9 @@ static int run_peer(const char *bind_ip)
 	printf("ready\n");
 	fflush(stdout);
 	for (;;) {
-		if (poll(pfds, 7, -1) < 0)
+		if (poll(pfds, sizeof(ports) / sizeof(ports[0]), -1) < 0)
 			continue;
-		for (i = 0; i < 7; i++) {
+		for (i = 0; i < (int)(sizeof(ports) / sizeof(ports[0])); i++) {
 			struct conn_arg *a;
 			pthread_t t;
 			int c;

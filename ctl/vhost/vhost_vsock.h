@@ -266,7 +266,8 @@ enum vc_state {
 #define VC_P_REQUEST	0x01
 #define VC_P_RESPONSE	0x02
 #define VC_P_CREDIT	0x04
-#define VC_P_SHUTDOWN	0x08	/* SHUTDOWN: SEND at Unix EOF, RCV|SEND when closing */
+#define VC_P_SHUTDOWN	0x08	/* SHUTDOWN: SEND at Unix EOF, RCV at EPIPE,
+				 * RCV|SEND when it closed or we close */
 #define VC_P_RST	0x10	/* terminal: the slot is released once sent */
 
 struct vv_list {

@@ -41,8 +41,9 @@
  * flushed; SHUTDOWN(RCV) -> shutdown(SHUT_RD).  EOF on the Unix side ->
  * SHUTDOWN(SEND) to the guest; EPIPE writing to it (its peer shut its
  * reading side: the NSM after a reset, while it still passes on what it
- * received) -> SHUTDOWN(RCV), and the guest's payload is dropped.  When
- * both directions are finished we end
+ * received) -> SHUTDOWN(RCV), and the guest's payload is dropped; the
+ * Unix side closing both ways (at EOF, or later: POLLHUP) ->
+ * SHUTDOWN(RCV|SEND).  When both directions are finished we end
  * it as a Linux peer does: RST if the guest closed its socket (SHUTDOWN
  * with both flags); otherwise SHUTDOWN(RCV|SEND) and the slot waits (no
  * fd) for the guest's RST, at most linger_ms.  Errors on the Unix side
@@ -287,6 +288,10 @@ static void conn_update_events(struct vv *vv, struct vconn *c)
 			ev |= EPOLLIN;
 		if (c->buf_len)
 			ev |= EPOLLOUT;
+		/* after its EOF: the Unix side closing both ways (the NSM
+		 * after a reset that followed the peer's FIN) */
+		if (c->unix_eof && !c->unix_hup)
+			ev |= EPOLLHUP;
 	}
 	if (vv_ep_set(vv, c->fd, vv_ep_ref(VV_EP_CONN, c->gen, conn_slot(vv, c)),
 		      ev, &c->ep_events) < 0)
@@ -468,6 +473,12 @@ static void flush_ctl(struct vv *vv)
 		while (c->pending) {
 			unsigned int bit = __builtin_ctz(c->pending);
 			uint32_t flags = 0;
+
+			/* SHUTDOWN before CREDIT_UPDATE: it carries the credit
+			 * too, and a guest writer woken by credit must find
+			 * the shutdown already there (unix_takes_no_more) */
+			if (bit == 2 && (c->pending & VC_P_SHUTDOWN))
+				bit = 3;
 
 			if (bit == 2 && c->state != VC_OPEN) {
 				c->pending &= ~VC_P_CREDIT;
@@ -1052,6 +1063,13 @@ void vv_conn_event(struct vv *vv, uint32_t slot, uint32_t gen, uint32_t events)
 	case VC_OPEN:
 		if (c->buf_len && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			conn_flush(vv, c);
+		if (c->state == VC_OPEN && c->gen == gen && (events & EPOLLHUP) &&
+		    c->unix_eof && !c->unix_hup) {
+			/* closed after its EOF: the guest's writes must fail
+			 * too, SHUTDOWN(RCV|SEND) (as at EOF with POLLHUP) */
+			c->unix_hup = true;
+			conn_pend(vv, c, VC_P_SHUTDOWN);
+		}
 		if (c->state == VC_OPEN && c->gen == gen &&
 		    (events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
 			conn_pump(vv, c);
