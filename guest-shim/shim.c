@@ -214,6 +214,27 @@ static int remote_setsockopt(struct nk_sock *sk, int level, int name, const void
 	return nk_ctl_call(sk->nsm, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
 }
 
+/*
+ * An option of a connected socket the NSM no longer knows (ENOTSOCK: the
+ * connection ended and the NSM closed its socket; Linux keeps a socket
+ * until close and takes options on it): a fresh local socket of the same
+ * kind takes the call instead, so that it is checked as Linux checks it
+ * and reads back as a closed socket's.  Returns 0 or -errno.
+ */
+static int ended_sockopt(const struct nk_sock *sk, bool set, int level, int name, void *val,
+			 socklen_t *len)
+{
+	int s = nk_real.socket(sk->domain, sk->type | SOCK_CLOEXEC, 0), ret;
+
+	if (s < 0)
+		return -errno;
+	ret = set ? nk_real.setsockopt(s, level, name, val, *len) :
+		    nk_real.getsockopt(s, level, name, val, len);
+	ret = ret ? -errno : 0;
+	nk_real.close(s);
+	return ret;
+}
+
 static void save_opt(struct nk_sock *sk, int level, int name, const void *val, socklen_t len)
 {
 	int i;
@@ -700,6 +721,30 @@ static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
 		sk->eof_reported = true;
 	pthread_mutex_unlock(&sk->lock);
 	return e;
+}
+
+/*
+ * SO_ERROR of a connected stream: the relay takes the TCP socket's error
+ * as it happens, and STATUS says it (while the NSM still passes on what
+ * TCP received, and after).  Reported once, as Linux's sk_err is consumed;
+ * reads then end in EOF and writes say EPIPE, as on Linux.  Called with
+ * sk->lock held; 0 when the NSM cannot tell.
+ */
+static int stream_so_error(struct nk_sock *sk)
+{
+	struct nk_sock_req req = { .token = sk->token };
+	struct nk_status_rep rep;
+
+	if (sk->eof_err < 0) {
+		if (nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
+					STATUS_TIMEOUT_MS) || !rep.sock_err)
+			return 0;
+		sk->eof_err = rep.sock_err;
+	}
+	if (!sk->eof_err || sk->eof_reported)
+		return 0;
+	sk->eof_reported = true;
+	return sk->eof_err;
 }
 
 /* After a read of 0 bytes on a connected stream. */
@@ -1454,6 +1499,8 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 		ret = nk_real.setsockopt(fd, level, name, val, len) ? -errno : 0;
 	} else {
 		ret = remote_setsockopt(sk, level, name, val, len);
+		if (ret == -ENOTSOCK && sk->state == NKS_CONNECTED)
+			ret = ended_sockopt(sk, true, level, name, (void *)val, &len);
 		if (ret)
 			nk_logf("setsockopt(fd %d, level %d, name %d): %s", fd, level, name,
 				strerror(-ret));
@@ -1521,7 +1568,12 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 			ret = put_int_opt(val, len, 0);
 			goto out;
 		}
-		/* connected: ask the NSM's socket below */
+		if (sk->type == SOCK_STREAM) {
+			/* not the NSM's socket: its error is the relay's */
+			ret = put_int_opt(val, len, stream_so_error(sk));
+			goto out;
+		}
+		/* connected UDP: ask the NSM's socket below */
 	} else if (level == SOL_SOCKET && name == SO_TYPE) {
 		ret = put_int_opt(val, len, sk->type);
 		goto out;
@@ -1549,7 +1601,9 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		.optlen = *len > NK_OPT_MAX ? NK_OPT_MAX : *len,
 	};
 	ret = nk_ctl_call(sk->nsm, NK_OP_GETSOCKOPT, &req, sizeof(req), &rep, sizeof(rep));
-	if (!ret) {
+	if (ret == -ENOTSOCK && sk->state == NKS_CONNECTED) {
+		ret = ended_sockopt(sk, false, level, name, val, len);
+	} else if (!ret) {
 		if (rep.optlen > NK_OPT_MAX)
 			ret = -EPROTO;
 		else {

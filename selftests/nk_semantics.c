@@ -1375,6 +1375,35 @@ static void case_peer_rst_write(void)
 	close(s);
 }
 
+/* SO_ERROR after the peer's reset: Linux reports it there once, and the
+ * read after that ends in EOF. */
+static void case_options_after_rst(void)
+{
+	char buf[8];
+	ssize_t n;
+	int s = connect_to(&sa_peer, P_RST);
+
+	if (rc("connect", s) < 0)
+		return;
+	usleep(300000);
+	getint("error", s, SOL_SOCKET, SO_ERROR);
+	getint("error2", s, SOL_SOCKET, SO_ERROR);
+	n = read(s, buf, sizeof(buf));
+	out("read=%s", n < 0 ? ename(errno) : n ? "data" : "eof");
+	/* the socket is still there: options on a reset connection */
+	{
+		struct linger lg = { 1, 0 };
+		int v = 0;
+		socklen_t l = sizeof(v);
+
+		rc("linger", setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+		rc("nodelay", setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int)));
+		rc("get_rcvbuf", getsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, &l));
+		rc("get_nodelay", getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &l));
+	}
+	close(s);
+}
+
 static void on_sigpipe(int sig)
 {
 	(void)sig;
@@ -3574,7 +3603,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(options_after_rst), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
