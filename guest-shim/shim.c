@@ -747,6 +747,32 @@ static int stream_so_error(struct nk_sock *sk)
 	return sk->eof_err;
 }
 
+/*
+ * Has a connected stream's connection ended both ways (a reset, or FINs
+ * both ways: Linux's socket is then in state CLOSE, and getpeername and
+ * shutdown say ENOTCONN)?  The stream tells when it may have (the host
+ * no longer receives: a closed stream, or the NSM's end shut after a
+ * reset, or our own write side shut), and then STATUS decides.  Called
+ * with sk->lock held.
+ */
+static bool stream_conn_ended(struct nk_sock *sk, int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
+	struct nk_sock_req req = { .token = sk->token };
+	struct nk_status_rep rep;
+
+	if (sk->type != SOCK_STREAM || sk->state != NKS_CONNECTED)
+		return false;
+	if (sk->eof_err > 0)
+		return true;	/* a reset, seen by a read, a write or SO_ERROR */
+	if (host_still_receives(fd, &pfd))
+		return false;
+	if (nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
+				STATUS_TIMEOUT_MS))
+		return true;	/* no NSM: the connection is gone */
+	return rep.state == NK_STATE_CLOSED || rep.sock_err;
+}
+
 /* After a read of 0 bytes on a connected stream. */
 static ssize_t read_eof(struct nk_sock *sk, int fd)
 {
@@ -1444,7 +1470,7 @@ static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
 	pthread_mutex_lock(&sk->lock);
 	if (sk->state == NKS_CONNECTING)
 		nks_finish_connect(sk, fd, 0);
-	if (peer && sk->state != NKS_CONNECTED) {
+	if (peer && (sk->state != NKS_CONNECTED || stream_conn_ended(sk, fd))) {
 		ret = -ENOTCONN;
 	} else if (peer ? sk->peer_len : sk->local_len) {
 		copy_addr_out(addr, alen, peer ? &sk->peer : &sk->local,
@@ -1624,6 +1650,7 @@ NK_API int shutdown(int fd, int how)
 {
 	struct nk_sock_req req;
 	struct nk_sock *sk;
+	bool ended;
 	int ret = 0;
 
 	INIT();
@@ -1632,6 +1659,9 @@ NK_API int shutdown(int fd, int how)
 		nks_put(sk);
 		return nk_real.shutdown(fd, how);
 	}
+	pthread_mutex_lock(&sk->lock);
+	ended = stream_conn_ended(sk, fd);
+	pthread_mutex_unlock(&sk->lock);
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
 		ret = -EINVAL;
 	} else if (sk->type == SOCK_DGRAM) {
@@ -1652,6 +1682,8 @@ NK_API int shutdown(int fd, int how)
 		}
 	} else if (sk->state != NKS_CONNECTED) {
 		ret = -ENOTCONN;
+	} else if (ended) {
+		ret = -ENOTCONN;	/* Linux's CLOSE state */
 	} else {
 		if (how != SHUT_WR) {
 			req = (struct nk_sock_req){ .token = sk->token, .arg = how };

@@ -1401,6 +1401,27 @@ static void case_options_after_rst(void)
 		rc("get_rcvbuf", getsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, &l));
 		rc("get_nodelay", getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &l));
 	}
+	out("local=%s peer=%s", name_of(s, false), name_of(s, true));
+	rc("shutdown", shutdown(s, SHUT_WR));
+	close(s);
+}
+
+/* Names and shutdown through an orderly end: the peer's FIN (CLOSE_WAIT:
+ * the peer is still there), then ours (CLOSE: ENOTCONN). */
+static void case_names_after_fin(void)
+{
+	char buf[16];
+	int s = connect_to(&sa_peer, P_FIN);
+
+	if (rc("connect", s) < 0)
+		return;
+	while (read(s, buf, sizeof(buf)) > 0)
+		;
+	out("peer=%s", name_of(s, true));
+	rc("shutdown", shutdown(s, SHUT_WR));
+	usleep(300000);
+	out("local=%s peer2=%s", name_of(s, false), name_of(s, true));
+	rc("shutdown2", shutdown(s, SHUT_WR));
 	close(s);
 }
 
@@ -3603,7 +3624,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(options_after_rst), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
