@@ -86,6 +86,7 @@ struct nk_sock {
 	int pending_err;	/* failed connect, reported once by SO_ERROR */
 	int eof_err;		/* -1 unknown; else the reason the stream ended */
 	bool eof_reported;
+	bool conn_ended;	/* STATUS said the connection ended (stream_conn_ended) */
 	bool connect_counted;	/* counted in nk_connecting */
 	bool sndbuf_fixed;	/* grown (stream_grow) or set by the application */
 	bool dead;		/* listener lost with its NSM */

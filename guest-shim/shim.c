@@ -735,7 +735,8 @@ static int stream_so_error(struct nk_sock *sk)
 	struct nk_sock_req req = { .token = sk->token };
 	struct nk_status_rep rep;
 
-	if (sk->eof_err < 0) {
+	/* unknown, or an orderly end that a later reset may follow (EPIPE) */
+	if (sk->eof_err <= 0) {
 		if (nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
 					STATUS_TIMEOUT_MS) || !rep.sock_err)
 			return 0;
@@ -760,17 +761,21 @@ static bool stream_conn_ended(struct nk_sock *sk, int fd)
 	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
 	struct nk_sock_req req = { .token = sk->token };
 	struct nk_status_rep rep;
+	int ret;
 
 	if (sk->type != SOCK_STREAM || sk->state != NKS_CONNECTED)
 		return false;
-	if (sk->eof_err > 0)
-		return true;	/* a reset, seen by a read, a write or SO_ERROR */
+	if (sk->eof_err > 0 || sk->conn_ended)
+		return true;	/* a reset (seen by a read, a write or SO_ERROR) */
 	if (host_still_receives(fd, &pfd))
 		return false;
-	if (nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
-				STATUS_TIMEOUT_MS))
-		return true;	/* no NSM: the connection is gone */
-	return rep.state == NK_STATE_CLOSED || rep.sock_err;
+	ret = nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
+				  STATUS_TIMEOUT_MS);
+	if (ret == -ETIMEDOUT)
+		return false;	/* a busy NSM cannot tell: not ended */
+	/* ENOTSOCK: ended and forgotten; ECONNRESET: the NSM is gone */
+	sk->conn_ended = ret || rep.state == NK_STATE_CLOSED || rep.sock_err;
+	return sk->conn_ended;
 }
 
 /* After a read of 0 bytes on a connected stream. */
@@ -1659,9 +1664,15 @@ NK_API int shutdown(int fd, int how)
 		nks_put(sk);
 		return nk_real.shutdown(fd, how);
 	}
-	pthread_mutex_lock(&sk->lock);
-	ended = stream_conn_ended(sk, fd);
-	pthread_mutex_unlock(&sk->lock);
+	/* Not for a socket whose lock this thread may hold (shutdown() is
+	 * async-signal-safe) or that another thread holds across a wait (a
+	 * blocking connect): then it is taken as not ended. */
+	ended = false;
+	if (sk->type == SOCK_STREAM && sk->state == NKS_CONNECTED &&
+	    !pthread_mutex_trylock(&sk->lock)) {
+		ended = stream_conn_ended(sk, fd);
+		pthread_mutex_unlock(&sk->lock);
+	}
 	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
 		ret = -EINVAL;
 	} else if (sk->type == SOCK_DGRAM) {

@@ -445,6 +445,14 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
  * the library why: a write after a reset reports it, as on Linux).  The
  * first error is the one reported.
  */
+static void stream_discard(int fd)
+{
+	static char scratch[65536];
+
+	while (recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT) > 0)
+		;
+}
+
 static void tcp_failed(struct nsock *ns, int err)
 {
 	struct relay *r = ns->relay;
@@ -456,15 +464,15 @@ static void tcp_failed(struct nsock *ns, int err)
 			 (unsigned long long)ns->token, strerror(err));
 		krelay_stop(ns);
 		if (!r->g_closed) {
-			static char scratch[65536];
-
 			/* Unread bytes would keep the guest's send buffer full
 			 * (no EPOLLOUT, no EPIPE for a writer that polls) and,
-			 * at our close, set ECONNRESET on its end: drop them.
-			 * Nothing more arrives after SHUT_RD. */
+			 * at our close, set ECONNRESET on its end: drop them,
+			 * before SHUT_RD (after it an AF_VSOCK stream reads
+			 * EOF at once) and after (what an AF_UNIX stream took
+			 * meanwhile; nothing more arrives then). */
+			stream_discard(ns->chan->fd);
 			shutdown(ns->chan->fd, SHUT_RD);
-			while (recv(ns->chan->fd, scratch, sizeof(scratch), MSG_DONTWAIT) > 0)
-				;
+			stream_discard(ns->chan->fd);
 		}
 	}
 	r->up.done = true;

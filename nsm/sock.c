@@ -1372,21 +1372,35 @@ static int op_connect_dgram(struct nsock *ns, const struct nk_addr *a)
 	return 0;
 }
 
+/*
+ * The option policy, for a live socket and for one the NSM no longer
+ * knows (its connection ended: the guest library then takes the allowed
+ * options on a local socket, and the refused ones stay refused).
+ */
+static int opt_policy(struct vm *vm, int how, int level, int name)
+{
+	if (how == OPT_SET && opt_forbidden(level, name)) {
+		vm_glog(vm, NK_LOG_INFO, "setsockopt level %d name %d refused: it would leave the VM's "
+			"addresses", level, name);
+		return -EPERM;
+	}
+	if (!opt_allowed(level, name, how)) {
+		vm_glog(vm, NK_LOG_INFO, "%ssockopt level %d name %d not supported",
+			how == OPT_SET ? "set" : "get", level, name);
+		return -ENOPROTOOPT;
+	}
+	return 0;
+}
+
 static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r)
 {
 	int i, ret;
 
 	if (r->optlen > NK_OPT_MAX)
 		return -EINVAL;
-	if (opt_forbidden(r->level, r->name)) {
-		vm_glog(ns->vm, NK_LOG_INFO, "setsockopt level %d name %d refused: it would leave the VM's "
-			"addresses", r->level, r->name);
-		return -EPERM;
-	}
-	if (!opt_allowed(r->level, r->name, OPT_SET)) {
-		vm_glog(ns->vm, NK_LOG_INFO, "setsockopt level %d name %d not supported", r->level, r->name);
-		return -ENOPROTOOPT;
-	}
+	ret = opt_policy(ns->vm, OPT_SET, r->level, r->name);
+	if (ret)
+		return ret;
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
@@ -1407,10 +1421,9 @@ static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk
 	socklen_t len = r->optlen < NK_OPT_MAX ? r->optlen : NK_OPT_MAX;
 	int ret;
 
-	if (!opt_allowed(r->level, r->name, OPT_GET)) {
-		vm_glog(ns->vm, NK_LOG_INFO, "getsockopt level %d name %d not supported", r->level, r->name);
-		return -ENOPROTOOPT;
-	}
+	ret = opt_policy(ns->vm, OPT_GET, r->level, r->name);
+	if (ret)
+		return ret;
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
@@ -1587,6 +1600,9 @@ int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 	ns = nsock_lookup(ch->vm, token);
 	if (!ns) {
 		ret = -ENOTSOCK;
+		if (h->op == NK_OP_SETSOCKOPT || h->op == NK_OP_GETSOCKOPT)
+			ret = opt_policy(ch->vm, h->op == NK_OP_SETSOCKOPT ? OPT_SET : OPT_GET,
+					 orq->level, orq->name) ?: -ENOTSOCK;
 		goto out_reply;
 	}
 	switch (h->op) {
