@@ -851,6 +851,13 @@ static int data_gate(struct nk_sock *sk, int fd, bool is_write, int flags, ssize
 
 	switch (sk->state) {
 	case NKS_CONNECTED:
+		if (is_write && (flags & MSG_OOB)) {
+			/* urgent data is not carried (the NSM drops the
+			 * network's too): said, never lost silently */
+			nk_logf("send(fd %d): MSG_OOB (TCP urgent data) is not supported", fd);
+			*res = fail(EOPNOTSUPP);
+			return 0;
+		}
 		return 1;
 	case NKS_CONNECTING:
 		ret = settle_connect(sk, fd);

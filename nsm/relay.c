@@ -37,6 +37,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -189,6 +190,40 @@ static ssize_t dir_in(struct rdir *d, int src)
 		return errno == EINTR ? -EAGAIN : -errno;
 	d->len += n;
 	return n;
+}
+
+/*
+ * TCP urgent data.  splice() stops at the urgent mark (tcp_read_sock) and
+ * never passes it, while epoll keeps saying readable: the connection
+ * stalled with the NSM spinning.  At the mark, the urgent byte is taken
+ * out of band and dropped (the guest's stream has no urgent data; a
+ * program that never asks for MSG_OOB never sees it on Linux either,
+ * docs/compat.md), and one byte past it goes into the pipe by hand
+ * (recv() skips the mark); splice carries on from there.  >0, 0 EOF,
+ * -EAGAIN or -errno, as dir_in().
+ */
+static bool tcp_at_urgent_mark(int fd)
+{
+	int at = 0;
+
+	return !ioctl(fd, SIOCATMARK, &at) && at;
+}
+
+static ssize_t dir_in_past_urgent(struct rdir *d, int src)
+{
+	char oob, c;
+	ssize_t n;
+
+	recv(src, &oob, 1, MSG_OOB | MSG_DONTWAIT);	/* dropped; may be gone already */
+	n = recv(src, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n <= 0)
+		return n < 0 ? -errno : 0;
+	if (write(d->pipe[1], &c, 1) != 1)
+		return -EAGAIN;			/* the pipe is full: later */
+	if (recv(src, &c, 1, MSG_DONTWAIT) != 1)
+		return -EIO;			/* the peeked byte is gone: cannot happen */
+	d->len++;
+	return 1;
 }
 
 /* Pipe/buffer -> destination.  >0 bytes, -EAGAIN, or -errno. */
@@ -398,6 +433,10 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
 		size_t want = d->cap - d->len;
 
 		n = dir_in(d, src);
+		/* at the mark splice says EAGAIN, or 0 once a FIN came */
+		if ((n == -EAGAIN || n == 0) && src_is_tcp && d->pipe[1] >= 0 &&
+		    tcp_at_urgent_mark(src))
+			n = dir_in_past_urgent(d, src);
 		if (n > 0) {
 			progress = true;
 			if ((size_t)n < want)

@@ -24,6 +24,7 @@
  *       7002 send "hello", then FIN    7005 count bytes until EOF, send it
  *       7003 reset at once             7006 accept and hold until EOF
  *       7007 send "data", FIN, then reset 200 ms later
+ *       7008 send "12", "3" as urgent data (MSG_OOB), "45", then FIN
  *       7010 control: one line per connection,
  *        "CONNECT IP PORT"   connect to IP:PORT, send "ping", read the
  *                            reply, answer "OK <reply>" or "ERR <errno>"
@@ -79,6 +80,7 @@
 #define P_COUNT		7005
 #define P_HOLD		7006
 #define P_FINRST	7007
+#define P_URG		7008
 #define P_CTL		7010
 #define P_CLOSED	7099
 #define P_UECHO		7101
@@ -1422,6 +1424,25 @@ static void case_names_after_fin(void)
 	usleep(300000);
 	out("local=%s peer2=%s", name_of(s, false), name_of(s, true));
 	rc("shutdown2", shutdown(s, SHUT_WR));
+	close(s);
+}
+
+/* Urgent data from the peer: a reader that does not ask for it (no
+ * MSG_OOB, no SO_OOBINLINE) reads the rest of the stream around it. */
+static void case_peer_urgent(void)
+{
+	char buf[16] = { 0 };
+	size_t got = 0;
+	ssize_t n;
+	int s = connect_to(&sa_peer, P_URG);
+
+	if (rc("connect", s) < 0)
+		return;
+	usleep(300000);
+	while (got < sizeof(buf) - 1 && (n = read(s, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += n;
+	out("data=%s", buf);
+	out("end=%s", n < 0 ? ename(errno) : "eof");
 	close(s);
 }
 
@@ -3624,7 +3645,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
@@ -3849,6 +3870,15 @@ static void *peer_conn(void *p)
 		usleep(200000);
 		linger0_close(fd);
 		break;
+	case P_URG:
+		write(fd, "12", 2);
+		send(fd, "3", 1, MSG_OOB);
+		write(fd, "45", 2);
+		shutdown(fd, SHUT_WR);
+		while (read(fd, buf, sizeof(buf)) > 0)
+			;
+		close(fd);
+		break;
 	case P_FINRST:
 		write(fd, "data", 4);
 		shutdown(fd, SHUT_WR);
@@ -3936,7 +3966,7 @@ static int peer_socket(const char *bind_ip, int type, int port)
 
 static int run_peer(const char *bind_ip)
 {
-	static const int ports[] = { P_ECHO, P_FIN, P_RST, P_DATARST, P_COUNT, P_HOLD, P_FINRST, P_CTL };
+	static const int ports[] = { P_ECHO, P_FIN, P_RST, P_DATARST, P_COUNT, P_HOLD, P_FINRST, P_URG, P_CTL };
 	static const int uports[] = { P_UECHO, P_UGEN };
 	struct pollfd pfds[sizeof(ports) / sizeof(ports[0])];
 	int i;
