@@ -845,19 +845,23 @@ static ssize_t stream_sent(struct nk_sock *sk, int fd, size_t len, ssize_t n, in
 
 /* Common gate for data operations.  Returns 1 to go ahead on the stream,
  * or 0 with *res set to the result to return. */
+/* TCP urgent data is not carried (docs/compat.md): a MSG_OOB byte goes
+ * inline, said in the log, never lost. */
+static int stream_send_flags(int fd, int flags)
+{
+	if (flags & MSG_OOB) {
+		nk_logf("send(fd %d): MSG_OOB (TCP urgent data) is not carried: sent inline", fd);
+		flags &= ~MSG_OOB;
+	}
+	return flags | MSG_NOSIGNAL;
+}
+
 static int data_gate(struct nk_sock *sk, int fd, bool is_write, int flags, ssize_t *res)
 {
 	int ret;
 
 	switch (sk->state) {
 	case NKS_CONNECTED:
-		if (is_write && (flags & MSG_OOB)) {
-			/* urgent data is not carried (the NSM drops the
-			 * network's too): said, never lost silently */
-			nk_logf("send(fd %d): MSG_OOB (TCP urgent data) is not supported", fd);
-			*res = fail(EOPNOTSUPP);
-			return 0;
-		}
 		return 1;
 	case NKS_CONNECTING:
 		ret = settle_connect(sk, fd);
@@ -1952,7 +1956,8 @@ NK_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 	case 1:
 		/* TCP ignores a destination on a connected socket. */
 		stream_pre_send(sk, fd, len);
-		n = stream_sent(sk, fd, len, nk_real.send(fd, buf, len, flags | MSG_NOSIGNAL), flags);
+		n = stream_sent(sk, fd, len, nk_real.send(fd, buf, len, stream_send_flags(fd, flags)),
+				flags);
 		break;
 	default:
 		n = nk_real.sendto(fd, buf, len, flags, addr, alen);
@@ -2046,7 +2051,8 @@ NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 		}
 		len = nk_iov_total(m.msg_iov, m.msg_iovlen);
 		stream_pre_send(sk, fd, len);
-		n = stream_sent(sk, fd, len, nk_real.sendmsg(fd, &m, flags | MSG_NOSIGNAL), flags);
+		n = stream_sent(sk, fd, len, nk_real.sendmsg(fd, &m, stream_send_flags(fd, flags)),
+				flags);
 		break;
 	default:
 		n = nk_real.sendmsg(fd, msg, flags);

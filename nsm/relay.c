@@ -198,7 +198,8 @@ static ssize_t dir_in(struct rdir *d, int src)
  * stalled with the NSM spinning.  At the mark, the urgent byte is taken
  * out of band and dropped (the guest's stream has no urgent data; a
  * program that never asks for MSG_OOB never sees it on Linux either,
- * docs/compat.md), and one byte past it goes into the pipe by hand
+ * docs/compat.md; with SO_OOBINLINE there is none out of band, and the
+ * byte goes on inline), and one byte past it goes into the pipe by hand
  * (recv() skips the mark); splice carries on from there.  >0, 0 EOF,
  * -EAGAIN or -errno, as dir_in().
  */
@@ -216,8 +217,15 @@ static ssize_t dir_in_past_urgent(struct rdir *d, int src)
 
 	recv(src, &oob, 1, MSG_OOB | MSG_DONTWAIT);	/* dropped; may be gone already */
 	n = recv(src, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n <= 0)
-		return n < 0 ? -errno : 0;
+	if (n == 0) {
+		/* the urgent byte was the last before the FIN: a real read
+		 * takes both, or the close would find the byte unread and
+		 * reset the connection */
+		recv(src, &c, 1, MSG_DONTWAIT);
+		return 0;
+	}
+	if (n < 0)
+		return -errno;
 	if (write(d->pipe[1], &c, 1) != 1)
 		return -EAGAIN;			/* the pipe is full: later */
 	if (recv(src, &c, 1, MSG_DONTWAIT) != 1)
@@ -433,8 +441,9 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
 		size_t want = d->cap - d->len;
 
 		n = dir_in(d, src);
-		/* at the mark splice says EAGAIN, or 0 once a FIN came */
-		if ((n == -EAGAIN || n == 0) && src_is_tcp && d->pipe[1] >= 0 &&
+		/* at the mark splice says EAGAIN (with an empty pipe: a full
+		 * one blocks the direction anyway), or 0 once a FIN came */
+		if ((n == 0 || (n == -EAGAIN && !d->len)) && src_is_tcp && d->pipe[1] >= 0 &&
 		    tcp_at_urgent_mark(src))
 			n = dir_in_past_urgent(d, src);
 		if (n > 0) {

@@ -30,6 +30,9 @@
  *                            reply, answer "OK <reply>" or "ERR <errno>"
  *        "READEOF IP PORT"   connect, read until EOF or error, answer
  *                            "EOF <bytes>" or "ERR <errno name>"
+ *        "URGEOF IP PORT"    connect, send "x" and "u" as urgent data,
+ *                            FIN, read until EOF or error; answer
+ *                            "EOF <bytes>" or "ERR <errno name>"
  *        "SENDRST IP PORT"   connect, write until the receiver takes no
  *                            more (300 ms), wait 300 ms, reset; answer
  *                            "ACKED <bytes the receiver acknowledged>"
@@ -1444,6 +1447,27 @@ static void case_peer_urgent(void)
 	out("data=%s", buf);
 	out("end=%s", n < 0 ? ename(errno) : "eof");
 	close(s);
+}
+
+/* Urgent data as the last byte before the peer's FIN: the answer to it
+ * still reaches the peer, and the connection ends with FINs, no reset. */
+static void case_urgent_then_fin(void)
+{
+	char buf[16];
+	int l = bind_listen(&sa_self, 0, 4), c, a;
+
+	if (rc("listen", l) < 0)
+		return;
+	c = peer_ctl_async("URGEOF %s %d\n", ntop(&sa_self), local_port(l));
+	a = accept(l, NULL, NULL);
+	if (rc("accept", a) >= 0) {
+		while (read(a, buf, sizeof(buf)) > 0)
+			;
+		rc("write", (int)write(a, "reply", 5));
+		close(a);
+	}
+	peer_reply_out(c);
+	close(l);
 }
 
 static void on_sigpipe(int sig)
@@ -3645,7 +3669,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(urgent_then_fin), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
@@ -3807,6 +3831,24 @@ static void serve_ctl(int fd)
 					break;
 				total += r;
 			}
+			if (r < 0)
+				snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
+			else
+				snprintf(reply, sizeof(reply), "EOF %zu\n", total);
+			close(s);
+		}
+	} else if (sscanf(line, "URGEOF %63s %d", ip, &port) == 2) {
+		size_t total = 0;
+
+		s = ctl_connect(ip, port);
+		if (s < 0) {
+			snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
+		} else {
+			write(s, "x", 1);
+			send(s, "u", 1, MSG_OOB);
+			shutdown(s, SHUT_WR);
+			while ((r = read(s, buf, sizeof(buf))) > 0)
+				total += r;
 			if (r < 0)
 				snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
 			else

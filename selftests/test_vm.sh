@@ -44,7 +44,7 @@ done
 SEM=$OUTPUT/selftests/nk_semantics
 # Fast cases that cover connect, bind, accept, options, end of connection,
 # fork/dup/exec, loopback and AF_UNIX pass-through, and UDP.
-SEM_CASES=${NK_VM_SEM_CASES:-peer_rst_write,connect_ok,connect_refused,nb_connect,nb_connect_refused,epoll_et_connect,select_connect,bind_inuse,bind_notavail,bind_port0,reuseaddr_listen,accept_basic,accept_then_requests,accept_close_listener,accept_addr,accept4_flags,accept_nonblock_empty,listen_epoll_et,opt_basic,linger0_rst,half_close,peer_fin,peer_rst_read,sigpipe,data_then_rst,rst_behind_data,write_rst_behind_data,upload_rst_behind_data,fin_then_rst,options_after_rst,names_after_fin,peer_urgent,fionread_peek,loopback,unix_untouched,fork,dup2_over,exec_inherit,bulk,readv_writev,udp_sendto_echo,udp_connected_echo,udp_boundaries,udp_peek,udp_refused,udp_implicit_bind,udp_bind_port0,udp_server,udp_loopback}
+SEM_CASES=${NK_VM_SEM_CASES:-peer_rst_write,connect_ok,connect_refused,nb_connect,nb_connect_refused,epoll_et_connect,select_connect,bind_inuse,bind_notavail,bind_port0,reuseaddr_listen,accept_basic,accept_then_requests,accept_close_listener,accept_addr,accept4_flags,accept_nonblock_empty,listen_epoll_et,opt_basic,linger0_rst,half_close,peer_fin,peer_rst_read,sigpipe,data_then_rst,rst_behind_data,write_rst_behind_data,upload_rst_behind_data,fin_then_rst,options_after_rst,names_after_fin,peer_urgent,urgent_then_fin,fionread_peek,loopback,unix_untouched,fork,dup2_over,exec_inherit,bulk,readv_writev,udp_sendto_echo,udp_connected_echo,udp_boundaries,udp_peek,udp_refused,udp_implicit_bind,udp_bind_port0,udp_server,udp_loopback}
 
 # Known differences over AF_VSOCK, run and shown but not counted (remove a
 # case once it matches; docs/vm.md): write_rst_behind_data and
