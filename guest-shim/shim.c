@@ -671,13 +671,24 @@ static int settle_connect(struct nk_sock *sk, int fd)
  * when the peer closed both ways, an AF_VSOCK stream refuses even an empty
  * send (EPIPE) once the peer shut its receiving side.  Both are checked.
  */
-static bool host_still_receives(int fd, struct pollfd *pfd)
+static bool host_still_receives(int fd)
 {
-	if (nk_real.poll(pfd, 1, 0) == 1 && (pfd->revents & POLLHUP))
+	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
+
+	if (nk_real.poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP))
 		return false;
 	if (nk_real.send(fd, "", 0, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno == EPIPE)
 		return false;
 	return true;
+}
+
+/* STATUS of sk's socket, waiting briefly: a dead NSM never answers. */
+static int sock_status(const struct nk_sock *sk, struct nk_status_rep *rep)
+{
+	struct nk_sock_req req = { .token = sk->token };
+
+	return nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), rep, sizeof(*rep),
+				   STATUS_TIMEOUT_MS);
 }
 
 /*
@@ -688,25 +699,18 @@ static bool host_still_receives(int fd, struct pollfd *pfd)
  */
 static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
 {
-	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
-	struct nk_sock_req req = { .token = sk->token };
 	struct nk_status_rep rep;
-	int ret, e;
+	int e;
 
 	pthread_mutex_lock(&sk->lock);
 	if (sk->eof_err < 0) {
-		if (!for_write && host_still_receives(fd, &pfd)) {
+		if (!for_write && host_still_receives(fd)) {
 			e = 0;	/* FIN: the stream stays open */
 		} else {
 			/* A live NSM answers at once; a dead one (all its
 			 * streams closed together) does not, and then the
 			 * connection is gone for good: ECONNRESET. */
-			ret = nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
-						  STATUS_TIMEOUT_MS);
-			if (ret == 0)
-				e = rep.sock_err;
-			else
-				e = ECONNRESET;
+			e = sock_status(sk, &rep) ? ECONNRESET : rep.sock_err;
 		}
 		sk->eof_err = e;
 	}
@@ -732,13 +736,11 @@ static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
  */
 static int stream_so_error(struct nk_sock *sk)
 {
-	struct nk_sock_req req = { .token = sk->token };
 	struct nk_status_rep rep;
 
 	/* unknown, or an orderly end that a later reset may follow (EPIPE) */
 	if (sk->eof_err <= 0) {
-		if (nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
-					STATUS_TIMEOUT_MS) || !rep.sock_err)
+		if (sock_status(sk, &rep) || !rep.sock_err)
 			return 0;
 		sk->eof_err = rep.sock_err;
 	}
@@ -758,8 +760,6 @@ static int stream_so_error(struct nk_sock *sk)
  */
 static bool stream_conn_ended(struct nk_sock *sk, int fd)
 {
-	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
-	struct nk_sock_req req = { .token = sk->token };
 	struct nk_status_rep rep;
 	int ret;
 
@@ -767,10 +767,9 @@ static bool stream_conn_ended(struct nk_sock *sk, int fd)
 		return false;
 	if (sk->eof_err > 0 || sk->conn_ended)
 		return true;	/* a reset (seen by a read, a write or SO_ERROR) */
-	if (host_still_receives(fd, &pfd))
+	if (host_still_receives(fd))
 		return false;
-	ret = nk_ctl_call_timeout(sk->nsm, NK_OP_STATUS, &req, sizeof(req), &rep, sizeof(rep),
-				  STATUS_TIMEOUT_MS);
+	ret = sock_status(sk, &rep);
 	if (ret == -ETIMEDOUT)
 		return false;	/* a busy NSM cannot tell: not ended */
 	/* ENOTSOCK: ended and forgotten; ECONNRESET: the NSM is gone */
@@ -843,8 +842,6 @@ static ssize_t stream_sent(struct nk_sock *sk, int fd, size_t len, ssize_t n, in
 	return n;
 }
 
-/* Common gate for data operations.  Returns 1 to go ahead on the stream,
- * or 0 with *res set to the result to return. */
 /* TCP urgent data is not carried (docs/compat.md): a MSG_OOB byte goes
  * inline, said in the log, never lost. */
 static int stream_send_flags(int fd, int flags)
@@ -856,6 +853,8 @@ static int stream_send_flags(int fd, int flags)
 	return flags | MSG_NOSIGNAL;
 }
 
+/* Common gate for data operations.  Returns 1 to go ahead on the stream,
+ * or 0 with *res set to the result to return. */
 static int data_gate(struct nk_sock *sk, int fd, bool is_write, int flags, ssize_t *res)
 {
 	int ret;

@@ -482,6 +482,15 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
 	return progress ? DIR_MOVED : DIR_IDLE;
 }
 
+/* Read and drop what a stream holds. */
+static void stream_discard(int fd)
+{
+	static char scratch[65536];
+
+	while (recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT) > 0)
+		;
+}
+
 /*
  * The TCP side failed: a reset, a timeout, an error writing to it.  What
  * its socket received before is still the guest's, as it is a local
@@ -493,14 +502,6 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
  * the library why: a write after a reset reports it, as on Linux).  The
  * first error is the one reported.
  */
-static void stream_discard(int fd)
-{
-	static char scratch[65536];
-
-	while (recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT) > 0)
-		;
-}
-
 static void tcp_failed(struct nsock *ns, int err)
 {
 	struct relay *r = ns->relay;

@@ -688,6 +688,14 @@ nk_proc_cpu_ticks()
 }
 
 # nk_proc_io_bytes PID: rchar + wchar.
+# nk_sem_timed_out FILE...: the nk_semantics cases that timed out in these
+# outputs ("NAME: ... TIMEOUT"), on one line; a case that timed out in the
+# oracle run compares nothing.
+nk_sem_timed_out()
+{
+	grep -h '[: ]TIMEOUT$' "$@" 2>/dev/null | cut -d: -f1 | sort -u | tr '\n' ' '
+}
+
 nk_proc_io_bytes()
 {
 	awk '/^rchar:|^wchar:/ { n += $2 } END { print n }' "/proc/$1/io"

@@ -3765,6 +3765,33 @@ out:
 	write(fd, reply, strlen(reply));
 }
 
+/* READEOF and URGEOF (which first sends "x", "u" as urgent data and a
+ * FIN): connect to IP:PORT, read until EOF or error; the answer in reply. */
+static void serve_readeof(const char *ip, int port, bool urgent, char *reply, size_t len)
+{
+	char buf[64];
+	size_t total = 0;
+	ssize_t r;
+	int s = ctl_connect(ip, port);
+
+	if (s < 0) {
+		snprintf(reply, len, "ERR %s\n", ename(errno));
+		return;
+	}
+	if (urgent) {
+		write(s, "x", 1);
+		send(s, "u", 1, MSG_OOB);
+		shutdown(s, SHUT_WR);
+	}
+	while ((r = read(s, buf, sizeof(buf))) > 0)
+		total += r;
+	if (r < 0)
+		snprintf(reply, len, "ERR %s\n", ename(errno));
+	else
+		snprintf(reply, len, "EOF %zu\n", total);
+	close(s);
+}
+
 /* SENDRST: fill the path to IP:PORT, then reset; answer what the
  * receiver acknowledged (the bytes written less those SIOCOUTQ still
  * counts, once nothing has moved for 300 ms). */
@@ -3819,42 +3846,9 @@ static void serve_ctl(int fd)
 			close(s);
 		}
 	} else if (sscanf(line, "READEOF %63s %d", ip, &port) == 2) {
-		size_t total = 0;
-
-		s = ctl_connect(ip, port);
-		if (s < 0) {
-			snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
-		} else {
-			for (;;) {
-				r = read(s, buf, sizeof(buf));
-				if (r <= 0)
-					break;
-				total += r;
-			}
-			if (r < 0)
-				snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
-			else
-				snprintf(reply, sizeof(reply), "EOF %zu\n", total);
-			close(s);
-		}
+		serve_readeof(ip, port, false, reply, sizeof(reply));
 	} else if (sscanf(line, "URGEOF %63s %d", ip, &port) == 2) {
-		size_t total = 0;
-
-		s = ctl_connect(ip, port);
-		if (s < 0) {
-			snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
-		} else {
-			write(s, "x", 1);
-			send(s, "u", 1, MSG_OOB);
-			shutdown(s, SHUT_WR);
-			while ((r = read(s, buf, sizeof(buf))) > 0)
-				total += r;
-			if (r < 0)
-				snprintf(reply, sizeof(reply), "ERR %s\n", ename(errno));
-			else
-				snprintf(reply, sizeof(reply), "EOF %zu\n", total);
-			close(s);
-		}
+		serve_readeof(ip, port, true, reply, sizeof(reply));
 	} else if (sscanf(line, "SENDRST %63s %d", ip, &port) == 2) {
 		serve_sendrst(fd, ip, port);
 		return;

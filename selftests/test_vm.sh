@@ -50,9 +50,9 @@ SEM_CASES=${NK_VM_SEM_CASES:-peer_rst_write,connect_ok,connect_refused,nb_connec
 # case once it matches; docs/vm.md): write_rst_behind_data and
 # upload_rst_behind_data (a write after a reset, before the NSM's refusal
 # reached the guest, is taken by the guest's own vsock socket: write=ok
-# where Linux says ECONNRESET; the bytes read are the same).  (siocoutq, not in the list: AF_VSOCK in the
-# 6.1 guest kernel has no SIOCOUTQ, and the library passes it to the
-# stream: EOPNOTSUPP; docs/compat.md.)
+# where Linux says ECONNRESET; the bytes read are the same).  (siocoutq,
+# not in the list: AF_VSOCK in the 6.1 guest kernel has no SIOCOUTQ, and
+# the library passes it to the stream: EOPNOTSUPP; docs/compat.md.)
 SEM_KNOWN=${NK_VM_SEM_KNOWN-write_rst_behind_data,upload_rst_behind_data}
 
 # shellcheck disable=SC2034 # read by nk_topo_up
@@ -337,7 +337,7 @@ done
 [ -n "${NK_VM_SEM_CASES:-}" ] ||
 	check_gt "(case, family) pairs compared" "$(cat "$NK_TMP"/native[46].out | wc -l)" 40
 check_eq "cases that timed out natively (they compare nothing)" \
-	"$(grep -h '[: ]TIMEOUT$' "$NK_TMP"/native[46].out | cut -d: -f1 | sort -u | tr '\n' ' ')" ""
+	"$(nk_sem_timed_out "$NK_TMP"/native[46].out)" ""
 check_eq "cases whose VM result differs from Linux" "${differ[*]:-none}" none
 [ ${#known[@]} -eq 0 ] ||
 	log_info "known vsock differences (not counted; see SEM_KNOWN): ${known[*]}"
