@@ -57,6 +57,7 @@
 #define NSM_PIPE_SIZE_BULK	(1024 * 1024)	/* ... once it filled up */
 #define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
 #define NSM_STREAM_SNDBUF_MAX	(4 << 20)	/* cap of a guest stream's send buffer */
+#define NSM_KRELAY_SNDBUF	(16 << 20)	/* a kernel-relayed TCP socket's send buffer */
 #define NSM_DGRAM_FRAME_MAX	(sizeof(struct nk_dgram_hdr) + NK_DGRAM_MAX)
 #define NSM_DGRAM_BUF		(2 * NSM_DGRAM_FRAME_MAX)	/* one read of frames */
 #define NSM_DGRAM_BATCH		64	/* datagrams per socket per wake-up */
@@ -247,6 +248,7 @@ struct nsock {
 	bool autobound;			/* by CONNECT or a first datagram */
 	bool wildcard;			/* bound to 0.0.0.0 / :: */
 	bool v6only;			/* IPV6_V6ONLY as it was before bind */
+	bool sndbuf_set;		/* the guest chose SO_SNDBUF (also a listener's, inherited) */
 	struct nk_addr bind_addr;	/* real address bound, requested port */
 	/* options set by the guest, replayed on sockets created later */
 	int nopts;

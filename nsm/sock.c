@@ -246,6 +246,7 @@ static struct nsock *nsock_accepted(struct nsock *lns, int fd)
 	/* IPV6_V6ONLY as the guest's listener had it (see op_getsockopt). */
 	ns->wildcard = lns->wildcard;
 	ns->v6only = lns->v6only;
+	ns->sndbuf_set = lns->sndbuf_set;	/* as the kernel's child has it */
 	return ns;
 }
 
@@ -1408,6 +1409,8 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r)
 		return -errno;
 	for (i = 0; i < ns->nlfds; i++)
 		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
+	if (r->level == SOL_SOCKET && r->name == SO_SNDBUF)
+		ns->sndbuf_set = true;
 	ret = opt_save(ns, r->level, r->name, r->val, r->optlen);
 	if (ret)
 		vm_glog(ns->vm, NK_LOG_WARN, "socket %#llx: option %d/%d applied but not "

@@ -13,7 +13,8 @@
 # program's per-connection count equals what the guest wrote (the bytes went
 # through the kernel, not the NSM) and `nkctl conn list` reports it; no map
 # entry is left behind and no skb missed its entry; a guest whose peer
-# does not read is held back by its own send buffer.  Then per NSM, with
+# does not read is held back by its own send buffer; the relayed TCP
+# socket's send buffer is 16 MiB unless the guest chose one.  Then per NSM, with
 # busy polling as well (`nkctl nsm add ... relay kernel busy-poll 30`, the
 # configuration for latency-bound tenants in docs/benchmarks.md): the
 # attributes, round trips and 16 MiB through it, whole; test_semantics.sh
@@ -181,6 +182,55 @@ print("eof" if s.recv(1) == b"" else "no-eof", bad)
 PY
 check_eq "2000 echoes came back identical, then EOF" \
 	"$(nk_guest g1 "$NK_PY" "$NK_TMP/rr.py" 2>&1)" "eof 0"
+
+# The kernel hands redirected skbs to TCP from a work item that stops when
+# the socket's send buffer is full, so a relayed TCP socket gets a 16 MiB
+# one (krelay_sndbuf(), docs/benchmarks.md) unless the guest chose its own.
+# An accepted connection is claimed without waiting (ACCEPT_OFFER), so the
+# guest may write first and it is relayed by splice: its buffer stays the
+# kernel's, inherited from the listener.
+log_step "the relayed TCP socket's send buffer, and a guest's own SO_SNDBUF"
+cat >"$NK_TMP/sndbuf.py" <<'PY'
+import socket, sys, time
+SO = (socket.SOL_SOCKET, socket.SO_SNDBUF)
+a = socket.create_connection(("10.77.0.1", 7100))
+b = socket.socket()
+b.setsockopt(*SO, 65536)
+b.connect(("10.77.0.1", 7100))
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.setsockopt(*SO, 32768)
+l.bind(("0.0.0.0", 7200))
+l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept()
+for s in (a, b, c):
+    s.sendall(b"x")
+print("ready", a.getsockopt(*SO), b.getsockopt(*SO), c.getsockopt(*SO), flush=True)
+time.sleep(30)
+PY
+nk_guest_bg g1 "$NK_TMP/sndbuf.log" "$NK_PY" "$NK_TMP/sndbuf.py"
+SNDBUF_PID=$NK_BG_PID
+check "the guest listens on 7200" wait_for -t 5 grep -q listening "$NK_TMP/sndbuf.log"
+ip netns exec "remote-$S" "$NK_PY" -c '
+import socket, time
+s = socket.create_connection(("10.77.0.2", 7200)); s.recv(1); time.sleep(30)' &
+SNDBUF_REMOTE=$!
+nk_register_pid "$SNDBUF_REMOTE"
+check "the guest's three connections are up" wait_for -t 5 grep -q ready "$NK_TMP/sndbuf.log"
+log_info "guest's getsockopt(SO_SNDBUF): $(grep ready "$NK_TMP/sndbuf.log")"
+# tb of the NSM's sockets, by peer port: 7100 (two) and the guest's 7200
+tbs()
+{
+	ip netns exec "nsm-$S" ss -tmnHO state established "$@" |
+		sed -n 's/.*,tb\([0-9]*\),.*/\1/p' | sort -n | tr '\n' ' '
+}
+check_eq "connect: 16 MiB, and 2 x 65536 where the guest set 65536" \
+	"$(tbs dst 10.77.0.1:7100)" "131072 16777216 "
+check_eq "accepted on a listener with SO_SNDBUF 32768 (claimed at once, relayed by splice): 2 x 32768" \
+	"$(tbs sport :7200)" "65536 "
+nk_stop "$SNDBUF_PID"
+nk_stop "$SNDBUF_REMOTE"
 
 # Redirected skbs stay charged to the guest's end of the stream until the
 # kernel has sent them: a guest whose peer stops reading is held back by
