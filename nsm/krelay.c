@@ -31,11 +31,15 @@
  * shortens the round trip (docs/benchmarks.md) but bulk transfers from the
  * guest run slower than with splice: the redirected skbs are sent one at a
  * time by the psock's per-CPU work item, and the transfer waits more than
- * it works (neither CPU is busy; krelay_sndbuf() wins part of it back).  Passing bulk skbs to the NSM
- * instead (SK_PASS) is no way out: passed skbs leave the guest's send
- * buffer for a psock queue that nothing bounds.  Without the program (no
- * CAP_BPF and CAP_PERFMON, an older kernel) every connection uses the
- * splice relay; the NSM says so once at start.
+ * it works (neither CPU is busy; krelay_sndbuf() wins part of it back).
+ * Passing bulk skbs to the NSM instead (SK_PASS) is no way out: passed
+ * skbs leave the guest's send buffer for a psock queue that nothing
+ * bounds.  Nor is taking a busy stream out of relay_guest to splice it
+ * (from the kernel's source, not tried): a guest write in flight may still
+ * call the psock's data_ready after the psock is gone, which reads the skb
+ * off our end and drops it.  Without the program (no CAP_BPF and
+ * CAP_PERFMON, an older kernel) every connection uses the splice relay;
+ * the NSM says so once at start.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -63,7 +67,7 @@ static struct {
 	uint32_t *free_slots;		/* ring of unused slots, oldest first */
 	uint32_t nfree, head;		/* head: the next slot to hand out */
 	struct list_head draining;	/* relays whose guest EOF waits for TCP */
-	long wmem_max;			/* net.ipv4.tcp_wmem's maximum here, 0: unknown */
+	long tcp_wmem_max;		/* net.ipv4.tcp_wmem's maximum here, 0: unknown */
 } kr = { .guest_fd = -1, .tcp_fd = -1, .conns_fd = -1,
 	 .draining = { &kr.draining, &kr.draining } };
 
@@ -75,7 +79,7 @@ static int quiet_libbpf(enum libbpf_print_level level, const char *fmt, va_list 
 }
 
 /* The namespace's autotuning ceiling for TCP send buffers, 0 if unknown. */
-static long tcp_wmem_max(void)
+static long read_tcp_wmem_max(void)
 {
 	FILE *f = fopen("/proc/sys/net/ipv4/tcp_wmem", "re");
 	long lo, def, max;
@@ -116,7 +120,7 @@ int krelay_init(void)
 		kr.free_slots[i] = i;
 	kr.nfree = NK_RELAY_MAX;
 	kr.head = 0;
-	kr.wmem_max = tcp_wmem_max();
+	kr.tcp_wmem_max = read_tcp_wmem_max();
 	info("in-kernel relay of guest -> network data: on (program relay_verdict, maps relay_guest, relay_tcp, relay_conns)");
 	return 0;
 
@@ -149,28 +153,30 @@ static int tcp_written(int fd, uint64_t *w)
 }
 
 /*
- * A relayed TCP socket's send buffer: NSM_KRELAY_SNDBUF unless the guest
- * chose one.  The redirected skbs are handed to TCP by the psock's kernel
- * work item, which stops when the send buffer is full and runs again when
- * TCP says there is room; a larger buffer gives TCP more to send between
- * those runs (one-stream sends 6.1-6.4 -> 8.4-8.8 Gbit/s in the same
- * alternation, docs/benchmarks.md).  Autotuning would stop at the
- * namespace's tcp_wmem maximum (4 MiB by default; a larger one is left to
- * autotuning).  It is a bound, not an allocation; the kernel's tcp_mem
- * limits still apply.  Connections a guest accepts are claimed without
- * waiting and relayed by splice, so this is for connects (and the rare
- * accept answered by a HELLO reply, which inherits the listener's
- * sndbuf_set as its socket inherits the lock).
+ * A relayed TCP socket's send buffer: --kernel-relay-sndbuf (16 MiB by
+ * default) unless the guest chose one.  The kernel hands the redirected
+ * skbs to TCP from the psock's work item; when TCP's send buffer is full it
+ * stops and tries again one jiffy later (sk_psock_backlog(): the socket has
+ * no verdict program, so no write-space callback starts it sooner).  TCP
+ * only sends during that jiffy if the buffer holds a jiffy's worth of data
+ * (4 ms at HZ=250: 5 MB at 10 Gbit/s), more than autotuning's ceiling
+ * (tcp_wmem's maximum, 4 MiB by default), which is left in charge when it
+ * is at least as large.  The price: a connection whose peer stops reading
+ * keeps up to that much unsent in the NSM's namespace, also after the
+ * guest closed it, until TCP gives up.
  */
 static void krelay_sndbuf(struct nsock *ns)
 {
-	int v = NSM_KRELAY_SNDBUF / 2;	/* the kernel doubles what it is given */
+	static bool warned;
+	int v = (int)(nsm.cfg.krelay_sndbuf / 2);	/* the kernel doubles it */
 
-	if (ns->sndbuf_set || kr.wmem_max >= NSM_KRELAY_SNDBUF)
+	if (!v || ns->sndbuf_set || kr.tcp_wmem_max >= nsm.cfg.krelay_sndbuf)
 		return;
-	if (setsockopt(ns->fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)))
-		vm_debug(ns->vm, "socket %#llx: SO_SNDBUFFORCE: %s", (unsigned long long)ns->token,
-			 strerror(errno));
+	if (setsockopt(ns->fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) && !warned) {
+		warned = true;
+		warn("in-kernel relay: SO_SNDBUFFORCE refused (%s): relayed TCP sockets keep "
+		     "autotuned send buffers, and bulk sends are slower", strerror(errno));
+	}
 }
 
 /* Take the guest -> TCP direction of ns into the kernel.  0, or -errno and

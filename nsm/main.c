@@ -315,7 +315,12 @@ static void usage(FILE *f)
 		"  --bulk-poll=USEC after a batch of events in which one connection relayed\n"
 		"                   16 KiB or more at once, poll for more for up to USEC\n"
 		"                   microseconds (0-1000, default 50; 0: never): bulk\n"
-		"                   transfers without a wakeup per burst\n");
+		"                   transfers without a wakeup per burst\n"
+		"  --kernel-relay-sndbuf=BYTES\n"
+		"                   send buffer of the TCP sockets the in-kernel relay\n"
+		"                   feeds (default 16777216; 65536-268435456, or 0: the\n"
+		"                   kernel's autotuning); a peer that stops reading can\n"
+		"                   leave that much unsent per connection\n");
 }
 
 static int parse_args(int argc, char **argv)
@@ -330,6 +335,7 @@ static int parse_args(int argc, char **argv)
 		{ "kernel-relay", no_argument, NULL, 'K' },
 		{ "busy-poll", required_argument, NULL, 'B' },
 		{ "bulk-poll", required_argument, NULL, 'U' },
+		{ "kernel-relay-sndbuf", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -372,6 +378,20 @@ static int parse_args(int argc, char **argv)
 				nsm.cfg.busy_poll_us = (unsigned int)v;
 			else
 				nsm.cfg.bulk_poll_us = (unsigned int)v;
+			break;
+		}
+		case 'W': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*optarg == '\0' || *end || (v && (v < NSM_KRELAY_SNDBUF_MIN ||
+							      v > NSM_KRELAY_SNDBUF_MAX))) {
+				fprintf(stderr, "nk-nsm: --kernel-relay-sndbuf: '%s' is not 0 or "
+					"%d-%d (bytes)\n", optarg, NSM_KRELAY_SNDBUF_MIN,
+					NSM_KRELAY_SNDBUF_MAX);
+				return -1;
+			}
+			nsm.cfg.krelay_sndbuf = v;
 			break;
 		}
 		case 'h':
@@ -423,6 +443,7 @@ int main(int argc, char **argv)
 	list_init(&nsm.vms);
 	list_init(&nsm.hello_wait);
 	nsm.cfg.bulk_poll_us = NSM_BULK_POLL_US;
+	nsm.cfg.krelay_sndbuf = NSM_KRELAY_SNDBUF;
 
 	ret = parse_args(argc, argv);
 	if (ret)

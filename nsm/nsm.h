@@ -57,7 +57,9 @@
 #define NSM_PIPE_SIZE_BULK	(1024 * 1024)	/* ... once it filled up */
 #define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
 #define NSM_STREAM_SNDBUF_MAX	(4 << 20)	/* cap of a guest stream's send buffer */
-#define NSM_KRELAY_SNDBUF	(16 << 20)	/* a kernel-relayed TCP socket's send buffer */
+#define NSM_KRELAY_SNDBUF	(16 << 20)	/* krelay's TCP sockets' send buffer ... */
+#define NSM_KRELAY_SNDBUF_MIN	(64 << 10)	/* ... its bounds (0: autotuning) */
+#define NSM_KRELAY_SNDBUF_MAX	(256 << 20)
 #define NSM_DGRAM_FRAME_MAX	(sizeof(struct nk_dgram_hdr) + NK_DGRAM_MAX)
 #define NSM_DGRAM_BUF		(2 * NSM_DGRAM_FRAME_MAX)	/* one read of frames */
 #define NSM_DGRAM_BATCH		64	/* datagrams per socket per wake-up */
@@ -248,7 +250,7 @@ struct nsock {
 	bool autobound;			/* by CONNECT or a first datagram */
 	bool wildcard;			/* bound to 0.0.0.0 / :: */
 	bool v6only;			/* IPV6_V6ONLY as it was before bind */
-	bool sndbuf_set;		/* the guest chose SO_SNDBUF (also a listener's, inherited) */
+	bool sndbuf_set;		/* the guest chose SO_SNDBUF (a listener's: inherited) */
 	struct nk_addr bind_addr;	/* real address bound, requested port */
 	/* options set by the guest, replayed on sockets created later */
 	int nopts;
@@ -287,6 +289,7 @@ struct nsm_config {
 	bool verbose;
 	bool no_splice;			/* relay through buffers (vsock's path) */
 	bool kernel_relay;		/* in-kernel relay of the up direction (krelay.c) */
+	long krelay_sndbuf;		/* --kernel-relay-sndbuf: its TCP sockets' send buffer */
 	unsigned int busy_poll_us;	/* --busy-poll: spin this long after events */
 	unsigned int bulk_poll_us;	/* --bulk-poll: spin this long after bulk batches */
 };
