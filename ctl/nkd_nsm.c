@@ -232,13 +232,38 @@ static int usec_value(json_t *obj, const char *key, unsigned int *out)
 	return 0;
 }
 
+/* KEY of OBJ, if there: bytes, 0 or NSM_KRELAY_SNDBUF_MIN-_MAX, as a number
+ * or its decimal string, into *OUT.  -EINVAL when it is not. */
+static int sndbuf_value(json_t *obj, const char *key, long *out)
+{
+	json_t *val = json_object_get(obj, key);
+	const char *sv = json_string_value(val);
+	long long v = -1;
+	char *end = NULL;
+
+	if (!val)
+		return 0;
+	if (json_is_integer(val))
+		v = json_integer_value(val);
+	else if (sv && *sv) {
+		v = strtoll(sv, &end, 10);
+		if (*end)
+			v = -1;
+	}
+	if (v && (v < NSM_KRELAY_SNDBUF_MIN || v > NSM_KRELAY_SNDBUF_MAX))
+		return -EINVAL;
+	*out = (long)v;
+	return 0;
+}
+
 /* What `nsm add` leaves out means: splice relay, no busy polling, bulk
- * polling at nk-nsm's default. */
+ * polling and the in-kernel relay's send buffer at nk-nsm's defaults. */
 void nsm_defaults(struct nkd_nsm *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->slot = -1;
 	out->bulk_poll_us = NSM_BULK_POLL_US;
+	out->relay_sndbuf = NSM_KRELAY_SNDBUF;
 }
 
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e)
@@ -254,10 +279,11 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	json_object_foreach(obj, key, val) {
 		if (strcmp(key, "name") && strcmp(key, "type") && strcmp(key, "netns") &&
 		    strcmp(key, "dev") && strcmp(key, "id") && strcmp(key, "relay") &&
-		    strcmp(key, "busy_poll") && strcmp(key, "bulk_poll"))
-			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll)", key);
+		    strcmp(key, "busy_poll") && strcmp(key, "bulk_poll") &&
+		    strcmp(key, "relay_sndbuf"))
+			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll, relay_sndbuf)", key);
 		if (strcmp(key, "id") && strcmp(key, "busy_poll") && strcmp(key, "bulk_poll") &&
-		    !json_is_string(val))
+		    strcmp(key, "relay_sndbuf") && !json_is_string(val))
 			return nkd_fail(e, EINVAL, "nsm: '%s' must be a string", key);
 	}
 	name = json_string_value(json_object_get(obj, "name"));
@@ -298,6 +324,9 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (usec_value(obj, "bulk_poll", &out->bulk_poll_us))
 		return nkd_fail(e, EINVAL, "nsm %s: bulk-poll must be a number of microseconds from 0 to %d",
 				name, NSM_POLL_MAX_US);
+	if (sndbuf_value(obj, "relay_sndbuf", &out->relay_sndbuf))
+		return nkd_fail(e, EINVAL, "nsm %s: relay-sndbuf must be 0 (autotuning) or a number of bytes from %d to %d",
+				name, NSM_KRELAY_SNDBUF_MIN, NSM_KRELAY_SNDBUF_MAX);
 	if (!netns && !dev) {
 		/* nkd creates the namespace and the veth on its uplink */
 		if (!nkd.cfg.uplink)
@@ -443,11 +472,12 @@ static void status_str(int st, char *buf, size_t len)
 static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 {
 	char ctl[PATH_MAX], logp[PATH_MAX];
-	/* 9 fixed, --kernel-relay, --busy-poll, --bulk-poll, the --nsm-args, NULL */
-	char *argv[9 + 3 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
+	/* 9 fixed, --kernel-relay, --busy-poll, --bulk-poll,
+	 * --kernel-relay-sndbuf, the --nsm-args, NULL */
+	char *argv[9 + 4 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
 						  "--type", (char *)nsm->type, "--dev",
 						  (char *)nsm->dev, "--control", ctl };
-	char bp[32], ulp[32];	/* --busy-poll=USEC, --bulk-poll=USEC */
+	char bp[32], ulp[32], sb[48];	/* --busy-poll=, --bulk-poll=, --kernel-relay-sndbuf= */
 	sigset_t none;
 	int logfd, nullfd, i, n = 9;
 
@@ -462,6 +492,10 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 	if (nsm->bulk_poll_us != NSM_BULK_POLL_US) {
 		snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
 		argv[n++] = ulp;
+	}
+	if (nsm->relay_sndbuf != NSM_KRELAY_SNDBUF) {
+		snprintf(sb, sizeof(sb), "--kernel-relay-sndbuf=%ld", nsm->relay_sndbuf);
+		argv[n++] = sb;
 	}
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
 		argv[n++] = (char *)nkd.cfg.nsm_args[i];
@@ -1067,6 +1101,7 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	nsm->kernel_relay = tmpl->kernel_relay;
 	nsm->busy_poll_us = tmpl->busy_poll_us;
 	nsm->bulk_poll_us = tmpl->bulk_poll_us;
+	nsm->relay_sndbuf = tmpl->relay_sndbuf;
 	nsm->managed = tmpl->managed;
 	/* nkh-NAME, or nkh-ID when NAME does not fit IFNAMSIZ */
 	if (strlen(NKD_HOSTDEV_PREFIX) + strlen(nsm->name) < IFNAMSIZ)
@@ -1157,10 +1192,12 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_t *o, *vms;
 	struct nkd_vm *vm;
 
-	o = json_pack("{s:s, s:I, s:s, s:s, s:I, s:I}", "name", nsm->name, "id", (json_int_t)nsm->slot,
+	o = json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:I}", "name", nsm->name,
+		      "id", (json_int_t)nsm->slot,
 		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice",
 		      "busy_poll", (json_int_t)nsm->busy_poll_us,
-		      "bulk_poll", (json_int_t)nsm->bulk_poll_us);
+		      "bulk_poll", (json_int_t)nsm->bulk_poll_us,
+		      "relay_sndbuf", (json_int_t)nsm->relay_sndbuf);
 	/* a managed NSM is stored without netns/dev: nkd derives them */
 	if (!nsm->managed || full) {
 		json_object_set_new(o, "netns", json_string(nsm->netns));

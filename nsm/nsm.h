@@ -57,9 +57,6 @@
 #define NSM_PIPE_SIZE_BULK	(1024 * 1024)	/* ... once it filled up */
 #define NSM_RELAY_BUF		65536	/* read/write fallback buffer */
 #define NSM_STREAM_SNDBUF_MAX	(4 << 20)	/* cap of a guest stream's send buffer */
-#define NSM_KRELAY_SNDBUF	(16 << 20)	/* krelay's TCP sockets' send buffer ... */
-#define NSM_KRELAY_SNDBUF_MIN	(64 << 10)	/* ... its bounds (0: autotuning) */
-#define NSM_KRELAY_SNDBUF_MAX	(256 << 20)
 #define NSM_DGRAM_FRAME_MAX	(sizeof(struct nk_dgram_hdr) + NK_DGRAM_MAX)
 #define NSM_DGRAM_BUF		(2 * NSM_DGRAM_FRAME_MAX)	/* one read of frames */
 #define NSM_DGRAM_BATCH		64	/* datagrams per socket per wake-up */

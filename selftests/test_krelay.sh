@@ -338,6 +338,42 @@ check "relay_conns of nsm1 and nsm2 are empty again" wait_for -t 10 empty "$NK_N
 check_eq "no skb missed its relay_conns entry in nsm1 or nsm2" "$(nk_relay_misses "$NK_NSM_PID" "$NSM2_PID")" 0
 check_eq "g20 has no TCP socket of its own" "$(ip netns exec "g20-$S" ss -Htan)" ""
 
+# The relayed sockets' send buffer per NSM: nsm2 has the default (16 MiB),
+# nsm3 leaves it to autotuning.
+log_step "per NSM: nkctl nsm add ... relay kernel relay-sndbuf 0"
+check "relay-sndbuf 4096 is refused" nk_refused "$NK_TMP/e-rs" \
+	nsm add nsm3 type kernel netns "ks-$S" dev up0 relay kernel relay-sndbuf 4096
+check "... saying why" grep -q 'relay-sndbuf must be 0 (autotuning) or a number of bytes from 65536 to 268435456' \
+	"$NK_TMP/e-rs"
+check_eq "nkctl nsm show nsm2: relay_sndbuf, the default" \
+	"$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 'j["relay_sndbuf"]')" 16777216
+nk_nsm_path nsm3 ks ksr0 10.74.0 vm30 g30 relay kernel relay-sndbuf 0
+NSM3_PID=$NK_PATH_NSM_PID
+check_eq "nkctl nsm show nsm3: relay_sndbuf" "$(jpy "$(nk_run_nkctl -j nsm show nsm3)" 'j["relay_sndbuf"]')" 0
+check_eq "nsm3's nk-nsm runs with --kernel-relay --kernel-relay-sndbuf=0, then nkd's --nsm-arg" \
+	"$(nk_nsm_opts "$NSM3_PID")" "--kernel-relay --kernel-relay-sndbuf=0 --kernel-relay"
+check "nkd.json keeps relay_sndbuf 0 for nsm3" bash -c \
+	"grep -A9 '\"nsm3\"' $NK_TMP/state/nkd.json | grep -q '\"relay_sndbuf\": *0'"
+nk_bg "remote-$S" "$NK_TMP/sink3.log" "$NK_PY" "$NK_TMP/sink.py" 10.74.0.1 "$NK_TMP/sink3.done"
+check "remote echo listens on 10.74.0.1" wait_port "remote-$S" 10.74.0.1 7100
+: >"$NK_TMP/hold3.log"
+nk_guest_bg g30 "$NK_TMP/hold3.log" "$NK_PY" -c '
+import socket, time
+s = socket.create_connection(("10.74.0.1", 7100)); s.sendall(b"x"); s.recv(1)
+print("up", flush=True); time.sleep(30)'
+HOLD3=$NK_BG_PID
+check "a guest of nsm3 holds a connection" wait_for -t 5 grep -q up "$NK_TMP/hold3.log"
+tb3=$(ip netns exec "ks-$S" ss -tmnHO state established dst 10.74.0.1:7100 |
+	sed -n 's/.*,tb\([0-9]*\),.*/\1/p')
+check "its relayed TCP socket keeps an autotuned send buffer (tb $tb3)" \
+	test -n "$tb3" -a "$tb3" != 16777216
+has_conn()
+{
+	[ -n "$(nk_relay_conns "$1" | tr -d ' ')" ]
+}
+check "nsm3's relay_conns has the connection: relayed in the kernel" wait_for -t 5 has_conn "$NSM3_PID"
+nk_stop "$HOLD3"
+
 # The differential semantics test (every case against a guest owning its
 # stack) with the in-kernel relay on, in its own topology.
 log_step "test_semantics.sh with the in-kernel relay and busy polling"

@@ -40,6 +40,11 @@
  * --bulk-poll's default (nkd passes the option only when it differs). */
 #define NSM_POLL_MAX_US		1000
 #define NSM_BULK_POLL_US	50
+/* nk-nsm --kernel-relay-sndbuf (nkctl nsm add ... relay-sndbuf BYTES): the
+ * send buffer of TCP sockets the in-kernel relay feeds; 0: autotuning */
+#define NSM_KRELAY_SNDBUF	(16 << 20)
+#define NSM_KRELAY_SNDBUF_MIN	(64 << 10)
+#define NSM_KRELAY_SNDBUF_MAX	(256 << 20)
 
 /* Same layout as struct nk_hdr (see proto.h), other magic. */
 struct nsm_hdr {
