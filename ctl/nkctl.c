@@ -36,7 +36,7 @@ static const struct nkctl_kw nsm_add_kw[] = {
 	{ "relay", "splice|kernel", "relay", 0 },
 	{ "busy-poll", "USEC", "busy_poll", 0 },
 	{ "bulk-poll", "USEC", "bulk_poll", 0 },
-	{ "relay-sndbuf", "BYTES", "relay_sndbuf", 0 },
+	{ "kernel-relay-sndbuf", "BYTES", "kernel_relay_sndbuf", 0 },
 	{}
 };
 

@@ -39,7 +39,7 @@ static const struct col conn_cols[] = {
 };
 
 static const char *const nsm_show[] = {
-	"name", "id", "type", "netns", "dev", "relay", "busy_poll", "bulk_poll", "relay_sndbuf",
+	"name", "id", "type", "netns", "dev", "relay", "busy_poll", "bulk_poll", "kernel_relay_sndbuf",
 	"managed", "hostdev", "xdp_mode",
 	"state", "pid",
 	"restarts", "vms", "adopted", "control", "log", "reason", NULL

@@ -124,7 +124,7 @@ struct nkd_nsm {
 	bool kernel_relay;	/* relay "kernel": nk-nsm --kernel-relay */
 	unsigned int busy_poll_us; /* busy_poll: nk-nsm --busy-poll=USEC */
 	unsigned int bulk_poll_us; /* bulk_poll: nk-nsm --bulk-poll=USEC */
-	long relay_sndbuf;	/* relay_sndbuf: nk-nsm --kernel-relay-sndbuf=BYTES */
+	long kernel_relay_sndbuf;	/* kernel_relay_sndbuf: nk-nsm --kernel-relay-sndbuf=BYTES */
 	/* created by nkd on the uplink (no netns given): steered by XDP */
 	bool managed;
 	char hostdev[IFNAMSIZ];	/* host side of its veth */

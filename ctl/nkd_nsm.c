@@ -263,7 +263,7 @@ void nsm_defaults(struct nkd_nsm *out)
 	memset(out, 0, sizeof(*out));
 	out->slot = -1;
 	out->bulk_poll_us = NSM_BULK_POLL_US;
-	out->relay_sndbuf = NSM_KRELAY_SNDBUF;
+	out->kernel_relay_sndbuf = NSM_KRELAY_SNDBUF;
 }
 
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e)
@@ -280,10 +280,10 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 		if (strcmp(key, "name") && strcmp(key, "type") && strcmp(key, "netns") &&
 		    strcmp(key, "dev") && strcmp(key, "id") && strcmp(key, "relay") &&
 		    strcmp(key, "busy_poll") && strcmp(key, "bulk_poll") &&
-		    strcmp(key, "relay_sndbuf"))
-			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll, relay_sndbuf)", key);
+		    strcmp(key, "kernel_relay_sndbuf"))
+			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll, kernel_relay_sndbuf)", key);
 		if (strcmp(key, "id") && strcmp(key, "busy_poll") && strcmp(key, "bulk_poll") &&
-		    strcmp(key, "relay_sndbuf") && !json_is_string(val))
+		    strcmp(key, "kernel_relay_sndbuf") && !json_is_string(val))
 			return nkd_fail(e, EINVAL, "nsm: '%s' must be a string", key);
 	}
 	name = json_string_value(json_object_get(obj, "name"));
@@ -324,8 +324,8 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (usec_value(obj, "bulk_poll", &out->bulk_poll_us))
 		return nkd_fail(e, EINVAL, "nsm %s: bulk-poll must be a number of microseconds from 0 to %d",
 				name, NSM_POLL_MAX_US);
-	if (sndbuf_value(obj, "relay_sndbuf", &out->relay_sndbuf))
-		return nkd_fail(e, EINVAL, "nsm %s: relay-sndbuf must be 0 (autotuning) or a number of bytes from %d to %d",
+	if (sndbuf_value(obj, "kernel_relay_sndbuf", &out->kernel_relay_sndbuf))
+		return nkd_fail(e, EINVAL, "nsm %s: kernel-relay-sndbuf must be 0 (autotuning) or a number of bytes from %d to %d",
 				name, NSM_KRELAY_SNDBUF_MIN, NSM_KRELAY_SNDBUF_MAX);
 	if (!netns && !dev) {
 		/* nkd creates the namespace and the veth on its uplink */
@@ -493,8 +493,8 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 		snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
 		argv[n++] = ulp;
 	}
-	if (nsm->relay_sndbuf != NSM_KRELAY_SNDBUF) {
-		snprintf(sb, sizeof(sb), "--kernel-relay-sndbuf=%ld", nsm->relay_sndbuf);
+	if (nsm->kernel_relay_sndbuf != NSM_KRELAY_SNDBUF) {
+		snprintf(sb, sizeof(sb), "--kernel-relay-sndbuf=%ld", nsm->kernel_relay_sndbuf);
 		argv[n++] = sb;
 	}
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
@@ -1101,7 +1101,7 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	nsm->kernel_relay = tmpl->kernel_relay;
 	nsm->busy_poll_us = tmpl->busy_poll_us;
 	nsm->bulk_poll_us = tmpl->bulk_poll_us;
-	nsm->relay_sndbuf = tmpl->relay_sndbuf;
+	nsm->kernel_relay_sndbuf = tmpl->kernel_relay_sndbuf;
 	nsm->managed = tmpl->managed;
 	/* nkh-NAME, or nkh-ID when NAME does not fit IFNAMSIZ */
 	if (strlen(NKD_HOSTDEV_PREFIX) + strlen(nsm->name) < IFNAMSIZ)
@@ -1197,7 +1197,7 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice",
 		      "busy_poll", (json_int_t)nsm->busy_poll_us,
 		      "bulk_poll", (json_int_t)nsm->bulk_poll_us,
-		      "relay_sndbuf", (json_int_t)nsm->relay_sndbuf);
+		      "kernel_relay_sndbuf", (json_int_t)nsm->kernel_relay_sndbuf);
 	/* a managed NSM is stored without netns/dev: nkd derives them */
 	if (!nsm->managed || full) {
 		json_object_set_new(o, "netns", json_string(nsm->netns));

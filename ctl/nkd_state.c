@@ -7,7 +7,7 @@
  *   {"version": 1,
  *    "uplink": "IFNAME", "miss": "pass" | "drop", "pin_dir": "DIR",
  *    "nsms": [{"name", "id", "type", "netns", "dev", "relay", "busy_poll", "bulk_poll",
- *              "relay_sndbuf"}],
+ *              "kernel_relay_sndbuf"}],
  *    "vms":  [{"name", "id", "nsm", "addrs": [...], "uds" | "cid", "gw": [...]}],
  *    "draining": [{"vm", "nsm"}]}
  *
@@ -332,7 +332,7 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 	} keys[] = {
 		{ "type", false }, { "netns", false }, { "dev", false },
 		{ "relay", true }, { "busy_poll", true }, { "bulk_poll", true },
-		{ "relay_sndbuf", true },
+		{ "kernel_relay_sndbuf", true },
 	};
 	struct nkd_nsm d;
 	json_t *cur = nsm_to_json(nsm, false), *dflts;

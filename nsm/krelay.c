@@ -161,7 +161,8 @@ static int tcp_written(int fd, uint64_t *w)
  * only sends during that jiffy if the buffer holds a jiffy's worth of data
  * (4 ms at HZ=250: 5 MB at 10 Gbit/s), more than autotuning's ceiling
  * (tcp_wmem's maximum, 4 MiB by default), which is left in charge when it
- * is at least as large.  The price: a connection whose peer stops reading
+ * is at least as large as the default; 0 always leaves it in charge, and
+ * any other size is applied as given.  The price: a connection whose peer stops reading
  * keeps up to that much unsent in the NSM's namespace, also after the
  * guest closed it, until TCP gives up.
  */
@@ -170,7 +171,11 @@ static void krelay_sndbuf(struct nsock *ns)
 	static bool warned;
 	int v = (int)(nsm.cfg.krelay_sndbuf / 2);	/* the kernel doubles it */
 
-	if (!v || ns->sndbuf_set || kr.tcp_wmem_max >= nsm.cfg.krelay_sndbuf)
+	if (!v || ns->sndbuf_set)
+		return;
+	/* the default yields to an autotuning ceiling as high; a size the
+	 * operator chose is applied as it is */
+	if (nsm.cfg.krelay_sndbuf == NSM_KRELAY_SNDBUF && kr.tcp_wmem_max >= NSM_KRELAY_SNDBUF)
 		return;
 	if (setsockopt(ns->fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) && !warned) {
 		warned = true;

@@ -318,9 +318,10 @@ static void usage(FILE *f)
 		"                   transfers without a wakeup per burst\n"
 		"  --kernel-relay-sndbuf=BYTES\n"
 		"                   send buffer of the TCP sockets the in-kernel relay\n"
-		"                   feeds (default 16777216; 65536-268435456, or 0: the\n"
-		"                   kernel's autotuning); a peer that stops reading can\n"
-		"                   leave that much unsent per connection\n");
+		"                   feeds (default 16777216, unless tcp_wmem's maximum is\n"
+		"                   as large; 65536-268435456, or 0: the kernel's\n"
+		"                   autotuning); a peer that stops reading can leave\n"
+		"                   that much unsent per connection\n");
 }
 
 static int parse_args(int argc, char **argv)

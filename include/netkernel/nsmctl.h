@@ -40,7 +40,7 @@
  * --bulk-poll's default (nkd passes the option only when it differs). */
 #define NSM_POLL_MAX_US		1000
 #define NSM_BULK_POLL_US	50
-/* nk-nsm --kernel-relay-sndbuf (nkctl nsm add ... relay-sndbuf BYTES): the
+/* nk-nsm --kernel-relay-sndbuf (nkctl nsm add ... kernel-relay-sndbuf BYTES): the
  * send buffer of TCP sockets the in-kernel relay feeds; 0: autotuning */
 #define NSM_KRELAY_SNDBUF	(16 << 20)
 #define NSM_KRELAY_SNDBUF_MIN	(64 << 10)
