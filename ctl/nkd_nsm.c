@@ -208,48 +208,48 @@ out_close:
 	return ret;
 }
 
-/* KEY of OBJ, if there: microseconds 0-NSM_POLL_MAX_US, as a number (nkd.json)
- * or its decimal string (nkctl), into *OUT.  -EINVAL when it is not. */
-static int usec_value(json_t *obj, const char *key, unsigned int *out)
+/* KEY of OBJ: a whole number (nkd.json) or its decimal string (nkctl), into
+ * *V.  1 if there, 0 if left out, -EINVAL when it is something else. */
+static int num_value(json_t *obj, const char *key, long long *v)
 {
 	json_t *val = json_object_get(obj, key);
 	const char *sv = json_string_value(val);
-	long long v = -1;
-	char *end = NULL;
+	char *end;
 
 	if (!val)
 		return 0;
-	if (json_is_integer(val))
-		v = json_integer_value(val);
-	else if (sv && *sv) {
-		v = strtoll(sv, &end, 10);
-		if (*end)
-			v = -1;
+	if (json_is_integer(val)) {
+		*v = json_integer_value(val);
+		return 1;
 	}
+	if (!sv || !*sv)
+		return -EINVAL;
+	*v = strtoll(sv, &end, 10);
+	return *end ? -EINVAL : 1;
+}
+
+/* KEY of OBJ, if there: microseconds 0-NSM_POLL_MAX_US, into *OUT. */
+static int usec_value(json_t *obj, const char *key, unsigned int *out)
+{
+	long long v;
+	int ret = num_value(obj, key, &v);
+
+	if (ret <= 0)
+		return ret;
 	if (v < 0 || v > NSM_POLL_MAX_US)
 		return -EINVAL;
 	*out = (unsigned int)v;
 	return 0;
 }
 
-/* KEY of OBJ, if there: bytes, 0 or NSM_KRELAY_SNDBUF_MIN-_MAX, as a number
- * or its decimal string, into *OUT.  -EINVAL when it is not. */
+/* KEY of OBJ, if there: bytes, 0 or NSM_KRELAY_SNDBUF_MIN-_MAX, into *OUT. */
 static int sndbuf_value(json_t *obj, const char *key, long *out)
 {
-	json_t *val = json_object_get(obj, key);
-	const char *sv = json_string_value(val);
-	long long v = -1;
-	char *end = NULL;
+	long long v;
+	int ret = num_value(obj, key, &v);
 
-	if (!val)
-		return 0;
-	if (json_is_integer(val))
-		v = json_integer_value(val);
-	else if (sv && *sv) {
-		v = strtoll(sv, &end, 10);
-		if (*end)
-			v = -1;
-	}
+	if (ret <= 0)
+		return ret;
 	if (v && (v < NSM_KRELAY_SNDBUF_MIN || v > NSM_KRELAY_SNDBUF_MAX))
 		return -EINVAL;
 	*out = (long)v;

@@ -67,7 +67,7 @@ static struct {
 	uint32_t *free_slots;		/* ring of unused slots, oldest first */
 	uint32_t nfree, head;		/* head: the next slot to hand out */
 	struct list_head draining;	/* relays whose guest EOF waits for TCP */
-	long tcp_wmem_max;		/* net.ipv4.tcp_wmem's maximum here, 0: unknown */
+	int sndbuf;			/* SO_SNDBUFFORCE for relayed sockets, 0: none */
 } kr = { .guest_fd = -1, .tcp_fd = -1, .conns_fd = -1,
 	 .draining = { &kr.draining, &kr.draining } };
 
@@ -120,7 +120,10 @@ int krelay_init(void)
 		kr.free_slots[i] = i;
 	kr.nfree = NK_RELAY_MAX;
 	kr.head = 0;
-	kr.tcp_wmem_max = read_tcp_wmem_max();
+	/* the default yields to an autotuning ceiling as high; a size the
+	 * operator chose is applied as given; 0: autotuning */
+	if (nsm.cfg.krelay_sndbuf != NSM_KRELAY_SNDBUF || read_tcp_wmem_max() < NSM_KRELAY_SNDBUF)
+		kr.sndbuf = (int)(nsm.cfg.krelay_sndbuf / 2);	/* the kernel doubles it */
 	info("in-kernel relay of guest -> network data: on (program relay_verdict, maps relay_guest, relay_tcp, relay_conns)");
 	return 0;
 
@@ -162,22 +165,19 @@ static int tcp_written(int fd, uint64_t *w)
  * (4 ms at HZ=250: 5 MB at 10 Gbit/s), more than autotuning's ceiling
  * (tcp_wmem's maximum, 4 MiB by default), which is left in charge when it
  * is at least as large as the default; 0 always leaves it in charge, and
- * any other size is applied as given.  The price: a connection whose peer stops reading
- * keeps up to that much unsent in the NSM's namespace, also after the
- * guest closed it, until TCP gives up.
+ * any other size is applied as given (kr.sndbuf, set at krelay_init()).
+ * The price: a connection whose peer stops reading keeps up to that much
+ * unsent in the NSM's namespace, also after the guest closed it, until
+ * TCP gives up.
  */
 static void krelay_sndbuf(struct nsock *ns)
 {
 	static bool warned;
-	int v = (int)(nsm.cfg.krelay_sndbuf / 2);	/* the kernel doubles it */
 
-	if (!v || ns->sndbuf_set)
+	if (!kr.sndbuf || ns->sndbuf_set)
 		return;
-	/* the default yields to an autotuning ceiling as high; a size the
-	 * operator chose is applied as it is */
-	if (nsm.cfg.krelay_sndbuf == NSM_KRELAY_SNDBUF && kr.tcp_wmem_max >= NSM_KRELAY_SNDBUF)
-		return;
-	if (setsockopt(ns->fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)) && !warned) {
+	if (setsockopt(ns->fd, SOL_SOCKET, SO_SNDBUFFORCE, &kr.sndbuf, sizeof(kr.sndbuf)) &&
+	    !warned) {
 		warned = true;
 		warn("in-kernel relay: SO_SNDBUFFORCE refused (%s): relayed TCP sockets keep "
 		     "autotuned send buffers, and bulk sends are slower", strerror(errno));

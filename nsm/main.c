@@ -324,6 +324,15 @@ static void usage(FILE *f)
 		"                   that much unsent per connection\n");
 }
 
+/* A whole decimal number, nothing else: 0, or -1. */
+static int dec_arg(const char *s, long *v)
+{
+	char *end;
+
+	*v = strtol(s, &end, 10);
+	return *s && !*end ? 0 : -1;
+}
+
 static int parse_args(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -367,10 +376,9 @@ static int parse_args(int argc, char **argv)
 			break;
 		case 'B':
 		case 'U': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
+			long v;
 
-			if (*optarg == '\0' || *end || v < 0 || v > NSM_POLL_MAX_US) {
+			if (dec_arg(optarg, &v) || v < 0 || v > NSM_POLL_MAX_US) {
 				fprintf(stderr, "nk-nsm: --%s: '%s' is not 0-%d (microseconds)\n",
 					c == 'B' ? "busy-poll" : "bulk-poll", optarg, NSM_POLL_MAX_US);
 				return -1;
@@ -382,11 +390,10 @@ static int parse_args(int argc, char **argv)
 			break;
 		}
 		case 'W': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
+			long v;
 
-			if (*optarg == '\0' || *end || (v && (v < NSM_KRELAY_SNDBUF_MIN ||
-							      v > NSM_KRELAY_SNDBUF_MAX))) {
+			if (dec_arg(optarg, &v) ||
+			    (v && (v < NSM_KRELAY_SNDBUF_MIN || v > NSM_KRELAY_SNDBUF_MAX))) {
 				fprintf(stderr, "nk-nsm: --kernel-relay-sndbuf: '%s' is not 0 or "
 					"%d-%d (bytes)\n", optarg, NSM_KRELAY_SNDBUF_MIN,
 					NSM_KRELAY_SNDBUF_MAX);

@@ -219,24 +219,27 @@ s = socket.create_connection(("10.77.0.2", 7200)); s.recv(1); time.sleep(30)' &
 SNDBUF_REMOTE=$!
 nk_register_pid "$SNDBUF_REMOTE"
 check "the guest's three connections are up" wait_for -t 5 grep -q ready "$NK_TMP/sndbuf.log"
-# tb of the NSM's sockets, by peer port: 7100 (two) and the guest's 7200
+# tbs NS FILTER...: tb (send buffer) of the established sockets in NS that
+# FILTER selects, sorted, each followed by a space
 tbs()
 {
-	ip netns exec "nsm-$S" ss -tmnHO state established "$@" |
+	local ns=$1
+	shift
+	ip netns exec "$ns" ss -tmnHO state established "$@" |
 		sed -n 's/.*,tb\([0-9]*\),.*/\1/p' | sort -n | tr '\n' ' '
 }
 wmax=$(ip netns exec "nsm-$S" sysctl -n net.ipv4.tcp_wmem | awk '{ print $3 }')
 if [ "${wmax:-0}" -lt 16777216 ]; then
 	check_eq "connect: 16 MiB, and 2 x 65536 where the guest set 65536" \
-		"$(tbs dst 10.77.0.1:7100)" "131072 16777216 "
+		"$(tbs "nsm-$S" dst 10.77.0.1:7100)" "131072 16777216 "
 	check_eq "the guest's getsockopt(SO_SNDBUF) reads the same" \
 		"$(grep ready "$NK_TMP/sndbuf.log")" "ready 16777216 131072"
 else
 	log_info "tcp_wmem's maximum in nsm-$S is $wmax: relayed sockets are left to autotuning"
 	check_eq "connect: the guest's 65536 (2 x) kept, the other socket's not forced" \
-		"$(tbs dst 10.77.0.1:7100 | awk '{ print $1, ($2 == 16777216) }')" "131072 0"
+		"$(tbs "nsm-$S" dst 10.77.0.1:7100 | awk '{ print $1, ($2 == 16777216) }')" "131072 0"
 fi
-tb_acc=$(tbs sport :7200)
+tb_acc=$(tbs "nsm-$S" sport :7200)
 check "accepted (relayed by splice): not forced to 16 MiB (tb $tb_acc)" \
 	test -n "$tb_acc" -a "$tb_acc" != "16777216 "
 nk_stop "$SNDBUF_PID"
@@ -373,9 +376,9 @@ s = socket.create_connection(('$net.1', 7100)); s.sendall(b'x'); s.recv(1)
 print('up', flush=True); time.sleep(30)"
 	local hold=$NK_BG_PID
 	wait_for -t 5 grep -q up "$NK_TMP/hold-$g.log" && wait_for -t 5 has_conn "$pid" &&
-		tb=$(ip netns exec "$ns" ss -tmnHO state established dst "$net.1:7100" |
-			sed -n 's/.*,tb\([0-9]*\),.*/\1/p')
+		tb=$(tbs "$ns" dst "$net.1:7100")
 	nk_stop "$hold"
+	tb=${tb% }
 	echo "${tb:-none}"
 }
 nk_nsm_path nsm3 ks ksr0 10.74.0 vm30 g30 relay kernel kernel-relay-sndbuf 0
