@@ -469,41 +469,70 @@ static void status_str(int st, char *buf, size_t len)
 		snprintf(buf, len, "status 0x%x", st);
 }
 
-static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
-{
-	char ctl[PATH_MAX], logp[PATH_MAX];
-	/* 9 fixed, --kernel-relay, --busy-poll, --bulk-poll,
-	 * --kernel-relay-sndbuf, the --nsm-args, NULL */
-	char *argv[9 + 4 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
-						  "--type", (char *)nsm->type, "--dev",
-						  (char *)nsm->dev, "--control", ctl };
+/* Room for what nsm_argv() formats. */
+struct nsm_argbuf {
+	char ctl[PATH_MAX];
 	char bp[32], ulp[32], sb[48];	/* --busy-poll=, --bulk-poll=, --kernel-relay-sndbuf= */
-	sigset_t none;
-	int logfd, nullfd, i, n = 9;
+};
 
+/* 9 fixed, --kernel-relay, --busy-poll, --bulk-poll, --kernel-relay-sndbuf,
+ * the --nsm-args, NULL */
+#define NSM_ARGV_MAX (9 + 4 + NKD_NSM_ARGS_MAX + 1)
+
+/*
+ * nk-nsm's command line for NSM, NULL-terminated, into ARGV (NSM_ARGV_MAX
+ * entries; the strings it formats live in B).  The one place that turns
+ * an NSM's settings into options: nsm_spawn_child() runs it, and
+ * nsm_check_adopted() compares an adopted NSM's command line with it.
+ */
+static int nsm_argv(const struct nkd_nsm *nsm, char **argv, struct nsm_argbuf *b)
+{
+	int i, n = 0;
+
+	ctl_path(nsm, b->ctl, sizeof(b->ctl));
+	argv[n++] = "nk-nsm";
+	argv[n++] = "--name";
+	argv[n++] = (char *)nsm->name;
+	argv[n++] = "--type";
+	argv[n++] = (char *)nsm->type;
+	argv[n++] = "--dev";
+	argv[n++] = (char *)nsm->dev;
+	argv[n++] = "--control";
+	argv[n++] = b->ctl;
 	if (nsm->kernel_relay)
 		argv[n++] = "--kernel-relay";
 	if (nsm->busy_poll_us) {
-		snprintf(bp, sizeof(bp), "--busy-poll=%u", nsm->busy_poll_us);
-		argv[n++] = bp;
+		snprintf(b->bp, sizeof(b->bp), "--busy-poll=%u", nsm->busy_poll_us);
+		argv[n++] = b->bp;
 	}
 	/* only when not nk-nsm's own default: an older nk-nsm without the
 	 * option still starts (nkd upgraded first, test_compat) */
 	if (nsm->bulk_poll_us != NSM_BULK_POLL_US) {
-		snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
-		argv[n++] = ulp;
+		snprintf(b->ulp, sizeof(b->ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
+		argv[n++] = b->ulp;
 	}
 	if (nsm->kernel_relay_sndbuf != NSM_KRELAY_SNDBUF) {
-		snprintf(sb, sizeof(sb), "--kernel-relay-sndbuf=%ld", nsm->kernel_relay_sndbuf);
-		argv[n++] = sb;
+		snprintf(b->sb, sizeof(b->sb), "--kernel-relay-sndbuf=%ld", nsm->kernel_relay_sndbuf);
+		argv[n++] = b->sb;
 	}
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
 		argv[n++] = (char *)nkd.cfg.nsm_args[i];
+	argv[n] = NULL;
+	return n;
+}
 
+static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
+{
+	char logp[PATH_MAX];
+	char *argv[NSM_ARGV_MAX];
+	struct nsm_argbuf b;
+	sigset_t none;
+	int logfd, nullfd;
+
+	nsm_argv(nsm, argv, &b);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
-	ctl_path(nsm, ctl, sizeof(ctl));
 	log_path(nsm, logp, sizeof(logp));
 	logfd = open(logp, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (logfd < 0)
@@ -552,6 +581,7 @@ static int nsm_spawn(struct nkd_nsm *nsm, struct nkd_err *e)
 	nsm->pid = pid;
 	nsm->child = true;
 	nsm->adopted = false;
+	nsm->config_differs = false;
 	nsm->state = NSM_STARTING;
 	nsm->deadline = nkd_now_ms() + NKD_NSM_START_MS;
 	timer_set(nsm, NKD_NSM_RETRY_MS, NKD_NSM_RETRY_MS);
@@ -598,6 +628,73 @@ static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello)
 	hello->name[sizeof(hello->name) - 1] = '\0';
 	hello->type[sizeof(hello->type) - 1] = '\0';
 	return 0;
+}
+
+/* Join ARGV[FROM..] with spaces into BUF (cut at LEN). */
+static void args_join(char *const *argv, int from, char *buf, size_t len)
+{
+	size_t off = 0;
+	int i;
+
+	buf[0] = '\0';
+	for (i = from; argv[i] && off < len; i++)
+		off += snprintf(buf + off, len - off, "%s%s", i > from ? " " : "", argv[i]);
+}
+
+/*
+ * An adopted NSM runs with the options some earlier nkd gave it, which
+ * need not be what nkd.json (or this nkd's --nsm-arg) says now: compare
+ * its command line and its network namespace with the settings, and say
+ * so when they differ.  Nothing is restarted (adoption exists so that an
+ * nkd restart ends no connection); the settings apply the next time the
+ * NSM starts.  "nsm show" reports config_differs and the running options.
+ */
+static void nsm_check_adopted(struct nkd_nsm *nsm)
+{
+	char path[PATH_MAX], cmd[4096], want[sizeof(nsm->running_args)];
+	char *argv[NSM_ARGV_MAX], *have[NSM_ARGV_MAX + 8];
+	struct stat ns_have, ns_want;
+	struct nsm_argbuf b;
+	int fd, i, n, nh = 0;
+	ssize_t len;
+
+	nsm->config_differs = false;
+	nsm->running_args[0] = '\0';
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)nsm->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	len = fd < 0 ? -1 : read(fd, cmd, sizeof(cmd) - 1);
+	if (fd >= 0)
+		close(fd);
+	if (len <= 0) {
+		warn("nsm %s: cannot read the command line of adopted pid %d (%s); its options are not checked",
+		     nsm->name, (int)nsm->pid, len < 0 ? strerror(errno) : "empty");
+		return;
+	}
+	cmd[len] = '\0';
+	for (i = 0; i < len && nh < (int)(sizeof(have) / sizeof(have[0])) - 1; i += strlen(cmd + i) + 1)
+		have[nh++] = cmd + i;
+	have[nh] = NULL;
+	n = nsm_argv(nsm, argv, &b);
+	/* argv[0] is the program, wherever it was started from */
+	for (i = 1; i < n && i < nh && !strcmp(argv[i], have[i]); i++)
+		;
+	if (i < n || i < nh) {
+		nsm->config_differs = true;
+		args_join(have, 1, nsm->running_args, sizeof(nsm->running_args));
+		args_join(argv, 1, want, sizeof(want));
+		warn("nsm %s: adopted pid %d runs with '%s', not as configured ('%s'); the settings apply when it next starts (nkctl nsm del and add, or stop it and nkd starts it again)",
+		     nsm->name, (int)nsm->pid, nsm->running_args, want);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)nsm->pid);
+	if (stat(path, &ns_have) == 0) {
+		snprintf(path, sizeof(path), "/run/netns/%s", nsm->netns);
+		if (stat(path, &ns_want) < 0 || ns_have.st_ino != ns_want.st_ino ||
+		    ns_have.st_dev != ns_want.st_dev) {
+			nsm->config_differs = true;
+			warn("nsm %s: adopted pid %d does not run in netns %s; the settings apply when it next starts",
+			     nsm->name, (int)nsm->pid, nsm->netns);
+		}
+	}
 }
 
 /*
@@ -650,6 +747,7 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	nsm->reason[0] = '\0';
 	timer_set(nsm, 0, 0);
 	info("nsm %s: adopted running pid %u (it serves %u vms)", nsm->name, hello.pid, hello.nvms);
+	nsm_check_adopted(nsm);
 	return 1;
 }
 
@@ -835,6 +933,7 @@ static void nsm_down(struct nkd_nsm *nsm, const char *why)
 	nsm->pid = 0;
 	nsm->child = false;
 	nsm->adopted = false;
+	nsm->config_differs = false;
 	if (pid)
 		snprintf(who, sizeof(who), "nsm %s (pid %d)", nsm->name, (int)pid);
 	else
@@ -1220,6 +1319,9 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 			json_array_append_new(vms, json_string(vm->name));
 	json_object_set_new(o, "vms", vms);
 	json_object_set_new(o, "adopted", json_boolean(nsm->adopted));
+	json_object_set_new(o, "config_differs", json_boolean(nsm->config_differs));
+	if (nsm->running_args[0] && nsm->config_differs)
+		json_object_set_new(o, "running_args", json_string(nsm->running_args));
 	ctl_path(nsm, path, sizeof(path));
 	json_object_set_new(o, "control", json_string(path));
 	log_path(nsm, path, sizeof(path));

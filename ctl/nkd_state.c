@@ -319,10 +319,10 @@ static json_t *entry_named(json_t *arr, const char *name)
 /*
  * An NSM of the reloaded file that is already running: say which of its
  * settings the file changes, since they are not applied to a running NSM.
- * A setting the file leaves out (or gives as null) means its default, as
- * it does for `nsm add`; type is required anyway, and netns/dev are left
- * out for an NSM nkd created itself (nk-NAME, eth0), which then has none
- * to compare.
+ * A setting the file leaves out means its default, as it does for `nsm
+ * add`; null is refused, as it is when an NSM starts.  type is required
+ * anyway, and netns/dev are left out for an NSM nkd created itself
+ * (nk-NAME, eth0), which then has none to compare.
  */
 static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 {
@@ -345,8 +345,12 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 		bool dflt = false;
 		char *a, *b;
 
-		if (json_is_null(want))
-			want = NULL;
+		if (json_is_null(want)) {
+			/* refused when an NSM starts: no default either */
+			warn("SIGHUP: nsm %s: %s is null in %s, which is not a value (leave it out for the default); not applied",
+			     nsm->name, keys[j].key, path);
+			continue;
+		}
 		if (!want && keys[j].has_default) {
 			want = json_object_get(dflts, keys[j].key);
 			dflt = true;

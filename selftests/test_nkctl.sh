@@ -290,6 +290,81 @@ check_eq "nsm1 pid unchanged" "$(jget "$OUT" 'j["pid"]')" "$NSM_PID"
 check_eq "vm list unchanged across the restart" "$("$NKCTL" -c "$NK_CTL" -j vm list)" "$before"
 check "vm1 listener re-created" test -S "$NK_TMP/guests/vm1.vsock_7531"
 check "nkd logged the adoption" grep -q "nsm nsm1: adopted running pid $NSM_PID" "$NK_NKD_LOG"
+check_eq "nsm1 runs as configured" "$(jget "$OUT" 'j["config_differs"]')" False
+check "no running_args when it does" bash -c "! grep -q running_args <<<'$OUT'"
+check "no warning about its options" bash -c "! grep -q 'not as configured' '$NK_NKD_LOG'"
+
+log_step "nkd restart after nkd.json changed: adopted, the difference reported, applied at the next start"
+# As after an upgrade or a hand edit while nkd was stopped: the running
+# NSM keeps its options (adoption must not end connections), and nkd says
+# which differ instead of showing the file's values as if they ran.
+nk_stop "$NKD_PID"
+old_opts=$(nk_nsm_opts "$NSM_PID")
+"$NK_PY" - "$NK_STATE/nkd.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+j = json.load(open(p))
+for n in j["nsms"]:
+    if n["name"] == "nsm1":
+        n["bulk_poll"] = 0
+        n["kernel_relay_sndbuf"] = 1048576
+json.dump(j, open(p, "w"), indent=2)
+PY
+NK_NKD_LOG=$NK_TMP/nkd-2b.log
+nk_start_nkd
+run_ctl -j nsm show nsm1
+check_eq "nsm1 adopted again, same pid" "$(jget "$OUT" 'j["adopted"], j["pid"]')" "(True, $NSM_PID)"
+check_eq "nsm show: the configured settings" "$(jget "$OUT" 'j["bulk_poll"], j["kernel_relay_sndbuf"]')" "(0, 1048576)"
+check_eq "nsm show: config_differs" "$(jget "$OUT" 'j["config_differs"]')" True
+check_eq "nsm show: running_args are the process's" \
+	"$(jget "$OUT" 'j["running_args"]')" "$(tr '\0' ' ' <"/proc/$NSM_PID/cmdline" | cut -d' ' -f2- | sed 's/ *$//')"
+check_eq "nk-nsm's options unchanged" "$(nk_nsm_opts "$NSM_PID")" "$old_opts"
+check "nkd names the difference" grep -qF \
+	"nsm nsm1: adopted pid $NSM_PID runs with '--name nsm1 --type kernel --dev up0 --control $NK_RUN/nsm-nsm1.sock', not as configured ('--name nsm1 --type kernel --dev up0 --control $NK_RUN/nsm-nsm1.sock --bulk-poll=0 --kernel-relay-sndbuf=1048576')" \
+	"$NK_NKD_LOG"
+run_ctl nsm show nsm1
+check "text show has config_differs yes" grep -qE '^config_differs +yes$' <<<"$OUT"
+kill -KILL "$NSM_PID"
+nsm_replaced() { nsm_running && [ "$(nsm_pid)" != "$NSM_PID" ]; }
+check "nsm1 restarted" wait_for -t 10 nsm_replaced
+NSM_PID=$(nsm_pid)
+check_eq "restarted with the configured options" "$(nk_nsm_opts "$NSM_PID")" \
+	"--bulk-poll=0 --kernel-relay-sndbuf=1048576"
+run_ctl -j nsm show nsm1
+check_eq "config_differs cleared" "$(jget "$OUT" 'j["config_differs"], "running_args" in j')" "(False, False)"
+check "vm1 address back on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.2
+
+log_step "nkd restart with nsm1 moved to another netns in nkd.json: the adopted NSM's netns checked"
+# set_netns NETNS DEV: nsm1's netns and dev in nkd.json (nkd stopped)
+set_netns()
+{
+	"$NK_PY" - "$NK_STATE/nkd.json" "$1" "$2" <<'PY'
+import json, sys
+p, ns, dev = sys.argv[1:]
+j = json.load(open(p))
+for n in j["nsms"]:
+    if n["name"] == "nsm1":
+        n["netns"], n["dev"] = ns, dev
+json.dump(j, open(p, "w"), indent=2)
+PY
+}
+nk_stop "$NKD_PID"
+set_netns "peer-$S" eth0
+NK_NKD_LOG=$NK_TMP/nkd-2c.log
+nk_start_nkd
+run_ctl -j nsm show nsm1
+check_eq "adopted, same pid, config_differs" "$(jget "$OUT" 'j["adopted"], j["pid"], j["config_differs"]')" \
+	"(True, $NSM_PID, True)"
+check "nkd says it runs in another netns" grep -qF \
+	"nsm nsm1: adopted pid $NSM_PID does not run in netns peer-$S" "$NK_NKD_LOG"
+nk_stop "$NKD_PID"
+set_netns "nsm-$S" up0
+NK_NKD_LOG=$NK_TMP/nkd-2d.log
+nk_start_nkd
+run_ctl -j nsm show nsm1
+check_eq "back as configured: adopted, config_differs" "$(jget "$OUT" 'j["adopted"], j["config_differs"]')" \
+	"(True, False)"
+check "no warning" bash -c "! grep -qE 'does not run in netns|not as configured' '$NK_NKD_LOG'"
 
 log_step "vm del, nsm del"
 expect_ok vm del vm1
@@ -335,10 +410,13 @@ vm_names()
 	"$NKCTL" -c "$NK_CTL" -j vm list 2>/dev/null | "$NK_PY" -c 'import json, sys; print(",".join(v["name"] + ":" + "/".join(v["addrs"]) for v in json.load(sys.stdin)))'
 }
 # nsm1 runs with bulk_poll 0 (bad.json); the new file leaves bulk_poll out
-# (its default, 50) and asks for busy_poll 30: neither is applied to a
-# running NSM, and each gets a warning naming both values.
+# (its default, 50) and asks for busy_poll 30 and kernel_relay_sndbuf 1 MiB:
+# none is applied to a running NSM, and each gets a warning naming both
+# values.  relay null is refused, as when an NSM starts, not taken as the
+# default.
 cat >"$NK_TMP/good.json" <<EOF
-{"nsms": [{"name": "nsm1", "type": "kernel", "netns": "nsm-$S", "dev": "up0", "busy_poll": 30}],
+{"nsms": [{"name": "nsm1", "type": "kernel", "netns": "nsm-$S", "dev": "up0", "busy_poll": 30,
+           "kernel_relay_sndbuf": 1048576, "relay": null}],
  "vms": [{"name": "vmA", "nsm": "nsm1", "addrs": ["10.78.0.2/24", "10.78.0.5/24"], "uds": "$NK_TMP/guests/vmA"},
          {"name": "vmC", "nsm": "nsm1", "addrs": ["10.78.0.4/24"], "uds": "$NK_TMP/guests/vmC"}]}
 EOF
@@ -349,6 +427,12 @@ check "a setting left out counts as its default: nkd warns that bulk_poll would 
 	"$NK_NKD_LOG"
 check "and that busy_poll would" grep -qF \
 	"SIGHUP: nsm nsm1: busy_poll changed in $NK_TMP/good.json (30; running: 0); not applied (delete and add it again)" \
+	"$NK_NKD_LOG"
+check "and that kernel_relay_sndbuf would" grep -qF \
+	"SIGHUP: nsm nsm1: kernel_relay_sndbuf changed in $NK_TMP/good.json (1048576; running: 16777216); not applied (delete and add it again)" \
+	"$NK_NKD_LOG"
+check "relay null is refused, not the default" grep -qF \
+	"SIGHUP: nsm nsm1: relay is null in $NK_TMP/good.json, which is not a value (leave it out for the default); not applied" \
 	"$NK_NKD_LOG"
 check "no warning for what did not change" bash -c "! grep -E 'nsm1: (type|netns|dev|relay) changed' '$NK_NKD_LOG'"
 check_eq "nsm1 still runs with bulk_poll 0 and busy_poll 0" \
