@@ -42,7 +42,7 @@ static const char *const nsm_show[] = {
 	"name", "id", "type", "netns", "dev", "relay", "busy_poll", "bulk_poll", "kernel_relay_sndbuf",
 	"managed", "hostdev", "xdp_mode",
 	"state", "pid",
-	"restarts", "vms", "adopted", "config_differs", "running_args", "control", "log", "reason",
+	"restarts", "vms", "adopted", "config_differs", "running", "control", "log", "reason",
 	NULL
 };
 

@@ -135,8 +135,9 @@ struct nkd_nsm {
 	pid_t pid;		/* 0: none known */
 	bool child;		/* we spawned it: SIGCHLD tells us it died */
 	bool adopted;		/* found running at start-up */
-	bool config_differs;	/* adopted, but not as its settings say */
-	char running_args[256];	/* ... its options then (nsm_check_adopted) */
+	bool run_known;		/* run: its HELLO said (a newer nk-nsm) */
+	struct nsm_hello_run run;	/* the settings it runs with */
+	bool config_differs;	/* run is not as the settings say */
 	int ctl_fd;		/* SOCK_SEQPACKET to its control socket */
 	int timer_fd;
 	uint32_t seq;

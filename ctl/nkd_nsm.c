@@ -37,6 +37,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -512,7 +513,8 @@ static int nsm_argv(const struct nkd_nsm *nsm, char **argv, struct nsm_argbuf *b
 		argv[n++] = b->ulp;
 	}
 	if (nsm->kernel_relay_sndbuf != NSM_KRELAY_SNDBUF) {
-		snprintf(b->sb, sizeof(b->sb), "--kernel-relay-sndbuf=%ld", nsm->kernel_relay_sndbuf);
+		snprintf(b->sb, sizeof(b->sb), "--kernel-relay-sndbuf=%ld",
+			 nsm->kernel_relay_sndbuf);
 		argv[n++] = b->sb;
 	}
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
@@ -582,6 +584,7 @@ static int nsm_spawn(struct nkd_nsm *nsm, struct nkd_err *e)
 	nsm->child = true;
 	nsm->adopted = false;
 	nsm->config_differs = false;
+	nsm->run_known = false;
 	nsm->state = NSM_STARTING;
 	nsm->deadline = nkd_now_ms() + NKD_NSM_START_MS;
 	timer_set(nsm, NKD_NSM_RETRY_MS, NKD_NSM_RETRY_MS);
@@ -617,7 +620,10 @@ static bool hdr_ok(const struct nsm_hdr *h, ssize_t n)
 	       h->version == NSM_CTL_VERSION && h->len == (uint32_t)n;
 }
 
-static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello)
+/* HELLO into *HELLO, and into *RUN the settings a newer nk-nsm appends
+ * (*HAS_RUN false for an older one). */
+static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello,
+		       struct nsm_hello_run *run, bool *has_run)
 {
 	const struct nsm_hdr *h = (const void *)buf;
 
@@ -627,74 +633,85 @@ static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello)
 	memcpy(hello, buf + sizeof(*h), sizeof(*hello));
 	hello->name[sizeof(hello->name) - 1] = '\0';
 	hello->type[sizeof(hello->type) - 1] = '\0';
+	*has_run = (size_t)n >= sizeof(*h) + sizeof(*hello) + sizeof(*run);
+	if (*has_run) {
+		memcpy(run, buf + sizeof(*h) + sizeof(*hello), sizeof(*run));
+		run->dev[sizeof(run->dev) - 1] = '\0';
+	}
 	return 0;
 }
 
-/* Join ARGV[FROM..] with spaces into BUF (cut at LEN). */
-static void args_join(char *const *argv, int from, char *buf, size_t len)
+/* Append to D (LEN, *OFF so far) one "; "-separated item, cut at LEN. */
+static void diff_add(char *d, size_t len, size_t *off, const char *fmt, ...)
 {
-	size_t off = 0;
-	int i;
+	va_list ap;
+	int r;
 
-	buf[0] = '\0';
-	for (i = from; argv[i] && off < len; i++)
-		off += snprintf(buf + off, len - off, "%s%s", i > from ? " " : "", argv[i]);
+	if (*off >= len - 1)
+		return;
+	if (*off)
+		*off += snprintf(d + *off, len - *off, "; ");
+	if (*off >= len - 1)
+		return;
+	va_start(ap, fmt);
+	r = vsnprintf(d + *off, len - *off, fmt, ap);
+	va_end(ap);
+	if (r > 0)
+		*off += (size_t)r;
 }
 
 /*
- * An adopted NSM runs with the options some earlier nkd gave it, which
- * need not be what nkd.json (or this nkd's --nsm-arg) says now: compare
- * its command line and its network namespace with the settings, and say
- * so when they differ.  Nothing is restarted (adoption exists so that an
- * nkd restart ends no connection); the settings apply the next time the
- * NSM starts.  "nsm show" reports config_differs and the running options.
+ * The settings an NSM reports in its HELLO (RUN; NULL from an nk-nsm too
+ * old to report them) against its entry in nkd.json.  An adopted NSM runs
+ * with what an earlier nkd gave it (a hand edit of nkd.json while nkd was
+ * stopped, an upgrade); nkd's --nsm-arg, or defaults built into another
+ * nk-nsm binary, can make a started one differ too.  Nothing is restarted
+ * (adoption exists so that an nkd restart ends no connection): nkd says
+ * what differs, and "nsm show" has config_differs and what runs.
  */
-static void nsm_check_adopted(struct nkd_nsm *nsm)
+static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run)
 {
-	char path[PATH_MAX], cmd[4096], want[sizeof(nsm->running_args)];
-	char *argv[NSM_ARGV_MAX], *have[NSM_ARGV_MAX + 8];
-	struct stat ns_have, ns_want;
-	struct nsm_argbuf b;
-	int fd, i, n, nh = 0;
-	ssize_t len;
+	bool krelay;
+	char d[320], path[PATH_MAX];
+	struct stat st;
+	size_t off = 0;
 
 	nsm->config_differs = false;
-	nsm->running_args[0] = '\0';
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)nsm->pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	len = fd < 0 ? -1 : read(fd, cmd, sizeof(cmd) - 1);
-	if (fd >= 0)
-		close(fd);
-	if (len <= 0) {
-		warn("nsm %s: cannot read the command line of adopted pid %d (%s); its options are not checked",
-		     nsm->name, (int)nsm->pid, len < 0 ? strerror(errno) : "empty");
+	nsm->run_known = run != NULL;
+	if (!run) {
+		if (nsm->adopted)
+			info("nsm %s (pid %d): an older nk-nsm that does not report its settings; not checked against its configuration",
+			     nsm->name, (int)nsm->pid);
 		return;
 	}
-	cmd[len] = '\0';
-	for (i = 0; i < len && nh < (int)(sizeof(have) / sizeof(have[0])) - 1; i += strlen(cmd + i) + 1)
-		have[nh++] = cmd + i;
-	have[nh] = NULL;
-	n = nsm_argv(nsm, argv, &b);
-	/* argv[0] is the program, wherever it was started from */
-	for (i = 1; i < n && i < nh && !strcmp(argv[i], have[i]); i++)
-		;
-	if (i < n || i < nh) {
-		nsm->config_differs = true;
-		args_join(have, 1, nsm->running_args, sizeof(nsm->running_args));
-		args_join(argv, 1, want, sizeof(want));
-		warn("nsm %s: adopted pid %d runs with '%s', not as configured ('%s'); the settings apply when it next starts (nkctl nsm del and add, or stop it and nkd starts it again)",
-		     nsm->name, (int)nsm->pid, nsm->running_args, want);
-	}
-	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)nsm->pid);
-	if (stat(path, &ns_have) == 0) {
-		snprintf(path, sizeof(path), "/run/netns/%s", nsm->netns);
-		if (stat(path, &ns_want) < 0 || ns_have.st_ino != ns_want.st_ino ||
-		    ns_have.st_dev != ns_want.st_dev) {
-			nsm->config_differs = true;
-			warn("nsm %s: adopted pid %d does not run in netns %s; the settings apply when it next starts",
-			     nsm->name, (int)nsm->pid, nsm->netns);
-		}
-	}
+	nsm->run = *run;
+	d[0] = '\0';
+	krelay = run->flags & NSM_RUN_KERNEL_RELAY;
+	if (krelay != nsm->kernel_relay)
+		diff_add(d, sizeof(d), &off, "relay %s (configured: %s)",
+			 krelay ? "kernel" : "splice", nsm->kernel_relay ? "kernel" : "splice");
+	if (run->busy_poll_us != nsm->busy_poll_us)
+		diff_add(d, sizeof(d), &off, "busy_poll %u (configured: %u)", run->busy_poll_us,
+			 nsm->busy_poll_us);
+	if (run->bulk_poll_us != nsm->bulk_poll_us)
+		diff_add(d, sizeof(d), &off, "bulk_poll %u (configured: %u)", run->bulk_poll_us,
+			 nsm->bulk_poll_us);
+	if (run->kernel_relay_sndbuf != nsm->kernel_relay_sndbuf)
+		diff_add(d, sizeof(d), &off, "kernel_relay_sndbuf %lld (configured: %ld)",
+			 (long long)run->kernel_relay_sndbuf, nsm->kernel_relay_sndbuf);
+	if (strcmp(run->dev, nsm->dev))
+		diff_add(d, sizeof(d), &off, "dev %s (configured: %s)", run->dev, nsm->dev);
+	snprintf(path, sizeof(path), "/run/netns/%s", nsm->netns);
+	if (stat(path, &st) < 0)
+		diff_add(d, sizeof(d), &off, "netns: %s: %s", path, strerror(errno));
+	else if (run->netns_ino && (st.st_dev != run->netns_dev || st.st_ino != run->netns_ino))
+		diff_add(d, sizeof(d), &off, "another netns than %s", nsm->netns);
+	if (!off)
+		return;
+	nsm->config_differs = true;
+	warn("nsm %s (pid %d) does not run as configured: %s; %s", nsm->name, (int)nsm->pid, d,
+	     nsm->adopted ? "it was adopted, and the configuration applies when it next starts (stop it and nkd starts it again)"
+			  : "nkd's --nsm-arg, or defaults built into this nk-nsm, override the configuration");
 }
 
 /*
@@ -706,8 +723,10 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	struct pollfd pfd = { .events = POLLIN };
 	char path[PATH_MAX], buf[NSM_CTL_MSG_MAX];
 	struct nsm_hello hello;
+	struct nsm_hello_run run;
 	struct stat st;
 	ssize_t n = -1;
+	bool has_run;
 	int fd, ret;
 
 	ctl_path(nsm, path, sizeof(path));
@@ -724,7 +743,7 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	pfd.fd = fd;
 	if (poll(&pfd, 1, 1000) == 1)
 		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-	if (n <= 0 || hello_parse(buf, n, &hello)) {
+	if (n <= 0 || hello_parse(buf, n, &hello, &run, &has_run)) {
 		warn("nsm %s: %s accepted but sent no HELLO; starting a new NSM", nsm->name, path);
 		close(fd);
 		return 0;
@@ -747,7 +766,7 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	nsm->reason[0] = '\0';
 	timer_set(nsm, 0, 0);
 	info("nsm %s: adopted running pid %u (it serves %u vms)", nsm->name, hello.pid, hello.nvms);
-	nsm_check_adopted(nsm);
+	nsm_run_check(nsm, has_run ? &run : NULL);
 	return 1;
 }
 
@@ -934,6 +953,7 @@ static void nsm_down(struct nkd_nsm *nsm, const char *why)
 	nsm->child = false;
 	nsm->adopted = false;
 	nsm->config_differs = false;
+	nsm->run_known = false;
 	if (pid)
 		snprintf(who, sizeof(who), "nsm %s (pid %d)", nsm->name, (int)pid);
 	else
@@ -1032,9 +1052,11 @@ void nsm_sigchld(void)
 static void nsm_hello(struct nkd_nsm *nsm, const char *buf, ssize_t n)
 {
 	struct nsm_hello hello;
+	struct nsm_hello_run run;
+	bool has_run;
 	char why[96];
 
-	if (hello_parse(buf, n, &hello)) {
+	if (hello_parse(buf, n, &hello, &run, &has_run)) {
 		nsm_start_failed(nsm, "malformed HELLO");
 		return;
 	}
@@ -1052,6 +1074,7 @@ static void nsm_hello(struct nkd_nsm *nsm, const char *buf, ssize_t n)
 	nsm->reason[0] = '\0';
 	timer_set(nsm, 0, 0);
 	info("nsm %s (pid %d): up, type %s", nsm->name, (int)nsm->pid, hello.type);
+	nsm_run_check(nsm, has_run ? &run : NULL);
 	if (nsm->waiter) {
 		struct nkd_client *c = nsm->waiter;
 
@@ -1285,6 +1308,21 @@ void nsm_resync_all(void)
 	}
 }
 
+/* What an NSM reports it runs with, as nsm_to_json() gives the settings. */
+static json_t *run_to_json(const struct nsm_hello_run *run)
+{
+	json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:s}",
+			      "relay", run->flags & NSM_RUN_KERNEL_RELAY ? "kernel" : "splice",
+			      "busy_poll", (json_int_t)run->busy_poll_us,
+			      "bulk_poll", (json_int_t)run->bulk_poll_us,
+			      "kernel_relay_sndbuf", (json_int_t)run->kernel_relay_sndbuf,
+			      "dev", run->dev);
+
+	if (o && (run->flags & NSM_RUN_NO_SPLICE))
+		json_object_set_new(o, "no_splice", json_true());
+	return o;
+}
+
 json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 {
 	char path[PATH_MAX];
@@ -1320,8 +1358,7 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_object_set_new(o, "vms", vms);
 	json_object_set_new(o, "adopted", json_boolean(nsm->adopted));
 	json_object_set_new(o, "config_differs", json_boolean(nsm->config_differs));
-	if (nsm->running_args[0] && nsm->config_differs)
-		json_object_set_new(o, "running_args", json_string(nsm->running_args));
+	json_object_set_new(o, "running", nsm->run_known ? run_to_json(&nsm->run) : json_null());
 	ctl_path(nsm, path, sizeof(path));
 	json_object_set_new(o, "control", json_string(path));
 	log_path(nsm, path, sizeof(path));

@@ -361,9 +361,10 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 			continue;
 		a = want ? json_dumps(want, JSON_ENCODE_ANY) : NULL;
 		b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
-		warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s); not applied (delete and add it again)",
+		warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s%s); not applied (delete and add it again)",
 		     nsm->name, keys[j].key, path, want ? (a ? a : "?") : "left out",
-		     dflt ? ", the default, as it is left out" : "", b ? b : "set by nkd");
+		     dflt ? ", the default, as it is left out" : "", b ? b : "set by nkd",
+		     nsm->config_differs ? ", as configured; the process differs: see running in nsm show" : "");
 		free(a);
 		free(b);
 	}

@@ -134,8 +134,13 @@ static void ctl_drop(void)
 
 void ctl_accept(void)
 {
-	struct nsm_hello hello = { .pid = getpid() };
+	struct {
+		struct nsm_hello hello;
+		struct nsm_hello_run run;
+	} msg = { .hello.pid = getpid() };
+	struct nsm_hello_run *run = &msg.run;
 	struct list_head *p, *t;
+	struct stat st;
 	int fd;
 
 	fd = accept4(nsm.ctl_lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -156,11 +161,21 @@ void ctl_accept(void)
 		return;
 	}
 	nsm.ctl_fd = fd;
-	snprintf(hello.name, sizeof(hello.name), "%s", nsm.cfg.name);
-	snprintf(hello.type, sizeof(hello.type), "%s", nsm.cfg.type);
+	snprintf(msg.hello.name, sizeof(msg.hello.name), "%s", nsm.cfg.name);
+	snprintf(msg.hello.type, sizeof(msg.hello.type), "%s", nsm.cfg.type);
 	list_for_each_safe(p, t, &nsm.vms)
-		hello.nvms++;
-	ctl_send(NSM_MSG_HELLO, 0, 0, &hello, sizeof(hello));
+		msg.hello.nvms++;
+	run->flags = (nsm.cfg.kernel_relay ? NSM_RUN_KERNEL_RELAY : 0) |
+		     (nsm.cfg.no_splice ? NSM_RUN_NO_SPLICE : 0);
+	run->busy_poll_us = nsm.cfg.busy_poll_us;
+	run->bulk_poll_us = nsm.cfg.bulk_poll_us;
+	run->kernel_relay_sndbuf = nsm.cfg.krelay_sndbuf;
+	if (stat("/proc/self/ns/net", &st) == 0) {
+		run->netns_dev = st.st_dev;
+		run->netns_ino = st.st_ino;
+	}
+	snprintf(run->dev, sizeof(run->dev), "%s", nsm.cfg.dev);
+	ctl_send(NSM_MSG_HELLO, 0, 0, &msg, sizeof(msg));
 }
 
 struct vm *vm_find(uint32_t id)

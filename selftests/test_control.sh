@@ -391,7 +391,7 @@ check_eq "$N1 adopted, same pid" "$(nsm_pid "$N1")" "$P1"
 check_eq "$N2 adopted, same pid" "$(nsm_pid "$N2")" "$P2"
 check "nkd logged the adoptions" wait_for -t 5 grep -q "nsm $N2: adopted running pid $P2" "$NK_NKD_LOG"
 check "both run as configured (managed: nk-NAME, eth0)" bash -c \
-	"! grep -qE 'not as configured|does not run in netns|cannot read the command line' '$NK_NKD_LOG'"
+	"! grep -qE 'does not run as configured|does not report its settings' '$NK_NKD_LOG'"
 check_eq "map ids unchanged" "$(map_ids)" "$maps"
 check_eq "XDP program ids unchanged on $UP" "$(xdp_prog_ids "$UP")" "$prog"
 on_n2()

@@ -314,6 +314,17 @@ check_eq "nkctl nsm show nsm2: busy_poll" "$(jpy "$(nk_run_nkctl -j nsm show nsm
 # nkd has --nsm-arg=--kernel-relay for every NSM): both must be there
 check_eq "nsm2's nk-nsm runs with its own --kernel-relay --busy-poll=30, then nkd's --nsm-arg" \
 	"$(nk_nsm_opts "$NSM2_PID")" "--kernel-relay --busy-poll=30 --kernel-relay"
+# What the NSMs report they run with: nsm2 as configured; nsm1 (relay
+# splice in nkd.json) with nkd's --nsm-arg=--kernel-relay, which nkd says
+check_eq "nsm2 reports relay kernel, busy_poll 30, as configured" \
+	"$(jpy "$(nk_run_nkctl -j nsm show nsm2)" 'j["running"]["relay"], j["running"]["busy_poll"], j["config_differs"]')" \
+	"('kernel', 30, False)"
+check_eq "nsm1 reports relay kernel, not its configured splice" \
+	"$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["relay"], j["running"]["relay"], j["config_differs"]')" \
+	"('splice', 'kernel', True)"
+check "nkd says why nsm1 differs" grep -qF \
+	"does not run as configured: relay kernel (configured: splice); nkd's --nsm-arg, or defaults built into this nk-nsm, override the configuration" \
+	"$NK_NKD_LOG"
 check "nsm2's log says the relay is on" wait_for -t 5 grep -q 'in-kernel relay of guest -> network data: on' \
 	"$NK_TMP/state/nsm-nsm2.log"
 check "nkd.json keeps relay kernel and busy_poll 30 for nsm2" bash -c \

@@ -77,6 +77,29 @@ struct nsm_hello {
 	uint32_t nvms;		/* VMs it currently serves */
 };
 
+/*
+ * Appended to nsm_hello by nk-nsm (one built before sends nsm_hello alone,
+ * and an older nkd reads only that far): the settings the process
+ * runs with, whatever its command line said (defaults built into it,
+ * nkd's --nsm-arg), so that nkd can tell an NSM that does not run as its
+ * entry in nkd.json says (an adopted one, started by an earlier nkd).
+ */
+#define NSM_RUN_KERNEL_RELAY	0x01	/* --kernel-relay */
+#define NSM_RUN_NO_SPLICE	0x02	/* --no-splice */
+
+struct nsm_hello_run {
+	uint32_t flags;		/* NSM_RUN_* */
+	uint32_t busy_poll_us;
+	uint32_t bulk_poll_us;
+	uint32_t pad0;
+	int64_t kernel_relay_sndbuf;	/* the option's value, not tcp_wmem's */
+	uint64_t netns_dev;	/* stat() of its /proc/self/ns/net */
+	uint64_t netns_ino;
+	char dev[16];		/* --dev, NUL-terminated */
+};
+_Static_assert(sizeof(struct nsm_hello) == 56, "nsm_hello is 56 bytes");
+_Static_assert(sizeof(struct nsm_hello_run) == 56, "nsm_hello_run is 56 bytes");
+
 struct nsm_vm_addr {
 	struct nk_addr addr;	/* port unused */
 	uint8_t prefix;		/* 0..32 or 0..128 */
