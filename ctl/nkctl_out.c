@@ -64,8 +64,10 @@ static const char *const stats_show[] = {
 	"drops", NULL
 };
 
-/* Render one JSON value as text; the caller frees the result. */
-static char *value_text(json_t *v)
+/* Render one JSON value as text; the caller frees the result.  An object
+ * shows its members that are not zero (drop counters), or all of them
+ * with ZEROS (an NSM's running settings, where 0 means something). */
+static char *value_text_z(json_t *v, bool zeros)
 {
 	char *s = NULL;
 	size_t len = 0, i;
@@ -95,7 +97,7 @@ static char *value_text(json_t *v)
 		if (!json_array_size(v))
 			fputs("-", f);
 		json_array_foreach(v, i, e) {
-			char *t = value_text(e);
+			char *t = value_text_z(e, zeros);
 
 			fprintf(f, "%s%s", i ? "," : "", t);
 			free(t);
@@ -106,10 +108,10 @@ static char *value_text(json_t *v)
 		bool any = false;
 
 		json_object_foreach(v, key, e) {
-			if (json_is_integer(e) && !json_integer_value(e))
+			if (!zeros && json_is_integer(e) && !json_integer_value(e))
 				continue;
 			{
-				char *t = value_text(e);
+				char *t = value_text_z(e, zeros);
 
 				fprintf(f, "%s%s=%s", any ? "," : "", key, t);
 				free(t);
@@ -126,6 +128,11 @@ static char *value_text(json_t *v)
 	}
 	fclose(f);
 	return s;
+}
+
+static char *value_text(json_t *v)
+{
+	return value_text_z(v, false);
 }
 
 static void cell(const char *s, size_t width, bool last)
@@ -176,7 +183,7 @@ static void print_object(const char *const *keys, json_t *obj)
 		v = json_object_get(obj, keys[i]);
 		if (!v)
 			continue;
-		t = value_text(v);
+		t = value_text_z(v, !strcmp(keys[i], "running"));
 		printf("%-*s  %s\n", (int)w, keys[i], t);
 		free(t);
 	}

@@ -228,6 +228,7 @@ int nsm_push_vms(struct nkd_nsm *nsm);
 unsigned int nsm_vm_count(const struct nkd_nsm *nsm);
 const char *nsm_state_name(enum nsm_state s);
 json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full);
+json_t *run_to_json(const struct nsm_hello_run *run);
 
 /* nkd_vm.c */
 struct nkd_vm *vm_find(const char *name);

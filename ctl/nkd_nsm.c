@@ -482,9 +482,8 @@ struct nsm_argbuf {
 
 /*
  * nk-nsm's command line for NSM, NULL-terminated, into ARGV (NSM_ARGV_MAX
- * entries; the strings it formats live in B).  The one place that turns
- * an NSM's settings into options: nsm_spawn_child() runs it, and
- * nsm_check_adopted() compares an adopted NSM's command line with it.
+ * entries; the strings it formats live in B): the one place that turns an
+ * NSM's settings into options.
  */
 static int nsm_argv(const struct nkd_nsm *nsm, char **argv, struct nsm_argbuf *b)
 {
@@ -679,9 +678,8 @@ static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run)
 	nsm->config_differs = false;
 	nsm->run_known = run != NULL;
 	if (!run) {
-		if (nsm->adopted)
-			info("nsm %s (pid %d): an older nk-nsm that does not report its settings; not checked against its configuration",
-			     nsm->name, (int)nsm->pid);
+		info("nsm %s (pid %d): an older nk-nsm that does not report its settings; not checked against its configuration",
+		     nsm->name, (int)nsm->pid);
 		return;
 	}
 	nsm->run = *run;
@@ -711,7 +709,7 @@ static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run)
 	nsm->config_differs = true;
 	warn("nsm %s (pid %d) does not run as configured: %s; %s", nsm->name, (int)nsm->pid, d,
 	     nsm->adopted ? "it was adopted, and the configuration applies when it next starts (stop it and nkd starts it again)"
-			  : "nkd's --nsm-arg, or defaults built into this nk-nsm, override the configuration");
+			  : "nkd started it so: its --nsm-arg, defaults built into this nk-nsm, a relay it could not set up (see its log) or a namespace replaced since make the difference");
 }
 
 /*
@@ -1309,7 +1307,7 @@ void nsm_resync_all(void)
 }
 
 /* What an NSM reports it runs with, as nsm_to_json() gives the settings. */
-static json_t *run_to_json(const struct nsm_hello_run *run)
+json_t *run_to_json(const struct nsm_hello_run *run)
 {
 	json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:s}",
 			      "relay", run->flags & NSM_RUN_KERNEL_RELAY ? "kernel" : "splice",

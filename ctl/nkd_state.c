@@ -335,11 +335,13 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 		{ "kernel_relay_sndbuf", true },
 	};
 	struct nkd_nsm d;
-	json_t *cur = nsm_to_json(nsm, false), *dflts;
+	json_t *cur = nsm_to_json(nsm, false), *dflts, *run;
 	size_t j;
 
 	nsm_defaults(&d);
 	dflts = nsm_to_json(&d, false);
+	/* "running": what the process reported, where it did */
+	run = nsm->run_known ? run_to_json(&nsm->run) : NULL;
 	for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++) {
 		json_t *have = json_object_get(cur, keys[j].key), *want = json_object_get(o, keys[j].key);
 		bool dflt = false;
@@ -360,14 +362,16 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 		if (want ? same_value(have, want) : !have || !strcmp(keys[j].key, "type"))
 			continue;
 		a = want ? json_dumps(want, JSON_ENCODE_ANY) : NULL;
+		if (json_object_get(run, keys[j].key))
+			have = json_object_get(run, keys[j].key);
 		b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
-		warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s%s); not applied (delete and add it again)",
+		warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s); not applied (delete and add it again)",
 		     nsm->name, keys[j].key, path, want ? (a ? a : "?") : "left out",
-		     dflt ? ", the default, as it is left out" : "", b ? b : "set by nkd",
-		     nsm->config_differs ? ", as configured; the process differs: see running in nsm show" : "");
+		     dflt ? ", the default, as it is left out" : "", b ? b : "set by nkd");
 		free(a);
 		free(b);
 	}
+	json_decref(run);
 	json_decref(dflts);
 	json_decref(cur);
 }

@@ -165,7 +165,8 @@ void ctl_accept(void)
 	snprintf(msg.hello.type, sizeof(msg.hello.type), "%s", nsm.cfg.type);
 	list_for_each_safe(p, t, &nsm.vms)
 		msg.hello.nvms++;
-	run->flags = (nsm.cfg.kernel_relay ? NSM_RUN_KERNEL_RELAY : 0) |
+	/* what runs: the in-kernel relay only if it could be set up */
+	run->flags = (krelay_enabled() ? NSM_RUN_KERNEL_RELAY : 0) |
 		     (nsm.cfg.no_splice ? NSM_RUN_NO_SPLICE : 0);
 	run->busy_poll_us = nsm.cfg.busy_poll_us;
 	run->bulk_poll_us = nsm.cfg.bulk_poll_us;

@@ -31,6 +31,11 @@ NK_NKD_ARGS=(--nsm-bin "$NK_TMP/old/build/nk-nsm")
 nk_topo_up
 check "the NSM running is the old binary" bash -c \
 	"[ \"\$(readlink -f /proc/$NK_NSM_PID/exe)\" = \"$(readlink -f "$NK_TMP/old/build/nk-nsm")\" ]"
+check_eq "nkd: the old NSM reports no settings (running null), not a difference" \
+	"$(nk_run_nkctl -j nsm show nsm1 | "$NK_PY" -c 'import json, sys; j = json.load(sys.stdin); print(j["running"], j["config_differs"])')" \
+	"None False"
+check "nkd logs that it is not checked" grep -q \
+	"nsm nsm1 (pid $NK_NSM_PID): an older nk-nsm that does not report its settings; not checked" "$NK_NKD_LOG"
 
 nk_bg "remote-$S" "$NK_TMP/cps-s.log" "$OUTPUT/bench/nk_cps" serve 7000
 check "remote server listens" wait_port "remote-$S" 10.77.0.1 7000

@@ -323,7 +323,7 @@ check_eq "nsm1 reports relay kernel, not its configured splice" \
 	"$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["relay"], j["running"]["relay"], j["config_differs"]')" \
 	"('splice', 'kernel', True)"
 check "nkd says why nsm1 differs" grep -qF \
-	"does not run as configured: relay kernel (configured: splice); nkd's --nsm-arg, or defaults built into this nk-nsm, override the configuration" \
+	"does not run as configured: relay kernel (configured: splice); nkd started it so: its --nsm-arg" \
 	"$NK_NKD_LOG"
 check "nsm2's log says the relay is on" wait_for -t 5 grep -q 'in-kernel relay of guest -> network data: on' \
 	"$NK_TMP/state/nsm-nsm2.log"

@@ -329,6 +329,8 @@ check "nkd names the difference" grep -qF \
 	"$NK_NKD_LOG"
 run_ctl nsm show nsm1
 check "text show has config_differs yes" grep -qE '^config_differs +yes$' <<<"$OUT"
+check "text show has running in full, zeros too" \
+	grep -qE '^running +relay=splice,busy_poll=0,bulk_poll=50,kernel_relay_sndbuf=16777216,dev=up0$' <<<"$OUT"
 kill -KILL "$NSM_PID"
 nsm_replaced() { nsm_running && [ "$(nsm_pid)" != "$NSM_PID" ]; }
 check "nsm1 restarted" wait_for -t 10 nsm_replaced

@@ -84,7 +84,7 @@ struct nsm_hello {
  * nkd's --nsm-arg), so that nkd can tell an NSM that does not run as its
  * entry in nkd.json says (an adopted one, started by an earlier nkd).
  */
-#define NSM_RUN_KERNEL_RELAY	0x01	/* --kernel-relay */
+#define NSM_RUN_KERNEL_RELAY	0x01	/* --kernel-relay, and it could be set up */
 #define NSM_RUN_NO_SPLICE	0x02	/* --no-splice */
 
 struct nsm_hello_run {
