@@ -190,11 +190,14 @@ static void object_usage(FILE *f, const char *object, const char *lead)
 		if ((!object || !strcmp(cmds[i].object, object)) && !cmds[i].todo)
 			cmd_usage(f, &cmds[i], lead);
 	for (i = 0; i < NCMDS; i++) {
+		/* one line per run of reserved verbs of an object, which may
+		 * follow implemented ones (conn list, then conn show | del) */
 		if ((object && strcmp(cmds[i].object, object)) || !cmds[i].todo ||
-		    (i && !strcmp(cmds[i - 1].object, cmds[i].object)))
+		    (i && cmds[i - 1].todo && !strcmp(cmds[i - 1].object, cmds[i].object)))
 			continue;
 		fprintf(f, "%snkctl %s { %s", lead, cmds[i].object, cmds[i].verb);
-		for (j = i + 1; j < NCMDS && !strcmp(cmds[j].object, cmds[i].object); j++)
+		for (j = i + 1; j < NCMDS && cmds[j].todo && !strcmp(cmds[j].object, cmds[i].object);
+		     j++)
 			fprintf(f, " | %s", cmds[j].verb);
 		fprintf(f, " } ...   (not implemented yet)\n");
 	}

@@ -483,6 +483,14 @@ nk_has_addr()
 	ip -n "$1" -o addr show dev "$2" 2>/dev/null | grep -qw "inet6\? $3/[0-9]*"
 }
 
+# nk_nsm_running NAME: nkctl says NSM NAME is in state running (not only
+# that its JSON mentions the word: "running" is also a key of nsm show).
+nk_nsm_running()
+{
+	[ "$(nkctl -j nsm show "$1" 2>/dev/null |
+		"$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["state"])')" = running ]
+}
+
 nk_run_nkctl()
 {
 	local out

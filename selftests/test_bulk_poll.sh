@@ -87,8 +87,7 @@ wait_for -t 10 bash -c "p=\$(ip netns pids bp-$S); [ -n \"\$p\" ] && ! grep -qw 
 	nk_die "nkd did not restart nsm3"
 NSM3_PID=$(nk_nsm_pid "bp-$S")
 check_eq "nsm3 restarted after SIGKILL runs with --bulk-poll=0 again" "$(nk_nsm_opts "$NSM3_PID")" "--bulk-poll=0"
-check "nkctl shows nsm3 running again" wait_for -t 10 \
-	bash -c "'$OUTPUT/nkctl' -c '$NK_CTL' -j nsm show nsm3 | grep -q '\"running\"'"
+check "nkctl shows nsm3 running again" wait_for -t 10 nk_nsm_running nsm3
 wait_for -t 10 nk_has_addr "bp-$S" up0 10.75.0.2 || nk_die "vm3's address did not come back"
 
 log_step "servers on the remote host"

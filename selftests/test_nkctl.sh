@@ -105,6 +105,10 @@ run_ctl help
 check_eq "nkctl help: exit" "$RC" 0
 check "help shows the vm add grammar" grep -qF \
 	"nkctl vm add NAME nsm NSM addr ADDR/PREFIX[,ADDR/PREFIX...] (uds PATH | cid N) [gw ADDR]..." <<<"$OUT"
+check "help lists the reserved conn verbs after conn list" grep -qF \
+	"nkctl conn { show | del } ...   (not implemented yet)" <<<"$OUT"
+run_ctl conn help
+check "conn help too" grep -qF "nkctl conn { show | del } ...   (not implemented yet)" <<<"$OUT"
 run_ctl vm help
 check_eq "nkctl vm help: exit" "$RC" 0
 check "vm help lists vm show" grep -qF "nkctl vm show NAME" <<<"$OUT"

@@ -121,8 +121,7 @@ check "a new nk-nsm runs in nsm-$S" wait_for -t 10 \
 	bash -c "p=\$(ip netns pids nsm-$S); [ -n \"\$p\" ] && ! grep -qw $old_pid <<<\"\$p\""
 new_pid=$(nk_nsm_pid "nsm-$S")
 log_info "new nk-nsm pid ${new_pid:-none}"
-check "nkctl shows the NSM running again" wait_for -t 10 \
-	bash -c "'$OUTPUT/nkctl' -c '$NK_CTL' -j nsm show nsm1 | grep -q '\"running\"'"
+check "nkctl shows the NSM running again" wait_for -t 10 nk_nsm_running nsm1
 check "the listener is back in the NSM" wait_for -t 10 \
 	bash -c "ip netns exec nsm-$S ss -Htln | grep -q '10.77.0.2\]*:9000 '"
 got=$(ip netns exec "remote-$S" curl -s --max-time 5 telnet://10.77.0.2:9000 </dev/null)
