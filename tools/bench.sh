@@ -22,9 +22,16 @@
 #   nkbp     NetKernel with busy polling: guest g30-$S (only lo), vm30 on a
 #            third kernel NSM nsm3 (nkctl nsm add ... busy-poll 30) in
 #            bp-$S, veth 10.75.0.2 <-> remote 10.75.0.1
+#   nkxdp    NetKernel on a shared uplink steered by XDP (issue 4): nkd
+#            --uplink nku-$S (a veth whose far end is xdp0 10.74.0.1 in the
+#            remote host) creates nsm4-$S itself (netns nk-nsm4-$S, veth
+#            nkh-nsm4-$S <-> eth0); vm40 10.74.0.2, guest g40-$S (only lo).
+#            Bulk and round trips only; the XDP programs' run time per
+#            packet comes from kernel.bpf_stats_enabled during its runs.
 #
-# Every path crosses exactly one veth to the remote host (remote-$S, which
-# runs iperf3 -s, sockperf sr, nk_cps serve and the wrk clients).
+# Every path but nkxdp (two veths joined by XDP redirects) crosses exactly
+# one veth to the remote host (remote-$S, which runs iperf3 -s, sockperf
+# sr, nk_cps serve and the wrk clients).
 # Workloads: iperf3 1 stream each way and 4 streams each way (with CPU
 # seconds per gigabit), sockperf TCP ping-pong (mean, p99), wrk against
 # nginx in the guest (keep-alive and Connection: close), nk_cps connections
@@ -42,7 +49,7 @@
 #
 # --only runs a subset of the stages (bulk, rr, wrk, cps, idle, profile,
 # density) and --paths a subset of the paths (native, nk, pasta, slirp,
-# nklat, nkbp),
+# nklat, nkbp, nkxdp),
 # for before/after comparisons while working on one cost; either one writes
 # to $OUTPUT/bench/, never to docs/.
 #
@@ -107,17 +114,23 @@ DENS_DELAY_MS=10	# per-guest light load: one connection, ~100 requests/s
 IDLE_CONNS=100
 WRK_ARGS=(-t2 -c64)
 CPS_THREADS=4
-PATHS=(native nk pasta slirp nklat nkbp)
+PATHS=(native nk pasta slirp nklat nkbp nkxdp)
 BUSY_POLL_US=30	# the NSMs of the nkbp and nklat paths
 if [ -n "$ONLY_PATHS" ]; then
 	IFS=, read -r -a PATHS <<<"$ONLY_PATHS"
 	for p in "${PATHS[@]}"; do
 		case $p in
-		native | nk | pasta | slirp | nklat | nkbp) ;;
-		*) echo "bench: unknown path '$p' (native nk pasta slirp nklat nkbp)" >&2; exit 2 ;;
+		native | nk | pasta | slirp | nklat | nkbp | nkxdp) ;;
+		*) echo "bench: unknown path '$p' (native nk pasta slirp nklat nkbp nkxdp)" >&2; exit 2 ;;
 		esac
 	done
 fi
+# the paths with nginx in the guest (wrk) and the connection workload: all
+# but nkxdp, which measures what steering adds to the packets' way
+WEB_PATHS=()
+for p in "${PATHS[@]}"; do
+	[ "$p" = nkxdp ] || WEB_PATHS+=("$p")
+done
 
 BDIR=$OUTPUT/bench
 RES=$BDIR/results.tsv
@@ -129,7 +142,7 @@ mkdir -p "$BDIR"
 : >"$META"
 
 nk_require_root
-nk_require_cmds iperf3 sockperf wrk nginx pasta slirp4netns gnuplot ss perf
+nk_require_cmds iperf3 sockperf wrk nginx pasta slirp4netns gnuplot ss perf bpftool
 nk_require_build
 [ -x "$NKCPS" ] || nk_die "$NKCPS is missing (run make)"
 # Run private copies of the binaries: a rebuild in the tree during the run
@@ -254,6 +267,15 @@ meta cps_threads "$CPS_THREADS"
 
 # ---------------------------------------------------------------- topology
 
+# The shared uplink of the nkxdp path exists before nkd starts with
+# --uplink; its far end moves into the remote host once that exists.
+UPLINK=nku-$S
+NSM4=nsm4-$S
+NK_PIN=/sys/fs/bpf/nk-bench-$S
+nk_uplink_cleanup "$NK_PIN" "$UPLINK" "$NSM4"
+ip link add "$UPLINK" type veth peer name "upl-$S" || nk_die "cannot create the uplink veth pair"
+ip link set "$UPLINK" up
+NK_NKD_ARGS+=(--uplink "$UPLINK" --pin-dir "$NK_PIN")
 nk_topo_up		# remote-$S, nsm-$S, g1/g2 (lo only), nkd, nsm1, vm1, vm2
 NSM_PID=$NK_NSM_PID
 R=remote-$S
@@ -289,6 +311,33 @@ log_step "NetKernel with busy polling: nsm3 (busy-poll $BUSY_POLL_US), vm30, gue
 nk_nsm_path nsm3 bp bpr0 10.75.0 vm30 g30 busy-poll "$BUSY_POLL_US"
 NSM3_PID=$NK_PATH_NSM_PID
 check "nsm3 (pid $NSM3_PID) runs with --busy-poll=$BUSY_POLL_US" nk_nsm_has_opt "$NSM3_PID" "--busy-poll=$BUSY_POLL_US"
+
+log_step "NetKernel on the shared uplink: $NSM4 created and steered by nkd (XDP), vm40, guest g40"
+ip link set "upl-$S" netns "$R" name xdp0 || nk_die "cannot move the uplink's far end"
+ip -n "$R" addr add 10.74.0.1/24 dev xdp0
+ip -n "$R" link set xdp0 up
+# Redirected frames need GRO on the receiving veth and complete checksums
+# from the sending one (docs/maps.md), as in nk_topo_uplink_up.
+nk_ethtool "$R" xdp0 0x2c 1 || nk_die "cannot turn GRO on for xdp0"
+nk_ethtool "$R" xdp0 0x17 0 || nk_die "cannot turn tx checksumming off for xdp0"
+NK_NETNS+=("nk-$NSM4")
+nk_run_nkctl nsm add "$NSM4" type kernel >/dev/null
+NK_NSMS+=("$NSM4")
+wait_for -t 10 nk_nsm_pid "nk-$NSM4" || nk_die "no nk-nsm process in nk-$NSM4"
+NSM4_PID=$(nk_nsm_pid "nk-$NSM4")
+nk_netns_add "g40-$S"
+nk_run_nkctl vm add vm40 nsm "$NSM4" addr 10.74.0.2/24 uds "$NK_TMP/vm40.vsock" >/dev/null
+wait_for -t 10 test -S "$NK_TMP/vm40.vsock_7531" || nk_die "nkd does not serve vm40"
+wait_for -t 10 nk_has_addr "nk-$NSM4" eth0 10.74.0.2 || nk_die "10.74.0.2 did not appear in nk-$NSM4"
+# the XDP programs of the path: the uplink's ingress and the NSM's egress
+xdp_prog_id()
+{
+	ip -d link show dev "$1" 2>/dev/null | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p' | head -n 1
+}
+XDP_IN=$(xdp_prog_id "$UPLINK")
+XDP_OUT=$(xdp_prog_id "nkh-$NSM4")
+check "nkd's XDP program on the uplink $UPLINK (id ${XDP_IN:-none}) and on nkh-$NSM4 (id ${XDP_OUT:-none})" \
+	test -n "$XDP_IN" -a -n "$XDP_OUT"
 
 log_step "peer paths: native guest, pasta, slirp4netns"
 native_guest_up 1
@@ -337,21 +386,21 @@ log_info "pasta pid $PASTA_PID (ph-$S -> pg-$S), slirp4netns pid $SLIRP_PID (sh-
 # remote host dials for the guest's server, the daemons of the path.
 declare -A GNS RADDR GADDR DAEMONS
 GNS=([native]="n1-$S" [nk]="g1-$S" [pasta]="pg-$S" [slirp]="sg-$S" [nklat]="g20-$S"
-	[nkbp]="g30-$S")
+	[nkbp]="g30-$S" [nkxdp]="g40-$S")
 RADDR=([native]=10.79.1.1 [nk]=10.77.0.1 [pasta]=10.78.2.1 [slirp]=10.78.3.1 [nklat]=10.76.0.1
-	[nkbp]=10.75.0.1)
+	[nkbp]=10.75.0.1 [nkxdp]=10.74.0.1)
 GADDR=([native]=10.79.1.2 [nk]=10.77.0.2 [pasta]=10.78.2.2 [slirp]=10.78.3.2 [nklat]=10.76.0.2
-	[nkbp]=10.75.0.2)
+	[nkbp]=10.75.0.2 [nkxdp]=10.74.0.2)
 DAEMONS=([native]="" [nk]="$NSM_PID $NKD_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID"
-	[nklat]="$NSM2_PID $NKD_PID" [nkbp]="$NSM3_PID $NKD_PID")
+	[nklat]="$NSM2_PID $NKD_PID" [nkbp]="$NSM3_PID $NKD_PID" [nkxdp]="$NSM4_PID $NKD_PID")
 # the guest of a NetKernel path (nk-run with that VM's transport)
-declare -A NKG=([nk]=g1 [nklat]=g20 [nkbp]=g30)
+declare -A NKG=([nk]=g1 [nklat]=g20 [nkbp]=g30 [nkxdp]=g40)
 # the namespace holding the path's remote-facing sockets, and their owner
 declare -A SOCKNS SOCKPID
 SOCKNS=([native]="n1-$S" [nk]="nsm-$S" [pasta]="ph-$S" [slirp]="sh-$S" [nklat]="kr-$S"
-	[nkbp]="bp-$S")
+	[nkbp]="bp-$S" [nkxdp]="nk-$NSM4")
 SOCKPID=([native]="" [nk]="$NSM_PID" [pasta]="$PASTA_PID" [slirp]="$SLIRP_PID" [nklat]="$NSM2_PID"
-	[nkbp]="$NSM3_PID")
+	[nkbp]="$NSM3_PID" [nkxdp]="$NSM4_PID")
 
 # gx PATH CMD...: run CMD in the path's guest (under nk-run for nk).
 gx()
@@ -384,6 +433,7 @@ only_lo()
 check "nk guest g1-$S has only lo" only_lo "g1-$S"
 check "nklat guest g20-$S has only lo" only_lo "g20-$S"
 check "nkbp guest g30-$S has only lo" only_lo "g30-$S"
+check "nkxdp guest g40-$S has only lo" only_lo "g40-$S"
 check "pasta guest has pasta's tap, no veth" bash -c "! ip -n pg-$S -d link show | grep -q veth"
 check "slirp guest has slirp's tap, no veth" bash -c "! ip -n sg-$S -d link show | grep -q veth"
 
@@ -482,11 +532,13 @@ bulk()
 	d0=$(sched_ns ${DAEMONS[$p]})
 	kthreads_sample KT0
 	r0=$(sched_ns "$IPERF_SRV") b0=$(busy_ticks)
+	[ "$p" != nkxdp ] || xdp_begin
 	gbg "$p" "$out" timeout $((T_BULK + 20)) iperf3 -c "${RADDR[$p]}" -p 5201 \
 		-t "$T_BULK" -J "$@"
 	gpid=$NK_BG_PID
 	midcheck "$p" 5201 bulk
 	wait "$gpid"
+	[ "$p" != nkxdp ] || xdp_end "$wl"
 	# shellcheck disable=SC2086
 	d1=$(sched_ns ${DAEMONS[$p]})
 	kthreads_sample KT1
@@ -530,6 +582,37 @@ EOF
 	log_info "$p $wl: $(awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e9 }') Gbit/s, $cpu CPU s for $gbit Gbit"
 }
 
+# xdp_begin / xdp_end WL: around a run of the nkxdp path, the run time per
+# packet of nkd's two XDP programs (the uplink's ingress, the NSM's egress
+# veth) from the kernel's BPF statistics, on only for these runs (they cost
+# two clock reads per packet).
+XDP_STATS0=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
+xdp_sample()
+{
+	bpftool prog show id "$1" -j 2>/dev/null | "$NK_PY" -c \
+		'import json, sys; j = json.load(sys.stdin); print(j.get("run_time_ns", 0), j.get("run_cnt", 0))'
+}
+xdp_begin()
+{
+	sysctl -qw kernel.bpf_stats_enabled=1
+	XI0=$(xdp_sample "$XDP_IN") XO0=$(xdp_sample "$XDP_OUT")
+}
+xdp_end()
+{
+	local wl=$1 xi xo
+	xi=$(xdp_sample "$XDP_IN") xo=$(xdp_sample "$XDP_OUT")
+	sysctl -qw kernel.bpf_stats_enabled="$XDP_STATS0"
+	# shellcheck disable=SC2086
+	set -- $XI0 $xi $XO0 $xo
+	[ $# -eq 8 ] || { log_info "nkxdp $wl: no BPF statistics"; return 0; }
+	rec nkxdp "$wl" xdp_in_pkts $(($4 - $2))
+	rec nkxdp "$wl" xdp_out_pkts $(($8 - $6))
+	[ $(($4 - $2)) -eq 0 ] || rec nkxdp "$wl" xdp_in_ns "$(awk -v t=$(($3 - $1)) -v n=$(($4 - $2)) 'BEGIN { printf "%.1f", t / n }')"
+	[ $(($8 - $6)) -eq 0 ] || rec nkxdp "$wl" xdp_out_ns "$(awk -v t=$(($7 - $5)) -v n=$(($8 - $6)) 'BEGIN { printf "%.1f", t / n }')"
+}
+# XDP_STATS0 back even when the bench stops half-way
+NK_CLEANUP_HOOKS+=("sysctl -qw kernel.bpf_stats_enabled=$XDP_STATS0")
+
 # rr PATH: sockperf TCP ping-pong, mean and p99 round trip.
 rr()
 {
@@ -537,11 +620,13 @@ rr()
 	out=$NK_TMP/sockperf-$p-$REP.log
 	# shellcheck disable=SC2086
 	d0=$(sched_ns ${DAEMONS[$p]})
+	[ "$p" != nkxdp ] || xdp_begin
 	gbg "$p" "$out" timeout $((T_RR + 15)) sockperf pp --tcp -i "${RADDR[$p]}" \
 		-p 11111 -t "$T_RR" --full-rtt
 	gpid=$NK_BG_PID
 	midcheck "$p" 11111 rr
 	wait "$gpid"
+	[ "$p" != nkxdp ] || xdp_end rr
 	# shellcheck disable=SC2086
 	d1=$(sched_ns ${DAEMONS[$p]})
 	daemon_rose "$p" rr $((d1 - d0)) 5
@@ -617,11 +702,11 @@ for ((REP = 1; REP <= REPS; REP++)); do
 		for p in "${PATHS[@]}"; do rr "$p"; done
 	fi
 	if want wrk; then
-		for p in "${PATHS[@]}"; do web "$p" wrk_ka; done
-		for p in "${PATHS[@]}"; do web "$p" wrk_close -H 'Connection: close'; done
+		for p in "${WEB_PATHS[@]}"; do web "$p" wrk_ka; done
+		for p in "${WEB_PATHS[@]}"; do web "$p" wrk_close -H 'Connection: close'; done
 	fi
 	if want cps; then
-		for p in "${PATHS[@]}"; do cps "$p"; done
+		for p in "${WEB_PATHS[@]}"; do cps "$p"; done
 	fi
 done
 check "nk guest g1-$S has only lo after the runs" only_lo "g1-$S"
