@@ -4,7 +4,7 @@
 #
 # `make bench`: NetKernel against the native stack and the userspace
 # networking tools operators use today, on the same workloads, in one run
-# (issue 7).  Six paths, each a guest network namespace running the same
+# (issue 7).  Seven paths, each a guest network namespace running the same
 # unmodified client and server programs:
 #
 #   native   the guest owns its stack: veth n1 10.79.1.2 <-> remote 10.79.1.1
@@ -102,6 +102,11 @@ for st in ${ONLY//,/ }; do
 	*) echo "bench: unknown stage '$st' (bulk rr wrk cps idle profile density)" >&2; exit 2 ;;
 	esac
 done
+# have_path PATH: PATH is measured (all of them unless --paths names a subset)
+have_path()
+{
+	[[ " ${PATHS[*]} " == *" $1 "* ]]
+}
 # want STAGE: the stage runs (all of them unless --only names a subset)
 want()
 {
@@ -142,7 +147,8 @@ mkdir -p "$BDIR"
 : >"$META"
 
 nk_require_root
-nk_require_cmds iperf3 sockperf wrk nginx pasta slirp4netns gnuplot ss perf bpftool
+nk_require_cmds iperf3 sockperf wrk nginx pasta slirp4netns gnuplot ss perf
+! have_path nkxdp || nk_require_cmds bpftool
 nk_require_build
 [ -x "$NKCPS" ] || nk_die "$NKCPS is missing (run make)"
 # Run private copies of the binaries: a rebuild in the tree during the run
@@ -269,13 +275,17 @@ meta cps_threads "$CPS_THREADS"
 
 # The shared uplink of the nkxdp path exists before nkd starts with
 # --uplink; its far end moves into the remote host once that exists.
+# (Only when the path is measured: --paths without it needs no XDP.)
 UPLINK=nku-$S
 NSM4=nsm4-$S
 NK_PIN=/sys/fs/bpf/nk-bench-$S
-nk_uplink_cleanup "$NK_PIN" "$UPLINK" "$NSM4"
-ip link add "$UPLINK" type veth peer name "upl-$S" || nk_die "cannot create the uplink veth pair"
-ip link set "$UPLINK" up
-NK_NKD_ARGS+=(--uplink "$UPLINK" --pin-dir "$NK_PIN")
+NSM4_PID='' XDP_IN='' XDP_OUT=''
+if have_path nkxdp; then
+	nk_uplink_cleanup "$NK_PIN" "$UPLINK" "$NSM4"
+	ip link add "$UPLINK" type veth peer name "upl-$S" || nk_die "cannot create the uplink veth pair"
+	ip link set "$UPLINK" up
+	NK_NKD_ARGS+=(--uplink "$UPLINK" --pin-dir "$NK_PIN")
+fi
 nk_topo_up		# remote-$S, nsm-$S, g1/g2 (lo only), nkd, nsm1, vm1, vm2
 NSM_PID=$NK_NSM_PID
 R=remote-$S
@@ -312,32 +322,34 @@ nk_nsm_path nsm3 bp bpr0 10.75.0 vm30 g30 busy-poll "$BUSY_POLL_US"
 NSM3_PID=$NK_PATH_NSM_PID
 check "nsm3 (pid $NSM3_PID) runs with --busy-poll=$BUSY_POLL_US" nk_nsm_has_opt "$NSM3_PID" "--busy-poll=$BUSY_POLL_US"
 
-log_step "NetKernel on the shared uplink: $NSM4 created and steered by nkd (XDP), vm40, guest g40"
-ip link set "upl-$S" netns "$R" name xdp0 || nk_die "cannot move the uplink's far end"
-ip -n "$R" addr add 10.74.0.1/24 dev xdp0
-ip -n "$R" link set xdp0 up
-# Redirected frames need GRO on the receiving veth and complete checksums
-# from the sending one (docs/maps.md), as in nk_topo_uplink_up.
-nk_ethtool "$R" xdp0 0x2c 1 || nk_die "cannot turn GRO on for xdp0"
-nk_ethtool "$R" xdp0 0x17 0 || nk_die "cannot turn tx checksumming off for xdp0"
-NK_NETNS+=("nk-$NSM4")
-nk_run_nkctl nsm add "$NSM4" type kernel >/dev/null
-NK_NSMS+=("$NSM4")
-wait_for -t 10 nk_nsm_pid "nk-$NSM4" || nk_die "no nk-nsm process in nk-$NSM4"
-NSM4_PID=$(nk_nsm_pid "nk-$NSM4")
-nk_netns_add "g40-$S"
-nk_run_nkctl vm add vm40 nsm "$NSM4" addr 10.74.0.2/24 uds "$NK_TMP/vm40.vsock" >/dev/null
-wait_for -t 10 test -S "$NK_TMP/vm40.vsock_7531" || nk_die "nkd does not serve vm40"
-wait_for -t 10 nk_has_addr "nk-$NSM4" eth0 10.74.0.2 || nk_die "10.74.0.2 did not appear in nk-$NSM4"
-# the XDP programs of the path: the uplink's ingress and the NSM's egress
-xdp_prog_id()
-{
-	ip -d link show dev "$1" 2>/dev/null | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p' | head -n 1
-}
-XDP_IN=$(xdp_prog_id "$UPLINK")
-XDP_OUT=$(xdp_prog_id "nkh-$NSM4")
-check "nkd's XDP program on the uplink $UPLINK (id ${XDP_IN:-none}) and on nkh-$NSM4 (id ${XDP_OUT:-none})" \
-	test -n "$XDP_IN" -a -n "$XDP_OUT"
+if have_path nkxdp; then
+	log_step "NetKernel on the shared uplink: $NSM4 created and steered by nkd (XDP), vm40, guest g40"
+	ip link set "upl-$S" netns "$R" name xdp0 || nk_die "cannot move the uplink's far end"
+	ip -n "$R" addr add 10.74.0.1/24 dev xdp0
+	ip -n "$R" link set xdp0 up
+	# Redirected frames need GRO on the receiving veth and complete checksums
+	# from the sending one (docs/maps.md), as in nk_topo_uplink_up.
+	nk_ethtool "$R" xdp0 0x2c 1 || nk_die "cannot turn GRO on for xdp0"
+	nk_ethtool "$R" xdp0 0x17 0 || nk_die "cannot turn tx checksumming off for xdp0"
+	NK_NETNS+=("nk-$NSM4")
+	nk_run_nkctl nsm add "$NSM4" type kernel >/dev/null
+	NK_NSMS+=("$NSM4")
+	wait_for -t 10 nk_nsm_pid "nk-$NSM4" || nk_die "no nk-nsm process in nk-$NSM4"
+	NSM4_PID=$(nk_nsm_pid "nk-$NSM4")
+	nk_netns_add "g40-$S"
+	nk_run_nkctl vm add vm40 nsm "$NSM4" addr 10.74.0.2/24 uds "$NK_TMP/vm40.vsock" >/dev/null
+	wait_for -t 10 test -S "$NK_TMP/vm40.vsock_7531" || nk_die "nkd does not serve vm40"
+	wait_for -t 10 nk_has_addr "nk-$NSM4" eth0 10.74.0.2 || nk_die "10.74.0.2 did not appear in nk-$NSM4"
+	# the XDP programs of the path: the uplink's ingress and the NSM's egress
+	xdp_prog_id()
+	{
+		ip -d link show dev "$1" 2>/dev/null | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p' | head -n 1
+	}
+	XDP_IN=$(xdp_prog_id "$UPLINK")
+	XDP_OUT=$(xdp_prog_id "nkh-$NSM4")
+	check "nkd's XDP program on the uplink $UPLINK (id ${XDP_IN:-none}) and on nkh-$NSM4 (id ${XDP_OUT:-none})" \
+		test -n "$XDP_IN" -a -n "$XDP_OUT"
+fi
 
 log_step "peer paths: native guest, pasta, slirp4netns"
 native_guest_up 1
@@ -433,7 +445,7 @@ only_lo()
 check "nk guest g1-$S has only lo" only_lo "g1-$S"
 check "nklat guest g20-$S has only lo" only_lo "g20-$S"
 check "nkbp guest g30-$S has only lo" only_lo "g30-$S"
-check "nkxdp guest g40-$S has only lo" only_lo "g40-$S"
+! have_path nkxdp || check "nkxdp guest g40-$S has only lo" only_lo "g40-$S"
 check "pasta guest has pasta's tap, no veth" bash -c "! ip -n pg-$S -d link show | grep -q veth"
 check "slirp guest has slirp's tap, no veth" bash -c "! ip -n sg-$S -d link show | grep -q veth"
 
@@ -528,22 +540,22 @@ bulk()
 	local p=$1 wl=$2 d0 d1 k0 k1 r0 r1 b0 b1 out line gpid
 	shift 2
 	out=$NK_TMP/iperf-$p-$wl-$REP.json
+	[ "$p" != nkxdp ] || xdp_begin	# outside the CPU accounting
 	# shellcheck disable=SC2086
 	d0=$(sched_ns ${DAEMONS[$p]})
 	kthreads_sample KT0
 	r0=$(sched_ns "$IPERF_SRV") b0=$(busy_ticks)
-	[ "$p" != nkxdp ] || xdp_begin
 	gbg "$p" "$out" timeout $((T_BULK + 20)) iperf3 -c "${RADDR[$p]}" -p 5201 \
 		-t "$T_BULK" -J "$@"
 	gpid=$NK_BG_PID
 	midcheck "$p" 5201 bulk
 	wait "$gpid"
-	[ "$p" != nkxdp ] || xdp_end "$wl"
 	# shellcheck disable=SC2086
 	d1=$(sched_ns ${DAEMONS[$p]})
 	kthreads_sample KT1
 	k0=0 k1=$(kthreads_delta)
 	r1=$(sched_ns "$IPERF_SRV") b1=$(busy_ticks)
+	[ "$p" != nkxdp ] || xdp_end "$wl"
 	daemon_rose "$p" bulk $((d1 - d0)) 10
 	line=$("$NK_PY" - "$out" <<'EOF'
 import json, sys
@@ -587,31 +599,56 @@ EOF
 # veth) from the kernel's BPF statistics, on only for these runs (they cost
 # two clock reads per packet).
 XDP_STATS0=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
+# xdp_sample ID: "run_time_ns run_cnt" of program ID, nothing if bpftool
+# cannot show it (with -j it reports errors on stdout, as JSON).
 xdp_sample()
 {
-	bpftool prog show id "$1" -j 2>/dev/null | "$NK_PY" -c \
-		'import json, sys; j = json.load(sys.stdin); print(j.get("run_time_ns", 0), j.get("run_cnt", 0))'
+	bpftool prog show id "$1" -j 2>/dev/null | "$NK_PY" -c '
+import json, sys
+try:
+    j = json.load(sys.stdin)
+except ValueError:
+    sys.exit()
+if "error" not in j and "id" in j:
+    print(j.get("run_time_ns", 0), j.get("run_cnt", 0))' 2>/dev/null
 }
+XDP_STATS_ON=0
 xdp_begin()
 {
-	sysctl -qw kernel.bpf_stats_enabled=1
+	XI0='' XO0=''
+	sysctl -qw kernel.bpf_stats_enabled=1 || { log_info "nkxdp: cannot turn BPF statistics on"; return 0; }
+	XDP_STATS_ON=1
 	XI0=$(xdp_sample "$XDP_IN") XO0=$(xdp_sample "$XDP_OUT")
+}
+# xdp_rec WL DIR T0 N0 T1 N1: one program's packets and ns per packet,
+# when its count rose
+xdp_rec()
+{
+	local n=$(($6 - $4))
+	[ "$n" -gt 0 ] || { log_info "nkxdp $1: no packets counted by the $2 program"; return 0; }
+	rec nkxdp "$1" "xdp_$2_pkts" "$n"
+	rec nkxdp "$1" "xdp_$2_ns" "$(awk -v t=$(($5 - $3)) -v n="$n" 'BEGIN { printf "%.1f", t / n }')"
 }
 xdp_end()
 {
 	local wl=$1 xi xo
+	[ "$XDP_STATS_ON" = 1 ] || return 0
 	xi=$(xdp_sample "$XDP_IN") xo=$(xdp_sample "$XDP_OUT")
 	sysctl -qw kernel.bpf_stats_enabled="$XDP_STATS0"
+	XDP_STATS_ON=0
 	# shellcheck disable=SC2086
-	set -- $XI0 $xi $XO0 $xo
-	[ $# -eq 8 ] || { log_info "nkxdp $wl: no BPF statistics"; return 0; }
-	rec nkxdp "$wl" xdp_in_pkts $(($4 - $2))
-	rec nkxdp "$wl" xdp_out_pkts $(($8 - $6))
-	[ $(($4 - $2)) -eq 0 ] || rec nkxdp "$wl" xdp_in_ns "$(awk -v t=$(($3 - $1)) -v n=$(($4 - $2)) 'BEGIN { printf "%.1f", t / n }')"
-	[ $(($8 - $6)) -eq 0 ] || rec nkxdp "$wl" xdp_out_ns "$(awk -v t=$(($7 - $5)) -v n=$(($8 - $6)) 'BEGIN { printf "%.1f", t / n }')"
+	set -- $XI0 $xi
+	if [ $# -eq 4 ]; then xdp_rec "$wl" in "$@"; else log_info "nkxdp $wl: no BPF statistics (ingress)"; fi
+	# shellcheck disable=SC2086
+	set -- $XO0 $xo
+	if [ $# -eq 4 ]; then xdp_rec "$wl" out "$@"; else log_info "nkxdp $wl: no BPF statistics (egress)"; fi
 }
-# XDP_STATS0 back even when the bench stops half-way
-NK_CLEANUP_HOOKS+=("sysctl -qw kernel.bpf_stats_enabled=$XDP_STATS0")
+# the statistics back off if the bench stops during an nkxdp run
+xdp_stats_restore()
+{
+	[ "$XDP_STATS_ON" = 0 ] || sysctl -qw kernel.bpf_stats_enabled="$XDP_STATS0"
+}
+NK_CLEANUP_HOOKS+=(xdp_stats_restore)
 
 # rr PATH: sockperf TCP ping-pong, mean and p99 round trip.
 rr()

@@ -547,11 +547,16 @@ def main():
                    "profile` (cycles, instructions) cannot run here.\n")
         out.append("The last column is the payload per packet of the direction that carries "
                    "the data (the transfer's bytes over that program's packets). The frames "
-                   "are one MTU each: a redirected frame loses the kernel's partial-checksum "
-                   "state, so the veths that send into a redirect have transmit checksum "
-                   "offload off (nkd does it on the NSM side, the bench on the remote's end "
-                   "of the uplink, docs/maps.md), and without it there is no TSO. The direct "
-                   "veth of the other paths carries up to 64 KB per packet.\n")
+                   "are one MTU each, for two reasons that each turn TSO off on the veths that "
+                   "send into the programs: the kernel's veth driver takes software "
+                   "segmentation offload away from the peer of a veth that has an XDP "
+                   "program (`veth_fix_features()`), and a "
+                   "redirected frame needs complete checksums, so those veths also have "
+                   "transmit checksum offload off (nkd on the NSM side, the bench on the "
+                   "remote's end of the uplink, docs/maps.md). The direct veths of the other "
+                   "paths carry up to 64 KB per packet. The run time counts the programs "
+                   "only, not the redirect and the skb built on the other side; the path's "
+                   "CPU per gigabit counts all of it.\n")
         out.append("| workload | uplink ingress: packets | ns per packet | NSM egress: packets | ns per packet | bytes per data packet |")
         out.append("|---|---:|---:|---:|---:|---:|")
         for wl, v in xrows:
@@ -629,7 +634,9 @@ def main():
                "reaches the remote host); **pasta** (`--config-net --no-map-gw -t 80`, run as root "
                "with `--runas 0 --netns-only`) and **slirp4netns** (`--configure --mtu=65520`, "
                "inbound through `add_hostfwd`) run in a host namespace of their own with a veth "
-               "to the remote host. Every path crosses one veth to the remote host. pasta and "
+               "to the remote host. Every path crosses one veth to the remote host, except the "
+               "XDP-steered one (two veths joined by XDP redirects, measured with the kernel's "
+               "BPF statistics on). pasta and "
                "slirp4netns use their default/recommended 65520-byte tap MTU; the veths use 1500. "
                "Servers on the remote host: `iperf3 -s`, `sockperf sr --tcp`, `nk_cps serve` "
                "(tools/bench/nk_cps.c; accepts and closes). Guest clients: `iperf3 -c` (-R, -P 4), "
