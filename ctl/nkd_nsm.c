@@ -470,70 +470,41 @@ static void status_str(int st, char *buf, size_t len)
 		snprintf(buf, len, "status 0x%x", st);
 }
 
-/* Room for what nsm_argv() formats. */
-struct nsm_argbuf {
-	char ctl[PATH_MAX];
-	char bp[32], ulp[32], sb[48];	/* --busy-poll=, --bulk-poll=, --kernel-relay-sndbuf= */
-};
-
-/* 9 fixed, --kernel-relay, --busy-poll, --bulk-poll, --kernel-relay-sndbuf,
- * the --nsm-args, NULL */
-#define NSM_ARGV_MAX (9 + 4 + NKD_NSM_ARGS_MAX + 1)
-
-/*
- * nk-nsm's command line for NSM, NULL-terminated, into ARGV (NSM_ARGV_MAX
- * entries; the strings it formats live in B): the one place that turns an
- * NSM's settings into options.
- */
-static int nsm_argv(const struct nkd_nsm *nsm, char **argv, struct nsm_argbuf *b)
+static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 {
-	int i, n = 0;
+	char ctl[PATH_MAX], logp[PATH_MAX];
+	/* 9 fixed, --kernel-relay, --busy-poll, --bulk-poll,
+	 * --kernel-relay-sndbuf, the --nsm-args, NULL */
+	char *argv[9 + 4 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
+						  "--type", (char *)nsm->type, "--dev",
+						  (char *)nsm->dev, "--control", ctl };
+	char bp[32], ulp[32], sb[48];	/* --busy-poll=, --bulk-poll=, --kernel-relay-sndbuf= */
+	sigset_t none;
+	int logfd, nullfd, i, n = 9;
 
-	ctl_path(nsm, b->ctl, sizeof(b->ctl));
-	argv[n++] = "nk-nsm";
-	argv[n++] = "--name";
-	argv[n++] = (char *)nsm->name;
-	argv[n++] = "--type";
-	argv[n++] = (char *)nsm->type;
-	argv[n++] = "--dev";
-	argv[n++] = (char *)nsm->dev;
-	argv[n++] = "--control";
-	argv[n++] = b->ctl;
 	if (nsm->kernel_relay)
 		argv[n++] = "--kernel-relay";
 	if (nsm->busy_poll_us) {
-		snprintf(b->bp, sizeof(b->bp), "--busy-poll=%u", nsm->busy_poll_us);
-		argv[n++] = b->bp;
+		snprintf(bp, sizeof(bp), "--busy-poll=%u", nsm->busy_poll_us);
+		argv[n++] = bp;
 	}
 	/* only when not nk-nsm's own default: an older nk-nsm without the
 	 * option still starts (nkd upgraded first, test_compat) */
 	if (nsm->bulk_poll_us != NSM_BULK_POLL_US) {
-		snprintf(b->ulp, sizeof(b->ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
-		argv[n++] = b->ulp;
+		snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
+		argv[n++] = ulp;
 	}
 	if (nsm->kernel_relay_sndbuf != NSM_KRELAY_SNDBUF) {
-		snprintf(b->sb, sizeof(b->sb), "--kernel-relay-sndbuf=%ld",
-			 nsm->kernel_relay_sndbuf);
-		argv[n++] = b->sb;
+		snprintf(sb, sizeof(sb), "--kernel-relay-sndbuf=%ld", nsm->kernel_relay_sndbuf);
+		argv[n++] = sb;
 	}
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
 		argv[n++] = (char *)nkd.cfg.nsm_args[i];
-	argv[n] = NULL;
-	return n;
-}
 
-static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
-{
-	char logp[PATH_MAX];
-	char *argv[NSM_ARGV_MAX];
-	struct nsm_argbuf b;
-	sigset_t none;
-	int logfd, nullfd;
-
-	nsm_argv(nsm, argv, &b);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_DFL);
+	ctl_path(nsm, ctl, sizeof(ctl));
 	log_path(nsm, logp, sizeof(logp));
 	logfd = open(logp, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (logfd < 0)
@@ -619,10 +590,10 @@ static bool hdr_ok(const struct nsm_hdr *h, ssize_t n)
 	       h->version == NSM_CTL_VERSION && h->len == (uint32_t)n;
 }
 
-/* HELLO into *HELLO, and into *RUN the settings a newer nk-nsm appends
- * (*HAS_RUN false for an older one). */
+/* HELLO into *HELLO, and into *RUN the settings a newer nk-nsm appends:
+ * 1 with them, 0 without (an older nk-nsm), -EPROTO. */
 static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello,
-		       struct nsm_hello_run *run, bool *has_run)
+		       struct nsm_hello_run *run)
 {
 	const struct nsm_hdr *h = (const void *)buf;
 
@@ -632,12 +603,11 @@ static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello,
 	memcpy(hello, buf + sizeof(*h), sizeof(*hello));
 	hello->name[sizeof(hello->name) - 1] = '\0';
 	hello->type[sizeof(hello->type) - 1] = '\0';
-	*has_run = (size_t)n >= sizeof(*h) + sizeof(*hello) + sizeof(*run);
-	if (*has_run) {
-		memcpy(run, buf + sizeof(*h) + sizeof(*hello), sizeof(*run));
-		run->dev[sizeof(run->dev) - 1] = '\0';
-	}
-	return 0;
+	if ((size_t)n < sizeof(*h) + sizeof(*hello) + sizeof(*run))
+		return 0;
+	memcpy(run, buf + sizeof(*h) + sizeof(*hello), sizeof(*run));
+	run->dev[sizeof(run->dev) - 1] = '\0';
+	return 1;
 }
 
 /* Append to D (LEN, *OFF so far) one "; "-separated item, cut at LEN. */
@@ -724,8 +694,7 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	struct nsm_hello_run run;
 	struct stat st;
 	ssize_t n = -1;
-	bool has_run;
-	int fd, ret;
+	int fd, ret, has_run = -1;
 
 	ctl_path(nsm, path, sizeof(path));
 	if (lstat(path, &st) < 0)
@@ -741,7 +710,9 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	pfd.fd = fd;
 	if (poll(&pfd, 1, 1000) == 1)
 		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-	if (n <= 0 || hello_parse(buf, n, &hello, &run, &has_run)) {
+	if (n > 0)
+		has_run = hello_parse(buf, n, &hello, &run);
+	if (has_run < 0) {
 		warn("nsm %s: %s accepted but sent no HELLO; starting a new NSM", nsm->name, path);
 		close(fd);
 		return 0;
@@ -1051,10 +1022,10 @@ static void nsm_hello(struct nkd_nsm *nsm, const char *buf, ssize_t n)
 {
 	struct nsm_hello hello;
 	struct nsm_hello_run run;
-	bool has_run;
+	int has_run = hello_parse(buf, n, &hello, &run);
 	char why[96];
 
-	if (hello_parse(buf, n, &hello, &run, &has_run)) {
+	if (has_run < 0) {
 		nsm_start_failed(nsm, "malformed HELLO");
 		return;
 	}

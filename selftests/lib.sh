@@ -654,10 +654,7 @@ nk_topo_uplink_up()
 	ip -n "remote-$S" addr add "$net.1/24" dev eth0
 	ip -n "remote-$S" link set eth0 up
 	ip link set "$NK_UPLINK" up
-	# Redirected frames need GRO on the receiving veth and complete
-	# checksums from the sending one (docs/maps.md).
-	nk_ethtool "remote-$S" eth0 0x2c 1 || nk_die "cannot turn GRO on in remote-$S"
-	nk_ethtool "remote-$S" eth0 0x17 0 || nk_die "cannot turn tx checksumming off in remote-$S"
+	nk_uplink_far_end "remote-$S" eth0
 	nk_start_nkd
 	nk_run_nkctl nsm add "$NK_NSM1" type kernel
 	NK_NSMS+=("$NK_NSM1")
@@ -666,6 +663,29 @@ nk_topo_uplink_up()
 	nk_run_nkctl vm add vm2 nsm "$NK_NSM1" addr "$net.3/24" uds "$NK_TMP/vm2.vsock"
 	wait_for -t 10 nk_has_addr "nk-$NK_NSM1" eth0 "$net.2" ||
 		nk_die "$net.2 did not appear in nk-$NK_NSM1"
+}
+
+# nk_uplink_far_end NS DEV: the far end of a veth uplink, once it is up:
+# GRO on (native XDP redirects into a veth need NAPI on the receiving
+# peer) and transmit checksum offload off (a partial checksum would cross
+# the XDP redirect unfinished; docs/maps.md).
+nk_uplink_far_end()
+{
+	nk_ethtool "$1" "$2" 0x2c 1 || nk_die "cannot turn GRO on for $2 in $1"
+	nk_ethtool "$1" "$2" 0x17 0 || nk_die "cannot turn tx checksumming off for $2 in $1"
+}
+
+# nk_xdp_prog_ids DEV: the ids of the XDP programs attached to DEV (in
+# this namespace), sorted, on one line; empty if none.
+nk_xdp_prog_ids()
+{
+	ip -j link show dev "$1" | "$NK_PY" -c '
+import json, sys
+x = json.load(sys.stdin)[0].get("xdp", {})
+ids = [str(p["prog"]["id"]) for p in x.get("attached", []) if "prog" in p]
+if "prog" in x:
+    ids.append(str(x["prog"]["id"]))
+print(" ".join(sorted(set(ids))))'
 }
 
 # nk_uplink_cleanup PIN UPLINK NSM...: at cleanup, remove what nkd --uplink

@@ -74,17 +74,6 @@ vm_nsm()
 	nkctl -j vm show vm1 2>/dev/null | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["nsm"])'
 }
 
-xdp_prog_ids()
-{
-	ip -j link show dev "$1" | "$NK_PY" -c '
-import json, sys
-x = json.load(sys.stdin)[0].get("xdp", {})
-ids = [str(p["prog"]["id"]) for p in x.get("attached", []) if "prog" in p]
-if "prog" in x:
-    ids.append(str(x["prog"]["id"]))
-print(" ".join(sorted(set(ids))))'
-}
-
 map_ids()
 {
 	local m
@@ -194,8 +183,7 @@ ip link add "$UP" type veth peer name eth0 netns "remote-$S" ||
 ip -n "remote-$S" addr add 10.77.2.1/24 dev eth0
 ip -n "remote-$S" link set eth0 up
 ip link set "$UP" up
-nk_ethtool "remote-$S" eth0 0x2c 1 || nk_die "cannot turn GRO on in remote-$S"
-nk_ethtool "remote-$S" eth0 0x17 0 || nk_die "cannot turn tx checksumming off in remote-$S"
+nk_uplink_far_end "remote-$S" eth0
 nk_start_nkd
 for n in "$N1" "$N2"; do
 	nk_run_nkctl nsm add "$n" type kernel
@@ -380,7 +368,7 @@ nk_bg "remote-$S" "$NK_TMP/slow3.log" curl -sS --max-time 60 --limit-rate 4M \
 	-o "$NK_TMP/got.bin" -w '%{size_download}\n' "http://$A/big.bin"
 SLOW=$NK_BG_PID
 check "the download shows in conn list" wait_for -t 10 has_conn
-prog=$(xdp_prog_ids "$UP")
+prog=$(nk_xdp_prog_ids "$UP")
 maps=$(map_ids)
 kill -KILL "$NKD_PID"
 wait "$NKD_PID" 2>/dev/null
@@ -393,7 +381,7 @@ check "nkd logged the adoptions" wait_for -t 5 grep -q "nsm $N2: adopted running
 check "both run as configured (managed: nk-NAME, eth0)" bash -c \
 	"! grep -qE 'does not run as configured|does not report its settings' '$NK_NKD_LOG'"
 check_eq "map ids unchanged" "$(map_ids)" "$maps"
-check_eq "XDP program ids unchanged on $UP" "$(xdp_prog_ids "$UP")" "$prog"
+check_eq "XDP program ids unchanged on $UP" "$(nk_xdp_prog_ids "$UP")" "$prog"
 on_n2()
 {
 	[ "$(conn_field "$(conns_json)" 80 nsm)" = "$N2" ]

@@ -370,13 +370,14 @@ has_conn()
 {
 	[ -n "$(nk_relay_conns "$1" | tr -d ' ')" ]
 }
-# held_tb NSMPID NS GUEST NET: tb of the relayed TCP socket of a connection
-# from GUEST to the echo server on NET.1 (started by echo_on), held open.
+# echo_on NET.1: the sink/echo server on the remote host at NET.1:7100
 echo_on()
 {
 	nk_bg "remote-$S" "$NK_TMP/sink-$1.log" "$NK_PY" "$NK_TMP/sink.py" "$1" "$NK_TMP/sink-$1.done"
 	wait_port "remote-$S" "$1" 7100
 }
+# held_tb NSMPID NS GUEST NET: tb of the relayed TCP socket of a connection
+# from GUEST to the echo server on NET.1 (started by echo_on), held open.
 held_tb()
 {
 	local pid=$1 ns=$2-$S g=$3 net=$4 tb

@@ -303,25 +303,36 @@ check_eq "nsm show: what it reports it runs with" \
 	"splice 0 50 16777216 up0"
 check "no warning about its settings" bash -c "! grep -q 'does not run as configured' '$NK_NKD_LOG'"
 
-log_step "nkd restart after nkd.json changed: adopted, the difference reported, applied at the next start"
-# As after an upgrade or a hand edit while nkd was stopped: the running
-# NSM keeps its options (adoption must not end connections), and nkd says
-# which differ instead of showing the file's values as if they ran.
-nk_stop "$NKD_PID"
-old_opts=$(nk_nsm_opts "$NSM_PID")
-"$NK_PY" - "$NK_STATE/nkd.json" <<'PY'
+# restart_nkd_with LOG KEY=JSON...: stop nkd, set nsm1's KEYs in nkd.json
+# (as after a hand edit while nkd was stopped), start nkd again with its
+# log in NK_TMP/LOG; nsm show nsm1 -j in OUT.
+restart_nkd_with()
+{
+	local log=$1
+	shift
+	nk_stop "$NKD_PID"
+	"$NK_PY" - "$NK_STATE/nkd.json" "$@" <<'PY'
 import json, sys
 p = sys.argv[1]
 j = json.load(open(p))
 for n in j["nsms"]:
     if n["name"] == "nsm1":
-        n["bulk_poll"] = 0
-        n["kernel_relay_sndbuf"] = 1048576
+        for kv in sys.argv[2:]:
+            k, v = kv.split("=", 1)
+            n[k] = json.loads(v)
 json.dump(j, open(p, "w"), indent=2)
 PY
-NK_NKD_LOG=$NK_TMP/nkd-2b.log
-nk_start_nkd
-run_ctl -j nsm show nsm1
+	NK_NKD_LOG=$NK_TMP/$log
+	nk_start_nkd
+	run_ctl -j nsm show nsm1
+}
+
+log_step "nkd restart after nkd.json changed: adopted, the difference reported, applied at the next start"
+# As after an upgrade or a hand edit while nkd was stopped: the running
+# NSM keeps its options (adoption must not end connections), and nkd says
+# which differ instead of showing the file's values as if they ran.
+old_opts=$(nk_nsm_opts "$NSM_PID")
+restart_nkd_with nkd-2b.log bulk_poll=0 kernel_relay_sndbuf=1048576
 check_eq "nsm1 adopted again, same pid" "$(jget "$OUT" 'j["adopted"], j["pid"]')" "(True, $NSM_PID)"
 check_eq "nsm show: the configured settings" "$(jget "$OUT" 'j["bulk_poll"], j["kernel_relay_sndbuf"]')" "(0, 1048576)"
 check_eq "nsm show: config_differs" "$(jget "$OUT" 'j["config_differs"]')" True
@@ -348,34 +359,13 @@ check_eq "config_differs cleared, and it reports the configured values" \
 check "vm1 address back on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.2
 
 log_step "nkd restart with nsm1 moved to another netns in nkd.json: the adopted NSM's netns checked"
-# set_netns NETNS DEV: nsm1's netns and dev in nkd.json (nkd stopped)
-set_netns()
-{
-	"$NK_PY" - "$NK_STATE/nkd.json" "$1" "$2" <<'PY'
-import json, sys
-p, ns, dev = sys.argv[1:]
-j = json.load(open(p))
-for n in j["nsms"]:
-    if n["name"] == "nsm1":
-        n["netns"], n["dev"] = ns, dev
-json.dump(j, open(p, "w"), indent=2)
-PY
-}
-nk_stop "$NKD_PID"
-set_netns "peer-$S" eth0
-NK_NKD_LOG=$NK_TMP/nkd-2c.log
-nk_start_nkd
-run_ctl -j nsm show nsm1
+restart_nkd_with nkd-2c.log "netns=\"peer-$S\"" 'dev="eth0"'
 check_eq "adopted, same pid, config_differs" "$(jget "$OUT" 'j["adopted"], j["pid"], j["config_differs"]')" \
 	"(True, $NSM_PID, True)"
 check "nkd says it runs in another netns" grep -qF \
 	"nsm nsm1 (pid $NSM_PID) does not run as configured: dev up0 (configured: eth0); another netns than peer-$S; it was adopted" \
 	"$NK_NKD_LOG"
-nk_stop "$NKD_PID"
-set_netns "nsm-$S" up0
-NK_NKD_LOG=$NK_TMP/nkd-2d.log
-nk_start_nkd
-run_ctl -j nsm show nsm1
+restart_nkd_with nkd-2d.log "netns=\"nsm-$S\"" 'dev="up0"'
 check_eq "back as configured: adopted, config_differs" "$(jget "$OUT" 'j["adopted"], j["config_differs"]')" \
 	"(True, False)"
 check "no warning" bash -c "! grep -q 'does not run as configured' '$NK_NKD_LOG'"

@@ -94,18 +94,6 @@ remote_mac()
 		"$NK_PY" -c 'import json, sys; l = json.load(sys.stdin); print(l[0].get("lladdr", "") if l else "")'
 }
 
-xdp_prog_ids()
-{
-	ip -j link show dev "$1" | "$NK_PY" -c '
-import json, sys
-l = json.load(sys.stdin)[0]
-x = l.get("xdp", {})
-ids = [str(p["prog"]["id"]) for p in x.get("attached", []) if "prog" in p]
-if "prog" in x:
-    ids.append(str(x["prog"]["id"]))
-print(" ".join(sorted(set(ids))))'
-}
-
 # ---------------------------------------------------------------- topology
 log_step "topology (suffix $S): uplink $UP in the root namespace"
 nk_mount_bpffs
@@ -122,18 +110,14 @@ ip -n "remote-$S" addr add 10.77.1.1/24 dev eth0
 ip -n "remote-$S" addr add fd77:1::1/64 dev eth0 nodad
 ip -n "remote-$S" link set eth0 up
 ip link set "$UP" up
-# The far end of a veth uplink: GRO on once it is up (native XDP redirects
-# into a veth need NAPI on the receiving peer) and transmit checksum
-# offload off (a partial checksum would cross the XDP redirect unfinished).
-nk_ethtool "remote-$S" eth0 0x2c 1 || nk_die "cannot turn GRO on in remote-$S"
-nk_ethtool "remote-$S" eth0 0x17 0 || nk_die "cannot turn tx checksumming off in remote-$S"
+nk_uplink_far_end "remote-$S" eth0
 log_info "remote-$S eth0 10.77.1.1/24 fd77:1::1/64 <-> $UP (root namespace)"
 
 nk_start_nkd
 check "nkd attached the ingress program to $UP (and said in which mode)" \
 	grep -qE "$UP \(ifindex [0-9]+\): XDP ingress program attached in (native|generic) mode" "$NK_NKD_LOG"
 grep -E "XDP ingress" "$NK_NKD_LOG" | sed 's/^/    /'
-PROG0=$(xdp_prog_ids "$UP")
+PROG0=$(nk_xdp_prog_ids "$UP")
 check "one XDP program on $UP" test -n "$PROG0" -a "${PROG0// /}" = "$PROG0"
 
 log_step "two kernel NSMs created by nkd (no netns given)"
@@ -142,7 +126,7 @@ for n in "$N1" "$N2"; do
 	NK_NSMS+=("$n")
 	check "netns nk-$n exists" test -e "/run/netns/nk-$n"
 	check "nkh-$n exists in the root namespace with an XDP program" \
-		test -n "$(xdp_prog_ids "nkh-$n")"
+		test -n "$(nk_xdp_prog_ids "nkh-$n")"
 	check "nk-$n has eth0 with addrgenmode none" \
 		grep -q "addrgenmode none" <(ip -n "nk-$n" -d link show dev eth0)
 	check "nkh-$n is in no bridge" not_grep -q master <(ip link show dev "nkh-$n")
@@ -282,7 +266,7 @@ done
 # ---------------------------------------------------------------- control
 log_step "negative control: XDP off the uplink"
 ip link set dev "$UP" xdp off
-check_eq "no XDP program on $UP" "$(xdp_prog_ids "$UP")" ""
+check_eq "no XDP program on $UP" "$(nk_xdp_prog_ids "$UP")" ""
 s0=$(stats_json)
 for vm in vm1 vm3; do
 	out=$(get "$vm" --max-time 3)
@@ -294,7 +278,7 @@ check_eq "no frame was steered meanwhile" \
 kill -HUP "$NKD_PID"
 has_xdp()
 {
-	[ -n "$(xdp_prog_ids "$UP")" ]
+	[ -n "$(nk_xdp_prog_ids "$UP")" ]
 }
 check "SIGHUP: nkd attaches the ingress program again" wait_for -t 5 has_xdp
 for vm in vm1 vm2 vm3; do
@@ -304,9 +288,9 @@ done
 # ---------------------------------------------------------------- restart
 log_step "restart is not teardown"
 before=$(stats_json)
-prog=$(xdp_prog_ids "$UP")
+prog=$(nk_xdp_prog_ids "$UP")
 nk_stop "$NKD_PID"
-check_eq "nkd gone: the ingress program stays on $UP" "$(xdp_prog_ids "$UP")" "$prog"
+check_eq "nkd gone: the ingress program stays on $UP" "$(nk_xdp_prog_ids "$UP")" "$prog"
 check "nkd gone: the maps stay pinned" test -e "$PIN/addr_vm"
 check_eq "nkd gone: remote curl to vm2 still works (the data path has no nkd)" \
 	"$(get vm2)" "hello from vm2 $S"
@@ -321,7 +305,7 @@ nk_start_nkd
 check "restarted nkd reused the pinned maps" grep -q "steering maps reused from $PIN" "$NK_NKD_LOG"
 check "restarted nkd kept the ingress program (same code, same maps)" \
 	grep -q "$UP (ifindex [0-9]*): XDP ingress program id $prog kept (same code on the same maps)" "$NK_NKD_LOG"
-now=$(xdp_prog_ids "$UP")
+now=$(nk_xdp_prog_ids "$UP")
 check "exactly one XDP program on $UP ($prog -> $now)" test -n "$now" -a "${now// /}" = "$now"
 check_eq "$N1 adopted, same pid" "$(nsm_pid "$N1")" "$P1"
 check_eq "$N2 adopted, same pid" "$(nsm_pid "$N2")" "$P2"
@@ -414,7 +398,7 @@ log_step "nkctl teardown removes what nkd created"
 nk_run_nkctl teardown
 check "nkd exits after teardown" wait_for -t 10 bash -c "! kill -0 $NKD_PID 2>/dev/null"
 wait "$NKD_PID" 2>/dev/null
-check_eq "no XDP program on $UP" "$(xdp_prog_ids "$UP")" ""
+check_eq "no XDP program on $UP" "$(nk_xdp_prog_ids "$UP")" ""
 check "pin dir $PIN removed" test ! -e "$PIN"
 for n in "$N1" "$N2"; do
 	check "netns nk-$n removed" test ! -e "/run/netns/nk-$n"

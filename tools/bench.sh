@@ -327,10 +327,7 @@ if have_path nkxdp; then
 	ip link set "upl-$S" netns "$R" name xdp0 || nk_die "cannot move the uplink's far end"
 	ip -n "$R" addr add 10.74.0.1/24 dev xdp0
 	ip -n "$R" link set xdp0 up
-	# Redirected frames need GRO on the receiving veth and complete checksums
-	# from the sending one (docs/maps.md), as in nk_topo_uplink_up.
-	nk_ethtool "$R" xdp0 0x2c 1 || nk_die "cannot turn GRO on for xdp0"
-	nk_ethtool "$R" xdp0 0x17 0 || nk_die "cannot turn tx checksumming off for xdp0"
+	nk_uplink_far_end "$R" xdp0
 	NK_NETNS+=("nk-$NSM4")
 	nk_run_nkctl nsm add "$NSM4" type kernel >/dev/null
 	NK_NSMS+=("$NSM4")
@@ -341,12 +338,8 @@ if have_path nkxdp; then
 	wait_for -t 10 test -S "$NK_TMP/vm40.vsock_7531" || nk_die "nkd does not serve vm40"
 	wait_for -t 10 nk_has_addr "nk-$NSM4" eth0 10.74.0.2 || nk_die "10.74.0.2 did not appear in nk-$NSM4"
 	# the XDP programs of the path: the uplink's ingress and the NSM's egress
-	xdp_prog_id()
-	{
-		ip -d link show dev "$1" 2>/dev/null | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p' | head -n 1
-	}
-	XDP_IN=$(xdp_prog_id "$UPLINK")
-	XDP_OUT=$(xdp_prog_id "nkh-$NSM4")
+	XDP_IN=$(nk_xdp_prog_ids "$UPLINK")
+	XDP_OUT=$(nk_xdp_prog_ids "nkh-$NSM4")
 	check "nkd's XDP program on the uplink $UPLINK (id ${XDP_IN:-none}) and on nkh-$NSM4 (id ${XDP_OUT:-none})" \
 		test -n "$XDP_IN" -a -n "$XDP_OUT"
 fi
