@@ -434,6 +434,7 @@ static void loop(void)
 				break;
 			}
 		}
+		move_claims_run();	/* claims passed on by NSMs (nkd_move.c) */
 		/* Objects deleted during this batch are freed only now, so
 		 * events already returned never see a reused slot. */
 		nsm_sweep();

@@ -273,6 +273,8 @@ bool move_nsm_draining(const struct nkd_nsm *nsm);
 void move_forget_vm(const struct nkd_vm *vm);
 void move_forget_nsm(const struct nkd_nsm *nsm);
 void move_timer_event(void);
+void move_claim_queue(const struct nkd_nsm *from, const void *body, size_t len, int fd);
+void move_claims_run(void);
 json_t *move_to_json(void);
 void move_restore(json_t *arr);
 

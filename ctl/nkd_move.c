@@ -359,6 +359,132 @@ void move_forget_nsm(const struct nkd_nsm *nsm)
 	}
 }
 
+/*
+ * Claims across a move (nsmctl.h): a guest's claim for a connection the
+ * old NSM offered before the move reaches the new NSM, which passes it
+ * here (CLAIM_FWD).  They are queued, because one can arrive while nkd
+ * waits for another reply, and handed on after the event batch
+ * (move_claims_run()) with ATTACH_CLAIM to the NSMs the VM is draining
+ * from, newest first.  Nobody taking it: its stream is closed and the
+ * guest reads EOF, as for a claim that fails without a move.
+ */
+#define NKD_CLAIMS_MAX	4096	/* waiting at once (an NSM passes 256 per VM) */
+
+struct claim_fwd {
+	const struct nkd_nsm *from;
+	struct nsm_claim c;
+	int fd;
+};
+
+static struct claim_fwd *claims;
+static unsigned int nclaims, claims_cap;
+
+void move_claim_queue(const struct nkd_nsm *from, const void *body, size_t len, int fd)
+{
+	if (len != sizeof(struct nsm_claim) || fd < 0) {
+		warn("nsm %s: malformed claim (%zu bytes, %s); dropped", from->name, len,
+		     fd < 0 ? "no stream" : "a stream");
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (nclaims == claims_cap) {
+		unsigned int cap = claims_cap ? claims_cap * 2 : 64;
+		struct claim_fwd *p = cap <= NKD_CLAIMS_MAX ? realloc(claims, cap * sizeof(*p)) : NULL;
+
+		if (!p) {
+			warn("nsm %s: %u claims waiting; this one is closed (the guest reads EOF)",
+			     from->name, nclaims);
+			close(fd);
+			return;
+		}
+		claims = p;
+		claims_cap = cap;
+	}
+	claims[nclaims].from = from;
+	memcpy(&claims[nclaims].c, body, sizeof(struct nsm_claim));
+	claims[nclaims].fd = fd;
+	nclaims++;
+}
+
+/* NSMs not asked again in this run: no answer in time, or no ATTACH_CLAIM. */
+struct claim_skip {
+	const struct nkd_nsm *nsm[8];
+	unsigned int n;
+};
+
+static bool skipped(const struct claim_skip *sk, const struct nkd_nsm *nsm)
+{
+	unsigned int i;
+
+	for (i = 0; i < sk->n; i++)
+		if (sk->nsm[i] == nsm)
+			return true;
+	return false;
+}
+
+static void claim_pass(const struct claim_fwd *q, struct claim_skip *sk)
+{
+	struct nkd_nsm *to[8];
+	const struct nkd_drain *d;
+	struct nkd_vm *vm;
+	unsigned int i, n = 0;
+	int err, ret;
+
+	for (vm = nkd.vms; vm && vm->id != q->c.vm_id; vm = vm->next)
+		;
+	if (!vm || vm->nsm != q->from) {
+		/* deleted or moved again meanwhile (or the move failed) */
+		debug("nsm %s: claim for vm id %u, which is not on it; closed", q->from->name,
+		      q->c.vm_id);
+		close(q->fd);
+		return;
+	}
+	for (d = drains; d && n < sizeof(to) / sizeof(to[0]); d = d->next)
+		if (d->vm_id == vm->id && d->from != q->from && !skipped(sk, d->from))
+			to[n++] = d->from;
+	for (i = 0; i < n; i++) {
+		ret = nsm_request(to[i], NSM_MSG_ATTACH_CLAIM, &q->c, sizeof(q->c), q->fd, &err);
+		if (ret || err == EOPNOTSUPP) {
+			warn("vm %s: nsm %s %s; claims are not passed to it for now", vm->name,
+			     to[i]->name, ret ? strerror(-ret) : "does not take claims (an older nk-nsm)");
+			if (sk->n < sizeof(sk->nsm) / sizeof(sk->nsm[0]))
+				sk->nsm[sk->n++] = to[i];
+			continue;
+		}
+		if (!err) {
+			info("vm %s: connection offered by nsm %s before the move, claimed through nsm %s: passed on",
+			     vm->name, to[i]->name, q->from->name);
+			close(q->fd);
+			return;
+		}
+		if (err != ENOENT)
+			warn("vm %s: nsm %s refused a claim passed on: %s", vm->name, to[i]->name,
+			     strerror(err));
+	}
+	debug("vm %s: a claim nsm %s read (connection %llu) is for no connection of %s; closed",
+	      vm->name, q->from->name, (unsigned long long)q->c.req.conn_id,
+	      n ? "the NSMs it is draining from" : "another NSM (it is draining from none)");
+	close(q->fd);
+}
+
+void move_claims_run(void)
+{
+	struct claim_skip sk = { .n = 0 };
+	struct claim_fwd *batch;
+	unsigned int i, n;
+
+	while (nclaims) {	/* claim_pass()'s requests may queue more */
+		batch = claims;
+		n = nclaims;
+		claims = NULL;
+		nclaims = claims_cap = 0;
+		for (i = 0; i < n; i++)
+			claim_pass(&batch[i], &sk);
+		free(batch);
+	}
+}
+
 bool move_nsm_draining(const struct nkd_nsm *nsm)
 {
 	const struct nkd_drain *d;

@@ -70,6 +70,8 @@ static const char *const msg_names[] = {
 	[NSM_MSG_CONN_LIST] = "CONN_LIST",
 	[NSM_MSG_CONN_BATCH] = "CONN_BATCH",
 	[NSM_MSG_VM_DRAIN] = "VM_DRAIN",
+	[NSM_MSG_CLAIM_FWD] = "CLAIM_FWD",
+	[NSM_MSG_ATTACH_CLAIM] = "ATTACH_CLAIM",
 };
 
 static void nsm_conn_lost(struct nkd_nsm *nsm, const char *why);
@@ -739,6 +741,60 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	return 1;
 }
 
+/*
+ * One packet from the NSM's control socket, with the descriptor it may
+ * carry (only CLAIM_FWD has one: anything else's is closed).  Returns
+ * recv()'s result.
+ */
+static ssize_t ctl_recv(struct nkd_nsm *nsm, char *buf, size_t len, int *fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct msghdr mh = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = cbuf.buf,
+		.msg_controllen = sizeof(cbuf.buf),
+	};
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	*fd = -1;
+	n = recvmsg(nsm->ctl_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return n;
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		size_t k;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (k = 0; k < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+			int f;
+
+			memcpy(&f, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+			if (*fd < 0)
+				*fd = f;
+			else
+				close(f);
+		}
+	}
+	return n;
+}
+
+/* A message the NSM sends unasked (CLAIM_FWD): true when it was one. */
+static bool ctl_unsolicited(struct nkd_nsm *nsm, const char *buf, ssize_t n, int fd)
+{
+	const struct nsm_hdr *h = (const void *)buf;
+
+	if (!hdr_ok(h, n) || h->type != NSM_MSG_CLAIM_FWD)
+		return false;
+	move_claim_queue(nsm, buf + sizeof(*h), n - sizeof(*h), fd);
+	return true;
+}
+
 int nsm_request(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
 		int *nsm_err)
 {
@@ -757,6 +813,7 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 	uint64_t end;
 	uint32_t seq;
 	ssize_t n;
+	int rfd;
 
 	if (nsm->state != NSM_RUNNING || nsm->ctl_fd < 0)
 		return -ENOTCONN;
@@ -812,15 +869,21 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 		}
 		if (poll(&pfd, 1, end - now) <= 0)
 			continue;
-		n = recv(nsm->ctl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		n = ctl_recv(nsm, buf, sizeof(buf), &rfd);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n <= 0) {
 			int ret = n ? -errno : -ECONNRESET;
 
+			if (rfd >= 0)
+				close(rfd);
 			nsm_conn_lost(nsm, n ? strerror(errno) : "closed by the NSM");
 			return ret;
 		}
+		if (ctl_unsolicited(nsm, buf, n, rfd))
+			continue;
+		if (rfd >= 0)
+			close(rfd);
 		if (cb && hdr_ok(h, n) && h->type != NSM_MSG_REPLY && h->seq == seq) {
 			cb(nsm, h, buf + sizeof(*h), n - sizeof(*h), arg);
 			end = nkd_now_ms() + NKD_NSM_REPLY_MS;	/* progress */
@@ -1060,18 +1123,25 @@ void nsm_ctl_event(uint32_t idx, uint32_t events)
 	char buf[NSM_CTL_MSG_MAX] __attribute__((aligned(8)));
 	const struct nsm_hdr *h = (const void *)buf;
 	ssize_t n;
+	int fd;
 
 	(void)events;
 	if (!nsm || nsm->dead)
 		return;
 	while (nsm->ctl_fd >= 0) {
-		n = recv(nsm->ctl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		n = ctl_recv(nsm, buf, sizeof(buf), &fd);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 		if (n <= 0) {
+			if (fd >= 0)
+				close(fd);
 			nsm_conn_lost(nsm, n ? strerror(errno) : "closed by the NSM");
 			return;
 		}
+		if (nsm->state == NSM_RUNNING && ctl_unsolicited(nsm, buf, n, fd))
+			continue;
+		if (fd >= 0)
+			close(fd);
 		if (nsm->state == NSM_STARTING && n >= (ssize_t)sizeof(*h) &&
 		    h->type == NSM_MSG_HELLO) {
 			nsm_hello(nsm, buf, n);

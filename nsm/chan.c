@@ -333,6 +333,15 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 		}
 		list_del(&ch->wait_node);
 		ret = nsock_hello_accept(ch, req, h->seq);
+		/* A quiet claim for another NSM's listener may be for a
+		 * connection offered before a move (nsmctl.h).  (ACCEPT_READY
+		 * connections end with their listener: nothing to pass on.) */
+		if (ret == -ENOTSOCK && !ch->dead && (req->flags & NK_HELLO_F_QUIET) &&
+		    ctl_claim_forward(ch, h, req)) {
+			ep_twin(ch->fd);	/* nkd holds the stream now */
+			chan_kill(ch);
+			return;
+		}
 		if (ret && !ch->dead) {
 			vm_debug(ch->vm, "HELLO ACCEPT%s of connection %llu on %#llx refused: %s",
 				 req->flags & NK_HELLO_F_QUIET ? " (quiet)" : "",
@@ -349,6 +358,14 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 		chan_bad(ch, "unknown HELLO kind %u", req->kind);
 		return;
 	}
+}
+
+/* A claim read by another NSM, passed on by nkd (ATTACH_CLAIM). */
+void chan_claim(struct chan *ch, const struct nk_hdr *h, const struct nk_hello_req *req)
+{
+	chan_hello(ch, h, req);
+	if (!ch->dead)
+		chan_update_events(ch);
 }
 
 static void chan_message(struct chan *ch, const struct nk_hdr *h, const void *body)

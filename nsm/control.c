@@ -2,7 +2,9 @@
 /*
  * The NSM's side of nsmctl.h: the --control SOCK_SEQPACKET socket nkd
  * connects to, its requests (VM_ADD, VM_DEL, ATTACH_LISTENER,
- * ATTACH_STREAM, CONN_LIST, VM_DRAIN) and the VM table they maintain.
+ * ATTACH_STREAM, CONN_LIST, VM_DRAIN, ATTACH_CLAIM) and the VM table they
+ * maintain, and the one message it sends unasked besides HELLO: a claim
+ * passed to nkd (CLAIM_FWD).
  *
  * CONN_LIST is the one request answered by more than a REPLY: one
  * CONN_BATCH packet (same seq) per NSM_CONN_BATCH guest sockets first.
@@ -461,8 +463,16 @@ static int vm_add(const struct nsm_vm_add *m)
 		list_init(&vm->socks);
 		list_init(&vm->orphans);
 		list_add_tail(&vm->node, &nsm.vms);
+		/* It may have come here by a move: claims for offers of the
+		 * NSM it left go to nkd for a while (nsmctl.h). */
+		vm->fwd_until = now_mono() + NSM_CLAIM_FWD_S;
+		vm->nfwd = 0;
 		created = true;
 	} else {
+		if (vm->lfd < 0) {	/* draining (or not attached yet): may come back */
+			vm->fwd_until = now_mono() + NSM_CLAIM_FWD_S;
+			vm->nfwd = 0;
+		}
 		old_n = vm->naddrs;
 		memcpy(old_addrs, vm->addrs, sizeof(old_addrs));
 		nold = routing_items(vm->addrs, vm->naddrs, &vm->gw4, &vm->gw6, old_items);
@@ -616,6 +626,97 @@ static int attach_stream(uint32_t id, int fd)
 	return 0;
 }
 
+/*
+ * ATTACH_CLAIM: a claim another NSM read from this stream, for a connection
+ * offered here before the VM moved away (nsmctl.h, "Claims across a
+ * move").  -ENOENT when it is not one of ours: nkd then asks the next NSM.
+ */
+static int attach_claim(const struct nsm_claim *c, int fd)
+{
+	struct vm *vm = vm_find(c->vm_id);
+	struct chan *ch;
+	int ret;
+
+	if (!vm)
+		return -ENOENT;
+	if (nk_hdr_check(&c->hdr, 0) != (int)sizeof(c->req) || c->hdr.op != NK_OP_HELLO ||
+	    c->hdr.err || c->req.kind != NK_HELLO_ACCEPT) {
+		vm_warn(vm, "ATTACH_CLAIM: not a HELLO ACCEPT");
+		return -EINVAL;
+	}
+	if (!nsock_claim_known(vm, &c->req))
+		return -ENOENT;
+	ret = check_stream_fd(fd, false);
+	if (ret) {
+		vm_warn(vm, "ATTACH_CLAIM: not a connected stream socket");
+		return ret;
+	}
+	ch = chan_new(vm, fd, -1);
+	if (!ch)
+		return -ENOMEM;
+	ep_twin(fd);
+	vm_debug(vm, "connection %llu on %#llx claimed after the VM moved away (nkd passed the claim on)",
+		(unsigned long long)c->req.conn_id, (unsigned long long)c->req.listener);
+	chan_claim(ch, &c->hdr, &c->req);
+	return 0;
+}
+
+/*
+ * A claim for a listener this NSM does not know, read from ch: when the VM
+ * came here less than NSM_CLAIM_FWD_S ago (a move), pass the stream and
+ * the claim to nkd, which finds the NSM that offered the connection
+ * (nsmctl.h).  True when sent: nkd holds the stream, the caller forgets it.
+ */
+bool ctl_claim_forward(struct chan *ch, const struct nk_hdr *h, const struct nk_hello_req *req)
+{
+	struct vm *vm = ch->vm;
+	struct {
+		struct nsm_hdr h;
+		struct nsm_claim c;
+	} m;
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = cbuf.buf,
+		.msg_controllen = sizeof(cbuf.buf),
+	};
+	struct cmsghdr *cm;
+
+	if (nsm.ctl_fd < 0 || now_mono() >= vm->fwd_until || vm->nfwd >= NSM_CLAIM_FWD_MAX)
+		return false;
+	memset(&m, 0, sizeof(m));
+	memset(&cbuf, 0, sizeof(cbuf));
+	m.h = (struct nsm_hdr){
+		.magic = NSM_CTL_MAGIC,
+		.version = NSM_CTL_VERSION,
+		.type = NSM_MSG_CLAIM_FWD,
+		.len = sizeof(m),
+	};
+	m.c.vm_id = vm->id;
+	m.c.hdr = *h;
+	m.c.req = *req;
+	cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &ch->fd, sizeof(int));
+	if (sendmsg(nsm.ctl_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		vm_debug(vm, "claim of connection %llu on %#llx not passed to nkd: %s",
+			 (unsigned long long)req->conn_id, (unsigned long long)req->listener,
+			 strerror(errno));
+		return false;
+	}
+	vm->nfwd++;
+	vm_debug(vm, "claim of connection %llu on %#llx (no such listener here) passed to nkd",
+		 (unsigned long long)req->conn_id, (unsigned long long)req->listener);
+	return true;
+}
+
 /* One guest socket as a CONN_BATCH entry; false when it has no kernel socket. */
 static bool conn_entry(const struct nsock *ns, struct nsm_conn *c)
 {
@@ -760,6 +861,10 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 		want = sizeof(struct nsm_vm_ref);
 		needfds = 1;
 		break;
+	case NSM_MSG_ATTACH_CLAIM:
+		want = sizeof(struct nsm_claim);
+		needfds = 1;
+		break;
 	default:
 		warn("nkd: unknown message type %u", h->type);
 		return -EOPNOTSUPP;
@@ -787,6 +892,9 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 	case NSM_MSG_ATTACH_LISTENER:
 		*used = true;
 		return attach_listener(ref->vm_id, fds[0]);
+	case NSM_MSG_ATTACH_CLAIM:
+		*used = true;
+		return attach_claim(body, fds[0]);
 	default:
 		*used = true;
 		return attach_stream(ref->vm_id, fds[0]);
@@ -847,7 +955,8 @@ static void ctl_recv_one(void)
 	}
 	memcpy(&seq, buf + offsetof(struct nsm_hdr, seq), sizeof(seq));
 	ret = ctl_handle(buf, n, msg.msg_flags, fds, nfds, &used);
-	ctl_send(NSM_MSG_REPLY, seq, -ret, NULL, 0);
+	/* waits for room: claims passed to nkd (CLAIM_FWD) share the socket */
+	ctl_send_wait(NSM_MSG_REPLY, seq, -ret, NULL, 0, NSM_CTL_SEND_WAIT_MS);
 	if (used && ret)
 		close(fds[0]);
 	if (used)

@@ -107,6 +107,8 @@ struct vm {
 	struct list_head socks;		/* every guest socket of the VM */
 	struct list_head orphans;	/* offered connections whose listener closed */
 	unsigned int norphans;
+	uint64_t fwd_until;		/* now_mono(): unknown claims go to nkd until then */
+	unsigned int nfwd;		/* claims passed on (at most NSM_CLAIM_FWD_MAX) */
 	/* counters */
 	uint64_t bad_chans;
 	uint64_t streams;		/* guest streams accepted */
@@ -339,6 +341,7 @@ int ctl_listen(void);
 void ctl_unlink(void);
 void ctl_accept(void);
 void ctl_event(uint32_t events);
+bool ctl_claim_forward(struct chan *ch, const struct nk_hdr *h, const struct nk_hello_req *req);
 struct vm *vm_find(uint32_t id);
 
 /* netlink.c */
@@ -361,6 +364,7 @@ int chan_send(struct chan *ch, uint8_t op, uint32_t seq, int32_t err,
 int chan_flush(struct chan *ch);
 int chan_queue(struct chan *ch, const void *p, size_t len);
 void chan_update_events(struct chan *ch);
+void chan_claim(struct chan *ch, const struct nk_hdr *h, const struct nk_hello_req *req);
 void chan_timeouts(uint64_t now);
 void vm_accept(struct vm *vm);
 void nsm_reserve_fd(void);
@@ -381,6 +385,7 @@ void nsock_listen_event(struct nsock *ns, int lfd);
 void nsock_timeouts(uint64_t now);
 int nsock_hello_socket(struct chan *ch, const struct nk_hello_req *req, uint64_t *token);
 int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t seq);
+bool nsock_claim_known(struct vm *vm, const struct nk_hello_req *req);
 int nsock_udp_fd(struct nsock *ns, const struct nk_addr *dst, int *fd);
 bool nsock_dst_refused(const struct nk_addr *a);
 int nsock_sockaddr(const struct nk_addr *a, struct sockaddr_storage *ss);

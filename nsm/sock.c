@@ -727,6 +727,27 @@ static void listen_pause(struct nsock *ns, bool pause)
 		ep_set(ns->lfds[i], pause ? 0 : EPOLLIN);
 }
 
+/* Whether req claims a connection this NSM offered on vm (waiting or orphaned). */
+bool nsock_claim_known(struct vm *vm, const struct nk_hello_req *req)
+{
+	struct nsock *lns = nsock_lookup(vm, req->listener);
+	struct list_head *p;
+
+	if (lns && lns->state == NK_STATE_LISTENING) {
+		list_for_each(p, &lns->pending) {
+			if (list_entry(p, struct pending, node)->conn_id == req->conn_id)
+				return true;
+		}
+	}
+	list_for_each(p, &vm->orphans) {
+		const struct pending *c = list_entry(p, struct pending, node);
+
+		if (c->listener == req->listener && c->conn_id == req->conn_id)
+			return true;
+	}
+	return false;
+}
+
 int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t seq)
 {
 	bool quiet = req->flags & NK_HELLO_F_QUIET;

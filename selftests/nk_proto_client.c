@@ -8,6 +8,9 @@
  *   nk_proto_client nsm CTL vm-del ID
  *   nk_proto_client nsm CTL attach-listener ID PATH
  *       PATH: a Unix listening socket created here and handed to the NSM
+ *   nk_proto_client nsm CTL claim-checks ID
+ *       malformed and unknown ATTACH_CLAIMs for VM ID: one "what errno"
+ *       line each (the NSM refuses them all and keeps running)
  *   nk_proto_client connect GUEST ADDR PORT
  *       HELLO SOCKET, HELLO CTL, CONNECT, then stdin -> connection -> stdout
  *   nk_proto_client listen GUEST ADDR PORT
@@ -1529,6 +1532,56 @@ static int nsm_call(int fd, uint8_t type, const void *body, size_t len, int pass
 	}
 }
 
+static void claim_check(int fd, const char *what, const void *body, size_t len, bool stream)
+{
+	int sv[2] = { -1, -1 }, ret;
+
+	if (stream && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+		printf("%s socketpair: %s\n", what, strerror(errno));
+		return;
+	}
+	ret = nsm_call(fd, NSM_MSG_ATTACH_CLAIM, body, len, sv[0]);
+	/* strerrorname_np(): glibc 2.32 */
+	printf("%s %s\n", what, ret < 0 ? "local-error" : ret ? strerrorname_np(ret) : "ok");
+	if (stream) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+}
+
+/* ATTACH_CLAIM as nkd would send it, broken one way at a time (nsmctl.h). */
+static int claim_checks(int fd, uint32_t vm_id)
+{
+	struct nsm_claim c = {
+		.vm_id = vm_id,
+		.hdr = { .magic = NK_PROTO_MAGIC, .version = NK_PROTO_VERSION, .op = NK_OP_HELLO,
+			 .len = sizeof(struct nk_hdr) + sizeof(struct nk_hello_req), .seq = 1 },
+		.req = { .kind = NK_HELLO_ACCEPT, .flags = NK_HELLO_F_QUIET,
+			 .listener = 0x1234567890abcdefull, .conn_id = 1 },
+	};
+	struct nsm_claim b;
+
+	claim_check(fd, "unknown-token", &c, sizeof(c), true);
+	claim_check(fd, "no-stream", &c, sizeof(c), false);
+	claim_check(fd, "short", &c, sizeof(c) - 1, true);
+	b = c;
+	b.vm_id = 65000;
+	claim_check(fd, "unknown-vm", &b, sizeof(b), true);
+	b = c;
+	b.hdr.op = NK_OP_CONNECT;
+	claim_check(fd, "not-hello", &b, sizeof(b), true);
+	b = c;
+	b.hdr.len += 8;
+	claim_check(fd, "bad-len", &b, sizeof(b), true);
+	b = c;
+	b.req.kind = NK_HELLO_SOCKET;
+	claim_check(fd, "not-accept", &b, sizeof(b), true);
+	b = c;
+	b.pad0 = 1;
+	claim_check(fd, "pad", &b, sizeof(b), true);
+	return 0;
+}
+
 static int cmd_nsm(int argc, char **argv)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -1585,6 +1638,8 @@ static int cmd_nsm(int argc, char **argv)
 			return -errno;
 		ret = nsm_call(fd, NSM_MSG_ATTACH_LISTENER, &r, sizeof(r), lfd);
 		close(lfd);
+	} else if (!strcmp(argv[1], "claim-checks") && argc == 3) {
+		ret = claim_checks(fd, atoi(argv[2]));
 	}
 	if (ret > 0)
 		fprintf(stderr, "nsm: %s\n", strerror(ret));
@@ -1598,6 +1653,7 @@ static void usage(void)
 		"usage: nk_proto_client nsm CTL vm-add ID NAME ADDR/PFX[,...] [gw4 A] [gw6 A]\n"
 		"       nk_proto_client nsm CTL vm-del ID\n"
 		"       nk_proto_client nsm CTL attach-listener ID PATH\n"
+		"       nk_proto_client nsm CTL claim-checks ID\n"
 		"       nk_proto_client connect GUEST ADDR PORT\n"
 		"       nk_proto_client listen GUEST ADDR PORT\n"
 		"       nk_proto_client check GUEST VM-ADDR FOREIGN-ADDR [REFUSED-ADDR PORT [NO-HOST-ADDR]]\n"

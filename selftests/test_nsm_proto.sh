@@ -282,5 +282,23 @@ peer sink 9110
 out=$(printf 'after the fuzz\n' | "$CLIENT" connect "$G1" 10.77.0.1 9110 2>/dev/null)
 check_eq "vm1 still connects and sends through the NSM" "${out%% *}" 15
 
+log_step "nkd's ATTACH_CLAIM (a claim passed on after a move), malformed and unknown"
+# as nkd would send it, on nsm1's control socket (the NSM takes this
+# connection instead of nkd's; nkd, stopped meanwhile so that it does not
+# take it back, connects again and re-sends its state)
+VM1_ID=$(jpy "$(nkctl -j vm show vm1)" 'j["id"]')
+kill -STOP "$NKD_PID"
+out=$("$CLIENT" nsm "$NK_RUN/nsm-nsm1.sock" claim-checks "$VM1_ID" 2>&1)
+kill -CONT "$NKD_PID"
+echo "$out" | sed 's/^/    /'
+check_eq "ATTACH_CLAIM: each refused with its errno" "$(tr '\n' ' ' <<<"$out")" \
+	"unknown-token ENOENT no-stream EINVAL short EPROTO unknown-vm ENOENT not-hello EINVAL bad-len EINVAL not-accept EINVAL pad EINVAL "
+check "nk-nsm is the same process" test "$(nk_nsm_pid "nsm-$S")" = "$NK_NSM_PID"
+check "nkd is connected to nsm1 again" wait_for -t 10 bash -c \
+	"grep -c 'nsm nsm1 (pid $NK_NSM_PID): up' '$NK_NKD_LOG' | grep -qv '^1$'"
+peer sink 9111
+out=$(printf 'after the claims\n' | "$CLIENT" connect "$G1" 10.77.0.1 9111 2>/dev/null)
+check_eq "vm1 still connects and sends through the NSM" "${out%% *}" 17
+
 check "nk-nsm is still running" nk_alive "$NK_NSM_PID"
 nk_finish

@@ -20,6 +20,10 @@
  *                            first.
  *   NSM_MSG_ATTACH_STREAM    one already-accepted guest stream of vm_id
  *                            (nkd dispatches AF_VSOCK by peer CID).
+ *   NSM_MSG_CLAIM_FWD        nsm -> nkd, unsolicited (seq 0, no REPLY):
+ *                            a guest stream whose claim (HELLO ACCEPT)
+ *                            is for another NSM (below).
+ *   NSM_MSG_ATTACH_CLAIM     nkd -> nsm: that stream and claim.
  *
  * nkd identifies the VM from the transport (which listener, which CID);
  * the NSM never trusts a VM identity sent by a guest.
@@ -67,6 +71,8 @@ enum nsm_msg {
 	NSM_MSG_CONN_LIST,	/* nkd -> nsm: CONN_BATCH packets, then REPLY */
 	NSM_MSG_CONN_BATCH,	/* nsm -> nkd: up to NSM_CONN_BATCH entries */
 	NSM_MSG_VM_DRAIN,	/* nkd -> nsm: a VM moves away (see below) */
+	NSM_MSG_CLAIM_FWD,	/* nsm -> nkd: + 1 fd, a claim for the NSM a VM left */
+	NSM_MSG_ATTACH_CLAIM,	/* nkd -> nsm: + 1 fd, that claim */
 	NSM_MSG_MAX
 };
 
@@ -173,5 +179,35 @@ _Static_assert(sizeof(struct nsm_hdr) + sizeof(struct nsm_conn_batch) <= NSM_CTL
  * through nkd, on the VM's new NSM) and keeps every established
  * connection until it ends; the VM's addresses stay until VM_DEL.
  */
+
+/*
+ * Claims across a move.  A connection offered to the guest (an
+ * NK_OP_ACCEPT_OFFER record on a listener's stream) before its VM moved
+ * away is held by the old NSM, while the guest's claim for it (a new
+ * stream, HELLO ACCEPT naming the old NSM's listener token) reaches the
+ * VM's new NSM.  An NSM that reads a quiet claim (NK_HELLO_F_QUIET: an
+ * offered connection) for a listener it does not know, on a VM it was
+ * given less than NSM_CLAIM_FWD_S seconds ago (VM_ADD creating it, or
+ * re-adding one it was draining), sends CLAIM_FWD to nkd: the stream and the claim it read from it (the
+ * stream's next byte is the first one after the claim; with
+ * NK_HELLO_F_QUIET the guest may have written payload already).  nkd
+ * sends ATTACH_CLAIM with the same body and stream to each NSM the VM is
+ * draining from, newest drain first, until one answers 0; ENOENT: not
+ * one of its connections.  Whoever holds the stream last closes it
+ * unanswered when nobody takes it: the guest reads EOF, as it would
+ * without a move when the claim fails (proto.h).  An nkd that does not
+ * know CLAIM_FWD drops it, which closes the stream the same way.  The
+ * NSM's REPLYs wait for room behind unread CLAIM_FWDs.
+ */
+#define NSM_CLAIM_FWD_S		10	/* s after VM_ADD of a new VM */
+#define NSM_CLAIM_FWD_MAX	256	/* claims passed on per VM in that time */
+
+struct nsm_claim {
+	uint32_t vm_id;		/* nkd's id of the VM (CLAIM_FWD: the sender's VM) */
+	uint32_t pad0;
+	struct nk_hdr hdr;	/* the claim as read: op NK_OP_HELLO */
+	struct nk_hello_req req;	/* kind NK_HELLO_ACCEPT */
+};
+_Static_assert(sizeof(struct nsm_claim) == 48, "nsm_claim is 48 bytes");
 
 #endif /* NETKERNEL_NSMCTL_H */
