@@ -21,13 +21,20 @@
 #            kr-$S, veth 10.76.0.2 <-> remote 10.76.0.1
 #   nkbp     NetKernel with busy polling: guest g30-$S (only lo), vm30 on a
 #            third kernel NSM nsm3 (nkctl nsm add ... busy-poll 30) in
-#            bp-$S, veth 10.75.0.2 <-> remote 10.75.0.1
+#            bp-$S, veth 10.75.0.2 <-> remote 10.75.0.1; measured only when
+#            --paths names it
 #   nkxdp    NetKernel on a shared uplink steered by XDP (issue 4): nkd
 #            --uplink nku-$S (a veth whose far end is xdp0 10.74.0.1 in the
 #            remote host) creates nsm4-$S itself (netns nk-nsm4-$S, veth
 #            nkh-nsm4-$S <-> eth0); vm40 10.74.0.2, guest g40-$S (only lo).
-#            Bulk and round trips only; the XDP programs' run time per
-#            packet comes from kernel.bpf_stats_enabled during its runs.
+#            One-stream bulk and round trips only; the XDP programs' run
+#            time per packet comes from kernel.bpf_stats_enabled during its
+#            runs.
+# Stage vm (real VMs): one QEMU guest (TCG) with a vhost-user-vsock device
+#            (nk-vhost-vsock -> vm50 on nsm1, 10.77.0.50) and a virtio-net
+#            NIC (tap0, bridged in vmn-$S with a veth to remote 10.73.0.1;
+#            the guest 10.73.0.2); the two alternate inside the guest:
+#            vmnk (under nk-run, AF_VSOCK) and vmnat (its own stack).
 #
 # Every path but nkxdp (two veths joined by XDP redirects) crosses exactly
 # one veth to the remote host (remote-$S, which runs iperf3 -s, sockperf
@@ -47,7 +54,7 @@
 #   tools/bench.sh [--quick] [--reps N] [--out DIR] [--no-profile] [--profile]
 #                  [--only STAGE,...] [--paths PATH,...]
 #
-# --only runs a subset of the stages (bulk, rr, wrk, cps, idle, profile,
+# --only runs a subset of the stages (bulk, rr, wrk, cps, vm, idle, profile,
 # density) and --paths a subset of the paths (native, nk, pasta, slirp,
 # nklat, nkbp, nkxdp),
 # for before/after comparisons while working on one cost; either one writes
@@ -86,20 +93,20 @@ done
 
 if [ "$QUICK" = 1 ]; then
 	REPS=${REPS:-1}
-	T_BULK=1 T_RR=1 T_WRK=1 T_CPS=1 T_DENS=1 T_IDLE=3 T_PROF=1 T_COST=1
+	T_BULK=1 T_RR=1 T_WRK=1 T_CPS=1 T_DENS=1 T_IDLE=3 T_PROF=1 T_COST=1 T_VM=1
 	PROFILE=${PROFILE:-0}
 	OUT=${OUT:-$OUTPUT/bench}
 else
 	REPS=${REPS:-3}
-	T_BULK=2 T_RR=3 T_WRK=2 T_CPS=2 T_DENS=2 T_IDLE=10 T_PROF=4 T_COST=2
+	T_BULK=2 T_RR=3 T_WRK=2 T_CPS=2 T_DENS=2 T_IDLE=10 T_PROF=4 T_COST=2 T_VM=2
 	PROFILE=${PROFILE:-1}
 	OUT=${OUT:-$NK_SRCDIR/docs}
 fi
 [ -z "$ONLY$ONLY_PATHS" ] || OUT=${OUT/#$NK_SRCDIR\/docs/$OUTPUT/bench}
 for st in ${ONLY//,/ }; do
 	case $st in
-	bulk | rr | wrk | cps | idle | profile | density) ;;
-	*) echo "bench: unknown stage '$st' (bulk rr wrk cps idle profile density)" >&2; exit 2 ;;
+	bulk | rr | wrk | cps | idle | profile | density | vm) ;;
+	*) echo "bench: unknown stage '$st' (bulk rr wrk cps idle profile density vm)" >&2; exit 2 ;;
 	esac
 done
 # have_path PATH: PATH is measured (all of them unless --paths names a subset)
@@ -119,7 +126,10 @@ DENS_DELAY_MS=10	# per-guest light load: one connection, ~100 requests/s
 IDLE_CONNS=100
 WRK_ARGS=(-t2 -c64)
 CPS_THREADS=4
-PATHS=(native nk pasta slirp nklat nkbp nkxdp)
+# nkbp only when --paths names it: the full run stays under 10 minutes
+# with the real VMs' stage (busy polling alone is in the full runs of
+# docs/benchmarks.md up to 2026-11-26 15:09)
+PATHS=(native nk pasta slirp nklat nkxdp)
 BUSY_POLL_US=30	# the NSMs of the nkbp and nklat paths
 if [ -n "$ONLY_PATHS" ]; then
 	IFS=, read -r -a PATHS <<<"$ONLY_PATHS"
@@ -136,6 +146,9 @@ WEB_PATHS=()
 for p in "${PATHS[@]}"; do
 	[ "$p" = nkxdp ] || WEB_PATHS+=("$p")
 done
+# four-stream transfers: all but nkxdp too (its one-stream runs show what
+# steering costs, and the full run stays under 10 minutes)
+BULK4_PATHS=("${WEB_PATHS[@]}")
 
 BDIR=$OUTPUT/bench
 RES=$BDIR/results.tsv
@@ -266,7 +279,7 @@ meta pipe_rtt_1cpu_us "$(perf_us taskset 1 perf bench sched pipe -l 10000)"
 meta pipe_rtt_1cpu_thr_us "$(perf_us taskset 1 perf bench sched pipe -T -l 10000)"
 meta quick "$QUICK"
 meta reps "$REPS"
-meta durations "bulk ${T_BULK}s, rr ${T_RR}s, wrk ${T_WRK}s, cps ${T_CPS}s, density ${T_DENS}s, idle ${T_IDLE}s"
+meta durations "bulk ${T_BULK}s, rr ${T_RR}s, wrk ${T_WRK}s, cps ${T_CPS}s, density ${T_DENS}s, idle ${T_IDLE}s, real VMs ${T_VM}s per run"
 meta versions "iperf3 $(iperf3 --version | awk 'NR == 1 { print $2 }'), sockperf $(dpkg-query -W -f='${Version}' sockperf 2>/dev/null), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null), nginx $(nginx -v 2>&1 | sed 's|.*/||'), passt $(dpkg-query -W -f='${Version}' passt 2>/dev/null), slirp4netns $(dpkg-query -W -f='${Version}' slirp4netns 2>/dev/null)"
 meta wrk_args "${WRK_ARGS[*]}"
 meta cps_threads "$CPS_THREADS"
@@ -725,8 +738,8 @@ for ((REP = 1; REP <= REPS; REP++)); do
 	if want bulk; then
 		for p in "${PATHS[@]}"; do bulk "$p" send1; done
 		for p in "${PATHS[@]}"; do bulk "$p" recv1 -R; done
-		for p in "${PATHS[@]}"; do bulk "$p" send4 -P 4; done
-		for p in "${PATHS[@]}"; do bulk "$p" recv4 -P 4 -R; done
+		for p in "${BULK4_PATHS[@]}"; do bulk "$p" send4 -P 4; done
+		for p in "${BULK4_PATHS[@]}"; do bulk "$p" recv4 -P 4 -R; done
 	fi
 	if want rr; then
 		for p in "${PATHS[@]}"; do rr "$p"; done
@@ -743,6 +756,112 @@ check "nk guest g1-$S has only lo after the runs" only_lo "g1-$S"
 # (every NSM of the run: NK_NKD_EXTRA_ARGS may turn the relay on for all)
 check_eq "no skb missed its relay_conns entry (nsm1, nsm2, nsm3)" \
 	"$(nk_relay_misses "$NSM_PID" "$NSM2_PID" "$NSM3_PID" 2>/dev/null || echo '?')" 0
+
+# ---------------------------------------------------------------- real VMs
+
+# The product's transport (issue 9) in a real VM: a QEMU guest (TCG: this
+# machine boots no stock kernel under KVM) whose programs reach the remote
+# host through virtio-vsock -> nk-vhost-vsock -> nkd's vm50 socket -> nsm1
+# (vm50, 10.77.0.50), against the same guest's own stack on a virtio-net
+# NIC (tap0, bridged in vmn-$S with a veth to the remote host: 10.73.0.2).
+# One boot with both devices; in each repetition the two alternate, the
+# NetKernel runs under nk-run (AF_VSOCK), the others without it.  Bulk one
+# stream each way and round trips (iperf3 -t T_VM, sockperf pp -t T_VM).
+# No CPU figures: QEMU's CPU time is the emulator's.
+# up0_bytes: bytes through nsm1's uplink veth, both ways
+up0_bytes()
+{
+	ip netns exec "nsm-$S" cat /sys/class/net/up0/statistics/rx_bytes \
+		/sys/class/net/up0/statistics/tx_bytes | awk '{ s += $1 } END { print s + 0 }'
+}
+
+vm_stage()
+{
+	local img=$NK_TMP/vmimg con=$NK_TMP/vm-console.log script=$NK_TMP/vm-bench.sh
+	local line r p wl k v b0 b1 rc
+	log_step "real VMs (QEMU TCG): the guest's vsock through NetKernel against its own virtio-net"
+	if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ]; then
+		log_info "vm: qemu-system-x86 or busybox-static missing: stage skipped"
+		return 0
+	fi
+	if ! have_path nk; then
+		log_info "vm: the stage uses nsm1 of the nk path: skipped without it"
+		return 0
+	fi
+	nk_run_nkctl vm add vm50 nsm nsm1 addr 10.77.0.50/24 uds "$NK_TMP/vm50.vsock" >/dev/null
+	wait_for -t 10 test -S "$NK_TMP/vm50.vsock_7531" || nk_die "nkd does not serve vm50"
+	wait_for -t 10 nk_has_addr "nsm-$S" up0 10.77.0.50 || nk_die "10.77.0.50 did not appear on up0"
+	nk_netns_add "vmn-$S"
+	nk_veth "vmn-$S" eth0 "$R" vmn0
+	ip -n "$R" addr add 10.73.0.1/24 dev vmn0
+	ip -n "vmn-$S" tuntap add tap0 mode tap
+	ip -n "vmn-$S" link add br0 type bridge
+	ip -n "vmn-$S" link set tap0 master br0
+	ip -n "vmn-$S" link set eth0 master br0
+	ip -n "vmn-$S" link set tap0 up
+	ip -n "vmn-$S" link set br0 up
+	cat >"$script" <<EOF
+#!/bin/sh
+# make bench's guest (tools/bench.sh vm_stage): "NKB REP PATH WL METRIC VALUE" lines
+ip link set eth0 up
+ip addr add 10.73.0.2/24 dev eth0
+i=0
+while ! ping -c 1 -W 1 10.73.0.1 >/dev/null 2>&1 && [ \$i -lt 20 ]; do i=\$((i + 1)); done
+echo "NKB 0 vm all links \$(ip -o link | awk -F': ' '{ printf "%s,", \$2 }')"
+echo "NKB 0 vm all start_s \$(cut -d' ' -f1 /proc/uptime)"
+gbps() { awk '/receiver/ { for (i = 1; i <= NF; i++) if (\$i == "Mbits/sec") v = \$(i - 1) } END { print (v != "" ? v / 1000 : "error") }'; }
+rtt() { awk '/avg-rtt=/ { sub(/.*avg-rtt=/, ""); sub(/ .*/, ""); m = \$0 } /percentile 99.000 =/ { p = \$NF } END { print (m != "" ? m : "error"), (p != "" ? p : "error") }'; }
+tx() { cat /sys/class/net/eth0/statistics/tx_bytes; }
+for r in \$(seq $REPS); do
+	for p in vmnat vmnk; do
+		if [ \$p = vmnk ]; then pre=nk-run R=10.77.0.1; else pre= R=10.73.0.1; fi
+		t0=\$(tx)
+		echo "NKB \$r \$p send1 gbps \$(\$pre iperf3 -c \$R -p 5201 -t $T_VM -f m 2>&1 | gbps)"
+		echo "NKB \$r \$p recv1 gbps \$(\$pre iperf3 -c \$R -p 5201 -t $T_VM -f m -R 2>&1 | gbps)"
+		set -- \$(\$pre sockperf pp --tcp -i \$R -p 11111 -t $T_VM --full-rtt 2>&1 | rtt)
+		echo "NKB \$r \$p rr mean_us \$1"
+		echo "NKB \$r \$p rr p99_us \$2"
+		echo "NKB \$r \$p all eth0_tx_bytes \$((\$(tx) - t0))"
+	done
+done
+echo "NKB 0 vm all end_s \$(cut -d' ' -f1 /proc/uptime)"
+EOF
+	# the guest kernel into the cache from here (the VM's namespace has no
+	# network for apt); nk-vm then takes it offline
+	bash "$NK_SRCDIR/tools/vm/fetch-kernel.sh" >/dev/null 2>"$NK_TMP/fetch-kernel.log" ||
+		{ log_info "vm: no guest kernel ($(tail -n 1 "$NK_TMP/fetch-kernel.log")): stage skipped"; return 0; }
+	b0=$(up0_bytes)
+	rc=0
+	v=$(date +%s.%N)
+	NK_VM_OFFLINE=1 ip netns exec "vmn-$S" "$NK_SRCDIR/tools/nk-vm" --uds "$NK_TMP/vm50.vsock" --tap tap0 \
+		--add "$(command -v iperf3)" --add "$(command -v sockperf)" --script "$script" \
+		--console "$con" --image "$img" --timeout $((REPS * 6 * (T_VM + 4) + 120)) \
+		>"$NK_TMP/nk-vm.log" 2>&1 || rc=$?
+	b1=$(up0_bytes)
+	log_info "vm: nk-vm took $(awk -v a="$v" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s; in the guest: $(tr -d '\r' <"$con" | awk '/^NKB 0 vm all start_s/ { a = $6 } /^NKB 0 vm all end_s/ { b = $6 } END { printf "booted after %s s, the runs took %.1f s", a, b - a }')"
+	check_eq "vm: the guest's script ran to its end (nk-vm's status; log $NK_TMP/nk-vm.log)" "$rc" 0
+	check "vm: the guest has lo, its vsock-only path and eth0 (virtio-net)" \
+		grep -q '^NKB 0 vm all links lo,eth0,' "$con"
+	while read -r _ r p wl k v; do
+		[ "$r" != 0 ] || continue
+		if [ "$v" = error ]; then
+			REP=$r rec "$p" "$wl" error "${k}_failed"
+			continue
+		fi
+		REP=$r rec "$p" "$wl" "$k" "$v"
+	done < <(tr -d '\r' <"$con" | grep '^NKB [0-9]')
+	# anti-fake: NetKernel's runs moved their bytes through nsm1's uplink
+	# (idle otherwise during this stage), not through the guest's NIC
+	check_gt "vm: nsm1's up0 carried vm50's transfers (its byte counters rose, MB)" \
+		$(((b1 - b0) >> 20)) $((REPS * 4))
+	v=$(awk '$2 == "vmnk" && $4 == "eth0_tx_bytes" && $5 > m { m = $5 } END { print m + 0 }' <(tr -d '\r' <"$con" | grep '^NKB [1-9]'))
+	check_lt "vm: the guest's eth0 sent almost nothing during NetKernel's runs (most in one repetition, bytes)" "$v" 100000
+	nk_run_nkctl vm del vm50 >/dev/null
+}
+
+if want vm; then
+	vm_stage
+fi
 
 # ---------------------------------------------------------------- idle cost
 

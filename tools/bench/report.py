@@ -319,16 +319,16 @@ def cost_section(pdir, data, out):
     out.append("")
 
 
-def gnuplot(png, plotrows):
+def gnuplot(png, plotrows, paths):
     with tempfile.TemporaryDirectory() as td:
         dat = os.path.join(td, "bench.dat")
         with open(dat, "w") as f:
-            f.write("# label %s\n" % " ".join(PATHS[1:]))
+            f.write("# label %s\n" % " ".join(paths[1:]))
             for label, vals in plotrows:
                 f.write('"%s" %s\n' % (label, " ".join("%.4f" % v if v is not None else "NaN" for v in vals)))
         ymax = max([v for _, vals in plotrows for v in vals if v is not None] + [1.2])
         # only the paths that were measured (bench.sh --paths can leave some out)
-        series = [(col, PATH_NAMES[p], PATH_COLORS[p]) for col, p in enumerate(PATHS[1:], 2)]
+        series = [(col, PATH_NAMES[p], PATH_COLORS[p]) for col, p in enumerate(paths[1:], 2)]
         plots = ", ".join(
             f'"{dat}" using {col}{":xtic(1)" if i == 0 else ""} title "{t}" lc rgb "{c}"'
             for i, (col, t, c) in enumerate(
@@ -415,15 +415,17 @@ def main():
     out.append("Cells are the median over the repetitions with (min–max); "
                "ratios are path median / native median.")
     out.append("")
-    hdr = "| workload | unit | native | " + " | ".join(f"{PATH_NAMES[p]} | ratio" for p in PATHS[1:]) + " |"
+    # the paths this run measured (tools/bench.sh --paths, or its defaults)
+    paths = [p for p in PATHS if p == "native" or any(k[0] == p for k in data)]
+    hdr = "| workload | unit | native | " + " | ".join(f"{PATH_NAMES[p]} | ratio" for p in paths[1:]) + " |"
     out.append(hdr)
-    out.append("|---|---|---:|" + "---:|---:|" * (len(PATHS) - 1))
+    out.append("|---|---|---:|" + "---:|---:|" * (len(paths) - 1))
     plotrows = []
     for key, label, wl, metric, unit, hib, plabel in ROWS:
         nat = S[(key, "native")]
         cells = [label, unit, cell(nat)]
         prow = []
-        for p in PATHS[1:]:
+        for p in paths[1:]:
             s = S[(key, p)]
             r = ratio(s, nat)
             err = errors.get((p, wl))
@@ -438,6 +440,11 @@ def main():
         out.append("| " + " | ".join(cells) + " |")
         if plabel:
             plotrows.append((plabel, prow))
+    no4 = [PATH_NAMES[p] for p in paths[1:]
+           if S[("send1", p)] and not S[("send4", p)] and not S[("recv4", p)]]
+    if no4:
+        out.append("")
+        out.append(f"{', '.join(no4)}: one-stream runs only, so its CPU per gigabit counts those.")
     out.append("")
     out.append("![relative performance per workload](img/" + os.path.basename(a.png) + ")")
     out.append("")
@@ -571,6 +578,35 @@ def main():
                        f"{c('xdp_out_ns')} | {size} |")
         out.append("")
 
+    # ---- real VMs
+    vrows = [("send1", "gbps", "iperf3 guest→remote, 1 stream", "Gbit/s", True),
+             ("recv1", "gbps", "iperf3 remote→guest, 1 stream", "Gbit/s", True),
+             ("rr", "mean_us", "TCP round trip (sockperf), mean", "µs", False),
+             ("rr", "p99_us", "TCP round trip (sockperf), p99", "µs", False)]
+    if any(data.get(("vmnk", wl, m)) for wl, m, *_ in vrows):
+        out.append("#### Real VMs: the vsock transport (QEMU, TCG)\n")
+        out.append("One QEMU guest (Debian's kernel, busybox; TCG, one vCPU: this machine boots "
+                   "no stock kernel under KVM) with two devices: a vhost-user-vsock device served "
+                   "by nk-vhost-vsock in front of vm50's socket (NetKernel: AF_VSOCK -> "
+                   "nk-vhost-vsock -> nkd -> nsm1 -> its veth to the remote host) and a "
+                   "virtio-net NIC on a tap bridged with a veth to the remote host (the guest's "
+                   "own stack). In each repetition the same programs run through each in turn, "
+                   "under `nk-run` for NetKernel. Under TCG every instruction of the guest is "
+                   "emulated: these numbers compare the two ways out of one slow guest, not "
+                   "either with the namespace paths above, and say nothing of a KVM guest's "
+                   f"speed. Runs of {meta.get('durations', '').split('real VMs ')[-1].replace(' per run', '')}; "
+                   "no CPU figures (QEMU's CPU time is the emulator's).\n")
+        out.append("| workload | unit | VM, its own stack (virtio-net) | VM through NetKernel (vsock) | ratio |")
+        out.append("|---|---|---:|---:|---:|")
+        for wl, m, label, unit, hib in vrows:
+            a_ = stats(data.get(("vmnat", wl, m), {}))
+            b_ = stats(data.get(("vmnk", wl, m), {}))
+            r = ratio(b_, a_)
+            err = errors.get(("vmnk", wl)) or errors.get(("vmnat", wl))
+            out.append(f"| {label} | {unit} | {cell(a_)} | {cell(b_)}"
+                       f"{f' ({len(err)} failed)' if err else ''} | {f'{r:.2f}' if r else '–'} |")
+        out.append("")
+
     # ---- density
     out.append("#### Multiplexing density\n")
     out.append("N nginx guests (one worker each), each under light load from the remote host "
@@ -663,7 +699,7 @@ def main():
                 "The section below is regenerated by each run.\n\n" + text)
     with open(a.md, "w") as f:
         f.write(text)
-    gnuplot(os.path.abspath(a.png), plotrows)
+    gnuplot(os.path.abspath(a.png), plotrows, paths)
     return 0
 
 

@@ -9,10 +9,14 @@
 #
 #   tools/vm/boot.sh -k VMLINUZ -r INITRD -s VHOST-SOCKET -c CONSOLE-LOG
 #                    [-m MEM] [-a APPEND] [-A ACCEL] [-t SECONDS] [-n] [-- QEMU-ARGS...]
+#   tools/vm/boot.sh -k VMLINUZ -r INITRD [-s VHOST-SOCKET] -T TAP -c CONSOLE-LOG [...]
 #
 #   -k VMLINUZ     kernel image (tools/vm/fetch-kernel.sh DIR/vmlinuz)
 #   -r INITRD      initramfs (tools/vm/mkinitramfs.sh)
 #   -s SOCKET      the backend's vhost-user socket (nk-vhost-vsock --socket)
+#   -T TAP         a virtio-net NIC on the existing tap device TAP (the
+#                  guest owning its stack: the benchmark's oracle), with or
+#                  instead of the vsock device
 #   -c LOG         serial console output ("-": QEMU's stdin/stdout, interactive)
 #   -m MEM         guest memory, also the shared memfd backend (default 256M)
 #   -a APPEND      extra kernel command line
@@ -29,17 +33,18 @@
 
 set -euo pipefail
 
-KERNEL='' INITRD='' SOCK='' CONSOLE='' MEM=256M APPEND='' TMO='' DRY=0 ACCEL=tcg
+KERNEL='' INITRD='' SOCK='' TAP='' CONSOLE='' MEM=256M APPEND='' TMO='' DRY=0 ACCEL=tcg
 usage()
 {
 	awk 'NR > 3 && /^#/ { sub(/^# ?/, ""); print; next } NR > 3 { exit }' "$0" >&2
 	exit 2
 }
-while getopts k:r:s:c:m:a:A:t:nh opt; do
+while getopts k:r:s:T:c:m:a:A:t:nh opt; do
 	case $opt in
 	k) KERNEL=$OPTARG ;;
 	r) INITRD=$OPTARG ;;
 	s) SOCK=$OPTARG ;;
+	T) TAP=$OPTARG ;;
 	c) CONSOLE=$OPTARG ;;
 	m) MEM=$OPTARG ;;
 	a) APPEND=$OPTARG ;;
@@ -50,9 +55,12 @@ while getopts k:r:s:c:m:a:A:t:nh opt; do
 	esac
 done
 shift $((OPTIND - 1))
-if [ -z "$KERNEL" ] || [ -z "$INITRD" ] || [ -z "$SOCK" ] || [ -z "$CONSOLE" ]; then
+if [ -z "$KERNEL" ] || [ -z "$INITRD" ] || [ -z "$SOCK$TAP" ] || [ -z "$CONSOLE" ]; then
 	usage
 fi
+DEV=()
+[ -z "$SOCK" ] || DEV+=(-chardev "socket,id=vu,path=$SOCK" -device "vhost-user-vsock-pci,chardev=vu")
+[ -z "$TAP" ] || DEV+=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,romfile=")
 
 case $ACCEL in
 tcg) CPU=max ;;
@@ -71,8 +79,7 @@ cmd=("$QEMU" -nodefaults -display none -no-user-config -no-reboot
 	-machine pc -accel "$ACCEL" -cpu "$CPU" -smp 1 -m "$MEM"
 	-object "memory-backend-memfd,id=mem,size=$MEM,share=on" -numa node,memdev=mem
 	-nic none
-	-chardev "socket,id=vu,path=$SOCK"
-	-device vhost-user-vsock-pci,chardev=vu
+	"${DEV[@]}"
 	-chardev "$CHARDEV" -serial chardev:con
 	-monitor none
 	-kernel "$KERNEL" -initrd "$INITRD"
