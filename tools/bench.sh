@@ -167,7 +167,7 @@ nk_require_build
 # Run private copies of the binaries: a rebuild in the tree during the run
 # (others build there too) must not swap them under the benchmark.
 mkdir -p "$NK_TMP/bin"
-cp -p "$OUTPUT"/{nkd,nkctl,nk-nsm,nk-run,libnkguest.so} "$NKCPS" "$NK_TMP/bin/" ||
+cp -p "$OUTPUT"/{nkd,nkctl,nk-nsm,nk-run,libnkguest.so,nk-vhost-vsock} "$NKCPS" "$NK_TMP/bin/" ||
 	nk_die "cannot copy the binaries of $OUTPUT"
 OUTPUT=$NK_TMP/bin
 NKCPS=$OUTPUT/nk_cps
@@ -833,7 +833,7 @@ EOF
 	b0=$(up0_bytes)
 	rc=0
 	v=$(date +%s.%N)
-	NK_VM_OFFLINE=1 ip netns exec "vmn-$S" "$NK_SRCDIR/tools/nk-vm" --uds "$NK_TMP/vm50.vsock" --tap tap0 \
+	OUTPUT=$OUTPUT NK_VM_OFFLINE=1 ip netns exec "vmn-$S" "$NK_SRCDIR/tools/nk-vm" --uds "$NK_TMP/vm50.vsock" --tap tap0 \
 		--add "$(command -v iperf3)" --add "$(command -v sockperf)" --script "$script" \
 		--console "$con" --image "$img" --timeout $((REPS * 6 * (T_VM + 4) + 120)) \
 		>"$NK_TMP/nk-vm.log" 2>&1 || rc=$?
