@@ -648,7 +648,7 @@ def main():
         out.append(f"100 idle connections of one guest through NetKernel (held open, "
                    f"no traffic): nk-nsm {idle[0]:.4f}% of a core, nkd "
                    f"{idle_nkd[0] if idle_nkd else 0:.4f}%, the guest program "
-                   f"{g[0] if g else 0:.4f}% (run time over {meta.get('durations', '').split('idle ')[-1]}).\n")
+                   f"{g[0] if g else 0:.4f}% (run time over {meta.get('durations', '').split('idle ')[-1].split(',')[0]}).\n")
 
     # ---- profile
     cost_section(a.profile_dir, data, out)
