@@ -75,6 +75,15 @@ def load(path):
             if gbit > 0:
                 data[(p, "bulk", "cpu_s_per_gbit")][r] = cpu / gbit
                 data[(p, "bulk", "cpu_s_per_gbit_local")][r] = (cpu - remote) / gbit
+            # the same over the one-stream runs (the denominator of paths
+            # that ran no four-stream transfers)
+            w1 = ("send1", "recv1")
+            cpu1 = sum(data.get((p, wl, "cpu_s"), {}).get(r, 0) for wl in w1)
+            rem1 = sum(data.get((p, wl, "cpu_remote_s"), {}).get(r, 0) for wl in w1)
+            gb1 = sum(data.get((p, wl, "gbit"), {}).get(r, 0) for wl in w1)
+            if gb1 > 0:
+                data[(p, "bulk", "cpu_s_per_gbit_1")][r] = cpu1 / gb1
+                data[(p, "bulk", "cpu_s_per_gbit_local_1")][r] = (cpu1 - rem1) / gb1
     return data, errors
 
 
@@ -415,8 +424,14 @@ def main():
     out.append("Cells are the median over the repetitions with (min–max); "
                "ratios are path median / native median.")
     out.append("")
-    # the paths this run measured (tools/bench.sh --paths, or its defaults)
-    paths = [p for p in PATHS if p == "native" or any(k[0] == p for k in data)]
+    # the paths this run measured (tools/bench.sh --paths, or its
+    # defaults), also those whose runs all failed
+    paths = [p for p in PATHS if p == "native" or any(k[0] == p for k in data)
+             or any(k[0] == p for k in errors)]
+    # a path without four-stream runs: its CPU per gigabit counts its
+    # one-stream runs, so its ratio is to native's one-stream runs
+    no4 = [p for p in paths[1:]
+           if S[("send1", p)] and not S[("send4", p)] and not S[("recv4", p)]]
     hdr = "| workload | unit | native | " + " | ".join(f"{PATH_NAMES[p]} | ratio" for p in paths[1:]) + " |"
     out.append(hdr)
     out.append("|---|---|---:|" + "---:|---:|" * (len(paths) - 1))
@@ -428,6 +443,8 @@ def main():
         for p in paths[1:]:
             s = S[(key, p)]
             r = ratio(s, nat)
+            if key in ("cpu", "cpulocal") and p in no4:
+                r = ratio(s, stats(data.get(("native", "bulk", metric + "_1"), {})))
             err = errors.get((p, wl))
             c = cell(s)
             if err:
@@ -440,11 +457,11 @@ def main():
         out.append("| " + " | ".join(cells) + " |")
         if plabel:
             plotrows.append((plabel, prow))
-    no4 = [PATH_NAMES[p] for p in paths[1:]
-           if S[("send1", p)] and not S[("send4", p)] and not S[("recv4", p)]]
     if no4:
         out.append("")
-        out.append(f"{', '.join(no4)}: one-stream runs only, so its CPU per gigabit counts those.")
+        out.append(f"{', '.join(PATH_NAMES[p] for p in no4)}: one-stream runs only, so its CPU "
+                   "per gigabit counts those, and its ratio is to native's over its one-stream "
+                   "runs.")
     out.append("")
     out.append("![relative performance per workload](img/" + os.path.basename(a.png) + ")")
     out.append("")
@@ -583,7 +600,8 @@ def main():
              ("recv1", "gbps", "iperf3 remote→guest, 1 stream", "Gbit/s", True),
              ("rr", "mean_us", "TCP round trip (sockperf), mean", "µs", False),
              ("rr", "p99_us", "TCP round trip (sockperf), p99", "µs", False)]
-    if any(data.get(("vmnk", wl, m)) for wl, m, *_ in vrows):
+    if any(data.get((vp, wl, m)) or errors.get((vp, wl))
+           for vp in ("vmnat", "vmnk") for wl, m, *_ in vrows):
         out.append("#### Real VMs: the vsock transport (QEMU, TCG)\n")
         out.append("One QEMU guest (Debian's kernel, busybox; TCG, one vCPU: this machine boots "
                    "no stock kernel under KVM) with two devices: a vhost-user-vsock device served "
@@ -602,9 +620,12 @@ def main():
             a_ = stats(data.get(("vmnat", wl, m), {}))
             b_ = stats(data.get(("vmnk", wl, m), {}))
             r = ratio(b_, a_)
-            err = errors.get(("vmnk", wl)) or errors.get(("vmnat", wl))
-            out.append(f"| {label} | {unit} | {cell(a_)} | {cell(b_)}"
-                       f"{f' ({len(err)} failed)' if err else ''} | {f'{r:.2f}' if r else '–'} |")
+
+            def failed(vp):
+                e = errors.get((vp, wl))
+                return f" ({len(e)} failed)" if e else ""
+            out.append(f"| {label} | {unit} | {cell(a_)}{failed('vmnat')} | {cell(b_)}{failed('vmnk')} | "
+                       f"{f'{r:.2f}' if r else '–'} |")
         out.append("")
 
     # ---- density

@@ -4,6 +4,7 @@
 # Boot a QEMU guest whose only device (besides the serial console) is a
 # vhost-user-vsock-pci served by nk-vhost-vsock (or any vhost-user-vsock
 # backend).  TCG, no NIC, no disk: kernel + initramfs, console to a file.
+# (-T adds a virtio-net NIC on a tap, or replaces the vsock device.)
 # QEMU runs in the foreground as this process (exec), so a caller that
 # starts this script in the background holds QEMU's PID in $!.
 #
