@@ -2096,6 +2096,56 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
 }
 
 /*
+ * sendfile() and splice() into a guest stream have no MSG_NOSIGNAL, and
+ * after a reset the stream's kernel raises SIGPIPE at once, where Linux's
+ * TCP says ECONNRESET without it on the first write.  Around such a call
+ * SIGPIPE is held back (unless it is ignored: then it never arrives), and
+ * one the call raised is taken back, so that write_epipe() decides as for
+ * send(): ECONNRESET without a signal after a reset, EPIPE with SIGPIPE
+ * otherwise.  A SIGPIPE that was pending before the call is left alone.
+ */
+struct pipe_hold {
+	sigset_t old;
+	bool held;
+	bool pending;
+};
+
+static void sigpipe_hold(struct pipe_hold *h)
+{
+	struct sigaction sa;
+	sigset_t set, pend;
+
+	h->held = false;
+	if (!sigaction(SIGPIPE, NULL, &sa) && sa.sa_handler == SIG_IGN)
+		return;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	if (pthread_sigmask(SIG_BLOCK, &set, &h->old))
+		return;
+	h->held = true;
+	h->pending = !sigpending(&pend) && sigismember(&pend, SIGPIPE);
+}
+
+/* After the call: n and errno are its result, kept. */
+static void sigpipe_release(struct pipe_hold *h, ssize_t n)
+{
+	struct timespec zero = { 0, 0 };
+	int e = errno;
+	sigset_t set;
+
+	if (!h->held)
+		return;
+	if (n < 0 && e == EPIPE && !h->pending) {
+		sigemptyset(&set);
+		sigaddset(&set, SIGPIPE);
+		while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &h->old, NULL);
+	errno = e;
+}
+
+/*
  * data_gate() for sendfile() and splice(), which would bypass the
  * datagram framing of a UDP socket's stream: that one gets EINVAL.
  */
@@ -2113,10 +2163,8 @@ static int pipe_gate(struct nk_sock *sk, int fd, bool is_write, const char *call
 /*
  * sendfile() to a socket: on a connected stream, the same checks and buffer
  * as write(); a socket that is not connected fails as on Linux instead of
- * having bytes written into its set-up stream.  sendfile() has no
- * MSG_NOSIGNAL: on AF_UNIX the kernel raised SIGPIPE already at EPIPE
- * (also after a reset, where Linux's TCP would not: docs/compat.md), so
- * only the reason is looked up.  <sys/sendfile.h> is not included: with
+ * having bytes written into its set-up stream; SIGPIPE as for send()
+ * (sigpipe_hold()).  <sys/sendfile.h> is not included: with
  * 64-bit file offsets it renames sendfile to sendfile64, and both are
  * exported here.
  */
@@ -2136,10 +2184,16 @@ static ssize_t do_sendfile(int out_fd, int in_fd, void *offset, size_t count, bo
 	switch (pipe_gate(sk, out_fd, true, "sendfile", &n)) {
 	case 0:
 		break;
-	case 1:
+	case 1: {
+		struct pipe_hold h;
+
 		stream_pre_send(sk, out_fd, count);
-		n = stream_sent(sk, out_fd, count, REAL_SENDFILE(), MSG_NOSIGNAL);
+		sigpipe_hold(&h);
+		n = REAL_SENDFILE();
+		sigpipe_release(&h, n);
+		n = stream_sent(sk, out_fd, count, n, 0);
 		break;
+	}
 	default:
 		n = REAL_SENDFILE();
 	}
@@ -2160,7 +2214,7 @@ NK_API ssize_t sendfile64(int out_fd, int in_fd, int64_t *offset, size_t count)
 
 /*
  * splice() between a pipe and a guest socket: the same checks as write()
- * (socket as destination; SIGPIPE as for sendfile()) or read() (socket as
+ * (socket as destination; SIGPIPE as for send(): sigpipe_hold()) or read() (socket as
  * source), so a socket that is not connected fails as on Linux instead of
  * exposing its set-up stream, and the end of a reset connection reads as
  * ECONNRESET.
@@ -2188,8 +2242,13 @@ NK_API ssize_t splice(int fd_in, loff_t *off_in, int fd_out, loff_t *off_out, si
 		break;
 	case 1:
 		if (out) {
+			struct pipe_hold h;
+
 			stream_pre_send(sk, fd, len);
-			n = stream_sent(sk, fd, len, REAL_SPLICE(), MSG_NOSIGNAL);
+			sigpipe_hold(&h);
+			n = REAL_SPLICE();
+			sigpipe_release(&h, n);
+			n = stream_sent(sk, fd, len, n, 0);
 		} else {
 			n = REAL_SPLICE();
 			if (n == 0 && len)

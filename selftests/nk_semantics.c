@@ -1497,6 +1497,84 @@ static void case_sigpipe(void)
 	close(s);
 }
 
+/* sendfile() and splice() into a connection the peer reset, SIGPIPE
+ * caught: as for write(), Linux's first says ECONNRESET without the
+ * signal, the ones after it EPIPE with it. */
+static void case_sendfile_rst(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
+	char path[] = "/tmp/nk-semantics-XXXXXX";
+	int f = mkstemp(path), s, p[2] = { -1, -1 };
+	off_t off = 0;
+	ssize_t n;
+
+	if (rc("mkstemp", f) < 0)
+		return;
+	unlink(path);
+	if (write(f, "abcdef", 6) != 6 || rc("pipe", pipe(p)) < 0 || write(p[1], "xyz", 3) != 3) {
+		out("setup=failed");
+		goto out;
+	}
+	s = connect_to(&sa_peer, P_RST);
+	if (rc("connect", s) < 0)
+		goto out;
+	sigaction(SIGPIPE, &sa, &old);
+	usleep(300000);
+	sigpipes = 0;
+	n = sendfile(s, f, &off, 1);
+	out("sendfile1=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	n = sendfile(s, f, &off, 1);
+	out("sendfile2=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	n = splice(p[0], NULL, s, NULL, 1, 0);
+	out("splice=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	sigaction(SIGPIPE, &old, NULL);
+	close(s);
+out:
+	if (p[0] >= 0) {
+		close(p[0]);
+		close(p[1]);
+	}
+	close(f);
+}
+
+/* The same on a fresh connection: splice() first, then sendfile(). */
+static void case_splice_rst(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
+	char path[] = "/tmp/nk-semantics-XXXXXX";
+	int f = mkstemp(path), s, p[2] = { -1, -1 };
+	off_t off = 0;
+	ssize_t n;
+
+	if (rc("mkstemp", f) < 0)
+		return;
+	unlink(path);
+	if (write(f, "abcdef", 6) != 6 || rc("pipe", pipe(p)) < 0 || write(p[1], "xyz", 3) != 3) {
+		out("setup=failed");
+		goto out;
+	}
+	s = connect_to(&sa_peer, P_RST);
+	if (rc("connect", s) < 0)
+		goto out;
+	sigaction(SIGPIPE, &sa, &old);
+	usleep(300000);
+	sigpipes = 0;
+	n = splice(p[0], NULL, s, NULL, 1, 0);
+	out("splice1=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	n = splice(p[0], NULL, s, NULL, 1, 0);
+	out("splice2=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	n = sendfile(s, f, &off, 1);
+	out("sendfile=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	sigaction(SIGPIPE, &old, NULL);
+	close(s);
+out:
+	if (p[0] >= 0) {
+		close(p[0]);
+		close(p[1]);
+	}
+	close(f);
+}
+
 /* sendfile() from a file to a connected socket (the peer counts what it
  * got), then to one that is not connected, fresh and bound. */
 static void case_sendfile(void)
@@ -3669,7 +3747,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(urgent_then_fin), C(sigpipe), C(sendfile), C(splice), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(urgent_then_fin), C(sigpipe), C(sendfile), C(splice), C(sendfile_rst), C(splice_rst), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
