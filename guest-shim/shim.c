@@ -2102,7 +2102,12 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
  * SIGPIPE is held back (unless it is ignored: then it never arrives), and
  * one the call raised is taken back, so that write_epipe() decides as for
  * send(): ECONNRESET without a signal after a reset, EPIPE with SIGPIPE
- * otherwise.  A SIGPIPE that was pending before the call is left alone.
+ * otherwise.  A short transfer takes one back too: the kernel raised it
+ * on an inner send that met the reset, and Linux's TCP returns the count
+ * without a signal (the next call says ECONNRESET).  A SIGPIPE that was
+ * pending before the call is left alone; one pending for the whole
+ * process while the thread blocked SIGPIPE cannot be told from the
+ * thread's own, so then none is taken back (docs/compat.md).
  */
 struct pipe_hold {
 	sigset_t old;
@@ -2123,11 +2128,13 @@ static void sigpipe_hold(struct pipe_hold *h)
 	if (pthread_sigmask(SIG_BLOCK, &set, &h->old))
 		return;
 	h->held = true;
-	h->pending = !sigpending(&pend) && sigismember(&pend, SIGPIPE);
+	/* unblocked until now, none can be pending for this thread */
+	h->pending = sigismember(&h->old, SIGPIPE) && !sigpending(&pend) &&
+		     sigismember(&pend, SIGPIPE);
 }
 
-/* After the call: n and errno are its result, kept. */
-static void sigpipe_release(struct pipe_hold *h, ssize_t n)
+/* After a call asked to move len bytes: n and errno are its result, kept. */
+static void sigpipe_release(struct pipe_hold *h, ssize_t n, size_t len)
 {
 	struct timespec zero = { 0, 0 };
 	int e = errno;
@@ -2135,7 +2142,7 @@ static void sigpipe_release(struct pipe_hold *h, ssize_t n)
 
 	if (!h->held)
 		return;
-	if (n < 0 && e == EPIPE && !h->pending) {
+	if ((n < 0 ? e == EPIPE : (size_t)n < len) && !h->pending) {
 		sigemptyset(&set);
 		sigaddset(&set, SIGPIPE);
 		while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
@@ -2190,7 +2197,7 @@ static ssize_t do_sendfile(int out_fd, int in_fd, void *offset, size_t count, bo
 		stream_pre_send(sk, out_fd, count);
 		sigpipe_hold(&h);
 		n = REAL_SENDFILE();
-		sigpipe_release(&h, n);
+		sigpipe_release(&h, n, count);
 		n = stream_sent(sk, out_fd, count, n, 0);
 		break;
 	}
@@ -2247,7 +2254,7 @@ NK_API ssize_t splice(int fd_in, loff_t *off_in, int fd_out, loff_t *off_out, si
 			stream_pre_send(sk, fd, len);
 			sigpipe_hold(&h);
 			n = REAL_SPLICE();
-			sigpipe_release(&h, n);
+			sigpipe_release(&h, n, len);
 			n = stream_sent(sk, fd, len, n, 0);
 		} else {
 			n = REAL_SPLICE();

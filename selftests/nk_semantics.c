@@ -1497,6 +1497,16 @@ static void case_sigpipe(void)
 	close(s);
 }
 
+/* Until the peer's reset has arrived on s (any event, at most 3 s). */
+static void reset_arrived(int s)
+{
+	struct pollfd p = { .fd = s, .events = POLLIN | POLLRDHUP };
+
+	usleep(100000);
+	poll(&p, 1, 3000);
+	usleep(100000);
+}
+
 /* sendfile() and splice() into a connection the peer reset, SIGPIPE
  * caught: as for write(), Linux's first says ECONNRESET without the
  * signal, the ones after it EPIPE with it. */
@@ -1519,10 +1529,11 @@ static void case_sendfile_rst(void)
 	if (rc("connect", s) < 0)
 		goto out;
 	sigaction(SIGPIPE, &sa, &old);
-	usleep(300000);
+	reset_arrived(s);
 	sigpipes = 0;
 	n = sendfile(s, f, &off, 1);
-	out("sendfile1=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	out("sendfile1=%s sig=%d off=%lld", n < 0 ? ename(errno) : "ok", (int)sigpipes,
+	    (long long)off);
 	n = sendfile(s, f, &off, 1);
 	out("sendfile2=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
 	n = splice(p[0], NULL, s, NULL, 1, 0);
@@ -1557,7 +1568,7 @@ static void case_splice_rst(void)
 	if (rc("connect", s) < 0)
 		goto out;
 	sigaction(SIGPIPE, &sa, &old);
-	usleep(300000);
+	reset_arrived(s);
 	sigpipes = 0;
 	n = splice(p[0], NULL, s, NULL, 1, 0);
 	out("splice1=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
