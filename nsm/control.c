@@ -469,7 +469,7 @@ static int vm_add(const struct nsm_vm_add *m)
 		vm->nfwd = 0;
 		created = true;
 	} else {
-		if (vm->lfd < 0) {	/* draining (or not attached yet): may come back */
+		if (vm->drained) {	/* it comes back to this NSM */
 			vm->fwd_until = now_mono() + NSM_CLAIM_FWD_S;
 			vm->nfwd = 0;
 		}
@@ -600,6 +600,7 @@ static int attach_listener(uint32_t id, int fd)
 		vm_debug(vm, "guest listener replaced");
 		close_later(vm->lfd);
 	}
+	vm->drained = false;
 	vm->lfd = fd;
 	len = sizeof(vm->ldomain);
 	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &vm->ldomain, &len))
@@ -809,6 +810,7 @@ static int vm_drain(uint32_t id)
 
 	if (!vm)
 		return -ENOENT;
+	vm->drained = true;	/* before its listeners go: their offers wait longer */
 	close_later(vm->lfd);
 	vm->lfd = -1;
 	list_for_each_safe(p, t, &vm->socks) {

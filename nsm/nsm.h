@@ -43,6 +43,8 @@
 #define NSM_HELLO_TIMEOUT	5	/* s for a new stream to say HELLO */
 #define NSM_PENDING_TIMEOUT	30	/* s an announced connection waits */
 #define NSM_ORPHAN_GRACE	5	/* s an offer outlives its listener (claim in flight) */
+/* An offer whose listener a drain closed (the guest's listener lives on)
+ * waits as if its listener were open: NSM_PENDING_TIMEOUT from its offer. */
 #define NSM_ORPHANS_MAX		4096	/* per VM; the oldest go first */
 #define NSM_TOMB_MAX		4096	/* remembered ended streams */
 #define NSM_BULK_BATCH		(16 << 10) /* one connection's burst that counts as bulk */
@@ -107,6 +109,7 @@ struct vm {
 	struct list_head socks;		/* every guest socket of the VM */
 	struct list_head orphans;	/* offered connections whose listener closed */
 	unsigned int norphans;
+	bool drained;			/* VM_DRAIN, no guest listener since */
 	uint64_t fwd_until;		/* now_mono(): unknown claims go to nkd until then */
 	unsigned int nfwd;		/* claims passed on (at most NSM_CLAIM_FWD_MAX) */
 	/* counters */
@@ -176,6 +179,7 @@ struct pending {
 	uint64_t listener;		/* orphaned: the closed listener's token */
 	int fd;
 	uint64_t since;			/* monotonic s */
+	uint64_t expires;		/* orphaned: monotonic s it is closed at */
 	struct nk_addr local, peer;
 };
 

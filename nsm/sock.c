@@ -296,11 +296,16 @@ void nsock_kill(struct nsock *ns, int err)
 		}
 		/* Offered: the guest's accept() may have returned already,
 		 * its claim in flight.  Linux keeps an accepted connection
-		 * when its listener closes; keep this one for the claim. */
+		 * when its listener closes; keep this one for the claim.  A
+		 * drain closed the listener, not the guest: the offer waits
+		 * as long as with its listener open (the claim comes through
+		 * the VM's new NSM, nsmctl.h). */
 		list_del(&pc->node);
 		ns->npending--;
 		pc->listener = ns->token;
-		pc->since = now_mono();
+		pc->expires = now_mono() + NSM_ORPHAN_GRACE;
+		if (ns->vm->drained && pc->since + NSM_PENDING_TIMEOUT > pc->expires)
+			pc->expires = pc->since + NSM_PENDING_TIMEOUT;
 		list_add_tail(&pc->node, &ns->vm->orphans);
 		if (++ns->vm->norphans > NSM_ORPHANS_MAX)
 			orphan_drop_oldest(ns->vm);
@@ -325,8 +330,9 @@ static void orphan_free(struct vm *vm, struct pending *pc)
 	free_later(pc);
 }
 
-/* Close the orphaned offers of vm older than age seconds (0: all). */
-static void orphans_expire(struct vm *vm, uint64_t age)
+/* Close the orphaned offers of vm whose time is up (all: every one).  Whole
+ * seconds: an offer gets at least its time. */
+static void orphans_expire(struct vm *vm, bool all)
 {
 	struct list_head *p, *t;
 	uint64_t now = now_mono();
@@ -334,9 +340,8 @@ static void orphans_expire(struct vm *vm, uint64_t age)
 	list_for_each_safe(p, t, &vm->orphans) {
 		struct pending *pc = list_entry(p, struct pending, node);
 
-		if (age && now - pc->since <= age)
-			break;	/* oldest first; whole seconds: at least age */
-		orphan_free(vm, pc);
+		if (all || now > pc->expires)
+			orphan_free(vm, pc);
 	}
 }
 
@@ -359,7 +364,7 @@ void vm_kill_sockets(struct vm *vm)
 		chan_kill(list_entry(p, struct chan, vm_node));
 	list_for_each_safe(p, t, &vm->socks)
 		nsock_kill(list_entry(p, struct nsock, vm_node), ECONNABORTED);
-	orphans_expire(vm, 0);
+	orphans_expire(vm, true);
 }
 
 /* ---- addresses ---------------------------------------------------------- */
@@ -1859,7 +1864,7 @@ void nsock_timeouts(uint64_t now)
 	list_for_each_safe(v, vt, &nsm.vms) {
 		struct vm *vm = list_entry(v, struct vm, node);
 
-		orphans_expire(vm, NSM_ORPHAN_GRACE);
+		orphans_expire(vm, false);
 		list_for_each_safe(s, st, &vm->socks) {
 			struct nsock *ns = list_entry(s, struct nsock, vm_node);
 

@@ -373,8 +373,10 @@ log_step "move vm1 $N2 -> $N1 with a connection offered to the guest, accepted a
 # the move, when its claim reaches the new NSM: nkd passes it on to the
 # old one, which holds the connection.  On Linux the connection waits in
 # the accept queue; the remote host must get its answer.  The program
-# writes a banner at once after accept(): behind its (quiet) claim, in the
-# stream the new NSM passed on, before the old NSM has it.
+# accepts 6 s after the move (an offer outlived its drained listener by
+# 5 s before; it waits as with its listener open now, 30 s from its
+# offer) and writes a banner at once after accept(): behind its (quiet)
+# claim, in the stream the new NSM passed on, before the old NSM has it.
 rm -f "$NK_TMP/accept-now"
 nk_guest_bg g1 "$NK_TMP/late.log" "$NK_PY" -c 'import os, socket, sys, time
 l = socket.socket()
@@ -419,6 +421,7 @@ queued_8083()
 check "the connection is offered on $N2 (conn list)" wait_for -t 5 queued_8083
 nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is on $N1" "$(vm_nsm)" "$N1"
+sleep 6
 touch "$NK_TMP/accept-now"
 wait "$LATEC"
 check_eq "the remote host got the answer of the connection accepted after the move" \

@@ -199,7 +199,9 @@ _Static_assert(sizeof(struct nsm_hdr) + sizeof(struct nsm_conn_batch) <= NSM_CTL
  * know CLAIM_FWD drops it, which closes the stream the same way.  The
  * NSM's REPLYs wait for room behind unread CLAIM_FWDs.
  */
-#define NSM_CLAIM_FWD_S		10	/* s after VM_ADD of a new VM */
+#define NSM_CLAIM_FWD_S		40	/* s after VM_ADD (the old NSM keeps an offer
+					 * 30 s from its announcement, and the
+					 * move itself takes up to 2 s) */
 #define NSM_CLAIM_FWD_MAX	256	/* claims passed on per VM in that time */
 
 struct nsm_claim {
