@@ -431,6 +431,7 @@ nk_nsm_has_opt()
 nk_bpf_map_ids()
 {
 	local pid=$1 name=$2 id
+	# shellcheck disable=SC2013 # one number per line: words are lines
 	for id in $(sed -n 's/^map_id:[[:space:]]*//p' /proc/"$pid"/fdinfo/* 2>/dev/null | sort -un); do
 		bpftool -j map show id "$id" 2>/dev/null | grep -q "\"name\":\"$name\"" && echo "$id"
 	done

@@ -213,12 +213,15 @@ kthreads_sample()
 	local f c p v
 	tab=()
 	for f in /proc/[0-9]*/comm; do
-		read -r c <"$f" 2>/dev/null || continue
+		# (the braces: a process gone meanwhile says nothing)
+		{ read -r c <"$f"; } 2>/dev/null || continue
 		case $c in
 		ksoftirqd/* | kworker/*)
 			p=${f#/proc/}
 			p=${p%/comm}
-			read -r v _ <"/proc/$p/schedstat" 2>/dev/null && tab[$p]=$v
+			# tab: a nameref to the caller's associative table
+			# shellcheck disable=SC2034,SC2004
+			{ read -r v _ <"/proc/$p/schedstat"; } 2>/dev/null && tab[$p]=$v
 			;;
 		esac
 	done
