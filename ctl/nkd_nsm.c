@@ -52,6 +52,7 @@
 
 #include "log.h"
 #include "nkd.h"
+#include "nkfd.h"
 
 static const char *const state_names[] = {
 	[NSM_STARTING] = "starting",
@@ -748,40 +749,10 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
  */
 static ssize_t ctl_recv(struct nkd_nsm *nsm, char *buf, size_t len, int *fd)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-		struct cmsghdr align;
-	} cbuf;
-	struct iovec iov = { .iov_base = buf, .iov_len = len };
-	struct msghdr mh = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = cbuf.buf,
-		.msg_controllen = sizeof(cbuf.buf),
-	};
-	struct cmsghdr *cm;
-	ssize_t n;
+	int nfds;
 
 	*fd = -1;
-	n = recvmsg(nsm->ctl_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	if (n < 0)
-		return n;
-	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-		size_t k;
-
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (k = 0; k < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
-			int f;
-
-			memcpy(&f, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
-			if (*fd < 0)
-				*fd = f;
-			else
-				close(f);
-		}
-	}
-	return n;
+	return nk_recv_fds(nsm->ctl_fd, buf, len, MSG_DONTWAIT, fd, 1, &nfds, NULL);
 }
 
 /* A message the NSM sends unasked (CLAIM_FWD): true when it was one. */
@@ -805,10 +776,7 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 		   int *nsm_err, nsm_msg_cb cb, void *arg)
 {
 	char buf[NSM_CTL_MSG_MAX] __attribute__((aligned(8)));
-	char cbuf[CMSG_SPACE(sizeof(int))] __attribute__((aligned(8))) = { 0 };
 	struct nsm_hdr *h = (void *)buf;
-	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(*h) + len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct pollfd pfd = { .events = POLLIN };
 	uint64_t end;
 	uint32_t seq;
@@ -830,20 +798,9 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 		.seq = seq,
 	};
 	memcpy(buf + sizeof(*h), body, len);
-	if (fd >= 0) {
-		struct cmsghdr *cm;
-
-		mh.msg_control = cbuf;
-		mh.msg_controllen = sizeof(cbuf);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	}
 	end = nkd_now_ms() + NKD_NSM_REPLY_MS;
 	pfd.fd = nsm->ctl_fd;
-	while (sendmsg(nsm->ctl_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+	while (nk_send_fd(nsm->ctl_fd, buf, sizeof(*h) + len, fd, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 		int ret = -errno;
 
 		if (ret == -EINTR)

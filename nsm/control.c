@@ -35,9 +35,9 @@
 
 #include "log.h"
 #include "nkaddr.h"
+#include "nkfd.h"
 #include "nsm.h"
 
-#define CTL_MAX_FDS	4
 #define NSM_CTL_SEND_WAIT_MS	1000	/* a CONN_BATCH waits for room at most this */
 
 static ino_t ctl_ino;
@@ -463,19 +463,18 @@ static int vm_add(const struct nsm_vm_add *m)
 		list_init(&vm->socks);
 		list_init(&vm->orphans);
 		list_add_tail(&vm->node, &nsm.vms);
-		/* It may have come here by a move: claims for offers of the
-		 * NSM it left go to nkd for a while (nsmctl.h). */
-		vm->fwd_until = now_mono() + NSM_CLAIM_FWD_S;
-		vm->nfwd = 0;
 		created = true;
 	} else {
-		if (vm->drained) {	/* it comes back to this NSM */
-			vm->fwd_until = now_mono() + NSM_CLAIM_FWD_S;
-			vm->nfwd = 0;
-		}
 		old_n = vm->naddrs;
 		memcpy(old_addrs, vm->addrs, sizeof(old_addrs));
 		nold = routing_items(vm->addrs, vm->naddrs, &vm->gw4, &vm->gw6, old_items);
+	}
+	if (created || vm->drained) {
+		/* It may have come here by a move (or come back to this NSM
+		 * that was draining it): claims for offers of the NSM it left
+		 * go to nkd for a while (nsmctl.h). */
+		vm->fwd_until = now_mono() + NSM_CLAIM_FWD_S;
+		vm->nfwd = 0;
 	}
 	if (strcmp(vm->name, m->name) && !created)
 		info("vm %s: renamed to %s", vm->name, m->name);
@@ -675,23 +674,10 @@ bool ctl_claim_forward(struct chan *ch, const struct nk_hdr *h, const struct nk_
 		struct nsm_hdr h;
 		struct nsm_claim c;
 	} m;
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} cbuf;
-	struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
-	struct msghdr msg = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = cbuf.buf,
-		.msg_controllen = sizeof(cbuf.buf),
-	};
-	struct cmsghdr *cm;
 
 	if (nsm.ctl_fd < 0 || now_mono() >= vm->fwd_until || vm->nfwd >= NSM_CLAIM_FWD_MAX)
 		return false;
 	memset(&m, 0, sizeof(m));
-	memset(&cbuf, 0, sizeof(cbuf));
 	m.h = (struct nsm_hdr){
 		.magic = NSM_CTL_MAGIC,
 		.version = NSM_CTL_VERSION,
@@ -701,12 +687,7 @@ bool ctl_claim_forward(struct chan *ch, const struct nk_hdr *h, const struct nk_
 	m.c.vm_id = vm->id;
 	m.c.hdr = *h;
 	m.c.req = *req;
-	cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &ch->fd, sizeof(int));
-	if (sendmsg(nsm.ctl_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+	if (nk_send_fd(nsm.ctl_fd, &m, sizeof(m), ch->fd, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 		vm_debug(vm, "claim of connection %llu on %#llx not passed to nkd: %s",
 			 (unsigned long long)req->conn_id, (unsigned long long)req->listener,
 			 strerror(errno));
@@ -905,46 +886,20 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 
 static void ctl_recv_one(void)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * CTL_MAX_FDS)];
-		struct cmsghdr align;
-	} cbuf;
 	uint8_t buf[NSM_CTL_MSG_MAX + 1];
-	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
-	struct msghdr msg = {
-		.msg_iov = &iov,
-		.msg_iovlen = 1,
-		.msg_control = cbuf.buf,
-		.msg_controllen = sizeof(cbuf.buf),
-	};
-	int fds[CTL_MAX_FDS], nfds = 0, i, ret;
-	struct cmsghdr *c;
+	int fds[NK_FDS_MAX], nfds, msg_flags = 0, i, ret;
 	bool used = false;
 	ssize_t n;
 	uint32_t seq;
 
-	n = recvmsg(nsm.ctl_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	n = nk_recv_fds(nsm.ctl_fd, buf, sizeof(buf), MSG_DONTWAIT, fds, NK_FDS_MAX, &nfds,
+			&msg_flags);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EINTR)
 			return;
 		warn_perror("nkd connection");
 		ctl_drop();
 		return;
-	}
-	for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-		size_t k;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
-			int fd;
-
-			memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-			if (nfds < CTL_MAX_FDS)
-				fds[nfds++] = fd;
-			else
-				close(fd);
-		}
 	}
 	if (n == 0) {
 		info("nkd disconnected; VMs and connections stay");
@@ -956,7 +911,7 @@ static void ctl_recv_one(void)
 		goto out_close_fds;
 	}
 	memcpy(&seq, buf + offsetof(struct nsm_hdr, seq), sizeof(seq));
-	ret = ctl_handle(buf, n, msg.msg_flags, fds, nfds, &used);
+	ret = ctl_handle(buf, n, msg_flags, fds, nfds, &used);
 	/* waits for room: claims passed to nkd (CLAIM_FWD) share the socket */
 	ctl_send_wait(NSM_MSG_REPLY, seq, -ret, NULL, 0, NSM_CTL_SEND_WAIT_MS);
 	if (used && ret)

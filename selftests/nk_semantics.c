@@ -1507,16 +1507,30 @@ static void reset_arrived(int s)
 	usleep(100000);
 }
 
+/* One byte into s: sendfile() from f, or splice() from the pipe p. */
+static void one_byte_into(int s, bool by_splice, int f, off_t *off, int p, const char *name)
+{
+	ssize_t n = by_splice ? splice(p, NULL, s, NULL, 1, 0) : sendfile(s, f, off, 1);
+
+	if (by_splice)
+		out("%s=%s sig=%d", name, n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	else
+		out("%s=%s sig=%d off=%lld", name, n < 0 ? ename(errno) : "ok", (int)sigpipes,
+		    (long long)*off);
+}
+
 /* sendfile() and splice() into a connection the peer reset, SIGPIPE
  * caught: as for write(), Linux's first says ECONNRESET without the
- * signal, the ones after it EPIPE with it. */
-static void case_sendfile_rst(void)
+ * signal, the ones after it EPIPE with it.  Twice the first call, then
+ * the other one. */
+static void pipe_calls_after_rst(bool splice_first)
 {
 	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
 	char path[] = "/tmp/nk-semantics-XXXXXX";
 	int f = mkstemp(path), s, p[2] = { -1, -1 };
+	const char *first = splice_first ? "splice" : "sendfile";
+	char name[16];
 	off_t off = 0;
-	ssize_t n;
 
 	if (rc("mkstemp", f) < 0)
 		return;
@@ -1531,13 +1545,11 @@ static void case_sendfile_rst(void)
 	sigaction(SIGPIPE, &sa, &old);
 	reset_arrived(s);
 	sigpipes = 0;
-	n = sendfile(s, f, &off, 1);
-	out("sendfile1=%s sig=%d off=%lld", n < 0 ? ename(errno) : "ok", (int)sigpipes,
-	    (long long)off);
-	n = sendfile(s, f, &off, 1);
-	out("sendfile2=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
-	n = splice(p[0], NULL, s, NULL, 1, 0);
-	out("splice=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
+	snprintf(name, sizeof(name), "%s1", first);
+	one_byte_into(s, splice_first, f, &off, p[0], name);
+	snprintf(name, sizeof(name), "%s2", first);
+	one_byte_into(s, splice_first, f, &off, p[0], name);
+	one_byte_into(s, !splice_first, f, &off, p[0], splice_first ? "sendfile" : "splice");
 	sigaction(SIGPIPE, &old, NULL);
 	close(s);
 out:
@@ -1548,42 +1560,14 @@ out:
 	close(f);
 }
 
-/* The same on a fresh connection: splice() first, then sendfile(). */
+static void case_sendfile_rst(void)
+{
+	pipe_calls_after_rst(false);
+}
+
 static void case_splice_rst(void)
 {
-	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
-	char path[] = "/tmp/nk-semantics-XXXXXX";
-	int f = mkstemp(path), s, p[2] = { -1, -1 };
-	off_t off = 0;
-	ssize_t n;
-
-	if (rc("mkstemp", f) < 0)
-		return;
-	unlink(path);
-	if (write(f, "abcdef", 6) != 6 || rc("pipe", pipe(p)) < 0 || write(p[1], "xyz", 3) != 3) {
-		out("setup=failed");
-		goto out;
-	}
-	s = connect_to(&sa_peer, P_RST);
-	if (rc("connect", s) < 0)
-		goto out;
-	sigaction(SIGPIPE, &sa, &old);
-	reset_arrived(s);
-	sigpipes = 0;
-	n = splice(p[0], NULL, s, NULL, 1, 0);
-	out("splice1=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
-	n = splice(p[0], NULL, s, NULL, 1, 0);
-	out("splice2=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
-	n = sendfile(s, f, &off, 1);
-	out("sendfile=%s sig=%d", n < 0 ? ename(errno) : "ok", (int)sigpipes);
-	sigaction(SIGPIPE, &old, NULL);
-	close(s);
-out:
-	if (p[0] >= 0) {
-		close(p[0]);
-		close(p[1]);
-	}
-	close(f);
+	pipe_calls_after_rst(true);
 }
 
 /* sendfile() from a file to a connected socket (the peer counts what it

@@ -107,6 +107,18 @@ listening_on()
 	[ "$(jpy "$(conns_json)" "sum(1 for c in j if c['state'] == 'listening' and c['nsm'] == '$1')")" -ge 1 ]
 }
 
+# listens PORT: conn list has vm1's listener on PORT
+listens()
+{
+	[ -n "$(jpy "$(conns_json)" "' '.join(c['local'] for c in j if c['state'] == 'listening' and c['local'].endswith(':$1'))")" ]
+}
+
+# queued PORT: conn list has a connection to vm1's PORT (with a remote end)
+queued()
+{
+	[ -n "$(conn_field "$(conns_json)" "$1" remote)" ]
+}
+
 # out_rsts NS...: TCP resets sent from these namespaces (Tcp OutRsts of
 # /proc/net/snmp).  (The kernel's EstabResets counter also counts orderly
 # closes from CLOSE_WAIT, so it says nothing here.)
@@ -247,18 +259,10 @@ s.listen(8)
 print("listening", flush=True)
 time.sleep(8)'
 NOACC=$NK_BG_PID
-listens_8081()
-{
-	[ -n "$(jpy "$(conns_json)" "' '.join(c['local'] for c in j if c['state'] == 'listening' and c['local'].endswith(':8081'))")" ]
-}
-check "vm1 listens on 8081 (never accepting)" wait_for -t 10 listens_8081
+check "vm1 listens on 8081 (never accepting)" wait_for -t 10 listens 8081
 nk_bg "remote-$S" "$NK_TMP/hold.log" bash -c "exec 3<>/dev/tcp/$A/8081; sleep 6"
 HOLD=$NK_BG_PID
-queued()
-{
-	[ -n "$(conn_field "$(conns_json)" 8081 remote)" ]
-}
-check "the queued connection shows in conn list, connected" wait_for -t 5 queued
+check "the queued connection shows in conn list, connected" wait_for -t 5 queued 8081
 check "conn list: its remote is the remote host ($(conn_field "$(conns_json)" 8081 remote))" \
 	grep -q "^10.77.2.1:" <<<"$(conn_field "$(conns_json)" 8081 remote)"
 nk_stop "$HOLD"
@@ -398,11 +402,7 @@ c.sendall(b"got " + b)
 c.close()
 print("answered", peer[0], flush=True)' "$NK_TMP/accept-now"
 LATE=$NK_BG_PID
-listens_8083()
-{
-	[ -n "$(jpy "$(conns_json)" "' '.join(c['local'] for c in j if c['state'] == 'listening' and c['local'].endswith(':8083'))")" ]
-}
-check "vm1 listens on 8083 on $N2" wait_for -t 10 listens_8083
+check "vm1 listens on 8083 on $N2" wait_for -t 10 listens 8083
 nk_bg "remote-$S" "$NK_TMP/late-c.log" "$NK_PY" -c 'import socket, sys
 s = socket.create_connection((sys.argv[1], 8083), timeout=20)
 s.sendall(b"ping\n")
@@ -414,11 +414,7 @@ while True:
     b += d
 print(b.decode().strip().replace("\n", " ") or "EOF", flush=True)' "$A"
 LATEC=$NK_BG_PID
-queued_8083()
-{
-	[ -n "$(conn_field "$(conns_json)" 8083 remote)" ]
-}
-check "the connection is offered on $N2 (conn list)" wait_for -t 5 queued_8083
+check "the connection is offered on $N2 (conn list)" wait_for -t 5 queued 8083
 nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is on $N1" "$(vm_nsm)" "$N1"
 sleep 6

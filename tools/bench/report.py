@@ -62,28 +62,21 @@ def load(path):
                 data[(p, wl, metric)][int(rep)] = float(value)
             except ValueError:
                 pass
-    # CPU per gigabit over all bulk runs of a repetition
-    for p in PATHS:
-        reps = set()
-        for wl in ("send1", "recv1", "send4", "recv4"):
-            reps |= set(data.get((p, wl, "cpu_s"), {}))
-        for r in reps:
-            wls = ("send1", "recv1", "send4", "recv4")
-            cpu = sum(data.get((p, wl, "cpu_s"), {}).get(r, 0) for wl in wls)
-            remote = sum(data.get((p, wl, "cpu_remote_s"), {}).get(r, 0) for wl in wls)
-            gbit = sum(data.get((p, wl, "gbit"), {}).get(r, 0) for wl in wls)
-            if gbit > 0:
-                data[(p, "bulk", "cpu_s_per_gbit")][r] = cpu / gbit
-                data[(p, "bulk", "cpu_s_per_gbit_local")][r] = (cpu - remote) / gbit
-            # the same over the one-stream runs (the denominator of paths
-            # that ran no four-stream transfers)
-            w1 = ("send1", "recv1")
-            cpu1 = sum(data.get((p, wl, "cpu_s"), {}).get(r, 0) for wl in w1)
-            rem1 = sum(data.get((p, wl, "cpu_remote_s"), {}).get(r, 0) for wl in w1)
-            gb1 = sum(data.get((p, wl, "gbit"), {}).get(r, 0) for wl in w1)
-            if gb1 > 0:
-                data[(p, "bulk", "cpu_s_per_gbit_1")][r] = cpu1 / gb1
-                data[(p, "bulk", "cpu_s_per_gbit_local_1")][r] = (cpu1 - rem1) / gb1
+    # CPU per gigabit over all bulk runs of a repetition, and (suffix _1)
+    # over its one-stream runs: the denominator of a path that ran no
+    # four-stream transfers
+    for suffix, wls in (("", ("send1", "recv1", "send4", "recv4")), ("_1", ("send1", "recv1"))):
+        for p in PATHS:
+            reps = set()
+            for wl in wls:
+                reps |= set(data.get((p, wl, "cpu_s"), {}))
+            for r in reps:
+                def total(metric):
+                    return sum(data.get((p, wl, metric), {}).get(r, 0) for wl in wls)
+                cpu, remote, gbit = total("cpu_s"), total("cpu_remote_s"), total("gbit")
+                if gbit > 0:
+                    data[(p, "bulk", "cpu_s_per_gbit" + suffix)][r] = cpu / gbit
+                    data[(p, "bulk", "cpu_s_per_gbit_local" + suffix)][r] = (cpu - remote) / gbit
     return data, errors
 
 
