@@ -195,9 +195,12 @@ $(OUTPUT)/bench/%: tools/bench/%.c | $(OUTPUT)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
 
+# The packages first: on a fresh machine the build itself needs some of
+# them (libjansson-dev, libbpf-dev, clang ...).
 .PHONY: bench
-bench: all
+bench:
 	$(Q)bash tools/install-deps.sh --bench
+	$(Q)$(MAKE) --no-print-directory all
 	$(Q)OUTPUT=$(abspath $(OUTPUT)) bash tools/bench.sh $(BENCH_ARGS)
 
 NK_VERSION ?= 0.1.0

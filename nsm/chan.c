@@ -551,6 +551,42 @@ void nsm_reserve_fd(void)
 }
 
 /*
+ * Room for a descriptor nkd passes (ATTACH_STREAM, ATTACH_CLAIM,
+ * ATTACH_LISTENER), made before the control message is received: the
+ * kernel installs a passed descriptor at recvmsg() or, with the table full,
+ * drops it (MSG_CTRUNC), and the guest's stream would be reset.  As in
+ * vm_accept(): first the pool of empty pipes, then the reserve.  Returns
+ * true when the reserve gave its slot: a guest stream passed now is in the
+ * reserve's place, and its HELLO is refused unless it claims an accepted
+ * connection.  One fcntl() and one close() per control message while there
+ * is room (the pipes closed may be numbered above a lowered limit: look
+ * again); control messages are set-up, never per packet.
+ */
+static bool fd_free(void)
+{
+	int t = fcntl(reserve_fd, F_DUPFD_CLOEXEC, 0);
+
+	if (t < 0)
+		return !out_of_fds(errno);
+	close(t);
+	return true;
+}
+
+bool nsm_fd_room(void)
+{
+	nsm_reserve_fd();
+	if (reserve_fd < 0) {
+		relay_pool_drain();
+		return false;
+	}
+	if (fd_free() || (relay_pool_drain() && fd_free()))
+		return false;
+	close(reserve_fd);
+	reserve_fd = -1;
+	return true;
+}
+
+/*
  * One guest stream per event, as nginx accepts: under load the next
  * epoll_wait() reports the listener again, and at light load this saves
  * the accept4() that would only say EAGAIN.

@@ -608,9 +608,10 @@ static int attach_listener(uint32_t id, int fd)
 	return 0;
 }
 
-static int attach_stream(uint32_t id, int fd)
+static int attach_stream(uint32_t id, int fd, bool refuse)
 {
 	struct vm *vm = vm_find(id);
+	struct chan *ch;
 	int ret;
 
 	if (!vm)
@@ -620,8 +621,11 @@ static int attach_stream(uint32_t id, int fd)
 		vm_warn(vm, "ATTACH_STREAM: not a connected stream socket");
 		return ret;
 	}
-	if (!chan_new(vm, fd, -1))
+	ch = chan_new(vm, fd, -1);
+	if (!ch)
 		return -ENOMEM;
+	/* in the reserve's place (nsm_fd_room()), as vm_accept()'s */
+	ch->refuse = refuse;
 	ep_twin(fd);
 	return 0;
 }
@@ -811,7 +815,7 @@ static int vm_drain(uint32_t id)
 
 /* Returns 0 or -errno; *used is set when the request took the fd. */
 static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *fds, int nfds,
-		      bool *used)
+		      bool reserve_used, bool *used)
 {
 	const struct nsm_hdr *h = (const void *)buf;
 	const void *body = buf + sizeof(*h);
@@ -819,7 +823,13 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 	size_t want;
 	int needfds = 0;
 
-	if (msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+	if (msg_flags & MSG_CTRUNC) {
+		/* nsm_fd_room() found no slot, not even the reserve's */
+		warn("nkd: message type %u: the kernel dropped its descriptor (out of descriptors)",
+		     n >= (ssize_t)sizeof(*h) ? h->type : 0);
+		return -ENOBUFS;
+	}
+	if (msg_flags & MSG_TRUNC) {
 		warn("nkd: message truncated");
 		return -EMSGSIZE;
 	}
@@ -880,7 +890,7 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 		return attach_claim(body, fds[0]);
 	default:
 		*used = true;
-		return attach_stream(ref->vm_id, fds[0]);
+		return attach_stream(ref->vm_id, fds[0], reserve_used);
 	}
 }
 
@@ -888,10 +898,11 @@ static void ctl_recv_one(void)
 {
 	uint8_t buf[NSM_CTL_MSG_MAX + 1];
 	int fds[NK_FDS_MAX], nfds, msg_flags = 0, i, ret;
-	bool used = false;
+	bool used = false, reserve_used;
 	ssize_t n;
 	uint32_t seq;
 
+	reserve_used = nsm_fd_room();
 	n = nk_recv_fds(nsm.ctl_fd, buf, sizeof(buf), MSG_DONTWAIT, fds, NK_FDS_MAX, &nfds,
 			&msg_flags);
 	if (n < 0) {
@@ -911,7 +922,7 @@ static void ctl_recv_one(void)
 		goto out_close_fds;
 	}
 	memcpy(&seq, buf + offsetof(struct nsm_hdr, seq), sizeof(seq));
-	ret = ctl_handle(buf, n, msg_flags, fds, nfds, &used);
+	ret = ctl_handle(buf, n, msg_flags, fds, nfds, reserve_used, &used);
 	/* waits for room: claims passed to nkd (CLAIM_FWD) share the socket */
 	ctl_send_wait(NSM_MSG_REPLY, seq, -ret, NULL, 0, NSM_CTL_SEND_WAIT_MS);
 	if (used && ret)
@@ -923,6 +934,8 @@ out_close_fds:
 	for (i = 0; i < nfds; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
+	if (reserve_used)
+		nsm_reserve_fd();	/* the slot, if the message did not keep it */
 }
 
 void ctl_event(uint32_t events)

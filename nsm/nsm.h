@@ -372,6 +372,7 @@ void chan_claim(struct chan *ch, const struct nk_hdr *h, const struct nk_hello_r
 void chan_timeouts(uint64_t now);
 void vm_accept(struct vm *vm);
 void nsm_reserve_fd(void);
+bool nsm_fd_room(void);
 
 /* The NSM's descriptor table (or the system's) is full. */
 static inline bool out_of_fds(int err)

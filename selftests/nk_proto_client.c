@@ -11,6 +11,10 @@
  *   nk_proto_client nsm CTL claim-checks ID
  *       malformed and unknown ATTACH_CLAIMs for VM ID: one "what errno"
  *       line each (the NSM refuses them all and keeps running)
+ *   nk_proto_client nsm CTL attach-stream ID
+ *       prints "connected", then per line of stdin: a stream for VM ID
+ *       passed as nkd passes an AF_VSOCK one, then a HELLO SOCKET on it:
+ *       "attach ERR hello ERR"
  *   nk_proto_client connect GUEST ADDR PORT
  *       HELLO SOCKET, HELLO CTL, CONNECT, then stdin -> connection -> stdout
  *   nk_proto_client listen GUEST ADDR PORT
@@ -1582,6 +1586,52 @@ static int claim_checks(int fd, uint32_t vm_id)
 	return 0;
 }
 
+/*
+ * ATTACH_STREAM as nkd sends a guest's AF_VSOCK stream, one end of a
+ * socketpair standing in for it, then a HELLO SOCKET on the other end.
+ * Prints "attach ERR hello ERR" (ok, an errno name, or "reset" for a stream
+ * closed without an answer).
+ */
+static int attach_stream_one(int fd, uint32_t vm_id)
+{
+	struct nsm_vm_ref r = { .vm_id = vm_id };
+	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .family = NK_AF_INET,
+				    .type = NK_SOCK_STREAM, .pid = getpid() };
+	struct nk_hello_rep rep;
+	int sv[2], ret;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	ret = nsm_call(fd, NSM_MSG_ATTACH_STREAM, &r, sizeof(r), sv[0]);
+	close(sv[0]);
+	printf("attach %s", ret < 0 ? "local-error" : ret ? strerrorname_np(ret) : "ok");
+	if (ret) {
+		printf("\n");
+		close(sv[1]);
+		return 0;
+	}
+	ret = hello(sv[1], &req, &rep);
+	printf(" hello %s\n", ret == -ECONNRESET ? "reset" : ret < 0 ? "local-error" :
+	       ret ? strerrorname_np(ret) : "ok");
+	close(sv[1]);
+	return 0;
+}
+
+/* "connected", then one attach_stream_one() per line of stdin: the caller
+ * changes the NSM's state between them while this holds its control
+ * connection. */
+static int attach_stream_check(int fd, uint32_t vm_id)
+{
+	char line[64];
+	int ret = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("connected\n");
+	while (!ret && fgets(line, sizeof(line), stdin))
+		ret = attach_stream_one(fd, vm_id);
+	return ret;
+}
+
 static int cmd_nsm(int argc, char **argv)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -1640,6 +1690,8 @@ static int cmd_nsm(int argc, char **argv)
 		close(lfd);
 	} else if (!strcmp(argv[1], "claim-checks") && argc == 3) {
 		ret = claim_checks(fd, atoi(argv[2]));
+	} else if (!strcmp(argv[1], "attach-stream") && argc == 3) {
+		ret = attach_stream_check(fd, atoi(argv[2]));
 	}
 	if (ret > 0)
 		fprintf(stderr, "nsm: %s\n", strerror(ret));
@@ -1654,6 +1706,7 @@ static void usage(void)
 		"       nk_proto_client nsm CTL vm-del ID\n"
 		"       nk_proto_client nsm CTL attach-listener ID PATH\n"
 		"       nk_proto_client nsm CTL claim-checks ID\n"
+		"       nk_proto_client nsm CTL attach-stream ID\n"
 		"       nk_proto_client connect GUEST ADDR PORT\n"
 		"       nk_proto_client listen GUEST ADDR PORT\n"
 		"       nk_proto_client check GUEST VM-ADDR FOREIGN-ADDR [REFUSED-ADDR PORT [NO-HOST-ADDR]]\n"

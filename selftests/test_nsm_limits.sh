@@ -19,6 +19,9 @@
 #   backlog while the NSM has no slot at all, even after closing its pooled
 #   pipes (as on Linux when the accepting process is out of descriptors),
 #   is not reset, and is served once the limit is raised;
+# - a guest stream nkd passes with SCM_RIGHTS (ATTACH_STREAM, AF_VSOCK
+#   hosts) while the table is full is taken and its HELLO answered
+#   (ENOBUFS in the reserve's place), not dropped by the kernel;
 # - the NSM logs each case with the VM's name, and is the same process at
 #   the end.
 
@@ -195,6 +198,48 @@ check "remote connection is served within 3 s of the limit being raised" \
 	awk '$1 == "served" && $2 == "b'"'ping'"'" && $4 < 3 { f = 1 } END { exit !f }' "$NK_TMP/wait.log"
 check "NSM logs the paused accept, naming the VM" \
 	grep -q 'vm vm1: accept: Too many open files' "$NSM_LOG"
+
+# A guest stream that nkd passes (ATTACH_STREAM: how a VM's AF_VSOCK
+# streams reach the NSM on a host with kernel vhost-vsock) while the table
+# is full.  The NSM makes room before it receives the message (its pooled
+# pipes, then its reserve), takes the stream and answers its HELLO; before,
+# the kernel dropped the passed descriptor (MSG_CTRUNC) and the guest saw
+# its stream closed without an answer.  The client here holds the NSM's
+# control connection (nkd is stopped meanwhile so that it does not take it
+# back) and passes one end of a socketpair per line of its input: at room
+# 0 twice (the first may still find pooled pipes to close; the second
+# comes in the reserve's place and gets ENOBUFS), then with the limit
+# raised.
+VM1_ID=$(jpy "$(nkctl -j vm show vm1)" 'j["id"]')
+mkfifo "$NK_TMP/attach.in"
+kill -STOP "$NKD_PID"
+"$OUTPUT/selftests/nk_proto_client" nsm "$NK_RUN/nsm-nsm1.sock" attach-stream "$VM1_ID" \
+	<"$NK_TMP/attach.in" >"$NK_TMP/attach.out" 2>&1 &
+ATTACHER=$!
+nk_register_pid "$ATTACHER"
+exec 7>"$NK_TMP/attach.in"
+attached() { wait_for -t 5 test "$(grep -c '^attach' "$NK_TMP/attach.out")" -ge "$1"; }
+wait_for -t 5 grep -qx connected "$NK_TMP/attach.out" || nk_die "no control connection to nsm1"
+for i in 1 2; do
+	nofile_room 0
+	echo go >&7
+	attached "$i" || break
+done
+nofile_high
+echo go >&7
+attached 3
+exec 7>&-
+wait "$ATTACHER"
+kill -CONT "$NKD_PID"
+log_info "ATTACH_STREAM at room 0, 0, then raised: $(tr '\n' ' ' <"$NK_TMP/attach.out")"
+mapfile -t att < <(grep '^attach' "$NK_TMP/attach.out")
+check "room 0: a passed stream is taken and its HELLO answered (${att[0]:-nothing})" \
+	grep -Eqx 'attach ok hello (ok|ENOBUFS)' <<<"${att[0]:-}"
+check_eq "room 0, no pooled pipes left: the stream in the reserve's place gets ENOBUFS" \
+	"${att[1]:-nothing}" "attach ok hello ENOBUFS"
+check_eq "limit raised: a passed stream is served" "${att[2]:-nothing}" "attach ok hello ok"
+check "nkd is connected to nsm1 again" wait_for -t 10 bash -c \
+	"grep -c 'nsm nsm1 (pid $NSM): up' '$NK_NKD_LOG' | grep -qv '^1$'"
 
 # Afterwards: the same NSM, and 12 connections at once work.
 check "the NSM is the same process" test "$(nk_nsm_pid "nsm-$S")" = "$NSM"
