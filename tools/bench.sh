@@ -155,6 +155,7 @@ RES=$BDIR/results.tsv
 META=$BDIR/meta.tsv
 CHECKS=$BDIR/checks.txt
 NKCPS=$OUTPUT/bench/nk_cps
+NKWAKE=$OUTPUT/bench/nk_wake
 mkdir -p "$BDIR"
 : >"$RES"
 : >"$META"
@@ -163,7 +164,7 @@ nk_require_root
 nk_require_cmds iperf3 sockperf wrk nginx pasta slirp4netns gnuplot ss perf
 ! have_path nkxdp || nk_require_cmds bpftool
 nk_require_build
-[ -x "$NKCPS" ] || nk_die "$NKCPS is missing (run make)"
+[ -x "$NKCPS" ] && [ -x "$NKWAKE" ] || nk_die "$NKCPS or $NKWAKE is missing (run make)"
 # Run private copies of the binaries: a rebuild in the tree during the run
 # (others build there too) must not swap them under the benchmark.
 mkdir -p "$NK_TMP/bin"
@@ -280,6 +281,11 @@ meta pipe_rtt_us "$(perf_us perf bench sched pipe -l 10000)"
 # without waking an idle CPU, and without switching address spaces.
 meta pipe_rtt_1cpu_us "$(perf_us taskset 1 perf bench sched pipe -l 10000)"
 meta pipe_rtt_1cpu_thr_us "$(perf_us taskset 1 perf bench sched pipe -T -l 10000)"
+# ... and between processes pinned to two different CPUs: every half round
+# trip wakes the other CPU, which may have gone idle (a VM's idle vCPU
+# halts, and waking it is the hypervisor's work).
+[ "$(nproc)" -lt 2 ] ||
+	meta pipe_rtt_2cpu_us "$("$NKWAKE" 0 1 20000 | sed -n 's/^usecs_per_round_trip=//p')"
 meta quick "$QUICK"
 meta reps "$REPS"
 meta durations "bulk ${T_BULK}s, rr ${T_RR}s, wrk ${T_WRK}s, cps ${T_CPS}s, density ${T_DENS}s, idle ${T_IDLE}s, real VMs ${T_VM}s per run"

@@ -403,8 +403,11 @@ def main():
                f"between two processes {us('pipe_rtt_us')} µs (`perf bench sched pipe`); "
                f"with both pinned to one CPU {us('pipe_rtt_1cpu_us')} µs, and between two "
                f"threads of one process on one CPU {us('pipe_rtt_1cpu_thr_us')} µs (`taskset 1 "
-               f"perf bench sched pipe [-T]`): waking a sleeping CPU and switching address "
-               f"spaces are what a wakeup costs here.")
+               f"perf bench sched pipe [-T]`)" +
+               (f"; between two processes pinned to two different CPUs "
+                f"{us('pipe_rtt_2cpu_us')} µs (`nk_wake 0 1`)" if 'pipe_rtt_2cpu_us' in meta else "") +
+               ": waking a sleeping CPU and switching address spaces are what a wakeup "
+               "costs here.")
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
     if 'nsm1_args' in meta:
         nsm1 = meta['nsm1_args'].strip()
