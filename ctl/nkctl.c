@@ -35,7 +35,7 @@ static const struct nkctl_kw nsm_add_kw[] = {
 	{ "dev", "IFNAME", "dev", KW_JOIN },
 	{ "relay", "splice|kernel", "relay", 0 },
 	{ "busy-poll", "USEC", "busy_poll", 0 },
-	{ "bulk-poll", "USEC", "bulk_poll", 0 },
+	{ "bulk-poll", "USEC|auto", "bulk_poll", 0 },
 	{ "kernel-relay-sndbuf", "BYTES", "kernel_relay_sndbuf", 0 },
 	{}
 };

@@ -246,6 +246,18 @@ static int usec_value(json_t *obj, const char *key, unsigned int *out)
 	return 0;
 }
 
+/* bulk_poll, if there: "auto" (NSM_BULK_POLL_AUTO) or as usec_value(). */
+static int bulk_value(json_t *obj, unsigned int *out)
+{
+	const char *sv = json_string_value(json_object_get(obj, "bulk_poll"));
+
+	if (sv && !strcmp(sv, "auto")) {
+		*out = NSM_BULK_POLL_AUTO;
+		return 0;
+	}
+	return usec_value(obj, "bulk_poll", out);
+}
+
 /* KEY of OBJ, if there: bytes, 0 or NSM_KRELAY_SNDBUF_MIN-_MAX, into *OUT. */
 static int sndbuf_value(json_t *obj, const char *key, long *out)
 {
@@ -261,12 +273,13 @@ static int sndbuf_value(json_t *obj, const char *key, long *out)
 }
 
 /* What `nsm add` leaves out means: splice relay, no busy polling, bulk
- * polling and the in-kernel relay's send buffer at nk-nsm's defaults. */
+ * polling ("auto") and the in-kernel relay's send buffer at nk-nsm's
+ * defaults. */
 void nsm_defaults(struct nkd_nsm *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->slot = -1;
-	out->bulk_poll_us = NSM_BULK_POLL_US;
+	out->bulk_poll_us = NSM_BULK_POLL_AUTO;
 	out->kernel_relay_sndbuf = NSM_KRELAY_SNDBUF;
 }
 
@@ -325,8 +338,8 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (usec_value(obj, "busy_poll", &out->busy_poll_us))
 		return nkd_fail(e, EINVAL, "nsm %s: busy-poll must be a number of microseconds from 0 to %d",
 				name, NSM_POLL_MAX_US);
-	if (usec_value(obj, "bulk_poll", &out->bulk_poll_us))
-		return nkd_fail(e, EINVAL, "nsm %s: bulk-poll must be a number of microseconds from 0 to %d",
+	if (bulk_value(obj, &out->bulk_poll_us))
+		return nkd_fail(e, EINVAL, "nsm %s: bulk-poll must be auto or a number of microseconds from 0 to %d",
 				name, NSM_POLL_MAX_US);
 	if (sndbuf_value(obj, "kernel_relay_sndbuf", &out->kernel_relay_sndbuf))
 		return nkd_fail(e, EINVAL, "nsm %s: kernel-relay-sndbuf must be 0 (autotuning) or a number of bytes from %d to %d",
@@ -491,9 +504,10 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 		snprintf(bp, sizeof(bp), "--busy-poll=%u", nsm->busy_poll_us);
 		argv[n++] = bp;
 	}
-	/* only when not nk-nsm's own default: an older nk-nsm without the
-	 * option still starts (nkd upgraded first, test_compat) */
-	if (nsm->bulk_poll_us != NSM_BULK_POLL_US) {
+	/* only a number, "auto" being nk-nsm's own default: an older nk-nsm
+	 * without the option still starts (nkd upgraded first, test_compat),
+	 * and one from before "auto" polls as it did */
+	if (nsm->bulk_poll_us != NSM_BULK_POLL_AUTO) {
 		snprintf(ulp, sizeof(ulp), "--bulk-poll=%u", nsm->bulk_poll_us);
 		argv[n++] = ulp;
 	}
@@ -664,9 +678,17 @@ static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run)
 	if (run->busy_poll_us != nsm->busy_poll_us)
 		diff_add(d, sizeof(d), &off, "busy_poll %u (configured: %u)", run->busy_poll_us,
 			 nsm->busy_poll_us);
-	if (run->bulk_poll_us != nsm->bulk_poll_us)
-		diff_add(d, sizeof(d), &off, "bulk_poll %u (configured: %u)", run->bulk_poll_us,
-			 nsm->bulk_poll_us);
+	if (nsm->bulk_poll_us == NSM_BULK_POLL_AUTO ? !(run->flags & NSM_RUN_BULK_POLL_AUTO) :
+	    (run->flags & NSM_RUN_BULK_POLL_AUTO) || run->bulk_poll_us != nsm->bulk_poll_us) {
+		char conf[16];
+
+		if (nsm->bulk_poll_us == NSM_BULK_POLL_AUTO)
+			snprintf(conf, sizeof(conf), "auto");
+		else
+			snprintf(conf, sizeof(conf), "%u", nsm->bulk_poll_us);
+		diff_add(d, sizeof(d), &off, "bulk_poll %s%u (configured: %s)",
+			 run->flags & NSM_RUN_BULK_POLL_AUTO ? "auto: " : "", run->bulk_poll_us, conf);
+	}
 	if (run->kernel_relay_sndbuf != nsm->kernel_relay_sndbuf)
 		diff_add(d, sizeof(d), &off, "kernel_relay_sndbuf %lld (configured: %ld)",
 			 (long long)run->kernel_relay_sndbuf, nsm->kernel_relay_sndbuf);
@@ -1316,6 +1338,11 @@ json_t *run_to_json(const struct nsm_hello_run *run)
 
 	if (o && (run->flags & NSM_RUN_NO_SPLICE))
 		json_object_set_new(o, "no_splice", json_true());
+	/* bulk_poll is what "auto" chose, from this round trip (us) */
+	if (o && (run->flags & NSM_RUN_BULK_POLL_AUTO)) {
+		json_object_set_new(o, "bulk_poll_auto", json_true());
+		json_object_set_new(o, "wakeup_us", json_real(((uint64_t)run->wake_ns + 50) / 100 / 10.0));
+	}
 	return o;
 }
 
@@ -1325,11 +1352,12 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_t *o, *vms;
 	struct nkd_vm *vm;
 
-	o = json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:I}", "name", nsm->name,
+	o = json_pack("{s:s, s:I, s:s, s:s, s:I, s:o, s:I}", "name", nsm->name,
 		      "id", (json_int_t)nsm->slot,
 		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice",
 		      "busy_poll", (json_int_t)nsm->busy_poll_us,
-		      "bulk_poll", (json_int_t)nsm->bulk_poll_us,
+		      "bulk_poll", nsm->bulk_poll_us == NSM_BULK_POLL_AUTO ? json_string("auto") :
+		      json_integer(nsm->bulk_poll_us),
 		      "kernel_relay_sndbuf", (json_int_t)nsm->kernel_relay_sndbuf);
 	/* a managed NSM is stored without netns/dev: nkd derives them */
 	if (!nsm->managed || full) {

@@ -169,9 +169,11 @@ void ctl_accept(void)
 		msg.hello.nvms++;
 	/* what runs: the in-kernel relay only if it could be set up */
 	run->flags = (krelay_enabled() ? NSM_RUN_KERNEL_RELAY : 0) |
-		     (nsm.cfg.no_splice ? NSM_RUN_NO_SPLICE : 0);
+		     (nsm.cfg.no_splice ? NSM_RUN_NO_SPLICE : 0) |
+		     (nsm.cfg.bulk_poll_auto ? NSM_RUN_BULK_POLL_AUTO : 0);
 	run->busy_poll_us = nsm.cfg.busy_poll_us;
 	run->bulk_poll_us = nsm.cfg.bulk_poll_us;
+	run->wake_ns = nsm.cfg.wake_ns;
 	run->kernel_relay_sndbuf = nsm.cfg.krelay_sndbuf;
 	if (stat("/proc/self/ns/net", &st) == 0) {
 		run->netns_dev = st.st_dev;

@@ -9,7 +9,9 @@
  * and the reaper that closes and frees what handlers killed (see nsm.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 
 #include "log.h"
 #include "nsm.h"
@@ -312,10 +315,13 @@ static void usage(FILE *f)
 		"  --busy-poll=USEC after events, poll for more for up to USEC microseconds\n"
 		"                   (0-1000, default 0) before sleeping: shorter round trips\n"
 		"                   for CPU time while traffic flows; none when idle\n"
-		"  --bulk-poll=USEC after a batch of events in which one connection relayed\n"
+		"  --bulk-poll=USEC|auto\n"
+		"                   after a batch of events in which one connection relayed\n"
 		"                   16 KiB or more at once, poll for more for up to USEC\n"
-		"                   microseconds (0-1000, default 50; 0: never): bulk\n"
-		"                   transfers without a wakeup per burst\n"
+		"                   microseconds (0-1000; 0: never): bulk transfers without\n"
+		"                   a wakeup per burst.  auto (the default): 50 where\n"
+		"                   switching between two processes on one CPU costs 6 us\n"
+		"                   or more per round trip (measured at start), else 0\n"
 		"  --kernel-relay-sndbuf=BYTES\n"
 		"                   send buffer of the TCP sockets the in-kernel relay\n"
 		"                   feeds (default 16777216, unless tcp_wmem's maximum is\n"
@@ -378,15 +384,23 @@ static int parse_args(int argc, char **argv)
 		case 'U': {
 			long v;
 
+			if (c == 'U' && !strcmp(optarg, "auto")) {
+				nsm.cfg.bulk_poll_auto = true;
+				break;
+			}
 			if (dec_arg(optarg, &v) || v < 0 || v > NSM_POLL_MAX_US) {
 				fprintf(stderr, "nk-nsm: --%s: '%s' is not 0-%d (microseconds)\n",
 					c == 'B' ? "busy-poll" : "bulk-poll", optarg, NSM_POLL_MAX_US);
+				if (c == 'U')
+					fprintf(stderr, "nk-nsm: --bulk-poll also takes 'auto'\n");
 				return -1;
 			}
-			if (c == 'B')
+			if (c == 'B') {
 				nsm.cfg.busy_poll_us = (unsigned int)v;
-			else
+			} else {
 				nsm.cfg.bulk_poll_us = (unsigned int)v;
+				nsm.cfg.bulk_poll_auto = false;
+			}
 			break;
 		}
 		case 'W': {
@@ -437,6 +451,121 @@ static void spin_from(uint64_t now, unsigned int usec, uint64_t *until)
 		*until = now + usec * 1000ull;
 }
 
+/*
+ * --bulk-poll=auto.  Bulk polling saves the NSM a sleep and a wakeup per
+ * burst of a transfer, and costs the CPU time of looking.  Which is dearer
+ * depends on the machine, and was measured both ways (docs/benchmarks.md):
+ * where switching between two processes on one CPU costs 14-16 us per
+ * round trip (a VM whose kernel entries and address-space switches are
+ * the hypervisor's work), looking made one-stream downloads 32% faster and
+ * 12% cheaper per byte; where it costs 2.8 us, it made them 11% slower
+ * and a quarter dearer.  So measure that: a child process and this one,
+ * both pinned to the CPU this one runs on, pass a byte back and forth over
+ * two pipes (5 batches of 200 round trips, the median batch), and poll
+ * where a round trip costs NSM_BULK_POLL_AUTO_NS or more.  About 3 ms at
+ * 15 us per round trip; once, before anything else is set up.  Should the
+ * measurement fail, poll (the behaviour before "auto").
+ */
+#define WAKE_BATCHES	5
+#define WAKE_ROUNDS	200
+
+static int wake_pin(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t wake_round_trip_ns(void)
+{
+	uint64_t t[WAKE_BATCHES], t0;
+	int ab[2] = { -1, -1 }, ba[2] = { -1, -1 }, cpu, b, i, status;
+	cpu_set_t saved;
+	pid_t child = -1;
+	bool ok = false;
+	char c = 0;
+
+	cpu = sched_getcpu();
+	if (cpu < 0 || sched_getaffinity(0, sizeof(saved), &saved) ||
+	    pipe2(ab, O_CLOEXEC) || pipe2(ba, O_CLOEXEC))
+		goto out;
+	child = fork();
+	if (child < 0)
+		goto out;
+	if (!child) {
+		if (wake_pin(cpu))
+			_exit(1);
+		for (i = 0; i < WAKE_BATCHES * WAKE_ROUNDS; i++)
+			if (read(ab[0], &c, 1) != 1 || write(ba[1], &c, 1) != 1)
+				_exit(1);
+		_exit(0);
+	}
+	if (wake_pin(cpu))
+		goto out_child;
+	for (b = 0; b < WAKE_BATCHES; b++) {
+		t0 = mono_ns();
+		for (i = 0; i < WAKE_ROUNDS; i++)
+			if (write(ab[1], &c, 1) != 1 || read(ba[0], &c, 1) != 1)
+				goto out_affinity;
+		t[b] = (mono_ns() - t0) / WAKE_ROUNDS;
+	}
+	ok = true;
+out_affinity:
+	sched_setaffinity(0, sizeof(saved), &saved);
+out_child:
+	if (!ok)
+		kill(child, SIGKILL);
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	ok = ok && WIFEXITED(status) && !WEXITSTATUS(status);
+out:
+	for (i = 0; i < 2; i++) {
+		if (ab[i] >= 0)
+			close(ab[i]);
+		if (ba[i] >= 0)
+			close(ba[i]);
+	}
+	if (!ok)
+		return 0;
+	qsort(t, WAKE_BATCHES, sizeof(t[0]), cmp_u64);
+	return t[WAKE_BATCHES / 2];
+}
+
+static void bulk_poll_auto(void)
+{
+	uint64_t ns = wake_round_trip_ns(), tenths;
+
+	nsm.cfg.wake_ns = ns > UINT32_MAX ? UINT32_MAX : (unsigned int)ns;
+	if (!ns) {
+		nsm.cfg.bulk_poll_us = NSM_BULK_POLL_US;
+		warn("bulk polling (auto): the wakeup round trip could not be measured (%s); "
+		     "polling %u us after bursts", strerror(errno), nsm.cfg.bulk_poll_us);
+		return;
+	}
+	/* in tenths of a microsecond, rounded as nkd shows them (wakeup_us) */
+	tenths = (ns + 50) / 100;
+	nsm.cfg.bulk_poll_us = tenths >= NSM_BULK_POLL_AUTO_NS / 100 ? NSM_BULK_POLL_US : 0;
+	if (nsm.cfg.bulk_poll_us)
+		info("bulk polling (auto): %u us after bursts: a wakeup round trip between two "
+		     "processes on one CPU costs %llu.%llu us here (%d or more: looking is cheaper "
+		     "than sleeping)", nsm.cfg.bulk_poll_us, (unsigned long long)tenths / 10,
+		     (unsigned long long)tenths % 10, NSM_BULK_POLL_AUTO_NS / 1000);
+	else
+		info("bulk polling (auto): off: a wakeup round trip between two processes on one "
+		     "CPU costs %llu.%llu us here (under %d: sleeping is cheaper than looking)",
+		     (unsigned long long)tenths / 10, (unsigned long long)tenths % 10,
+		     NSM_BULK_POLL_AUTO_NS / 1000);
+}
+
 int main(int argc, char **argv)
 {
 	struct epoll_event evs[64];
@@ -450,7 +579,7 @@ int main(int argc, char **argv)
 			nsm.instance = (uint32_t)getpid() ^ (uint32_t)time(NULL);
 	list_init(&nsm.vms);
 	list_init(&nsm.hello_wait);
-	nsm.cfg.bulk_poll_us = NSM_BULK_POLL_US;
+	nsm.cfg.bulk_poll_auto = true;
 	nsm.cfg.krelay_sndbuf = NSM_KRELAY_SNDBUF;
 
 	ret = parse_args(argc, argv);
@@ -458,6 +587,8 @@ int main(int argc, char **argv)
 		return 2;
 	if (nsm.cfg.verbose)
 		nk_log_set_level(NK_LOG_DEBUG);
+	if (nsm.cfg.bulk_poll_auto)
+		bulk_poll_auto();
 	raise_nofile();
 	nsm_reserve_fd();
 

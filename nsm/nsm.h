@@ -295,6 +295,8 @@ struct nsm_config {
 	long krelay_sndbuf;		/* --kernel-relay-sndbuf: its TCP sockets' send buffer */
 	unsigned int busy_poll_us;	/* --busy-poll: spin this long after events */
 	unsigned int bulk_poll_us;	/* --bulk-poll: spin this long after bulk batches */
+	bool bulk_poll_auto;		/* --bulk-poll=auto (the default): bulk_poll_us from */
+	unsigned int wake_ns;		/* ... this round trip, measured at start */
 };
 
 struct nsm {

@@ -555,7 +555,9 @@ nk_topo_up()
 	log_info "remote-$S eth0 10.77.0.1/24 fd77::1/64 <-> nsm-$S up0; g1-$S, g2-$S: lo only"
 
 	nk_start_nkd
-	nk_run_nkctl nsm add nsm1 type kernel netns "nsm-$S" dev up0
+	# NK_NSM1_ARGS: more `nsm add` keywords for nsm1 (an array)
+	nk_run_nkctl nsm add nsm1 type kernel netns "nsm-$S" dev up0 \
+		${NK_NSM1_ARGS[@]+"${NK_NSM1_ARGS[@]}"}
 	NK_NSMS+=(nsm1)
 	wait_for -t 10 nk_nsm_pid "nsm-$S" ||
 		nk_die "no nk-nsm process appeared in nsm-$S"

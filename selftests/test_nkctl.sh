@@ -298,9 +298,18 @@ check_eq "vm list unchanged across the restart" "$("$NKCTL" -c "$NK_CTL" -j vm l
 check "vm1 listener re-created" test -S "$NK_TMP/guests/vm1.vsock_7531"
 check "nkd logged the adoption" grep -q "nsm nsm1: adopted running pid $NSM_PID" "$NK_NKD_LOG"
 check_eq "nsm1 runs as configured" "$(jget "$OUT" 'j["config_differs"]')" False
+# bulk polling "auto" (the default): nk-nsm chose from the wakeup round
+# trip it measured at start, 50 us from 6 us on, else none, and says so
+AUTO_BP=$(jget "$OUT" '50 if j["running"]["wakeup_us"] >= 6 else 0')
+check_eq "nsm show: bulk_poll auto, and what it chose" \
+	"$(jget "$OUT" 'j["bulk_poll"], j["running"]["bulk_poll_auto"], j["running"]["wakeup_us"] > 0')" \
+	"('auto', True, True)"
 check_eq "nsm show: what it reports it runs with" \
 	"$(jget "$OUT" '" ".join(str(j["running"][k]) for k in ("relay", "busy_poll", "bulk_poll", "kernel_relay_sndbuf", "dev"))')" \
-	"splice 0 50 16777216 up0"
+	"splice 0 $AUTO_BP 16777216 up0"
+check "nk-nsm logged the same choice" grep -qE \
+	"bulk polling \(auto\): $([ "$AUTO_BP" = 0 ] && echo 'off' || echo '50 us after bursts'): a wakeup round trip between two processes on one CPU costs $(jget "$OUT" '"%.1f" % j["running"]["wakeup_us"]') us here" \
+	"$NK_STATE/nsm-nsm1.log"
 check "no warning about its settings" bash -c "! grep -q 'does not run as configured' '$NK_NKD_LOG'"
 
 # restart_nkd_with LOG KEY=JSON...: stop nkd, set nsm1's KEYs in nkd.json
@@ -337,15 +346,15 @@ check_eq "nsm1 adopted again, same pid" "$(jget "$OUT" 'j["adopted"], j["pid"]')
 check_eq "nsm show: the configured settings" "$(jget "$OUT" 'j["bulk_poll"], j["kernel_relay_sndbuf"]')" "(0, 1048576)"
 check_eq "nsm show: config_differs" "$(jget "$OUT" 'j["config_differs"]')" True
 check_eq "nsm show: what it runs with" \
-	"$(jget "$OUT" 'j["running"]["bulk_poll"], j["running"]["kernel_relay_sndbuf"]')" "(50, 16777216)"
+	"$(jget "$OUT" 'j["running"]["bulk_poll"], j["running"]["kernel_relay_sndbuf"]')" "($AUTO_BP, 16777216)"
 check_eq "nk-nsm's options unchanged" "$(nk_nsm_opts "$NSM_PID")" "$old_opts"
 check "nkd names the difference" grep -qF \
-	"nsm nsm1 (pid $NSM_PID) does not run as configured: bulk_poll 50 (configured: 0); kernel_relay_sndbuf 16777216 (configured: 1048576); it was adopted, and the configuration applies when it next starts (stop it and nkd starts it again)" \
+	"nsm nsm1 (pid $NSM_PID) does not run as configured: bulk_poll auto: $AUTO_BP (configured: 0); kernel_relay_sndbuf 16777216 (configured: 1048576); it was adopted, and the configuration applies when it next starts (stop it and nkd starts it again)" \
 	"$NK_NKD_LOG"
 run_ctl nsm show nsm1
 check "text show has config_differs yes" grep -qE '^config_differs +yes$' <<<"$OUT"
 check "text show has running in full, zeros too" \
-	grep -qE '^running +relay=splice,busy_poll=0,bulk_poll=50,kernel_relay_sndbuf=16777216,dev=up0$' <<<"$OUT"
+	grep -qE "^running +relay=splice,busy_poll=0,bulk_poll=$AUTO_BP,kernel_relay_sndbuf=16777216,dev=up0,bulk_poll_auto=yes,wakeup_us=[0-9.]+\$" <<<"$OUT"
 kill -KILL "$NSM_PID"
 nsm_replaced() { nsm_running && [ "$(nsm_pid)" != "$NSM_PID" ]; }
 check "nsm1 restarted" wait_for -t 10 nsm_replaced
@@ -414,7 +423,7 @@ vm_names()
 	"$NKCTL" -c "$NK_CTL" -j vm list 2>/dev/null | "$NK_PY" -c 'import json, sys; print(",".join(v["name"] + ":" + "/".join(v["addrs"]) for v in json.load(sys.stdin)))'
 }
 # nsm1 runs with bulk_poll 0 (bad.json); the new file leaves bulk_poll out
-# (its default, 50) and asks for busy_poll 30 and kernel_relay_sndbuf 1 MiB:
+# (its default, "auto") and asks for busy_poll 30 and kernel_relay_sndbuf 1 MiB:
 # none is applied to a running NSM, and each gets a warning naming both
 # values.  relay null is refused, as when an NSM starts, not taken as the
 # default.
@@ -427,7 +436,7 @@ EOF
 kill -HUP "$NKD_PID"
 check "nkd logged the reload" wait_for -t 5 grep -q "SIGHUP: $NK_TMP/good.json applied: 1 added, 1 removed, 1 changed" "$NK_NKD_LOG"
 check "a setting left out counts as its default: nkd warns that bulk_poll would change" grep -qF \
-	"SIGHUP: nsm nsm1: bulk_poll changed in $NK_TMP/good.json (50, the default, as it is left out; running: 0); not applied (delete and add it again)" \
+	"SIGHUP: nsm nsm1: bulk_poll changed in $NK_TMP/good.json (\"auto\", the default, as it is left out; running: 0); not applied (delete and add it again)" \
 	"$NK_NKD_LOG"
 check "and that busy_poll would" grep -qF \
 	"SIGHUP: nsm nsm1: busy_poll changed in $NK_TMP/good.json (30; running: 0); not applied (delete and add it again)" \

@@ -311,8 +311,13 @@ fi
 nk_topo_up		# remote-$S, nsm-$S, g1/g2 (lo only), nkd, nsm1, vm1, vm2
 NSM_PID=$NK_NSM_PID
 R=remote-$S
-# the default path is what nkd starts by default: splice, bulk polling on
+# the default path is what nkd starts by default: splice, bulk polling
+# "auto" (what it chose, and from which round trip, as nkd shows it)
 meta nsm1_args "$(nk_nsm_opts "$NSM_PID")"
+meta nsm1_bulk_poll "$(nkctl -j nsm show nsm1 | "$NK_PY" -c '
+import json, sys
+r = json.load(sys.stdin).get("running", {})
+print("%s %s %s" % (r.get("bulk_poll"), r.get("bulk_poll_auto", False), r.get("wakeup_us", "")))')"
 
 # veth_pair NS DEV ADDR RDEV RADDR [GW]: DEV in NS <-> RDEV in the remote host
 veth_pair()

@@ -41,9 +41,16 @@
 #define NSM_CTL_MSG_MAX		1024
 
 /* nk-nsm's --busy-poll and --bulk-poll, in microseconds: their limit and
- * --bulk-poll's default (nkd passes the option only when it differs). */
+ * the window of bulk polling.  --bulk-poll's default is "auto": the window
+ * where switching between two processes on one CPU costs at least
+ * NSM_BULK_POLL_AUTO_NS per round trip (measured at start), none where it
+ * is cheaper (docs/architecture.md, "Bulk polling").  NSM_BULK_POLL_AUTO
+ * is "auto" in nkd's configuration; nkd passes --bulk-poll only for a
+ * number. */
 #define NSM_POLL_MAX_US		1000
 #define NSM_BULK_POLL_US	50
+#define NSM_BULK_POLL_AUTO	0xffffffffu
+#define NSM_BULK_POLL_AUTO_NS	6000
 /* nk-nsm --kernel-relay-sndbuf (nkctl nsm add ... kernel-relay-sndbuf BYTES): the
  * send buffer of TCP sockets the in-kernel relay feeds; 0: autotuning */
 #define NSM_KRELAY_SNDBUF	(16 << 20)
@@ -92,12 +99,13 @@ struct nsm_hello {
  */
 #define NSM_RUN_KERNEL_RELAY	0x01	/* --kernel-relay, and it could be set up */
 #define NSM_RUN_NO_SPLICE	0x02	/* --no-splice */
+#define NSM_RUN_BULK_POLL_AUTO	0x04	/* --bulk-poll=auto: bulk_poll_us is its choice */
 
 struct nsm_hello_run {
 	uint32_t flags;		/* NSM_RUN_* */
 	uint32_t busy_poll_us;
 	uint32_t bulk_poll_us;
-	uint32_t pad0;
+	uint32_t wake_ns;	/* --bulk-poll=auto: the round trip it measured; else 0 */
 	int64_t kernel_relay_sndbuf;	/* the option's value, not tcp_wmem's */
 	uint64_t netns_dev;	/* stat() of its /proc/self/ns/net */
 	uint64_t netns_ino;

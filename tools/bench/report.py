@@ -411,8 +411,15 @@ def main():
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
     if 'nsm1_args' in meta:
         nsm1 = meta['nsm1_args'].strip()
+        bp = meta.get('nsm1_bulk_poll', '').split()
+        if len(bp) == 3 and bp[1] == 'True':
+            bulk = (f"bulk polling `auto`: {'off' if bp[0] == '0' else bp[0] + ' µs'}, from a "
+                    f"wakeup round trip of {bp[2]} µs between two processes on one CPU, "
+                    f"measured by nk-nsm at its start")
+        else:
+            bulk = "bulk polling 50 µs"
         out.append("- The default NetKernel path's NSM (nsm1) runs " +
-                   (f"with `{nsm1}`." if nsm1 else "with nk-nsm's defaults (splice relay, bulk polling 50 µs, no busy polling)."))
+                   (f"with `{nsm1}`." if nsm1 else f"with nk-nsm's defaults (splice relay, {bulk}, no busy polling)."))
     out.append(f"- Anti-fake checks inside the run: {checks[0] if checks else '?'}.")
     for c in checks[1:]:
         out.append(f"  - {c}")
