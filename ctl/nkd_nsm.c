@@ -1341,7 +1341,10 @@ json_t *run_to_json(const struct nsm_hello_run *run)
 	/* bulk_poll is what "auto" chose, from this round trip (us) */
 	if (o && (run->flags & NSM_RUN_BULK_POLL_AUTO)) {
 		json_object_set_new(o, "bulk_poll_auto", json_true());
-		json_object_set_new(o, "wakeup_us", json_real(((uint64_t)run->wake_ns + 50) / 100 / 10.0));
+		/* 0: nk-nsm could not measure it (and polls) */
+		if (run->wake_ns)
+			json_object_set_new(o, "wakeup_us",
+					    json_real(((uint64_t)run->wake_ns + 50) / 100 / 10.0));
 	}
 	return o;
 }

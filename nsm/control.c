@@ -825,10 +825,14 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 	size_t want;
 	int needfds = 0;
 
+	if ((msg_flags & MSG_CTRUNC) && nfds) {
+		warn("nkd: message type %u came with more than %d fds", h->type, NK_FDS_MAX);
+		return -EINVAL;
+	}
 	if (msg_flags & MSG_CTRUNC) {
 		/* nsm_fd_room() found no slot, not even the reserve's */
 		warn("nkd: message type %u: the kernel dropped its descriptor (out of descriptors)",
-		     n >= (ssize_t)sizeof(*h) ? h->type : 0);
+		     h->type);
 		return -ENOBUFS;
 	}
 	if (msg_flags & MSG_TRUNC) {
@@ -908,11 +912,11 @@ static void ctl_recv_one(void)
 	n = nk_recv_fds(nsm.ctl_fd, buf, sizeof(buf), MSG_DONTWAIT, fds, NK_FDS_MAX, &nfds,
 			&msg_flags);
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EINTR)
-			return;
-		warn_perror("nkd connection");
-		ctl_drop();
-		return;
+		if (errno != EAGAIN && errno != EINTR) {
+			warn_perror("nkd connection");
+			ctl_drop();
+		}
+		goto out_close_fds;
 	}
 	if (n == 0) {
 		info("nkd disconnected; VMs and connections stay");

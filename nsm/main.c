@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <sys/random.h>
 #include <net/if.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -457,17 +459,19 @@ static void spin_from(uint64_t now, unsigned int usec, uint64_t *until)
  * depends on the machine, and was measured both ways (docs/benchmarks.md):
  * where switching between two processes on one CPU costs 14-16 us per
  * round trip (a VM whose kernel entries and address-space switches are
- * the hypervisor's work), looking made one-stream downloads 32% faster and
- * 12% cheaper per byte; where it costs 2.8 us, it made them 11% slower
- * and a quarter dearer.  So measure that: a child process and this one,
- * both pinned to the CPU this one runs on, pass a byte back and forth over
- * two pipes (5 batches of 200 round trips, the median batch), and poll
- * where a round trip costs NSM_BULK_POLL_AUTO_NS or more.  About 3 ms at
- * 15 us per round trip; once, before anything else is set up.  Should the
- * measurement fail, poll (the behaviour before "auto").
+ * the hypervisor's work), looking made one-stream downloads about a third
+ * faster and cheaper per byte; where it costs 2.8 us, it made downloads
+ * 17-24% slower and a fifth to a quarter dearer per byte.  So measure
+ * that: a child process and this one, both pinned to the CPU this one
+ * runs on, pass a byte back and forth over two pipes (5 batches of 200
+ * round trips, the median batch), and poll where a round trip costs
+ * NSM_BULK_POLL_AUTO_NS or more.  3 ms at 3 us per round trip, 15 ms at
+ * 15 us; once, before anything else is set up.  Should the measurement
+ * fail, poll (the behaviour before "auto").
  */
 #define WAKE_BATCHES	5
 #define WAKE_ROUNDS	200
+#define WAKE_WAIT_MS	1000	/* for one round trip: the other side is gone */
 
 static int wake_pin(int cpu)
 {
@@ -485,48 +489,89 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static uint64_t wake_round_trip_ns(void)
+/* One byte through FD, waiting at most WAKE_WAIT_MS.  0, or -errno. */
+static int wake_read(int fd)
 {
-	uint64_t t[WAKE_BATCHES], t0;
-	int ab[2] = { -1, -1 }, ba[2] = { -1, -1 }, cpu, b, i, status;
-	cpu_set_t saved;
-	pid_t child = -1;
-	bool ok = false;
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char c;
+	int n;
+
+	n = poll(&p, 1, WAKE_WAIT_MS);
+	if (n <= 0)
+		return n ? -errno : -ETIMEDOUT;
+	n = read(fd, &c, 1);
+	return n == 1 ? 0 : n ? -errno : -EPIPE;
+}
+
+static int wake_write(int fd)
+{
 	char c = 0;
 
+	return write(fd, &c, 1) == 1 ? 0 : -errno;
+}
+
+/* The round trip in ns, or -errno. */
+static int64_t wake_round_trip_ns(void)
+{
+	struct sigaction ign = { .sa_handler = SIG_IGN }, old_pipe;
+	int ab[2] = { -1, -1 }, ba[2] = { -1, -1 }, cpu, b, i, status = 0, ret;
+	uint64_t t[WAKE_BATCHES], t0;
+	cpu_set_t saved;
+	pid_t child, w;
+
 	cpu = sched_getcpu();
-	if (cpu < 0 || sched_getaffinity(0, sizeof(saved), &saved) ||
-	    pipe2(ab, O_CLOEXEC) || pipe2(ba, O_CLOEXEC))
+	if (cpu < 0 || sched_getaffinity(0, sizeof(saved), &saved))
+		return -errno;
+	if (pipe2(ab, O_CLOEXEC))
+		return -errno;
+	if (pipe2(ba, O_CLOEXEC)) {
+		ret = -errno;
 		goto out;
+	}
+	/* a child that died makes writes fail with EPIPE, not kill us */
+	sigaction(SIGPIPE, &ign, &old_pipe);
 	child = fork();
-	if (child < 0)
-		goto out;
+	if (child < 0) {
+		ret = -errno;
+		goto out_sig;
+	}
 	if (!child) {
+		/* gone with its parent, should that be killed meanwhile */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(ab[1]);
+		close(ba[0]);
 		if (wake_pin(cpu))
 			_exit(1);
 		for (i = 0; i < WAKE_BATCHES * WAKE_ROUNDS; i++)
-			if (read(ab[0], &c, 1) != 1 || write(ba[1], &c, 1) != 1)
+			if (wake_read(ab[0]) || wake_write(ba[1]))
 				_exit(1);
 		_exit(0);
 	}
-	if (wake_pin(cpu))
-		goto out_child;
-	for (b = 0; b < WAKE_BATCHES; b++) {
+	close(ab[0]);
+	close(ba[1]);
+	ab[0] = ba[1] = -1;
+	ret = wake_pin(cpu) ? -errno : 0;
+	for (b = 0; !ret && b < WAKE_BATCHES; b++) {
 		t0 = mono_ns();
-		for (i = 0; i < WAKE_ROUNDS; i++)
-			if (write(ab[1], &c, 1) != 1 || read(ba[0], &c, 1) != 1)
-				goto out_affinity;
+		for (i = 0; !ret && i < WAKE_ROUNDS; i++) {
+			ret = wake_write(ab[1]);
+			if (!ret)
+				ret = wake_read(ba[0]);
+		}
 		t[b] = (mono_ns() - t0) / WAKE_ROUNDS;
 	}
-	ok = true;
-out_affinity:
 	sched_setaffinity(0, sizeof(saved), &saved);
-out_child:
-	if (!ok)
+	if (ret)
 		kill(child, SIGKILL);
-	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
-		;
-	ok = ok && WIFEXITED(status) && !WEXITSTATUS(status);
+	do
+		w = waitpid(child, &status, 0);
+	while (w < 0 && errno == EINTR);
+	/* w < 0 (ECHILD): started with SIGCHLD ignored; the child's answers
+	 * were its status */
+	if (!ret && w == child && !(WIFEXITED(status) && !WEXITSTATUS(status)))
+		ret = -ECHILD;
+out_sig:
+	sigaction(SIGPIPE, &old_pipe, NULL);
 out:
 	for (i = 0; i < 2; i++) {
 		if (ab[i] >= 0)
@@ -534,23 +579,27 @@ out:
 		if (ba[i] >= 0)
 			close(ba[i]);
 	}
-	if (!ok)
-		return 0;
+	if (ret)
+		return ret;
 	qsort(t, WAKE_BATCHES, sizeof(t[0]), cmp_u64);
-	return t[WAKE_BATCHES / 2];
+	return (int64_t)t[WAKE_BATCHES / 2];
 }
 
 static void bulk_poll_auto(void)
 {
-	uint64_t ns = wake_round_trip_ns(), tenths;
+	int64_t ns = wake_round_trip_ns();
+	uint64_t tenths;
 
-	nsm.cfg.wake_ns = ns > UINT32_MAX ? UINT32_MAX : (unsigned int)ns;
-	if (!ns) {
+	if (ns <= 0) {
+		/* wake_ns 0: nkd shows no round trip */
+		nsm.cfg.wake_ns = 0;
 		nsm.cfg.bulk_poll_us = NSM_BULK_POLL_US;
 		warn("bulk polling (auto): the wakeup round trip could not be measured (%s); "
-		     "polling %u us after bursts", strerror(errno), nsm.cfg.bulk_poll_us);
+		     "polling %u us after bursts", strerror(ns ? (int)-ns : EINVAL),
+		     nsm.cfg.bulk_poll_us);
 		return;
 	}
+	nsm.cfg.wake_ns = ns > UINT32_MAX ? UINT32_MAX : (unsigned int)ns;
 	/* in tenths of a microsecond, rounded as nkd shows them (wakeup_us) */
 	tenths = (ns + 50) / 100;
 	nsm.cfg.bulk_poll_us = tenths >= NSM_BULK_POLL_AUTO_NS / 100 ? NSM_BULK_POLL_US : 0;

@@ -51,6 +51,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 
 #include <netkernel/nsmctl.h>
@@ -1600,8 +1601,12 @@ static int attach_stream_one(int fd, uint32_t vm_id)
 	struct nk_hello_rep rep;
 	int sv[2], ret;
 
+	struct timeval tv = { .tv_sec = 5 };
+
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
 		return -errno;
+	/* a stream the NSM neither answers nor closes reads as EAGAIN */
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	ret = nsm_call(fd, NSM_MSG_ATTACH_STREAM, &r, sizeof(r), sv[0]);
 	close(sv[0]);
 	printf("attach %s", ret < 0 ? "local-error" : ret ? strerrorname_np(ret) : "ok");
@@ -1622,9 +1627,12 @@ static int attach_stream_one(int fd, uint32_t vm_id)
  * connection. */
 static int attach_stream_check(int fd, uint32_t vm_id)
 {
+	struct timeval tv = { .tv_sec = 5 };
 	char line[64];
 	int ret = 0;
 
+	/* an NSM that does not answer fails the request, not hangs it */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	printf("connected\n");
 	while (!ret && fgets(line, sizeof(line), stdin))

@@ -316,7 +316,7 @@ R=remote-$S
 meta nsm1_args "$(nk_nsm_opts "$NSM_PID")"
 meta nsm1_bulk_poll "$(nkctl -j nsm show nsm1 | "$NK_PY" -c '
 import json, sys
-r = json.load(sys.stdin).get("running", {})
+r = json.load(sys.stdin).get("running") or {}
 print("%s %s %s" % (r.get("bulk_poll"), r.get("bulk_poll_auto", False), r.get("wakeup_us", "")))')"
 
 # veth_pair NS DEV ADDR RDEV RADDR [GW]: DEV in NS <-> RDEV in the remote host
