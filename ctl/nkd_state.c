@@ -365,6 +365,16 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 		if (json_object_get(run, keys[j].key))
 			have = json_object_get(run, keys[j].key);
 		b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
+		/* what "auto" chose is a number: say it was auto's choice */
+		if (b && !strcmp(keys[j].key, "bulk_poll") &&
+		    json_is_true(json_object_get(run, "bulk_poll_auto"))) {
+			char *t = NULL;
+
+			if (asprintf(&t, "\"auto\": %s", b) >= 0) {
+				free(b);
+				b = t;
+			}
+		}
 		warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s); not applied (delete and add it again)",
 		     nsm->name, keys[j].key, path, want ? (a ? a : "?") : "left out",
 		     dflt ? ", the default, as it is left out" : "", b ? b : "set by nkd");

@@ -393,7 +393,7 @@ check_eq "nsm list empty" "$OUT" "[]"
 log_step "--config"
 nk_stop "$NKD_PID"
 cat >"$NK_TMP/bad.json" <<EOF
-{"nsms": [{"name": "nsm1", "type": "kernel", "netns": "nsm-$S", "dev": "up0", "bulk_poll": 0}],
+{"nsms": [{"name": "nsm1", "type": "kernel", "netns": "nsm-$S", "dev": "up0", "kernel_relay_sndbuf": 1048576}],
  "vms": [{"name": "vmA", "nsm": "nsm1", "addrs": ["10.78.0.2/24"], "uds": "$NK_TMP/guests/vmA"},
          {"name": "vmB", "nsm": "nsm1", "addrs": ["10.78.0.2/24"], "uds": "$NK_TMP/guests/vmB"}]}
 EOF
@@ -422,34 +422,36 @@ vm_names()
 {
 	"$NKCTL" -c "$NK_CTL" -j vm list 2>/dev/null | "$NK_PY" -c 'import json, sys; print(",".join(v["name"] + ":" + "/".join(v["addrs"]) for v in json.load(sys.stdin)))'
 }
-# nsm1 runs with bulk_poll 0 (bad.json); the new file leaves bulk_poll out
-# (its default, "auto") and asks for busy_poll 30 and kernel_relay_sndbuf 1 MiB:
-# none is applied to a running NSM, and each gets a warning naming both
-# values.  relay null is refused, as when an NSM starts, not taken as the
+# nsm1 runs with kernel_relay_sndbuf 1 MiB and bulk_poll "auto" (bad.json);
+# the new file leaves kernel_relay_sndbuf out (its default, 16 MiB) and asks
+# for busy_poll 30 and bulk_poll 0: none is applied to a running NSM, and
+# each gets a warning naming both values (for bulk_poll, what "auto"
+# chose).  relay null is refused, as when an NSM starts, not taken as the
 # default.
 cat >"$NK_TMP/good.json" <<EOF
 {"nsms": [{"name": "nsm1", "type": "kernel", "netns": "nsm-$S", "dev": "up0", "busy_poll": 30,
-           "kernel_relay_sndbuf": 1048576, "relay": null}],
+           "bulk_poll": 0, "relay": null}],
  "vms": [{"name": "vmA", "nsm": "nsm1", "addrs": ["10.78.0.2/24", "10.78.0.5/24"], "uds": "$NK_TMP/guests/vmA"},
          {"name": "vmC", "nsm": "nsm1", "addrs": ["10.78.0.4/24"], "uds": "$NK_TMP/guests/vmC"}]}
 EOF
+AUTO_BP2=$("$NKCTL" -c "$NK_CTL" -j nsm show nsm1 | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["running"]["bulk_poll"])')
 kill -HUP "$NKD_PID"
 check "nkd logged the reload" wait_for -t 5 grep -q "SIGHUP: $NK_TMP/good.json applied: 1 added, 1 removed, 1 changed" "$NK_NKD_LOG"
-check "a setting left out counts as its default: nkd warns that bulk_poll would change" grep -qF \
-	"SIGHUP: nsm nsm1: bulk_poll changed in $NK_TMP/good.json (\"auto\", the default, as it is left out; running: 0); not applied (delete and add it again)" \
+check "a setting left out counts as its default: nkd warns that kernel_relay_sndbuf would change" grep -qF \
+	"SIGHUP: nsm nsm1: kernel_relay_sndbuf changed in $NK_TMP/good.json (16777216, the default, as it is left out; running: 1048576); not applied (delete and add it again)" \
+	"$NK_NKD_LOG"
+check "and that bulk_poll would, naming what auto chose" grep -qF \
+	"SIGHUP: nsm nsm1: bulk_poll changed in $NK_TMP/good.json (0; running: \"auto\": $AUTO_BP2); not applied (delete and add it again)" \
 	"$NK_NKD_LOG"
 check "and that busy_poll would" grep -qF \
 	"SIGHUP: nsm nsm1: busy_poll changed in $NK_TMP/good.json (30; running: 0); not applied (delete and add it again)" \
-	"$NK_NKD_LOG"
-check "and that kernel_relay_sndbuf would" grep -qF \
-	"SIGHUP: nsm nsm1: kernel_relay_sndbuf changed in $NK_TMP/good.json (1048576; running: 16777216); not applied (delete and add it again)" \
 	"$NK_NKD_LOG"
 check "relay null is refused, not the default" grep -qF \
 	"SIGHUP: nsm nsm1: relay is null in $NK_TMP/good.json, which is not a value (leave it out for the default); not applied" \
 	"$NK_NKD_LOG"
 check "no warning for what did not change" bash -c "! grep -E 'nsm1: (type|netns|dev|relay) changed' '$NK_NKD_LOG'"
-check_eq "nsm1 still runs with bulk_poll 0 and busy_poll 0" \
-	"$("$NKCTL" -c "$NK_CTL" -j nsm show nsm1 | "$NK_PY" -c 'import json, sys; j = json.load(sys.stdin); print(j["bulk_poll"], j["busy_poll"])')" "0 0"
+check_eq "nsm1 still runs with bulk_poll auto and busy_poll 0" \
+	"$("$NKCTL" -c "$NK_CTL" -j nsm show nsm1 | "$NK_PY" -c 'import json, sys; j = json.load(sys.stdin); print(j["bulk_poll"], j["busy_poll"])')" "auto 0"
 check_eq "after SIGHUP: vmB gone, vmC added, vmA with its new address" "$(vm_names)" \
 	"vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
 check "vmC address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.4
