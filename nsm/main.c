@@ -460,7 +460,7 @@ static void spin_from(uint64_t now, unsigned int usec, uint64_t *until)
  * where switching between two processes on one CPU costs 14-16 us per
  * round trip (a VM whose kernel entries and address-space switches are
  * the hypervisor's work), looking made one-stream downloads about a third
- * faster and cheaper per byte; where it costs 2.8 us, downloads ran
+ * faster and 12% cheaper per byte; where it costs 2.8 us, downloads ran
  * 17-24% faster and a fifth cheaper per byte without it.  So measure
  * that: a child process and this one, both pinned to the CPU this one
  * runs on, pass a byte back and forth over two pipes (5 batches of 200
