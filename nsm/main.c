@@ -322,7 +322,7 @@ static void usage(FILE *f)
 		"                   16 KiB or more at once, poll for more for up to USEC\n"
 		"                   microseconds (0-1000; 0: never): bulk transfers without\n"
 		"                   a wakeup per burst.  auto (the default): 50 where\n"
-		"                   switching between two processes on one CPU costs 6 us\n"
+		"                   switching between two processes on one CPU costs 8 us\n"
 		"                   or more per round trip (measured at start), else 0\n"
 		"  --kernel-relay-sndbuf=BYTES\n"
 		"                   send buffer of the TCP sockets the in-kernel relay\n"
@@ -464,14 +464,14 @@ static void spin_from(uint64_t now, unsigned int usec, uint64_t *until)
  * 17-24% faster and a fifth cheaper per byte without it.  So measure
  * that: a child process and this one, both pinned to the CPU this one
  * runs on, pass a byte back and forth over two pipes (5 batches of 200
- * round trips, the median batch), and poll where a round trip costs
- * NSM_BULK_POLL_AUTO_NS or more.  3 ms at 3 us per round trip, 15 ms at
- * 15 us; once, before anything else is set up.  Should the measurement
- * fail, poll (the behaviour before "auto").
+ * round trips, the fastest batch, since anything else running there only
+ * adds), and poll where a round trip costs NSM_BULK_POLL_AUTO_NS or
+ * more.  3 ms at 3 us per round trip, 15 ms at 15 us; once, before
+ * anything else is set up.  Should the measurement fail, poll (the
+ * behaviour before "auto").
  */
 #define WAKE_BATCHES	5
 #define WAKE_ROUNDS	200
-#define WAKE_WAIT_MS	1000	/* for one round trip: the other side is gone */
 
 static int wake_pin(int cpu)
 {
@@ -482,40 +482,39 @@ static int wake_pin(int cpu)
 	return sched_setaffinity(0, sizeof(set), &set);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* One byte through FD, waiting at most WAKE_WAIT_MS.  0, or -errno. */
-static int wake_read(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	char c;
-	int n;
-
-	n = poll(&p, 1, WAKE_WAIT_MS);
-	if (n <= 0)
-		return n ? -errno : -ETIMEDOUT;
-	n = read(fd, &c, 1);
-	return n == 1 ? 0 : n ? -errno : -EPIPE;
-}
-
-static int wake_write(int fd)
+/* One byte out through WFD and one back through RFD (or, for the child,
+ * the other way round).  0, or -errno; -EPIPE when the other side is gone
+ * (its ends close with it). */
+static int wake_pass(int rfd, int wfd, bool first)
 {
 	char c = 0;
+	ssize_t n;
 
-	return write(fd, &c, 1) == 1 ? 0 : -errno;
+	if (first && write(wfd, &c, 1) != 1)
+		return -errno;
+	n = read(rfd, &c, 1);
+	if (n != 1)
+		return n ? -errno : -EPIPE;
+	if (!first && write(wfd, &c, 1) != 1)
+		return -errno;
+	return 0;
 }
 
-/* The round trip in ns, or -errno. */
+static void wake_alarm(int sig)
+{
+	(void)sig;	/* interrupts a read that waits too long (EINTR) */
+}
+
+/* The round trip in ns (the fastest batch: interference only adds), or
+ * -errno.  Two pipes, each side closing the ends it does not use, so that
+ * a side that dies ends the other's reads (EOF); SIGPIPE ignored and an
+ * alarm of 2 s meanwhile, so that nothing can kill or hang nk-nsm here. */
 static int64_t wake_round_trip_ns(void)
 {
-	struct sigaction ign = { .sa_handler = SIG_IGN }, old_pipe;
+	struct sigaction ign = { .sa_handler = SIG_IGN }, alrm = { .sa_handler = wake_alarm },
+			 old_pipe, old_alrm;
 	int ab[2] = { -1, -1 }, ba[2] = { -1, -1 }, cpu, b, i, status = 0, ret;
-	uint64_t t[WAKE_BATCHES], t0;
+	uint64_t best = UINT64_MAX, t0, t;
 	cpu_set_t saved;
 	pid_t child, w;
 
@@ -528,12 +527,10 @@ static int64_t wake_round_trip_ns(void)
 		ret = -errno;
 		goto out;
 	}
-	/* a child that died makes writes fail with EPIPE, not kill us */
-	sigaction(SIGPIPE, &ign, &old_pipe);
 	child = fork();
 	if (child < 0) {
 		ret = -errno;
-		goto out_sig;
+		goto out;
 	}
 	if (!child) {
 		/* gone with its parent, should that be killed meanwhile */
@@ -543,35 +540,40 @@ static int64_t wake_round_trip_ns(void)
 		if (wake_pin(cpu))
 			_exit(1);
 		for (i = 0; i < WAKE_BATCHES * WAKE_ROUNDS; i++)
-			if (wake_read(ab[0]) || wake_write(ba[1]))
+			if (wake_pass(ab[0], ba[1], false))
 				_exit(1);
 		_exit(0);
 	}
 	close(ab[0]);
 	close(ba[1]);
 	ab[0] = ba[1] = -1;
+	sigaction(SIGPIPE, &ign, &old_pipe);
+	sigaction(SIGALRM, &alrm, &old_alrm);	/* no SA_RESTART */
+	alarm(2);
 	ret = wake_pin(cpu) ? -errno : 0;
 	for (b = 0; !ret && b < WAKE_BATCHES; b++) {
 		t0 = mono_ns();
-		for (i = 0; !ret && i < WAKE_ROUNDS; i++) {
-			ret = wake_write(ab[1]);
-			if (!ret)
-				ret = wake_read(ba[0]);
-		}
-		t[b] = (mono_ns() - t0) / WAKE_ROUNDS;
+		for (i = 0; !ret && i < WAKE_ROUNDS; i++)
+			ret = wake_pass(ba[0], ab[1], true);
+		t = (mono_ns() - t0) / WAKE_ROUNDS;
+		if (t < best)
+			best = t;
 	}
+	alarm(0);
+	if (ret == -EINTR)
+		ret = -ETIMEDOUT;
 	sched_setaffinity(0, sizeof(saved), &saved);
 	if (ret)
 		kill(child, SIGKILL);
 	do
 		w = waitpid(child, &status, 0);
 	while (w < 0 && errno == EINTR);
+	sigaction(SIGALRM, &old_alrm, NULL);
+	sigaction(SIGPIPE, &old_pipe, NULL);
 	/* w < 0 (ECHILD): started with SIGCHLD ignored; the child's answers
 	 * were its status */
 	if (!ret && w == child && !(WIFEXITED(status) && !WEXITSTATUS(status)))
 		ret = -ECHILD;
-out_sig:
-	sigaction(SIGPIPE, &old_pipe, NULL);
 out:
 	for (i = 0; i < 2; i++) {
 		if (ab[i] >= 0)
@@ -579,10 +581,7 @@ out:
 		if (ba[i] >= 0)
 			close(ba[i]);
 	}
-	if (ret)
-		return ret;
-	qsort(t, WAKE_BATCHES, sizeof(t[0]), cmp_u64);
-	return (int64_t)t[WAKE_BATCHES / 2];
+	return ret ? ret : (int64_t)best;
 }
 
 static void bulk_poll_auto(void)

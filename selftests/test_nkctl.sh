@@ -299,8 +299,8 @@ check "vm1 listener re-created" test -S "$NK_TMP/guests/vm1.vsock_7531"
 check "nkd logged the adoption" grep -q "nsm nsm1: adopted running pid $NSM_PID" "$NK_NKD_LOG"
 check_eq "nsm1 runs as configured" "$(jget "$OUT" 'j["config_differs"]')" False
 # bulk polling "auto" (the default): nk-nsm chose from the wakeup round
-# trip it measured at start, 50 us from 6 us on, else none, and says so
-AUTO_BP=$(jget "$OUT" '50 if j["running"].get("wakeup_us", 6) >= 6 else 0')
+# trip it measured at start, 50 us from 8 us on, else none, and says so
+AUTO_BP=$(jget "$OUT" '50 if j["running"].get("wakeup_us", 8) >= 8 else 0')
 check_eq "nsm show: bulk_poll auto, and what it chose" \
 	"$(jget "$OUT" 'j["bulk_poll"], j["running"]["bulk_poll_auto"], j["running"]["wakeup_us"] > 0')" \
 	"('auto', True, True)"

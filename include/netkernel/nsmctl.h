@@ -50,7 +50,7 @@
 #define NSM_POLL_MAX_US		1000
 #define NSM_BULK_POLL_US	50
 #define NSM_BULK_POLL_AUTO	0xffffffffu
-#define NSM_BULK_POLL_AUTO_NS	6000
+#define NSM_BULK_POLL_AUTO_NS	8000
 /* nk-nsm --kernel-relay-sndbuf (nkctl nsm add ... kernel-relay-sndbuf BYTES): the
  * send buffer of TCP sockets the in-kernel relay feeds; 0: autotuning */
 #define NSM_KRELAY_SNDBUF	(16 << 20)
