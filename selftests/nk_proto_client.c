@@ -57,6 +57,7 @@
 #include <netkernel/nsmctl.h>
 #include <netkernel/proto.h>
 #include "nkaddr.h"
+#include "nkfd.h"
 
 static uint32_t next_seq = 1;
 
@@ -1504,29 +1505,12 @@ static int nsm_call(int fd, uint8_t type, const void *body, size_t len, int pass
 		.magic = NSM_CTL_MAGIC, .version = NSM_CTL_VERSION, .type = type,
 		.len = sizeof(h) + len, .seq = next_seq++,
 	};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} cbuf;
-	struct iovec iov = { .iov_base = buf, .iov_len = h.len };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct nsm_hdr rep;
 	ssize_t n;
 
 	memcpy(buf, &h, sizeof(h));
 	memcpy(buf + sizeof(h), body, len);
-	if (passfd >= 0) {
-		struct cmsghdr *c;
-
-		msg.msg_control = cbuf.buf;
-		msg.msg_controllen = sizeof(cbuf.buf);
-		c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &passfd, sizeof(int));
-	}
-	if (sendmsg(fd, &msg, 0) < 0)
+	if (nk_send_fd(fd, buf, h.len, passfd, 0) < 0)
 		return -errno;
 	for (;;) {
 		n = recv(fd, &rep, sizeof(rep), 0);
@@ -1599,9 +1583,8 @@ static int attach_stream_one(int fd, uint32_t vm_id)
 	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .family = NK_AF_INET,
 				    .type = NK_SOCK_STREAM, .pid = getpid() };
 	struct nk_hello_rep rep;
-	int sv[2], ret;
-
 	struct timeval tv = { .tv_sec = 5 };
+	int sv[2], ret;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
 		return -errno;

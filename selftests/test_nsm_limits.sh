@@ -213,6 +213,7 @@ check "NSM logs the paused accept, naming the VM" \
 VM1_ID=$(jpy "$(nkctl -j vm show vm1)" 'j["id"]')
 mkfifo "$NK_TMP/attach.in"
 ups() { grep -c "nsm nsm1 (pid $NSM): up" "$NK_NKD_LOG"; }
+reconnected() { [ "$(ups)" -gt "$UPS" ]; }
 UPS=$(ups)
 kill -STOP "$NKD_PID"
 "$OUTPUT/selftests/nk_proto_client" nsm "$NK_RUN/nsm-nsm1.sock" attach-stream "$VM1_ID" \
@@ -241,7 +242,7 @@ check "room 0: a passed stream is taken and its HELLO answered (${att[0]:-nothin
 check_eq "room 0, no pooled pipes left: the stream in the reserve's place gets ENOBUFS" \
 	"${att[1]:-nothing}" "attach ok hello ENOBUFS"
 check_eq "limit raised: a passed stream is served" "${att[2]:-nothing}" "attach ok hello ok"
-check "nkd is connected to nsm1 again" wait_for -t 10 bash -c "[ \$(grep -c 'nsm nsm1 (pid $NSM): up' '$NK_NKD_LOG') -gt $UPS ]"
+check "nkd is connected to nsm1 again" wait_for -t 10 reconnected
 
 # Afterwards: the same NSM, and 12 connections at once work.
 check "the NSM is the same process" test "$(nk_nsm_pid "nsm-$S")" = "$NSM"
