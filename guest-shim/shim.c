@@ -193,6 +193,19 @@ static bool opt_is_local(int level, int name)
 		name == SO_RCVTIMEO_NEW || name == SO_SNDTIMEO_NEW);
 }
 
+/*
+ * Options whose outcome on a connected socket is known without asking
+ * (Linux takes TCP_CORK and TCP_NODELAY with any int, in any state): they
+ * are posted, not waited for (proto.h, NK_HELLO_F_POST). nginx's
+ * tcp_nopush turns TCP_CORK on and off around every response.
+ */
+static bool opt_postable(const struct nk_sock *sk, int level, int name, const void *val,
+			 socklen_t len)
+{
+	return sk->state == NKS_CONNECTED && sk->type == SOCK_STREAM && level == IPPROTO_TCP &&
+	       (name == TCP_CORK || name == TCP_NODELAY) && val && len >= sizeof(int);
+}
+
 static int remote_setsockopt(struct nk_sock *sk, int level, int name, const void *val,
 			     socklen_t len)
 {
@@ -211,6 +224,8 @@ static int remote_setsockopt(struct nk_sock *sk, int level, int name, const void
 	if (len && !val)
 		return -EFAULT;
 	memcpy(req.val, val, len);
+	if (opt_postable(sk, level, name, val, len) && !nk_ctl_post_opt(sk->nsm, &req))
+		return 0;
 	return nk_ctl_call(sk->nsm, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
 }
 

@@ -341,12 +341,14 @@ struct ctl_chan {
 	dev_t dev;
 	ino_t ino;
 	uint64_t used;		/* LRU stamp */
+	bool posts;		/* opened with NK_HELLO_F_POST */
 };
 
 static struct {
 	pthread_mutex_t lock;
 	uint32_t seq;
 	uint64_t clock;
+	bool no_post;		/* the NSM closed a HELLO with NK_HELLO_F_POST */
 	struct ctl_chan ch[NCTL];
 } ctl = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -383,7 +385,23 @@ static int chan_open(void)
 	fd = nk_transport_open();
 	if (fd < 0)
 		return fd;
+	if (!ctl.no_post)
+		req.flags = NK_HELLO_F_POST;
 	ret = nk_hello(fd, &req, &rep);
+	if (ret == -ECONNRESET && req.flags) {
+		/* Closed unanswered: an NSM without the flag, if the same
+		 * HELLO without it is answered (not a restart or a move). */
+		nk_real.close(fd);
+		req.flags = 0;
+		fd = nk_transport_open();
+		if (fd < 0)
+			return fd;
+		ret = nk_hello(fd, &req, &rep);
+		if (!ret) {
+			ctl.no_post = true;
+			nk_logf("the host's NSM does not take posted options; every setsockopt() waits for its reply");
+		}
+	}
 	if (ret > 0)
 		ret = -ret;
 	if (ret < 0 || fstat(fd, &st) < 0) {
@@ -409,6 +427,7 @@ static int chan_open(void)
 		.dev = st.st_dev,
 		.ino = st.st_ino,
 		.used = ++ctl.clock,
+		.posts = req.flags & NK_HELLO_F_POST,
 	};
 	return slot;
 }
@@ -467,6 +486,36 @@ int nk_ctl_call(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *
 	pthread_mutex_unlock(&ctl.lock);
 	if (ret > 0)
 		return -ret;
+	return ret;
+}
+
+/*
+ * Post a SETSOCKOPT without waiting for the NSM (NK_HELLO_F_POST): on the
+ * channel of its instance if that one is open and posts. Returns 0, or
+ * -EAGAIN when the caller has to nk_ctl_call() instead (nothing was sent).
+ */
+int nk_ctl_post_opt(uint32_t nsm, const struct nk_opt_req *req)
+{
+	struct nk_opt_req r = *req;
+	struct ctl_chan *c = NULL;
+	int ret = -EAGAIN, i;
+
+	r.flags |= NK_OPT_F_POSTED;
+	pthread_mutex_lock(&ctl.lock);
+	for (i = 0; i < NCTL; i++)
+		if (ctl.ch[i].fd >= 0 && ctl.ch[i].nsm == nsm) {
+			c = &ctl.ch[i];
+			break;
+		}
+	if (c && c->posts && chan_valid(c)) {
+		c->used = ++ctl.clock;
+		ret = nk_msg_send(c->fd, NK_OP_SETSOCKOPT, ++ctl.seq, &r, sizeof(r));
+		if (ret) {
+			chan_drop(c);	/* not seen by the NSM: the call sends it again */
+			ret = -EAGAIN;
+		}
+	}
+	pthread_mutex_unlock(&ctl.lock);
 	return ret;
 }
 

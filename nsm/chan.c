@@ -276,7 +276,8 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 	rep.nsm_id = nsm.instance;
 	if ((req->kind == NK_HELLO_SOCKET && req->type == NK_SOCK_STREAM ?
 	     req->flags & ~(NK_HELLO_F_SETUP | NK_HELLO_F_OFFER) :
-	     req->kind == NK_HELLO_ACCEPT ? req->flags & ~NK_HELLO_F_QUIET : req->flags)) {
+	     req->kind == NK_HELLO_ACCEPT ? req->flags & ~NK_HELLO_F_QUIET :
+	     req->kind == NK_HELLO_CTL ? req->flags & ~NK_HELLO_F_POST : req->flags)) {
 		chan_bad(ch, "HELLO kind %u type %u with flags %#x", req->kind, req->type,
 			 req->flags);
 		return;
@@ -322,8 +323,10 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 			return;
 		}
 		ch->mode = CH_CTL;
+		ch->posts = req->flags & NK_HELLO_F_POST;
 		list_del(&ch->wait_node);
-		vm_debug(ch->vm, "control channel of pid %u", req->pid);
+		vm_debug(ch->vm, "control channel of pid %u%s", req->pid,
+			 ch->posts ? " (posts options)" : "");
 		chan_send(ch, NK_OP_HELLO, h->seq, 0, &rep, sizeof(rep));
 		return;
 	case NK_HELLO_ACCEPT:
@@ -468,6 +471,70 @@ static void chan_read_msgs(struct chan *ch)
 }
 
 /*
+ * A control channel carries requests only, never payload: read as much as
+ * there is room for, handle every whole message, keep the rest. A read
+ * that returns less than the room was the last one for now (the channel
+ * is level-triggered in epoll). Called corked (chan_read()).
+ */
+static void chan_read_ctl(struct chan *ch)
+{
+	struct nk_hdr h;
+	size_t off = 0, room;
+	bool more = true;
+	ssize_t n;
+	int reads = 0;
+
+	for (;;) {
+		/* the whole messages read so far (every message is a
+		 * multiple of 8 bytes long: bodies stay aligned) */
+		while (ch->inlen - off >= sizeof(h)) {
+			memcpy(&h, ch->in + off, sizeof(h));
+			if (nk_hdr_check(&h, 0) < 0) {
+				chan_bad(ch, "bad header (magic %#x version %u op %u len %u)",
+					 h.magic, h.version, h.op, h.len);
+				return;
+			}
+			if (h.err) {
+				chan_bad(ch, "request op %u with err %d", h.op, h.err);
+				return;
+			}
+			if (h.len < sizeof(h) + chan_min_body(ch)) {
+				chan_bad(ch, "op %u is not allowed on this stream", h.op);
+				return;
+			}
+			if (ch->inlen - off < h.len || outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
+				break;	/* incomplete, or the guest does not read its replies */
+			off += h.len;
+			chan_message(ch, &h, ch->in + off - h.len + sizeof(h));
+			if (ch->dead || ch->mode != CH_CTL)
+				return;
+		}
+		memmove(ch->in, ch->in + off, ch->inlen - off);
+		ch->inlen -= off;
+		off = 0;
+		if (!more || ++reads > 16 || outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
+			return;
+		room = sizeof(ch->in) - ch->inlen;
+		n = read(ch->fd, ch->in + ch->inlen, room);
+		if (n == 0) {
+			if (ch->inlen)
+				vm_debug(ch->vm, "stream closed in the middle of a message");
+			chan_kill(ch);
+			return;
+		}
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR) {
+				vm_debug(ch->vm, "stream read: %s", strerror(errno));
+				chan_kill(ch);
+			}
+			return;
+		}
+		ch->inlen += n;
+		more = (size_t)n == room;	/* a short read emptied the socket */
+	}
+}
+
+/*
  * chan_read_msgs() with the replies corked: the replies to what one read
  * brought in (HELLO, the set-up requests behind it) leave in one write, so
  * the guest wakes once for them.
@@ -477,7 +544,10 @@ static void chan_read(struct chan *ch)
 	int ret;
 
 	ch->corked = true;
-	chan_read_msgs(ch);
+	if (ch->mode == CH_CTL)
+		chan_read_ctl(ch);
+	else
+		chan_read_msgs(ch);
 	ch->corked = false;
 	if (ch->dead)
 		return;
@@ -513,7 +583,10 @@ void chan_event(struct chan *ch, uint32_t events)
 			return;
 		}
 	}
-	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))
+	/* (a control channel may hold whole requests read ahead, left
+	 * while its replies were backed up) */
+	if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) ||
+	    (ch->mode == CH_CTL && ch->inlen))
 		chan_read(ch);
 	else
 		chan_update_events(ch);

@@ -152,7 +152,11 @@ struct chan {
 	enum chan_mode mode;
 	uint32_t pid;			/* from HELLO, informational */
 	uint64_t deadline;		/* CH_HELLO: monotonic s */
-	uint8_t in[NK_MSG_MAX];
+	/* A control channel reads ahead (chan_read_ctl()): room for more
+	 * than one message, so that a read that comes back short was the
+	 * last one. Other streams read one message at a time: payload may
+	 * follow it. */
+	uint8_t in[4 * NK_MSG_MAX];
 	uint32_t inlen;
 	struct outq out;
 	struct nsock *ns;		/* CH_SOCK */
@@ -160,6 +164,7 @@ struct chan {
 	bool refuse;			/* took the reserve descriptor: vm_accept() */
 	bool setup_reqs;		/* CH_SOCK: SETSOCKOPT/CONNECT may follow HELLO */
 	bool corked;			/* replies queue until chan_read() ends */
+	bool posts;			/* CH_CTL: NK_HELLO_F_POST, posted requests */
 	uint32_t nsetup;		/* set-up requests read so far */
 	int setup_err;			/* first failed set-up SETSOCKOPT, errno */
 	bool dead;
@@ -406,6 +411,7 @@ int relay_prepare(struct nsock *ns);
 bool relay_pool_drain(void);
 void relay_start(struct nsock *ns);
 void relay_kick(struct nsock *ns);
+void relay_sync_up(struct nsock *ns);
 void relay_free(struct nsock *ns);
 int krelay_init(void);
 bool krelay_enabled(void);

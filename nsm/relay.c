@@ -353,6 +353,23 @@ void relay_kick(struct nsock *ns)
 		relay_pump(ns);
 }
 
+/*
+ * An option takes effect behind the bytes the application wrote before
+ * it, as on Linux (TCP_CORK off sends what was corked, TCP_NODELAY on
+ * pushes what Nagle held). The guest's stream and its control requests
+ * are two channels, so what the stream holds goes to the TCP socket
+ * first. The pump may finish the connection: callers check ns->dead.
+ */
+void relay_sync_up(struct nsock *ns)
+{
+	struct relay *r = ns->relay;
+
+	if (ns->dead || !r || r->up.done || r->kup)
+		return;
+	r->up.src_ready = true;
+	relay_pump(ns);
+}
+
 void relay_free(struct nsock *ns)
 {
 	struct relay *r = ns->relay;

@@ -1419,7 +1419,38 @@ static int opt_policy(struct vm *vm, int how, int level, int name)
 	return 0;
 }
 
-static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r)
+/* An option that holds data back: TCP_CORK on, TCP_NODELAY off. */
+static bool opt_holds(const struct nk_opt_req *r)
+{
+	int v;
+
+	if (r->level != IPPROTO_TCP || (r->name != TCP_CORK && r->name != TCP_NODELAY) ||
+	    r->optlen < sizeof(v))
+		return false;
+	memcpy(&v, r->val, sizeof(v));
+	return r->name == TCP_CORK ? v != 0 : v == 0;
+}
+
+/*
+ * After a posted TCP_CORK off: what was corked leaves now even under
+ * Nagle. A posted TCP_CORK on may have come in after the first bytes
+ * written behind it had already left on their own (proto.h); the rest,
+ * corked, would then wait for the ACK of that small segment (Nagle), as
+ * long as the peer delays its ACK (40 ms). On Linux all of it would have
+ * left together at the uncork, so a TCP_NODELAY pulse pushes it out.
+ */
+static void uncork_push(int fd)
+{
+	int on = 1, off = 0, v = 0;
+	socklen_t len = sizeof(v);
+
+	if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) || v)
+		return;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &off, sizeof(off));
+}
+
+static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool posted)
 {
 	int i, ret;
 
@@ -1428,11 +1459,20 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r)
 	ret = opt_policy(ns->vm, OPT_SET, r->level, r->name);
 	if (ret)
 		return ret;
+	/* Behind the bytes written before it, as on Linux; except a posted
+	 * hold, which bytes already written after it would then pass
+	 * uncorked (proto.h, NK_HELLO_F_POST). */
+	if (!posted || !opt_holds(r))
+		relay_sync_up(ns);
+	if (ns->dead)
+		return -ENOTSOCK;	/* it finished: as if it had before */
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
 	if (setsockopt(ns->fd, r->level, r->name, r->val, r->optlen))
 		return -errno;
+	if (posted && r->level == IPPROTO_TCP && r->name == TCP_CORK && !opt_holds(r))
+		uncork_push(ns->fd);
 	for (i = 0; i < ns->nlfds; i++)
 		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
 	if (r->level == SOL_SOCKET && r->name == SO_SNDBUF)
@@ -1453,6 +1493,9 @@ static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk
 	ret = opt_policy(ns->vm, OPT_GET, r->level, r->name);
 	if (ret)
 		return ret;
+	relay_sync_up(ns);	/* TCP_INFO, SIOCOUTQ-like reads count it */
+	if (ns->dead)
+		return -ENOTSOCK;
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
@@ -1575,6 +1618,7 @@ int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 	const struct nk_sock_req *sr = body;
 	const struct nk_opt_req *orq = body;
 	struct nsock *ns = NULL;
+	bool posted = false;
 	uint64_t token;
 	int ret;
 
@@ -1611,10 +1655,13 @@ int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 		break;
 	case NK_OP_SETSOCKOPT:
 	case NK_OP_GETSOCKOPT:
-		if (orq->pad0) {
-			chan_bad(ch, "op %u: non-zero padding", h->op);
+		/* Posted: only a SETSOCKOPT on a channel that said it posts */
+		if (orq->flags & ~(h->op == NK_OP_SETSOCKOPT && ch->mode == CH_CTL && ch->posts ?
+				   NK_OPT_F_POSTED : 0)) {
+			chan_bad(ch, "op %u with flags %#x", h->op, orq->flags);
 			return 0;
 		}
+		posted = orq->flags & NK_OPT_F_POSTED;
 		token = orq->token;
 		break;
 	default:
@@ -1648,7 +1695,7 @@ int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 			ret = op_connect(ns, &ar->addr);
 		break;
 	case NK_OP_SETSOCKOPT:
-		ret = op_setsockopt(ns, orq);
+		ret = op_setsockopt(ns, orq, posted);
 		break;
 	case NK_OP_GETSOCKOPT:
 		ret = op_getsockopt(ns, orq, &rep.opt);
@@ -1679,6 +1726,14 @@ int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 		ns->chan->setup_reqs = false;
 
 out_reply:
+	if (posted) {
+		/* no reply: the guest did not wait (NK_HELLO_F_POST) */
+		if (ret && ret != -ENOTSOCK)
+			vm_glog(ch->vm, NK_LOG_WARN, "socket %#llx: posted option %d/%d of pid %u "
+				"failed: %s", (unsigned long long)token, orq->level, orq->name,
+				ch->pid, strerror(-ret));
+		return ret;
+	}
 	if (ret)
 		memset(&rep, 0, sizeof(rep));
 	if (!ch->dead)

@@ -937,6 +937,65 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 		}
 	}
 
+	/* Posted options (NK_HELLO_F_POST): no reply, in order with the rest. */
+	{
+		struct nk_hello_req c = { .kind = NK_HELLO_CTL, .flags = NK_HELLO_F_POST };
+		struct nk_hello_req hs = { .kind = NK_HELLO_SOCKET, .family = own.family,
+					   .type = NK_SOCK_STREAM, .flags = NK_HELLO_F_POST };
+		struct nk_opt_req p = { .level = IPPROTO_TCP, .name = TCP_CORK, .optlen = 4,
+					.flags = NK_OPT_F_POSTED };
+		int pctl = open_stream(guest), pfd, plain;
+		uint64_t ptok = 0;
+
+		pfd = new_socket(guest, own.family, NK_SOCK_STREAM, &ptok, NULL);
+		expect("HELLO CTL with NK_HELLO_F_POST", pctl < 0 ? pctl : hello(pctl, &c, NULL), 0);
+		if (pctl >= 0 && pfd >= 0) {
+			p.token = ptok;
+			memcpy(p.val, &one, sizeof(one));
+			msg_send(pctl, NK_OP_SETSOCKOPT, 100, &p, sizeof(p));
+			/* a reply to the posted request would come first
+			 * (op SETSOCKOPT, seq 100) and fail this call */
+			ret = opt_req(pctl, NK_OP_GETSOCKOPT, ptok, IPPROTO_TCP, TCP_CORK, NULL, 4,
+				      &orep);
+			expect("posted TCP_CORK on: no reply; a GETSOCKOPT behind it reads 1",
+			       ret ? ret : (orep.optlen == 4 && orep.val[0] == 1) ? 0 : -1, 0);
+			memset(p.val, 0, sizeof(p.val));
+			msg_send(pctl, NK_OP_SETSOCKOPT, 101, &p, sizeof(p));
+			p.level = SOL_SOCKET;
+			p.name = 36;	/* SO_MARK: refused, and posted, so unanswered */
+			msg_send(pctl, NK_OP_SETSOCKOPT, 102, &p, sizeof(p));
+			p.level = IPPROTO_TCP;
+			p.name = TCP_CORK;
+			p.token = ptok ^ 1;	/* no such socket: unanswered too */
+			msg_send(pctl, NK_OP_SETSOCKOPT, 103, &p, sizeof(p));
+			p.token = ptok;
+			ret = opt_req(pctl, NK_OP_GETSOCKOPT, ptok, IPPROTO_TCP, TCP_CORK, NULL, 4,
+				      &orep);
+			expect("posted TCP_CORK off, a refused and an unknown one: none answered, "
+			       "the next reply reads 0",
+			       ret ? ret : (orep.optlen == 4 && orep.val[0] == 0) ? 0 : -1, 0);
+			msg_send(pctl, NK_OP_GETSOCKOPT, 104, &p, sizeof(p));
+			expect("a posted GETSOCKOPT closes the channel", closed_by_peer(pctl), 1);
+		}
+		if (pctl >= 0)
+			close(pctl);
+		plain = new_ctl(guest);
+		if (plain >= 0 && pfd >= 0) {
+			msg_send(plain, NK_OP_SETSOCKOPT, 1, &p, sizeof(p));
+			expect("a posted SETSOCKOPT on a channel without the flag closes it",
+			       closed_by_peer(plain), 1);
+			close(plain);
+		}
+		if (pfd >= 0)
+			close(pfd);
+		pfd = open_stream(guest);
+		if (pfd >= 0) {
+			msg_send(pfd, NK_OP_HELLO, 1, &hs, sizeof(hs));
+			expect("the post flag on a socket's HELLO closes it", closed_by_peer(pfd), 1);
+			close(pfd);
+		}
+	}
+
 	check_offer(guest, ctl, &own);
 
 	/* ... and the control channel opened first still works. */

@@ -638,6 +638,51 @@ static void case_connect_ok(void)
 	close(s);
 }
 
+/*
+ * nginx's tcp_nopush around each response: TCP_CORK on, header, body,
+ * TCP_CORK off (libnkguest posts both without waiting for the NSM); every
+ * response must arrive whole, in order, without a timeout. Then the values
+ * read back, and the values Linux refuses.
+ */
+static void case_cork_rounds(void)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\n\r\n", body[] = "0123456789abcdef";
+	char buf[64];
+	int s = connect_to(&sa_peer, P_ECHO), on = 1, off = 0, i, ok = 0;
+	size_t want = strlen(head) + strlen(body);
+
+	if (rc("connect", s) < 0)
+		return;
+	for (i = 0; i < 200; i++) {
+		if (setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)) ||
+		    write(s, head, strlen(head)) != (ssize_t)strlen(head) ||
+		    write(s, body, strlen(body)) != (ssize_t)strlen(body) ||
+		    setsockopt(s, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)))
+			break;
+		if (read_full(s, buf, want, 3000) != (ssize_t)want ||
+		    memcmp(buf, head, strlen(head)) || memcmp(buf + strlen(head), body, strlen(body)))
+			break;
+		ok++;
+	}
+	out("rounds=%d", ok);
+	rc("cork_on", setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
+	getint("cork", s, IPPROTO_TCP, TCP_CORK);
+	rc("cork_off", setsockopt(s, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)));
+	getint("cork", s, IPPROTO_TCP, TCP_CORK);
+	rc("nodelay_on", setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)));
+	getint("nodelay", s, IPPROTO_TCP, TCP_NODELAY);
+	rc("nodelay_off", setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &off, sizeof(off)));
+	getint("nodelay", s, IPPROTO_TCP, TCP_NODELAY);
+	rc("cork_short", setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, 2));
+	rc("cork_null", setsockopt(s, IPPROTO_TCP, TCP_CORK, NULL, sizeof(on)));
+	/* corked, then closed: what was held goes out before the FIN */
+	rc("cork_on2", setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
+	rc("write_corked", write(s, "tail", 4));
+	rc("shut_wr", shutdown(s, SHUT_WR));
+	out("tail=%s", read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "tail", 4) ? "ok" : "bad");
+	close(s);
+}
+
 static void case_connect_refused(void)
 {
 	int s = connect_to(&sa_peer, P_CLOSED);
@@ -3733,7 +3778,7 @@ static const struct {
 #define C4(n) { #n, case_##n, F4 }
 #define C6(n) { #n, case_##n, F6 }
 	/* TCP */
-	C(connect_ok), C(connect_refused), C(connect_twice), C(nb_connect),
+	C(connect_ok), C(cork_rounds), C(connect_refused), C(connect_twice), C(nb_connect),
 	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
 	C(epoll_et_connect), C(epoll_fd_reused), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),

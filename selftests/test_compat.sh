@@ -7,7 +7,8 @@
 # on their own schedule, so a newer library must keep working with the
 # host's older NSM: the old NSM closes a pipelined set-up unanswered, and
 # the library falls back to one request at a time for the rest of the
-# process (saying so once).  The old nk-nsm is built from git history into
+# process (saying so once); the same for a control channel that would post
+# options (NK_HELLO_F_POST).  The old nk-nsm is built from git history into
 # the test's temporary directory; without the history the test is skipped.
 
 # shellcheck source=selftests/lib.sh
@@ -47,6 +48,8 @@ s = socket.socket()
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 s.connect(("10.77.0.1", 7000))
 print("peer", s.getpeername()[1], "nodelay", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+print("cork", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
 s2 = socket.socket()
 try:
     s2.connect(("10.77.0.1", 9))
@@ -58,6 +61,10 @@ check "first connect works (option set before it applied)" grep -q '^peer 7000 n
 check "a refused connect says ECONNREFUSED" grep -q '^refused 111' <<<"$out"
 check_eq "the library said once that it falls back" \
 	"$(grep -c 'does not take pipelined set-up requests' <<<"$out")" 1
+check "TCP_CORK after connect: waited for, applied (the old NSM takes no posted options)" \
+	grep -q '^cork 1' <<<"$out"
+check_eq "the library said once that it waits for every option" \
+	"$(grep -c 'does not take posted options' <<<"$out")" 1
 out=$(nk_guest g1 "$OUTPUT/bench/nk_cps" connect -t 2 10.77.0.1 7000 1 2>&1)
 check "many connections, no error" grep -Eq '^cps=[0-9.]+ conns=[1-9][0-9]* errors=0' <<<"$out"
 log_info "$out"

@@ -122,6 +122,8 @@ if [ -n "$NSM_LOG" ]; then
 		grep -q "vm vm1: closing channel: bad header" "$NSM_LOG"
 	check "NSM log: refused bind names the address" \
 		grep -q "vm vm1: bind to 10.77.0.3 refused: not this VM's address" "$NSM_LOG"
+	check "NSM log: a refused posted option (no reply to carry it) names the VM, the option and the reason" \
+		grep -q "vm vm1: socket 0x[0-9a-f]*: posted option 1/36 of pid [0-9]* failed: " "$NSM_LOG"
 fi
 check "nk-nsm survived the malformed input" nk_alive "$NK_NSM_PID"
 
@@ -262,6 +264,47 @@ out=$(printf 'pokeme 10.77.0.2\npokeme 10.77.0.3\n' | "$CLIENT" udp "$G2" 10.77.
 check "vm2 receives what is sent to its address" grep -q "poked 10.77.0.3" <<<"$out"
 check "vm2 does not receive what is sent to vm1's address, same port" \
 	not_grep "poked 10.77.0.2" <<<"$out"
+
+log_step "posted options: TCP_CORK and TCP_NODELAY do not wait for the NSM"
+# libnkguest posts them on its control channel (NK_HELLO_F_POST): with
+# nk-nsm stopped they still return, where a request waiting for its reply
+# would hang until nk-nsm runs again; afterwards they read back as set,
+# and the bytes written between them arrive.
+nk_echo_server "remote-$S" 10.77.0.1 9120
+mkfifo "$NK_TMP/post.in"
+nk_guest_bg g1 "$NK_TMP/post.out" sh -c 'exec "$0" -c "$1" <"$2"' "$NK_PY" '
+import socket, sys, time
+T = socket.IPPROTO_TCP
+s = socket.create_connection(("10.77.0.1", 9120))
+print("nodelay", s.getsockopt(T, socket.TCP_NODELAY), flush=True)
+sys.stdin.readline()
+t = time.monotonic()
+s.setsockopt(T, socket.TCP_CORK, 1)
+s.sendall(b"corked")
+s.setsockopt(T, socket.TCP_CORK, 0)
+s.setsockopt(T, socket.TCP_NODELAY, 1)
+print("posted in %.3f s" % (time.monotonic() - t), flush=True)
+sys.stdin.readline()
+print("cork", s.getsockopt(T, socket.TCP_CORK), "nodelay", s.getsockopt(T, socket.TCP_NODELAY), flush=True)
+print("echo", s.recv(64).decode(), flush=True)
+' "$NK_TMP/post.in"
+PPID_POST=$NK_BG_PID
+exec 8>"$NK_TMP/post.in"
+check "the guest connected and asked once (its control channel is open)" \
+	wait_for -t 10 grep -q '^nodelay 0' "$NK_TMP/post.out"
+kill -STOP "$NK_NSM_PID"
+echo go >&8
+check "with nk-nsm stopped, TCP_CORK on, off and TCP_NODELAY on returned" \
+	wait_for -t 5 grep -q '^posted in' "$NK_TMP/post.out"
+kill -CONT "$NK_NSM_PID"
+echo go >&8
+check "then they read back as set (cork 0, nodelay 1)" \
+	wait_for -t 10 grep -q '^cork 0 nodelay 1$' "$NK_TMP/post.out"
+check "and the bytes written between them came back from the echo server" \
+	wait_for -t 10 grep -q '^echo corked$' "$NK_TMP/post.out"
+exec 8>&-
+sed 's/^/    /' "$NK_TMP/post.out"
+nk_stop "$PPID_POST"
 
 log_step "protocol fuzzing: random, mutated conversations of every kind on vm2's streams"
 nsm_fds() { ls "/proc/$NK_NSM_PID/fd" | wc -l; }

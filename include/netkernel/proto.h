@@ -182,6 +182,24 @@ enum nk_sock_type {
 #define NK_HELLO_F_OFFER	0x02
 #define NK_HELLO_F_QUIET	0x04
 
+/*
+ * NK_HELLO_F_POST (CTL only): this control channel may carry posted
+ * requests: a SETSOCKOPT with NK_OPT_F_POSTED in its flags gets no reply,
+ * so the guest does not wait for it (TCP_CORK and TCP_NODELAY, which
+ * nginx's tcp_nopush turns on and off around every response, and whose
+ * outcome on Linux is known). The NSM logs a posted request that fails.
+ * Requests are carried out in the order they come on the channel, so a
+ * later request (a GETSOCKOPT of the same option) sees the posted one.
+ * A posted request that lets data go (TCP_CORK off, TCP_NODELAY on, or any
+ * other option) takes effect behind the bytes already in the socket's
+ * stream, as every SETSOCKOPT does; one that holds data back (TCP_CORK on,
+ * TCP_NODELAY off) takes effect when the NSM reads it: bytes the guest
+ * wrote after it may already have left uncorked, which only sends them
+ * sooner. NSMs that do not know the flag close the channel unanswered,
+ * as for NK_HELLO_F_SETUP; libnkguest then waits for every reply.
+ */
+#define NK_HELLO_F_POST		0x08
+
 /* HELLO request, guest -> host. */
 struct nk_hello_req {
 	uint8_t kind;		/* enum nk_hello_kind */
@@ -248,10 +266,12 @@ struct nk_opt_req {
 	int32_t level;
 	int32_t name;
 	uint32_t optlen;	/* <= NK_OPT_MAX */
-	uint32_t pad0;
+	uint32_t flags;		/* NK_OPT_F_*, only on a NK_HELLO_F_POST channel */
 	uint8_t val[NK_OPT_MAX];
 };
 _Static_assert(sizeof(struct nk_opt_req) == 280, "nk_opt_req is 280 bytes");
+
+#define NK_OPT_F_POSTED		0x1	/* SETSOCKOPT: no reply (NK_HELLO_F_POST) */
 
 struct nk_opt_rep {
 	uint32_t optlen;
