@@ -402,7 +402,7 @@ ip netns exec "$R" sysctl -qw net.ipv4.ip_local_port_range="1024 65000" net.ipv4
 # pasta (as root: --runas 0, an existing netns, --netns-only); --no-map-gw
 # so the remote host's address is the remote host, not pasta's loopback.
 nk_bg "ph-$S" "$NK_TMP/pasta.log" pasta --runas 0 -f -q -4 --config-net \
-	--netns "pg-$S" --netns-only --no-map-gw -t 80 -u none -T none -U none
+	--netns "pg-$S" --netns-only --no-map-gw -t 80,81 -u none -T none -U none
 PASTA_PID=$NK_BG_PID
 nk_bg "sh-$S" "$NK_TMP/slirp.log" slirp4netns --configure --mtu=65520 \
 	--disable-host-loopback --api-socket "$NK_TMP/slirp.sock" \
@@ -417,14 +417,17 @@ wait_for -t 10 has_default_route "sg-$S" || nk_die "slirp4netns did not configur
 wait_for -t 10 test -S "$NK_TMP/slirp.sock" || nk_die "no slirp4netns API socket"
 "$NK_PY" - "$NK_TMP/slirp.sock" >"$NK_TMP/slirp-api.out" 2>&1 <<'EOF'
 import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall(json.dumps({"execute": "add_hostfwd", "arguments": {
-    "proto": "tcp", "host_addr": "10.78.3.2", "host_port": 80,
-    "guest_port": 80}}).encode())
-print(s.recv(4096).decode())
+for port in (80, 81):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.sendall(json.dumps({"execute": "add_hostfwd", "arguments": {
+        "proto": "tcp", "host_addr": "10.78.3.2", "host_port": port,
+        "guest_port": port}}).encode())
+    print(s.recv(4096).decode())
+    s.close()
 EOF
-check "slirp4netns add_hostfwd 10.78.3.2:80 -> guest :80" grep -q '"return"' "$NK_TMP/slirp-api.out"
+check_eq "slirp4netns add_hostfwd 10.78.3.2:80 and :81 -> guest" \
+	"$(grep -c '"return"' "$NK_TMP/slirp-api.out")" 2
 log_info "pasta pid $PASTA_PID (ph-$S -> pg-$S), slirp4netns pid $SLIRP_PID (sh-$S -> sg-$S)"
 
 # Per path: guest namespace, the remote address it dials, the address the
@@ -503,9 +506,22 @@ for p in "${PATHS[@]}"; do
 	gbg "$p" "$NK_TMP/nginx-$p.log" "${NK_NGINX_ARGV[@]}"
 	NGINX[$p]=$NK_BG_PID
 done
+# A second nginx on port 81 with what Debian's nginx.conf sets besides:
+# `tcp_nopush on` (TCP_CORK on and off around every response).
+for p in "${WEB_PATHS[@]}"; do
+	nk_nginx_prep "$NK_TMP/nginx-np-$p" 1 81 "$WWW"
+	sed -i 's/^\tsendfile on;$/&\n\ttcp_nopush on;/' "$NK_TMP/nginx-np-$p/nginx.conf"
+	grep -q '^	tcp_nopush on;$' "$NK_TMP/nginx-np-$p/nginx.conf" ||
+		nk_die "nginx-np-$p: no tcp_nopush in its nginx.conf"
+	gbg "$p" "$NK_TMP/nginx-np-$p.log" "${NK_NGINX_ARGV[@]}"
+done
 for p in "${PATHS[@]}"; do
 	wait_for -t 10 nk_tcp_open "$R" "${GADDR[$p]}" 80 ||
 		nk_die "nginx of path $p not reachable at ${GADDR[$p]}:80"
+done
+for p in "${WEB_PATHS[@]}"; do
+	wait_for -t 10 nk_tcp_open "$R" "${GADDR[$p]}" 81 ||
+		nk_die "nginx (tcp_nopush on) of path $p not reachable at ${GADDR[$p]}:81"
 done
 if [[ " ${PATHS[*]} " == *" nk "* ]]; then	# --paths may leave it out
 	check "nk-nsm holds nk guest nginx's listener on 10.77.0.2:80" bash -c \
@@ -721,7 +737,7 @@ web()
 	# shellcheck disable=SC2086
 	d0=$(sched_ns ${DAEMONS[$p]})
 	ip netns exec "$R" timeout $((T_WRK + 15)) wrk "${WRK_ARGS[@]}" -d "${T_WRK}s" \
-		"$@" "http://${GADDR[$p]}/index.html" >"$out" 2>&1
+		"$@" "http://${GADDR[$p]}:${WEB_PORT:-80}/index.html" >"$out" 2>&1
 	# shellcheck disable=SC2086
 	d1=$(sched_ns ${DAEMONS[$p]})
 	daemon_rose "$p" "$wl" $((d1 - d0)) 20
@@ -773,6 +789,7 @@ for ((REP = 1; REP <= REPS; REP++)); do
 	fi
 	if want wrk; then
 		for p in "${WEB_PATHS[@]}"; do web "$p" wrk_ka; done
+		for p in "${WEB_PATHS[@]}"; do WEB_PORT=81 web "$p" wrk_np; done
 		for p in "${WEB_PATHS[@]}"; do web "$p" wrk_close -H 'Connection: close'; done
 	fi
 	if want cps; then

@@ -41,6 +41,7 @@ ROWS = [
     ("rtt", "TCP round trip (sockperf), mean", "rr", "mean_us", "µs", False, "RTT mean"),
     ("p99", "TCP round trip (sockperf), p99", "rr", "p99_us", "µs", False, "RTT p99"),
     ("ka", "wrk → nginx in guest, keep-alive", "wrk_ka", "rps", "req/s", True, "wrk k-a"),
+    ("np", "wrk → nginx in guest, keep-alive, tcp_nopush on", "wrk_np", "rps", "req/s", True, "wrk nopush"),
     ("close", "wrk → nginx in guest, Connection: close", "wrk_close", "rps", "req/s", True, "wrk close"),
     ("cps", "connections/s, guest → remote", "cps", "cps", "conn/s", True, "conn/s"),
 ]
@@ -702,7 +703,10 @@ def main():
                "(tools/bench/nk_cps.c; accepts and closes). Guest clients: `iperf3 -c` (-R, -P 4), "
                f"`sockperf pp --tcp --full-rtt`, `nk_cps connect -t {meta.get('cps_threads')}`; "
                f"`wrk {meta.get('wrk_args')}` from the remote host against nginx (1 worker, 1 KiB file) "
-               "in the guest, with and without `Connection: close`. The paths run one after "
+               "in the guest (`sendfile on`), with and without `Connection: close`, and "
+               "keep-alive against a second nginx with `tcp_nopush on` as well (port 81; "
+               "Debian's nginx.conf sets both: TCP_CORK on and off around every response); "
+               "the remote host, wrk's side, has all ports and `tcp_tw_reuse` 1. The paths run one after "
                "the other for each workload, and the workloads repeat in each repetition.")
     out.append("")
     out.append(END)
