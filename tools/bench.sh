@@ -390,7 +390,7 @@ for ns in "n1-$S" "nsm-$S" "ph-$S" "pg-$S" "sh-$S" "sg-$S" "kr-$S" ${NSM3_PID:+"
 done
 # The remote host is the client of the Connection: close workload. wrk
 # closes as soon as a response is complete, so whenever the server's FIN
-# is not in yet (13% of connections natively, 21% through NetKernel in
+# is not in yet (13% of connections natively, 19-21% through NetKernel in
 # scratch runs) the TIME_WAIT socket is the remote host's and holds one
 # of its ports for 60 s. With the default 28k ports each path's run found
 # the earlier paths' TIME_WAIT sockets in the table and its connect()s
