@@ -215,6 +215,7 @@ int nk_ctl_call(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *
 int nk_ctl_call_timeout(uint32_t nsm, uint8_t op, const void *req, size_t reqlen, void *rep,
 			size_t replen, int timeout_ms);
 int nk_ctl_post_opt(uint32_t nsm, const struct nk_opt_req *req);
+bool nk_transport_is_unix(void);
 void nk_ctl_atfork_prepare(void);
 void nk_ctl_atfork_parent(void);
 void nk_ctl_atfork_child(void);

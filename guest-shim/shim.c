@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -197,16 +198,31 @@ static bool opt_is_local(int level, int name)
  * Options whose outcome on a connected socket is known without asking
  * (Linux takes TCP_CORK and TCP_NODELAY with any int, in any state): they
  * are posted, not waited for (proto.h, NK_HELLO_F_POST). nginx's
- * tcp_nopush turns TCP_CORK on and off around every response.
+ * tcp_nopush turns TCP_CORK on and off around every response. The NSM
+ * puts one that lets data go (TCP_CORK off, TCP_NODELAY on) behind the
+ * bytes in the socket's stream. One that holds data back is posted only
+ * when the NSM has read every byte written before it (the stream's
+ * SIOCOUTQ is 0), else those bytes could be held with the ones after it;
+ * a vsock stream's SIOCOUTQ says only what left the guest, so there it
+ * waits.
  */
-static bool opt_postable(const struct nk_sock *sk, int level, int name, const void *val,
-			 socklen_t len)
+static bool opt_postable(const struct nk_sock *sk, int fd, int level, int name,
+			 const void *val, socklen_t len)
 {
-	return sk->state == NKS_CONNECTED && sk->type == SOCK_STREAM && level == IPPROTO_TCP &&
-	       (name == TCP_CORK || name == TCP_NODELAY) && val && len >= sizeof(int);
+	int v, unread;
+
+	if (sk->state != NKS_CONNECTED || sk->type != SOCK_STREAM || level != IPPROTO_TCP ||
+	    (name != TCP_CORK && name != TCP_NODELAY) || !val || len < sizeof(v))
+		return false;
+	memcpy(&v, val, sizeof(v));
+	if (name == TCP_CORK ? !v : v)
+		return true;
+	return fd >= 0 && nk_transport_is_unix() && !nk_real.ioctl(fd, SIOCOUTQ, &unread) &&
+	       !unread;
 }
 
-static int remote_setsockopt(struct nk_sock *sk, int level, int name, const void *val,
+/* fd: the socket's stream, or -1 (nothing is posted then) */
+static int remote_setsockopt(struct nk_sock *sk, int fd, int level, int name, const void *val,
 			     socklen_t len)
 {
 	struct nk_opt_req req = {
@@ -224,7 +240,7 @@ static int remote_setsockopt(struct nk_sock *sk, int level, int name, const void
 	if (len && !val)
 		return -EFAULT;
 	memcpy(req.val, val, len);
-	if (opt_postable(sk, level, name, val, len) && !nk_ctl_post_opt(sk->nsm, &req))
+	if (opt_postable(sk, fd, level, name, val, len) && !nk_ctl_post_opt(sk->nsm, &req))
 		return 0;
 	return nk_ctl_call(sk->nsm, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
 }
@@ -440,7 +456,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 
 		if (opt_is_local(o->level, o->name))
 			continue;
-		ret = remote_setsockopt(sk, o->level, o->name, o->val, o->len);
+		ret = remote_setsockopt(sk, -1, o->level, o->name, o->val, o->len);
 		if (ret) {
 			nk_logf("option level %d name %d set before %s could not be applied by the host: %s",
 				o->level, o->name, "promotion", strerror(-ret));
@@ -1554,7 +1570,7 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 	} else if (opt_is_local(level, name)) {
 		ret = nk_real.setsockopt(fd, level, name, val, len) ? -errno : 0;
 	} else {
-		ret = remote_setsockopt(sk, level, name, val, len);
+		ret = remote_setsockopt(sk, fd, level, name, val, len);
 		if (ret == -ENOTSOCK && sk->state == NKS_CONNECTED)
 			ret = ended_sockopt(sk, true, level, name, (void *)val, &len);
 		if (ret)

@@ -192,6 +192,12 @@ static int transport_open(bool timeo, int sflags)
 	return fd;
 }
 
+/* The transport is a Unix socket (not AF_VSOCK). */
+bool nk_transport_is_unix(void)
+{
+	return tp.parsed && tp.is_unix;
+}
+
 int nk_transport_open(void)
 {
 	return transport_open(true, SOCK_CLOEXEC);
@@ -388,16 +394,18 @@ static int chan_open(void)
 	if (!ctl.no_post)
 		req.flags = NK_HELLO_F_POST;
 	ret = nk_hello(fd, &req, &rep);
-	if (ret == -ECONNRESET && req.flags) {
-		/* Closed unanswered: an NSM without the flag, if the same
-		 * HELLO without it is answered (not a restart or a move). */
+	for (i = 0; ret == -ECONNRESET && req.flags && i < 2; i++) {
+		/* Closed unanswered: an NSM without the flag if it happens
+		 * again (once could be a restart or a move) and the same
+		 * HELLO without it is answered. */
 		nk_real.close(fd);
-		req.flags = 0;
+		if (i)
+			req.flags = 0;
 		fd = nk_transport_open();
 		if (fd < 0)
 			return fd;
 		ret = nk_hello(fd, &req, &rep);
-		if (!ret) {
+		if (!ret && !req.flags) {
 			ctl.no_post = true;
 			nk_logf("the host's NSM does not take posted options; every setsockopt() waits for its reply");
 		}

@@ -68,6 +68,7 @@ void chan_kill(struct chan *ch)
 	}
 	close_later(ch->fd);
 	free_later(ch->out.buf);
+	free_later(ch->ahead);
 	free_later(ch);
 }
 
@@ -322,6 +323,13 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 			chan_bad(ch, "HELLO CTL with socket fields set");
 			return;
 		}
+		ch->ahead = malloc(NSM_CTL_AHEAD);
+		if (!ch->ahead) {
+			vm_glog(ch->vm, NK_LOG_WARN, "control channel of pid %u refused: out of "
+				"memory", req->pid);
+			chan_reply_close(ch, NK_OP_HELLO, h->seq, ENOMEM, &rep, sizeof(rep));
+			return;
+		}
 		ch->mode = CH_CTL;
 		ch->posts = req->flags & NK_HELLO_F_POST;
 		list_del(&ch->wait_node);
@@ -421,8 +429,8 @@ static void chan_read_msgs(struct chan *ch)
 		ssize_t n;
 		int body;
 
-		if (ch->mode != CH_HELLO && ch->mode != CH_CTL &&
-		    !(ch->mode == CH_SOCK && ch->setup_reqs))
+		/* (a control channel is read by chan_read_ctl() from its HELLO on) */
+		if (ch->mode != CH_HELLO && !(ch->mode == CH_SOCK && ch->setup_reqs))
 			return;
 		if (ch->mode != CH_HELLO && outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
 			break;	/* the guest does not read its replies */
@@ -488,7 +496,7 @@ static void chan_read_ctl(struct chan *ch)
 		/* the whole messages read so far (every message is a
 		 * multiple of 8 bytes long: bodies stay aligned) */
 		while (ch->inlen - off >= sizeof(h)) {
-			memcpy(&h, ch->in + off, sizeof(h));
+			memcpy(&h, ch->ahead + off, sizeof(h));
 			if (nk_hdr_check(&h, 0) < 0) {
 				chan_bad(ch, "bad header (magic %#x version %u op %u len %u)",
 					 h.magic, h.version, h.op, h.len);
@@ -505,17 +513,17 @@ static void chan_read_ctl(struct chan *ch)
 			if (ch->inlen - off < h.len || outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
 				break;	/* incomplete, or the guest does not read its replies */
 			off += h.len;
-			chan_message(ch, &h, ch->in + off - h.len + sizeof(h));
+			chan_message(ch, &h, ch->ahead + off - h.len + sizeof(h));
 			if (ch->dead || ch->mode != CH_CTL)
 				return;
 		}
-		memmove(ch->in, ch->in + off, ch->inlen - off);
+		memmove(ch->ahead, ch->ahead + off, ch->inlen - off);
 		ch->inlen -= off;
 		off = 0;
 		if (!more || ++reads > 16 || outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
 			return;
-		room = sizeof(ch->in) - ch->inlen;
-		n = read(ch->fd, ch->in + ch->inlen, room);
+		room = NSM_CTL_AHEAD - ch->inlen;
+		n = read(ch->fd, ch->ahead + ch->inlen, room);
 		if (n == 0) {
 			if (ch->inlen)
 				vm_debug(ch->vm, "stream closed in the middle of a message");
@@ -539,27 +547,43 @@ static void chan_read_ctl(struct chan *ch)
  * brought in (HELLO, the set-up requests behind it) leave in one write, so
  * the guest wakes once for them.
  */
+/* A whole request waits in a control channel's read-ahead. */
+static bool ctl_msg_whole(const struct chan *ch)
+{
+	struct nk_hdr h;
+
+	if (ch->mode != CH_CTL || ch->inlen < sizeof(h))
+		return false;
+	memcpy(&h, ch->ahead, sizeof(h));
+	return h.len <= ch->inlen;
+}
+
 static void chan_read(struct chan *ch)
 {
 	int ret;
 
-	ch->corked = true;
-	if (ch->mode == CH_CTL)
-		chan_read_ctl(ch);
-	else
-		chan_read_msgs(ch);
-	ch->corked = false;
-	if (ch->dead)
-		return;
-	ret = outq_bytes(&ch->out) ? chan_flush(ch) : 0;
-	if (ret && ret != -EAGAIN) {
-		chan_kill(ch);
-		return;
-	}
-	if (ch->mode == CH_DRAIN && !ret) {
-		chan_kill(ch);	/* its last reply is out */
-		return;
-	}
+	do {
+		ch->corked = true;
+		if (ch->mode != CH_CTL)
+			chan_read_msgs(ch);
+		if (!ch->dead && ch->mode == CH_CTL)
+			chan_read_ctl(ch);	/* also right behind its HELLO */
+		ch->corked = false;
+		if (ch->dead)
+			return;
+		ret = outq_bytes(&ch->out) ? chan_flush(ch) : 0;
+		if (ret && ret != -EAGAIN) {
+			chan_kill(ch);
+			return;
+		}
+		if (ch->mode == CH_DRAIN && !ret) {
+			chan_kill(ch);	/* its last reply is out */
+			return;
+		}
+		/* Requests read ahead were left while the replies were
+		 * backed up; if those are all gone now, no event would come
+		 * for them (they are out of the socket): handle them. */
+	} while (!outq_bytes(&ch->out) && ctl_msg_whole(ch));
 	chan_update_events(ch);
 }
 

@@ -54,6 +54,9 @@
 #define NSM_SAVED_OPTS		40	/* options remembered per socket */
 #define NSM_SAVED_OPT_LEN	64	/* no settable option is larger */
 #define NSM_CHAN_OUTQ_MAX	65536	/* stop reading requests above this */
+/* A control channel reads ahead: room for more than one request, so that
+ * a read that comes back short was the last one for now. */
+#define NSM_CTL_AHEAD		(4 * NK_MSG_MAX)
 #define NSM_SETUP_REQS_MAX	64	/* pipelined set-up requests per socket stream */
 #define NSM_PIPE_SIZE		(256 * 1024)	/* a relay pipe at first ... */
 #define NSM_PIPE_SIZE_BULK	(1024 * 1024)	/* ... once it filled up */
@@ -152,12 +155,9 @@ struct chan {
 	enum chan_mode mode;
 	uint32_t pid;			/* from HELLO, informational */
 	uint64_t deadline;		/* CH_HELLO: monotonic s */
-	/* A control channel reads ahead (chan_read_ctl()): room for more
-	 * than one message, so that a read that comes back short was the
-	 * last one. Other streams read one message at a time: payload may
-	 * follow it. */
-	uint8_t in[4 * NK_MSG_MAX];
-	uint32_t inlen;
+	uint8_t in[NK_MSG_MAX];		/* one message: payload may follow it */
+	uint32_t inlen;			/* of in, or of ahead on a control channel */
+	uint8_t *ahead;			/* CH_CTL: NSM_CTL_AHEAD, chan_read_ctl() */
 	struct outq out;
 	struct nsock *ns;		/* CH_SOCK */
 	bool splice_ok;			/* AF_UNIX: relay with splice */

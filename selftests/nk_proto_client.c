@@ -53,6 +53,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include <netkernel/nsmctl.h>
 #include <netkernel/proto.h>
@@ -528,6 +529,48 @@ static int closed_unanswered(int fd)
 }
 
 /*
+ * Requests pipelined faster than their replies are read: the NSM reads a
+ * control channel ahead and stops handling requests while NSM_CHAN_OUTQ_MAX
+ * bytes of replies wait; every request must still be answered, in order,
+ * once the guest reads (296-byte replies: 3000 are far more than the
+ * stream and that queue hold).
+ */
+static void check_pipelined(const char *guest)
+{
+	enum { N = 3000 };
+	int c = new_ctl(guest), i, got = 0;
+	pid_t pid;
+
+	expect("pipelined requests: HELLO CTL", c < 0 ? c : 0, 0);
+	if (c < 0)
+		return;
+	pid = fork();
+	if (pid == 0) {
+		struct nk_opt_req r = { .token = 12345, .level = IPPROTO_TCP,
+					.name = TCP_NODELAY, .optlen = 4 };
+
+		for (i = 0; i < N; i++)
+			if (msg_send(c, NK_OP_GETSOCKOPT, 1000 + i, &r, sizeof(r)))
+				_exit(1);
+		_exit(0);
+	}
+	usleep(300000);	/* the replies back up meanwhile */
+	for (i = 0; i < N && readable_within(c, 3000); i++) {
+		struct nk_opt_rep rep;
+		uint32_t seq = 0;
+
+		if (msg_recv(c, NK_OP_GETSOCKOPT, &seq, &rep, sizeof(rep)) != ENOTSOCK ||
+		    seq != 1000u + i)
+			break;
+		got++;
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+	expect("3000 requests pipelined, replies read late: all answered, in order", got, N);
+	close(c);
+}
+
+/*
  * ACCEPT_OFFER records (NK_HELLO_F_OFFER) and quiet claims
  * (NK_HELLO_F_QUIET): the VM connects to its own listener.
  */
@@ -997,6 +1040,7 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 	}
 
 	check_offer(guest, ctl, &own);
+	check_pipelined(guest);
 
 	/* ... and the control channel opened first still works. */
 	expect("first ctl channel unaffected", sock_req(ctl, NK_OP_STATUS, 12345, 0, &st), ENOTSOCK);

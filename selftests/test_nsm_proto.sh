@@ -287,6 +287,12 @@ print("posted in %.3f s" % (time.monotonic() - t), flush=True)
 sys.stdin.readline()
 print("cork", s.getsockopt(T, socket.TCP_CORK), "nodelay", s.getsockopt(T, socket.TCP_NODELAY), flush=True)
 print("echo", s.recv(64).decode(), flush=True)
+sys.stdin.readline()
+s.sendall(b"early")
+s.setsockopt(T, socket.TCP_CORK, 1)
+print("cork on behind unread bytes returned", flush=True)
+print("echo", s.recv(64).decode(), flush=True)
+s.setsockopt(T, socket.TCP_CORK, 0)
 ' "$NK_TMP/post.in"
 PPID_POST=$NK_BG_PID
 exec 8>"$NK_TMP/post.in"
@@ -302,6 +308,19 @@ check "then they read back as set (cork 0, nodelay 1)" \
 	wait_for -t 10 grep -q '^cork 0 nodelay 1$' "$NK_TMP/post.out"
 check "and the bytes written between them came back from the echo server" \
 	wait_for -t 10 grep -q '^echo corked$' "$NK_TMP/post.out"
+# TCP_CORK on while the NSM has not read bytes written before it: posted,
+# it could hold them with the ones after it, so it waits for the NSM,
+# which sends them first (as on Linux, where they were sent at write()).
+kill -STOP "$NK_NSM_PID"
+echo go >&8
+sleep 1
+check "with nk-nsm stopped and bytes unread, TCP_CORK on waits" \
+	not_grep -q '^cork on behind unread' "$NK_TMP/post.out"
+kill -CONT "$NK_NSM_PID"
+check "it returns once nk-nsm runs" \
+	wait_for -t 10 grep -q '^cork on behind unread' "$NK_TMP/post.out"
+check "and the bytes written before it came back although the socket is corked now" \
+	wait_for -t 10 grep -q '^echo early$' "$NK_TMP/post.out"
 exec 8>&-
 sed 's/^/    /' "$NK_TMP/post.out"
 nk_stop "$PPID_POST"

@@ -189,14 +189,17 @@ enum nk_sock_type {
  * nginx's tcp_nopush turns on and off around every response, and whose
  * outcome on Linux is known). The NSM logs a posted request that fails.
  * Requests are carried out in the order they come on the channel, so a
- * later request (a GETSOCKOPT of the same option) sees the posted one.
- * A posted request that lets data go (TCP_CORK off, TCP_NODELAY on, or any
- * other option) takes effect behind the bytes already in the socket's
- * stream, as every SETSOCKOPT does; one that holds data back (TCP_CORK on,
- * TCP_NODELAY off) takes effect when the NSM reads it: bytes the guest
- * wrote after it may already have left uncorked, which only sends them
- * sooner. NSMs that do not know the flag close the channel unanswered,
- * as for NK_HELLO_F_SETUP; libnkguest then waits for every reply.
+ * later request on it (a GETSOCKOPT of the same option) sees the posted
+ * one. A posted request that lets data go (TCP_CORK off, TCP_NODELAY on,
+ * or any other option) takes effect behind the bytes already in the
+ * socket's stream, as every SETSOCKOPT does. One that holds data back
+ * (TCP_CORK on, TCP_NODELAY off) takes effect when the NSM reads it: bytes
+ * in the stream then, written before it or after it, are held too, so
+ * libnkguest posts a hold only when the NSM has read everything written
+ * before it; bytes written after it may still have left uncorked, which
+ * only sends them sooner. NSMs that do not know the flag close the
+ * channel unanswered, as for NK_HELLO_F_SETUP; libnkguest then waits for
+ * every reply.
  */
 #define NK_HELLO_F_POST		0x08
 
