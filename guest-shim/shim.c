@@ -195,30 +195,46 @@ static bool opt_is_local(int level, int name)
 }
 
 /*
- * Options whose outcome on a connected socket is known without asking
- * (Linux takes TCP_CORK and TCP_NODELAY with any int, in any state): they
- * are posted, not waited for (proto.h, NK_HELLO_F_POST). nginx's
- * tcp_nopush turns TCP_CORK on and off around every response. The NSM
- * puts one that lets data go (TCP_CORK off, TCP_NODELAY on) behind the
- * bytes in the socket's stream. One that holds data back is posted only
- * when the NSM has read every byte written before it (the stream's
- * SIOCOUTQ is 0), else those bytes could be held with the ones after it;
- * a vsock stream's SIOCOUTQ says only what left the guest, so there it
- * waits.
+ * Options whose outcome on a connected TCP socket is known without asking
+ * are posted, not waited for (proto.h, NK_HELLO_F_POST): Linux takes
+ * TCP_CORK, TCP_NODELAY and SO_KEEPALIVE with any int in every state, and
+ * TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT within their ranges (the
+ * values outside them wait for the NSM's EINVAL). nginx's tcp_nopush
+ * turns TCP_CORK on and off around every response; redis sets the other
+ * four on every connection it accepts. The NSM puts an option behind the
+ * bytes in the socket's stream, except one that holds data back
+ * (TCP_CORK on, TCP_NODELAY off): that one is posted only when the NSM
+ * has read every byte written before it (the stream's SIOCOUTQ is 0),
+ * else those bytes could be held with the ones after it; a vsock
+ * stream's SIOCOUTQ says only what left the guest, so there it waits.
  */
 static bool opt_postable(const struct nk_sock *sk, int fd, int level, int name,
 			 const void *val, socklen_t len)
 {
 	int v, unread;
 
-	if (sk->state != NKS_CONNECTED || sk->type != SOCK_STREAM || level != IPPROTO_TCP ||
-	    (name != TCP_CORK && name != TCP_NODELAY) || !val || len < sizeof(v))
+	if (sk->state != NKS_CONNECTED || sk->type != SOCK_STREAM || !val || len < sizeof(v))
 		return false;
 	memcpy(&v, val, sizeof(v));
-	if (name == TCP_CORK ? !v : v)
-		return true;
-	return fd >= 0 && nk_transport_is_unix() && !nk_real.ioctl(fd, SIOCOUTQ, &unread) &&
-	       !unread;
+	if (level == SOL_SOCKET)
+		return name == SO_KEEPALIVE;
+	if (level != IPPROTO_TCP)
+		return false;
+	switch (name) {
+	case TCP_KEEPIDLE:
+	case TCP_KEEPINTVL:
+		return v >= 1 && v <= 32767;	/* MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL */
+	case TCP_KEEPCNT:
+		return v >= 1 && v <= 127;	/* MAX_TCP_KEEPCNT */
+	case TCP_CORK:
+	case TCP_NODELAY:
+		if (name == TCP_CORK ? !v : v)
+			return true;
+		return fd >= 0 && nk_transport_is_unix() &&
+		       !nk_real.ioctl(fd, SIOCOUTQ, &unread) && !unread;
+	default:
+		return false;
+	}
 }
 
 /* fd: the socket's stream, or -1 (nothing is posted then) */

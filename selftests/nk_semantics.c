@@ -675,6 +675,34 @@ static void case_cork_rounds(void)
 	getint("nodelay", s, IPPROTO_TCP, TCP_NODELAY);
 	rc("cork_short", setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, 2));
 	rc("cork_null", setsockopt(s, IPPROTO_TCP, TCP_CORK, NULL, sizeof(on)));
+	/* the options libnkguest posts once checked like Linux (redis sets
+	 * them on every accepted connection): the edges of their ranges */
+	{
+		static const struct { const char *what; int level, name, val; } kv[] = {
+			{ "keepalive", SOL_SOCKET, SO_KEEPALIVE, 7 },
+			{ "keepidle0", IPPROTO_TCP, TCP_KEEPIDLE, 0 },
+			{ "keepidle1", IPPROTO_TCP, TCP_KEEPIDLE, 1 },
+			{ "keepidle_max", IPPROTO_TCP, TCP_KEEPIDLE, 32767 },
+			{ "keepidle_over", IPPROTO_TCP, TCP_KEEPIDLE, 32768 },
+			{ "keepintvl0", IPPROTO_TCP, TCP_KEEPINTVL, 0 },
+			{ "keepintvl_max", IPPROTO_TCP, TCP_KEEPINTVL, 32767 },
+			{ "keepintvl_over", IPPROTO_TCP, TCP_KEEPINTVL, 32768 },
+			{ "keepcnt0", IPPROTO_TCP, TCP_KEEPCNT, 0 },
+			{ "keepcnt_max", IPPROTO_TCP, TCP_KEEPCNT, 127 },
+			{ "keepcnt_over", IPPROTO_TCP, TCP_KEEPCNT, 128 },
+			{ "keepcnt_neg", IPPROTO_TCP, TCP_KEEPCNT, -1 },
+		};
+		size_t k;
+
+		for (k = 0; k < sizeof(kv) / sizeof(kv[0]); k++)
+			rc(kv[k].what, setsockopt(s, kv[k].level, kv[k].name, &kv[k].val,
+						  sizeof(kv[k].val)));
+		getint("keepalive", s, SOL_SOCKET, SO_KEEPALIVE);
+		getint("keepidle", s, IPPROTO_TCP, TCP_KEEPIDLE);
+		getint("keepintvl", s, IPPROTO_TCP, TCP_KEEPINTVL);
+		getint("keepcnt", s, IPPROTO_TCP, TCP_KEEPCNT);
+		rc("keepcnt_short", setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &on, 2));
+	}
 	/* corked, then closed: what was held goes out before the FIN */
 	rc("cork_on2", setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
 	rc("write_corked", write(s, "tail", 4));

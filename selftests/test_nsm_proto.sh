@@ -265,7 +265,7 @@ check "vm2 receives what is sent to its address" grep -q "poked 10.77.0.3" <<<"$
 check "vm2 does not receive what is sent to vm1's address, same port" \
 	not_grep "poked 10.77.0.2" <<<"$out"
 
-log_step "posted options: TCP_CORK and TCP_NODELAY do not wait for the NSM"
+log_step "posted options: TCP_CORK, TCP_NODELAY and the keepalive options do not wait for the NSM"
 # libnkguest posts them on its control channel (NK_HELLO_F_POST): with
 # nk-nsm stopped they still return, where a request waiting for its reply
 # would hang until nk-nsm runs again; afterwards they read back as set,
@@ -283,9 +283,15 @@ s.setsockopt(T, socket.TCP_CORK, 1)
 s.sendall(b"corked")
 s.setsockopt(T, socket.TCP_CORK, 0)
 s.setsockopt(T, socket.TCP_NODELAY, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+s.setsockopt(T, socket.TCP_KEEPIDLE, 77)
+s.setsockopt(T, socket.TCP_KEEPINTVL, 9)
+s.setsockopt(T, socket.TCP_KEEPCNT, 4)
 print("posted in %.3f s" % (time.monotonic() - t), flush=True)
 sys.stdin.readline()
 print("cork", s.getsockopt(T, socket.TCP_CORK), "nodelay", s.getsockopt(T, socket.TCP_NODELAY), flush=True)
+print("keepalive", s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), s.getsockopt(T, socket.TCP_KEEPIDLE),
+      s.getsockopt(T, socket.TCP_KEEPINTVL), s.getsockopt(T, socket.TCP_KEEPCNT), flush=True)
 print("echo", s.recv(64).decode(), flush=True)
 sys.stdin.readline()
 s.sendall(b"early")
@@ -300,12 +306,14 @@ check "the guest connected and asked once (its control channel is open)" \
 	wait_for -t 10 grep -q '^nodelay 0' "$NK_TMP/post.out"
 kill -STOP "$NK_NSM_PID"
 echo go >&8
-check "with nk-nsm stopped, TCP_CORK on, off and TCP_NODELAY on returned" \
+check "with nk-nsm stopped, TCP_CORK on, off, TCP_NODELAY on and redis's keepalive options returned" \
 	wait_for -t 5 grep -q '^posted in' "$NK_TMP/post.out"
 kill -CONT "$NK_NSM_PID"
 echo go >&8
 check "then they read back as set (cork 0, nodelay 1)" \
 	wait_for -t 10 grep -q '^cork 0 nodelay 1$' "$NK_TMP/post.out"
+check "... and SO_KEEPALIVE 1, TCP_KEEPIDLE 77, TCP_KEEPINTVL 9, TCP_KEEPCNT 4" \
+	wait_for -t 10 grep -q '^keepalive 1 77 9 4$' "$NK_TMP/post.out"
 check "and the bytes written between them came back from the echo server" \
 	wait_for -t 10 grep -q '^echo corked$' "$NK_TMP/post.out"
 # TCP_CORK on while the NSM has not read bytes written before it: posted,

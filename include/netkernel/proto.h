@@ -185,9 +185,10 @@ enum nk_sock_type {
 /*
  * NK_HELLO_F_POST (CTL only): this control channel may carry posted
  * requests: a SETSOCKOPT with NK_OPT_F_POSTED in its flags gets no reply,
- * so the guest does not wait for it (TCP_CORK and TCP_NODELAY, which
- * nginx's tcp_nopush turns on and off around every response, and whose
- * outcome on Linux is known). The NSM logs a posted request that fails.
+ * so the guest does not wait for it (libnkguest: TCP_CORK, which nginx's
+ * tcp_nopush turns on and off around every response, TCP_NODELAY and the
+ * keepalive options, which redis sets on every connection: options whose
+ * outcome on Linux it knows). The NSM logs a posted request that fails.
  * Requests are carried out in the order they come on the channel, so a
  * later request on it (a GETSOCKOPT of the same option) sees the posted
  * one. A posted request that lets data go (TCP_CORK off, TCP_NODELAY on,
