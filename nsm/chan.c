@@ -484,6 +484,11 @@ static void chan_read_msgs(struct chan *ch)
  * that returns less than the room was the last one for now (the channel
  * is level-triggered in epoll). Called corked (chan_read()).
  */
+/* 17 reads of NSM_CTL_AHEAD at most per call, and no reply is more than
+ * 1.5 times its request (GETNAME: 32 -> 48 bytes): */
+_Static_assert(17 * NSM_CTL_AHEAD * 3 / 2 < NSM_CHAN_OUTQ_MAX,
+	       "one chan_read_ctl() call could fill the reply queue");
+
 static void chan_read_ctl(struct chan *ch)
 {
 	struct nk_hdr h;
@@ -542,11 +547,6 @@ static void chan_read_ctl(struct chan *ch)
 	}
 }
 
-/*
- * chan_read_msgs() with the replies corked: the replies to what one read
- * brought in (HELLO, the set-up requests behind it) leave in one write, so
- * the guest wakes once for them.
- */
 /* A whole request waits in a control channel's read-ahead. */
 static bool ctl_msg_whole(const struct chan *ch)
 {
@@ -558,6 +558,12 @@ static bool ctl_msg_whole(const struct chan *ch)
 	return h.len <= ch->inlen;
 }
 
+/*
+ * chan_read_msgs() or chan_read_ctl() with the replies corked: the replies
+ * to what one read brought in (HELLO, the set-up requests behind it, a
+ * control channel's requests) leave in one write, so the guest wakes once
+ * for them.
+ */
 static void chan_read(struct chan *ch)
 {
 	int ret;
@@ -582,7 +588,9 @@ static void chan_read(struct chan *ch)
 		}
 		/* Requests read ahead were left while the replies were
 		 * backed up; if those are all gone now, no event would come
-		 * for them (they are out of the socket): handle them. */
+		 * for them (they are out of the socket): handle them. One
+		 * more pass ends it: starting from an empty queue, one call
+		 * of chan_read_ctl() cannot queue NSM_CHAN_OUTQ_MAX (below). */
 	} while (!outq_bytes(&ch->out) && ctl_msg_whole(ch));
 	chan_update_events(ch);
 }

@@ -532,7 +532,7 @@ static int closed_unanswered(int fd)
  * Requests pipelined faster than their replies are read: the NSM reads a
  * control channel ahead and stops handling requests while NSM_CHAN_OUTQ_MAX
  * bytes of replies wait; every request must still be answered, in order,
- * once the guest reads (296-byte replies: 3000 are far more than the
+ * once the guest reads (280-byte replies: 3000 are far more than the
  * stream and that queue hold).
  */
 static void check_pipelined(const char *guest)
