@@ -478,17 +478,18 @@ static void chan_read_msgs(struct chan *ch)
 	}
 }
 
+/* One chan_read_ctl() call takes in at most 17 * NSM_CTL_AHEAD bytes (what
+ * was left, then 16 reads), and no reply is more than 1.5 times its
+ * request (GETNAME: 32 -> 48 bytes): chan_read() relies on this. */
+_Static_assert(17 * NSM_CTL_AHEAD * 3 / 2 < NSM_CHAN_OUTQ_MAX,
+	       "one chan_read_ctl() call could fill the reply queue");
+
 /*
  * A control channel carries requests only, never payload: read as much as
  * there is room for, handle every whole message, keep the rest. A read
  * that returns less than the room was the last one for now (the channel
  * is level-triggered in epoll). Called corked (chan_read()).
  */
-/* 17 reads of NSM_CTL_AHEAD at most per call, and no reply is more than
- * 1.5 times its request (GETNAME: 32 -> 48 bytes): */
-_Static_assert(17 * NSM_CTL_AHEAD * 3 / 2 < NSM_CHAN_OUTQ_MAX,
-	       "one chan_read_ctl() call could fill the reply queue");
-
 static void chan_read_ctl(struct chan *ch)
 {
 	struct nk_hdr h;
