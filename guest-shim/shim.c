@@ -781,11 +781,16 @@ static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
  * reads then end in EOF and writes say EPIPE, as on Linux.  Called with
  * sk->lock held; 0 when the NSM cannot tell.
  */
-static int stream_so_error(struct nk_sock *sk)
+static int stream_so_error(struct nk_sock *sk, int fd)
 {
 	struct nk_status_rep rep;
 
-	/* unknown, or an orderly end that a later reset may follow (EPIPE) */
+	/* unknown, or an orderly end that a later reset may follow (EPIPE);
+	 * a stream the NSM has not closed had no reset or error (those close
+	 * it), so the answer is 0 without asking (nginx asks after every
+	 * connect to an upstream) */
+	if (sk->eof_err <= 0 && host_still_receives(fd))
+		return 0;
 	if (sk->eof_err <= 0) {
 		if (sock_status(sk, &rep) || !rep.sock_err)
 			return 0;
@@ -1658,7 +1663,7 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		}
 		if (sk->type == SOCK_STREAM) {
 			/* not the NSM's socket: its error is the relay's */
-			ret = put_int_opt(val, len, stream_so_error(sk));
+			ret = put_int_opt(val, len, stream_so_error(sk, fd));
 			goto out;
 		}
 		/* connected UDP: ask the NSM's socket below */

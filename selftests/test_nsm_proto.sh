@@ -288,6 +288,9 @@ s.setsockopt(T, socket.TCP_KEEPIDLE, 77)
 s.setsockopt(T, socket.TCP_KEEPINTVL, 9)
 s.setsockopt(T, socket.TCP_KEEPCNT, 4)
 print("posted in %.3f s" % (time.monotonic() - t), flush=True)
+t = time.monotonic()
+e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+print("so_error", e, "waited" if time.monotonic() - t > 0.15 else "at once", flush=True)
 sys.stdin.readline()
 print("cork", s.getsockopt(T, socket.TCP_CORK), "nodelay", s.getsockopt(T, socket.TCP_NODELAY), flush=True)
 print("keepalive", s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), s.getsockopt(T, socket.TCP_KEEPIDLE),
@@ -308,6 +311,9 @@ kill -STOP "$NK_NSM_PID"
 echo go >&8
 check "with nk-nsm stopped, TCP_CORK on, off, TCP_NODELAY on and redis's keepalive options returned" \
 	wait_for -t 5 grep -q '^posted in' "$NK_TMP/post.out"
+# (asking the NSM would time out after 300 ms and say 0 too)
+check "... and SO_ERROR of the open connection answered at once without the NSM (0)" \
+	wait_for -t 5 grep -q '^so_error 0 at once$' "$NK_TMP/post.out"
 kill -CONT "$NK_NSM_PID"
 echo go >&8
 check "then they read back as set (cork 0, nodelay 1)" \
