@@ -417,8 +417,30 @@ static size_t chan_min_body(const struct chan *ch)
 	}
 }
 
-/* Read and handle messages: HELLO, requests on a control channel, or the
- * set-up requests on a socket's own stream.  Called corked (chan_read()). */
+/*
+ * One read of a stream's messages into buf (ch->inlen bytes of a message
+ * already in): > 0 bytes read, 0 when there is nothing now, -1 when the
+ * stream ended or failed (the channel is killed then).
+ */
+static ssize_t chan_read_some(struct chan *ch, void *buf, size_t len)
+{
+	ssize_t n = read(ch->fd, buf, len);
+
+	if (n > 0)
+		return n;
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n == 0 && ch->inlen)
+		vm_debug(ch->vm, "stream closed in the middle of a message");
+	else if (n < 0)
+		vm_debug(ch->vm, "stream read: %s", strerror(errno));
+	chan_kill(ch);
+	return -1;
+}
+
+/* Read and handle messages one at a time: a HELLO, or the set-up requests
+ * on a socket's own stream (payload may follow them; a control channel
+ * goes on in chan_read_ctl()).  Called corked (chan_read()). */
 static void chan_read_msgs(struct chan *ch)
 {
 	struct nk_hdr *h = (struct nk_hdr *)ch->in;
@@ -438,20 +460,9 @@ static void chan_read_msgs(struct chan *ch)
 			need += nk_body_size(h->op, 0);
 		else
 			need += chan_min_body(ch);	/* header and body in one read */
-		n = read(ch->fd, ch->in + ch->inlen, need - ch->inlen);
-		if (n == 0) {
-			if (ch->inlen)
-				vm_debug(ch->vm, "stream closed in the middle of a message");
-			chan_kill(ch);
+		n = chan_read_some(ch, ch->in + ch->inlen, need - ch->inlen);
+		if (n <= 0)
 			return;
-		}
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			vm_debug(ch->vm, "stream read: %s", strerror(errno));
-			chan_kill(ch);
-			return;
-		}
 		ch->inlen += n;
 		if (ch->inlen < sizeof(*h))
 			continue;
@@ -529,20 +540,9 @@ static void chan_read_ctl(struct chan *ch)
 		if (!more || ++reads > 16 || outq_bytes(&ch->out) >= NSM_CHAN_OUTQ_MAX)
 			return;
 		room = NSM_CTL_AHEAD - ch->inlen;
-		n = read(ch->fd, ch->ahead + ch->inlen, room);
-		if (n == 0) {
-			if (ch->inlen)
-				vm_debug(ch->vm, "stream closed in the middle of a message");
-			chan_kill(ch);
+		n = chan_read_some(ch, ch->ahead + ch->inlen, room);
+		if (n <= 0)
 			return;
-		}
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EINTR) {
-				vm_debug(ch->vm, "stream read: %s", strerror(errno));
-				chan_kill(ch);
-			}
-			return;
-		}
 		ch->inlen += n;
 		more = (size_t)n == room;	/* a short read emptied the socket */
 	}
