@@ -328,7 +328,13 @@ static void usage(FILE *f)
 		"                   feeds (default 16777216, unless tcp_wmem's maximum is\n"
 		"                   as large; 65536-268435456, or 0: the kernel's\n"
 		"                   autotuning); a peer that stops reading can leave\n"
-		"                   that much unsent per connection\n");
+		"                   that much unsent per connection\n"
+		"  --notsent-lowat=BYTES\n"
+		"                   TCP_NOTSENT_LOWAT of the TCP sockets the splice relay\n"
+		"                   writes to, unless the guest sets its own (default\n"
+		"                   131072; 0: the kernel's, no limit): unsent bytes wait\n"
+		"                   in the relay, and nk-nsm rather than the peer's ACKs\n"
+		"                   pushes them out\n");
 }
 
 /* A whole decimal number, nothing else: 0, or -1. */
@@ -353,6 +359,7 @@ static int parse_args(int argc, char **argv)
 		{ "busy-poll", required_argument, NULL, 'B' },
 		{ "bulk-poll", required_argument, NULL, 'U' },
 		{ "kernel-relay-sndbuf", required_argument, NULL, 'W' },
+		{ "notsent-lowat", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -415,6 +422,17 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			nsm.cfg.krelay_sndbuf = v;
+			break;
+		}
+		case 'L': {
+			long v;
+
+			if (dec_arg(optarg, &v) || v < 0 || v > NSM_NOTSENT_LOWAT_MAX) {
+				fprintf(stderr, "nk-nsm: --notsent-lowat: '%s' is not 0-%d (bytes)\n",
+					optarg, NSM_NOTSENT_LOWAT_MAX);
+				return -1;
+			}
+			nsm.cfg.notsent_lowat = (int)v;
 			break;
 		}
 		case 'h':
@@ -628,6 +646,7 @@ int main(int argc, char **argv)
 	list_init(&nsm.hello_wait);
 	nsm.cfg.bulk_poll_auto = true;
 	nsm.cfg.krelay_sndbuf = NSM_KRELAY_SNDBUF;
+	nsm.cfg.notsent_lowat = NSM_NOTSENT_LOWAT;
 
 	ret = parse_args(argc, argv);
 	if (ret)

@@ -211,6 +211,7 @@ struct relay {
 	uint64_t g_next_look;		/* down.bytes at which stream_grow looks again */
 	bool g_unreg, t_unreg;		/* out of epoll after HUP (relay_update) */
 	int t_err;			/* the TCP side failed (tcp_failed) */
+	bool own_lowat;			/* TCP_NOTSENT_LOWAT is ours, not the guest's */
 	struct nsock *ns;
 	/* up relayed in the kernel (krelay.c): */
 	bool kup;
@@ -259,6 +260,7 @@ struct nsock {
 	bool wildcard;			/* bound to 0.0.0.0 / :: */
 	bool v6only;			/* IPV6_V6ONLY as it was before bind */
 	bool sndbuf_set;		/* the guest chose SO_SNDBUF (a listener's: inherited) */
+	bool lowat_set;			/* ... TCP_NOTSENT_LOWAT (likewise) */
 	struct nk_addr bind_addr;	/* real address bound, requested port */
 	/* options set by the guest, replayed on sockets created later */
 	int nopts;
@@ -298,6 +300,7 @@ struct nsm_config {
 	bool no_splice;			/* relay through buffers (vsock's path) */
 	bool kernel_relay;		/* in-kernel relay of the up direction (krelay.c) */
 	long krelay_sndbuf;		/* --kernel-relay-sndbuf: its TCP sockets' send buffer */
+	int notsent_lowat;		/* --notsent-lowat: the splice relay's TCP sockets' */
 	unsigned int busy_poll_us;	/* --busy-poll: spin this long after events */
 	unsigned int bulk_poll_us;	/* --bulk-poll: spin this long after bulk batches */
 	bool bulk_poll_auto;		/* --bulk-poll=auto (the default): bulk_poll_us from */

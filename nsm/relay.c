@@ -39,6 +39,8 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include "log.h"
 #include "nsm.h"
@@ -309,6 +311,31 @@ static bool stream_grow(struct nsock *ns)
 }
 
 /*
+ * Unsent bytes stay with the relay.  Spliced into a TCP socket faster than
+ * its window lets them leave, bytes wait in its write queue and are sent
+ * when the peer's ACK opens the window, by the softirq that processes the
+ * ACK: on a veth, in the context of whatever process sent that ACK.  When
+ * the peer is a local process (a host service, a colocated VM, the bench's
+ * remote host) it then does the NSM's transmit work as well as its own
+ * receive, falls further behind, and keeps the window closed: the transfer
+ * runs at the speed of one busy peer while the NSM sleeps.  With
+ * TCP_NOTSENT_LOWAT the socket takes new bytes only while less than that is
+ * unsent, so most of the data is pushed by nk-nsm's own splice, in its own
+ * context (docs/architecture.md, "Unsent bytes stay with the relay").  A
+ * guest that sets TCP_NOTSENT_LOWAT itself gets its value instead, and
+ * reads back what it set (0 until then, as on Linux: op_getsockopt).
+ */
+static void relay_lowat(struct nsock *ns)
+{
+	int v = nsm.cfg.notsent_lowat;
+
+	if (!v || ns->lowat_set || ns->relay->kup)
+		return;
+	if (!setsockopt(ns->fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &v, sizeof(v)))
+		ns->relay->own_lowat = true;
+}
+
+/*
  * Set up the relay of a connection that enters data mode, before the guest
  * may write (before the CONNECTED record or the HELLO ACCEPT reply): the
  * guest -> TCP direction goes into the kernel when it can (krelay.c).
@@ -335,6 +362,8 @@ int relay_prepare(struct nsock *ns)
 		ret = dir_init(&r->up, sp);
 	if (!ret)
 		ret = dir_init(&r->down, sp);
+	if (!ret)
+		relay_lowat(ns);
 	if (!ret && (r->up.no_pipe || r->down.no_pipe))
 		vm_glog(ns->vm, NK_LOG_WARN, "socket %#llx: no descriptors for a pipe: relayed "
 			"through a buffer", (unsigned long long)ns->token);

@@ -247,6 +247,7 @@ static struct nsock *nsock_accepted(struct nsock *lns, int fd)
 	ns->wildcard = lns->wildcard;
 	ns->v6only = lns->v6only;
 	ns->sndbuf_set = lns->sndbuf_set;	/* as the kernel's child has it */
+	ns->lowat_set = lns->lowat_set;
 	return ns;
 }
 
@@ -1477,6 +1478,11 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
 	if (r->level == SOL_SOCKET && r->name == SO_SNDBUF)
 		ns->sndbuf_set = true;
+	if (r->level == IPPROTO_TCP && r->name == TCP_NOTSENT_LOWAT) {
+		ns->lowat_set = true;
+		if (ns->relay)
+			ns->relay->own_lowat = false;
+	}
 	ret = opt_save(ns, r->level, r->name, r->val, r->optlen);
 	if (ret)
 		vm_glog(ns->vm, NK_LOG_WARN, "socket %#llx: option %d/%d applied but not "
@@ -1509,6 +1515,18 @@ static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk
 		int v = ns->v6only;
 
 		len = len < sizeof(v) ? len : sizeof(v);
+		memcpy(rep->val, &v, len);
+		rep->optlen = len;
+		return 0;
+	}
+	/* The relay's own TCP_NOTSENT_LOWAT (relay_lowat()): the guest never
+	 * set one, and reads what Linux has then. */
+	if (r->level == IPPROTO_TCP && r->name == TCP_NOTSENT_LOWAT && ns->relay &&
+	    ns->relay->own_lowat) {
+		int v = 0;
+
+		if (getsockopt(ns->fd, r->level, r->name, rep->val, &len))
+			return -errno;	/* the kernel's checks of len */
 		memcpy(rep->val, &v, len);
 		rep->optlen = len;
 		return 0;

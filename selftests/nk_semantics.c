@@ -1083,6 +1083,54 @@ static void case_accept_basic(void)
 	close(l);
 }
 
+/*
+ * TCP_NOTSENT_LOWAT reads 0 until the application sets it, as on Linux,
+ * though nk-nsm's relay sets its own on the TCP socket behind a stream
+ * (nsm/relay.c, relay_lowat()); what the application sets is what it
+ * reads, on a connected socket, on a listener and on what it accepts.
+ */
+static void case_notsent_lowat(void)
+{
+	char buf[8];
+	unsigned char small[2] = { 0xaa, 0xaa };
+	socklen_t sl = sizeof(small);
+	int s = connect_to(&sa_peer, P_ECHO), l, a, c;
+
+	if (rc("connect", s) < 0)
+		return;
+	rc("write", write(s, "ping", 4));
+	out("echo=%s", read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "ping", 4) ? "ok" : "bad");
+	getint("lowat", s, IPPROTO_TCP, TCP_NOTSENT_LOWAT);
+	rc("get_short", getsockopt(s, IPPROTO_TCP, TCP_NOTSENT_LOWAT, small, &sl));
+	out("short=%u:%02x%02x", (unsigned int)sl, small[0], small[1]);
+	setint("lowat", s, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 65536);
+	getint("lowat", s, IPPROTO_TCP, TCP_NOTSENT_LOWAT);
+	setint("lowat0", s, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 0);
+	getint("lowat", s, IPPROTO_TCP, TCP_NOTSENT_LOWAT);
+	rc("write2", write(s, "pong", 4));
+	out("echo2=%s", read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "pong", 4) ? "ok" : "bad");
+	close(s);
+
+	/* accepted: 0 from a listener without it, the listener's value from one with it */
+	for (int v = 0; v <= 8192; v += 8192) {
+		l = bind_listen(&sa_self, 0, 4);
+		if (rc("listen", l) < 0)
+			return;
+		if (v)
+			setint("listener_lowat", l, IPPROTO_TCP, TCP_NOTSENT_LOWAT, v);
+		getint("listener_lowat", l, IPPROTO_TCP, TCP_NOTSENT_LOWAT);
+		a = accept_from_peer(l, &sa_self, &c, 0);
+		if (rc("accept", a) >= 0) {
+			out_read_ping(a);
+			getint("accepted_lowat", a, IPPROTO_TCP, TCP_NOTSENT_LOWAT);
+			rc("write", write(a, "pong", 4));
+			close(a);
+		}
+		peer_reply_out(c);
+		close(l);
+	}
+}
+
 /* Requests on an accepted socket at once (libnkguest returns from accept
  * before the NSM has read its claim), and a server that speaks first. */
 static void case_accept_then_requests(void)
@@ -3806,7 +3854,7 @@ static const struct {
 #define C4(n) { #n, case_##n, F4 }
 #define C6(n) { #n, case_##n, F6 }
 	/* TCP */
-	C(connect_ok), C(cork_rounds), C(connect_refused), C(connect_twice), C(nb_connect),
+	C(connect_ok), C(cork_rounds), C(notsent_lowat), C(connect_refused), C(connect_twice), C(nb_connect),
 	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
 	C(epoll_et_connect), C(epoll_fd_reused), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),

@@ -228,6 +228,86 @@ for sb in 0 65536; do
 	check_eq "the remote sink got 8 MiB" "$(tail -n 1 "$NK_TMP/sink-$sb.log")" $((8 << 20))
 done
 
+# ---------------------------------------------------------------- unsent bytes
+# nk-nsm sets TCP_NOTSENT_LOWAT (128 KiB) on the TCP sockets it splices
+# into, unless the guest set its own: bytes the window does not let out
+# wait in the stream and the pipe, not in the TCP socket, so that nk-nsm
+# pushes them itself rather than the peer's ACK softirq (nsm/relay.c,
+# relay_lowat()).  A sink on the remote host sleeps 3 s before reading, the
+# window closes, and we look at the NSM socket's unsent bytes (ss -i
+# "notsent"); the guest sends 16 MiB, which must all arrive intact.
+log_step "the relay keeps unsent bytes out of the TCP socket (TCP_NOTSENT_LOWAT), unless the guest sets it"
+cat >"$NK_TMP/late_sink.py" <<'PY'
+import hashlib, socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("10.77.0.1", int(sys.argv[1])))
+l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept()
+time.sleep(3)
+n, h = 0, hashlib.sha256()
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    n += len(b)
+    h.update(b)
+print(n, h.hexdigest(), flush=True)
+PY
+cat >"$NK_TMP/lowat_sender.py" <<'PY'
+import hashlib, socket, sys
+lowat = int(sys.argv[2])
+s = socket.socket()
+s.connect(("10.77.0.1", int(sys.argv[1])))
+if lowat:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, lowat)
+chunk, h = bytes(range(256)) * 1024, hashlib.sha256()
+for _ in range(64):
+    s.sendall(chunk)
+    h.update(chunk)
+print("sent", 64 * len(chunk), h.hexdigest(), flush=True)
+s.close()
+PY
+# the NSM socket's unsent bytes (0 when ss shows none)
+nsm_notsent()
+{
+	local n
+	n=$(ip netns exec "nsm-$S" ss -Htni state established dst 10.77.0.1 dport = :"$1" |
+		grep -o 'notsent:[0-9]*' | head -n 1)
+	echo "${n#notsent:}"
+}
+nsm_has_notsent()
+{
+	[ "$(nsm_notsent "$1")" -gt 0 ] 2>/dev/null
+}
+for lw in 0 1048576; do
+	port=$((port + 1))
+	nk_bg "remote-$S" "$NK_TMP/late-sink-$lw.log" "$NK_PY" "$NK_TMP/late_sink.py" "$port"
+	SINK_PID=$NK_BG_PID
+	wait_for -t 5 grep -q listening "$NK_TMP/late-sink-$lw.log"
+	nk_guest_bg g1 "$NK_TMP/lowat-sender-$lw.log" "$NK_PY" "$NK_TMP/lowat_sender.py" "$port" "$lw"
+	SENDER_PID=$NK_BG_PID
+	what="guest's TCP_NOTSENT_LOWAT ${lw/#0/not set}"
+	check "$what: the window closed with bytes unsent in nsm-$S" \
+		wait_for -t 5 nsm_has_notsent "$port"
+	sleep 0.5	# the NSM moves what the socket takes
+	ns=$(nsm_notsent "$port")
+	log_info "$what: the NSM socket holds ${ns:-0} bytes unsent"
+	if [ "$lw" = 0 ]; then
+		# 128 KiB, and the last skb the socket took before it said no
+		check_lt "... at most 128 KiB and one segment's worth" "${ns:-0}" $(((128 + 64) << 10))
+	else
+		check_gt "... more than 256 KiB: the guest's value applies" "${ns:-0}" $((256 << 10))
+	fi
+	wait "$SENDER_PID"
+	check_eq "$what: sender exit status" "$?" 0
+	wait "$SINK_PID"
+	check_eq "$what: the late sink got the 16 MiB intact" \
+		"$(tail -n 1 "$NK_TMP/late-sink-$lw.log")" \
+		"$(tail -n 1 "$NK_TMP/lowat-sender-$lw.log" | cut -d' ' -f2-)"
+done
+
 # ---------------------------------------------------------------- nkd idle
 log_step "anti-fake: nkd stays off the data path (256 MiB download)"
 cpu0=$(nk_proc_cpu_ticks "$NKD_PID")

@@ -56,6 +56,11 @@
 #define NSM_KRELAY_SNDBUF	(16 << 20)
 #define NSM_KRELAY_SNDBUF_MIN	(64 << 10)
 #define NSM_KRELAY_SNDBUF_MAX	(256 << 20)
+/* nk-nsm --notsent-lowat: TCP_NOTSENT_LOWAT of the TCP sockets the splice
+ * relay writes to (unless the guest set its own); 0: the kernel's default
+ * (no limit).  docs/architecture.md, "Unsent bytes stay with the relay". */
+#define NSM_NOTSENT_LOWAT	(128 << 10)
+#define NSM_NOTSENT_LOWAT_MAX	(1 << 30)
 
 /* Same layout as struct nk_hdr (see proto.h), other magic. */
 struct nsm_hdr {
