@@ -37,6 +37,7 @@ static const struct nkctl_kw nsm_add_kw[] = {
 	{ "busy-poll", "USEC", "busy_poll", 0 },
 	{ "bulk-poll", "USEC|auto", "bulk_poll", 0 },
 	{ "kernel-relay-sndbuf", "BYTES", "kernel_relay_sndbuf", 0 },
+	{ "lowat", "BYTES", "notsent_lowat", 0 },
 	{}
 };
 

@@ -125,6 +125,7 @@ struct nkd_nsm {
 	unsigned int busy_poll_us; /* busy_poll: nk-nsm --busy-poll=USEC */
 	unsigned int bulk_poll_us; /* bulk_poll: nk-nsm --bulk-poll=USEC */
 	long kernel_relay_sndbuf;	/* kernel_relay_sndbuf: nk-nsm --kernel-relay-sndbuf=BYTES */
+	long notsent_lowat;	/* notsent_lowat: nk-nsm --notsent-lowat=BYTES */
 	/* created by nkd on the uplink (no netns given): steered by XDP */
 	bool managed;
 	char hostdev[IFNAMSIZ];	/* host side of its veth */
@@ -137,6 +138,7 @@ struct nkd_nsm {
 	bool adopted;		/* found running at start-up */
 	bool run_known;		/* run: its HELLO said (a newer nk-nsm) */
 	struct nsm_hello_run run;	/* the settings it runs with */
+	struct nsm_hello_run2 run2;	/* ... more of them; notsent_lowat -1: not said */
 	bool config_differs;	/* run is not as the settings say */
 	int ctl_fd;		/* SOCK_SEQPACKET to its control socket */
 	int timer_fd;
@@ -228,7 +230,7 @@ int nsm_push_vms(struct nkd_nsm *nsm);
 unsigned int nsm_vm_count(const struct nkd_nsm *nsm);
 const char *nsm_state_name(enum nsm_state s);
 json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full);
-json_t *run_to_json(const struct nsm_hello_run *run);
+json_t *run_to_json(const struct nkd_nsm *nsm);
 
 /* nkd_vm.c */
 struct nkd_vm *vm_find(const char *name);

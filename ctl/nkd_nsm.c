@@ -272,15 +272,30 @@ static int sndbuf_value(json_t *obj, const char *key, long *out)
 	return 0;
 }
 
+/* notsent_lowat, if there: bytes, 0-NSM_NOTSENT_LOWAT_MAX, into *OUT. */
+static int lowat_value(json_t *obj, long *out)
+{
+	long long v;
+	int ret = num_value(obj, "notsent_lowat", &v);
+
+	if (ret <= 0)
+		return ret;
+	if (v < 0 || v > NSM_NOTSENT_LOWAT_MAX)
+		return -EINVAL;
+	*out = (long)v;
+	return 0;
+}
+
 /* What `nsm add` leaves out means: splice relay, no busy polling, bulk
- * polling ("auto") and the in-kernel relay's send buffer at nk-nsm's
- * defaults. */
+ * polling ("auto"), the in-kernel relay's send buffer and the splice
+ * relay's TCP_NOTSENT_LOWAT at nk-nsm's defaults. */
 void nsm_defaults(struct nkd_nsm *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->slot = -1;
 	out->bulk_poll_us = NSM_BULK_POLL_AUTO;
 	out->kernel_relay_sndbuf = NSM_KRELAY_SNDBUF;
+	out->notsent_lowat = NSM_NOTSENT_LOWAT;
 }
 
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e)
@@ -297,10 +312,11 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 		if (strcmp(key, "name") && strcmp(key, "type") && strcmp(key, "netns") &&
 		    strcmp(key, "dev") && strcmp(key, "id") && strcmp(key, "relay") &&
 		    strcmp(key, "busy_poll") && strcmp(key, "bulk_poll") &&
-		    strcmp(key, "kernel_relay_sndbuf"))
-			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll, kernel_relay_sndbuf)", key);
+		    strcmp(key, "kernel_relay_sndbuf") && strcmp(key, "notsent_lowat"))
+			return nkd_fail(e, EINVAL, "nsm: unknown key '%s' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll, kernel_relay_sndbuf, notsent_lowat)", key);
 		if (strcmp(key, "id") && strcmp(key, "busy_poll") && strcmp(key, "bulk_poll") &&
-		    strcmp(key, "kernel_relay_sndbuf") && !json_is_string(val))
+		    strcmp(key, "kernel_relay_sndbuf") && strcmp(key, "notsent_lowat") &&
+		    !json_is_string(val))
 			return nkd_fail(e, EINVAL, "nsm: '%s' must be a string", key);
 	}
 	name = json_string_value(json_object_get(obj, "name"));
@@ -344,6 +360,9 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (sndbuf_value(obj, "kernel_relay_sndbuf", &out->kernel_relay_sndbuf))
 		return nkd_fail(e, EINVAL, "nsm %s: kernel-relay-sndbuf must be 0 (autotuning) or a number of bytes from %d to %d",
 				name, NSM_KRELAY_SNDBUF_MIN, NSM_KRELAY_SNDBUF_MAX);
+	if (lowat_value(obj, &out->notsent_lowat))
+		return nkd_fail(e, EINVAL, "nsm %s: lowat must be 0 (the kernel's, no limit) or a number of bytes up to %d",
+				name, NSM_NOTSENT_LOWAT_MAX);
 	if (!netns && !dev) {
 		/* nkd creates the namespace and the veth on its uplink */
 		if (!nkd.cfg.uplink)
@@ -490,11 +509,12 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 {
 	char ctl[PATH_MAX], logp[PATH_MAX];
 	/* 9 fixed, --kernel-relay, --busy-poll, --bulk-poll,
-	 * --kernel-relay-sndbuf, the --nsm-args, NULL */
-	char *argv[9 + 4 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
+	 * --kernel-relay-sndbuf, --notsent-lowat, the --nsm-args, NULL */
+	char *argv[9 + 5 + NKD_NSM_ARGS_MAX + 1] = { "nk-nsm", "--name", (char *)nsm->name,
 						  "--type", (char *)nsm->type, "--dev",
 						  (char *)nsm->dev, "--control", ctl };
-	char bp[32], ulp[32], sb[48];	/* --busy-poll=, --bulk-poll=, --kernel-relay-sndbuf= */
+	/* --busy-poll=, --bulk-poll=, --kernel-relay-sndbuf=, --notsent-lowat= */
+	char bp[32], ulp[32], sb[48], lw[48];
 	sigset_t none;
 	int logfd, nullfd, i, n = 9;
 
@@ -514,6 +534,10 @@ static void nsm_spawn_child(const struct nkd_nsm *nsm, int nsfd)
 	if (nsm->kernel_relay_sndbuf != NSM_KRELAY_SNDBUF) {
 		snprintf(sb, sizeof(sb), "--kernel-relay-sndbuf=%ld", nsm->kernel_relay_sndbuf);
 		argv[n++] = sb;
+	}
+	if (nsm->notsent_lowat != NSM_NOTSENT_LOWAT) {
+		snprintf(lw, sizeof(lw), "--notsent-lowat=%ld", nsm->notsent_lowat);
+		argv[n++] = lw;
 	}
 	for (i = 0; i < nkd.cfg.n_nsm_args; i++)
 		argv[n++] = (char *)nkd.cfg.nsm_args[i];
@@ -608,11 +632,15 @@ static bool hdr_ok(const struct nsm_hdr *h, ssize_t n)
 }
 
 /* HELLO into *HELLO, and into *RUN the settings a newer nk-nsm appends:
- * 1 with them, 0 without (an older nk-nsm), -EPROTO. */
+ * 1 with them, 0 without (an older nk-nsm), -EPROTO.  *RUN2 has what an
+ * nk-nsm newer still appends after them (notsent_lowat -1: not said). */
 static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello,
-		       struct nsm_hello_run *run)
+		       struct nsm_hello_run *run, struct nsm_hello_run2 *run2)
 {
 	const struct nsm_hdr *h = (const void *)buf;
+	size_t at = sizeof(*h) + sizeof(*hello) + sizeof(*run);
+
+	run2->notsent_lowat = -1;
 
 	if (!hdr_ok(h, n) || h->type != NSM_MSG_HELLO ||
 	    (size_t)n < sizeof(*h) + sizeof(*hello))
@@ -624,6 +652,8 @@ static int hello_parse(const char *buf, ssize_t n, struct nsm_hello *hello,
 		return 0;
 	memcpy(run, buf + sizeof(*h) + sizeof(*hello), sizeof(*run));
 	run->dev[sizeof(run->dev) - 1] = '\0';
+	if ((size_t)n >= at + sizeof(*run2))
+		memcpy(run2, buf + at, sizeof(*run2));
 	return 1;
 }
 
@@ -655,7 +685,8 @@ static void diff_add(char *d, size_t len, size_t *off, const char *fmt, ...)
  * (adoption exists so that an nkd restart ends no connection): nkd says
  * what differs, and "nsm show" has config_differs and what runs.
  */
-static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run)
+static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run,
+			  const struct nsm_hello_run2 *run2)
 {
 	bool krelay;
 	char d[320], path[PATH_MAX];
@@ -670,6 +701,7 @@ static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run)
 		return;
 	}
 	nsm->run = *run;
+	nsm->run2 = *run2;
 	d[0] = '\0';
 	krelay = run->flags & NSM_RUN_KERNEL_RELAY;
 	if (krelay != nsm->kernel_relay)
@@ -692,6 +724,9 @@ static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run)
 	if (run->kernel_relay_sndbuf != nsm->kernel_relay_sndbuf)
 		diff_add(d, sizeof(d), &off, "kernel_relay_sndbuf %lld (configured: %ld)",
 			 (long long)run->kernel_relay_sndbuf, nsm->kernel_relay_sndbuf);
+	if (run2->notsent_lowat >= 0 && run2->notsent_lowat != nsm->notsent_lowat)
+		diff_add(d, sizeof(d), &off, "notsent_lowat %lld (configured: %ld)",
+			 (long long)run2->notsent_lowat, nsm->notsent_lowat);
 	if (strcmp(run->dev, nsm->dev))
 		diff_add(d, sizeof(d), &off, "dev %s (configured: %s)", run->dev, nsm->dev);
 	snprintf(path, sizeof(path), "/run/netns/%s", nsm->netns);
@@ -717,6 +752,7 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	char path[PATH_MAX], buf[NSM_CTL_MSG_MAX];
 	struct nsm_hello hello;
 	struct nsm_hello_run run;
+	struct nsm_hello_run2 run2;
 	struct stat st;
 	ssize_t n = -1;
 	int fd, ret, has_run = -1;
@@ -736,7 +772,7 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	if (poll(&pfd, 1, 1000) == 1)
 		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 	if (n > 0)
-		has_run = hello_parse(buf, n, &hello, &run);
+		has_run = hello_parse(buf, n, &hello, &run, &run2);
 	if (has_run < 0) {
 		warn("nsm %s: %s accepted but sent no HELLO; starting a new NSM", nsm->name, path);
 		close(fd);
@@ -760,7 +796,7 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 	nsm->reason[0] = '\0';
 	timer_set(nsm, 0, 0);
 	info("nsm %s: adopted running pid %u (it serves %u vms)", nsm->name, hello.pid, hello.nvms);
-	nsm_run_check(nsm, has_run ? &run : NULL);
+	nsm_run_check(nsm, has_run ? &run : NULL, &run2);
 	return 1;
 }
 
@@ -1064,7 +1100,8 @@ static void nsm_hello(struct nkd_nsm *nsm, const char *buf, ssize_t n)
 {
 	struct nsm_hello hello;
 	struct nsm_hello_run run;
-	int has_run = hello_parse(buf, n, &hello, &run);
+	struct nsm_hello_run2 run2;
+	int has_run = hello_parse(buf, n, &hello, &run, &run2);
 	char why[96];
 
 	if (has_run < 0) {
@@ -1085,7 +1122,7 @@ static void nsm_hello(struct nkd_nsm *nsm, const char *buf, ssize_t n)
 	nsm->reason[0] = '\0';
 	timer_set(nsm, 0, 0);
 	info("nsm %s (pid %d): up, type %s", nsm->name, (int)nsm->pid, hello.type);
-	nsm_run_check(nsm, has_run ? &run : NULL);
+	nsm_run_check(nsm, has_run ? &run : NULL, &run2);
 	if (nsm->waiter) {
 		struct nkd_client *c = nsm->waiter;
 
@@ -1242,6 +1279,7 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	nsm->busy_poll_us = tmpl->busy_poll_us;
 	nsm->bulk_poll_us = tmpl->bulk_poll_us;
 	nsm->kernel_relay_sndbuf = tmpl->kernel_relay_sndbuf;
+	nsm->notsent_lowat = tmpl->notsent_lowat;
 	nsm->managed = tmpl->managed;
 	/* nkh-NAME, or nkh-ID when NAME does not fit IFNAMSIZ */
 	if (strlen(NKD_HOSTDEV_PREFIX) + strlen(nsm->name) < IFNAMSIZ)
@@ -1327,8 +1365,9 @@ void nsm_resync_all(void)
 }
 
 /* What an NSM reports it runs with, as nsm_to_json() gives the settings. */
-json_t *run_to_json(const struct nsm_hello_run *run)
+json_t *run_to_json(const struct nkd_nsm *nsm)
 {
+	const struct nsm_hello_run *run = &nsm->run;
 	json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:s}",
 			      "relay", run->flags & NSM_RUN_KERNEL_RELAY ? "kernel" : "splice",
 			      "busy_poll", (json_int_t)run->busy_poll_us,
@@ -1336,6 +1375,9 @@ json_t *run_to_json(const struct nsm_hello_run *run)
 			      "kernel_relay_sndbuf", (json_int_t)run->kernel_relay_sndbuf,
 			      "dev", run->dev);
 
+	/* an nk-nsm from before --notsent-lowat does not say */
+	if (o && nsm->run2.notsent_lowat >= 0)
+		json_object_set_new(o, "notsent_lowat", json_integer(nsm->run2.notsent_lowat));
 	if (o && (run->flags & NSM_RUN_NO_SPLICE))
 		json_object_set_new(o, "no_splice", json_true());
 	/* bulk_poll is what "auto" chose, from this round trip (us) */
@@ -1355,13 +1397,14 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_t *o, *vms;
 	struct nkd_vm *vm;
 
-	o = json_pack("{s:s, s:I, s:s, s:s, s:I, s:o, s:I}", "name", nsm->name,
+	o = json_pack("{s:s, s:I, s:s, s:s, s:I, s:o, s:I, s:I}", "name", nsm->name,
 		      "id", (json_int_t)nsm->slot,
 		      "type", nsm->type, "relay", nsm->kernel_relay ? "kernel" : "splice",
 		      "busy_poll", (json_int_t)nsm->busy_poll_us,
 		      "bulk_poll", nsm->bulk_poll_us == NSM_BULK_POLL_AUTO ? json_string("auto") :
 		      json_integer(nsm->bulk_poll_us),
-		      "kernel_relay_sndbuf", (json_int_t)nsm->kernel_relay_sndbuf);
+		      "kernel_relay_sndbuf", (json_int_t)nsm->kernel_relay_sndbuf,
+		      "notsent_lowat", (json_int_t)nsm->notsent_lowat);
 	/* a managed NSM is stored without netns/dev: nkd derives them */
 	if (!nsm->managed || full) {
 		json_object_set_new(o, "netns", json_string(nsm->netns));
@@ -1385,7 +1428,7 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 	json_object_set_new(o, "vms", vms);
 	json_object_set_new(o, "adopted", json_boolean(nsm->adopted));
 	json_object_set_new(o, "config_differs", json_boolean(nsm->config_differs));
-	json_object_set_new(o, "running", nsm->run_known ? run_to_json(&nsm->run) : json_null());
+	json_object_set_new(o, "running", nsm->run_known ? run_to_json(nsm) : json_null());
 	ctl_path(nsm, path, sizeof(path));
 	json_object_set_new(o, "control", json_string(path));
 	log_path(nsm, path, sizeof(path));

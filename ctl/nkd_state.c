@@ -332,7 +332,7 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 	} keys[] = {
 		{ "type", false }, { "netns", false }, { "dev", false },
 		{ "relay", true }, { "busy_poll", true }, { "bulk_poll", true },
-		{ "kernel_relay_sndbuf", true },
+		{ "kernel_relay_sndbuf", true }, { "notsent_lowat", true },
 	};
 	struct nkd_nsm d;
 	json_t *cur = nsm_to_json(nsm, false), *dflts, *run;
@@ -341,7 +341,7 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 	nsm_defaults(&d);
 	dflts = nsm_to_json(&d, false);
 	/* "running": what the process reported, where it did */
-	run = nsm->run_known ? run_to_json(&nsm->run) : NULL;
+	run = nsm->run_known ? run_to_json(nsm) : NULL;
 	for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++) {
 		json_t *have = json_object_get(cur, keys[j].key), *want = json_object_get(o, keys[j].key);
 		bool dflt = false;

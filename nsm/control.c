@@ -139,6 +139,7 @@ void ctl_accept(void)
 	struct {
 		struct nsm_hello hello;
 		struct nsm_hello_run run;
+		struct nsm_hello_run2 run2;
 	} msg = { .hello.pid = getpid() };
 	struct nsm_hello_run *run = &msg.run;
 	struct list_head *p, *t;
@@ -175,6 +176,7 @@ void ctl_accept(void)
 	run->bulk_poll_us = nsm.cfg.bulk_poll_us;
 	run->wake_ns = nsm.cfg.wake_ns;
 	run->kernel_relay_sndbuf = nsm.cfg.krelay_sndbuf;
+	msg.run2.notsent_lowat = nsm.cfg.notsent_lowat;
 	if (stat("/proc/self/ns/net", &st) == 0) {
 		run->netns_dev = st.st_dev;
 		run->netns_ino = st.st_ino;

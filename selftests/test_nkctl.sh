@@ -305,8 +305,8 @@ check_eq "nsm show: bulk_poll auto, and what it chose" \
 	"$(jget "$OUT" 'j["bulk_poll"], j["running"]["bulk_poll_auto"], j["running"]["wakeup_us"] > 0')" \
 	"('auto', True, True)"
 check_eq "nsm show: what it reports it runs with" \
-	"$(jget "$OUT" '" ".join(str(j["running"][k]) for k in ("relay", "busy_poll", "bulk_poll", "kernel_relay_sndbuf", "dev"))')" \
-	"splice 0 $AUTO_BP 16777216 up0"
+	"$(jget "$OUT" '" ".join(str(j["running"][k]) for k in ("relay", "busy_poll", "bulk_poll", "kernel_relay_sndbuf", "dev", "notsent_lowat"))')" \
+	"splice 0 $AUTO_BP 16777216 up0 131072"
 check "nk-nsm logged the same choice" grep -qE \
 	"bulk polling \(auto\): $([ "$AUTO_BP" = 0 ] && echo 'off' || echo '50 us after bursts'): a wakeup round trip between two processes on one CPU costs $(jget "$OUT" '"%.1f" % j["running"]["wakeup_us"]') us here" \
 	"$NK_STATE/nsm-nsm1.log"
@@ -341,30 +341,32 @@ log_step "nkd restart after nkd.json changed: adopted, the difference reported, 
 # NSM keeps its options (adoption must not end connections), and nkd says
 # which differ instead of showing the file's values as if they ran.
 old_opts=$(nk_nsm_opts "$NSM_PID")
-restart_nkd_with nkd-2b.log bulk_poll=0 kernel_relay_sndbuf=1048576
+restart_nkd_with nkd-2b.log bulk_poll=0 kernel_relay_sndbuf=1048576 notsent_lowat=65536
 check_eq "nsm1 adopted again, same pid" "$(jget "$OUT" 'j["adopted"], j["pid"]')" "(True, $NSM_PID)"
-check_eq "nsm show: the configured settings" "$(jget "$OUT" 'j["bulk_poll"], j["kernel_relay_sndbuf"]')" "(0, 1048576)"
+check_eq "nsm show: the configured settings" \
+	"$(jget "$OUT" 'j["bulk_poll"], j["kernel_relay_sndbuf"], j["notsent_lowat"]')" "(0, 1048576, 65536)"
 check_eq "nsm show: config_differs" "$(jget "$OUT" 'j["config_differs"]')" True
 check_eq "nsm show: what it runs with" \
-	"$(jget "$OUT" 'j["running"]["bulk_poll"], j["running"]["kernel_relay_sndbuf"]')" "($AUTO_BP, 16777216)"
+	"$(jget "$OUT" 'j["running"]["bulk_poll"], j["running"]["kernel_relay_sndbuf"], j["running"]["notsent_lowat"]')" \
+	"($AUTO_BP, 16777216, 131072)"
 check_eq "nk-nsm's options unchanged" "$(nk_nsm_opts "$NSM_PID")" "$old_opts"
 check "nkd names the difference" grep -qF \
-	"nsm nsm1 (pid $NSM_PID) does not run as configured: bulk_poll auto: $AUTO_BP (configured: 0); kernel_relay_sndbuf 16777216 (configured: 1048576); it was adopted, and the configuration applies when it next starts (stop it and nkd starts it again)" \
+	"nsm nsm1 (pid $NSM_PID) does not run as configured: bulk_poll auto: $AUTO_BP (configured: 0); kernel_relay_sndbuf 16777216 (configured: 1048576); notsent_lowat 131072 (configured: 65536); it was adopted, and the configuration applies when it next starts (stop it and nkd starts it again)" \
 	"$NK_NKD_LOG"
 run_ctl nsm show nsm1
 check "text show has config_differs yes" grep -qE '^config_differs +yes$' <<<"$OUT"
 check "text show has running in full, zeros too" \
-	grep -qE "^running +relay=splice,busy_poll=0,bulk_poll=$AUTO_BP,kernel_relay_sndbuf=16777216,dev=up0,bulk_poll_auto=yes,wakeup_us=[0-9.]+\$" <<<"$OUT"
+	grep -qE "^running +relay=splice,busy_poll=0,bulk_poll=$AUTO_BP,kernel_relay_sndbuf=16777216,dev=up0,notsent_lowat=131072,bulk_poll_auto=yes,wakeup_us=[0-9.]+\$" <<<"$OUT"
 kill -KILL "$NSM_PID"
 nsm_replaced() { nsm_running && [ "$(nsm_pid)" != "$NSM_PID" ]; }
 check "nsm1 restarted" wait_for -t 10 nsm_replaced
 NSM_PID=$(nsm_pid)
 check_eq "restarted with the configured options" "$(nk_nsm_opts "$NSM_PID")" \
-	"--bulk-poll=0 --kernel-relay-sndbuf=1048576"
+	"--bulk-poll=0 --kernel-relay-sndbuf=1048576 --notsent-lowat=65536"
 run_ctl -j nsm show nsm1
 check_eq "config_differs cleared, and it reports the configured values" \
-	"$(jget "$OUT" 'j["config_differs"], j["running"]["bulk_poll"], j["running"]["kernel_relay_sndbuf"]')" \
-	"(False, 0, 1048576)"
+	"$(jget "$OUT" 'j["config_differs"], j["running"]["bulk_poll"], j["running"]["kernel_relay_sndbuf"], j["running"]["notsent_lowat"]')" \
+	"(False, 0, 1048576, 65536)"
 check "vm1 address back on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.2
 
 log_step "nkd restart with nsm1 moved to another netns in nkd.json: the adopted NSM's netns checked"

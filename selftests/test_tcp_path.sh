@@ -307,6 +307,28 @@ for lw in 0 1048576; do
 		"$(tail -n 1 "$NK_TMP/late-sink-$lw.log")" \
 		"$(tail -n 1 "$NK_TMP/lowat-sender-$lw.log" | cut -d' ' -f2-)"
 done
+# per NSM (nkctl nsm add ... lowat BYTES; test_nkctl changes it in
+# nkd.json): a second NSM in the same namespace, started with it, reports
+# it; values out of range are refused by nkd and by nk-nsm, saying why
+if check "nkctl nsm add nsm9 ... lowat 65536" nkctl nsm add nsm9 type kernel netns "nsm-$S" dev up0 lowat 65536; then
+	OUT=$(nkctl -j nsm show nsm9)
+	check_eq "nsm show nsm9: the setting, and what runs" \
+		"$(jpy "$OUT" 'j["notsent_lowat"], j["running"]["notsent_lowat"], j["config_differs"]')" \
+		"(65536, 65536, False)"
+	check "its nk-nsm runs with --notsent-lowat=65536" \
+		nk_nsm_has_opt "$(jpy "$OUT" 'j["pid"]')" --notsent-lowat=65536
+	check "nkctl nsm del nsm9" nkctl nsm del nsm9
+fi
+for bad in -1 1073741825 lots; do
+	check "lowat $bad is refused" nk_refused "$NK_TMP/e-lw" \
+		nsm add nsm9 type kernel netns "nsm-$S" dev up0 lowat "$bad"
+	check "... saying why" grep -q \
+		"lowat must be 0 (the kernel's, no limit) or a number of bytes up to 1073741824" \
+		"$NK_TMP/e-lw"
+done
+check "nk-nsm --notsent-lowat=-1 refuses to start (exit status 2)" bash -c \
+	"timeout 5 $OUTPUT/nk-nsm --name x --type kernel --dev lo --control $NK_TMP/x.sock --notsent-lowat=-1 2>$NK_TMP/e-lw2; [ \$? -eq 2 ]"
+check "... saying why" grep -q -- "--notsent-lowat: '-1' is not 0-1073741824 (bytes)" "$NK_TMP/e-lw2"
 
 # ---------------------------------------------------------------- nkd idle
 log_step "anti-fake: nkd stays off the data path (256 MiB download)"

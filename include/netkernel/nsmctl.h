@@ -56,9 +56,10 @@
 #define NSM_KRELAY_SNDBUF	(16 << 20)
 #define NSM_KRELAY_SNDBUF_MIN	(64 << 10)
 #define NSM_KRELAY_SNDBUF_MAX	(256 << 20)
-/* nk-nsm --notsent-lowat: TCP_NOTSENT_LOWAT of the TCP sockets the splice
- * relay writes to (unless the guest set its own); 0: the kernel's default
- * (no limit).  docs/architecture.md, "Unsent bytes stay with the relay". */
+/* nk-nsm --notsent-lowat (nkctl nsm add ... lowat BYTES):
+ * TCP_NOTSENT_LOWAT of the TCP sockets the splice relay writes to (unless
+ * the guest set its own); 0: the kernel's default (no limit).
+ * docs/architecture.md, "Unsent bytes stay with the relay". */
 #define NSM_NOTSENT_LOWAT	(128 << 10)
 #define NSM_NOTSENT_LOWAT_MAX	(1 << 30)
 
@@ -118,6 +119,13 @@ struct nsm_hello_run {
 };
 _Static_assert(sizeof(struct nsm_hello) == 56, "nsm_hello is 56 bytes");
 _Static_assert(sizeof(struct nsm_hello_run) == 56, "nsm_hello_run is 56 bytes");
+
+/* Appended after nsm_hello_run by an nk-nsm that has --notsent-lowat; an
+ * older one stops before it, and nkd then does not check that setting. */
+struct nsm_hello_run2 {
+	int64_t notsent_lowat;	/* --notsent-lowat */
+};
+_Static_assert(sizeof(struct nsm_hello_run2) == 8, "nsm_hello_run2 is 8 bytes");
 
 struct nsm_vm_addr {
 	struct nk_addr addr;	/* port unused */
