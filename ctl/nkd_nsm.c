@@ -361,7 +361,7 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 		return nkd_fail(e, EINVAL, "nsm %s: kernel-relay-sndbuf must be 0 (autotuning) or a number of bytes from %d to %d",
 				name, NSM_KRELAY_SNDBUF_MIN, NSM_KRELAY_SNDBUF_MAX);
 	if (lowat_value(obj, &out->notsent_lowat))
-		return nkd_fail(e, EINVAL, "nsm %s: lowat must be 0 (the kernel's, no limit) or a number of bytes up to %d",
+		return nkd_fail(e, EINVAL, "nsm %s: lowat must be 0 (none: the namespace's sysctl applies) or a number of bytes up to %d",
 				name, NSM_NOTSENT_LOWAT_MAX);
 	if (!netns && !dev) {
 		/* nkd creates the namespace and the veth on its uplink */

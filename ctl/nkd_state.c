@@ -344,7 +344,7 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 	run = nsm->run_known ? run_to_json(nsm) : NULL;
 	for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++) {
 		json_t *have = json_object_get(cur, keys[j].key), *want = json_object_get(o, keys[j].key);
-		bool dflt = false;
+		bool dflt = false, unsaid = false;
 		char *a, *b;
 
 		if (json_is_null(want)) {
@@ -364,6 +364,8 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 		a = want ? json_dumps(want, JSON_ENCODE_ANY) : NULL;
 		if (json_object_get(run, keys[j].key))
 			have = json_object_get(run, keys[j].key);
+		else if (run && !strcmp(keys[j].key, "notsent_lowat"))
+			unsaid = true;	/* an nk-nsm from before it does not say */
 		b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
 		/* what "auto" chose is a number: say it was auto's choice */
 		if (b && !strcmp(keys[j].key, "bulk_poll") &&
@@ -377,7 +379,8 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 		}
 		warn("SIGHUP: nsm %s: %s changed in %s (%s%s; running: %s); not applied (delete and add it again)",
 		     nsm->name, keys[j].key, path, want ? (a ? a : "?") : "left out",
-		     dflt ? ", the default, as it is left out" : "", b ? b : "set by nkd");
+		     dflt ? ", the default, as it is left out" : "",
+		     unsaid ? "not reported by this nk-nsm" : b ? b : "set by nkd");
 		free(a);
 		free(b);
 	}

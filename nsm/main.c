@@ -330,9 +330,9 @@ static void usage(FILE *f)
 		"                   autotuning); a peer that stops reading can leave\n"
 		"                   that much unsent per connection\n"
 		"  --notsent-lowat=BYTES\n"
-		"                   TCP_NOTSENT_LOWAT of the TCP sockets the splice relay\n"
-		"                   writes to, unless the guest sets its own (default\n"
-		"                   131072; 0: the kernel's, no limit): unsent bytes wait\n"
+		"                   TCP_NOTSENT_LOWAT of the TCP sockets the relay writes\n"
+		"                   to, unless the guest sets its own (default 131072; 0:\n"
+		"                   none, the namespace's sysctl applies): unsent bytes wait\n"
 		"                   in the relay, and nk-nsm rather than the peer's ACKs\n"
 		"                   pushes them out\n");
 }

@@ -1499,7 +1499,9 @@ static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk
 	ret = opt_policy(ns->vm, OPT_GET, r->level, r->name);
 	if (ret)
 		return ret;
-	relay_sync_up(ns);	/* TCP_INFO, SIOCOUTQ-like reads count it */
+	/* TCP_INFO, SIOCOUTQ-like reads count it, as far as the socket takes
+	 * it (its send buffer, and the relay's TCP_NOTSENT_LOWAT) */
+	relay_sync_up(ns);
 	if (ns->dead)
 		return -ENOTSOCK;
 	ret = ensure_fd(ns);

@@ -426,13 +426,13 @@ vm_names()
 }
 # nsm1 runs with kernel_relay_sndbuf 1 MiB and bulk_poll "auto" (bad.json);
 # the new file leaves kernel_relay_sndbuf out (its default, 16 MiB) and asks
-# for busy_poll 30 and bulk_poll 0: none is applied to a running NSM, and
+# for busy_poll 30, bulk_poll 0 and notsent_lowat 256 KiB: none is applied to a running NSM, and
 # each gets a warning naming both values (for bulk_poll, what "auto"
 # chose).  relay null is refused, as when an NSM starts, not taken as the
 # default.
 cat >"$NK_TMP/good.json" <<EOF
 {"nsms": [{"name": "nsm1", "type": "kernel", "netns": "nsm-$S", "dev": "up0", "busy_poll": 30,
-           "bulk_poll": 0, "relay": null}],
+           "bulk_poll": 0, "relay": null, "notsent_lowat": 262144}],
  "vms": [{"name": "vmA", "nsm": "nsm1", "addrs": ["10.78.0.2/24", "10.78.0.5/24"], "uds": "$NK_TMP/guests/vmA"},
          {"name": "vmC", "nsm": "nsm1", "addrs": ["10.78.0.4/24"], "uds": "$NK_TMP/guests/vmC"}]}
 EOF
@@ -447,6 +447,9 @@ check "and that bulk_poll would, naming what auto chose" grep -qF \
 	"$NK_NKD_LOG"
 check "and that busy_poll would" grep -qF \
 	"SIGHUP: nsm nsm1: busy_poll changed in $NK_TMP/good.json (30; running: 0); not applied (delete and add it again)" \
+	"$NK_NKD_LOG"
+check "and that notsent_lowat would" grep -qF \
+	"SIGHUP: nsm nsm1: notsent_lowat changed in $NK_TMP/good.json (262144; running: 131072); not applied (delete and add it again)" \
 	"$NK_NKD_LOG"
 check "relay null is refused, not the default" grep -qF \
 	"SIGHUP: nsm nsm1: relay is null in $NK_TMP/good.json, which is not a value (leave it out for the default); not applied" \

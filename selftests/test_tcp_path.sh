@@ -323,7 +323,7 @@ for bad in -1 1073741825 lots; do
 	check "lowat $bad is refused" nk_refused "$NK_TMP/e-lw" \
 		nsm add nsm9 type kernel netns "nsm-$S" dev up0 lowat "$bad"
 	check "... saying why" grep -q \
-		"lowat must be 0 (the kernel's, no limit) or a number of bytes up to 1073741824" \
+		"lowat must be 0 (none: the namespace's sysctl applies) or a number of bytes up to 1073741824" \
 		"$NK_TMP/e-lw"
 done
 check "nk-nsm --notsent-lowat=-1 refuses to start (exit status 2)" bash -c \
