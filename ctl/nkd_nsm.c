@@ -287,8 +287,8 @@ static int lowat_value(json_t *obj, long *out)
 }
 
 /* What `nsm add` leaves out means: splice relay, no busy polling, bulk
- * polling ("auto"), the in-kernel relay's send buffer and the splice
- * relay's TCP_NOTSENT_LOWAT at nk-nsm's defaults. */
+ * polling ("auto"), the in-kernel relay's send buffer and the relay's
+ * TCP_NOTSENT_LOWAT at nk-nsm's defaults. */
 void nsm_defaults(struct nkd_nsm *out)
 {
 	memset(out, 0, sizeof(*out));

@@ -57,8 +57,9 @@
 #define NSM_KRELAY_SNDBUF_MIN	(64 << 10)
 #define NSM_KRELAY_SNDBUF_MAX	(256 << 20)
 /* nk-nsm --notsent-lowat (nkctl nsm add ... lowat BYTES):
- * TCP_NOTSENT_LOWAT of the TCP sockets the splice relay writes to (unless
- * the guest set its own); 0: the kernel's default (no limit).
+ * TCP_NOTSENT_LOWAT of the TCP sockets the relay writes to (not the
+ * in-kernel relay's; unless the guest set its own); 0: none set, the
+ * namespace's net.ipv4.tcp_notsent_lowat applies (no limit by default).
  * docs/architecture.md, "Unsent bytes stay with the relay". */
 #define NSM_NOTSENT_LOWAT	(128 << 10)
 #define NSM_NOTSENT_LOWAT_MAX	(1 << 30)
