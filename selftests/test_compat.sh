@@ -10,6 +10,8 @@
 # process (saying so once); the same for a control channel that would post
 # options (NK_HELLO_F_POST).  The old nk-nsm is built from git history into
 # the test's temporary directory; without the history the test is skipped.
+# Then nkd against an nk-nsm that reports its settings but is older than
+# --notsent-lowat (77e9669): that setting is not checked.
 
 # shellcheck source=selftests/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -99,5 +101,39 @@ check_eq "both accepted with the peer, the port and the option" \
 	"$(grep -c '^accepted 10.77.0.1 8080 1' "$NK_TMP/srv.log")" 2
 check_eq "the library said once that the NSM offers nothing" \
 	"$(grep -c 'does not offer accepted connections' "$NK_TMP/srv.log")" 1
+
+# An nk-nsm that reports its settings but is older than --notsent-lowat
+# (struct nsm_hello_run without nsm_hello_run2): nkd checks what it
+# reports and not that setting, which it neither shows nor counts as a
+# difference.  nkd is stopped (its NSM keeps running), the NSM stopped,
+# and nkd started again with that binary: it starts nsm1 anew.
+OLD2=77e9669
+log_step "an nk-nsm from before notsent_lowat ($OLD2): its settings checked, that one not"
+if git -C "$NK_SRCDIR" cat-file -e "$OLD2^{commit}" 2>/dev/null &&
+	git -C "$NK_SRCDIR" archive "$OLD2" | tar -x -C "$NK_TMP" --one-top-level=old2 &&
+	make -s -C "$NK_TMP/old2" OUTPUT="$NK_TMP/old2/build" "$NK_TMP/old2/build/nk-nsm" \
+		>"$NK_TMP/old2-build.log" 2>&1; then
+	nk_stop "$NKD_PID"
+	nk_stop "$NK_NSM_PID"
+	NK_NKD_ARGS=(--nsm-bin "$NK_TMP/old2/build/nk-nsm")
+	NK_NKD_LOG=$NK_TMP/nkd-old2.log
+	nk_start_nkd
+	old2_running()
+	{
+		local p
+		p=$(nk_nsm_pid "nsm-$S") &&
+			[ "$(readlink -f "/proc/$p/exe")" = "$(readlink -f "$NK_TMP/old2/build/nk-nsm")" ] &&
+			[ "$(jpy "$(nk_run_nkctl -j nsm show nsm1)" 'j["running"] is not None')" = True ]
+	}
+	check "nsm1 runs the $OLD2 binary and has reported" wait_for -t 10 old2_running
+	OUT=$(nk_run_nkctl -j nsm show nsm1)
+	check_eq "nsm show: configured notsent_lowat, running without it, no difference" \
+		"$(jpy "$OUT" 'j["notsent_lowat"], "notsent_lowat" in j["running"], j["running"]["relay"], j["config_differs"]')" \
+		"(131072, False, 'splice', False)"
+	check "nkd found nothing that differs" bash -c "! grep -q 'does not run as configured' '$NK_NKD_LOG'"
+else
+	check "nk-nsm of $OLD2 built" false
+	sed 's/^/  /' "$NK_TMP/old2-build.log" 2>/dev/null | tail -n 20
+fi
 
 nk_finish
