@@ -329,10 +329,11 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 	static const struct {
 		const char *key;
 		bool has_default;	/* left out: nsm_defaults()'s value */
+		bool reported;		/* in what the NSM reports (run_to_json()) */
 	} keys[] = {
-		{ "type", false }, { "netns", false }, { "dev", false },
-		{ "relay", true }, { "busy_poll", true }, { "bulk_poll", true },
-		{ "kernel_relay_sndbuf", true }, { "notsent_lowat", true },
+		{ "type", false, false }, { "netns", false, false }, { "dev", false, true },
+		{ "relay", true, true }, { "busy_poll", true, true }, { "bulk_poll", true, true },
+		{ "kernel_relay_sndbuf", true, true }, { "notsent_lowat", true, true },
 	};
 	struct nkd_nsm d;
 	json_t *cur = nsm_to_json(nsm, false), *dflts, *run;
@@ -364,8 +365,8 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 		a = want ? json_dumps(want, JSON_ENCODE_ANY) : NULL;
 		if (json_object_get(run, keys[j].key))
 			have = json_object_get(run, keys[j].key);
-		else if (run && !strcmp(keys[j].key, "notsent_lowat"))
-			unsaid = true;	/* an nk-nsm from before it does not say */
+		else if (run && keys[j].reported)
+			unsaid = true;	/* an nk-nsm from before the setting */
 		b = have ? json_dumps(have, JSON_ENCODE_ANY) : NULL;
 		/* what "auto" chose is a number: say it was auto's choice */
 		if (b && !strcmp(keys[j].key, "bulk_poll") &&

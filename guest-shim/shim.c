@@ -789,10 +789,8 @@ static int stream_so_error(struct nk_sock *sk, int fd)
 	 * a stream the NSM has not closed had no reset or error (those close
 	 * it), so the answer is 0 without asking (nginx asks after every
 	 * connect to an upstream) */
-	if (sk->eof_err <= 0 && host_still_receives(fd))
-		return 0;
 	if (sk->eof_err <= 0) {
-		if (sock_status(sk, &rep) || !rep.sock_err)
+		if (host_still_receives(fd) || sock_status(sk, &rep) || !rep.sock_err)
 			return 0;
 		sk->eof_err = rep.sock_err;
 	}

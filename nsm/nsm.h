@@ -300,7 +300,7 @@ struct nsm_config {
 	bool no_splice;			/* relay through buffers (vsock's path) */
 	bool kernel_relay;		/* in-kernel relay of the up direction (krelay.c) */
 	long krelay_sndbuf;		/* --kernel-relay-sndbuf: its TCP sockets' send buffer */
-	int notsent_lowat;		/* --notsent-lowat: the splice relay's TCP sockets' */
+	int notsent_lowat;		/* --notsent-lowat: the relay's TCP sockets' */
 	unsigned int busy_poll_us;	/* --busy-poll: spin this long after events */
 	unsigned int bulk_poll_us;	/* --bulk-poll: spin this long after bulk batches */
 	bool bulk_poll_auto;		/* --bulk-poll=auto (the default): bulk_poll_us from */

@@ -170,21 +170,25 @@ done
 # set SO_SNDBUF.  A python client sends 8 MiB in 256 KiB writes to a sink
 # on the remote host, then waits before closing while we look.
 log_step "a bulk sender's stream gets a bigger send buffer in the guest, unless SO_SNDBUF was set"
+# sink.py PORT [DELAY]: accept one connection on the remote host, wait
+# DELAY seconds before reading, then print the bytes read and their sha256
 cat >"$NK_TMP/sink.py" <<'PY'
-import socket, sys
+import hashlib, socket, sys, time
 l = socket.socket()
 l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 l.bind(("10.77.0.1", int(sys.argv[1])))
 l.listen(1)
 print("listening", flush=True)
 c, _ = l.accept()
-n = 0
+time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0)
+n, h = 0, hashlib.sha256()
 while True:
     b = c.recv(1 << 16)
     if not b:
         break
     n += len(b)
-print(n, flush=True)
+    h.update(b)
+print(n, h.hexdigest(), flush=True)
 PY
 cat >"$NK_TMP/bulk_sender.py" <<'PY'
 import socket, sys, time
@@ -225,36 +229,19 @@ for sb in 0 65536; do
 	wait "$SENDER_PID"
 	check_eq "bulk sender (SO_SNDBUF ${sb/#0/not set}) exit status" "$?" 0
 	wait "$SINK_PID"
-	check_eq "the remote sink got 8 MiB" "$(tail -n 1 "$NK_TMP/sink-$sb.log")" $((8 << 20))
+	check_eq "the remote sink got 8 MiB" "$(tail -n 1 "$NK_TMP/sink-$sb.log" | cut -d' ' -f1)" \
+		$((8 << 20))
 done
 
 # ---------------------------------------------------------------- unsent bytes
-# nk-nsm sets TCP_NOTSENT_LOWAT (128 KiB) on the TCP sockets it splices
-# into, unless the guest set its own: bytes the window does not let out
+# nk-nsm sets TCP_NOTSENT_LOWAT (128 KiB) on the TCP sockets it writes
+# to, unless the guest set its own: bytes the window does not let out
 # wait in the stream and the pipe, not in the TCP socket, so that nk-nsm
 # pushes them itself rather than the peer's ACK softirq (nsm/relay.c,
 # relay_lowat()).  A sink on the remote host sleeps 3 s before reading, the
 # window closes, and we look at the NSM socket's unsent bytes (ss -i
 # "notsent"); the guest sends 16 MiB, which must all arrive intact.
 log_step "the relay keeps unsent bytes out of the TCP socket (TCP_NOTSENT_LOWAT), unless the guest sets it"
-cat >"$NK_TMP/late_sink.py" <<'PY'
-import hashlib, socket, sys, time
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("10.77.0.1", int(sys.argv[1])))
-l.listen(1)
-print("listening", flush=True)
-c, _ = l.accept()
-time.sleep(3)
-n, h = 0, hashlib.sha256()
-while True:
-    b = c.recv(1 << 16)
-    if not b:
-        break
-    n += len(b)
-    h.update(b)
-print(n, h.hexdigest(), flush=True)
-PY
 cat >"$NK_TMP/lowat_sender.py" <<'PY'
 import hashlib, socket, sys
 lowat = int(sys.argv[2])
@@ -283,7 +270,7 @@ nsm_has_notsent()
 }
 for lw in 0 1048576; do
 	port=$((port + 1))
-	nk_bg "remote-$S" "$NK_TMP/late-sink-$lw.log" "$NK_PY" "$NK_TMP/late_sink.py" "$port"
+	nk_bg "remote-$S" "$NK_TMP/late-sink-$lw.log" "$NK_PY" "$NK_TMP/sink.py" "$port" 3
 	SINK_PID=$NK_BG_PID
 	wait_for -t 5 grep -q listening "$NK_TMP/late-sink-$lw.log"
 	nk_guest_bg g1 "$NK_TMP/lowat-sender-$lw.log" "$NK_PY" "$NK_TMP/lowat_sender.py" "$port" "$lw"
