@@ -261,6 +261,8 @@ struct nsock {
 	bool v6only;			/* IPV6_V6ONLY as it was before bind */
 	bool sndbuf_set;		/* the guest chose SO_SNDBUF (a listener's: inherited) */
 	bool lowat_set;			/* ... TCP_NOTSENT_LOWAT (likewise) */
+	bool cork_on;			/* TCP_CORK is on on the real socket */
+	bool cork_wait;			/* a posted TCP_CORK on waits (relay_cork_post()) */
 	struct nk_addr bind_addr;	/* real address bound, requested port */
 	/* options set by the guest, replayed on sockets created later */
 	int nopts;
@@ -415,6 +417,7 @@ bool relay_pool_drain(void);
 void relay_start(struct nsock *ns);
 void relay_kick(struct nsock *ns);
 void relay_sync_up(struct nsock *ns);
+bool relay_cork_post(struct nsock *ns, bool on);
 void relay_free(struct nsock *ns);
 int krelay_init(void);
 bool krelay_enabled(void);

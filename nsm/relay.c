@@ -399,6 +399,49 @@ void relay_sync_up(struct nsock *ns)
 	relay_pump(ns);
 }
 
+/*
+ * The guest's TCP_CORK on, posted (NK_HELLO_F_POST), waits here until the
+ * first byte written behind it is about to reach the TCP socket, and is
+ * applied then (relay_cork_apply()).  A posted TCP_CORK off that comes
+ * before that takes it back: the bytes written in between are all in the
+ * guest's stream already (the guest posts the off after writing them), so
+ * they leave together now, as Linux sends what was corked at the uncork,
+ * without the two setsockopt() calls and the push behind them (sock.c,
+ * uncork_push()).  nginx's tcp_nopush turns TCP_CORK on and off around
+ * every response, and nk-nsm, woken once for all of it, often reads both
+ * before the response's bytes.  The in-kernel relay moves the bytes itself:
+ * there the option is applied at once.  Returns true if the option was
+ * taken here; the caller checks ns->dead.
+ */
+bool relay_cork_post(struct nsock *ns, bool on)
+{
+	struct relay *r = ns->relay;
+
+	if (on) {
+		if (ns->cork_on || ns->fd < 0 || !r || r->kup || r->up.done)
+			return false;
+		ns->cork_wait = true;
+		return true;
+	}
+	if (!ns->cork_wait)
+		return false;
+	ns->cork_wait = false;
+	relay_sync_up(ns);
+	return true;
+}
+
+static void relay_cork_apply(struct nsock *ns)
+{
+	int on = 1;
+
+	ns->cork_wait = false;
+	if (setsockopt(ns->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)))
+		vm_glog(ns->vm, NK_LOG_WARN, "socket %#llx: TCP_CORK not applied: %s",
+			(unsigned long long)ns->token, strerror(errno));
+	else
+		ns->cork_on = true;
+}
+
 void relay_free(struct nsock *ns)
 {
 	struct relay *r = ns->relay;
@@ -478,7 +521,11 @@ static void tcp_error(struct nsock *ns, int err)
  */
 enum { DIR_IDLE, DIR_MOVED, DIR_GUEST_GONE };
 
-static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_out)
+static void relay_cork_apply(struct nsock *ns);
+
+/* cork: the connection whose guest -> TCP direction this is, else NULL */
+static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_out,
+		    struct nsock *cork)
 {
 	bool progress = false;
 	ssize_t n;
@@ -511,6 +558,8 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
 	if (d->len && d->dst_ready && may_out) {
 		size_t have = d->len;
 
+		if (cork && cork->cork_wait)
+			relay_cork_apply(cork);
 		n = dir_out(d, dst);
 		if (n > 0) {
 			progress = true;
@@ -607,7 +656,7 @@ static void relay_pump(struct nsock *ns)
 
 		/* up: guest stream -> TCP */
 		if (!r->up.done && !r->kup) {
-			ret = dir_move(&r->up, g, t, false, true);
+			ret = dir_move(&r->up, g, t, false, true, ns);
 			if (ret == DIR_GUEST_GONE) {
 				/* A reset stream: the guest is gone. */
 				r->g_closed = true;
@@ -637,7 +686,7 @@ static void relay_pump(struct nsock *ns)
 				if (ret && ret != -EAGAIN)
 					r->g_closed = true;
 			}
-			ret = dir_move(&r->down, t, g, true, !outq_bytes(&ch->out));
+			ret = dir_move(&r->down, t, g, true, !outq_bytes(&ch->out), NULL);
 			if (ret == DIR_GUEST_GONE) {
 				r->g_closed = true;
 			} else if (ret < 0) {

@@ -1453,6 +1453,7 @@ static void uncork_push(int fd)
 
 static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool posted)
 {
+	bool is_cork = r->level == IPPROTO_TCP && r->name == TCP_CORK && r->optlen >= sizeof(int);
 	int i, ret;
 
 	if (r->optlen > NK_OPT_MAX)
@@ -1460,6 +1461,11 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	ret = opt_policy(ns->vm, OPT_SET, r->level, r->name);
 	if (ret)
 		return ret;
+	if (posted && is_cork && relay_cork_post(ns, opt_holds(r))) {
+		if (ns->dead)
+			return -ENOTSOCK;
+		goto save;
+	}
 	/* Behind the bytes written before it, as on Linux; except a posted
 	 * hold, which bytes already written after it would then pass
 	 * uncorked (proto.h, NK_HELLO_F_POST). */
@@ -1472,7 +1478,11 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 		return ret;
 	if (setsockopt(ns->fd, r->level, r->name, r->val, r->optlen))
 		return -errno;
-	if (posted && r->level == IPPROTO_TCP && r->name == TCP_CORK && !opt_holds(r))
+	if (is_cork) {
+		ns->cork_on = opt_holds(r);
+		ns->cork_wait = false;
+	}
+	if (posted && is_cork && !opt_holds(r))
 		uncork_push(ns->fd);
 	for (i = 0; i < ns->nlfds; i++)
 		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
@@ -1483,6 +1493,7 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 		if (ns->relay)
 			ns->relay->own_lowat = false;
 	}
+save:
 	ret = opt_save(ns, r->level, r->name, r->val, r->optlen);
 	if (ret)
 		vm_glog(ns->vm, NK_LOG_WARN, "socket %#llx: option %d/%d applied but not "
@@ -1513,13 +1524,15 @@ static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk
 	 * on (the guest's socket, bound to the wildcard or implicitly, has it
 	 * as it was before), and the relay's own TCP_NOTSENT_LOWAT
 	 * (relay_lowat()), which the guest never set: it reads 0, as on
-	 * Linux.  Both options cut a longer optlen to an int.
+	 * Linux; and TCP_CORK while the guest's posted on waits in the relay
+	 * (relay_cork_post()): 1.  They cut a longer optlen to an int.
 	 */
 	if ((r->level == IPPROTO_IPV6 && r->name == IPV6_V6ONLY && ns->family == AF_INET6 &&
 	     (ns->wildcard || ns->autobound)) ||
 	    (r->level == IPPROTO_TCP && r->name == TCP_NOTSENT_LOWAT && ns->relay &&
-	     ns->relay->own_lowat)) {
-		int v = r->level == IPPROTO_IPV6 ? ns->v6only : 0;
+	     ns->relay->own_lowat) ||
+	    (r->level == IPPROTO_TCP && r->name == TCP_CORK && ns->cork_wait)) {
+		int v = r->level == IPPROTO_IPV6 ? ns->v6only : r->name == TCP_CORK;
 
 		len = len < sizeof(v) ? len : sizeof(v);
 		memcpy(rep->val, &v, len);

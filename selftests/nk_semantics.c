@@ -711,6 +711,30 @@ static void case_cork_rounds(void)
 	close(s);
 }
 
+/*
+ * What TCP_CORK holds stays held until the uncork: Linux keeps a partial
+ * frame up to 200 ms, so none of it is echoed within 100 ms, and all of it
+ * right after TCP_CORK off.  Through NetKernel the NSM takes the posted
+ * TCP_CORK on when the bytes behind it reach its socket (relay_cork_post()).
+ */
+static void case_cork_hold(void)
+{
+	char buf[16];
+	int s = connect_to(&sa_peer, P_ECHO), on = 1, off = 0, i;
+
+	if (rc("connect", s) < 0)
+		return;
+	for (i = 0; i < 3; i++) {
+		rc("cork_on", setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
+		rc("write", write(s, "held", 4));
+		out("within_100ms=%zd", read_full(s, buf, 4, 100));
+		rc("cork_off", setsockopt(s, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)));
+		out("after_uncork=%s", read_full(s, buf, 4, 3000) == 4 && !memcmp(buf, "held", 4) ?
+			"ok" : "bad");
+	}
+	close(s);
+}
+
 static void case_connect_refused(void)
 {
 	int s = connect_to(&sa_peer, P_CLOSED);
@@ -3854,7 +3878,7 @@ static const struct {
 #define C4(n) { #n, case_##n, F4 }
 #define C6(n) { #n, case_##n, F6 }
 	/* TCP */
-	C(connect_ok), C(cork_rounds), C(notsent_lowat), C(connect_refused), C(connect_twice), C(nb_connect),
+	C(connect_ok), C(cork_rounds), C(cork_hold), C(notsent_lowat), C(connect_refused), C(connect_twice), C(nb_connect),
 	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
 	C(epoll_et_connect), C(epoll_fd_reused), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),
