@@ -106,7 +106,9 @@ check_eq "the library said once that the NSM offers nothing" \
 # (struct nsm_hello_run without nsm_hello_run2): nkd checks what it
 # reports and not that setting, which it neither shows nor counts as a
 # difference.  nkd is stopped (its NSM keeps running), the NSM stopped,
-# and nkd started again with that binary: it starts nsm1 anew.
+# and nkd started again with that binary and --config (a copy of its
+# nkd.json): it starts nsm1 anew.  A SIGHUP that asks for another
+# notsent_lowat then says that this nk-nsm does not report it.
 OLD2=77e9669
 log_step "an nk-nsm from before notsent_lowat ($OLD2): its settings checked, that one not"
 if git -C "$NK_SRCDIR" cat-file -e "$OLD2^{commit}" 2>/dev/null &&
@@ -115,7 +117,8 @@ if git -C "$NK_SRCDIR" cat-file -e "$OLD2^{commit}" 2>/dev/null &&
 		>"$NK_TMP/old2-build.log" 2>&1; then
 	nk_stop "$NKD_PID"
 	nk_stop "$NK_NSM_PID"
-	NK_NKD_ARGS=(--nsm-bin "$NK_TMP/old2/build/nk-nsm")
+	cp "$NK_STATE/nkd.json" "$NK_TMP/old2.json"
+	NK_NKD_ARGS=(--nsm-bin "$NK_TMP/old2/build/nk-nsm" --config "$NK_TMP/old2.json")
 	NK_NKD_LOG=$NK_TMP/nkd-old2.log
 	nk_start_nkd
 	old2_running()
@@ -131,6 +134,12 @@ if git -C "$NK_SRCDIR" cat-file -e "$OLD2^{commit}" 2>/dev/null &&
 		"$(jpy "$OUT" 'j["notsent_lowat"], "notsent_lowat" in j["running"], j["running"]["relay"], j["config_differs"]')" \
 		"(131072, False, 'splice', False)"
 	check "nkd found nothing that differs" bash -c "! grep -q 'does not run as configured' '$NK_NKD_LOG'"
+	sed -i 's/"notsent_lowat": *131072/"notsent_lowat": 262144/' "$NK_TMP/old2.json"
+	check "the config asks for notsent_lowat 262144" grep -q '"notsent_lowat": *262144' "$NK_TMP/old2.json"
+	kill -HUP "$NKD_PID"
+	check "SIGHUP: nkd says this nk-nsm does not report notsent_lowat" wait_for -t 5 grep -qF \
+		"SIGHUP: nsm nsm1: notsent_lowat changed in $NK_TMP/old2.json (262144; running: not reported by this nk-nsm); not applied (delete and add it again)" \
+		"$NK_NKD_LOG"
 else
 	check "nk-nsm of $OLD2 built" false
 	sed 's/^/  /' "$NK_TMP/old2-build.log" 2>/dev/null | tail -n 20
