@@ -406,12 +406,13 @@ void relay_sync_up(struct nsock *ns)
  * before that takes it back: the bytes written in between are all in the
  * guest's stream already (the guest posts the off after writing them), so
  * they leave together now, as Linux sends what was corked at the uncork,
- * without the two setsockopt() calls and the push behind them (sock.c,
- * uncork_push()).  nginx's tcp_nopush turns TCP_CORK on and off around
- * every response, and nk-nsm, woken once for all of it, often reads both
- * before the response's bytes.  The in-kernel relay moves the bytes itself:
- * there the option is applied at once.  Returns true if the option was
- * taken here; the caller checks ns->dead.
+ * without the two setsockopt() calls (sock.c, uncork_push(): a push only
+ * if bytes are left unsent).  nginx's tcp_nopush turns TCP_CORK on and
+ * off around every response, and nk-nsm, woken once for all of it, often
+ * reads both before the response's bytes.  The in-kernel relay moves the
+ * bytes itself: there the option is applied at once, as it is on a socket
+ * already corked.  Returns true if the option was taken here; the caller
+ * checks ns->dead.
  */
 bool relay_cork_post(struct nsock *ns, bool on)
 {

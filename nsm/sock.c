@@ -47,7 +47,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 
 #include "log.h"
@@ -248,6 +250,7 @@ static struct nsock *nsock_accepted(struct nsock *lns, int fd)
 	ns->v6only = lns->v6only;
 	ns->sndbuf_set = lns->sndbuf_set;	/* as the kernel's child has it */
 	ns->lowat_set = lns->lowat_set;
+	ns->cork_on = lns->cork_on;		/* the child inherits TCP_CORK too */
 	return ns;
 }
 
@@ -1439,12 +1442,18 @@ static bool opt_holds(const struct nk_opt_req *r)
  * corked, would then wait for the ACK of that small segment (Nagle), as
  * long as the peer delays its ACK (40 ms). On Linux all of it would have
  * left together at the uncork, so a TCP_NODELAY pulse pushes it out.
+ * The same holds for bytes relayed uncorked after the first ones had left
+ * (an uncork that cancelled a waiting cork, relay_cork_post()); there
+ * unsent_only: no pulse when nothing waits unsent (SIOCOUTQNSD), as after
+ * most such uncorks.
  */
-static void uncork_push(int fd)
+static void uncork_push(int fd, bool unsent_only)
 {
 	int on = 1, off = 0, v = 0;
 	socklen_t len = sizeof(v);
 
+	if (unsent_only && !ioctl(fd, SIOCOUTQNSD, &v) && !v)
+		return;
 	if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) || v)
 		return;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
@@ -1464,6 +1473,8 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	if (posted && is_cork && relay_cork_post(ns, opt_holds(r))) {
 		if (ns->dead)
 			return -ENOTSOCK;
+		if (!opt_holds(r))
+			uncork_push(ns->fd, true);
 		goto save;
 	}
 	/* Behind the bytes written before it, as on Linux; except a posted
@@ -1483,7 +1494,7 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 		ns->cork_wait = false;
 	}
 	if (posted && is_cork && !opt_holds(r))
-		uncork_push(ns->fd);
+		uncork_push(ns->fd, false);
 	for (i = 0; i < ns->nlfds; i++)
 		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
 	if (r->level == SOL_SOCKET && r->name == SO_SNDBUF)

@@ -339,6 +339,54 @@ exec 8>&-
 sed 's/^/    /' "$NK_TMP/post.out"
 nk_stop "$PPID_POST"
 
+# A connection accepted from a corked listener inherits TCP_CORK (Linux's
+# child socket is a copy of the listener).  With nk-nsm stopped, TCP_CORK
+# on, a write, off: nk-nsm then reads the on and the off together before
+# the bytes, and must still turn its socket's inherited cork off
+# (relay_cork_post()); read back, TCP_CORK is 0, as on Linux.
+mkfifo "$NK_TMP/acork.in"
+nk_guest_bg g1 "$NK_TMP/acork.out" sh -c 'exec "$0" -c "$1" <"$2"' "$NK_PY" '
+import socket, sys
+T = socket.IPPROTO_TCP
+l = socket.socket()
+l.bind(("10.77.0.2", 9121))
+l.setsockopt(T, socket.TCP_CORK, 1)
+l.listen()
+print("listening", flush=True)
+a, _ = l.accept()
+print("accepted cork", a.getsockopt(T, socket.TCP_CORK), flush=True)
+sys.stdin.readline()
+a.setsockopt(T, socket.TCP_CORK, 1)
+a.sendall(b"pong")
+a.setsockopt(T, socket.TCP_CORK, 0)
+print("posted", flush=True)
+sys.stdin.readline()
+print("cork", a.getsockopt(T, socket.TCP_CORK), flush=True)
+' "$NK_TMP/acork.in"
+PPID_ACORK=$NK_BG_PID
+exec 8>"$NK_TMP/acork.in"
+check "the guest listens on 10.77.0.2:9121 with TCP_CORK" \
+	wait_for -t 10 grep -q '^listening' "$NK_TMP/acork.out"
+nk_bg "remote-$S" "$NK_TMP/acork-peer.out" "$NK_PY" -c '
+import socket
+s = socket.create_connection(("10.77.0.2", 9121))
+print("got", s.recv(64).decode(), flush=True)
+'
+check "the accepted connection has TCP_CORK 1" \
+	wait_for -t 10 grep -q '^accepted cork 1$' "$NK_TMP/acork.out"
+kill -STOP "$NK_NSM_PID"
+echo go >&8
+check "with nk-nsm stopped, TCP_CORK on, a write, off: returned" \
+	wait_for -t 5 grep -q '^posted' "$NK_TMP/acork.out"
+kill -CONT "$NK_NSM_PID"
+echo go >&8
+check "then TCP_CORK reads 0 (the inherited cork is off)" \
+	wait_for -t 10 grep -q '^cork 0$' "$NK_TMP/acork.out"
+check "and the remote host has the bytes" wait_for -t 10 grep -q '^got pong$' "$NK_TMP/acork-peer.out"
+exec 8>&-
+sed 's/^/    /' "$NK_TMP/acork.out"
+nk_stop "$PPID_ACORK"
+
 log_step "protocol fuzzing: random, mutated conversations of every kind on vm2's streams"
 nsm_fds() { ls "/proc/$NK_NSM_PID/fd" | wc -l; }
 fds0=$(nsm_fds)

@@ -64,10 +64,19 @@ declare -A KNOWN=(
 	[udp_pktinfo/v6]="set=ENOPROTOOPT recvmsg=1 pktinfo_dst=none"
 )
 
+# With the in-kernel relay (test_krelay.sh runs this test so) the bytes a
+# guest writes reach the TCP socket from a kernel work queue, while a
+# posted TCP_CORK on goes through nk-nsm, so it can apply after bytes
+# written behind it have left (docs/compat.md): cork_hold is run, not
+# compared, there.
+NOT_COMPARED=()
+[[ " ${NK_NKD_EXTRA_ARGS:-} " != *" --nsm-arg=--kernel-relay "* ]] || NOT_COMPARED=(cork_hold)
+
 total=0
 differ=()
 known=()
 now_same=()
+uncompared=()
 for f in $FAMILIES; do
 	log_step "IPv$f: native run"
 	t0=$(date +%s)
@@ -93,7 +102,12 @@ for f in $FAMILIES; do
 		name=${line%%:*}
 		theirs=$(grep -m1 "^$name:" "$NK_TMP/nk$f.out")
 		k=${KNOWN[$name/v$f]:-}
-		if [ "$theirs" = "$line" ]; then
+		if [[ " ${NOT_COMPARED[*]} " == *" $name "* ]]; then
+			uncompared+=("$name/v$f")
+			echo "  NOT COMPARED $name/v$f (in-kernel relay, docs/compat.md)"
+			echo "       native: ${line#*: }"
+			echo "       nk:     ${theirs#*: }"
+		elif [ "$theirs" = "$line" ]; then
 			[ -z "$k" ] || now_same+=("$name/v$f")
 		elif [ -n "$k" ] && [ "${theirs#*: }" = "$k" ]; then
 			known+=("$name/v$f")
@@ -111,7 +125,9 @@ for f in $FAMILIES; do
 done
 
 log_step "summary"
+total=$((total - ${#uncompared[@]}))
 log_info "$total (case, family) pairs compared: $((total - ${#differ[@]} - ${#known[@]})) as on Linux, ${#known[@]} known differences (docs/compat.md), ${#differ[@]} differ"
+[ ${#uncompared[@]} -eq 0 ] || log_info "run, not compared (in-kernel relay): ${uncompared[*]}"
 [ ${#known[@]} -eq 0 ] || log_info "known differences: ${known[*]}"
 check_eq "known differences that now match Linux (take them off KNOWN)" "${now_same[*]:-none}" none
 [ -n "${SEM_CASES:-}" ] || [ "$FAMILIES" != "4 6" ] ||
