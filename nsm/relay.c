@@ -522,8 +522,6 @@ static void tcp_error(struct nsock *ns, int err)
  */
 enum { DIR_IDLE, DIR_MOVED, DIR_GUEST_GONE };
 
-static void relay_cork_apply(struct nsock *ns);
-
 /* cork: the connection whose guest -> TCP direction this is, else NULL */
 static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_out,
 		    struct nsock *cork)
