@@ -17,13 +17,7 @@
  *      destination MAC rewritten to that NSM's (the remote host may
  *      already address the new NSM's MAC, which the old NSM's stack would
  *      not take).  The VM is still named by addr_vm for the counters and
- *      its policy.  A SYN without ACK is never such a frame: it opens a
- *      new connection, which goes where the VM's listeners are now.  When
- *      the remote reuses the ports of a pinned flow (a connection that
- *      ended on the old NSM, its entry not pruned by nkd yet), the SYN
- *      removes the entry, so that the rest of the new connection follows
- *      it (else the old NSM, which no longer listens for the VM, would
- *      answer with a reset).
+ *      its policy.
  *   3. addr_vm[address] -> vm id; no entry: the frame is for no VM and goes
  *      to the host stack, or is dropped (steer_cfg miss_action).
  *      A new TCP connection (SYN) to a VM in the middle of a move
@@ -95,14 +89,9 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 		return count_drop(&s, NK_DROP_MALFORMED);
 	}
 
-	/* A known flow first: it stays on the NSM that holds it (a SYN
-	 * without ACK opens a new one and ends the pinned one: step 2). */
-	if (parse_flow(data, data_end, &fkey, &syn) == PARSE_OK) {
-		if (!syn)
-			flow = bpf_map_lookup_elem(&steer_flows, &fkey);
-		else
-			bpf_map_delete_elem(&steer_flows, &fkey);
-	}
+	/* A known flow first: it stays on the NSM that holds it. */
+	if (parse_flow(data, data_end, &fkey, &syn) == PARSE_OK)
+		flow = bpf_map_lookup_elem(&steer_flows, &fkey);
 
 	av = bpf_map_lookup_elem(&addr_vm, &key);
 	if (!av && !flow)

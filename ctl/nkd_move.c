@@ -24,9 +24,6 @@
  *      old NSM, with the old NSM's MAC to write into the frame (the remote
  *      host learns the new NSM's MAC in step 6 and would address frames of
  *      old flows to it; the old NSM's kernel drops frames for another MAC).
- *      A SYN without ACK on such a 5-tuple is a new connection (the
- *      remote reused the ports of one that ended): the XDP program sends
- *      it to the VM's NSM and deletes the entry (bpf/steer.bpf.c).
  *   5. nkd waits (at most NKD_MOVE_LISTEN_MS) until the new NSM has as many
  *      listening sockets of the VM as the old one had.
  *   6. vms[vm] -> new NSM, HOLD_SYN cleared, the new NSM announces the

@@ -1022,19 +1022,6 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 		run_named(st, "ipv4 to vm1 -> nsm A", &(struct fixture){
 			.name = "api: after the move, udp of no flow -> nsm B, MAC unchanged",
 			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
-		/* the same ports, SYN: a new connection reusing the ports of
-		 * one that ended on nsm A, its entry not pruned yet; the SYN
-		 * ends the pin, and the rest of the new connection follows */
-		run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
-			.name = "api: after the move, a tcp syn from the pinned flow's ports -> nsm B, MAC unchanged",
-			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
-		run_named(st, "tcp to vm1 -> nsm A", &(struct fixture){
-			.name = "api: ... and then tcp of those ports -> nsm B: the syn removed the pin",
-			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
-		report("api: flow pinned to nsm A again", nk_steer_flow_set(st, &key, &val) != 0);
-		run_named(st, "tcp to vm1 -> nsm A", &(struct fixture){
-			.name = "api: tcp of the pinned flow -> nsm A again",
-			REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
 		report("api: flow unpinned", nk_steer_flow_del(st, &key) != 0);
 		run_named(st, "tcp to vm1 -> nsm A", &(struct fixture){
 			.name = "api: after the unpin, tcp of that flow -> nsm B",
