@@ -253,24 +253,6 @@ static void on_timer(void)
 	}
 }
 
-/*
- * A control channel's event: handled before the batch's other events
- * (main loop).  A guest posts an option (TCP_CORK on) and then writes the
- * bytes it applies to on another channel, its socket's stream; when both
- * are in one batch, the option goes first, in the order the guest made
- * them.
- */
-static bool ev_is_ctl(const struct epoll_event *ev)
-{
-	union nsm_ref ref = { .u64 = ev->data.u64 };
-	const struct fdent *e;
-
-	if (ref.type != EP_CHAN || ref.fd < 0 || ref.fd >= nsm.fdtab_len)
-		return false;
-	e = &nsm.fdtab[ref.fd];
-	return e->type == ref.type && ((const struct chan *)e->obj)->mode == CH_CTL;
-}
-
 static void dispatch(const struct epoll_event *ev)
 {
 	union nsm_ref ref = { .u64 = ev->data.u64 };
@@ -727,12 +709,6 @@ int main(int argc, char **argv)
 		}
 		moved0 = nsm.moved;
 		nsm.burst = false;
-		for (i = 0; i < n; i++) {
-			if (!ev_is_ctl(&evs[i]))
-				continue;
-			dispatch(&evs[i]);
-			evs[i].data.u64 = ((union nsm_ref){ .fd = -1 }).u64;	/* done */
-		}
 		for (i = 0; i < n; i++)
 			dispatch(&evs[i]);
 		krelay_poll();
