@@ -504,6 +504,18 @@ void udp_event_sock(struct nsock *ns, int fd, uint32_t events)
 	udp_update(ns);
 }
 
+/*
+ * Before a control request of the guest: the datagrams it wrote before
+ * the request (its socket's stream; the request came on another channel)
+ * are sent first, so that the request sees their effect as on Linux (the
+ * first one binds the socket implicitly: getsockname() then names the
+ * port, bind() fails).  The caller checks ns->dead.
+ */
+void udp_sync_up(struct nsock *ns)
+{
+	udp_event_guest(ns, EPOLLIN);
+}
+
 /* After a control request: sockets may have changed; retry what waits. */
 void udp_kick(struct nsock *ns)
 {

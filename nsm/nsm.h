@@ -437,6 +437,7 @@ int udp_start(struct nsock *ns);
 void udp_free(struct nsock *ns);
 void udp_update(struct nsock *ns);
 void udp_kick(struct nsock *ns);
+void udp_sync_up(struct nsock *ns);
 void udp_event_guest(struct nsock *ns, uint32_t events);
 void udp_event_sock(struct nsock *ns, int fd, uint32_t events);
 void udp_fd_closed(struct nsock *ns, int fd);

@@ -1718,6 +1718,13 @@ int ctl_request(struct chan *ch, const struct nk_hdr *h, const void *body)
 					 orq->level, orq->name) ?: -ENOTSOCK;
 		goto out_reply;
 	}
+	if (ns->udp) {
+		udp_sync_up(ns);	/* behind the datagrams written before it */
+		if (ns->dead) {
+			ret = -ENOTSOCK;
+			goto out_reply;
+		}
+	}
 	switch (h->op) {
 	case NK_OP_BIND:
 		ret = op_bind(ns, &ar->addr, &rep.addr);

@@ -1541,6 +1541,61 @@ static int cmd_udpcheck(const char *guest, const char *vmaddr, const char *echo,
 }
 
 /* stdin lines -> datagrams to ADDR:PORT; datagrams received -> stdout. */
+/*
+ * A request behind a datagram, taken by the NSM in the other order: with
+ * nk-nsm stopped, a GETSOCKOPT on the control channel (its event is ready
+ * first), a datagram on a fresh UDP socket's stream, then GETNAME of that
+ * socket behind the GETSOCKOPT.  nk-nsm, continued, reads both requests
+ * before the stream; GETNAME must still name the port the datagram bound
+ * (sock.c, udp_sync_up()), as on Linux, where sendto() binds at once.
+ */
+static int cmd_udporder(const char *guest, const char *echo, const char *port,
+			const char *nsm_pid)
+{
+	struct nk_opt_req o = { .level = SOL_SOCKET, .name = SO_RCVBUF, .optlen = 4 };
+	struct nk_sock_req g = { .arg = 0 };
+	union { struct nk_opt_rep opt; struct nk_addr_rep addr; char raw[NK_MSG_MAX]; } rep;
+	struct nk_addr dst;
+	uint32_t seq1, seq2, rseq = 0;
+	pid_t pid = atoi(nsm_pid);
+	uint64_t token = 0;
+	int ctl, fd, ret;
+
+	if (parse_addr_port(&dst, echo, port) || pid <= 0)
+		return -EINVAL;
+	ctl = new_ctl(guest);
+	fd = ctl < 0 ? -1 : new_socket(guest, dst.family, NK_SOCK_DGRAM, &token, NULL);
+	expect("HELLO CTL and a fresh UDP socket", ctl < 0 ? ctl : fd < 0 ? fd : 0, 0);
+	if (ctl < 0 || fd < 0)
+		return -1;
+	o.token = g.token = token;
+	if (kill(pid, SIGSTOP))
+		return -errno;
+	seq1 = next_seq++;
+	seq2 = next_seq++;
+	ret = msg_send(ctl, NK_OP_GETSOCKOPT, seq1, &o, sizeof(o));
+	usleep(20000);
+	if (!ret)
+		ret = dgram_send(fd, &dst, "x", 1);
+	usleep(20000);
+	if (!ret)
+		ret = msg_send(ctl, NK_OP_GETNAME, seq2, &g, sizeof(g));
+	kill(pid, SIGCONT);
+	expect("with nk-nsm stopped: GETSOCKOPT, a datagram, GETNAME sent", ret, 0);
+	if (ret)
+		return -1;
+	ret = msg_recv(ctl, NK_OP_GETSOCKOPT, &rseq, &rep, nk_body_size(NK_OP_GETSOCKOPT, 1));
+	expect("GETSOCKOPT answered", ret < 0 ? ret : rseq == seq1 ? 0 : -EPROTO, 0);
+	ret = msg_recv(ctl, NK_OP_GETNAME, &rseq, &rep, nk_body_size(NK_OP_GETNAME, 1));
+	expect("GETNAME behind the datagram names the port it bound",
+	       ret ? ret : rseq != seq2 ? -EPROTO : rep.addr.addr.port ? 0 : -1, 0);
+	printf("port %u\n", rep.addr.addr.port);
+	close(fd);
+	close(ctl);
+	printf("%d failures\n", failures);
+	return failures ? -1 : 0;
+}
+
 static int cmd_udp(const char *guest, const char *addr, const char *port)
 {
 	static char buf[NK_DGRAM_MAX];
@@ -1805,7 +1860,8 @@ static void usage(void)
 		"       nk_proto_client listen GUEST ADDR PORT\n"
 		"       nk_proto_client check GUEST VM-ADDR FOREIGN-ADDR [REFUSED-ADDR PORT [NO-HOST-ADDR]]\n"
 		"       nk_proto_client udpcheck GUEST VM-ADDR ECHO-ADDR ECHO-PORT CLOSED-PORT [VM-ADDR2]\n"
-		"       nk_proto_client udp GUEST ADDR PORT\n");
+		"       nk_proto_client udp GUEST ADDR PORT\n"
+		"       nk_proto_client udporder GUEST ECHO-ADDR ECHO-PORT NSM-PID\n");
 }
 
 int main(int argc, char **argv)
@@ -1828,6 +1884,8 @@ int main(int argc, char **argv)
 				   argc == 8 ? argv[7] : NULL);
 	else if (argc == 5 && !strcmp(argv[1], "udp"))
 		ret = cmd_udp(argv[2], argv[3], argv[4]);
+	else if (argc == 6 && !strcmp(argv[1], "udporder"))
+		ret = cmd_udporder(argv[2], argv[3], argv[4], argv[5]);
 	else if ((argc == 7 || argc == 8) && !strcmp(argv[1], "check"))
 		ret = cmd_check(argv[2], argv[3], argv[4], argv[5], argv[6],
 				argc == 8 ? argv[7] : NULL);

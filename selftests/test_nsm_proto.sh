@@ -238,6 +238,11 @@ log_step "UDP: vm3, a wildcard bind over two IPv4 addresses, then IPv6"
 udpcheck vm3-v4 "$G3" 10.77.0.4 10.77.0.1 7777 7778 10.77.0.5
 udpcheck vm3-v6 "$G3" fd77::4 fd77::1 7777 7778 fd77::5
 
+log_step "UDP: a request behind a datagram, read first by the NSM, sees the implicit bind"
+"$CLIENT" udporder "$G1" 10.77.0.1 7777 "$NK_NSM_PID" >"$NK_TMP/udporder.log" 2>&1
+sed 's/^/    /' "$NK_TMP/udporder.log"
+check_eq "nk_proto_client udporder" "$(tail -n 1 "$NK_TMP/udporder.log")" "0 failures"
+
 log_step "UDP: the implicit bind is on the VM's address, in the NSM's namespace"
 mkfifo "$NK_TMP/udp.in"
 nk_bg - "$NK_TMP/udp.out" sh -c "exec '$CLIENT' udp '$G1' 10.77.0.1 7777 <'$NK_TMP/udp.in'"
