@@ -509,11 +509,14 @@ void udp_event_sock(struct nsock *ns, int fd, uint32_t events)
  * the request (its socket's stream; the request came on another channel)
  * are sent first, so that the request sees their effect as on Linux (the
  * first one binds the socket implicitly: getsockname() then names the
- * port, bind() fails).  The caller checks ns->dead.
+ * port, bind() fails).  Not while a datagram waits for room in a real
+ * socket (blocked_fd): nothing behind it can go before it, and the socket
+ * is bound already.  The caller checks ns->dead.
  */
 void udp_sync_up(struct nsock *ns)
 {
-	udp_event_guest(ns, EPOLLIN);
+	if (ns->udp && ns->udp->blocked_fd < 0)
+		udp_event_guest(ns, EPOLLIN);
 }
 
 /* After a control request: sockets may have changed; retry what waits. */

@@ -1540,7 +1540,6 @@ static int cmd_udpcheck(const char *guest, const char *vmaddr, const char *echo,
 	return failures ? -1 : 0;
 }
 
-/* stdin lines -> datagrams to ADDR:PORT; datagrams received -> stdout. */
 /*
  * A request behind a datagram, taken by the NSM in the other order: with
  * nk-nsm stopped, a GETSOCKOPT on the control channel (its event is ready
@@ -1592,10 +1591,11 @@ static int cmd_udporder(const char *guest, const char *echo, const char *port,
 	printf("port %u\n", rep.addr.addr.port);
 	close(fd);
 	close(ctl);
-	printf("%d failures\n", failures);
+	printf("%d failure%s\n", failures, failures == 1 ? "" : "s");
 	return failures ? -1 : 0;
 }
 
+/* stdin lines -> datagrams to ADDR:PORT; datagrams received -> stdout. */
 static int cmd_udp(const char *guest, const char *addr, const char *port)
 {
 	static char buf[NK_DGRAM_MAX];
