@@ -1530,7 +1530,7 @@ static int op_getsockopt(struct nsock *ns, const struct nk_opt_req *r, struct nk
 	if (ret)
 		return ret;
 	/*
-	 * Two ints the guest's socket has other than the real one:
+	 * Ints the guest's socket has other than the real one:
 	 * IPV6_V6ONLY, which binding a real socket to one IPv6 address turns
 	 * on (the guest's socket, bound to the wildcard or implicitly, has it
 	 * as it was before), and the relay's own TCP_NOTSENT_LOWAT

@@ -711,60 +711,6 @@ static void case_cork_rounds(void)
 	close(s);
 }
 
-/*
- * What TCP_CORK holds stays held until the uncork: Linux keeps a partial
- * frame up to 200 ms, so none of it is echoed within 100 ms, and all of it
- * right after TCP_CORK off.  Through NetKernel the NSM takes the posted
- * TCP_CORK on when the bytes behind it reach its socket (relay_cork_post()).
- * Then a connection accepted from a corked listener, which inherits
- * TCP_CORK: on, a write and off send the write at once (the peer, which
- * closes when it has it, is seen to close within 100 ms).
- */
-static int accept_from_peer(int l, const saddr *target, int *ctl, int flags);
-static void out_read_ping(int a);
-
-static void case_cork_hold(void)
-{
-	char buf[16];
-	int s = connect_to(&sa_peer, P_ECHO), on = 1, off = 0, i, l, a, c;
-	ssize_t n, m;
-
-	if (rc("connect", s) < 0)
-		return;
-	for (i = 0; i < 3; i++) {
-		rc("cork_on", setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
-		rc("write", write(s, "held", 4));
-		n = read_full(s, buf, 4, 100);
-		out("within_100ms=%zd", n);
-		rc("cork_off", setsockopt(s, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)));
-		if (n < 0)
-			n = 0;
-		m = n < 4 ? read_full(s, buf + n, 4 - n, 3000) : 0;
-		out("after_uncork=%s", m >= 0 && n + m == 4 && !memcmp(buf, "held", 4) ? "ok" : "bad");
-	}
-	close(s);
-
-	l = bind_listen(&sa_self, 0, 4);
-	if (rc("listen", l) < 0)
-		return;
-	setint("listener_cork", l, IPPROTO_TCP, TCP_CORK, 1);
-	a = accept_from_peer(l, &sa_self, &c, 0);
-	if (rc("accept", a) >= 0) {
-		struct pollfd p = { .fd = a, .events = POLLIN };
-
-		out_read_ping(a);
-		getint("accepted_cork", a, IPPROTO_TCP, TCP_CORK);
-		rc("cork_on", setsockopt(a, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
-		rc("write", write(a, "pong", 4));
-		rc("cork_off", setsockopt(a, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)));
-		out("peer_closed_within_100ms=%s",
-		    poll(&p, 1, 100) == 1 && read(a, buf, 1) == 0 ? "yes" : "no");
-		close(a);
-	}
-	peer_reply_out(c);
-	close(l);
-}
-
 static void case_connect_refused(void)
 {
 	int s = connect_to(&sa_peer, P_CLOSED);
@@ -1183,6 +1129,57 @@ static void case_notsent_lowat(void)
 		peer_reply_out(c);
 		close(l);
 	}
+}
+
+/*
+ * What TCP_CORK holds stays held until the uncork: Linux keeps a partial
+ * frame up to 200 ms, so none of it is echoed within 100 ms, and all of it
+ * right after TCP_CORK off.  Through NetKernel the NSM takes the posted
+ * TCP_CORK on when the bytes behind it reach its socket (relay_cork_post()).
+ * Then a connection accepted from a corked listener, which inherits
+ * TCP_CORK: on, a write and off send the write at once (the peer, which
+ * closes when it has it, is seen to close within 100 ms).
+ */
+static void case_cork_hold(void)
+{
+	char buf[16];
+	int s = connect_to(&sa_peer, P_ECHO), on = 1, off = 0, i, l, a, c;
+	ssize_t n, m;
+
+	if (rc("connect", s) < 0)
+		return;
+	for (i = 0; i < 3; i++) {
+		rc("cork_on", setsockopt(s, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
+		rc("write", write(s, "held", 4));
+		n = read_full(s, buf, 4, 100);
+		out("within_100ms=%zd", n);
+		rc("cork_off", setsockopt(s, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)));
+		if (n < 0)
+			n = 0;
+		m = n < 4 ? read_full(s, buf + n, 4 - n, 3000) : 0;
+		out("after_uncork=%s", m >= 0 && n + m == 4 && !memcmp(buf, "held", 4) ? "ok" : "bad");
+	}
+	close(s);
+
+	l = bind_listen(&sa_self, 0, 4);
+	if (rc("listen", l) < 0)
+		return;
+	setint("listener_cork", l, IPPROTO_TCP, TCP_CORK, 1);
+	a = accept_from_peer(l, &sa_self, &c, 0);
+	if (rc("accept", a) >= 0) {
+		struct pollfd p = { .fd = a, .events = POLLIN };
+
+		out_read_ping(a);
+		getint("accepted_cork", a, IPPROTO_TCP, TCP_CORK);
+		rc("cork_on", setsockopt(a, IPPROTO_TCP, TCP_CORK, &on, sizeof(on)));
+		rc("write", write(a, "pong", 4));
+		rc("cork_off", setsockopt(a, IPPROTO_TCP, TCP_CORK, &off, sizeof(off)));
+		out("peer_closed_within_100ms=%s",
+		    poll(&p, 1, 100) == 1 && read(a, buf, 1) == 0 ? "yes" : "no");
+		close(a);
+	}
+	peer_reply_out(c);
+	close(l);
 }
 
 /* Requests on an accepted socket at once (libnkguest returns from accept
