@@ -306,11 +306,24 @@ wait_port()
 
 # ---------------------------------------------------------------- namespaces
 
+# nk_netns_add NS: a new network namespace NS (removed by nk_finish), lo up;
+# with NK_NETNS_TCP_CC set, TCP congestion control NK_NETNS_TCP_CC there
+# (a new namespace starts with the machine's default).
 nk_netns_add()
 {
 	ip netns add "$1" || nk_die "cannot create netns $1"
 	NK_NETNS+=("$1")
 	ip -n "$1" link set lo up
+	[ -z "${NK_NETNS_TCP_CC:-}" ] || nk_netns_tcp_cc "$1" "$NK_NETNS_TCP_CC"
+}
+
+# nk_netns_tcp_cc NS NAME: TCP congestion control NAME for the sockets
+# created in NS from now on; a name the kernel does not allow in a network
+# namespace is an error.
+nk_netns_tcp_cc()
+{
+	ip netns exec "$1" sysctl -qw net.ipv4.tcp_congestion_control="$2" 2>/dev/null ||
+		nk_die "netns $1: TCP congestion control '$2' is not allowed here (net.ipv4.tcp_allowed_congestion_control: $(sysctl -n net.ipv4.tcp_allowed_congestion_control))"
 }
 
 # ---------------------------------------------------------------- NetKernel

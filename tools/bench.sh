@@ -52,13 +52,16 @@
 # the CPU, pasta/slirp4netns own theirs); a failed check fails the bench.
 #
 #   tools/bench.sh [--quick] [--reps N] [--out DIR] [--no-profile] [--profile]
-#                  [--only STAGE,...] [--paths PATH,...]
+#                  [--only STAGE,...] [--paths PATH,...] [--cc NAME]
 #
 # --only runs a subset of the stages (bulk, rr, wrk, cps, vm, idle, profile,
 # density) and --paths a subset of the paths (native, nk, pasta, slirp,
 # nklat, nkbp, nkxdp),
-# for before/after comparisons while working on one cost; either one writes
-# to $OUTPUT/bench/, never to docs/.
+# for before/after comparisons while working on one cost; --cc NAME sets
+# TCP congestion control NAME in every namespace of the run (guests,
+# NSMs, pasta's and slirp4netns' hosts, the remote host) instead of the
+# machine's default (pacing congestion controls such as bbr cost a timer
+# per burst).  Any of the three writes to $OUTPUT/bench/, never to docs/.
 #
 # Full run: docs/benchmarks.md and docs/img/benchmarks.png (the part
 # between the bench markers is regenerated; text around it is kept).
@@ -76,6 +79,7 @@ OUT=
 PROFILE=
 ONLY=
 ONLY_PATHS=
+CC=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) QUICK=1 ;;
@@ -85,6 +89,7 @@ while [ $# -gt 0 ]; do
 	--no-profile) PROFILE=0 ;;
 	--only) ONLY=,$2,; shift ;;
 	--paths) ONLY_PATHS=$2; shift ;;
+	--cc) CC=$2; shift ;;
 	-h | --help) sed -n '/^#   tools/,/^#                  /p' "$0"; exit 0 ;;
 	*) echo "bench: unknown argument '$1'" >&2; exit 2 ;;
 	esac
@@ -102,7 +107,11 @@ else
 	PROFILE=${PROFILE:-1}
 	OUT=${OUT:-$NK_SRCDIR/docs}
 fi
-[ -z "$ONLY$ONLY_PATHS" ] || OUT=${OUT/#$NK_SRCDIR\/docs/$OUTPUT/bench}
+[ -z "$ONLY$ONLY_PATHS$CC" ] || OUT=${OUT/#$NK_SRCDIR\/docs/$OUTPUT/bench}
+case $CC in
+*[!a-z0-9_]*) echo "bench: --cc '$CC': not a congestion control name" >&2; exit 2 ;;
+esac
+NK_NETNS_TCP_CC=$CC
 for st in ${ONLY//,/ }; do
 	case $st in
 	bulk | rr | wrk | cps | idle | profile | density | vm) ;;
@@ -363,6 +372,8 @@ if have_path nkxdp; then
 	NK_NSMS+=("$NSM4")
 	wait_for -t 10 nk_nsm_pid "nk-$NSM4" || nk_die "no nk-nsm process in nk-$NSM4"
 	NSM4_PID=$(nk_nsm_pid "nk-$NSM4")
+	# nkd made this namespace: --cc applies to it here, before any traffic
+	[ -z "$CC" ] || nk_netns_tcp_cc "nk-$NSM4" "$CC"
 	nk_netns_add "g40-$S"
 	nk_run_nkctl vm add vm40 nsm "$NSM4" addr 10.74.0.2/24 uds "$NK_TMP/vm40.vsock" >/dev/null
 	wait_for -t 10 test -S "$NK_TMP/vm40.vsock_7531" || nk_die "nkd does not serve vm40"
@@ -484,6 +495,14 @@ check "nklat guest g20-$S has only lo" only_lo "g20-$S"
 ! have_path nkxdp || check "nkxdp guest g40-$S has only lo" only_lo "g40-$S"
 check "pasta guest has pasta's tap, no veth" bash -c "! ip -n pg-$S -d link show | grep -q veth"
 check "slirp guest has slirp's tap, no veth" bash -c "! ip -n sg-$S -d link show | grep -q veth"
+
+# The TCP congestion control of every namespace of the run: one name
+# (--cc, or the machine's default), recorded with the results.
+TCP_CCS=$(for ns in "${NK_NETNS[@]}"; do
+	ip netns exec "$ns" sysctl -n net.ipv4.tcp_congestion_control
+done | sort -u | paste -sd' ')
+check_eq "one TCP congestion control in the run's ${#NK_NETNS[@]} namespaces" "$TCP_CCS" "${CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}"
+meta tcp_cc "$TCP_CCS ${CC:+--cc}"
 
 # ---------------------------------------------------------------- servers
 

@@ -410,6 +410,10 @@ def main():
                ": waking a sleeping CPU and switching address spaces are what a wakeup "
                "costs here.")
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
+    if 'tcp_cc' in meta:
+        cc = meta['tcp_cc'].split()
+        out.append(f"- TCP congestion control in every namespace of the run: {cc[0] if cc else '?'} "
+                   + ("(`--cc`)." if '--cc' in cc else "(the machine's default)."))
     if 'nsm1_args' in meta:
         nsm1 = meta['nsm1_args'].strip()
         bp = meta.get('nsm1_bulk_poll', '').split()
