@@ -307,8 +307,10 @@ wait_port()
 # ---------------------------------------------------------------- namespaces
 
 # nk_netns_add NS: a new network namespace NS (removed by nk_finish), lo up;
-# with NK_NETNS_TCP_CC set, TCP congestion control NK_NETNS_TCP_CC there
-# (a new namespace starts with the machine's default).
+# with NK_NETNS_TCP_CC set (tools/bench.sh --cc), TCP congestion control
+# NK_NETNS_TCP_CC there (a new namespace starts with the machine's
+# default).  A namespace nkd creates gets it from the caller, once nkd
+# made it (nk_topo_uplink_up, tools/bench.sh).
 nk_netns_add()
 {
 	ip netns add "$1" || nk_die "cannot create netns $1"
@@ -318,12 +320,16 @@ nk_netns_add()
 }
 
 # nk_netns_tcp_cc NS NAME: TCP congestion control NAME for the sockets
-# created in NS from now on; a name the kernel does not allow in a network
-# namespace is an error.
+# created in NS from now on; a name this kernel lacks, or does not allow
+# in a network namespace, is an error.
 nk_netns_tcp_cc()
 {
-	ip netns exec "$1" sysctl -qw net.ipv4.tcp_congestion_control="$2" 2>/dev/null ||
-		nk_die "netns $1: TCP congestion control '$2' is not allowed here (net.ipv4.tcp_allowed_congestion_control: $(sysctl -n net.ipv4.tcp_allowed_congestion_control))"
+	local err
+	if ! [[ " $(sysctl -n net.ipv4.tcp_available_congestion_control) " == *" $2 "* ]]; then
+		nk_die "TCP congestion control '$2' is not in this kernel (net.ipv4.tcp_available_congestion_control: $(sysctl -n net.ipv4.tcp_available_congestion_control))"
+	fi
+	err=$(ip netns exec "$1" sysctl -qw net.ipv4.tcp_congestion_control="$2" 2>&1) ||
+		nk_die "netns $1: TCP congestion control '$2' refused (${err##*: }); a network namespace may have only net.ipv4.tcp_allowed_congestion_control: $(sysctl -n net.ipv4.tcp_allowed_congestion_control)"
 }
 
 # ---------------------------------------------------------------- NetKernel
@@ -675,6 +681,8 @@ nk_topo_uplink_up()
 	nk_run_nkctl nsm add "$NK_NSM1" type kernel
 	NK_NSMS+=("$NK_NSM1")
 	wait_for -t 10 nk_nsm_pid "nk-$NK_NSM1" || nk_die "no nk-nsm process in nk-$NK_NSM1"
+	# nkd made this namespace: NK_NETNS_TCP_CC applies once it exists
+	[ -z "${NK_NETNS_TCP_CC:-}" ] || nk_netns_tcp_cc "nk-$NK_NSM1" "$NK_NETNS_TCP_CC"
 	nk_run_nkctl vm add vm1 nsm "$NK_NSM1" addr "$net.2/24" uds "$NK_TMP/vm1.vsock"
 	nk_run_nkctl vm add vm2 nsm "$NK_NSM1" addr "$net.3/24" uds "$NK_TMP/vm2.vsock"
 	wait_for -t 10 nk_has_addr "nk-$NK_NSM1" eth0 "$net.2" ||

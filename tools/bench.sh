@@ -60,8 +60,9 @@
 # for before/after comparisons while working on one cost; --cc NAME sets
 # TCP congestion control NAME in every namespace of the run (guests,
 # NSMs, pasta's and slirp4netns' hosts, the remote host) instead of the
-# machine's default (pacing congestion controls such as bbr cost a timer
-# per burst).  Any of the three writes to $OUTPUT/bench/, never to docs/.
+# machine's default (not the QEMU guest's own kernel of the vm stage,
+# which keeps its default).  Any of the three writes to $OUTPUT/bench/,
+# never to docs/.
 #
 # Full run: docs/benchmarks.md and docs/img/benchmarks.png (the part
 # between the bench markers is regenerated; text around it is kept).
@@ -89,7 +90,7 @@ while [ $# -gt 0 ]; do
 	--no-profile) PROFILE=0 ;;
 	--only) ONLY=,$2,; shift ;;
 	--paths) ONLY_PATHS=$2; shift ;;
-	--cc) CC=$2; shift ;;
+	--cc) CC=$2; [ -n "$CC" ] || { echo "bench: --cc needs a name" >&2; exit 2; }; shift ;;
 	-h | --help) sed -n '/^#   tools/,/^#                  /p' "$0"; exit 0 ;;
 	*) echo "bench: unknown argument '$1'" >&2; exit 2 ;;
 	esac
@@ -495,14 +496,6 @@ check "nklat guest g20-$S has only lo" only_lo "g20-$S"
 ! have_path nkxdp || check "nkxdp guest g40-$S has only lo" only_lo "g40-$S"
 check "pasta guest has pasta's tap, no veth" bash -c "! ip -n pg-$S -d link show | grep -q veth"
 check "slirp guest has slirp's tap, no veth" bash -c "! ip -n sg-$S -d link show | grep -q veth"
-
-# The TCP congestion control of every namespace of the run: one name
-# (--cc, or the machine's default), recorded with the results.
-TCP_CCS=$(for ns in "${NK_NETNS[@]}"; do
-	ip netns exec "$ns" sysctl -n net.ipv4.tcp_congestion_control
-done | sort -u | paste -sd' ')
-check_eq "one TCP congestion control in the run's ${#NK_NETNS[@]} namespaces" "$TCP_CCS" "${CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}"
-meta tcp_cc "$TCP_CCS ${CC:+--cc}"
 
 # ---------------------------------------------------------------- servers
 
@@ -1167,6 +1160,16 @@ fi
 
 # ---------------------------------------------------------------- report
 
+# The TCP congestion control of every namespace of the run (all made by
+# now): one name, --cc's or the default a new namespace gets (the initial
+# namespace's), recorded with the results.
+TCP_CC_WANT=${CC:-$(nsenter --net=/proc/1/ns/net sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null ||
+	sysctl -n net.ipv4.tcp_congestion_control)}
+TCP_CCS=$(for ns in "${NK_NETNS[@]}"; do
+	ip netns exec "$ns" sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || echo "?$ns"
+done | sort -u | paste -sd' ')
+check_eq "one TCP congestion control in the run's ${#NK_NETNS[@]} namespaces" "$TCP_CCS" "$TCP_CC_WANT"
+meta tcp_cc "$TCP_CCS${CC:+ --cc}"
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta busy_end "$(idle_sample)"
 meta elapsed_s "$(($(date +%s) - BENCH_T0))"

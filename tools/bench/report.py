@@ -412,8 +412,11 @@ def main():
     out.append(f"- Tools: {meta.get('versions')}. Durations: {meta.get('durations')}.")
     if 'tcp_cc' in meta:
         cc = meta['tcp_cc'].split()
-        out.append(f"- TCP congestion control in every namespace of the run: {cc[0] if cc else '?'} "
-                   + ("(`--cc`)." if '--cc' in cc else "(the machine's default)."))
+        names = [x for x in cc if x != '--cc']
+        out.append("- TCP congestion control in every network namespace of the run: "
+                   + (names[0] if len(names) == 1 else "mixed: " + (", ".join(names) or "?"))
+                   + (" (`--cc`" if '--cc' in cc else " (the machine's default")
+                   + "; the QEMU guest of the real VMs' rows has its own kernel's).")
     if 'nsm1_args' in meta:
         nsm1 = meta['nsm1_args'].strip()
         bp = meta.get('nsm1_bulk_poll', '').split()
