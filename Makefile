@@ -5,7 +5,8 @@
 #
 #   make            build nkd, nkctl, nk-nsm, libnkguest.so, nk-run, tests
 #   make test       run the test suite (as root; builds first)
-#   make fuzz       run each libFuzzer harness for FUZZ_SECS (default 60) seconds
+#   make fuzz       run each libFuzzer harness (nk-vhost-vsock's, nkd's
+#                   configuration parser) for FUZZ_SECS (default 60) seconds
 #   make test-asan  nk-nsm built with AddressSanitizer + UBSan under the
 #                   protocol tests (a 30 s protocol fuzz), semantics and apps
 #   make demo       run the demo topology (as root)
@@ -118,8 +119,21 @@ $(FUZZ_BINS): $(OUTPUT)/fuzz/%: ctl/vhost/%.c $(VHOST_CORE_SRCS) lib/log.c ctl/v
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $< $(VHOST_CORE_SRCS) lib/log.c
 
+# nkd's configuration parser (ctl/fuzz_nkd_config.c): nkd's sources but
+# its main(), which libFuzzer's replaces, and lib/log.c, which the harness
+# replaces with quiet functions.
+NKD_FUZZ := $(OUTPUT)/fuzz/fuzz_nkd_config
+all: $(NKD_FUZZ)
+
+$(NKD_FUZZ): ctl/fuzz_nkd_config.c $(NKD_SRCS) $(LIB_SRCS) $(wildcard ctl/*.h include/netkernel/*.h lib/*.h) \
+	     $(OUTPUT)/steer.skel.h
+	$(call msg,FUZZ-CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -I$(OUTPUT) $(PKG_CFLAGS) -Dmain=nkd_main -o $@ \
+		$(filter-out lib/log.c,$(filter %.c,$^)) $(PKG_LIBS)
+
 .PHONY: fuzz
-fuzz: $(FUZZ_BINS)
+fuzz: $(FUZZ_BINS) $(NKD_FUZZ)
 	$(Q)OUTPUT=$(abspath $(OUTPUT)) NK_FUZZ_SECS=$(FUZZ_SECS) bash selftests/test_fuzz.sh
 
 $(OUTPUT)/selftests/%: $(OUTPUT)/selftests/%.o $(OUTPUT)/libnkcommon.a
@@ -237,7 +251,8 @@ check: $(BPF_SKELS)
 		--inline-suppr -D_GNU_SOURCE -Iinclude -Ilib \
 		--suppress=missingIncludeSystem lib ctl nsm guest-shim selftests
 	$(call msg,ANALYZE,.)
-	$(Q)for f in $(LIB_SRCS) $(NKD_SRCS) $(NKCTL_SRCS) $(NSM_SRCS) $(SHIM_SRCS) guest-shim/nk-run.c $(VHOST_SRCS); do \
+	$(Q)for f in $(LIB_SRCS) $(NKD_SRCS) $(NKCTL_SRCS) $(NSM_SRCS) $(SHIM_SRCS) guest-shim/nk-run.c $(VHOST_SRCS) \
+		 ctl/fuzz_nkd_config.c; do \
 		$(CLANG) --analyze -Xanalyzer -analyzer-output=text $(WARNINGS) \
 			-std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib -I$(OUTPUT) $(PKG_CFLAGS) $$f -o /dev/null || exit 1; \
 	done

@@ -295,6 +295,7 @@ int link_nsm_mac(const struct nkd_nsm *nsm, uint8_t mac[6]);
 int state_save(void);
 /* Phase 1: validate and register (and read the steering keys). */
 int state_load(const char *path, bool required);
+int state_check_top(const char *path, json_t *root);
 /* Phase 2: listeners, steering, NSMs started or adopted. */
 void state_apply(const char *path);
 /* SIGHUP with --config: apply the file's difference to the running set. */

@@ -168,6 +168,15 @@ static int steer_keys(const char *path, json_t *root)
 	return 0;
 }
 
+/* The top level of a configuration (nkd.json schema): its keys and the
+ * steering settings.  0 or -EINVAL (logged). */
+int state_check_top(const char *path, json_t *root)
+{
+	int ret = check_top(path, root);
+
+	return ret ? ret : steer_keys(path, root);
+}
+
 int state_load(const char *path, bool required)
 {
 	struct nkd_err e = { "" };
@@ -190,9 +199,7 @@ int state_load(const char *path, bool required)
 			err("%s: %s", path, jerr.text);
 		return -EINVAL;
 	}
-	ret = check_top(path, root);
-	if (!ret)
-		ret = steer_keys(path, root);
+	ret = state_check_top(path, root);
 	if (ret)
 		goto out;
 	nsms = json_object_get(root, "nsms");

@@ -5,7 +5,8 @@
 # well-formed conversations, so that a short run starts deep in the state
 # machine (open, data both ways, buffering, shutdown, host CONNECT) rather
 # than rediscovering it.  The byte layouts are the harnesses' own input
-# formats (see fuzz_pkt.c and fuzz_vu.c).
+# formats (see fuzz_pkt.c and fuzz_vu.c).  For nkd's configuration parser
+# (ctl/fuzz_nkd_config.c): configurations that use every key.
 #
 #   fuzz_seeds.py HARNESS DIR      write HARNESS's seeds into DIR
 
@@ -84,11 +85,41 @@ def vu_seeds():
     }
 
 
+def config_seeds():
+    """nkd.json files: every key of the top level, of an nsm and of a vm."""
+    nsms = [
+        {"name": "nsm1", "id": 0, "type": "kernel", "netns": "nsm-a", "dev": "up0",
+         "relay": "splice", "busy_poll": 0, "bulk_poll": "auto",
+         "kernel_relay_sndbuf": 16777216, "notsent_lowat": 131072},
+        {"name": "nsm2", "type": "kernel", "netns": "nsm-b", "dev": "up1",
+         "relay": "kernel", "busy_poll": 30, "bulk_poll": 50,
+         "kernel_relay_sndbuf": 0, "notsent_lowat": 0},
+        {"name": "nsm3", "type": "kernel"},
+    ]
+    vms = [
+        {"name": "vm1", "id": 1, "nsm": "nsm1", "addrs": ["10.77.0.2/24", "fd77::2/64"],
+         "uds": "/run/nk/vm1.vsock", "gw": ["10.77.0.1", "fd77::1"]},
+        {"name": "vm2", "nsm": "nsm2", "addrs": ["10.77.0.3/24"], "cid": 5, "gw": "10.77.0.1"},
+        {"name": "vm3", "nsm": "nsm3", "addrs": ["10.74.0.2/24"], "uds": "/run/nk/vm3.vsock",
+         "gw": None},
+    ]
+    full = {"version": 1, "uplink": "nku0", "miss": "drop", "pin_dir": "/sys/fs/bpf/netkernel",
+            "nsms": nsms, "vms": vms, "draining": []}
+    import json
+    return {
+        "full": json.dumps(full, indent=1).encode(),
+        "no-uplink": json.dumps({"version": 1, "nsms": nsms[:2], "vms": vms[:2],
+                                 "uplink": None, "miss": "pass"}).encode(),
+        "empty": b'{"nsms": [], "vms": []}',
+    }
+
+
 def main(argv):
     if len(argv) != 2:
         sys.stderr.write("usage: fuzz_seeds.py HARNESS DIR\n")
         return 2
-    seeds = {"fuzz_pkt": pkt_seeds, "fuzz_vu": vu_seeds}.get(argv[0], dict)()
+    seeds = {"fuzz_pkt": pkt_seeds, "fuzz_vu": vu_seeds,
+             "fuzz_nkd_config": config_seeds}.get(argv[0], dict)()
     os.makedirs(argv[1], exist_ok=True)
     for name, data in seeds.items():
         with open(os.path.join(argv[1], "seed-" + name), "wb") as f:
