@@ -7,7 +7,8 @@
  * level (state_check_top: keys, version, uplink, pin_dir, miss), every
  * entry of "nsms" (nsm_config_parse) and of "vms" (vm_config_parse, with
  * the NSMs parsed before it registered, so that a VM's nsm, id, cid and
- * uds checks are reached).  Nothing is created: no NSM process, listener,
+ * uds checks are reached; not `nsm add`'s check of the namespace and
+ * device, which runs commands).  Nothing is created: no NSM process, listener,
  * timer, map or namespace; the parsed NSMs are templates in a static
  * array and the parsed VMs a list freed after each input.  Every accepted
  * entry must read back within its bounds (checked here); a rejected one
@@ -23,9 +24,11 @@
 #include "log.h"
 #include "nkd.h"
 
-/* lib/log.c's functions, quiet: the refusals of mutated files would fill
- * the log (the harness is linked without lib/log.c).  die() during
- * parsing is a finding. */
+static bool verbose;	/* NK_FUZZ_VERBOSE=1: say what each entry came to */
+
+/* lib/log.c's functions, quiet (but with NK_FUZZ_VERBOSE=1): the refusals
+ * of mutated files would fill the log (the harness is linked without
+ * lib/log.c).  die() during parsing is a finding. */
 void nk_log_init(const char *prog, enum nk_log_level level)
 {
 	(void)prog;
@@ -46,14 +49,19 @@ int nk_log_enabled(enum nk_log_level level)
 void nk_vlog(enum nk_log_level level, const char *fmt, va_list ap)
 {
 	(void)level;
-	(void)fmt;
-	(void)ap;
+	if (verbose) {
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
 }
 
 void nk_log(enum nk_log_level level, const char *fmt, ...)
 {
-	(void)level;
-	(void)fmt;
+	va_list ap;
+
+	va_start(ap, fmt);
+	nk_vlog(level, fmt, ap);
+	va_end(ap);
 }
 
 void nk_die(const char *fmt, ...)
@@ -63,7 +71,6 @@ void nk_die(const char *fmt, ...)
 }
 
 static struct nkd_nsm nsm_tmpl[NKD_NSM_MAX];
-static bool verbose;	/* NK_FUZZ_VERBOSE=1: say what each entry came to */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -72,9 +79,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	nkd.cfg.no_vsock = true;	/* never AF_VSOCK, whatever a cid says */
-	nkd.cfg.miss = -1;		/* as nkd's command line leaves it */
-	verbose = getenv("NK_FUZZ_VERBOSE") != NULL;
+	/* as nkd's main() leaves them without options (the NSMs' control
+	 * socket paths are checked against sun_path) */
+	nkd.cfg.state_dir = NKD_DEFAULT_STATE_DIR;
+	nkd.cfg.run_dir = NKD_DEFAULT_RUN_DIR;
+	nkd.cfg.miss = -1;
+	/* Nothing here reaches vm_create() or vsock_update(), the only
+	 * AF_VSOCK users; this is a second guard. */
+	nkd.cfg.no_vsock = true;
+	verbose = getenv("NK_FUZZ_VERBOSE") && !strcmp(getenv("NK_FUZZ_VERBOSE"), "1");
 	return 0;
 }
 
@@ -109,8 +122,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int slot;
 
 	root = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root)
+	if (!root) {
+		if (verbose)
+			fprintf(stderr, "not JSON: line %d: %s\n", jerr.line, jerr.text);
 		return 0;
+	}
 	if (state_check_top("fuzz", root))
 		goto out;
 	json_array_foreach(json_object_get(root, "nsms"), i, o) {
