@@ -77,6 +77,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	const char *v;
+
 	(void)argc;
 	(void)argv;
 	/* as nkd's main() leaves them without options (the NSMs' control
@@ -87,7 +89,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	/* Nothing here reaches vm_create() or vsock_update(), the only
 	 * AF_VSOCK users; this is a second guard. */
 	nkd.cfg.no_vsock = true;
-	verbose = getenv("NK_FUZZ_VERBOSE") && !strcmp(getenv("NK_FUZZ_VERBOSE"), "1");
+	v = getenv("NK_FUZZ_VERBOSE");
+	verbose = v && !strcmp(v, "1");
 	return 0;
 }
 
