@@ -120,8 +120,7 @@ $(FUZZ_BINS): $(OUTPUT)/fuzz/%: ctl/vhost/%.c $(VHOST_CORE_SRCS) lib/log.c ctl/v
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $< $(VHOST_CORE_SRCS) lib/log.c
 
 # nkd's configuration parser (ctl/fuzz_nkd_config.c): nkd's sources but
-# its main(), which libFuzzer's replaces, and lib/log.c, which the harness
-# replaces with quiet functions.
+# its main(), which libFuzzer's replaces.
 NKD_FUZZ := $(OUTPUT)/fuzz/fuzz_nkd_config
 all: $(NKD_FUZZ)
 
@@ -130,7 +129,7 @@ $(NKD_FUZZ): ctl/fuzz_nkd_config.c $(NKD_SRCS) $(LIB_SRCS) $(wildcard ctl/*.h in
 	$(call msg,FUZZ-CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -I$(OUTPUT) $(PKG_CFLAGS) -Dmain=nkd_main -o $@ \
-		$(filter-out lib/log.c,$(filter %.c,$^)) $(PKG_LIBS)
+		$(filter %.c,$^) $(PKG_LIBS)
 
 .PHONY: fuzz
 fuzz: $(FUZZ_BINS) $(NKD_FUZZ)

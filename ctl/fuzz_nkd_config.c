@@ -25,51 +25,6 @@
 #include "nkd.h"
 
 static bool verbose;	/* NK_FUZZ_VERBOSE=1: say what each entry came to */
-
-/* lib/log.c's functions, quiet (but with NK_FUZZ_VERBOSE=1): the refusals
- * of mutated files would fill the log (the harness is linked without
- * lib/log.c).  die() during parsing is a finding. */
-void nk_log_init(const char *prog, enum nk_log_level level)
-{
-	(void)prog;
-	(void)level;
-}
-
-void nk_log_set_level(enum nk_log_level level)
-{
-	(void)level;
-}
-
-int nk_log_enabled(enum nk_log_level level)
-{
-	(void)level;
-	return 0;
-}
-
-void nk_vlog(enum nk_log_level level, const char *fmt, va_list ap)
-{
-	(void)level;
-	if (verbose) {
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
-	}
-}
-
-void nk_log(enum nk_log_level level, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	nk_vlog(level, fmt, ap);
-	va_end(ap);
-}
-
-void nk_die(const char *fmt, ...)
-{
-	(void)fmt;
-	abort();
-}
-
 static struct nkd_nsm nsm_tmpl[NKD_NSM_MAX];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -91,6 +46,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	nkd.cfg.no_vsock = true;
 	v = getenv("NK_FUZZ_VERBOSE");
 	verbose = v && !strcmp(v, "1");
+	/* the refusals of mutated files would fill the log */
+	nk_log_init("fuzz_nkd_config", verbose ? NK_LOG_ERR : NK_LOG_OFF);
 	return 0;
 }
 

@@ -11,7 +11,8 @@
 #include <errno.h>
 #include <stdarg.h>
 
-enum nk_log_level { NK_LOG_ERR, NK_LOG_WARN, NK_LOG_INFO, NK_LOG_DEBUG };
+/* NK_LOG_OFF as the threshold: nothing is logged (a fuzz harness's refusals) */
+enum nk_log_level { NK_LOG_OFF = -1, NK_LOG_ERR, NK_LOG_WARN, NK_LOG_INFO, NK_LOG_DEBUG };
 
 void nk_log_init(const char *prog, enum nk_log_level level);
 void nk_log_set_level(enum nk_log_level level);

@@ -1463,6 +1463,7 @@ static void uncork_push(int fd, bool unsent_only)
 static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool posted)
 {
 	bool is_cork = r->level == IPPROTO_TCP && r->name == TCP_CORK && r->optlen >= sizeof(int);
+	bool holds = opt_holds(r);
 	int i, ret;
 
 	if (r->optlen > NK_OPT_MAX)
@@ -1470,17 +1471,17 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	ret = opt_policy(ns->vm, OPT_SET, r->level, r->name);
 	if (ret)
 		return ret;
-	if (posted && is_cork && relay_cork_post(ns, opt_holds(r))) {
+	if (posted && is_cork && relay_cork_post(ns, holds)) {
 		if (ns->dead)
 			return -ENOTSOCK;
-		if (!opt_holds(r))
+		if (!holds)
 			uncork_push(ns->fd, true);
 		goto save;
 	}
 	/* Behind the bytes written before it, as on Linux; except a posted
 	 * hold, which bytes already written after it would then pass
 	 * uncorked (proto.h, NK_HELLO_F_POST). */
-	if (!posted || !opt_holds(r))
+	if (!posted || !holds)
 		relay_sync_up(ns);
 	if (ns->dead)
 		return -ENOTSOCK;	/* it finished: as if it had before */
@@ -1490,10 +1491,10 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	if (setsockopt(ns->fd, r->level, r->name, r->val, r->optlen))
 		return -errno;
 	if (is_cork) {
-		ns->cork_on = opt_holds(r);
+		ns->cork_on = holds;
 		ns->cork_wait = false;
 	}
-	if (posted && is_cork && !opt_holds(r))
+	if (posted && is_cork && !holds)
 		uncork_push(ns->fd, false);
 	for (i = 0; i < ns->nlfds; i++)
 		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);

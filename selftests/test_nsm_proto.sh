@@ -270,14 +270,31 @@ check "vm2 receives what is sent to its address" grep -q "poked 10.77.0.3" <<<"$
 check "vm2 does not receive what is sent to vm1's address, same port" \
 	not_grep "poked 10.77.0.2" <<<"$out"
 
+# guest_script NAME SCRIPT: python SCRIPT in guest g1, its output in
+# $NK_TMP/NAME.out, its stdin the fifo $NK_TMP/NAME.in held open on fd 8
+# (each `echo go >&8` lets a readline() return); its pid in GUEST_PID.
+# guest_script_end NAME: EOF on its stdin, its output shown, it stopped.
+guest_script()
+{
+	mkfifo "$NK_TMP/$1.in"
+	nk_guest_bg g1 "$NK_TMP/$1.out" sh -c 'exec "$0" -c "$1" <"$2"' "$NK_PY" "$2" "$NK_TMP/$1.in"
+	GUEST_PID=$NK_BG_PID
+	exec 8>"$NK_TMP/$1.in"
+}
+guest_script_end()
+{
+	exec 8>&-
+	sed 's/^/    /' "$NK_TMP/$1.out"
+	nk_stop "$GUEST_PID"
+}
+
 log_step "posted options: TCP_CORK, TCP_NODELAY and the keepalive options do not wait for the NSM"
 # libnkguest posts them on its control channel (NK_HELLO_F_POST): with
 # nk-nsm stopped they still return, where a request waiting for its reply
 # would hang until nk-nsm runs again; afterwards they read back as set,
 # and the bytes written between them arrive.
 nk_echo_server "remote-$S" 10.77.0.1 9120
-mkfifo "$NK_TMP/post.in"
-nk_guest_bg g1 "$NK_TMP/post.out" sh -c 'exec "$0" -c "$1" <"$2"' "$NK_PY" '
+guest_script post '
 import socket, sys, time
 T = socket.IPPROTO_TCP
 s = socket.create_connection(("10.77.0.1", 9120))
@@ -307,9 +324,7 @@ s.setsockopt(T, socket.TCP_CORK, 1)
 print("cork on behind unread bytes returned", flush=True)
 print("echo", s.recv(64).decode(), flush=True)
 s.setsockopt(T, socket.TCP_CORK, 0)
-' "$NK_TMP/post.in"
-PPID_POST=$NK_BG_PID
-exec 8>"$NK_TMP/post.in"
+'
 check "the guest connected and asked once (its control channel is open)" \
 	wait_for -t 10 grep -q '^nodelay 0' "$NK_TMP/post.out"
 kill -STOP "$NK_NSM_PID"
@@ -340,17 +355,14 @@ check "it returns once nk-nsm runs" \
 	wait_for -t 10 grep -q '^cork on behind unread' "$NK_TMP/post.out"
 check "and the bytes written before it came back (within the 10 s this waits)" \
 	wait_for -t 10 grep -q '^echo early$' "$NK_TMP/post.out"
-exec 8>&-
-sed 's/^/    /' "$NK_TMP/post.out"
-nk_stop "$PPID_POST"
+guest_script_end post
 
 # A connection accepted from a corked listener inherits TCP_CORK (Linux's
 # child socket is a copy of the listener).  With nk-nsm stopped, TCP_CORK
 # on, a write, off: nk-nsm then reads the on and the off together before
 # the bytes, and must still turn its socket's inherited cork off
 # (relay_cork_post()); read back, TCP_CORK is 0, as on Linux.
-mkfifo "$NK_TMP/acork.in"
-nk_guest_bg g1 "$NK_TMP/acork.out" sh -c 'exec "$0" -c "$1" <"$2"' "$NK_PY" '
+guest_script acork '
 import socket, sys
 T = socket.IPPROTO_TCP
 l = socket.socket()
@@ -367,9 +379,7 @@ a.setsockopt(T, socket.TCP_CORK, 0)
 print("posted", flush=True)
 sys.stdin.readline()
 print("cork", a.getsockopt(T, socket.TCP_CORK), flush=True)
-' "$NK_TMP/acork.in"
-PPID_ACORK=$NK_BG_PID
-exec 8>"$NK_TMP/acork.in"
+'
 check "the guest listens on 10.77.0.2:9121 with TCP_CORK" \
 	wait_for -t 10 grep -q '^listening' "$NK_TMP/acork.out"
 nk_bg "remote-$S" "$NK_TMP/acork-peer.out" "$NK_PY" -c '
@@ -388,9 +398,7 @@ echo go >&8
 check "then TCP_CORK reads 0 (the inherited cork is off)" \
 	wait_for -t 10 grep -q '^cork 0$' "$NK_TMP/acork.out"
 check "and the remote host has the bytes" wait_for -t 10 grep -q '^got pong$' "$NK_TMP/acork-peer.out"
-exec 8>&-
-sed 's/^/    /' "$NK_TMP/acork.out"
-nk_stop "$PPID_ACORK"
+guest_script_end acork
 
 log_step "protocol fuzzing: random, mutated conversations of every kind on vm2's streams"
 nsm_fds() { ls "/proc/$NK_NSM_PID/fd" | wc -l; }
