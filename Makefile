@@ -6,7 +6,8 @@
 #   make            build nkd, nkctl, nk-nsm, libnkguest.so, nk-run, tests
 #   make test       run the test suite (as root; builds first)
 #   make fuzz       run each libFuzzer harness (nk-vhost-vsock's, nkd's
-#                   configuration parser) for FUZZ_SECS (default 60) seconds
+#                   configuration parser, nkctl's command line) for
+#                   FUZZ_SECS (default 60) seconds
 #   make test-asan  nk-nsm built with AddressSanitizer + UBSan under the
 #                   protocol tests (a 30 s protocol fuzz), semantics and apps
 #   make demo       run the demo topology (as root)
@@ -131,8 +132,18 @@ $(NKD_FUZZ): ctl/fuzz_nkd_config.c $(NKD_SRCS) $(LIB_SRCS) $(wildcard ctl/*.h in
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -I$(OUTPUT) $(PKG_CFLAGS) -Dmain=nkd_main -o $@ \
 		$(filter %.c,$^) $(PKG_LIBS)
 
+# nkctl's command line (ctl/fuzz_nkctl_args.c): the parser, without the
+# socket to nkd.
+NKCTL_FUZZ := $(OUTPUT)/fuzz/fuzz_nkctl_args
+all: $(NKCTL_FUZZ)
+
+$(NKCTL_FUZZ): ctl/fuzz_nkctl_args.c ctl/nkctl_args.c ctl/nkctl.h ctl/nkd.h
+	$(call msg,FUZZ-CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -I$(OUTPUT) $(PKG_CFLAGS) -o $@ $(filter %.c,$^) $(PKG_LIBS)
+
 .PHONY: fuzz
-fuzz: $(FUZZ_BINS) $(NKD_FUZZ)
+fuzz: $(FUZZ_BINS) $(NKD_FUZZ) $(NKCTL_FUZZ)
 	$(Q)OUTPUT=$(abspath $(OUTPUT)) NK_FUZZ_SECS=$(FUZZ_SECS) bash selftests/test_fuzz.sh
 
 $(OUTPUT)/selftests/%: $(OUTPUT)/selftests/%.o $(OUTPUT)/libnkcommon.a
@@ -251,7 +262,7 @@ check: $(BPF_SKELS)
 		--suppress=missingIncludeSystem lib ctl nsm guest-shim selftests
 	$(call msg,ANALYZE,.)
 	$(Q)for f in $(LIB_SRCS) $(NKD_SRCS) $(NKCTL_SRCS) $(NSM_SRCS) $(SHIM_SRCS) guest-shim/nk-run.c $(VHOST_SRCS) \
-		 ctl/fuzz_nkd_config.c; do \
+		 ctl/fuzz_nkd_config.c ctl/fuzz_nkctl_args.c; do \
 		$(CLANG) --analyze -Xanalyzer -analyzer-output=text $(WARNINGS) \
 			-std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib -I$(OUTPUT) $(PKG_CFLAGS) $$f -o /dev/null || exit 1; \
 	done

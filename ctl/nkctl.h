@@ -42,6 +42,22 @@ struct nkctl_cmd {
 	bool todo;		/* reserved: answers "not implemented yet" */
 };
 
+/* Exit statuses: 0 ok, 1 error (nkd refused, or no reply), 2 usage. */
+#define NKCTL_EXIT_ERR		1
+#define NKCTL_EXIT_USAGE	2
+
+/* One command line, parsed: what to send and how to show the reply. */
+struct nkctl_req {
+	const struct nkctl_cmd *cmd;	/* NULL: help was printed, nothing to send */
+	json_t *args;			/* the request's "args"; the caller frees it */
+	bool json_out, pretty;		/* -j, -p */
+	const char *control;		/* -c, or NKD_DEFAULT_CONTROL */
+};
+
+/* nkctl_args.c: argv (with argv[0]) into req.  0, or an exit status after
+ * saying why on stderr; see there. */
+int nkctl_args_parse(int argc, char **argv, struct nkctl_req *req);
+
 /* nkctl_out.c */
 void nkctl_print(const struct nkctl_cmd *cmd, json_t *result);
 

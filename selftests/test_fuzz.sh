@@ -3,11 +3,12 @@
 #
 # Runs each libFuzzer harness ($OUTPUT/fuzz/fuzz_*, built by `make`:
 # nk-vhost-vsock's descriptor chains, vsock packets and connection state,
-# vhost-user messages; nkd's configuration parser) for a bounded time and
-# checks that it found no crash, leak or undefined behaviour and reached a
-# minimum number of executions.  Prints each harness's execution count.
-# Each starts from the seed inputs of ctl/vhost/fuzz_seeds.py (well-formed
-# conversations and configurations) plus its corpus.  The corpus grows across runs in
+# vhost-user messages; nkd's configuration parser; nkctl's command line)
+# for a bounded time and checks that it found no crash, leak or undefined
+# behaviour and reached a minimum number of executions.  Prints each
+# harness's execution count.  Each starts from the seed inputs of
+# ctl/vhost/fuzz_seeds.py (well-formed conversations, configurations,
+# command lines) plus its corpus.  The corpus grows across runs in
 # $OUTPUT/fuzz/corpus/; a crashing input is kept in $OUTPUT/fuzz/artifacts/.
 #
 #   NK_FUZZ_SECS=10          seconds per harness (`make fuzz`: FUZZ_SECS, 60)

@@ -236,6 +236,17 @@ expect_fail 1 "exists and is not a socket" vm add vm9 nsm nsm1 addr 10.78.0.9/24
 rm -f "$NK_TMP/guests/file_7531"
 expect_fail 1 "bad cid" vm add vm9 nsm nsm1 addr 10.78.0.9/24 cid 2
 expect_fail 1 "vm name 'bad name' is invalid" vm add "bad name" "${V[@]}" addr 10.78.0.9/24
+# Words JSON cannot carry, refused whole by nkctl (before, such a list
+# element or gw was left out and the VM added without it; found by
+# ctl/fuzz_nkctl_args.c), and numbers given in digits only.
+expect_fail 2 "addr: the value is not UTF-8 text" vm add vm9 "${V[@]}" \
+	addr 10.78.0.9/24,$'10.78.0.10/24\xff'
+expect_fail 2 "gw: the value is not UTF-8 text" vm add vm9 "${V[@]}" addr 10.78.0.9/24 \
+	gw 10.78.0.1 gw $'fd78::1\xfe'
+expect_fail 2 "NAME: the value is not UTF-8 text" vm add $'vm9\xff' "${V[@]}" addr 10.78.0.9/24
+expect_fail 2 "cid wants a number, not '+5'" vm add vm9 nsm nsm1 addr 10.78.0.9/24 cid +5
+expect_fail 2 "cid: 9223372036854775808 is too large" vm add vm9 nsm nsm1 addr 10.78.0.9/24 \
+	cid 9223372036854775808
 expect_fail 1 "vm nope does not exist" vm show nope
 expect_fail 1 "vm nope does not exist" vm del nope
 expect_fail 1 "nsm nope does not exist" nsm show nope

@@ -6,7 +6,8 @@
 # machine (open, data both ways, buffering, shutdown, host CONNECT) rather
 # than rediscovering it.  The byte layouts are the harnesses' own input
 # formats (see fuzz_pkt.c and fuzz_vu.c).  For nkd's configuration parser
-# (ctl/fuzz_nkd_config.c): configurations that use every key.
+# (ctl/fuzz_nkd_config.c): configurations that use every key.  For nkctl's
+# command line (ctl/fuzz_nkctl_args.c): every command and keyword.
 #
 #   fuzz_seeds.py HARNESS DIR      write HARNESS's seeds into DIR
 
@@ -114,12 +115,39 @@ def config_seeds():
     }
 
 
+def nkctl_seeds():
+    """nkctl command lines (argv after argv[0], NUL-separated): every
+    command and keyword, abbreviations, options, and a few refusals."""
+    lines = {
+        "nsm-add": ["nsm", "add", "nsm1", "type", "kernel", "netns", "nsm-a", "dev", "up0",
+                    "relay", "splice", "busy-poll", "0", "bulk-poll", "auto",
+                    "kernel-relay-sndbuf", "16777216", "lowat", "131072"],
+        "nsm-add-short": ["-j", "n", "a", "nsm2", "t", "kernel", "rel", "kernel", "busy", "30"],
+        "nsm-del": ["nsm", "del", "nsm1"],
+        "nsm-show": ["-p", "nsm", "show", "nsm1"],
+        "vm-add-uds": ["vm", "add", "vm1", "nsm", "nsm1", "addr", "10.77.0.2/24,fd77::2/64",
+                       "uds", "/run/nk/vm1.vsock", "gw", "10.77.0.1", "gw", "fd77::1"],
+        "vm-add-cid": ["-c", "/run/netkernel/nkd.sock", "vm", "add", "vm2", "cid", "5",
+                       "addr", "10.77.0.3/24", "nsm", "nsm2"],
+        "vm-set": ["vm", "set", "vm1", "nsm", "nsm2"],
+        "vm-list": ["--json", "vm"],
+        "conn-list": ["conn", "list", "vm", "vm1"],
+        "stats": ["stats", "show", "nsm", "nsm1"],
+        "teardown": ["teardown"],
+        "help": ["vm", "help"],
+        "bad-twice": ["vm", "add", "vm3", "uds", "/a", "cid", "7", "nsm", "n", "addr", "1.2.3.4/8"],
+        "bad-utf8": ["vm", "add", "vm4", "nsm", "n", "addr", "10.0.0.2/24,\udcff", "uds", "/x"],
+    }
+    return {name: b"\0".join(w.encode("utf-8", "surrogateescape") for w in words)
+            for name, words in lines.items()}
+
+
 def main(argv):
     if len(argv) != 2:
         sys.stderr.write("usage: fuzz_seeds.py HARNESS DIR\n")
         return 2
     seeds = {"fuzz_pkt": pkt_seeds, "fuzz_vu": vu_seeds,
-             "fuzz_nkd_config": config_seeds}.get(argv[0], dict)()
+             "fuzz_nkd_config": config_seeds, "fuzz_nkctl_args": nkctl_seeds}.get(argv[0], dict)()
     os.makedirs(argv[1], exist_ok=True)
     for name, data in seeds.items():
         with open(os.path.join(argv[1], "seed-" + name), "wb") as f:
