@@ -137,7 +137,8 @@ $(NKD_FUZZ): ctl/fuzz_nkd_config.c $(NKD_SRCS) $(LIB_SRCS) $(wildcard ctl/*.h in
 NKCTL_FUZZ := $(OUTPUT)/fuzz/fuzz_nkctl_args
 all: $(NKCTL_FUZZ)
 
-$(NKCTL_FUZZ): ctl/fuzz_nkctl_args.c ctl/nkctl_args.c ctl/nkctl.h ctl/nkd.h
+$(NKCTL_FUZZ): ctl/fuzz_nkctl_args.c ctl/nkctl_args.c ctl/nkctl.h ctl/nkd.h \
+	       $(wildcard include/netkernel/*.h lib/*.h)
 	$(call msg,FUZZ-CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -I$(OUTPUT) $(PKG_CFLAGS) -o $@ $(filter %.c,$^) $(PKG_LIBS)

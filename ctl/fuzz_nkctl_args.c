@@ -8,18 +8,21 @@
  * What must hold, checked here for every input:
  * - a refused command line exits 1 or 2 and says why on stderr; help exits
  *   0 and prints; nothing else returns without a request;
- * - an accepted one has args that JSON can encode, every required keyword
- *   (or one of a required group), only the command's keys and "name";
- * - no word is lost: every word of argv is an option or follows one (-c
- *   PATH), is a prefix of the grammar's names, or reaches args (as a
- *   string, a number for a digits-only word, or every element of a
- *   comma-separated list);
- * - nothing is invented: every string in args is a word of argv or an
- *   element of one, every number a digits-only word's value;
+ * - an accepted one is the request the words give, worked out here
+ *   without the parser (check_request(): the options by getopt_long(),
+ *   then OBJECT, VERB, NAME and each KEYWORD VALUE pair): the same command,
+ *   options and args, every value under its keyword's key as typed (a
+ *   number for a digits-only cid, one string per element of a list, one
+ *   per repeated gw); and nothing the parser should refuse was accepted
+ *   (a bad option, an unknown, ambiguous or repeated keyword, a missing
+ *   value or required keyword, two of a group, one of netns/dev, text
+ *   that is not UTF-8, a number too large);
  * - the same argv parses to the same request twice (getopt restarts).
  * NK_FUZZ_VERBOSE=1 prints each command line's outcome.  Built by `make`
  * (clang, ASan + UBSan); run by selftests/test_fuzz.sh.
  */
+#include <getopt.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +30,7 @@
 #include <string.h>
 
 #include "nkctl.h"
+#include "nkd.h"
 
 #define WORDS_MAX	64
 
@@ -48,6 +52,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static int nwords;
 static char *words[WORDS_MAX + 2];	/* argv: "nkctl", the words, NULL */
 static FILE *real_out, *real_err;
+
+static void fail(const char *what, const char *detail) __attribute__((noreturn));
 
 static void fail(const char *what, const char *detail)
 {
@@ -73,108 +79,53 @@ static bool all_digits(const char *s)
 	return true;
 }
 
-/* A word that names a piece of the grammar: it need not reach args. */
-static bool grammar_word(const struct nkctl_cmd *c, const char *w)
+/* The keyword of c that word names in full or abbreviates uniquely. */
+static const struct nkctl_kw *keyword(const struct nkctl_cmd *c, const char *word)
 {
-	static const char *const fixed[] = { "nsm", "vm", "conn", "stats", "teardown", "help",
-					     "add", "del", "list", "show", "set", NULL };
-	size_t len = strlen(w);
-	const struct nkctl_kw *k;
-	int i;
+	const struct nkctl_kw *k, *found = NULL;
+	size_t len = strlen(word);
 
-	if (w[0] == '-')
-		return true;	/* an option (a value that starts so is not checked) */
-	if (!len)
-		return false;
-	for (i = 0; fixed[i]; i++)
-		if (!strncmp(w, fixed[i], len))
-			return true;
 	for (k = c->kw; k && k->name; k++)
-		if (!strncmp(w, k->name, len))
-			return true;
-	return false;
-}
-
-static bool has_string(json_t *args, const char *s)
-{
-	const char *key;
-	json_t *v, *e;
-	size_t i;
-
-	json_object_foreach(args, key, v) {
-		if (json_is_string(v) && !strcmp(json_string_value(v), s))
-			return true;
-		json_array_foreach(v, i, e)
-			if (json_is_string(e) && !strcmp(json_string_value(e), s))
-				return true;
+		if (!strcmp(k->name, word))
+			return k;
+	for (k = c->kw; len && k && k->name; k++) {
+		if (strncmp(k->name, word, len))
+			continue;
+		if (found)
+			return NULL;
+		found = k;
 	}
-	return false;
+	return found;
 }
 
-static bool has_number(json_t *args, const char *w)
+static bool abbreviates(const char *word, const char *name)
 {
-	unsigned long long n = strtoull(w, NULL, 10);
-	const char *key;
-	json_t *v;
-
-	json_object_foreach(args, key, v)
-		if (json_is_integer(v) && (unsigned long long)json_integer_value(v) == n)
-			return true;
-	return false;
+	return *word && !strncmp(name, word, strlen(word));
 }
 
-/* Every element of a comma-separated word is a string of args. */
-static bool has_elements(json_t *args, const char *w)
-{
-	char *dup, *tok, *save;
-	bool all = true;
-
-	if (!strchr(w, ',') || !(dup = strdup(w)))
-		return false;
-	for (tok = strtok_r(dup, ",", &save); tok && all; tok = strtok_r(NULL, ",", &save))
-		all = has_string(args, tok);
-	free(dup);
-	return all;
-}
-
-/* A string of args is a word, or an element of a comma-separated one. */
-static bool from_argv(const char *s)
-{
-	size_t len = strlen(s);
-	const char *p;
-	int i;
-
-	for (i = 1; i < nwords; i++) {
-		if (!strcmp(words[i], s))
-			return true;
-		if (!len)
-			continue;	/* a list has no empty element */
-		for (p = strstr(words[i], s); p; p = strstr(p + 1, s))
-			if ((p == words[i] || p[-1] == ',') && (p[len] == ',' || !p[len]))
-				return true;
-	}
-	return false;
-}
-
-static bool number_from_argv(json_int_t n)
-{
-	int i;
-
-	for (i = 1; i < nwords; i++)
-		if (all_digits(words[i]) && strtoull(words[i], NULL, 10) == (unsigned long long)n)
-			return true;
-	return false;
-}
-
+/*
+ * The request argv should give, worked out here without the parser: the
+ * options by getopt_long() over nkctl's table, then OBJECT, VERB (or the
+ * default list/show), NAME and KEYWORD VALUE pairs, each keyword the one
+ * of the accepted command it names.  Anything the parser should have
+ * refused fails here.  The result must equal the parser's request.
+ */
 static void check_request(const struct nkctl_req *req)
 {
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "pretty", no_argument, NULL, 'p' },
+		{ "control", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
 	const struct nkctl_cmd *c = req->cmd;
+	const char *control = NKD_DEFAULT_CONTROL, *w;
+	bool json_out = false, pretty = false, seen[16] = { false };
 	const struct nkctl_kw *k, *g;
-	const char *key;
-	char *dump;
-	json_t *v, *e;
-	size_t i;
-	int w, given;
+	json_t *want, *v, *arr;
+	char *dump, *dup, *tok, *save;
+	int opt, pos, given;
 
 	if (!json_is_object(req->args))
 		fail("accepted without an args object", NULL);
@@ -182,42 +133,110 @@ static void check_request(const struct nkctl_req *req)
 	if (!dump)
 		fail("accepted args that JSON cannot encode", NULL);
 	free(dump);
-	if (c->name && !json_is_string(json_object_get(req->args, "name")))
-		fail("accepted without its NAME", c->name);
+
+	optind = 0;
+	opterr = 0;
+	while ((opt = getopt_long(nwords, words, "+jpc:h", opts, NULL)) != -1) {
+		if (opt == 'j' || opt == 'p')
+			json_out = true;
+		if (opt == 'p')
+			pretty = true;
+		if (opt == 'c')
+			control = optarg;
+		if (opt == 'h' || opt == '?' || opt == ':')
+			fail("accepted a bad option, or help", NULL);
+	}
+	opterr = 1;
+	pos = optind;
+	if (req->json_out != json_out || req->pretty != pretty || strcmp(req->control, control))
+		fail("options other than given", NULL);
+
+	if (pos >= nwords || !abbreviates(words[pos], c->object))
+		fail("accepted another command than the words name", c->object);
+	if (!c->verb) {
+		if (strcmp(words[pos], c->object) || pos + 1 != nwords)
+			fail("accepted an abbreviated or extended command", c->object);
+		if (json_object_size(req->args))
+			fail("args for a command that takes none", c->object);
+		return;
+	}
+	if (++pos < nwords) {
+		if (!abbreviates(words[pos++], c->verb))
+			fail("accepted another verb than the words name", c->verb);
+	} else if (strcmp(c->verb, "list") && strcmp(c->verb, "show")) {
+		fail("a default verb other than list or show", c->verb);
+	}
+
+	want = json_object();
+	if (!want)
+		abort();
+	if (c->name) {
+		if (pos >= nwords)
+			fail("accepted without its NAME", c->name);
+		v = json_string(words[pos++]);
+		if (!v)
+			fail("accepted a NAME that is not UTF-8", NULL);
+		json_object_set_new(want, "name", v);
+	}
+	for (; pos < nwords; pos += 2) {
+		k = keyword(c, words[pos]);
+		if (!k || k - c->kw >= 16)
+			fail("accepted an unknown or ambiguous keyword", words[pos]);
+		if (seen[k - c->kw] && !(k->flags & KW_REPEAT))
+			fail("accepted a keyword twice", k->name);
+		seen[k - c->kw] = true;
+		if (pos + 1 >= nwords)
+			fail("accepted a keyword without its value", k->name);
+		w = words[pos + 1];
+		if (k->flags & KW_NUM) {
+			if (!all_digits(w) || strtoull(w, NULL, 10) > LLONG_MAX)
+				fail("accepted a number that is not one", w);
+			v = json_integer((json_int_t)strtoull(w, NULL, 10));
+		} else if (k->flags & KW_CSV) {
+			if (!*w || *w == ',' || w[strlen(w) - 1] == ',' || strstr(w, ",,"))
+				fail("accepted an empty list element", w);
+			v = json_array();
+			dup = strdup(w);
+			if (!v || !dup)
+				abort();
+			for (tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+				if (json_array_append_new(v, json_string(tok)))
+					fail("accepted a list element that is not UTF-8", NULL);
+			free(dup);
+		} else {
+			v = json_string(w);
+		}
+		if (!v)
+			fail("accepted a value that is not UTF-8", k->name);
+		if (k->flags & KW_REPEAT) {
+			arr = json_object_get(want, k->key);
+			if (!arr) {
+				arr = json_array();
+				json_object_set_new(want, k->key, arr);
+			}
+			json_array_append_new(arr, v);
+		} else {
+			json_object_set_new(want, k->key, v);
+		}
+	}
 	for (k = c->kw; k && k->name; k++) {
-		if (!(k->flags & KW_REQ))
-			continue;
 		for (g = c->kw, given = 0; g->name; g++)
 			if (g == k || (k->group && g->group == k->group))
-				given += json_object_get(req->args, g->key) != NULL;
-		if (given != 1)
-			fail("a required keyword missing, or two of a group", k->name);
-	}
-	json_object_foreach(req->args, key, v) {
-		for (k = c->kw; k && k->name && strcmp(k->key, key); k++)
+				given += seen[g - c->kw];
+		if (given > 1 && k->group)
+			fail("accepted two of a group", k->name);
+		if ((k->flags & KW_REQ) && !given)
+			fail("accepted without a required keyword", k->name);
+		for (g = k; g > c->kw && (g->flags & KW_JOIN); g--)
 			;
-		if (strcmp(key, "name") && !(k && k->name))
-			fail("a key the command does not have", key);
-		if (json_is_string(v) && !from_argv(json_string_value(v)))
-			fail("a string not from argv", json_string_value(v));
-		if (json_is_integer(v) && (json_integer_value(v) < 0 ||
-					   !number_from_argv(json_integer_value(v))))
-			fail("a number not from argv", key);
-		json_array_foreach(v, i, e)
-			if (!json_is_string(e) || !from_argv(json_string_value(e)))
-				fail("a list element not from argv", key);
-		if (!json_is_string(v) && !json_is_integer(v) && !json_is_array(v))
-			fail("a value of another JSON type", key);
+		if ((k->flags & KW_JOIN) && seen[k - c->kw] != seen[g - c->kw])
+			fail("accepted one of two keywords that go together", k->name);
 	}
-	for (w = 1; w < nwords; w++) {
-		/* -c PATH twice: the last wins, as with getopt everywhere */
-		if (words[w - 1][0] == '-' || grammar_word(c, words[w]) ||
-		    has_string(req->args, words[w]) ||
-		    (all_digits(words[w]) && has_number(req->args, words[w])) ||
-		    has_elements(req->args, words[w]))
-			continue;
-		fail("a word lost", words[w]);
+	if (!json_equal(want, req->args)) {
+		dump = json_dumps(want, JSON_COMPACT | JSON_SORT_KEYS);
+		fail("a request other than the words give; they give", dump);
 	}
+	json_decref(want);
 }
 
 /* Parse argv with stdout and stderr caught; returns the exit status. */

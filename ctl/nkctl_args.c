@@ -293,9 +293,9 @@ static int add_value(const struct nkctl_cmd *c, const struct nkctl_kw *k, const 
 		errno = 0;
 		num = strtoull(val, &end, 10);
 		/* digits only: strtoull() would also take " 7", "+7", "-1" */
-		if (*val < '0' || *val > '9' || *end || errno)
+		if (*val < '0' || *val > '9' || *end)
 			return usage_error(c, NULL, "%s wants a number, not '%s'", k->name, val);
-		if (num > LLONG_MAX)	/* json_int_t is long long */
+		if (errno || num > LLONG_MAX)	/* json_int_t is long long */
 			return usage_error(c, NULL, "%s: %s is too large", k->name, val);
 		json_object_set_new(args, k->key, json_integer((json_int_t)num));
 		return 0;
