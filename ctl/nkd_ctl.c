@@ -462,6 +462,61 @@ static int handle_teardown(json_t **res, json_t *warnings)
 	return 0;
 }
 
+/*
+ * The args of the requests that do not add: string values under these keys
+ * only.  An add's args are a configuration entry, which nsm_config_parse()
+ * and vm_config_parse() check as strictly; an unknown object or verb is
+ * refused by its handler.  A request nkctl would not send (a key left out
+ * of the table, a name that is a number) is refused, not read as absent.
+ */
+static const struct {
+	const char *object, *verb;	/* verb NULL: any (teardown) */
+	const char *keys[3];		/* NULL-terminated */
+} request_args[] = {
+	{ "nsm", "list", { NULL } },
+	{ "nsm", "show", { "name", NULL } },
+	{ "nsm", "del", { "name", NULL } },
+	{ "vm", "list", { NULL } },
+	{ "vm", "show", { "name", NULL } },
+	{ "vm", "del", { "name", NULL } },
+	{ "vm", "set", { "name", "nsm", NULL } },
+	{ "conn", "list", { "vm", NULL } },
+	{ "stats", "show", { "vm", "nsm", NULL } },
+	{ "teardown", NULL, { NULL } },
+};
+
+static int request_args_check(const char *object, const char *verb, json_t *args,
+			      struct nkd_err *e)
+{
+	const char *key, *const *keys = NULL;
+	char expected[64] = "";
+	json_t *val;
+	size_t i;
+
+	for (i = 0; i < sizeof(request_args) / sizeof(request_args[0]); i++)
+		if (!strcmp(request_args[i].object, object) &&
+		    (!request_args[i].verb || !strcmp(request_args[i].verb, verb)))
+			keys = request_args[i].keys;
+	if (!keys)
+		return 0;
+	for (i = 0; keys[i]; i++)
+		snprintf(expected + strlen(expected), sizeof(expected) - strlen(expected), "%s%s",
+			 i ? ", " : "", keys[i]);
+	json_object_foreach(args, key, val) {
+		for (i = 0; keys[i] && strcmp(keys[i], key); i++)
+			;
+		if (!keys[i])
+			return nkd_fail(e, EINVAL, "bad request: %s%s%s takes no argument '%s'%s%s%s",
+					object, verb[0] ? " " : "", verb, key,
+					expected[0] ? " (expected " : "", expected,
+					expected[0] ? ")" : "");
+		if (!json_is_string(val))
+			return nkd_fail(e, EINVAL, "bad request: %s%s%s: '%s' must be a string",
+					object, verb[0] ? " " : "", verb, key);
+	}
+	return 0;
+}
+
 static void handle_request(struct nkd_client *c, const char *buf, size_t len)
 {
 	json_t *req, *args, *res = NULL, *warnings = json_array();
@@ -487,6 +542,8 @@ static void handle_request(struct nkd_client *c, const char *buf, size_t len)
 		json_object_set_new(req, "args", args);
 	}
 	debug("nkctl (pid %d): %s %s", (int)c->pid, object, verb);
+	if (request_args_check(object, verb, args, &e))
+		goto out_err;
 	if (!strcmp(object, "nsm")) {
 		ret = handle_nsm(c, verb, args, &res, warnings, &e);
 	} else if (!strcmp(object, "vm")) {

@@ -260,6 +260,65 @@ expect_fail 1 "vm vm1: nsm nsmX does not exist" vm set vm1 nsm nsmX
 expect_ok vm set vm1 nsm nsm1
 check "vm set to its own NSM changes nothing" grep -qE "^vm1 +1 +nsm1 " <<<"$("$NKCTL" -c "$NK_CTL" vm list)"
 
+log_step "requests nkctl would not send: refused with a reason, nothing changed"
+# raw_req FILE: one packet (FILE's bytes) to nkd's control socket; the reply's
+# ok and error on one line.
+raw_req()
+{
+	"$NK_PY" - "$NK_CTL" "$1" <<-'EOF'
+	import json, socket, sys
+	s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+	s.connect(sys.argv[1])
+	s.send(open(sys.argv[2], "rb").read())
+	r = json.loads(s.recv(1 << 23))
+	print(r.get("ok"), r.get("error"))
+	EOF
+}
+# expect_bad PATTERN REQUEST: nkd answers ok false with PATTERN, changes nothing.
+expect_bad()
+{
+	local pat=$1 before after out
+	printf '%s' "$2" >"$NK_TMP/req"
+	before=$(snapshot)
+	out=$(raw_req "$NK_TMP/req" 2>&1)
+	after=$(snapshot)
+	if [[ "$out" != "False "*"$pat"* ]] || [ "$before" != "$after" ]; then
+		nk_fail "request ${2:0:60}: want an error with '$pat', no change; got: $out"
+		[ "$before" = "$after" ] || diff <(echo "$before") <(echo "$after") | sed 's/^/    /'
+		return 1
+	fi
+	nk_pass "request ${2:0:60} -> ${out#False }"
+}
+expect_bad "bad request: '[' or '{' expected" 'vm list'
+expect_bad "bad request: not a JSON object" '["vm", "list"]'
+expect_bad 'bad request: want {"object", "verb", "args": {...}}' '{"object": "vm"}'
+expect_bad 'bad request: want {"object", "verb", "args": {...}}' \
+	'{"object": "vm", "verb": "list", "args": ["name"]}'
+expect_bad "bad request: duplicate object key" '{"object": "vm", "verb": "list", "object": "nsm"}'
+expect_bad "frob list: not implemented yet" '{"object": "frob", "verb": "list"}'
+expect_bad "vm frob: unknown verb" '{"object": "vm", "verb": "frob", "args": {"name": "vm1"}}'
+expect_bad "bad request: vm del takes no argument 'force' (expected name)" \
+	'{"object": "vm", "verb": "del", "args": {"name": "vm1", "force": true}}'
+expect_bad "bad request: vm del: 'name' must be a string" \
+	'{"object": "vm", "verb": "del", "args": {"name": ["vm1"]}}'
+expect_bad "bad request: vm set takes no argument 'addrs' (expected name, nsm)" \
+	'{"object": "vm", "verb": "set", "args": {"name": "vm1", "nsm": "nsm1", "addrs": []}}'
+# read as no filter before: every connection listed
+expect_bad "bad request: conn list: 'vm' must be a string" \
+	'{"object": "conn", "verb": "list", "args": {"vm": 1}}'
+expect_bad "bad request: nsm list takes no argument 'name'" \
+	'{"object": "nsm", "verb": "list", "args": {"name": "nsm1"}}'
+# acted on before: removed every VM and NSM and stopped nkd
+expect_bad "bad request: teardown takes no argument 'keep'" \
+	'{"object": "teardown", "verb": "", "args": {"keep": "vm1"}}'
+expect_bad "vm: unknown key 'colour'" \
+	"{\"object\": \"vm\", \"verb\": \"add\", \"args\": {\"name\": \"vm9\", \"nsm\": \"nsm1\",
+	  \"addrs\": [\"10.78.0.9/24\"], \"uds\": \"$NK_TMP/guests/vm9.vsock\", \"colour\": \"red\"}}"
+expect_bad "bad request: larger than 64 KiB" \
+	"{\"object\": \"vm\", \"verb\": \"list\", \"args\": {\"name\": \"$(printf 'x%.0s' {1..70000})\"}}"
+check_eq "nkd still answers: vm1 listed" \
+	"$("$NKCTL" -c "$NK_CTL" -j vm show vm1 | "$NK_PY" -c 'import json,sys; print(json.load(sys.stdin)["name"])')" vm1
+
 log_step "conn list"
 run_ctl conn list
 check_eq "conn list: exit" "$RC" 0
