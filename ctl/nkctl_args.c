@@ -35,6 +35,11 @@ static const struct nkctl_kw nsm_add_kw[] = {
 	{}
 };
 
+static const struct nkctl_kw policy_set_kw[] = {
+	{ "drop-all", "on|off", "drop_all", KW_REQ },
+	{}
+};
+
 static const struct nkctl_kw vm_set_kw[] = {
 	{ "nsm", "NSM", "nsm", KW_REQ },
 	{}
@@ -75,9 +80,10 @@ static const struct nkctl_cmd cmds[] = {
 	  "move a VM to another NSM (between steered NSMs its connections finish on the old one)" },
 	{ "policy", "add", NULL, NULL, OUT_NONE, NULL, true },
 	{ "policy", "del", NULL, NULL, OUT_NONE, NULL, true },
-	{ "policy", "set", NULL, NULL, OUT_NONE, NULL, true },
-	{ "policy", "list", NULL, NULL, OUT_LIST, NULL, true },
-	{ "policy", "show", NULL, NULL, OUT_OBJECT, NULL, true },
+	{ "policy", "set", "NAME", policy_set_kw, OUT_NONE,
+	  "quarantine a VM: the uplink drops every frame to or from it (on), or not (off)" },
+	{ "policy", "list", NULL, NULL, OUT_LIST, "every VM's policy, and whether the uplink enforces it" },
+	{ "policy", "show", "NAME", NULL, OUT_OBJECT, "one VM's policy" },
 	{ "conn", "list", NULL, conn_list_kw, OUT_LIST,
 	  "every guest connection and listener on the NSMs: VM, NSM, addresses, state, bytes" },
 	{ "conn", "show", NULL, NULL, OUT_OBJECT, NULL, true },

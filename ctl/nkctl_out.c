@@ -51,6 +51,13 @@ static const char *const vm_show[] = {
 	"error", NULL
 };
 
+static const struct col policy_cols[] = {
+	{ "vm", "VM" }, { "nsm", "NSM" }, { "drop_all", "DROP_ALL" }, { "enforced", "ENFORCED" },
+	{}
+};
+
+static const char *const policy_show[] = { "vm", "nsm", "drop_all", "enforced", NULL };
+
 static const struct col stats_cols[] = {
 	{ "object", "OBJECT" }, { "name", "NAME" }, { "rx_packets", "RX_PACKETS" },
 	{ "rx_bytes", "RX_BYTES" }, { "tx_packets", "TX_PACKETS" }, { "tx_bytes", "TX_BYTES" },
@@ -228,6 +235,13 @@ void nkctl_print(const struct nkctl_cmd *cmd, json_t *result)
 
 	if (!strcmp(cmd->object, "conn") && cmd->out == OUT_LIST) {
 		print_table(conn_cols, result);
+		return;
+	}
+	if (!strcmp(cmd->object, "policy")) {
+		if (cmd->out == OUT_LIST)
+			print_table(policy_cols, result);
+		else if (cmd->out == OUT_OBJECT)
+			print_object(policy_show, result);
 		return;
 	}
 	switch (cmd->out) {

@@ -163,6 +163,7 @@ struct nkd_vm {
 	char *listen_path;	/* PATH_7531 */
 	uint32_t cid;		/* 0: not a vsock VM */
 	int listen_fd;		/* nkd keeps its copy: survives NSM restarts */
+	bool drop_all;		/* policy: the uplink drops its frames both ways */
 	char error[160];	/* last push failure, for "vm show" */
 	struct nkd_vm *next;
 };
@@ -235,6 +236,7 @@ json_t *run_to_json(const struct nkd_nsm *nsm);
 /* nkd_vm.c */
 struct nkd_vm *vm_find(const char *name);
 int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e);
+int vm_policy_parse(const char *name, json_t *pol, bool *drop_all, struct nkd_err *e);
 int vm_create(const struct nkd_vm *tmpl, bool push, struct nkd_vm **out,
 	      struct nkd_err *e);
 int vm_delete(struct nkd_vm *vm, struct nkd_err *e);
@@ -254,6 +256,7 @@ bool steer_nsm_steered(const struct nkd_nsm *nsm);
 int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e);
 void steer_nsm_down(struct nkd_nsm *nsm);
 int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e);
+int steer_vm_policy(struct nkd_vm *vm, struct nkd_err *e);
 void steer_vm_del(struct nkd_vm *vm);
 void steer_sync(void);
 void steer_resync(void);

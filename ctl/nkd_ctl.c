@@ -417,6 +417,67 @@ static int handle_vm(const char *verb, json_t *args, json_t **res, json_t *warni
 	return nkd_fail(e, EOPNOTSUPP, "vm %s: unknown verb (see 'nkctl vm help')", verb);
 }
 
+/* A VM's policy as "policy show" and "policy list" give it. */
+static json_t *policy_to_json(const struct nkd_vm *vm)
+{
+	return json_pack("{s:s, s:s, s:b, s:b}", "vm", vm->name, "nsm", vm->nsm->name,
+			 "drop_all", vm->drop_all, "enforced", steer_nsm_steered(vm->nsm));
+}
+
+/*
+ * policy list | show NAME | set NAME drop_all on|off.  A policy is the
+ * VM's (nkd.json keeps it in the VM's entry); the uplink's XDP programs
+ * enforce it for VMs on steered NSMs, and "enforced" says which.
+ */
+static int handle_policy(const char *verb, json_t *args, json_t **res, json_t *warnings,
+			 struct nkd_err *e)
+{
+	const char *v;
+	struct nkd_vm *vm;
+	bool old;
+	int ret;
+
+	if (!strcmp(verb, "list")) {
+		*res = json_array();
+		for (vm = nkd.vms; vm; vm = vm->next)
+			json_array_append_new(*res, policy_to_json(vm));
+		return 0;
+	}
+	if (strcmp(verb, "show") && strcmp(verb, "set"))
+		return nkd_fail(e, EOPNOTSUPP, "policy %s: unknown verb (see 'nkctl policy help')",
+				verb);
+	vm = vm_lookup(args, e);
+	if (!vm)
+		return -ENOENT;
+	if (!strcmp(verb, "set")) {
+		v = json_string_value(json_object_get(args, "drop_all"));
+		if (!v)
+			return nkd_fail(e, EINVAL, "policy %s: nothing to set (give drop-all on|off)",
+					vm->name);
+		if (strcmp(v, "on") && strcmp(v, "off"))
+			return nkd_fail(e, EINVAL, "policy %s: drop-all is on or off, not '%s'",
+					vm->name, v);
+		old = vm->drop_all;
+		vm->drop_all = !strcmp(v, "on");
+		ret = steer_vm_policy(vm, e);
+		if (ret) {
+			vm->drop_all = old;
+			steer_vm_policy(vm, &(struct nkd_err){ "" });
+			return ret;
+		}
+		if (old != vm->drop_all)
+			info("vm %s: policy drop_all %s%s", vm->name, v,
+			     steer_nsm_steered(vm->nsm) ? "" : " (stored; its nsm is not steered)");
+		if (!steer_nsm_steered(vm->nsm))
+			json_array_append_new(warnings, json_sprintf(
+				"vm %s: nsm %s is not steered by nkd's uplink; the policy is stored and enforced once the vm is on a steered nsm",
+				vm->name, vm->nsm->name));
+		state_save();
+	}
+	*res = policy_to_json(vm);
+	return 0;
+}
+
 static int handle_stats(const char *verb, json_t *args, json_t **res, struct nkd_err *e)
 {
 	if (strcmp(verb, "show"))
@@ -482,6 +543,9 @@ static const struct {
 	{ "vm", "set", { "name", "nsm", NULL } },
 	{ "conn", "list", { "vm", NULL } },
 	{ "stats", "show", { "vm", "nsm", NULL } },
+	{ "policy", "list", { NULL } },
+	{ "policy", "show", { "name", NULL } },
+	{ "policy", "set", { "name", "drop_all", NULL } },
 	{ "teardown", NULL, { NULL } },
 };
 
@@ -550,6 +614,8 @@ static void handle_request(struct nkd_client *c, const char *buf, size_t len)
 		ret = handle_vm(verb, args, &res, warnings, &e);
 	} else if (!strcmp(object, "stats")) {
 		ret = handle_stats(verb, args, &res, &e);
+	} else if (!strcmp(object, "policy")) {
+		ret = handle_policy(verb, args, &res, warnings, &e);
 	} else if (!strcmp(object, "conn") && !strcmp(verb, "list")) {
 		ret = conn_list(args, &res, warnings, &e);
 	} else if (!strcmp(object, "teardown")) {

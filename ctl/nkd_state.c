@@ -475,17 +475,34 @@ void state_reload(void)
 
 		vm = name ? vm_find(name) : NULL;
 		if (vm) {
+			bool touched = false, drop_all;
+
 			nsm = to ? nsm_find(to) : NULL;
 			if (!nsm) {
 				err("SIGHUP: %s: vms[%zu]: nsm %s does not exist", path, i, to ? to : "?");
 				continue;
 			}
-			if (nsm == vm->nsm)
-				continue;
-			if (vm_move(vm, nsm, &e))
-				err("SIGHUP: %s", e.msg);
-			else
-				changed++;
+			if (nsm != vm->nsm) {
+				if (vm_move(vm, nsm, &e))
+					err("SIGHUP: %s", e.msg);
+				else
+					touched = true;
+			}
+			/* its policy, in place: connections stay */
+			if (vm_policy_parse(vm->name, json_object_get(o, "policy"), &drop_all, &e)) {
+				err("SIGHUP: %s: vms[%zu]: %s", path, i, e.msg);
+			} else if (drop_all != vm->drop_all) {
+				vm->drop_all = drop_all;
+				if (steer_vm_policy(vm, &e)) {
+					err("SIGHUP: %s", e.msg);
+					vm->drop_all = !drop_all;
+				} else {
+					info("SIGHUP: vm %s: policy drop_all %s", vm->name,
+					     drop_all ? "on" : "off");
+					touched = true;
+				}
+			}
+			changed += touched;
 			continue;
 		}
 		if (vm_config_parse(o, &tmpl, &e) || vm_create(&tmpl, true, &vm, &e)) {

@@ -314,12 +314,39 @@ int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e)
 			ret = nk_steer_addr_add(nkd.steer, vm->id, &vm->addrs[i].addr);
 		}
 	}
+	if (!ret) {
+		ret = steer_vm_policy(vm, e);
+		if (ret) {
+			nk_steer_vm_del(nkd.steer, vm->id);
+			return ret;
+		}
+	}
 	if (ret) {
 		nk_steer_vm_del(nkd.steer, vm->id);
 		return nkd_fail(e, -ret, "vm %s: cannot write its steering entries: %s", vm->name,
 				strerror(-ret));
 	}
 	debug("vm %s: steered to nsm %s (id %d)", vm->name, vm->nsm->name, vm->nsm->slot);
+	return 0;
+}
+
+/*
+ * The VM's policy into vm_policy: an entry with drop_all, or none.  Only
+ * the uplink's programs enforce it, so a VM whose NSM is not steered has
+ * nothing written (it is kept in the configuration and written when the VM
+ * moves to a steered NSM, in steer_vm_add()).
+ */
+int steer_vm_policy(struct nkd_vm *vm, struct nkd_err *e)
+{
+	struct nk_steer_policy pol = { .drop_all = 1 };
+	int ret;
+
+	if (!steer_nsm_steered(vm->nsm))
+		return 0;
+	ret = nk_steer_policy_set(nkd.steer, vm->id, vm->drop_all ? &pol : NULL);
+	if (ret)
+		return nkd_fail(e, -ret, "vm %s: cannot write its policy: %s", vm->name,
+				strerror(-ret));
 	return 0;
 }
 

@@ -215,13 +215,37 @@ static int parse_cid(const char *name, json_t *v, uint32_t *cid, struct nkd_err 
 	return 0;
 }
 
+/* "policy": {"drop_all": true|false}; absent or null: nothing dropped. */
+int vm_policy_parse(const char *name, json_t *pol, bool *drop_all, struct nkd_err *e)
+{
+	const char *key;
+	json_t *val;
+
+	*drop_all = false;
+	if (!pol || json_is_null(pol))
+		return 0;
+	if (!json_is_object(pol))
+		return nkd_fail(e, EINVAL, "vm %s: policy must be an object ({\"drop_all\": true})",
+				name);
+	json_object_foreach(pol, key, val) {
+		if (strcmp(key, "drop_all"))
+			return nkd_fail(e, EINVAL, "vm %s: policy: unknown key '%s' (expected drop_all)",
+					name, key);
+		if (!json_is_boolean(val))
+			return nkd_fail(e, EINVAL, "vm %s: policy: drop_all must be true or false", name);
+		*drop_all = json_is_true(val);
+	}
+	return 0;
+}
+
 /*
  * Validate a VM from an nkctl request or a configuration entry against the
  * registry.  No side effects; out->uds is allocated on success.
  */
 int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 {
-	static const char *const keys[] = { "name", "id", "nsm", "addrs", "uds", "cid", "gw", NULL };
+	static const char *const keys[] = { "name", "id", "nsm", "addrs", "uds", "cid", "gw",
+					    "policy", NULL };
 	struct sockaddr_un sun;
 	const char *key, *name, *nsm, *uds;
 	struct nkd_vm *vm;
@@ -236,7 +260,7 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 		for (i = 0; keys[i] && strcmp(keys[i], key); i++)
 			;
 		if (!keys[i])
-			return nkd_fail(e, EINVAL, "vm: unknown key '%s' (expected name, id, nsm, addrs, uds, cid, gw)",
+			return nkd_fail(e, EINVAL, "vm: unknown key '%s' (expected name, id, nsm, addrs, uds, cid, gw, policy)",
 					key);
 	}
 	name = json_string_value(json_object_get(obj, "name"));
@@ -266,6 +290,10 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 		if (ret)
 			return ret;
 	}
+
+	ret = vm_policy_parse(name, json_object_get(obj, "policy"), &out->drop_all, e);
+	if (ret)
+		return ret;
 
 	val = json_object_get(obj, "uds");
 	jcid = json_object_get(obj, "cid");
@@ -654,6 +682,8 @@ json_t *vm_to_json(const struct nkd_vm *vm, bool full)
 		json_object_set_new(o, "uds", json_string(vm->uds));
 	else
 		json_object_set_new(o, "cid", json_integer(vm->cid));
+	if (vm->drop_all)	/* the default is left out of nkd.json */
+		json_object_set_new(o, "policy", json_pack("{s:b}", "drop_all", 1));
 	if (!full)
 		return o;
 	if (vm->uds) {

@@ -130,7 +130,8 @@ expect_fail 2 "give only one of 'uds PATH' or 'cid N'" vm add vm9 "${G[@]}" cid 
 expect_fail 2 "cid wants a number, not 'five'" vm add vm9 nsm nsm1 addr 10.0.0.2/24 cid five
 expect_fail 2 "empty element" vm add vm9 nsm nsm1 addr 10.0.0.2/24,,10.0.0.3/24 uds /tmp/x
 expect_fail 2 "unexpected argument 'extra'" vm list extra
-expect_fail 1 "'policy set' is not implemented yet" policy set
+expect_fail 1 "'policy add' is not implemented yet" policy add
+expect_fail 2 "missing 'drop-all on|off'" policy set vm1
 expect_fail 1 "'conn del' is not implemented yet" conn del
 expect_fail 1 "'conn show' is not implemented yet" conn sh
 expect_fail 2 "'netns NETNS' and 'dev IFNAME' go together" nsm add nsm9 type kernel netns x
@@ -318,6 +319,18 @@ expect_bad "bad request: larger than 64 KiB" \
 	"{\"object\": \"vm\", \"verb\": \"list\", \"args\": {\"name\": \"$(printf 'x%.0s' {1..70000})\"}}"
 check_eq "nkd still answers: vm1 listed" \
 	"$("$NKCTL" -c "$NK_CTL" -j vm show vm1 | "$NK_PY" -c 'import json,sys; print(json.load(sys.stdin)["name"])')" vm1
+
+log_step "policy on an nkd without an uplink: stored, not enforced, said so"
+expect_ok policy set vm1 drop-all on
+check "warned that the policy is not enforced" grep -q "is not steered by nkd's uplink" <<<"$ERR"
+run_ctl -j policy show vm1
+check_eq "policy show vm1: drop_all" "$(jget "$OUT" 'j["drop_all"]')" True
+check_eq "policy show vm1: enforced" "$(jget "$OUT" 'j["enforced"]')" False
+check "nkd.json keeps it" grep -q '"drop_all": true' "$NK_STATE/nkd.json"
+expect_fail 1 "policy vm1: drop-all is on or off, not 'yes'" policy set vm1 drop-all yes
+expect_fail 1 "vm nope does not exist" policy show nope
+expect_ok policy set vm1 drop-all off
+check "nkd.json: no policy left" not_grep -q '"policy"' "$NK_STATE/nkd.json"
 
 log_step "conn list"
 run_ctl conn list

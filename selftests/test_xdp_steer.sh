@@ -285,6 +285,82 @@ for vm in vm1 vm2 vm3; do
 	check_eq "after SIGHUP, remote curl to $vm works again" "$(get "$vm")" "hello from $vm $S"
 done
 
+# ---------------------------------------------------------------- policy
+log_step "policy: a quarantined VM gets no frame either way; its neighbours do"
+# a server on the remote host, for the guests' outbound connections
+mkdir -p "$NK_TMP/www-remote"
+echo "hello from remote $S" >"$NK_TMP/www-remote/whoami.txt"
+nk_bg "remote-$S" "$NK_TMP/http-remote.log" "$NK_PY" -m http.server 8080 --bind 10.77.1.1 \
+	--directory "$NK_TMP/www-remote"
+REMOTE_HTTP=$NK_BG_PID
+# out G: the guest fetches the remote's page
+out()
+{
+	nk_guest "$1" curl -sS --max-time "${2:-5}" http://10.77.1.1:8080/whoami.txt 2>&1
+}
+check "remote server up" wait_port "remote-$S" 10.77.1.1 8080 10
+check_eq "before: g1 (vm1) reaches the remote" "$(out g1)" "hello from remote $S"
+# policy_of VM FIELD: one field of "nkctl -j policy show VM"
+policy_of()
+{
+	jpy "$(nkctl -j policy show "$1")" "j['$2']"
+}
+check_eq "policy show vm1: drop_all before" "$(policy_of vm1 drop_all)" False
+check_eq "policy show vm1: enforced (its nsm is steered)" "$(policy_of vm1 enforced)" True
+s0=$(stats_json)
+nk_run_nkctl policy set vm1 drop-all on
+check_eq "policy show vm1: drop_all" "$(policy_of vm1 drop_all)" True
+check "nkd.json keeps it in vm1's entry" "$NK_PY" -c "
+import json, sys
+v = [v for v in json.load(open('$NK_STATE/nkd.json'))['vms'] if v['name'] == 'vm1'][0]
+sys.exit(v.get('policy') != {'drop_all': True})"
+VM1_ID=$(jpy "$(nkctl -j vm show vm1)" "j['id']")
+check "bpftool: vm_policy[$VM1_ID] has drop_all 1" "$NK_PY" -c "
+import json, subprocess, sys
+d = json.loads(subprocess.check_output(['bpftool', '-j', 'map', 'dump', 'pinned', '$PIN/vm_policy']))
+sys.exit(not [e for e in d if e['formatted']['key'] == $VM1_ID and
+              e['formatted']['value']['drop_all'] == 1])"
+out1=$(get vm1 --max-time 3)
+check "remote curl to vm1 fails ($out1)" test "$out1" != "hello from vm1 $S"
+out1=$(out g1 3)
+check "g1 (vm1) cannot reach the remote ($out1)" test "$out1" != "hello from remote $S"
+check_eq "vm2, on vm1's nsm, still served" "$(get vm2)" "hello from vm2 $S"
+check_eq "g2 (vm2) still reaches the remote" "$(out g2)" "hello from remote $S"
+check_eq "vm3 still served" "$(get vm3)" "hello from vm3 $S"
+s1=$(stats_json)
+d_pol=$(($(jpy "$s1" "[o for o in j['vms'] if o['name'] == 'vm1'][0]['drops']['policy']") -
+	 $(jpy "$s0" "[o for o in j['vms'] if o['name'] == 'vm1'][0]['drops']['policy']")))
+log_info "vm1: $d_pol frames dropped by its policy"
+check_gt "XDP: vm1's policy drops counted" "$d_pol" 2
+for vm in vm2 vm3; do
+	check_eq "XDP: no policy drop for $vm" \
+		"$(jpy "$s1" "[o for o in j['vms'] if o['name'] == '$vm'][0]['drops']['policy']")" 0
+done
+POLICIES=$(nkctl policy list)
+check "policy list: vm1 on, enforced" grep -qE "^vm1 +$N1 +yes +yes" <<<"$POLICIES"
+check "policy list: vm3 off" grep -qE "^vm3 +$N2 +no +yes" <<<"$POLICIES"
+echo "$POLICIES" | sed 's/^/    /'
+nk_run_nkctl policy set vm1 drop-all off
+check_eq "policy off: remote curl to vm1 works again" "$(get vm1)" "hello from vm1 $S"
+check_eq "policy off: g1 reaches the remote again" "$(out g1)" "hello from remote $S"
+check "bpftool: vm_policy has no entry for vm1" "$NK_PY" -c "
+import json, subprocess, sys
+d = json.loads(subprocess.check_output(['bpftool', '-j', 'map', 'dump', 'pinned', '$PIN/vm_policy']))
+sys.exit(bool([e for e in d if e['formatted']['key'] == $VM1_ID]))"
+check "nkd.json: vm1's entry has no policy" "$NK_PY" -c "
+import json, sys
+v = [v for v in json.load(open('$NK_STATE/nkd.json'))['vms'] if v['name'] == 'vm1'][0]
+sys.exit('policy' in v)"
+rc=0
+err=$(nkctl policy set vm1 drop-all maybe 2>&1) || rc=$?
+check_eq "policy set vm1 drop-all maybe: exit 1" "$rc" 1
+check "... says on or off ($err)" grep -q "drop-all is on or off, not 'maybe'" <<<"$err"
+rc=0
+err=$(nkctl policy show nope 2>&1) || rc=$?
+check_eq "policy show nope: exit 1" "$rc" 1
+check "... says vm nope does not exist" grep -q "vm nope does not exist" <<<"$err"
+nk_stop "$REMOTE_HTTP"
+
 # ---------------------------------------------------------------- restart
 log_step "restart is not teardown"
 before=$(stats_json)
@@ -324,6 +400,41 @@ check "SIGHUP of the unchanged --config: nothing applied" \
 check "SIGHUP of the unchanged --config: no NSM setting reported as changed" \
 	not_grep -q "changed in $CFG" "$NK_NKD_LOG"
 check_eq "after that SIGHUP, $N1 has the same pid" "$(nsm_pid "$N1")" "$P1"
+# A policy changed in the file applies in place on SIGHUP: vm3 quarantined
+# and back, its NSM and its listener untouched.
+# cfg_policy VM on|off: VM's entry in $CFG with or without drop_all
+cfg_policy()
+{
+	"$NK_PY" - "$CFG" "$1" "$2" <<-'EOF'
+	import json, sys
+	path, name, on = sys.argv[1], sys.argv[2], sys.argv[3] == "on"
+	c = json.load(open(path))
+	for v in c["vms"]:
+	    if v["name"] == name:
+	        v.pop("policy", None)
+	        if on:
+	            v["policy"] = {"drop_all": True}
+	json.dump(c, open(path, "w"), indent=1)
+	EOF
+}
+cfg_policy vm3 on
+kill -HUP "$NKD_PID"
+check "SIGHUP with vm3's policy on: 1 changed" \
+	wait_for -t 5 grep -q "SIGHUP: $CFG applied: 0 added, 0 removed, 1 changed" "$NK_NKD_LOG"
+check_eq "policy show vm3: drop_all" "$(jpy "$(nkctl -j policy show vm3)" "j['drop_all']")" True
+out3=$(get vm3 --max-time 3)
+check "remote curl to vm3 fails ($out3)" test "$out3" != "hello from vm3 $S"
+check_eq "vm1 still served" "$(get vm1)" "hello from vm1 $S"
+cfg_policy vm3 off
+kill -HUP "$NKD_PID"
+# applied_twice: the second "1 changed" is in the log
+applied_twice()
+{
+	[ "$(grep -c "SIGHUP: $CFG applied: 0 added, 0 removed, 1 changed" "$NK_NKD_LOG")" -eq 2 ]
+}
+check "SIGHUP with vm3's policy gone: 1 changed" wait_for -t 5 applied_twice
+check_eq "remote curl to vm3 works again" "$(get vm3)" "hello from vm3 $S"
+check_eq "$N2 has the same pid" "$(nsm_pid "$N2")" "$P2"
 check_eq "--miss drop: stored in nkd.json" \
 	"$("$NK_PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["miss"])' "$NK_STATE/nkd.json")" drop
 s0=$(stats_json)

@@ -51,7 +51,7 @@ struct {
 	__type(value, struct nk_steer_vm);
 } vms SEC(".maps");
 
-/* vm id -> policy (drop_all); written by nkd on policy set. */
+/* vm id -> policy (drop_all); written by nkd on "nkctl policy set". */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, NK_STEER_VM_MAX);

@@ -99,7 +99,7 @@ def config_seeds():
     ]
     vms = [
         {"name": "vm1", "id": 1, "nsm": "nsm1", "addrs": ["10.77.0.2/24", "fd77::2/64"],
-         "uds": "/run/nk/vm1.vsock", "gw": ["10.77.0.1", "fd77::1"]},
+         "uds": "/run/nk/vm1.vsock", "gw": ["10.77.0.1", "fd77::1"], "policy": {"drop_all": True}},
         {"name": "vm2", "nsm": "nsm2", "addrs": ["10.77.0.3/24"], "cid": 5, "gw": "10.77.0.1"},
         {"name": "vm3", "nsm": "nsm3", "addrs": ["10.74.0.2/24"], "uds": "/run/nk/vm3.vsock",
          "gw": None},
@@ -130,6 +130,8 @@ def nkctl_seeds():
         "vm-add-cid": ["-c", "/run/netkernel/nkd.sock", "vm", "add", "vm2", "cid", "5",
                        "addr", "10.77.0.3/24", "nsm", "nsm2"],
         "vm-set": ["vm", "set", "vm1", "nsm", "nsm2"],
+        "policy-set": ["policy", "set", "vm1", "drop-all", "on"],
+        "policy-show": ["-j", "po", "sh", "vm1"],
         "vm-list": ["--json", "vm"],
         "conn-list": ["conn", "list", "vm", "vm1"],
         "stats": ["stats", "show", "nsm", "nsm1"],

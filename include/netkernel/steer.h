@@ -94,7 +94,7 @@ struct nk_steer_vm {
 	__u32 flags;		/* NK_STEER_VM_F_* */
 };
 
-/* vm_policy value, by vm id.  Issue 5 adds rate and ACL fields. */
+/* vm_policy value, by vm id: written by nkctl policy set (ctl/nkd_steer.c). */
 struct nk_steer_policy {
 	__u8 drop_all;		/* 1: drop every frame to or from the VM (POLICY) */
 	__u8 pad[7];
