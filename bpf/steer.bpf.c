@@ -30,8 +30,10 @@
  *
  * Egress, for each frame the NSM's stack sends out of its veth: the
  * ingress ifindex names the NSM (nsm_ifindex), the source address names the
- * VM when it is one of that NSM's VMs, the VM's policy applies, and the
- * frame leaves through the uplink (uplink_dev slot 0).  There is no bridge
+ * VM when it is one of that NSM's VMs (for the counters); the policy of the
+ * VM that owns the source address applies whichever NSM sends it (an old
+ * NSM draining a moved VM's connections included), and the frame leaves
+ * through the uplink (uplink_dev slot 0).  There is no bridge
  * and no forwarding by the host stack.
  *
  * Every outcome is counted per CPU: globally, and per VM and per NSM once
@@ -171,15 +173,15 @@ int xdp_steer_egress(struct xdp_md *ctx)
 		return count_drop(&s, NK_DROP_MALFORMED);
 	}
 
-	/* attribute to a VM only if it is one of this NSM's */
 	av = bpf_map_lookup_elem(&addr_vm, &key);
 	if (!av)
 		goto out;
 	vm_id = av->vm_id;
+	/* count for a VM only if it is one of this NSM's ... */
 	vm = bpf_map_lookup_elem(&vms, &vm_id);
-	if (!vm || vm->nsm_id != nsm_id)
-		goto out;
-	stats_set_vm(&s, vm_id);
+	if (vm && vm->nsm_id == nsm_id)
+		stats_set_vm(&s, vm_id);
+	/* ... but the address's VM's policy holds from any NSM */
 	pol = bpf_map_lookup_elem(&vm_policy, &vm_id);
 	if (pol && pol->drop_all)
 		return count_drop(&s, NK_DROP_POLICY);

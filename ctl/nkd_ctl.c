@@ -366,6 +366,10 @@ static int handle_vm(const char *verb, json_t *args, json_t **res, json_t *warni
 			json_array_append_new(warnings, json_sprintf(
 				"vm %s: nsm %s is %s; the vm is configured on it once it runs",
 				vm->name, vm->nsm->name, nsm_state_name(vm->nsm->state)));
+		if (vm->drop_all && !steer_nsm_steered(vm->nsm))
+			json_array_append_new(warnings, json_sprintf(
+				"vm %s: nsm %s is not steered by nkd's uplink; its policy is stored and enforced once the vm is on a steered nsm",
+				vm->name, vm->nsm->name));
 		if (vm->cid && nkd.cfg.no_vsock)
 			json_array_append_new(warnings, json_sprintf(
 				"vm %s: nkd runs with --no-vsock; cid %u is stored but not served",
@@ -531,7 +535,7 @@ static int handle_teardown(json_t **res, json_t *warnings)
  * of the table, a name that is a number) is refused, not read as absent.
  */
 static const struct {
-	const char *object, *verb;	/* verb NULL: any (teardown) */
+	const char *object, *verb;	/* teardown's verb is "" */
 	const char *keys[3];		/* NULL-terminated */
 } request_args[] = {
 	{ "nsm", "list", { NULL } },
@@ -546,7 +550,7 @@ static const struct {
 	{ "policy", "list", { NULL } },
 	{ "policy", "show", { "name", NULL } },
 	{ "policy", "set", { "name", "drop_all", NULL } },
-	{ "teardown", NULL, { NULL } },
+	{ "teardown", "", { NULL } },
 };
 
 static int request_args_check(const char *object, const char *verb, json_t *args,
@@ -558,8 +562,7 @@ static int request_args_check(const char *object, const char *verb, json_t *args
 	size_t i;
 
 	for (i = 0; i < sizeof(request_args) / sizeof(request_args[0]); i++)
-		if (!strcmp(request_args[i].object, object) &&
-		    (!request_args[i].verb || !strcmp(request_args[i].verb, verb)))
+		if (!strcmp(request_args[i].object, object) && !strcmp(request_args[i].verb, verb))
 			keys = request_args[i].keys;
 	if (!keys)
 		return 0;
@@ -618,7 +621,7 @@ static void handle_request(struct nkd_client *c, const char *buf, size_t len)
 		ret = handle_policy(verb, args, &res, warnings, &e);
 	} else if (!strcmp(object, "conn") && !strcmp(verb, "list")) {
 		ret = conn_list(args, &res, warnings, &e);
-	} else if (!strcmp(object, "teardown")) {
+	} else if (!strcmp(object, "teardown") && !verb[0]) {
 		ret = handle_teardown(&res, warnings);
 	} else {
 		ret = nkd_fail(&e, EOPNOTSUPP, "%s %s: not implemented yet", object, verb);

@@ -482,13 +482,7 @@ void state_reload(void)
 				err("SIGHUP: %s: vms[%zu]: nsm %s does not exist", path, i, to ? to : "?");
 				continue;
 			}
-			if (nsm != vm->nsm) {
-				if (vm_move(vm, nsm, &e))
-					err("SIGHUP: %s", e.msg);
-				else
-					touched = true;
-			}
-			/* its policy, in place: connections stay */
+			/* its policy, in place (connections stay), before a move */
 			if (vm_policy_parse(vm->name, json_object_get(o, "policy"), &drop_all, &e)) {
 				err("SIGHUP: %s: vms[%zu]: %s", path, i, e.msg);
 			} else if (drop_all != vm->drop_all) {
@@ -501,6 +495,12 @@ void state_reload(void)
 					     drop_all ? "on" : "off");
 					touched = true;
 				}
+			}
+			if (nsm != vm->nsm) {
+				if (vm_move(vm, nsm, &e))
+					err("SIGHUP: %s", e.msg);
+				else
+					touched = true;
 			}
 			changed += touched;
 			continue;

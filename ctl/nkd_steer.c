@@ -303,6 +303,10 @@ int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e)
 
 	if (!steer_nsm_steered(vm->nsm))
 		return 0;
+	/* the policy first: no frame of a quarantined VM passes meanwhile */
+	ret = steer_vm_policy(vm, e);
+	if (ret)
+		return ret;
 	ret = nk_steer_vm_set(nkd.steer, vm->id, vm->nsm->slot);
 	for (i = 0; !ret && i < vm->naddrs; i++) {
 		ret = nk_steer_addr_add(nkd.steer, vm->id, &vm->addrs[i].addr);
@@ -312,13 +316,6 @@ int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e)
 			     nk_addr_ntop(&vm->addrs[i].addr, txt, sizeof(txt)));
 			nk_steer_addr_del(nkd.steer, &vm->addrs[i].addr);
 			ret = nk_steer_addr_add(nkd.steer, vm->id, &vm->addrs[i].addr);
-		}
-	}
-	if (!ret) {
-		ret = steer_vm_policy(vm, e);
-		if (ret) {
-			nk_steer_vm_del(nkd.steer, vm->id);
-			return ret;
 		}
 	}
 	if (ret) {

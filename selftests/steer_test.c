@@ -648,6 +648,8 @@ static const struct fixture fixtures[] = {
 	{ OUT("egress lldp: nsm counts it", f_out_lldp, DEV_NSMA), REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A },
 	{ OUT("egress with vm3's address from nsm A: not vm3's", f_out_ipv4_vm3, DEV_NSMA), REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A },
 	{ OUT("egress policy drop_all for vm4", f_out_ipv4_vm4, DEV_NSMA), DROP(NK_DROP_POLICY), .vm = VM4, .nsm = NSM_A },
+	/* an NSM vm4 left (draining its connections after a move) */
+	{ OUT("egress policy drop_all for vm4 from nsm B too", f_out_ipv4_vm4, DEV_NSMB), DROP(NK_DROP_POLICY), .nsm = NSM_B },
 	{ OUT("egress truncated ipv4", f_trunc_ipv4, DEV_NSMA), DROP(NK_DROP_MALFORMED), .nsm = NSM_A },
 	{ OUT("egress from a non-nsm interface", f_out_ipv4_vm1, DEV_LO), DROP(NK_DROP_NO_NSM), .nsm = NO_NSM },
 	{ OUT("egress without an uplink", f_out_ipv4_vm1, DEV_NSMA), .flags = F_NO_UPLINK, DROP(NK_DROP_REDIRECT_FAILED), .vm = VM1, .nsm = NSM_A },

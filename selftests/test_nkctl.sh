@@ -312,6 +312,7 @@ expect_bad "bad request: nsm list takes no argument 'name'" \
 # acted on before: removed every VM and NSM and stopped nkd
 expect_bad "bad request: teardown takes no argument 'keep'" \
 	'{"object": "teardown", "verb": "", "args": {"keep": "vm1"}}'
+expect_bad "teardown frob: not implemented yet" '{"object": "teardown", "verb": "frob"}'
 expect_bad "vm: unknown key 'colour'" \
 	"{\"object\": \"vm\", \"verb\": \"add\", \"args\": {\"name\": \"vm9\", \"nsm\": \"nsm1\",
 	  \"addrs\": [\"10.78.0.9/24\"], \"uds\": \"$NK_TMP/guests/vm9.vsock\", \"colour\": \"red\"}}"

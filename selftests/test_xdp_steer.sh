@@ -293,6 +293,24 @@ echo "hello from remote $S" >"$NK_TMP/www-remote/whoami.txt"
 nk_bg "remote-$S" "$NK_TMP/http-remote.log" "$NK_PY" -m http.server 8080 --bind 10.77.1.1 \
 	--directory "$NK_TMP/www-remote"
 REMOTE_HTTP=$NK_BG_PID
+# and a UDP sink: what the guests send one way, with no answer to lose
+nk_bg "remote-$S" "$NK_TMP/udp-remote.log" "$NK_PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.77.1.1", 9999))
+while True:
+    d, a = s.recvfrom(2048)
+    print(a[0], d.decode(errors="replace"), flush=True)'
+REMOTE_UDP=$NK_BG_PID
+# udp_send G WORD: three datagrams WORD from guest G to the sink
+udp_send()
+{
+	nk_guest "$1" "$NK_PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3):
+    s.sendto(sys.argv[1].encode(), ("10.77.1.1", 9999))' "$2"
+}
 # out G: the guest fetches the remote's page
 out()
 {
@@ -324,6 +342,12 @@ out1=$(get vm1 --max-time 3)
 check "remote curl to vm1 fails ($out1)" test "$out1" != "hello from vm1 $S"
 out1=$(out g1 3)
 check "g1 (vm1) cannot reach the remote ($out1)" test "$out1" != "hello from remote $S"
+# egress alone: a datagram needs no answer, so only the egress program
+# (on the NSM's veth) can stop it
+udp_send g1 quarantined
+udp_send g2 neighbour
+check "the sink got vm2's datagrams" wait_for -t 5 grep -q "10.77.1.3 neighbour" "$NK_TMP/udp-remote.log"
+check "... and none of vm1's" not_grep -q "quarantined" "$NK_TMP/udp-remote.log"
 check_eq "vm2, on vm1's nsm, still served" "$(get vm2)" "hello from vm2 $S"
 check_eq "g2 (vm2) still reaches the remote" "$(out g2)" "hello from remote $S"
 check_eq "vm3 still served" "$(get vm3)" "hello from vm3 $S"
@@ -343,6 +367,9 @@ echo "$POLICIES" | sed 's/^/    /'
 nk_run_nkctl policy set vm1 drop-all off
 check_eq "policy off: remote curl to vm1 works again" "$(get vm1)" "hello from vm1 $S"
 check_eq "policy off: g1 reaches the remote again" "$(out g1)" "hello from remote $S"
+udp_send g1 released
+check "policy off: the sink gets vm1's datagrams" \
+	wait_for -t 5 grep -q "10.77.1.2 released" "$NK_TMP/udp-remote.log"
 check "bpftool: vm_policy has no entry for vm1" "$NK_PY" -c "
 import json, subprocess, sys
 d = json.loads(subprocess.check_output(['bpftool', '-j', 'map', 'dump', 'pinned', '$PIN/vm_policy']))
@@ -359,7 +386,7 @@ rc=0
 err=$(nkctl policy show nope 2>&1) || rc=$?
 check_eq "policy show nope: exit 1" "$rc" 1
 check "... says vm nope does not exist" grep -q "vm nope does not exist" <<<"$err"
-nk_stop "$REMOTE_HTTP"
+nk_stop "$REMOTE_HTTP" "$REMOTE_UDP"
 
 # ---------------------------------------------------------------- restart
 log_step "restart is not teardown"
@@ -419,11 +446,18 @@ cfg_policy()
 }
 cfg_policy vm3 on
 kill -HUP "$NKD_PID"
+s0=$(stats_json)
 check "SIGHUP with vm3's policy on: 1 changed" \
 	wait_for -t 5 grep -q "SIGHUP: $CFG applied: 0 added, 0 removed, 1 changed" "$NK_NKD_LOG"
+check "... in place: the policy changed" grep -q "SIGHUP: vm vm3: policy drop_all on" "$NK_NKD_LOG"
+check "... the vm was not deleted and added again" not_grep -q "vm vm3: deleted" "$NK_NKD_LOG"
 check_eq "policy show vm3: drop_all" "$(jpy "$(nkctl -j policy show vm3)" "j['drop_all']")" True
 out3=$(get vm3 --max-time 3)
 check "remote curl to vm3 fails ($out3)" test "$out3" != "hello from vm3 $S"
+s1=$(stats_json)
+check_gt "XDP: vm3's policy drops counted" \
+	"$(($(jpy "$s1" "[o for o in j['vms'] if o['name'] == 'vm3'][0]['drops']['policy']") -
+	    $(jpy "$s0" "[o for o in j['vms'] if o['name'] == 'vm3'][0]['drops']['policy']")))" 0
 check_eq "vm1 still served" "$(get vm1)" "hello from vm1 $S"
 cfg_policy vm3 off
 kill -HUP "$NKD_PID"
