@@ -369,6 +369,7 @@ check "nkd logged the exit and the restart" \
 NSM_PID=$NEW_PID
 
 log_step "nkd restart: NSM adopted, not restarted"
+expect_ok policy set vm1 drop-all on	# kept across the restart (nkd.json)
 before=$("$NKCTL" -c "$NK_CTL" -j vm list)
 nk_stop "$NKD_PID"
 check "nsm1 survives nkd's SIGTERM" nk_alive "$NSM_PID"
@@ -395,6 +396,9 @@ check "nk-nsm logged the same choice" grep -qE \
 	"bulk polling \(auto\): $([ "$AUTO_BP" = 0 ] && echo 'off' || echo '50 us after bursts'): a wakeup round trip between two processes on one CPU costs $(jget "$OUT" '"%.1f" % j["running"]["wakeup_us"]') us here" \
 	"$NK_STATE/nsm-nsm1.log"
 check "no warning about its settings" bash -c "! grep -q 'does not run as configured' '$NK_NKD_LOG'"
+run_ctl -j policy show vm1
+check_eq "vm1's policy kept across the restart" "$(jget "$OUT" 'j["drop_all"]')" True
+expect_ok policy set vm1 drop-all off
 
 # restart_nkd_with LOG KEY=JSON...: stop nkd, set nsm1's KEYs in nkd.json
 # (as after a hand edit while nkd was stopped), start nkd again with its
