@@ -47,7 +47,7 @@ static const char *const nsm_show[] = {
 };
 
 static const char *const vm_show[] = {
-	"name", "id", "nsm", "addrs", "gw", "uds", "listen", "cid", "transport", "state",
+	"name", "id", "nsm", "addrs", "gw", "uds", "listen", "cid", "transport", "policy", "state",
 	"error", NULL
 };
 

@@ -291,6 +291,15 @@ static struct nkd_vm *vm_lookup(json_t *args, struct nkd_err *e)
 	return vm;
 }
 
+/* A policy only the uplink's programs enforce: say so for a VM off them. */
+static void policy_warn(const struct nkd_vm *vm, json_t *warnings)
+{
+	if (!steer_nsm_steered(vm->nsm))
+		json_array_append_new(warnings, json_sprintf(
+			"vm %s: nsm %s is not steered by nkd's uplink; its policy is stored and enforced once the vm is on a steered nsm",
+			vm->name, vm->nsm->name));
+}
+
 /* Returns 1 when the reply is deferred (nsm add waiting for HELLO). */
 static int handle_nsm(struct nkd_client *c, const char *verb, json_t *args,
 		      json_t **res, json_t *warnings, struct nkd_err *e)
@@ -366,10 +375,8 @@ static int handle_vm(const char *verb, json_t *args, json_t **res, json_t *warni
 			json_array_append_new(warnings, json_sprintf(
 				"vm %s: nsm %s is %s; the vm is configured on it once it runs",
 				vm->name, vm->nsm->name, nsm_state_name(vm->nsm->state)));
-		if (vm->drop_all && !steer_nsm_steered(vm->nsm))
-			json_array_append_new(warnings, json_sprintf(
-				"vm %s: nsm %s is not steered by nkd's uplink; its policy is stored and enforced once the vm is on a steered nsm",
-				vm->name, vm->nsm->name));
+		if (vm->drop_all)
+			policy_warn(vm, warnings);
 		if (vm->cid && nkd.cfg.no_vsock)
 			json_array_append_new(warnings, json_sprintf(
 				"vm %s: nkd runs with --no-vsock; cid %u is stored but not served",
@@ -472,10 +479,7 @@ static int handle_policy(const char *verb, json_t *args, json_t **res, json_t *w
 		if (old != vm->drop_all)
 			info("vm %s: policy drop_all %s%s", vm->name, v,
 			     steer_nsm_steered(vm->nsm) ? "" : " (stored; its nsm is not steered)");
-		if (!steer_nsm_steered(vm->nsm))
-			json_array_append_new(warnings, json_sprintf(
-				"vm %s: nsm %s is not steered by nkd's uplink; the policy is stored and enforced once the vm is on a steered nsm",
-				vm->name, vm->nsm->name));
+		policy_warn(vm, warnings);
 		state_save();
 	}
 	*res = policy_to_json(vm);
