@@ -613,6 +613,10 @@ out_back:
 	vm->nsm = from;
 	if (from->state == NSM_RUNNING && vm_push(vm, &e2))
 		err("vm %s: could not go back to nsm %s either: %s", vm->name, from->name, e2.msg);
+	/* a failed steer_vm_add() removed the VM's entries, policy included */
+	if (steer_nsm_steered(from) && steer_vm_add(vm, &e2))
+		err("vm %s: could not restore its steering entries for nsm %s: %s", vm->name,
+		    from->name, e2.msg);
 	return ret;
 }
 
