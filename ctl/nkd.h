@@ -257,6 +257,7 @@ int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e);
 void steer_nsm_down(struct nkd_nsm *nsm);
 int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e);
 int steer_vm_policy(struct nkd_vm *vm, struct nkd_err *e);
+void steer_vm_policy_lifted(struct nkd_vm *vm);
 void steer_vm_del(struct nkd_vm *vm);
 void steer_sync(void);
 void steer_resync(void);

@@ -479,6 +479,8 @@ static int handle_policy(const char *verb, json_t *args, json_t **res, json_t *w
 		if (old != vm->drop_all)
 			info("vm %s: policy drop_all %s%s", vm->name, v,
 			     steer_nsm_steered(vm->nsm) ? "" : " (stored; its nsm is not steered)");
+		if (old && !vm->drop_all)
+			steer_vm_policy_lifted(vm);
 		policy_warn(vm, warnings);
 		state_save();
 	}

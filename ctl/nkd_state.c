@@ -493,6 +493,8 @@ void state_reload(void)
 				} else {
 					info("SIGHUP: vm %s: policy drop_all %s", vm->name,
 					     drop_all ? "on" : "off");
+					if (!drop_all)
+						steer_vm_policy_lifted(vm);
 					touched = true;
 				}
 			}

@@ -347,6 +347,17 @@ int steer_vm_policy(struct nkd_vm *vm, struct nkd_err *e)
 	return 0;
 }
 
+/*
+ * A quarantine lifted: announce the VM's addresses again (gratuitous ARP,
+ * unsolicited NA), since the policy dropped any announcement meanwhile (a
+ * move's included) and the remote hosts may still have another NSM's MAC.
+ */
+void steer_vm_policy_lifted(struct nkd_vm *vm)
+{
+	if (steer_nsm_steered(vm->nsm) && vm->nsm->state == NSM_RUNNING)
+		link_announce(vm->nsm, vm);
+}
+
 void steer_vm_del(struct nkd_vm *vm)
 {
 	int ret;

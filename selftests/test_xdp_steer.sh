@@ -506,6 +506,30 @@ check_gt "XDP: vm2 rx grew" "$d_vm2" 0
 check_eq "XDP: $N2 rx = vm2's + vm3's" "$d_n2" "$((d_vm2 + d_vm3))"
 check_eq "XDP: $N1 rx = vm1's only (none of vm2's)" "$d_n1" "$d_vm1"
 
+log_step "a quarantined VM stays quarantined across a move (vm2 back to $N1)"
+nk_run_nkctl policy set vm2 drop-all on
+s0=$(stats_json)
+nk_run_nkctl vm set vm2 nsm "$N1"
+VM_NSM[vm2]=$N1
+check "10.77.1.3 now on eth0 in nk-$N1" wait_for -t 5 nk_has_addr "nk-$N1" eth0 10.77.1.3
+check_eq "policy show vm2 after the move: drop_all" \
+	"$(jpy "$(nkctl -j policy show vm2)" "(j['nsm'], j['drop_all'], j['enforced'])")" \
+	"('$N1', True, True)"
+out2=$(get vm2 --max-time 3)
+check "remote curl to vm2 on $N1 fails ($out2)" test "$out2" != "hello from vm2 $S"
+s1=$(stats_json)
+check_gt "XDP: vm2's policy drops counted after the move" \
+	"$(($(jpy "$s1" "[o for o in j['vms'] if o['name'] == 'vm2'][0]['drops']['policy']") -
+	    $(jpy "$s0" "[o for o in j['vms'] if o['name'] == 'vm2'][0]['drops']['policy']")))" 0
+nk_run_nkctl policy set vm2 drop-all off
+# the quarantine dropped the move's announcement; lifting it announces again
+vm2_at_n1()
+{
+	[ "$(remote_mac 10.77.1.3)" = "$(nsm_mac "$N1")" ]
+}
+check "policy off: the remote host learned vm2's MAC at $N1 at once" wait_for -t 1 vm2_at_n1
+check "remote curl to vm2 works through $N1 again" wait_for -t 5 vm2_ok
+
 # ---------------------------------------------------------------- maps
 log_step "every pinned map dumps through bpftool (BTF maps with field names)"
 declare -A FIELD=([steer_cfg]=miss_action [addr_vm]=vm_id [vms]=nsm_id [vm_policy]=drop_all
