@@ -260,7 +260,7 @@ static int parse(struct nkctl_req *req, char **out, size_t *outlen, char **err, 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct nkctl_req req, again;
-	char *out, *err, *out2, *err2, *s1 = NULL, *s2 = NULL;
+	char *out, *err, *out2, *err2, *s;
 	size_t outlen, errlen, outlen2, errlen2, i, start;
 	char *buf;
 	int ret, ret2;
@@ -305,17 +305,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    again.json_out != req.json_out || again.pretty != req.pretty ||
 	    again.control != req.control)
 		fail("the same argv parsed differently twice", NULL);
-	if (req.args) {
-		s1 = json_dumps(req.args, JSON_COMPACT | JSON_SORT_KEYS);
-		s2 = json_dumps(again.args, JSON_COMPACT | JSON_SORT_KEYS);
-		if (!s1 || !s2 || strcmp(s1, s2))
-			fail("the same argv gave two requests", NULL);
-		if (verbose && req.cmd)
-			fprintf(stderr, "request: %s %s %s\n", req.cmd->object,
-				req.cmd->verb ? req.cmd->verb : "", s1);
+	if (req.args && !json_equal(req.args, again.args))
+		fail("the same argv gave two requests", NULL);
+	if (verbose && req.cmd) {
+		s = json_dumps(req.args, JSON_COMPACT | JSON_SORT_KEYS);
+		fprintf(stderr, "request: %s %s %s\n", req.cmd->object,
+			req.cmd->verb ? req.cmd->verb : "", s ? s : "?");
+		free(s);
 	}
-	free(s1);
-	free(s2);
 	json_decref(req.args);
 	json_decref(again.args);
 	free(out);

@@ -445,7 +445,6 @@ static int handle_policy(const char *verb, json_t *args, json_t **res, json_t *w
 {
 	const char *v;
 	struct nkd_vm *vm;
-	bool old;
 	int ret;
 
 	if (!strcmp(verb, "list")) {
@@ -468,19 +467,12 @@ static int handle_policy(const char *verb, json_t *args, json_t **res, json_t *w
 		if (strcmp(v, "on") && strcmp(v, "off"))
 			return nkd_fail(e, EINVAL, "policy %s: drop-all is on or off, not '%s'",
 					vm->name, v);
-		old = vm->drop_all;
-		vm->drop_all = !strcmp(v, "on");
-		ret = steer_vm_policy(vm, e);
-		if (ret) {
-			vm->drop_all = old;
-			steer_vm_policy(vm, &(struct nkd_err){ "" });
+		ret = steer_vm_policy_change(vm, !strcmp(v, "on"), e);
+		if (ret < 0)
 			return ret;
-		}
-		if (old != vm->drop_all)
+		if (ret)
 			info("vm %s: policy drop_all %s%s", vm->name, v,
 			     steer_nsm_steered(vm->nsm) ? "" : " (stored; its nsm is not steered)");
-		if (old && !vm->drop_all)
-			steer_vm_policy_lifted(vm);
 		policy_warn(vm, warnings);
 		state_save();
 	}

@@ -475,7 +475,8 @@ void state_reload(void)
 
 		vm = name ? vm_find(name) : NULL;
 		if (vm) {
-			bool touched = false, drop_all;
+			bool drop_all;
+			int touched = 0;
 
 			nsm = to ? nsm_find(to) : NULL;
 			if (!nsm) {
@@ -483,28 +484,20 @@ void state_reload(void)
 				continue;
 			}
 			/* its policy, in place (connections stay), before a move */
-			if (vm_policy_parse(vm->name, json_object_get(o, "policy"), &drop_all, &e)) {
+			if (vm_policy_parse(vm->name, json_object_get(o, "policy"), &drop_all, &e))
 				err("SIGHUP: %s: vms[%zu]: %s", path, i, e.msg);
-			} else if (drop_all != vm->drop_all) {
-				vm->drop_all = drop_all;
-				if (steer_vm_policy(vm, &e)) {
-					err("SIGHUP: %s", e.msg);
-					vm->drop_all = !drop_all;
-				} else {
-					info("SIGHUP: vm %s: policy drop_all %s", vm->name,
-					     drop_all ? "on" : "off");
-					if (!drop_all)
-						steer_vm_policy_lifted(vm);
-					touched = true;
-				}
-			}
+			else if ((touched = steer_vm_policy_change(vm, drop_all, &e)) < 0)
+				err("SIGHUP: %s", e.msg);
+			else if (touched)
+				info("SIGHUP: vm %s: policy drop_all %s", vm->name,
+				     drop_all ? "on" : "off");
 			if (nsm != vm->nsm) {
 				if (vm_move(vm, nsm, &e))
 					err("SIGHUP: %s", e.msg);
 				else
-					touched = true;
+					touched = 1;
 			}
-			changed += touched;
+			changed += touched > 0;
 			continue;
 		}
 		if (vm_config_parse(o, &tmpl, &e) || vm_create(&tmpl, true, &vm, &e)) {

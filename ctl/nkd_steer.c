@@ -295,6 +295,26 @@ void steer_nsm_down(struct nkd_nsm *nsm)
 	     nsm->hostdev, nsm->netns);
 }
 
+/*
+ * The VM's policy into vm_policy: an entry with drop_all, or none.  Only
+ * the uplink's programs enforce it, so a VM whose NSM is not steered has
+ * nothing written (it is kept in the configuration and written when the VM
+ * moves to a steered NSM, in steer_vm_add()).
+ */
+static int steer_vm_policy(struct nkd_vm *vm, struct nkd_err *e)
+{
+	struct nk_steer_policy pol = { .drop_all = 1 };
+	int ret;
+
+	if (!steer_nsm_steered(vm->nsm))
+		return 0;
+	ret = nk_steer_policy_set(nkd.steer, vm->id, vm->drop_all ? &pol : NULL);
+	if (ret)
+		return nkd_fail(e, -ret, "vm %s: cannot write its policy: %s", vm->name,
+				strerror(-ret));
+	return 0;
+}
+
 int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e)
 {
 	char txt[NK_ADDRSTRLEN];
@@ -328,34 +348,28 @@ int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e)
 }
 
 /*
- * The VM's policy into vm_policy: an entry with drop_all, or none.  Only
- * the uplink's programs enforce it, so a VM whose NSM is not steered has
- * nothing written (it is kept in the configuration and written when the VM
- * moves to a steered NSM, in steer_vm_add()).
+ * Change a VM's policy (nkctl policy set, SIGHUP): 1 if it changed, 0 if it
+ * was so already, or -errno with the old one kept, in the map too.  A
+ * quarantine lifted announces the VM's addresses again (gratuitous ARP,
+ * unsolicited NA): the policy dropped any announcement meanwhile (a move's
+ * included), and the remote hosts may still have another NSM's MAC.
  */
-int steer_vm_policy(struct nkd_vm *vm, struct nkd_err *e)
+int steer_vm_policy_change(struct nkd_vm *vm, bool drop_all, struct nkd_err *e)
 {
-	struct nk_steer_policy pol = { .drop_all = 1 };
 	int ret;
 
-	if (!steer_nsm_steered(vm->nsm))
+	if (vm->drop_all == drop_all)
 		return 0;
-	ret = nk_steer_policy_set(nkd.steer, vm->id, vm->drop_all ? &pol : NULL);
-	if (ret)
-		return nkd_fail(e, -ret, "vm %s: cannot write its policy: %s", vm->name,
-				strerror(-ret));
-	return 0;
-}
-
-/*
- * A quarantine lifted: announce the VM's addresses again (gratuitous ARP,
- * unsolicited NA), since the policy dropped any announcement meanwhile (a
- * move's included) and the remote hosts may still have another NSM's MAC.
- */
-void steer_vm_policy_lifted(struct nkd_vm *vm)
-{
-	if (steer_nsm_steered(vm->nsm) && vm->nsm->state == NSM_RUNNING)
+	vm->drop_all = drop_all;
+	ret = steer_vm_policy(vm, e);
+	if (ret) {
+		vm->drop_all = !drop_all;
+		steer_vm_policy(vm, &(struct nkd_err){ "" });
+		return ret;
+	}
+	if (!drop_all && steer_nsm_steered(vm->nsm) && vm->nsm->state == NSM_RUNNING)
 		link_announce(vm->nsm, vm);
+	return 1;
 }
 
 void steer_vm_del(struct nkd_vm *vm)

@@ -55,6 +55,12 @@ counter()
 	jpy "$1" "[o for o in ([j['global']] + j['nsms'] + j['vms']) if o['object'] == '$2' and o['name'] == '$3'][0]['$4']"
 }
 
+# policy_drops JSON VM: VM's drops for reason policy in "nkctl -j stats show".
+policy_drops()
+{
+	jpy "$1" "[o for o in j['vms'] if o['name'] == '$2'][0]['drops']['policy']"
+}
+
 # veth_rx NS: rx packets of eth0 in NS, from `ip -s link`.
 veth_rx()
 {
@@ -92,6 +98,12 @@ remote_mac()
 {
 	ip -n "remote-$S" -j neigh show "$1" dev eth0 |
 		"$NK_PY" -c 'import json, sys; l = json.load(sys.stdin); print(l[0].get("lladdr", "") if l else "")'
+}
+
+# remote_has_mac ADDR NSM: the remote host has ADDR at NSM's eth0
+remote_has_mac()
+{
+	[ "$(remote_mac "$1")" = "$(nsm_mac "$2")" ]
 }
 
 # ---------------------------------------------------------------- topology
@@ -328,16 +340,24 @@ check_eq "policy show vm1: enforced (its nsm is steered)" "$(policy_of vm1 enfor
 s0=$(stats_json)
 nk_run_nkctl policy set vm1 drop-all on
 check_eq "policy show vm1: drop_all" "$(policy_of vm1 drop_all)" True
-check "nkd.json keeps it in vm1's entry" "$NK_PY" -c "
+# stored_policy VM: the "policy" of VM's entry in nkd.json ("None": none)
+stored_policy()
+{
+	"$NK_PY" -c "
+import json
+print([v for v in json.load(open('$NK_STATE/nkd.json'))['vms'] if v['name'] == '$1'][0].get('policy'))"
+}
+# map_drop_all ID: drop_all of vm_policy[ID] through bpftool ("none": no entry)
+map_drop_all()
+{
+	bpftool -j map dump pinned "$PIN/vm_policy" | "$NK_PY" -c "
 import json, sys
-v = [v for v in json.load(open('$NK_STATE/nkd.json'))['vms'] if v['name'] == 'vm1'][0]
-sys.exit(v.get('policy') != {'drop_all': True})"
+print(next((e['formatted']['value']['drop_all'] for e in json.load(sys.stdin)
+            if e['formatted']['key'] == $1), 'none'))"
+}
+check_eq "nkd.json keeps it in vm1's entry" "$(stored_policy vm1)" "{'drop_all': True}"
 VM1_ID=$(jpy "$(nkctl -j vm show vm1)" "j['id']")
-check "bpftool: vm_policy[$VM1_ID] has drop_all 1" "$NK_PY" -c "
-import json, subprocess, sys
-d = json.loads(subprocess.check_output(['bpftool', '-j', 'map', 'dump', 'pinned', '$PIN/vm_policy']))
-sys.exit(not [e for e in d if e['formatted']['key'] == $VM1_ID and
-              e['formatted']['value']['drop_all'] == 1])"
+check_eq "bpftool: vm_policy[$VM1_ID] has drop_all 1" "$(map_drop_all "$VM1_ID")" 1
 out1=$(get vm1 --max-time 3)
 check "remote curl to vm1 fails ($out1)" test "$out1" != "hello from vm1 $S"
 out1=$(out g1 3)
@@ -352,13 +372,12 @@ check_eq "vm2, on vm1's nsm, still served" "$(get vm2)" "hello from vm2 $S"
 check_eq "g2 (vm2) still reaches the remote" "$(out g2)" "hello from remote $S"
 check_eq "vm3 still served" "$(get vm3)" "hello from vm3 $S"
 s1=$(stats_json)
-d_pol=$(($(jpy "$s1" "[o for o in j['vms'] if o['name'] == 'vm1'][0]['drops']['policy']") -
-	 $(jpy "$s0" "[o for o in j['vms'] if o['name'] == 'vm1'][0]['drops']['policy']")))
+d_pol=$(($(policy_drops "$s1" vm1) - $(policy_drops "$s0" vm1)))
 log_info "vm1: $d_pol frames dropped by its policy"
 check_gt "XDP: vm1's policy drops counted" "$d_pol" 2
 for vm in vm2 vm3; do
 	check_eq "XDP: no policy drop for $vm" \
-		"$(jpy "$s1" "[o for o in j['vms'] if o['name'] == '$vm'][0]['drops']['policy']")" 0
+		"$(policy_drops "$s1" "$vm")" 0
 done
 POLICIES=$(nkctl policy list)
 check "policy list: vm1 on, enforced" grep -qE "^vm1 +$N1 +yes +yes" <<<"$POLICIES"
@@ -370,14 +389,8 @@ check_eq "policy off: g1 reaches the remote again" "$(out g1)" "hello from remot
 udp_send g1 released
 check "policy off: the sink gets vm1's datagrams" \
 	wait_for -t 5 grep -q "10.77.1.2 released" "$NK_TMP/udp-remote.log"
-check "bpftool: vm_policy has no entry for vm1" "$NK_PY" -c "
-import json, subprocess, sys
-d = json.loads(subprocess.check_output(['bpftool', '-j', 'map', 'dump', 'pinned', '$PIN/vm_policy']))
-sys.exit(bool([e for e in d if e['formatted']['key'] == $VM1_ID]))"
-check "nkd.json: vm1's entry has no policy" "$NK_PY" -c "
-import json, sys
-v = [v for v in json.load(open('$NK_STATE/nkd.json'))['vms'] if v['name'] == 'vm1'][0]
-sys.exit('policy' in v)"
+check_eq "bpftool: vm_policy has no entry for vm1" "$(map_drop_all "$VM1_ID")" none
+check_eq "nkd.json: vm1's entry has no policy" "$(stored_policy vm1)" None
 rc=0
 err=$(nkctl policy set vm1 drop-all maybe 2>&1) || rc=$?
 check_eq "policy set vm1 drop-all maybe: exit 1" "$rc" 1
@@ -456,8 +469,7 @@ out3=$(get vm3 --max-time 3)
 check "remote curl to vm3 fails ($out3)" test "$out3" != "hello from vm3 $S"
 s1=$(stats_json)
 check_gt "XDP: vm3's policy drops counted" \
-	"$(($(jpy "$s1" "[o for o in j['vms'] if o['name'] == 'vm3'][0]['drops']['policy']") -
-	    $(jpy "$s0" "[o for o in j['vms'] if o['name'] == 'vm3'][0]['drops']['policy']")))" 0
+	"$(($(policy_drops "$s1" vm3) - $(policy_drops "$s0" vm3)))" 0
 check_eq "vm1 still served" "$(get vm1)" "hello from vm1 $S"
 cfg_policy vm3 off
 kill -HUP "$NKD_PID"
@@ -483,12 +495,8 @@ log_step "move vm2 from $N1 to $N2"
 s0=$(stats_json)
 nk_run_nkctl vm set vm2 nsm "$N2"
 VM_NSM[vm2]=$N2
-vm2_announced()
-{
-	[ "$(remote_mac 10.77.1.3)" = "$(nsm_mac "$N2")" ]
-}
 check "the remote host learned vm2's new MAC ($N2's eth0) from the announcement" \
-	wait_for -t 5 vm2_announced
+	wait_for -t 5 remote_has_mac 10.77.1.3 "$N2"
 check "10.77.1.3 now on eth0 in nk-$N2" wait_for -t 5 nk_has_addr "nk-$N2" eth0 10.77.1.3
 check "10.77.1.3 gone from nk-$N1" wait_for -t 5 bash -c "! ip -n nk-$N1 -o addr show dev eth0 | grep -qw 10.77.1.3"
 vm2_ok()
@@ -519,15 +527,11 @@ out2=$(get vm2 --max-time 3)
 check "remote curl to vm2 on $N1 fails ($out2)" test "$out2" != "hello from vm2 $S"
 s1=$(stats_json)
 check_gt "XDP: vm2's policy drops counted after the move" \
-	"$(($(jpy "$s1" "[o for o in j['vms'] if o['name'] == 'vm2'][0]['drops']['policy']") -
-	    $(jpy "$s0" "[o for o in j['vms'] if o['name'] == 'vm2'][0]['drops']['policy']")))" 0
+	"$(($(policy_drops "$s1" vm2) - $(policy_drops "$s0" vm2)))" 0
 nk_run_nkctl policy set vm2 drop-all off
 # the quarantine dropped the move's announcement; lifting it announces again
-vm2_at_n1()
-{
-	[ "$(remote_mac 10.77.1.3)" = "$(nsm_mac "$N1")" ]
-}
-check "policy off: the remote host learned vm2's MAC at $N1 at once" wait_for -t 1 vm2_at_n1
+check "policy off: the remote host learned vm2's MAC at $N1 at once" \
+	wait_for -t 1 remote_has_mac 10.77.1.3 "$N1"
 check "remote curl to vm2 works through $N1 again" wait_for -t 5 vm2_ok
 
 # ---------------------------------------------------------------- maps
