@@ -165,25 +165,14 @@ rst_check()
 		"$(($(attempt_fails) - FAILS0))" 0
 }
 
-# wrk_check LOG WHAT CLOSE: wrk's output has requests and no error: no
-# connect, write or timeout error, no non-2xx; with CLOSE (Connection:
-# close) wrk counts each server close as a read error, so there must be
-# exactly one per completed request, else none.
+# wrk_check LOG WHAT: wrk's output has requests and no error: no connect,
+# read, write or timeout error, no non-2xx.
 wrk_check()
 {
-	local reqs errs c r w t
+	local reqs
 	reqs=$(awk '/requests in/ { print $1 }' "$1")
-	errs=$(sed -n 's/.*Socket errors: connect \([0-9]*\), read \([0-9]*\), write \([0-9]*\), timeout \([0-9]*\).*/\1 \2 \3 \4/p' "$1")
 	check_gt "$2: requests completed" "${reqs:-0}" 100
-	if [ -n "${3:-}" ]; then
-		read -r c r w t <<<"$errs"
-		check_eq "$2: socket errors connect/write/timeout" "$c $w $t" "0 0 0"
-		# one per close, +-1 per connection for the requests in flight at the end
-		check "$2: read 'errors' = closes ($r for $reqs requests)" \
-			test $((r - reqs)) -le 4 -a $((reqs - r)) -le 4
-	else
-		check "$2: no socket errors" not_grep -q "Socket errors" "$1"
-	fi
+	check "$2: no socket errors" not_grep -q "Socket errors" "$1"
 	check "$2: no non-2xx responses" not_grep -q "Non-2xx" "$1"
 }
 
@@ -215,10 +204,18 @@ truncate -s 64M "$NK_TMP/www/big.bin"
 truncate -s 3M "$NK_TMP/www/mid.bin"
 nk_guest_bg g1 "$NK_TMP/http.log" "$NK_PY" -c '
 import functools, http.server as h, sys
-h.SimpleHTTPRequestHandler.protocol_version = "HTTP/1.1"	# keep-alive
-h.SimpleHTTPRequestHandler.log_message = lambda *a: None
-h.ThreadingHTTPServer(("0.0.0.0", 80),
-	functools.partial(h.SimpleHTTPRequestHandler, directory=sys.argv[1])).serve_forever()' "$NK_TMP/www"
+class H(h.SimpleHTTPRequestHandler):
+	protocol_version = "HTTP/1.1"	# keep-alive
+	def log_message(self, *a):
+		pass
+	def end_headers(self):
+		# answer "Connection: close" in kind: without it the client
+		# takes the connection for kept alive and sends its next
+		# request into it as the server closes (and gets a reset)
+		if self.close_connection:
+			self.send_header("Connection", "close")
+		super().end_headers()
+h.ThreadingHTTPServer(("0.0.0.0", 80), functools.partial(H, directory=sys.argv[1])).serve_forever()' "$NK_TMP/www"
 nk_bg "remote-$S" "$NK_TMP/iperf3-s.log" iperf3 -s -p 5201
 check "remote reaches vm1's HTTP server" wait_port "remote-$S" "$A" 80 15
 check "the remote iperf3 server listens" wait_port "remote-$S" 10.77.2.1 5201 15
@@ -341,12 +338,13 @@ check "after wrk, $N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 check "the listener is on $N1" wait_for -t 5 listening_on "$N1"
 
 log_step "move vm1 $N1 -> $N2 while a Connection: close wrk runs (new connections during the move)"
-# the NSM resets some Connection: close connections even without a move
-# (5-20% of them on this machine, varying run to run): the server's doing,
-# python's http.server natively resets more (wrk -t1 -c4 -d3s against it in
-# a namespace owning its stack: 1,141-1,144 resets for 3,282-3,311 requests,
-# against 222-302 for 3,342-3,645 through NetKernel, 2026-11-26).  Measure
-# that first, with the same load, and allow twice its rate
+# The NSMs' resets under the same load without a move are measured first,
+# and twice their rate (+10) is allowed.  The server answers "Connection:
+# close" in kind, so wrk sends nothing into a closing connection: no reset
+# is expected (0 for 13,516 requests, 2026-11-27).  Before, wrk sent its next
+# request into each connection as the server closed it, and the resets
+# came and went with the timing (321-1,328 per 6 s run), so that the bound
+# failed with no fault of the move.
 rst_start
 ip netns exec "remote-$S" wrk -t1 -c4 -d6s -H "Connection: close" "http://$A/whoami.txt" >"$NK_TMP/wrk0.log"
 BASE=$(($(out_rsts "nk-$N1" "nk-$N2") - RST_N))
@@ -363,8 +361,9 @@ check_gt "ss in nk-$N2: connections of wrk after the move are there (any state)"
 	"$(ip netns exec "nk-$N2" ss -Htan "( sport = :80 )" | grep -c "$A:80 ")" 0
 wait "$WRK"
 sed 's/^/    /' "$NK_TMP/wrk2.log"
-wrk_check "$NK_TMP/wrk2.log" "Connection: close wrk across the move" close
+wrk_check "$NK_TMP/wrk2.log" "Connection: close wrk across the move"
 REQ=$(awk '/requests in/ { print $1 }' "$NK_TMP/wrk2.log")
+log_info "TIME_WAIT sockets on the remote host: $(ip netns exec "remote-$S" ss -Htan state time-wait | wc -l)"
 # twice the rate without a move, scaled to the requests of this run, + 10
 rst_check "Connection: close wrk across the move" $((BASE * REQ * 2 / BASE_REQ + 10))
 d=$(nkctl -j stats show vm vm1 2>/dev/null)
