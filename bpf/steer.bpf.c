@@ -17,7 +17,17 @@
  *      destination MAC rewritten to that NSM's (the remote host may
  *      already address the new NSM's MAC, which the old NSM's stack would
  *      not take).  The VM is still named by addr_vm for the counters and
- *      its policy.
+ *      its policy.  A TCP SYN without ACK is looked at twice: the remote
+ *      host may open a new connection from the ports of a flow that ended
+ *      before nkd prunes its entry (every second), and the old NSM, no
+ *      longer listening for the VM, would reset it.  So the old NSM's own
+ *      TCP socket table decides (bpf_sk_lookup_tcp in its namespace,
+ *      nsm_netns): a connection still open there keeps the SYN (its TCP
+ *      answers with a challenge ACK, RFC 5961: a forged SYN ends
+ *      nothing); otherwise the entry is deleted and the SYN goes on as a
+ *      new connection (3.).  nkd does not pin that flow again
+ *      (ctl/nkd_move.c).  An NSM whose namespace id is not known keeps
+ *      every SYN of its flows.
  *   3. addr_vm[address] -> vm id; no entry: the frame is for no VM and goes
  *      to the host stack, or is dropped (steer_cfg miss_action).
  *      A new TCP connection (SYN) to a VM in the middle of a move
@@ -52,6 +62,44 @@
 #include "lib/counters.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/*
+ * Is the TCP connection of flow key still open on the NSM that holds it
+ * (a socket of it in the NSM's namespace, not a listener)?  1 yes, 0 no;
+ * not known: 1, the flow keeps its frames.
+ */
+static __always_inline int flow_open(struct xdp_md *ctx, const struct nk_steer_flow *key,
+				      __u32 nsm_id)
+{
+	struct nk_steer_nsm_netns *ns = bpf_map_lookup_elem(&nsm_netns, &nsm_id);
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 len;
+	int open;
+
+	if (!ns || !(ns->flags & NK_STEER_NETNS_F_KNOWN))
+		return 1;
+	if (key->family == NK_STEER_AF_INET) {
+		__builtin_memcpy(&t.ipv4.saddr, key->remote_addr, 4);
+		__builtin_memcpy(&t.ipv4.daddr, key->vm_addr, 4);
+		t.ipv4.sport = key->remote_port;
+		t.ipv4.dport = key->vm_port;
+		len = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, key->remote_addr, 16);
+		__builtin_memcpy(t.ipv6.daddr, key->vm_addr, 16);
+		t.ipv6.sport = key->remote_port;
+		t.ipv6.dport = key->vm_port;
+		len = sizeof(t.ipv6);
+	}
+	/* netns_id -1 (the uplink's own namespace) is the helper's "current" */
+	sk = bpf_sk_lookup_tcp(ctx, &t, len, (__u64)(__s64)ns->netns_id, 0);
+	if (!sk)
+		return 0;
+	open = sk->state != BPF_TCP_LISTEN;
+	bpf_sk_release(sk);
+	return open;
+}
 
 /* A frame that belongs to no VM: pass or drop per steer_cfg. */
 static __always_inline int steer_miss(struct steer_stats *s, enum nk_drop_reason reason)
@@ -92,8 +140,14 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 	}
 
 	/* A known flow first: it stays on the NSM that holds it. */
-	if (parse_flow(data, data_end, &fkey, &syn) == PARSE_OK)
+	if (parse_flow(data, data_end, &fkey, &syn) == PARSE_OK) {
 		flow = bpf_map_lookup_elem(&steer_flows, &fkey);
+		if (flow && syn && !flow_open(ctx, &fkey, flow->nsm_id)) {
+			/* a new connection on an ended flow's ports (2.) */
+			bpf_map_delete_elem(&steer_flows, &fkey);
+			flow = NULL;
+		}
+	}
 
 	av = bpf_map_lookup_elem(&addr_vm, &key);
 	if (!av && !flow)

@@ -285,6 +285,8 @@ void move_restore(json_t *arr);
 
 /* nkd_link.c */
 int netns_open(const char *name);
+/* Its id (nsid) in nkd's netns, allocated if it has none.  0 or -errno. */
+int netns_id(const char *name, int *id);
 int netns_create(const char *name);
 int netns_delete(const char *name);
 int link_delete(const char *ifname);

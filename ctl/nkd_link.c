@@ -62,6 +62,7 @@
 
 #include "log.h"
 #include "nkd.h"
+#include "nknetns.h"
 #include "steer_maps.h"
 
 #define NETNS_RUN_DIR	"/run/netns"
@@ -273,6 +274,18 @@ int netns_open(const char *name)
 	netns_path(name, path, sizeof(path));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
+}
+
+/* The id (nsid) nkd's netns gives /run/netns/NAME: 0 and *id, or -errno. */
+int netns_id(const char *name, int *id)
+{
+	int fd = netns_open(name), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = nk_netns_id(fd, id);
+	close(fd);
+	return ret;
 }
 
 /* As `ip netns add`: /run/netns a shared mount point, so mounts propagate. */

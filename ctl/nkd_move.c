@@ -33,7 +33,11 @@
  * asks the old NSM for the VM's connections (CONN_LIST), adds flows that
  * appeared (a socket the guest connected after the snapshot), deletes the
  * steer_flows entries of flows that ended, and once no connection is
- * left sends VM_DEL: the old NSM drops the addresses.  The drains are
+ * left sends VM_DEL: the old NSM drops the addresses.  Each flow is pinned
+ * once: the ingress program deletes the entry of a flow whose ports a new
+ * connection reuses when the old NSM's kernel has no connection with them
+ * any more, and nkd must not pin it again from a CONN_LIST that still
+ * lists it (bpf/steer.bpf.c, step 2).  The drains are
  * stored in nkd.json ("draining"), so a restarted nkd keeps pruning.
  * "conn list" lists a draining NSM's connections of the VM with that NSM.
  *
@@ -66,6 +70,14 @@ struct nkd_drain {
 	struct nkd_nsm *from;
 	uint8_t mac[6];
 	uint64_t since;		/* nkd_now_ms() */
+	/*
+	 * The flows pinned so far, sorted: each is pinned once.  The ingress
+	 * program deletes the entry of a flow whose ports a new connection
+	 * (a SYN without ACK) reuses, and it stays deleted even while the old
+	 * NSM still lists the ended connection (bpf/steer.bpf.c).
+	 */
+	struct nk_steer_flow *pinned;
+	size_t npinned;
 };
 
 static struct nkd_drain *drains;
@@ -143,10 +155,20 @@ static bool flow_of_vm(const struct nk_steer_flow *key, const struct nkd_vm *vm)
 	return false;
 }
 
+static int flow_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct nk_steer_flow));
+}
+
+static bool flow_in(const struct nk_steer_flow *key, const struct nk_steer_flow *v, size_t n)
+{
+	return n && bsearch(key, v, n, sizeof(*v), flow_cmp);
+}
+
 struct prune {
 	const struct nkd_vm *vm;
 	const struct nkd_drain *d;
-	const struct nk_steer_flow *live;
+	const struct nk_steer_flow *live;	/* sorted */
 	size_t nlive;
 	unsigned int deleted;
 };
@@ -155,29 +177,28 @@ static int prune_one(const struct nk_steer_flow *key, const struct nk_steer_flow
 		     void *arg)
 {
 	struct prune *p = arg;
-	size_t i;
 
 	if (val->nsm_id != (uint32_t)p->d->from->slot || !flow_of_vm(key, p->vm))
 		return 0;
-	for (i = 0; i < p->nlive; i++)
-		if (!memcmp(&p->live[i], key, sizeof(*key)))
-			return 0;
+	if (flow_in(key, p->live, p->nlive))
+		return 0;
 	if (!nk_steer_flow_del(nkd.steer, key))
 		p->deleted++;
 	return 0;
 }
 
 /*
- * Make steer_flows hold exactly the VM's live connections on d->from.
+ * Make steer_flows hold the VM's live connections on d->from: pin those
+ * not pinned before, delete the entries of those that ended.
  * 0 and *nlive, or -errno (the NSM could not be asked).
  */
-static int drain_sync(const struct nkd_drain *d, const struct nkd_vm *vm, size_t *nlive)
+static int drain_sync(struct nkd_drain *d, const struct nkd_vm *vm, size_t *nlive)
 {
 	struct nk_steer_flow_nsm val = { .nsm_id = d->from->slot };
 	struct prune p = { .vm = vm, .d = d };
-	struct nk_steer_flow *live = NULL;
+	struct nk_steer_flow *live = NULL, *pin = NULL;
+	size_t n, k, npin = 0;
 	struct nsm_conn *v;
-	size_t n, k;
 	int ret;
 
 	*nlive = 0;
@@ -187,27 +208,44 @@ static int drain_sync(const struct nkd_drain *d, const struct nkd_vm *vm, size_t
 	memcpy(val.dmac, d->mac, sizeof(val.dmac));
 	if (n) {
 		live = calloc(n, sizeof(*live));
-		if (!live) {
+		pin = calloc(n, sizeof(*pin));
+		if (!live || !pin) {
+			free(live);
+			free(pin);
 			free(v);
 			return -ENOMEM;
 		}
 	}
 	for (k = 0; k < n; k++) {
+		struct nk_steer_flow *key = &live[p.nlive];
+
 		if (!conn_live(&v[k]))
 			continue;
-		if (nk_steer_flow_key(&live[p.nlive], v[k].proto, &v[k].local, &v[k].peer))
+		if (nk_steer_flow_key(key, v[k].proto, &v[k].local, &v[k].peer))
 			continue;
-		ret = nk_steer_flow_set(nkd.steer, &live[p.nlive], &val);
-		if (ret)
-			warn("vm %s: steering a flow to nsm %s: %s", vm->name, d->from->name,
-			     strerror(-ret));
 		p.nlive++;
+		if (!flow_in(key, d->pinned, d->npinned)) {
+			ret = nk_steer_flow_set(nkd.steer, key, &val);
+			if (ret) {
+				warn("vm %s: steering a flow to nsm %s: %s", vm->name,
+				     d->from->name, strerror(-ret));
+				continue;	/* tried again at the next prune */
+			}
+		}
+		pin[npin++] = *key;
 	}
+	if (p.nlive)
+		qsort(live, p.nlive, sizeof(*live), flow_cmp);
+	if (npin)
+		qsort(pin, npin, sizeof(*pin), flow_cmp);
 	p.live = live;
 	nk_steer_flow_foreach(nkd.steer, prune_one, &p);
 	if (p.deleted)
 		debug("vm %s: %u ended flows unpinned from nsm %s", vm->name, p.deleted,
 		      d->from->name);
+	free(d->pinned);
+	d->pinned = pin;
+	d->npinned = npin;
 	*nlive = p.nlive;
 	free(live);
 	free(v);
@@ -224,6 +262,7 @@ static void drain_unlink(struct nkd_drain *d)
 			break;
 		}
 	}
+	free(d->pinned);
 	free(d);
 	if (!drains && drain_tfd >= 0) {
 		struct itimerspec off = { 0 };

@@ -243,7 +243,7 @@ out_close:
 
 int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e)
 {
-	int ret;
+	int ret, id;
 
 	if (!nsm->managed)
 		return 0;
@@ -264,6 +264,15 @@ int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e)
 		return nkd_fail(e, -ret, "nsm %s: cannot attach the XDP egress program to %s: %s",
 				nsm->name, nsm->hostdev, strerror(-ret));
 	ret = nk_steer_nsm_set(nkd.steer, nsm->slot, NK_NSM_KERNEL, nsm->host_ifindex);
+	if (ret)
+		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
+				strerror(-ret));
+	/* for the ingress program's socket lookups (SYNs of moved flows) */
+	ret = netns_id(nsm->netns, &id);
+	if (ret)
+		warn("nsm %s: no id for netns %s: %s; a connection from the ports of one that ended there after a move may be reset until nkd prunes its entry",
+		     nsm->name, nsm->netns, strerror(-ret));
+	ret = nk_steer_nsm_netns_set(nkd.steer, nsm->slot, ret ? NK_STEER_NETNS_NONE : id);
 	if (ret)
 		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
 				strerror(-ret));

@@ -485,6 +485,19 @@ int nk_steer_nsm_set(struct nk_steer *st, __u32 nsm_id, enum nk_nsm_kind kind, i
 	return 0;
 }
 
+int nk_steer_nsm_netns_set(struct nk_steer *st, __u32 nsm_id, int netns_id)
+{
+	struct nk_steer_nsm_netns v = {};
+
+	if (nsm_id >= NK_STEER_NSM_MAX || netns_id < NK_STEER_NETNS_NONE)
+		return -EINVAL;
+	if (netns_id != NK_STEER_NETNS_NONE) {
+		v.flags = NK_STEER_NETNS_F_KNOWN;
+		v.netns_id = netns_id;
+	}
+	return sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsm_netns), &nsm_id, &v, BPF_ANY));
+}
+
 int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id)
 {
 	struct nk_steer_nsm old, none = {};
@@ -492,6 +505,9 @@ int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id)
 	int ret;
 
 	ret = nsm_get(st, nsm_id, &old);
+	if (ret)
+		return ret;
+	ret = nk_steer_nsm_netns_set(st, nsm_id, NK_STEER_NETNS_NONE);
 	if (ret)
 		return ret;
 	ret = sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsms), &nsm_id, &none, BPF_ANY));

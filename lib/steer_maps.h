@@ -92,6 +92,15 @@ int nk_steer_uplink_set(struct nk_steer *st, int ifindex);
  * where its egress comes from).  Re-setting with another ifindex moves it.
  */
 int nk_steer_nsm_set(struct nk_steer *st, __u32 nsm_id, enum nk_nsm_kind kind, int ifindex);
+/*
+ * The NSM's network namespace, by its id in the uplink's namespace (nsid;
+ * NK_STEER_NETNS_UPLINK: the uplink's own), where the ingress program looks
+ * up the NSM's sockets for a SYN of a flow pinned to it (bpf/steer.bpf.c).
+ * NK_STEER_NETNS_NONE: not known; every such SYN then goes to the NSM.
+ */
+#define NK_STEER_NETNS_UPLINK	(-1)
+#define NK_STEER_NETNS_NONE	(-2)
+int nk_steer_nsm_netns_set(struct nk_steer *st, __u32 nsm_id, int netns_id);
 /* Remove the NSM's entries and zero its counters.  Its VMs then drop (NO_NSM). */
 int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id);
 /* Add a VM or move it to another NSM; creates its counters if absent. */

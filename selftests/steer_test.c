@@ -24,6 +24,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <limits.h>
 #include <net/if.h>
@@ -45,6 +46,7 @@
 
 #include "log.h"
 #include "nkaddr.h"
+#include "nknetns.h"
 #include "steer_maps.h"
 
 #define KSFT_SKIP	4
@@ -302,6 +304,12 @@ static void f_tcp_syn_vm1(struct pkt *p)
 {
 	put_eth(p, mac_host, ETH_P_IP);
 	put_ipv4_tcp(p, "10.0.0.1", 0x02);
+}
+
+static void f_tcp_synack_vm1(struct pkt *p)
+{
+	put_eth(p, mac_host, ETH_P_IP);
+	put_ipv4_tcp(p, "10.0.0.1", 0x12);
 }
 
 static void f_ipv4_vm1(struct pkt *p)
@@ -611,6 +619,7 @@ static const struct fixture fixtures[] = {
 	{ IN("802.1Q ipv6 ns for vm1 -> nsm A", f_vlan_ns_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ IN("tcp to vm1 -> nsm A", f_tcp_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ IN("tcp syn to vm1 -> nsm A", f_tcp_syn_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
+	{ IN("tcp syn-ack to vm1 -> nsm A", f_tcp_synack_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	/* ingress: for no VM */
 	{ IN("ipv4 unknown address: pass", f_ipv4_unknown), PASS_ },
 	{ IN("ipv4 unknown address, miss drop", f_ipv4_unknown), .flags = F_MISS_DROP, DROP(NK_DROP_NO_VM), .nsm = NO_NSM },
@@ -960,6 +969,112 @@ static int setup_tables(struct nk_steer *st, const char *pin_dir)
 	return ret;
 }
 
+struct flow_count {
+	const struct nk_steer_flow *key;
+	int n;
+};
+
+static int flow_count_one(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
+			  void *arg)
+{
+	struct flow_count *c = arg;
+
+	(void)val;
+	if (!memcmp(key, c->key, sizeof(*key)))
+		c->n++;
+	return 0;
+}
+
+/* How many steer_flows entries have this key (0 or 1; -1: no dump). */
+static int flow_count(struct nk_steer *st, const struct nk_steer_flow *key)
+{
+	struct flow_count c = { .key = key };
+
+	if (nk_steer_flow_foreach(st, flow_count_one, &c))
+		return -1;
+	return c.n;
+}
+
+/* A TCP socket bound to addr:port (SO_LINGER 0: no TIME_WAIT), or -1. */
+static int tcp_bound(const char *addr, int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+	if (fd < 0)
+		return -1;
+	inet_pton(AF_INET, addr, &sa.sin_addr);
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * The pinned flow 10.0.0.1:80 <- 192.0.2.1:40000 on nsm A, whose namespace
+ * is the test's own (nk_netns_id() of it): a SYN of the flow stays on nsm
+ * A while a connection with those ports is open there; with none, or only
+ * a listener, its entry is deleted and it goes to the VM's NSM (B).
+ */
+static void check_syn_lookup(struct nk_steer *st, const struct nk_steer_flow *key,
+			     const struct nk_steer_flow_nsm *val, const __u8 *mac_a)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(80) };
+	int nsfd, id = -1, lfd = -1, cfd = -1, afd = -1, n;
+
+	nsfd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	n = nsfd < 0 || nk_netns_id(nsfd, &id) || id < 0;
+	if (nsfd >= 0)
+		close(nsfd);
+	report("api: nk_netns_id of the test's netns", n);
+	n = nk_steer_nsm_netns_set(st, NSM_A, id) != 0;
+	n += run("ip addr add 10.0.0.1/32 dev lo && ip addr add 192.0.2.1/32 dev lo") != 0;
+	report("api: nsm A's netns is the test's, with the flow's addresses on lo", n);
+	if (n)
+		return;
+
+	/* a connection with the flow's ports, open in nsm A's netns */
+	inet_pton(AF_INET, "10.0.0.1", &sa.sin_addr);
+	lfd = tcp_bound("10.0.0.1", 80);
+	cfd = tcp_bound("192.0.2.1", 40000);
+	n = lfd < 0 || cfd < 0 || listen(lfd, 4) ||
+	    connect(cfd, (struct sockaddr *)&sa, sizeof(sa));
+	if (!n)
+		afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	report("api: a connection 192.0.2.1:40000 -> 10.0.0.1:80 in nsm A's netns", n || afd < 0);
+	run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
+		.name = "api: tcp syn of the pinned flow, its connection open on nsm A -> nsm A",
+		REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
+	report("api: ... and its entry stays", flow_count(st, key) != 1);
+
+	/* only the listener left (SO_LINGER 0: no TIME_WAIT either) */
+	if (afd >= 0)
+		close(afd);
+	if (cfd >= 0)
+		close(cfd);
+	run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
+		.name = "api: tcp syn of the pinned flow, only a listener on nsm A -> nsm B, MAC unchanged",
+		REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
+	report("api: ... and the program deleted the flow's entry", flow_count(st, key) != 0);
+
+	/* nothing at all */
+	report("api: flow pinned once more", nk_steer_flow_set(st, key, val) != 0);
+	if (lfd >= 0)
+		close(lfd);
+	run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
+		.name = "api: tcp syn of the pinned flow, no socket on nsm A -> nsm B, MAC unchanged",
+		REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
+	report("api: ... and the program deleted the flow's entry", flow_count(st, key) != 0);
+
+	n = nk_steer_nsm_netns_set(st, NSM_A, NK_STEER_NETNS_NONE) != 0;
+	n += run("ip addr del 10.0.0.1/32 dev lo && ip addr del 192.0.2.1/32 dev lo") != 0;
+	report("api: nsm A's netns forgotten, addresses removed", n);
+}
+
 static void check_api(struct nk_steer *st, const char *pin_dir)
 {
 	struct nk_steer_counters c1, c2;
@@ -1027,6 +1142,24 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 		report("api: flow unpinned", nk_steer_flow_del(st, &key) != 0);
 		run_named(st, "tcp to vm1 -> nsm A", &(struct fixture){
 			.name = "api: after the unpin, tcp of that flow -> nsm B",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
+		/*
+		 * A SYN (no ACK) from the ports of a pinned flow: the old NSM's
+		 * socket table decides, looked up in its namespace (here the
+		 * test's own, by the id it gives itself); a syn-ack (the old
+		 * NSM's own connect) always follows the flow.
+		 */
+		report("api: flow pinned again", nk_steer_flow_set(st, &key, &val) != 0);
+		run_named(st, "tcp syn-ack to vm1 -> nsm A", &(struct fixture){
+			.name = "api: tcp syn-ack of the pinned flow -> nsm A, dst MAC rewritten",
+			REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
+		run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
+			.name = "api: tcp syn of the pinned flow, nsm A's netns not known -> nsm A",
+			REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
+		report("api: ... and its entry stays", flow_count(st, &key) != 1);
+		check_syn_lookup(st, &key, &val, mac_a);
+		run_named(st, "tcp to vm1 -> nsm A", &(struct fixture){
+			.name = "api: after that syn, tcp of those ports -> nsm B",
 			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
 		report("api: vm1 holds new connections (HOLD_SYN)",
 		       nk_steer_vm_set_flags(st, VM1, NSM_B, NK_STEER_VM_F_HOLD_SYN) != 0);

@@ -72,6 +72,11 @@ nsm_pid()
 	nkctl -j nsm show "$1" 2>/dev/null | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["pid"])'
 }
 
+nsm_slot()
+{
+	nkctl -j nsm show "$1" 2>/dev/null | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])'
+}
+
 vm_nsm()
 {
 	nkctl -j vm show vm1 2>/dev/null | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["nsm"])'
@@ -425,6 +430,193 @@ check "the guest answered it" wait_for -t 5 grep -q "^answered 10.77.2.1" "$NK_T
 check "nkd logged the claim it passed on to $N2" \
 	grep -q "vm vm1: connection offered by nsm $N2 before the move, claimed through nsm $N1: passed on" "$NK_NKD_LOG"
 nk_stop "$LATE"
+
+# reuse_client DIR: on the remote host, a keep-alive HTTP connection to
+# vm1 ("port P" once served), then, each when its file appears in DIR:
+# close: reset it (SO_LINGER 0); connect: connect again from port P;
+# get: a request on the new connection, and the answer or the error.
+reuse_client()
+{
+	mkdir -p "$1"
+	rm -f "$1"/*
+	nk_bg "remote-$S" "$1/log" "$NK_PY" -c 'import os, socket, struct, sys, time
+addr, d = sys.argv[1], sys.argv[2]
+def get(s):
+    s.sendall(b"GET /whoami.txt HTTP/1.1\r\nHost: vm1\r\n\r\n")
+    b = b""
+    while b"\r\n\r\n" not in b:
+        r = s.recv(4096)
+        if not r:
+            raise OSError("EOF before the response header")
+        b += r
+    head, _, body = b.partition(b"\r\n\r\n")
+    n = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0]
+    while len(body) < n:
+        r = s.recv(4096)
+        if not r:
+            raise OSError("EOF in the response body")
+        body += r
+    return head.split(b" ")[1].decode() + " " + body.decode().strip()
+def when(name):
+    while not os.path.exists(os.path.join(d, name)):
+        time.sleep(0.01)
+try:
+    s = socket.create_connection((addr, 80), timeout=10)
+    port = s.getsockname()[1]
+    print("first:", get(s), flush=True)
+    print("port", port, flush=True)
+    when("close")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    print("closed", flush=True)
+    when("connect")
+    s = socket.socket()
+    s.settimeout(3)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.connect((addr, 80))
+    print("connected", flush=True)
+    when("get")
+    print(get(s), "from port", s.getsockname()[1], flush=True)
+except OSError as e:
+    print("error:", e, flush=True)' "$A" "$1"
+	REUSE=$NK_BG_PID
+	reuse_up()
+	{
+		grep -q "^port \|^error" "$1/log"
+	}
+	check "the remote host's keep-alive connection is served" wait_for -t 10 reuse_up "$1"
+	RPORT=$(awk '/^port / { print $2 }' "$1/log")
+}
+
+# flow_pinned PORT NSM: steer_flows sends the flow from remote port PORT to NSM
+flow_pinned()
+{
+	bpftool -j map dump pinned "$PIN/steer_flows" | "$NK_PY" -c 'import json, socket, sys
+port, slot = int(sys.argv[1]), int(sys.argv[2])
+for e in json.load(sys.stdin):
+    k, v = e["formatted"]["key"], e["formatted"]["value"]
+    if socket.ntohs(k["remote_port"]) == port and v["nsm_id"] == slot:
+        sys.exit(0)
+sys.exit(1)' "$1" "$2"
+}
+
+log_step "move vm1 $N1 -> $N2, then a new connection from the ports of a flow that just ended on $N1"
+# A remote host that ends a connection and opens the next one from the
+# same port before nkd prunes the old flow's entry (every second): its SYN
+# matches the entry of a flow that $N1, no longer listening, would answer
+# with a reset.  The ingress program deletes the entry for that SYN and
+# steers it as a new connection, to $N2.  The client resets its keep-alive
+# connection right after the move and connects again from its port at once.
+reuse_client "$NK_TMP/reuse1"
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "vm1 is on $N2" "$(vm_nsm)" "$N2"
+check "steer_flows pins its flow (remote port $RPORT) to $N1" flow_pinned "$RPORT" "$(nsm_slot "$N1")"
+touch "$NK_TMP/reuse1/close" "$NK_TMP/reuse1/connect" "$NK_TMP/reuse1/get"
+wait "$REUSE"
+sed 's/^/    /' "$NK_TMP/reuse1/log"
+check_eq "the new connection from port $RPORT got its answer" \
+	"$(tail -n 1 "$NK_TMP/reuse1/log")" "200 hello from vm1 from port $RPORT"
+check "$N1 dropped vm1's address (no connection left there)" wait_for -t 10 has_addr_not "$N1"
+check_eq "no flow entries left" "$(bpftool -j map dump pinned "$PIN/steer_flows")" "[]"
+
+log_step "... a new connection from the ports of one $N1 still holds open (moves $N2 -> $N1 -> $N2)"
+# The remote host forgets a connection ($N1 does not get its reset: vm1 is
+# quarantined meanwhile) and connects from the same port again.  As on
+# Linux, $N1's TCP answers that SYN with a challenge ACK, which the remote
+# host answers with a reset that ends the old connection; its SYN, sent
+# again at once (Linux retransmits it within milliseconds then), finds no
+# connection there and goes to $N2.
+nk_run_nkctl vm set vm1 nsm "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+reuse_client "$NK_TMP/reuse2"
+nk_run_nkctl vm set vm1 nsm "$N2"
+check "steer_flows pins its flow (remote port $RPORT) to $N1" flow_pinned "$RPORT" "$(nsm_slot "$N1")"
+nk_run_nkctl policy set vm1 drop-all on
+touch "$NK_TMP/reuse2/close"
+reuse_closed()
+{
+	grep -q "^closed\|^error" "$NK_TMP/reuse2/log"
+}
+check "the remote host reset it (the reset dropped by the quarantine)" wait_for -t 5 reuse_closed
+old_conn()
+{
+	ip netns exec "nk-$N1" ss -Htn state established "( sport = :80 and dport = :$RPORT )" | grep -q .
+}
+old_conn_gone()
+{
+	! old_conn
+}
+check "the old connection is still open on $N1" old_conn
+nk_run_nkctl policy set vm1 drop-all off
+touch "$NK_TMP/reuse2/connect" "$NK_TMP/reuse2/get"
+wait "$REUSE"
+sed 's/^/    /' "$NK_TMP/reuse2/log"
+check_eq "the new connection got its answer" \
+	"$(tail -n 1 "$NK_TMP/reuse2/log")" "200 hello from vm1 from port $RPORT"
+check "the old connection on $N1 ended (reset after its challenge ACK)" old_conn_gone
+check "$N1 dropped vm1's address" wait_for -t 10 has_addr_not "$N1"
+
+log_step "... and a SYN forged with the ports of a live connection ends nothing (move $N2 -> $N1 -> $N2)"
+# A SYN that matches a live connection held by the old NSM stays there and
+# gets a challenge ACK, as on Linux (RFC 5961): it must not move the
+# connection's later segments to the new NSM.  The remote host sends it
+# from a raw socket, with the ports of its own live keep-alive connection.
+nk_run_nkctl vm set vm1 nsm "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+rm -f "$NK_TMP/live-again"
+nk_bg "remote-$S" "$NK_TMP/live.log" "$NK_PY" -c 'import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=5)
+req = b"GET /whoami.txt HTTP/1.1\r\nHost: vm1\r\n\r\n"
+def get():
+    s.sendall(req)
+    b = b""
+    while not b.endswith(b"hello from vm1\n"):
+        r = s.recv(4096)
+        if not r:
+            return "EOF"
+        b += r
+    return b.split(b" ")[1].decode()
+print("first", get(), flush=True)
+print("port", s.getsockname()[1], flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+try:
+    print("again", get(), flush=True)
+except OSError as e:
+    print("again error:", e, flush=True)' "$A" "$NK_TMP/live-again"
+LIVE=$NK_BG_PID
+live_up()
+{
+	grep -q "^port " "$NK_TMP/live.log"
+}
+check "the remote host's keep-alive connection is served" wait_for -t 10 live_up
+LPORT=$(awk '/^port / { print $2 }' "$NK_TMP/live.log")
+nk_run_nkctl vm set vm1 nsm "$N2"
+check "steer_flows pins its flow (remote port $LPORT) to $N1" flow_pinned "$LPORT" "$(nsm_slot "$N1")"
+ip netns exec "remote-$S" "$NK_PY" -c 'import random, socket, struct, sys
+src, dst, sport = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+tcp = struct.pack("!HHIIBBHHH", sport, 80, random.getrandbits(32), 0, 5 << 4, 0x02, 65535, 0, 0)
+pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).sendto(tcp, (dst, 0))' \
+	10.77.2.1 "$A" "$LPORT"
+sleep 0.2
+check "after the forged SYN, steer_flows still pins the flow to $N1" flow_pinned "$LPORT" "$(nsm_slot "$N1")"
+touch "$NK_TMP/live-again"
+wait "$LIVE"
+sed 's/^/    /' "$NK_TMP/live.log"
+check_eq "the live connection still serves (a request after the forged SYN)" \
+	"$(tail -n 1 "$NK_TMP/live.log")" "again 200"
+check "$N1 dropped vm1's address once it closed" wait_for -t 10 has_addr_not "$N1"
+nk_run_nkctl vm set vm1 nsm "$N1"
+check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 
 # ---------------------------------------------------------------- restart
 log_step "nkd killed with SIGKILL mid-transfer and restarted"

@@ -34,7 +34,8 @@ struct {
 /*
  * Known flow of a VM -> the NSM holding it, consulted before the VM's own
  * NSM; written by nkd when a VM moves (its old NSM's connections), pruned
- * as they end.
+ * as they end; the ingress program deletes the entry of an ended flow
+ * whose ports a new connection (SYN) reuses.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -66,6 +67,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct nk_steer_nsm);
 } nsms SEC(".maps");
+
+/* nsm id -> the NSM's netns id (nsid), for socket lookups; written by nkd. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NK_STEER_NSM_MAX);
+	__type(key, __u32);
+	__type(value, struct nk_steer_nsm_netns);
+} nsm_netns SEC(".maps");
 
 /* ifindex of an NSM veth's host side -> nsm id (egress); written by nkd. */
 struct {

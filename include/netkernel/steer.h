@@ -109,6 +109,19 @@ struct nk_steer_nsm {
 };
 
 /*
+ * nsm_netns value, by nsm id: the NSM's network namespace, named by the id
+ * the uplink's namespace gives it (its nsid: "ip netns list-id").  The
+ * ingress program looks up the old NSM's TCP sockets there (a SYN that
+ * matches a steer_flows entry).  Unset (flags 0): not known.
+ */
+struct nk_steer_nsm_netns {
+	__u32 flags;		/* NK_STEER_NETNS_F_KNOWN: netns_id is valid */
+	__s32 netns_id;		/* nsid; -1: the uplink's own namespace */
+};
+
+#define NK_STEER_NETNS_F_KNOWN	0x1
+
+/*
  * steer_flows key: one TCP or UDP flow of a VM, seen from the VM (issue 5:
  * a VM that moves to another NSM keeps its established flows on the old
  * one).  Ports in network order; IPv4 uses addr[0..3]; the rest is zero.
@@ -160,6 +173,7 @@ _Static_assert(sizeof(struct nk_steer_addr) == 20, "nk_steer_addr layout");
 _Static_assert(sizeof(struct nk_steer_vm) == 8, "nk_steer_vm layout");
 _Static_assert(sizeof(struct nk_steer_policy) == 8, "nk_steer_policy layout");
 _Static_assert(sizeof(struct nk_steer_nsm) == 16, "nk_steer_nsm layout");
+_Static_assert(sizeof(struct nk_steer_nsm_netns) == 8, "nk_steer_nsm_netns layout");
 _Static_assert(sizeof(struct nk_steer_flow) == 40, "nk_steer_flow layout");
 _Static_assert(sizeof(struct nk_steer_flow_nsm) == 12, "nk_steer_flow_nsm layout");
 _Static_assert(sizeof(struct nk_steer_counters) == 48 + 8 * NK_DROP_SLOTS,
