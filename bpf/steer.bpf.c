@@ -25,9 +25,12 @@
  *      nsm_netns): a connection still open there keeps the SYN (its TCP
  *      answers with a challenge ACK, RFC 5961: a forged SYN ends
  *      nothing); otherwise the entry is deleted and the SYN goes on as a
- *      new connection (3.).  nkd does not pin that flow again
- *      (ctl/nkd_move.c).  An NSM whose namespace id is not known keeps
- *      every SYN of its flows.
+ *      new connection (3.); nkd's next prune does not pin it again (the
+ *      old NSM lists no connection without a socket).  This cannot help
+ *      a SYN that arrives in the same receive batch as the reset ending
+ *      the old connection: the old NSM has not seen the reset yet, and
+ *      resets the SYN after it.  An NSM whose namespace id is not known
+ *      keeps every SYN of its flows.
  *   3. addr_vm[address] -> vm id; no entry: the frame is for no VM and goes
  *      to the host stack, or is dropped (steer_cfg miss_action).
  *      A new TCP connection (SYN) to a VM in the middle of a move

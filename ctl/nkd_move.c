@@ -33,11 +33,11 @@
  * asks the old NSM for the VM's connections (CONN_LIST), adds flows that
  * appeared (a socket the guest connected after the snapshot), deletes the
  * steer_flows entries of flows that ended, and once no connection is
- * left sends VM_DEL: the old NSM drops the addresses.  Each flow is pinned
- * once: the ingress program deletes the entry of a flow whose ports a new
- * connection reuses when the old NSM's kernel has no connection with them
- * any more, and nkd must not pin it again from a CONN_LIST that still
- * lists it (bpf/steer.bpf.c, step 2).  The drains are
+ * left sends VM_DEL: the old NSM drops the addresses.  The ingress program
+ * deletes an entry itself when a new connection reuses the ports of a flow
+ * whose connection the old NSM's kernel no longer has (bpf/steer.bpf.c,
+ * step 2); CONN_LIST does not list such a connection either (a socket
+ * closed by a reset has no peer), so nkd does not pin it again.  The drains are
  * stored in nkd.json ("draining"), so a restarted nkd keeps pruning.
  * "conn list" lists a draining NSM's connections of the VM with that NSM.
  *
@@ -70,14 +70,6 @@ struct nkd_drain {
 	struct nkd_nsm *from;
 	uint8_t mac[6];
 	uint64_t since;		/* nkd_now_ms() */
-	/*
-	 * The flows pinned so far, sorted: each is pinned once.  The ingress
-	 * program deletes the entry of a flow whose ports a new connection
-	 * (a SYN without ACK) reuses, and it stays deleted even while the old
-	 * NSM still lists the ended connection (bpf/steer.bpf.c).
-	 */
-	struct nk_steer_flow *pinned;
-	size_t npinned;
 };
 
 static struct nkd_drain *drains;
@@ -188,17 +180,16 @@ static int prune_one(const struct nk_steer_flow *key, const struct nk_steer_flow
 }
 
 /*
- * Make steer_flows hold the VM's live connections on d->from: pin those
- * not pinned before, delete the entries of those that ended.
+ * Make steer_flows hold exactly the VM's live connections on d->from.
  * 0 and *nlive, or -errno (the NSM could not be asked).
  */
-static int drain_sync(struct nkd_drain *d, const struct nkd_vm *vm, size_t *nlive)
+static int drain_sync(const struct nkd_drain *d, const struct nkd_vm *vm, size_t *nlive)
 {
 	struct nk_steer_flow_nsm val = { .nsm_id = d->from->slot };
 	struct prune p = { .vm = vm, .d = d };
-	struct nk_steer_flow *live = NULL, *pin = NULL;
-	size_t n, k, npin = 0;
+	struct nk_steer_flow *live = NULL;
 	struct nsm_conn *v;
+	size_t n, k;
 	int ret;
 
 	*nlive = 0;
@@ -208,44 +199,29 @@ static int drain_sync(struct nkd_drain *d, const struct nkd_vm *vm, size_t *nliv
 	memcpy(val.dmac, d->mac, sizeof(val.dmac));
 	if (n) {
 		live = calloc(n, sizeof(*live));
-		pin = calloc(n, sizeof(*pin));
-		if (!live || !pin) {
-			free(live);
-			free(pin);
+		if (!live) {
 			free(v);
 			return -ENOMEM;
 		}
 	}
 	for (k = 0; k < n; k++) {
-		struct nk_steer_flow *key = &live[p.nlive];
-
 		if (!conn_live(&v[k]))
 			continue;
-		if (nk_steer_flow_key(key, v[k].proto, &v[k].local, &v[k].peer))
+		if (nk_steer_flow_key(&live[p.nlive], v[k].proto, &v[k].local, &v[k].peer))
 			continue;
+		ret = nk_steer_flow_set(nkd.steer, &live[p.nlive], &val);
+		if (ret)
+			warn("vm %s: steering a flow to nsm %s: %s", vm->name, d->from->name,
+			     strerror(-ret));
 		p.nlive++;
-		if (!flow_in(key, d->pinned, d->npinned)) {
-			ret = nk_steer_flow_set(nkd.steer, key, &val);
-			if (ret) {
-				warn("vm %s: steering a flow to nsm %s: %s", vm->name,
-				     d->from->name, strerror(-ret));
-				continue;	/* tried again at the next prune */
-			}
-		}
-		pin[npin++] = *key;
 	}
 	if (p.nlive)
 		qsort(live, p.nlive, sizeof(*live), flow_cmp);
-	if (npin)
-		qsort(pin, npin, sizeof(*pin), flow_cmp);
 	p.live = live;
 	nk_steer_flow_foreach(nkd.steer, prune_one, &p);
 	if (p.deleted)
 		debug("vm %s: %u ended flows unpinned from nsm %s", vm->name, p.deleted,
 		      d->from->name);
-	free(d->pinned);
-	d->pinned = pin;
-	d->npinned = npin;
 	*nlive = p.nlive;
 	free(live);
 	free(v);
@@ -262,7 +238,6 @@ static void drain_unlink(struct nkd_drain *d)
 			break;
 		}
 	}
-	free(d->pinned);
 	free(d);
 	if (!drains && drain_tfd >= 0) {
 		struct itimerspec off = { 0 };

@@ -1146,8 +1146,8 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 		/*
 		 * A SYN (no ACK) from the ports of a pinned flow: the old NSM's
 		 * socket table decides, looked up in its namespace (here the
-		 * test's own, by the id it gives itself); a syn-ack (the old
-		 * NSM's own connect) always follows the flow.
+		 * test's own, by the id it gives itself); a syn-ack, never a
+		 * new connection, always follows the flow.
 		 */
 		report("api: flow pinned again", nk_steer_flow_set(st, &key, &val) != 0);
 		run_named(st, "tcp syn-ack to vm1 -> nsm A", &(struct fixture){

@@ -501,6 +501,29 @@ for e in json.load(sys.stdin):
 sys.exit(1)' "$1" "$2"
 }
 
+# old_conn: nk-N1 has an established connection from the remote port RPORT
+old_conn()
+{
+	ip netns exec "nk-$N1" ss -Htn state established "( sport = :80 and dport = :$RPORT )" | grep -q .
+}
+
+old_conn_gone()
+{
+	! ip netns exec "nk-$N1" ss -Htn "( sport = :80 and dport = :$RPORT )" | grep -q .
+}
+
+# reuse_at DIR WORD: the client in DIR logged WORD (or an error)
+reuse_at()
+{
+	grep -q "^$2\|^error" "$1/log"
+}
+
+# challenge_acks: the challenge ACKs nk-N1's TCP sent (RFC 5961)
+challenge_acks()
+{
+	ip netns exec "nk-$N1" nstat -az TcpExtTCPChallengeACK | awk '/TcpExtTCPChallengeACK/ { print $2 }'
+}
+
 log_step "move vm1 $N1 -> $N2, then a new connection from the ports of a flow that just ended on $N1"
 # A remote host that ends a connection and opens the next one from the
 # same port before nkd prunes the old flow's entry (every second): its SYN
@@ -512,7 +535,14 @@ reuse_client "$NK_TMP/reuse1"
 nk_run_nkctl vm set vm1 nsm "$N2"
 check_eq "vm1 is on $N2" "$(vm_nsm)" "$N2"
 check "steer_flows pins its flow (remote port $RPORT) to $N1" flow_pinned "$RPORT" "$(nsm_slot "$N1")"
-touch "$NK_TMP/reuse1/close" "$NK_TMP/reuse1/connect" "$NK_TMP/reuse1/get"
+touch "$NK_TMP/reuse1/close"
+check "the remote host reset it" wait_for -t 5 reuse_at "$NK_TMP/reuse1" closed
+# (a SYN in the same receive batch as the reset would still meet a reset
+# from $N1: docs/cli.md)
+check "$N1 has processed the reset (no connection from port $RPORT)" wait_for -t 5 old_conn_gone
+check "steer_flows still pins the flow to $N1 (nkd has not pruned it yet)" \
+	flow_pinned "$RPORT" "$(nsm_slot "$N1")"
+touch "$NK_TMP/reuse1/connect" "$NK_TMP/reuse1/get"
 wait "$REUSE"
 sed 's/^/    /' "$NK_TMP/reuse1/log"
 check_eq "the new connection from port $RPORT got its answer" \
@@ -534,26 +564,18 @@ nk_run_nkctl vm set vm1 nsm "$N2"
 check "steer_flows pins its flow (remote port $RPORT) to $N1" flow_pinned "$RPORT" "$(nsm_slot "$N1")"
 nk_run_nkctl policy set vm1 drop-all on
 touch "$NK_TMP/reuse2/close"
-reuse_closed()
-{
-	grep -q "^closed\|^error" "$NK_TMP/reuse2/log"
-}
-check "the remote host reset it (the reset dropped by the quarantine)" wait_for -t 5 reuse_closed
-old_conn()
-{
-	ip netns exec "nk-$N1" ss -Htn state established "( sport = :80 and dport = :$RPORT )" | grep -q .
-}
-old_conn_gone()
-{
-	! old_conn
-}
+check "the remote host reset it (the reset dropped by the quarantine)" \
+	wait_for -t 5 reuse_at "$NK_TMP/reuse2" closed
 check "the old connection is still open on $N1" old_conn
 nk_run_nkctl policy set vm1 drop-all off
+ch0=$(challenge_acks)
 touch "$NK_TMP/reuse2/connect" "$NK_TMP/reuse2/get"
 wait "$REUSE"
 sed 's/^/    /' "$NK_TMP/reuse2/log"
 check_eq "the new connection got its answer" \
 	"$(tail -n 1 "$NK_TMP/reuse2/log")" "200 hello from vm1 from port $RPORT"
+check_gt "$N1 answered the SYN with a challenge ACK (TcpExtTCPChallengeACK)" \
+	"$(($(challenge_acks) - ch0))" 0
 check "the old connection on $N1 ended (reset after its challenge ACK)" old_conn_gone
 check "$N1 dropped vm1's address" wait_for -t 10 has_addr_not "$N1"
 
@@ -594,6 +616,7 @@ check "the remote host's keep-alive connection is served" wait_for -t 10 live_up
 LPORT=$(awk '/^port / { print $2 }' "$NK_TMP/live.log")
 nk_run_nkctl vm set vm1 nsm "$N2"
 check "steer_flows pins its flow (remote port $LPORT) to $N1" flow_pinned "$LPORT" "$(nsm_slot "$N1")"
+ch0=$(challenge_acks)
 ip netns exec "remote-$S" "$NK_PY" -c 'import random, socket, struct, sys
 src, dst, sport = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def csum(b):
@@ -606,7 +629,12 @@ pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 
 tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
 socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).sendto(tcp, (dst, 0))' \
 	10.77.2.1 "$A" "$LPORT"
-sleep 0.2
+check_eq "the raw socket sent the forged SYN" "$?" 0
+forged_seen()
+{
+	[ "$(($(challenge_acks) - ch0))" -gt 0 ]
+}
+check "$N1 got the forged SYN and answered it with a challenge ACK" wait_for -t 2 forged_seen
 check "after the forged SYN, steer_flows still pins the flow to $N1" flow_pinned "$LPORT" "$(nsm_slot "$N1")"
 touch "$NK_TMP/live-again"
 wait "$LIVE"

@@ -6,7 +6,9 @@
  * include/netkernel/steer.h (the kernel keeps no BTF for devmaps and
  * xskmaps) and pinned by nkd under its pin dir (default
  * /sys/fs/bpf/netkernel/<map name>).  nkd is the only userspace writer;
- * the programs write only the counters.  docs/maps.md has the full table.
+ * the programs write the counters and nothing else, but for the ingress
+ * program deleting a steer_flows entry whose connection has ended.
+ * docs/maps.md has the full table.
  */
 #ifndef NK_BPF_MAPS_H
 #define NK_BPF_MAPS_H
