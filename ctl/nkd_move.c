@@ -19,8 +19,9 @@
  *      sockets now all reach the new NSM) and closes the guest streams of
  *      the VM's listening sockets: the guest library listens again,
  *      through nkd, on the new NSM.  Connected sockets stay.
- *   4. The old NSM's CONN_LIST of the VM: every connected TCP socket and
- *      every UDP socket with a peer becomes a steer_flows entry: 5-tuple ->
+ *   4. The old NSM's CONN_LIST of the VM: every connected or connecting
+ *      TCP socket and every UDP socket with a peer becomes a steer_flows
+ *      entry (a connect under way gets its SYN-ACK there): 5-tuple ->
  *      old NSM, with the old NSM's MAC to write into the frame (the remote
  *      host learns the new NSM's MAC in step 6 and would address frames of
  *      old flows to it; the old NSM's kernel drops frames for another MAC).

@@ -727,6 +727,8 @@ static bool conn_entry(const struct nsock *ns, struct nsm_conn *c)
 	if (ns->state != NK_STATE_LISTENING &&
 	    !getpeername(ns->fd, (struct sockaddr *)&ss, &len))
 		nk_addr_from_sockaddr(&c->peer, (struct sockaddr *)&ss, len);
+	else if (ns->state == NK_STATE_CONNECTING)
+		c->peer = ns->connect_to;	/* no name before the handshake */
 	if (ns->relay) {
 		c->bytes_in = ns->relay->down.bytes;
 		c->bytes_out = ns->relay->up.bytes + ns->relay->kbytes_done + krelay_bytes(ns);

@@ -264,6 +264,7 @@ struct nsock {
 	bool cork_on;			/* TCP_CORK is on on the real socket */
 	bool cork_wait;			/* a posted TCP_CORK on waits (relay_cork_post()) */
 	struct nk_addr bind_addr;	/* real address bound, requested port */
+	struct nk_addr connect_to;	/* CONNECT's address (the peer while connecting) */
 	/* options set by the guest, replayed on sockets created later */
 	int nopts;
 	struct saved_opt *opts;

@@ -1223,6 +1223,7 @@ static int op_connect(struct nsock *ns, const struct nk_addr *a)
 	if (ret)
 		return ret;
 	ns->state = NK_STATE_CONNECTING;
+	ns->connect_to = *a;
 	return 0;
 }
 

@@ -646,6 +646,65 @@ nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
 check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 
+log_step "a connection the guest is opening during a move $N1 -> $N2 completes on $N1"
+# The remote server's accept queue is full (backlog 0, one connection
+# waiting), so it drops the guest's SYN and the guest's socket on $N1 is
+# still connecting at the move.  Its flow must be pinned like an
+# established one: the server's SYN-ACK, once there is room, belongs to
+# $N1 (at $N2 it would meet a reset and the connect would fail).
+rm -f "$NK_TMP/room"
+nk_bg "remote-$S" "$NK_TMP/late-srv.log" "$NK_PY" -c 'import os, socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 9099))
+l.listen(0)
+f = socket.create_connection(("127.0.0.1", 9099))
+print("full", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+a, _ = l.accept()
+a.close()
+f.close()
+l.settimeout(15)
+c, peer = l.accept()
+c.settimeout(5)
+c.sendall(b"ok " + c.recv(100))
+c.close()
+print("served", peer[0], flush=True)' "$NK_TMP/room"
+LSRV=$NK_BG_PID
+srv_full()
+{
+	grep -q "^full" "$NK_TMP/late-srv.log"
+}
+check "the remote server's accept queue is full" wait_for -t 5 srv_full
+nk_guest_bg g1 "$NK_TMP/late-cli.log" "$NK_PY" -c 'import socket, sys
+s = socket.socket()
+s.settimeout(10)
+try:
+    s.connect((sys.argv[1], 9099))
+    s.sendall(b"hi")
+    print(s.recv(100).decode(), flush=True)
+except OSError as e:
+    print("error:", e, flush=True)' 10.77.2.1
+LCLI=$NK_BG_PID
+connecting()
+{
+	[ "$(jpy "$(conns_json)" "sum(1 for c in j if c['state'] == 'connecting' and (c['remote'] or '').endswith(':9099'))")" = 1 ]
+}
+check "conn list: the guest's socket is connecting to port 9099 on $N1" wait_for -t 5 connecting
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "vm1 is on $N2" "$(vm_nsm)" "$N2"
+check "steer_flows pins the connecting flow (remote port 9099) to $N1" flow_pinned 9099 "$(nsm_slot "$N1")"
+touch "$NK_TMP/room"
+wait "$LCLI"
+wait "$LSRV"
+check_eq "the guest's connect completed and the server answered" "$(cat "$NK_TMP/late-cli.log")" "ok hi"
+check "the server served it" grep -q "^served 10.77.2.2" "$NK_TMP/late-srv.log"
+check "$N1 dropped vm1's address once it ended" wait_for -t 10 has_addr_not "$N1"
+nk_run_nkctl vm set vm1 nsm "$N1"
+check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+
 # ---------------------------------------------------------------- restart
 log_step "nkd killed with SIGKILL mid-transfer and restarted"
 nk_bg "remote-$S" "$NK_TMP/slow3.log" curl -sS --max-time 60 --limit-rate 4M \
