@@ -272,6 +272,7 @@ int conn_list(json_t *args, json_t **res, json_t *warnings, struct nkd_err *e);
 
 /* nkd_move.c */
 bool move_graceful_possible(const struct nkd_vm *vm, const struct nkd_nsm *to);
+void move_arrived(const struct nkd_vm *vm, const struct nkd_nsm *to);
 int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e);
 bool move_draining_on(const struct nkd_vm *vm, const struct nkd_nsm *nsm);
 bool move_nsm_draining(const struct nkd_nsm *nsm);

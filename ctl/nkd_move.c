@@ -350,6 +350,15 @@ static void drain_cancel(const struct nkd_vm *vm, const struct nkd_nsm *nsm)
 	}
 }
 
+/*
+ * A move the hard way (vm_move()) to an NSM the VM drains from: that drain
+ * is over, its connections there are the VM's own again.
+ */
+void move_arrived(const struct nkd_vm *vm, const struct nkd_nsm *to)
+{
+	drain_cancel(vm, to);
+}
+
 /* vm del: every drain of the VM ends, and its old NSMs forget it. */
 void move_forget_vm(const struct nkd_vm *vm)
 {

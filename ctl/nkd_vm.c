@@ -604,6 +604,7 @@ int vm_move(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 	} else {
 		steer_vm_del(vm);
 	}
+	move_arrived(vm, to);
 	info("vm %s: moved from nsm %s to nsm %s", vm->name, from->name, to->name);
 	return 0;
 

@@ -705,6 +705,67 @@ nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
 check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 
+log_step "a drain ends when the VM comes back to its NSM the hard way ($N1 -> $N2 -> N3 -> $N1)"
+# N3 has a netns of its own (not on the uplink), so moves to and from it
+# are hard.  vm1 drains a live connection from $N1 after the graceful
+# move; when it comes back to $N1 through N3, that drain is over: the
+# connection is vm1's own on its NSM again, and nkd must stop pinning and
+# listing it as draining.
+N3=ctl3-$S
+nk_netns_add "nk3-$S"
+ip -n "nk3-$S" link add eth0 type veth peer name eth1
+nk_run_nkctl nsm add "$N3" type kernel netns "nk3-$S" dev eth0
+NK_NSMS+=("$N3")
+rm -f "$NK_TMP/live2-again"
+nk_bg "remote-$S" "$NK_TMP/live2.log" "$NK_PY" -c 'import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=5)
+req = b"GET /whoami.txt HTTP/1.1\r\nHost: vm1\r\n\r\n"
+def get():
+    s.sendall(req)
+    b = b""
+    while not b.endswith(b"hello from vm1\n"):
+        r = s.recv(4096)
+        if not r:
+            return "EOF"
+        b += r
+    return b.split(b" ")[1].decode()
+print("first", get(), flush=True)
+print("port", s.getsockname()[1], flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+try:
+    print("again", get(), flush=True)
+except OSError as e:
+    print("again error:", e, flush=True)' "$A" "$NK_TMP/live2-again"
+LIVE=$NK_BG_PID
+live2_up()
+{
+	grep -q "^port " "$NK_TMP/live2.log"
+}
+check "the remote host's keep-alive connection is served" wait_for -t 10 live2_up
+# drains_from NSM: nkd.json's drains of vm1 from NSM
+drains_from()
+{
+	"$NK_PY" -c 'import json, sys
+d = json.load(open(sys.argv[1])).get("draining", [])
+print(sum(1 for x in d if x.get("vm") == "vm1" and x.get("nsm") == sys.argv[2]))' "$NK_STATE/nkd.json" "$1"
+}
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "graceful move to $N2: vm1 drains from $N1 (nkd.json)" "$(drains_from "$N1")" 1
+ends0=$(grep -c "vm vm1: drained from nsm $N1 " "$NK_NKD_LOG")
+nk_run_nkctl vm set vm1 nsm "$N3"
+check_eq "vm1 is on $N3 (a hard move)" "$(vm_nsm)" "$N3"
+nk_run_nkctl vm set vm1 nsm "$N1"
+check_eq "vm1 is back on $N1 (a hard move)" "$(vm_nsm)" "$N1"
+check_eq "the drain from $N1 is over (nkd.json)" "$(drains_from "$N1")" 0
+check_gt "nkd logged its end" "$(grep -c "vm vm1: drained from nsm $N1 " "$NK_NKD_LOG")" "$ends0"
+touch "$NK_TMP/live2-again"
+wait "$LIVE"
+check_eq "the connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live2.log")" "again 200"
+check_eq "no flow entries left" "$(bpftool -j map dump pinned "$PIN/steer_flows")" "[]"
+nk_run_nkctl nsm del "$N3"
+unset 'NK_NSMS[-1]'
+
 # ---------------------------------------------------------------- restart
 log_step "nkd killed with SIGKILL mid-transfer and restarted"
 nk_bg "remote-$S" "$NK_TMP/slow3.log" curl -sS --max-time 60 --limit-rate 4M \
