@@ -312,6 +312,20 @@ static void f_tcp_synack_vm1(struct pkt *p)
 	put_ipv4_tcp(p, "10.0.0.1", 0x12);
 }
 
+static void f_tcp6_syn_vm1(struct pkt *p)
+{
+	__u8 *t;
+
+	put_eth(p, mac_host, ETH_P_IPV6);
+	put_ipv6(p, "2001:db8::1", "fd00::1", 6, 20);
+	t = put(p, 20);
+	t[0] = 40000 >> 8;
+	t[1] = 40000 & 0xff;
+	t[3] = 80;
+	t[12] = 5 << 4;		/* data offset */
+	t[13] = 0x02;		/* SYN */
+}
+
 static void f_ipv4_vm1(struct pkt *p)
 {
 	put_eth(p, mac_host, ETH_P_IP);
@@ -620,6 +634,7 @@ static const struct fixture fixtures[] = {
 	{ IN("tcp to vm1 -> nsm A", f_tcp_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ IN("tcp syn to vm1 -> nsm A", f_tcp_syn_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ IN("tcp syn-ack to vm1 -> nsm A", f_tcp_synack_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
+	{ IN("tcp6 syn to vm1 -> nsm A", f_tcp6_syn_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	/* ingress: for no VM */
 	{ IN("ipv4 unknown address: pass", f_ipv4_unknown), PASS_ },
 	{ IN("ipv4 unknown address, miss drop", f_ipv4_unknown), .flags = F_MISS_DROP, DROP(NK_DROP_NO_VM), .nsm = NO_NSM },
@@ -995,36 +1010,98 @@ static int flow_count(struct nk_steer *st, const struct nk_steer_flow *key)
 	return c.n;
 }
 
+/* addr:port (IPv4 or IPv6) into ss; its length, or 0. */
+static socklen_t sockaddr_of(const char *addr, int port, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		return sizeof(*s4);
+	}
+	if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		return sizeof(*s6);
+	}
+	return 0;
+}
+
 /* A TCP socket bound to addr:port (SO_LINGER 0: no TIME_WAIT), or -1. */
 static int tcp_bound(const char *addr, int port)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	struct sockaddr_storage ss;
+	socklen_t len = sockaddr_of(addr, port, &ss);
+	int fd, one = 1;
 
+	if (!len)
+		return -1;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	inet_pton(AF_INET, addr, &sa.sin_addr);
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) ||
-	    bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+	    bind(fd, (struct sockaddr *)&ss, len)) {
 		close(fd);
 		return -1;
 	}
 	return fd;
 }
 
+/* A connection from caddr:cport to saddr:sport, its server side open. */
+struct tcp_conn {
+	int lfd, cfd, afd;
+};
+
+static int tcp_conn_open(struct tcp_conn *c, const char *saddr, int sport, const char *caddr,
+			 int cport)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sockaddr_of(saddr, sport, &ss);
+
+	c->afd = -1;
+	c->lfd = tcp_bound(saddr, sport);
+	c->cfd = tcp_bound(caddr, cport);
+	if (!len || c->lfd < 0 || c->cfd < 0 || listen(c->lfd, 4) ||
+	    connect(c->cfd, (struct sockaddr *)&ss, len))
+		return -1;
+	c->afd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC);
+	return c->afd < 0 ? -1 : 0;
+}
+
+/* Close the connection's two ends (with resets), the listener if all. */
+static void tcp_conn_close(struct tcp_conn *c, bool all)
+{
+	if (c->afd >= 0)
+		close(c->afd);
+	if (c->cfd >= 0)
+		close(c->cfd);
+	c->afd = c->cfd = -1;
+	if (all && c->lfd >= 0) {
+		close(c->lfd);
+		c->lfd = -1;
+	}
+}
+
 /*
  * The pinned flow 10.0.0.1:80 <- 192.0.2.1:40000 on nsm A, whose namespace
  * is the test's own (nk_netns_id() of it): a SYN of the flow stays on nsm
  * A while a connection with those ports is open there; with none, or only
- * a listener, its entry is deleted and it goes to the VM's NSM (B).
+ * a listener, its entry is deleted and it goes to the VM's NSM (B).  Then
+ * the same for [fd00::1]:80 <- [2001:db8::1]:40000.
  */
 static void check_syn_lookup(struct nk_steer *st, const struct nk_steer_flow *key,
 			     const struct nk_steer_flow_nsm *val, const __u8 *mac_a)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(80) };
-	int nsfd, id = -1, lfd = -1, cfd = -1, afd = -1, n;
+	struct nk_addr local6 = { .family = NK_AF_INET6, .port = 80 };
+	struct nk_addr remote6 = { .family = NK_AF_INET6, .port = 40000 };
+	struct nk_steer_flow key6;
+	struct tcp_conn c;
+	int nsfd, id = -1, n;
 
 	nsfd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	n = nsfd < 0 || nk_netns_id(nsfd, &id) || id < 0;
@@ -1038,24 +1115,15 @@ static void check_syn_lookup(struct nk_steer *st, const struct nk_steer_flow *ke
 		return;
 
 	/* a connection with the flow's ports, open in nsm A's netns */
-	inet_pton(AF_INET, "10.0.0.1", &sa.sin_addr);
-	lfd = tcp_bound("10.0.0.1", 80);
-	cfd = tcp_bound("192.0.2.1", 40000);
-	n = lfd < 0 || cfd < 0 || listen(lfd, 4) ||
-	    connect(cfd, (struct sockaddr *)&sa, sizeof(sa));
-	if (!n)
-		afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	report("api: a connection 192.0.2.1:40000 -> 10.0.0.1:80 in nsm A's netns", n || afd < 0);
+	report("api: a connection 192.0.2.1:40000 -> 10.0.0.1:80 in nsm A's netns",
+	       tcp_conn_open(&c, "10.0.0.1", 80, "192.0.2.1", 40000) != 0);
 	run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
 		.name = "api: tcp syn of the pinned flow, its connection open on nsm A -> nsm A",
 		REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
 	report("api: ... and its entry stays", flow_count(st, key) != 1);
 
 	/* only the listener left (SO_LINGER 0: no TIME_WAIT either) */
-	if (afd >= 0)
-		close(afd);
-	if (cfd >= 0)
-		close(cfd);
+	tcp_conn_close(&c, false);
 	run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
 		.name = "api: tcp syn of the pinned flow, only a listener on nsm A -> nsm B, MAC unchanged",
 		REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
@@ -1063,16 +1131,39 @@ static void check_syn_lookup(struct nk_steer *st, const struct nk_steer_flow *ke
 
 	/* nothing at all */
 	report("api: flow pinned once more", nk_steer_flow_set(st, key, val) != 0);
-	if (lfd >= 0)
-		close(lfd);
+	tcp_conn_close(&c, true);
 	run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
 		.name = "api: tcp syn of the pinned flow, no socket on nsm A -> nsm B, MAC unchanged",
 		REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
 	report("api: ... and the program deleted the flow's entry", flow_count(st, key) != 0);
 
+	/* IPv6, on lo only (the test keeps IPv6 off elsewhere) */
+	inet_pton(AF_INET6, "fd00::1", local6.addr);
+	inet_pton(AF_INET6, "2001:db8::1", remote6.addr);
+	n = nk_steer_flow_key(&key6, IPPROTO_TCP, &local6, &remote6) != 0;
+	n += nk_steer_flow_set(st, &key6, val) != 0;
+	n += write_file("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "0") != 0;
+	n += run("ip -6 addr add fd00::1/128 dev lo nodad && "
+		 "ip -6 addr add 2001:db8::1/128 dev lo nodad") != 0;
+	report("api: flow [fd00::1]:80 <- [2001:db8::1]:40000 pinned to nsm A, IPv6 on lo", n);
+	if (!n) {
+		report("api: an IPv6 connection with its ports in nsm A's netns",
+		       tcp_conn_open(&c, "fd00::1", 80, "2001:db8::1", 40000) != 0);
+		run_named(st, "tcp6 syn to vm1 -> nsm A", &(struct fixture){
+			.name = "api: tcp6 syn of the pinned flow, its connection open on nsm A -> nsm A",
+			REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
+		report("api: ... and its entry stays", flow_count(st, &key6) != 1);
+		tcp_conn_close(&c, true);
+		run_named(st, "tcp6 syn to vm1 -> nsm A", &(struct fixture){
+			.name = "api: tcp6 syn of the pinned flow, no socket on nsm A -> nsm B, MAC unchanged",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
+		report("api: ... and the program deleted the flow's entry", flow_count(st, &key6) != 0);
+	}
+
 	n = nk_steer_nsm_netns_set(st, NSM_A, NK_STEER_NETNS_NONE) != 0;
 	n += run("ip addr del 10.0.0.1/32 dev lo && ip addr del 192.0.2.1/32 dev lo") != 0;
-	report("api: nsm A's netns forgotten, addresses removed", n);
+	n += write_file("/proc/sys/net/ipv6/conf/lo/disable_ipv6", "1") != 0;
+	report("api: nsm A's netns forgotten, addresses removed, IPv6 off again", n);
 }
 
 static void check_api(struct nk_steer *st, const char *pin_dir)
