@@ -40,7 +40,7 @@ static const struct col conn_cols[] = {
 
 static const char *const nsm_show[] = {
 	"name", "id", "type", "netns", "dev", "relay", "busy_poll", "bulk_poll", "kernel_relay_sndbuf",
-	"notsent_lowat", "managed", "hostdev", "xdp_mode",
+	"notsent_lowat", "managed", "hostdev", "xdp_mode", "netns_id",
 	"state", "pid",
 	"restarts", "vms", "adopted", "config_differs", "running", "control", "log", "reason",
 	NULL

@@ -131,6 +131,7 @@ struct nkd_nsm {
 	char hostdev[IFNAMSIZ];	/* host side of its veth */
 	int host_ifindex;	/* 0: not set up */
 	enum nk_xdp_mode egress_mode;
+	int netns_id;		/* its nsid in nkd's netns; -1: not known (nsm_netns) */
 
 	enum nsm_state state;
 	pid_t pid;		/* 0: none known */

@@ -1287,6 +1287,7 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	else
 		snprintf(nsm->hostdev, sizeof(nsm->hostdev), NKD_HOSTDEV_PREFIX "%d", slot);
 	nsm->slot = slot;
+	nsm->netns_id = -1;
 	nsm->ctl_fd = -1;
 	nsm->state = NSM_STARTING;
 	nsm->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -1417,6 +1418,9 @@ json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full)
 		json_object_set_new(o, "hostdev", json_string(nsm->hostdev));
 		json_object_set_new(o, "xdp_mode", steer_nsm_steered(nsm) && nsm->host_ifindex ?
 				    json_string(nk_xdp_mode_name(nsm->egress_mode)) : json_null());
+		/* the ingress program's socket lookups (moved flows) use it */
+		json_object_set_new(o, "netns_id", steer_nsm_steered(nsm) && nsm->netns_id >= 0 ?
+				    json_integer(nsm->netns_id) : json_null());
 	}
 	json_object_set_new(o, "state", json_string(nsm_state_name(nsm->state)));
 	json_object_set_new(o, "pid", nsm->pid ? json_integer(nsm->pid) : json_null());

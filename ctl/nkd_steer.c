@@ -272,6 +272,7 @@ int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e)
 	if (ret)
 		warn("nsm %s: no id for netns %s: %s; a connection from the ports of one that ended there after a move may be reset until nkd prunes its entry",
 		     nsm->name, nsm->netns, strerror(-ret));
+	nsm->netns_id = ret ? -1 : id;
 	ret = nk_steer_nsm_netns_set(nkd.steer, nsm->slot, ret ? NK_STEER_NETNS_NONE : id);
 	if (ret)
 		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
@@ -300,6 +301,7 @@ void steer_nsm_down(struct nkd_nsm *nsm)
 	if (ret)
 		err("nsm %s: cannot delete netns %s: %s", nsm->name, nsm->netns, strerror(-ret));
 	nsm->host_ifindex = 0;
+	nsm->netns_id = -1;
 	info("nsm %s: removed its steering entries, veth %s and netns %s", nsm->name,
 	     nsm->hostdev, nsm->netns);
 }

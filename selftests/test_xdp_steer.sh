@@ -149,6 +149,17 @@ P2=$(nk_nsm_pid "nk-$N2")
 check_eq "nkctl nsm show $N1: pid" "$(nsm_pid "$N1")" "$P1"
 check_eq "nkctl nsm show $N2: pid" "$(nsm_pid "$N2")" "$P2"
 nkctl nsm show "$N1" | sed 's/^/    /'
+# the namespace ids the ingress program looks up moved flows' sockets in
+for n in "$N1" "$N2"; do
+	nsid=$(ip netns list-id | awk -v ns="nk-$n)" '$NF == ns { print $2 }')
+	show=$(nkctl -j nsm show "$n" 2>/dev/null)
+	check_eq "nkctl nsm show $n: netns_id is nk-$n's nsid (ip netns list-id)" \
+		"$(jpy "$show" 'j["netns_id"]')" "${nsid:-none}"
+	check_eq "nsm_netns of $n (bpftool) says the same" \
+		"$(bpftool -j map lookup pinned "$PIN/nsm_netns" key $(jpy "$show" 'j["id"]') 0 0 0 |
+			"$NK_PY" -c 'import json, sys; v = json.load(sys.stdin)["formatted"]["value"]; print(v["netns_id"] if v["flags"] & 1 else None)')" \
+		"$nsid"
+done
 
 log_step "three VMs: vm1, vm2 on $N1; vm3 on $N2"
 nk_run_nkctl vm add vm1 nsm "$N1" addr 10.77.1.2/24,fd77:1::2/64 uds "$NK_TMP/vm1.vsock"
