@@ -1129,9 +1129,13 @@ static void check_syn_lookup(struct nk_steer *st, const struct nk_steer_flow *ke
 		REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });
 	report("api: ... and the program deleted the flow's entry", flow_count(st, key) != 0);
 
-	/* nothing at all */
+	/* nothing at all; a syn-ack, never a new connection, still follows */
 	report("api: flow pinned once more", nk_steer_flow_set(st, key, val) != 0);
 	tcp_conn_close(&c, true);
+	run_named(st, "tcp syn-ack to vm1 -> nsm A", &(struct fixture){
+		.name = "api: tcp syn-ack of the pinned flow, no socket on nsm A -> nsm A",
+		REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
+	report("api: ... and its entry stays", flow_count(st, key) != 1);
 	run_named(st, "tcp syn to vm1 -> nsm A", &(struct fixture){
 		.name = "api: tcp syn of the pinned flow, no socket on nsm A -> nsm B, MAC unchanged",
 		REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_host });

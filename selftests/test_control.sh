@@ -532,18 +532,23 @@ log_step "move vm1 $N1 -> $N2, then a new connection from the ports of a flow th
 # steers it as a new connection, to $N2.  The client resets its keep-alive
 # connection right after the move and connects again from its port at once.
 reuse_client "$NK_TMP/reuse1"
+SLOT1=$(nsm_slot "$N1")
 nk_run_nkctl vm set vm1 nsm "$N2"
-check_eq "vm1 is on $N2" "$(vm_nsm)" "$N2"
-check "steer_flows pins its flow (remote port $RPORT) to $N1" flow_pinned "$RPORT" "$(nsm_slot "$N1")"
+# nkd stopped from here until the new connection is served: its prune
+# (every second) must not remove the entry meanwhile; the XDP programs
+# and the NSMs, which serve the connection, do not need it
+kill -STOP "$NKD_PID"
+check "steer_flows pins its flow (remote port $RPORT) to $N1" flow_pinned "$RPORT" "$SLOT1"
 touch "$NK_TMP/reuse1/close"
 check "the remote host reset it" wait_for -t 5 reuse_at "$NK_TMP/reuse1" closed
 # (a SYN in the same receive batch as the reset would still meet a reset
 # from $N1: docs/cli.md)
 check "$N1 has processed the reset (no connection from port $RPORT)" wait_for -t 5 old_conn_gone
-check "steer_flows still pins the flow to $N1 (nkd has not pruned it yet)" \
-	flow_pinned "$RPORT" "$(nsm_slot "$N1")"
+check "steer_flows still pins the flow to $N1" flow_pinned "$RPORT" "$SLOT1"
 touch "$NK_TMP/reuse1/connect" "$NK_TMP/reuse1/get"
 wait "$REUSE"
+kill -CONT "$NKD_PID"
+check_eq "vm1 is on $N2" "$(vm_nsm)" "$N2"
 sed 's/^/    /' "$NK_TMP/reuse1/log"
 check_eq "the new connection from port $RPORT got its answer" \
 	"$(tail -n 1 "$NK_TMP/reuse1/log")" "200 hello from vm1 from port $RPORT"
@@ -647,7 +652,7 @@ check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
 check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 
 log_step "a connection the guest is opening during a move $N1 -> $N2 completes on $N1"
-# The remote server's accept queue is full (backlog 0, one connection
+# The remote server's accept queue is full (backlog 1, two connections
 # waiting), so it drops the guest's SYN and the guest's socket on $N1 is
 # still connecting at the move.  Its flow must be pinned like an
 # established one: the server's SYN-ACK, once there is room, belongs to
@@ -657,14 +662,15 @@ nk_bg "remote-$S" "$NK_TMP/late-srv.log" "$NK_PY" -c 'import os, socket, sys, ti
 l = socket.socket()
 l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 l.bind(("0.0.0.0", 9099))
-l.listen(0)
-f = socket.create_connection(("127.0.0.1", 9099))
+l.listen(1)
+fs = [socket.create_connection(("127.0.0.1", 9099)) for i in range(2)]
 print("full", flush=True)
 while not os.path.exists(sys.argv[1]):
     time.sleep(0.01)
-a, _ = l.accept()
-a.close()
-f.close()
+for f in fs:
+    a, _ = l.accept()
+    a.close()
+    f.close()
 l.settimeout(15)
 c, peer = l.accept()
 c.settimeout(5)
@@ -763,6 +769,7 @@ touch "$NK_TMP/live2-again"
 wait "$LIVE"
 check_eq "the connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live2.log")" "again 200"
 check_eq "no flow entries left" "$(bpftool -j map dump pinned "$PIN/steer_flows")" "[]"
+check "the listener is on $N1" wait_for -t 5 listening_on "$N1"
 nk_run_nkctl nsm del "$N3"
 unset 'NK_NSMS[-1]'
 
