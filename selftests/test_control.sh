@@ -481,11 +481,7 @@ try:
 except OSError as e:
     print("error:", e, flush=True)' "$A" "$1"
 	REUSE=$NK_BG_PID
-	reuse_up()
-	{
-		grep -q "^port \|^error" "$1/log"
-	}
-	check "the remote host's keep-alive connection is served" wait_for -t 10 reuse_up "$1"
+	check "the remote host's keep-alive connection is served" wait_for -t 10 reuse_at "$1" port
 	RPORT=$(awk '/^port / { print $2 }' "$1/log")
 }
 
@@ -516,6 +512,38 @@ old_conn_gone()
 reuse_at()
 {
 	grep -q "^$2\|^error" "$1/log"
+}
+
+# live_client DIR: on the remote host, a keep-alive HTTP connection to vm1
+# ("port P" in DIR/log once served; LIVE its PID, LPORT its port), and a
+# second request on it when DIR/again appears ("again 200").
+live_client()
+{
+	mkdir -p "$1"
+	rm -f "$1"/*
+	nk_bg "remote-$S" "$1/log" "$NK_PY" -c 'import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=5)
+req = b"GET /whoami.txt HTTP/1.1\r\nHost: vm1\r\n\r\n"
+def get():
+    s.sendall(req)
+    b = b""
+    while not b.endswith(b"hello from vm1\n"):
+        r = s.recv(4096)
+        if not r:
+            return "EOF"
+        b += r
+    return b.split(b" ")[1].decode()
+print("first", get(), flush=True)
+print("port", s.getsockname()[1], flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+try:
+    print("again", get(), flush=True)
+except OSError as e:
+    print("again error:", e, flush=True)' "$A" "$1/again"
+	LIVE=$NK_BG_PID
+	check "the remote host's keep-alive connection is served" wait_for -t 10 reuse_at "$1" port
+	LPORT=$(awk '/^port / { print $2 }' "$1/log")
 }
 
 # challenge_acks: the challenge ACKs nk-N1's TCP sent (RFC 5961)
@@ -591,34 +619,7 @@ log_step "... and a SYN forged with the ports of a live connection ends nothing 
 # from a raw socket, with the ports of its own live keep-alive connection.
 nk_run_nkctl vm set vm1 nsm "$N1"
 check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
-rm -f "$NK_TMP/live-again"
-nk_bg "remote-$S" "$NK_TMP/live.log" "$NK_PY" -c 'import os, socket, sys, time
-s = socket.create_connection((sys.argv[1], 80), timeout=5)
-req = b"GET /whoami.txt HTTP/1.1\r\nHost: vm1\r\n\r\n"
-def get():
-    s.sendall(req)
-    b = b""
-    while not b.endswith(b"hello from vm1\n"):
-        r = s.recv(4096)
-        if not r:
-            return "EOF"
-        b += r
-    return b.split(b" ")[1].decode()
-print("first", get(), flush=True)
-print("port", s.getsockname()[1], flush=True)
-while not os.path.exists(sys.argv[2]):
-    time.sleep(0.01)
-try:
-    print("again", get(), flush=True)
-except OSError as e:
-    print("again error:", e, flush=True)' "$A" "$NK_TMP/live-again"
-LIVE=$NK_BG_PID
-live_up()
-{
-	grep -q "^port " "$NK_TMP/live.log"
-}
-check "the remote host's keep-alive connection is served" wait_for -t 10 live_up
-LPORT=$(awk '/^port / { print $2 }' "$NK_TMP/live.log")
+live_client "$NK_TMP/live"
 nk_run_nkctl vm set vm1 nsm "$N2"
 check "steer_flows pins its flow (remote port $LPORT) to $N1" flow_pinned "$LPORT" "$(nsm_slot "$N1")"
 ch0=$(challenge_acks)
@@ -641,11 +642,11 @@ forged_seen()
 }
 check "$N1 got the forged SYN and answered it with a challenge ACK" wait_for -t 2 forged_seen
 check "after the forged SYN, steer_flows still pins the flow to $N1" flow_pinned "$LPORT" "$(nsm_slot "$N1")"
-touch "$NK_TMP/live-again"
+touch "$NK_TMP/live/again"
 wait "$LIVE"
-sed 's/^/    /' "$NK_TMP/live.log"
+sed 's/^/    /' "$NK_TMP/live/log"
 check_eq "the live connection still serves (a request after the forged SYN)" \
-	"$(tail -n 1 "$NK_TMP/live.log")" "again 200"
+	"$(tail -n 1 "$NK_TMP/live/log")" "again 200"
 check "$N1 dropped vm1's address once it closed" wait_for -t 10 has_addr_not "$N1"
 nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
@@ -722,33 +723,7 @@ nk_netns_add "nk3-$S"
 ip -n "nk3-$S" link add eth0 type veth peer name eth1
 nk_run_nkctl nsm add "$N3" type kernel netns "nk3-$S" dev eth0
 NK_NSMS+=("$N3")
-rm -f "$NK_TMP/live2-again"
-nk_bg "remote-$S" "$NK_TMP/live2.log" "$NK_PY" -c 'import os, socket, sys, time
-s = socket.create_connection((sys.argv[1], 80), timeout=5)
-req = b"GET /whoami.txt HTTP/1.1\r\nHost: vm1\r\n\r\n"
-def get():
-    s.sendall(req)
-    b = b""
-    while not b.endswith(b"hello from vm1\n"):
-        r = s.recv(4096)
-        if not r:
-            return "EOF"
-        b += r
-    return b.split(b" ")[1].decode()
-print("first", get(), flush=True)
-print("port", s.getsockname()[1], flush=True)
-while not os.path.exists(sys.argv[2]):
-    time.sleep(0.01)
-try:
-    print("again", get(), flush=True)
-except OSError as e:
-    print("again error:", e, flush=True)' "$A" "$NK_TMP/live2-again"
-LIVE=$NK_BG_PID
-live2_up()
-{
-	grep -q "^port " "$NK_TMP/live2.log"
-}
-check "the remote host's keep-alive connection is served" wait_for -t 10 live2_up
+live_client "$NK_TMP/live2"
 # drains_from NSM: nkd.json's drains of vm1 from NSM
 drains_from()
 {
@@ -765,9 +740,9 @@ nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1 (a hard move)" "$(vm_nsm)" "$N1"
 check_eq "the drain from $N1 is over (nkd.json)" "$(drains_from "$N1")" 0
 check_gt "nkd logged its end" "$(grep -c "vm vm1: drained from nsm $N1 " "$NK_NKD_LOG")" "$ends0"
-touch "$NK_TMP/live2-again"
+touch "$NK_TMP/live2/again"
 wait "$LIVE"
-check_eq "the connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live2.log")" "again 200"
+check_eq "the connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live2/log")" "again 200"
 check_eq "no flow entries left" "$(bpftool -j map dump pinned "$PIN/steer_flows")" "[]"
 check "the listener is on $N1" wait_for -t 5 listening_on "$N1"
 nk_run_nkctl nsm del "$N3"
