@@ -46,8 +46,14 @@
  * VM when it is one of that NSM's VMs (for the counters); the policy of the
  * VM that owns the source address applies whichever NSM sends it (an old
  * NSM draining a moved VM's connections included), and the frame leaves
- * through the uplink (uplink_dev slot 0).  There is no bridge
- * and no forwarding by the host stack.
+ * through the uplink (uplink_dev slot 0).  A TCP SYN (without ACK) from
+ * the address of a VM that has moved away from that NSM, or is moving
+ * (HOLD_SYN), and whose drain from it nkd has registered (vm_drains), pins
+ * its flow to the NSM in steer_flows: the guest connected a socket it had
+ * there before the move, and the SYN-ACK must come back to it, not to the
+ * VM's new NSM, which would reset it.  nkd lists such a connection at its
+ * next prune and keeps the entry while it lasts.  There is no bridge and
+ * no forwarding by the host stack.
  *
  * Every outcome is counted per CPU: globally, and per VM and per NSM once
  * the frame is attributed (bpf/lib/counters.h); drops by the reasons of
@@ -104,6 +110,26 @@ static __always_inline int flow_open(struct xdp_md *ctx, const struct nk_steer_f
 	return open;
 }
 
+/*
+ * Egress: a TCP SYN that an NSM the VM drains from sends from the VM's
+ * address (a connect the guest started there, on a socket it had before
+ * the move) pins its flow to that NSM, as nkd would at its next prune:
+ * the SYN-ACK must reach it, not the VM's new NSM.
+ */
+static __always_inline void pin_connect(void *data, void *data_end, __u32 vm_id, __u32 nsm_id)
+{
+	struct nk_steer_drain dkey = { .vm_id = vm_id, .nsm_id = nsm_id };
+	struct nk_steer_flow_nsm *val;
+	struct nk_steer_flow fkey = {};
+	int syn = 0;
+
+	if (parse_flow(data, data_end, PARSE_SRC, &fkey, &syn) != PARSE_OK || !syn)
+		return;
+	val = bpf_map_lookup_elem(&vm_drains, &dkey);
+	if (val)
+		bpf_map_update_elem(&steer_flows, &fkey, val, BPF_ANY);
+}
+
 /* A frame that belongs to no VM: pass or drop per steer_cfg. */
 static __always_inline int steer_miss(struct steer_stats *s, enum nk_drop_reason reason)
 {
@@ -143,7 +169,7 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 	}
 
 	/* A known flow first: it stays on the NSM that holds it. */
-	if (parse_flow(data, data_end, &fkey, &syn) == PARSE_OK) {
+	if (parse_flow(data, data_end, PARSE_DST, &fkey, &syn) == PARSE_OK) {
 		flow = bpf_map_lookup_elem(&steer_flows, &fkey);
 		if (flow && syn && !flow_open(ctx, &fkey, flow->nsm_id)) {
 			/* a new connection on an ended flow's ports (2.) */
@@ -238,6 +264,9 @@ int xdp_steer_egress(struct xdp_md *ctx)
 	vm = bpf_map_lookup_elem(&vms, &vm_id);
 	if (vm && vm->nsm_id == nsm_id)
 		stats_set_vm(&s, vm_id);
+	/* a connect from an NSM the VM drains from (not on the hot path) */
+	if (vm && (vm->nsm_id != nsm_id || (vm->flags & NK_STEER_VM_F_HOLD_SYN)))
+		pin_connect(data, data_end, vm_id, nsm_id);
 	/* ... but the address's VM's policy holds from any NSM */
 	pol = bpf_map_lookup_elem(&vm_policy, &vm_id);
 	if (pol && pol->drop_all)

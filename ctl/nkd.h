@@ -284,6 +284,7 @@ void move_claim_queue(const struct nkd_nsm *from, const void *body, size_t len, 
 void move_claims_run(void);
 json_t *move_to_json(void);
 void move_restore(json_t *arr);
+void move_steer_sync(void);
 
 /* nkd_link.c */
 int netns_open(const char *name);

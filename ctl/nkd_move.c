@@ -19,7 +19,10 @@
  *      sockets now all reach the new NSM) and closes the guest streams of
  *      the VM's listening sockets: the guest library listens again,
  *      through nkd, on the new NSM.  Connected sockets stay.
- *   4. The old NSM's CONN_LIST of the VM: every connected or connecting
+ *   4. vm_drains gets (VM, old NSM): from now on the egress program pins
+ *      the flow of every TCP SYN the old NSM sends for the VM (a socket
+ *      the guest had there connects).  Then the old NSM's CONN_LIST of the
+ *      VM: every connected or connecting
  *      TCP socket and every UDP socket with a peer becomes a steer_flows
  *      entry (a connect under way gets its SYN-ACK there): 5-tuple ->
  *      old NSM, with the old NSM's MAC to write into the frame (the remote
@@ -33,8 +36,11 @@
  * Then the VM is "draining" on the old NSM.  Every NKD_MOVE_POLL_MS nkd
  * asks the old NSM for the VM's connections (CONN_LIST), adds flows that
  * appeared (a socket the guest connected after the snapshot), deletes the
- * steer_flows entries of flows that ended, and once no connection is
- * left sends VM_DEL: the old NSM drops the addresses.  The ingress program
+ * steer_flows entries of flows that ended (only entries that were there
+ * before it asked: one the egress program added meanwhile waits for the
+ * next answer), and once no connection is
+ * left removes the vm_drains entry and sends VM_DEL: the old NSM drops the
+ * addresses.  The ingress program
  * deletes an entry itself when a new connection reuses the ports of a flow
  * whose connection the old NSM's kernel no longer has (bpf/steer.bpf.c,
  * step 2); CONN_LIST does not list such a connection either (a socket
@@ -163,44 +169,101 @@ struct prune {
 	const struct nkd_drain *d;
 	const struct nk_steer_flow *live;	/* sorted */
 	size_t nlive;
+	bool only_old;		/* delete only entries in old */
+	const struct nk_steer_flow *old;	/* sorted */
+	size_t nold;
 	unsigned int deleted;
+	unsigned int fresh;	/* kept: pinned since the NSM was asked */
 };
+
+static bool prune_mine(const struct prune *p, const struct nk_steer_flow *key,
+		       const struct nk_steer_flow_nsm *val)
+{
+	return val->nsm_id == (uint32_t)p->d->from->slot && flow_of_vm(key, p->vm);
+}
 
 static int prune_one(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
 		     void *arg)
 {
 	struct prune *p = arg;
 
-	if (val->nsm_id != (uint32_t)p->d->from->slot || !flow_of_vm(key, p->vm))
+	if (!prune_mine(p, key, val))
 		return 0;
 	if (flow_in(key, p->live, p->nlive))
 		return 0;
+	if (p->only_old && !flow_in(key, p->old, p->nold)) {
+		p->fresh++;	/* pinned since the NSM was asked: next time */
+		return 0;
+	}
 	if (!nk_steer_flow_del(nkd.steer, key))
 		p->deleted++;
 	return 0;
 }
 
+struct snap {
+	const struct prune *p;
+	struct nk_steer_flow *v;
+	size_t n, cap;
+	int err;
+};
+
+static int snap_one(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
+		    void *arg)
+{
+	struct snap *sn = arg;
+
+	if (!prune_mine(sn->p, key, val))
+		return 0;
+	if (sn->n == sn->cap) {
+		size_t cap = sn->cap ? 2 * sn->cap : 64;
+		struct nk_steer_flow *v = realloc(sn->v, cap * sizeof(*v));
+
+		if (!v) {
+			sn->err = -ENOMEM;
+			return 1;
+		}
+		sn->v = v;
+		sn->cap = cap;
+	}
+	sn->v[sn->n++] = *key;
+	return 0;
+}
+
 /*
  * Make steer_flows hold exactly the VM's live connections on d->from.
- * 0 and *nlive, or -errno (the NSM could not be asked).
+ * 0 and *nlive, or -errno (the NSM could not be asked).  Only entries
+ * that were there before the NSM was asked can go: the egress program
+ * pins a connect the NSM starts meanwhile, which its answer cannot list;
+ * such an entry counts as live until the next answer.
  */
 static int drain_sync(const struct nkd_drain *d, const struct nkd_vm *vm, size_t *nlive)
 {
 	struct nk_steer_flow_nsm val = { .nsm_id = d->from->slot };
 	struct prune p = { .vm = vm, .d = d };
 	struct nk_steer_flow *live = NULL;
+	struct snap sn = { .p = &p };
 	struct nsm_conn *v;
 	size_t n, k;
 	int ret;
 
 	*nlive = 0;
+	nk_steer_flow_foreach(nkd.steer, snap_one, &sn);
+	if (sn.err) {
+		free(sn.v);
+		return sn.err;
+	}
+	if (sn.n)
+		qsort(sn.v, sn.n, sizeof(*sn.v), flow_cmp);
 	ret = conn_collect(d->from, vm->id, &v, &n);
-	if (ret)
+	if (ret) {
+		free(sn.v);
 		return ret;
+	}
 	memcpy(val.dmac, d->mac, sizeof(val.dmac));
 	if (n) {
 		live = calloc(n, sizeof(*live));
 		if (!live) {
+			free(sn.v);
 			free(v);
 			return -ENOMEM;
 		}
@@ -216,14 +279,18 @@ static int drain_sync(const struct nkd_drain *d, const struct nkd_vm *vm, size_t
 			     strerror(-ret));
 		p.nlive++;
 	}
-	if (p.nlive)
+	if (live && p.nlive)
 		qsort(live, p.nlive, sizeof(*live), flow_cmp);
 	p.live = live;
+	p.only_old = true;
+	p.old = sn.v;
+	p.nold = sn.n;
 	nk_steer_flow_foreach(nkd.steer, prune_one, &p);
 	if (p.deleted)
 		debug("vm %s: %u ended flows unpinned from nsm %s", vm->name, p.deleted,
 		      d->from->name);
-	*nlive = p.nlive;
+	*nlive = p.nlive + p.fresh;	/* a connect just started keeps the drain */
+	free(sn.v);
 	free(live);
 	free(v);
 	return 0;
@@ -247,12 +314,37 @@ static void drain_unlink(struct nkd_drain *d)
 	}
 }
 
+/*
+ * vm_drains: while the drain lasts, the egress program pins each connect
+ * the old NSM starts for the VM (bpf/steer.bpf.c).
+ */
+static void drain_register(const struct nkd_drain *d)
+{
+	struct nk_steer_flow_nsm val = { .nsm_id = d->from->slot };
+	int ret;
+
+	memcpy(val.dmac, d->mac, sizeof(val.dmac));
+	ret = nkd.steer ? nk_steer_drain_set(nkd.steer, d->vm_id, &val) : 0;
+	if (ret)
+		warn("vm %s: steering map vm_drains: %s; a connect it starts on nsm %s waits for the next prune",
+		     d->vm, strerror(-ret), d->from->name);
+}
+
+static void drain_unregister(const struct nkd_drain *d)
+{
+	int ret = nkd.steer ? nk_steer_drain_del(nkd.steer, d->vm_id, d->from->slot) : 0;
+
+	if (ret)
+		warn("vm %s: steering map vm_drains: %s", d->vm, strerror(-ret));
+}
+
 /* The drain is over: no flow entries left, the old NSM forgets the VM. */
 static void drain_end(struct nkd_drain *d, const struct nkd_vm *vm, bool del)
 {
 	struct nsm_vm_ref ref = { .vm_id = d->vm_id };
 	int ret, nerr = 0;
 
+	drain_unregister(d);	/* first: no pin after the last prune */
 	if (vm && nkd.steer) {
 		struct prune p = { .vm = vm, .d = d };
 
@@ -315,6 +407,7 @@ static int drain_add(const struct nkd_vm *vm, struct nkd_nsm *from, const uint8_
 	for (d = drains; d; d = d->next) {
 		if (d->vm_id == vm->id && d->from == from) {
 			memcpy(d->mac, mac, 6);
+			drain_register(d);
 			*out = d;
 			return 0;
 		}
@@ -332,6 +425,7 @@ static int drain_add(const struct nkd_vm *vm, struct nkd_nsm *from, const uint8_
 		free(d);
 		return ret;
 	}
+	drain_register(d);
 	d->next = drains;
 	drains = d;
 	*out = d;
@@ -622,6 +716,60 @@ out_back:
 	vm->nsm = from;
 	nk_steer_vm_set(nkd.steer, vm->id, from->slot);
 	return ret;
+}
+
+static bool drain_known(uint32_t vm_id, uint32_t nsm_slot)
+{
+	const struct nkd_drain *d;
+
+	for (d = drains; d; d = d->next)
+		if (d->vm_id == vm_id && (uint32_t)d->from->slot == nsm_slot)
+			return true;
+	return false;
+}
+
+static int stale_drain(const struct nk_steer_drain *key, const struct nk_steer_flow_nsm *val,
+		       void *arg)
+{
+	unsigned int *n = arg;
+
+	(void)val;
+	if (!drain_known(key->vm_id, key->nsm_id) &&
+	    !nk_steer_drain_del(nkd.steer, key->vm_id, key->nsm_id))
+		(*n)++;
+	return 0;
+}
+
+static int stale_flow(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
+		      void *arg)
+{
+	const struct nkd_vm *vm;
+	unsigned int *n = arg;
+
+	for (vm = nkd.vms; vm; vm = vm->next)
+		if (flow_of_vm(key, vm) && drain_known(vm->id, val->nsm_id))
+			return 0;
+	if (!nk_steer_flow_del(nkd.steer, key))
+		(*n)++;
+	return 0;
+}
+
+/*
+ * Start and SIGHUP, once the drains are known: vm_drains and steer_flows
+ * hold entries of those drains only (a drain nkd.json no longer names, a
+ * pin dir from another nkd).
+ */
+void move_steer_sync(void)
+{
+	unsigned int nd = 0, nf = 0;
+
+	if (!nkd.steer)
+		return;
+	nk_steer_drain_foreach(nkd.steer, stale_drain, &nd);
+	nk_steer_flow_foreach(nkd.steer, stale_flow, &nf);
+	if (nd || nf)
+		info("steering: removed %u drain%s and %u flow%s of no drain", nd, nd == 1 ? "" : "s",
+		     nf, nf == 1 ? "" : "s");
 }
 
 /* nkd.json "draining": [{"vm": NAME, "nsm": NAME}] */

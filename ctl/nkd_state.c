@@ -257,6 +257,7 @@ void state_apply(const char *path)
 	steer_sync();	/* the VMs' entries; stale ones removed */
 	if (restore_drains && nkd.steer)
 		move_restore(restore_drains);
+	move_steer_sync();
 	json_decref(restore_drains);
 	restore_drains = NULL;
 	if (path)

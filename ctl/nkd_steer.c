@@ -464,6 +464,7 @@ void steer_resync(void)
 		}
 	}
 	steer_sync();
+	move_steer_sync();
 }
 
 /* ---- stats ---- */

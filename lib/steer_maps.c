@@ -746,6 +746,46 @@ int nk_steer_flow_foreach(struct nk_steer *st,
 	return 0;
 }
 
+int nk_steer_drain_set(struct nk_steer *st, __u32 vm_id, const struct nk_steer_flow_nsm *val)
+{
+	struct nk_steer_drain key = { .vm_id = vm_id, .nsm_id = val->nsm_id };
+
+	if (!vm_id || val->nsm_id >= NK_STEER_NSM_MAX)
+		return -EINVAL;
+	return sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.vm_drains), &key, val, BPF_ANY));
+}
+
+int nk_steer_drain_del(struct nk_steer *st, __u32 vm_id, __u32 nsm_id)
+{
+	struct nk_steer_drain key = { .vm_id = vm_id, .nsm_id = nsm_id };
+
+	if (bpf_map_delete_elem(map_fd(st->skel->maps.vm_drains), &key) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int nk_steer_drain_foreach(struct nk_steer *st,
+			   int (*fn)(const struct nk_steer_drain *key,
+				     const struct nk_steer_flow_nsm *val, void *arg),
+			   void *arg)
+{
+	int fd = map_fd(st->skel->maps.vm_drains);
+	struct nk_steer_drain key, next, *prev = NULL;
+	struct nk_steer_flow_nsm val;
+	int ret;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &val))
+			continue;	/* deleted meanwhile */
+		ret = fn(&key, &val, arg);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 int nk_steer_vm_stats(struct nk_steer *st, __u32 vm_id, struct nk_steer_counters *sum)
 {
 	return percpu_sum(st, st->skel->maps.vm_stats, vm_id, sum);

@@ -133,6 +133,20 @@ int nk_steer_flow_foreach(struct nk_steer *st,
 			  void *arg);
 
 /*
+ * A VM draining from an NSM (vm_drains): val is what steer_flows holds for
+ * that NSM's flows of the VM; the egress program pins the flow of each
+ * connect the NSM starts for the VM with it.  nk_steer_drain_del() returns
+ * 0 also when there was no such entry; nk_steer_drain_foreach() as
+ * nk_steer_flow_foreach().
+ */
+int nk_steer_drain_set(struct nk_steer *st, __u32 vm_id, const struct nk_steer_flow_nsm *val);
+int nk_steer_drain_del(struct nk_steer *st, __u32 vm_id, __u32 nsm_id);
+int nk_steer_drain_foreach(struct nk_steer *st,
+			   int (*fn)(const struct nk_steer_drain *key,
+				     const struct nk_steer_flow_nsm *val, void *arg),
+			   void *arg);
+
+/*
  * Call fn for each VM in the table (e.g. to prune VMs a restarted nkd no
  * longer knows).  fn returning non-zero stops the walk with that value.
  */

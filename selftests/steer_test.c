@@ -552,6 +552,67 @@ static void f_out_ipv4_vm1(struct pkt *p)
 	put_ipv4(p, "10.0.0.1", "192.0.2.1");
 }
 
+/* TCP VM:SPORT -> REMOTE:443 with these flags, IPv4 or IPv6 (egress) */
+static void put_tcp_out(struct pkt *p, int af, const char *vm, const char *remote, int sport,
+			__u8 flags)
+{
+	__u8 *h, *t;
+
+	put_eth(p, mac_host, af == AF_INET ? ETH_P_IP : ETH_P_IPV6);
+	if (af == AF_INET) {
+		h = put(p, 12);
+		h[0] = 0x45;
+		h[3] = 40;	/* tot_len */
+		h[8] = 64;	/* ttl */
+		h[9] = 6;	/* tcp */
+		put_addr(p, AF_INET, vm);
+		put_addr(p, AF_INET, remote);
+	} else {
+		put_ipv6(p, vm, remote, 6, 20);
+	}
+	t = put(p, 20);
+	t[0] = sport >> 8;
+	t[1] = sport & 0xff;
+	t[2] = 443 >> 8;
+	t[3] = 443 & 0xff;
+	t[12] = 5 << 4;		/* data offset */
+	t[13] = flags;
+}
+
+static void f_out_tcp_syn_vm1(struct pkt *p)
+{
+	put_tcp_out(p, AF_INET, "10.0.0.1", "192.0.2.1", 40001, 0x02);
+}
+
+static void f_out_tcp_ack_vm1(struct pkt *p)
+{
+	put_tcp_out(p, AF_INET, "10.0.0.1", "192.0.2.1", 40002, 0x10);
+}
+
+static void f_out_tcp_synack_vm1(struct pkt *p)
+{
+	put_tcp_out(p, AF_INET, "10.0.0.1", "192.0.2.1", 40003, 0x12);
+}
+
+static void f_out_tcp6_syn_vm1(struct pkt *p)
+{
+	put_tcp_out(p, AF_INET6, "fd00::1", "2001:db8::1", 40001, 0x02);
+}
+
+/* the remote's answer to f_out_tcp_syn_vm1's SYN (ingress) */
+static void f_tcp_synack_to_40001(struct pkt *p)
+{
+	__u8 *t;
+
+	put_eth(p, mac_host, ETH_P_IP);
+	put_ipv4_tcp(p, "10.0.0.1", 0x12);
+	t = p->b + p->len - 20;
+	t[0] = 443 >> 8;
+	t[1] = 443 & 0xff;
+	t[2] = 40001 >> 8;
+	t[3] = 40001 & 0xff;
+}
+
 static void f_out_ipv4_vm3(struct pkt *p)
 {
 	put_eth(p, mac_peer, ETH_P_IP);
@@ -671,6 +732,11 @@ static const struct fixture fixtures[] = {
 	{ OUT("egress ns from a link-local address", f_out_ns_linklocal, DEV_NSMB), REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_B },
 	{ OUT("egress lldp: nsm counts it", f_out_lldp, DEV_NSMA), REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A },
 	{ OUT("egress with vm3's address from nsm A: not vm3's", f_out_ipv4_vm3, DEV_NSMA), REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A },
+	{ OUT("egress tcp syn from vm1 via nsm A", f_out_tcp_syn_vm1, DEV_NSMA), REDIR(DEV_UPLINK), .count = C_TX, .vm = VM1, .nsm = NSM_A },
+	{ OUT("egress tcp ack from vm1 via nsm A", f_out_tcp_ack_vm1, DEV_NSMA), REDIR(DEV_UPLINK), .count = C_TX, .vm = VM1, .nsm = NSM_A },
+	{ OUT("egress tcp syn-ack from vm1 via nsm A", f_out_tcp_synack_vm1, DEV_NSMA), REDIR(DEV_UPLINK), .count = C_TX, .vm = VM1, .nsm = NSM_A },
+	{ OUT("egress tcp6 syn from vm1 via nsm A", f_out_tcp6_syn_vm1, DEV_NSMA), REDIR(DEV_UPLINK), .count = C_TX, .vm = VM1, .nsm = NSM_A },
+	{ IN("tcp syn-ack to vm1:40001 -> nsm A", f_tcp_synack_to_40001), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ OUT("egress policy drop_all for vm4", f_out_ipv4_vm4, DEV_NSMA), DROP(NK_DROP_POLICY), .vm = VM4, .nsm = NSM_A },
 	/* an NSM vm4 left (draining its connections after a move) */
 	{ OUT("egress policy drop_all for vm4 from nsm B too", f_out_ipv4_vm4, DEV_NSMB), DROP(NK_DROP_POLICY), .nsm = NSM_B },
@@ -914,7 +980,8 @@ out:
 	return n;
 }
 
-/* Run the row of the table named name (for the API checks). */
+/* Run the row of the table named name (for the API checks); change: its
+ * outcome, and another ingress device if change->from is set. */
 static int run_named(struct nk_steer *st, const char *name, const struct fixture *change)
 {
 	size_t i;
@@ -934,6 +1001,8 @@ static int run_named(struct nk_steer *st, const char *name, const struct fixture
 			f.vm = change->vm;
 			f.nsm = change->nsm;
 			f.dmac = change->dmac;
+			if (change->from != DEV_NONE)
+				f.from = change->from;
 		}
 		return run_fixture(st, &f);
 	}
@@ -986,6 +1055,7 @@ static int setup_tables(struct nk_steer *st, const char *pin_dir)
 
 struct flow_count {
 	const struct nk_steer_flow *key;
+	struct nk_steer_flow_nsm val;
 	int n;
 };
 
@@ -994,9 +1064,10 @@ static int flow_count_one(const struct nk_steer_flow *key, const struct nk_steer
 {
 	struct flow_count *c = arg;
 
-	(void)val;
-	if (!memcmp(key, c->key, sizeof(*key)))
+	if (!memcmp(key, c->key, sizeof(*key))) {
+		c->val = *val;
 		c->n++;
+	}
 	return 0;
 }
 
@@ -1008,6 +1079,122 @@ static int flow_count(struct nk_steer *st, const struct nk_steer_flow *key)
 	if (nk_steer_flow_foreach(st, flow_count_one, &c))
 		return -1;
 	return c.n;
+}
+
+/* Does steer_flows hold exactly val for key? */
+static bool flow_is(struct nk_steer *st, const struct nk_steer_flow *key,
+		    const struct nk_steer_flow_nsm *val)
+{
+	struct flow_count c = { .key = key };
+
+	return !nk_steer_flow_foreach(st, flow_count_one, &c) && c.n == 1 &&
+	       !memcmp(&c.val, val, sizeof(*val));
+}
+
+static int drain_count_one(const struct nk_steer_drain *key, const struct nk_steer_flow_nsm *val,
+			   void *arg)
+{
+	(void)key;
+	(void)val;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* VM:vport <- REMOTE:443 as a steer_flows key (the egress fixtures' flows) */
+static int out_key(struct nk_steer_flow *key, const char *vm, int vport, const char *remote)
+{
+	struct nk_addr a, r;
+
+	if (nk_addr_parse(&a, vm) || nk_addr_parse(&r, remote))
+		return -1;
+	a.port = vport;
+	r.port = 443;
+	return nk_steer_flow_key(key, IPPROTO_TCP, &a, &r);
+}
+
+/*
+ * vm1 moved from nsm A to nsm B and drains from A: a TCP SYN that A sends
+ * from vm1's address pins its flow to A (with the drain's MAC) while
+ * vm_drains registers that drain, and the remote's SYN-ACK follows it.
+ * Nothing else pins: no drain registered, a segment that is not a pure
+ * SYN, a SYN from the VM's own NSM.  Also while vm1 is still on A, moving
+ * (HOLD_SYN).
+ */
+static void check_egress_pin(struct nk_steer *st, const __u8 *mac_a)
+{
+	struct nk_steer_flow_nsm val = { .nsm_id = NSM_A };
+	struct nk_steer_flow k4, kack, ksynack, k6;
+	int n, nd = 0;
+
+	memcpy(val.dmac, mac_a, ETH_ALEN);
+	n = out_key(&k4, "10.0.0.1", 40001, "192.0.2.1") != 0;
+	n += out_key(&kack, "10.0.0.1", 40002, "192.0.2.1") != 0;
+	n += out_key(&ksynack, "10.0.0.1", 40003, "192.0.2.1") != 0;
+	n += out_key(&k6, "fd00::1", 40001, "2001:db8::1") != 0;
+	report("egress pin: flow keys", n);
+	n = flow_count(st, &k4) != 0 || flow_count(st, &kack) != 0 ||
+	    flow_count(st, &ksynack) != 0 || flow_count(st, &k6) != 0;
+	report("egress pin: the table's rows (vm1 on nsm A, no drain) pinned nothing", n);
+
+	run_named(st, "egress tcp syn from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: tcp syn from vm1 via nsm A it left, no drain registered",
+		REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A });
+	report("egress pin: ... pins nothing", flow_count(st, &k4) != 0);
+
+	report("egress pin: vm1's drain from nsm A registered (vm_drains)",
+	       nk_steer_drain_set(st, VM1, &val) != 0);
+	run_named(st, "egress tcp syn from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: tcp syn from vm1 via nsm A it drains from -> uplink",
+		REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A });
+	report("egress pin: ... pins 10.0.0.1:40001 <- 192.0.2.1:443 to nsm A with the drain's MAC",
+	       !flow_is(st, &k4, &val));
+	run_named(st, "tcp syn-ack to vm1:40001 -> nsm A", &(struct fixture){
+		.name = "egress pin: the remote's syn-ack -> nsm A, dst MAC rewritten",
+		REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A, .dmac = mac_a });
+	run_named(st, "egress tcp6 syn from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: tcp6 syn from vm1 via nsm A it drains from -> uplink",
+		REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A });
+	report("egress pin: ... pins [fd00::1]:40001 <- [2001:db8::1]:443 to nsm A",
+	       !flow_is(st, &k6, &val));
+	run_named(st, "egress tcp ack from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: tcp ack from vm1 via nsm A it drains from -> uplink",
+		REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A });
+	run_named(st, "egress tcp syn-ack from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: tcp syn-ack from vm1 via nsm A it drains from -> uplink",
+		REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A });
+	report("egress pin: ... neither an ack nor a syn-ack pins",
+	       flow_count(st, &kack) != 0 || flow_count(st, &ksynack) != 0);
+
+	/* vm1's own NSM (B) sends a SYN with its address: nothing to pin */
+	n = nk_steer_flow_del(st, &k4) != 0;
+	report("egress pin: flow unpinned", n);
+	run_named(st, "egress tcp syn from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: tcp syn from vm1 via its own nsm B -> uplink",
+		.from = DEV_NSMB, REDIR(DEV_UPLINK), .count = C_TX, .vm = VM1, .nsm = NSM_B });
+	report("egress pin: ... pins nothing", flow_count(st, &k4) != 0);
+
+	/* the drain ends: A's SYNs pin nothing */
+	n = nk_steer_drain_del(st, VM1, NSM_A) != 0;
+	n += nk_steer_drain_foreach(st, drain_count_one, &nd) != 0 || nd != 0;
+	report("egress pin: drain unregistered, vm_drains empty", n);
+	run_named(st, "egress tcp syn from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: tcp syn from vm1 via nsm A after the drain",
+		REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A });
+	report("egress pin: ... pins nothing", flow_count(st, &k4) != 0);
+
+	/* moving: vm1 still on A with HOLD_SYN, its drain from A registered */
+	n = nk_steer_vm_set_flags(st, VM1, NSM_A, NK_STEER_VM_F_HOLD_SYN) != 0;
+	n += nk_steer_drain_set(st, VM1, &val) != 0;
+	report("egress pin: vm1 on nsm A, moving (HOLD_SYN), drain from A registered", n);
+	run_named(st, "egress tcp syn from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: tcp syn from vm1 via nsm A during the move -> uplink",
+		REDIR(DEV_UPLINK), .count = C_TX, .vm = VM1, .nsm = NSM_A });
+	report("egress pin: ... pins its flow to nsm A", !flow_is(st, &k4, &val));
+
+	n = nk_steer_vm_set(st, VM1, NSM_B) != 0;
+	n += nk_steer_drain_del(st, VM1, NSM_A) != 0;
+	n += nk_steer_flow_del(st, &k4) != 0 || nk_steer_flow_del(st, &k6) != 0;
+	report("egress pin: vm1 back on nsm B, no drain, flows unpinned", n);
 }
 
 /* addr:port (IPv4 or IPv6) into ss; its length, or 0. */
@@ -1265,6 +1452,7 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 			.name = "api: HOLD_SYN: a tcp ack to vm1 still -> nsm B",
 			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B });
 		report("api: HOLD_SYN cleared", nk_steer_vm_set(st, VM1, NSM_B) != 0);
+		check_egress_pin(st, mac_a);
 	}
 
 	/* nsm del: its VMs drop with NO_NSM, its counters are zeroed */

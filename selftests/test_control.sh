@@ -712,6 +712,83 @@ nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
 check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 
+log_step "a connect the guest starts on $N1 after a move $N1 -> $N2 (a socket bound before it) completes"
+# The guest bound a socket before the move, so it lives on $N1, and
+# connects it after: $N1 sends the SYN.  nkd lists that connection only at
+# its next prune (every second); the egress program pins the flow when
+# the SYN leaves (vm_drains names vm1's drain from $N1), so the remote's
+# SYN-ACK reaches $N1 (at $N2 it would meet a reset).  nkd is stopped from
+# the move until the connection has carried its answer: only the XDP
+# programs can have pinned it.  A keep-alive connection keeps the drain on.
+live_client "$NK_TMP/live3"
+rm -f "$NK_TMP/go"
+nk_bg "remote-$S" "$NK_TMP/bound-srv.log" "$NK_PY" -c 'import socket
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 9097))
+l.listen(4)
+print("listening", flush=True)
+l.settimeout(20)
+c, peer = l.accept()
+c.settimeout(5)
+c.sendall(b"ok " + c.recv(100))
+c.close()
+print("served", peer[0], flush=True)'
+BSRV=$NK_BG_PID
+nk_guest_bg g1 "$NK_TMP/bound-cli.log" "$NK_PY" -c 'import os, socket, sys, time
+s = socket.socket()
+s.bind(("0.0.0.0", 0))
+print("bound", s.getsockname()[1], flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+s.settimeout(5)
+try:
+    s.connect((sys.argv[1], 9097))
+    s.sendall(b"hi")
+    print(s.recv(100).decode(), flush=True)
+except OSError as e:
+    print("error:", e, flush=True)' 10.77.2.1 "$NK_TMP/go"
+BCLI=$NK_BG_PID
+bound_ready()
+{
+	grep -q "^bound" "$NK_TMP/bound-cli.log" && grep -q "^listening" "$NK_TMP/bound-srv.log"
+}
+check "the guest bound its socket (on $N1), the remote server listens" wait_for -t 5 bound_ready
+# vm_drains_has VMID SLOT: vm_drains registers that VM's drain from NSM
+# SLOT (bpftool shows the fields by name: BTF)
+vm_drains_has()
+{
+	bpftool -j map dump pinned "$PIN/vm_drains" | "$NK_PY" -c 'import json, sys
+vm, slot = int(sys.argv[1]), int(sys.argv[2])
+sys.exit(0 if any(e["formatted"]["key"] == {"vm_id": vm, "nsm_id": slot} and
+                  e["formatted"]["value"]["nsm_id"] == slot for e in json.load(sys.stdin)) else 1)' "$1" "$2"
+}
+VMID=$(nkctl -j vm show vm1 | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+SLOT1=$(nsm_slot "$N1")
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "vm1 is on $N2" "$(vm_nsm)" "$N2"
+# (nkctl would wait for nkd from here until SIGCONT)
+kill -STOP "$NKD_PID"
+check "vm_drains registers vm1's drain from $N1" vm_drains_has "$VMID" "$SLOT1"
+touch "$NK_TMP/go"
+wait "$BCLI"
+wait "$BSRV"
+check_eq "the guest's connect from $N1 completed and the server answered" \
+	"$(tail -n 1 "$NK_TMP/bound-cli.log")" "ok hi"
+check "the server served it" grep -q "^served 10.77.2.2" "$NK_TMP/bound-srv.log"
+check "steer_flows pins its flow (remote port 9097) to $N1, with nkd stopped" \
+	flow_pinned 9097 "$SLOT1"
+kill -CONT "$NKD_PID"
+touch "$NK_TMP/live3/again"
+wait "$LIVE"
+check_eq "the keep-alive connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live3/log")" "again 200"
+check "$N1 dropped vm1's address once its connections ended" wait_for -t 10 has_addr_not "$N1"
+check_eq "the drain is no longer in vm_drains" "$(bpftool -j map dump pinned "$PIN/vm_drains")" "[]"
+check_eq "no flow entries left" "$(bpftool -j map dump pinned "$PIN/steer_flows")" "[]"
+nk_run_nkctl vm set vm1 nsm "$N1"
+check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+
 log_step "a drain ends when the VM comes back to its NSM the hard way ($N1 -> $N2 -> N3 -> $N1)"
 # N3 has a netns of its own (not on the uplink), so moves to and from it
 # are hard.  vm1 drains a live connection from $N1 after the graceful
@@ -759,8 +836,22 @@ maps=$(map_ids)
 kill -KILL "$NKD_PID"
 wait "$NKD_PID" 2>/dev/null
 sleep 1
+# entries of no drain, as a pin dir left by another nkd could hold: a
+# drain of vm id 99 from nsm 7, and vm1's flow 10.77.2.2:5555 <- 10.77.2.1:6666
+# pinned to nsm 7; the new nkd removes both
+bpftool map update pinned "$PIN/vm_drains" key 99 0 0 0 7 0 0 0 \
+	value 7 0 0 0 2 0 0 0 0 7 0 0
+bpftool map update pinned "$PIN/steer_flows" \
+	key 4 6 0x15 0xb3 0x1a 0x0a 0 0 10 77 2 2 0 0 0 0 0 0 0 0 0 0 0 0 \
+	10 77 2 1 0 0 0 0 0 0 0 0 0 0 0 0 value 7 0 0 0 0 0 0 0 0 0 0 0
+check_eq "a stale drain and a stale flow are in the maps" \
+	"$(jpy "$(bpftool -j map dump pinned "$PIN/vm_drains")" "len(j)") $(jpy "$(bpftool -j map dump pinned "$PIN/steer_flows")" "len(j)")" "1 1"
 NK_NKD_LOG=$NK_TMP/nkd-2.log
 nk_start_nkd
+check "the new nkd removed them (it logged it)" \
+	grep -q "steering: removed 1 drain and 1 flow of no drain" "$NK_NKD_LOG"
+check_eq "vm_drains and steer_flows are empty" \
+	"$(bpftool -j map dump pinned "$PIN/vm_drains") $(bpftool -j map dump pinned "$PIN/steer_flows")" "[] []"
 check_eq "$N1 adopted, same pid" "$(nsm_pid "$N1")" "$P1"
 check_eq "$N2 adopted, same pid" "$(nsm_pid "$N2")" "$P2"
 check "nkd logged the adoptions" wait_for -t 5 grep -q "nsm $N2: adopted running pid $P2" "$NK_NKD_LOG"

@@ -6,8 +6,9 @@
  * include/netkernel/steer.h (the kernel keeps no BTF for devmaps and
  * xskmaps) and pinned by nkd under its pin dir (default
  * /sys/fs/bpf/netkernel/<map name>).  nkd is the only userspace writer;
- * the programs write the counters and nothing else, but for the ingress
- * program deleting a steer_flows entry whose connection has ended.
+ * the programs write the counters and steer_flows: the ingress program
+ * deletes the entry of a connection that has ended, the egress program
+ * adds one for a connect an NSM starts while the VM drains from it.
  * docs/maps.md has the full table.
  */
 #ifndef NK_BPF_MAPS_H
@@ -37,7 +38,8 @@ struct {
  * Known flow of a VM -> the NSM holding it, consulted before the VM's own
  * NSM; written by nkd when a VM moves (its old NSM's connections), pruned
  * as they end; the ingress program deletes the entry of an ended flow
- * whose ports a new connection (SYN) reuses.
+ * whose ports a new connection (SYN) reuses, the egress program adds the
+ * flow of a connect the old NSM starts (vm_drains).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -45,6 +47,18 @@ struct {
 	__type(key, struct nk_steer_flow);
 	__type(value, struct nk_steer_flow_nsm);
 } steer_flows SEC(".maps");
+
+/*
+ * (VM, NSM it drains from) -> the steer_flows value of that NSM's flows;
+ * written by nkd while the drain lasts.  The egress program pins the flow
+ * of each TCP SYN such an NSM sends from the VM's address.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NK_STEER_DRAIN_MAX);
+	__type(key, struct nk_steer_drain);
+	__type(value, struct nk_steer_flow_nsm);
+} vm_drains SEC(".maps");
 
 /* vm id -> the NSM serving it; written by nkd on vm add/del/move. */
 struct {

@@ -209,8 +209,9 @@ static __always_inline int parse_frame(void *data, void *data_end,
 }
 
 /*
- * The frame's TCP or UDP flow as seen from the VM (ingress: the
- * destination is the VM): PARSE_OK with f filled, PARSE_UNKNOWN for
+ * The frame's TCP or UDP flow as seen from the VM (which: PARSE_DST on
+ * ingress, the destination is the VM; PARSE_SRC on egress, the source
+ * is): PARSE_OK with f filled, PARSE_UNKNOWN for
  * anything else (ARP, ICMP, a non-first IPv4 fragment, IPv6 extension
  * headers) and PARSE_MALFORMED for a header that does not fit.
  */
@@ -224,8 +225,8 @@ struct l4_ports {
 #define NK_TCP_ACK		0x10
 
 /* *syn is 1 for a TCP segment with SYN and without ACK. */
-static __always_inline int parse_flow(void *data, void *data_end, struct nk_steer_flow *f,
-				      int *syn)
+static __always_inline int parse_flow(void *data, void *data_end, enum parse_which which,
+				      struct nk_steer_flow *f, int *syn)
 {
 	struct hdr_cursor c = { .pos = data };
 	struct l4_ports *l4;
@@ -245,8 +246,13 @@ static __always_inline int parse_flow(void *data, void *data_end, struct nk_stee
 			return PARSE_UNKNOWN;	/* no ports in a later fragment */
 		l4proto = iph->protocol;
 		f->family = NK_STEER_AF_INET;
-		__builtin_memcpy(f->vm_addr, &iph->daddr, 4);
-		__builtin_memcpy(f->remote_addr, &iph->saddr, 4);
+		if (which == PARSE_DST) {
+			__builtin_memcpy(f->vm_addr, &iph->daddr, 4);
+			__builtin_memcpy(f->remote_addr, &iph->saddr, 4);
+		} else {
+			__builtin_memcpy(f->vm_addr, &iph->saddr, 4);
+			__builtin_memcpy(f->remote_addr, &iph->daddr, 4);
+		}
 		c.pos += iph->ihl * 4;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6h = c.pos;
@@ -255,8 +261,13 @@ static __always_inline int parse_flow(void *data, void *data_end, struct nk_stee
 			return PARSE_MALFORMED;
 		l4proto = ip6h->nexthdr;
 		f->family = NK_STEER_AF_INET6;
-		__builtin_memcpy(f->vm_addr, &ip6h->daddr, 16);
-		__builtin_memcpy(f->remote_addr, &ip6h->saddr, 16);
+		if (which == PARSE_DST) {
+			__builtin_memcpy(f->vm_addr, &ip6h->daddr, 16);
+			__builtin_memcpy(f->remote_addr, &ip6h->saddr, 16);
+		} else {
+			__builtin_memcpy(f->vm_addr, &ip6h->saddr, 16);
+			__builtin_memcpy(f->remote_addr, &ip6h->daddr, 16);
+		}
 		c.pos = ip6h + 1;
 	} else {
 		return PARSE_UNKNOWN;
@@ -267,8 +278,8 @@ static __always_inline int parse_flow(void *data, void *data_end, struct nk_stee
 	if ((void *)(l4 + 1) > data_end)
 		return PARSE_MALFORMED;
 	f->proto = l4proto;
-	f->vm_port = l4->dest;
-	f->remote_port = l4->source;
+	f->vm_port = which == PARSE_DST ? l4->dest : l4->source;
+	f->remote_port = which == PARSE_DST ? l4->source : l4->dest;
 	*syn = 0;
 	if (l4proto == IPPROTO_TCP) {
 		__u8 *fl = c.pos + NK_TCP_FLAGS_OFF;

@@ -145,6 +145,20 @@ struct nk_steer_flow_nsm {
 
 #define NK_STEER_FLOW_MAX	65536	/* flows pinned to an old NSM, all VMs */
 
+/*
+ * vm_drains key: a VM and an NSM it is draining from (a graceful move
+ * away from it; ctl/nkd_move.c).  The value is the steer_flows value of
+ * that NSM's flows of the VM (its id and MAC): the egress program writes
+ * it for each TCP SYN that NSM sends from the VM's address, so the
+ * answer of a connect the guest starts there after the move reaches it.
+ */
+struct nk_steer_drain {
+	__u32 vm_id;
+	__u32 nsm_id;
+};
+
+#define NK_STEER_DRAIN_MAX	(NK_STEER_VM_MAX * 4)	/* drains, all VMs */
+
 /* nsm_ifindex value, by the ifindex of the NSM veth's host side. */
 struct nk_steer_nsm_ref {
 	__u32 nsm_id;
@@ -176,6 +190,7 @@ _Static_assert(sizeof(struct nk_steer_nsm) == 16, "nk_steer_nsm layout");
 _Static_assert(sizeof(struct nk_steer_nsm_netns) == 8, "nk_steer_nsm_netns layout");
 _Static_assert(sizeof(struct nk_steer_flow) == 40, "nk_steer_flow layout");
 _Static_assert(sizeof(struct nk_steer_flow_nsm) == 12, "nk_steer_flow_nsm layout");
+_Static_assert(sizeof(struct nk_steer_drain) == 8, "nk_steer_drain layout");
 _Static_assert(sizeof(struct nk_steer_counters) == 48 + 8 * NK_DROP_SLOTS,
 	       "nk_steer_counters layout");
 
