@@ -468,11 +468,13 @@ int main(int argc, char **argv)
 	if (ret)
 		exit(1);
 
+	snprintf(path, sizeof(path), "%s/%s", nkd.cfg.state_dir, NKD_STATE_FILE);
 	if (nkd.cfg.config_file) {
 		info("applying configuration %s", nkd.cfg.config_file);
 		ret = state_load(nkd.cfg.config_file, true);
+		if (!ret)
+			state_load_drains(path);	/* nkd's own state, not FILE's */
 	} else {
-		snprintf(path, sizeof(path), "%s/%s", nkd.cfg.state_dir, NKD_STATE_FILE);
 		ret = state_load(path, false);
 	}
 	if (!ret)

@@ -274,6 +274,7 @@ int conn_list(json_t *args, json_t **res, json_t *warnings, struct nkd_err *e);
 /* nkd_move.c */
 bool move_graceful_possible(const struct nkd_vm *vm, const struct nkd_nsm *to);
 void move_arrived(const struct nkd_vm *vm, const struct nkd_nsm *to);
+int move_redrain(const struct nkd_vm *vm, struct nkd_nsm *nsm);
 int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e);
 bool move_draining_on(const struct nkd_vm *vm, const struct nkd_nsm *nsm);
 bool move_nsm_draining(const struct nkd_nsm *nsm);
@@ -298,11 +299,13 @@ int link_nsm_veth(struct nkd_nsm *nsm, struct nkd_err *e);
 void link_announce(const struct nkd_nsm *nsm, const struct nkd_vm *vm);
 /* The MAC of the NSM's device (in its netns).  0 or -errno. */
 int link_nsm_mac(const struct nkd_nsm *nsm, uint8_t mac[6]);
+int link_nsm_reserved_ports(const struct nkd_nsm *nsm, const char *list);
 
 /* nkd_state.c */
 int state_save(void);
 /* Phase 1: validate and register (and read the steering keys). */
 int state_load(const char *path, bool required);
+void state_load_drains(const char *path);
 int state_check_top(const char *path, json_t *root);
 /* Phase 2: listeners, steering, NSMs started or adopted. */
 void state_apply(const char *path);

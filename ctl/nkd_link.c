@@ -647,6 +647,39 @@ static int mac_in_ns(void *arg)
 	return ret;
 }
 
+static int reserved_in_ns(void *arg)
+{
+	const char *list = arg;
+	size_t len = strlen(list);
+	int fd, ret = 0;
+
+	fd = open("/proc/sys/net/ipv4/ip_local_reserved_ports", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	/* the empty list clears: write a newline */
+	if (write(fd, len ? list : "\n", len ? len : 1) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/*
+ * Set the NSM namespace's net.ipv4.ip_local_reserved_ports (a list such
+ * as "40000,40002-40005", "" for none): its stack picks no ephemeral
+ * port among them.
+ */
+int link_nsm_reserved_ports(const struct nkd_nsm *nsm, const char *list)
+{
+	int nsfd, ret;
+
+	nsfd = netns_open(nsm->netns);
+	if (nsfd < 0)
+		return nsfd;
+	ret = netns_run(nsfd, reserved_in_ns, (void *)list);
+	close(nsfd);
+	return ret;
+}
+
 int link_nsm_mac(const struct nkd_nsm *nsm, uint8_t mac[6])
 {
 	struct mac_query q = { .dev = nsm->dev, .mac = mac };

@@ -31,7 +31,15 @@
  *   5. nkd waits (at most NKD_MOVE_LISTEN_MS) until the new NSM has as many
  *      listening sockets of the VM as the old one had.
  *   6. vms[vm] -> new NSM, HOLD_SYN cleared, the new NSM announces the
- *      addresses (gratuitous ARP, unsolicited NA).
+ *      addresses (gratuitous ARP, unsolicited NA).  If the VM was draining
+ *      from the new NSM (an earlier move away from it), that drain ends
+ *      only now: until vms points there, its connections need their
+ *      entries.  The old NSM is asked once more: a connection made during
+ *      step 5 keeps the drain.
+ *
+ * A move that fails before step 4 puts the VM back; a new NSM that was
+ * draining the VM goes back to draining it (VM_DRAIN), any other forgets
+ * it (VM_DEL).
  *
  * Then the VM is "draining" on the old NSM.  Every NKD_MOVE_POLL_MS nkd
  * asks the old NSM for the VM's connections (CONN_LIST), adds flows that
@@ -77,10 +85,14 @@ struct nkd_drain {
 	struct nkd_nsm *from;
 	uint8_t mac[6];
 	uint64_t since;		/* nkd_now_ms() */
+	uint16_t *ports;	/* local ports of its live connections (last prune) */
+	size_t nports;
+	bool synced;		/* ports known (a prune has run) */
 };
 
 static struct nkd_drain *drains;
 static int drain_tfd = -1;
+static bool sweep_due;	/* a drain ended: move_steer_sync() at the next tick */
 
 static void sleep_ms(unsigned int ms)
 {
@@ -136,6 +148,14 @@ static int timer_arm(void)
 	return 0;
 }
 
+/* move_steer_sync() at the next tick: a pin that raced an unregister. */
+static void sweep_soon(void)
+{
+	sweep_due = true;
+	if (timer_arm())
+		sweep_due = false;	/* then at the next drain's tick, start or SIGHUP */
+}
+
 /* Is key one of the VM's flows (its address among the VM's)? */
 static bool flow_of_vm(const struct nk_steer_flow *key, const struct nkd_vm *vm)
 {
@@ -164,69 +184,87 @@ static bool flow_in(const struct nk_steer_flow *key, const struct nk_steer_flow 
 	return n && bsearch(key, v, n, sizeof(*v), flow_cmp);
 }
 
-struct prune {
-	const struct nkd_vm *vm;
-	const struct nkd_drain *d;
-	const struct nk_steer_flow *live;	/* sorted */
-	size_t nlive;
-	bool only_old;		/* delete only entries in old */
-	const struct nk_steer_flow *old;	/* sorted */
-	size_t nold;
-	unsigned int deleted;
-	unsigned int fresh;	/* kept: pinned since the NSM was asked */
-};
-
-static bool prune_mine(const struct prune *p, const struct nk_steer_flow *key,
-		       const struct nk_steer_flow_nsm *val)
+static const struct nkd_vm *vm_by_id(uint32_t id)
 {
-	return val->nsm_id == (uint32_t)p->d->from->slot && flow_of_vm(key, p->vm);
+	const struct nkd_vm *vm;
+
+	for (vm = nkd.vms; vm; vm = vm->next)
+		if (vm->id == id)
+			return vm;
+	return NULL;
 }
 
-static int prune_one(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
-		     void *arg)
-{
-	struct prune *p = arg;
+/* A growing array of flow keys (map walks collect first, then delete). */
+struct flowvec {
+	struct nk_steer_flow *v;
+	size_t n, cap;
+};
 
-	if (!prune_mine(p, key, val))
-		return 0;
-	if (flow_in(key, p->live, p->nlive))
-		return 0;
-	if (p->only_old && !flow_in(key, p->old, p->nold)) {
-		p->fresh++;	/* pinned since the NSM was asked: next time */
-		return 0;
+static int flowvec_push(struct flowvec *fv, const struct nk_steer_flow *key)
+{
+	if (fv->n == fv->cap) {
+		size_t cap = fv->cap ? 2 * fv->cap : 64;
+		struct nk_steer_flow *v = realloc(fv->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		fv->v = v;
+		fv->cap = cap;
 	}
-	if (!nk_steer_flow_del(nkd.steer, key))
-		p->deleted++;
+	fv->v[fv->n++] = *key;
 	return 0;
 }
 
-struct snap {
-	const struct prune *p;
-	struct nk_steer_flow *v;
-	size_t n, cap;
+struct mine {
+	const struct nkd_vm *vm;
+	uint32_t slot;
+	struct flowvec fv;
 	int err;
 };
 
-static int snap_one(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
+static int mine_one(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
 		    void *arg)
 {
-	struct snap *sn = arg;
+	struct mine *m = arg;
 
-	if (!prune_mine(sn->p, key, val))
+	if (val->nsm_id != m->slot || !flow_of_vm(key, m->vm))
 		return 0;
-	if (sn->n == sn->cap) {
-		size_t cap = sn->cap ? 2 * sn->cap : 64;
-		struct nk_steer_flow *v = realloc(sn->v, cap * sizeof(*v));
+	m->err = flowvec_push(&m->fv, key);
+	return m->err ? 1 : 0;
+}
 
-		if (!v) {
-			sn->err = -ENOMEM;
-			return 1;
-		}
-		sn->v = v;
-		sn->cap = cap;
+/* The steer_flows keys of vm's flows on NSM slot, sorted; 0 or -errno. */
+static int flows_of(const struct nkd_vm *vm, int slot, struct flowvec *out)
+{
+	struct mine m = { .vm = vm, .slot = (uint32_t)slot };
+	int ret;
+
+	ret = nk_steer_flow_foreach(nkd.steer, mine_one, &m);
+	if (!ret)
+		ret = m.err;
+	if (ret) {
+		free(m.fv.v);
+		return ret < 0 ? ret : -EIO;
 	}
-	sn->v[sn->n++] = *key;
+	if (m.fv.n)
+		qsort(m.fv.v, m.fv.n, sizeof(*m.fv.v), flow_cmp);
+	*out = m.fv;
 	return 0;
+}
+
+/* Delete every steer_flows entry of vm's flows on nsm. */
+static void flows_unpin_all(const struct nkd_vm *vm, const struct nkd_nsm *nsm)
+{
+	struct flowvec fv = { 0 };
+	size_t i;
+
+	if (flows_of(vm, nsm->slot, &fv)) {
+		warn("vm %s: cannot list its flows on nsm %s", vm->name, nsm->name);
+		return;
+	}
+	for (i = 0; i < fv.n; i++)
+		nk_steer_flow_del(nkd.steer, &fv.v[i]);
+	free(fv.v);
 }
 
 /*
@@ -236,64 +274,73 @@ static int snap_one(const struct nk_steer_flow *key, const struct nk_steer_flow_
  * pins a connect the NSM starts meanwhile, which its answer cannot list;
  * such an entry counts as live until the next answer.
  */
-static int drain_sync(const struct nkd_drain *d, const struct nkd_vm *vm, size_t *nlive)
+static int drain_sync(struct nkd_drain *d, const struct nkd_vm *vm, size_t *nlive)
 {
 	struct nk_steer_flow_nsm val = { .nsm_id = d->from->slot };
-	struct prune p = { .vm = vm, .d = d };
-	struct nk_steer_flow *live = NULL;
-	struct snap sn = { .p = &p };
-	struct nsm_conn *v;
-	size_t n, k;
+	struct flowvec old = { 0 }, now = { 0 }, live = { 0 };
+	unsigned int deleted = 0, fresh = 0;
+	struct nsm_conn *v = NULL;
+	uint16_t *ports = NULL;
+	size_t n = 0, k;
 	int ret;
 
 	*nlive = 0;
-	nk_steer_flow_foreach(nkd.steer, snap_one, &sn);
-	if (sn.err) {
-		free(sn.v);
-		return sn.err;
-	}
-	if (sn.n)
-		qsort(sn.v, sn.n, sizeof(*sn.v), flow_cmp);
-	ret = conn_collect(d->from, vm->id, &v, &n);
-	if (ret) {
-		free(sn.v);
+	ret = flows_of(vm, d->from->slot, &old);
+	if (ret)
 		return ret;
-	}
+	ret = conn_collect(d->from, vm->id, &v, &n);
+	if (ret)
+		goto out;
 	memcpy(val.dmac, d->mac, sizeof(val.dmac));
-	if (n) {
-		live = calloc(n, sizeof(*live));
-		if (!live) {
-			free(sn.v);
-			free(v);
-			return -ENOMEM;
-		}
+	if (n && !(ports = calloc(n, sizeof(*ports)))) {
+		ret = -ENOMEM;
+		goto out;
 	}
 	for (k = 0; k < n; k++) {
+		struct nk_steer_flow key;
+
 		if (!conn_live(&v[k]))
 			continue;
-		if (nk_steer_flow_key(&live[p.nlive], v[k].proto, &v[k].local, &v[k].peer))
+		ports[live.n] = v[k].local.port;
+		if (nk_steer_flow_key(&key, v[k].proto, &v[k].local, &v[k].peer))
 			continue;
-		ret = nk_steer_flow_set(nkd.steer, &live[p.nlive], &val);
+		ret = nk_steer_flow_set(nkd.steer, &key, &val);
 		if (ret)
 			warn("vm %s: steering a flow to nsm %s: %s", vm->name, d->from->name,
 			     strerror(-ret));
-		p.nlive++;
+		ret = flowvec_push(&live, &key);
+		if (ret)
+			goto out;
 	}
-	if (live && p.nlive)
-		qsort(live, p.nlive, sizeof(*live), flow_cmp);
-	p.live = live;
-	p.only_old = true;
-	p.old = sn.v;
-	p.nold = sn.n;
-	nk_steer_flow_foreach(nkd.steer, prune_one, &p);
-	if (p.deleted)
-		debug("vm %s: %u ended flows unpinned from nsm %s", vm->name, p.deleted,
+	if (live.n)
+		qsort(live.v, live.n, sizeof(*live.v), flow_cmp);
+	ret = flows_of(vm, d->from->slot, &now);
+	if (ret)
+		goto out;
+	for (k = 0; k < now.n; k++) {
+		if (flow_in(&now.v[k], live.v, live.n))
+			continue;
+		if (!flow_in(&now.v[k], old.v, old.n))
+			fresh++;	/* pinned since the NSM was asked: next time */
+		else if (!nk_steer_flow_del(nkd.steer, &now.v[k]))
+			deleted++;
+	}
+	if (deleted)
+		debug("vm %s: %u ended flows unpinned from nsm %s", vm->name, deleted,
 		      d->from->name);
-	*nlive = p.nlive + p.fresh;	/* a connect just started keeps the drain */
-	free(sn.v);
-	free(live);
+	*nlive = live.n + fresh;	/* a connect just started keeps the drain */
+	free(d->ports);
+	d->ports = ports;
+	d->nports = live.n;
+	d->synced = true;
+	ports = NULL;
+out:
+	free(ports);
+	free(old.v);
+	free(now.v);
+	free(live.v);
 	free(v);
-	return 0;
+	return ret;
 }
 
 static void drain_unlink(struct nkd_drain *d)
@@ -306,11 +353,119 @@ static void drain_unlink(struct nkd_drain *d)
 			break;
 		}
 	}
+	free(d->ports);
 	free(d);
-	if (!drains && drain_tfd >= 0) {
+	if (!drains && !sweep_due && drain_tfd >= 0) {
 		struct itimerspec off = { 0 };
 
 		timerfd_settime(drain_tfd, 0, &off, NULL);
+	}
+}
+
+/*
+ * Ephemeral ports.  While a VM drains from an old NSM, its new NSM has the
+ * same address, and its stack does not know the old one's connections:
+ * a connect there could pick the local port of one of them to the same
+ * remote address and port, a 4-tuple the remote host already has (its
+ * answer is steered to the old NSM; the connect fails or hangs).  So the
+ * NSM a VM is on gets the local ports of the VM's drained connections as
+ * net.ipv4.ip_local_reserved_ports (namespace-wide: its other VMs skip
+ * them too), updated at every prune.  An NSM whose drains have not been
+ * pruned since nkd started keeps what it had.
+ */
+static struct {
+	const struct nkd_nsm *nsm;
+	char *list;		/* what nkd wrote there last */
+} reserved[NKD_NSM_MAX];
+
+static int port_cmp(const void *a, const void *b)
+{
+	return (int)*(const uint16_t *)a - (int)*(const uint16_t *)b;
+}
+
+/* "a,b-c,...": the ports (sorted here) as ranges; "" for none. */
+static char *ports_list(uint16_t *p, size_t n)
+{
+	char *s = malloc(n * 12 + 1);
+	size_t i = 0, len = 0;
+
+	if (!s)
+		return NULL;
+	s[0] = '\0';
+	if (n)
+		qsort(p, n, sizeof(*p), port_cmp);
+	while (i < n) {
+		size_t j = i;
+
+		while (j + 1 < n && p[j + 1] <= p[j] + 1)
+			j++;
+		len += sprintf(s + len, "%s%u", len ? "," : "", p[i]);
+		if (p[j] != p[i])
+			len += sprintf(s + len, "-%u", p[j]);
+		i = j + 1;
+	}
+	return s;
+}
+
+static void reserve_sync(void)
+{
+	int i;
+
+	for (i = 0; i < NKD_NSM_MAX; i++) {
+		const struct nkd_nsm *nsm = nkd.nsms[i];
+		const struct nkd_drain *d;
+		uint16_t *p = NULL;
+		size_t n = 0, cap = 0;
+		bool known = true;
+		char *list;
+		int ret;
+
+		if (reserved[i].nsm != nsm) {
+			free(reserved[i].list);
+			reserved[i].list = NULL;
+			reserved[i].nsm = nsm;
+		}
+		if (!nsm || nsm->dead || !nsm->managed || nsm->state != NSM_RUNNING)
+			continue;
+		for (d = drains; d; d = d->next) {
+			const struct nkd_vm *vm = vm_by_id(d->vm_id);
+
+			if (!vm || vm->nsm != nsm)
+				continue;
+			known = known && d->synced;
+			cap += d->nports;
+		}
+		if (!known)
+			continue;
+		if (cap && !(p = calloc(cap, sizeof(*p))))
+			continue;
+		for (d = drains; d; d = d->next) {
+			const struct nkd_vm *vm = vm_by_id(d->vm_id);
+
+			if (p && vm && vm->nsm == nsm && d->nports) {
+				memcpy(p + n, d->ports, d->nports * sizeof(*p));
+				n += d->nports;
+			}
+		}
+		list = ports_list(p, n);
+		free(p);
+		if (!list)
+			continue;
+		if (reserved[i].list && !strcmp(list, reserved[i].list)) {
+			free(list);
+			continue;
+		}
+		ret = link_nsm_reserved_ports(nsm, list);
+		if (ret) {
+			warn("nsm %s: ip_local_reserved_ports: %s; a connect there may pick a port of a connection another NSM drains",
+			     nsm->name, strerror(-ret));
+			free(list);
+			continue;
+		}
+		debug("nsm %s: reserved ports of drained connections: %s", nsm->name,
+		      *list ? list : "none");
+		free(reserved[i].list);
+		reserved[i].list = list;
 	}
 }
 
@@ -345,11 +500,9 @@ static void drain_end(struct nkd_drain *d, const struct nkd_vm *vm, bool del)
 	int ret, nerr = 0;
 
 	drain_unregister(d);	/* first: no pin after the last prune */
-	if (vm && nkd.steer) {
-		struct prune p = { .vm = vm, .d = d };
-
-		nk_steer_flow_foreach(nkd.steer, prune_one, &p);
-	}
+	if (vm && nkd.steer)
+		flows_unpin_all(vm, d->from);
+	sweep_soon();		/* a pin racing the unregister */
 	if (del && d->from->state == NSM_RUNNING && (!vm || vm->nsm != d->from)) {
 		ret = nsm_request(d->from, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
 		if (ret || (nerr && nerr != ENOENT))
@@ -369,6 +522,15 @@ void move_timer_event(void)
 
 	if (read(drain_tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		warn_perror("move timer");
+	if (sweep_due) {
+		sweep_due = false;
+		move_steer_sync();
+		if (!drains) {
+			struct itimerspec off = { 0 };
+
+			timerfd_settime(drain_tfd, 0, &off, NULL);
+		}
+	}
 	for (d = drains; d; d = next) {
 		struct nkd_vm *vm = NULL, *x;
 		size_t nlive;
@@ -396,6 +558,7 @@ void move_timer_event(void)
 		if (!nlive)
 			drain_end(d, vm, true);
 	}
+	reserve_sync();
 }
 
 static int drain_add(const struct nkd_vm *vm, struct nkd_nsm *from, const uint8_t mac[6],
@@ -451,6 +614,30 @@ static void drain_cancel(const struct nkd_vm *vm, const struct nkd_nsm *nsm)
 void move_arrived(const struct nkd_vm *vm, const struct nkd_nsm *to)
 {
 	drain_cancel(vm, to);
+	reserve_sync();		/* its drains' ports go with it */
+}
+
+/*
+ * A hard move to an NSM the VM drains from failed after that NSM got the
+ * VM (VM_ADD): VM_DRAIN puts it back to draining (its guest listener and
+ * listening sockets go again), so the drained connections stay, where
+ * VM_DEL would end them.  0, or -errno: the caller removes the VM there.
+ */
+int move_redrain(const struct nkd_vm *vm, struct nkd_nsm *nsm)
+{
+	struct nsm_vm_ref ref = { .vm_id = vm->id };
+	int ret, nerr = 0;
+
+	ret = nsm_request(nsm, NSM_MSG_VM_DRAIN, &ref, sizeof(ref), -1, &nerr);
+	if (!ret)
+		ret = -nerr;
+	if (ret)
+		warn("vm %s: nsm %s did not go back to draining it: %s", vm->name, nsm->name,
+		     strerror(-ret));
+	else
+		info("vm %s: still draining from nsm %s (the move to it failed)", vm->name,
+		     nsm->name);
+	return ret;
 }
 
 /* vm del: every drain of the VM ends, and its old NSMs forget it. */
@@ -636,6 +823,35 @@ bool move_graceful_possible(const struct nkd_vm *vm, const struct nkd_nsm *to)
 	       vm->nsm->state == NSM_RUNNING && to->state == NSM_RUNNING;
 }
 
+/*
+ * Step 2: while vms still points at the old NSM, a connect the guest
+ * makes through the new one would get its SYN-ACK at the old NSM, which
+ * resets it.  The new NSM is registered in vm_drains for the move, so the
+ * egress program pins those flows to it; the entries go once vms points
+ * there (or the move failed).
+ */
+static void move_target_set(const struct nkd_vm *vm, const struct nkd_nsm *to)
+{
+	struct nk_steer_flow_nsm val = { .nsm_id = to->slot };
+	int ret;
+
+	ret = link_nsm_mac(to, val.dmac);
+	if (!ret)
+		ret = nk_steer_drain_set(nkd.steer, vm->id, &val);
+	if (ret)
+		warn("vm %s: steering map vm_drains: %s; a connect through nsm %s during the move may be reset",
+		     vm->name, strerror(-ret), to->name);
+}
+
+static void move_target_done(const struct nkd_vm *vm, const struct nkd_nsm *to)
+{
+	if (move_draining_on(vm, to))
+		return;		/* the drain's entry, same value (drain_cancel) */
+	nk_steer_drain_del(nkd.steer, vm->id, to->slot);
+	flows_unpin_all(vm, to);
+	sweep_soon();
+}
+
 /* Steps 1-6 above; on failure before step 6 the VM stays where it was. */
 int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 {
@@ -663,11 +879,11 @@ int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 		return nkd_fail(e, -ret, "vm %s: steering map: %s; nothing changed", vm->name,
 				strerror(-ret));
 	/* 2 */
+	move_target_set(vm, to);
 	vm->nsm = to;
 	ret = vm_push(vm, e);
 	if (ret)
 		goto out_back;
-	drain_cancel(vm, to);
 	sleep_ms(NKD_MOVE_SETTLE_MS);
 	/* 3 */
 	ret = nsm_request(from, NSM_MSG_VM_DRAIN, &ref, sizeof(ref), -1, &nerr);
@@ -687,6 +903,7 @@ int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 		if (ret)
 			warn("vm %s: connections on nsm %s: %s; they may be reset", vm->name,
 			     from->name, strerror(-ret));
+		reserve_sync();	/* the new NSM connects already */
 	}
 	/* 5 */
 	end = nkd_now_ms() + NKD_MOVE_LISTEN_MS;
@@ -703,6 +920,14 @@ int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 	if (ret)
 		err("%s", e2.msg);
 	link_announce(to, vm);
+	/* its flows on the new NSM need no entry now; nor do those of a
+	 * drain from it (the VM is back on an NSM it drained from) */
+	move_target_done(vm, to);
+	drain_cancel(vm, to);
+	/* what connected during step 5 (the egress program pinned its SYNs) */
+	if (d && drain_sync(d, vm, &nlive))
+		nlive = 1;	/* not known: the next prune decides */
+	reserve_sync();
 	info("vm %s: moved from nsm %s to nsm %s: %u listener%s moved, %zu connection%s finish on nsm %s",
 	     vm->name, from->name, to->name, got, got == 1 ? "" : "s", nlive,
 	     nlive == 1 ? "" : "s", from->name);
@@ -711,10 +936,13 @@ int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 	return 0;
 
 out_unpush:
-	nsm_request(to, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
+	/* an NSM the VM drains from keeps those connections: drain it again */
+	if (!move_draining_on(vm, to) || move_redrain(vm, to))
+		nsm_request(to, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
 out_back:
 	vm->nsm = from;
 	nk_steer_vm_set(nkd.steer, vm->id, from->slot);
+	move_target_done(vm, to);
 	return ret;
 }
 
@@ -728,48 +956,82 @@ static bool drain_known(uint32_t vm_id, uint32_t nsm_slot)
 	return false;
 }
 
+struct stale {
+	struct nk_steer_drain *dv;	/* vm_drains keys of no drain */
+	size_t nd, capd;
+	struct flowvec fv;		/* steer_flows keys of no drain */
+	int err;
+};
+
 static int stale_drain(const struct nk_steer_drain *key, const struct nk_steer_flow_nsm *val,
 		       void *arg)
 {
-	unsigned int *n = arg;
+	struct stale *st = arg;
 
 	(void)val;
-	if (!drain_known(key->vm_id, key->nsm_id) &&
-	    !nk_steer_drain_del(nkd.steer, key->vm_id, key->nsm_id))
-		(*n)++;
+	if (drain_known(key->vm_id, key->nsm_id))
+		return 0;
+	if (st->nd == st->capd) {
+		size_t cap = st->capd ? 2 * st->capd : 16;
+		struct nk_steer_drain *v = realloc(st->dv, cap * sizeof(*v));
+
+		if (!v) {
+			st->err = -ENOMEM;
+			return 1;
+		}
+		st->dv = v;
+		st->capd = cap;
+	}
+	st->dv[st->nd++] = *key;
 	return 0;
 }
 
 static int stale_flow(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
 		      void *arg)
 {
-	const struct nkd_vm *vm;
-	unsigned int *n = arg;
+	struct stale *st = arg;
+	const struct nkd_drain *d;
 
-	for (vm = nkd.vms; vm; vm = vm->next)
-		if (flow_of_vm(key, vm) && drain_known(vm->id, val->nsm_id))
+	for (d = drains; d; d = d->next) {
+		const struct nkd_vm *vm = vm_by_id(d->vm_id);
+
+		if (vm && (uint32_t)d->from->slot == val->nsm_id && flow_of_vm(key, vm))
 			return 0;
-	if (!nk_steer_flow_del(nkd.steer, key))
-		(*n)++;
-	return 0;
+	}
+	st->err = flowvec_push(&st->fv, key);
+	return st->err ? 1 : 0;
 }
 
 /*
- * Start and SIGHUP, once the drains are known: vm_drains and steer_flows
- * hold entries of those drains only (a drain nkd.json no longer names, a
- * pin dir from another nkd).
+ * Start, SIGHUP, and the move timer's tick after a drain ended: vm_drains
+ * and steer_flows hold entries of the known drains only (a drain nkd.json
+ * no longer names, a pin dir from another nkd, a connect the egress
+ * program pinned as its drain ended).
  */
 void move_steer_sync(void)
 {
+	struct stale st = { 0 };
 	unsigned int nd = 0, nf = 0;
+	size_t i;
 
 	if (!nkd.steer)
 		return;
-	nk_steer_drain_foreach(nkd.steer, stale_drain, &nd);
-	nk_steer_flow_foreach(nkd.steer, stale_flow, &nf);
+	if (nk_steer_drain_foreach(nkd.steer, stale_drain, &st) || st.err ||
+	    nk_steer_flow_foreach(nkd.steer, stale_flow, &st) || st.err)
+		warn("steering: cannot list vm_drains and steer_flows: %s",
+		     strerror(st.err ? -st.err : EIO));
+	for (i = 0; i < st.nd; i++)
+		if (!nk_steer_drain_del(nkd.steer, st.dv[i].vm_id, st.dv[i].nsm_id))
+			nd++;
+	for (i = 0; i < st.fv.n; i++)
+		if (!nk_steer_flow_del(nkd.steer, &st.fv.v[i]))
+			nf++;
 	if (nd || nf)
 		info("steering: removed %u drain%s and %u flow%s of no drain", nd, nd == 1 ? "" : "s",
 		     nf, nf == 1 ? "" : "s");
+	free(st.dv);
+	free(st.fv.v);
+	reserve_sync();
 }
 
 /* nkd.json "draining": [{"vm": NAME, "nsm": NAME}] */

@@ -234,6 +234,29 @@ out:
 	return ret;
 }
 
+/*
+ * --config FILE: the drains are nkd's own state, which only
+ * STATE-DIR/nkd.json records; take them from there unless FILE names
+ * some.  A missing or unreadable file only costs the drains (logged).
+ */
+void state_load_drains(const char *path)
+{
+	json_error_t jerr;
+	json_t *root, *d;
+
+	if (restore_drains || (access(path, F_OK) < 0 && errno == ENOENT))
+		return;
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		warn("%s: %s; drains of moved VMs are not resumed", path, jerr.text);
+		return;
+	}
+	d = json_object_get(root, "draining");
+	if (json_is_array(d) && json_array_size(d))
+		restore_drains = json_incref(d);
+	json_decref(root);
+}
+
 void state_apply(const char *path)
 {
 	struct nkd_err e = { "" };

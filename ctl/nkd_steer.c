@@ -352,7 +352,7 @@ int steer_vm_add(struct nkd_vm *vm, struct nkd_err *e)
 	if (ret) {
 		nk_steer_vm_del(nkd.steer, vm->id);
 		return nkd_fail(e, -ret, "vm %s: cannot write its steering entries: %s", vm->name,
-				strerror(-ret));
+				ret == -E2BIG ? "a steering map is full" : strerror(-ret));
 	}
 	debug("vm %s: steered to nsm %s (id %d)", vm->name, vm->nsm->name, vm->nsm->slot);
 	return 0;

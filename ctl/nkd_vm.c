@@ -609,7 +609,9 @@ int vm_move(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 	return 0;
 
 out_unpush:
-	vm_unpush(vm, true);
+	/* an NSM the VM drains from keeps those connections: drain it again */
+	if (!move_draining_on(vm, to) || move_redrain(vm, to))
+		vm_unpush(vm, true);
 out_back:
 	vm->nsm = from;
 	if (from->state == NSM_RUNNING && vm_push(vm, &e2))

@@ -1091,6 +1091,23 @@ static bool flow_is(struct nk_steer *st, const struct nk_steer_flow *key,
 	       !memcmp(&c.val, val, sizeof(*val));
 }
 
+static int flow_total_one(const struct nk_steer_flow *key, const struct nk_steer_flow_nsm *val,
+			  void *arg)
+{
+	(void)key;
+	(void)val;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* How many steer_flows entries there are (-1: no dump). */
+static int flow_total(struct nk_steer *st)
+{
+	int n = 0;
+
+	return nk_steer_flow_foreach(st, flow_total_one, &n) ? -1 : n;
+}
+
 static int drain_count_one(const struct nk_steer_drain *key, const struct nk_steer_flow_nsm *val,
 			   void *arg)
 {
@@ -1165,13 +1182,25 @@ static void check_egress_pin(struct nk_steer *st, const __u8 *mac_a)
 	report("egress pin: ... neither an ack nor a syn-ack pins",
 	       flow_count(st, &kack) != 0 || flow_count(st, &ksynack) != 0);
 
-	/* vm1's own NSM (B) sends a SYN with its address: nothing to pin */
+	/* a UDP datagram from A pins nothing (only TCP SYNs) */
+	nd = flow_total(st);
+	run_named(st, "egress ipv4 from vm1 via nsm A", &(struct fixture){
+		.name = "egress pin: udp from vm1 via nsm A it drains from -> uplink",
+		REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_A });
+	report("egress pin: ... pins nothing", flow_total(st) != nd);
+	nd = 0;
+
+	/* vm1's own NSM (B) sends a SYN with its address: nothing to pin,
+	 * even with a (stale) drain of vm1 from B registered */
 	n = nk_steer_flow_del(st, &k4) != 0;
-	report("egress pin: flow unpinned", n);
+	n += nk_steer_drain_set(st, VM1, &(struct nk_steer_flow_nsm){ .nsm_id = NSM_B }) != 0;
+	report("egress pin: flow unpinned, a drain of vm1 from nsm B registered too", n);
 	run_named(st, "egress tcp syn from vm1 via nsm A", &(struct fixture){
 		.name = "egress pin: tcp syn from vm1 via its own nsm B -> uplink",
 		.from = DEV_NSMB, REDIR(DEV_UPLINK), .count = C_TX, .vm = VM1, .nsm = NSM_B });
 	report("egress pin: ... pins nothing", flow_count(st, &k4) != 0);
+	report("egress pin: drain of vm1 from nsm B unregistered",
+	       nk_steer_drain_del(st, VM1, NSM_B) != 0);
 
 	/* the drain ends: A's SYNs pin nothing */
 	n = nk_steer_drain_del(st, VM1, NSM_A) != 0;

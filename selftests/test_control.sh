@@ -546,6 +546,14 @@ except OSError as e:
 	LPORT=$(awk '/^port / { print $2 }' "$1/log")
 }
 
+# drains_from NSM: nkd.json's drains of vm1 from NSM
+drains_from()
+{
+	"$NK_PY" -c 'import json, sys
+d = json.load(open(sys.argv[1])).get("draining", [])
+print(sum(1 for x in d if x.get("vm") == "vm1" and x.get("nsm") == sys.argv[2]))' "$NK_STATE/nkd.json" "$1"
+}
+
 # challenge_acks: the challenge ACKs nk-N1's TCP sent (RFC 5961)
 challenge_acks()
 {
@@ -789,6 +797,190 @@ nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
 check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 
+log_step "the guest connects out every few ms during a move $N1 -> $N2: no connect fails"
+# Between VM_DRAIN to $N1 and the switch of vms, a guest socket created
+# then connects through $N2 while XDP still steers vm1's address to $N1:
+# the SYN-ACK must reach $N2 (vm_drains registers $N2 for the move, the
+# egress program pins the flow), not $N1, which resets it: the remote's
+# half-open connection ends and the guest's connect waits a second for
+# its SYN to be sent again.
+nk_echo_server "remote-$S" 10.77.2.1 9095
+ECHO=$NK_BG_PID
+# $N2's stack knows the remote host's MAC (permanent entry): an ARP reply
+# to $N2 during the move would reach $N1 (docs/cli.md, the limits)
+RMAC=$(jpy "$(ip -n "remote-$S" -j link show eth0)" "j[0]['address']")
+ip -n "nk-$N2" neigh replace 10.77.2.1 lladdr "$RMAC" nud permanent dev eth0
+rm -f "$NK_TMP/stop-loop"
+nk_guest_bg g1 "$NK_TMP/out-loop.log" "$NK_PY" -c 'import os, socket, sys, threading, time
+ok, slow, errs = [0], [0], []
+def loop():
+    while not os.path.exists(sys.argv[2]):
+        t0 = time.monotonic()
+        try:
+            s = socket.create_connection((sys.argv[1], 9095), timeout=3)
+            if time.monotonic() - t0 >= 0.9:
+                slow[0] += 1	# a SYN sent again (after a reset elsewhere)
+            s.sendall(b"x")
+            if s.recv(10) != b"x":
+                raise OSError("no echo")
+            s.close()
+            ok[0] += 1
+        except OSError as e:
+            errs.append(str(e))
+        if ok[0] == 20:
+            print("running", flush=True)
+ts = [threading.Thread(target=loop) for i in range(4)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print("ok", ok[0], "slow", slow[0], "errors", len(errs), errs[:3], flush=True)' 10.77.2.1 "$NK_TMP/stop-loop"
+LOOP=$NK_BG_PID
+loop_running()
+{
+	grep -q "^running" "$NK_TMP/out-loop.log"
+}
+check "the guest's connect loop runs" wait_for -t 10 loop_running
+nk_run_nkctl vm set vm1 nsm "$N2"
+sleep 1.5
+touch "$NK_TMP/stop-loop"
+wait "$LOOP"
+nk_stop "$ECHO"
+cat "$NK_TMP/out-loop.log" | sed 's/^/    /'
+check "no connect failed or waited for a second SYN across the move" \
+	grep -q " slow 0 errors 0 " "$NK_TMP/out-loop.log"
+check "$N1 dropped vm1's address" wait_for -t 10 has_addr_not "$N1"
+check_eq "no vm_drains or flow entries left" \
+	"$(bpftool -j map dump pinned "$PIN/vm_drains") $(bpftool -j map dump pinned "$PIN/steer_flows")" "[] []"
+nk_run_nkctl vm set vm1 nsm "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+
+log_step "a connect through $N2 does not pick the port of a connection $N1 drains"
+# vm1's new NSM has its address but not the old one's connections: its
+# stack could pick the local port of a drained connection to the same
+# remote address and port, a 4-tuple the remote host already has.  nkd
+# reserves those ports in $N2 (ip_local_reserved_ports).  The guest holds
+# a connection from port P on $N1, moves, and $N2's ephemeral range is
+# cut to P and P+1 (connect tries the even one first; P came from a
+# connect, so it is even): three connects through $N2 must all get P+1.
+nk_bg "remote-$S" "$NK_TMP/res-srv.log" "$NK_PY" -c 'import socket, threading
+def serve(c):
+    d = c.recv(100)
+    c.sendall(b"ok " + d)
+    if d == b"hold":
+        c.recv(100)
+    c.close()
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 9094))
+l.listen(16)
+print("listening", flush=True)
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()'
+RSRV=$NK_BG_PID
+res_srv()
+{
+	grep -q "^listening" "$NK_TMP/res-srv.log"
+}
+check "the remote server listens" wait_for -t 5 res_srv
+rm -f "$NK_TMP/res-end"
+nk_guest_bg g1 "$NK_TMP/res-hold.log" "$NK_PY" -c 'import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 9094), timeout=5)
+s.sendall(b"hold")
+print(s.recv(100).decode(), "port", s.getsockname()[1], flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+s.close()' 10.77.2.1 "$NK_TMP/res-end"
+RHOLD=$NK_BG_PID
+res_held()
+{
+	grep -q "^ok hold port" "$NK_TMP/res-hold.log"
+}
+check "the guest holds a connection to port 9094 on $N1" wait_for -t 5 res_held
+P=$(awk '/^ok hold port/ { print $4 }' "$NK_TMP/res-hold.log")
+nk_run_nkctl vm set vm1 nsm "$N2"
+reserved_on()
+{
+	ip netns exec "nk-$1" cat /proc/sys/net/ipv4/ip_local_reserved_ports
+}
+check_eq "$N2 reserves port $P, the drained connection's" "$(reserved_on "$N2")" "$P"
+range0=$(ip netns exec "nk-$N2" cat /proc/sys/net/ipv4/ip_local_port_range)
+ip netns exec "nk-$N2" sysctl -qw net.ipv4.ip_local_port_range="$P $((P + 1))"
+nk_guest g1 "$NK_PY" -c 'import socket, sys
+for i in range(3):
+    try:
+        s = socket.create_connection((sys.argv[1], 9094), timeout=3)
+        port = s.getsockname()[1]
+        s.sendall(b"x")
+        r = s.recv(100)
+        s.recv(100)	# the server closes first: no TIME_WAIT here
+        s.close()
+        print(r.decode(), "from", port, flush=True)
+    except OSError as e:
+        print("error:", e, flush=True)' 10.77.2.1 >"$NK_TMP/res-probe.log" 2>&1
+ip netns exec "nk-$N2" sysctl -qw net.ipv4.ip_local_port_range="$range0"
+sed 's/^/    /' "$NK_TMP/res-probe.log"
+check_eq "three connects through $N2 got port $((P + 1))" "$(sort -u "$NK_TMP/res-probe.log")" "ok x from $((P + 1))"
+touch "$NK_TMP/res-end"
+wait "$RHOLD"
+nk_stop "$RSRV"
+check "$N1 dropped vm1's address once the connection ended" wait_for -t 10 has_addr_not "$N1"
+no_reserved()
+{
+	[ -z "$(reserved_on "$N2")" ]
+}
+check "$N2 reserves no port once the drain is over" wait_for -t 5 no_reserved
+nk_run_nkctl vm set vm1 nsm "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+
+log_step "a keep-alive connection drained from $N1 serves requests while vm1 moves back to $N1"
+# $N1 -> $N2 leaves the connection draining on $N1; the move back
+# $N2 -> $N1 must keep its entry until vms points at $N1 again (until then
+# its segments would reach $N2 and be reset).  The remote host sends a
+# request on it every few ms during the move back.
+rm -f "$NK_TMP/stop-rr"
+nk_bg "remote-$S" "$NK_TMP/rr-loop.log" "$NK_PY" -c 'import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=5)
+req = b"GET /whoami.txt HTTP/1.1\r\nHost: vm1\r\n\r\n"
+def get():
+    s.sendall(req)
+    b = b""
+    while not b.endswith(b"hello from vm1\n"):
+        r = s.recv(4096)
+        if not r:
+            raise OSError("EOF")
+        b += r
+get()
+print("port", s.getsockname()[1], flush=True)
+n = 0
+try:
+    while not os.path.exists(sys.argv[2]):
+        if os.path.exists(sys.argv[3]):
+            get()
+            n += 1
+        time.sleep(0.005)
+    print("served", n, flush=True)
+except OSError as e:
+    print("error after", n, ":", e, flush=True)' "$A" "$NK_TMP/stop-rr" "$NK_TMP/go-rr"
+RR=$NK_BG_PID
+rr_ready()
+{
+	grep -q "^port" "$NK_TMP/rr-loop.log"
+}
+check "the remote host's keep-alive connection is served" wait_for -t 10 rr_ready
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "vm1 drains from $N1" "$(drains_from "$N1")" 1
+touch "$NK_TMP/go-rr"
+sleep 0.3
+nk_run_nkctl vm set vm1 nsm "$N1"
+sleep 0.3
+touch "$NK_TMP/stop-rr"
+wait "$RR"
+sed 's/^/    /' "$NK_TMP/rr-loop.log"
+check "every request during the move back was served" grep -q "^served [1-9]" "$NK_TMP/rr-loop.log"
+check_eq "vm1 is on $N1, no drain left (nkd.json)" "$(vm_nsm) $(drains_from "$N1") $(drains_from "$N2")" "$N1 0 0"
+
 log_step "a drain ends when the VM comes back to its NSM the hard way ($N1 -> $N2 -> N3 -> $N1)"
 # N3 has a netns of its own (not on the uplink), so moves to and from it
 # are hard.  vm1 drains a live connection from $N1 after the graceful
@@ -801,13 +993,6 @@ ip -n "nk3-$S" link add eth0 type veth peer name eth1
 nk_run_nkctl nsm add "$N3" type kernel netns "nk3-$S" dev eth0
 NK_NSMS+=("$N3")
 live_client "$NK_TMP/live2"
-# drains_from NSM: nkd.json's drains of vm1 from NSM
-drains_from()
-{
-	"$NK_PY" -c 'import json, sys
-d = json.load(open(sys.argv[1])).get("draining", [])
-print(sum(1 for x in d if x.get("vm") == "vm1" and x.get("nsm") == sys.argv[2]))' "$NK_STATE/nkd.json" "$1"
-}
 nk_run_nkctl vm set vm1 nsm "$N2"
 check_eq "graceful move to $N2: vm1 drains from $N1 (nkd.json)" "$(drains_from "$N1")" 1
 ends0=$(grep -c "vm vm1: drained from nsm $N1 " "$NK_NKD_LOG")
@@ -822,8 +1007,75 @@ wait "$LIVE"
 check_eq "the connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live2/log")" "again 200"
 check_eq "no flow entries left" "$(bpftool -j map dump pinned "$PIN/steer_flows")" "[]"
 check "the listener is on $N1" wait_for -t 5 listening_on "$N1"
+
+log_step "a hard move back to an NSM the VM drains from fails: the drained connection stays"
+# $N1 -> $N2 (graceful: vm1 drains from $N1) -> N3 (hard), then N3 -> $N1
+# (hard) fails after $N1 got vm1 back: the vms map is full (4096 entries
+# of other ids, written with bpftool), so nkd cannot steer vm1.  The
+# rollback must put $N1 back to draining vm1 (VM_DRAIN), not make it
+# forget vm1 (VM_DEL), which would end the connection it drains.
+live_client "$NK_TMP/live4"
+nk_run_nkctl vm set vm1 nsm "$N2"
+nk_run_nkctl vm set vm1 nsm "$N3"
+check_eq "vm1 on $N3, draining from $N1 (nkd.json)" "$(vm_nsm) $(drains_from "$N1")" "$N3 1"
+"$NK_PY" -c 'import sys
+op, pin = sys.argv[1], sys.argv[2]
+for i in range(1000, 1000 + 4096):
+    k = " ".join(str(b) for b in i.to_bytes(4, "little"))
+    print("map %s pinned %s/vms key %s%s" % (op, pin, k, " value 1 0 0 0 0 0 0 0" if op == "update" else ""))' \
+	update "$PIN" >"$NK_TMP/vms-fill.batch"
+sed 's/^map update/map delete/; s/ value .*//' "$NK_TMP/vms-fill.batch" >"$NK_TMP/vms-empty.batch"
+bpftool batch file "$NK_TMP/vms-fill.batch" >/dev/null
+check_eq "the vms map is full" \
+	"$(bpftool -j map dump pinned "$PIN/vms" | "$NK_PY" -c 'import json, sys; print(len(json.load(sys.stdin)))')" 4096
+out=$(nkctl vm set vm1 nsm "$N1" 2>&1)
+rc=$?
+echo "    nkctl: $out"
+check_gt "nkctl vm set vm1 nsm $N1 fails" "$rc" 0
+check "... and says why" grep -q "vm vm1: cannot write its steering entries: a steering map is full" <<<"$out"
+bpftool batch file "$NK_TMP/vms-empty.batch" >/dev/null
+check_eq "the other entries removed again" "$(bpftool -j map dump pinned "$PIN/vms")" "[]"
+check_eq "vm1 stays on $N3" "$(vm_nsm)" "$N3"
+check_eq "vm1 still drains from $N1 (nkd.json)" "$(drains_from "$N1")" 1
+check "nkd put $N1 back to draining vm1" \
+	grep -q "vm vm1: still draining from nsm $N1 (the move to it failed)" "$NK_NKD_LOG"
+touch "$NK_TMP/live4/again"
+wait "$LIVE"
+check_eq "the drained connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live4/log")" "again 200"
+check "$N1 dropped vm1's address once it ended" wait_for -t 10 has_addr_not "$N1"
+nk_run_nkctl vm set vm1 nsm "$N1"
+check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
+check "remote curl to vm1 works" wait_for -t 5 http_ok
 nk_run_nkctl nsm del "$N3"
 unset 'NK_NSMS[-1]'
+
+log_step "nkd restarted with --config while vm1 drains from $N1: the drain goes on"
+# The drains are nkd's own state (STATE-DIR/nkd.json), not the operator's
+# configuration: a restart with --config FILE resumes them too, and keeps
+# their steering entries (removing them would reset the connections).
+live_client "$NK_TMP/live5"
+nk_run_nkctl vm set vm1 nsm "$N2"
+check "steer_flows pins the connection (remote port $LPORT) to $N1" flow_pinned "$LPORT" "$SLOT1"
+"$NK_PY" -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+j.pop("draining", None)
+json.dump(j, open(sys.argv[2], "w"), indent=1)' "$NK_STATE/nkd.json" "$NK_TMP/nkd-config.json"
+kill -KILL "$NKD_PID"
+wait "$NKD_PID" 2>/dev/null
+args0=("${NK_NKD_ARGS[@]}")
+NK_NKD_ARGS+=(--config "$NK_TMP/nkd-config.json")
+NK_NKD_LOG=$NK_TMP/nkd-config.log
+nk_start_nkd
+NK_NKD_ARGS=("${args0[@]}")
+check "nkd (--config) resumed the drain" grep -q "vm vm1: still draining from nsm $N1" "$NK_NKD_LOG"
+check "steer_flows still pins the connection to $N1" flow_pinned "$LPORT" "$SLOT1"
+check "vm_drains still registers the drain" vm_drains_has "$VMID" "$SLOT1"
+touch "$NK_TMP/live5/again"
+wait "$LIVE"
+check_eq "the drained connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live5/log")" "again 200"
+check "$N1 dropped vm1's address once it ended" wait_for -t 10 has_addr_not "$N1"
+nk_run_nkctl vm set vm1 nsm "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 
 # ---------------------------------------------------------------- restart
 log_step "nkd killed with SIGKILL mid-transfer and restarted"
