@@ -647,18 +647,43 @@ static int mac_in_ns(void *arg)
 	return ret;
 }
 
+#define NKD_SYSCTL_CHUNK	2048	/* the kernel parses a bitmap a page at a time */
+
 static int reserved_in_ns(void *arg)
 {
 	const char *list = arg;
-	size_t len = strlen(list);
+	size_t len = strlen(list), off = 0;
 	int fd, ret = 0;
 
 	fd = open("/proc/sys/net/ipv4/ip_local_reserved_ports", O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	/* the empty list clears: write a newline */
-	if (write(fd, len ? list : "\n", len ? len : 1) < 0)
+	if (!len && write(fd, "\n", 1) < 0)
 		ret = -errno;
+	/* a long list in chunks that end at a comma: a later write of the
+	 * same open file adds to what the first one set */
+	while (!ret && off < len) {
+		size_t n = len - off;
+		ssize_t w;
+
+		if (n > NKD_SYSCTL_CHUNK) {
+			n = NKD_SYSCTL_CHUNK;
+			while (n && list[off + n - 1] != ',')
+				n--;
+			if (!n) {
+				ret = -EINVAL;
+				break;
+			}
+		}
+		w = write(fd, list + off, n);
+		if (w < 0)
+			ret = -errno;
+		else if (!w)
+			ret = -EIO;
+		else
+			off += (size_t)w;
+	}
 	close(fd);
 	return ret;
 }

@@ -240,7 +240,7 @@ static int flows_of(const struct nkd_vm *vm, int slot, struct flowvec *out)
 	int ret;
 
 	ret = nk_steer_flow_foreach(nkd.steer, mine_one, &m);
-	if (!ret)
+	if (m.err)
 		ret = m.err;
 	if (ret) {
 		free(m.fv.v);
@@ -376,7 +376,16 @@ static void drain_unlink(struct nkd_drain *d)
 static struct {
 	const struct nkd_nsm *nsm;
 	char *list;		/* what nkd wrote there last */
+	char *failed;		/* what it could not write (warned once) */
 } reserved[NKD_NSM_MAX];
+
+/* A graceful move under way: the old NSM's ports, reserved on the new one
+ * from step 2, before the drain is set up (move_graceful). */
+static struct {
+	const struct nkd_nsm *to;
+	uint16_t *ports;
+	size_t nports;
+} moving;
 
 static int port_cmp(const void *a, const void *b)
 {
@@ -422,7 +431,8 @@ static void reserve_sync(void)
 
 		if (reserved[i].nsm != nsm) {
 			free(reserved[i].list);
-			reserved[i].list = NULL;
+			free(reserved[i].failed);
+			reserved[i].list = reserved[i].failed = NULL;
 			reserved[i].nsm = nsm;
 		}
 		if (!nsm || nsm->dead || !nsm->managed || nsm->state != NSM_RUNNING)
@@ -437,6 +447,8 @@ static void reserve_sync(void)
 		}
 		if (!known)
 			continue;
+		if (moving.to == nsm)
+			cap += moving.nports;
 		if (cap && !(p = calloc(cap, sizeof(*p))))
 			continue;
 		for (d = drains; d; d = d->next) {
@@ -446,6 +458,10 @@ static void reserve_sync(void)
 				memcpy(p + n, d->ports, d->nports * sizeof(*p));
 				n += d->nports;
 			}
+		}
+		if (p && moving.to == nsm && moving.nports) {
+			memcpy(p + n, moving.ports, moving.nports * sizeof(*p));
+			n += moving.nports;
 		}
 		list = ports_list(p, n);
 		free(p);
@@ -457,11 +473,15 @@ static void reserve_sync(void)
 		}
 		ret = link_nsm_reserved_ports(nsm, list);
 		if (ret) {
-			warn("nsm %s: ip_local_reserved_ports: %s; a connect there may pick a port of a connection another NSM drains",
-			     nsm->name, strerror(-ret));
-			free(list);
+			if (!reserved[i].failed || strcmp(list, reserved[i].failed))
+				warn("nsm %s: ip_local_reserved_ports: %s; a connect there may pick a port of a connection another NSM drains",
+				     nsm->name, strerror(-ret));
+			free(reserved[i].failed);
+			reserved[i].failed = list;
 			continue;
 		}
+		free(reserved[i].failed);
+		reserved[i].failed = NULL;
 		debug("nsm %s: reserved ports of drained connections: %s", nsm->name,
 		      *list ? list : "none");
 		free(reserved[i].list);
@@ -544,8 +564,14 @@ void move_timer_event(void)
 			drain_end(d, vm, true);
 			continue;
 		}
-		if (d->from->state != NSM_RUNNING)
-			continue;	/* restarting: its connections are gone anyway */
+		if (d->from->state != NSM_RUNNING) {
+			/* restarting: its connections are gone anyway */
+			free(d->ports);
+			d->ports = NULL;
+			d->nports = 0;
+			d->synced = true;
+			continue;
+		}
 		ret = drain_sync(d, vm, &nlive);
 		if (ret == -ENOENT) {
 			drain_end(d, vm, false);
@@ -823,6 +849,34 @@ bool move_graceful_possible(const struct nkd_vm *vm, const struct nkd_nsm *to)
 	       vm->nsm->state == NSM_RUNNING && to->state == NSM_RUNNING;
 }
 
+/* Step 2: the old NSM's ports of the VM, reserved on the new one at once. */
+static void moving_ports(const struct nkd_vm *vm, struct nkd_nsm *from,
+			 const struct nkd_nsm *to)
+{
+	struct nsm_conn *v = NULL;
+	size_t n = 0, k;
+
+	moving.to = to;
+	if (conn_collect(from, vm->id, &v, &n) || !n) {
+		free(v);
+		return;
+	}
+	moving.ports = calloc(n, sizeof(*moving.ports));
+	for (k = 0; moving.ports && k < n; k++)
+		if (conn_live(&v[k]))
+			moving.ports[moving.nports++] = v[k].local.port;
+	free(v);
+}
+
+static void moving_done(void)
+{
+	free(moving.ports);
+	moving.ports = NULL;
+	moving.nports = 0;
+	moving.to = NULL;
+	reserve_sync();
+}
+
 /*
  * Step 2: while vms still points at the old NSM, a connect the guest
  * makes through the new one would get its SYN-ACK at the old NSM, which
@@ -880,7 +934,9 @@ int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 				strerror(-ret));
 	/* 2 */
 	move_target_set(vm, to);
+	moving_ports(vm, from, to);
 	vm->nsm = to;
+	reserve_sync();		/* the new NSM connects from now on */
 	ret = vm_push(vm, e);
 	if (ret)
 		goto out_back;
@@ -921,13 +977,16 @@ int move_graceful(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 		err("%s", e2.msg);
 	link_announce(to, vm);
 	/* its flows on the new NSM need no entry now; nor do those of a
-	 * drain from it (the VM is back on an NSM it drained from) */
-	move_target_done(vm, to);
-	drain_cancel(vm, to);
+	 * drain from it (the VM is back on an NSM it drained from), unless
+	 * vms does not point there (steer_vm_add failed) */
+	if (!ret) {
+		move_target_done(vm, to);
+		drain_cancel(vm, to);
+	}
 	/* what connected during step 5 (the egress program pinned its SYNs) */
 	if (d && drain_sync(d, vm, &nlive))
 		nlive = 1;	/* not known: the next prune decides */
-	reserve_sync();
+	moving_done();
 	info("vm %s: moved from nsm %s to nsm %s: %u listener%s moved, %zu connection%s finish on nsm %s",
 	     vm->name, from->name, to->name, got, got == 1 ? "" : "s", nlive,
 	     nlive == 1 ? "" : "s", from->name);
@@ -939,10 +998,16 @@ out_unpush:
 	/* an NSM the VM drains from keeps those connections: drain it again */
 	if (!move_draining_on(vm, to) || move_redrain(vm, to))
 		nsm_request(to, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
+	goto out_restore;
 out_back:
+	/* VM_ADD failed; it may have gone half-way on an NSM it drains from */
+	if (move_draining_on(vm, to) && to->state == NSM_RUNNING)
+		move_redrain(vm, to);
+out_restore:
 	vm->nsm = from;
 	nk_steer_vm_set(nkd.steer, vm->id, from->slot);
 	move_target_done(vm, to);
+	moving_done();
 	return ret;
 }
 
@@ -993,9 +1058,12 @@ static int stale_flow(const struct nk_steer_flow *key, const struct nk_steer_flo
 	const struct nkd_drain *d;
 
 	for (d = drains; d; d = d->next) {
-		const struct nkd_vm *vm = vm_by_id(d->vm_id);
+		const struct nkd_vm *vm;
 
-		if (vm && (uint32_t)d->from->slot == val->nsm_id && flow_of_vm(key, vm))
+		if ((uint32_t)d->from->slot != val->nsm_id)
+			continue;
+		vm = vm_by_id(d->vm_id);
+		if (vm && flow_of_vm(key, vm))
 			return 0;
 	}
 	st->err = flowvec_push(&st->fv, key);

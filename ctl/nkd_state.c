@@ -235,16 +235,17 @@ out:
 }
 
 /*
- * --config FILE: the drains are nkd's own state, which only
- * STATE-DIR/nkd.json records; take them from there unless FILE names
- * some.  A missing or unreadable file only costs the drains (logged).
+ * --config FILE: the drains are nkd's own state, which nkd writes into
+ * STATE-DIR/nkd.json only: that file's list wins over one in FILE (a copy
+ * of an older nkd.json).  A missing or unreadable file only costs the
+ * drains (logged).
  */
 void state_load_drains(const char *path)
 {
 	json_error_t jerr;
 	json_t *root, *d;
 
-	if (restore_drains || (access(path, F_OK) < 0 && errno == ENOENT))
+	if (access(path, F_OK) < 0 && errno == ENOENT)
 		return;
 	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
@@ -252,8 +253,8 @@ void state_load_drains(const char *path)
 		return;
 	}
 	d = json_object_get(root, "draining");
-	if (json_is_array(d) && json_array_size(d))
-		restore_drains = json_incref(d);
+	json_decref(restore_drains);
+	restore_drains = json_is_array(d) ? json_incref(d) : NULL;
 	json_decref(root);
 }
 

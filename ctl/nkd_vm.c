@@ -610,7 +610,7 @@ int vm_move(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 
 out_unpush:
 	/* an NSM the VM drains from keeps those connections: drain it again */
-	if (!move_draining_on(vm, to) || move_redrain(vm, to))
+	if (!move_draining_on(vm, to) || to->state != NSM_RUNNING || move_redrain(vm, to))
 		vm_unpush(vm, true);
 out_back:
 	vm->nsm = from;

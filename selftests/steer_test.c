@@ -1219,6 +1219,19 @@ static void check_egress_pin(struct nk_steer *st, const __u8 *mac_a)
 		.name = "egress pin: tcp syn from vm1 via nsm A during the move -> uplink",
 		REDIR(DEV_UPLINK), .count = C_TX, .vm = VM1, .nsm = NSM_A });
 	report("egress pin: ... pins its flow to nsm A", !flow_is(st, &k4, &val));
+	/* ... and the move's target, B, registered too: its SYN pins to B */
+	{
+		struct nk_steer_flow_nsm val_b = { .nsm_id = NSM_B, .dmac = { 2, 0, 0, 0, 0, 0xbb } };
+
+		n = nk_steer_flow_del(st, &k4) != 0;
+		n += nk_steer_drain_set(st, VM1, &val_b) != 0;
+		report("egress pin: the move's target nsm B registered as well", n);
+		run_named(st, "egress tcp syn from vm1 via nsm A", &(struct fixture){
+			.name = "egress pin: tcp syn from vm1 via nsm B, the move's target -> uplink",
+			.from = DEV_NSMB, REDIR(DEV_UPLINK), .count = C_TX, .nsm = NSM_B });
+		report("egress pin: ... pins its flow to nsm B", !flow_is(st, &k4, &val_b));
+		report("egress pin: nsm B unregistered", nk_steer_drain_del(st, VM1, NSM_B) != 0);
+	}
 
 	n = nk_steer_vm_set(st, VM1, NSM_B) != 0;
 	n += nk_steer_drain_del(st, VM1, NSM_A) != 0;
