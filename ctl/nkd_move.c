@@ -12,7 +12,11 @@
  *      SYN of no known flow) is dropped from now on, and its sender
  *      retries a second later, when the move is done (no reset while no
  *      NSM has the VM's listeners).
- *   2. The new NSM gets the VM (VM_ADD: the same addresses) and the VM's
+ *   2. vm_drains gets (VM, new NSM) until step 6: the egress program pins
+ *      a connect through the new NSM to it (its SYN-ACK would reach the
+ *      old one); the new NSM reserves the local ports of the VM's
+ *      connections on the old one (ephemeral ports, below).  The new NSM
+ *      gets the VM (VM_ADD: the same addresses) and the VM's
  *      guest listener (ATTACH_LISTENER): both NSMs now accept new guest
  *      streams; NKD_MOVE_SETTLE_MS lets handshakes under way finish.
  *   3. VM_DRAIN to the old NSM: it drops the guest listener (new guest
