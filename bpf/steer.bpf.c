@@ -39,7 +39,10 @@
  *   4. vm_policy[vm] -> drop_all: drop (reason POLICY).
  *   5. vms[vm] -> nsm id; nsms[nsm] -> kind and slot; a kernel NSM gets the
  *      frame by bpf_redirect_map(nsm_devs, slot) onto its veth, unchanged
- *      (VLAN tags included).  AF_XDP NSMs (nsm_xsks) are not steered yet.
+ *      (VLAN tags included) but for the destination MAC of a unicast
+ *      frame, which becomes the NSM's own (nsm_macs): a remote host that
+ *      still addresses the VM at another NSM's MAC (it missed or has not
+ *      yet processed the gratuitous ARP of a move) is served.  AF_XDP NSMs (nsm_xsks) are not steered yet.
  *
  * Egress, for each frame the NSM's stack sends out of its veth: the
  * ingress ifindex names the NSM (nsm_ifindex), the source address names the
@@ -216,6 +219,15 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 		if ((void *)(eth + 1) > data_end)
 			return count_drop(&s, NK_DROP_MALFORMED);
 		__builtin_memcpy(eth->h_dest, flow->dmac, ETH_ALEN);
+	} else if (!flow) {
+		/* a unicast frame to the NSM's own MAC, whichever the sender used */
+		struct nk_steer_nsm_mac *nm = bpf_map_lookup_elem(&nsm_macs, &nsm_id);
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return count_drop(&s, NK_DROP_MALFORMED);
+		if (nm && nm->known && !(eth->h_dest[0] & 1))
+			__builtin_memcpy(eth->h_dest, nm->mac, ETH_ALEN);
 	}
 
 	/* an empty slot makes the helper return its fallback, XDP_DROP */

@@ -243,6 +243,7 @@ out_close:
 
 int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e)
 {
+	uint8_t mac[6];
 	int ret, id;
 
 	if (!nsm->managed)
@@ -274,6 +275,15 @@ int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e)
 		     nsm->name, nsm->netns, strerror(-ret));
 	nsm->netns_id = ret ? -1 : id;
 	ret = nk_steer_nsm_netns_set(nkd.steer, nsm->slot, ret ? NK_STEER_NETNS_NONE : id);
+	if (ret)
+		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
+				strerror(-ret));
+	/* frames to the VM's address reach its stack whatever MAC they name */
+	ret = link_nsm_mac(nsm, mac);
+	if (ret)
+		warn("nsm %s: MAC of %s: %s; a frame to another NSM's MAC is not rewritten",
+		     nsm->name, nsm->dev, strerror(-ret));
+	ret = nk_steer_nsm_mac_set(nkd.steer, nsm->slot, ret ? NULL : mac);
 	if (ret)
 		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
 				strerror(-ret));

@@ -498,6 +498,19 @@ int nk_steer_nsm_netns_set(struct nk_steer *st, __u32 nsm_id, int netns_id)
 	return sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsm_netns), &nsm_id, &v, BPF_ANY));
 }
 
+int nk_steer_nsm_mac_set(struct nk_steer *st, __u32 nsm_id, const __u8 *mac)
+{
+	struct nk_steer_nsm_mac v = {};
+
+	if (nsm_id >= NK_STEER_NSM_MAX)
+		return -EINVAL;
+	if (mac) {
+		memcpy(v.mac, mac, sizeof(v.mac));
+		v.known = 1;
+	}
+	return sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsm_macs), &nsm_id, &v, BPF_ANY));
+}
+
 int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id)
 {
 	struct nk_steer_nsm old, none = {};
@@ -507,7 +520,8 @@ int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id)
 	ret = nsm_get(st, nsm_id, &old);
 	if (ret)
 		return ret;
-	ret = nk_steer_nsm_netns_set(st, nsm_id, NK_STEER_NETNS_NONE);
+	ret = nk_steer_nsm_netns_set(st, nsm_id, NK_STEER_NETNS_NONE) ?:
+	      nk_steer_nsm_mac_set(st, nsm_id, NULL);
 	if (ret)
 		return ret;
 	ret = sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsms), &nsm_id, &none, BPF_ANY));

@@ -1497,6 +1497,27 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 		check_egress_pin(st, mac_a);
 	}
 
+	/*
+	 * nsm_macs: a unicast frame steered by address leaves with the NSM's
+	 * own MAC (the sender may still use another NSM's); a broadcast keeps
+	 * its destination; no MAC known: unchanged.
+	 */
+	{
+		static const __u8 mac_b[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0xbb };
+
+		report("api: nsm B's MAC known (nsm_macs)", nk_steer_nsm_mac_set(st, NSM_B, mac_b) != 0);
+		run_named(st, "ipv4 to vm3 -> nsm B", &(struct fixture){
+			.name = "api: ipv4 to vm3 -> nsm B, dst MAC rewritten to nsm B's",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_b });
+		run_named(st, "arp request (broadcast) for vm1 -> nsm A", &(struct fixture){
+			.name = "api: broadcast arp for vm1 (moved) -> nsm B, dst MAC unchanged",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_bcast });
+		report("api: nsm B's MAC forgotten", nk_steer_nsm_mac_set(st, NSM_B, NULL) != 0);
+		run_named(st, "ipv4 to vm3 -> nsm B", &(struct fixture){
+			.name = "api: ipv4 to vm3 -> nsm B, MAC not known: unchanged",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_host });
+	}
+
 	/* nsm del: its VMs drop with NO_NSM, its counters are zeroed */
 	n = nk_steer_nsm_del(st, NSM_B) != 0;
 	n += nk_steer_nsm_stats(st, NSM_B, &c1) != 0 || c1.rx_packets != 0;

@@ -797,6 +797,23 @@ nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
 check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
 
+log_step "a remote host that still has $N1's MAC for vm1 after a move to $N2 is served"
+# A remote host that missed the move's gratuitous ARP (or sends right
+# after the switch) addresses vm1 at $N1's MAC.  The ingress program
+# writes the MAC of the NSM it steers a unicast frame to (nsm_macs) into
+# the frame, so $N2's stack takes it.
+nk_run_nkctl vm set vm1 nsm "$N2"
+check "$N1 dropped vm1's address (no connection there)" wait_for -t 10 has_addr_not "$N1"
+MAC1=$(jpy "$(ip -n "nk-$N1" -j link show eth0)" "j[0]['address']")
+ip -n "remote-$S" neigh replace "$A" lladdr "$MAC1" nud permanent dev eth0
+check_eq "the remote host's entry for $A names $N1's MAC" \
+	"$(jpy "$(ip -n "remote-$S" -j neigh show "$A" dev eth0)" "j[0]['lladdr']")" "$MAC1"
+check "curl from the remote host to vm1 is served (by $N2)" http_ok
+ip -n "remote-$S" neigh del "$A" dev eth0
+nk_run_nkctl vm set vm1 nsm "$N1"
+check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+check "remote curl to vm1 works on $N1" wait_for -t 5 http_ok
+
 log_step "the guest connects out every few ms across a move $N1 -> $N2: none fails after it"
 # Four threads of the guest connect, echo a byte and close, in a loop,
 # while vm1 moves.  Once the move is done, connects go through $N2 while

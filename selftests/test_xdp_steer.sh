@@ -549,7 +549,7 @@ check "remote curl to vm2 works through $N1 again" wait_for -t 5 vm2_ok
 log_step "every pinned map dumps through bpftool (BTF maps with field names)"
 declare -A FIELD=([steer_cfg]=miss_action [addr_vm]=vm_id [vms]=nsm_id [vm_policy]=drop_all
 	[nsms]=dev_slot [nsm_ifindex]=nsm_id [vm_stats]=rx_packets [nsm_stats]=rx_packets
-	[global_stats]=rx_packets [steer_flows]=nsm_id [nsm_netns]=netns_id [vm_drains]=nsm_id)
+	[global_stats]=rx_packets [steer_flows]=nsm_id [nsm_netns]=netns_id [vm_drains]=nsm_id [nsm_macs]=mac)
 nmaps=0
 for m in "$PIN"/*; do
 	name=$(basename "$m")
@@ -574,7 +574,7 @@ for m in "$PIN"/*; do
 		;;
 	esac
 done
-check_eq "pinned maps" "$nmaps" 15
+check_eq "pinned maps" "$nmaps" 16
 bpftool map dump pinned "$PIN/addr_vm" | head -n 12 | sed 's/^/    /'
 
 # ---------------------------------------------------------------- teardown

@@ -92,6 +92,14 @@ struct {
 	__type(value, struct nk_steer_nsm_netns);
 } nsm_netns SEC(".maps");
 
+/* nsm id -> the MAC of the NSM's end of its veth (ingress); written by nkd. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NK_STEER_NSM_MAX);
+	__type(key, __u32);
+	__type(value, struct nk_steer_nsm_mac);
+} nsm_macs SEC(".maps");
+
 /* ifindex of an NSM veth's host side -> nsm id (egress); written by nkd. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -122,6 +122,20 @@ struct nk_steer_nsm_netns {
 #define NK_STEER_NETNS_F_KNOWN	0x1
 
 /*
+ * nsm_macs value, by nsm id: the MAC of the NSM's own end of its veth.
+ * The ingress program writes it into the destination of a unicast frame
+ * it steers to that NSM by the VM's address: a remote host whose entry
+ * for the address still names another NSM's MAC (a move it has not
+ * learned of: a lost gratuitous ARP, a frame sent just before it) is not
+ * dropped by the NSM's stack.  Unset (known 0): the frame is unchanged.
+ */
+struct nk_steer_nsm_mac {
+	__u8 mac[6];
+	__u8 known;		/* 1: mac is valid */
+	__u8 pad;
+};
+
+/*
  * steer_flows key: one TCP or UDP flow of a VM, seen from the VM (issue 5:
  * a VM that moves to another NSM keeps its established flows on the old
  * one).  Ports in network order; IPv4 uses addr[0..3]; the rest is zero.
@@ -188,6 +202,7 @@ _Static_assert(sizeof(struct nk_steer_vm) == 8, "nk_steer_vm layout");
 _Static_assert(sizeof(struct nk_steer_policy) == 8, "nk_steer_policy layout");
 _Static_assert(sizeof(struct nk_steer_nsm) == 16, "nk_steer_nsm layout");
 _Static_assert(sizeof(struct nk_steer_nsm_netns) == 8, "nk_steer_nsm_netns layout");
+_Static_assert(sizeof(struct nk_steer_nsm_mac) == 8, "nk_steer_nsm_mac layout");
 _Static_assert(sizeof(struct nk_steer_flow) == 40, "nk_steer_flow layout");
 _Static_assert(sizeof(struct nk_steer_flow_nsm) == 12, "nk_steer_flow_nsm layout");
 _Static_assert(sizeof(struct nk_steer_drain) == 8, "nk_steer_drain layout");
