@@ -219,8 +219,9 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 		if ((void *)(eth + 1) > data_end)
 			return count_drop(&s, NK_DROP_MALFORMED);
 		__builtin_memcpy(eth->h_dest, flow->dmac, ETH_ALEN);
-	} else if (!flow) {
-		/* a unicast frame to the NSM's own MAC, whichever the sender used */
+	} else {
+		/* a unicast frame to the NSM's own MAC, whichever the sender used
+		 * (also a flow hit whose old NSM's MAC nkd could not read) */
 		struct nk_steer_nsm_mac *nm = bpf_map_lookup_elem(&nsm_macs, &nsm_id);
 		struct ethhdr *eth = data;
 

@@ -26,9 +26,10 @@
  * SIGHUP simply runs it again.
  *
  * When a VM moves to another NSM, the new NSM's interface has another MAC
- * than the one the remote side has cached for the VM's addresses, and a
- * frame to that MAC would be dropped by the new NSM's stack (not its
- * address).  link_announce() therefore sends, from inside the new NSM's
+ * than the one the remote side has cached for the VM's addresses.  The
+ * ingress program writes the NSM's own MAC into the frames it steers
+ * (nsm_macs), but the remote side should learn the new one, and a plain
+ * (unsteered) NSM has no such program.  link_announce() therefore sends, from inside the new NSM's
  * namespace and out of its interface (so through the egress program and
  * the uplink), a gratuitous ARP per IPv4 address and an unsolicited
  * neighbour advertisement (override flag) per IPv6 address.

@@ -264,6 +264,16 @@ int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e)
 	if (ret)
 		return nkd_fail(e, -ret, "nsm %s: cannot attach the XDP egress program to %s: %s",
 				nsm->name, nsm->hostdev, strerror(-ret));
+	/* frames to the VM's address reach its stack whatever MAC they name;
+	 * before nsms makes the slot live (a re-created veth has a new MAC) */
+	ret = link_nsm_mac(nsm, mac);
+	if (ret)
+		warn("nsm %s: MAC of %s: %s; a frame to another NSM's MAC is not rewritten",
+		     nsm->name, nsm->dev, strerror(-ret));
+	ret = nk_steer_nsm_mac_set(nkd.steer, nsm->slot, ret ? NULL : mac);
+	if (ret)
+		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
+				strerror(-ret));
 	ret = nk_steer_nsm_set(nkd.steer, nsm->slot, NK_NSM_KERNEL, nsm->host_ifindex);
 	if (ret)
 		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
@@ -275,15 +285,6 @@ int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e)
 		     nsm->name, nsm->netns, strerror(-ret));
 	nsm->netns_id = ret ? -1 : id;
 	ret = nk_steer_nsm_netns_set(nkd.steer, nsm->slot, ret ? NK_STEER_NETNS_NONE : id);
-	if (ret)
-		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
-				strerror(-ret));
-	/* frames to the VM's address reach its stack whatever MAC they name */
-	ret = link_nsm_mac(nsm, mac);
-	if (ret)
-		warn("nsm %s: MAC of %s: %s; a frame to another NSM's MAC is not rewritten",
-		     nsm->name, nsm->dev, strerror(-ret));
-	ret = nk_steer_nsm_mac_set(nkd.steer, nsm->slot, ret ? NULL : mac);
 	if (ret)
 		return nkd_fail(e, -ret, "nsm %s: cannot write its steering entries: %s", nsm->name,
 				strerror(-ret));

@@ -1509,6 +1509,9 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 		run_named(st, "ipv4 to vm3 -> nsm B", &(struct fixture){
 			.name = "api: ipv4 to vm3 -> nsm B, dst MAC rewritten to nsm B's",
 			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_b });
+		run_named(st, "802.1Q ipv4 to vm3 -> nsm B", &(struct fixture){
+			.name = "api: 802.1Q ipv4 to vm3 -> nsm B, dst MAC rewritten",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_b });
 		run_named(st, "arp request (broadcast) for vm1 -> nsm A", &(struct fixture){
 			.name = "api: broadcast arp for vm1 (moved) -> nsm B, dst MAC unchanged",
 			REDIR(DEV_NSMB), .count = C_RX, .vm = VM1, .nsm = NSM_B, .dmac = mac_bcast });

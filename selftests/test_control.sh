@@ -808,7 +808,8 @@ MAC1=$(jpy "$(ip -n "nk-$N1" -j link show eth0)" "j[0]['address']")
 ip -n "remote-$S" neigh replace "$A" lladdr "$MAC1" nud permanent dev eth0
 check_eq "the remote host's entry for $A names $N1's MAC" \
 	"$(jpy "$(ip -n "remote-$S" -j neigh show "$A" dev eth0)" "j[0]['lladdr']")" "$MAC1"
-check "curl from the remote host to vm1 is served (by $N2)" http_ok
+check "the listener is on $N2" wait_for -t 5 listening_on "$N2"
+check "curl from the remote host to vm1 is served (by $N2)" wait_for -t 5 http_ok
 ip -n "remote-$S" neigh del "$A" dev eth0
 nk_run_nkctl vm set vm1 nsm "$N1"
 check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
