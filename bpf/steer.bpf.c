@@ -212,23 +212,27 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 	if (nsm->kind != NK_NSM_KERNEL)
 		return count_drop(&s, NK_DROP_NSM_KIND);
 
-	if (flow && (flow->dmac[0] | flow->dmac[1] | flow->dmac[2] | flow->dmac[3] |
-		     flow->dmac[4] | flow->dmac[5])) {
+	/*
+	 * A unicast frame leaves with the MAC of the NSM it goes to, whichever
+	 * the sender used: a flow's own, else the NSM's from nsm_macs.
+	 */
+	{
+		const __u8 *mac = NULL;
 		struct ethhdr *eth = data;
 
-		if ((void *)(eth + 1) > data_end)
-			return count_drop(&s, NK_DROP_MALFORMED);
-		__builtin_memcpy(eth->h_dest, flow->dmac, ETH_ALEN);
-	} else {
-		/* a unicast frame to the NSM's own MAC, whichever the sender used
-		 * (also a flow hit whose old NSM's MAC nkd could not read) */
-		struct nk_steer_nsm_mac *nm = bpf_map_lookup_elem(&nsm_macs, &nsm_id);
-		struct ethhdr *eth = data;
+		if (flow && (flow->dmac[0] | flow->dmac[1] | flow->dmac[2] | flow->dmac[3] |
+			     flow->dmac[4] | flow->dmac[5])) {
+			mac = flow->dmac;
+		} else {
+			struct nk_steer_nsm_mac *nm = bpf_map_lookup_elem(&nsm_macs, &nsm_id);
 
+			if (nm && nm->known)
+				mac = nm->mac;
+		}
 		if ((void *)(eth + 1) > data_end)
 			return count_drop(&s, NK_DROP_MALFORMED);
-		if (nm && nm->known && !(eth->h_dest[0] & 1))
-			__builtin_memcpy(eth->h_dest, nm->mac, ETH_ALEN);
+		if (mac && !(eth->h_dest[0] & 1))
+			__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
 	}
 
 	/* an empty slot makes the helper return its fallback, XDP_DROP */

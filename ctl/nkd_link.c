@@ -386,6 +386,18 @@ static int netns_run(int nsfd, int (*fn)(void *), void *arg)
 	return ret;
 }
 
+/* netns_run() in the NSM's namespace; -errno if it cannot be opened. */
+static int nsm_run(const struct nkd_nsm *nsm, int (*fn)(void *), void *arg)
+{
+	int nsfd = netns_open(nsm->netns), ret;
+
+	if (nsfd < 0)
+		return nsfd;
+	ret = netns_run(nsfd, fn, arg);
+	close(nsfd);
+	return ret;
+}
+
 /* ---- one NSM's veth ---- */
 
 struct nsm_side {
@@ -609,16 +621,9 @@ static int announce_in_ns(void *arg)
 void link_announce(const struct nkd_nsm *nsm, const struct nkd_vm *vm)
 {
 	struct announce a = { .nsm = nsm, .vm = vm };
-	int nsfd, ret;
+	int ret;
 
-	nsfd = netns_open(nsm->netns);
-	if (nsfd < 0) {
-		warn("vm %s: cannot announce its addresses: netns %s: %s", vm->name, nsm->netns,
-		     strerror(-nsfd));
-		return;
-	}
-	ret = netns_run(nsfd, announce_in_ns, &a);
-	close(nsfd);
+	ret = nsm_run(nsm, announce_in_ns, &a);
 	if (ret)
 		warn("vm %s: cannot announce its addresses from nsm %s: %s", vm->name, nsm->name,
 		     strerror(-ret));
@@ -696,25 +701,12 @@ static int reserved_in_ns(void *arg)
  */
 int link_nsm_reserved_ports(const struct nkd_nsm *nsm, const char *list)
 {
-	int nsfd, ret;
-
-	nsfd = netns_open(nsm->netns);
-	if (nsfd < 0)
-		return nsfd;
-	ret = netns_run(nsfd, reserved_in_ns, (void *)list);
-	close(nsfd);
-	return ret;
+	return nsm_run(nsm, reserved_in_ns, (void *)list);
 }
 
 int link_nsm_mac(const struct nkd_nsm *nsm, uint8_t mac[6])
 {
 	struct mac_query q = { .dev = nsm->dev, .mac = mac };
-	int nsfd, ret;
 
-	nsfd = netns_open(nsm->netns);
-	if (nsfd < 0)
-		return nsfd;
-	ret = netns_run(nsfd, mac_in_ns, &q);
-	close(nsfd);
-	return ret;
+	return nsm_run(nsm, mac_in_ns, &q);
 }

@@ -318,16 +318,16 @@ static int drain_sync(struct nkd_drain *d, const struct nkd_vm *vm, size_t *nliv
 	}
 	if (live.n)
 		qsort(live.v, live.n, sizeof(*live.v), flow_cmp);
-	ret = flows_of(vm, d->from->slot, &now);
-	if (ret)
-		goto out;
-	for (k = 0; k < now.n; k++) {
-		if (flow_in(&now.v[k], live.v, live.n))
-			continue;
-		if (!flow_in(&now.v[k], old.v, old.n))
-			fresh++;	/* pinned since the NSM was asked: next time */
-		else if (!nk_steer_flow_del(nkd.steer, &now.v[k]))
+	/* the ended ones: there before the NSM was asked, not in its answer */
+	for (k = 0; k < old.n; k++)
+		if (!flow_in(&old.v[k], live.v, live.n) && !nk_steer_flow_del(nkd.steer, &old.v[k]))
 			deleted++;
+	/* with nothing live, an entry pinned since keeps the drain: look */
+	if (!live.n) {
+		ret = flows_of(vm, d->from->slot, &now);
+		if (ret)
+			goto out;
+		fresh = now.n;
 	}
 	if (deleted)
 		debug("vm %s: %u ended flows unpinned from nsm %s", vm->name, deleted,

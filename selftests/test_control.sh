@@ -554,6 +554,14 @@ d = json.load(open(sys.argv[1])).get("draining", [])
 print(sum(1 for x in d if x.get("vm") == "vm1" and x.get("nsm") == sys.argv[2]))' "$NK_STATE/nkd.json" "$1"
 }
 
+# back_on_n1: vm1 moves (back) to $N1; $N2, with no connection of it
+# left, drops its address
+back_on_n1()
+{
+	nk_run_nkctl vm set vm1 nsm "$N1"
+	check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+}
+
 # challenge_acks: the challenge ACKs nk-N1's TCP sent (RFC 5961)
 challenge_acks()
 {
@@ -598,8 +606,7 @@ log_step "... a new connection from the ports of one $N1 still holds open (moves
 # host answers with a reset that ends the old connection; its SYN, sent
 # again at once (Linux retransmits it within milliseconds then), finds no
 # connection there and goes to $N2.
-nk_run_nkctl vm set vm1 nsm "$N1"
-check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+back_on_n1
 reuse_client "$NK_TMP/reuse2"
 nk_run_nkctl vm set vm1 nsm "$N2"
 check "steer_flows pins its flow (remote port $RPORT) to $N1" flow_pinned "$RPORT" "$(nsm_slot "$N1")"
@@ -625,8 +632,7 @@ log_step "... and a SYN forged with the ports of a live connection ends nothing 
 # gets a challenge ACK, as on Linux (RFC 5961): it must not move the
 # connection's later segments to the new NSM.  The remote host sends it
 # from a raw socket, with the ports of its own live keep-alive connection.
-nk_run_nkctl vm set vm1 nsm "$N1"
-check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+back_on_n1
 live_client "$NK_TMP/live"
 nk_run_nkctl vm set vm1 nsm "$N2"
 check "steer_flows pins its flow (remote port $LPORT) to $N1" flow_pinned "$LPORT" "$(nsm_slot "$N1")"
@@ -811,8 +817,7 @@ check_eq "the remote host's entry for $A names $N1's MAC" \
 check "the listener is on $N2" wait_for -t 5 listening_on "$N2"
 check "curl from the remote host to vm1 is served (by $N2)" wait_for -t 5 http_ok
 ip -n "remote-$S" neigh del "$A" dev eth0
-nk_run_nkctl vm set vm1 nsm "$N1"
-check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+back_on_n1
 check "remote curl to vm1 works on $N1" wait_for -t 5 http_ok
 
 log_step "the guest connects out every few ms across a move $N1 -> $N2: none fails after it"
@@ -879,8 +884,7 @@ check "connects after the move: many, none failed or waited for a second SYN" \
 check "$N1 dropped vm1's address" wait_for -t 10 has_addr_not "$N1"
 check_eq "no vm_drains or flow entries left" \
 	"$(bpftool -j map dump pinned "$PIN/vm_drains") $(bpftool -j map dump pinned "$PIN/steer_flows")" "[] []"
-nk_run_nkctl vm set vm1 nsm "$N1"
-check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+back_on_n1
 
 log_step "a connect through $N2 does not pick the port of a connection $N1 drains"
 # vm1's new NSM has its address but not the old one's connections: its
@@ -958,8 +962,7 @@ no_reserved()
 	[ -z "$(reserved_on "$N2")" ]
 }
 check "$N2 reserves no port once the drain is over" wait_for -t 5 no_reserved
-nk_run_nkctl vm set vm1 nsm "$N1"
-check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+back_on_n1
 
 log_step "a keep-alive connection drained from $N1 serves requests while vm1 moves back to $N1"
 # $N1 -> $N2 leaves the connection draining on $N1; the move back
@@ -1101,8 +1104,7 @@ touch "$NK_TMP/live5/again"
 wait "$LIVE"
 check_eq "the drained connection is still served on $N1" "$(tail -n 1 "$NK_TMP/live5/log")" "again 200"
 check "$N1 dropped vm1's address once it ended" wait_for -t 10 has_addr_not "$N1"
-nk_run_nkctl vm set vm1 nsm "$N1"
-check "$N2 dropped vm1's address" wait_for -t 10 has_addr_not "$N2"
+back_on_n1
 
 # ---------------------------------------------------------------- restart
 log_step "nkd killed with SIGKILL mid-transfer and restarted"

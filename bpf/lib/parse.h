@@ -246,13 +246,8 @@ static __always_inline int parse_flow(void *data, void *data_end, enum parse_whi
 			return PARSE_UNKNOWN;	/* no ports in a later fragment */
 		l4proto = iph->protocol;
 		f->family = NK_STEER_AF_INET;
-		if (which == PARSE_DST) {
-			__builtin_memcpy(f->vm_addr, &iph->daddr, 4);
-			__builtin_memcpy(f->remote_addr, &iph->saddr, 4);
-		} else {
-			__builtin_memcpy(f->vm_addr, &iph->saddr, 4);
-			__builtin_memcpy(f->remote_addr, &iph->daddr, 4);
-		}
+		__builtin_memcpy(f->vm_addr, which == PARSE_DST ? &iph->daddr : &iph->saddr, 4);
+		__builtin_memcpy(f->remote_addr, which == PARSE_DST ? &iph->saddr : &iph->daddr, 4);
 		c.pos += iph->ihl * 4;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6h = c.pos;
@@ -261,13 +256,8 @@ static __always_inline int parse_flow(void *data, void *data_end, enum parse_whi
 			return PARSE_MALFORMED;
 		l4proto = ip6h->nexthdr;
 		f->family = NK_STEER_AF_INET6;
-		if (which == PARSE_DST) {
-			__builtin_memcpy(f->vm_addr, &ip6h->daddr, 16);
-			__builtin_memcpy(f->remote_addr, &ip6h->saddr, 16);
-		} else {
-			__builtin_memcpy(f->vm_addr, &ip6h->saddr, 16);
-			__builtin_memcpy(f->remote_addr, &ip6h->daddr, 16);
-		}
+		__builtin_memcpy(f->vm_addr, which == PARSE_DST ? &ip6h->daddr : &ip6h->saddr, 16);
+		__builtin_memcpy(f->remote_addr, which == PARSE_DST ? &ip6h->saddr : &ip6h->daddr, 16);
 		c.pos = ip6h + 1;
 	} else {
 		return PARSE_UNKNOWN;
