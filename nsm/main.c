@@ -299,6 +299,43 @@ static void dispatch(const struct epoll_event *ev)
 	}
 }
 
+/* A control channel's event (chan_read_ctl()), by the slot it names now. */
+static bool ctl_event_of(const struct epoll_event *ev)
+{
+	union nsm_ref ref = { .u64 = ev->data.u64 };
+	const struct fdent *e;
+
+	if (ref.type != EP_CHAN || ref.fd < 0 || ref.fd >= nsm.fdtab_len)
+		return false;
+	e = &nsm.fdtab[ref.fd];
+	return e->type == EP_CHAN && ((const struct chan *)e->obj)->mode == CH_CTL;
+}
+
+/*
+ * One batch of events, control channels first.  A guest posts an option
+ * (NK_HELLO_F_POST) on its control channel and then writes on the
+ * socket's stream; when both are ready, epoll reports them in the order
+ * of its ready list, which is not the guest's (an entry already on the
+ * list keeps its place).  Handling the posts first keeps the guest's
+ * order: a posted TCP_CORK on is taken before the bytes written behind
+ * it, and the handlers of the other posted options relay the stream's
+ * earlier bytes first themselves (relay_sync_up(); a hold is posted
+ * only once the stream is read up, guest-shim/shim.c opt_postable()).
+ */
+static void dispatch_batch(struct epoll_event *evs, int n)
+{
+	int i;
+
+	if (n > 1)
+		for (i = 0; i < n; i++)
+			if (ctl_event_of(&evs[i])) {
+				dispatch(&evs[i]);
+				evs[i].data.u64 = ((union nsm_ref){ .type = EP_NONE, .fd = -1 }).u64;
+			}
+	for (i = 0; i < n; i++)
+		dispatch(&evs[i]);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -635,7 +672,7 @@ int main(int argc, char **argv)
 {
 	struct epoll_event evs[64];
 	uint64_t spin_until = 0, last_burst = 0, moved0;
-	int ret, n, i;
+	int ret, n;
 
 	nk_log_init(argv[0], NK_LOG_INFO);
 	nsm.epfd = nsm.sigfd = nsm.timerfd = nsm.ctl_lfd = nsm.ctl_fd = -1;
@@ -709,8 +746,7 @@ int main(int argc, char **argv)
 		}
 		moved0 = nsm.moved;
 		nsm.burst = false;
-		for (i = 0; i < n; i++)
-			dispatch(&evs[i]);
+		dispatch_batch(evs, n);
 		krelay_poll();
 		reap();
 		/* the window runs from the end of the batch's handling */

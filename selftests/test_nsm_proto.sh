@@ -400,6 +400,82 @@ check "then TCP_CORK reads 0 (the inherited cork is off)" \
 check "and the remote host has the bytes" wait_for -t 10 grep -q '^got pong$' "$NK_TMP/acork-peer.out"
 guest_script_end acork
 
+# A posted TCP_CORK on and the write behind it, ready in one batch with
+# the stream ahead of the control channel in epoll's ready list: the
+# stream's entry is already there, linked by write room (EPOLLOUT, which
+# the relay asks for while its pipe to the guest is full) when the guest
+# posts the cork.  nk-nsm handles a batch's control channels first
+# (main.c, dispatch_batch()), so the cork holds the bytes: the remote
+# host gets them at the uncork or after Linux's 200 ms, not within
+# 100 ms of nk-nsm running again.
+nk_bg "remote-$S" "$NK_TMP/bcork-peer.out" "$NK_PY" -c '
+import socket, threading, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("10.77.0.1", 9122))
+l.listen()
+print("ready", flush=True)
+a, _ = l.accept()
+def flood():
+    a.sendall(b"x" * (64 << 20))
+    a.shutdown(socket.SHUT_WR)
+threading.Thread(target=flood, daemon=True).start()
+while True:
+    d = a.recv(64)
+    if not d:
+        break
+    print("got", d.decode(), "%.6f" % time.monotonic(), flush=True)
+'
+wait_for -t 5 grep -q '^ready' "$NK_TMP/bcork-peer.out" || nk_die "the flooding peer did not start"
+guest_script bcork '
+import socket, sys, os
+T = socket.IPPROTO_TCP
+s = socket.create_connection(("10.77.0.1", 9122))
+print("connected", s.getsockopt(T, socket.TCP_CORK), flush=True)
+sys.stdin.readline()
+s.setblocking(False)
+n = 0
+try:
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        n += len(d)
+except BlockingIOError:
+    pass
+s.setblocking(True)
+s.setsockopt(T, socket.TCP_CORK, 1)
+s.sendall(b"held")
+print("read", n, "posted", flush=True)
+sys.stdin.readline()
+s.setsockopt(T, socket.TCP_CORK, 0)
+print("uncorked", flush=True)
+while True:
+    d = s.recv(1 << 20)
+    if not d:
+        break
+    n += len(d)
+print("read", n, "in all", flush=True)
+'
+check "the guest connected to the flooding peer and asked once (its control channel is open)" wait_for -t 10 grep -q '^connected' "$NK_TMP/bcork.out"
+# the guest does not read: its stream, the relay's pipe and the NSM's
+# socket fill up (nk-nsm then waits for write room on the stream)
+sleep 1
+kill -STOP "$NK_NSM_PID"
+echo go >&8
+check "with nk-nsm stopped, the guest read what its stream held, then TCP_CORK on (posted) and a write" \
+	wait_for -t 5 grep -q '^read [1-9][0-9]* posted' "$NK_TMP/bcork.out"
+t_cont=$("$NK_PY" -c 'import os, signal, sys, time; t = time.monotonic(); os.kill(int(sys.argv[1]), signal.SIGCONT); print("%.6f" % t)' "$NK_NSM_PID")
+check "the remote host gets the corked bytes" wait_for -t 5 grep -q '^got held' "$NK_TMP/bcork-peer.out"
+t_got=$(awk '/^got held/ { print $3; exit }' "$NK_TMP/bcork-peer.out")
+held_ms=$(awk -v a="$t_cont" -v b="$t_got" 'BEGIN { printf "%d", (b - a) * 1000 }')
+log_info "the corked bytes reached the remote host $held_ms ms after nk-nsm ran again"
+check_gt "... not within 100 ms of nk-nsm running again (held by the cork)" "$held_ms" 99
+echo go >&8
+check "the guest uncorked and read the peer's 64 MiB" \
+	wait_for -t 20 grep -q "^read $((64 << 20)) in all" "$NK_TMP/bcork.out"
+guest_script_end bcork
+
 log_step "protocol fuzzing: random, mutated conversations of every kind on vm2's streams"
 nsm_fds() { ls "/proc/$NK_NSM_PID/fd" | wc -l; }
 fds0=$(nsm_fds)
