@@ -209,7 +209,10 @@ check "NSM logs the paused accept, naming the VM" \
 # back) and passes one end of a socketpair per line of its input: at room
 # 0 twice (the first may still find pooled pipes to close; the second
 # comes in the reserve's place and gets ENOBUFS), then with the limit
-# raised.
+# raised.  Before each limit is set, the NSM has closed the stream passed
+# before (else its slot frees up under the new limit), and the second
+# limit leaves no room even with every pipe closed (a connection that
+# ended late may have pooled its pipes since the first).
 VM1_ID=$(jpy "$(nkctl -j vm show vm1)" 'j["id"]')
 mkfifo "$NK_TMP/attach.in"
 ups() { grep -c "nsm nsm1 (pid $NSM): up" "$NK_NKD_LOG"; }
@@ -224,8 +227,12 @@ exec 7>"$NK_TMP/attach.in"
 attached() { wait_for -t 5 test "$(grep -c '^attach' "$NK_TMP/attach.out")" -ge "$1"; }
 wait_for -t 5 grep -qx connected "$NK_TMP/attach.out" ||
 	{ kill -CONT "$NKD_PID"; nk_die "no control connection to nsm1"; }
+nsm_socks() { find "/proc/$NSM/fd" -lname 'socket:*' | wc -l; }
+SOCKS=$(nsm_socks)
 for i in 1 2; do
-	nofile_room 0
+	wait_for -t 5 test "$(nsm_socks)" -le "$SOCKS" ||
+		log_info "nk-nsm still has $(nsm_socks) sockets, $SOCKS before the first stream"
+	if [ "$i" = 1 ]; then nofile_room 0; else nofile_room 0 pipes; fi
 	echo go >&7
 	attached "$i" || break
 done
