@@ -43,6 +43,11 @@
  *      frame, which becomes the NSM's own (nsm_macs): a remote host that
  *      still addresses the VM at another NSM's MAC (it missed or has not
  *      yet processed the gratuitous ARP of a move) is served.  AF_XDP NSMs (nsm_xsks) are not steered yet.
+ *   6. a neighbour reply (ARP reply, ICMPv6 neighbour advertisement) for
+ *      a VM's address, unicast to the MAC of an NSM (nsm_by_mac), goes to
+ *      that NSM instead of the VM's (3.-5. otherwise): the NSM that asked.
+ *      During a move the new NSM resolves its neighbours while the VM's
+ *      frames still go to the old one.
  *
  * Egress, for each frame the NSM's stack sends out of its veth: the
  * ingress ifindex names the NSM (nsm_ifindex), the source address names the
@@ -133,6 +138,29 @@ static __always_inline void pin_connect(void *data, void *data_end, __u32 vm_id,
 		bpf_map_update_elem(&steer_flows, &fkey, val, BPF_ANY);
 }
 
+/*
+ * A neighbour reply (ARP reply, ICMPv6 neighbour advertisement) to the MAC
+ * of an NSM goes to that NSM: it asked.  During a move both NSMs have the
+ * VM's address, and the reply to the new NSM's request would otherwise
+ * follow the address to the old one, and the new NSM would ask again a
+ * second later.  Returns 1 with *nsm_id set, else 0.
+ */
+static __always_inline int reply_nsm(void *data, void *data_end, __u32 *nsm_id)
+{
+	struct nk_steer_nsm_ref *ref;
+	struct nk_steer_mac key = {};
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end || (eth->h_dest[0] & 1))
+		return 0;
+	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
+	ref = bpf_map_lookup_elem(&nsm_by_mac, &key);
+	if (!ref)
+		return 0;
+	*nsm_id = ref->nsm_id;
+	return 1;
+}
+
 /* A frame that belongs to no VM: pass or drop per steer_cfg. */
 static __always_inline int steer_miss(struct steer_stats *s, enum nk_drop_reason reason)
 {
@@ -158,11 +186,11 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 	struct nk_steer_nsm *nsm;
 	struct steer_stats s;
 	__u32 vm_id, nsm_id;
-	int syn = 0;
+	int syn = 0, reply;
 	long ret;
 
 	stats_init(&s, ctx);
-	switch (parse_frame(data, data_end, PARSE_DST, &key)) {
+	switch (parse_frame(data, data_end, PARSE_DST, &key, &reply)) {
 	case PARSE_OK:
 		break;
 	case PARSE_UNKNOWN:
@@ -190,6 +218,8 @@ int xdp_steer_ingress(struct xdp_md *ctx)
 
 	if (flow) {
 		nsm_id = flow->nsm_id;
+	} else if (reply && av && reply_nsm(data, data_end, &nsm_id)) {
+		/* to the NSM that asked (6.) */
 	} else {
 		vm = bpf_map_lookup_elem(&vms, &vm_id);
 		if (!vm)
@@ -255,6 +285,7 @@ int xdp_steer_egress(struct xdp_md *ctx)
 	struct steer_stats s;
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 nsm_id, vm_id, zero = 0;
+	int reply;
 	long ret;
 
 	stats_init(&s, ctx);
@@ -264,7 +295,7 @@ int xdp_steer_egress(struct xdp_md *ctx)
 	nsm_id = ref->nsm_id;
 	stats_set_nsm(&s, nsm_id);
 
-	switch (parse_frame(data, data_end, PARSE_SRC, &key)) {
+	switch (parse_frame(data, data_end, PARSE_SRC, &key, &reply)) {
 	case PARSE_OK:
 		break;
 	case PARSE_UNKNOWN:

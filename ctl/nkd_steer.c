@@ -440,6 +440,8 @@ void steer_sync(void)
 		if (!nsm || nsm->dead || !nsm->managed || !nsm->host_ifindex)
 			nk_steer_nsm_del(nkd.steer, i);
 	}
+	if (nk_steer_mac_sync(nkd.steer))
+		warn("steering: cannot remove stale entries of nsm_by_mac");
 	stale = calloc(1, sizeof(*stale));
 	if (stale) {
 		nk_steer_vm_foreach(nkd.steer, collect_stale, stale);

@@ -498,17 +498,75 @@ int nk_steer_nsm_netns_set(struct nk_steer *st, __u32 nsm_id, int netns_id)
 	return sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsm_netns), &nsm_id, &v, BPF_ANY));
 }
 
+/* Remove nsm_by_mac's entry for mac if it names nsm_id. */
+static int mac_unmap(struct nk_steer *st, const __u8 *mac, __u32 nsm_id)
+{
+	int fd = map_fd(st->skel->maps.nsm_by_mac);
+	struct nk_steer_mac key = {};
+	struct nk_steer_nsm_ref ref;
+
+	memcpy(key.mac, mac, sizeof(key.mac));
+	if (bpf_map_lookup_elem(fd, &key, &ref) || ref.nsm_id != nsm_id)
+		return 0;
+	if (bpf_map_delete_elem(fd, &key) && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+/*
+ * nsm_macs by id and nsm_by_mac by MAC, together: the MAC is mapped to the
+ * NSM before nsm_macs names it, and an NSM's old MAC is unmapped after.
+ */
 int nk_steer_nsm_mac_set(struct nk_steer *st, __u32 nsm_id, const __u8 *mac)
 {
-	struct nk_steer_nsm_mac v = {};
+	struct nk_steer_nsm_mac v = {}, old = {};
+	struct nk_steer_nsm_ref ref = { .nsm_id = nsm_id };
+	struct nk_steer_mac key = {};
+	int ret;
 
 	if (nsm_id >= NK_STEER_NSM_MAX)
 		return -EINVAL;
+	if (bpf_map_lookup_elem(map_fd(st->skel->maps.nsm_macs), &nsm_id, &old))
+		return -errno;
 	if (mac) {
 		memcpy(v.mac, mac, sizeof(v.mac));
 		v.known = 1;
+		memcpy(key.mac, mac, sizeof(key.mac));
+		ret = sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsm_by_mac), &key, &ref,
+						  BPF_ANY));
+		if (ret)
+			return ret;
 	}
-	return sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsm_macs), &nsm_id, &v, BPF_ANY));
+	ret = sys_ret(bpf_map_update_elem(map_fd(st->skel->maps.nsm_macs), &nsm_id, &v, BPF_ANY));
+	if (ret)
+		return ret;
+	if (old.known && (!mac || memcmp(old.mac, mac, sizeof(old.mac))))
+		return mac_unmap(st, old.mac, nsm_id);
+	return 0;
+}
+
+int nk_steer_mac_sync(struct nk_steer *st)
+{
+	int fd = map_fd(st->skel->maps.nsm_by_mac), n = 0, i, ret = 0;
+	struct nk_steer_mac key, next, *prev = NULL, stale[NK_STEER_NSM_MAX];
+	struct nk_steer_nsm_mac m;
+	struct nk_steer_nsm_ref ref;
+
+	while (!bpf_map_get_next_key(fd, prev, &next) && n < NK_STEER_NSM_MAX) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &ref))
+			continue;	/* deleted meanwhile */
+		if (ref.nsm_id < NK_STEER_NSM_MAX &&
+		    !bpf_map_lookup_elem(map_fd(st->skel->maps.nsm_macs), &ref.nsm_id, &m) &&
+		    m.known && !memcmp(m.mac, key.mac, sizeof(m.mac)))
+			continue;
+		stale[n++] = key;
+	}
+	for (i = 0; i < n; i++)
+		if (bpf_map_delete_elem(fd, &stale[i]) && errno != ENOENT && !ret)
+			ret = -errno;
+	return ret;
 }
 
 int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id)

@@ -101,8 +101,12 @@ int nk_steer_nsm_set(struct nk_steer *st, __u32 nsm_id, enum nk_nsm_kind kind, i
 #define NK_STEER_NETNS_UPLINK	(-1)
 #define NK_STEER_NETNS_NONE	(-2)
 int nk_steer_nsm_netns_set(struct nk_steer *st, __u32 nsm_id, int netns_id);
-/* The MAC of the NSM's end of its veth (nsm_macs); NULL: not known. */
+/* The MAC of the NSM's end of its veth (nsm_macs, and nsm_by_mac the
+ * other way); NULL: not known. */
 int nk_steer_nsm_mac_set(struct nk_steer *st, __u32 nsm_id, const __u8 *mac);
+/* Remove the nsm_by_mac entries that nsm_macs does not name (a crash
+ * between the two writes, a pinned map kept across a restart). */
+int nk_steer_mac_sync(struct nk_steer *st);
 /* Remove the NSM's entries and zero its counters.  Its VMs then drop (NO_NSM). */
 int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id);
 /* Add a VM or move it to another NSM; creates its counters if absent. */

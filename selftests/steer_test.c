@@ -416,6 +416,32 @@ static void f_arp_reply_vm3(struct pkt *p)
 	put_arp(p, 2, "10.0.0.254", "10.0.0.3");
 }
 
+/* a unicast ARP request (a neighbour's reachability probe) */
+static void f_arp_ucast_req_vm3(struct pkt *p)
+{
+	put_eth(p, mac_host, ETH_P_ARP);
+	put_arp(p, 1, "10.0.0.254", "10.0.0.3");
+}
+
+/* a solicited neighbour advertisement, to vm3's address */
+static void f_na_vm3(struct pkt *p)
+{
+	__u8 *h;
+
+	put_eth(p, mac_host, ETH_P_IPV6);
+	put_ipv6(p, "2001:db8::1", "fd00::3", 58, 24);
+	h = put(p, 8);
+	h[0] = 136;
+	h[4] = 0x60;	/* solicited, override */
+	put_addr(p, AF_INET6, "2001:db8::1");
+}
+
+static void f_arp_reply_unknown(struct pkt *p)
+{
+	put_eth(p, mac_host, ETH_P_ARP);
+	put_arp(p, 2, "10.0.0.254", "10.0.0.99");
+}
+
 static void f_arp_unknown(struct pkt *p)
 {
 	put_eth(p, mac_bcast, ETH_P_ARP);
@@ -688,6 +714,8 @@ static const struct fixture fixtures[] = {
 	{ IN("icmpv6 echo to vm1 -> nsm A", f_icmpv6_echo_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ IN("arp request (broadcast) for vm1 -> nsm A", f_arp_req_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ IN("arp reply to vm3 -> nsm B", f_arp_reply_vm3), REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B },
+	{ IN("unicast arp request for vm3 -> nsm B", f_arp_ucast_req_vm3), REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B },
+	{ IN("ipv6 na to vm3 -> nsm B", f_na_vm3), REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B },
 	{ IN("ipv6 ns for vm1 target -> nsm A", f_ns_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
 	{ IN("802.1Q ipv4 to vm3 -> nsm B", f_vlan_ipv4_vm3), REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B },
 	{ IN("QinQ ipv4 to vm1 -> nsm A", f_qinq_ipv4_vm1), REDIR(DEV_NSMA), .count = C_RX, .vm = VM1, .nsm = NSM_A },
@@ -700,6 +728,7 @@ static const struct fixture fixtures[] = {
 	{ IN("ipv4 unknown address: pass", f_ipv4_unknown), PASS_ },
 	{ IN("ipv4 unknown address, miss drop", f_ipv4_unknown), .flags = F_MISS_DROP, DROP(NK_DROP_NO_VM), .nsm = NO_NSM },
 	{ IN("arp for unknown address: pass", f_arp_unknown), PASS_ },
+	{ IN("arp reply to unknown address", f_arp_reply_unknown), PASS_ },
 	{ IN("arp for unknown address, miss drop", f_arp_unknown), .flags = F_MISS_DROP, DROP(NK_DROP_NO_VM), .nsm = NO_NSM },
 	{ IN("ipv6 ns for unknown target: pass", f_ns_unknown), PASS_ },
 	{ IN("ipv6 to ff02::1: pass", f_ipv6_mcast), PASS_ },
@@ -1519,6 +1548,72 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 		run_named(st, "ipv4 to vm3 -> nsm B", &(struct fixture){
 			.name = "api: ipv4 to vm3 -> nsm B, MAC not known: unchanged",
 			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_host });
+	}
+
+	/*
+	 * nsm_by_mac: a neighbour reply (ARP reply, neighbour advertisement)
+	 * to an NSM's MAC goes to that NSM, which asked, whichever NSM has the
+	 * VM (during a move the new NSM resolves its neighbours while the
+	 * VM's address still leads to the old one); any other frame to that
+	 * MAC follows the address.  Every fixture frame is unicast to
+	 * mac_host, here nsm A's MAC.
+	 */
+	{
+		static const __u8 mac_a2[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0xa2 };
+		static const __u8 mac_b[ETH_ALEN] = { 0x02, 0, 0, 0, 0, 0xbb };
+		struct nk_steer_nsm_ref r = { .nsm_id = NSM_A };
+		struct nk_steer_mac k = {};
+		char path[PATH_MAX];
+		int fd;
+
+		report("api: nsm A's MAC is the frames' destination, nsm B's known",
+		       nk_steer_nsm_mac_set(st, NSM_A, mac_host) != 0 ||
+		       nk_steer_nsm_mac_set(st, NSM_B, mac_b) != 0);
+		run_named(st, "arp reply to vm3 -> nsm B", &(struct fixture){
+			.name = "api: arp reply for vm3 (on nsm B) to nsm A's MAC -> nsm A",
+			REDIR(DEV_NSMA), .count = C_RX, .vm = VM3, .nsm = NSM_A, .dmac = mac_host });
+		run_named(st, "ipv6 na to vm3 -> nsm B", &(struct fixture){
+			.name = "api: neighbour advertisement to vm3 at nsm A's MAC -> nsm A",
+			REDIR(DEV_NSMA), .count = C_RX, .vm = VM3, .nsm = NSM_A, .dmac = mac_host });
+		run_named(st, "unicast arp request for vm3 -> nsm B", &(struct fixture){
+			.name = "api: unicast arp request for vm3 at nsm A's MAC -> nsm B, MAC rewritten",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_b });
+		run_named(st, "ipv4 to vm3 -> nsm B", &(struct fixture){
+			.name = "api: ipv4 to vm3 at nsm A's MAC -> nsm B, MAC rewritten",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_b });
+		run_named(st, "arp reply to unknown address", &(struct fixture){
+			.name = "api: arp reply for no VM's address to nsm A's MAC: pass",
+			PASS_ });
+
+		report("api: nsm A's MAC changes", nk_steer_nsm_mac_set(st, NSM_A, mac_a2) != 0);
+		run_named(st, "arp reply to vm3 -> nsm B", &(struct fixture){
+			.name = "api: arp reply for vm3 to nsm A's old MAC -> nsm B",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_b });
+
+		/* a stale entry (a pinned map kept across a restart) is swept */
+		snprintf(path, sizeof(path), "%s/nsm_by_mac", pin_dir);
+		fd = bpf_obj_get(path);
+		memcpy(k.mac, mac_host, ETH_ALEN);
+		report("api: a stale nsm_by_mac entry planted",
+		       fd < 0 || bpf_map_update_elem(fd, &k, &r, BPF_ANY) != 0);
+		run_named(st, "arp reply to vm3 -> nsm B", &(struct fixture){
+			.name = "api: ... it steers an arp reply -> nsm A, with nsm A's MAC",
+			REDIR(DEV_NSMA), .count = C_RX, .vm = VM3, .nsm = NSM_A, .dmac = mac_a2 });
+		report("api: nk_steer_mac_sync", nk_steer_mac_sync(st) != 0);
+		report("api: ... removes the stale entry", fd < 0 || !bpf_map_lookup_elem(fd, &k, &r));
+		memcpy(k.mac, mac_a2, ETH_ALEN);
+		report("api: ... keeps nsm A's own",
+		       fd < 0 || bpf_map_lookup_elem(fd, &k, &r) != 0 || r.nsm_id != NSM_A);
+		run_named(st, "arp reply to vm3 -> nsm B", &(struct fixture){
+			.name = "api: after the sweep, arp reply for vm3 to mac_host -> nsm B",
+			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_b });
+		report("api: nsm A's and B's MACs forgotten",
+		       nk_steer_nsm_mac_set(st, NSM_A, NULL) != 0 ||
+		       nk_steer_nsm_mac_set(st, NSM_B, NULL) != 0);
+		report("api: ... nsm A's nsm_by_mac entry is gone",
+		       fd < 0 || !bpf_map_lookup_elem(fd, &k, &r));
+		if (fd >= 0)
+			close(fd);
 	}
 
 	/* nsm del: its VMs drop with NO_NSM, its counters are zeroed */

@@ -501,6 +501,38 @@ check_eq "stats: miss action" "$(counter "$s1" global "$UP" miss)" drop
 check_gt "--miss drop: ARP for 10.77.1.9 (no VM) dropped as no_vm" \
 	"$(($(jpy "$s1" 'j["global"]["drops"]["no_vm"]') - $(jpy "$s0" 'j["global"]["drops"]["no_vm"]')))" 0
 
+# ---------------------------------------------------------------- replies
+log_step "a neighbour reply goes to the NSM that asked, not to the address's NSM"
+# During a move both NSMs have the VM's address, and the new one resolves
+# its neighbours from it while the address still leads to the old one.
+# Here $N2 takes vm1's addresses (vm1 stays on $N1) and resolves the remote
+# host from them: the ARP reply and the neighbour advertisement are for
+# vm1's addresses and unicast to $N2's MAC (nsm_by_mac); steered by
+# address they would reach $N1, and $N2 would ask again until it gave up.
+ip -n "nk-$N2" addr add 10.77.1.2/24 dev eth0
+ip -n "nk-$N2" addr add fd77:1::2/64 dev eth0 nodad
+for a in 10.77.1.1 fd77:1::1; do
+	ip -n "nk-$N2" neigh del "$a" dev eth0
+	# a datagram from vm1's address to the remote host (its discard port)
+	ip netns exec "nk-$N2" "$NK_PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+s.sendto(b"x", (sys.argv[2], 9))' "${a%1}2" "$a"
+	check "$N2 resolved the remote host $a from vm1's address within 1 s" \
+		wait_for -t 1 bash -c "ip -n nk-$N2 neigh show $a dev eth0 | grep -q '$RMAC'"
+	ip -n "nk-$N2" neigh show "$a" dev eth0 | sed 's/^/    /'
+	ip -n "nk-$N2" neigh replace "$a" lladdr "$RMAC" dev eth0 nud permanent
+done
+ip -n "nk-$N2" addr del 10.77.1.2/24 dev eth0
+ip -n "nk-$N2" addr del fd77:1::2/64 dev eth0
+# the remote host took $N2's requests for news of vm1's addresses: it
+# forgets them, and learns vm1 at $N1 again (ARP steered by target)
+ip -n "remote-$S" neigh del 10.77.1.2 dev eth0 2>/dev/null
+ip -n "remote-$S" neigh del fd77:1::2 dev eth0 2>/dev/null
+check_eq "remote curl to vm1 works" "$(get vm1)" "hello from vm1 $S"
+check "... through $N1: the remote host has vm1 at $N1's MAC again" remote_has_mac 10.77.1.2 "$N1"
+
 # ---------------------------------------------------------------- move
 log_step "move vm2 from $N1 to $N2"
 s0=$(stats_json)
@@ -549,7 +581,8 @@ check "remote curl to vm2 works through $N1 again" wait_for -t 5 vm2_ok
 log_step "every pinned map dumps through bpftool (BTF maps with field names)"
 declare -A FIELD=([steer_cfg]=miss_action [addr_vm]=vm_id [vms]=nsm_id [vm_policy]=drop_all
 	[nsms]=dev_slot [nsm_ifindex]=nsm_id [vm_stats]=rx_packets [nsm_stats]=rx_packets
-	[global_stats]=rx_packets [steer_flows]=nsm_id [nsm_netns]=netns_id [vm_drains]=nsm_id [nsm_macs]=mac)
+	[global_stats]=rx_packets [steer_flows]=nsm_id [nsm_netns]=netns_id [vm_drains]=nsm_id [nsm_macs]=mac
+	[nsm_by_mac]=nsm_id)
 nmaps=0
 for m in "$PIN"/*; do
 	name=$(basename "$m")
@@ -574,7 +607,7 @@ for m in "$PIN"/*; do
 		;;
 	esac
 done
-check_eq "pinned maps" "$nmaps" 16
+check_eq "pinned maps" "$nmaps" 17
 bpftool map dump pinned "$PIN/addr_vm" | head -n 12 | sed 's/^/    /'
 
 # ---------------------------------------------------------------- teardown

@@ -100,6 +100,15 @@ struct {
 	__type(value, struct nk_steer_nsm_mac);
 } nsm_macs SEC(".maps");
 
+/* an NSM's MAC -> its id (ingress: neighbour replies go to the NSM that
+ * asked); written by nkd with nsm_macs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NK_STEER_NSM_MAX);
+	__type(key, struct nk_steer_mac);
+	__type(value, struct nk_steer_nsm_ref);
+} nsm_by_mac SEC(".maps");
+
 /* ifindex of an NSM veth's host side -> nsm id (egress); written by nkd. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

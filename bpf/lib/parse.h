@@ -6,6 +6,9 @@
  * the VM.  Every read is preceded by a bounds check against data_end; a
  * header that does not fit, or that contradicts itself (IPv4 ihl < 5, a
  * wrong IP version, ARP that is not Ethernet/IPv4), is PARSE_MALFORMED.
+ * On ingress, parse_frame() also says whether the frame is a neighbour
+ * reply (an ARP reply, an ICMPv6 neighbour advertisement): one goes to the
+ * NSM that asked, named by its destination MAC, not by its address.
  * A frame is never modified.  (The cursor style of xdp-tutorial's
  * parsing_helpers.h.)
  */
@@ -24,6 +27,8 @@
 /* Not in the uapi headers reachable without <sys/socket.h>. */
 #define NK_ARPHRD_ETHER		1
 #define NK_ICMPV6_NS		135	/* neighbour solicitation */
+#define NK_ICMPV6_NA		136	/* neighbour advertisement */
+#define NK_ARPOP_REPLY		2
 
 struct vlan_hdr {
 	__be16 h_vlan_TCI;
@@ -113,7 +118,7 @@ static __always_inline void key_ipv6(struct nk_steer_addr *key, const void *addr
 }
 
 static __always_inline int parse_arp(struct hdr_cursor *c, void *data_end,
-				     enum parse_which which, struct nk_steer_addr *key)
+				     enum parse_which which, struct nk_steer_addr *key, int *reply)
 {
 	struct arp_eth_ipv4 *arp = c->pos;
 
@@ -124,6 +129,7 @@ static __always_inline int parse_arp(struct hdr_cursor *c, void *data_end,
 	    arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
 		return PARSE_MALFORMED;
 	key_ipv4(key, which == PARSE_DST ? arp->ar_tpa : arp->ar_spa);
+	*reply = arp->ar_op == bpf_htons(NK_ARPOP_REPLY);
 	return PARSE_OK;
 }
 
@@ -151,7 +157,8 @@ static __always_inline int parse_ipv4(struct hdr_cursor *c, void *data_end,
  * follows the fixed header is looked at (NDP carries no extension headers).
  */
 static __always_inline int parse_ipv6(struct hdr_cursor *c, void *data_end,
-				      enum parse_which which, struct nk_steer_addr *key)
+				      enum parse_which which, struct nk_steer_addr *key,
+				      int *reply)
 {
 	struct ipv6hdr *ip6h = c->pos;
 	struct icmp6_ns *ns;
@@ -176,6 +183,7 @@ static __always_inline int parse_ipv6(struct hdr_cursor *c, void *data_end,
 		return PARSE_MALFORMED;
 	if (*type != NK_ICMPV6_NS) {
 		key_ipv6(key, &ip6h->daddr);
+		*reply = *type == NK_ICMPV6_NA;
 		return PARSE_OK;
 	}
 	ns = c->pos;
@@ -185,24 +193,27 @@ static __always_inline int parse_ipv6(struct hdr_cursor *c, void *data_end,
 	return PARSE_OK;
 }
 
-/* The whole frame down to the address that picks the VM. */
-static __always_inline int parse_frame(void *data, void *data_end,
-				       enum parse_which which, struct nk_steer_addr *key)
+/* The whole frame down to the address that picks the VM; *reply: 1 for
+ * a neighbour reply (ARP reply; ICMPv6 neighbour advertisement on
+ * ingress), else 0. */
+static __always_inline int parse_frame(void *data, void *data_end, enum parse_which which,
+				       struct nk_steer_addr *key, int *reply)
 {
 	struct hdr_cursor c = { .pos = data };
 	__be16 proto;
 	int ret;
 
+	*reply = 0;
 	ret = parse_eth(&c, data_end, &proto);
 	if (ret)
 		return ret;
 	switch (proto) {
 	case bpf_htons(ETH_P_ARP):
-		return parse_arp(&c, data_end, which, key);
+		return parse_arp(&c, data_end, which, key, reply);
 	case bpf_htons(ETH_P_IP):
 		return parse_ipv4(&c, data_end, which, key);
 	case bpf_htons(ETH_P_IPV6):
-		return parse_ipv6(&c, data_end, which, key);
+		return parse_ipv6(&c, data_end, which, key, reply);
 	default:
 		return PARSE_UNKNOWN;
 	}

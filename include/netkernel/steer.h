@@ -135,6 +135,12 @@ struct nk_steer_nsm_mac {
 	__u8 pad;
 };
 
+/* Key of nsm_by_mac: an NSM's MAC (the value is its struct nk_steer_nsm_ref). */
+struct nk_steer_mac {
+	__u8 mac[6];
+	__u8 pad[2];		/* 0 */
+};
+
 /*
  * steer_flows key: one TCP or UDP flow of a VM, seen from the VM (issue 5:
  * a VM that moves to another NSM keeps its established flows on the old
@@ -203,6 +209,7 @@ _Static_assert(sizeof(struct nk_steer_policy) == 8, "nk_steer_policy layout");
 _Static_assert(sizeof(struct nk_steer_nsm) == 16, "nk_steer_nsm layout");
 _Static_assert(sizeof(struct nk_steer_nsm_netns) == 8, "nk_steer_nsm_netns layout");
 _Static_assert(sizeof(struct nk_steer_nsm_mac) == 8, "nk_steer_nsm_mac layout");
+_Static_assert(sizeof(struct nk_steer_mac) == 8, "nk_steer_mac layout");
 _Static_assert(sizeof(struct nk_steer_flow) == 40, "nk_steer_flow layout");
 _Static_assert(sizeof(struct nk_steer_flow_nsm) == 12, "nk_steer_flow_nsm layout");
 _Static_assert(sizeof(struct nk_steer_drain) == 8, "nk_steer_drain layout");
