@@ -41,6 +41,7 @@ HIGH=$(prlimit --pid "$NSM" --nofile --raw --noheadings -o HARD)
 
 devnull_fds() { find "/proc/$NSM/fd" -lname /dev/null | wc -l; }
 DEVNULL_FDS=$(devnull_fds)	# its reserve, and stdin
+reserve_back() { [ "$(devnull_fds)" -ge "$DEVNULL_FDS" ]; }
 
 # nofile_room N [pipes]: the NSM may open N more descriptors.  The limit
 # bounds descriptor numbers, and a new one takes the lowest free number:
@@ -52,7 +53,7 @@ nofile_room()
 	local lim
 
 	# First, the NSM holds its reserve descriptor (/dev/null) again.
-	wait_for -t 3 test "$(devnull_fds)" -ge "$DEVNULL_FDS" ||
+	wait_for -t 3 reserve_back ||
 		nk_die "nk-nsm did not take its reserve descriptor back"
 	lim=$("$NK_PY" -c '
 import os, sys
@@ -224,13 +225,16 @@ kill -STOP "$NKD_PID"
 ATTACHER=$!
 nk_register_pid "$ATTACHER"
 exec 7>"$NK_TMP/attach.in"
-attached() { wait_for -t 5 test "$(grep -c '^attach' "$NK_TMP/attach.out")" -ge "$1"; }
+# (each poll counts again: a "$(...)" argument of wait_for is read once)
+attach_lines() { [ "$(grep -c '^attach' "$NK_TMP/attach.out")" -ge "$1" ]; }
+attached() { wait_for -t 5 attach_lines "$1"; }
 wait_for -t 5 grep -qx connected "$NK_TMP/attach.out" ||
 	{ kill -CONT "$NKD_PID"; nk_die "no control connection to nsm1"; }
 nsm_socks() { find "/proc/$NSM/fd" -lname 'socket:*' | wc -l; }
+socks_back() { [ "$(nsm_socks)" -le "$SOCKS" ]; }
 SOCKS=$(nsm_socks)
 for i in 1 2; do
-	wait_for -t 5 test "$(nsm_socks)" -le "$SOCKS" ||
+	wait_for -t 5 socks_back ||
 		log_info "nk-nsm still has $(nsm_socks) sockets, $SOCKS before the first stream"
 	if [ "$i" = 1 ]; then nofile_room 0; else nofile_room 0 pipes; fi
 	echo go >&7
