@@ -548,11 +548,12 @@ int nk_steer_nsm_mac_set(struct nk_steer *st, __u32 nsm_id, const __u8 *mac)
 int nk_steer_mac_sync(struct nk_steer *st)
 {
 	int fd = map_fd(st->skel->maps.nsm_by_mac), n = 0, i, ret = 0;
-	struct nk_steer_mac key, next, *prev = NULL, stale[NK_STEER_NSM_MAX];
+	struct nk_steer_mac key, next, *prev = NULL, stale[2 * NK_STEER_NSM_MAX];
+	__u32 id;
 	struct nk_steer_nsm_mac m;
 	struct nk_steer_nsm_ref ref;
 
-	while (!bpf_map_get_next_key(fd, prev, &next) && n < NK_STEER_NSM_MAX) {
+	while (!bpf_map_get_next_key(fd, prev, &next) && n < 2 * NK_STEER_NSM_MAX) {
 		key = next;
 		prev = &key;
 		if (bpf_map_lookup_elem(fd, &key, &ref))
@@ -566,6 +567,17 @@ int nk_steer_mac_sync(struct nk_steer *st)
 	for (i = 0; i < n; i++)
 		if (bpf_map_delete_elem(fd, &stale[i]) && errno != ENOENT && !ret)
 			ret = -errno;
+	/* and each known MAC maps to its NSM (an NSM that shared its MAC
+	 * with one deleted since lost the entry then) */
+	for (id = 0; id < NK_STEER_NSM_MAX; id++) {
+		if (bpf_map_lookup_elem(map_fd(st->skel->maps.nsm_macs), &id, &m) || !m.known)
+			continue;
+		memcpy(key.mac, m.mac, sizeof(key.mac));
+		memset(key.pad, 0, sizeof(key.pad));
+		ref.nsm_id = id;
+		if (bpf_map_update_elem(fd, &key, &ref, BPF_NOEXIST) && errno != EEXIST && !ret)
+			ret = -errno;
+	}
 	return ret;
 }
 

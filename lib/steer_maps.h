@@ -104,8 +104,9 @@ int nk_steer_nsm_netns_set(struct nk_steer *st, __u32 nsm_id, int netns_id);
 /* The MAC of the NSM's end of its veth (nsm_macs, and nsm_by_mac the
  * other way); NULL: not known. */
 int nk_steer_nsm_mac_set(struct nk_steer *st, __u32 nsm_id, const __u8 *mac);
-/* Remove the nsm_by_mac entries that nsm_macs does not name (a crash
- * between the two writes, a pinned map kept across a restart). */
+/* Make nsm_by_mac what nsm_macs says: remove the entries it does not name
+ * (a crash between the two writes, a pinned map kept across a restart),
+ * add those missing (two NSMs that had one MAC, one deleted since). */
 int nk_steer_mac_sync(struct nk_steer *st);
 /* Remove the NSM's entries and zero its counters.  Its VMs then drop (NO_NSM). */
 int nk_steer_nsm_del(struct nk_steer *st, __u32 nsm_id);

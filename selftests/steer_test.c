@@ -1604,6 +1604,11 @@ static void check_api(struct nk_steer *st, const char *pin_dir)
 		memcpy(k.mac, mac_a2, ETH_ALEN);
 		report("api: ... keeps nsm A's own",
 		       fd < 0 || bpf_map_lookup_elem(fd, &k, &r) != 0 || r.nsm_id != NSM_A);
+		report("api: nsm A's entry deleted behind the library's back",
+		       fd < 0 || bpf_map_delete_elem(fd, &k) != 0);
+		report("api: nk_steer_mac_sync again", nk_steer_mac_sync(st) != 0);
+		report("api: ... adds it back (nsm_macs names it)",
+		       fd < 0 || bpf_map_lookup_elem(fd, &k, &r) != 0 || r.nsm_id != NSM_A);
 		run_named(st, "arp reply to vm3 -> nsm B", &(struct fixture){
 			.name = "api: after the sweep, arp reply for vm3 to mac_host -> nsm B",
 			REDIR(DEV_NSMB), .count = C_RX, .vm = VM3, .nsm = NSM_B, .dmac = mac_b });

@@ -101,10 +101,11 @@ struct {
 } nsm_macs SEC(".maps");
 
 /* an NSM's MAC -> its id (ingress: neighbour replies go to the NSM that
- * asked); written by nkd with nsm_macs. */
+ * asked); written by nkd with nsm_macs.  Room for two MACs per NSM: a new
+ * one is mapped before the old one is unmapped. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, NK_STEER_NSM_MAX);
+	__uint(max_entries, 2 * NK_STEER_NSM_MAX);
 	__type(key, struct nk_steer_mac);
 	__type(value, struct nk_steer_nsm_ref);
 } nsm_by_mac SEC(".maps");

@@ -6,9 +6,10 @@
  * the VM.  Every read is preceded by a bounds check against data_end; a
  * header that does not fit, or that contradicts itself (IPv4 ihl < 5, a
  * wrong IP version, ARP that is not Ethernet/IPv4), is PARSE_MALFORMED.
- * On ingress, parse_frame() also says whether the frame is a neighbour
- * reply (an ARP reply, an ICMPv6 neighbour advertisement): one goes to the
- * NSM that asked, named by its destination MAC, not by its address.
+ * parse_frame() also says whether the frame is a neighbour reply (an ARP
+ * reply; on ingress, an ICMPv6 neighbour advertisement): the ingress
+ * program sends one to the NSM that asked, named by its destination MAC,
+ * not by its address.
  * A frame is never modified.  (The cursor style of xdp-tutorial's
  * parsing_helpers.h.)
  */
