@@ -1771,6 +1771,7 @@ NK_API int shutdown(int fd, int how)
 NK_API int close(int fd)
 {
 	INIT();
+	nk_ctl_fd_gone(fd, fd);
 	if (nks_fd_tracked(fd))
 		nks_forget(fd);
 	else
@@ -2338,6 +2339,8 @@ NK_API int dup2(int fd, int nfd)
 	int ret;
 
 	INIT();
+	if (fd != nfd)
+		nk_ctl_fd_gone(nfd, nfd);
 	ret = nk_real.dup2(fd, nfd);
 	if (ret >= 0 && nk_on && fd != nfd) {
 		nks_epfd_closed(nfd);	/* if it was an epoll fd, it is gone */
@@ -2351,6 +2354,7 @@ NK_API int dup3(int fd, int nfd, int flags)
 	int ret;
 
 	INIT();
+	nk_ctl_fd_gone(nfd, nfd);
 	ret = nk_real.dup3(fd, nfd, flags);
 	if (ret >= 0 && nk_on) {
 		nks_epfd_closed(nfd);
@@ -2391,6 +2395,9 @@ NK_API int close_range(unsigned int first, unsigned int last, int flags)
 	int ret;
 
 	INIT();
+	if (!(flags & CLOSE_RANGE_CLOEXEC))
+		nk_ctl_fd_gone(first > INT_MAX ? INT_MAX : (int)first,
+			       last > INT_MAX ? INT_MAX : (int)last);
 	ret = (int)syscall(SYS_close_range, first, last, flags);
 	if (ret == 0 && nk_on && !(flags & CLOSE_RANGE_CLOEXEC)) {
 		struct rlimit rl = { 0 };
@@ -2535,6 +2542,8 @@ NK_API int fclose(FILE *fp)
 	if (!real)
 		*(void **)&real = dlsym(RTLD_NEXT, "fclose");
 	fd = fp ? fileno(fp) : -1;
+	if (fd >= 0)
+		nk_ctl_fd_gone(fd, fd);
 	if (fd >= 0 && nks_fd_tracked(fd))
 		nks_forget(fd);
 	return real(fp);

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -346,9 +347,53 @@ struct ctl_chan {
 	pid_t pid;
 	dev_t dev;
 	ino_t ino;
+	unsigned int epoch;	/* fd_epoch at its last check */
 	uint64_t used;		/* LRU stamp */
 	bool posts;		/* opened with NK_HELLO_F_POST */
 };
+
+/*
+ * Is a channel still this process's, on the same file?  Checked before
+ * every request, so without a system call while nothing changed (two
+ * per request, getpid() and fstat(), cost nginx's tcp_nopush responses
+ * 5%: docs/benchmarks.md).
+ *   - A fork gives the child copies of the parent's channels, which it
+ *     must not use (the replies would mix).  fork_mark is a page the
+ *     kernel zeroes in a child (MADV_WIPEONFORK), holding the pid that
+ *     last looked: a child, however it was made (fork(), a raw clone()
+ *     without CLONE_VM), finds 0 there and asks getpid().
+ *   - The program may close a channel's number and open something else
+ *     there.  fd_epoch advances when the library's close(), dup2(),
+ *     dup3(), close_range(), closefrom() or fclose() is about to close or
+ *     replace a channel's number (nk_ctl_fd_gone()); a channel whose epoch
+ *     is older is checked with fstat() again.  A close by a raw system
+ *     call is not seen: the next request then goes to whatever the number
+ *     is (a file or a pipe refuses it, ENOTSOCK, and the channel is opened
+ *     again; docs/compat.md).
+ */
+static unsigned int fd_epoch;
+static struct {
+	pid_t pid;
+} *fork_mark;
+static bool fork_mark_tried;
+
+/* under ctl.lock */
+static void fork_mark_init(void)
+{
+	void *p;
+
+	if (fork_mark_tried)
+		return;
+	fork_mark_tried = true;
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	if (madvise(p, 4096, MADV_WIPEONFORK)) {	/* before Linux 4.14 */
+		munmap(p, 4096);
+		return;
+	}
+	fork_mark = p;
+}
 
 static struct {
 	pthread_mutex_t lock;
@@ -361,13 +406,36 @@ static struct {
 	.ch = { { .fd = -1 }, { .fd = -1 }, { .fd = -1 }, { .fd = -1 } },
 };
 
-static bool chan_valid(const struct ctl_chan *c)
+void nk_ctl_fd_gone(int first, int last)
 {
-	struct stat st;
+	int i, fd;
 
-	if (c->fd < 0 || c->pid != getpid())
+	for (i = 0; i < NCTL; i++) {
+		fd = __atomic_load_n(&ctl.ch[i].fd, __ATOMIC_RELAXED);
+		if (fd >= 0 && fd >= first && fd <= last) {
+			__atomic_add_fetch(&fd_epoch, 1, __ATOMIC_SEQ_CST);
+			return;
+		}
+	}
+}
+
+static bool chan_valid(struct ctl_chan *c)
+{
+	unsigned int epoch = __atomic_load_n(&fd_epoch, __ATOMIC_SEQ_CST);
+	struct stat st;
+	pid_t pid;
+
+	if (c->fd < 0)
 		return false;
-	return !fstat(c->fd, &st) && st.st_dev == c->dev && st.st_ino == c->ino;
+	if (fork_mark && fork_mark->pid == c->pid && c->epoch == epoch)
+		return true;
+	pid = getpid();
+	if (fork_mark)
+		fork_mark->pid = pid;
+	if (c->pid != pid || fstat(c->fd, &st) || st.st_dev != c->dev || st.st_ino != c->ino)
+		return false;
+	c->epoch = epoch;
+	return true;
 }
 
 static void chan_drop(struct ctl_chan *c)
@@ -385,9 +453,12 @@ static int chan_open(void)
 	struct nk_hello_req req = { .kind = NK_HELLO_CTL, .pid = getpid() };
 	struct nk_hello_rep rep = { 0 };
 	struct ctl_chan *c;
+	unsigned int epoch;
 	struct stat st;
 	int fd, ret, i, slot = 0;
 
+	fork_mark_init();
+	epoch = __atomic_load_n(&fd_epoch, __ATOMIC_SEQ_CST);
 	fd = nk_transport_open();
 	if (fd < 0)
 		return fd;
@@ -434,6 +505,7 @@ static int chan_open(void)
 		.pid = getpid(),
 		.dev = st.st_dev,
 		.ino = st.st_ino,
+		.epoch = epoch,
 		.used = ++ctl.clock,
 		.posts = req.flags & NK_HELLO_F_POST,
 	};

@@ -2143,6 +2143,86 @@ static void case_fork_connect_in_child(void)
 	out("child=%d", WEXITSTATUS(st));
 }
 
+/*
+ * The program closes a descriptor that is not its own (through NetKernel
+ * the library's control channel to the NSM, an AF_UNIX socket the program
+ * never opened; natively there is none) and a socketpair takes the number:
+ * a posted option, a read-back and the data of a connection stay right,
+ * and nothing of the library's reaches the socketpair.
+ */
+static void case_ctl_reuse(void)
+{
+	int s = connect_to(&sa_peer, P_ECHO), v = 0, fd, sv[2] = { -1, -1 }, dom, stray = 0, i;
+	socklen_t l = sizeof(v), dl;
+	char buf[8] = { 0 };
+
+	if (rc("connect", s) < 0)
+		return;
+	getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &l);	/* the channel is open */
+	for (fd = 3; fd < 1024; fd++) {
+		dl = sizeof(dom);
+		if (fd != s && !getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) && dom == AF_UNIX)
+			close(fd);
+	}
+	rc("socketpair", socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv));
+	setint("nodelay", s, IPPROTO_TCP, TCP_NODELAY, 1);
+	getint("nodelay", s, IPPROTO_TCP, TCP_NODELAY);
+	rc("write", write(s, "reuse", 5));
+	out("echo=%s", read_full(s, buf, 5, 3000) == 5 && !strcmp(buf, "reuse") ? "ok" : "bad");
+	for (i = 0; i < 2; i++)
+		if (sv[i] >= 0 && recv(sv[i], buf, sizeof(buf), MSG_DONTWAIT) > 0)
+			stray++;
+	out("stray=%d", stray);
+	close(sv[0]);
+	close(sv[1]);
+	close(s);
+}
+
+/*
+ * A child made by a raw clone() (no fork handlers run in it) and its
+ * parent read an option of a connection each, at the same time, many
+ * times: each gets its own connection's value, never the other's (through
+ * NetKernel each process asks the NSM on a channel of its own).
+ */
+static void case_clone_ctl(void)
+{
+	int a = connect_to(&sa_peer, P_ECHO), b = connect_to(&sa_peer, P_ECHO), st = 0, bad = 0;
+	int va = 0, vb = 0, v, i;
+	socklen_t l;
+	pid_t p;
+
+	if (rc("connect", a) < 0 || rc("connect2", b) < 0)
+		return;
+	v = 50000;
+	setsockopt(a, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+	v = 90000;
+	setsockopt(b, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+	l = sizeof(va);
+	getsockopt(a, SOL_SOCKET, SO_RCVBUF, &va, &l);
+	l = sizeof(vb);
+	getsockopt(b, SOL_SOCKET, SO_RCVBUF, &vb, &l);
+	p = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+	if (p == 0) {
+		for (i = 0; i < 2000; i++) {
+			l = sizeof(v);
+			if (getsockopt(b, SOL_SOCKET, SO_RCVBUF, &v, &l) || v != vb)
+				bad++;
+		}
+		_exit(bad ? 1 : 0);
+	}
+	if (rc("clone", p) < 0)
+		return;
+	for (i = 0; i < 2000; i++) {
+		l = sizeof(v);
+		if (getsockopt(a, SOL_SOCKET, SO_RCVBUF, &v, &l) || v != va)
+			bad++;
+	}
+	waitpid(p, &st, 0);
+	out("differ=%d child=%d parent_bad=%d", va != vb, WIFEXITED(st) ? WEXITSTATUS(st) : -1, bad);
+	close(a);
+	close(b);
+}
+
 static void case_dup2_over(void)
 {
 	char buf[8] = { 0 };
@@ -3916,7 +3996,7 @@ static const struct {
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
 	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(urgent_then_fin), C(sigpipe), C(sendfile), C(splice), C(sendfile_rst), C(splice_rst), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
-	C(fork), C(fork_connect_in_child), C(dup2_over), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
+	C(fork), C(fork_connect_in_child), C(dup2_over), C(ctl_reuse), C(clone_ctl), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
 	C(readv_writev), C(sendmsg_recvmsg), C(hold_many),
 	/* UDP */
