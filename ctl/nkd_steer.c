@@ -441,7 +441,7 @@ void steer_sync(void)
 			nk_steer_nsm_del(nkd.steer, i);
 	}
 	if (nk_steer_mac_sync(nkd.steer))
-		warn("steering: cannot remove stale entries of nsm_by_mac");
+		warn("steering: cannot bring nsm_by_mac in line with nsm_macs");
 	stale = calloc(1, sizeof(*stale));
 	if (stale) {
 		nk_steer_vm_foreach(nkd.steer, collect_stale, stale);

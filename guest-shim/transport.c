@@ -354,9 +354,9 @@ struct ctl_chan {
 
 /*
  * Is a channel still this process's, on the same file?  Checked before
- * every request, so without a system call while nothing changed (two
- * per request, getpid() and fstat(), cost nginx's tcp_nopush responses
- * 5%: docs/benchmarks.md).
+ * every request, so without a system call while nothing changed: a
+ * getpid() and an fstat() before each of the two posts of a tcp_nopush
+ * response cost nginx about 4% of its requests/s (docs/benchmarks.md).
  *   - A fork gives the child copies of the parent's channels, which it
  *     must not use (the replies would mix).  fork_mark is a page the
  *     kernel zeroes in a child (MADV_WIPEONFORK), holding the pid that
