@@ -60,11 +60,8 @@
  * its flow to the NSM in steer_flows: the guest connected a socket it had
  * there before the move, and the SYN-ACK must come back to it, not to the
  * VM's new NSM, which would reset it.  nkd lists such a connection at its
- * next prune and keeps the entry while it lasts.  A UDP datagram from such
- * an NSM pins its flow too, so that the answer comes back to the socket;
- * a prune removes the entry unless the NSM lists the flow (a connected
- * socket), and the socket's next datagram writes it again.  There is no
- * bridge and no forwarding by the host stack.
+ * next prune and keeps the entry while it lasts.  There is no bridge and
+ * no forwarding by the host stack.
  *
  * Every outcome is counted per CPU: globally, and per VM and per NSM once
  * the frame is attributed (bpf/lib/counters.h); drops by the reasons of
@@ -122,35 +119,23 @@ static __always_inline int flow_open(struct xdp_md *ctx, const struct nk_steer_f
 }
 
 /*
- * Egress: a TCP SYN or a UDP datagram that an NSM the VM drains from sends
- * from the VM's address (a connect the guest started there, on a socket it
- * had before the move; a datagram of a socket it has there, or, during the
- * move, through the new NSM) pins its flow to that NSM, as nkd would at its
- * next prune: the SYN-ACK or the answer must reach it, not the VM's other
- * NSM, which would reset the connection or refuse the datagram.  A UDP flow
- * is written only when it is not pinned there yet (a datagram each time
- * would write the map each time).
+ * Egress: a TCP SYN that an NSM the VM drains from sends from the VM's
+ * address (a connect the guest started there, on a socket it had before
+ * the move) pins its flow to that NSM, as nkd would at its next prune:
+ * the SYN-ACK must reach it, not the VM's new NSM.
  */
 static __always_inline void pin_connect(void *data, void *data_end, __u32 vm_id, __u32 nsm_id)
 {
 	struct nk_steer_drain dkey = { .vm_id = vm_id, .nsm_id = nsm_id };
-	struct nk_steer_flow_nsm *val, *cur;
+	struct nk_steer_flow_nsm *val;
 	struct nk_steer_flow fkey = {};
 	int syn = 0;
 
-	if (parse_flow(data, data_end, PARSE_SRC, &fkey, &syn) != PARSE_OK)
-		return;
-	if (fkey.proto == IPPROTO_TCP && !syn)
+	if (parse_flow(data, data_end, PARSE_SRC, &fkey, &syn) != PARSE_OK || !syn)
 		return;
 	val = bpf_map_lookup_elem(&vm_drains, &dkey);
-	if (!val)
-		return;
-	if (fkey.proto == IPPROTO_UDP) {
-		cur = bpf_map_lookup_elem(&steer_flows, &fkey);
-		if (cur && cur->nsm_id == val->nsm_id)
-			return;
-	}
-	bpf_map_update_elem(&steer_flows, &fkey, val, BPF_ANY);
+	if (val)
+		bpf_map_update_elem(&steer_flows, &fkey, val, BPF_ANY);
 }
 
 /*
@@ -327,8 +312,7 @@ int xdp_steer_egress(struct xdp_md *ctx)
 	vm = bpf_map_lookup_elem(&vms, &vm_id);
 	if (vm && vm->nsm_id == nsm_id)
 		stats_set_vm(&s, vm_id);
-	/* a connect or a datagram from an NSM the VM drains from (not on
-	 * the hot path) */
+	/* a connect from an NSM the VM drains from (not on the hot path) */
 	if (vm && (vm->nsm_id != nsm_id || (vm->flags & NK_STEER_VM_F_HOLD_SYN)))
 		pin_connect(data, data_end, vm_id, nsm_id);
 	/* ... but the address's VM's policy holds from any NSM */
