@@ -299,41 +299,75 @@ static void dispatch(const struct epoll_event *ev)
 	}
 }
 
-/* A control channel's event (chan_read_ctl()), by the slot it names now. */
-static bool ctl_event_of(const struct epoll_event *ev)
+/* The VM of a guest control channel's event (chan_read_ctl()), else NULL. */
+static struct vm *ctl_event_vm(const struct epoll_event *ev)
+{
+	union nsm_ref ref = { .u64 = ev->data.u64 };
+	const struct fdent *e;
+	const struct chan *ch;
+
+	if (ref.type != EP_CHAN || ref.fd < 0 || ref.fd >= nsm.fdtab_len)
+		return NULL;
+	e = &nsm.fdtab[ref.fd];
+	if (e->type != EP_CHAN)
+		return NULL;
+	ch = e->obj;
+	return ch->mode == CH_CTL ? ch->vm : NULL;
+}
+
+/* The VM whose bytes an event may relay (a guest stream, a TCP socket). */
+static struct vm *data_event_vm(const struct epoll_event *ev)
 {
 	union nsm_ref ref = { .u64 = ev->data.u64 };
 	const struct fdent *e;
 
-	if (ref.type != EP_CHAN || ref.fd < 0 || ref.fd >= nsm.fdtab_len)
-		return false;
+	if (ref.fd < 0 || ref.fd >= nsm.fdtab_len)
+		return NULL;
 	e = &nsm.fdtab[ref.fd];
-	return e->type == EP_CHAN && ((const struct chan *)e->obj)->mode == CH_CTL;
+	if (e->type != ref.type)
+		return NULL;
+	if (ref.type == EP_CHAN && ((const struct chan *)e->obj)->mode == CH_SOCK)
+		return ((const struct chan *)e->obj)->vm;
+	if (ref.type == EP_TCP)
+		return ((const struct nsock *)e->obj)->vm;
+	return NULL;
 }
 
 /*
- * One batch of events, control channels first.  A guest posts an option
- * (NK_HELLO_F_POST) on its control channel and then writes on the
- * socket's stream; when both are ready, epoll reports them in the order
- * of its ready list, which is not the guest's (an entry already on the
- * list keeps its place).  Handling the posts first keeps the guest's
- * order: a posted TCP_CORK on is taken before the bytes written behind
- * it, and the handlers of the other posted options relay the stream's
- * earlier bytes first themselves (relay_sync_up(); a hold is posted
- * only once the stream is read up, guest-shim/shim.c opt_postable()).
+ * One batch of events, in epoll's order, except that a guest's control
+ * channel goes before the first event that may relay that VM's bytes.  A
+ * guest posts an option (NK_HELLO_F_POST) on its control channel and then
+ * writes on the socket's stream; when both are ready, epoll reports them
+ * in the order of its ready list, which is not the guest's (an entry
+ * already on the list keeps its place).  Handling the posts first keeps
+ * the guest's order: a posted TCP_CORK on is taken before the bytes
+ * written behind it, and the handlers of the other posted options relay
+ * the stream's earlier bytes first themselves (relay_sync_up(); a hold is
+ * posted only once the stream is read up, guest-shim/shim.c
+ * opt_postable()).  Nothing else moves: nkd's messages, other VMs' events
+ * and a channel with no data event of its VM ahead of it keep their place.
  */
 static void dispatch_batch(struct epoll_event *evs, int n)
 {
-	int i;
+	static const union nsm_ref done = { .type = EP_NONE, .fd = -1 };
+	struct vm *ctl_vm[64], *vm;
+	int i, j, nctl = 0;
 
-	if (n > 1)
-		for (i = 0; i < n; i++)
-			if (ctl_event_of(&evs[i])) {
-				dispatch(&evs[i]);
-				evs[i].data.u64 = ((union nsm_ref){ .type = EP_NONE, .fd = -1 }).u64;
-			}
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n && i < 64; i++) {
+		ctl_vm[i] = ctl_event_vm(&evs[i]);
+		nctl += ctl_vm[i] != NULL;
+	}
+	for (i = 0; i < n; i++) {
+		if (nctl && (vm = data_event_vm(&evs[i])))
+			for (j = i + 1; j < n && j < 64; j++)
+				if (ctl_vm[j] == vm) {
+					dispatch(&evs[j]);
+					evs[j].data.u64 = done.u64;
+					ctl_vm[j] = NULL;
+					nctl--;
+				}
 		dispatch(&evs[i]);
+	}
 }
 
 static void usage(FILE *f)
