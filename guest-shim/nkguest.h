@@ -219,9 +219,8 @@ bool nk_transport_is_unix(void);
 void nk_ctl_atfork_prepare(void);
 void nk_ctl_atfork_parent(void);
 void nk_ctl_atfork_child(void);
-/* A descriptor number in [first, last] is about to be closed or replaced. */
+/* Descriptor numbers in [first, last] were closed or replaced. */
 void nk_ctl_fd_gone(int first, int last);
-bool nk_ctl_owns_fd(int fd);
 
 /* sock.c operations used by poll.c */
 /* Try to read the CONNECTED record.  Returns 1 done (connected or failed:

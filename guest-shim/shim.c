@@ -1770,13 +1770,18 @@ NK_API int shutdown(int fd, int how)
 
 NK_API int close(int fd)
 {
+	int ret, e;
+
 	INIT();
-	nk_ctl_fd_gone(fd, fd);
 	if (nks_fd_tracked(fd))
 		nks_forget(fd);
 	else
 		nks_epfd_closed(fd);
-	return nk_real.close(fd);
+	ret = nk_real.close(fd);
+	e = errno;
+	nk_ctl_fd_gone(fd, fd);
+	errno = e;
+	return ret;
 }
 
 /* ---- data --------------------------------------------------------------- */
@@ -2339,9 +2344,9 @@ NK_API int dup2(int fd, int nfd)
 	int ret;
 
 	INIT();
-	if (fd != nfd)
-		nk_ctl_fd_gone(nfd, nfd);
 	ret = nk_real.dup2(fd, nfd);
+	if (ret >= 0 && fd != nfd)
+		nk_ctl_fd_gone(nfd, nfd);
 	if (ret >= 0 && nk_on && fd != nfd) {
 		nks_epfd_closed(nfd);	/* if it was an epoll fd, it is gone */
 		nks_dup(fd, nfd);
@@ -2354,8 +2359,9 @@ NK_API int dup3(int fd, int nfd, int flags)
 	int ret;
 
 	INIT();
-	nk_ctl_fd_gone(nfd, nfd);
 	ret = nk_real.dup3(fd, nfd, flags);
+	if (ret >= 0)
+		nk_ctl_fd_gone(nfd, nfd);
 	if (ret >= 0 && nk_on) {
 		nks_epfd_closed(nfd);
 		nks_dup(fd, nfd);
@@ -2395,10 +2401,10 @@ NK_API int close_range(unsigned int first, unsigned int last, int flags)
 	int ret;
 
 	INIT();
-	if (!(flags & CLOSE_RANGE_CLOEXEC))
+	ret = (int)syscall(SYS_close_range, first, last, flags);
+	if (ret == 0 && !(flags & CLOSE_RANGE_CLOEXEC))
 		nk_ctl_fd_gone(first > INT_MAX ? INT_MAX : (int)first,
 			       last > INT_MAX ? INT_MAX : (int)last);
-	ret = (int)syscall(SYS_close_range, first, last, flags);
 	if (ret == 0 && nk_on && !(flags & CLOSE_RANGE_CLOEXEC)) {
 		struct rlimit rl = { 0 };
 
@@ -2536,15 +2542,19 @@ NK_API int ioctl(int fd, unsigned long req, ...)
 NK_API int fclose(FILE *fp)
 {
 	static int (*real)(FILE *);
-	int fd;
+	int fd, ret, e;
 
 	INIT();
 	if (!real)
 		*(void **)&real = dlsym(RTLD_NEXT, "fclose");
 	fd = fp ? fileno(fp) : -1;
-	if (fd >= 0)
-		nk_ctl_fd_gone(fd, fd);
 	if (fd >= 0 && nks_fd_tracked(fd))
 		nks_forget(fd);
-	return real(fp);
+	ret = real(fp);
+	if (fd >= 0) {
+		e = errno;
+		nk_ctl_fd_gone(fd, fd);
+		errno = e;
+	}
+	return ret;
 }

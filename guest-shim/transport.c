@@ -364,12 +364,13 @@ struct ctl_chan {
  *     without CLONE_VM), finds 0 there and asks getpid().
  *   - The program may close a channel's number and open something else
  *     there.  fd_epoch advances when the library's close(), dup2(),
- *     dup3(), close_range(), closefrom() or fclose() is about to close or
- *     replace a channel's number (nk_ctl_fd_gone()); a channel whose epoch
- *     is older is checked with fstat() again.  A close by a raw system
- *     call is not seen: the next request then goes to whatever the number
- *     is (a file or a pipe refuses it, ENOTSOCK, and the channel is opened
- *     again; docs/compat.md).
+ *     dup3(), close_range(), closefrom() or fclose() has closed or
+ *     replaced a channel's number (nk_ctl_fd_gone(); after, so that a
+ *     check racing the close cannot take the old file for current); a
+ *     channel whose epoch is older is checked with fstat() again.  A
+ *     close by a raw system call is not seen: the next request then goes
+ *     to whatever the number is (docs/compat.md).  Before the library
+ *     closes a channel's number itself it always checks (chan_drop()).
  */
 static unsigned int fd_epoch;
 static struct {
@@ -419,7 +420,8 @@ void nk_ctl_fd_gone(int first, int last)
 	}
 }
 
-static bool chan_valid(struct ctl_chan *c)
+/* full: always ask getpid() and fstat() (before closing the number) */
+static bool chan_check(struct ctl_chan *c, bool full)
 {
 	unsigned int epoch = __atomic_load_n(&fd_epoch, __ATOMIC_SEQ_CST);
 	struct stat st;
@@ -427,7 +429,7 @@ static bool chan_valid(struct ctl_chan *c)
 
 	if (c->fd < 0)
 		return false;
-	if (fork_mark && fork_mark->pid == c->pid && c->epoch == epoch)
+	if (!full && fork_mark && fork_mark->pid == c->pid && c->epoch == epoch)
 		return true;
 	pid = getpid();
 	if (fork_mark)
@@ -438,10 +440,15 @@ static bool chan_valid(struct ctl_chan *c)
 	return true;
 }
 
+static bool chan_valid(struct ctl_chan *c)
+{
+	return chan_check(c, false);
+}
+
 static void chan_drop(struct ctl_chan *c)
 {
 	/* Close it only if the fd is still ours (same process, same file). */
-	if (chan_valid(c))
+	if (chan_check(c, true))
 		nk_real.close(c->fd);
 	c->fd = -1;
 	c->nsm = 0;
@@ -608,16 +615,6 @@ int nk_ctl_call_timeout(uint32_t nsm, uint8_t op, const void *req, size_t reqlen
 	ret = nk_ctl_call(nsm, op, req, reqlen, rep, replen);
 	recv_deadline = -1;
 	return ret;
-}
-
-bool nk_ctl_owns_fd(int fd)
-{
-	int i;
-
-	for (i = 0; i < NCTL; i++)
-		if (ctl.ch[i].fd == fd && fd >= 0 && chan_valid(&ctl.ch[i]))
-			return true;
-	return false;
 }
 
 void nk_ctl_atfork_prepare(void)

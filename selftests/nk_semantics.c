@@ -2152,7 +2152,8 @@ static void case_fork_connect_in_child(void)
  */
 static void case_ctl_reuse(void)
 {
-	int s = connect_to(&sa_peer, P_ECHO), v = 0, fd, sv[2] = { -1, -1 }, dom, stray = 0, i;
+	int s = connect_to(&sa_peer, P_ECHO), v = 0, fd, sv[16][2], dom, stray = 0, i, k;
+	int closed[16], nclosed = 0, npairs = 0, landed = 0;
 	socklen_t l = sizeof(v), dl;
 	char buf[8] = { 0 };
 
@@ -2161,20 +2162,35 @@ static void case_ctl_reuse(void)
 	getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &l);	/* the channel is open */
 	for (fd = 3; fd < 1024; fd++) {
 		dl = sizeof(dom);
-		if (fd != s && !getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) && dom == AF_UNIX)
+		if (fd != s && !getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) &&
+		    dom == AF_UNIX && nclosed < 16) {
 			close(fd);
+			closed[nclosed++] = fd;
+		}
 	}
-	rc("socketpair", socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv));
+	/* socketpairs until one takes a closed number (natively: one) */
+	do {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv[npairs]))
+			break;
+		for (i = 0; i < nclosed; i++)
+			for (k = 0; k < 2; k++)
+				landed |= sv[npairs][k] == closed[i];
+		npairs++;
+	} while (nclosed && !landed && npairs < 16);
+	out("socketpair=%s", npairs ? "ok" : "fail");
 	setint("nodelay", s, IPPROTO_TCP, TCP_NODELAY, 1);
 	getint("nodelay", s, IPPROTO_TCP, TCP_NODELAY);
 	rc("write", write(s, "reuse", 5));
 	out("echo=%s", read_full(s, buf, 5, 3000) == 5 && !strcmp(buf, "reuse") ? "ok" : "bad");
-	for (i = 0; i < 2; i++)
-		if (sv[i] >= 0 && recv(sv[i], buf, sizeof(buf), MSG_DONTWAIT) > 0)
-			stray++;
+	for (i = 0; i < npairs; i++)
+		for (k = 0; k < 2; k++)
+			if (recv(sv[i][k], buf, sizeof(buf), MSG_DONTWAIT) > 0)
+				stray++;
 	out("stray=%d", stray);
-	close(sv[0]);
-	close(sv[1]);
+	for (i = 0; i < npairs; i++) {
+		close(sv[i][0]);
+		close(sv[i][1]);
+	}
 	close(s);
 }
 
