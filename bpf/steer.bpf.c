@@ -42,7 +42,8 @@
  *      (VLAN tags included) but for the destination MAC of a unicast
  *      frame, which becomes the NSM's own (nsm_macs): a remote host that
  *      still addresses the VM at another NSM's MAC (it missed or has not
- *      yet processed the gratuitous ARP of a move) is served.  AF_XDP NSMs (nsm_xsks) are not steered yet.
+ *      yet processed the gratuitous ARP of a move) is served.  AF_XDP
+ *      NSMs (nsm_xsks) are not steered yet.
  *   6. a neighbour reply (ARP reply, ICMPv6 neighbour advertisement) for
  *      a VM's address, unicast to the MAC of an NSM (nsm_by_mac), goes to
  *      that NSM instead of the VM's (3.-5. otherwise): the NSM that asked.

@@ -198,7 +198,27 @@ static const struct nkd_vm *vm_by_id(uint32_t id)
 	return NULL;
 }
 
-/* A growing array of flow keys (map walks collect first, then delete). */
+/*
+ * Room for need items of size bytes in the growing array v of *cap items:
+ * the array (perhaps moved), or NULL with v untouched.  Map walks collect
+ * keys first, then delete; the reserved-port lists gather several drains'
+ * ports.
+ */
+static void *vec_room(void *v, size_t *cap, size_t need, size_t size)
+{
+	size_t c = *cap ? *cap : 16;
+
+	if (need <= *cap)
+		return v;
+	while (c < need)
+		c *= 2;
+	v = realloc(v, c * size);
+	if (v)
+		*cap = c;
+	return v;
+}
+
+/* A growing array of flow keys. */
 struct flowvec {
 	struct nk_steer_flow *v;
 	size_t n, cap;
@@ -206,16 +226,12 @@ struct flowvec {
 
 static int flowvec_push(struct flowvec *fv, const struct nk_steer_flow *key)
 {
-	if (fv->n == fv->cap) {
-		size_t cap = fv->cap ? 2 * fv->cap : 64;
-		struct nk_steer_flow *v = realloc(fv->v, cap * sizeof(*v));
+	struct nk_steer_flow *v = vec_room(fv->v, &fv->cap, fv->n + 1, sizeof(*v));
 
-		if (!v)
-			return -ENOMEM;
-		fv->v = v;
-		fv->cap = cap;
-	}
-	fv->v[fv->n++] = *key;
+	if (!v)
+		return -ENOMEM;
+	fv->v = v;
+	v[fv->n++] = *key;
 	return 0;
 }
 
@@ -420,6 +436,22 @@ static char *ports_list(uint16_t *p, size_t n)
 	return s;
 }
 
+/* Append count ports to the growing array *p of *n (room for *cap). */
+static int ports_append(uint16_t **p, size_t *n, size_t *cap, const uint16_t *src, size_t count)
+{
+	uint16_t *v;
+
+	if (!count)
+		return 0;
+	v = vec_room(*p, cap, *n + count, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	*p = v;
+	memcpy(v + *n, src, count * sizeof(*v));
+	*n += count;
+	return 0;
+}
+
 static void reserve_sync(void)
 {
 	int i;
@@ -430,8 +462,8 @@ static void reserve_sync(void)
 		uint16_t *p = NULL;
 		size_t n = 0, cap = 0;
 		bool known = true;
+		int ret = 0;
 		char *list;
-		int ret;
 
 		if (reserved[i].nsm != nsm) {
 			free(reserved[i].list);
@@ -441,33 +473,18 @@ static void reserve_sync(void)
 		}
 		if (!nsm || nsm->dead || !nsm->managed || nsm->state != NSM_RUNNING)
 			continue;
-		for (d = drains; d; d = d->next) {
+		/* the ports of the drains of the VMs now on it, and of a move to it */
+		for (d = drains; d && !ret; d = d->next) {
 			const struct nkd_vm *vm = vm_by_id(d->vm_id);
 
 			if (!vm || vm->nsm != nsm)
 				continue;
 			known = known && d->synced;
-			cap += d->nports;
+			ret = ports_append(&p, &n, &cap, d->ports, d->nports);
 		}
-		if (!known)
-			continue;
-		if (moving.to == nsm)
-			cap += moving.nports;
-		if (cap && !(p = calloc(cap, sizeof(*p))))
-			continue;
-		for (d = drains; d; d = d->next) {
-			const struct nkd_vm *vm = vm_by_id(d->vm_id);
-
-			if (p && vm && vm->nsm == nsm && d->nports) {
-				memcpy(p + n, d->ports, d->nports * sizeof(*p));
-				n += d->nports;
-			}
-		}
-		if (p && moving.to == nsm && moving.nports) {
-			memcpy(p + n, moving.ports, moving.nports * sizeof(*p));
-			n += moving.nports;
-		}
-		list = ports_list(p, n);
+		if (!ret && moving.to == nsm)
+			ret = ports_append(&p, &n, &cap, moving.ports, moving.nports);
+		list = !ret && known ? ports_list(p, n) : NULL;
 		free(p);
 		if (!list)
 			continue;
@@ -1036,22 +1053,18 @@ static int stale_drain(const struct nk_steer_drain *key, const struct nk_steer_f
 		       void *arg)
 {
 	struct stale *st = arg;
+	struct nk_steer_drain *v;
 
 	(void)val;
 	if (drain_known(key->vm_id, key->nsm_id))
 		return 0;
-	if (st->nd == st->capd) {
-		size_t cap = st->capd ? 2 * st->capd : 16;
-		struct nk_steer_drain *v = realloc(st->dv, cap * sizeof(*v));
-
-		if (!v) {
-			st->err = -ENOMEM;
-			return 1;
-		}
-		st->dv = v;
-		st->capd = cap;
+	v = vec_room(st->dv, &st->capd, st->nd + 1, sizeof(*v));
+	if (!v) {
+		st->err = -ENOMEM;
+		return 1;
 	}
-	st->dv[st->nd++] = *key;
+	st->dv = v;
+	v[st->nd++] = *key;
 	return 0;
 }
 
