@@ -443,16 +443,19 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	if (!dst && sk->type == SOCK_STREAM && !__atomic_load_n(&no_offer_flag, __ATOMIC_RELAXED))
 		req.flags = NK_HELLO_F_OFFER;
 	ret = nk_hello(s, &req, &rep);
-	if (ret == -ECONNRESET && req.flags) {
+	for (i = 0; ret == -ECONNRESET && req.flags && i < 2; i++) {
 		/* Closed unanswered: an NSM without the flag, if the same
-		 * HELLO without it is answered (not a restart or a move). */
+		 * HELLO is answered without it but not with it once more
+		 * (the first close may have been a restart or a move). */
 		nk_real.close(s);
-		req.flags = 0;
+		if (i)
+			req.flags = 0;
 		s = nk_transport_open();
 		if (s < 0)
 			return s;
 		ret = nk_hello(s, &req, &rep);
-		if (!ret && !__atomic_exchange_n(&no_offer_flag, true, __ATOMIC_RELAXED))
+		if (!ret && !req.flags &&
+		    !__atomic_exchange_n(&no_offer_flag, true, __ATOMIC_RELAXED))
 			nk_logf("the host's NSM does not offer accepted connections; accept() waits for its reply");
 	}
 	if (ret > 0)
@@ -542,19 +545,22 @@ static int promote(struct nk_sock *sk, int fd)
 }
 
 /*
- * A listener's stream ended: its NSM died (nkd restarts it).  Listen again
- * with the same address, backlog and options, in the same fd, so a server
- * keeps serving across an NSM restart.  When that is not possible (another
- * process sharing the listener got the port first), the fd becomes a quiet
- * stream that is never readable, so an event loop does not spin on a dead
- * listener; the log says what happened.
+ * A listener's stream ended: its NSM died (nkd restarts it) or dropped the
+ * VM (a move).  Listen again with the same address, backlog and options,
+ * in the same fd, so a server keeps serving across an NSM restart or a
+ * move.  An attempt that lands on an NSM in the middle of a move (it takes
+ * the new stream or channel, then drops the VM) is tried again after a
+ * short pause, for about a second in all.  When listening again is
+ * not possible (another process sharing the listener got the port first),
+ * the fd becomes a quiet stream that is never readable, so an event loop
+ * does not spin on a dead listener; the log says what happened.
  */
-static int relisten(struct nk_sock *sk, int fd)
+static int relisten_once(struct nk_sock *sk, int fd)
 {
 	struct nk_addr_req breq = { 0 };
 	struct nk_sock_req lreq;
 	struct nk_addr_rep rep;
-	int ret, sv[2];
+	int ret;
 
 	ret = nk_addr_from_sockaddr(&breq.addr, (struct sockaddr *)&sk->local, sk->local_len);
 	if (!ret)
@@ -567,9 +573,46 @@ static int relisten(struct nk_sock *sk, int fd)
 		lreq = (struct nk_sock_req){ .token = sk->token, .arg = sk->backlog };
 		ret = nk_ctl_call(sk->nsm, NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
 	}
+	return ret;
+}
+
+/*
+ * The host went away under an attempt (not: the port is taken, a timeout).
+ * ENOTSOCK: the NSM dropped the VM, with the new socket, and took it back.
+ */
+static bool relisten_transient(int err)
+{
+	switch (err) {
+	case ENOTSOCK:
+	case ECONNRESET:
+	case ECONNABORTED:
+	case ECONNREFUSED:
+	case ENOTCONN:
+	case EPIPE:
+	case ENOENT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int relisten(struct nk_sock *sk, int fd)
+{
+	static const unsigned int pause_ms[] = { 10, 20, 50, 100, 200, 300, 400 };
+	unsigned int i;
+	int ret, sv[2];
+
+	for (i = 0;; i++) {
+		ret = relisten_once(sk, fd);
+		if (!ret || !relisten_transient(-ret) || i == sizeof(pause_ms) / sizeof(pause_ms[0]))
+			break;
+		nk_logf("fd %d: listening again failed (%s); trying again in %u ms", fd,
+			strerror(-ret), pause_ms[i]);
+		nanosleep(&(struct timespec){ 0, pause_ms[i] * 1000000L }, NULL);
+	}
 	if (!ret) {
 		nks_set_state(sk, NKS_LISTENING);
-		nk_logf("fd %d: listener re-established after its NSM restarted", fd);
+		nk_logf("fd %d: listener re-established after its NSM restarted or the VM moved", fd);
 		return 0;
 	}
 	nk_logf("fd %d: listener lost with its NSM and not re-established (%s); re-create it",

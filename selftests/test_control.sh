@@ -207,7 +207,8 @@ mkdir -p "$NK_TMP/www"
 echo "hello from vm1" >"$NK_TMP/www/whoami.txt"
 truncate -s 64M "$NK_TMP/www/big.bin"
 truncate -s 3M "$NK_TMP/www/mid.bin"
-nk_guest_bg g1 "$NK_TMP/http.log" "$NK_PY" -c '
+# NK_LOG: the library's account of each move (listening again) is kept
+NK_LOG=1 nk_guest_bg g1 "$NK_TMP/http.log" "$NK_PY" -c '
 import functools, http.server as h, sys
 class H(h.SimpleHTTPRequestHandler):
 	protocol_version = "HTTP/1.1"	# keep-alive
@@ -1076,6 +1077,40 @@ check "$N1 dropped vm1's address once it ended" wait_for -t 10 has_addr_not "$N1
 nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
 check "remote curl to vm1 works" wait_for -t 5 http_ok
+
+log_step "the guest's listener survives moves that fail and roll back while it listens again"
+# Each failed move N3 -> $N1 (the vms map full again) gives vm1 to $N1
+# and takes it back: N3 drops vm1 (the guest's listener stream ends), $N1
+# takes it, then the rollback drops it there and N3 takes it again.  The
+# guest listens again each time, and an attempt that $N1 (or N3) took just
+# before dropping vm1 is reset; the library must try again, not give the
+# listener up for good.  Without the retry the listener died within a few
+# rounds (checked).
+lost0=$(grep -c "listener lost with its NSM" "$NK_TMP/http.log")
+retry0=$(grep -c "listening again failed" "$NK_TMP/http.log")
+ok=0
+for round in 1 2 3 4 5 6 7 8 9 10; do
+	nk_run_nkctl vm set vm1 nsm "$N3"
+	bpftool batch file "$NK_TMP/vms-fill.batch" >/dev/null
+	for k in 1 2 3 4 5 6 7 8 9 10; do
+		nkctl vm set vm1 nsm "$N1" >/dev/null 2>&1 && break
+	done
+	bpftool batch file "$NK_TMP/vms-empty.batch" >/dev/null
+	if [ "$k" != 10 ] || [ "$(vm_nsm)" != "$N3" ]; then
+		log_info "round $round: a move with the vms map full did not fail"
+		break
+	fi
+	nk_run_nkctl vm set vm1 nsm "$N1"
+	wait_for -t 5 http_ok || break
+	ok=$((ok + 1))
+done
+check_eq "rounds of 10 failed moves after which remote curl to vm1 works" "$ok" 10
+check_eq "the guest never gave its listener up" \
+	"$(($(grep -c "listener lost with its NSM" "$NK_TMP/http.log") - lost0))" 0
+# a HELLO reset by a move is not an NSM without offers (promote_stream())
+check "... nor took a move for an NSM without offered connections" \
+	not_grep -q "does not offer accepted connections" "$NK_TMP/http.log"
+log_info "attempts to listen again that were reset and tried again: $(($(grep -c "listening again failed" "$NK_TMP/http.log") - retry0))"
 nk_run_nkctl nsm del "$N3"
 unset 'NK_NSMS[-1]'
 
