@@ -446,7 +446,8 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	for (i = 0; ret == -ECONNRESET && req.flags && i < 2; i++) {
 		/* Closed unanswered: an NSM without the flag, if the same
 		 * HELLO is answered without it but not with it once more
-		 * (the first close may have been a restart or a move). */
+		 * (the first close may have been a restart or a move), and
+		 * the answer does not say it takes the flag. */
 		nk_real.close(s);
 		if (i)
 			req.flags = 0;
@@ -454,7 +455,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 		if (s < 0)
 			return s;
 		ret = nk_hello(s, &req, &rep);
-		if (!ret && !req.flags &&
+		if (!ret && !req.flags && !(rep.flags & NK_HELLO_F_OFFER) &&
 		    !__atomic_exchange_n(&no_offer_flag, true, __ATOMIC_RELAXED))
 			nk_logf("the host's NSM does not offer accepted connections; accept() waits for its reply");
 	}
@@ -462,7 +463,8 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 		ret = -ret;
 	if (ret)
 		goto out_close;
-	if (setup_refused && !__atomic_exchange_n(&no_setup_flag, true, __ATOMIC_RELAXED))
+	if (setup_refused && !(rep.flags & NK_HELLO_F_SETUP) &&
+	    !__atomic_exchange_n(&no_setup_flag, true, __ATOMIC_RELAXED))
 		nk_logf("the host's NSM does not take pipelined set-up requests; connecting with one request at a time");
 	sk->token = rep.token;
 	sk->nsm = rep.nsm_id;
@@ -604,14 +606,23 @@ static int relisten(struct nk_sock *sk, int fd)
 
 	for (i = 0;; i++) {
 		ret = relisten_once(sk, fd);
+		/* still a listener to the program's other threads (a failed
+		 * attempt may have left it in SETUP) */
+		nks_set_state(sk, NKS_LISTENING);
 		if (!ret || !relisten_transient(-ret) || i == sizeof(pause_ms) / sizeof(pause_ms[0]))
 			break;
 		nk_logf("fd %d: listening again failed (%s); trying again in %u ms", fd,
 			strerror(-ret), pause_ms[i]);
 		nanosleep(&(struct timespec){ 0, pause_ms[i] * 1000000L }, NULL);
+		/* close() and shutdown() do not wait for sk->lock: the
+		 * program may have closed the fd (and reused the number) or
+		 * shut the listener down meanwhile */
+		if (!nks_fd_is(fd, sk))
+			return -EBADF;
+		if (sk->shut)
+			return -EINVAL;
 	}
 	if (!ret) {
-		nks_set_state(sk, NKS_LISTENING);
 		nk_logf("fd %d: listener re-established after its NSM restarted or the VM moved", fd);
 		return 0;
 	}
@@ -1453,7 +1464,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 			else
 				ret = sk->dead ? -ECONNABORTED : relisten(sk, fd);
 			pthread_mutex_unlock(&sk->lock);
-			if (ret == -EINVAL)
+			if (ret == -EINVAL || ret == -EBADF)
 				goto out;
 			if (ret == 0 && sk->gen != gen) {
 				/* Listening again (NSM restarted, or the VM moved

@@ -483,7 +483,9 @@ static int chan_open(void)
 		if (fd < 0)
 			return fd;
 		ret = nk_hello(fd, &req, &rep);
-		if (!ret && !req.flags) {
+		/* ... unless that answer says it takes the flag: then the
+		 * closes were moves (the flag is tried on the next channel) */
+		if (!ret && !req.flags && !(rep.flags & NK_HELLO_F_POST)) {
 			ctl.no_post = true;
 			nk_logf("the host's NSM does not take posted options; every setsockopt() waits for its reply");
 		}

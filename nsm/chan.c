@@ -275,6 +275,7 @@ static void chan_hello(struct chan *ch, const struct nk_hdr *h, const struct nk_
 
 	memset(&rep, 0, sizeof(rep));	/* padding included: it goes on the wire */
 	rep.nsm_id = nsm.instance;
+	rep.flags = NSM_HELLO_FLAGS;
 	if ((req->kind == NK_HELLO_SOCKET && req->type == NK_SOCK_STREAM ?
 	     req->flags & ~(NK_HELLO_F_SETUP | NK_HELLO_F_OFFER) :
 	     req->kind == NK_HELLO_ACCEPT ? req->flags & ~NK_HELLO_F_QUIET :

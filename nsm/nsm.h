@@ -41,6 +41,9 @@
 #include "log.h"
 
 #define NSM_HELLO_TIMEOUT	5	/* s for a new stream to say HELLO */
+/* every HELLO flag this NSM takes, in each HELLO reply (nk_hello_rep) */
+#define NSM_HELLO_FLAGS		(NK_HELLO_F_SETUP | NK_HELLO_F_OFFER | NK_HELLO_F_QUIET | \
+				 NK_HELLO_F_POST)
 #define NSM_PENDING_TIMEOUT	30	/* s an announced connection waits */
 #define NSM_ORPHAN_GRACE	5	/* s an offer outlives its listener (claim in flight) */
 /* An offer whose listener a drain closed (the guest's listener lives on)

@@ -768,6 +768,7 @@ int nsock_hello_accept(struct chan *ch, const struct nk_hello_req *req, uint32_t
 
 	memset(&rep, 0, sizeof(rep));
 	rep.nsm_id = nsm.instance;
+	rep.flags = NSM_HELLO_FLAGS;
 	lns = nsock_lookup(ch->vm, req->listener);
 	if (lns && lns->state == NK_STATE_LISTENING) {
 		list_for_each_safe(p, t, &lns->pending) {

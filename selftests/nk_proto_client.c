@@ -988,10 +988,15 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 		struct nk_opt_req p = { .level = IPPROTO_TCP, .name = TCP_CORK, .optlen = 4,
 					.flags = NK_OPT_F_POSTED };
 		int pctl = open_stream(guest), pfd, plain;
+		struct nk_hello_rep crep = { 0 };
 		uint64_t ptok = 0;
 
 		pfd = new_socket(guest, own.family, NK_SOCK_STREAM, &ptok, NULL);
-		expect("HELLO CTL with NK_HELLO_F_POST", pctl < 0 ? pctl : hello(pctl, &c, NULL), 0);
+		expect("HELLO CTL with NK_HELLO_F_POST", pctl < 0 ? pctl : hello(pctl, &c, &crep), 0);
+		/* the reply names every flag the NSM takes (the library does
+		 * not take a move's reset for an NSM without them) */
+		expect("HELLO reply's flags: SETUP, OFFER, QUIET, POST", (int)crep.flags,
+		       NK_HELLO_F_SETUP | NK_HELLO_F_OFFER | NK_HELLO_F_QUIET | NK_HELLO_F_POST);
 		if (pctl >= 0 && pfd >= 0) {
 			p.token = ptok;
 			memcpy(p.val, &one, sizeof(one));

@@ -222,6 +222,8 @@ struct nk_hello_rep {
 	struct nk_addr local;	/* ACCEPT: the VM address connected to */
 	struct nk_addr peer;	/* ACCEPT: the remote peer */
 	uint32_t nsm_id;	/* the answering NSM instance (never 0) */
+	uint32_t flags;		/* the NK_HELLO_F_* it takes; 0 from NSMs
+				 * before this field (it was padding) */
 };
 _Static_assert(sizeof(struct nk_hello_rep) == 72, "nk_hello_rep is 72 bytes");
 
