@@ -598,31 +598,48 @@ static bool relisten_transient(int err)
 	}
 }
 
-static int relisten(struct nk_sock *sk, int fd)
+/*
+ * once() until it succeeds or fails for good, with pauses of about a
+ * second in all between attempts that met a move (relisten_transient());
+ * sk->lock held.  Between attempts the socket is in state st to the
+ * program's other threads (a failed attempt may have left it in SETUP).
+ * what: for the log.
+ */
+static int reattach(struct nk_sock *sk, int fd, int (*once)(struct nk_sock *, int),
+		    enum nks_state st, const char *what)
 {
 	static const unsigned int pause_ms[] = { 10, 20, 50, 100, 200, 300, 400 };
 	unsigned int i;
-	int ret, sv[2];
+	int ret;
 
 	for (i = 0;; i++) {
-		ret = relisten_once(sk, fd);
-		/* still a listener to the program's other threads (a failed
-		 * attempt may have left it in SETUP) */
-		nks_set_state(sk, NKS_LISTENING);
+		ret = once(sk, fd);
+		if (ret)
+			nks_set_state(sk, st);
 		if (!ret || !relisten_transient(-ret) || i == sizeof(pause_ms) / sizeof(pause_ms[0]))
-			break;
-		nk_logf("fd %d: listening again failed (%s); trying again in %u ms", fd,
-			strerror(-ret), pause_ms[i]);
+			return ret;
+		nk_logf("fd %d: %s failed (%s); trying again in %u ms", fd, what, strerror(-ret),
+			pause_ms[i]);
 		nanosleep(&(struct timespec){ 0, pause_ms[i] * 1000000L }, NULL);
 		/* close() and shutdown() do not wait for sk->lock: the
 		 * program may have closed the fd (and reused the number) or
-		 * shut the listener down meanwhile */
+		 * shut the socket down meanwhile */
 		if (!nks_fd_is(fd, sk))
 			return -EBADF;
 		if (sk->shut)
 			return -EINVAL;
 	}
+}
+
+static int relisten(struct nk_sock *sk, int fd)
+{
+	int ret, sv[2];
+
+	ret = reattach(sk, fd, relisten_once, NKS_LISTENING, "listening again");
+	if (ret == -EBADF || ret == -EINVAL)
+		return ret;
 	if (!ret) {
+		nks_set_state(sk, NKS_LISTENING);
 		nk_logf("fd %d: listener re-established after its NSM restarted or the VM moved", fd);
 		return 0;
 	}
@@ -993,12 +1010,82 @@ static int check_inet_addr(struct nk_sock *sk, const struct sockaddr *addr, sock
 			   struct nk_addr *na);
 
 /*
+ * A UDP socket's stream ended (dgram.c says ENETDOWN): its NSM died, or
+ * dropped the VM.  A move does that to a socket without a peer when the
+ * VM starts to drain from its old NSM (VM_DRAIN), so that a server's
+ * socket moves with the VM's address; to a connected one when the drain
+ * is over.  Make the socket again on the VM's NSM, in the same fd: the
+ * same options, bound again to the address bind() gave it (a socket bound
+ * only implicitly gets a new port), connected again to its peer.
+ * Datagrams in flight are lost, as a network may lose them.  sk->lock
+ * held.
+ */
+static int udp_revive_once(struct nk_sock *sk, int fd)
+{
+	struct sockaddr_storage peer = sk->peer;
+	bool connected = sk->state == NKS_CONNECTED;
+	struct nk_addr_req req = { 0 };
+	struct nk_addr_rep rep;
+	int ret;
+
+	ret = promote_stream(sk, fd, true, NULL, NULL);
+	if (!ret && sk->local_len &&
+	    !nk_addr_from_sockaddr(&req.addr, (struct sockaddr *)&sk->local, sk->local_len) &&
+	    req.addr.port) {
+		req.token = sk->token;
+		ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
+	}
+	if (!ret && connected) {
+		ret = nk_addr_from_sockaddr(&req.addr, (struct sockaddr *)&peer, sk->peer_len);
+		req.token = sk->token;
+		if (!ret)
+			ret = nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+	}
+	if (ret)
+		return ret;
+	nks_set_state(sk, connected ? NKS_CONNECTED : NKS_SETUP);
+	return 0;
+}
+
+/*
+ * After ENETDOWN: 0 if the socket was made again (by this call or by
+ * another thread since gen), or ENETDOWN if that failed (for good: later
+ * calls fail at once, as before).
+ */
+static int udp_revive(struct nk_sock *sk, int fd, unsigned int gen)
+{
+	enum nks_state st;
+	int ret = 0;
+
+	pthread_mutex_lock(&sk->lock);
+	st = sk->state;
+	if (sk->gen != gen)
+		goto out;			/* another thread did it */
+	if (sk->dead || (st != NKS_SETUP && st != NKS_CONNECTED)) {
+		ret = -ENETDOWN;
+		goto out;
+	}
+	ret = reattach(sk, fd, udp_revive_once, st, "making the UDP socket again");
+	if (!ret) {
+		nk_logf("fd %d: UDP socket made again after its NSM restarted or the VM moved", fd);
+	} else if (ret != -EBADF) {
+		nk_logf("fd %d: UDP socket lost with its NSM (%s)", fd, strerror(-ret));
+		sk->dead = true;
+		ret = -ENETDOWN;
+	}
+out:
+	pthread_mutex_unlock(&sk->lock);
+	return ret;
+}
+
+/*
  * A send on a UDP socket.  A fresh socket sending to a non-loopback
  * destination is promoted first.  *local: the caller goes to libc instead.
  */
 static ssize_t udp_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 			const struct sockaddr *dst, socklen_t dlen, bool *local)
 {
+	unsigned int gen;
 	ssize_t n;
 	int ret;
 
@@ -1024,20 +1111,36 @@ static ssize_t udp_send(struct nk_sock *sk, int fd, const struct iovec *iov, int
 		pthread_mutex_unlock(&sk->lock);
 		return 0;
 	}
+	gen = __atomic_load_n(&sk->gen, __ATOMIC_ACQUIRE);
 	pthread_mutex_unlock(&sk->lock);
 	n = nk_dgram_send(sk, fd, iov, cnt, flags, dst, dlen);
+	/* the NSM went away: once more on the socket made again */
+	if (n == -ENETDOWN && !(n = udp_revive(sk, fd, gen)))
+		n = nk_dgram_send(sk, fd, iov, cnt, flags, dst, dlen);
 	return n < 0 ? fail(-n) : n;
 }
 
 static ssize_t udp_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 			struct sockaddr *src, socklen_t *slen, int *mflags, bool *local)
 {
+	unsigned int gen;
 	ssize_t n;
 
 	*local = sk->state == NKS_FRESH || sk->state == NKS_LOCAL;
 	if (*local)
 		return 0;
-	n = nk_dgram_recv(sk, fd, iov, cnt, flags, src, slen, mflags);
+	for (;;) {
+		gen = __atomic_load_n(&sk->gen, __ATOMIC_ACQUIRE);
+		n = nk_dgram_recv(sk, fd, iov, cnt, flags, src, slen, mflags);
+		if (n != -ENETDOWN || (n = udp_revive(sk, fd, gen)))
+			break;
+		/* made again: a non-blocking receive finds it empty, a
+		 * blocking one waits on it */
+		if ((flags & MSG_DONTWAIT) || is_nonblock(fd)) {
+			n = -EAGAIN;
+			break;
+		}
+	}
 	return n < 0 ? fail(-n) : n;
 }
 

@@ -789,15 +789,17 @@ static int conn_list(const struct nsm_conn_list *m, uint32_t seq)
 
 /*
  * VM_DRAIN: no new guest streams of the VM here (its listener fd goes), and
- * its listening guest sockets end: their guests listen again through nkd,
- * on the new NSM.  Connected sockets, control channels and the addresses
- * stay until VM_DEL.  Idempotent.
+ * its listening guest sockets end, and its UDP sockets without a peer (a
+ * server's, steered by the VM's address alone): their guests make them
+ * again through nkd, on the new NSM (the library listens again, or binds
+ * the same address again).  Connected sockets, control channels and the
+ * addresses stay until VM_DEL.  Idempotent.
  */
 static int vm_drain(uint32_t id)
 {
 	struct vm *vm = vm_find(id);
 	struct list_head *p, *t;
-	unsigned int n = 0, left = 0;
+	unsigned int n = 0, u = 0, left = 0;
 
 	if (!vm)
 		return -ENOENT;
@@ -810,12 +812,16 @@ static int vm_drain(uint32_t id)
 		if (ns->type == SOCK_STREAM && ns->state == NK_STATE_LISTENING) {
 			nsock_kill(ns, 0);
 			n++;
+		} else if (ns->type == SOCK_DGRAM && ns->state != NK_STATE_CONNECTED) {
+			nsock_kill(ns, 0);
+			u++;
 		} else {
 			left++;
 		}
 	}
-	vm_info(vm, "draining: %u listener%s closed (they listen again on the new NSM), "
-		"%u socket%s stay until they end", n, n == 1 ? "" : "s", left, left == 1 ? "" : "s");
+	vm_info(vm, "draining: %u listener%s and %u UDP socket%s without a peer closed (made "
+		"again on the new NSM), %u socket%s stay until they end", n, n == 1 ? "" : "s",
+		u, u == 1 ? "" : "s", left, left == 1 ? "" : "s");
 	return 0;
 }
 

@@ -1114,6 +1114,72 @@ log_info "attempts to listen again that were reset and tried again: $(($(grep -c
 nk_run_nkctl nsm del "$N3"
 unset 'NK_NSMS[-1]'
 
+log_step "a UDP server in the guest follows vm1's address across moves $N1 -> $N2 -> $N1"
+# Datagrams to vm1 go to the NSM its address leads to.  When vm1 starts
+# to drain from an NSM, that NSM ends the UDP sockets without a peer (a
+# server's) as it ends listeners, and the library makes each again on the
+# new NSM, bound to the same port, in the same fd: the server, blocked in
+# recvfrom(), never sees it.  Before, the socket stayed on the old NSM
+# and datagrams to it met the new one's closed port until the drain ended
+# (a keep-alive connection keeps it going here).
+NK_LOG=1 nk_guest_bg g1 "$NK_TMP/udp-srv.log" "$NK_PY" -c 'import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5300))
+print("bound", flush=True)
+while True:
+    try:
+        d, a = s.recvfrom(100)
+        s.sendto(b"echo " + d, a)
+    except OSError as e:
+        print("error", e, flush=True)
+        break'
+USRV=$NK_BG_PID
+# udp_ask WORD: the server's answer to WORD and its port (a few tries: a
+# datagram sent while the socket is being made again is lost)
+udp_ask()
+{
+	ip netns exec "remote-$S" "$NK_PY" -c 'import socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.settimeout(0.3)
+for i in range(10):
+    try:
+        c.sendto(sys.argv[2].encode(), (sys.argv[1], 5300))
+        d, a = c.recvfrom(100)
+        print(d.decode(), a[1])
+        break
+    except OSError:
+        pass
+else:
+    print("no answer")' "$A" "$1"
+}
+udp_on()
+{
+	ip netns exec "nk-$1" ss -Huan "( sport = :5300 )" | grep -q .
+}
+udp_off()
+{
+	! udp_on "$1"
+}
+check "the guest's UDP server is bound (on $N1)" wait_for -t 5 udp_on "$N1"
+check_eq "it answers" "$(udp_ask before)" "echo before 5300"
+live_client "$NK_TMP/live6"
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "vm1 drains from $N1 (nkd.json)" "$(drains_from "$N1")" 1
+check "its socket is on $N2" wait_for -t 5 udp_on "$N2"
+check_eq "it answers after the move, from its port" "$(udp_ask moved)" "echo moved 5300"
+check "... and $N1 has no socket on the port" wait_for -t 5 udp_off "$N1"
+check_eq "... while vm1 still drains from $N1" "$(drains_from "$N1")" 1
+touch "$NK_TMP/live6/again"
+wait "$LIVE"
+check_eq "the drained connection is served on $N1" "$(tail -n 1 "$NK_TMP/live6/log")" "again 200"
+back_on_n1
+check_eq "it answers after the move back" "$(udp_ask back)" "echo back 5300"
+check "... and $N2 has no socket on the port" wait_for -t 5 udp_off "$N2"
+check "its recvfrom() never failed" not_grep -q "^error" "$NK_TMP/udp-srv.log"
+check_eq "the library made it again at each move" \
+	"$(grep -c "UDP socket made again" "$NK_TMP/udp-srv.log")" 2
+nk_stop "$USRV"
+
 log_step "nkd restarted with --config while vm1 drains from $N1: the drain goes on"
 # The drains are nkd's own state (STATE-DIR/nkd.json), not the operator's
 # configuration: a restart with --config FILE resumes them too, and keeps
