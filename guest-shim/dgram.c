@@ -72,6 +72,15 @@ static ssize_t peek_wait(int fd, void *buf, size_t want, bool nonblock)
 	}
 }
 
+/*
+ * The stream's own errors: its NSM end closed with frames unread there
+ * (ECONNRESET) is the NSM going away, as EOF is.
+ */
+static ssize_t stream_err(ssize_t e)
+{
+	return e == -ECONNRESET || e == -EPIPE ? -ENETDOWN : e;
+}
+
 static int frame_check(const struct nk_dgram_hdr *h)
 {
 	if (h->len > NK_DGRAM_MAX || (h->flags & ~NK_DGRAM_F_ERROR) ||
@@ -101,6 +110,8 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		nk_logf("fd %d: recv flags %#x are not supported on UDP", fd, flags);
 		return -EOPNOTSUPP;
 	}
+	if (sk->dead)
+		return -ENETDOWN;	/* lost with its NSM (shim.c, udp_revive()) */
 	pthread_mutex_lock(&sk->rlock);
 	n = peek_wait(fd, &h, FRAME_HDR, nonblock);
 	if (n == 0) {
@@ -108,7 +119,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		goto out;
 	}
 	if (n < 0) {
-		ret = n;
+		ret = stream_err(n);
 		goto out;
 	}
 	if (frame_check(&h)) {
@@ -118,7 +129,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	}
 	if (h.flags & NK_DGRAM_F_ERROR) {
 		/* A pending socket error: reported once, then gone. */
-		ret = nk_recv_all(fd, &h, FRAME_HDR);
+		ret = stream_err(nk_recv_all(fd, &h, FRAME_HDR));
 		if (!ret)
 			ret = -h.err;
 		goto out;
@@ -131,7 +142,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		}
 		n = peek_wait(fd, frame, FRAME_HDR + h.len, false);
 		if (n != (ssize_t)(FRAME_HDR + h.len)) {
-			ret = n < 0 ? n : -ENETDOWN;
+			ret = n < 0 ? stream_err(n) : -ENETDOWN;
 			goto out;
 		}
 		copy = h.len < room ? h.len : room;
@@ -146,7 +157,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		struct msghdr m = { 0 };
 		char discard[512];
 
-		ret = nk_recv_all(fd, &h, FRAME_HDR);
+		ret = stream_err(nk_recv_all(fd, &h, FRAME_HDR));
 		if (ret)
 			goto out;
 		copy = h.len < room ? h.len : room;
@@ -161,7 +172,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		while (copy) {
 			n = nk_real.recvmsg(fd, &m, MSG_WAITALL);
 			if (n <= 0) {
-				ret = n == 0 ? -ENETDOWN : -errno;
+				ret = n == 0 ? -ENETDOWN : stream_err(-errno);
 				if (ret == -EINTR || ret == -EAGAIN) {
 					struct pollfd pfd = { .fd = fd, .events = POLLIN };
 
@@ -189,7 +200,7 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		for (off = h.len < room ? h.len : room; off < h.len;) {
 			size_t c = h.len - off < sizeof(discard) ? h.len - off : sizeof(discard);
 
-			ret = nk_recv_all(fd, discard, c);
+			ret = stream_err(nk_recv_all(fd, discard, c));
 			if (ret)
 				goto out;
 			off += c;
@@ -258,6 +269,8 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	}
 	if (sk->shut_wr)
 		return -EPIPE;
+	if (sk->dead)
+		return -ENETDOWN;	/* lost with its NSM (shim.c, udp_revive()) */
 	max = sk->domain == AF_INET ? 65507 : 65527;
 	if (total > max)
 		return -EMSGSIZE;

@@ -97,6 +97,8 @@ struct nk_sock {
 	uint8_t accept_op;	/* listener's records: NK_OP_ACCEPT_*; 0 unknown */
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;	/* 0: not known */
+	struct sockaddr_storage bound;	/* UDP: what bind() bound, to bind again */
+	socklen_t bound_len;		/* 0: not bound by bind() */
 	int nopts;
 	struct nks_opt opts[NKS_SAVED_OPTS];
 	int nregs;

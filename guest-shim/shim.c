@@ -237,6 +237,9 @@ static bool opt_postable(const struct nk_sock *sk, int fd, int level, int name,
 	}
 }
 
+static int udp_ctl_call(struct nk_sock *sk, int fd, uint8_t op, void *req, size_t reqlen,
+			void *rep, size_t replen);
+
 /* fd: the socket's stream, or -1 (nothing is posted then) */
 static int remote_setsockopt(struct nk_sock *sk, int fd, int level, int name, const void *val,
 			     socklen_t len)
@@ -258,7 +261,9 @@ static int remote_setsockopt(struct nk_sock *sk, int fd, int level, int name, co
 	memcpy(req.val, val, len);
 	if (opt_postable(sk, fd, level, name, val, len) && !nk_ctl_post_opt(sk->nsm, &req))
 		return 0;
-	return nk_ctl_call(sk->nsm, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
+	if (fd < 0)
+		return nk_ctl_call(sk->nsm, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
+	return udp_ctl_call(sk, fd, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
 }
 
 /*
@@ -390,16 +395,18 @@ static bool no_setup_flag, no_offer_flag;
  * dst (a TCP connect), the set-up is pipelined: hello_connect(); *cerr is
  * then the CONNECT's outcome, or NK_CONNECT_NOT_SENT when the NSM did not
  * take pipelined requests and the caller has to send the CONNECT itself.
+ * setup, if not NULL: requests for the new socket (its token is known)
+ * before the stream takes the fd; if it fails, the fd is left as it was.
  */
 static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct nk_addr *dst,
-			  int *cerr)
+			  int *cerr, int (*setup)(struct nk_sock *))
 {
 	struct nk_hello_req req = { .kind = NK_HELLO_SOCKET, .type = NK_SOCK_STREAM };
 	struct timeval notimeo = { 0 };
 	struct nk_hello_rep rep = { 0 };
 	bool setup_refused = false;
 	struct stat old_st;
-	int fl, fdfl, s, ret, i, dom = 0;
+	int fl, fdfl, s, ret, i, dom = 0, fds[16], nfds, j, k;
 	socklen_t dl = sizeof(dom);
 
 	/* The fd must still be the socket we recorded. */
@@ -497,40 +504,54 @@ remote_opts_done:
 		ret = -errno;
 		goto out_close;
 	}
-	if (!again && fstat(fd, &old_st) < 0)
+	if (setup && (ret = setup(sk)))
+		goto out_close;
+	/* The fds of this process that hold the old file (the local socket,
+	 * or the stream that ended): this one and its dup()s, which get the
+	 * stream too, each with its own close-on-exec.  (Copies in other
+	 * processes cannot be reached: docs/compat.md.) */
+	if (fstat(fd, &old_st) < 0)
 		memset(&old_st, 0, sizeof(old_st));
+	nfds = nks_fds_of(sk, fds + 1, 15);
+	fds[0] = fd;
+	for (k = j = 1; k <= nfds; k++) {
+		struct stat ost;
+
+		if (fds[k] != fd && !fstat(fds[k], &ost) && ost.st_dev == old_st.st_dev &&
+		    ost.st_ino == old_st.st_ino)
+			fds[j++] = fds[k];
+	}
+	nfds = j;
+	/* The old file leaves the epoll sets under those fds (a copy of it
+	 * in another process would keep it there: for an ended stream,
+	 * readable for ever); the new one joins them below. */
+	for (i = 0; i < sk->nregs; i++)
+		for (k = 0; k < nfds; k++)
+			if (sk->regs[i].fd == fds[k])
+				nk_real.epoll_ctl(sk->regs[i].epfd, EPOLL_CTL_DEL, fds[k], NULL);
 	if (nk_real.dup3(s, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
 		ret = -errno;
 		goto out_close;
 	}
 	nk_real.close(s);
-	if (!again) {
-		/* dup()s made before the promotion still hold the old local
-		 * socket: give them the stream too, each with its own
-		 * close-on-exec.  (Copies in other processes cannot be
-		 * reached: docs/compat.md.) */
-		int others[16], no = nks_fds_of(sk, others, 16), k;
+	for (k = 0; k < nfds; k++) {
+		int ofl;
 
-		for (k = 0; k < no; k++) {
-			struct stat ost;
-			int ofl;
-
-			if (others[k] == fd || fstat(others[k], &ost) < 0 ||
-			    ost.st_dev != old_st.st_dev || ost.st_ino != old_st.st_ino)
-				continue;
-			ofl = nk_real.fcntl(others[k], F_GETFD);
-			nk_real.dup3(fd, others[k], ofl >= 0 && (ofl & FD_CLOEXEC) ? O_CLOEXEC : 0);
-		}
+		if (fds[k] == fd)
+			continue;
+		ofl = nk_real.fcntl(fds[k], F_GETFD);
+		nk_real.dup3(fd, fds[k], ofl >= 0 && (ofl & FD_CLOEXEC) ? O_CLOEXEC : 0);
 	}
-
-	/* The old file left its epoll sets with it; join them again. */
 	for (i = 0; i < sk->nregs; i++) {
 		struct nks_epreg *r = &sk->regs[i];
 
-		if (r->fd != fd)
-			continue;
-		if (nk_real.epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &r->ev) < 0 && errno == EEXIST)
-			nk_real.epoll_ctl(r->epfd, EPOLL_CTL_MOD, fd, &r->ev);
+		for (k = 0; k < nfds; k++) {
+			if (r->fd != fds[k])
+				continue;
+			if (nk_real.epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->fd, &r->ev) < 0 &&
+			    errno == EEXIST)
+				nk_real.epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->fd, &r->ev);
+		}
 	}
 	nks_set_state(sk, NKS_SETUP);
 	__atomic_add_fetch(&sk->gen, 1, __ATOMIC_RELEASE);
@@ -543,7 +564,7 @@ out_close:
 
 static int promote(struct nk_sock *sk, int fd)
 {
-	return promote_stream(sk, fd, false, NULL, NULL);
+	return promote_stream(sk, fd, false, NULL, NULL, NULL);
 }
 
 /*
@@ -566,7 +587,7 @@ static int relisten_once(struct nk_sock *sk, int fd)
 
 	ret = nk_addr_from_sockaddr(&breq.addr, (struct sockaddr *)&sk->local, sk->local_len);
 	if (!ret)
-		ret = promote_stream(sk, fd, true, NULL, NULL);
+		ret = promote_stream(sk, fd, true, NULL, NULL, NULL);
 	if (!ret) {
 		breq.token = sk->token;
 		ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &breq, sizeof(breq), &rep, sizeof(rep));
@@ -599,9 +620,30 @@ static bool relisten_transient(int err)
 }
 
 /*
+ * A socket lost for good: its fd becomes a stream that is never readable,
+ * so that an event loop does not spin on it; the library answers its
+ * calls (sk->dead).
+ */
+static void fd_make_quiet(struct nk_sock *sk, int fd)
+{
+	int sv[2], fl, fdfl;
+
+	if (sk->quiet_peer > 0 || nk_real.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return;
+	fl = nk_real.fcntl(fd, F_GETFL);
+	fdfl = nk_real.fcntl(fd, F_GETFD);
+	if (fl >= 0 && (fl & O_NONBLOCK))
+		nk_real.fcntl(sv[0], F_SETFL, O_NONBLOCK);
+	nk_real.dup3(sv[0], fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	nk_real.close(sv[0]);
+	sk->quiet_peer = sv[1];	/* kept open: the fd is never readable */
+}
+
+/*
  * once() until it succeeds or fails for good, with pauses of about a
- * second in all between attempts that met a move (relisten_transient());
- * sk->lock held.  Between attempts the socket is in state st to the
+ * second in all between attempts that met a move (relisten_transient()),
+ * and no new attempt 3 s after the first began (an attempt may wait for
+ * an NSM that does not answer); sk->lock held.  Between attempts the socket is in state st to the
  * program's other threads (a failed attempt may have left it in SETUP).
  * what: for the log.
  */
@@ -609,14 +651,19 @@ static int reattach(struct nk_sock *sk, int fd, int (*once)(struct nk_sock *, in
 		    enum nks_state st, const char *what)
 {
 	static const unsigned int pause_ms[] = { 10, 20, 50, 100, 200, 300, 400 };
+	struct timespec t0, t;
 	unsigned int i;
 	int ret;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (i = 0;; i++) {
 		ret = once(sk, fd);
 		if (ret)
 			nks_set_state(sk, st);
-		if (!ret || !relisten_transient(-ret) || i == sizeof(pause_ms) / sizeof(pause_ms[0]))
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (!ret || !relisten_transient(-ret) || i == sizeof(pause_ms) / sizeof(pause_ms[0]) ||
+		    (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 +
+			    pause_ms[i] > 3000)
 			return ret;
 		nk_logf("fd %d: %s failed (%s); trying again in %u ms", fd, what, strerror(-ret),
 			pause_ms[i]);
@@ -633,7 +680,7 @@ static int reattach(struct nk_sock *sk, int fd, int (*once)(struct nk_sock *, in
 
 static int relisten(struct nk_sock *sk, int fd)
 {
-	int ret, sv[2];
+	int ret;
 
 	ret = reattach(sk, fd, relisten_once, NKS_LISTENING, "listening again");
 	if (ret == -EBADF || ret == -EINVAL)
@@ -645,15 +692,7 @@ static int relisten(struct nk_sock *sk, int fd)
 	}
 	nk_logf("fd %d: listener lost with its NSM and not re-established (%s); re-create it",
 		fd, strerror(-ret));
-	if (!nk_real.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
-		int fl = nk_real.fcntl(fd, F_GETFL), fdfl = nk_real.fcntl(fd, F_GETFD);
-
-		if (fl >= 0 && (fl & O_NONBLOCK))
-			nk_real.fcntl(sv[0], F_SETFL, O_NONBLOCK);
-		nk_real.dup3(sv[0], fd, fdfl >= 0 && (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
-		nk_real.close(sv[0]);
-		sk->quiet_peer = sv[1];	/* kept open: the fd is never readable */
-	}
+	fd_make_quiet(sk, fd);
 	sk->dead = true;
 	return ret;
 }
@@ -1010,72 +1049,106 @@ static int check_inet_addr(struct nk_sock *sk, const struct sockaddr *addr, sock
 			   struct nk_addr *na);
 
 /*
- * A UDP socket's stream ended (dgram.c says ENETDOWN): its NSM died, or
- * dropped the VM.  A move does that to a socket without a peer when the
- * VM starts to drain from its old NSM (VM_DRAIN), so that a server's
- * socket moves with the VM's address; to a connected one when the drain
- * is over.  Make the socket again on the VM's NSM, in the same fd: the
- * same options, bound again to the address bind() gave it (a socket bound
- * only implicitly gets a new port), connected again to its peer.
+ * A UDP socket's stream ended (dgram.c says ENETDOWN), or its NSM no
+ * longer knows it (a control request said ENOTSOCK, or ECONNRESET: another
+ * NSM instance): its NSM died, or dropped the VM.  A move does that to a
+ * socket without a peer when the VM starts to drain from its old NSM
+ * (VM_DRAIN), so that a server's socket moves with the VM's address; to a
+ * connected one when the drain is over.  Make the socket again on the VM's
+ * NSM, in the same fd: the same options, bound again to the address
+ * bind() gave it (a socket bound only implicitly gets a new port),
+ * connected again to its peer; the fd changes only once all that worked.
  * Datagrams in flight are lost, as a network may lose them.  sk->lock
  * held.
  */
-static int udp_revive_once(struct nk_sock *sk, int fd)
+static int udp_revive_setup(struct nk_sock *sk)
 {
-	struct sockaddr_storage peer = sk->peer;
-	bool connected = sk->state == NKS_CONNECTED;
-	struct nk_addr_req req = { 0 };
+	struct nk_addr_req req = { .token = sk->token };
 	struct nk_addr_rep rep;
 	int ret;
 
-	ret = promote_stream(sk, fd, true, NULL, NULL);
-	if (!ret && sk->local_len &&
-	    !nk_addr_from_sockaddr(&req.addr, (struct sockaddr *)&sk->local, sk->local_len) &&
-	    req.addr.port) {
-		req.token = sk->token;
-		ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
-	}
-	if (!ret && connected) {
-		ret = nk_addr_from_sockaddr(&req.addr, (struct sockaddr *)&peer, sk->peer_len);
-		req.token = sk->token;
+	if (sk->bound_len) {
+		ret = nk_addr_from_sockaddr(&req.addr, (struct sockaddr *)&sk->bound,
+					    sk->bound_len);
 		if (!ret)
-			ret = nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+			ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &req, sizeof(req), &rep,
+					  sizeof(rep));
+		if (ret)
+			return ret;
 	}
-	if (ret)
+	if (sk->state != NKS_CONNECTED)
+		return 0;
+	ret = nk_addr_from_sockaddr(&req.addr, (struct sockaddr *)&sk->peer, sk->peer_len);
+	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+}
+
+static int udp_revive_once(struct nk_sock *sk, int fd)
+{
+	bool connected = sk->state == NKS_CONNECTED;
+	int ret;
+
+	ret = promote_stream(sk, fd, true, NULL, NULL, udp_revive_setup);
+	if (!ret)
+		nks_set_state(sk, connected ? NKS_CONNECTED : NKS_SETUP);
+	return ret;
+}
+
+/* As udp_revive(), sk->lock held; the caller checked gen. */
+static int udp_revive_locked(struct nk_sock *sk, int fd)
+{
+	enum nks_state st = sk->state;
+	int ret;
+
+	if (!nks_fd_is(fd, sk))
+		return -EBADF;	/* closed meanwhile (the number reused?) */
+	if (sk->dead || (st != NKS_SETUP && st != NKS_CONNECTED))
+		return -ENETDOWN;
+	ret = reattach(sk, fd, udp_revive_once, st, "making the UDP socket again");
+	if (!ret) {
+		nk_logf("fd %d: UDP socket made again after its NSM restarted or the VM moved", fd);
+		return 0;
+	}
+	if (ret == -EBADF)
 		return ret;
-	nks_set_state(sk, connected ? NKS_CONNECTED : NKS_SETUP);
-	return 0;
+	nk_logf("fd %d: UDP socket lost with its NSM (%s); its calls fail with ENETDOWN",
+		fd, strerror(-ret));
+	sk->dead = true;
+	fd_make_quiet(sk, fd);
+	return -ENETDOWN;
 }
 
 /*
  * After ENETDOWN: 0 if the socket was made again (by this call or by
- * another thread since gen), or ENETDOWN if that failed (for good: later
- * calls fail at once, as before).
+ * another thread since gen), or -ENETDOWN if that failed (for good: later
+ * calls fail at once, and the fd is never readable), or -EBADF.
  */
 static int udp_revive(struct nk_sock *sk, int fd, unsigned int gen)
 {
-	enum nks_state st;
 	int ret = 0;
 
 	pthread_mutex_lock(&sk->lock);
-	st = sk->state;
-	if (sk->gen != gen)
-		goto out;			/* another thread did it */
-	if (sk->dead || (st != NKS_SETUP && st != NKS_CONNECTED)) {
-		ret = -ENETDOWN;
-		goto out;
-	}
-	ret = reattach(sk, fd, udp_revive_once, st, "making the UDP socket again");
-	if (!ret) {
-		nk_logf("fd %d: UDP socket made again after its NSM restarted or the VM moved", fd);
-	} else if (ret != -EBADF) {
-		nk_logf("fd %d: UDP socket lost with its NSM (%s)", fd, strerror(-ret));
-		sk->dead = true;
-		ret = -ENETDOWN;
-	}
-out:
+	if (sk->gen == gen)
+		ret = udp_revive_locked(sk, fd);
 	pthread_mutex_unlock(&sk->lock);
 	return ret;
+}
+
+/*
+ * A control request on a socket (its token first in req): for a UDP
+ * socket whose NSM no longer knows it (ENOTSOCK: a move ended it; or
+ * ECONNRESET: its NSM instance is gone), the socket is made again and the
+ * request sent once more with the new token.  sk->lock held.
+ */
+static int udp_ctl_call(struct nk_sock *sk, int fd, uint8_t op, void *req, size_t reqlen,
+			void *rep, size_t replen)
+{
+	int ret = nk_ctl_call(sk->nsm, op, req, reqlen, rep, replen);
+
+	if (sk->type != SOCK_DGRAM || (ret != -ENOTSOCK && ret != -ECONNRESET) ||
+	    udp_revive_locked(sk, fd))
+		return ret;
+	memcpy(req, &sk->token, sizeof(sk->token));
+	return nk_ctl_call(sk->nsm, op, req, reqlen, rep, replen);
 }
 
 /*
@@ -1183,7 +1256,7 @@ static int udp_connect(struct nk_sock *sk, int fd, const struct sockaddr *addr, 
 			return -promote_errno(ret, ENETUNREACH);
 	}
 	req.token = sk->token;
-	ret = nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+	ret = udp_ctl_call(sk, fd, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
 	if (ret)
 		return ret;
 	sk->local_len = 0;	/* the NSM may have bound it now */
@@ -1279,9 +1352,14 @@ NK_API int bind(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	req.token = sk->token;
 	req.pad0 = 0;
-	ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
-	if (!ret)
+	ret = udp_ctl_call(sk, fd, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
+	if (!ret) {
 		nk_set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
+		if (sk->type == SOCK_DGRAM) {
+			sk->bound = sk->local;
+			sk->bound_len = sk->local_len;
+		}
+	}
 out:
 	pthread_mutex_unlock(&sk->lock);
 	nks_put(sk);
@@ -1446,7 +1524,7 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	cerr = NK_CONNECT_NOT_SENT;
 	if (sk->state == NKS_FRESH) {
 		/* HELLO, options and CONNECT in one round trip. */
-		ret = promote_stream(sk, fd, false, &req.addr, &cerr);
+		ret = promote_stream(sk, fd, false, &req.addr, &cerr, NULL);
 		if (ret) {
 			ret = -promote_errno(ret, ENETUNREACH);
 			goto out;
@@ -1699,7 +1777,7 @@ static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
 			      peer ? sk->peer_len : sk->local_len);
 	} else {
 		req = (struct nk_sock_req){ .token = sk->token, .arg = peer };
-		ret = nk_ctl_call(sk->nsm, NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep));
+		ret = udp_ctl_call(sk, fd, NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep));
 		if (!ret) {
 			struct sockaddr_storage ss;
 			socklen_t len;
@@ -1744,7 +1822,11 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 			save_opt(sk, level, name, val, len);
 		ret = ret ? -errno : 0;
 	} else if (opt_is_local(level, name)) {
+		/* kept for the fd's next stream (re-listening, a UDP socket
+		 * made again) */
 		ret = nk_real.setsockopt(fd, level, name, val, len) ? -errno : 0;
+		if (!ret)
+			save_opt(sk, level, name, val, len);
 	} else {
 		ret = remote_setsockopt(sk, fd, level, name, val, len);
 		if (ret == -ENOTSOCK && sk->state == NKS_CONNECTED)
@@ -1752,7 +1834,8 @@ NK_API int setsockopt(int fd, int level, int name, const void *val, socklen_t le
 		if (ret)
 			nk_logf("setsockopt(fd %d, level %d, name %d): %s", fd, level, name,
 				strerror(-ret));
-		else if (sk->state == NKS_SETUP || sk->state == NKS_LISTENING)
+		else if (sk->state == NKS_SETUP || sk->state == NKS_LISTENING ||
+			 sk->type == SOCK_DGRAM)
 			save_opt(sk, level, name, val, len);
 	}
 	if (!ret && level == SOL_SOCKET && name == SO_SNDBUF)
@@ -1848,7 +1931,7 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		.name = name,
 		.optlen = *len > NK_OPT_MAX ? NK_OPT_MAX : *len,
 	};
-	ret = nk_ctl_call(sk->nsm, NK_OP_GETSOCKOPT, &req, sizeof(req), &rep, sizeof(rep));
+	ret = udp_ctl_call(sk, fd, NK_OP_GETSOCKOPT, &req, sizeof(req), &rep, sizeof(rep));
 	if (ret == -ENOTSOCK && sk->state == NKS_CONNECTED) {
 		ret = ended_sockopt(sk, false, level, name, val, len);
 	} else if (!ret) {

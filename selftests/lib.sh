@@ -407,6 +407,27 @@ nk_start_nkd()
 	log_info "nkd pid $NKD_PID, control $NK_CTL"
 }
 
+# nk_udp_ask NS HOST PORT WORD TRIES: send WORD from NS to a UDP server at
+# HOST:PORT until it answers (0.3 s each try, at most TRIES); prints the
+# answer and the port it came from, or "no answer".
+nk_udp_ask()
+{
+	ip netns exec "$1" "$NK_PY" -c 'import socket, sys
+host, port, word, tries = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.settimeout(0.3)
+for i in range(tries):
+    try:
+        c.sendto(word.encode(), (host, port))
+        d, a = c.recvfrom(100)
+        print(d.decode(), a[1])
+        break
+    except OSError:
+        pass
+else:
+    print("no answer")' "$2" "$3" "$4" "$5"
+}
+
 # nk_echo_server NS HOST PORT: a TCP echo server in NS at HOST:PORT (a
 # thread per connection), accepting when this returns; pid in NK_BG_PID.
 nk_echo_server()

@@ -1134,33 +1134,72 @@ while True:
         print("error", e, flush=True)
         break'
 USRV=$NK_BG_PID
-# udp_ask WORD: the server's answer to WORD and its port (a few tries: a
-# datagram sent while the socket is being made again is lost)
+# Port 5301: a socket the program asks for options before it receives
+# again after the move (the NSM no longer knows it: made again by the
+# option request), with a receive timeout set after it was bound (kept
+# for the new stream).  Port 5302: one socket shared by two processes
+# (fork); each makes it again on its own, and only one can bind the port
+# (no SO_REUSEADDR): the other's calls fail with ENETDOWN, on a fd that is
+# never readable again, and nothing of it is left on the NSM.
+rm -f "$NK_TMP/udp-moved"
+NK_LOG=1 nk_guest_bg g1 "$NK_TMP/udp-opt.log" "$NK_PY" -c 'import errno, os, socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5301))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 300000))
+print("bound", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+try:
+    print("rcvbuf", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 0, flush=True)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    print("options ok", flush=True)
+except OSError as e:
+    print("options error", e, flush=True)
+t0 = time.monotonic()
+try:
+    s.recvfrom(100)
+    print("unexpected datagram", flush=True)
+except OSError as e:
+    print("timeout", errno.errorcode.get(e.errno), "%.1f" % (time.monotonic() - t0), flush=True)
+while True:
+    try:
+        d, a = s.recvfrom(100)
+        s.sendto(b"echo " + d, a)
+    except BlockingIOError:
+        pass' "$NK_TMP/udp-moved"
+UOPT=$NK_BG_PID
+NK_LOG=1 nk_guest_bg g1 "$NK_TMP/udp-fork.log" "$NK_PY" -c 'import ctypes, errno, os, signal, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5302))
+who = "child" if os.fork() == 0 else "parent"
+if who == "child":
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)	# PR_SET_PDEATHSIG
+print(who, "serving", flush=True)
+while True:
+    try:
+        d, a = s.recvfrom(100)
+        s.sendto(b"echo " + d, a)
+    except OSError as e:
+        print(who, "error", errno.errorcode.get(e.errno), flush=True)
+        break'
+UFORK=$NK_BG_PID
+# udp_ask WORD [PORT]: the server's answer to WORD and its port (a few
+# tries: a datagram sent while the socket is being made again is lost)
 udp_ask()
 {
-	ip netns exec "remote-$S" "$NK_PY" -c 'import socket, sys
-c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-c.settimeout(0.3)
-for i in range(10):
-    try:
-        c.sendto(sys.argv[2].encode(), (sys.argv[1], 5300))
-        d, a = c.recvfrom(100)
-        print(d.decode(), a[1])
-        break
-    except OSError:
-        pass
-else:
-    print("no answer")' "$A" "$1"
+	nk_udp_ask "remote-$S" "$A" "${2:-5300}" "$1" 10
 }
 udp_on()
 {
-	ip netns exec "nk-$1" ss -Huan "( sport = :5300 )" | grep -q .
+	ip netns exec "nk-$1" ss -Huan "( sport = :${2:-5300} )" | grep -q .
 }
 udp_off()
 {
 	! udp_on "$1"
 }
 check "the guest's UDP server is bound (on $N1)" wait_for -t 5 udp_on "$N1"
+check "... and the other two (5301, 5302)" wait_for -t 5 bash -c \
+	"grep -q bound '$NK_TMP/udp-opt.log' && [ \$(grep -c serving '$NK_TMP/udp-fork.log') = 2 ]"
 check_eq "it answers" "$(udp_ask before)" "echo before 5300"
 live_client "$NK_TMP/live6"
 nk_run_nkctl vm set vm1 nsm "$N2"
@@ -1169,6 +1208,29 @@ check "its socket is on $N2" wait_for -t 5 udp_on "$N2"
 check_eq "it answers after the move, from its port" "$(udp_ask moved)" "echo moved 5300"
 check "... and $N1 has no socket on the port" wait_for -t 5 udp_off "$N1"
 check_eq "... while vm1 still drains from $N1" "$(drains_from "$N1")" 1
+touch "$NK_TMP/udp-moved"
+udp_opt_done()
+{
+	grep -q "^timeout" "$NK_TMP/udp-opt.log"
+}
+wait_for -t 5 udp_opt_done
+sed 's/^/    /' "$NK_TMP/udp-opt.log"
+check "5301: options asked for before any receive after the move work" \
+	grep -qx "options ok" "$NK_TMP/udp-opt.log"
+check "... and its receive timeout (set after bind) still applies" \
+	grep -qE "^timeout EAGAIN 0\.[345]$" "$NK_TMP/udp-opt.log"
+check_eq "... and it answers, from its port" "$(udp_ask opt 5301)" "echo opt 5301"
+check_eq "5302 (shared by two processes): one of them answers" "$(udp_ask fork 5302)" "echo fork 5302"
+udp_fork_done()
+{
+	grep -q "error" "$NK_TMP/udp-fork.log"
+}
+wait_for -t 5 udp_fork_done
+sed 's/^/    /' "$NK_TMP/udp-fork.log"
+check_eq "... the other one's receive failed with ENETDOWN (it could not bind the port again)" \
+	"$(grep -c " error ENETDOWN$" "$NK_TMP/udp-fork.log") $(grep -c "UDP socket made again" "$NK_TMP/udp-fork.log") $(grep -c "UDP socket lost with its NSM" "$NK_TMP/udp-fork.log")" "1 1 1"
+check_eq "... and $N2 has one socket on 5302" \
+	"$(ip netns exec "nk-$N2" ss -Huan "( sport = :5302 )" | wc -l)" 1
 touch "$NK_TMP/live6/again"
 wait "$LIVE"
 check_eq "the drained connection is served on $N1" "$(tail -n 1 "$NK_TMP/live6/log")" "again 200"
@@ -1179,6 +1241,8 @@ check "its recvfrom() never failed" not_grep -q "^error" "$NK_TMP/udp-srv.log"
 check_eq "the library made it again at each move" \
 	"$(grep -c "UDP socket made again" "$NK_TMP/udp-srv.log")" 2
 nk_stop "$USRV"
+nk_stop "$UOPT"
+nk_stop "$UFORK"
 
 log_step "nkd restarted with --config while vm1 drains from $N1: the drain goes on"
 # The drains are nkd's own state (STATE-DIR/nkd.json), not the operator's

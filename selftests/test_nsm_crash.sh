@@ -148,19 +148,7 @@ check_eq "a new socket works through the restarted NSM" \
 	"$(grep '^new_socket' "$NK_TMP/crash.out")" "new_socket new!"
 # the UDP server: its first datagrams may meet the NSM before the library
 # made the socket again (port unreachable, or lost): ask a few times
-got=$(ip netns exec "remote-$S" "$NK_PY" -c 'import socket
-c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-c.settimeout(0.3)
-for i in range(20):
-    try:
-        c.sendto(b"again", ("10.77.0.2", 9001))
-        d, a = c.recvfrom(100)
-        print(d.decode(), a[1])
-        break
-    except OSError:
-        pass
-else:
-    print("no answer")')
+got=$(nk_udp_ask "remote-$S" 10.77.0.2 9001 again 20)
 check_eq "the guest's UDP server answers after the restart, from its port" "$got" "echo again 9001"
 check "... and its recvfrom() never failed" not_grep -q "^udp_server" "$NK_TMP/crash.out"
 touch "$NK_TMP/killed.udp"

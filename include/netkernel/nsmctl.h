@@ -197,9 +197,10 @@ _Static_assert(sizeof(struct nsm_hdr) + sizeof(struct nsm_conn_batch) <= NSM_CTL
 /*
  * VM_DRAIN {vm_id}: the VM is moving to another NSM.  The NSM stops taking
  * new guest streams of that VM (drops its listener fd), closes the VM's
- * listening sockets' guest streams (the guest library then listens again,
- * through nkd, on the VM's new NSM) and keeps every established
- * connection until it ends; the VM's addresses stay until VM_DEL.
+ * listening sockets' guest streams and those of its UDP sockets without a
+ * peer (the guest library then listens, or binds, again, through nkd, on
+ * the VM's new NSM) and keeps every established connection (and connected
+ * UDP socket) until it ends; the VM's addresses stay until VM_DEL.
  */
 
 /*
