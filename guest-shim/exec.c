@@ -115,6 +115,13 @@ static void decode_install(char *e, int fd)
 	sk->local_len = l > 0 ? l : 0;
 	l = hex_in(&sk->peer, sizeof(sk->peer), f[5], strlen(f[5]));
 	sk->peer_len = l > 0 ? l : 0;
+	if (type == SOCK_DGRAM && sk->local_len) {
+		/* what a UDP socket binds again if its NSM goes away: its
+		 * address, as far as this side knows it (not kept across
+		 * exec once connect() made it unknown) */
+		sk->bound = sk->local;
+		sk->bound_len = sk->local_len;
+	}
 	nks_set_state(sk, state);
 	nks_install(fd, sk);
 	nks_put(sk);

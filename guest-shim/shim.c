@@ -531,9 +531,10 @@ remote_opts_done:
 				nk_real.epoll_ctl(sk->regs[i].epfd, EPOLL_CTL_DEL, fds[k], NULL);
 	if (nk_real.dup3(s, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
 		ret = -errno;
-		goto out_close;
+		goto out_epoll;	/* the fds hold the old file still: back in their sets */
 	}
 	nk_real.close(s);
+	s = -1;
 	for (k = 0; k < nfds; k++) {
 		int ofl;
 
@@ -542,6 +543,7 @@ remote_opts_done:
 		ofl = nk_real.fcntl(fds[k], F_GETFD);
 		nk_real.dup3(fd, fds[k], ofl >= 0 && (ofl & FD_CLOEXEC) ? O_CLOEXEC : 0);
 	}
+out_epoll:
 	for (i = 0; i < sk->nregs; i++) {
 		struct nks_epreg *r = &sk->regs[i];
 
@@ -553,6 +555,8 @@ remote_opts_done:
 				nk_real.epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->fd, &r->ev);
 		}
 	}
+	if (s >= 0)
+		goto out_close;	/* dup3 failed */
 	nks_set_state(sk, NKS_SETUP);
 	__atomic_add_fetch(&sk->gen, 1, __ATOMIC_RELEASE);
 	return 0;
@@ -1142,10 +1146,15 @@ static int udp_revive(struct nk_sock *sk, int fd, unsigned int gen)
 static int udp_ctl_call(struct nk_sock *sk, int fd, uint8_t op, void *req, size_t reqlen,
 			void *rep, size_t replen)
 {
-	int ret = nk_ctl_call(sk->nsm, op, req, reqlen, rep, replen);
+	int ret;
 
-	if (sk->type != SOCK_DGRAM || (ret != -ENOTSOCK && ret != -ECONNRESET) ||
-	    udp_revive_locked(sk, fd))
+	if (sk->type == SOCK_DGRAM && sk->dead)
+		return -ENETDOWN;	/* lost with its NSM */
+	ret = nk_ctl_call(sk->nsm, op, req, reqlen, rep, replen);
+	if (sk->type != SOCK_DGRAM || (ret != -ENOTSOCK && ret != -ECONNRESET))
+		return ret;
+	ret = udp_revive_locked(sk, fd);
+	if (ret)
 		return ret;
 	memcpy(req, &sk->token, sizeof(sk->token));
 	return nk_ctl_call(sk->nsm, op, req, reqlen, rep, replen);

@@ -1183,6 +1183,19 @@ while True:
         print(who, "error", errno.errorcode.get(e.errno), flush=True)
         break'
 UFORK=$NK_BG_PID
+# Port 5303: a socket bound, then passed across exec to the program that
+# serves on it (the library's knowledge of it goes along in NK_FDS).
+NK_LOG=1 nk_guest_bg g1 "$NK_TMP/udp-exec.log" "$NK_PY" -c 'import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5303))
+s.set_inheritable(True)
+os.execv(sys.executable, [sys.executable, "-c", """import socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+print("serving", flush=True)
+while True:
+    d, a = s.recvfrom(100)
+    s.sendto(b"echo " + d, a)""", str(s.fileno())])'
+UEXEC=$NK_BG_PID
 # udp_ask WORD [PORT]: the server's answer to WORD and its port (a few
 # tries: a datagram sent while the socket is being made again is lost)
 udp_ask()
@@ -1198,8 +1211,9 @@ udp_off()
 	! udp_on "$1"
 }
 check "the guest's UDP server is bound (on $N1)" wait_for -t 5 udp_on "$N1"
-check "... and the other two (5301, 5302)" wait_for -t 5 bash -c \
-	"grep -q bound '$NK_TMP/udp-opt.log' && [ \$(grep -c serving '$NK_TMP/udp-fork.log') = 2 ]"
+check "... and the other three (5301, 5302, 5303)" wait_for -t 5 bash -c \
+	"grep -q bound '$NK_TMP/udp-opt.log' && [ \$(grep -c serving '$NK_TMP/udp-fork.log') = 2 ] &&
+	 grep -q serving '$NK_TMP/udp-exec.log'"
 check_eq "it answers" "$(udp_ask before)" "echo before 5300"
 live_client "$NK_TMP/live6"
 nk_run_nkctl vm set vm1 nsm "$N2"
@@ -1231,6 +1245,8 @@ check_eq "... the other one's receive failed with ENETDOWN (it could not bind th
 	"$(grep -c " error ENETDOWN$" "$NK_TMP/udp-fork.log") $(grep -c "UDP socket made again" "$NK_TMP/udp-fork.log") $(grep -c "UDP socket lost with its NSM" "$NK_TMP/udp-fork.log")" "1 1 1"
 check_eq "... and $N2 has one socket on 5302" \
 	"$(ip netns exec "nk-$N2" ss -Huan "( sport = :5302 )" | wc -l)" 1
+check_eq "5303 (bound, then passed across exec): it answers from its port" \
+	"$(udp_ask exec 5303)" "echo exec 5303"
 touch "$NK_TMP/live6/again"
 wait "$LIVE"
 check_eq "the drained connection is served on $N1" "$(tail -n 1 "$NK_TMP/live6/log")" "again 200"
@@ -1242,7 +1258,7 @@ check_eq "the library made it again at each move" \
 	"$(grep -c "UDP socket made again" "$NK_TMP/udp-srv.log")" 2
 nk_stop "$USRV"
 nk_stop "$UOPT"
-nk_stop "$UFORK"
+nk_stop "$UFORK" "$UEXEC"
 
 log_step "nkd restarted with --config while vm1 drains from $N1: the drain goes on"
 # The drains are nkd's own state (STATE-DIR/nkd.json), not the operator's
