@@ -1181,7 +1181,9 @@ while True:
         s.sendto(b"echo " + d, a)
     except OSError as e:
         print(who, "error", errno.errorcode.get(e.errno), flush=True)
-        break'
+        break
+while True:	# the parent stays: the child dies with it
+    signal.pause()'
 UFORK=$NK_BG_PID
 # Port 5303: a socket bound, then passed across exec to the program that
 # serves on it (the library's knowledge of it goes along in NK_FDS).
