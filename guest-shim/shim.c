@@ -577,7 +577,7 @@ static int promote(struct nk_sock *sk, int fd)
  * in the same fd, so a server keeps serving across an NSM restart or a
  * move.  An attempt that lands on an NSM in the middle of a move (it takes
  * the new stream or channel, then drops the VM) is tried again after a
- * short pause, for about a second in all.  When listening again is
+ * short pause (reattach()).  When listening again is
  * not possible (another process sharing the listener got the port first),
  * the fd becomes a quiet stream that is never readable, so an event loop
  * does not spin on a dead listener; the log says what happened.
@@ -604,10 +604,11 @@ static int relisten_once(struct nk_sock *sk, int fd)
 }
 
 /*
- * The host went away under an attempt (not: the port is taken, a timeout).
- * ENOTSOCK: the NSM dropped the VM, with the new socket, and took it back.
+ * The host went away under an attempt at making a socket again (not: the
+ * port is taken, a timeout).  ENOTSOCK: the NSM dropped the VM, with the
+ * new socket, and took it back.
  */
-static bool relisten_transient(int err)
+static bool reattach_transient(int err)
 {
 	switch (err) {
 	case ENOTSOCK:
@@ -645,11 +646,12 @@ static void fd_make_quiet(struct nk_sock *sk, int fd)
 
 /*
  * once() until it succeeds or fails for good, with pauses of about a
- * second in all between attempts that met a move (relisten_transient()),
+ * second in all between attempts that met a move (reattach_transient()),
  * and no new attempt 3 s after the first began (an attempt may wait for
- * an NSM that does not answer); sk->lock held.  Between attempts the socket is in state st to the
- * program's other threads (a failed attempt may have left it in SETUP).
- * what: for the log.
+ * an NSM that does not answer); sk->lock held.  Between attempts the
+ * socket is in state st to the program's other threads (a failed attempt
+ * may have left it in SETUP).  what: for the log.  -EBADF: the program
+ * closed the fd meanwhile; -ESHUTDOWN: it shut the listener down.
  */
 static int reattach(struct nk_sock *sk, int fd, int (*once)(struct nk_sock *, int),
 		    enum nks_state st, const char *what)
@@ -665,7 +667,7 @@ static int reattach(struct nk_sock *sk, int fd, int (*once)(struct nk_sock *, in
 		if (ret)
 			nks_set_state(sk, st);
 		clock_gettime(CLOCK_MONOTONIC, &t);
-		if (!ret || !relisten_transient(-ret) || i == sizeof(pause_ms) / sizeof(pause_ms[0]) ||
+		if (!ret || !reattach_transient(-ret) || i == sizeof(pause_ms) / sizeof(pause_ms[0]) ||
 		    (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 +
 			    pause_ms[i] > 3000)
 			return ret;
@@ -678,7 +680,7 @@ static int reattach(struct nk_sock *sk, int fd, int (*once)(struct nk_sock *, in
 		if (!nks_fd_is(fd, sk))
 			return -EBADF;
 		if (sk->shut)
-			return -EINVAL;
+			return -ESHUTDOWN;
 	}
 }
 
@@ -687,7 +689,9 @@ static int relisten(struct nk_sock *sk, int fd)
 	int ret;
 
 	ret = reattach(sk, fd, relisten_once, NKS_LISTENING, "listening again");
-	if (ret == -EBADF || ret == -EINVAL)
+	if (ret == -ESHUTDOWN)
+		return -EINVAL;	/* as accept() on a shut listener */
+	if (ret == -EBADF)
 		return ret;
 	if (!ret) {
 		nks_set_state(sk, NKS_LISTENING);
