@@ -1413,11 +1413,20 @@ NK_API int listen(int fd, int backlog)
 	}
 	req = (struct nk_sock_req){ .token = sk->token, .arg = backlog };
 	ret = nk_ctl_call(sk->nsm, NK_OP_LISTEN, &req, sizeof(req), NULL, 0);
+	if ((ret == -ENOTSOCK || ret == -ECONNRESET) && sk->state == NKS_SETUP && sk->local_len) {
+		/* Bound before its VM moved (or its NSM restarted): the NSM
+		 * that had it no longer gets its connections.  Make it again
+		 * on the VM's NSM, bound the same, and listen there. */
+		sk->backlog = backlog;
+		ret = reattach(sk, fd, relisten_once, NKS_SETUP, "listening on the VM's NSM");
+		if (!ret)
+			nk_logf("fd %d: bound before its NSM went away: listening on the VM's NSM", fd);
+	}
 	if (ret)
 		goto out;
 	sk->backlog = backlog;
 	nks_set_state(sk, NKS_LISTENING);
-	req.arg = 0;
+	req = (struct nk_sock_req){ .token = sk->token };	/* made again: a new one */
 	if (!nk_ctl_call(sk->nsm, NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep)))
 		nk_set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
 out:

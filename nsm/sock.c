@@ -1048,6 +1048,16 @@ static int op_listen(struct nsock *ns, int backlog)
 
 	if (ns->type == SOCK_DGRAM)
 		return -EOPNOTSUPP;
+	if (ns->state == NK_STATE_SETUP && ns->vm->drained) {
+		/* Bound here before the VM moved away: a listener here would
+		 * get none of its connections (the steering sends them to the
+		 * VM's new NSM).  The socket ends; the library makes it again
+		 * there and listens (ENOTSOCK, as after VM_DRAIN). */
+		vm_info(ns->vm, "socket %#llx: listen while the VM drains from here: closed, "
+			"to listen on its new NSM", (unsigned long long)ns->token);
+		nsock_kill(ns, 0);
+		return -ENOTSOCK;
+	}
 	if (ns->state == NK_STATE_LISTENING) {
 		if (listen(ns->fd, backlog))
 			return -errno;

@@ -1262,6 +1262,49 @@ nk_stop "$USRV"
 nk_stop "$UOPT"
 nk_stop "$UFORK" "$UEXEC"
 
+log_step "a TCP socket bound before a move $N1 -> $N2 and made to listen after it listens on $N2"
+# The bound socket stays on $N1 through the move (a connect from it would
+# complete there, pinned); a listener there would get none of vm1's
+# connections.  $N1 ends it at the listen, and the library makes it again
+# on $N2, bound the same, and listens there.
+rm -f "$NK_TMP/late-listen"
+NK_LOG=1 nk_guest_bg g1 "$NK_TMP/late-listen.log" "$NK_PY" -c 'import os, socket, sys, time
+s = socket.socket()
+s.bind(("0.0.0.0", 8081))
+print("bound", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+s.listen(8)
+print("listening", flush=True)
+while True:
+    c, a = s.accept()
+    c.sendall(b"late\n")
+    c.close()' "$NK_TMP/late-listen"
+LLS=$NK_BG_PID
+late_bound()
+{
+	grep -q "^bound" "$NK_TMP/late-listen.log"
+}
+check "the guest bound its socket (on $N1)" wait_for -t 5 late_bound
+live_client "$NK_TMP/live7"
+nk_run_nkctl vm set vm1 nsm "$N2"
+check_eq "vm1 drains from $N1 (nkd.json)" "$(drains_from "$N1")" 1
+touch "$NK_TMP/late-listen"
+late_on_n2()
+{
+	ip netns exec "nk-$N2" ss -Htln "( sport = :8081 )" | grep -q .
+}
+check "it listens on $N2" wait_for -t 5 late_on_n2
+check_eq "the remote host connects to it" \
+	"$(ip netns exec "remote-$S" curl -s --max-time 3 "telnet://$A:8081" </dev/null)" late
+check_eq "$N1 has no socket on 8081" "$(ip netns exec "nk-$N1" ss -Htan "( sport = :8081 )" | wc -l)" 0
+sed 's/^/    /' "$NK_TMP/late-listen.log"
+touch "$NK_TMP/live7/again"
+wait "$LIVE"
+check_eq "the drained connection is served on $N1" "$(tail -n 1 "$NK_TMP/live7/log")" "again 200"
+nk_stop "$LLS"
+back_on_n1
+
 log_step "nkd restarted with --config while vm1 drains from $N1: the drain goes on"
 # The drains are nkd's own state (STATE-DIR/nkd.json), not the operator's
 # configuration: a restart with --config FILE resumes them too, and keeps
