@@ -405,6 +405,9 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	struct timeval notimeo = { 0 };
 	struct nk_hello_rep rep = { 0 };
 	bool setup_refused = false;
+	uint64_t old_token = sk->token;
+	uint32_t old_nsm = sk->nsm;
+	uint8_t old_accept_op = sk->accept_op;
 	struct stat old_st;
 	int fl, fdfl, s, ret, i, dom = 0, fds[16], nfds, j, k;
 	socklen_t dl = sizeof(dom);
@@ -563,6 +566,10 @@ out_epoll:
 
 out_close:
 	nk_real.close(s);
+	/* still the socket it was (the new one ends with its stream) */
+	sk->token = old_token;
+	sk->nsm = old_nsm;
+	sk->accept_op = old_accept_op;
 	return ret;
 }
 
@@ -582,25 +589,27 @@ static int promote(struct nk_sock *sk, int fd)
  * the fd becomes a quiet stream that is never readable, so an event loop
  * does not spin on a dead listener; the log says what happened.
  */
+static int relisten_setup(struct nk_sock *sk)
+{
+	struct nk_addr_req breq = { .token = sk->token };
+	struct nk_sock_req lreq = { .token = sk->token, .arg = sk->backlog };
+	struct nk_addr_rep rep;
+	int ret = 0;
+
+	if (sk->local_len) {	/* unbound: the NSM binds it at the listen */
+		ret = nk_addr_from_sockaddr(&breq.addr, (struct sockaddr *)&sk->local,
+					    sk->local_len);
+		if (!ret)
+			ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &breq, sizeof(breq), &rep,
+					  sizeof(rep));
+	}
+	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
+}
+
+/* The fd (and the socket's token) change only once the new socket listens. */
 static int relisten_once(struct nk_sock *sk, int fd)
 {
-	struct nk_addr_req breq = { 0 };
-	struct nk_sock_req lreq;
-	struct nk_addr_rep rep;
-	int ret;
-
-	ret = nk_addr_from_sockaddr(&breq.addr, (struct sockaddr *)&sk->local, sk->local_len);
-	if (!ret)
-		ret = promote_stream(sk, fd, true, NULL, NULL, NULL);
-	if (!ret) {
-		breq.token = sk->token;
-		ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &breq, sizeof(breq), &rep, sizeof(rep));
-	}
-	if (!ret) {
-		lreq = (struct nk_sock_req){ .token = sk->token, .arg = sk->backlog };
-		ret = nk_ctl_call(sk->nsm, NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
-	}
-	return ret;
+	return promote_stream(sk, fd, true, NULL, NULL, relisten_setup);
 }
 
 /*
@@ -715,7 +724,8 @@ static int promote_errno(int ret, int op_default)
 	case ECONNRESET:
 	case ETIMEDOUT:
 	case EPROTO:
-		return op_default;	/* the host is not there */
+	case ENOTSOCK:
+		return op_default;	/* the host is not there (or lost the socket) */
 	default:
 		return -ret;
 	}
@@ -1413,14 +1423,20 @@ NK_API int listen(int fd, int backlog)
 	}
 	req = (struct nk_sock_req){ .token = sk->token, .arg = backlog };
 	ret = nk_ctl_call(sk->nsm, NK_OP_LISTEN, &req, sizeof(req), NULL, 0);
-	if ((ret == -ENOTSOCK || ret == -ECONNRESET) && sk->state == NKS_SETUP && sk->local_len) {
-		/* Bound before its VM moved (or its NSM restarted): the NSM
-		 * that had it no longer gets its connections.  Make it again
-		 * on the VM's NSM, bound the same, and listen there. */
+	if ((ret == -ENOTSOCK || ret == -ECONNRESET) && sk->state == NKS_SETUP) {
+		/* Made before its VM moved (or its NSM restarted): the NSM
+		 * that has it no longer gets its connections.  Make it again
+		 * on the VM's NSM, bound the same, and listen there; if that
+		 * fails, the socket stays as it was. */
+		int old_backlog = sk->backlog;
+
 		sk->backlog = backlog;
 		ret = reattach(sk, fd, relisten_once, NKS_SETUP, "listening on the VM's NSM");
 		if (!ret)
-			nk_logf("fd %d: bound before its NSM went away: listening on the VM's NSM", fd);
+			nk_logf("fd %d: made before its NSM went away: listening on the VM's NSM", fd);
+		else
+			sk->backlog = old_backlog;
+		ret = ret ? -promote_errno(ret, EADDRNOTAVAIL) : 0;
 	}
 	if (ret)
 		goto out;

@@ -480,6 +480,10 @@ static int vm_add(const struct nsm_vm_add *m)
 		vm->fwd_until = now_mono() + NSM_CLAIM_FWD_S;
 		vm->nfwd = 0;
 	}
+	/* The VM is this NSM's again (a move back, or the rollback of a
+	 * failed move, which sends VM_DRAIN again if it must); a VM without
+	 * a guest listener (vsock only) gets no ATTACH_LISTENER to say so. */
+	vm->drained = false;
 	if (strcmp(vm->name, m->name) && !created)
 		info("vm %s: renamed to %s", vm->name, m->name);
 	memcpy(vm->name, m->name, NK_NAME_MAX);

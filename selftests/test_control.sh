@@ -1297,7 +1297,8 @@ late_on_n2()
 check "it listens on $N2" wait_for -t 5 late_on_n2
 check_eq "the remote host connects to it" \
 	"$(ip netns exec "remote-$S" curl -s --max-time 3 "telnet://$A:8081" </dev/null)" late
-check_eq "$N1 has no socket on 8081" "$(ip netns exec "nk-$N1" ss -Htan "( sport = :8081 )" | wc -l)" 0
+check_eq "$N1 has no socket of vm1 on 8081 (conn list)" \
+	"$(jpy "$(conns_json)" "sum(1 for c in j if c['nsm'] == '$N1' and c['local'].endswith(':8081'))")" 0
 sed 's/^/    /' "$NK_TMP/late-listen.log"
 touch "$NK_TMP/live7/again"
 wait "$LIVE"
