@@ -221,6 +221,8 @@ bool nk_transport_is_unix(void);
 void nk_ctl_atfork_prepare(void);
 void nk_ctl_atfork_parent(void);
 void nk_ctl_atfork_child(void);
+/* CLOCK_MONOTONIC in ms. */
+int64_t nk_mono_ms(void);
 /* Descriptor numbers in [first, last] were closed or replaced. */
 void nk_ctl_fd_gone(int first, int last);
 

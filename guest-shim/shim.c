@@ -237,7 +237,7 @@ static bool opt_postable(const struct nk_sock *sk, int fd, int level, int name,
 	}
 }
 
-static int udp_ctl_call(struct nk_sock *sk, int fd, uint8_t op, void *req, size_t reqlen,
+static int sock_ctl_call(struct nk_sock *sk, int fd, uint8_t op, void *req, size_t reqlen,
 			void *rep, size_t replen);
 
 /* fd: the socket's stream, or -1 (nothing is posted then) */
@@ -263,7 +263,7 @@ static int remote_setsockopt(struct nk_sock *sk, int fd, int level, int name, co
 		return 0;
 	if (fd < 0)
 		return nk_ctl_call(sk->nsm, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
-	return udp_ctl_call(sk, fd, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
+	return sock_ctl_call(sk, fd, NK_OP_SETSOCKOPT, &req, sizeof(req), NULL, 0);
 }
 
 /*
@@ -589,27 +589,25 @@ static int promote(struct nk_sock *sk, int fd)
  * the fd becomes a quiet stream that is never readable, so an event loop
  * does not spin on a dead listener; the log says what happened.
  */
-static int relisten_setup(struct nk_sock *sk)
+/* BIND the socket's new token to addr (a set-up step of promote_stream()). */
+static int bind_again(struct nk_sock *sk, const struct sockaddr_storage *addr, socklen_t len)
 {
-	struct nk_addr_req breq = { .token = sk->token };
-	struct nk_sock_req lreq = { .token = sk->token, .arg = sk->backlog };
+	struct nk_addr_req req = { .token = sk->token };
 	struct nk_addr_rep rep;
-	int ret = 0;
+	int ret = nk_addr_from_sockaddr(&req.addr, (const struct sockaddr *)addr, len);
 
-	if (sk->local_len) {	/* unbound: the NSM binds it at the listen */
-		ret = nk_addr_from_sockaddr(&breq.addr, (struct sockaddr *)&sk->local,
-					    sk->local_len);
-		if (!ret)
-			ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &breq, sizeof(breq), &rep,
-					  sizeof(rep));
-	}
-	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
+	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
 }
 
 /* The fd (and the socket's token) change only once the new socket listens. */
-static int relisten_once(struct nk_sock *sk, int fd)
+static int relisten_setup(struct nk_sock *sk)
 {
-	return promote_stream(sk, fd, true, NULL, NULL, relisten_setup);
+	struct nk_sock_req lreq = { .token = sk->token, .arg = sk->backlog };
+	int ret = 0;
+
+	if (sk->local_len)	/* unbound: the NSM binds it at the listen */
+		ret = bind_again(sk, &sk->local, sk->local_len);
+	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
 }
 
 /*
@@ -654,31 +652,28 @@ static void fd_make_quiet(struct nk_sock *sk, int fd)
 }
 
 /*
- * once() until it succeeds or fails for good, with pauses of about a
- * second in all between attempts that met a move (reattach_transient()),
- * and no new attempt 3 s after the first began (an attempt may wait for
- * an NSM that does not answer); sk->lock held.  Between attempts the
- * socket is in state st to the program's other threads (a failed attempt
- * may have left it in SETUP).  what: for the log.  -EBADF: the program
- * closed the fd meanwhile; -ESHUTDOWN: it shut the listener down.
+ * Make the socket again on the VM's NSM, in the same fd
+ * (promote_stream(), with setup), until that succeeds or fails for good,
+ * with pauses of about a second in all between attempts that met a move
+ * (reattach_transient()), and no new attempt 3 s after the first began
+ * (an attempt may wait for an NSM that does not answer); sk->lock held.
+ * The socket is in state st after each attempt (promote_stream() leaves a
+ * new one in SETUP).  what: for the log.  -EBADF: the program closed the
+ * fd meanwhile; -ESHUTDOWN: it shut the listener down.
  */
-static int reattach(struct nk_sock *sk, int fd, int (*once)(struct nk_sock *, int),
+static int reattach(struct nk_sock *sk, int fd, int (*setup)(struct nk_sock *),
 		    enum nks_state st, const char *what)
 {
 	static const unsigned int pause_ms[] = { 10, 20, 50, 100, 200, 300, 400 };
-	struct timespec t0, t;
+	int64_t t0 = nk_mono_ms();
 	unsigned int i;
 	int ret;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (i = 0;; i++) {
-		ret = once(sk, fd);
-		if (ret)
-			nks_set_state(sk, st);
-		clock_gettime(CLOCK_MONOTONIC, &t);
+		ret = promote_stream(sk, fd, true, NULL, NULL, setup);
+		nks_set_state(sk, st);
 		if (!ret || !reattach_transient(-ret) || i == sizeof(pause_ms) / sizeof(pause_ms[0]) ||
-		    (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 +
-			    pause_ms[i] > 3000)
+		    nk_mono_ms() - t0 + pause_ms[i] > 3000)
 			return ret;
 		nk_logf("fd %d: %s failed (%s); trying again in %u ms", fd, what, strerror(-ret),
 			pause_ms[i]);
@@ -697,13 +692,12 @@ static int relisten(struct nk_sock *sk, int fd)
 {
 	int ret;
 
-	ret = reattach(sk, fd, relisten_once, NKS_LISTENING, "listening again");
+	ret = reattach(sk, fd, relisten_setup, NKS_LISTENING, "listening again");
 	if (ret == -ESHUTDOWN)
 		return -EINVAL;	/* as accept() on a shut listener */
 	if (ret == -EBADF)
 		return ret;
 	if (!ret) {
-		nks_set_state(sk, NKS_LISTENING);
 		nk_logf("fd %d: listener re-established after its NSM restarted or the VM moved", fd);
 		return 0;
 	}
@@ -1082,33 +1076,12 @@ static int check_inet_addr(struct nk_sock *sk, const struct sockaddr *addr, sock
 static int udp_revive_setup(struct nk_sock *sk)
 {
 	struct nk_addr_req req = { .token = sk->token };
-	struct nk_addr_rep rep;
-	int ret;
+	int ret = sk->bound_len ? bind_again(sk, &sk->bound, sk->bound_len) : 0;
 
-	if (sk->bound_len) {
-		ret = nk_addr_from_sockaddr(&req.addr, (struct sockaddr *)&sk->bound,
-					    sk->bound_len);
-		if (!ret)
-			ret = nk_ctl_call(sk->nsm, NK_OP_BIND, &req, sizeof(req), &rep,
-					  sizeof(rep));
-		if (ret)
-			return ret;
-	}
-	if (sk->state != NKS_CONNECTED)
-		return 0;
+	if (ret || sk->state != NKS_CONNECTED)
+		return ret;
 	ret = nk_addr_from_sockaddr(&req.addr, (struct sockaddr *)&sk->peer, sk->peer_len);
 	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
-}
-
-static int udp_revive_once(struct nk_sock *sk, int fd)
-{
-	bool connected = sk->state == NKS_CONNECTED;
-	int ret;
-
-	ret = promote_stream(sk, fd, true, NULL, NULL, udp_revive_setup);
-	if (!ret)
-		nks_set_state(sk, connected ? NKS_CONNECTED : NKS_SETUP);
-	return ret;
 }
 
 /* As udp_revive(), sk->lock held; the caller checked gen. */
@@ -1121,7 +1094,7 @@ static int udp_revive_locked(struct nk_sock *sk, int fd)
 		return -EBADF;	/* closed meanwhile (the number reused?) */
 	if (sk->dead || (st != NKS_SETUP && st != NKS_CONNECTED))
 		return -ENETDOWN;
-	ret = reattach(sk, fd, udp_revive_once, st, "making the UDP socket again");
+	ret = reattach(sk, fd, udp_revive_setup, st, "making the UDP socket again");
 	if (!ret) {
 		nk_logf("fd %d: UDP socket made again after its NSM restarted or the VM moved", fd);
 		return 0;
@@ -1157,7 +1130,7 @@ static int udp_revive(struct nk_sock *sk, int fd, unsigned int gen)
  * ECONNRESET: its NSM instance is gone), the socket is made again and the
  * request sent once more with the new token.  sk->lock held.
  */
-static int udp_ctl_call(struct nk_sock *sk, int fd, uint8_t op, void *req, size_t reqlen,
+static int sock_ctl_call(struct nk_sock *sk, int fd, uint8_t op, void *req, size_t reqlen,
 			void *rep, size_t replen)
 {
 	int ret;
@@ -1279,7 +1252,7 @@ static int udp_connect(struct nk_sock *sk, int fd, const struct sockaddr *addr, 
 			return -promote_errno(ret, ENETUNREACH);
 	}
 	req.token = sk->token;
-	ret = udp_ctl_call(sk, fd, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
+	ret = sock_ctl_call(sk, fd, NK_OP_CONNECT, &req, sizeof(req), NULL, 0);
 	if (ret)
 		return ret;
 	sk->local_len = 0;	/* the NSM may have bound it now */
@@ -1375,7 +1348,7 @@ NK_API int bind(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	req.token = sk->token;
 	req.pad0 = 0;
-	ret = udp_ctl_call(sk, fd, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
+	ret = sock_ctl_call(sk, fd, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
 	if (!ret) {
 		nk_set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
 		if (sk->type == SOCK_DGRAM) {
@@ -1431,7 +1404,7 @@ NK_API int listen(int fd, int backlog)
 		int old_backlog = sk->backlog;
 
 		sk->backlog = backlog;
-		ret = reattach(sk, fd, relisten_once, NKS_SETUP, "listening on the VM's NSM");
+		ret = reattach(sk, fd, relisten_setup, NKS_SETUP, "listening on the VM's NSM");
 		if (!ret)
 			nk_logf("fd %d: made before its NSM went away: listening on the VM's NSM", fd);
 		else
@@ -1815,7 +1788,7 @@ static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
 			      peer ? sk->peer_len : sk->local_len);
 	} else {
 		req = (struct nk_sock_req){ .token = sk->token, .arg = peer };
-		ret = udp_ctl_call(sk, fd, NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep));
+		ret = sock_ctl_call(sk, fd, NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep));
 		if (!ret) {
 			struct sockaddr_storage ss;
 			socklen_t len;
@@ -1969,7 +1942,7 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		.name = name,
 		.optlen = *len > NK_OPT_MAX ? NK_OPT_MAX : *len,
 	};
-	ret = udp_ctl_call(sk, fd, NK_OP_GETSOCKOPT, &req, sizeof(req), &rep, sizeof(rep));
+	ret = sock_ctl_call(sk, fd, NK_OP_GETSOCKOPT, &req, sizeof(req), &rep, sizeof(rep));
 	if (ret == -ENOTSOCK && sk->state == NKS_CONNECTED) {
 		ret = ended_sockopt(sk, false, level, name, val, len);
 	} else if (!ret) {

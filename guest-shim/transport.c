@@ -237,7 +237,7 @@ int nk_send_all(int fd, const void *buf, size_t len)
  * or -1; see nk_ctl_call_timeout(). */
 static __thread int64_t recv_deadline = -1;
 
-static int64_t mono_ms(void)
+int64_t nk_mono_ms(void)
 {
 	struct timespec ts;
 
@@ -253,7 +253,7 @@ int nk_recv_all(int fd, void *buf, size_t len)
 	while (len) {
 		if (recv_deadline >= 0) {
 			struct pollfd pfd = { .fd = fd, .events = POLLIN };
-			int64_t left = recv_deadline - mono_ms();
+			int64_t left = recv_deadline - nk_mono_ms();
 
 			if (left <= 0 || nk_real.poll(&pfd, 1, (int)left) == 0)
 				return -ETIMEDOUT;
@@ -613,7 +613,7 @@ int nk_ctl_call_timeout(uint32_t nsm, uint8_t op, const void *req, size_t reqlen
 {
 	int ret;
 
-	recv_deadline = mono_ms() + timeout_ms;
+	recv_deadline = nk_mono_ms() + timeout_ms;
 	ret = nk_ctl_call(nsm, op, req, reqlen, rep, replen);
 	recv_deadline = -1;
 	return ret;

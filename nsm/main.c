@@ -346,20 +346,21 @@ static struct vm *data_event_vm(const struct epoll_event *ev)
  * posted only once the stream is read up, guest-shim/shim.c
  * opt_postable()).  Nothing else moves: nkd's messages, other VMs' events
  * and a channel with no data event of its VM ahead of it keep their place.
+ * n <= NSM_EVENT_BATCH.
  */
 static void dispatch_batch(struct epoll_event *evs, int n)
 {
 	static const union nsm_ref done = { .type = EP_NONE, .fd = -1 };
-	struct vm *ctl_vm[64], *vm;
+	struct vm *ctl_vm[NSM_EVENT_BATCH], *vm;
 	int i, j, nctl = 0;
 
-	for (i = 0; i < n && i < 64; i++) {
+	for (i = 0; i < n; i++) {
 		ctl_vm[i] = ctl_event_vm(&evs[i]);
 		nctl += ctl_vm[i] != NULL;
 	}
 	for (i = 0; i < n; i++) {
 		if (nctl && (vm = data_event_vm(&evs[i])))
-			for (j = i + 1; j < n && j < 64; j++)
+			for (j = i + 1; j < n; j++)
 				if (ctl_vm[j] == vm) {
 					dispatch(&evs[j]);
 					evs[j].data.u64 = done.u64;
@@ -704,7 +705,7 @@ static void bulk_poll_auto(void)
 
 int main(int argc, char **argv)
 {
-	struct epoll_event evs[64];
+	struct epoll_event evs[NSM_EVENT_BATCH];
 	uint64_t spin_until = 0, last_burst = 0, moved0;
 	int ret, n;
 

@@ -41,6 +41,7 @@
 #include "log.h"
 
 #define NSM_HELLO_TIMEOUT	5	/* s for a new stream to say HELLO */
+#define NSM_EVENT_BATCH		64	/* events taken from epoll at once */
 /* every HELLO flag this NSM takes, in each HELLO reply (nk_hello_rep) */
 #define NSM_HELLO_FLAGS		(NK_HELLO_F_SETUP | NK_HELLO_F_OFFER | NK_HELLO_F_QUIET | \
 				 NK_HELLO_F_POST)
