@@ -89,21 +89,13 @@ next:;
 		nks_put(sks[j]);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining(int64_t deadline)
 {
 	int64_t left;
 
 	if (deadline < 0)
 		return -1;
-	left = deadline - now_ms();
+	left = deadline - nk_mono_ms();
 	return left > 0 ? (int)left : 0;
 }
 
@@ -182,7 +174,7 @@ static int poll_common(struct pollfd *fds, nfds_t n, int timeout, const sigset_t
 		r = is_ppoll ? nk_real.ppoll(fds, n, ts, sigmask) : nk_real.poll(fds, n, timeout);
 		goto out;
 	}
-	deadline = timeout < 0 ? -1 : now_ms() + timeout;
+	deadline = timeout < 0 ? -1 : nk_mono_ms() + timeout;
 	for (;;) {
 		for (t = 0; t < nc; t++)
 			fds[idx[t]].events = (want[t] & ~POLLOUT) | POLLIN;
@@ -398,11 +390,11 @@ NK_API int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 		errno = EINVAL;
 		return -1;
 	}
-	t0 = now_ms();
+	t0 = nk_mono_ms();
 	ret = select_via_poll(nfds, r, w, e, timeout, NULL, false);
 	if (tv && timeout >= 0) {
 		/* Linux leaves the time not slept in *tv. */
-		left = timeout - (now_ms() - t0);
+		left = timeout - (nk_mono_ms() - t0);
 		if (left < 0 || ret == 0)
 			left = 0;
 		tv->tv_sec = left / 1000;
@@ -537,7 +529,7 @@ next:
 static int epoll_common(int epfd, struct epoll_event *evs, int max, int timeout,
 			const sigset_t *sigmask, bool is_p)
 {
-	int64_t deadline = timeout < 0 ? -1 : now_ms() + timeout;
+	int64_t deadline = timeout < 0 ? -1 : nk_mono_ms() + timeout;
 	int n, t = timeout;
 
 	for (;;) {

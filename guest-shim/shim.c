@@ -1429,14 +1429,13 @@ static int wait_connected(struct nk_sock *sk, int fd)
 	struct timeval tv = { 0 };
 	socklen_t tl = sizeof(tv);
 	int timeout = -1, ret;
-
-	struct timespec t0, t1;
+	int64_t t0;
 
 	/* A blocking connect honours SO_SNDTIMEO, as Linux does. */
 	if (!nk_real.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) &&
 	    (tv.tv_sec || tv.tv_usec))
 		timeout = tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = nk_mono_ms();
 	/* Wait for the record without holding sk->lock: other threads'
 	 * calls on this socket (getsockname, shutdown, close...) must not
 	 * wait for the handshake, as on Linux. */
@@ -1451,9 +1450,7 @@ static int wait_connected(struct nk_sock *sk, int fd)
 		}
 		/* Wait first: the record is rarely there yet. */
 		if (timeout >= 0) {
-			clock_gettime(CLOCK_MONOTONIC, &t1);
-			left = timeout - (int)((t1.tv_sec - t0.tv_sec) * 1000 +
-					       (t1.tv_nsec - t0.tv_nsec) / 1000000);
+			left = timeout - (int)(nk_mono_ms() - t0);
 			if (left <= 0)
 				return -EINPROGRESS;	/* timed out; still connecting */
 		}
