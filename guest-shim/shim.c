@@ -312,6 +312,26 @@ static void save_opt(struct nk_sock *sk, int level, int name, const void *val, s
 	memcpy(sk->opts[i].val, val, len);
 }
 
+/*
+ * An option set before the socket existed on the NSM (Linux's own check
+ * took it) that the NSM does not take (ENOPROTOOPT: not in its list, or
+ * not in its kernel): on Linux the setsockopt() succeeded, so the socket
+ * goes on without it rather than failing the connect, bind or send that
+ * made it (docs/compat.md).  Forgotten, so that no later socket made for
+ * the fd asks again.
+ */
+static bool opt_unsupported_drop(struct nk_sock *sk, int i, int err)
+{
+	if (err != ENOPROTOOPT)
+		return false;
+	nk_logf("option level %d name %d, set before the socket existed on the host, is not "
+		"supported by the host's NSM: the socket goes on without it",
+		sk->opts[i].level, sk->opts[i].name);
+	memmove(&sk->opts[i], &sk->opts[i + 1], (sk->nopts - i - 1) * sizeof(sk->opts[0]));
+	sk->nopts--;
+	return true;
+}
+
 /* Append one request to a batch of pipelined messages. */
 static size_t batch_add(uint8_t *buf, size_t off, uint8_t op, const void *body, size_t len)
 {
@@ -340,7 +360,7 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 	uint8_t buf[sizeof(struct nk_hdr) * (NKS_SAVED_OPTS + 2) + sizeof(*req) +
 		    NKS_SAVED_OPTS * sizeof(struct nk_opt_req) + sizeof(struct nk_addr_req)];
 	struct nk_addr_req creq = { .addr = *dst };
-	int i, ret, nopt = 0, operr = 0;
+	int i, ret, nopt = 0, operr = 0, dropped = 0, sent[NKS_SAVED_OPTS];
 	size_t off;
 
 	req->flags = NK_HELLO_F_SETUP;
@@ -353,7 +373,7 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 			continue;
 		memcpy(oreq.val, o->val, o->len);
 		off = batch_add(buf, off, NK_OP_SETSOCKOPT, &oreq, sizeof(oreq));
-		nopt++;
+		sent[nopt++] = i;
 	}
 	off = batch_add(buf, off, NK_OP_CONNECT, &creq, sizeof(creq));
 	ret = nk_send_all(s, buf, off);
@@ -363,6 +383,12 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 		return -EPROTONOSUPPORT;	/* closed unanswered: an NSM without the flag */
 	for (i = 0; i < nopt && !ret; i++) {
 		ret = nk_msg_recv(s, NK_OP_SETSOCKOPT, NULL, 0);
+		/* sent[] is ascending: each option dropped before this one
+		 * moved it down by one */
+		if (ret > 0 && opt_unsupported_drop(sk, sent[i] - dropped, ret)) {
+			dropped++;
+			ret = 0;	/* the NSM connects all the same */
+		}
 		if (ret > 0) {
 			if (!operr)
 				nk_logf("an option set before %s could not be applied by the host: %s",
@@ -488,6 +514,11 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 		if (opt_is_local(o->level, o->name))
 			continue;
 		ret = remote_setsockopt(sk, -1, o->level, o->name, o->val, o->len);
+		if (ret && opt_unsupported_drop(sk, i, -ret)) {
+			i--;	/* the next one moved here */
+			ret = 0;
+			continue;
+		}
 		if (ret) {
 			nk_logf("option level %d name %d set before %s could not be applied by the host: %s",
 				o->level, o->name, "promotion", strerror(-ret));

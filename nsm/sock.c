@@ -1651,7 +1651,10 @@ void nsock_setup_request(struct chan *ch, const struct nk_hdr *h, const void *bo
 		}
 	}
 	ret = ctl_request(ch, h, &req);
-	if (h->op == NK_OP_SETSOCKOPT && !ch->setup_err)
+	/* An option this NSM does not take (ENOPROTOOPT) does not stop the
+	 * connect: the guest, whose own kernel took it, goes on without it
+	 * (docs/protocol.md). */
+	if (h->op == NK_OP_SETSOCKOPT && !ch->setup_err && ret != -ENOPROTOOPT)
 		ch->setup_err = -ret;
 }
 

@@ -1452,6 +1452,35 @@ static void case_opt_before_connect(void)
 	close(s);
 }
 
+/*
+ * Options Linux takes that the NSM does not (TCP_FASTOPEN_CONNECT, as
+ * `curl --tcp-fastopen` sets; IP_RECVERR on a UDP socket), set on the
+ * fresh socket: the setsockopt() succeeds, and so do the connect and the
+ * first datagram that make the socket on the NSM (docs/compat.md).
+ */
+static void case_fresh_opt_unsupported(void)
+{
+	saddr sa = at(&sa_peer, P_ECHO), ua = at(&sa_peer, P_UECHO);
+	char buf[8] = { 0 };
+	int s = tcp(), u = udp();
+
+	setint("fastopen_connect", s, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1);
+	if (rc("connect", connect(s, SA(sa), SL(sa))) == 0) {
+		rc("write", write(s, "abc", 3));
+		out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "abc", 3) ? "ok" : "bad");
+	}
+	close(s);
+	if (fam == AF_INET)
+		setint("recverr", u, IPPROTO_IP, IP_RECVERR, 1);
+	else
+		setint("recverr", u, IPPROTO_IPV6, IPV6_RECVERR, 1);
+	set_rcvtimeo(u, 3000);
+	rc("sendto", sendto(u, "udp", 3, 0, SA(ua), SL(ua)));
+	memset(buf, 0, sizeof(buf));
+	out("uecho=%s", recv(u, buf, sizeof(buf), 0) == 3 && !memcmp(buf, "udp", 3) ? "ok" : "bad");
+	close(u);
+}
+
 static void case_opt_listener(void)
 {
 	int l = bind_listen(&sa_self, 0, 4);
@@ -4008,7 +4037,7 @@ static const struct {
 	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_then_requests), C(accept_close_listener), C(accept_addr),
 	C(accept_wildcard_name), C(accept4_flags), C(accept_nonblock_empty),
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
-	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(opt_listener),
+	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(fresh_opt_unsupported), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(half_close), C(peer_fin), C(peer_rst_read),
 	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(urgent_then_fin), C(sigpipe), C(sendfile), C(splice), C(sendfile_rst), C(splice_rst), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
@@ -4108,7 +4137,10 @@ out:
 
 /* READEOF and URGEOF (which first sends "x", "u" as urgent data and a
  * FIN): connect to IP:PORT, read until EOF or error; the answer in reply. */
-static void serve_readeof(const char *ip, int port, bool urgent, char *reply, size_t len)
+enum readeof_mode { RE_PLAIN, RE_URGENT };
+
+static void serve_readeof(const char *ip, int port, enum readeof_mode mode, char *reply,
+			  size_t len)
 {
 	char buf[64];
 	size_t total = 0;
@@ -4119,7 +4151,7 @@ static void serve_readeof(const char *ip, int port, bool urgent, char *reply, si
 		snprintf(reply, len, "ERR %s\n", ename(errno));
 		return;
 	}
-	if (urgent) {
+	if (mode == RE_URGENT) {
 		write(s, "x", 1);
 		send(s, "u", 1, MSG_OOB);
 		shutdown(s, SHUT_WR);
@@ -4187,9 +4219,10 @@ static void serve_ctl(int fd)
 			close(s);
 		}
 	} else if (sscanf(line, "READEOF %63s %d", ip, &port) == 2) {
-		serve_readeof(ip, port, false, reply, sizeof(reply));
+		serve_readeof(ip, port, RE_PLAIN, reply, sizeof(reply));
 	} else if (sscanf(line, "URGEOF %63s %d", ip, &port) == 2) {
-		serve_readeof(ip, port, true, reply, sizeof(reply));
+		serve_readeof(ip, port, RE_URGENT, reply, sizeof(reply));
+
 	} else if (sscanf(line, "SENDRST %63s %d", ip, &port) == 2) {
 		serve_sendrst(fd, ip, port);
 		return;
