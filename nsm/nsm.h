@@ -204,6 +204,7 @@ struct rdir {
 	bool done;			/* EOF passed on (shutdown of dst) */
 	bool grow_tried;		/* dir_grow() ran */
 	bool no_pipe;			/* pipe2() said EMFILE/ENFILE: a buffer */
+	int src_err;			/* errno of the read that failed, 0 */
 	uint64_t bytes;
 };
 

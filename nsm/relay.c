@@ -551,6 +551,7 @@ static int dir_move(struct rdir *d, int src, int dst, bool src_is_tcp, bool may_
 		} else if (src_is_tcp) {
 			return (int)n;
 		} else {
+			d->src_err = (int)-n;
 			return DIR_GUEST_GONE;
 		}
 	}
@@ -620,6 +621,37 @@ static void tcp_failed(struct nsock *ns, int err)
 	}
 	r->up.done = true;
 	r->down.src_ready = true;
+}
+
+/*
+ * The guest closed its socket with received bytes unread: those it had in
+ * its stream (closing an AF_UNIX stream with unread bytes sets ECONNRESET
+ * on our end; read as the up direction's error, or still pending when
+ * that direction had ended) or those still on their way to it.  Linux's
+ * tcp_close() resets the connection then; bytes still in the TCP socket
+ * make the kernel reset it at our close anyway.
+ */
+static bool guest_left_unread(struct nsock *ns)
+{
+	struct relay *r = ns->relay;
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (r->down.len || r->up.src_err == ECONNRESET)
+		return true;
+	return !getsockopt(ns->chan->fd, SOL_SOCKET, SO_ERROR, &err, &len) && err == ECONNRESET;
+}
+
+/* Close with a reset, not a FIN (SO_LINGER 0), as Linux does above. */
+static void tcp_abort(struct nsock *ns)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	vm_debug(ns->vm, "socket %#llx: the guest closed it with bytes unread: reset",
+		 (unsigned long long)ns->token);
+	if (setsockopt(ns->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)))
+		vm_debug(ns->vm, "socket %#llx: SO_LINGER: %s", (unsigned long long)ns->token,
+			 strerror(errno));
 }
 
 static void relay_pump(struct nsock *ns)
@@ -730,6 +762,8 @@ count:
 			 (unsigned long long)ns->token,
 			 (unsigned long long)(r->up.bytes + r->kbytes_done),
 			 (unsigned long long)r->down.bytes);
+		if (r->g_closed && guest_left_unread(ns))
+			tcp_abort(ns);
 		nsock_kill(ns, 0);
 		return;
 	}
