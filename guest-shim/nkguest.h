@@ -84,6 +84,8 @@ struct nk_sock {
 	uint64_t token;
 	uint32_t nsm;		/* the NSM instance that holds it */
 	int pending_err;	/* failed connect, reported once by SO_ERROR */
+	bool connect_unreported; /* a non-blocking connect whose outcome connect()
+				  * has not returned yet (Linux's SS_CONNECTING) */
 	int eof_err;		/* -1 unknown; else the reason the stream ended */
 	bool eof_reported;
 	bool conn_ended;	/* STATUS said the connection ended (stream_conn_ended) */

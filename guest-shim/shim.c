@@ -1528,6 +1528,22 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		ret = udp_connect(sk, fd, addr, len);
 		goto out;
 	}
+	/* A non-blocking connect settled meanwhile (poll, SO_ERROR, a read):
+	 * as on Linux, the next connect() returns its outcome once, 0 or
+	 * the error (ECONNABORTED if SO_ERROR or a data call took it), and
+	 * only the one after that says EISCONN or connects again. */
+	if (sk->connect_unreported && sk->state != NKS_CONNECTING) {
+		sk->connect_unreported = false;
+		if (sk->state == NKS_CONNECTED) {
+			ret = 0;
+			goto out;
+		}
+		if (sk->state == NKS_SETUP) {
+			ret = -(sk->pending_err ? sk->pending_err : ECONNABORTED);
+			sk->pending_err = 0;
+			goto out;
+		}
+	}
 	switch (sk->state) {
 	case NKS_CONNECTED:
 	case NKS_LISTENING:
@@ -1536,16 +1552,20 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	case NKS_CONNECTING:
 		if (is_nonblock(fd)) {
 			ret = nks_finish_connect(sk, fd, 0);
-			if (ret == 0)
+			if (ret == 0) {
 				ret = -EALREADY;
-			else if (ret == 1 && sk->state == NKS_CONNECTED)
-				ret = -EISCONN;
-			else if (ret == 1) {
+			} else if (ret == 1 && sk->state == NKS_CONNECTED) {
+				ret = 0;
+				sk->connect_unreported = false;
+			} else if (ret == 1) {
 				ret = -(sk->pending_err ? sk->pending_err : ECONNREFUSED);
 				sk->pending_err = 0;
+				sk->connect_unreported = false;
 			}
 		} else {
 			ret = wait_connected(sk, fd);
+			/* SO_SNDTIMEO ran out: still connecting */
+			sk->connect_unreported = ret == -EINPROGRESS;
 		}
 		goto out;
 	default:
@@ -1583,10 +1603,12 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	epoll_swap_out(sk);
 	if (is_nonblock(fd)) {
 		/* Done already?  Then behave like a fast local connect. */
+		sk->connect_unreported = true;
 		ret = -EINPROGRESS;
 		goto out;
 	}
 	ret = wait_connected(sk, fd);
+	sk->connect_unreported = ret == -EINPROGRESS;
 out:
 	pthread_mutex_unlock(&sk->lock);
 	nks_put(sk);

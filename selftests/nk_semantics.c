@@ -770,6 +770,49 @@ static void case_nb_connect_refused(void)
 	close(s);
 }
 
+/*
+ * connect() again once poll() said the non-blocking connect is done
+ * (Perl's IO::Socket::INET with Timeout, Ruby's connect_nonblock): the
+ * outcome once (0, or the error), then EISCONN or a new attempt; after
+ * SO_ERROR took the error, ECONNABORTED.
+ */
+static void case_nb_connect_again(void)
+{
+	saddr ok = at(&sa_peer, P_ECHO), no = at(&sa_peer, P_CLOSED);
+	struct pollfd p;
+	char buf[4] = { 0 };
+	int s = tcp(), i;
+
+	set_nonblock(s);
+	out("connect=%s", connect(s, SA(ok), SL(ok)) ? ename(errno) : "0");
+	p = (struct pollfd){ .fd = s, .events = POLLOUT };
+	rc("poll", poll(&p, 1, 3000));
+	out("again=%s", connect(s, SA(ok), SL(ok)) ? ename(errno) : "0");
+	out("again2=%s", connect(s, SA(ok), SL(ok)) ? ename(errno) : "0");
+	rc("write", write(s, "xyz", 3));
+	out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "xyz", 3) ? "ok" : "bad");
+	close(s);
+
+	s = tcp();
+	set_nonblock(s);
+	for (i = 0; i < 2; i++) {
+		out("refused%d=%s", i, connect(s, SA(no), SL(no)) ? ename(errno) : "0");
+		p = (struct pollfd){ .fd = s, .events = POLLOUT };
+		rc("poll", poll(&p, 1, 3000));
+		out("again=%s", connect(s, SA(no), SL(no)) ? ename(errno) : "0");
+	}
+	close(s);
+
+	s = tcp();
+	set_nonblock(s);
+	out("refused=%s", connect(s, SA(no), SL(no)) ? ename(errno) : "0");
+	p = (struct pollfd){ .fd = s, .events = POLLOUT };
+	rc("poll", poll(&p, 1, 3000));
+	out("so_error=%s", ename(sock_error(s)));
+	out("again=%s", connect(s, SA(no), SL(no)) ? ename(errno) : "0");
+	close(s);
+}
+
 static void case_nb_connect_blackhole(void)
 {
 	saddr sa = at(&sa_bh, P_ECHO);
@@ -4063,7 +4106,7 @@ static const struct {
 #define C6(n) { #n, case_##n, F6 }
 	/* TCP */
 	C(connect_ok), C(cork_rounds), C(cork_hold), C(notsent_lowat), C(connect_refused), C(connect_twice), C(nb_connect),
-	C(nb_connect_refused), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
+	C(nb_connect_refused), C(nb_connect_again), C(nb_connect_blackhole), C(sndtimeo_connect), C(connect_other_thread),
 	C(epoll_et_connect), C(epoll_fd_reused), C(select_connect), C(select_timeouts), C(bind_inuse), C(bind_notavail),
 	C(bind_port0), C(bind_any_port0), C(bind_twice), C(bind_badlen),
 	C(reuseaddr_listen), C(reuseaddr_bound), C(reuseport), C(accept_basic), C(accept_then_requests), C(accept_close_listener), C(accept_addr),
