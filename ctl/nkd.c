@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -441,6 +442,29 @@ static void loop(void)
 	}
 }
 
+/*
+ * One nkd per state dir: two would adopt the same NSMs and take each
+ * other's guest sockets.  The lock lives as long as this process (close
+ * on exec: an NSM nkd starts must not keep it).
+ */
+static void state_dir_lock(void)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/nkd.lock", nkd.cfg.state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("cannot open %s: %s", path, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			die("another nkd uses the state dir %s (it holds %s); give each nkd its own --state-dir",
+			    nkd.cfg.state_dir, path);
+		die("cannot lock %s: %s", path, strerror(errno));
+	}
+	/* kept open: the lock goes with the process */
+}
+
 int main(int argc, char **argv)
 {
 	char path[PATH_MAX];
@@ -459,6 +483,7 @@ int main(int argc, char **argv)
 		die("cannot create run dir %s: %s", nkd.cfg.run_dir, strerror(-ret));
 	if (!nkd.cfg.foreground)
 		ready_fd = daemonize();
+	state_dir_lock();
 
 	nkd.epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (nkd.epfd < 0)

@@ -162,6 +162,8 @@ struct nkd_vm {
 	struct nk_addr gw4, gw6;
 	char *uds;		/* PATH as given, or NULL */
 	char *listen_path;	/* PATH_7531 */
+	dev_t listen_dev;	/* the socket file nkd bound there, removed */
+	ino_t listen_ino;	/* only while it is still that file */
 	uint32_t cid;		/* 0: not a vsock VM */
 	int listen_fd;		/* nkd keeps its copy: survives NSM restarts */
 	bool drop_all;		/* policy: the uplink drops its frames both ways */
@@ -237,6 +239,8 @@ json_t *run_to_json(const struct nkd_nsm *nsm);
 /* nkd_vm.c */
 struct nkd_vm *vm_find(const char *name);
 int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e);
+int vm_config_parse_for(json_t *obj, const struct nkd_vm *self, struct nkd_vm *out,
+			struct nkd_err *e);
 int vm_policy_parse(const char *name, json_t *pol, bool *drop_all, struct nkd_err *e);
 int vm_create(const struct nkd_vm *tmpl, bool push, struct nkd_vm **out,
 	      struct nkd_err *e);

@@ -290,33 +290,46 @@ void state_apply(const char *path)
 
 /* ---- SIGHUP with --config: apply the file's difference ---- */
 
-/* The VM's addresses, gateways and transport as the entry o gives them? */
-static bool vm_same_config(const struct nkd_vm *vm, json_t *o)
+/* The VM's addresses, gateways and transport as the template t (its
+ * entry, parsed) gives them?  Its nsm and policy change in place. */
+static bool vm_same_config(const struct nkd_vm *vm, const struct nkd_vm *t)
 {
-	json_t *addrs = json_object_get(o, "addrs"), *gw = json_object_get(o, "gw"), *v;
-	const char *uds = json_string_value(json_object_get(o, "uds"));
-	struct nk_addr a;
-	size_t i;
-	int prefix;
+	uint32_t i;
 
-	if (!json_is_array(addrs) || json_array_size(addrs) != vm->naddrs)
+	if (t->naddrs != vm->naddrs)
 		return false;
-	json_array_foreach(addrs, i, v) {
-		if (!json_is_string(v) ||
-		    nk_addr_parse_prefix(&a, &prefix, json_string_value(v), true) ||
-		    !nk_addr_same_ip(&a, &vm->addrs[i].addr) || prefix != vm->addrs[i].prefix)
+	for (i = 0; i < vm->naddrs; i++)
+		if (!nk_addr_same_ip(&t->addrs[i].addr, &vm->addrs[i].addr) ||
+		    t->addrs[i].prefix != vm->addrs[i].prefix)
 			return false;
-	}
-	if (json_array_size(gw) != (size_t)(!!vm->gw4.family + !!vm->gw6.family))
+	if (t->gw4.family != vm->gw4.family || t->gw6.family != vm->gw6.family ||
+	    (t->gw4.family && !nk_addr_same_ip(&t->gw4, &vm->gw4)) ||
+	    (t->gw6.family && !nk_addr_same_ip(&t->gw6, &vm->gw6)))
 		return false;
-	json_array_foreach(gw, i, v) {
-		if (!json_is_string(v) || nk_addr_parse(&a, json_string_value(v)) ||
-		    !nk_addr_same_ip(&a, a.family == NK_AF_INET ? &vm->gw4 : &vm->gw6))
-			return false;
-	}
-	if (!!uds != !!vm->uds || (uds && strcmp(uds, vm->uds)))
+	if (!t->uds != !vm->uds || (t->uds && strcmp(t->uds, vm->uds)))
 		return false;
-	return uds || (json_int_t)vm->cid == json_integer_value(json_object_get(o, "cid"));
+	return t->cid == vm->cid;
+}
+
+/* Two entries of one array with the same name: the file is refused, as it
+ * is at start. */
+static const char *dup_name(json_t *arr)
+{
+	json_t *o, *p;
+	size_t i, j;
+
+	json_array_foreach(arr, i, o) {
+		const char *n = json_string_value(json_object_get(o, "name"));
+
+		json_array_foreach(arr, j, p) {
+			if (j >= i)
+				break;
+			if (n && json_string_value(json_object_get(p, "name")) &&
+			    !strcmp(n, json_string_value(json_object_get(p, "name"))))
+				return n;
+		}
+	}
+	return NULL;
 }
 
 /* json_equal, except that a number given as its decimal string ("30", as
@@ -429,14 +442,16 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
  * gateways or transport changed is deleted and added again (its
  * connections end).  An NSM whose settings changed is left as it is, with a
  * warning (nsm_reload_diff): delete it and add it again.  An entry that
- * fails is logged and skipped; the rest still applies; the file is never
- * rewritten.
+ * fails is logged and skipped, and the VM it names stays as it is; the
+ * rest still applies; a file naming a VM or NSM twice is not applied; the
+ * file is never rewritten.
  */
 void state_reload(void)
 {
 	const char *path = nkd.cfg.config_file;
 	unsigned int added = 0, removed = 0, changed = 0;
-	json_t *root, *nsms, *vms, *o, *readd;
+	json_t *root, *nsms, *vms, *o, *readd, *keep;
+	const char *dup;
 	struct nkd_err e = { "" };
 	struct nkd_vm *vm, *next;
 	json_error_t jerr;
@@ -457,24 +472,25 @@ void state_reload(void)
 	}
 	nsms = json_object_get(root, "nsms");
 	vms = json_object_get(root, "vms");
+	if ((dup = dup_name(vms)) || (dup = dup_name(nsms))) {
+		err("SIGHUP: %s names %s twice; not applied, the configuration stays as it is",
+		    path, dup);
+		json_decref(root);
+		return;
+	}
 	readd = json_object();	/* VMs deleted to be added again: "changed" */
+	keep = json_object();	/* VMs whose entry is invalid: left as they are */
 
-	/* 1. VMs gone, or changed other than by their nsm */
+	/* 1. VMs gone */
 	for (vm = nkd.vms; vm; vm = next) {
 		next = vm->next;
-		o = entry_named(vms, vm->name);
-		if (o && vm_same_config(vm, o))
+		if (entry_named(vms, vm->name))
 			continue;
-		if (o)
-			json_object_set_new(readd, vm->name, json_true());
 		if (vm_delete(vm, &e)) {
 			err("SIGHUP: %s", e.msg);
 			continue;
 		}
-		if (o)
-			changed++;
-		else
-			removed++;
+		removed++;
 	}
 	/* 2. new NSMs */
 	json_array_foreach(nsms, i, o) {
@@ -491,13 +507,44 @@ void state_reload(void)
 		}
 		added++;
 	}
-	/* 3. new (or re-added) VMs, and moves */
+	/* 3. VMs changed other than by their nsm (policy and nsm change in
+	 * place, below): deleted, to be added again, once their entry is
+	 * known to be valid in place of what they are; an invalid entry
+	 * leaves its VM as it is (nkd would refuse the file at start) */
+	for (vm = nkd.vms; vm; vm = next) {
+		struct nkd_vm tmpl;
+		bool same;
+
+		next = vm->next;
+		o = entry_named(vms, vm->name);
+		if (!o)
+			continue;
+		if (vm_config_parse_for(o, vm, &tmpl, &e)) {
+			err("SIGHUP: %s: vm %s: %s; the vm stays as it is (nkd would refuse this file at start)",
+			    path, vm->name, e.msg);
+			json_object_set_new(keep, vm->name, json_true());
+			continue;
+		}
+		same = vm_same_config(vm, &tmpl);
+		free(tmpl.uds);
+		if (same)
+			continue;
+		json_object_set_new(readd, vm->name, json_true());
+		if (vm_delete(vm, &e)) {
+			err("SIGHUP: %s", e.msg);
+			continue;
+		}
+		changed++;
+	}
+	/* 4. new (or re-added) VMs, and moves */
 	json_array_foreach(vms, i, o) {
 		const char *name = json_string_value(json_object_get(o, "name"));
 		const char *to = json_string_value(json_object_get(o, "nsm"));
 		struct nkd_vm tmpl;
 		struct nkd_nsm *nsm;
 
+		if (name && json_object_get(keep, name))
+			continue;
 		vm = name ? vm_find(name) : NULL;
 		if (vm) {
 			bool drop_all;
@@ -534,7 +581,7 @@ void state_reload(void)
 		if (!json_object_get(readd, vm->name))
 			added++;
 	}
-	/* 4. NSMs gone */
+	/* 5. NSMs gone */
 	for (k = 0; k < NKD_NSM_MAX; k++) {
 		struct nkd_nsm *nsm = nkd.nsms[k];
 
@@ -546,6 +593,7 @@ void state_reload(void)
 		}
 		removed++;
 	}
+	json_decref(keep);
 	json_decref(readd);
 	json_decref(root);
 	state_save();

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <libgen.h>
+#include <limits.h>
 #include <linux/vm_sockets.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,14 +47,62 @@ struct nkd_vm *vm_find(const char *name)
 	return NULL;
 }
 
+/* The VM vm_config_check() validates a new entry for: its own name, id,
+ * addresses and transport are not conflicts. */
+static const struct nkd_vm *parse_self;
+
 static bool vm_id_used(uint32_t id)
 {
 	struct nkd_vm *vm;
 
 	for (vm = nkd.vms; vm; vm = vm->next)
-		if (vm->id == id)
+		if (vm->id == id && vm != parse_self)
 			return true;
 	return false;
+}
+
+/*
+ * One spelling of a uds path for comparing two: its directory resolved
+ * (realpath: symbolic links, "//", "." and "..") or, if it does not exist
+ * yet, with "//" and "." taken out; then the file's name.  Two spellings of
+ * one file would otherwise be two VMs, the second replacing the first's
+ * socket.  Returns false for a path that names no file (".", "..", "/").
+ */
+static bool uds_canon(const char *uds, char *out, size_t len)
+{
+	char d[PATH_MAX], b[PATH_MAX], rp[PATH_MAX], *dir, *base;
+	const char *src, *seg;
+	size_t n = 0, sl;
+
+	nkd_strscpy(d, uds, sizeof(d));
+	nkd_strscpy(b, uds, sizeof(b));
+	if (!*uds || uds[strlen(uds) - 1] == '/')
+		return false;
+	base = basename(b);
+	if (!strcmp(base, ".") || !strcmp(base, "..") || !strcmp(base, "/"))
+		return false;
+	dir = dirname(d);
+	if (realpath(dir, rp)) {
+		src = rp;
+	} else {
+		/* lexically: drop empty and "." segments */
+		rp[0] = '\0';
+		for (seg = dir; *seg; seg += sl) {
+			while (*seg == '/')
+				seg++;
+			sl = strcspn(seg, "/");
+			if (!sl || (sl == 1 && seg[0] == '.'))
+				continue;
+			if (n + sl + 2 >= sizeof(rp))
+				return false;
+			rp[n++] = '/';
+			memcpy(rp + n, seg, sl);
+			n += sl;
+			rp[n] = '\0';
+		}
+		src = rp;
+	}
+	return snprintf(out, len, "%s/%s", strcmp(src, "/") ? src : "", base) < (int)len;
 }
 
 /* Which addresses a VM may own: unicast, not loopback or unspecified. */
@@ -76,6 +125,33 @@ static int addr_class_check(const char *vm, const char *what, const char *text,
 	if (bad)
 		return nkd_fail(e, EINVAL, "vm %s: %s %s is %s; a vm needs unicast addresses",
 				vm, what, text, bad);
+	return 0;
+}
+
+/*
+ * A VM's address needs a subnet (not /0), and in an IPv4 subnet of more
+ * than two addresses it cannot be the subnet's network or broadcast
+ * address: nothing on the link would reach it.
+ */
+static int addr_subnet_check(const char *vm, const char *text, const struct nk_addr *a,
+			     int prefix, struct nkd_err *e)
+{
+	uint32_t ip, host;
+
+	if (!prefix)
+		return nkd_fail(e, EINVAL, "vm %s: address %s has prefix /0; give the prefix of its subnet, such as /24",
+				vm, text);
+	if (a->family != NK_AF_INET || prefix >= 31)
+		return 0;
+	ip = (uint32_t)a->addr[0] << 24 | (uint32_t)a->addr[1] << 16 | (uint32_t)a->addr[2] << 8 |
+	     a->addr[3];
+	host = ip & (0xffffffffu >> prefix);
+	if (!host)
+		return nkd_fail(e, EINVAL, "vm %s: address %s is the network address of its subnet; a vm needs a host address",
+				vm, text);
+	if (host == 0xffffffffu >> prefix)
+		return nkd_fail(e, EINVAL, "vm %s: address %s is the broadcast address of its subnet; a vm needs a host address",
+				vm, text);
 	return 0;
 }
 
@@ -114,8 +190,11 @@ static int parse_addrs(const char *name, json_t *arr, struct nkd_vm *out, struct
 		for (j = 0; j < i; j++)
 			if (nk_addr_same_ip(&out->addrs[j].addr, &va->addr))
 				return nkd_fail(e, EINVAL, "vm %s: address %s is given twice", name, txt);
+		ret = addr_subnet_check(name, s, &va->addr, prefix, e);
+		if (ret)
+			return ret;
 		for (other = nkd.vms; other; other = other->next)
-			for (j = 0; j < other->naddrs; j++)
+			for (j = 0; j < other->naddrs && other != parse_self; j++)
 				if (nk_addr_same_ip(&other->addrs[j].addr, &va->addr))
 					return nkd_fail(e, EADDRINUSE, "vm %s: address %s is already used by vm %s",
 							name, txt, other->name);
@@ -248,6 +327,7 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 					    "policy", NULL };
 	struct sockaddr_un sun;
 	const char *key, *name, *nsm, *uds;
+	char canon[PATH_MAX], other[PATH_MAX];
 	struct nkd_vm *vm;
 	json_t *val, *jid, *jcid;
 	int ret, i;
@@ -269,7 +349,8 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 	if (!nkd_name_valid(name, NK_NAME_MAX))
 		return nkd_fail(e, EINVAL, "vm name '%s' is invalid: use 1-%d characters from A-Z a-z 0-9 _ . -",
 				name, NK_NAME_MAX - 1);
-	if (vm_find(name))
+	vm = vm_find(name);
+	if (vm && vm != parse_self)
 		return nkd_fail(e, EEXIST, "vm %s already exists (see 'nkctl vm show %s')", name, name);
 	nkd_strscpy(out->name, name, sizeof(out->name));
 
@@ -304,7 +385,7 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 		if (ret)
 			return ret;
 		for (vm = nkd.vms; vm; vm = vm->next)
-			if (vm->cid == out->cid)
+			if (vm->cid == out->cid && vm != parse_self)
 				return nkd_fail(e, EADDRINUSE, "vm %s: cid %u is already used by vm %s",
 						name, out->cid, vm->name);
 	} else {
@@ -314,10 +395,16 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 		if (strlen(uds) + 6 >= sizeof(sun.sun_path))
 			return nkd_fail(e, ENAMETOOLONG, "vm %s: uds path is too long (at most %zu characters, as %s_%d must fit a Unix socket address)",
 					name, sizeof(sun.sun_path) - 7, "PATH", NK_DEFAULT_VSOCK_PORT);
+		if (!uds_canon(uds, canon, sizeof(canon)))
+			return nkd_fail(e, EINVAL, "vm %s: uds PATH must name a file, not a directory ('%s')",
+					name, uds);
 		for (vm = nkd.vms; vm; vm = vm->next)
-			if (vm->uds && !strcmp(vm->uds, uds))
-				return nkd_fail(e, EADDRINUSE, "vm %s: uds %s is already used by vm %s",
-						name, uds, vm->name);
+			if (vm->uds && vm != parse_self && uds_canon(vm->uds, other, sizeof(other)) &&
+			    !strcmp(canon, other))
+				return nkd_fail(e, EADDRINUSE, "vm %s: uds %s is already used by vm %s%s%s%s",
+						name, uds, vm->name, strcmp(uds, vm->uds) ? " (as " : "",
+						strcmp(uds, vm->uds) ? vm->uds : "",
+						strcmp(uds, vm->uds) ? ")" : "");
 	}
 
 	jid = json_object_get(obj, "id");
@@ -341,6 +428,22 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 			return nkd_fail(e, ENOMEM, "vm %s: out of memory", name);
 	}
 	return 0;
+}
+
+/*
+ * The entry obj as a template for the VM self, in place of what self is
+ * now (SIGHUP): vm_config_parse(), with self's own name, id, addresses and
+ * transport not counted as conflicts.  out->uds is allocated on success.
+ */
+int vm_config_parse_for(json_t *obj, const struct nkd_vm *self, struct nkd_vm *out,
+			struct nkd_err *e)
+{
+	int ret;
+
+	parse_self = self;
+	ret = vm_config_parse(obj, out, e);
+	parse_self = NULL;
+	return ret;
 }
 
 /* Listen on PATH_7531: replace a stale socket file, never another file. */
@@ -379,6 +482,10 @@ static int vm_listen(struct nkd_vm *vm, struct nkd_err *e)
 		goto out_close;
 	}
 	vm->listen_fd = fd;
+	if (lstat(vm->listen_path, &st) == 0) {
+		vm->listen_dev = st.st_dev;
+		vm->listen_ino = st.st_ino;
+	}
 	debug("vm %s: listening on %s", vm->name, vm->listen_path);
 	return 0;
 
@@ -395,7 +502,10 @@ static void vm_unlisten(struct nkd_vm *vm)
 		return;
 	close(vm->listen_fd);
 	vm->listen_fd = -1;
-	if (lstat(vm->listen_path, &st) == 0 && S_ISSOCK(st.st_mode))
+	/* only the file nkd bound: one put there since (another nkd's, a
+	 * VM's that took the path over) is not this VM's to remove */
+	if (lstat(vm->listen_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	    st.st_dev == vm->listen_dev && st.st_ino == vm->listen_ino)
 		unlink(vm->listen_path);
 }
 

@@ -206,6 +206,15 @@ run_ctl -j nsm show nsm1
 check_eq "nsm show -j: vms" "$(jget "$OUT" '",".join(j["vms"])')" "vm1,vm2"
 check "nkd.json lists vm1" grep -q '"vm1"' "$NK_STATE/nkd.json"
 
+log_step "one nkd per state dir"
+out=$(timeout 10 "$OUTPUT/nkd" --foreground --control "$NK_TMP/other.sock" --state-dir "$NK_STATE" \
+	--run-dir "$NK_TMP/other-run" --no-vsock --nsm-bin "$OUTPUT/nk-nsm" 2>&1)
+rc=$?
+check_eq "a second nkd on the same state dir: exit" "$rc" 1
+check "it says why" grep -qF "another nkd uses the state dir $NK_STATE" <<<"$out"
+check "the first nkd still answers" nkctl vm show vm1
+check "vm1 keeps its socket" test -S "$NK_TMP/guests/vm1.vsock_7531"
+
 log_step "vm add: every error leaves everything unchanged"
 V=(nsm nsm1 uds "$NK_TMP/guests/vm9.vsock")
 expect_fail 1 "bad address '10.78.0.300/24'" vm add vm9 "${V[@]}" addr 10.78.0.300/24
@@ -232,6 +241,21 @@ expect_fail 1 "uds $NK_TMP/guests/vm1.vsock is already used by vm vm1" \
 	vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/guests/vm1.vsock"
 expect_fail 1 "directory $NK_TMP/nodir does not exist" \
 	vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/nodir/vm9"
+# Another spelling of vm1's path is vm1's path: refused, and vm1 keeps its
+# socket (before, the new vm replaced it and took vm1's guests).
+ln -s "$NK_TMP/guests" "$NK_TMP/glink"
+VM1_INO=$(stat -c %i "$NK_TMP/guests/vm1.vsock_7531")
+for spelling in "$NK_TMP/guests/./vm1.vsock" "$NK_TMP//guests/vm1.vsock" "$NK_TMP/glink/vm1.vsock"; do
+	expect_fail 1 "uds $spelling is already used by vm vm1 (as $NK_TMP/guests/vm1.vsock)" \
+		vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$spelling"
+done
+check_eq "vm1 keeps its socket file" "$(stat -c %i "$NK_TMP/guests/vm1.vsock_7531")" "$VM1_INO"
+expect_fail 1 "uds PATH must name a file" vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/guests/"
+expect_fail 1 "uds PATH must name a file" vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/guests/.."
+expect_fail 1 "10.78.0.255/24 is the broadcast address of its subnet" vm add vm9 "${V[@]}" addr 10.78.0.255/24
+expect_fail 1 "10.78.0.0/24 is the network address of its subnet" vm add vm9 "${V[@]}" addr 10.78.0.0/24
+expect_fail 1 "10.78.0.9/0 has prefix /0" vm add vm9 "${V[@]}" addr 10.78.0.9/0
+expect_fail 1 "fd78::9/0 has prefix /0" vm add vm9 "${V[@]}" addr fd78::9/0
 touch "$NK_TMP/guests/file_7531"
 expect_fail 1 "exists and is not a socket" vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/guests/file"
 rm -f "$NK_TMP/guests/file_7531"
@@ -550,9 +574,56 @@ check_eq "after SIGHUP: vmB gone, vmC added, vmA with its new address" "$(vm_nam
 check "vmC address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.4
 check "vmA's new address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.5
 check "nkd.json follows" grep -q '"vmC"' "$NK_STATE/nkd.json"
+# A reload counts its lines: reloaded N times so far.
+reloads() { grep -c "SIGHUP: .* applied:" "$NK_NKD_LOG"; }
+reload_line() { grep "SIGHUP: .* applied:" "$NK_NKD_LOG" | tail -1 | sed 's/.*applied: //'; }
+reloaded_more() { test "$(reloads)" -gt "$1"; }
+# A gateway given as one string and a cid as a string (both allowed): the
+# same file again changes nothing (before, both VMs were deleted and added
+# again at every SIGHUP, their connections ended).
+sed -e 's|"addrs": \["10.78.0.2/24", "10.78.0.5/24"\]|&, "gw": "10.78.0.1"|' \
+    -e 's|"uds": "[^"]*vmC"|"cid": "7"|' "$NK_TMP/good.json" >"$NK_TMP/good2.json"
+cp "$NK_TMP/good2.json" "$NK_TMP/good.json"
+n=$(reloads)
+kill -HUP "$NKD_PID"
+check "reloaded" wait_for -t 5 reloaded_more "$n"
+check_eq "gw added to vmA, vmC on a cid: 2 changed" "$(reload_line)" "0 added, 0 removed, 2 changed"
+VMA_INO=$(stat -c %i "$NK_TMP/guests/vmA_7531")
+n=$(reloads)
+kill -HUP "$NKD_PID"
+check "reloaded again" wait_for -t 5 reloaded_more "$n"
+check_eq "the same file again: nothing changed" "$(reload_line)" "0 added, 0 removed, 0 changed"
+check_eq "vmA kept its socket (not deleted and added again)" \
+	"$(stat -c %i "$NK_TMP/guests/vmA_7531")" "$VMA_INO"
+# An entry with an error leaves its VM as it is (before: deleted, then not
+# added again), and the error names it.
+sed 's|"10.78.0.4/24"|"10.78.0.4/99"|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
+n=$(reloads)
+kill -HUP "$NKD_PID"
+check "reloaded with a bad entry" wait_for -t 5 reloaded_more "$n"
+check "the bad entry is named, its vm kept" grep -qF \
+	"vm vmC: vm vmC: bad address '10.78.0.4/99'" "$NK_NKD_LOG"
+check_eq "after a bad entry: vmC still there, as it was" "$(vm_names)" \
+	"vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
+check "vmC's address still on up0" nk_has_addr "nsm-$S" up0 10.78.0.4
+# An unknown key in an unchanged entry: nkd would refuse the file at
+# start, so the reload says so (before: silently taken).
+sed 's|"name": "vmA",|"name": "vmA", "colour": "red",|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
+n=$(reloads)
+kill -HUP "$NKD_PID"
+check "reloaded with an unknown key" wait_for -t 5 reloaded_more "$n"
+check "the unknown key is reported" grep -qF "vm vmA: vm: unknown key 'colour'" "$NK_NKD_LOG"
+# A name twice: refused whole, as at start (before: the second ignored).
+sed 's|"name": "vmC"|"name": "vmA"|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
+kill -HUP "$NKD_PID"
+check "a name twice is refused" wait_for -t 5 grep -qF "names vmA twice; not applied" "$NK_NKD_LOG"
+check_eq "after it: unchanged" "$(vm_names)" "vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
+stays() { grep -c "the configuration stays as it is" "$NK_NKD_LOG"; }
+stays_more() { test "$(stays)" -gt "$1"; }
+n=$(stays)
 echo '{"vms": [' >"$NK_TMP/good.json"
 kill -HUP "$NKD_PID"
-check "a broken file is refused" wait_for -t 5 grep -q "the configuration stays as it is" "$NK_NKD_LOG"
+check "a broken file is refused" wait_for -t 5 stays_more "$n"
 check_eq "after a broken file: unchanged" "$(vm_names)" "vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
 for v in vmA vmB vmC; do
 	"$NKCTL" -c "$NK_CTL" vm del "$v" >/dev/null 2>&1
