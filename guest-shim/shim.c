@@ -150,12 +150,23 @@ static int fail(int e)
 	return -1;
 }
 
+/* accept(), recvfrom(): nothing at all without an address buffer, as on
+ * Linux; getsockname() and getpeername() always write the length
+ * (name_out()). */
 static void copy_addr_out(struct sockaddr *addr, socklen_t *alen,
 			  const struct sockaddr_storage *ss, socklen_t len)
 {
 	if (!addr || !alen)
 		return;
 	memcpy(addr, ss, *alen < len ? *alen : len);
+	*alen = len;
+}
+
+static void name_out(struct sockaddr *addr, socklen_t *alen, const struct sockaddr_storage *ss,
+		     socklen_t len)
+{
+	if (*alen)
+		memcpy(addr, ss, *alen < len ? *alen : len);
 	*alen = len;
 }
 
@@ -1824,9 +1835,15 @@ static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
 		return peer ? nk_real.getpeername(fd, addr, alen)
 			    : nk_real.getsockname(fd, addr, alen);
 	}
-	if (!addr || !alen) {
+	/* as Linux's move_addr_to_user(): a NULL address with length 0 is
+	 * fine, the length is still written */
+	if (!alen || (!addr && *alen)) {
 		nks_put(sk);
 		return fail(EFAULT);
+	}
+	if ((int)*alen < 0) {
+		nks_put(sk);
+		return fail(EINVAL);
 	}
 	pthread_mutex_lock(&sk->lock);
 	if (sk->state == NKS_CONNECTING)
@@ -1834,8 +1851,8 @@ static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
 	if (peer && (sk->state != NKS_CONNECTED || stream_conn_ended(sk, fd))) {
 		ret = -ENOTCONN;
 	} else if (peer ? sk->peer_len : sk->local_len) {
-		copy_addr_out(addr, alen, peer ? &sk->peer : &sk->local,
-			      peer ? sk->peer_len : sk->local_len);
+		name_out(addr, alen, peer ? &sk->peer : &sk->local,
+			 peer ? sk->peer_len : sk->local_len);
 	} else {
 		req = (struct nk_sock_req){ .token = sk->token, .arg = peer };
 		ret = sock_ctl_call(sk, fd, NK_OP_GETNAME, &req, sizeof(req), &rep, sizeof(rep));
@@ -1844,7 +1861,7 @@ static int getname(int fd, struct sockaddr *addr, socklen_t *alen, bool peer)
 			socklen_t len;
 
 			nk_set_addr(&ss, &len, &rep.addr, sk->domain);
-			copy_addr_out(addr, alen, &ss, len);
+			name_out(addr, alen, &ss, len);
 		}
 	}
 	pthread_mutex_unlock(&sk->lock);
@@ -2167,6 +2184,39 @@ NK_API ssize_t readv(int fd, const struct iovec *iov, int cnt)
 	return n;
 }
 
+/*
+ * TCP's MSG_TRUNC: the bytes are taken (with MSG_PEEK, only counted)
+ * without being copied, and the buffer may be NULL (Linux's
+ * tcp_recvmsg(); HAProxy drains sockets so).  The guest's stream would
+ * copy them, into NULL: EFAULT.  Through a scratch buffer here: the first
+ * read waits as a recv() would, the rest take what is there (up to len;
+ * all of len with MSG_WAITALL); a peek counts what is queued.
+ */
+static ssize_t stream_recv_trunc(int fd, size_t len, int flags)
+{
+	static __thread char scratch[16384];
+	size_t total = 0, want;
+	ssize_t n;
+	int avail;
+
+	flags &= ~MSG_TRUNC;
+	if (flags & MSG_PEEK) {
+		n = nk_real.recv(fd, scratch, len ? 1 : 0, flags);
+		if (n <= 0 || nk_real.ioctl(fd, FIONREAD, &avail) < 0)
+			return n;
+		return (size_t)avail < len ? avail : (ssize_t)len;
+	}
+	do {
+		want = len - total < sizeof(scratch) ? len - total : sizeof(scratch);
+		n = nk_real.recv(fd, scratch, want,
+				 total && !(flags & MSG_WAITALL) ? flags | MSG_DONTWAIT : flags);
+		if (n <= 0)
+			break;
+		total += n;
+	} while (total < len && (size_t)n == want);
+	return total ? (ssize_t)total : n;
+}
+
 NK_API ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
 			socklen_t *alen)
 {
@@ -2193,7 +2243,10 @@ NK_API ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockadd
 	case 1:
 		/* TCP reports no source address; the stream must not
 		 * report its own. */
-		n = nk_real.recvfrom(fd, buf, len, flags, NULL, NULL);
+		if (flags & MSG_TRUNC)
+			n = stream_recv_trunc(fd, len, flags);
+		else
+			n = nk_real.recvfrom(fd, buf, len, flags, NULL, NULL);
 		if (n >= 0 && addr && alen)
 			*alen = 0;
 		if (n == 0 && len)
@@ -2268,14 +2321,19 @@ NK_API ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 		m.msg_namelen = 0;
 		m.msg_control = NULL;	/* no ancillary data over TCP here */
 		m.msg_controllen = 0;
-		n = nk_real.recvmsg(fd, &m, flags);
+		for (i = 0; i < (size_t)msg->msg_iovlen; i++)
+			total += msg->msg_iov[i].iov_len;
+		if (flags & MSG_TRUNC) {
+			n = stream_recv_trunc(fd, total, flags);
+			m.msg_flags = 0;
+		} else {
+			n = nk_real.recvmsg(fd, &m, flags);
+		}
 		if (n >= 0) {
 			msg->msg_namelen = 0;
 			msg->msg_controllen = 0;
 			msg->msg_flags = m.msg_flags;
 		}
-		for (i = 0; i < (size_t)msg->msg_iovlen; i++)
-			total += msg->msg_iov[i].iov_len;
 		if (n == 0 && total)
 			n = read_eof(sk, fd);
 		break;

@@ -2133,6 +2133,52 @@ static void case_fionread_peek(void)
 	close(s);
 }
 
+/*
+ * TCP's MSG_TRUNC: the bytes are taken without being copied (the buffer
+ * may be NULL); with MSG_PEEK only counted.  recv() and recvmsg().
+ */
+static void case_recv_trunc(void)
+{
+	char buf[32] = { 0 };
+	struct iovec v = { NULL, 3 };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
+	int s = connect_to(&sa_peer, P_ECHO), n = 0, i;
+
+	if (rc("connect", s) < 0)
+		return;
+	rc("write", write(s, "0123456789abcdef", 16));
+	for (i = 0; i < 30 && n < 16; i++) {	/* all 16 back */
+		usleep(100000);
+		ioctl(s, FIONREAD, &n);
+	}
+	out("trunc=%zd", recv(s, NULL, 4, MSG_TRUNC));
+	out("peek_trunc=%zd", recv(s, NULL, 5, MSG_TRUNC | MSG_PEEK));
+	out("msg_trunc=%zd", recvmsg(s, &m, MSG_TRUNC));
+	out("read=%zd", recv(s, buf, sizeof(buf) - 1, 0));
+	out("data=%s", buf);
+	close(s);
+}
+
+/* getsockname()/getpeername() with no buffer: length 0 asks only for the
+ * length; a length with no buffer is EFAULT. */
+static void case_names_len0(void)
+{
+	int s = connect_to(&sa_peer, P_ECHO);
+	socklen_t l;
+
+	if (rc("connect", s) < 0)
+		return;
+	l = 0;
+	rc("sockname0", getsockname(s, NULL, &l));
+	out("len=%s", l == SL(sa_self) ? "full" : "other");
+	l = 0;
+	rc("peername0", getpeername(s, NULL, &l));
+	out("len=%s", l == SL(sa_peer) ? "full" : "other");
+	l = 16;
+	rc("sockname_null", getsockname(s, NULL, &l));
+	close(s);
+}
+
 static void case_siocoutq(void)
 {
 	int s = connect_to(&sa_peer, P_ECHO), n = -1;
@@ -4114,7 +4160,7 @@ static const struct {
 	C(accept_not_listening), C(listen_epoll_lt), C(listen_epoll_et), C(listen_poll),
 	C(opt_basic), C(opt_linger_cc), C(opt_before_connect), C(fresh_opt_unsupported), C(opt_listener),
 	C(linger0_rst), C(close_fin), C(close_unread_rst), C(half_close), C(peer_fin), C(peer_rst_read),
-	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(urgent_then_fin), C(sigpipe), C(sendfile), C(splice), C(sendfile_rst), C(splice_rst), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(siocoutq),
+	C(peer_rst_write), C(options_after_rst), C(names_after_fin), C(peer_urgent), C(urgent_then_fin), C(sigpipe), C(sendfile), C(splice), C(sendfile_rst), C(splice_rst), C(data_then_rst), C(rst_behind_data), C(write_rst_behind_data), C(upload_rst_behind_data), C(fin_then_rst), C(fionread_peek), C(recv_trunc), C(names_len0), C(siocoutq),
 	C(unconnected_ops), C(listen_then_connect), C(loopback), C(unix_untouched),
 	C(fork), C(fork_connect_in_child), C(dup2_over), C(ctl_reuse), C(clone_ctl), C(exec_inherit), C(exec_cloexec), C(exec_vfork),
 	C(select_high_fd), C(bulk), C(shutdown_rd), C(shutdown_bad), C(recv_dontwait),
