@@ -1021,9 +1021,14 @@ out_unpush:
 		nsm_request(to, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
 	goto out_restore;
 out_back:
-	/* VM_ADD failed; it may have gone half-way on an NSM it drains from */
+	/* VM_ADD failed; it may have gone half-way on an NSM it drains from,
+	 * and one that timed out may still be carried out (a stopped NSM):
+	 * its VM_DEL goes behind it */
 	if (move_draining_on(vm, to) && to->state == NSM_RUNNING)
 		move_redrain(vm, to);
+	else if (to->state == NSM_RUNNING)
+		nsm_request(to, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1,
+			    ret == -ETIMEDOUT ? NULL : &nerr);
 out_restore:
 	vm->nsm = from;
 	nk_steer_vm_set(nkd.steer, vm->id, from->slot);

@@ -702,8 +702,14 @@ int vm_move(struct nkd_vm *vm, struct nkd_nsm *to, struct nkd_err *e)
 	vm->nsm = to;
 	if (to->state == NSM_RUNNING) {
 		ret = vm_push(vm, e);
-		if (ret)
+		if (ret) {
+			/* a VM_ADD that timed out may still be carried out
+			 * (a stopped NSM): its VM_DEL goes behind it, as for
+			 * vm add; an NSM the VM drains from drains it again */
+			if (!move_draining_on(vm, to) || move_redrain(vm, to))
+				vm_unpush(vm, ret != -ETIMEDOUT);
 			goto out_back;
+		}
 	}
 	if (steer_nsm_steered(to)) {
 		ret = steer_vm_add(vm, e);	/* one vms update redirects it */

@@ -1078,6 +1078,30 @@ nk_run_nkctl vm set vm1 nsm "$N1"
 check_eq "vm1 is back on $N1" "$(vm_nsm)" "$N1"
 check "remote curl to vm1 works" wait_for -t 5 http_ok
 
+log_step "a move to an NSM that does not answer fails and leaves nothing there"
+# The target NSM is stopped (SIGSTOP) while nkd asks it to take vm1: the
+# request times out, the move fails and vm1 stays on $N1.  Once the NSM
+# runs again it carries out the request it had queued; the VM_DEL nkd
+# sent behind it must take vm1's address away again (before, the address
+# stayed on the target for good: the hard move N3, and the graceful move
+# $N2).
+for target in "$N3:nk3-$S" "$N2:nk-$N2"; do
+	tn=${target%%:*}
+	tns=${target#*:}
+	tp=$(nk_nsm_pid "$tns")
+	kill -STOP "$tp"
+	out=$(nkctl vm set vm1 nsm "$tn" 2>&1)
+	rc=$?
+	kill -CONT "$tp"
+	check_gt "nkctl vm set vm1 nsm $tn with $tn stopped fails" "$rc" 0
+	check "... saying $tn did not answer" grep -q "nsm $tn did not answer" <<<"$out"
+	check_eq "vm1 stays on $N1" "$(vm_nsm)" "$N1"
+	sleep 1
+	check "$tn did not keep vm1's address" \
+		bash -c "! ip -n '$tns' -o addr show dev eth0 | grep -qw '$A'"
+	check "remote curl to vm1 works" wait_for -t 5 http_ok
+done
+
 log_step "the guest's listener survives moves that fail and roll back while it listens again"
 # Each failed move N3 -> $N1 (the vms map full again) gives vm1 to $N1
 # and takes it back: N3 drops vm1 (the guest's listener stream ends), $N1
