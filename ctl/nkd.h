@@ -204,6 +204,9 @@ void nkd_ctl_accept(void);
 void nkd_client_event(uint32_t idx, uint32_t events);
 /* Answer a client whose request was deferred (nsm add). */
 void nkd_client_reply(struct nkd_client *c, json_t *result, const struct nkd_err *e);
+/* Write nkd.json, then answer a deferred request's success; a state file
+ * that cannot be written is a warning in that reply. */
+void nkd_client_reply_saved(struct nkd_client *c, json_t *result);
 void nkd_client_forget_nsm(struct nkd_client *c);
 
 /* nkd_nsm.c */

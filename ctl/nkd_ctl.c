@@ -98,6 +98,34 @@ static void client_wait(struct nkd_client *c, bool waiting)
 	epoll_ctl(nkd.epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+/*
+ * Write nkd.json after a change that is live already.  The change stands
+ * whatever happens here, so the request still succeeds; a state file that
+ * cannot be written becomes a warning in the reply (nkctl prints it on
+ * stderr, exit status 0), besides nkd's log: the operator learns at once
+ * that a restarted nkd would not know the change.
+ */
+static void state_save_warn(json_t *warnings)
+{
+	int ret = state_save();
+
+	if (ret)
+		json_array_append_new(warnings, json_sprintf(
+			"cannot write the state file %s/%s (through %s/%s.tmp): %s; the change is live but not persisted, and a restarted nkd will not know it (fix the state directory; the next change writes the whole file)",
+			nkd.cfg.state_dir, NKD_STATE_FILE, nkd.cfg.state_dir, NKD_STATE_FILE,
+			strerror(-ret)));
+}
+
+void nkd_client_reply_saved(struct nkd_client *c, json_t *result)
+{
+	json_t *warnings = json_array();
+
+	state_save_warn(warnings);
+	c->pending = NULL;
+	client_wait(c, false);
+	reply_ok(c, result, warnings);
+}
+
 void nkd_client_reply(struct nkd_client *c, json_t *result, const struct nkd_err *e)
 {
 	c->pending = NULL;
@@ -307,7 +335,6 @@ static int handle_nsm(struct nkd_client *c, const char *verb, json_t *args,
 	struct nkd_nsm tmpl, *nsm;
 	int ret;
 
-	(void)warnings;
 	if (!strcmp(verb, "list")) {
 		*res = nsm_list();
 		return 0;
@@ -320,7 +347,7 @@ static int handle_nsm(struct nkd_client *c, const char *verb, json_t *args,
 		if (ret)
 			return ret;
 		if (nsm->state == NSM_RUNNING) {	/* adopted */
-			state_save();
+			state_save_warn(warnings);
 			*res = nsm_to_json(nsm, true);
 			return 0;
 		}
@@ -346,7 +373,7 @@ static int handle_nsm(struct nkd_client *c, const char *verb, json_t *args,
 			json_decref(obj);
 			return ret;
 		}
-		state_save();
+		state_save_warn(warnings);
 		*res = obj;
 		return 0;
 	}
@@ -381,7 +408,7 @@ static int handle_vm(const char *verb, json_t *args, json_t **res, json_t *warni
 			json_array_append_new(warnings, json_sprintf(
 				"vm %s: nkd runs with --no-vsock; cid %u is stored but not served",
 				vm->name, vm->cid));
-		state_save();
+		state_save_warn(warnings);
 		*res = vm_to_json(vm, true);
 		return 0;
 	}
@@ -400,7 +427,7 @@ static int handle_vm(const char *verb, json_t *args, json_t **res, json_t *warni
 			json_decref(obj);
 			return ret;
 		}
-		state_save();
+		state_save_warn(warnings);
 		*res = obj;
 		return 0;
 	}
@@ -421,7 +448,7 @@ static int handle_vm(const char *verb, json_t *args, json_t **res, json_t *warni
 			json_array_append_new(warnings, json_sprintf(
 				"vm %s: nsm %s is %s; the vm is configured on it once it runs",
 				vm->name, nsm->name, nsm_state_name(nsm->state)));
-		state_save();
+		state_save_warn(warnings);
 		*res = vm_to_json(vm, true);
 		return 0;
 	}
@@ -474,7 +501,7 @@ static int handle_policy(const char *verb, json_t *args, json_t **res, json_t *w
 			info("vm %s: policy drop_all %s%s", vm->name, v,
 			     steer_nsm_steered(vm->nsm) ? "" : " (stored; its nsm is not steered)");
 		policy_warn(vm, warnings);
-		state_save();
+		state_save_warn(warnings);
 	}
 	*res = policy_to_json(vm);
 	return 0;
@@ -518,7 +545,7 @@ static int handle_teardown(json_t **res, json_t *warnings)
 			json_array_append_new(warnings, json_string(e.msg));
 	}
 	*res = json_pack("{s:o, s:o, s:o}", "vms", vms, "nsms", nsms, "steering", steer_teardown());
-	state_save();
+	state_save_warn(warnings);
 	info("teardown: removed %zu vms and %zu nsms; exiting", json_array_size(vms),
 	     json_array_size(nsms));
 	nkd.stop = true;

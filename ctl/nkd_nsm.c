@@ -21,7 +21,9 @@
  * before it starts, nkd creates netns nk-NAME and the veth pair
  * nkh-NAME <-> eth0 and steers it with XDP (nkd_steer.c); nsm del removes
  * them again.  Its id (the registry slot, 0..255, also its index in the
- * steering maps) is kept in nkd.json so that it survives restarts.
+ * steering maps) is kept in nkd.json so that it survives restarts.  No two
+ * NSMs share those names (a long NAME's nkh-ID included), and a new one
+ * never takes a namespace nkd did not create (nsm_create).
  *
  * On every HELLO nkd pushes the configuration of all the NSM's VMs
  * (VM_ADD + ATTACH_LISTENER, idempotent on the NSM side).  A child's death
@@ -1127,8 +1129,7 @@ static void nsm_hello(struct nkd_nsm *nsm, const char *buf, ssize_t n)
 		struct nkd_client *c = nsm->waiter;
 
 		nsm->waiter = NULL;
-		nkd_client_reply(c, nsm_to_json(nsm, true), NULL);
-		state_save();
+		nkd_client_reply_saved(c, nsm_to_json(nsm, true));
 	}
 	nsm_push_vms(nsm);
 }
@@ -1253,16 +1254,113 @@ int nsm_start(struct nkd_nsm *nsm, struct nkd_err *e)
 	return ret;
 }
 
+/* Does nkh-NAME fit IFNAMSIZ?  Else a managed NSM's host side is nkh-ID. */
+static bool hostdev_fits(const char *name)
+{
+	return strlen(NKD_HOSTDEV_PREFIX) + strlen(name) < IFNAMSIZ;
+}
+
+static void nsm_hostdev(const char *name, int slot, char *buf, size_t len)
+{
+	if (hostdev_fits(name))
+		snprintf(buf, len, NKD_HOSTDEV_PREFIX "%s", name);
+	else
+		snprintf(buf, len, NKD_HOSTDEV_PREFIX "%d", slot);
+}
+
+/* The live NSM (not self) whose host-side veth is hostdev, if any. */
+static const struct nkd_nsm *hostdev_owner(const char *hostdev, const struct nkd_nsm *self)
+{
+	int i;
+
+	for (i = 0; i < NKD_NSM_MAX; i++) {
+		const struct nkd_nsm *o = nkd.nsms[i];
+
+		if (o && o != self && !o->dead && o->managed && !strcmp(o->hostdev, hostdev))
+			return o;
+	}
+	return NULL;
+}
+
+/*
+ * The names nkd gives a managed NSM's plumbing must be no other NSM's:
+ * the second would take over the first one's veth (nkd re-creates a pair
+ * whose peer it does not find in its own netns) or namespace, and delete
+ * them with itself.  nkh-ID of a long name can be another NSM's nkh-NAME
+ * (nsm "3"), and an NSM given netns nk-NAME shares a managed NSM's.
+ * Whichever comes second is refused, whether added or restored.
+ */
+static int nsm_names_check(const struct nkd_nsm *nsm, struct nkd_err *e)
+{
+	const struct nkd_nsm *o;
+	int i;
+
+	if (nsm->managed && (o = hostdev_owner(nsm->hostdev, nsm))) {
+		if (hostdev_fits(nsm->name))
+			return nkd_fail(e, EEXIST, "nsm %s: its host-side veth %s is already nsm %s's (id %d, whose name is too long for %sNAME); choose another name",
+					nsm->name, nsm->hostdev, o->name, o->slot,
+					NKD_HOSTDEV_PREFIX);
+		return nkd_fail(e, EEXIST, "nsm %s: the name is too long for a host-side veth %sNAME, and %s (%sID, id %d) is already nsm %s's; choose a name of at most %zu characters or another id",
+				nsm->name, NKD_HOSTDEV_PREFIX, nsm->hostdev, NKD_HOSTDEV_PREFIX,
+				nsm->slot, o->name, IFNAMSIZ - 1 - strlen(NKD_HOSTDEV_PREFIX));
+	}
+	for (i = 0; i < NKD_NSM_MAX; i++) {
+		o = nkd.nsms[i];
+		if (!o || o == nsm || o->dead || !(o->managed || nsm->managed) ||
+		    strcmp(o->netns, nsm->netns))
+			continue;
+		return nkd_fail(e, EEXIST, "nsm %s: netns %s is already nsm %s's, which nkd %s; %s",
+				nsm->name, nsm->netns, o->name,
+				o->managed ? "created and deletes with it" : "was given",
+				nsm->managed ? "choose another name" : "choose another netns");
+	}
+	return 0;
+}
+
+/*
+ * A new managed NSM (added, not restored from nkd's state) gets a netns
+ * nkd creates, and deletes again with the NSM.  One that exists already
+ * is not nkd's (an operator's "ip netns add nk-NAME", or a leftover nkd
+ * lost track of): nkd would adopt it and delete it later.  Refused.  A
+ * restored NSM's existing netns is nkd's own from before its restart.
+ */
+static int nsm_netns_new(const struct nkd_nsm *nsm, struct nkd_err *e)
+{
+	int fd = netns_open(nsm->netns);
+
+	if (fd < 0)
+		return 0;	/* ENOENT; any other error is reported when creating it */
+	close(fd);
+	return nkd_fail(e, EEXIST, "nsm %s: netns %s exists already and is not nkd's (nkd creates it for the nsm and deletes it with it); choose another name, or remove it with 'ip netns del %s' if nothing uses it",
+			nsm->name, nsm->netns, nsm->netns);
+}
+
+/* The first free id; for a long name, one whose nkh-ID is no other NSM's
+ * nkh-NAME.  NKD_NSM_MAX: none. */
+static int nsm_free_slot(const struct nkd_nsm *tmpl)
+{
+	char dev[IFNAMSIZ];
+	int slot;
+
+	for (slot = 0; slot < NKD_NSM_MAX; slot++) {
+		if (nkd.nsms[slot])
+			continue;
+		if (!tmpl->managed || hostdev_fits(tmpl->name))
+			break;
+		nsm_hostdev(tmpl->name, slot, dev, sizeof(dev));
+		if (!hostdev_owner(dev, NULL))
+			break;
+	}
+	return slot;
+}
+
 int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	       struct nkd_err *e)
 {
 	struct nkd_nsm *nsm;
 	int slot, ret;
 
-	slot = tmpl->slot;
-	if (slot < 0)
-		for (slot = 0; slot < NKD_NSM_MAX && nkd.nsms[slot]; slot++)
-			;
+	slot = tmpl->slot < 0 ? nsm_free_slot(tmpl) : tmpl->slot;
 	if (slot == NKD_NSM_MAX)
 		return nkd_fail(e, ENOSPC, "nsm %s: too many NSMs (max %d)", tmpl->name, NKD_NSM_MAX);
 	if (nkd.nsms[slot])
@@ -1281,12 +1379,15 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	nsm->kernel_relay_sndbuf = tmpl->kernel_relay_sndbuf;
 	nsm->notsent_lowat = tmpl->notsent_lowat;
 	nsm->managed = tmpl->managed;
-	/* nkh-NAME, or nkh-ID when NAME does not fit IFNAMSIZ */
-	if (strlen(NKD_HOSTDEV_PREFIX) + strlen(nsm->name) < IFNAMSIZ)
-		snprintf(nsm->hostdev, sizeof(nsm->hostdev), NKD_HOSTDEV_PREFIX "%s", nsm->name);
-	else
-		snprintf(nsm->hostdev, sizeof(nsm->hostdev), NKD_HOSTDEV_PREFIX "%d", slot);
+	nsm_hostdev(nsm->name, slot, nsm->hostdev, sizeof(nsm->hostdev));
 	nsm->slot = slot;
+	ret = nsm_names_check(nsm, e);
+	if (!ret && start && nsm->managed)
+		ret = nsm_netns_new(nsm, e);
+	if (ret) {
+		free(nsm);
+		return ret;
+	}
 	nsm->netns_id = -1;
 	nsm->ctl_fd = -1;
 	nsm->state = NSM_STARTING;
