@@ -921,20 +921,40 @@ static int cmd_check(const char *guest, const char *vmaddr, const char *foreign,
 		 * errno and not made (no CONNECTED record follows). */
 		fd = open_stream(guest);
 		if (fd >= 0) {
-			struct nk_opt_req bad = { .level = SOL_SOCKET, .name = 36 /* SO_MARK */,
+			struct nk_opt_req bad = { .level = SOL_SOCKET, .name = 25 /* SO_BINDTODEVICE */,
 						  .optlen = 4 };
 			int e1, e2;
 
-			memcpy(bad.val, &one, sizeof(one));
+			memcpy(bad.val, "lo", 3);
 			msg_send(fd, NK_OP_HELLO, 1, &hreq, sizeof(hreq));
 			msg_send(fd, NK_OP_SETSOCKOPT, 2, &bad, sizeof(bad));
 			msg_send(fd, NK_OP_CONNECT, 3, &creq, sizeof(creq));
 			msg_recv(fd, NK_OP_HELLO, NULL, &hrep, sizeof(hrep));
 			e1 = msg_recv(fd, NK_OP_SETSOCKOPT, NULL, NULL, 0);
 			e2 = msg_recv(fd, NK_OP_CONNECT, NULL, NULL, 0);
-			expect("pipelined SO_MARK is refused", e1 > 0, 1);
+			expect("pipelined SO_BINDTODEVICE is refused (EPERM)", e1, EPERM);
 			expect("... and the CONNECT behind it answered with the same errno", e2, e1);
 			expect("... and no CONNECTED record follows", readable_within(fd, 300), 0);
+			close(fd);
+		}
+		/* An option the NSM does not take (ENOPROTOOPT) is answered so,
+		 * and the CONNECT behind it goes on: the guest's own kernel took
+		 * it on the fresh socket, and the library goes on without it. */
+		fd = open_stream(guest);
+		if (fd >= 0) {
+			struct nk_opt_req unsup = { .level = SOL_SOCKET, .name = 36 /* SO_MARK */,
+						    .optlen = 4 };
+
+			memcpy(unsup.val, &one, sizeof(one));
+			msg_send(fd, NK_OP_HELLO, 1, &hreq, sizeof(hreq));
+			msg_send(fd, NK_OP_SETSOCKOPT, 2, &unsup, sizeof(unsup));
+			msg_send(fd, NK_OP_CONNECT, 3, &creq, sizeof(creq));
+			msg_recv(fd, NK_OP_HELLO, NULL, &hrep, sizeof(hrep));
+			expect("pipelined SO_MARK is not supported (ENOPROTOOPT)",
+			       msg_recv(fd, NK_OP_SETSOCKOPT, NULL, NULL, 0), ENOPROTOOPT);
+			expect("... and the CONNECT behind it is made",
+			       msg_recv(fd, NK_OP_CONNECT, NULL, NULL, 0), 0);
+			expect("... and its CONNECTED record follows", readable_within(fd, 3000), 1);
 			close(fd);
 		}
 		/* A request naming a token, another op, too many requests, or
