@@ -214,6 +214,12 @@ int steer_start(void)
 
 	if (!nkd.cfg.uplink)
 		return 0;
+	/* before anything is pinned: a wrong name must leave nothing behind */
+	if (!if_nametoindex(nkd.cfg.uplink)) {
+		err("uplink %s: %s", nkd.cfg.uplink,
+		    errno == ENODEV ? "no such interface in nkd's network namespace" : strerror(errno));
+		return -ENODEV;
+	}
 	if (!nkd.cfg.pin_dir)
 		nkd.cfg.pin_dir = NK_STEER_PIN_DIR;
 	nk_steer_libbpf_log();

@@ -19,6 +19,7 @@
 #     naming the file, and -j stdout stays one JSON document.  Once the
 #     directory is gone the next change persists everything.
 #  4. an nkd restart still adopts the namespaces and veths it created.
+#  0. (first) nkd --uplink with no such interface exits before it pins a map.
 #
 #   remote-$S                 root namespace
 #   eth0 ------------------- nku-$S (uplink)   nkd --uplink nku-$S
@@ -120,6 +121,18 @@ ip link add "$UP" type veth peer name eth0 netns "remote-$S" ||
 ip -n "remote-$S" link set eth0 up
 ip link set "$UP" up
 nk_uplink_far_end "remote-$S" eth0
+
+log_step "0. nkd --uplink with an interface that does not exist pins nothing"
+BADPIN=/sys/fs/bpf/nk-bad-$S
+out=$(timeout 10 "$OUTPUT/nkd" --foreground --uplink "nosuch-$S" --pin-dir "$BADPIN" \
+	--control "$NK_TMP/bad.sock" --state-dir "$NK_TMP/bad-state" --run-dir "$NK_TMP/bad-run" \
+	--no-vsock 2>&1)
+rc=$?
+check_eq "nkd --uplink nosuch-$S: exit status" "$rc" 1
+check "... naming the interface (got: $out)" grep -qF "uplink nosuch-$S: no such interface" <<<"$out"
+check "... and no map pinned in $BADPIN" test ! -e "$BADPIN/vms"
+rm -rf "$BADPIN"
+
 nk_start_nkd
 
 # ---------------------------------------------------------------- 1. names
