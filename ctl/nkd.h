@@ -213,6 +213,7 @@ void nkd_client_forget_nsm(struct nkd_client *c);
 struct nkd_nsm *nsm_find(const char *name);
 void nsm_defaults(struct nkd_nsm *out);
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e);
+int nsm_config_check(json_t *obj, const struct nkd_nsm *self, struct nkd_err *e);
 int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	       struct nkd_err *e);
 int nsm_start(struct nkd_nsm *nsm, struct nkd_err *e);
@@ -234,6 +235,7 @@ typedef void (*nsm_msg_cb)(struct nkd_nsm *nsm, const struct nsm_hdr *h, const v
 int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
 		   int *nsm_err, nsm_msg_cb cb, void *arg);
 int nsm_push_vms(struct nkd_nsm *nsm);
+void nsm_prune_strays(struct nkd_nsm *nsm);
 unsigned int nsm_vm_count(const struct nkd_nsm *nsm);
 const char *nsm_state_name(enum nsm_state s);
 json_t *nsm_to_json(const struct nkd_nsm *nsm, bool full);

@@ -75,6 +75,8 @@ static const char *const msg_names[] = {
 	[NSM_MSG_VM_DRAIN] = "VM_DRAIN",
 	[NSM_MSG_CLAIM_FWD] = "CLAIM_FWD",
 	[NSM_MSG_ATTACH_CLAIM] = "ATTACH_CLAIM",
+	[NSM_MSG_VM_LIST] = "VM_LIST",
+	[NSM_MSG_VM_BATCH] = "VM_BATCH",
 };
 
 static void nsm_conn_lost(struct nkd_nsm *nsm, const char *why);
@@ -300,6 +302,10 @@ void nsm_defaults(struct nkd_nsm *out)
 	out->notsent_lowat = NSM_NOTSENT_LOWAT;
 }
 
+/* The NSM nsm_config_check() validates a reloaded entry for: its own name
+ * and id are not conflicts. */
+static const struct nkd_nsm *parse_self;
+
 int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nkd_err *e)
 {
 	struct sockaddr_un sun;
@@ -331,7 +337,7 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (!nkd_name_valid(name, NK_NAME_MAX))
 		return nkd_fail(e, EINVAL, "nsm name '%s' is invalid: use 1-%d characters from A-Z a-z 0-9 _ . -",
 				name, NK_NAME_MAX - 1);
-	if (nsm_find(name))
+	if (nsm_find(name) && nsm_find(name) != parse_self)
 		return nkd_fail(e, EEXIST, "nsm %s already exists (see 'nkctl nsm show %s')", name, name);
 	if (!type)
 		return nkd_fail(e, EINVAL, "nsm %s: missing 'type kernel'", name);
@@ -345,7 +351,7 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 		if (!json_is_integer(jid) || id < 0 || id >= NKD_NSM_MAX)
 			return nkd_fail(e, EINVAL, "nsm %s: id must be a number from 0 to %d", name,
 					NKD_NSM_MAX - 1);
-		if (nkd.nsms[id])
+		if (nkd.nsms[id] && nkd.nsms[id] != parse_self)
 			return nkd_fail(e, EEXIST, "nsm %s: id %d is already used by nsm %s", name,
 					(int)id, nkd.nsms[id]->name);
 		out->slot = id;
@@ -403,6 +409,22 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (check_env)
 		return netns_check(out, e);
 	return 0;
+}
+
+/*
+ * SIGHUP: is the entry obj, for the running NSM self, one nkd would take
+ * at start?  As nsm_config_parse() without looking at the machine, self's
+ * own name and id not counted as conflicts.
+ */
+int nsm_config_check(json_t *obj, const struct nkd_nsm *self, struct nkd_err *e)
+{
+	struct nkd_nsm tmpl;
+	int ret;
+
+	parse_self = self;
+	ret = nsm_config_parse(obj, &tmpl, false, e);
+	parse_self = NULL;
+	return ret;
 }
 
 /* ---- process handling ---- */
@@ -938,6 +960,87 @@ int nsm_push_vms(struct nkd_nsm *nsm)
 		}
 	}
 	return ret;
+}
+
+struct id_acc {
+	uint32_t *v;
+	size_t n, cap;
+	int err;
+};
+
+static void vm_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *body,
+		     size_t len, void *arg)
+{
+	const struct nsm_vm_batch *b = body;
+	size_t hdr = offsetof(struct nsm_vm_batch, ids);
+	struct id_acc *acc = arg;
+	uint32_t *v;
+
+	if (h->type != NSM_MSG_VM_BATCH || len < hdr || !b->n || b->n > NSM_VM_BATCH ||
+	    len != hdr + b->n * sizeof(b->ids[0])) {
+		warn("nsm %s: malformed VM_BATCH (%zu bytes); ignored", nsm->name, len);
+		return;
+	}
+	if (acc->n + b->n > acc->cap) {
+		v = realloc(acc->v, (acc->n + b->n) * sizeof(*v));
+		if (!v) {
+			acc->err = -ENOMEM;
+			return;
+		}
+		acc->v = v;
+		acc->cap = acc->n + b->n;
+	}
+	memcpy(acc->v + acc->n, b->ids, b->n * sizeof(b->ids[0]));
+	acc->n += b->n;
+}
+
+/*
+ * An adopted NSM may serve VMs nkd no longer has: deleted from --config
+ * FILE or nkd.json while nkd was not running.  Their guests would keep
+ * their addresses and listener there, unseen by nkctl, and a VM added
+ * later with the same id would take over what is left of them.  Each id
+ * the NSM has that is neither one of its VMs nor one draining from it is
+ * deleted there (VM_DEL).  An NSM without VM_LIST is left as it is.
+ */
+void nsm_prune_strays(struct nkd_nsm *nsm)
+{
+	struct nsm_vm_ref ref = { 0 };
+	struct id_acc acc = { 0 };
+	struct nkd_vm *vm;
+	int ret, nerr = 0;
+	size_t i;
+
+	if (nsm->state != NSM_RUNNING)
+		return;
+	ret = nsm_request_cb(nsm, NSM_MSG_VM_LIST, &ref, sizeof(ref), -1, &nerr, vm_batch, &acc);
+	if (ret || nerr || acc.err) {
+		if (nerr == EOPNOTSUPP)
+			info("nsm %s: this nk-nsm cannot list its vms; vms deleted while nkd was down stay on it until it restarts",
+			     nsm->name);
+		else
+			warn("nsm %s: VM_LIST: %s", nsm->name,
+			     strerror(ret ? -ret : nerr ? nerr : -acc.err));
+		free(acc.v);
+		return;
+	}
+	for (i = 0; i < acc.n; i++) {
+		for (vm = nkd.vms; vm && vm->id != acc.v[i]; vm = vm->next)
+			;
+		if (vm && (vm->nsm == nsm || move_draining_on(vm, nsm)))
+			continue;
+		ref.vm_id = acc.v[i];
+		ret = nsm_request(nsm, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
+		if (ret || nerr)
+			warn("nsm %s: vm id %u is no vm of nkd's; removing it failed: %s", nsm->name,
+			     acc.v[i], strerror(ret ? -ret : nerr));
+		else if (vm)
+			info("nsm %s: removed vm %s (id %u), which is on nsm %s now", nsm->name,
+			     vm->name, vm->id, vm->nsm->name);
+		else
+			info("nsm %s: removed vm id %u, which it served but nkd no longer has",
+			     nsm->name, acc.v[i]);
+	}
+	free(acc.v);
 }
 
 /* ---- supervision ---- */

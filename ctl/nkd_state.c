@@ -282,6 +282,10 @@ void state_apply(const char *path)
 	if (restore_drains && nkd.steer)
 		move_restore(restore_drains);
 	move_steer_sync();
+	/* drains known: what adopted NSMs still serve of VMs gone meanwhile */
+	for (i = 0; i < NKD_NSM_MAX; i++)
+		if (nkd.nsms[i] && !nkd.nsms[i]->dead && nkd.nsms[i]->adopted)
+			nsm_prune_strays(nkd.nsms[i]);
 	json_decref(restore_drains);
 	restore_drains = NULL;
 	if (path)
@@ -498,6 +502,11 @@ void state_reload(void)
 		const char *name = json_string_value(json_object_get(o, "name"));
 
 		if (name && (nsm = nsm_find(name))) {
+			/* a running NSM's settings are not applied, but an
+			 * entry nkd would refuse at start is said so */
+			if (nsm_config_check(o, nsm, &e))
+				err("SIGHUP: %s: nsms[%zu]: %s; the nsm stays as it is (nkd would refuse this file at start)",
+				    path, i, e.msg);
 			nsm_reload_diff(nsm, o, path);
 			continue;
 		}

@@ -223,6 +223,22 @@ static int gw_not_inside(const char *name, const char *gw, const struct nk_addr 
 			name, gw, fam, list);
 }
 
+/* A gateway that is another VM's address: that VM is no router (its
+ * address is on the NSM, which would route to itself). */
+static int gw_not_a_vm(const char *name, const char *gw, const struct nk_addr *a,
+		       struct nkd_err *e)
+{
+	struct nkd_vm *other;
+	uint32_t j;
+
+	for (other = nkd.vms; other; other = other->next)
+		for (j = 0; j < other->naddrs && other != parse_self; j++)
+			if (nk_addr_same_ip(&other->addrs[j].addr, a))
+				return nkd_fail(e, EINVAL, "vm %s: gateway %s is vm %s's address; give a router's address",
+						name, gw, other->name);
+	return 0;
+}
+
 static int parse_gw(const char *name, json_t *gw, struct nkd_vm *out, struct nkd_err *e)
 {
 	json_t *arr = gw, *v;
@@ -261,12 +277,24 @@ static int parse_gw(const char *name, json_t *gw, struct nkd_vm *out, struct nkd
 					       name, s);
 				goto out;
 			}
-			inside |= nk_addr_in_prefix(&a, &out->addrs[j].addr, out->addrs[j].prefix);
+			if (!inside && nk_addr_in_prefix(&a, &out->addrs[j].addr, out->addrs[j].prefix)) {
+				inside = true;
+				/* the subnet's own network or broadcast address
+				 * routes nowhere */
+				if (addr_subnet_check(name, s, &a, out->addrs[j].prefix, e)) {
+					ret = nkd_fail(e, EINVAL, "vm %s: gateway %s is the network or broadcast address of %s's subnet; give a router's address",
+						       name, s, name);
+					goto out;
+				}
+			}
 		}
 		if (!inside) {
 			ret = gw_not_inside(name, s, &a, out, e);
 			goto out;
 		}
+		ret = gw_not_a_vm(name, s, &a, e);
+		if (ret)
+			goto out;
 		*slot = a;
 	}
 out:

@@ -435,6 +435,8 @@ static void promote_secondaries(void)
 		warn_perror("all/promote_secondaries");
 }
 
+static int vm_del(uint32_t id);
+
 static int vm_add(const struct nsm_vm_add *m)
 {
 	struct route_item old_items[3 * NK_VM_ADDRS_MAX], new_items[3 * NK_VM_ADDRS_MAX];
@@ -457,6 +459,15 @@ static int vm_add(const struct nsm_vm_add *m)
 	}
 
 	vm = vm_find(m->vm_id);
+	if (vm && strncmp(vm->name, m->name, NK_NAME_MAX)) {
+		/* nkd gave the id to another VM (the one that had it is gone
+		 * from its configuration): nothing of the old one is the new
+		 * one's, neither its sockets nor its guest streams */
+		warn("vm %s (id %u): the id is vm %s's now; %s's sockets and streams are closed",
+		     vm->name, vm->id, m->name, vm->name);
+		vm_del(m->vm_id);
+		vm = NULL;
+	}
 	if (!vm) {
 		vm = calloc(1, sizeof(*vm));
 		if (!vm)
@@ -484,8 +495,6 @@ static int vm_add(const struct nsm_vm_add *m)
 	 * failed move, which sends VM_DRAIN again if it must); a VM without
 	 * a guest listener (vsock only) gets no ATTACH_LISTENER to say so. */
 	vm->drained = false;
-	if (strcmp(vm->name, m->name) && !created)
-		info("vm %s: renamed to %s", vm->name, m->name);
 	memcpy(vm->name, m->name, NK_NAME_MAX);
 	/* The new configuration is recorded even if applying it fails in part,
 	 * so that nkd re-sending it retries the rest. */
@@ -791,6 +800,26 @@ static int conn_list(const struct nsm_conn_list *m, uint32_t seq)
 	return 0;
 }
 
+/* VM_LIST: the ids of every VM, in VM_BATCH packets; REPLY follows. */
+static int vm_list(uint32_t seq)
+{
+	struct nsm_vm_batch b = { 0 };
+	size_t hdr = offsetof(struct nsm_vm_batch, ids);
+	struct list_head *p;
+
+	list_for_each(p, &nsm.vms) {
+		b.ids[b.n++] = list_entry(p, struct vm, node)->id;
+		if (b.n == NSM_VM_BATCH) {
+			ctl_send_wait(NSM_MSG_VM_BATCH, seq, 0, &b, sizeof(b), NSM_CTL_SEND_WAIT_MS);
+			b.n = 0;
+		}
+	}
+	if (b.n)
+		ctl_send_wait(NSM_MSG_VM_BATCH, seq, 0, &b, hdr + b.n * sizeof(b.ids[0]),
+			      NSM_CTL_SEND_WAIT_MS);
+	return 0;
+}
+
 /*
  * VM_DRAIN: no new guest streams of the VM here (its listener fd goes), and
  * its listening guest sockets end, and its UDP sockets without a peer (a
@@ -864,6 +893,7 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 		break;
 	case NSM_MSG_VM_DEL:
 	case NSM_MSG_VM_DRAIN:
+	case NSM_MSG_VM_LIST:
 		want = sizeof(struct nsm_vm_ref);
 		break;
 	case NSM_MSG_CONN_LIST:
@@ -902,6 +932,8 @@ static int ctl_handle(const uint8_t *buf, ssize_t n, int msg_flags, const int *f
 		return vm_drain(ref->vm_id);
 	case NSM_MSG_CONN_LIST:
 		return conn_list(body, h->seq);
+	case NSM_MSG_VM_LIST:
+		return ref->vm_id ? -EINVAL : vm_list(h->seq);
 	case NSM_MSG_ATTACH_LISTENER:
 		*used = true;
 		return attach_listener(ref->vm_id, fds[0]);

@@ -256,6 +256,9 @@ expect_fail 1 "10.78.0.255/24 is the broadcast address of its subnet" vm add vm9
 expect_fail 1 "10.78.0.0/24 is the network address of its subnet" vm add vm9 "${V[@]}" addr 10.78.0.0/24
 expect_fail 1 "10.78.0.9/0 has prefix /0" vm add vm9 "${V[@]}" addr 10.78.0.9/0
 expect_fail 1 "fd78::9/0 has prefix /0" vm add vm9 "${V[@]}" addr fd78::9/0
+expect_fail 1 "gateway 10.78.0.255 is the network or broadcast address of vm9's subnet" \
+	vm add vm9 "${V[@]}" addr 10.78.0.9/24 gw 10.78.0.255
+expect_fail 1 "gateway 10.78.0.2 is vm vm1's address" vm add vm9 "${V[@]}" addr 10.78.0.9/24 gw 10.78.0.2
 touch "$NK_TMP/guests/file_7531"
 expect_fail 1 "exists and is not a socket" vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/guests/file"
 rm -f "$NK_TMP/guests/file_7531"
@@ -493,6 +496,34 @@ check_eq "back as configured: adopted, config_differs" "$(jget "$OUT" 'j["adopte
 	"(True, False)"
 check "no warning" bash -c "! grep -q 'does not run as configured' '$NK_NKD_LOG'"
 
+log_step "nkd restart after a vm was deleted from nkd.json: the adopted NSM drops it"
+# As after a hand edit (or a --config FILE without the vm) while nkd was
+# stopped: the running NSM still serves the vm; before, its address and
+# listener stayed there for good, unseen by nkctl, and a vm added later
+# with its id took over what was left of it.
+expect_ok vm add vm4 nsm nsm1 addr 10.78.0.6/24 uds "$NK_TMP/guests/vm4.vsock"
+check "vm4's address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.6
+VM4_ID=$("$NKCTL" -c "$NK_CTL" -j vm show vm4 | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+NSM_PID=$(nsm_pid)
+nk_stop "$NKD_PID"
+"$NK_PY" - "$NK_STATE/nkd.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+j = json.load(open(p))
+j["vms"] = [v for v in j["vms"] if v["name"] != "vm4"]
+json.dump(j, open(p, "w"), indent=2)
+PY
+NK_NKD_LOG=$NK_TMP/nkd-2d.log
+nk_start_nkd
+check_eq "nsm1 adopted, same pid" "$(nsm_pid)" "$NSM_PID"
+check "nkd removed vm4 from it" \
+	grep -q "nsm nsm1: removed vm id $VM4_ID, which it served but nkd no longer has" "$NK_NKD_LOG"
+has_no_addr() { ! nk_has_addr "nsm-$S" up0 "$1"; }
+check "vm4's address gone from up0" wait_for -t 5 has_no_addr 10.78.0.6
+check "vm1's address stays" nk_has_addr "nsm-$S" up0 10.78.0.2
+check "vm2's address stays" nk_has_addr "nsm-$S" up0 10.78.0.3
+rm -f "$NK_TMP/guests/vm4.vsock_7531"
+
 log_step "vm del, nsm del"
 expect_ok vm del vm1
 check "vm1 listener removed" test ! -e "$NK_TMP/guests/vm1.vsock_7531"
@@ -608,11 +639,15 @@ check_eq "after a bad entry: vmC still there, as it was" "$(vm_names)" \
 check "vmC's address still on up0" nk_has_addr "nsm-$S" up0 10.78.0.4
 # An unknown key in an unchanged entry: nkd would refuse the file at
 # start, so the reload says so (before: silently taken).
-sed 's|"name": "vmA",|"name": "vmA", "colour": "red",|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
+sed -e 's|"name": "vmA",|"name": "vmA", "colour": "red",|' \
+    -e 's|"name": "nsm1",|"name": "nsm1", "colour": "blue",|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
 n=$(reloads)
 kill -HUP "$NKD_PID"
 check "reloaded with an unknown key" wait_for -t 5 reloaded_more "$n"
 check "the unknown key is reported" grep -qF "vm vmA: vm: unknown key 'colour'" "$NK_NKD_LOG"
+check "... in an NSM's entry too" grep -qF \
+	"nsms[0]: nsm: unknown key 'colour' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll, kernel_relay_sndbuf, notsent_lowat); the nsm stays as it is" \
+	"$NK_NKD_LOG"
 # A name twice: refused whole, as at start (before: the second ignored).
 sed 's|"name": "vmC"|"name": "vmA"|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
 kill -HUP "$NKD_PID"

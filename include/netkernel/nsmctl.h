@@ -87,6 +87,8 @@ enum nsm_msg {
 	NSM_MSG_VM_DRAIN,	/* nkd -> nsm: a VM moves away (see below) */
 	NSM_MSG_CLAIM_FWD,	/* nsm -> nkd: + 1 fd, a claim for the NSM a VM left */
 	NSM_MSG_ATTACH_CLAIM,	/* nkd -> nsm: + 1 fd, that claim */
+	NSM_MSG_VM_LIST,	/* nkd -> nsm: VM_BATCH packets, then REPLY */
+	NSM_MSG_VM_BATCH,	/* nsm -> nkd: up to NSM_VM_BATCH vm ids */
 	NSM_MSG_MAX
 };
 
@@ -193,6 +195,23 @@ struct nsm_conn_batch {
 };
 _Static_assert(sizeof(struct nsm_hdr) + sizeof(struct nsm_conn_batch) <= NSM_CTL_MSG_MAX,
 	       "a CONN_BATCH fits in one packet");
+
+/*
+ * VM_LIST {vm_id 0}: the NSM answers with zero or more VM_BATCH packets
+ * (same seq), the ids of every VM it has, and then one REPLY.  nkd asks an
+ * NSM it adopts, and deletes the VMs it no longer has (deleted from its
+ * configuration while it was not running).  NSMs from before it answer
+ * EOPNOTSUPP.
+ */
+#define NSM_VM_BATCH	200
+
+struct nsm_vm_batch {
+	uint32_t n;		/* 1..NSM_VM_BATCH */
+	uint32_t pad0;
+	uint32_t ids[NSM_VM_BATCH];
+};
+_Static_assert(sizeof(struct nsm_hdr) + sizeof(struct nsm_vm_batch) <= NSM_CTL_MSG_MAX,
+	       "a VM_BATCH fits in one packet");
 
 /*
  * VM_DRAIN {vm_id}: the VM is moving to another NSM.  The NSM stops taking
