@@ -513,5 +513,27 @@ peer sink 9111
 out=$(printf 'after the claims\n' | "$CLIENT" connect "$G1" 10.77.0.1 9111 2>/dev/null)
 check_eq "vm1 still connects and sends through the NSM" "${out%% *}" 17
 
+log_step "a VM_ADD with an id the NSM has under another name replaces that VM"
+# nkd gives a deleted VM's id to a new one; before, the NSM renamed the
+# old VM and the new one inherited its sockets and guest streams.  nkd is
+# stopped meanwhile (the NSM takes this connection instead of nkd's).
+kill -STOP "$NKD_PID"
+"$CLIENT" nsm "$NK_RUN/nsm-nsm1.sock" vm-add 77 oldvm 10.77.0.77/24 >/dev/null 2>&1
+check "oldvm (id 77) has its address" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.77.0.77
+"$CLIENT" nsm "$NK_RUN/nsm-nsm1.sock" vm-add 77 newvm 10.77.0.78/24 >/dev/null 2>&1
+check "newvm (id 77) has its address" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.77.0.78
+no_77() { ! nk_has_addr "nsm-$S" up0 10.77.0.77; }
+check "... and oldvm's is gone" wait_for -t 5 no_77
+check "NSM log: the old vm deleted, not renamed" \
+	grep -q "vm oldvm (id 77): the id is vm newvm's now; oldvm's sockets and streams are closed" \
+	"${NSM_LOG:-/nonexistent}"
+"$CLIENT" nsm "$NK_RUN/nsm-nsm1.sock" vm-del 77 >/dev/null 2>&1
+kill -CONT "$NKD_PID"
+check "nkd is connected to nsm1 again" wait_for -t 10 bash -c \
+	"[ \$(grep -c 'nsm nsm1 (pid $NK_NSM_PID): up' '$NK_NKD_LOG') -ge 3 ]"
+peer sink 9112
+out=$(printf 'after the ids\n' | "$CLIENT" connect "$G1" 10.77.0.1 9112 2>/dev/null)
+check_eq "vm1 still connects and sends through the NSM" "${out%% *}" 14
+
 check "nk-nsm is still running" nk_alive "$NK_NSM_PID"
 nk_finish
