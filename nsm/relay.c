@@ -629,7 +629,8 @@ static void tcp_failed(struct nsock *ns, int err)
  * on our end; read as the up direction's error, or still pending when
  * that direction had ended) or those still on their way to it.  Linux's
  * tcp_close() resets the connection then; bytes still in the TCP socket
- * make the kernel reset it at our close anyway.
+ * make the kernel reset it at our close anyway.  An AF_VSOCK stream
+ * closed so sets no error: there only bytes the relay still holds count.
  */
 static bool guest_left_unread(struct nsock *ns)
 {
@@ -637,7 +638,14 @@ static bool guest_left_unread(struct nsock *ns)
 	socklen_t len = sizeof(int);
 	int err = 0;
 
-	if (r->down.len || r->up.src_err == ECONNRESET)
+	if (r->down.len)
+		return true;
+	/* Nothing relayed to the guest: what it left unread can only be our
+	 * CONNECTED record (a non-blocking connect closed before it looked),
+	 * no byte of the connection's; Linux closes that with a FIN. */
+	if (!r->down.bytes)
+		return false;
+	if (r->up.src_err == ECONNRESET)
 		return true;
 	return !getsockopt(ns->chan->fd, SOL_SOCKET, SO_ERROR, &err, &len) && err == ECONNRESET;
 }

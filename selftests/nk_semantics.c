@@ -1591,6 +1591,26 @@ static void case_close_unread_rst(void)
 		close(a);
 	}
 	peer_reply_out(c);
+	/* A non-blocking connect closed before anyone looked at it: nothing
+	 * was received, so a FIN (through NetKernel its CONNECTED record
+	 * was all the guest left unread). */
+	c = tcp();
+	set_nonblock(c);
+	{
+		saddr sa = at(&sa_self, local_port(l));
+
+		connect(c, SA(sa), SL(sa));
+	}
+	usleep(200000);
+	close(c);
+	a = accept(l, NULL, NULL);
+	if (rc("accept_nb", a) >= 0) {
+		set_rcvtimeo(a, 3000);
+		ssize_t n = read(a, buf, sizeof(buf));
+
+		out("nb_closed_read=%s", n < 0 ? ename(errno) : n == 0 ? "eof" : "data");
+		close(a);
+	}
 	close(l);
 }
 
