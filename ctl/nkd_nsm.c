@@ -962,9 +962,9 @@ int nsm_push_vms(struct nkd_nsm *nsm)
 	return ret;
 }
 
-struct id_acc {
-	uint32_t *v;
-	size_t n, cap;
+struct vm_acc {
+	struct nsm_vm_entry *v;
+	size_t n;
 	int err;
 };
 
@@ -972,42 +972,42 @@ static void vm_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *b
 		     size_t len, void *arg)
 {
 	const struct nsm_vm_batch *b = body;
-	size_t hdr = offsetof(struct nsm_vm_batch, ids);
-	struct id_acc *acc = arg;
-	uint32_t *v;
+	size_t hdr = offsetof(struct nsm_vm_batch, vms);
+	struct vm_acc *acc = arg;
+	struct nsm_vm_entry *v;
 
 	if (h->type != NSM_MSG_VM_BATCH || len < hdr || !b->n || b->n > NSM_VM_BATCH ||
-	    len != hdr + b->n * sizeof(b->ids[0])) {
+	    len != hdr + b->n * sizeof(b->vms[0])) {
 		warn("nsm %s: malformed VM_BATCH (%zu bytes); ignored", nsm->name, len);
 		return;
 	}
-	if (acc->n + b->n > acc->cap) {
-		v = realloc(acc->v, (acc->n + b->n) * sizeof(*v));
-		if (!v) {
-			acc->err = -ENOMEM;
-			return;
-		}
-		acc->v = v;
-		acc->cap = acc->n + b->n;
+	v = realloc(acc->v, (acc->n + b->n) * sizeof(*v));
+	if (!v) {
+		acc->err = -ENOMEM;
+		return;
 	}
-	memcpy(acc->v + acc->n, b->ids, b->n * sizeof(b->ids[0]));
+	acc->v = v;
+	memcpy(acc->v + acc->n, b->vms, b->n * sizeof(b->vms[0]));
 	acc->n += b->n;
 }
 
 /*
  * An adopted NSM may serve VMs nkd no longer has: deleted from --config
  * FILE or nkd.json while nkd was not running.  Their guests would keep
- * their addresses and listener there, unseen by nkctl, and a VM added
- * later with the same id would take over what is left of them.  Each id
- * the NSM has that is neither one of its VMs nor one draining from it is
- * deleted there (VM_DEL).  An NSM without VM_LIST is left as it is.
+ * their addresses and listener there, unseen by nkctl, and the VMs nkd
+ * sends it next could not take their names, addresses or ids.  Before nkd
+ * sends its VMs (nsm_start()), each VM the NSM has that is neither one of
+ * its VMs there, under the same name, nor one draining from it (or about
+ * to be: state_drain_pending()) is deleted there (VM_DEL).  An NSM
+ * without VM_LIST is left as it is.
  */
 void nsm_prune_strays(struct nkd_nsm *nsm)
 {
 	struct nsm_vm_ref ref = { 0 };
-	struct id_acc acc = { 0 };
+	struct vm_acc acc = { 0 };
 	struct nkd_vm *vm;
 	int ret, nerr = 0;
+	char name[NK_NAME_MAX];
 	size_t i;
 
 	if (nsm->state != NSM_RUNNING)
@@ -1024,21 +1024,27 @@ void nsm_prune_strays(struct nkd_nsm *nsm)
 		return;
 	}
 	for (i = 0; i < acc.n; i++) {
-		for (vm = nkd.vms; vm && vm->id != acc.v[i]; vm = vm->next)
+		nkd_strscpy(name, acc.v[i].name, sizeof(name));
+		for (vm = nkd.vms; vm && vm->id != acc.v[i].vm_id; vm = vm->next)
 			;
-		if (vm && (vm->nsm == nsm || move_draining_on(vm, nsm)))
+		if (vm && !strcmp(vm->name, name) &&
+		    (vm->nsm == nsm || move_draining_on(vm, nsm) ||
+		     state_drain_pending(vm->name, nsm->name)))
 			continue;
-		ref.vm_id = acc.v[i];
+		ref.vm_id = acc.v[i].vm_id;
 		ret = nsm_request(nsm, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
 		if (ret || nerr)
-			warn("nsm %s: vm id %u is no vm of nkd's; removing it failed: %s", nsm->name,
-			     acc.v[i], strerror(ret ? -ret : nerr));
+			warn("nsm %s: vm %s (id %u) is no vm of nkd's there; removing it failed: %s",
+			     nsm->name, name, ref.vm_id, strerror(ret ? -ret : nerr));
+		else if (vm && strcmp(vm->name, name))
+			info("nsm %s: removed vm %s (id %u): nkd has that id for vm %s now",
+			     nsm->name, name, ref.vm_id, vm->name);
 		else if (vm)
 			info("nsm %s: removed vm %s (id %u), which is on nsm %s now", nsm->name,
-			     vm->name, vm->id, vm->nsm->name);
+			     name, ref.vm_id, vm->nsm->name);
 		else
-			info("nsm %s: removed vm id %u, which it served but nkd no longer has",
-			     nsm->name, acc.v[i]);
+			info("nsm %s: removed vm %s (id %u), which it served but nkd no longer has",
+			     nsm->name, name, ref.vm_id);
 	}
 	free(acc.v);
 }
@@ -1337,6 +1343,7 @@ int nsm_start(struct nkd_nsm *nsm, struct nkd_err *e)
 	}
 	ret = nsm_try_adopt(nsm, e);
 	if (ret == 1) {
+		nsm_prune_strays(nsm);	/* first: the VMs sent next take their places */
 		nsm_push_vms(nsm);
 		return 0;
 	}

@@ -177,10 +177,52 @@ int state_check_top(const char *path, json_t *root)
 	return ret ? ret : steer_keys(path, root);
 }
 
+/*
+ * The ids nkd.json gives the VMs of vms that have none in FILE, as
+ * {name: id}; each reserved (vm_id_reserve()) until its VM takes it.
+ */
+static json_t *prev_vm_ids(json_t *vms)
+{
+	char path[PATH_MAX];
+	json_t *root, *prev = json_object(), *o, *p;
+	size_t i, j;
+
+	snprintf(path, sizeof(path), "%s/%s", nkd.cfg.state_dir, NKD_STATE_FILE);
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+	json_array_foreach(json_object_get(root, "vms"), i, p) {
+		const char *n = json_string_value(json_object_get(p, "name"));
+		json_t *id = json_object_get(p, "id");
+
+		if (!n || !json_is_integer(id))
+			continue;
+		json_array_foreach(vms, j, o) {
+			const char *m = json_string_value(json_object_get(o, "name"));
+
+			if (m && !strcmp(m, n) && !json_object_get(o, "id")) {
+				json_object_set(prev, n, id);
+				vm_id_reserve(json_integer_value(id), true);
+				break;
+			}
+		}
+	}
+	json_decref(root);
+	return prev;
+}
+
+static void prev_vm_ids_free(json_t *prev)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(prev, k, v)
+		vm_id_reserve(json_integer_value(v), false);
+	json_decref(prev);
+}
+
 int state_load(const char *path, bool required)
 {
 	struct nkd_err e = { "" };
-	json_t *root, *nsms, *vms, *o;
+	json_t *root, *nsms, *vms, *o, *prev = NULL;
 	struct nkd_nsm tmpl_nsm, *nsm;
 	struct nkd_vm tmpl_vm, *vm;
 	json_error_t jerr;
@@ -215,8 +257,28 @@ int state_load(const char *path, bool required)
 			goto out;
 		}
 	}
+	/* --config FILE: a VM without an id keeps the one it had (nkd.json):
+	 * the NSMs know it by that id, and a VM that gets another one is a new
+	 * VM to its NSM (its connections end) */
+	if (required)
+		prev = prev_vm_ids(vms);
 	json_array_foreach(vms, i, o) {
-		ret = vm_config_parse(o, &tmpl_vm, &e);
+		const char *name = json_string_value(json_object_get(o, "name"));
+		json_t *with_id = NULL, *pid = NULL;
+
+		if (name && !json_object_get(o, "id"))
+			pid = json_object_get(prev, name);
+		if (pid) {
+			with_id = json_deep_copy(o);
+			json_object_set(with_id, "id", pid);
+			vm_id_reserve(json_integer_value(pid), false);
+			ret = vm_config_parse(with_id, &tmpl_vm, &e);
+			if (ret)	/* taken meanwhile: as if it had none */
+				ret = vm_config_parse(o, &tmpl_vm, &e);
+			json_decref(with_id);
+		} else {
+			ret = vm_config_parse(o, &tmpl_vm, &e);
+		}
 		if (!ret)
 			ret = vm_create(&tmpl_vm, false, &vm, &e);
 		free(tmpl_vm.uds);
@@ -230,6 +292,7 @@ int state_load(const char *path, bool required)
 	restore_drains = json_incref(json_object_get(root, "draining"));
 	ret = 0;
 out:
+	prev_vm_ids_free(prev);
 	json_decref(root);
 	return ret;
 }
@@ -258,6 +321,23 @@ void state_load_drains(const char *path)
 	json_decref(root);
 }
 
+/* A drain nkd.json lists that state_apply() has not resumed yet: VM vm
+ * draining from NSM nsm (nsm_prune_strays() must leave it). */
+bool state_drain_pending(const char *vm, const char *nsm)
+{
+	json_t *o;
+	size_t i;
+
+	json_array_foreach(restore_drains, i, o) {
+		const char *v = json_string_value(json_object_get(o, "vm"));
+		const char *n = json_string_value(json_object_get(o, "nsm"));
+
+		if (v && n && !strcmp(v, vm) && !strcmp(n, nsm))
+			return true;
+	}
+	return false;
+}
+
 void state_apply(const char *path)
 {
 	struct nkd_err e = { "" };
@@ -282,10 +362,6 @@ void state_apply(const char *path)
 	if (restore_drains && nkd.steer)
 		move_restore(restore_drains);
 	move_steer_sync();
-	/* drains known: what adopted NSMs still serve of VMs gone meanwhile */
-	for (i = 0; i < NKD_NSM_MAX; i++)
-		if (nkd.nsms[i] && !nkd.nsms[i]->dead && nkd.nsms[i]->adopted)
-			nsm_prune_strays(nkd.nsms[i]);
 	json_decref(restore_drains);
 	restore_drains = NULL;
 	if (path)

@@ -61,6 +61,25 @@ static bool vm_id_used(uint32_t id)
 	return false;
 }
 
+/* Ids a VM of the configuration being loaded will ask for (the one it had
+ * in nkd.json): not given to a VM without one (vm_id_reserve()). */
+static uint8_t id_reserved[(NKD_VM_ID_MAX + 8) / 8];
+
+void vm_id_reserve(uint32_t id, bool on)
+{
+	if (!id || id > NKD_VM_ID_MAX)
+		return;
+	if (on)
+		id_reserved[id / 8] |= 1u << (id % 8);
+	else
+		id_reserved[id / 8] &= ~(1u << (id % 8));
+}
+
+static bool vm_id_reserved(uint32_t id)
+{
+	return id_reserved[id / 8] & (1u << (id % 8));
+}
+
 /*
  * One spelling of a uds path for comparing two: its directory resolved
  * (realpath: symbolic links, "//", "." and "..") or, if it does not exist
@@ -445,7 +464,8 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 			return nkd_fail(e, EEXIST, "vm %s: id %d is already used", name, (int)id);
 		out->id = id;
 	} else {
-		for (out->id = 1; out->id <= NKD_VM_ID_MAX && vm_id_used(out->id); out->id++)
+		for (out->id = 1; out->id <= NKD_VM_ID_MAX &&
+				  (vm_id_used(out->id) || vm_id_reserved(out->id)); out->id++)
 			;
 		if (out->id > NKD_VM_ID_MAX)
 			return nkd_fail(e, ENOSPC, "vm %s: no free vm id (max %d vms)", name, NKD_VM_ID_MAX);

@@ -800,22 +800,25 @@ static int conn_list(const struct nsm_conn_list *m, uint32_t seq)
 	return 0;
 }
 
-/* VM_LIST: the ids of every VM, in VM_BATCH packets; REPLY follows. */
+/* VM_LIST: the id and name of every VM, in VM_BATCH packets; REPLY follows. */
 static int vm_list(uint32_t seq)
 {
 	struct nsm_vm_batch b = { 0 };
-	size_t hdr = offsetof(struct nsm_vm_batch, ids);
+	size_t hdr = offsetof(struct nsm_vm_batch, vms);
 	struct list_head *p;
 
 	list_for_each(p, &nsm.vms) {
-		b.ids[b.n++] = list_entry(p, struct vm, node)->id;
-		if (b.n == NSM_VM_BATCH) {
+		const struct vm *vm = list_entry(p, struct vm, node);
+
+		b.vms[b.n].vm_id = vm->id;
+		memcpy(b.vms[b.n].name, vm->name, NK_NAME_MAX);
+		if (++b.n == NSM_VM_BATCH) {
 			ctl_send_wait(NSM_MSG_VM_BATCH, seq, 0, &b, sizeof(b), NSM_CTL_SEND_WAIT_MS);
-			b.n = 0;
+			memset(&b, 0, sizeof(b));
 		}
 	}
 	if (b.n)
-		ctl_send_wait(NSM_MSG_VM_BATCH, seq, 0, &b, hdr + b.n * sizeof(b.ids[0]),
+		ctl_send_wait(NSM_MSG_VM_BATCH, seq, 0, &b, hdr + b.n * sizeof(b.vms[0]),
 			      NSM_CTL_SEND_WAIT_MS);
 	return 0;
 }

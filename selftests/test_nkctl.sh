@@ -517,7 +517,7 @@ NK_NKD_LOG=$NK_TMP/nkd-2d.log
 nk_start_nkd
 check_eq "nsm1 adopted, same pid" "$(nsm_pid)" "$NSM_PID"
 check "nkd removed vm4 from it" \
-	grep -q "nsm nsm1: removed vm id $VM4_ID, which it served but nkd no longer has" "$NK_NKD_LOG"
+	grep -q "nsm nsm1: removed vm vm4 (id $VM4_ID), which it served but nkd no longer has" "$NK_NKD_LOG"
 has_no_addr() { ! nk_has_addr "nsm-$S" up0 "$1"; }
 check "vm4's address gone from up0" wait_for -t 5 has_no_addr 10.78.0.6
 check "vm1's address stays" nk_has_addr "nsm-$S" up0 10.78.0.2
@@ -660,6 +660,40 @@ echo '{"vms": [' >"$NK_TMP/good.json"
 kill -HUP "$NKD_PID"
 check "a broken file is refused" wait_for -t 5 stays_more "$n"
 check_eq "after a broken file: unchanged" "$(vm_names)" "vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
+log_step "nkd restarted with --config FILE after a vm was taken out of it"
+# The file gives no ids: the VMs keep those of nkd.json (before, vmC took
+# the id vmA left and was a new VM to the NSM, its connections ended),
+# and the adopted NSM drops vmA before nkd sends it the others.
+cp "$NK_TMP/good2.json" "$NK_TMP/good.json"
+n=$(reloads)
+kill -HUP "$NKD_PID"
+wait_for -t 5 reloaded_more "$n"
+vm_id() { "$NKCTL" -c "$NK_CTL" -j vm show "$1" | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
+VMA_ID=$(vm_id vmA)
+VMC_ID=$(vm_id vmC)
+NSM_PID=$(nsm_pid)
+nk_stop "$NKD_PID"
+"$NK_PY" - "$NK_TMP/good2.json" "$NK_TMP/good.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["vms"] = [v for v in j["vms"] if v["name"] != "vmA"]
+for n in j["nsms"]:	# "relay": null is refused at start (SIGHUP warned)
+    n.pop("relay", None)
+json.dump(j, open(sys.argv[2], "w"))
+PY
+NK_NKD_LOG=$NK_TMP/nkd-4.log
+nk_bg - "$NK_NKD_LOG" "$OUTPUT/nkd" --foreground --config "$NK_TMP/good.json" --control "$NK_CTL" \
+	--state-dir "$NK_STATE" --run-dir "$NK_RUN" --no-vsock --nsm-bin "$OUTPUT/nk-nsm"
+NKD_PID=$NK_BG_PID
+check "nkd --config restarted: nsm1 running" wait_for -t 10 nsm_running
+check_eq "nsm1 adopted, same pid" "$(nsm_pid)" "$NSM_PID"
+check_eq "vmC keeps its id ($VMC_ID)" "$(vm_id vmC)" "$VMC_ID"
+check "nkd removed vmA from nsm1" \
+	grep -q "nsm nsm1: removed vm vmA (id $VMA_ID), which it served but nkd no longer has" "$NK_NKD_LOG"
+check "vmA's addresses gone from up0" wait_for -t 5 has_no_addr 10.78.0.2
+check "vmC's address stays" nk_has_addr "nsm-$S" up0 10.78.0.4
+check "the NSM did not take vmC for a new vm" \
+	bash -c "! grep -q \"the id is vm vmC's now\" '$NK_STATE/nsm-nsm1.log'"
 for v in vmA vmB vmC; do
 	"$NKCTL" -c "$NK_CTL" vm del "$v" >/dev/null 2>&1
 done

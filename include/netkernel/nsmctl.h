@@ -198,17 +198,23 @@ _Static_assert(sizeof(struct nsm_hdr) + sizeof(struct nsm_conn_batch) <= NSM_CTL
 
 /*
  * VM_LIST {vm_id 0}: the NSM answers with zero or more VM_BATCH packets
- * (same seq), the ids of every VM it has, and then one REPLY.  nkd asks an
- * NSM it adopts, and deletes the VMs it no longer has (deleted from its
+ * (same seq), the id and name of every VM it has, and then one REPLY.  nkd
+ * asks an NSM it adopts, before it sends the VMs again, and deletes those
+ * it no longer has there, or has under another name (deleted from its
  * configuration while it was not running).  NSMs from before it answer
  * EOPNOTSUPP.
  */
-#define NSM_VM_BATCH	200
+#define NSM_VM_BATCH	24
+
+struct nsm_vm_entry {
+	uint32_t vm_id;
+	char name[NK_NAME_MAX];
+};
 
 struct nsm_vm_batch {
 	uint32_t n;		/* 1..NSM_VM_BATCH */
 	uint32_t pad0;
-	uint32_t ids[NSM_VM_BATCH];
+	struct nsm_vm_entry vms[NSM_VM_BATCH];
 };
 _Static_assert(sizeof(struct nsm_hdr) + sizeof(struct nsm_vm_batch) <= NSM_CTL_MSG_MAX,
 	       "a VM_BATCH fits in one packet");
