@@ -1543,10 +1543,12 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	 * as on Linux, the next connect() returns its outcome once, 0 or
 	 * the error (ECONNABORTED if SO_ERROR or a data call took it), and
 	 * only the one after that says EISCONN or connects again. */
-	if (sk->connect_unreported && sk->state != NKS_CONNECTING) {
+	if (sk->connect_unreported && sk->state != NKS_CONNECTING && addr &&
+	    len >= sizeof(sa_family_t) && addr->sa_family != AF_UNSPEC) {
 		sk->connect_unreported = false;
 		if (sk->state == NKS_CONNECTED) {
-			ret = 0;
+			/* ended by a reset meanwhile: Linux's CLOSE state */
+			ret = stream_conn_ended(sk, fd) && sk->eof_err > 0 ? -sk->eof_err : 0;
 			goto out;
 		}
 		if (sk->state == NKS_SETUP) {
@@ -2073,6 +2075,7 @@ NK_API int shutdown(int fd, int how)
 		ret = -ENOTCONN;
 	} else if (ended) {
 		ret = -ENOTCONN;	/* Linux's CLOSE state */
+		sk->connect_unreported = false;	/* SS_DISCONNECTING */
 	} else {
 		if (how != SHUT_WR) {
 			req = (struct nk_sock_req){ .token = sk->token, .arg = how };
@@ -2081,6 +2084,8 @@ NK_API int shutdown(int fd, int how)
 		/* The write side is the stream's own: the NSM sees EOF. */
 		if (!ret && nk_real.shutdown(fd, how) < 0)
 			ret = -errno;
+		if (!ret)
+			sk->connect_unreported = false;	/* Linux: SS_CONNECTED */
 	}
 	nks_put(sk);
 	return ret ? fail(-ret) : 0;
@@ -2192,17 +2197,22 @@ NK_API ssize_t readv(int fd, const struct iovec *iov, int cnt)
  * read waits as a recv() would, the rest take what is there (up to len;
  * all of len with MSG_WAITALL); a peek counts what is queued.
  */
+static int stream_inq(int fd, int *val);
+
 static ssize_t stream_recv_trunc(int fd, size_t len, int flags)
 {
-	static __thread char scratch[16384];
+	char scratch[4096];	/* on the stack: no TLS block in every thread */
 	size_t total = 0, want;
 	ssize_t n;
 	int avail;
 
 	flags &= ~MSG_TRUNC;
 	if (flags & MSG_PEEK) {
-		n = nk_real.recv(fd, scratch, len ? 1 : 0, flags);
-		if (n <= 0 || nk_real.ioctl(fd, FIONREAD, &avail) < 0)
+		n = nk_real.recv(fd, scratch, len ? 1 : 0, flags & ~MSG_WAITALL);
+		if (n <= 0)
+			return n;
+		if (nk_real.ioctl(fd, FIONREAD, &avail) < 0 &&
+		    ((errno != EOPNOTSUPP && errno != ENOTTY) || stream_inq(fd, &avail) < 0))
 			return n;
 		return (size_t)avail < len ? avail : (ssize_t)len;
 	}

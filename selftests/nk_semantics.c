@@ -793,6 +793,16 @@ static void case_nb_connect_again(void)
 	out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "xyz", 3) ? "ok" : "bad");
 	close(s);
 
+	/* a shutdown() in between makes it connected: EISCONN */
+	s = tcp();
+	set_nonblock(s);
+	connect(s, SA(ok), SL(ok));
+	p = (struct pollfd){ .fd = s, .events = POLLOUT };
+	rc("poll", poll(&p, 1, 3000));
+	rc("shutdown", shutdown(s, SHUT_WR));
+	out("after_shutdown=%s", connect(s, SA(ok), SL(ok)) ? ename(errno) : "0");
+	close(s);
+
 	s = tcp();
 	set_nonblock(s);
 	for (i = 0; i < 2; i++) {
