@@ -186,6 +186,7 @@ struct nkd {
 	struct nk_steer *steer;
 	int uplink_ifindex;
 	enum nk_xdp_mode uplink_mode;
+	bool restoring;		/* state_load() of nkd.json: newer rules warn */
 };
 
 extern struct nkd nkd;

@@ -1434,6 +1434,29 @@ static int nsm_names_check(const struct nkd_nsm *nsm, struct nkd_err *e)
  * lost track of): nkd would adopt it and delete it later.  Refused.  A
  * restored NSM's existing netns is nkd's own from before its restart.
  */
+/* An NSM of this name answers on its control socket (an earlier nkd's,
+ * still running): nkd adopts it, and its netns with it. */
+static bool nsm_answers(const struct nkd_nsm *nsm)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	char buf[NSM_CTL_MSG_MAX];
+	struct nsm_hello hello;
+	struct nsm_hello_run run;
+	struct nsm_hello_run2 run2;
+	bool ours = false;
+	ssize_t n = -1;
+
+	pfd.fd = ctl_connect(nsm);
+	if (pfd.fd < 0)
+		return false;
+	if (poll(&pfd, 1, 1000) == 1)
+		n = recv(pfd.fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n > 0 && hello_parse(buf, n, &hello, &run, &run2) >= 0)
+		ours = !strcmp(hello.name, nsm->name);
+	close(pfd.fd);
+	return ours;
+}
+
 static int nsm_netns_new(const struct nkd_nsm *nsm, struct nkd_err *e)
 {
 	int fd = netns_open(nsm->netns);
@@ -1441,6 +1464,8 @@ static int nsm_netns_new(const struct nkd_nsm *nsm, struct nkd_err *e)
 	if (fd < 0)
 		return 0;	/* ENOENT; any other error is reported when creating it */
 	close(fd);
+	if (nsm_answers(nsm))
+		return 0;
 	return nkd_fail(e, EEXIST, "nsm %s: netns %s exists already and is not nkd's (nkd creates it for the nsm and deletes it with it); choose another name, or remove it with 'ip netns del %s' if nothing uses it",
 			nsm->name, nsm->netns, nsm->netns);
 }
@@ -1492,6 +1517,10 @@ int nsm_create(const struct nkd_nsm *tmpl, bool start, struct nkd_nsm **out,
 	nsm_hostdev(nsm->name, slot, nsm->hostdev, sizeof(nsm->hostdev));
 	nsm->slot = slot;
 	ret = nsm_names_check(nsm, e);
+	if (ret && nkd.restoring) {	/* an older nkd's nkd.json: kept, said */
+		warn("%s; restored as nkd.json has it (a new nsm would be refused)", e->msg);
+		ret = 0;
+	}
 	if (!ret && start && nsm->managed)
 		ret = nsm_netns_new(nsm, e);
 	if (ret) {

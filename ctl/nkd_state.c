@@ -247,7 +247,10 @@ int state_load(const char *path, bool required)
 	nsms = json_object_get(root, "nsms");
 	vms = json_object_get(root, "vms");
 
-	/* Phase 1: validate and register; nothing is started yet. */
+	/* Phase 1: validate and register; nothing is started yet.  nkd.json
+	 * (not --config FILE) may be an older nkd's: rules newer than it warn
+	 * instead of keeping nkd down. */
+	nkd.restoring = !required;
 	json_array_foreach(nsms, i, o) {
 		ret = nsm_config_parse(o, &tmpl_nsm, false, &e);
 		if (!ret)
@@ -292,6 +295,7 @@ int state_load(const char *path, bool required)
 	restore_drains = json_incref(json_object_get(root, "draining"));
 	ret = 0;
 out:
+	nkd.restoring = false;
 	prev_vm_ids_free(prev);
 	json_decref(root);
 	return ret;
@@ -389,6 +393,37 @@ static bool vm_same_config(const struct nkd_vm *vm, const struct nkd_vm *t)
 	if (!t->uds != !vm->uds || (t->uds && strcmp(t->uds, vm->uds)))
 		return false;
 	return t->cid == vm->cid;
+}
+
+/* A VM a reload deletes to add it again, as it was (its template for
+ * vm_create()).  Returns 0, or -ENOMEM: not kept. */
+static int saved_add(struct nkd_vm **saved, size_t *n, const struct nkd_vm *vm)
+{
+	struct nkd_vm *s = realloc(*saved, (*n + 1) * sizeof(**saved));
+
+	if (!s)
+		return -ENOMEM;
+	*saved = s;
+	s[*n] = *vm;
+	s[*n].uds = vm->uds ? strdup(vm->uds) : NULL;
+	if (vm->uds && !s[*n].uds)
+		return -ENOMEM;
+	s[*n].listen_path = NULL;
+	s[*n].listen_fd = -1;
+	s[*n].next = NULL;
+	s[*n].error[0] = '\0';
+	(*n)++;
+	return 0;
+}
+
+static const struct nkd_vm *saved_find(const struct nkd_vm *saved, size_t n, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(saved[i].name, name))
+			return &saved[i];
+	return NULL;
 }
 
 /* Two entries of one array with the same name: the file is refused, as it
@@ -531,6 +566,9 @@ void state_reload(void)
 	const char *path = nkd.cfg.config_file;
 	unsigned int added = 0, removed = 0, changed = 0;
 	json_t *root, *nsms, *vms, *o, *readd, *keep;
+	struct nkd_vm *saved = NULL;
+	size_t nsaved = 0;
+	char pfx[NK_NAME_MAX + 8];
 	const char *dup;
 	struct nkd_err e = { "" };
 	struct nkd_vm *vm, *next;
@@ -605,8 +643,10 @@ void state_reload(void)
 		if (!o)
 			continue;
 		if (vm_config_parse_for(o, vm, &tmpl, &e)) {
-			err("SIGHUP: %s: vm %s: %s; the vm stays as it is (nkd would refuse this file at start)",
-			    path, vm->name, e.msg);
+			/* the parser names the vm, but not for every error */
+			snprintf(pfx, sizeof(pfx), "vm %s: ", vm->name);
+			err("SIGHUP: %s: %s%s; the vm stays as it is (nkd would refuse this file at start)",
+			    path, strncmp(e.msg, pfx, strlen(pfx)) ? pfx : "", e.msg);
 			json_object_set_new(keep, vm->name, json_true());
 			continue;
 		}
@@ -614,6 +654,10 @@ void state_reload(void)
 		free(tmpl.uds);
 		if (same)
 			continue;
+		/* what it was: if the entry fails to add below, it comes back */
+		if (saved_add(&saved, &nsaved, vm))
+			warn("SIGHUP: vm %s: out of memory; it cannot come back if its new entry fails",
+			     vm->name);
 		json_object_set_new(readd, vm->name, json_true());
 		if (vm_delete(vm, &e)) {
 			err("SIGHUP: %s", e.msg);
@@ -658,8 +702,17 @@ void state_reload(void)
 			continue;
 		}
 		if (vm_config_parse(o, &tmpl, &e) || vm_create(&tmpl, true, &vm, &e)) {
+			const struct nkd_vm *old = name ? saved_find(saved, nsaved, name) : NULL;
+			struct nkd_err e2;
+
 			free(tmpl.uds);
 			err("SIGHUP: %s: vms[%zu]: %s", path, i, e.msg);
+			/* a changed entry that failed here: the vm as it was */
+			if (old && !vm_create(old, true, &vm, &e2))
+				err("SIGHUP: vm %s is back as it was (its connections ended)", name);
+			else if (old)
+				err("SIGHUP: vm %s could not be added back as it was either: %s; it is gone",
+				    name, e2.msg);
 			continue;
 		}
 		free(tmpl.uds);
@@ -681,6 +734,9 @@ void state_reload(void)
 	json_decref(keep);
 	json_decref(readd);
 	json_decref(root);
+	for (k = 0; k < (int)nsaved; k++)
+		free(saved[k].uds);
+	free(saved);
 	state_save();
 	info("SIGHUP: %s applied: %u added, %u removed, %u changed", path, added, removed, changed);
 }

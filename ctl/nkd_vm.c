@@ -51,6 +51,19 @@ struct nkd_vm *vm_find(const char *name)
  * addresses and transport are not conflicts. */
 static const struct nkd_vm *parse_self;
 
+/*
+ * A rule newer than the nkd.json being restored (nkd.restoring): said,
+ * not enforced, so that an upgraded nkd starts with what the older one
+ * ran.  New VMs (nkctl, --config FILE, SIGHUP) are held to it.
+ */
+static int newer_rule(int ret, struct nkd_err *e)
+{
+	if (!ret || !nkd.restoring)
+		return ret;
+	warn("%s; restored as nkd.json has it (a new vm would be refused)", e->msg);
+	return 0;
+}
+
 static bool vm_id_used(uint32_t id)
 {
 	struct nkd_vm *vm;
@@ -209,14 +222,25 @@ static int parse_addrs(const char *name, json_t *arr, struct nkd_vm *out, struct
 		for (j = 0; j < i; j++)
 			if (nk_addr_same_ip(&out->addrs[j].addr, &va->addr))
 				return nkd_fail(e, EINVAL, "vm %s: address %s is given twice", name, txt);
-		ret = addr_subnet_check(name, s, &va->addr, prefix, e);
+		ret = newer_rule(addr_subnet_check(name, s, &va->addr, prefix, e), e);
 		if (ret)
 			return ret;
-		for (other = nkd.vms; other; other = other->next)
-			for (j = 0; j < other->naddrs && other != parse_self; j++)
+		for (other = nkd.vms; other; other = other->next) {
+			if (other == parse_self)
+				continue;
+			for (j = 0; j < other->naddrs; j++)
 				if (nk_addr_same_ip(&other->addrs[j].addr, &va->addr))
 					return nkd_fail(e, EADDRINUSE, "vm %s: address %s is already used by vm %s",
 							name, txt, other->name);
+			/* the other way round of gw_not_a_vm() */
+			if (nk_addr_same_ip(va->addr.family == NK_AF_INET ? &other->gw4 : &other->gw6,
+					    &va->addr)) {
+				ret = newer_rule(nkd_fail(e, EADDRINUSE, "vm %s: address %s is vm %s's gateway",
+							  name, txt, other->name), e);
+				if (ret)
+					return ret;
+			}
+		}
 	}
 	out->naddrs = json_array_size(arr);
 	return 0;
@@ -301,9 +325,10 @@ static int parse_gw(const char *name, json_t *gw, struct nkd_vm *out, struct nkd
 				/* the subnet's own network or broadcast address
 				 * routes nowhere */
 				if (addr_subnet_check(name, s, &a, out->addrs[j].prefix, e)) {
-					ret = nkd_fail(e, EINVAL, "vm %s: gateway %s is the network or broadcast address of %s's subnet; give a router's address",
-						       name, s, name);
-					goto out;
+					ret = newer_rule(nkd_fail(e, EINVAL, "vm %s: gateway %s is the network or broadcast address of %s's subnet; give a router's address",
+								  name, s, name), e);
+					if (ret)
+						goto out;
 				}
 			}
 		}
@@ -311,7 +336,7 @@ static int parse_gw(const char *name, json_t *gw, struct nkd_vm *out, struct nkd
 			ret = gw_not_inside(name, s, &a, out, e);
 			goto out;
 		}
-		ret = gw_not_a_vm(name, s, &a, e);
+		ret = newer_rule(gw_not_a_vm(name, s, &a, e), e);
 		if (ret)
 			goto out;
 		*slot = a;
@@ -442,16 +467,31 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 		if (strlen(uds) + 6 >= sizeof(sun.sun_path))
 			return nkd_fail(e, ENAMETOOLONG, "vm %s: uds path is too long (at most %zu characters, as %s_%d must fit a Unix socket address)",
 					name, sizeof(sun.sun_path) - 7, "PATH", NK_DEFAULT_VSOCK_PORT);
-		if (!uds_canon(uds, canon, sizeof(canon)))
-			return nkd_fail(e, EINVAL, "vm %s: uds PATH must name a file, not a directory ('%s')",
-					name, uds);
-		for (vm = nkd.vms; vm; vm = vm->next)
-			if (vm->uds && vm != parse_self && uds_canon(vm->uds, other, sizeof(other)) &&
-			    !strcmp(canon, other))
-				return nkd_fail(e, EADDRINUSE, "vm %s: uds %s is already used by vm %s%s%s%s",
-						name, uds, vm->name, strcmp(uds, vm->uds) ? " (as " : "",
-						strcmp(uds, vm->uds) ? vm->uds : "",
-						strcmp(uds, vm->uds) ? ")" : "");
+		if (!uds_canon(uds, canon, sizeof(canon))) {
+			ret = newer_rule(nkd_fail(e, EINVAL, "vm %s: uds PATH must name a file, not a directory ('%s')",
+						  name, uds), e);
+			if (ret)
+				return ret;
+			canon[0] = '\0';	/* restored: compared as given */
+		}
+		for (vm = nkd.vms; vm; vm = vm->next) {
+			bool same;
+
+			if (!vm->uds || vm == parse_self)
+				continue;
+			same = !strcmp(uds, vm->uds) ||
+			       (canon[0] && uds_canon(vm->uds, other, sizeof(other)) &&
+				!strcmp(canon, other));
+			if (!same)
+				continue;
+			ret = nkd_fail(e, EADDRINUSE, "vm %s: uds %s is already used by vm %s%s%s%s",
+				       name, uds, vm->name, strcmp(uds, vm->uds) ? " (as " : "",
+				       strcmp(uds, vm->uds) ? vm->uds : "",
+				       strcmp(uds, vm->uds) ? ")" : "");
+			/* only another spelling is a newer rule */
+			if (!strcmp(uds, vm->uds) || newer_rule(ret, e))
+				return ret;
+		}
 	}
 
 	jid = json_object_get(obj, "id");

@@ -259,6 +259,7 @@ expect_fail 1 "fd78::9/0 has prefix /0" vm add vm9 "${V[@]}" addr fd78::9/0
 expect_fail 1 "gateway 10.78.0.255 is the network or broadcast address of vm9's subnet" \
 	vm add vm9 "${V[@]}" addr 10.78.0.9/24 gw 10.78.0.255
 expect_fail 1 "gateway 10.78.0.2 is vm vm1's address" vm add vm9 "${V[@]}" addr 10.78.0.9/24 gw 10.78.0.2
+expect_fail 1 "address 10.78.0.1 is vm vm1's gateway" vm add vm9 "${V[@]}" addr 10.78.0.1/24
 touch "$NK_TMP/guests/file_7531"
 expect_fail 1 "exists and is not a socket" vm add vm9 nsm nsm1 addr 10.78.0.9/24 uds "$NK_TMP/guests/file"
 rm -f "$NK_TMP/guests/file_7531"
@@ -524,6 +525,26 @@ check "vm1's address stays" nk_has_addr "nsm-$S" up0 10.78.0.2
 check "vm2's address stays" nk_has_addr "nsm-$S" up0 10.78.0.3
 rm -f "$NK_TMP/guests/vm4.vsock_7531"
 
+log_step "nkd restart with an nkd.json an older nkd wrote: rules newer than it warn"
+# vm2's gateway is vm1's address, which nkd now refuses for a new vm; an
+# nkd.json from before the rule must not keep the upgraded nkd down.
+nk_stop "$NKD_PID"
+"$NK_PY" - "$NK_STATE/nkd.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+j = json.load(open(p))
+for v in j["vms"]:
+    if v["name"] == "vm2":
+        v["gw"] = ["10.78.0.2"]
+json.dump(j, open(p, "w"), indent=2)
+PY
+NK_NKD_LOG=$NK_TMP/nkd-2e.log
+nk_start_nkd
+check "nkd runs, with vm2" nkctl vm show vm2
+check "and says what the newer rule refuses" grep -qF \
+	"vm vm2: gateway 10.78.0.2 is vm vm1's address; give a router's address; restored as nkd.json has it (a new vm would be refused)" \
+	"$NK_NKD_LOG"
+
 log_step "vm del, nsm del"
 expect_ok vm del vm1
 check "vm1 listener removed" test ! -e "$NK_TMP/guests/vm1.vsock_7531"
@@ -565,7 +586,7 @@ check "vmA address on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.2
 log_step "SIGHUP re-reads --config and applies the difference"
 vm_names()
 {
-	"$NKCTL" -c "$NK_CTL" -j vm list 2>/dev/null | "$NK_PY" -c 'import json, sys; print(",".join(v["name"] + ":" + "/".join(v["addrs"]) for v in json.load(sys.stdin)))'
+	"$NKCTL" -c "$NK_CTL" -j vm list 2>/dev/null | "$NK_PY" -c 'import json, sys; print(",".join(sorted(v["name"] + ":" + "/".join(v["addrs"]) for v in json.load(sys.stdin))))'
 }
 # nsm1 runs with kernel_relay_sndbuf 1 MiB and bulk_poll "auto" (bad.json);
 # the new file leaves kernel_relay_sndbuf out (its default, 16 MiB) and asks
@@ -633,10 +654,22 @@ n=$(reloads)
 kill -HUP "$NKD_PID"
 check "reloaded with a bad entry" wait_for -t 5 reloaded_more "$n"
 check "the bad entry is named, its vm kept" grep -qF \
-	"vm vmC: vm vmC: bad address '10.78.0.4/99'" "$NK_NKD_LOG"
+	"good.json: vm vmC: bad address '10.78.0.4/99': expected ADDR/PREFIX such as 10.0.0.2/24 or fd00::2/64; the vm stays as it is" \
+	"$NK_NKD_LOG"
 check_eq "after a bad entry: vmC still there, as it was" "$(vm_names)" \
 	"vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
 check "vmC's address still on up0" nk_has_addr "nsm-$S" up0 10.78.0.4
+# A changed entry that passes the checks but fails to be added (its uds
+# directory does not exist): the vm comes back as it was (before: gone).
+sed "s|\"$NK_TMP/guests/vmA\"|\"$NK_TMP/nodir/vmA\"|" "$NK_TMP/good2.json" >"$NK_TMP/good.json"
+n=$(reloads)
+kill -HUP "$NKD_PID"
+check "reloaded with an entry that cannot be added" wait_for -t 5 reloaded_more "$n"
+check "the failure is named" grep -qF "directory $NK_TMP/nodir does not exist" "$NK_NKD_LOG"
+check "vmA is back as it was" grep -qF "SIGHUP: vm vmA is back as it was" "$NK_NKD_LOG"
+check_eq "after it: vmA and vmC as they were" "$(vm_names)" \
+	"vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
+check "vmA listens on its old path" test -S "$NK_TMP/guests/vmA_7531"
 # An unknown key in an unchanged entry: nkd would refuse the file at
 # start, so the reload says so (before: silently taken).
 sed -e 's|"name": "vmA",|"name": "vmA", "colour": "red",|' \

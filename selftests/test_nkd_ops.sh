@@ -222,4 +222,25 @@ check "after the restart: vm1 restored" wait_for -t 1 nkctl vm show vm1
 nk_run_nkctl vm del vm1 >/dev/null
 check "nk-$OP and its keep0 still there" op_keep0
 
+# ---------------------------------------------------------------- 5. adopt
+log_step "5. nsm add of an NSM an earlier nkd left running adopts it"
+# nkd.json lost $NC while nkd was down (a hand edit): its nk-nsm still runs
+# in nk-$NC, which exists, but it is nkd's own NSM: nsm add adopts it.
+NC_PID=$(nsm_field "$NC" pid)
+nk_stop "$NKD_PID"
+"$NK_PY" - "$NK_STATE/nkd.json" "$NC" <<'PY'
+import json, sys
+p = sys.argv[1]
+j = json.load(open(p))
+j["nsms"] = [n for n in j["nsms"] if n["name"] != sys.argv[2]]
+json.dump(j, open(p, "w"), indent=2)
+PY
+NK_NKD_LOG=$NK_TMP/nkd-3.log
+nk_start_nkd
+check "$NC is unknown to the restarted nkd" nsm_absent "$NC"
+run_ctl nsm add "$NC" type kernel
+check_eq "nsm add $NC succeeds (got: $ERR)" "$RC" 0
+check_eq "... adopting the running nk-nsm" "$(nsm_field "$NC" adopted) $(nsm_field "$NC" pid)" \
+	"True $NC_PID"
+
 nk_finish
