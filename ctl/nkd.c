@@ -481,9 +481,11 @@ int main(int argc, char **argv)
 	ret = mkdir_p(nkd.cfg.run_dir, 0755);
 	if (ret)
 		die("cannot create run dir %s: %s", nkd.cfg.run_dir, strerror(-ret));
+	/* before daemonizing: a second nkd says why on its own stderr, not
+	 * in the first one's nkd.log (the daemon inherits the lock) */
+	state_dir_lock();
 	if (!nkd.cfg.foreground)
 		ready_fd = daemonize();
-	state_dir_lock();
 
 	nkd.epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (nkd.epfd < 0)

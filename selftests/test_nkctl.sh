@@ -212,6 +212,11 @@ out=$(timeout 10 "$OUTPUT/nkd" --foreground --control "$NK_TMP/other.sock" --sta
 rc=$?
 check_eq "a second nkd on the same state dir: exit" "$rc" 1
 check "it says why" grep -qF "another nkd uses the state dir $NK_STATE" <<<"$out"
+out=$(timeout 10 "$OUTPUT/nkd" --control "$NK_TMP/other.sock" --state-dir "$NK_STATE" \
+	--run-dir "$NK_TMP/other-run" --no-vsock --nsm-bin "$OUTPUT/nk-nsm" 2>&1)
+rc=$?
+check_eq "... also as a daemon: exit" "$rc" 1
+check "... saying why on its own stderr" grep -qF "another nkd uses the state dir $NK_STATE" <<<"$out"
 check "the first nkd still answers" nkctl vm show vm1
 check "vm1 keeps its socket" test -S "$NK_TMP/guests/vm1.vsock_7531"
 
