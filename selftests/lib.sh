@@ -339,6 +339,16 @@ nkctl()
 	"$OUTPUT/nkctl" -c "$NK_CTL" "$@"
 }
 
+# run_ctl ARGS...: nkctl with its stdout, stderr and status in OUT, ERR, RC.
+run_ctl()
+{
+	local o=$NK_TMP/ctl.out e=$NK_TMP/ctl.err
+	"$OUTPUT/nkctl" -c "$NK_CTL" "$@" >"$o" 2>"$e"
+	RC=$?
+	OUT=$(cat "$o")
+	ERR=$(cat "$e")
+}
+
 # nk_refused ERRFILE NKCTL-ARGS...: the nkctl command fails (its stderr in
 # ERRFILE, to check the message).
 nk_refused()

@@ -28,16 +28,6 @@ NKCTL=$OUTPUT/nkctl
 # runs with: NK_NKD_EXTRA_ARGS (an --nsm-arg) would change both.
 NK_NKD_ARGS=()
 
-# run_ctl ARGS...: nkctl with its stdout, stderr and status in OUT, ERR, RC.
-run_ctl()
-{
-	local o=$NK_TMP/ctl.out e=$NK_TMP/ctl.err
-	"$NKCTL" -c "$NK_CTL" "$@" >"$o" 2>"$e"
-	RC=$?
-	OUT=$(cat "$o")
-	ERR=$(cat "$e")
-}
-
 # snapshot: everything an error must leave unchanged.
 snapshot()
 {

@@ -49,16 +49,6 @@ done
 NK_NKD_ARGS=(--uplink "$UP" --pin-dir "$PIN")
 nk_uplink_cleanup "$PIN" "$UP" 0 1 2 3 4 "$NC" "$OP"
 
-# run_ctl ARGS...: nkctl with its stdout, stderr and status in OUT, ERR, RC.
-run_ctl()
-{
-	local o=$NK_TMP/ctl.out e=$NK_TMP/ctl.err
-	"$OUTPUT/nkctl" -c "$NK_CTL" "$@" >"$o" 2>"$e"
-	RC=$?
-	OUT=$(cat "$o")
-	ERR=$(cat "$e")
-}
-
 # nsm_field NSM FIELD: one field of "nkctl -j nsm show NSM"
 nsm_field()
 {
