@@ -437,6 +437,53 @@ static void promote_secondaries(void)
 
 static int vm_del(uint32_t id);
 
+/* VM address a as this process added it (on), or removed it (off). */
+static void addr_mark(struct vm *vm, const struct nk_addr *a, bool on)
+{
+	uint32_t i;
+
+	for (i = 0; i < vm->nadded && !nk_addr_same_ip(&vm->added[i], a); i++)
+		;
+	if (on && i == vm->nadded && vm->nadded < NK_VM_ADDRS_MAX)
+		vm->added[vm->nadded++] = *a;
+	else if (!on && i < vm->nadded)
+		vm->added[i] = vm->added[--vm->nadded];
+}
+
+/*
+ * An address this NSM may remove: one it added (this process, or an
+ * earlier NSM: NSM_IFA_PROTO).  One that was on --dev before (an
+ * operator's "ip addr add") stays when the VM goes; kernels before 5.18
+ * keep no IFA_PROTO, so there only this process's own count.
+ */
+static bool addr_ours(struct vm *vm, const struct nsm_vm_addr *a)
+{
+	uint32_t i;
+
+	for (i = 0; i < vm->nadded; i++)
+		if (nk_addr_same_ip(&vm->added[i], &a->addr))
+			return true;
+	return nl_addr_proto(a) == NSM_IFA_PROTO;
+}
+
+/* Remove VM address a from --dev if it is an NSM's (addr_ours()). */
+static void addr_remove(struct vm *vm, const struct nsm_vm_addr *a)
+{
+	char buf[INET6_ADDRSTRLEN];
+	int ret;
+
+	if (!addr_ours(vm, a)) {
+		info("vm %s: %s stays on %s: it was there before the vm, not added by an NSM",
+		     vm->name, nk_addr_ntop(&a->addr, buf, sizeof(buf)), nsm.cfg.dev);
+		return;
+	}
+	ret = nl_addr(false, a);
+	if (ret && ret != -EADDRNOTAVAIL && ret != -ENOENT)
+		warn("vm %s: removing %s: %s", vm->name,
+		     nk_addr_ntop(&a->addr, buf, sizeof(buf)), strerror(-ret));
+	addr_mark(vm, &a->addr, false);
+}
+
 static int vm_add(const struct nsm_vm_add *m)
 {
 	struct route_item old_items[3 * NK_VM_ADDRS_MAX], new_items[3 * NK_VM_ADDRS_MAX];
@@ -515,13 +562,16 @@ static int vm_add(const struct nsm_vm_add *m)
 
 		if (n && n->prefix == old_addrs[i].prefix)
 			continue;
-		ret = nl_addr(false, &old_addrs[i]);
-		if (ret && ret != -EADDRNOTAVAIL && ret != -ENOENT)
-			warn("vm %s: removing %s: %s", vm->name,
-			     nk_addr_ntop(&old_addrs[i].addr, buf, sizeof(buf)), strerror(-ret));
+		addr_remove(vm, &old_addrs[i]);
 	}
 	for (i = 0; i < m->naddrs; i++) {
 		ret = nl_addr(true, &m->addrs[i]);
+		if (!ret)
+			addr_mark(vm, &m->addrs[i].addr, true);
+		else if (ret == -EEXIST && !addr_ours(vm, &m->addrs[i]))
+			warn("vm %s: %s is on %s already, not added by an NSM (an operator's?): the vm uses it, and it stays there when the vm goes",
+			     vm->name, nk_addr_ntop(&m->addrs[i].addr, buf, sizeof(buf)),
+			     nsm.cfg.dev);
 		if (ret && ret != -EEXIST) {
 			warn("vm %s: adding %s/%u on %s: %s", vm->name,
 			     nk_addr_ntop(&m->addrs[i].addr, buf, sizeof(buf)), m->addrs[i].prefix,
@@ -549,9 +599,8 @@ static int vm_del(uint32_t id)
 {
 	struct route_item items[3 * NK_VM_ADDRS_MAX];
 	struct vm *vm = vm_find(id);
-	char buf[INET6_ADDRSTRLEN];
 	uint32_t i;
-	int n, ret;
+	int n;
 
 	if (!vm)
 		return 0;	/* idempotent */
@@ -561,12 +610,8 @@ static int vm_del(uint32_t id)
 	vm->lfd = -1;
 	n = routing_items(vm->addrs, vm->naddrs, &vm->gw4, &vm->gw6, items);
 	routing_update(vm->id, items, n, NULL, 0);
-	for (i = 0; i < vm->naddrs; i++) {
-		ret = nl_addr(false, &vm->addrs[i]);
-		if (ret && ret != -EADDRNOTAVAIL && ret != -ENOENT)
-			warn("vm %s: removing %s: %s", vm->name,
-			     nk_addr_ntop(&vm->addrs[i].addr, buf, sizeof(buf)), strerror(-ret));
-	}
+	for (i = 0; i < vm->naddrs; i++)
+		addr_remove(vm, &vm->addrs[i]);
 	info("vm %s: deleted (%" PRIu64 " connections, %" PRIu64 " bytes up, %" PRIu64
 	     " bytes down, %" PRIu64 "/%" PRIu64 " datagrams up/down, %" PRIu64 "/%" PRIu64
 	     " dropped, %" PRIu64 " bad channels)", vm->name, vm->conns, vm->bytes_up,

@@ -115,7 +115,77 @@ int nl_addr(bool add, const struct nsm_vm_addr *a)
 	}
 	mnl_attr_put(nlh, IFA_LOCAL, len, a->addr.addr);
 	mnl_attr_put(nlh, IFA_ADDRESS, len, a->addr.addr);
+	if (add)
+		mnl_attr_put_u8(nlh, IFA_PROTO, NSM_IFA_PROTO);
 	return nl_talk(nlh);
+}
+
+struct addr_find {
+	const struct nsm_vm_addr *a;
+	int proto;			/* -ENOENT: not on --dev */
+};
+
+static int addr_find_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct addr_find *f = data;
+	const struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *attr;
+	const void *local = NULL, *address = NULL;
+	int len = family_len(f->a->addr.family), proto = 0;
+
+	if (nlh->nlmsg_type != RTM_NEWADDR || (int)ifa->ifa_index != nsm.ifindex ||
+	    ifa->ifa_family != family_af(f->a->addr.family))
+		return MNL_CB_OK;
+	mnl_attr_for_each(attr, nlh, sizeof(*ifa)) {
+		switch (mnl_attr_get_type(attr)) {
+		case IFA_LOCAL:
+			if (mnl_attr_get_payload_len(attr) == (uint16_t)len)
+				local = mnl_attr_get_payload(attr);
+			break;
+		case IFA_ADDRESS:
+			if (mnl_attr_get_payload_len(attr) == (uint16_t)len)
+				address = mnl_attr_get_payload(attr);
+			break;
+		case IFA_PROTO:
+			proto = mnl_attr_get_u8(attr);
+			break;
+		}
+	}
+	/* IPv4 names the address in IFA_LOCAL, IPv6 in IFA_ADDRESS only */
+	if (!local)
+		local = address;
+	if (local && !memcmp(local, f->a->addr.addr, len))
+		f->proto = proto;
+	return MNL_CB_OK;
+}
+
+/* The IFA_PROTO of VM address a on --dev (0: none), or -ENOENT, -errno. */
+int nl_addr_proto(const struct nsm_vm_addr *a)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct addr_find f = { .a = a, .proto = -ENOENT };
+	uint32_t seq = ++nsm.nl_seq;
+	struct ifaddrmsg *ifa;
+	ssize_t n;
+	int ret;
+
+	nlh->nlmsg_type = RTM_GETADDR;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	nlh->nlmsg_seq = seq;
+	ifa = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifa));
+	ifa->ifa_family = family_af(a->addr.family);
+	if (mnl_socket_sendto(nsm.nl, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	do {
+		n = mnl_socket_recvfrom(nsm.nl, buf, sizeof(buf));
+		if (n < 0)
+			return -errno;
+		ret = mnl_cb_run(buf, n, seq, nsm.nl_portid, addr_find_cb, &f);
+	} while (ret > MNL_CB_STOP);
+	if (ret < 0)
+		return errno ? -errno : -EIO;
+	return f.proto;
 }
 
 /*

@@ -110,6 +110,10 @@ struct vm {
 	uint32_t naddrs;
 	struct nsm_vm_addr addrs[NK_VM_ADDRS_MAX];
 	struct nk_addr gw4, gw6;
+	/* addresses this process put on --dev for the VM (nl_addr() said 0);
+	 * others are removed only when they carry NSM_IFA_PROTO */
+	struct nk_addr added[NK_VM_ADDRS_MAX];
+	uint32_t nadded;
 	int lfd;			/* attached guest listener, or -1 */
 	int ldomain;			/* its socket domain (AF_UNIX), -1: unknown */
 	struct list_head chans;		/* every guest stream of the VM */
@@ -370,7 +374,11 @@ struct vm *vm_find(uint32_t id);
 int nl_open(void);
 void nl_close(void);
 int nl_link_up(void);
+/* IFA_PROTO of the VM addresses an NSM adds (Linux 5.18 on): an address
+ * on --dev without it is not an NSM's (an operator's), and stays. */
+#define NSM_IFA_PROTO	0x4e
 int nl_addr(bool add, const struct nsm_vm_addr *a);
+int nl_addr_proto(const struct nsm_vm_addr *a);
 int nl_route(bool add, uint32_t table, const struct nk_addr *dst, int prefix,
 	     const struct nk_addr *gw);
 int nl_rule(bool add, uint32_t table, uint32_t prio, const struct nk_addr *src);

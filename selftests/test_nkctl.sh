@@ -540,9 +540,23 @@ check "and says what the newer rule refuses" grep -qF \
 	"vm vm2: gateway 10.78.0.2 is vm vm1's address; give a router's address; restored as nkd.json has it (a new vm would be refused)" \
 	"$NK_NKD_LOG"
 
+log_step "an address the operator put on the NSM's device stays when a vm that used it goes"
+# The NSM marks the addresses it adds (IFA_PROTO); before, vm del removed
+# the operator's own address with the vm's.
+ip -n "nsm-$S" addr add 10.78.0.70/24 dev up0
+expect_ok vm add own nsm nsm1 addr 10.78.0.70/24 uds "$NK_TMP/guests/own.vsock"
+check "the NSM says the address was there" wait_for -t 5 grep -qF \
+	"vm own: 10.78.0.70 is on up0 already, not added by an NSM" "$NK_STATE/nsm-nsm1.log"
+expect_ok vm del own
+check "the operator's address stays" nk_has_addr "nsm-$S" up0 10.78.0.70
+ip -n "nsm-$S" addr del 10.78.0.70/24 dev up0
+
 log_step "vm del, nsm del"
 expect_ok vm del vm1
 check "vm1 listener removed" test ! -e "$NK_TMP/guests/vm1.vsock_7531"
+# vm1's addresses came back after nk-nsm was killed and restarted (the
+# new process found them there, marked as an NSM's): they go with vm1
+check "vm1's addresses gone from up0" wait_for -t 5 has_no_addr 10.78.0.2
 run_ctl -j vm del vm2
 check_eq "vm del -j prints the deleted vm" "$(jget "$OUT" 'j["name"]')" vm2
 expect_ok nsm del nsm1
