@@ -1547,8 +1547,15 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	    len >= sizeof(sa_family_t) && addr->sa_family != AF_UNSPEC) {
 		sk->connect_unreported = false;
 		if (sk->state == NKS_CONNECTED) {
-			/* ended by a reset meanwhile: Linux's CLOSE state */
-			ret = stream_conn_ended(sk, fd) && sk->eof_err > 0 ? -sk->eof_err : 0;
+			/* ended by a reset meanwhile: Linux's CLOSE state, where
+			 * connect() reports the error once (as SO_ERROR would),
+			 * ECONNABORTED once it was taken */
+			ret = 0;
+			if (stream_conn_ended(sk, fd)) {
+				int e = stream_so_error(sk, fd);
+
+				ret = e ? -e : sk->eof_err > 0 ? -ECONNABORTED : 0;
+			}
 			goto out;
 		}
 		if (sk->state == NKS_SETUP) {

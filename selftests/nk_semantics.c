@@ -793,6 +793,20 @@ static void case_nb_connect_again(void)
 	out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "xyz", 3) ? "ok" : "bad");
 	close(s);
 
+	/* reset between poll() and connect(): the reset's error */
+	{
+		saddr rst = at(&sa_peer, P_RST);
+
+		s = tcp();
+		set_nonblock(s);
+		connect(s, SA(rst), SL(rst));
+		p = (struct pollfd){ .fd = s, .events = POLLOUT };
+		rc("poll", poll(&p, 1, 3000));
+		usleep(300000);
+		out("after_rst=%s", connect(s, SA(rst), SL(rst)) ? ename(errno) : "0");
+		close(s);
+	}
+
 	/* a shutdown() in between makes it connected: EISCONN */
 	s = tcp();
 	set_nonblock(s);
