@@ -187,6 +187,7 @@ struct nkd {
 	int uplink_ifindex;
 	enum nk_xdp_mode uplink_mode;
 	bool restoring;		/* state_load() of nkd.json: newer rules warn */
+	bool reloading;		/* state_reload(): adopted NSMs pruned after */
 };
 
 extern struct nkd nkd;
@@ -237,6 +238,7 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 		   int *nsm_err, nsm_msg_cb cb, void *arg);
 int nsm_push_vms(struct nkd_nsm *nsm);
 void nsm_prune_strays(struct nkd_nsm *nsm);
+json_t *nsm_vm_ids(struct nkd_nsm *nsm);
 bool state_drain_pending(const char *vm, const char *nsm);
 unsigned int nsm_vm_count(const struct nkd_nsm *nsm);
 const char *nsm_state_name(enum nsm_state s);
@@ -249,6 +251,7 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e);
 int vm_config_parse_for(json_t *obj, const struct nkd_vm *self, struct nkd_vm *out,
 			struct nkd_err *e);
 void vm_id_reserve(uint32_t id, bool on);
+int vm_conflicts(const struct nkd_vm *t, struct nkd_err *e);
 int vm_policy_parse(const char *name, json_t *pol, bool *drop_all, struct nkd_err *e);
 int vm_create(const struct nkd_vm *tmpl, bool push, struct nkd_vm **out,
 	      struct nkd_err *e);

@@ -1001,6 +1001,32 @@ static void vm_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *b
  * to be: state_drain_pending()) is deleted there (VM_DEL).  An NSM
  * without VM_LIST is left as it is.
  */
+/* The VMs the NSM has, {name: id} (NULL: it cannot say; logged): a
+ * reload that adopts it gives the VMs of its file those ids. */
+json_t *nsm_vm_ids(struct nkd_nsm *nsm)
+{
+	struct nsm_vm_ref ref = { 0 };
+	struct vm_acc acc = { 0 };
+	char name[NK_NAME_MAX];
+	json_t *ids;
+	int ret, nerr = 0;
+	size_t i;
+
+	ret = nsm_request_cb(nsm, NSM_MSG_VM_LIST, &ref, sizeof(ref), -1, &nerr, vm_batch, &acc);
+	if (ret || nerr || acc.err) {
+		warn("nsm %s: VM_LIST: %s", nsm->name, strerror(ret ? -ret : nerr ? nerr : -acc.err));
+		free(acc.v);
+		return NULL;
+	}
+	ids = json_object();
+	for (i = 0; i < acc.n; i++) {
+		nkd_strscpy(name, acc.v[i].name, sizeof(name));
+		json_object_set_new(ids, name, json_integer(acc.v[i].vm_id));
+	}
+	free(acc.v);
+	return ids;
+}
+
 void nsm_prune_strays(struct nkd_nsm *nsm)
 {
 	struct nsm_vm_ref ref = { 0 };
@@ -1343,7 +1369,10 @@ int nsm_start(struct nkd_nsm *nsm, struct nkd_err *e)
 	}
 	ret = nsm_try_adopt(nsm, e);
 	if (ret == 1) {
-		nsm_prune_strays(nsm);	/* first: the VMs sent next take their places */
+		/* first: the VMs sent next take their places; a reload
+		 * (nkd.reloading) prunes once it has added its VMs */
+		if (!nkd.reloading)
+			nsm_prune_strays(nsm);
 		nsm_push_vms(nsm);
 		return 0;
 	}
@@ -1427,13 +1456,6 @@ static int nsm_names_check(const struct nkd_nsm *nsm, struct nkd_err *e)
 	return 0;
 }
 
-/*
- * A new managed NSM (added, not restored from nkd's state) gets a netns
- * nkd creates, and deletes again with the NSM.  One that exists already
- * is not nkd's (an operator's "ip netns add nk-NAME", or a leftover nkd
- * lost track of): nkd would adopt it and delete it later.  Refused.  A
- * restored NSM's existing netns is nkd's own from before its restart.
- */
 /* An NSM of this name answers on its control socket (an earlier nkd's,
  * still running): nkd adopts it, and its netns with it. */
 static bool nsm_answers(const struct nkd_nsm *nsm)
@@ -1457,6 +1479,14 @@ static bool nsm_answers(const struct nkd_nsm *nsm)
 	return ours;
 }
 
+/*
+ * A new managed NSM (added, not restored from nkd's state) gets a netns
+ * nkd creates, and deletes again with the NSM.  One that exists already
+ * is not nkd's (an operator's "ip netns add nk-NAME", or a leftover nkd
+ * lost track of): nkd would adopt it and delete it later.  Refused, unless
+ * an NSM of the name answers in it (nsm_answers()).  A restored NSM's
+ * existing netns is nkd's own from before its restart.
+ */
 static int nsm_netns_new(const struct nkd_nsm *nsm, struct nkd_err *e)
 {
 	int fd = netns_open(nsm->netns);

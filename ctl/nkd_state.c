@@ -188,12 +188,26 @@ static json_t *prev_vm_ids(json_t *vms)
 	size_t i, j;
 
 	snprintf(path, sizeof(path), "%s/%s", nkd.cfg.state_dir, NKD_STATE_FILE);
+	if (access(path, F_OK) < 0)
+		return prev;
 	root = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+	if (!root)
+		warn("%s unreadable: the vms of the configuration without an id are numbered anew",
+		     path);
 	json_array_foreach(json_object_get(root, "vms"), i, p) {
 		const char *n = json_string_value(json_object_get(p, "name"));
-		json_t *id = json_object_get(p, "id");
+		json_t *id = json_object_get(p, "id"), *x;
+		bool explicit = false;
 
-		if (!n || !json_is_integer(id))
+		if (!n || !json_is_integer(id) || json_integer_value(id) < 1 ||
+		    json_integer_value(id) > NKD_VM_ID_MAX)
+			continue;
+		/* an id FILE gives a VM itself is that VM's */
+		json_array_foreach(vms, j, o)
+			if ((x = json_object_get(o, "id")) && json_is_integer(x) &&
+			    json_integer_value(x) == json_integer_value(id))
+				explicit = true;
+		if (explicit)
 			continue;
 		json_array_foreach(vms, j, o) {
 			const char *m = json_string_value(json_object_get(o, "name"));
@@ -368,6 +382,11 @@ void state_apply(const char *path)
 	move_steer_sync();
 	json_decref(restore_drains);
 	restore_drains = NULL;
+	/* a VM nsm_start() spared for a drain nkd.json listed, which was not
+	 * resumed (no uplink now, or it failed): no one else deletes it */
+	for (i = 0; i < NKD_NSM_MAX; i++)
+		if (nkd.nsms[i] && !nkd.nsms[i]->dead && nkd.nsms[i]->adopted)
+			nsm_prune_strays(nkd.nsms[i]);
 	if (path)
 		info("configuration from %s: %u nsms, %u vms", path, n_nsm, nkd.nvms);
 }
@@ -565,7 +584,7 @@ void state_reload(void)
 {
 	const char *path = nkd.cfg.config_file;
 	unsigned int added = 0, removed = 0, changed = 0;
-	json_t *root, *nsms, *vms, *o, *readd, *keep;
+	json_t *root, *nsms, *vms, *o, *readd, *keep, *adopted, *adopted_ids;
 	struct nkd_vm *saved = NULL;
 	size_t nsaved = 0;
 	char pfx[NK_NAME_MAX + 8];
@@ -598,6 +617,8 @@ void state_reload(void)
 	}
 	readd = json_object();	/* VMs deleted to be added again: "changed" */
 	keep = json_object();	/* VMs whose entry is invalid: left as they are */
+	adopted = json_object();	/* NSMs step 2 adopted */
+	adopted_ids = json_object();	/* their VMs: {name: id} */
 
 	/* 1. VMs gone */
 	for (vm = nkd.vms; vm; vm = next) {
@@ -614,6 +635,7 @@ void state_reload(void)
 	json_array_foreach(nsms, i, o) {
 		struct nkd_nsm tmpl, *nsm;
 		const char *name = json_string_value(json_object_get(o, "name"));
+		int ret;
 
 		if (name && (nsm = nsm_find(name))) {
 			/* a running NSM's settings are not applied, but an
@@ -624,11 +646,25 @@ void state_reload(void)
 			nsm_reload_diff(nsm, o, path);
 			continue;
 		}
-		if (nsm_config_parse(o, &tmpl, true, &e) || nsm_create(&tmpl, true, &nsm, &e)) {
+		nkd.reloading = true;
+		ret = nsm_config_parse(o, &tmpl, true, &e) || nsm_create(&tmpl, true, &nsm, &e);
+		nkd.reloading = false;
+		if (ret) {
 			err("SIGHUP: %s: nsms[%zu]: %s", path, i, e.msg);
 			continue;
 		}
 		added++;
+		/* one an earlier nkd left running: the VMs the file puts on it
+		 * get the ids it knows them by (their connections stay) */
+		if (nsm->adopted && nsm->state == NSM_RUNNING) {
+			json_t *ids = nsm_vm_ids(nsm);
+
+			if (ids) {
+				json_object_update(adopted_ids, ids);
+				json_decref(ids);
+			}
+			json_object_set_new(adopted, nsm->name, json_true());
+		}
 	}
 	/* 3. VMs changed other than by their nsm (policy and nsm change in
 	 * place, below): deleted, to be added again, once their entry is
@@ -655,9 +691,12 @@ void state_reload(void)
 		if (same)
 			continue;
 		/* what it was: if the entry fails to add below, it comes back */
+		/* its id stays free for it until step 4 is over */
 		if (saved_add(&saved, &nsaved, vm))
 			warn("SIGHUP: vm %s: out of memory; it cannot come back if its new entry fails",
 			     vm->name);
+		else
+			vm_id_reserve(vm->id, true);
 		json_object_set_new(readd, vm->name, json_true());
 		if (vm_delete(vm, &e)) {
 			err("SIGHUP: %s", e.msg);
@@ -669,8 +708,10 @@ void state_reload(void)
 	json_array_foreach(vms, i, o) {
 		const char *name = json_string_value(json_object_get(o, "name"));
 		const char *to = json_string_value(json_object_get(o, "nsm"));
+		const struct nkd_vm *old;
 		struct nkd_vm tmpl;
 		struct nkd_nsm *nsm;
+		int ret;
 
 		if (name && json_object_get(keep, name))
 			continue;
@@ -701,24 +742,54 @@ void state_reload(void)
 			changed += touched > 0;
 			continue;
 		}
-		if (vm_config_parse(o, &tmpl, &e) || vm_create(&tmpl, true, &vm, &e)) {
-			const struct nkd_vm *old = name ? saved_find(saved, nsaved, name) : NULL;
+		old = name ? saved_find(saved, nsaved, name) : NULL;
+		ret = -1;
+		if ((old || (name && json_object_get(adopted_ids, name))) &&
+		    !json_object_get(o, "id")) {
+			/* a VM added again keeps its id; one on an NSM this
+			 * reload adopted takes the NSM's */
+			json_t *with_id = json_deep_copy(o);
+			json_int_t id = old ? old->id :
+				json_integer_value(json_object_get(adopted_ids, name));
+
+			if (old)
+				vm_id_reserve(old->id, false);
+			json_object_set_new(with_id, "id", json_integer(id));
+			ret = vm_config_parse(with_id, &tmpl, &e);
+			json_decref(with_id);
+		}
+		if (ret)
+			ret = vm_config_parse(o, &tmpl, &e);
+		if (ret || vm_create(&tmpl, true, &vm, &e)) {
 			struct nkd_err e2;
 
 			free(tmpl.uds);
 			err("SIGHUP: %s: vms[%zu]: %s", path, i, e.msg);
-			/* a changed entry that failed here: the vm as it was */
-			if (old && !vm_create(old, true, &vm, &e2))
-				err("SIGHUP: vm %s is back as it was (its connections ended)", name);
-			else if (old)
-				err("SIGHUP: vm %s could not be added back as it was either: %s; it is gone",
-				    name, e2.msg);
+			/* a changed entry that failed here: the vm as it was,
+			 * unless a VM added since has what it had */
+			if (old) {
+				vm_id_reserve(old->id, false);
+				if (!vm_conflicts(old, &e2) && !vm_create(old, true, &vm, &e2)) {
+					err("SIGHUP: vm %s is back as it was (its connections ended)",
+					    name);
+					changed--;
+				} else {
+					err("SIGHUP: vm %s could not be added back as it was either: %s; it is gone",
+					    name, e2.msg);
+				}
+			}
 			continue;
 		}
 		free(tmpl.uds);
 		if (!json_object_get(readd, vm->name))
 			added++;
 	}
+	/* the NSMs adopted in step 2, their VMs known now: what they still
+	 * serve of VMs nkd no longer has */
+	for (k = 0; k < NKD_NSM_MAX; k++)
+		if (nkd.nsms[k] && !nkd.nsms[k]->dead &&
+		    json_object_get(adopted, nkd.nsms[k]->name))
+			nsm_prune_strays(nkd.nsms[k]);
 	/* 5. NSMs gone */
 	for (k = 0; k < NKD_NSM_MAX; k++) {
 		struct nkd_nsm *nsm = nkd.nsms[k];
@@ -731,11 +802,15 @@ void state_reload(void)
 		}
 		removed++;
 	}
+	json_decref(adopted);
+	json_decref(adopted_ids);
 	json_decref(keep);
 	json_decref(readd);
 	json_decref(root);
-	for (k = 0; k < (int)nsaved; k++)
+	for (k = 0; k < (int)nsaved; k++) {
+		vm_id_reserve(saved[k].id, false);
 		free(saved[k].uds);
+	}
 	free(saved);
 	state_save();
 	info("SIGHUP: %s applied: %u added, %u removed, %u changed", path, added, removed, changed);

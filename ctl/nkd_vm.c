@@ -519,6 +519,43 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 }
 
 /*
+ * Would template t, already valid once, clash with a VM registered since
+ * (SIGHUP bringing a VM back as it was)?  Its id, addresses, transport.
+ */
+int vm_conflicts(const struct nkd_vm *t, struct nkd_err *e)
+{
+	char canon[PATH_MAX], other[PATH_MAX], txt[NK_ADDRSTRLEN];
+	struct nkd_vm *vm;
+	uint32_t i, j;
+
+	if (t->uds && !uds_canon(t->uds, canon, sizeof(canon)))
+		canon[0] = '\0';
+	for (vm = nkd.vms; vm; vm = vm->next) {
+		if (!strcmp(vm->name, t->name))
+			return nkd_fail(e, EEXIST, "vm %s already exists", t->name);
+		if (vm->id == t->id)
+			return nkd_fail(e, EEXIST, "vm %s: id %u is vm %s's now", t->name, t->id,
+					vm->name);
+		if (t->cid && vm->cid == t->cid)
+			return nkd_fail(e, EADDRINUSE, "vm %s: cid %u is vm %s's now", t->name,
+					t->cid, vm->name);
+		if (t->uds && vm->uds &&
+		    (!strcmp(t->uds, vm->uds) ||
+		     (canon[0] && uds_canon(vm->uds, other, sizeof(other)) && !strcmp(canon, other))))
+			return nkd_fail(e, EADDRINUSE, "vm %s: uds %s is vm %s's now", t->name,
+					t->uds, vm->name);
+		for (i = 0; i < t->naddrs; i++)
+			for (j = 0; j < vm->naddrs; j++)
+				if (nk_addr_same_ip(&t->addrs[i].addr, &vm->addrs[j].addr))
+					return nkd_fail(e, EADDRINUSE, "vm %s: address %s is vm %s's now",
+							t->name,
+							nk_addr_ntop(&t->addrs[i].addr, txt, sizeof(txt)),
+							vm->name);
+	}
+	return 0;
+}
+
+/*
  * The entry obj as a template for the VM self, in place of what self is
  * now (SIGHUP): vm_config_parse(), with self's own name, id, addresses and
  * transport not counted as conflicts.  out->uds is allocated on success.

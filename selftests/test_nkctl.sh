@@ -679,6 +679,31 @@ check "vmA is back as it was" grep -qF "SIGHUP: vm vmA is back as it was" "$NK_N
 check_eq "after it: vmA and vmC as they were" "$(vm_names)" \
 	"vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
 check "vmA listens on its old path" test -S "$NK_TMP/guests/vmA_7531"
+# ... unless a VM added by the same reload took what it had: a new vmZ,
+# listed first, takes vmA's address; vmA is not brought back beside it
+# (before: two VMs with one address).
+"$NK_PY" - "$NK_TMP/good2.json" "$NK_TMP/good.json" "$NK_TMP" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for v in j["vms"]:
+    if v["name"] == "vmA":
+        v["uds"] = sys.argv[3] + "/nodir/vmA"
+j["vms"].insert(0, {"name": "vmZ", "nsm": "nsm1", "addrs": ["10.78.0.2/24"],
+                    "uds": sys.argv[3] + "/guests/vmZ"})
+json.dump(j, open(sys.argv[2], "w"))
+PY
+n=$(reloads)
+kill -HUP "$NKD_PID"
+check "reloaded with vmZ taking vmA's address" wait_for -t 5 reloaded_more "$n"
+check "vmA is not brought back beside vmZ" grep -qF \
+	"SIGHUP: vm vmA could not be added back as it was either: vm vmA: address 10.78.0.2 is vm vmZ's now; it is gone" \
+	"$NK_NKD_LOG"
+check_eq "vmZ has the address, vmA is gone" "$(vm_names)" "vmC:10.78.0.4/24,vmZ:10.78.0.2/24"
+cp "$NK_TMP/good2.json" "$NK_TMP/good.json"
+n=$(reloads)
+kill -HUP "$NKD_PID"
+check "reloaded back" wait_for -t 5 reloaded_more "$n"
+check_eq "vmA back, vmZ gone" "$(vm_names)" "vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
 # An unknown key in an unchanged entry: nkd would refuse the file at
 # start, so the reload says so (before: silently taken).
 sed -e 's|"name": "vmA",|"name": "vmA", "colour": "red",|' \
@@ -736,6 +761,29 @@ check "vmA's addresses gone from up0" wait_for -t 5 has_no_addr 10.78.0.2
 check "vmC's address stays" nk_has_addr "nsm-$S" up0 10.78.0.4
 check "the NSM did not take vmC for a new vm" \
 	bash -c "! grep -q \"the id is vm vmC's now\" '$NK_STATE/nsm-nsm1.log'"
+log_step "SIGHUP that adopts an NSM an earlier nkd left running keeps the VMs it serves"
+# nkd restarted with a file without nsm1: nsm1 runs on with vmC, unknown
+# to nkd.  The file gets nsm1 and vmC back and nkd reloads it: nsm1 is
+# adopted and vmC takes the id nsm1 knows it by (before, nsm1's VMs were
+# deleted at the adoption and added again: their connections ended).
+VMC_ID=$(vm_id vmC)
+nk_stop "$NKD_PID"
+cp "$NK_TMP/good.json" "$NK_TMP/with-nsm1.json"
+echo '{"nsms": [], "vms": []}' >"$NK_TMP/good.json"
+NK_NKD_LOG=$NK_TMP/nkd-5.log
+nk_bg - "$NK_NKD_LOG" "$OUTPUT/nkd" --foreground --config "$NK_TMP/good.json" --control "$NK_CTL" \
+	--state-dir "$NK_STATE" --run-dir "$NK_RUN" --no-vsock --nsm-bin "$OUTPUT/nk-nsm"
+NKD_PID=$NK_BG_PID
+check "nkd without nsm1 answers" wait_for -t 10 nkctl nsm list
+check "nsm1 runs on, unknown to nkd" nk_alive "$NSM_PID"
+dels=$(grep -c "vm vmC: deleted" "$NK_STATE/nsm-nsm1.log")
+cp "$NK_TMP/with-nsm1.json" "$NK_TMP/good.json"
+kill -HUP "$NKD_PID"
+check "reloaded with nsm1 back" wait_for -t 10 grep -q "SIGHUP: .* applied:" "$NK_NKD_LOG"
+check_eq "nsm1 adopted, same pid" "$(nsm_pid)" "$NSM_PID"
+check_eq "vmC has the id nsm1 knows it by" "$(vm_id vmC)" "$VMC_ID"
+check_eq "nsm1 did not delete vmC" "$(grep -c "vm vmC: deleted" "$NK_STATE/nsm-nsm1.log")" "$dels"
+check "vmC's address stays" nk_has_addr "nsm-$S" up0 10.78.0.4
 for v in vmA vmB vmC; do
 	"$NKCTL" -c "$NK_CTL" vm del "$v" >/dev/null 2>&1
 done
