@@ -639,29 +639,31 @@ check "nkd.json follows" grep -q '"vmC"' "$NK_STATE/nkd.json"
 reloads() { grep -c "SIGHUP: .* applied:" "$NK_NKD_LOG"; }
 reload_line() { grep "SIGHUP: .* applied:" "$NK_NKD_LOG" | tail -1 | sed 's/.*applied: //'; }
 reloaded_more() { test "$(reloads)" -gt "$1"; }
+# hup_check DESC: SIGHUP nkd, and check (DESC) that it reloaded the file
+hup_check()
+{
+	local n
+	n=$(reloads)
+	kill -HUP "$NKD_PID"
+	check "$1" wait_for -t 5 reloaded_more "$n"
+}
 # A gateway given as one string and a cid as a string (both allowed): the
 # same file again changes nothing (before, both VMs were deleted and added
 # again at every SIGHUP, their connections ended).
 sed -e 's|"addrs": \["10.78.0.2/24", "10.78.0.5/24"\]|&, "gw": "10.78.0.1"|' \
     -e 's|"uds": "[^"]*vmC"|"cid": "7"|' "$NK_TMP/good.json" >"$NK_TMP/good2.json"
 cp "$NK_TMP/good2.json" "$NK_TMP/good.json"
-n=$(reloads)
-kill -HUP "$NKD_PID"
-check "reloaded" wait_for -t 5 reloaded_more "$n"
+hup_check "reloaded"
 check_eq "gw added to vmA, vmC on a cid: 2 changed" "$(reload_line)" "0 added, 0 removed, 2 changed"
 VMA_INO=$(stat -c %i "$NK_TMP/guests/vmA_7531")
-n=$(reloads)
-kill -HUP "$NKD_PID"
-check "reloaded again" wait_for -t 5 reloaded_more "$n"
+hup_check "reloaded again"
 check_eq "the same file again: nothing changed" "$(reload_line)" "0 added, 0 removed, 0 changed"
 check_eq "vmA kept its socket (not deleted and added again)" \
 	"$(stat -c %i "$NK_TMP/guests/vmA_7531")" "$VMA_INO"
 # An entry with an error leaves its VM as it is (before: deleted, then not
 # added again), and the error names it.
 sed 's|"10.78.0.4/24"|"10.78.0.4/99"|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
-n=$(reloads)
-kill -HUP "$NKD_PID"
-check "reloaded with a bad entry" wait_for -t 5 reloaded_more "$n"
+hup_check "reloaded with a bad entry"
 check "the bad entry is named, its vm kept" grep -qF \
 	"good.json: vm vmC: bad address '10.78.0.4/99': expected ADDR/PREFIX such as 10.0.0.2/24 or fd00::2/64; the vm stays as it is" \
 	"$NK_NKD_LOG"
@@ -671,9 +673,7 @@ check "vmC's address still on up0" nk_has_addr "nsm-$S" up0 10.78.0.4
 # A changed entry that passes the checks but fails to be added (its uds
 # directory does not exist): the vm comes back as it was (before: gone).
 sed "s|\"$NK_TMP/guests/vmA\"|\"$NK_TMP/nodir/vmA\"|" "$NK_TMP/good2.json" >"$NK_TMP/good.json"
-n=$(reloads)
-kill -HUP "$NKD_PID"
-check "reloaded with an entry that cannot be added" wait_for -t 5 reloaded_more "$n"
+hup_check "reloaded with an entry that cannot be added"
 check "the failure is named" grep -qF "directory $NK_TMP/nodir does not exist" "$NK_NKD_LOG"
 check "vmA is back as it was" grep -qF "SIGHUP: vm vmA is back as it was" "$NK_NKD_LOG"
 check_eq "after it: vmA and vmC as they were" "$(vm_names)" \
@@ -692,25 +692,19 @@ j["vms"].insert(0, {"name": "vmZ", "nsm": "nsm1", "addrs": ["10.78.0.2/24"],
                     "uds": sys.argv[3] + "/guests/vmZ"})
 json.dump(j, open(sys.argv[2], "w"))
 PY
-n=$(reloads)
-kill -HUP "$NKD_PID"
-check "reloaded with vmZ taking vmA's address" wait_for -t 5 reloaded_more "$n"
+hup_check "reloaded with vmZ taking vmA's address"
 check "vmA is not brought back beside vmZ" grep -qF \
 	"SIGHUP: vm vmA could not be added back as it was either: vm vmA: address 10.78.0.2 is vm vmZ's now; it is gone" \
 	"$NK_NKD_LOG"
 check_eq "vmZ has the address, vmA is gone" "$(vm_names)" "vmC:10.78.0.4/24,vmZ:10.78.0.2/24"
 cp "$NK_TMP/good2.json" "$NK_TMP/good.json"
-n=$(reloads)
-kill -HUP "$NKD_PID"
-check "reloaded back" wait_for -t 5 reloaded_more "$n"
+hup_check "reloaded back"
 check_eq "vmA back, vmZ gone" "$(vm_names)" "vmA:10.78.0.2/24/10.78.0.5/24,vmC:10.78.0.4/24"
 # An unknown key in an unchanged entry: nkd would refuse the file at
 # start, so the reload says so (before: silently taken).
 sed -e 's|"name": "vmA",|"name": "vmA", "colour": "red",|' \
     -e 's|"name": "nsm1",|"name": "nsm1", "colour": "blue",|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
-n=$(reloads)
-kill -HUP "$NKD_PID"
-check "reloaded with an unknown key" wait_for -t 5 reloaded_more "$n"
+hup_check "reloaded with an unknown key"
 check "the unknown key is reported" grep -qF "vm vmA: vm: unknown key 'colour'" "$NK_NKD_LOG"
 check "... in an NSM's entry too" grep -qF \
 	"nsms[0]: nsm: unknown key 'colour' (expected name, id, type, netns, dev, relay, busy_poll, bulk_poll, kernel_relay_sndbuf, notsent_lowat); the nsm stays as it is" \
@@ -732,9 +726,7 @@ log_step "nkd restarted with --config FILE after a vm was taken out of it"
 # the id vmA left and was a new VM to the NSM, its connections ended),
 # and the adopted NSM drops vmA before nkd sends it the others.
 cp "$NK_TMP/good2.json" "$NK_TMP/good.json"
-n=$(reloads)
-kill -HUP "$NKD_PID"
-wait_for -t 5 reloaded_more "$n"
+hup_check "reloaded with vmA and vmC"
 vm_id() { "$NKCTL" -c "$NK_CTL" -j vm show "$1" | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
 VMA_ID=$(vm_id vmA)
 VMC_ID=$(vm_id vmC)
