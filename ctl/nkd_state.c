@@ -228,8 +228,9 @@ static void prev_vm_ids_free(json_t *prev)
 	const char *k;
 	json_t *v;
 
-	json_object_foreach(prev, k, v)
+	json_object_foreach(prev, k, v) {
 		vm_id_reserve(json_integer_value(v), false);
+	}
 	json_decref(prev);
 }
 
