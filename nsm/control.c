@@ -452,9 +452,10 @@ static void addr_mark(struct vm *vm, const struct nk_addr *a, bool on)
 
 /*
  * An address this NSM may remove: one it added (this process, or an
- * earlier NSM: NSM_IFA_PROTO).  One that was on --dev before (an
- * operator's "ip addr add") stays when the VM goes; kernels before 5.18
- * keep no IFA_PROTO, so there only this process's own count.
+ * earlier NSM: NSM_IFA_PROTO; vm->added holds those it knows of).  One
+ * that was on --dev before (an operator's "ip addr add") stays when the
+ * VM goes; kernels before 5.18 keep no IFA_PROTO, so there only this
+ * process's own count.
  */
 static bool addr_ours(struct vm *vm, const struct nsm_vm_addr *a)
 {
@@ -566,9 +567,11 @@ static int vm_add(const struct nsm_vm_add *m)
 	}
 	for (i = 0; i < m->naddrs; i++) {
 		ret = nl_addr(true, &m->addrs[i]);
-		if (!ret)
+		/* marked: nkd sends every VM again and again (SIGHUP, its
+		 * restarts), and an address known as ours is not looked up */
+		if (!ret || (ret == -EEXIST && addr_ours(vm, &m->addrs[i])))
 			addr_mark(vm, &m->addrs[i].addr, true);
-		else if (ret == -EEXIST && !addr_ours(vm, &m->addrs[i]))
+		else if (ret == -EEXIST)
 			warn("vm %s: %s is on %s already, not added by an NSM (an operator's?): the vm uses it, and it stays there when the vm goes",
 			     vm->name, nk_addr_ntop(&m->addrs[i].addr, buf, sizeof(buf)),
 			     nsm.cfg.dev);
