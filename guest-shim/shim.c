@@ -1539,6 +1539,11 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		ret = udp_connect(sk, fd, addr, len);
 		goto out;
 	}
+	/* Linux's TCP looks at the length before the socket's state */
+	if (!addr || len < sizeof(sa_family_t)) {
+		ret = addr || !len ? -EINVAL : -EFAULT;
+		goto out;
+	}
 	/* A non-blocking connect settled meanwhile (poll, SO_ERROR, a read):
 	 * as on Linux, the next connect() returns its outcome once, 0 or
 	 * the error (ECONNABORTED if SO_ERROR or a data call took it), and

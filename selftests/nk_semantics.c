@@ -730,6 +730,8 @@ static void case_connect_twice(void)
 	if (rc("connect", s) < 0)
 		return;
 	rc("again", connect(s, SA(sa), SL(sa)));
+	rc("again_null", connect(s, NULL, 0));
+	rc("again_short", connect(s, SA(sa), 1));
 	close(s);
 }
 
