@@ -310,6 +310,7 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 {
 	struct sockaddr_un sun;
 	const char *key, *name, *type, *netns, *dev, *relay;
+	const struct nkd_nsm *nsm;
 	char path[PATH_MAX];
 	json_t *val, *jid;
 
@@ -337,7 +338,8 @@ int nsm_config_parse(json_t *obj, struct nkd_nsm *out, bool check_env, struct nk
 	if (!nkd_name_valid(name, NK_NAME_MAX))
 		return nkd_fail(e, EINVAL, "nsm name '%s' is invalid: use 1-%d characters from A-Z a-z 0-9 _ . -",
 				name, NK_NAME_MAX - 1);
-	if (nsm_find(name) && nsm_find(name) != parse_self)
+	nsm = nsm_find(name);
+	if (nsm && nsm != parse_self)
 		return nkd_fail(e, EEXIST, "nsm %s already exists (see 'nkctl nsm show %s')", name, name);
 	if (!type)
 		return nkd_fail(e, EINVAL, "nsm %s: missing 'type kernel'", name);
@@ -770,16 +772,28 @@ static void nsm_run_check(struct nkd_nsm *nsm, const struct nsm_hello_run *run,
  * Adopt a running NSM: its control socket answers with our name.
  * Returns 1 adopted, 0 nobody there (spawn one), -errno refused.
  */
+/* The HELLO an NSM sends on a connection to its control socket (within a
+ * second): as hello_parse(), -1 without one. */
+static int ctl_hello(int fd, struct nsm_hello *hello, struct nsm_hello_run *run,
+		     struct nsm_hello_run2 *run2)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	char buf[NSM_CTL_MSG_MAX];
+	ssize_t n = -1;
+
+	if (poll(&pfd, 1, 1000) == 1)
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	return n > 0 ? hello_parse(buf, n, hello, run, run2) : -1;
+}
+
 static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 {
-	struct pollfd pfd = { .events = POLLIN };
-	char path[PATH_MAX], buf[NSM_CTL_MSG_MAX];
+	char path[PATH_MAX];
 	struct nsm_hello hello;
 	struct nsm_hello_run run;
 	struct nsm_hello_run2 run2;
 	struct stat st;
-	ssize_t n = -1;
-	int fd, ret, has_run = -1;
+	int fd, ret, has_run;
 
 	ctl_path(nsm, path, sizeof(path));
 	if (lstat(path, &st) < 0)
@@ -792,11 +806,7 @@ static int nsm_try_adopt(struct nkd_nsm *nsm, struct nkd_err *e)
 		debug("nsm %s: %s: %s; starting a new NSM", nsm->name, path, strerror(-fd));
 		return 0;
 	}
-	pfd.fd = fd;
-	if (poll(&pfd, 1, 1000) == 1)
-		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-	if (n > 0)
-		has_run = hello_parse(buf, n, &hello, &run, &run2);
+	has_run = ctl_hello(fd, &hello, &run, &run2);
 	if (has_run < 0) {
 		warn("nsm %s: %s accepted but sent no HELLO; starting a new NSM", nsm->name, path);
 		close(fd);
@@ -991,6 +1001,45 @@ static void vm_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *b
 	acc->n += b->n;
 }
 
+/* The NSM's VMs (VM_LIST) into *acc; 0, or -1 when it cannot say (logged;
+ * acc->v freed). */
+static int vm_list_get(struct nkd_nsm *nsm, struct vm_acc *acc)
+{
+	struct nsm_vm_ref ref = { 0 };
+	int ret, nerr = 0;
+
+	ret = nsm_request_cb(nsm, NSM_MSG_VM_LIST, &ref, sizeof(ref), -1, &nerr, vm_batch, acc);
+	if (!ret && !nerr && !acc->err)
+		return 0;
+	if (nerr == EOPNOTSUPP)
+		info("nsm %s: this nk-nsm cannot list its vms; vms deleted while nkd was down stay on it until it restarts",
+		     nsm->name);
+	else
+		warn("nsm %s: VM_LIST: %s", nsm->name, strerror(ret ? -ret : nerr ? nerr : -acc->err));
+	free(acc->v);
+	return -1;
+}
+
+/* The VMs the NSM has, {name: id} (NULL: it cannot say): a reload that
+ * adopts it gives the VMs of its file those ids. */
+json_t *nsm_vm_ids(struct nkd_nsm *nsm)
+{
+	struct vm_acc acc = { 0 };
+	char name[NK_NAME_MAX];
+	json_t *ids;
+	size_t i;
+
+	if (vm_list_get(nsm, &acc))
+		return NULL;
+	ids = json_object();
+	for (i = 0; i < acc.n; i++) {
+		nkd_strscpy(name, acc.v[i].name, sizeof(name));
+		json_object_set_new(ids, name, json_integer(acc.v[i].vm_id));
+	}
+	free(acc.v);
+	return ids;
+}
+
 /*
  * An adopted NSM may serve VMs nkd no longer has: deleted from --config
  * FILE or nkd.json while nkd was not running.  Their guests would keep
@@ -1001,32 +1050,6 @@ static void vm_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *b
  * to be: state_drain_pending()) is deleted there (VM_DEL).  An NSM
  * without VM_LIST is left as it is.
  */
-/* The VMs the NSM has, {name: id} (NULL: it cannot say; logged): a
- * reload that adopts it gives the VMs of its file those ids. */
-json_t *nsm_vm_ids(struct nkd_nsm *nsm)
-{
-	struct nsm_vm_ref ref = { 0 };
-	struct vm_acc acc = { 0 };
-	char name[NK_NAME_MAX];
-	json_t *ids;
-	int ret, nerr = 0;
-	size_t i;
-
-	ret = nsm_request_cb(nsm, NSM_MSG_VM_LIST, &ref, sizeof(ref), -1, &nerr, vm_batch, &acc);
-	if (ret || nerr || acc.err) {
-		warn("nsm %s: VM_LIST: %s", nsm->name, strerror(ret ? -ret : nerr ? nerr : -acc.err));
-		free(acc.v);
-		return NULL;
-	}
-	ids = json_object();
-	for (i = 0; i < acc.n; i++) {
-		nkd_strscpy(name, acc.v[i].name, sizeof(name));
-		json_object_set_new(ids, name, json_integer(acc.v[i].vm_id));
-	}
-	free(acc.v);
-	return ids;
-}
-
 void nsm_prune_strays(struct nkd_nsm *nsm)
 {
 	struct nsm_vm_ref ref = { 0 };
@@ -1036,19 +1059,8 @@ void nsm_prune_strays(struct nkd_nsm *nsm)
 	char name[NK_NAME_MAX];
 	size_t i;
 
-	if (nsm->state != NSM_RUNNING)
+	if (nsm->state != NSM_RUNNING || vm_list_get(nsm, &acc))
 		return;
-	ret = nsm_request_cb(nsm, NSM_MSG_VM_LIST, &ref, sizeof(ref), -1, &nerr, vm_batch, &acc);
-	if (ret || nerr || acc.err) {
-		if (nerr == EOPNOTSUPP)
-			info("nsm %s: this nk-nsm cannot list its vms; vms deleted while nkd was down stay on it until it restarts",
-			     nsm->name);
-		else
-			warn("nsm %s: VM_LIST: %s", nsm->name,
-			     strerror(ret ? -ret : nerr ? nerr : -acc.err));
-		free(acc.v);
-		return;
-	}
 	for (i = 0; i < acc.n; i++) {
 		nkd_strscpy(name, acc.v[i].name, sizeof(name));
 		for (vm = nkd.vms; vm && vm->id != acc.v[i].vm_id; vm = vm->next)
@@ -1460,22 +1472,16 @@ static int nsm_names_check(const struct nkd_nsm *nsm, struct nkd_err *e)
  * still running): nkd adopts it, and its netns with it. */
 static bool nsm_answers(const struct nkd_nsm *nsm)
 {
-	struct pollfd pfd = { .events = POLLIN };
-	char buf[NSM_CTL_MSG_MAX];
 	struct nsm_hello hello;
 	struct nsm_hello_run run;
 	struct nsm_hello_run2 run2;
-	bool ours = false;
-	ssize_t n = -1;
+	int fd = ctl_connect(nsm);
+	bool ours;
 
-	pfd.fd = ctl_connect(nsm);
-	if (pfd.fd < 0)
+	if (fd < 0)
 		return false;
-	if (poll(&pfd, 1, 1000) == 1)
-		n = recv(pfd.fd, buf, sizeof(buf), MSG_DONTWAIT);
-	if (n > 0 && hello_parse(buf, n, &hello, &run, &run2) >= 0)
-		ours = !strcmp(hello.name, nsm->name);
-	close(pfd.fd);
+	ours = ctl_hello(fd, &hello, &run, &run2) >= 0 && !strcmp(hello.name, nsm->name);
+	close(fd);
 	return ours;
 }
 

@@ -223,6 +223,25 @@ static json_t *prev_vm_ids(json_t *vms)
 	return prev;
 }
 
+/*
+ * Parse VM entry o; when it gives no id itself and id > 0, with that id
+ * (the one nkd.json, the VM's earlier self or its NSM knows it by), and
+ * as it is if that id is taken.  tmpl->uds is allocated on success.
+ */
+static int vm_parse_with_id(json_t *o, json_int_t id, struct nkd_vm *tmpl, struct nkd_err *e)
+{
+	json_t *with_id;
+	int ret;
+
+	if (id <= 0 || json_object_get(o, "id"))
+		return vm_config_parse(o, tmpl, e);
+	with_id = json_deep_copy(o);
+	json_object_set_new(with_id, "id", json_integer(id));
+	ret = vm_config_parse(with_id, tmpl, e);
+	json_decref(with_id);
+	return ret ? vm_config_parse(o, tmpl, e) : 0;
+}
+
 static void prev_vm_ids_free(json_t *prev)
 {
 	const char *k;
@@ -282,21 +301,10 @@ int state_load(const char *path, bool required)
 		prev = prev_vm_ids(vms);
 	json_array_foreach(vms, i, o) {
 		const char *name = json_string_value(json_object_get(o, "name"));
-		json_t *with_id = NULL, *pid = NULL;
+		json_int_t pid = name ? json_integer_value(json_object_get(prev, name)) : 0;
 
-		if (name && !json_object_get(o, "id"))
-			pid = json_object_get(prev, name);
-		if (pid) {
-			with_id = json_deep_copy(o);
-			json_object_set(with_id, "id", pid);
-			vm_id_reserve(json_integer_value(pid), false);
-			ret = vm_config_parse(with_id, &tmpl_vm, &e);
-			if (ret)	/* taken meanwhile: as if it had none */
-				ret = vm_config_parse(o, &tmpl_vm, &e);
-			json_decref(with_id);
-		} else {
-			ret = vm_config_parse(o, &tmpl_vm, &e);
-		}
+		vm_id_reserve(pid, false);	/* its own */
+		ret = vm_parse_with_id(o, pid, &tmpl_vm, &e);
 		if (!ret)
 			ret = vm_create(&tmpl_vm, false, &vm, &e);
 		free(tmpl_vm.uds);
@@ -362,6 +370,7 @@ void state_apply(const char *path)
 	struct nkd_err e = { "" };
 	unsigned int n_nsm = 0;
 	struct nkd_vm *vm;
+	bool spared;
 	int i, ret;
 
 	/* Listeners first, so that adopted NSMs get them now. */
@@ -381,11 +390,12 @@ void state_apply(const char *path)
 	if (restore_drains && nkd.steer)
 		move_restore(restore_drains);
 	move_steer_sync();
+	spared = json_array_size(restore_drains) > 0;
 	json_decref(restore_drains);
 	restore_drains = NULL;
 	/* a VM nsm_start() spared for a drain nkd.json listed, which was not
 	 * resumed (no uplink now, or it failed): no one else deletes it */
-	for (i = 0; i < NKD_NSM_MAX; i++)
+	for (i = 0; spared && i < NKD_NSM_MAX; i++)
 		if (nkd.nsms[i] && !nkd.nsms[i]->dead && nkd.nsms[i]->adopted)
 			nsm_prune_strays(nkd.nsms[i]);
 	if (path)
@@ -448,21 +458,18 @@ static const struct nkd_vm *saved_find(const struct nkd_vm *saved, size_t n, con
 
 /* Two entries of one array with the same name: the file is refused, as it
  * is at start. */
+static json_t *entry_named(json_t *arr, const char *name);
+
 static const char *dup_name(json_t *arr)
 {
-	json_t *o, *p;
-	size_t i, j;
+	json_t *o;
+	size_t i;
 
 	json_array_foreach(arr, i, o) {
 		const char *n = json_string_value(json_object_get(o, "name"));
 
-		json_array_foreach(arr, j, p) {
-			if (j >= i)
-				break;
-			if (n && json_string_value(json_object_get(p, "name")) &&
-			    !strcmp(n, json_string_value(json_object_get(p, "name"))))
-				return n;
-		}
+		if (n && entry_named(arr, n) != o)
+			return n;	/* an earlier entry has it */
 	}
 	return NULL;
 }
@@ -585,7 +592,8 @@ void state_reload(void)
 {
 	const char *path = nkd.cfg.config_file;
 	unsigned int added = 0, removed = 0, changed = 0;
-	json_t *root, *nsms, *vms, *o, *readd, *keep, *adopted, *adopted_ids;
+	json_t *root, *nsms, *vms, *o, *readd, *keep, *adopted_ids;
+	bool adopted[NKD_NSM_MAX] = { false };	/* NSMs step 2 adopted */
 	struct nkd_vm *saved = NULL;
 	size_t nsaved = 0;
 	char pfx[NK_NAME_MAX + 8];
@@ -618,8 +626,7 @@ void state_reload(void)
 	}
 	readd = json_object();	/* VMs deleted to be added again: "changed" */
 	keep = json_object();	/* VMs whose entry is invalid: left as they are */
-	adopted = json_object();	/* NSMs step 2 adopted */
-	adopted_ids = json_object();	/* their VMs: {name: id} */
+	adopted_ids = json_object();	/* the VMs of NSMs step 2 adopted: {name: id} */
 
 	/* 1. VMs gone */
 	for (vm = nkd.vms; vm; vm = next) {
@@ -664,7 +671,7 @@ void state_reload(void)
 				json_object_update(adopted_ids, ids);
 				json_decref(ids);
 			}
-			json_object_set_new(adopted, nsm->name, json_true());
+			adopted[nsm->slot] = true;
 		}
 	}
 	/* 3. VMs changed other than by their nsm (policy and nsm change in
@@ -691,8 +698,8 @@ void state_reload(void)
 		free(tmpl.uds);
 		if (same)
 			continue;
-		/* what it was: if the entry fails to add below, it comes back */
-		/* its id stays free for it until step 4 is over */
+		/* what it was, if its entry fails to add below; its id stays
+		 * free for it until step 4 is over */
 		if (saved_add(&saved, &nsaved, vm))
 			warn("SIGHUP: vm %s: out of memory; it cannot come back if its new entry fails",
 			     vm->name);
@@ -743,24 +750,14 @@ void state_reload(void)
 			changed += touched > 0;
 			continue;
 		}
+		/* a VM added again keeps its id; one on an NSM this reload
+		 * adopted takes the NSM's */
 		old = name ? saved_find(saved, nsaved, name) : NULL;
-		ret = -1;
-		if ((old || (name && json_object_get(adopted_ids, name))) &&
-		    !json_object_get(o, "id")) {
-			/* a VM added again keeps its id; one on an NSM this
-			 * reload adopted takes the NSM's */
-			json_t *with_id = json_deep_copy(o);
-			json_int_t id = old ? old->id :
-				json_integer_value(json_object_get(adopted_ids, name));
-
-			if (old)
-				vm_id_reserve(old->id, false);
-			json_object_set_new(with_id, "id", json_integer(id));
-			ret = vm_config_parse(with_id, &tmpl, &e);
-			json_decref(with_id);
-		}
-		if (ret)
-			ret = vm_config_parse(o, &tmpl, &e);
+		if (old)
+			vm_id_reserve(old->id, false);
+		ret = vm_parse_with_id(o, old ? old->id : name ?
+				       json_integer_value(json_object_get(adopted_ids, name)) : 0,
+				       &tmpl, &e);
 		if (ret || vm_create(&tmpl, true, &vm, &e)) {
 			struct nkd_err e2;
 
@@ -788,8 +785,7 @@ void state_reload(void)
 	/* the NSMs adopted in step 2, their VMs known now: what they still
 	 * serve of VMs nkd no longer has */
 	for (k = 0; k < NKD_NSM_MAX; k++)
-		if (nkd.nsms[k] && !nkd.nsms[k]->dead &&
-		    json_object_get(adopted, nkd.nsms[k]->name))
+		if (adopted[k] && nkd.nsms[k] && !nkd.nsms[k]->dead)
 			nsm_prune_strays(nkd.nsms[k]);
 	/* 5. NSMs gone */
 	for (k = 0; k < NKD_NSM_MAX; k++) {
@@ -803,7 +799,6 @@ void state_reload(void)
 		}
 		removed++;
 	}
-	json_decref(adopted);
 	json_decref(adopted_ids);
 	json_decref(keep);
 	json_decref(readd);

@@ -47,8 +47,8 @@ struct nkd_vm *vm_find(const char *name)
 	return NULL;
 }
 
-/* The VM vm_config_check() validates a new entry for: its own name, id,
- * addresses and transport are not conflicts. */
+/* The VM vm_config_parse_for() validates a new entry for: its own name,
+ * id, addresses and transport are not conflicts. */
 static const struct nkd_vm *parse_self;
 
 /*
@@ -135,6 +135,16 @@ static bool uds_canon(const char *uds, char *out, size_t len)
 		src = rp;
 	}
 	return snprintf(out, len, "%s/%s", strcmp(src, "/") ? src : "", base) < (int)len;
+}
+
+/* Does uds (canon: its uds_canon(), or "" to compare it as given) name
+ * the file other names? */
+static bool uds_same(const char *uds, const char *canon, const char *other)
+{
+	char oc[PATH_MAX];
+
+	return !strcmp(uds, other) ||
+	       (canon[0] && uds_canon(other, oc, sizeof(oc)) && !strcmp(canon, oc));
 }
 
 /* Which addresses a VM may own: unicast, not loopback or unspecified. */
@@ -274,11 +284,14 @@ static int gw_not_a_vm(const char *name, const char *gw, const struct nk_addr *a
 	struct nkd_vm *other;
 	uint32_t j;
 
-	for (other = nkd.vms; other; other = other->next)
-		for (j = 0; j < other->naddrs && other != parse_self; j++)
+	for (other = nkd.vms; other; other = other->next) {
+		if (other == parse_self)
+			continue;
+		for (j = 0; j < other->naddrs; j++)
 			if (nk_addr_same_ip(&other->addrs[j].addr, a))
 				return nkd_fail(e, EINVAL, "vm %s: gateway %s is vm %s's address; give a router's address",
 						name, gw, other->name);
+	}
 	return 0;
 }
 
@@ -399,7 +412,7 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 					    "policy", NULL };
 	struct sockaddr_un sun;
 	const char *key, *name, *nsm, *uds;
-	char canon[PATH_MAX], other[PATH_MAX];
+	char canon[PATH_MAX];
 	struct nkd_vm *vm;
 	json_t *val, *jid, *jcid;
 	int ret, i;
@@ -475,14 +488,7 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
 			canon[0] = '\0';	/* restored: compared as given */
 		}
 		for (vm = nkd.vms; vm; vm = vm->next) {
-			bool same;
-
-			if (!vm->uds || vm == parse_self)
-				continue;
-			same = !strcmp(uds, vm->uds) ||
-			       (canon[0] && uds_canon(vm->uds, other, sizeof(other)) &&
-				!strcmp(canon, other));
-			if (!same)
+			if (!vm->uds || vm == parse_self || !uds_same(uds, canon, vm->uds))
 				continue;
 			ret = nkd_fail(e, EADDRINUSE, "vm %s: uds %s is already used by vm %s%s%s%s",
 				       name, uds, vm->name, strcmp(uds, vm->uds) ? " (as " : "",
@@ -524,7 +530,7 @@ int vm_config_parse(json_t *obj, struct nkd_vm *out, struct nkd_err *e)
  */
 int vm_conflicts(const struct nkd_vm *t, struct nkd_err *e)
 {
-	char canon[PATH_MAX], other[PATH_MAX], txt[NK_ADDRSTRLEN];
+	char canon[PATH_MAX], txt[NK_ADDRSTRLEN];
 	struct nkd_vm *vm;
 	uint32_t i, j;
 
@@ -539,9 +545,7 @@ int vm_conflicts(const struct nkd_vm *t, struct nkd_err *e)
 		if (t->cid && vm->cid == t->cid)
 			return nkd_fail(e, EADDRINUSE, "vm %s: cid %u is vm %s's now", t->name,
 					t->cid, vm->name);
-		if (t->uds && vm->uds &&
-		    (!strcmp(t->uds, vm->uds) ||
-		     (canon[0] && uds_canon(vm->uds, other, sizeof(other)) && !strcmp(canon, other))))
+		if (t->uds && vm->uds && uds_same(t->uds, canon, vm->uds))
 			return nkd_fail(e, EADDRINUSE, "vm %s: uds %s is vm %s's now", t->name,
 					t->uds, vm->name);
 		for (i = 0; i < t->naddrs; i++)

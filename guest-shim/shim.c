@@ -328,19 +328,29 @@ static void save_opt(struct nk_sock *sk, int level, int name, const void *val, s
  * took it) that the NSM does not take (ENOPROTOOPT: not in its list, or
  * not in its kernel): on Linux the setsockopt() succeeded, so the socket
  * goes on without it rather than failing the connect, bind or send that
- * made it (docs/compat.md).  Forgotten, so that no later socket made for
- * the fd asks again.
+ * made it (docs/compat.md).  True if err is that; option i goes in *drop.
  */
-static bool opt_unsupported_drop(struct nk_sock *sk, int i, int err)
+static bool opt_unsupported(const struct nk_sock *sk, int i, int err, uint32_t *drop)
 {
 	if (err != ENOPROTOOPT)
 		return false;
 	nk_logf("option level %d name %d, set before the socket existed on the host, is not "
 		"supported by the host's NSM: the socket goes on without it",
 		sk->opts[i].level, sk->opts[i].name);
-	memmove(&sk->opts[i], &sk->opts[i + 1], (sk->nopts - i - 1) * sizeof(sk->opts[0]));
-	sk->nopts--;
+	*drop |= 1u << i;
 	return true;
+}
+
+/* Forget the options opt_unsupported() put in drop, so that no later
+ * socket made for the fd asks again. */
+static void opts_drop(struct nk_sock *sk, uint32_t drop)
+{
+	int i, n = 0;
+
+	for (i = 0; i < sk->nopts; i++)
+		if (!(drop & (1u << i)))
+			sk->opts[n++] = sk->opts[i];
+	sk->nopts = n;
 }
 
 /* Append one request to a batch of pipelined messages. */
@@ -371,7 +381,8 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 	uint8_t buf[sizeof(struct nk_hdr) * (NKS_SAVED_OPTS + 2) + sizeof(*req) +
 		    NKS_SAVED_OPTS * sizeof(struct nk_opt_req) + sizeof(struct nk_addr_req)];
 	struct nk_addr_req creq = { .addr = *dst };
-	int i, ret, nopt = 0, operr = 0, dropped = 0, sent[NKS_SAVED_OPTS];
+	int i, ret, nopt = 0, operr = 0, sent[NKS_SAVED_OPTS];
+	uint32_t drop = 0;
 	size_t off;
 
 	req->flags = NK_HELLO_F_SETUP;
@@ -394,12 +405,8 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 		return -EPROTONOSUPPORT;	/* closed unanswered: an NSM without the flag */
 	for (i = 0; i < nopt && !ret; i++) {
 		ret = nk_msg_recv(s, NK_OP_SETSOCKOPT, NULL, 0);
-		/* sent[] is ascending: each option dropped before this one
-		 * moved it down by one */
-		if (ret > 0 && opt_unsupported_drop(sk, sent[i] - dropped, ret)) {
-			dropped++;
+		if (ret > 0 && opt_unsupported(sk, sent[i], ret, &drop))
 			ret = 0;	/* the NSM connects all the same */
-		}
 		if (ret > 0) {
 			if (!operr)
 				nk_logf("an option set before %s could not be applied by the host: %s",
@@ -408,6 +415,7 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
 			ret = 0;
 		}
 	}
+	opts_drop(sk, drop);
 	if (!ret) {
 		ret = nk_msg_recv(s, NK_OP_CONNECT, NULL, 0);
 		if (ret >= 0) {
@@ -447,6 +455,7 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 	uint8_t old_accept_op = sk->accept_op;
 	struct stat old_st;
 	int fl, fdfl, s, ret, i, dom = 0, fds[16], nfds, j, k;
+	uint32_t drop = 0;
 	socklen_t dl = sizeof(dom);
 
 	/* The fd must still be the socket we recorded. */
@@ -525,17 +534,18 @@ static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct n
 		if (opt_is_local(o->level, o->name))
 			continue;
 		ret = remote_setsockopt(sk, -1, o->level, o->name, o->val, o->len);
-		if (ret && opt_unsupported_drop(sk, i, -ret)) {
-			i--;	/* the next one moved here */
+		if (ret && opt_unsupported(sk, i, -ret, &drop)) {
 			ret = 0;
 			continue;
 		}
 		if (ret) {
 			nk_logf("option level %d name %d set before %s could not be applied by the host: %s",
 				o->level, o->name, "promotion", strerror(-ret));
+			opts_drop(sk, drop);
 			goto out_close;
 		}
 	}
+	opts_drop(sk, drop);
 remote_opts_done:
 	/* Handshake timeout off; the application's own timeouts on. */
 	nk_real.setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &notimeo, sizeof(notimeo));
@@ -1548,8 +1558,8 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	 * as on Linux, the next connect() returns its outcome once, 0 or
 	 * the error (ECONNABORTED if SO_ERROR or a data call took it), and
 	 * only the one after that says EISCONN or connects again. */
-	if (sk->connect_unreported && sk->state != NKS_CONNECTING && addr &&
-	    len >= sizeof(sa_family_t) && addr->sa_family != AF_UNSPEC) {
+	if (sk->connect_unreported && sk->state != NKS_CONNECTING &&
+	    addr->sa_family != AF_UNSPEC) {
 		sk->connect_unreported = false;
 		if (sk->state == NKS_CONNECTED) {
 			/* ended by a reset meanwhile: Linux's CLOSE state, where
@@ -2209,7 +2219,7 @@ NK_API ssize_t readv(int fd, const struct iovec *iov, int cnt)
  * read waits as a recv() would, the rest take what is there (up to len;
  * all of len with MSG_WAITALL); a peek counts what is queued.
  */
-static int stream_inq(int fd, int *val);
+static int stream_fionread(int fd, int *val);
 
 static ssize_t stream_recv_trunc(int fd, size_t len, int flags)
 {
@@ -2223,8 +2233,7 @@ static ssize_t stream_recv_trunc(int fd, size_t len, int flags)
 		n = nk_real.recv(fd, scratch, len ? 1 : 0, flags & ~MSG_WAITALL);
 		if (n <= 0)
 			return n;
-		if (nk_real.ioctl(fd, FIONREAD, &avail) < 0 &&
-		    ((errno != EOPNOTSUPP && errno != ENOTTY) || stream_inq(fd, &avail) < 0))
+		if (stream_fionread(fd, &avail) < 0)
 			return n;
 		return (size_t)avail < len ? avail : (ssize_t)len;
 	}
@@ -2882,6 +2891,17 @@ static int stream_inq(int fd, int *val)
 	return 0;
 }
 
+/* FIONREAD of a stream: the transport's, or, where it has no SIOCINQ
+ * (AF_VSOCK in older guest kernels), counted by peeking. */
+static int stream_fionread(int fd, int *val)
+{
+	int ret = nk_real.ioctl(fd, FIONREAD, val);
+
+	if (ret < 0 && (errno == EOPNOTSUPP || errno == ENOTTY))
+		ret = stream_inq(fd, val);
+	return ret;
+}
+
 NK_API int ioctl(int fd, unsigned long req, ...)
 {
 	struct nk_sock *sk;
@@ -2896,12 +2916,7 @@ NK_API int ioctl(int fd, unsigned long req, ...)
 	sk = lookup(fd);
 	if (sk && req == FIONREAD && sk->type == SOCK_STREAM &&
 	    (sk->state == NKS_CONNECTED || sk->state == NKS_CONNECTING)) {
-		ret = nk_real.ioctl(fd, req, arg);
-		if (ret < 0 && (errno == EOPNOTSUPP || errno == ENOTTY) && arg) {
-			/* The transport has no SIOCINQ (AF_VSOCK in older
-			 * guest kernels): count the bytes by peeking. */
-			ret = stream_inq(fd, arg);
-		}
+		ret = arg ? stream_fionread(fd, arg) : nk_real.ioctl(fd, req, arg);
 		nks_put(sk);
 		return ret;
 	}
