@@ -518,6 +518,7 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 		bool has_default;	/* left out: nsm_defaults()'s value */
 		bool reported;		/* in what the NSM reports (run_to_json()) */
 	} keys[] = {
+		{ "id", false, false },
 		{ "type", false, false }, { "netns", false, false }, { "dev", false, true },
 		{ "relay", true, true }, { "busy_poll", true, true }, { "bulk_poll", true, true },
 		{ "kernel_relay_sndbuf", true, true }, { "notsent_lowat", true, true },
@@ -546,8 +547,10 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
 			dflt = true;
 		}
 		/* type is required anyway; netns/dev left out match only an
-		 * NSM nkd created itself, which has none to compare */
-		if (want ? same_value(have, want) : !have || !strcmp(keys[j].key, "type"))
+		 * NSM nkd created itself, which has none to compare; an id left
+		 * out is the one nkd gave it */
+		if (want ? same_value(have, want) :
+			   !have || !strcmp(keys[j].key, "type") || !strcmp(keys[j].key, "id"))
 			continue;
 		a = want ? json_dumps(want, JSON_ENCODE_ANY) : NULL;
 		if (json_object_get(run, keys[j].key))
@@ -581,8 +584,8 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
  * Re-read --config FILE and apply what changed: VMs and NSMs that are gone
  * are deleted (VMs first), new NSMs are started, new VMs added, a VM whose
  * nsm changed is moved (gracefully where it can be), a VM whose addresses,
- * gateways or transport changed is deleted and added again (its
- * connections end).  An NSM whose settings changed is left as it is, with a
+ * gateways, transport or id (one the file gives) changed is deleted and
+ * added again (its connections end).  An NSM whose settings changed is left as it is, with a
  * warning (nsm_reload_diff): delete it and add it again.  An entry that
  * fails is logged and skipped, and the VM it names stays as it is; the
  * rest still applies; a file naming a VM or NSM twice is not applied; the
@@ -694,10 +697,16 @@ void state_reload(void)
 			json_object_set_new(keep, vm->name, json_true());
 			continue;
 		}
-		same = vm_same_config(vm, &tmpl);
+		/* an id the file gives is the VM's (an id left out keeps the
+		 * one the VM has) */
+		same = vm_same_config(vm, &tmpl) &&
+		       (!json_object_get(o, "id") || tmpl.id == vm->id);
 		free(tmpl.uds);
 		if (same)
 			continue;
+		if (tmpl.id != vm->id && json_object_get(o, "id"))
+			info("SIGHUP: vm %s: id %u in %s (it has %u): deleted and added again",
+			     vm->name, tmpl.id, path, vm->id);
 		/* what it was, if its entry fails to add below; its id stays
 		 * free for it until step 4 is over */
 		if (saved_add(&saved, &nsaved, vm))

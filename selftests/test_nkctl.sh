@@ -660,6 +660,40 @@ hup_check "reloaded again"
 check_eq "the same file again: nothing changed" "$(reload_line)" "0 added, 0 removed, 0 changed"
 check_eq "vmA kept its socket (not deleted and added again)" \
 	"$(stat -c %i "$NK_TMP/guests/vmA_7531")" "$VMA_INO"
+# An id the file gives a running VM is applied: the VM is deleted and
+# added again with it, as for a new address (before: ignored, and nkd.json
+# went on with the old id).  An NSM's id is its index in the steering
+# maps: a change gets the warning of the other NSM settings.
+vm_id() { "$NKCTL" -c "$NK_CTL" -j vm show "$1" | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
+nsm_id() { "$NKCTL" -c "$NK_CTL" -j nsm show "$1" | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
+VMA_ID=$(vm_id vmA)
+NEW_ID=$((VMA_ID + 40))
+NSM1_ID=$(nsm_id nsm1)
+sed -e "s|\"name\": \"vmA\",|\"name\": \"vmA\", \"id\": $NEW_ID,|" \
+    -e "s|\"name\": \"nsm1\",|\"name\": \"nsm1\", \"id\": $((NSM1_ID + 7)),|" \
+	"$NK_TMP/good2.json" >"$NK_TMP/good.json"
+hup_check "reloaded with new ids for vmA and nsm1"
+check_eq "vmA's id changed: 1 changed" "$(reload_line)" "0 added, 0 removed, 1 changed"
+check_eq "vmA has the file's id" "$(vm_id vmA)" "$NEW_ID"
+check "nkd says why vmA was added again" grep -qF \
+	"SIGHUP: vm vmA: id $NEW_ID in $NK_TMP/good.json (it has $VMA_ID): deleted and added again" "$NK_NKD_LOG"
+check "nkd.json has vmA's new id" "$NK_PY" -c "
+import json, sys
+j = json.load(open('$NK_STATE/nkd.json'))
+sys.exit(0 if [v['id'] for v in j['vms'] if v['name'] == 'vmA'] == [$NEW_ID] else 1)"
+check "the NSM serves vmA by its new id" wait_for -t 5 grep -q "vm vmA: added (id $NEW_ID," "$NK_STATE/nsm-nsm1.log"
+check "vmA's addresses on up0" wait_for -t 5 nk_has_addr "nsm-$S" up0 10.78.0.5
+check "nsm1's id change is a warning, not applied" grep -qF \
+	"SIGHUP: nsm nsm1: id changed in $NK_TMP/good.json ($((NSM1_ID + 7)); running: $NSM1_ID); not applied (delete and add it again)" \
+	"$NK_NKD_LOG"
+check_eq "nsm1 keeps its id" "$(nsm_id nsm1)" "$NSM1_ID"
+hup_check "reloaded with the same ids"
+check_eq "the same ids again: nothing changed" "$(reload_line)" "0 added, 0 removed, 0 changed"
+cp "$NK_TMP/good2.json" "$NK_TMP/good.json"
+hup_check "reloaded without ids"
+check_eq "ids left out: the VM keeps the one it has" "$(reload_line)" "0 added, 0 removed, 0 changed"
+check_eq "vmA still has id $NEW_ID" "$(vm_id vmA)" "$NEW_ID"
+check "no warning for nsm1's id left out" bash -c "! grep -q 'nsm nsm1: id changed.*left out' '$NK_NKD_LOG'"
 # An entry with an error leaves its VM as it is (before: deleted, then not
 # added again), and the error names it.
 sed 's|"10.78.0.4/24"|"10.78.0.4/99"|' "$NK_TMP/good2.json" >"$NK_TMP/good.json"
@@ -727,7 +761,6 @@ log_step "nkd restarted with --config FILE after a vm was taken out of it"
 # and the adopted NSM drops vmA before nkd sends it the others.
 cp "$NK_TMP/good2.json" "$NK_TMP/good.json"
 hup_check "reloaded with vmA and vmC"
-vm_id() { "$NKCTL" -c "$NK_CTL" -j vm show "$1" | "$NK_PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
 VMA_ID=$(vm_id vmA)
 VMC_ID=$(vm_id vmC)
 NSM_PID=$(nsm_pid)
