@@ -37,6 +37,7 @@ struct nkd_client {
 	pid_t pid;
 	uid_t uid;	/* not root: every request is refused */
 	struct nkd_nsm *pending;	/* deferred "nsm add" */
+	uint64_t active_ms;	/* nkd_now_ms() of its connect or last request */
 };
 
 static void client_close(struct nkd_client *c)
@@ -218,6 +219,33 @@ out_close:
 	return ret;
 }
 
+/*
+ * Every slot is taken: close the client that has waited longest without a
+ * request (nkctl sends one and goes; what holds a slot idle is a client
+ * that connected and said nothing), so that an operator is never locked
+ * out.  A client whose "nsm add" is still being answered is kept.
+ * Returns the freed slot, or NKD_CLIENT_MAX.
+ */
+static int client_evict(pid_t newcomer)
+{
+	struct nkd_client *c, *idle = NULL;
+	int slot;
+
+	for (slot = 0; slot < NKD_CLIENT_MAX; slot++) {
+		c = nkd.clients[slot];
+		if (c && !c->pending && (!idle || c->active_ms < idle->active_ms))
+			idle = c;
+	}
+	if (!idle)
+		return NKD_CLIENT_MAX;
+	slot = idle->slot;
+	warn("control socket: %d nkctl clients connected; closing pid %d's, idle for %llu ms, for pid %d",
+	     NKD_CLIENT_MAX, (int)idle->pid,
+	     (unsigned long long)(nkd_now_ms() - idle->active_ms), (int)newcomer);
+	client_close(idle);
+	return slot;
+}
+
 void nkd_ctl_accept(void)
 {
 	struct ucred cred;
@@ -239,6 +267,8 @@ void nkd_ctl_accept(void)
 		}
 		for (slot = 0; slot < NKD_CLIENT_MAX && nkd.clients[slot]; slot++)
 			;
+		if (slot == NKD_CLIENT_MAX)
+			slot = client_evict(cred.pid);
 		c = slot < NKD_CLIENT_MAX ? calloc(1, sizeof(*c)) : NULL;
 		if (!c) {
 			warn("control socket: too many nkctl clients; refusing pid %d", (int)cred.pid);
@@ -251,6 +281,7 @@ void nkd_ctl_accept(void)
 		c->fd = fd;
 		c->pid = cred.pid;
 		c->uid = cred.uid;
+		c->active_ms = nkd_now_ms();
 		if (nkd_ep_add(fd, EP_CLIENT, slot, EPOLLIN)) {
 			warn_perror("epoll_ctl");
 			close(fd);
@@ -687,6 +718,7 @@ void nkd_client_event(uint32_t idx, uint32_t events)
 		client_close(c);
 		return;
 	}
+	c->active_ms = nkd_now_ms();
 	if (c->uid != 0) {
 		warn("control socket: refused a request from pid %d, uid %d (root only)",
 		     (int)c->pid, (int)c->uid);

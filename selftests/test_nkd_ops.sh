@@ -19,6 +19,9 @@
 #     naming the file, and -j stdout stays one JSON document.  Once the
 #     directory is gone the next change persists everything.
 #  4. an nkd restart still adopts the namespaces and veths it created.
+#  5. nsm add of an NSM an earlier nkd left running adopts it.
+#  6. 64 idle root clients on the control socket: nkctl still answers
+#     (nkd closes the one idle the longest).
 #  0. (first) nkd --uplink with no such interface exits before it pins a map.
 #
 #   remote-$S                 root namespace
@@ -232,5 +235,51 @@ run_ctl nsm add "$NC" type kernel
 check_eq "nsm add $NC succeeds (got: $ERR)" "$RC" 0
 check_eq "... adopting the running nk-nsm" "$(nsm_field "$NC" adopted) $(nsm_field "$NC" pid)" \
 	"True $NC_PID"
+
+# ---------------------------------------------------------------- 6. clients
+log_step "6. idle clients holding every control slot do not lock the operator out"
+# A root process connects 64 times and says nothing (before: every slot
+# taken, nkctl refused until it went).  nkd closes the client idle the
+# longest, for a newcomer that finds no free slot, and says so; the others
+# stay connected.
+HOLD_READY=$NK_TMP/hold.ready
+HOLD_OUT=$NK_TMP/hold.out
+cat >"$NK_TMP/hold.py" <<'PY'
+import os, socket, sys, time
+path, ready, out = sys.argv[1:4]
+socks = []
+for _ in range(64):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(path)
+    socks.append(s)
+    time.sleep(0.005)	# connected in order: the first is idle the longest
+open(ready, "w").close()
+while True:
+    closed = []
+    for i, s in enumerate(socks):
+        try:
+            if s.recv(1, socket.MSG_DONTWAIT) == b"":
+                closed.append(i)
+        except BlockingIOError:
+            pass
+    with open(out + ".tmp", "w") as f:
+        f.write(" ".join(map(str, closed)) + "\n")
+    os.rename(out + ".tmp", out)
+    time.sleep(0.1)
+PY
+nk_bg - "$NK_TMP/hold.log" "$NK_PY" "$NK_TMP/hold.py" "$NK_CTL" "$HOLD_READY" "$HOLD_OUT"
+HOLD_PID=$NK_BG_PID
+check "64 idle clients connected" wait_for -t 10 test -e "$HOLD_READY"
+run_ctl nsm list
+check_eq "nkctl answers with every slot held (got: $ERR)" "$RC" 0
+check "nkd names the client it closed" grep -qE \
+	"control socket: 64 nkctl clients connected; closing pid $HOLD_PID's, idle for [0-9]+ ms, for pid [0-9]+" \
+	"$NK_NKD_LOG"
+run_ctl vm list
+check_eq "and again (got: $ERR)" "$RC" 0
+closed_are() { [ "$(cat "$HOLD_OUT" 2>/dev/null)" = "$1" ]; }
+# the first nkctl's slot was free again for the second one
+check "the one idle the longest was closed, the other 63 stay" wait_for -t 5 closed_are 0
+nk_stop "$HOLD_PID"
 
 nk_finish
