@@ -7,7 +7,12 @@
 #     the remote host;
 #   - nginx in guest 1 as a reverse proxy to a backend nginx on the remote
 #     host (a non-blocking upstream connect per request), under wrk: zero
-#     errors.
+#     errors;
+#   - PostgreSQL in guest 1 (a forked backend per connection), pgbench from
+#     the remote host (one connection per client, and a new one per
+#     transaction), psql from guest 2;
+#   - Node.js: an HTTP server in guest 1 under wrk, a client in guest 2
+#     POSTing to it.
 # Every transfer is also checked from the far side (iperf3's own report,
 # redis-benchmark's, wrk's), and the guest has only lo throughout.
 
@@ -133,5 +138,92 @@ check "wrk: no non-2xx responses" not_grep 'Non-2xx' "$NK_TMP/wrk-proxy.out"
 check "proxy error log has no upstream errors" not_grep -E 'upstream|\[error\]|\[crit\]' "$P/error.log"
 check_eq "no TCP socket in g1 after the run" "$(ip netns exec "g1-$S" ss -Htan)" ""
 nk_stop "$PROXY" "$BACKEND"
+
+log_step "PostgreSQL in guest 1 (a process per connection), pgbench from the remote host, psql from guest 2"
+# The postmaster listens through NetKernel and forks a backend for every
+# connection, which inherits the accepted socket; -C opens a new
+# connection for every transaction.  psql in guest 2 reaches it through
+# the NSM as well.
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [ -x "$PGBIN/postgres" ] && [ -x "$PGBIN/pgbench" ] && command -v psql >/dev/null; then
+	PGD=$NK_TMP/pg
+	mkdir -p "$PGD"
+	chown postgres "$PGD"
+	runuser -u postgres -- "$PGBIN/initdb" -D "$PGD/data" -A trust >"$NK_TMP/initdb.log" 2>&1 ||
+		nk_die "initdb failed: $(tail -3 "$NK_TMP/initdb.log")"
+	echo "host all all 0.0.0.0/0 trust" >>"$PGD/data/pg_hba.conf"
+	nk_bg "g1-$S" "$NK_TMP/postgres.log" runuser -u postgres -- "$OUTPUT/nk-run" \
+		--transport "$(nk_transport g1)" -- "$PGBIN/postgres" -D "$PGD/data" -k "$PGD" \
+		-c listen_addresses=10.77.0.2 -c port=5432
+	PG=$NK_BG_PID
+	wait_port "remote-$S" 10.77.0.2 5432 || nk_fail "postgres in the guest is not reachable"
+	check "the NSM holds postgres' listener" \
+		grep -q '10.77.0.2:5432' <<<"$(ip netns exec "nsm-$S" ss -Htln)"
+	ip netns exec "remote-$S" timeout 60 "$PGBIN/pgbench" -h 10.77.0.2 -U postgres -i -s 2 postgres \
+		>"$NK_TMP/pgbench-i.out" 2>&1
+	check_eq "pgbench -i exit status" "$?" 0
+	for mode in keep new; do
+		flag=
+		[ $mode = new ] && flag=-C
+		ip netns exec "remote-$S" timeout 60 "$PGBIN/pgbench" -h 10.77.0.2 -U postgres \
+			-c 8 -j 2 -T 3 -S $flag postgres >"$NK_TMP/pgbench-$mode.out" 2>&1
+		check_eq "pgbench -S $flag exit status" "$?" 0
+		grep -E '^(tps|number of failed)' "$NK_TMP/pgbench-$mode.out" | sed 's/^/    /'
+		n=$(awk '/number of transactions actually processed/ { split($NF, a, "/"); print a[1] }' \
+			"$NK_TMP/pgbench-$mode.out")
+		check_gt "pgbench -S $flag: transactions processed" "${n:-0}" 50
+		check "pgbench -S $flag: none failed" grep -q '^number of failed transactions: 0 ' \
+			"$NK_TMP/pgbench-$mode.out"
+	done
+	check_eq "psql in guest 2: the 200000 rows pgbench wrote" \
+		"$(nk_guest g2 timeout 20 psql -h 10.77.0.2 -U postgres -Atc 'select count(*) from pgbench_accounts' postgres 2>&1)" \
+		200000
+	check "postgres logged no error" not_grep -E 'ERROR|FATAL|PANIC' "$NK_TMP/postgres.log"
+	nk_stop "$PG"
+else
+	nk_fail "PostgreSQL is not installed (tools/install-deps.sh installs postgresql)"
+fi
+
+log_step "Node.js: an HTTP server in guest 1 under wrk, a client in guest 2"
+# libuv: non-blocking sockets, epoll, accept in a loop, writev.
+cat >"$NK_TMP/srv.js" <<'JS'
+const http = require('http');
+http.createServer((req, res) => {
+	let n = 0;
+	req.on('data', d => { n += d.length; });
+	req.on('end', () => res.end('got ' + n + '\n'));
+}).listen(8080, process.argv[2]);
+JS
+cat >"$NK_TMP/cli.js" <<'JS'
+const http = require('http');
+let done = 0, bad = 0;
+const body = 'x'.repeat(200000);
+for (let i = 0; i < 20; i++) {
+	const r = http.request({ host: process.argv[2], port: 8080, method: 'POST' }, res => {
+		let b = '';
+		res.on('data', d => { b += d; });
+		res.on('end', () => { if (b !== 'got 200000\n') bad++; if (++done === 20) console.log('done ' + done + ' bad ' + bad); });
+	});
+	r.on('error', e => { console.log('error ' + e.message); process.exit(1); });
+	r.end(body);
+}
+JS
+if command -v node >/dev/null; then
+	nk_guest_bg g1 "$NK_TMP/node.log" node "$NK_TMP/srv.js" 10.77.0.2
+	NODE=$NK_BG_PID
+	wait_port "remote-$S" 10.77.0.2 8080 || nk_fail "node in the guest is not reachable"
+	check_eq "node client in guest 2: 20 POSTs of 200000 bytes answered" \
+		"$(nk_guest g2 timeout 20 node "$NK_TMP/cli.js" 10.77.0.2 2>&1)" "done 20 bad 0"
+	ip netns exec "remote-$S" wrk -t2 -c16 -d2s http://10.77.0.2:8080/ >"$NK_TMP/wrk-node.out" 2>&1
+	check_eq "wrk against node: exit status" "$?" 0
+	grep 'Requests/sec' "$NK_TMP/wrk-node.out" | sed 's/^/    /'
+	reqs=$(awk '/requests in/ { print $1 }' "$NK_TMP/wrk-node.out")
+	check_gt "wrk requests answered by node" "${reqs:-0}" 100
+	check "wrk against node: no socket errors" not_grep 'Socket errors' "$NK_TMP/wrk-node.out"
+	check "node logged nothing" test ! -s "$NK_TMP/node.log"
+	nk_stop "$NODE"
+else
+	nk_fail "node is not installed (tools/install-deps.sh installs nodejs)"
+fi
 
 nk_finish

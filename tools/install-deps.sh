@@ -26,7 +26,7 @@ BUILD_PKGS=(build-essential clang llvm pkg-config libbpf-dev bpftool
 # profiles the benchmark.
 RUN_PKGS=(busybox-static cpio iproute2 nginx-light curl wrk iperf3 qemu-system-x86
 	redis-server redis-tools python3 socat procps psmisc util-linux dnsmasq-base
-	linux-perf)
+	linux-perf postgresql nodejs)
 # The benchmark only (tools/bench.sh): the userspace-networking peers,
 # the latency tool and the plot.  CI's tests do not need them.
 BENCH_PKGS=(passt slirp4netns sockperf gnuplot-nox)
