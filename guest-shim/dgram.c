@@ -90,6 +90,26 @@ static int frame_check(const struct nk_dgram_hdr *h)
 }
 
 /*
+ * Take the error frame at the head of the stream and the error frames
+ * right behind it: Linux keeps one pending error per socket (the latest
+ * ICMP's), which a receive reports once, however many arrived since the
+ * last one.  Returns the latest error (positive) or -errno.
+ */
+static int take_errors(int fd)
+{
+	struct nk_dgram_hdr h;
+	int ret = stream_err(nk_recv_all(fd, &h, FRAME_HDR)), e;
+
+	if (ret)
+		return ret;
+	e = h.err;
+	while (nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT) == (ssize_t)FRAME_HDR &&
+	       !frame_check(&h) && (h.flags & NK_DGRAM_F_ERROR) && !nk_recv_all(fd, &h, FRAME_HDR))
+		e = h.err;
+	return e;
+}
+
+/*
  * Receive one datagram into iov.  Returns the byte count (the datagram's
  * full length with MSG_TRUNC), or -errno.
  */
@@ -129,9 +149,9 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	}
 	if (h.flags & NK_DGRAM_F_ERROR) {
 		/* A pending socket error: reported once, then gone. */
-		ret = stream_err(nk_recv_all(fd, &h, FRAME_HDR));
-		if (!ret)
-			ret = -h.err;
+		ret = take_errors(fd);
+		if (ret > 0)
+			ret = -ret;
 		goto out;
 	}
 	if (flags & MSG_PEEK) {
@@ -234,9 +254,11 @@ int nk_dgram_pending_error(struct nk_sock *sk, int fd)
 	if (pthread_mutex_trylock(&sk->rlock))
 		return 0;
 	n = nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT);
-	if (n == (ssize_t)FRAME_HDR && !frame_check(&h) && (h.flags & NK_DGRAM_F_ERROR) &&
-	    !nk_recv_all(fd, &h, FRAME_HDR))
-		e = h.err;
+	if (n == (ssize_t)FRAME_HDR && !frame_check(&h) && (h.flags & NK_DGRAM_F_ERROR)) {
+		e = take_errors(fd);
+		if (e < 0)
+			e = 0;
+	}
 	pthread_mutex_unlock(&sk->rlock);
 	return e;
 }

@@ -124,7 +124,11 @@ static bool udp_done(struct nsock *ns)
 
 /*
  * An error frame: written whole or queued whole, never dropped (the guest
- * must learn about the error, as Linux keeps it pending).
+ * must learn about the error, as Linux keeps it pending).  While the
+ * stream is full, the errors met meanwhile are one pending error, as
+ * Linux keeps one per socket (sk_err: the latest): held, and sent once
+ * the stream drains (udp_event_guest()), never queued one per ICMP
+ * message, which a guest that does not read would let grow without bound.
  */
 static void down_error(struct nsock *ns, int err)
 {
@@ -137,19 +141,22 @@ static void down_error(struct nsock *ns, int err)
 		 strerror(err));
 	if (u->down_closed)
 		return;
-	if (!outq_bytes(&ch->out)) {
-		do
-			n = send(ch->fd, &h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL);
-		while (n < 0 && errno == EINTR);
-		if (n == sizeof(h))
-			return;
-		if (n < 0 && errno != EAGAIN) {
-			u->down_closed = true;	/* the guest reads no more */
-			return;
-		}
-		if (n < 0)
-			n = 0;
+	if (outq_bytes(&ch->out)) {
+		u->err_held = err;
+		u->down_paused = true;
+		return;
 	}
+	do
+		n = send(ch->fd, &h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n == sizeof(h))
+		return;
+	if (n < 0 && errno != EAGAIN) {
+		u->down_closed = true;	/* the guest reads no more */
+		return;
+	}
+	if (n < 0)
+		n = 0;
 	u->down_paused = true;
 	if (chan_queue(ch, (uint8_t *)&h + n, sizeof(h) - n)) {
 		vm_warn(ns->vm, "socket %#llx: out of memory for an error frame",
@@ -457,6 +464,15 @@ void udp_event_guest(struct nsock *ns, uint32_t events)
 		ret = chan_flush(ch);
 		if (ret && ret != -EAGAIN)
 			u->down_closed = true;
+	}
+	if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !outq_bytes(&ch->out) && u->err_held &&
+	    !u->down_closed) {
+		int err = u->err_held;
+
+		u->err_held = 0;
+		down_error(ns, err);
+		if (ns->dead)
+			return;
 	}
 	if ((events & EPOLLOUT) && !outq_bytes(&ch->out))
 		u->down_paused = false;

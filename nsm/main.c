@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 
@@ -138,6 +139,68 @@ static int grow(void *arrp, size_t *cap, size_t need, size_t elem)
  * the epoll set, except for a descriptor received from nkd (ep_twin): nkd
  * holds the same file, so that one is unregistered explicitly.
  */
+/*
+ * Sockets whose close() could wait: the guest may turn SO_LINGER on with a
+ * time (accepted sockets inherit it from their listener), and Linux's
+ * close() then waits for the unsent bytes and the FIN's ACK for up to that
+ * time, even on a non-blocking socket: nk-nsm's one thread, and every VM
+ * it serves, would wait with it.  The guest's own close() returned at once
+ * (its stream's); the NSM turns lingering off before it closes such a
+ * socket, which changes nothing on the wire (the FIN goes as it would; a
+ * reset, SO_LINGER 0, stays a reset).  By fd; set by fd_may_linger().
+ */
+static uint8_t *lingering;
+static int lingering_len;
+
+int fd_may_linger(int fd)
+{
+	uint8_t *t;
+	int len;
+
+	if (fd < 0)
+		return -EBADF;
+	if (fd >= lingering_len) {
+		len = lingering_len ? lingering_len : 256;
+		while (len <= fd)
+			len *= 2;
+		t = realloc(lingering, len);
+		if (!t)
+			return -ENOMEM;
+		memset(t + lingering_len, 0, len - lingering_len);
+		lingering = t;
+		lingering_len = len;
+	}
+	lingering[fd] = 1;
+	return 0;
+}
+
+bool fd_lingers(int fd)
+{
+	return fd >= 0 && fd < lingering_len && lingering[fd];
+}
+
+void linger_off(int fd)
+{
+	struct linger lg;
+	socklen_t len = sizeof(lg);
+
+	if (!getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) && lg.l_onoff && lg.l_linger) {
+		lg.l_onoff = 0;
+		lg.l_linger = 0;
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+}
+
+/* close(), never waiting for a lingering socket (above). */
+void close_now(int fd)
+{
+	if (fd_lingers(fd)) {
+		lingering[fd] = 0;
+		linger_off(fd);
+	}
+	close(fd);
+}
+
 void close_later(int fd)
 {
 	if (fd < 0)
@@ -149,7 +212,7 @@ void close_later(int fd)
 	}
 	if (grow(&nsm.grave_fds, &nsm.grave_fds_cap, nsm.ngrave_fds + 1, sizeof(int))) {
 		/* Out of memory: closing now is the lesser evil. */
-		close(fd);
+		close_now(fd);
 		return;
 	}
 	nsm.grave_fds[nsm.ngrave_fds++] = fd;
@@ -171,7 +234,7 @@ static void reap(void)
 	size_t i;
 
 	for (i = 0; i < nsm.ngrave_fds; i++)
-		close(nsm.grave_fds[i]);
+		close_now(nsm.grave_fds[i]);
 	if (nsm.ngrave_fds)
 		nsm_reserve_fd();	/* the first free slot, if it was used */
 	nsm.ngrave_fds = 0;

@@ -249,6 +249,8 @@ struct udp {
 	bool g_unreg;			/* stream taken out of epoll after HUP */
 	bool down_paused;		/* stream full: real sockets not read */
 	bool down_closed;		/* the guest reads no more (EPIPE) */
+	int err_held;			/* an error met while the stream was
+					 * full: the latest, sent once it drains */
 	uint64_t dgrams_up, dgrams_down, bytes_up, bytes_down;
 	uint64_t drops_up, drops_down;
 };
@@ -360,6 +362,10 @@ int ep_set(int fd, uint32_t events);	/* no-op when unchanged */
 void ep_del(int fd);
 void ep_twin(int fd);			/* fd came from nkd: see close_later() */
 void close_later(int fd);
+void close_now(int fd);			/* close(), turning a linger time off */
+int fd_may_linger(int fd);		/* fd may get SO_LINGER with a time */
+bool fd_lingers(int fd);
+void linger_off(int fd);
 void free_later(void *p);
 
 /* control.c */

@@ -598,6 +598,25 @@ static int opt_save(struct nsock *ns, int level, int name, const void *val, uint
 	return 0;
 }
 
+/*
+ * setsockopt() on a real socket of the guest's.  SO_LINGER on with a time
+ * marks the fd first, so that the NSM never waits in its close()
+ * (close_now()); unmarked, it is not applied (ENOMEM).
+ */
+static int guest_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	struct linger lg;
+
+	if (level == SOL_SOCKET && name == SO_LINGER && val && len >= sizeof(lg)) {
+		memcpy(&lg, val, sizeof(lg));
+		if (lg.l_onoff && lg.l_linger && fd_may_linger(fd)) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	return setsockopt(fd, level, name, val, len);
+}
+
 static void opts_apply(struct nsock *ns, int fd)
 {
 	int i;
@@ -605,7 +624,7 @@ static void opts_apply(struct nsock *ns, int fd)
 	for (i = 0; i < ns->nopts; i++) {
 		const struct saved_opt *o = &ns->opts[i];
 
-		if (setsockopt(fd, o->level, o->name, o->val, o->len))
+		if (guest_setsockopt(fd, o->level, o->name, o->val, o->len))
 			vm_debug(ns->vm, "replaying option %d/%d: %s", o->level, o->name,
 				 strerror(errno));
 	}
@@ -1500,7 +1519,7 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
-	if (setsockopt(ns->fd, r->level, r->name, r->val, r->optlen))
+	if (guest_setsockopt(ns->fd, r->level, r->name, r->val, r->optlen))
 		return -errno;
 	if (is_cork) {
 		ns->cork_on = holds;
@@ -1509,7 +1528,7 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	if (posted && is_cork && !holds)
 		uncork_push(ns->fd, false);
 	for (i = 0; i < ns->nlfds; i++)
-		setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
+		guest_setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
 	if (r->level == SOL_SOCKET && r->name == SO_SNDBUF)
 		ns->sndbuf_set = true;
 	if (r->level == IPPROTO_TCP && r->name == TCP_NOTSENT_LOWAT) {
@@ -1932,9 +1951,12 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 			listen_pause(ns, true);	/* resumed by the timer */
 			return;
 		}
+		/* a listener's SO_LINGER is the accepted socket's too */
+		if (fd_lingers(lfd) && fd_may_linger(fd))
+			linger_off(fd);
 		pc = calloc(1, sizeof(*pc));
 		if (!pc) {
-			close(fd);
+			close_now(fd);
 			return;
 		}
 		pc->conn_id = ns->next_conn_id++;
@@ -1950,7 +1972,7 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 		if (ns->offer) {
 			pc->ns = nsock_accepted(ns, fd);
 			if (!pc->ns) {
-				close(fd);
+				close_now(fd);
 				free(pc);
 				return;
 			}
