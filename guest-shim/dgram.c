@@ -272,6 +272,61 @@ bool nk_dgram_error_pending(int fd)
 	       (h.flags & NK_DGRAM_F_ERROR);
 }
 
+/* An IPv4 destination, or IPv4 as v4-mapped (an AF_INET6 socket's)? */
+static bool dgram_to_v4(const struct nk_addr *a)
+{
+	return a->family == NK_AF_INET ||
+	       !memcmp(a->addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12);
+}
+
+static bool sk_peer_is_v4(const struct nk_sock *sk)
+{
+	const struct sockaddr_in6 *p = (const void *)&sk->peer;
+
+	return sk->peer.ss_family == AF_INET ||
+	       (sk->peer.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&p->sin6_addr));
+}
+
+/*
+ * A sendto() destination as Linux takes it: an AF_INET socket takes the
+ * address and port of an AF_UNSPEC sockaddr_in too (udp_sendmsg()); an
+ * AF_INET6 socket sends to a sockaddr_in as to its v4-mapped address,
+ * ignores an AF_UNSPEC one and refuses other families with EINVAL
+ * (udpv6_sendmsg()).  Returns 0 (*a set), 1 (ignored) or -errno.
+ */
+static int dgram_dst(const struct nk_sock *sk, const struct sockaddr *dst, socklen_t dlen,
+		     struct nk_addr *a)
+{
+	struct sockaddr_in sin;
+	int ret;
+
+	if (sk->domain == AF_INET || dst->sa_family == AF_INET) {
+		if (sk->domain == AF_INET6 && sk->v6only)
+			return -ENETUNREACH;
+		if (dlen < sizeof(sin))
+			return -EINVAL;
+		memcpy(&sin, dst, sizeof(sin));
+		if (sin.sin_family != AF_INET && sin.sin_family != AF_UNSPEC)
+			return -EAFNOSUPPORT;
+		sin.sin_family = AF_INET;
+		ret = nk_addr_from_sockaddr(a, (struct sockaddr *)&sin, sizeof(sin));
+		if (ret || sk->domain == AF_INET)
+			return ret;
+		/* as v4-mapped, the AF_INET6 socket's own kind */
+		a->family = NK_AF_INET6;
+		memmove(a->addr + 12, a->addr, 4);
+		memcpy(a->addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12);
+		return 0;
+	}
+	if (dlen < offsetof(struct sockaddr, sa_data))
+		return -EINVAL;
+	if (dst->sa_family == AF_UNSPEC)
+		return 1;
+	if (dst->sa_family != AF_INET6 || dlen < NK_SIN6_LEN_RFC2133)
+		return -EINVAL;
+	return nk_addr_from_sockaddr(a, dst, dlen);
+}
+
 /* Send one datagram.  Returns its length or -errno. */
 ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 		      const struct sockaddr *dst, socklen_t dlen)
@@ -293,29 +348,21 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		return -EPIPE;
 	if (sk->dead)
 		return -ENETDOWN;	/* lost with its NSM (shim.c, udp_revive()) */
-	max = sk->domain == AF_INET ? 65507 : 65527;
-	if (total > max)
-		return -EMSGSIZE;
 	if (dst) {
-		if (dst->sa_family == AF_UNSPEC && sk->state == NKS_CONNECTED) {
-			dst = NULL;	/* Linux ignores it then */
-		} else {
-			if (sk->domain == AF_INET &&
-			    (dlen < sizeof(struct sockaddr_in) || dst->sa_family != AF_INET))
-				return dst->sa_family != AF_INET ? -EAFNOSUPPORT : -EINVAL;
-			if (sk->domain == AF_INET6 &&
-			    (dlen < NK_SIN6_LEN_RFC2133 || dst->sa_family != AF_INET6))
-				return dst->sa_family != AF_INET6 ? -EAFNOSUPPORT : -EINVAL;
-			ret = nk_addr_from_sockaddr(&h.addr, dst, dlen);
-			if (ret)
-				return ret;
+		ret = dgram_dst(sk, dst, dlen, &h.addr);
+		if (ret < 0)
+			return ret;
+		if (ret)
+			dst = NULL;	/* AF_UNSPEC to an AF_INET6 socket: ignored */
+		else {
 			if (nk_addr_is_loopback(&h.addr)) {
 				nk_logf("fd %d: a UDP socket of the VM cannot reach the guest's loopback once it uses NetKernel",
 					fd);
 				return -ENETUNREACH;
 			}
-			if (h.addr.family == NK_AF_INET && !memcmp(h.addr.addr, "\xff\xff\xff\xff", 4) &&
-			    !sk->broadcast)
+			if (dgram_to_v4(&h.addr) &&
+			    !memcmp(h.addr.addr + (h.addr.family == NK_AF_INET ? 0 : 12),
+				    "\xff\xff\xff\xff", 4) && !sk->broadcast)
 				return -EACCES;
 			if (!h.addr.port)
 				return -EINVAL;
@@ -326,6 +373,11 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	}
 	if (!dst && sk->state != NKS_CONNECTED)
 		return -EDESTADDRREQ;
+	/* IPv4's limit for IPv4 destinations, v4-mapped ones too */
+	max = dst ? (dgram_to_v4(&h.addr) ? 65507 : 65527) :
+		    (sk->domain == AF_INET || sk_peer_is_v4(sk) ? 65507 : 65527);
+	if (total > max)
+		return -EMSGSIZE;
 	if (sk->state == NKS_CONNECTED) {
 		ret = nk_dgram_pending_error(sk, fd);
 		if (ret)

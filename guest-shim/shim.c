@@ -1700,7 +1700,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 	struct nk_hello_rep rep = { 0 };
 	struct nk_sock *sk, *nsk;
 	unsigned int gen;
-	int s, ret;
+	int s, ret, i;
 	ssize_t n;
 
 	sk = lookup(fd);
@@ -1813,6 +1813,16 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 	if (flags & SOCK_NONBLOCK)
 		nk_real.fcntl(s, F_SETFL, O_NONBLOCK);
 claimed:
+	/* SO_RCVTIMEO and SO_SNDTIMEO are inherited, as on Linux: the
+	 * listener's are on its stream (opt_is_local()) */
+	for (i = 0; i < 2; i++) {
+		struct timeval tv = { 0 };
+		socklen_t tl = sizeof(tv);
+		int name = i ? SO_SNDTIMEO : SO_RCVTIMEO;
+
+		if (!nk_real.getsockopt(fd, SOL_SOCKET, name, &tv, &tl))
+			nk_real.setsockopt(s, SOL_SOCKET, name, &tv, sizeof(tv));
+	}
 	nsk = nks_new(sk->domain, SOCK_STREAM);
 	if (!nsk) {
 		nk_real.close(s);

@@ -4188,6 +4188,116 @@ static void case_select_timeouts(void)
 	close(s);
 }
 
+/* sendto() with an AF_UNSPEC address: IPv4 UDP takes its address and port
+ * (port 0: EINVAL, also on a connected socket); IPv6 UDP ignores it. */
+static void case_udp_sendto_unspec(void)
+{
+	saddr un = at(&sa_peer, P_UECHO), self = at(&sa_self, 0), z;
+	char buf[16];
+	int s = udp_to(&sa_peer, P_UECHO);
+
+	if (rc("connect", s) < 0)
+		return;
+	memset(&z, 0, sizeof(z));
+	rn("connected_zero", sendto(s, "z", 1, 0, SA(z), SL(sa_peer)));
+	rn("recv1", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 1000));
+	close(s);
+	s = udp();
+	bind(s, SA(self), SL(self));
+	un.ss_family = AF_UNSPEC;
+	rn("bound_unspec", sendto(s, "u", 1, 0, SA(un), SL(sa_peer)));
+	rn("recv2", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 1000));
+	close(s);
+}
+
+/* An AF_INET6 UDP socket sending to a sockaddr_in, and to a foreign family. */
+static void case_udp_v6_sendto_sin(void)
+{
+	saddr d4 = at(&A4.peer, P_UECHO), bad = at(&sa_peer, P_UECHO), from;
+	socklen_t fl = sizeof(from);
+	char buf[16];
+	int s = udp();
+	ssize_t n;
+
+	rn("sendto_sin", sendto(s, "4", 1, 0, SA(d4), sizeof(struct sockaddr_in)));
+	memset(&from, 0, sizeof(from));
+	n = recv_wait(s, buf, sizeof(buf), 0, &from, &fl, 2000);
+	udp_got("recv", n, &from, fl);
+	bad.ss_family = AF_UNIX;
+	rn("sendto_unix", sendto(s, "x", 1, 0, SA(bad), sizeof(struct sockaddr_in6)));
+	close(s);
+}
+
+/* EMSGSIZE of an AF_INET6 socket sending to a v4-mapped address: 65507. */
+static void case_udp_mapped_emsgsize(void)
+{
+	static char big[65520];
+	saddr m = mapped(&A4.peer, P_UECHO);
+	int s = udp();
+
+	rn("sendto_65508", sendto(s, big, 65508, 0, SA(m), SL(m)));
+	rn("sendto_65507", sendto(s, big, 65507, 0, SA(m), SL(m)));
+	close(s);
+}
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+static void *kick_main(void *p)
+{
+	usleep(2000000);
+	pthread_kill(*(pthread_t *)p, SIGUSR1);
+	return NULL;
+}
+
+/* An accepted socket inherits the listener's SO_RCVTIMEO; a guard thread
+ * interrupts a recv() that waits longer than 2 s. */
+static void case_accept_timeo_inherit(void)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 }, old;
+	struct timeval tv = { 0, 0 };
+	socklen_t tl = sizeof(tv);
+	pthread_t self = pthread_self(), t;
+	char buf[8];
+	int l = bind_listen(&sa_self, 0, 4), c, a;
+	int64_t t0;
+	ssize_t n;
+
+	set_rcvtimeo(l, 300);
+	tv.tv_usec = 400000;
+	rc("sndtimeo", setsockopt(l, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
+	tv.tv_usec = 0;
+	t0 = now_ms();
+	rc("accept_empty", accept(l, NULL, NULL));
+	out("accept_timed=%s", now_ms() - t0 >= 250 && now_ms() - t0 < 1500 ? "yes" : "no");
+	c = peer_ctl_async("HOLD %s %d 1\n", ntop(&sa_self), local_port(l));
+	a = accept(l, NULL, NULL);
+	if (rc("accept", a) < 0) {
+		close(c);
+		close(l);
+		return;
+	}
+	getsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl);
+	out("rcvtimeo_ms=%ld", (long)(tv.tv_sec * 1000 + tv.tv_usec / 1000));
+	tv.tv_sec = tv.tv_usec = 0;
+	tl = sizeof(tv);
+	getsockopt(a, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl);
+	out("sndtimeo_ms=%ld", (long)(tv.tv_sec * 1000 + tv.tv_usec / 1000));
+	sigaction(SIGUSR1, &sa, &old);
+	pthread_create(&t, NULL, kick_main, &self);
+	t0 = now_ms();
+	n = recv(a, buf, sizeof(buf), 0);
+	out("recv=%s after=%s", n < 0 ? ename(errno) : "data",
+	    now_ms() - t0 < 1500 ? "timeo" : "guard");
+	pthread_join(t, NULL);
+	sigaction(SIGUSR1, &old, NULL);
+	close(a);
+	close(c);
+	close(l);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4230,6 +4340,8 @@ static const struct {
 	C6(udp_dual_server), C6(udp_v6only_server),
 	/* SCM_RIGHTS between processes */
 	C(scm_rights_tcp), C(scm_rights_udp), C(scm_rights_listener), C(scm_rights_twice),
+	/* found by a differential review */
+	C(udp_sendto_unspec), C6(udp_v6_sendto_sin), C6(udp_mapped_emsgsize), C(accept_timeo_inherit),
 #undef C
 #undef C4
 #undef C6
