@@ -143,6 +143,8 @@ struct nk_real {
 	int (*epoll_ctl)(int, int, int, struct epoll_event *);
 	int (*epoll_wait)(int, struct epoll_event *, int, int);
 	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+	int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *,
+			    const sigset_t *);	/* NULL before glibc 2.35 */
 	int (*poll)(void *, unsigned long, int);
 	int (*ppoll)(void *, unsigned long, const void *, const sigset_t *);
 	int (*select)(int, void *, void *, void *, void *);

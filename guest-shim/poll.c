@@ -276,6 +276,15 @@ NK_API int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
 	return r;
 }
 
+/* ppoll() in a program built with _FORTIFY_SOURCE (Debian's default) */
+NK_API int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts,
+		       const sigset_t *sigmask, size_t fdslen)
+{
+	if (fdslen / sizeof(*fds) < n)
+		abort();
+	return ppoll(fds, n, ts, sigmask);
+}
+
 /* ---- select ------------------------------------------------------------- */
 
 /* select() and pselect() with a connecting socket in a set go through
@@ -560,5 +569,27 @@ NK_API int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout,
 	nk_init();
 	if (!any_connecting() && !any_udp_connected())
 		return nk_real.epoll_pwait(epfd, evs, max, timeout, sigmask);
+	return epoll_common(epfd, evs, max, timeout, sigmask, true);
+}
+
+/* epoll_pwait2(): a timespec timeout; while a socket connects, the same
+ * as epoll_pwait() with it rounded up to milliseconds. */
+NK_API int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *ts,
+			const sigset_t *sigmask)
+{
+	int timeout;
+
+	nk_init();
+	if (!any_connecting() && !any_udp_connected()) {
+		if (nk_real.epoll_pwait2)
+			return nk_real.epoll_pwait2(epfd, evs, max, ts, sigmask);
+		errno = ENOSYS;
+		return -1;
+	}
+	timeout = timeout_ms(ts, ts ? ts->tv_sec : 0, ts ? ts->tv_nsec : 0, 1000000, 1000000000);
+	if (timeout == -2) {
+		errno = EINVAL;
+		return -1;
+	}
 	return epoll_common(epfd, evs, max, timeout, sigmask, true);
 }

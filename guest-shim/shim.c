@@ -98,6 +98,7 @@ static void do_init(void)
 	RESOLVE(epoll_ctl);
 	RESOLVE(epoll_wait);
 	RESOLVE(epoll_pwait);
+	RESOLVE(epoll_pwait2);
 	RESOLVE(poll);
 	RESOLVE(ppoll);
 	RESOLVE(select);

@@ -4298,6 +4298,65 @@ static void case_accept_timeo_inherit(void)
 	close(l);
 }
 
+static const char *ev_names(int n, const struct epoll_event *e)
+{
+	static char b[32];
+
+	snprintf(b, sizeof(b), "%s%s%s%s", n > 0 && (e->events & EPOLLIN) ? "IN" : "",
+		 n > 0 && (e->events & EPOLLOUT) ? "OUT" : "", n > 0 && (e->events & EPOLLERR) ? "ERR" : "",
+		 n > 0 && (e->events & EPOLLHUP) ? "HUP" : "");
+	return b;
+}
+
+/* epoll_pwait2() (glibc 2.35) while a socket connects: as epoll_wait(). */
+static void case_epoll_pwait2_connect(void)
+{
+	struct epoll_event ev = { .events = EPOLLOUT }, evs[2];
+	struct timespec ts = { 3, 0 };
+	saddr sa = at(&sa_peer, P_ECHO), cl = at(&sa_peer, P_CLOSED);
+	int s = tcp(), ep = epoll_create1(0), n;
+
+	set_nonblock(s);
+	rc("connect", connect(s, SA(sa), SL(sa)));
+	ev.data.fd = s;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	n = epoll_pwait2(ep, evs, 2, &ts, NULL);
+	out("ok=%d ev=%s", n, ev_names(n, evs));
+	out("so_error=%s", ename(sock_error(s)));
+	close(s);
+	s = tcp();
+	set_nonblock(s);
+	connect(s, SA(cl), SL(cl));
+	ev.data.fd = s;
+	ev.events = EPOLLOUT;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	n = epoll_pwait2(ep, evs, 2, &ts, NULL);
+	out("refused=%d ev=%s", n, ev_names(n, evs));
+	out("so_error=%s", ename(sock_error(s)));
+	close(s);
+	close(ep);
+}
+
+/* ppoll() in a program built with _FORTIFY_SOURCE is __ppoll_chk(). */
+extern int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts,
+		       const sigset_t *ss, size_t fdslen);
+
+static void case_ppoll_chk_connect(void)
+{
+	struct timespec ts = { 0, 500000000 };
+	saddr bh = at(&sa_bh, P_ECHO);
+	struct pollfd p[1];
+	int s = tcp(), r;
+
+	set_nonblock(s);
+	rc("connect", connect(s, SA(bh), SL(bh)));
+	p[0] = (struct pollfd){ .fd = s, .events = POLLOUT };
+	r = __ppoll_chk(p, 1, &ts, NULL, sizeof(p));
+	out("ppoll=%d out=%d", r, !!(p[0].revents & POLLOUT));
+	out("so_error=%s", ename(sock_error(s)));
+	close(s);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4342,6 +4401,7 @@ static const struct {
 	C(scm_rights_tcp), C(scm_rights_udp), C(scm_rights_listener), C(scm_rights_twice),
 	/* found by a differential review */
 	C(udp_sendto_unspec), C6(udp_v6_sendto_sin), C6(udp_mapped_emsgsize), C(accept_timeo_inherit),
+	C(epoll_pwait2_connect), C(ppoll_chk_connect),
 #undef C
 #undef C4
 #undef C6
