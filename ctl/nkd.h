@@ -52,6 +52,9 @@
 #define NKD_NSM_START_MS	5000	/* spawn -> HELLO */
 #define NKD_NSM_RETRY_MS	50	/* connect retry period */
 #define NKD_NSM_REPLY_MS	3000	/* one nsmctl request -> REPLY */
+#define NKD_NSM_STREAM_MS	10000	/* ... with batches before it, in all */
+#define NKD_NSM_EVENT_MSGS	64	/* an NSM's messages handled per wakeup */
+#define NKD_CONN_LIST_MAX	(1 << 18)	/* connections one CONN_LIST may list */
 #define NKD_NSM_TERM_MS		2000	/* SIGTERM -> SIGKILL on nsm del */
 #define NKD_BACKOFF_MIN_MS	200
 #define NKD_BACKOFF_MAX_MS	5000

@@ -35,6 +35,14 @@ static void conn_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void 
 		warn("nsm %s: malformed CONN_BATCH (%zu bytes); ignored", nsm->name, len);
 		return;
 	}
+	if (acc->err)
+		return;
+	if (acc->n + b->n > NKD_CONN_LIST_MAX) {
+		warn("nsm %s: CONN_BATCH lists more than %d connections; not believed", nsm->name,
+		     NKD_CONN_LIST_MAX);
+		acc->err = -EOVERFLOW;
+		return;
+	}
 	if (acc->n + b->n > acc->cap) {
 		size_t cap = acc->cap ? acc->cap * 2 : 64;
 		struct nsm_conn *v;

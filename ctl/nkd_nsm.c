@@ -870,7 +870,7 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 	char buf[NSM_CTL_MSG_MAX] __attribute__((aligned(8)));
 	struct nsm_hdr *h = (void *)buf;
 	struct pollfd pfd = { .events = POLLIN };
-	uint64_t end;
+	uint64_t end, limit;
 	uint32_t seq;
 	ssize_t n;
 	int rfd;
@@ -891,6 +891,9 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 	};
 	memcpy(buf + sizeof(*h), body, len);
 	end = nkd_now_ms() + NKD_NSM_REPLY_MS;
+	/* batches reset the wait for the next message, not this bound: an
+	 * NSM that streams them for ever does not hold nkd */
+	limit = nkd_now_ms() + NKD_NSM_STREAM_MS;
 	pfd.fd = nsm->ctl_fd;
 	while (nk_send_fd(nsm->ctl_fd, buf, sizeof(*h) + len, fd, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
 		int ret = -errno;
@@ -912,8 +915,12 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 		uint64_t now = nkd_now_ms();
 
 		if (now >= end) {
-			warn("nsm %s: no reply to %s within %d ms", nsm->name, msg_name(type),
-			     NKD_NSM_REPLY_MS);
+			if (now >= limit)
+				warn("nsm %s: %s not answered after %d ms of batches; given up",
+				     nsm->name, msg_name(type), NKD_NSM_STREAM_MS);
+			else
+				warn("nsm %s: no reply to %s within %d ms", nsm->name,
+				     msg_name(type), NKD_NSM_REPLY_MS);
 			return -ETIMEDOUT;
 		}
 		if (poll(&pfd, 1, end - now) <= 0)
@@ -936,6 +943,8 @@ int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t l
 		if (cb && hdr_ok(h, n) && h->type != NSM_MSG_REPLY && h->seq == seq) {
 			cb(nsm, h, buf + sizeof(*h), n - sizeof(*h), arg);
 			end = nkd_now_ms() + NKD_NSM_REPLY_MS;	/* progress */
+			if (end > limit)
+				end = limit;
 			continue;
 		}
 		if (!hdr_ok(h, n) || h->type != NSM_MSG_REPLY || h->seq != seq) {
@@ -989,6 +998,14 @@ static void vm_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *b
 	if (h->type != NSM_MSG_VM_BATCH || len < hdr || !b->n || b->n > NSM_VM_BATCH ||
 	    len != hdr + b->n * sizeof(b->vms[0])) {
 		warn("nsm %s: malformed VM_BATCH (%zu bytes); ignored", nsm->name, len);
+		return;
+	}
+	if (acc->err)
+		return;
+	if (acc->n + b->n > NKD_VM_ID_MAX) {
+		warn("nsm %s: VM_BATCH lists more than %d vms; not believed", nsm->name,
+		     NKD_VM_ID_MAX);
+		acc->err = -EOVERFLOW;
 		return;
 	}
 	v = realloc(acc->v, (acc->n + b->n) * sizeof(*v));
@@ -1289,10 +1306,15 @@ void nsm_ctl_event(uint32_t idx, uint32_t events)
 	ssize_t n;
 	int fd;
 
+	int budget = NKD_NSM_EVENT_MSGS;
+
 	(void)events;
 	if (!nsm || nsm->dead)
 		return;
-	while (nsm->ctl_fd >= 0) {
+	/* a bounded number per wakeup: an NSM that sends without end does
+	 * not keep nkd from the rest (the socket stays readable: epoll
+	 * brings it back) */
+	while (nsm->ctl_fd >= 0 && budget-- > 0) {
 		n = ctl_recv(nsm, buf, sizeof(buf), &fd);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;

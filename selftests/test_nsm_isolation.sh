@@ -22,6 +22,10 @@
 #     without a bound); the guest's receives report the error once (or
 #     twice: the held one after the stream drained), not once per error
 #     frame the stream held.
+#  3. A misbehaving NSM (a stand-in on nkd's control protocol) that answers
+#     CONN_LIST with batches and never the REPLY: nkd gives that NSM's
+#     listing up after 10 s (a warning in conn list's answer), answers the
+#     operator while the NSM goes on sending, and its memory stays bounded.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -209,5 +213,70 @@ check "the guest's receives report the error once or twice, not once per ICMP (g
 	test "$NREFUSED" -ge 1 -a "$NREFUSED" -le 2
 check "and nothing but the error" bash -c "! grep '^recv:' '$NK_TMP/udp.log' | grep -qv 'recv: ECONNREFUSED\( ECONNREFUSED\)\?$'"
 nk_stop "$UDPG"
+
+log_step "3. an NSM that streams without end does not capture nkd"
+# A stand-in NSM on nkd's control protocol: HELLO, a REPLY to every
+# request, but CONN_BATCH packets without end for CONN_LIST.  Before: nkd
+# collected them for ever (its memory grew by 600 MB in 10 s) and answered
+# no one.  Now the listing gives up after 10 s, nkd bounds what it takes
+# per wakeup and per listing, and answers the operator.
+cat >"$NK_TMP/fakensm.py" <<'PY'
+import os, socket, struct, sys
+path = sys.argv[1]
+l = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+l.bind(path)
+l.listen(4)
+MAGIC = 0x4d4e
+def msg(typ, seq, body=b""):
+    return struct.pack("<HBBIIi", MAGIC, 1, typ, 16 + len(body), seq, 0) + body
+hello = b"fake".ljust(32, b"\0") + b"kernel".ljust(16, b"\0") + struct.pack("<II", os.getpid(), 0)
+entry = lambda i: struct.pack("<QIBBH", 0x1000 + i, 1, 6, 3, 0) + b"\0" * 56 + struct.pack("<QQ", 0, 0)
+batch = struct.pack("<II", 10, 0) + b"".join(entry(i) for i in range(10))
+print("ready", flush=True)
+while True:
+    c, _ = l.accept()
+    c.send(msg(1, 0, hello))
+    while True:
+        try:
+            m = c.recv(2048)
+        except OSError:
+            break
+        if not m:
+            break
+        typ, seq = m[3], struct.unpack("<I", m[8:12])[0]
+        if typ == 7:            # CONN_LIST: batches, never the REPLY
+            print("streaming", flush=True)
+            try:
+                while True:
+                    c.send(msg(8, seq, batch))
+            except OSError:
+                break
+        c.send(msg(2, seq))
+PY
+nk_netns_add "fk-$S"
+ip -n "fk-$S" link add fk0 type veth peer name fk1
+nk_bg - "$NK_TMP/fakensm.log" "$NK_PY" "$NK_TMP/fakensm.py" "$NK_RUN/nsm-fake.sock"
+FAKE=$NK_BG_PID
+wait_for -t 5 grep -q ready "$NK_TMP/fakensm.log" || nk_die "the stand-in NSM did not start"
+run_ctl nsm add fake type kernel netns "fk-$S" dev fk0
+check_eq "nkd adopts the stand-in NSM (got: $ERR)" "$RC" 0
+NKD_RSS0=$(awk '/^VmRSS:/ { print $2 }' "/proc/$NKD_PID/status")
+T0=$(date +%s)
+"$OUTPUT/nkctl" -c "$NK_CTL" conn list >"$NK_TMP/connlist.out" 2>&1
+RC=$?
+T1=$(date +%s)
+check_eq "conn list answers (the other NSMs' connections)" "$RC" 0
+check "... with a warning that nsm fake's listing failed" \
+	grep -q "warning: nsm fake: connection list failed: Connection timed out" "$NK_TMP/connlist.out"
+check "... within 15 s (took $((T1 - T0)) s)" test $((T1 - T0)) -le 15
+check "nkd says the NSM did not answer" grep -q "nsm fake: CONN_LIST not answered after 10000 ms of batches; given up" "$NK_NKD_LOG"
+check "the stand-in NSM still streams" nk_alive "$FAKE"
+check "nkd answers the operator meanwhile" timeout 5 "$OUTPUT/nkctl" -c "$NK_CTL" vm list
+NKD_RSS1=$(awk '/^VmRSS:/ { print $2 }' "/proc/$NKD_PID/status")
+log_info "nkd RSS: $NKD_RSS0 KiB before, $NKD_RSS1 KiB after"
+check "nkd's memory stays bounded (< 64 MiB more)" test $((NKD_RSS1 - NKD_RSS0)) -lt 65536
+nk_stop "$FAKE"
+run_ctl nsm del fake
+check_eq "nsm del fake (got: $ERR)" "$RC" 0
 
 nk_finish
