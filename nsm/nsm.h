@@ -135,6 +135,7 @@ struct vm {
 	uint64_t dgram_drops_down;	/* not passed: the guest's stream was full */
 	uint64_t log_sec;		/* rate limit of guest-triggered lines */
 	uint32_t log_count;
+	unsigned int nsocks;		/* in socks */
 	bool dead;
 };
 
@@ -346,6 +347,7 @@ struct nsm {
 	size_t ngrave_fds, grave_fds_cap;
 	void **grave_mem;
 	size_t ngrave_mem, grave_mem_cap;
+	unsigned int nsocks;		/* guest sockets of every VM */
 	uint64_t moved;			/* payload bytes relayed in user space, ever */
 	bool burst;			/* a connection relayed NSM_BULK_BATCH at once */
 	bool stop;

@@ -51,6 +51,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 
 #include "log.h"
 #include "nkaddr.h"
@@ -215,6 +216,8 @@ static void nsock_attach(struct nsock *ns, struct chan *ch)
 {
 	ns->chan = ch;
 	list_add_tail(&ns->vm_node, &ns->vm->socks);
+	ns->vm->nsocks++;
+	nsm.nsocks++;
 	ch->ns = ns;
 	ch->mode = CH_SOCK;
 }
@@ -278,6 +281,10 @@ void nsock_kill(struct nsock *ns, int err)
 	ns->dead = true;
 	tomb_add(ns->token, ns->vm->id, err);
 	hash_remove(ns);
+	if (ns->chan) {	/* attached: in the VM's sockets */
+		ns->vm->nsocks--;
+		nsm.nsocks--;
+	}
 	list_del(&ns->vm_node);
 	vm_debug(ns->vm, "socket %#llx closed%s%s", (unsigned long long)ns->token,
 		 err ? ": " : "", err ? strerror(err) : "");
@@ -631,6 +638,45 @@ static void opts_apply(struct nsock *ns, int fd)
 }
 
 /*
+ * One VM must not take the descriptors the other VMs of the NSM need.
+ * Once the table is more than half full (the number of the descriptor
+ * just made says how full: the kernel gives the lowest free one), a VM
+ * that holds more than its share of the NSM's guest sockets (all of them
+ * over the VMs the NSM serves) gets no more, ENOBUFS as at the limit
+ * (logged), while the others still do; a listener of such a VM leaves new
+ * connections in its backlog (as at the limit), taken once it is under
+ * its share again.  An NSM that serves one VM lets it use the whole table.
+ */
+static bool vm_over_share(struct vm *vm, int fd)
+{
+	struct list_head *p;
+	struct rlimit rl;
+	unsigned int nvms = 0;
+	int probe = -1;
+
+	list_for_each(p, &nsm.vms)
+		nvms++;
+	if (nvms < 2 || (uint64_t)vm->nsocks * nvms <= nsm.nsocks)
+		return false;
+	if (fd < 0) {	/* how full: the lowest free descriptor */
+		probe = fcntl(nsm.epfd, F_DUPFD_CLOEXEC, 0);
+		if (probe < 0)
+			return out_of_fds(errno);
+		fd = probe;
+		close(probe);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY ||
+	    (rlim_t)fd < rl.rlim_cur / 2)
+		return false;
+	vm_glog(vm, NK_LOG_WARN, "vm holds %u of the NSM's %u guest sockets, more than its "
+		"share, with %d of %llu descriptors in use: %s", vm->nsocks, nsm.nsocks, fd,
+		(unsigned long long)rl.rlim_cur,
+		probe >= 0 ? "its listener's connections wait in the backlog"
+			   : "no socket for the guest (ENOBUFS)");
+	return true;
+}
+
+/*
  * A socket for the guest, or -errno.  At the descriptor limit the pooled
  * pipes are given up first; still none is ENOBUFS for the guest: the
  * NSM's descriptor table (EMFILE, ENFILE) is not the guest's, whose
@@ -642,6 +688,10 @@ static int guest_socket(struct vm *vm, int af, int type)
 
 	if (fd < 0 && out_of_fds(errno) && relay_pool_drain())
 		fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && vm_over_share(vm, fd)) {
+		close(fd);
+		return -ENOBUFS;
+	}
 	if (fd >= 0)
 		return fd;
 	if (!out_of_fds(errno))
@@ -1935,6 +1985,11 @@ void nsock_listen_event(struct nsock *ns, int lfd)
 
 	if (ns->dead || ns->state != NK_STATE_LISTENING)
 		return;
+	/* over its share of the descriptors: the backlog holds them */
+	if (vm_over_share(ns->vm, -1)) {
+		listen_pause(ns, true);	/* resumed by the timer */
+		return;
+	}
 	/* One connection per event, as vm_accept() takes guest streams; a
 	 * few more tries only for connections that died in the queue. */
 	for (i = 0; i < 8 && ns->npending < ns->pending_max; i++) {

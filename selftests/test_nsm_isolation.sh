@@ -26,12 +26,16 @@
 #     CONN_LIST with batches and never the REPLY: nkd gives that NSM's
 #     listing up after 10 s (a warning in conn list's answer), answers the
 #     operator while the NSM goes on sending, and its memory stays bounded.
+#  4. One VM making sockets without end (nk-nsm's limit lowered to 600):
+#     it gets ENOBUFS once the table is half full and it holds more than
+#     its share; another VM is still served.
 
 . "$(dirname "$0")/lib.sh"
 
 nk_require_root
 nk_require_build
 [ -x "$NK_PY" ] || nk_skip "missing $NK_PY"
+nk_require_cmds prlimit
 
 nk_topo_up
 NSM=$NK_NSM_PID
@@ -278,5 +282,47 @@ check "nkd's memory stays bounded (< 64 MiB more)" test $((NKD_RSS1 - NKD_RSS0))
 nk_stop "$FAKE"
 run_ctl nsm del fake
 check_eq "nsm del fake (got: $ERR)" "$RC" 0
+
+log_step "4. one VM cannot take every descriptor of the NSM"
+# nk-nsm's descriptor limit lowered to 600 (prlimit).  vm1's guest makes
+# sockets (bound to its address: each is a socket on the NSM) until one
+# fails; then vm2's guest connects through the same NSM.  Before: vm1 took
+# the whole table and vm2 got ENOBUFS.  Now vm1, holding more than its
+# share of the NSM's sockets once the table is half full, gets ENOBUFS
+# there, and vm2 is served.
+cat >"$NK_TMP/hog.py" <<'PY'
+import errno, os, socket, sys, time
+held = []
+err = None
+while len(held) < 2000:
+    s = socket.socket()
+    try:
+        s.bind(("10.77.0.2", 0))
+    except OSError as e:
+        err = errno.errorcode.get(e.errno, str(e.errno))
+        s.close()
+        break
+    held.append(s)
+print("held %d then %s" % (len(held), err), flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.1)
+PY
+HIGH=$(prlimit --pid "$NSM" --nofile --raw --noheadings -o HARD)
+prlimit --pid "$NSM" --nofile="600:$HIGH"
+nk_guest_bg g1 "$NK_TMP/hog.log" timeout 60 "$NK_PY" "$NK_TMP/hog.py" "$NK_TMP/hog.done"
+HOG=$NK_BG_PID
+check "vm1's guest stopped getting sockets" wait_for -t 30 grep -q "^held " "$NK_TMP/hog.log"
+log_info "vm1: $(cat "$NK_TMP/hog.log")"
+check "... with ENOBUFS" grep -q "then ENOBUFS" "$NK_TMP/hog.log"
+HELD=$(awk '/^held / { print $2 }' "$NK_TMP/hog.log")
+check "... once it held about half the table (100-200 sockets; got ${HELD:-none})" \
+	test "${HELD:-0}" -ge 100 -a "${HELD:-0}" -le 200
+check "the NSM says why, naming vm1" grep -q "vm vm1: .*more than its share" "$NK_STATE/nsm-nsm1.log"
+check_eq "vm2's probe while vm1 holds its share" \
+	"$(nk_guest g2 timeout 30 "$NK_PY" "$NK_TMP/probe.py" | cut -d' ' -f1)" ok
+touch "$NK_TMP/hog.done"
+nk_stop "$HOG"
+prlimit --pid "$NSM" --nofile="$HIGH:$HIGH"
+check_eq "vm1's probe once it let go" "$(nk_guest g1 timeout 30 "$NK_PY" "$NK_TMP/probe.py" | cut -d' ' -f1)" ok
 
 nk_finish

@@ -32,6 +32,10 @@ nk_require_build
 nk_require_cmds prlimit
 
 nk_topo_up
+# One VM on the NSM: with two, one that holds more than its share of the
+# NSM's sockets is refused once the table is half full (test_nsm_isolation),
+# before the limit this test is about.
+nk_run_nkctl vm del vm2 >/dev/null
 SEM=$OUTPUT/selftests/nk_semantics
 nk_bg "remote-$S" "$NK_TMP/peer.log" "$SEM" peer --bind 0.0.0.0
 wait_for -t 5 grep -q ready "$NK_TMP/peer.log" || nk_die "semantics peer did not start"
