@@ -93,6 +93,8 @@ struct nk_sock {
 	bool sndbuf_fixed;	/* grown (stream_grow) or set by the application */
 	bool dead;		/* listener lost with its NSM */
 	bool shut;		/* listener shut down by the application */
+	bool port_given;	/* TCP: bind() named the port (a shut-down
+				 * listener keeps it, as on Linux) */
 	unsigned int gen;	/* bumped by every promotion (re-listening) */
 	int quiet_peer;		/* keeps a dead listener's fd quiet, or 0 */
 	int backlog;

@@ -653,6 +653,21 @@ static int bind_again(struct nk_sock *sk, const struct sockaddr_storage *addr, s
 }
 
 /* The fd (and the socket's token) change only once the new socket listens. */
+/* A listener shut down and listening again: bound as Linux keeps it (the
+ * port only if bind() named it; the address, as bound). */
+static int relisten_shut_setup(struct nk_sock *sk)
+{
+	struct nk_sock_req lreq = { .token = sk->token, .arg = sk->backlog };
+	struct sockaddr_storage a = sk->local;
+	int ret = 0;
+
+	if (!sk->port_given)
+		((struct sockaddr_in *)&a)->sin_port = 0;	/* sin6_port too */
+	if (sk->local_len)
+		ret = bind_again(sk, &a, sk->local_len);
+	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
+}
+
 static int relisten_setup(struct nk_sock *sk)
 {
 	struct nk_sock_req lreq = { .token = sk->token, .arg = sk->backlog };
@@ -1404,6 +1419,7 @@ NK_API int bind(int fd, const struct sockaddr *addr, socklen_t len)
 	ret = sock_ctl_call(sk, fd, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
 	if (!ret) {
 		nk_set_addr(&sk->local, &sk->local_len, &rep.addr, sk->domain);
+		sk->port_given = req.addr.port != 0;
 		if (sk->type == SOCK_DGRAM) {
 			sk->bound = sk->local;
 			sk->bound_len = sk->local_len;
@@ -1436,6 +1452,24 @@ NK_API int listen(int fd, int backlog)
 		ret = -EOPNOTSUPP;
 		goto out;
 	}
+	if (sk->state == NKS_LISTENING && sk->shut) {
+		/* Shut down: Linux's socket stopped listening, stays bound,
+		 * and listens again.  Its stream is shut: a new one, bound
+		 * the same, on the VM's NSM. */
+		int old_backlog = sk->backlog;
+
+		sk->shut = false;
+		sk->backlog = backlog;
+		ret = reattach(sk, fd, relisten_shut_setup, NKS_LISTENING,
+			       "listening again after shutdown");
+		if (ret) {
+			sk->shut = true;
+			sk->backlog = old_backlog;
+			ret = ret == -EBADF ? ret : -promote_errno(ret, EADDRNOTAVAIL);
+			goto out;
+		}
+		goto listening;
+	}
 	if (sk->state == NKS_FRESH) {
 		ret = promote(sk, fd);
 		if (ret) {
@@ -1466,6 +1500,7 @@ NK_API int listen(int fd, int backlog)
 	}
 	if (ret)
 		goto out;
+listening:
 	sk->backlog = backlog;
 	nks_set_state(sk, NKS_LISTENING);
 	req = (struct nk_sock_req){ .token = sk->token };	/* made again: a new one */
@@ -2028,7 +2063,7 @@ NK_API int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		ret = put_int_opt(val, len, sk->type == SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP);
 		goto out;
 	} else if (level == SOL_SOCKET && name == SO_ACCEPTCONN) {
-		ret = put_int_opt(val, len, sk->state == NKS_LISTENING);
+		ret = put_int_opt(val, len, sk->state == NKS_LISTENING && !sk->shut);
 		goto out;
 	} else if (opt_is_local(level, name)) {
 		ret = nk_real.getsockopt(fd, level, name, val, len) ? -errno : 0;

@@ -4357,6 +4357,37 @@ static void case_ppoll_chk_connect(void)
 	close(s);
 }
 
+/* shutdown() of a listener stops it (SO_ACCEPTCONN 0, accept EINVAL);
+ * listen() again listens on the same port (HAProxy pauses this way). */
+static void case_listener_shutdown_relisten(void)
+{
+	int l = bind_listen(&sa_self, 0, 4), port = local_port(l), c, a;
+
+	/* a port left to the stack is let go: listen() takes another */
+	rc("shutdown0", shutdown(l, SHUT_RDWR));
+	rc("listen0", listen(l, 4));
+	out("auto_port_kept=%s", local_port(l) == port ? "yes" : "no");
+	close(l);
+	/* a port bind() named is kept */
+	l = bind_listen(&sa_self, port, 4);
+	rc("shutdown", shutdown(l, SHUT_RDWR));
+	getint("acceptconn", l, SOL_SOCKET, SO_ACCEPTCONN);
+	set_nonblock(l);
+	rc("accept_shut", accept(l, NULL, NULL));
+	rc("listen", listen(l, 4));
+	getint("acceptconn2", l, SOL_SOCKET, SO_ACCEPTCONN);
+	out("same_port=%s", local_port(l) == port ? "yes" : "no");
+	c = peer_ctl_async("HOLD %s %d 1\n", ntop(&sa_self), port);
+	wait_in(l, 3000);
+	a = accept(l, NULL, NULL);
+	rc("accept", a);
+	if (a >= 0)
+		close(a);
+	if (c >= 0)
+		close(c);
+	close(l);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4401,7 +4432,7 @@ static const struct {
 	C(scm_rights_tcp), C(scm_rights_udp), C(scm_rights_listener), C(scm_rights_twice),
 	/* found by a differential review */
 	C(udp_sendto_unspec), C6(udp_v6_sendto_sin), C6(udp_mapped_emsgsize), C(accept_timeo_inherit),
-	C(epoll_pwait2_connect), C(ppoll_chk_connect),
+	C(epoll_pwait2_connect), C(ppoll_chk_connect), C(listener_shutdown_relisten),
 #undef C
 #undef C4
 #undef C6
