@@ -126,6 +126,9 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 
 	if (cnt < 0 || cnt > IOV_MAX)
 		return -EMSGSIZE;
+	/* the error queue: empty, as IP_RECVERR is not carried (docs/compat.md) */
+	if (flags & MSG_ERRQUEUE)
+		return -EAGAIN;
 	if (flags & ~(MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT | MSG_WAITALL | MSG_CMSG_CLOEXEC)) {
 		nk_logf("fd %d: recv flags %#x are not supported on UDP", fd, flags);
 		return -EOPNOTSUPP;
@@ -327,19 +330,59 @@ static int dgram_dst(const struct nk_sock *sk, const struct sockaddr *dst, sockl
 	return nk_addr_from_sockaddr(a, dst, dlen);
 }
 
+/*
+ * Hold the bytes of a send with MSG_MORE (or of the send that ends them)
+ * after those already held; dst: this send's destination, NULL for the
+ * connected peer's.  Over a datagram's size the held bytes go (EMSGSIZE).
+ * Under wlock.  0 or -errno.
+ */
+static int more_add(struct nk_sock *sk, const struct iovec *iov, int cnt, size_t total,
+		    const struct nk_addr *dst)
+{
+	const struct nk_addr *a = sk->more_len ? &sk->more_addr : dst;
+	bool v4 = a ? dgram_to_v4(a) : sk->domain == AF_INET || sk_peer_is_v4(sk);
+	size_t max = v4 ? 65507 : 65527, off;
+	char *p;
+	int i;
+
+	if (!sk->more_len) {
+		if (dst)
+			sk->more_addr = *dst;
+		else
+			memset(&sk->more_addr, 0, sizeof(sk->more_addr));
+	}
+	if (sk->more_len + total > max) {
+		sk->more_len = 0;
+		return -EMSGSIZE;
+	}
+	if (!sk->more) {
+		sk->more = malloc(65527);
+		if (!sk->more)
+			return -ENOMEM;
+	}
+	for (i = 0, off = sk->more_len, p = sk->more; i < cnt; i++) {
+		memcpy(p + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	sk->more_len = off;
+	return 0;
+}
+
 /* Send one datagram.  Returns its length or -errno. */
 ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 		      const struct sockaddr *dst, socklen_t dlen)
 {
-	size_t total = nk_iov_total(iov, cnt), max, sent, want;
+	size_t total = nk_iov_total(iov, cnt), max, sent, want, ret_len = total;
 	struct nk_dgram_hdr h = { 0 };
-	struct iovec v[(cnt >= 0 && cnt <= IOV_MAX ? cnt : 0) + 1];
+	struct iovec v[(cnt > 0 && cnt <= IOV_MAX ? cnt : 1) + 1], held;
 	struct msghdr m = { 0 };
 	ssize_t n;
 	int ret;
 
 	if (cnt < 0 || cnt > IOV_MAX)
 		return -EMSGSIZE;
+	/* MSG_EOR: nothing to UDP, as on Linux */
+	flags &= ~MSG_EOR;
 	if (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_CONFIRM | MSG_MORE)) {
 		nk_logf("fd %d: send flags %#x are not supported on UDP", fd, flags);
 		return -EOPNOTSUPP;
@@ -371,8 +414,8 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 				return -ENETUNREACH;	/* v4-mapped on a v6-only socket */
 		}
 	}
-	if (!dst && sk->state != NKS_CONNECTED)
-		return -EDESTADDRREQ;
+	if (!dst && sk->state != NKS_CONNECTED && !sk->more_len)
+		return -EDESTADDRREQ;	/* (held bytes have the first send's) */
 	/* IPv4's limit for IPv4 destinations, v4-mapped ones too */
 	max = dst ? (dgram_to_v4(&h.addr) ? 65507 : 65527) :
 		    (sk->domain == AF_INET || sk_peer_is_v4(sk) ? 65507 : 65527);
@@ -383,6 +426,23 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		if (ret)
 			return -ret;
 	}
+	pthread_mutex_lock(&sk->wlock);
+	if (sk->more_len || (flags & MSG_MORE)) {
+		/* MSG_MORE: held, and sent with the next send without it as
+		 * one datagram, to the first one's destination (Linux's
+		 * corked UDP; too large: EMSGSIZE, and what was held goes) */
+		ret = more_add(sk, iov, cnt, total, dst ? &h.addr : NULL);
+		if (ret || (flags & MSG_MORE)) {
+			pthread_mutex_unlock(&sk->wlock);
+			return ret ? ret : (ssize_t)total;
+		}
+		h.addr = sk->more_addr;
+		held = (struct iovec){ sk->more, sk->more_len };
+		iov = &held;
+		cnt = 1;
+		total = sk->more_len;
+		sk->more_len = 0;	/* sent, or lost with the stream */
+	}
 	h.len = total;
 
 	v[0].iov_base = &h;
@@ -391,7 +451,6 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	m.msg_iov = v;
 	m.msg_iovlen = cnt + 1;
 	want = FRAME_HDR + total;
-	pthread_mutex_lock(&sk->wlock);
 	n = nk_real.sendmsg(fd, &m, MSG_NOSIGNAL | (flags & MSG_DONTWAIT));
 	if (n < 0) {
 		ret = errno == EPIPE || errno == ECONNRESET ? -ENETDOWN : -errno;
@@ -438,7 +497,7 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		}
 	}
 	pthread_mutex_unlock(&sk->wlock);
-	return total;
+	return ret_len;
 }
 
 /* FIONREAD on a UDP socket: the size of the next datagram, as Linux. */

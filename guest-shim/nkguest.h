@@ -81,6 +81,9 @@ struct nk_sock {
 	bool shut_wr;		/* UDP: shutdown(SHUT_WR) done */
 	pthread_mutex_t rlock;	/* UDP: one frame read at a time */
 	pthread_mutex_t wlock;	/* UDP: one frame written at a time */
+	char *more;		/* UDP: sends with MSG_MORE held for one datagram */
+	size_t more_len;	/* (under wlock; more_len 0: none held) */
+	struct nk_addr more_addr;	/* its destination: the first send's */
 	uint64_t token;
 	uint32_t nsm;		/* the NSM instance that holds it */
 	int pending_err;	/* failed connect, reported once by SO_ERROR */
@@ -229,6 +232,7 @@ void nk_ctl_atfork_parent(void);
 void nk_ctl_atfork_child(void);
 /* CLOCK_MONOTONIC in ms. */
 int64_t nk_mono_ms(void);
+int64_t nk_mono_ns(void);
 /* Descriptor numbers in [first, last] were closed or replaced. */
 void nk_ctl_fd_gone(int first, int last);
 

@@ -2887,6 +2887,7 @@ NK_API int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
 		    struct timespec *timeout)
 {
 	static int (*real)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+	int64_t end = 0;
 	unsigned int i;
 	ssize_t n;
 
@@ -2895,24 +2896,35 @@ NK_API int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
 		*(void **)&real = dlsym(RTLD_NEXT, "recvmmsg");
 	if (!nks_fd_tracked(fd) || !nk_on)
 		return real(fd, vec, vlen, flags, timeout);
-	/* The first datagram as the flags say; then only what is there (a
-	 * timeout, which Linux only checks between datagrams, changes
-	 * nothing then). */
-	(void)timeout;
-	for (i = 0; i < vlen; i++) {
+	/* As Linux's do_recvmmsg(): each datagram as the flags say
+	 * (MSG_WAITFORONE: only the first waits); the timeout is checked
+	 * between datagrams only, and what is left of it written back. */
+	if (timeout) {
+		if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000) {
+			errno = EINVAL;
+			return -1;
+		}
+		end = nk_mono_ns() + timeout->tv_sec * 1000000000LL + timeout->tv_nsec;
+	}
+	for (i = 0; i < vlen;) {
 		int f = flags & ~MSG_WAITFORONE;
 
 		if (i && (flags & MSG_WAITFORONE))
 			f |= MSG_DONTWAIT;
-		if (i && !(flags & MSG_WAITFORONE))
-			f |= MSG_DONTWAIT;
 		n = recvmsg(fd, &vec[i].msg_hdr, f);
-		if (n < 0) {
-			if (i)
-				return (int)i;
-			return -1;
+		if (n < 0)
+			return i ? (int)i : -1;
+		vec[i++].msg_len = n;
+		if (timeout) {
+			int64_t left = end - nk_mono_ns();
+
+			if (left < 0)
+				left = 0;
+			timeout->tv_sec = left / 1000000000;
+			timeout->tv_nsec = left % 1000000000;
+			if (!left)
+				break;
 		}
-		vec[i].msg_len = n;
 	}
 	return (int)i;
 }

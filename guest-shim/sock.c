@@ -88,6 +88,7 @@ static void sock_free(struct nk_sock *sk)
 	pthread_mutex_destroy(&sk->lock);
 	pthread_mutex_destroy(&sk->rlock);
 	pthread_mutex_destroy(&sk->wlock);
+	free(sk->more);
 	free(sk);
 }
 

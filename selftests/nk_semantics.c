@@ -4388,6 +4388,72 @@ static void case_listener_shutdown_relisten(void)
 	close(l);
 }
 
+/* MSG_MORE on UDP: the sends up to one without it are one datagram. */
+static void case_udp_msg_more(void)
+{
+	char buf[64] = { 0 };
+	int s = udp_to(&sa_peer, P_UECHO);
+	ssize_t n;
+
+	if (rc("connect", s) < 0)
+		return;
+	rn("more1", send(s, "ab", 2, MSG_MORE));
+	rn("more2", send(s, "cd", 2, MSG_MORE));
+	rn("last", send(s, "ef", 2, 0));
+	n = recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000);
+	out("recv=%zd data=%.*s", n, n > 0 ? (int)n : 0, buf);
+	usleep(200000);
+	rn("next", recv(s, buf, sizeof(buf), MSG_DONTWAIT));
+	close(s);
+}
+
+/* MSG_EOR is nothing to UDP; MSG_ERRQUEUE finds the error queue empty. */
+static void case_udp_flags_misc(void)
+{
+	char buf[64];
+	int s = udp_to(&sa_peer, P_UECHO);
+
+	if (rc("connect", s) < 0)
+		return;
+	rn("eor", send(s, "e", 1, MSG_EOR));
+	rn("recv", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 3000));
+	rn("errqueue", recv(s, buf, sizeof(buf), MSG_ERRQUEUE | MSG_DONTWAIT));
+	close(s);
+}
+
+/* A blocking recvmmsg() without MSG_WAITFORONE waits for vlen datagrams
+ * (here: until SO_RCVTIMEO ends the second wait); with a timeout, it
+ * returns once the timeout has passed between two datagrams. */
+static void case_udp_recvmmsg_block(void)
+{
+	struct mmsghdr mm[4];
+	struct iovec iv[4];
+	char bufs[4][32];
+	int s = udp_to(&sa_peer, P_UECHO), i, n;
+	int64_t t0;
+
+	if (rc("connect", s) < 0)
+		return;
+	memset(mm, 0, sizeof(mm));
+	for (i = 0; i < 4; i++) {
+		iv[i] = (struct iovec){ bufs[i], sizeof(bufs[i]) };
+		mm[i].msg_hdr.msg_iov = &iv[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+	}
+	set_rcvtimeo(s, 1000);
+	send(s, "one", 3, 0);
+	wait_in(s, 3000);
+	t0 = now_ms();
+	n = recvmmsg(s, mm, 4, 0, NULL);
+	out("recvmmsg=%d waited=%s", n < 0 ? -errno : n, now_ms() - t0 >= 700 ? "yes" : "no");
+	send(s, "two", 3, 0);
+	wait_in(s, 3000);
+	t0 = now_ms();
+	n = recvmmsg(s, mm, 4, MSG_WAITFORONE, NULL);
+	out("waitforone=%d waited=%s", n < 0 ? -errno : n, now_ms() - t0 >= 700 ? "yes" : "no");
+	close(s);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4433,6 +4499,7 @@ static const struct {
 	/* found by a differential review */
 	C(udp_sendto_unspec), C6(udp_v6_sendto_sin), C6(udp_mapped_emsgsize), C(accept_timeo_inherit),
 	C(epoll_pwait2_connect), C(ppoll_chk_connect), C(listener_shutdown_relisten),
+	C(udp_msg_more), C(udp_flags_misc), C(udp_recvmmsg_block),
 #undef C
 #undef C4
 #undef C6
