@@ -72,6 +72,7 @@
  * (the xdp:xdp_redirect_err tracepoint shows those).
  */
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <netkernel/steer.h>
 
@@ -326,4 +327,77 @@ out:
 	if (ret != XDP_REDIRECT)
 		return count_drop(&s, NK_DROP_REDIRECT_FAILED);
 	return count_tx(&s);
+}
+
+/*
+ * Local traffic of a steered NSM: two VMs of one kernel NSM talk through
+ * that NSM's own stack, over the loopback of its namespace, and never
+ * cross the uplink, whose programs enforce a VM's quarantine.  nkd
+ * attaches this program to tc ingress of that loopback (every local
+ * packet passes it once): a packet from or to a VM whose policy is
+ * drop_all is dropped, counted as POLICY for that VM and its NSM (and in
+ * the global counters); everything else passes, uncounted.
+ */
+static __always_inline int local_addr(struct __sk_buff *skb, __u32 off, __u8 family,
+				      __u32 len, struct nk_steer_addr *a)
+{
+	a->family = family;
+	return bpf_skb_load_bytes(skb, off, a->addr, len);
+}
+
+/* The VM that owns address a, or 0. */
+static __always_inline __u32 local_vm(const struct nk_steer_addr *a)
+{
+	struct nk_steer_addr_vm *av = bpf_map_lookup_elem(&addr_vm, a);
+
+	return av ? av->vm_id : 0;
+}
+
+/* Is vm_id quarantined?  If so the drop is counted for it. */
+static __always_inline int local_drop(__u32 vm_id)
+{
+	struct nk_steer_policy *pol;
+	struct nk_steer_vm *vm;
+	__u32 nsm_id, zero = 0;
+
+	if (!vm_id)
+		return 0;
+	pol = bpf_map_lookup_elem(&vm_policy, &vm_id);
+	if (!pol || !pol->drop_all)
+		return 0;
+	count_one_drop(bpf_map_lookup_elem(&global_stats, &zero), NK_DROP_POLICY);
+	count_one_drop(bpf_map_lookup_elem(&vm_stats, &vm_id), NK_DROP_POLICY);
+	vm = bpf_map_lookup_elem(&vms, &vm_id);
+	if (vm) {
+		nsm_id = vm->nsm_id;
+		count_one_drop(bpf_map_lookup_elem(&nsm_stats, &nsm_id), NK_DROP_POLICY);
+	}
+	return 1;
+}
+
+SEC("tc")
+int tc_steer_local(struct __sk_buff *skb)
+{
+	struct nk_steer_addr src = {}, dst = {};
+	__u32 svm, dvm;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (local_addr(skb, ETH_HLEN + 12, NK_STEER_AF_INET, 4, &src) ||
+		    local_addr(skb, ETH_HLEN + 16, NK_STEER_AF_INET, 4, &dst))
+			return TC_ACT_OK;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (local_addr(skb, ETH_HLEN + 8, NK_STEER_AF_INET6, 16, &src) ||
+		    local_addr(skb, ETH_HLEN + 24, NK_STEER_AF_INET6, 16, &dst))
+			return TC_ACT_OK;
+	} else {
+		return TC_ACT_OK;
+	}
+	svm = local_vm(&src);
+	dvm = local_vm(&dst);
+	/* a VM talking to itself: its own business, as in its own stack */
+	if (svm == dvm)
+		return TC_ACT_OK;
+	if (local_drop(svm) || local_drop(dvm))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
 }

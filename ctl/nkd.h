@@ -317,6 +317,7 @@ int link_nsm_veth(struct nkd_nsm *nsm, struct nkd_err *e);
 void link_announce(const struct nkd_nsm *nsm, const struct nkd_vm *vm);
 /* The MAC of the NSM's device (in its netns).  0 or -errno. */
 int link_nsm_mac(const struct nkd_nsm *nsm, uint8_t mac[6]);
+int link_nsm_local(const struct nkd_nsm *nsm);
 int link_nsm_reserved_ports(const struct nkd_nsm *nsm, const char *list);
 
 /* nkd_state.c */

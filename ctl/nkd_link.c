@@ -710,3 +710,14 @@ int link_nsm_mac(const struct nkd_nsm *nsm, uint8_t mac[6])
 
 	return nsm_run(nsm, mac_in_ns, &q);
 }
+
+static int local_in_ns(void *arg)
+{
+	return nk_steer_local_attach(arg);
+}
+
+/* The quarantine on the NSM's loopback: VM-to-VM traffic of the NSM. */
+int link_nsm_local(const struct nkd_nsm *nsm)
+{
+	return nsm_run(nsm, local_in_ns, nkd.steer);
+}

@@ -270,6 +270,12 @@ int steer_nsm_up(struct nkd_nsm *nsm, struct nkd_err *e)
 	if (ret)
 		return nkd_fail(e, -ret, "nsm %s: cannot attach the XDP egress program to %s: %s",
 				nsm->name, nsm->hostdev, strerror(-ret));
+	/* VM-to-VM traffic of the NSM stays in its namespace, on its
+	 * loopback: the quarantine is enforced there too */
+	ret = link_nsm_local(nsm);
+	if (ret)
+		warn("nsm %s: cannot attach the local program to lo in netns %s: %s; a quarantine of its VMs does not stop their traffic with each other",
+		     nsm->name, nsm->netns, strerror(-ret));
 	/* frames to the VM's address reach its stack whatever MAC they name;
 	 * before nsms makes the slot live (a re-created veth has a new MAC) */
 	ret = link_nsm_mac(nsm, mac);

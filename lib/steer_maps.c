@@ -258,6 +258,29 @@ const char *nk_steer_pin_dir(const struct nk_steer *st)
 	return st->pin_dir;
 }
 
+/*
+ * The local-traffic program (tc_steer_local) on tc ingress of this network
+ * namespace's loopback, at handle 1, priority 1, in place of an earlier
+ * one there (a previous nkd's).  0 or -errno.
+ */
+int nk_steer_local_attach(struct nk_steer *st)
+{
+	int fd = bpf_program__fd(st->skel->progs.tc_steer_local), ifindex = if_nametoindex("lo");
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = 1, .priority = 1, .prog_fd = fd,
+		    .flags = BPF_TC_F_REPLACE);
+	int ret;
+
+	if (fd < 0)
+		return fd;
+	if (!ifindex)
+		return -errno;
+	ret = bpf_tc_hook_create(&hook);
+	if (ret && ret != -EEXIST)
+		return ret;
+	return bpf_tc_attach(&hook, &opts);
+}
+
 int nk_steer_prog_fd(const struct nk_steer *st, enum nk_steer_prog prog)
 {
 	switch (prog) {

@@ -63,6 +63,10 @@ int nk_steer_unpin(struct nk_steer *st);
 const char *nk_steer_pin_dir(const struct nk_steer *st);
 int nk_steer_prog_fd(const struct nk_steer *st, enum nk_steer_prog prog);
 
+/* tc_steer_local on tc ingress of the caller's namespace's loopback (a
+ * steered NSM's: VM-to-VM traffic there never crosses the uplink). */
+int nk_steer_local_attach(struct nk_steer *st);
+
 /*
  * Attach prog to ifindex in mode want, replacing what is attached there
  * (a restarted nkd replaces its predecessor's program).  *got (may be

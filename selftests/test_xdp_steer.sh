@@ -346,6 +346,13 @@ policy_of()
 {
 	jpy "$(nkctl -j policy show "$1")" "j['$2']"
 }
+# local G VM: guest G fetches VM's page through their NSM's own stack
+# (two VMs of one NSM: the traffic never crosses the uplink)
+local_get()
+{
+	nk_guest "$1" curl -sS --max-time "${3:-5}" "http://${VM_ADDR[$2]}/whoami.txt" 2>&1
+}
+check_eq "before: g2 (vm2) reaches vm1 on their NSM" "$(local_get g2 vm1)" "hello from vm1 $S"
 check_eq "policy show vm1: drop_all before" "$(policy_of vm1 drop_all)" False
 check_eq "policy show vm1: enforced (its nsm is steered)" "$(policy_of vm1 enforced)" True
 s0=$(stats_json)
@@ -379,6 +386,14 @@ udp_send g1 quarantined
 udp_send g2 neighbour
 check "the sink got vm2's datagrams" wait_for -t 5 grep -q "10.77.1.3 neighbour" "$NK_TMP/udp-remote.log"
 check "... and none of vm1's" not_grep -q "quarantined" "$NK_TMP/udp-remote.log"
+# its neighbour on the same NSM cannot reach it either, nor it the
+# neighbour: the local program on the NSM's loopback (before: both could)
+out1=$(local_get g2 vm1 3)
+check "g2 (vm2) cannot reach vm1 through their NSM ($out1)" test "$out1" != "hello from vm1 $S"
+out1=$(local_get g1 vm2 3)
+check "g1 (vm1) cannot reach vm2 through their NSM ($out1)" test "$out1" != "hello from vm2 $S"
+check "the local program is on the NSM's loopback (tc ingress)" \
+	bash -c "ip netns exec 'nk-$N1' tc filter show dev lo ingress | grep -q tc_steer_local"
 check_eq "vm2, on vm1's nsm, still served" "$(get vm2)" "hello from vm2 $S"
 check_eq "g2 (vm2) still reaches the remote" "$(out g2)" "hello from remote $S"
 check_eq "vm3 still served" "$(get vm3)" "hello from vm3 $S"
@@ -397,6 +412,7 @@ echo "$POLICIES" | sed 's/^/    /'
 nk_run_nkctl policy set vm1 drop-all off
 check_eq "policy off: remote curl to vm1 works again" "$(get vm1)" "hello from vm1 $S"
 check_eq "policy off: g1 reaches the remote again" "$(out g1)" "hello from remote $S"
+check_eq "policy off: g2 reaches vm1 through their NSM again" "$(local_get g2 vm1)" "hello from vm1 $S"
 udp_send g1 released
 check "policy off: the sink gets vm1's datagrams" \
 	wait_for -t 5 grep -q "10.77.1.2 released" "$NK_TMP/udp-remote.log"
