@@ -2972,6 +2972,13 @@ NK_API int ioctl(int fd, unsigned long req, ...)
 	arg = va_arg(ap, void *);
 	va_end(ap);
 	sk = lookup(fd);
+	/* a listener has no bytes either way: Linux's TCP says EINVAL (not
+	 * the count of the stream's accept records) */
+	if (sk && sk->type == SOCK_STREAM && sk->state == NKS_LISTENING &&
+	    (req == FIONREAD || req == SIOCOUTQ || req == SIOCOUTQNSD)) {
+		nks_put(sk);
+		return fail(EINVAL);
+	}
 	if (sk && req == FIONREAD && sk->type == SOCK_STREAM &&
 	    (sk->state == NKS_CONNECTED || sk->state == NKS_CONNECTING)) {
 		ret = arg ? stream_fionread(fd, arg) : nk_real.ioctl(fd, req, arg);

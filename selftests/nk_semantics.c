@@ -4454,6 +4454,17 @@ static void case_udp_recvmmsg_block(void)
 	close(s);
 }
 
+/* FIONREAD and SIOCOUTQ on a listener: EINVAL. */
+static void case_listener_ioctls(void)
+{
+	int l = bind_listen(&sa_self, 0, 4), n = -1;
+
+	rc("fionread", ioctl(l, FIONREAD, &n));
+	rc("outq", ioctl(l, SIOCOUTQ, &n));
+	rc("outqnsd", ioctl(l, SIOCOUTQNSD, &n));
+	close(l);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4499,7 +4510,7 @@ static const struct {
 	/* found by a differential review */
 	C(udp_sendto_unspec), C6(udp_v6_sendto_sin), C6(udp_mapped_emsgsize), C(accept_timeo_inherit),
 	C(epoll_pwait2_connect), C(ppoll_chk_connect), C(listener_shutdown_relisten),
-	C(udp_msg_more), C(udp_flags_misc), C(udp_recvmmsg_block),
+	C(udp_msg_more), C(udp_flags_misc), C(udp_recvmmsg_block), C(listener_ioctls),
 #undef C
 #undef C4
 #undef C6
