@@ -649,6 +649,7 @@ static void opts_apply(struct nsock *ns, int fd)
  */
 static bool vm_over_share(struct vm *vm, int fd)
 {
+	static uint64_t nofile, nofile_at;
 	struct list_head *p;
 	struct rlimit rl;
 	unsigned int nvms = 0;
@@ -658,6 +659,16 @@ static bool vm_over_share(struct vm *vm, int fd)
 		nvms++;
 	if (nvms < 2 || (uint64_t)vm->nsocks * nvms <= nsm.nsocks)
 		return false;
+	/* the limit, read again at most once a second (prlimit may change
+	 * it); far from half of it (six descriptors a socket at most), no
+	 * need to look */
+	if (now_mono() != nofile_at) {
+		nofile_at = now_mono();
+		nofile = getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY ?
+			 0 : rl.rlim_cur;
+	}
+	if (!nofile || ((uint64_t)nsm.nsocks * 6 + 64 < nofile / 2 && fd < 0))
+		return false;
 	if (fd < 0) {	/* how full: the lowest free descriptor */
 		probe = fcntl(nsm.epfd, F_DUPFD_CLOEXEC, 0);
 		if (probe < 0)
@@ -665,12 +676,11 @@ static bool vm_over_share(struct vm *vm, int fd)
 		fd = probe;
 		close(probe);
 	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY ||
-	    (rlim_t)fd < rl.rlim_cur / 2)
+	if ((uint64_t)fd < nofile / 2)
 		return false;
 	vm_glog(vm, NK_LOG_WARN, "vm holds %u of the NSM's %u guest sockets, more than its "
 		"share, with %d of %llu descriptors in use: %s", vm->nsocks, nsm.nsocks, fd,
-		(unsigned long long)rl.rlim_cur,
+		(unsigned long long)nofile,
 		probe >= 0 ? "its listener's connections wait in the backlog"
 			   : "no socket for the guest (ENOBUFS)");
 	return true;

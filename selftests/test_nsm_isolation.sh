@@ -309,6 +309,7 @@ while not os.path.exists(sys.argv[1]):
 PY
 HIGH=$(prlimit --pid "$NSM" --nofile --raw --noheadings -o HARD)
 prlimit --pid "$NSM" --nofile="600:$HIGH"
+sleep 1.2	# nk-nsm reads its limit again at most once a second
 nk_guest_bg g1 "$NK_TMP/hog.log" timeout 60 "$NK_PY" "$NK_TMP/hog.py" "$NK_TMP/hog.done"
 HOG=$NK_BG_PID
 check "vm1's guest stopped getting sockets" wait_for -t 30 grep -q "^held " "$NK_TMP/hog.log"
