@@ -481,13 +481,25 @@ NK_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
  * EPOLLIN when data follows), so nothing is reported from here.  A failed
  * connect is reported as Linux does: EPOLLERR|EPOLLHUP and the rest.
  */
-static unsigned int epoll_connecting_events(struct nk_sock *sk, int fd, unsigned int want)
+static unsigned int epoll_connecting_events(struct nk_sock *sk, int fd, unsigned int want,
+					    bool *mine)
 {
 	unsigned int out = 0;
 	int r;
 
 	pthread_mutex_lock(&sk->lock);
+	/* settled by an earlier event of this batch (epoll reports a
+	 * descriptor once per wait): this one is another's */
+	if (sk->state != NKS_CONNECTING) {
+		*mine = false;
+		pthread_mutex_unlock(&sk->lock);
+		return 0;
+	}
 	r = nks_finish_connect(sk, fd, 0);
+	/* nothing settled: the event was another descriptor's that the
+	 * program registered with the same data (the kernel does not say
+	 * whose), not this socket's */
+	*mine = r != 0;
 	if ((r == 1 && sk->state != NKS_CONNECTED) || r < 0)
 		out = EPOLLERR | EPOLLHUP | (want & (EPOLLIN | EPOLLOUT | EPOLLRDHUP));
 	pthread_mutex_unlock(&sk->lock);
@@ -517,10 +529,16 @@ static int epoll_fixup(int epfd, struct epoll_event *evs, int n)
 			for (k = 0; k < sk->nregs; k++) {
 				struct nks_epreg *r = &sk->regs[k];
 
+				unsigned int e;
+				bool mine;
+
 				if (r->epfd != epfd || r->ev.data.u64 != evs[i].data.u64)
 					continue;
-				evs[i].events = epoll_connecting_events(sk, r->fd, r->ev.events);
-				keep = evs[i].events != 0;
+				e = epoll_connecting_events(sk, r->fd, r->ev.events, &mine);
+				if (!mine)
+					continue;	/* perhaps another socket's */
+				evs[i].events = e;
+				keep = e != 0;
 				goto next;
 			}
 		}

@@ -4465,6 +4465,36 @@ static void case_listener_ioctls(void)
 	close(l);
 }
 
+/* Two descriptors registered with the same data (0): a connecting socket
+ * (blackhole) and a readable pipe; the pipe's event is reported. */
+static void case_epoll_same_data(void)
+{
+	struct epoll_event ev = { .events = EPOLLOUT }, evs[4];
+	saddr bh = at(&sa_bh, P_ECHO);
+	int s = tcp(), ep = epoll_create1(0), p[2], n;
+
+	set_nonblock(s);
+	rc("connect", connect(s, SA(bh), SL(bh)));
+	ev.data.u64 = 0;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	if (pipe(p) < 0) {
+		out("pipe=%s", ename(errno));
+		close(s);
+		close(ep);
+		return;
+	}
+	ev.events = EPOLLIN;
+	ev.data.u64 = 0;
+	epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev);
+	rn("write", write(p[1], "x", 1));
+	n = epoll_wait(ep, evs, 4, 1000);
+	out("epoll=%d ev=%s", n, n > 0 ? (evs[0].events & EPOLLIN ? "IN" : "other") : "-");
+	close(p[0]);
+	close(p[1]);
+	close(s);
+	close(ep);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4511,6 +4541,7 @@ static const struct {
 	C(udp_sendto_unspec), C6(udp_v6_sendto_sin), C6(udp_mapped_emsgsize), C(accept_timeo_inherit),
 	C(epoll_pwait2_connect), C(ppoll_chk_connect), C(listener_shutdown_relisten),
 	C(udp_msg_more), C(udp_flags_misc), C(udp_recvmmsg_block), C(listener_ioctls),
+	C(epoll_same_data),
 #undef C
 #undef C4
 #undef C6
