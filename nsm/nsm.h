@@ -296,6 +296,7 @@ struct nsock {
 	struct relay *relay;
 	struct udp *udp;		/* SOCK_DGRAM */
 	int end_err;			/* for the tombstone */
+	bool counted;			/* in vm->nsocks and nsm.nsocks */
 	bool dead;
 };
 

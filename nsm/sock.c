@@ -218,6 +218,7 @@ static void nsock_attach(struct nsock *ns, struct chan *ch)
 	list_add_tail(&ns->vm_node, &ns->vm->socks);
 	ns->vm->nsocks++;
 	nsm.nsocks++;
+	ns->counted = true;
 	ch->ns = ns;
 	ch->mode = CH_SOCK;
 }
@@ -281,7 +282,9 @@ void nsock_kill(struct nsock *ns, int err)
 	ns->dead = true;
 	tomb_add(ns->token, ns->vm->id, err);
 	hash_remove(ns);
-	if (ns->chan) {	/* attached: in the VM's sockets */
+	if (ns->counted) {	/* attached: in the VM's sockets (ns->chan may
+				 * be gone already: chan_kill()) */
+		ns->counted = false;
 		ns->vm->nsocks--;
 		nsm.nsocks--;
 	}
