@@ -136,6 +136,11 @@ ssize_t nk_dgram_recv(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 	if (sk->dead)
 		return -ENETDOWN;	/* lost with its NSM (shim.c, udp_revive()) */
 	pthread_mutex_lock(&sk->rlock);
+	if (sk->held_err) {
+		ret = -sk->held_err;
+		sk->held_err = 0;
+		goto out;
+	}
 	n = peek_wait(fd, &h, FRAME_HDR, nonblock);
 	if (n == 0) {
 		ret = -ENETDOWN;	/* the NSM went away */
@@ -256,6 +261,12 @@ int nk_dgram_pending_error(struct nk_sock *sk, int fd)
 	 * itself: never wait for it (a send must not hang on a receive). */
 	if (pthread_mutex_trylock(&sk->rlock))
 		return 0;
+	if (sk->held_err) {
+		e = sk->held_err;
+		sk->held_err = 0;
+		pthread_mutex_unlock(&sk->rlock);
+		return e;
+	}
 	n = nk_real.recv(fd, &h, FRAME_HDR, MSG_PEEK | MSG_DONTWAIT);
 	if (n == (ssize_t)FRAME_HDR && !frame_check(&h) && (h.flags & NK_DGRAM_F_ERROR)) {
 		e = take_errors(fd);
@@ -340,11 +351,14 @@ static int more_add(struct nk_sock *sk, const struct iovec *iov, int cnt, size_t
 		    const struct nk_addr *dst)
 {
 	const struct nk_addr *a = sk->more_len ? &sk->more_addr : dst;
-	bool v4 = a ? dgram_to_v4(a) : sk->domain == AF_INET || sk_peer_is_v4(sk);
-	size_t max = v4 ? 65507 : 65527, off;
+	size_t max, off;
 	char *p;
 	int i;
 
+	/* no destination (family 0): the connected peer's kind */
+	if (a && a->family == NK_AF_UNSPEC)
+		a = NULL;
+	max = (a ? dgram_to_v4(a) : sk->domain == AF_INET || sk_peer_is_v4(sk)) ? 65507 : 65527;
 	if (!sk->more_len) {
 		if (dst)
 			sk->more_addr = *dst;
@@ -391,6 +405,10 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 		return -EPIPE;
 	if (sk->dead)
 		return -ENETDOWN;	/* lost with its NSM (shim.c, udp_revive()) */
+	/* bytes held (MSG_MORE): Linux appends before it looks at the
+	 * destination, which the first send's stays */
+	if (dst && __atomic_load_n(&sk->more_len, __ATOMIC_RELAXED))
+		dst = NULL;
 	if (dst) {
 		ret = dgram_dst(sk, dst, dlen, &h.addr);
 		if (ret < 0)

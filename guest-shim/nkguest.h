@@ -84,6 +84,8 @@ struct nk_sock {
 	char *more;		/* UDP: sends with MSG_MORE held for one datagram */
 	size_t more_len;	/* (under wlock; more_len 0: none held) */
 	struct nk_addr more_addr;	/* its destination: the first send's */
+	int held_err;		/* UDP: an error recvmmsg() met after its first
+				 * datagram, for the next receive (Linux's sk_err) */
 	uint64_t token;
 	uint32_t nsm;		/* the NSM instance that holds it */
 	int pending_err;	/* failed connect, reported once by SO_ERROR */

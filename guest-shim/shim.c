@@ -1468,6 +1468,10 @@ NK_API int listen(int fd, int backlog)
 			ret = ret == -EBADF ? ret : -promote_errno(ret, EADDRNOTAVAIL);
 			goto out;
 		}
+		/* a shutdown() of another thread meanwhile (it does not wait
+		 * for sk->lock) shut the old stream: it holds for the new one */
+		if (__atomic_load_n(&sk->shut, __ATOMIC_ACQUIRE))
+			nk_real.shutdown(fd, SHUT_RDWR);
 		goto listening;
 	}
 	if (sk->state == NKS_FRESH) {
@@ -2904,14 +2908,30 @@ NK_API int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
 			errno = EINVAL;
 			return -1;
 		}
-		end = nk_mono_ns() + timeout->tv_sec * 1000000000LL + timeout->tv_nsec;
+		/* saturated, as Linux's timespec64_add_safe() */
+		end = timeout->tv_sec >= (INT64_MAX - nk_mono_ns()) / 1000000000 - 1 ? INT64_MAX :
+		      nk_mono_ns() + timeout->tv_sec * 1000000000LL + timeout->tv_nsec;
 	}
+	if (vlen > UIO_MAXIOV)
+		vlen = UIO_MAXIOV;
 	for (i = 0; i < vlen;) {
 		int f = flags & ~MSG_WAITFORONE;
 
 		if (i && (flags & MSG_WAITFORONE))
 			f |= MSG_DONTWAIT;
 		n = recvmsg(fd, &vec[i].msg_hdr, f);
+		if (n < 0 && i && errno != EAGAIN) {
+			/* Linux keeps the error for the next call (sk_err) */
+			struct nk_sock *sk = lookup(fd);
+
+			if (sk && sk->type == SOCK_DGRAM && sk->state != NKS_FRESH &&
+			    sk->state != NKS_LOCAL) {
+				pthread_mutex_lock(&sk->rlock);
+				sk->held_err = errno;
+				pthread_mutex_unlock(&sk->rlock);
+			}
+			nks_put(sk);
+		}
 		if (n < 0)
 			return i ? (int)i : -1;
 		vec[i++].msg_len = n;
@@ -2976,8 +2996,15 @@ NK_API int ioctl(int fd, unsigned long req, ...)
 	 * the count of the stream's accept records) */
 	if (sk && sk->type == SOCK_STREAM && sk->state == NKS_LISTENING &&
 	    (req == FIONREAD || req == SIOCOUTQ || req == SIOCOUTQNSD)) {
+		bool shut = sk->shut;	/* then Linux's is closed: 0 */
+
 		nks_put(sk);
-		return fail(EINVAL);
+		if (!shut)
+			return fail(EINVAL);
+		if (!arg)
+			return fail(EFAULT);
+		*(int *)arg = 0;
+		return 0;
 	}
 	if (sk && req == FIONREAD && sk->type == SOCK_STREAM &&
 	    (sk->state == NKS_CONNECTED || sk->state == NKS_CONNECTING)) {
