@@ -388,10 +388,14 @@ check "the sink got vm2's datagrams" wait_for -t 5 grep -q "10.77.1.3 neighbour"
 check "... and none of vm1's" not_grep -q "quarantined" "$NK_TMP/udp-remote.log"
 # its neighbour on the same NSM cannot reach it either, nor it the
 # neighbour: the local program on the NSM's loopback (before: both could)
+sl0=$(stats_json)
 out1=$(local_get g2 vm1 3)
 check "g2 (vm2) cannot reach vm1 through their NSM ($out1)" test "$out1" != "hello from vm1 $S"
 out1=$(local_get g1 vm2 3)
 check "g1 (vm1) cannot reach vm2 through their NSM ($out1)" test "$out1" != "hello from vm2 $S"
+sl1=$(stats_json)
+check_gt "... dropped by the policy on the NSM's loopback (vm1's policy drops rose)" \
+	$(($(policy_drops "$sl1" vm1) - $(policy_drops "$sl0" vm1))) 1
 check "the local program is on the NSM's loopback (tc ingress)" \
 	bash -c "ip netns exec 'nk-$N1' tc filter show dev lo ingress | grep -q tc_steer_local"
 check_eq "vm2, on vm1's nsm, still served" "$(get vm2)" "hello from vm2 $S"
