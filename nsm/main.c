@@ -134,12 +134,6 @@ static int grow(void *arrp, size_t *cap, size_t need, size_t elem)
 }
 
 /*
- * Close fd after the current batch of events.  Its slot is cleared now, so
- * events for it later in the batch are dropped.  The close removes it from
- * the epoll set, except for a descriptor received from nkd (ep_twin): nkd
- * holds the same file, so that one is unregistered explicitly.
- */
-/*
  * Sockets whose close() could wait: the guest may turn SO_LINGER on with a
  * time (accepted sockets inherit it from their listener), and Linux's
  * close() then waits for the unsent bytes and the FIN's ACK for up to that
@@ -201,6 +195,12 @@ void close_now(int fd)
 	close(fd);
 }
 
+/*
+ * Close fd after the current batch of events.  Its slot is cleared now, so
+ * events for it later in the batch are dropped.  The close removes it from
+ * the epoll set, except for a descriptor received from nkd (ep_twin): nkd
+ * holds the same file, so that one is unregistered explicitly.
+ */
 void close_later(int fd)
 {
 	if (fd < 0)
