@@ -528,7 +528,6 @@ static int epoll_fixup(int epfd, struct epoll_event *evs, int n)
 
 			for (k = 0; k < sk->nregs; k++) {
 				struct nks_epreg *r = &sk->regs[k];
-
 				unsigned int e;
 				bool mine;
 

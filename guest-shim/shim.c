@@ -652,7 +652,6 @@ static int bind_again(struct nk_sock *sk, const struct sockaddr_storage *addr, s
 	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_BIND, &req, sizeof(req), &rep, sizeof(rep));
 }
 
-/* The fd (and the socket's token) change only once the new socket listens. */
 /* A listener shut down and listening again: bound as Linux keeps it (the
  * port only if bind() named it; the address, as bound). */
 static int relisten_shut_setup(struct nk_sock *sk)
@@ -668,6 +667,7 @@ static int relisten_shut_setup(struct nk_sock *sk)
 	return ret ? ret : nk_ctl_call(sk->nsm, NK_OP_LISTEN, &lreq, sizeof(lreq), NULL, 0);
 }
 
+/* The fd (and the socket's token) change only once the new socket listens. */
 static int relisten_setup(struct nk_sock *sk)
 {
 	struct nk_sock_req lreq = { .token = sk->token, .arg = sk->backlog };
