@@ -1303,10 +1303,9 @@ void nsm_ctl_event(uint32_t idx, uint32_t events)
 	struct nkd_nsm *nsm = idx < NKD_NSM_MAX ? nkd.nsms[idx] : NULL;
 	char buf[NSM_CTL_MSG_MAX] __attribute__((aligned(8)));
 	const struct nsm_hdr *h = (const void *)buf;
+	int budget = NKD_NSM_EVENT_MSGS;
 	ssize_t n;
 	int fd;
-
-	int budget = NKD_NSM_EVENT_MSGS;
 
 	(void)events;
 	if (!nsm || nsm->dead)

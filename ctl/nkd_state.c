@@ -585,8 +585,9 @@ static void nsm_reload_diff(struct nkd_nsm *nsm, json_t *o, const char *path)
  * are deleted (VMs first), new NSMs are started, new VMs added, a VM whose
  * nsm changed is moved (gracefully where it can be), a VM whose addresses,
  * gateways, transport or id (one the file gives) changed is deleted and
- * added again (its connections end).  An NSM whose settings changed is left as it is, with a
- * warning (nsm_reload_diff): delete it and add it again.  An entry that
+ * added again (its connections end).  An NSM whose settings changed is
+ * left as it is, with a warning (nsm_reload_diff): delete it and add it
+ * again.  An entry that
  * fails is logged and skipped, and the VM it names stays as it is; the
  * rest still applies; a file naming a VM or NSM twice is not applied; the
  * file is never rewritten.
