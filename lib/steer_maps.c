@@ -266,9 +266,10 @@ const char *nk_steer_pin_dir(const struct nk_steer *st)
 int nk_steer_local_attach(struct nk_steer *st)
 {
 	int fd = bpf_program__fd(st->skel->progs.tc_steer_local), ifindex = if_nametoindex("lo");
-	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = 1, .priority = 1, .prog_fd = fd,
-		    .flags = BPF_TC_F_REPLACE);
+	struct bpf_tc_hook hook = { .sz = sizeof(hook), .ifindex = ifindex,
+				    .attach_point = BPF_TC_INGRESS };
+	struct bpf_tc_opts opts = { .sz = sizeof(opts), .handle = 1, .priority = 1,
+				    .prog_fd = fd, .flags = BPF_TC_F_REPLACE };
 	int ret;
 
 	if (fd < 0)

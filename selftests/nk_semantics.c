@@ -4428,7 +4428,7 @@ static void case_udp_recvmmsg_block(void)
 {
 	struct mmsghdr mm[4];
 	struct iovec iv[4];
-	char bufs[4][32];
+	char bufs[4][32] = { { 0 } };
 	int s = udp_to(&sa_peer, P_UECHO), i, n;
 	int64_t t0;
 
@@ -4525,7 +4525,7 @@ static void case_udp_recvmmsg_error(void)
 {
 	struct mmsghdr mm[4];
 	struct iovec iv[4];
-	char bufs[4][32];
+	char bufs[4][32] = { { 0 } };
 	saddr cl = at(&sa_peer, P_UCLOSED);
 	int s = udp_to(&sa_peer, P_UECHO), i, n, got = 0, refused = 0, k;
 
