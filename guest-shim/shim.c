@@ -2298,6 +2298,58 @@ static ssize_t stream_recv_trunc(int fd, size_t len, int flags)
 	return total ? (ssize_t)total : n;
 }
 
+/*
+ * MSG_ERRQUEUE on a TCP socket: the error queue (timestamps, zero-copy
+ * completions) is not carried (IP_RECVERR, SO_TIMESTAMPING and SO_ZEROCOPY
+ * are refused), so it is empty: EAGAIN, as Linux says for an empty queue
+ * in every state.  The stream must not be read: an AF_UNIX stream ignores
+ * the flag and would hand out the payload.  1 and *n set, or 0.
+ */
+static int stream_errqueue(struct nk_sock *sk, int flags, ssize_t *n)
+{
+	if (!(flags & MSG_ERRQUEUE) || sk->state == NKS_FRESH || sk->state == NKS_LOCAL)
+		return 0;
+	*n = fail(EAGAIN);
+	return 1;
+}
+
+/*
+ * recv(MSG_PEEK | MSG_WAITALL) on a blocking TCP socket waits, as Linux's
+ * TCP does, until the whole length is there, the stream ends, its receive
+ * timeout passes or a signal comes; an AF_UNIX stream peeks what it has.
+ * Its readability says nothing of more bytes, so the wait looks again at
+ * growing intervals (50 us to 5 ms).  Returns what the last peek did.
+ */
+static ssize_t stream_peek_all(int fd, struct msghdr *m, size_t want, int flags)
+{
+	bool nonblock = (flags & MSG_DONTWAIT) || is_nonblock(fd);
+	struct timeval tv = { 0 };
+	socklen_t tl = sizeof(tv);
+	int64_t deadline = -1;
+	unsigned int pause = 50;
+	ssize_t n;
+
+	if (!nk_real.getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) &&
+	    (tv.tv_sec || tv.tv_usec))
+		deadline = nk_mono_ms() + tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+
+		n = nk_real.recvmsg(fd, m, (flags & ~MSG_WAITALL) | MSG_DONTWAIT);
+		if ((n < 0 && errno != EAGAIN) || (size_t)n >= want || n == 0 || nonblock)
+			return n;
+		/* the stream ended behind what is there: no more comes */
+		if (n > 0 && nk_real.poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP)))
+			return n;
+		if (deadline >= 0 && nk_mono_ms() >= deadline)
+			return n > 0 ? n : fail(EAGAIN);
+		if (usleep(pause) < 0 && errno == EINTR)
+			return n > 0 ? n : fail(EINTR);
+		if (pause < 5000)
+			pause *= 2;
+	}
+}
+
 NK_API ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
 			socklen_t *alen)
 {
@@ -2318,16 +2370,26 @@ NK_API ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockadd
 		nks_put(sk);
 		return n;
 	}
+	if (stream_errqueue(sk, flags, &n)) {
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, false, flags, &n)) {
 	case 0:
 		break;
 	case 1:
 		/* TCP reports no source address; the stream must not
 		 * report its own. */
-		if (flags & MSG_TRUNC)
+		if (flags & MSG_TRUNC) {
 			n = stream_recv_trunc(fd, len, flags);
-		else
+		} else if ((flags & (MSG_PEEK | MSG_WAITALL)) == (MSG_PEEK | MSG_WAITALL)) {
+			struct iovec v = { buf, len };
+			struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
+
+			n = stream_peek_all(fd, &m, len, flags);
+		} else {
 			n = nk_real.recvfrom(fd, buf, len, flags, NULL, NULL);
+		}
 		if (n >= 0 && addr && alen)
 			*alen = 0;
 		if (n == 0 && len)
@@ -2393,6 +2455,10 @@ NK_API ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 		nks_put(sk);
 		return n;
 	}
+	if (stream_errqueue(sk, flags, &n)) {
+		nks_put(sk);
+		return n;
+	}
 	switch (data_gate(sk, fd, false, flags, &n)) {
 	case 0:
 		break;
@@ -2407,6 +2473,8 @@ NK_API ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 		if (flags & MSG_TRUNC) {
 			n = stream_recv_trunc(fd, total, flags);
 			m.msg_flags = 0;
+		} else if ((flags & (MSG_PEEK | MSG_WAITALL)) == (MSG_PEEK | MSG_WAITALL)) {
+			n = stream_peek_all(fd, &m, total, flags);
 		} else {
 			n = nk_real.recvmsg(fd, &m, flags);
 		}
@@ -2444,6 +2512,14 @@ NK_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 			n = nk_real.sendto(fd, buf, len, flags, addr, alen);
 		nks_put(sk);
 		return n;
+	}
+	if ((flags & MSG_FASTOPEN) && addr && sk->state == NKS_FRESH) {
+		/* TCP Fast Open: connect(), then the bytes (no SYN data:
+		 * the connect goes through the NSM) */
+		nks_put(sk);
+		if (connect(fd, addr, alen) < 0)
+			return -1;	/* EINPROGRESS when non-blocking */
+		return sendto(fd, buf, len, flags & ~MSG_FASTOPEN, NULL, 0);
 	}
 	switch (data_gate(sk, fd, true, flags, &n)) {
 	case 0:
@@ -2531,6 +2607,16 @@ NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 		nks_put(sk);
 		return n;
 	}
+	if ((flags & MSG_FASTOPEN) && msg && msg->msg_name && sk->state == NKS_FRESH) {
+		struct msghdr m2 = *msg;
+
+		nks_put(sk);	/* as sendto() above */
+		if (connect(fd, msg->msg_name, msg->msg_namelen) < 0)
+			return -1;
+		m2.msg_name = NULL;
+		m2.msg_namelen = 0;
+		return sendmsg(fd, &m2, flags & ~MSG_FASTOPEN);
+	}
 	switch (data_gate(sk, fd, true, flags, &n)) {
 	case 0:
 		break;
@@ -2567,6 +2653,10 @@ NK_API ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	sk = lookup(fd);
 	if (!sk)
 		return nk_real.writev(fd, iov, cnt);
+	if (cnt < 0 || cnt > IOV_MAX) {	/* as Linux's writev(), before the socket */
+		nks_put(sk);
+		return fail(EINVAL);
+	}
 	if (sk->type == SOCK_DGRAM) {
 		bool local;
 

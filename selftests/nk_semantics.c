@@ -4554,6 +4554,104 @@ static void case_udp_recvmmsg_error(void)
 	close(s);
 }
 
+struct late_write {
+	int fd;
+	int ms;
+	const char *data;
+};
+
+static void *late_write_fn(void *p)
+{
+	struct late_write *lw = p;
+
+	usleep(lw->ms * 1000);
+	if (write(lw->fd, lw->data, strlen(lw->data)) < 0)
+		perror("late write");
+	return NULL;
+}
+
+static void wait_echo(int s)
+{
+	struct pollfd p = { .fd = s, .events = POLLIN };
+
+	poll(&p, 1, 3000);
+	usleep(100000);
+}
+
+/* MSG_ERRQUEUE on TCP: the (empty) error queue, never the payload. */
+static void case_tcp_errqueue(void)
+{
+	char buf[16] = { 0 }, cbuf[256];
+	struct iovec v = { buf, sizeof(buf) };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1, .msg_control = cbuf,
+			    .msg_controllen = sizeof(cbuf) };
+	int s = connect_to(&sa_peer, P_ECHO);
+
+	if (rc("connect", s) < 0)
+		return;
+	rn("write", write(s, "abc", 3));
+	wait_echo(s);
+	rn("errqueue", recvmsg(s, &m, MSG_ERRQUEUE | MSG_DONTWAIT));
+	rn("recv_eq", recv(s, buf, sizeof(buf), MSG_ERRQUEUE | MSG_DONTWAIT));
+	memset(buf, 0, sizeof(buf));
+	rn("data", recv(s, buf, sizeof(buf), MSG_DONTWAIT));
+	out("got=%s", buf);
+	close(s);
+}
+
+/* recv(MSG_PEEK | MSG_WAITALL) waits for the whole length. */
+static void case_peek_waitall(void)
+{
+	char buf[8] = { 0 };
+	int s = connect_to(&sa_peer, P_ECHO);
+	struct late_write lw = { s, 300, "cd" };
+	pthread_t t;
+
+	if (rc("connect", s) < 0)
+		return;
+	set_rcvtimeo(s, 2000);
+	rn("write", write(s, "ab", 2));
+	wait_echo(s);
+	pthread_create(&t, NULL, late_write_fn, &lw);
+	rn("peek", recv(s, buf, 4, MSG_PEEK | MSG_WAITALL));
+	pthread_join(t, NULL);
+	usleep(100000);
+	rn("read", recv(s, buf, 4, MSG_WAITALL));
+	out("data=%.4s", buf);
+	/* the receive timeout ends a peek that cannot be whole */
+	rn("peek_short", recv(s, buf, 4, MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT));
+	close(s);
+}
+
+/* sendto(MSG_FASTOPEN) on a fresh socket connects and sends. */
+static void case_tcp_fastopen_sendto(void)
+{
+	char buf[8] = { 0 };
+	saddr sa = at(&sa_peer, P_ECHO);
+	int s = tcp();
+
+	rn("sendto", sendto(s, "tfo", 3, MSG_FASTOPEN, SA(sa), SL(sa)));
+	out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "tfo", 3) ? "ok" : "bad");
+	out("peer=%s", name_of(s, true));
+	close(s);
+}
+
+/* writev() with more than IOV_MAX vectors: EINVAL. */
+static void case_iov_max(void)
+{
+	static char b[1025];
+	struct iovec w[1025];
+	int s = connect_to(&sa_peer, P_ECHO), i;
+
+	if (rc("connect", s) < 0)
+		return;
+	for (i = 0; i < 1025; i++)
+		w[i] = (struct iovec){ b + i, 1 };
+	rn("writev", writev(s, w, 1025));
+	rn("readv", readv(s, w, 1025));
+	close(s);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4601,6 +4699,7 @@ static const struct {
 	C(epoll_pwait2_connect), C(ppoll_chk_connect), C(listener_shutdown_relisten),
 	C(udp_msg_more), C(udp_flags_misc), C(udp_recvmmsg_block), C(listener_ioctls),
 	C(epoll_same_data), C(udp_more_emsgsize), C(udp_recvmmsg_error),
+	C(tcp_errqueue), C(peek_waitall), C(tcp_fastopen_sendto), C(iov_max),
 #undef C
 #undef C4
 #undef C6
