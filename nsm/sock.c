@@ -43,6 +43,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -613,9 +614,43 @@ static int opt_save(struct nsock *ns, int level, int name, const void *val, uint
  * marks the fd first, so that the NSM never waits in its close()
  * (close_now()); unmarked, it is not applied (ENOMEM).
  */
+/*
+ * TCP_CONGESTION names an algorithm; one that is not loaded makes the
+ * kernel load module tcp_NAME for a caller with CAP_NET_ADMIN, which the
+ * NSM has and the guest must not borrow.  Only the algorithms the host
+ * has (tcp_available_congestion_control) are taken; another is ENOENT,
+ * Linux's answer for an unknown one.
+ */
+#define NSM_CC_NAME_MAX	16	/* the kernel's TCP_CA_NAME_MAX */
+
+static bool cc_available(const void *val, socklen_t len)
+{
+	char want[NSM_CC_NAME_MAX] = "", have[1024], *tok, *save;
+	size_t n = len < sizeof(want) - 1 ? len : sizeof(want) - 1;
+	FILE *f;
+
+	memcpy(want, val, n);
+	want[n] = '\0';
+	f = fopen("/proc/sys/net/ipv4/tcp_available_congestion_control", "re");
+	if (!f)
+		return true;	/* cannot tell: the kernel's own check */
+	if (!fgets(have, sizeof(have), f))
+		have[0] = '\0';
+	fclose(f);
+	for (tok = strtok_r(have, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
+		if (!strcmp(tok, want))
+			return true;
+	return false;
+}
+
 static int guest_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
 	struct linger lg;
+
+	if (level == IPPROTO_TCP && name == TCP_CONGESTION && val && len && !cc_available(val, len)) {
+		errno = ENOENT;
+		return -1;
+	}
 
 	if (level == SOL_SOCKET && name == SO_LINGER && val && len >= sizeof(lg)) {
 		memcpy(&lg, val, sizeof(lg));
@@ -1582,8 +1617,16 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
-	if (guest_setsockopt(ns->fd, r->level, r->name, r->val, r->optlen))
-		return -errno;
+	if (guest_setsockopt(ns->fd, r->level, r->name, r->val, r->optlen)) {
+		ret = -errno;
+		if (ret == -ENOENT && r->level == IPPROTO_TCP && r->name == TCP_CONGESTION)
+			vm_glog(ns->vm, NK_LOG_INFO, "socket %#llx: TCP_CONGESTION %.*s refused: not an "
+				"algorithm the host has loaded (tcp_available_congestion_control)",
+				(unsigned long long)ns->token, (int)strnlen((const char *)r->val,
+				r->optlen < NSM_CC_NAME_MAX ? r->optlen : NSM_CC_NAME_MAX),
+				(const char *)r->val);
+		return ret;
+	}
 	if (is_cork) {
 		ns->cork_on = holds;
 		ns->cork_wait = false;

@@ -29,6 +29,9 @@
 #  4. One VM making sockets without end (nk-nsm's limit lowered to 600):
 #     it gets ENOBUFS once the table is half full and it holds more than
 #     its share; another VM is still served.
+#  5. TCP_CONGESTION with an algorithm the host has not loaded: ENOENT
+#     from the NSM's own check (the kernel would load module tcp_NAME for
+#     the NSM, which has CAP_NET_ADMIN), logged.
 
 . "$(dirname "$0")/lib.sh"
 
@@ -337,5 +340,28 @@ touch "$NK_TMP/hog.done"
 nk_stop "$HOG"
 prlimit --pid "$NSM" --nofile="$HIGH:$HIGH"
 check_eq "vm1's probe once it let go" "$(nk_guest g1 timeout 30 "$NK_PY" "$NK_TMP/probe.py" | cut -d' ' -f1)" ok
+
+log_step "5. a guest's TCP_CONGESTION does not make the host load a module"
+# Linux loads module tcp_NAME for an algorithm that is not loaded when the
+# caller has CAP_NET_ADMIN, as the NSM does.  The NSM takes only the
+# algorithms the host has (tcp_available_congestion_control): another is
+# ENOENT, as Linux says for an unknown one, and logged.
+cat >"$NK_TMP/cc.py" <<'PY'
+import socket
+s = socket.create_connection(("10.77.0.1", 9101), timeout=10)
+for name in (b"nosuchcc", b"reno"):
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name)
+        got = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+        print(name.decode(), "ok", got.decode())
+    except OSError as e:
+        print(name.decode(), "errno", e.errno)
+PY
+OUT=$(nk_guest g1 timeout 30 "$NK_PY" "$NK_TMP/cc.py" 2>&1)
+check_eq "an algorithm the host has not loaded: ENOENT (2)" "$(grep '^nosuchcc' <<<"$OUT")" "nosuchcc errno 2"
+check_eq "one it has: taken and read back" "$(grep '^reno' <<<"$OUT")" "reno ok reno"
+check "the NSM says why, naming the VM" grep -q \
+	"vm vm1: .*TCP_CONGESTION nosuchcc refused: not an algorithm the host has loaded" \
+	"$NK_STATE/nsm-nsm1.log"
 
 nk_finish
