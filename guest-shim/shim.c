@@ -2334,17 +2334,27 @@ static ssize_t stream_peek_all(int fd, struct msghdr *m, size_t want, int flags)
 		deadline = nk_mono_ms() + tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN | POLLRDHUP };
+		char c;
 
 		n = nk_real.recvmsg(fd, m, (flags & ~MSG_WAITALL) | MSG_DONTWAIT);
-		if ((n < 0 && errno != EAGAIN) || (size_t)n >= want || n == 0 || nonblock)
+		if ((n < 0 && errno != EAGAIN) || (n > 0 && (size_t)n >= want) || n == 0 || nonblock)
 			return n;
+		if (n < 0) {
+			/* nothing yet: wait in the kernel for the first byte (the
+			 * stream has the socket's SO_RCVTIMEO; SA_RESTART
+			 * restarts it, as Linux restarts the recv) */
+			n = nk_real.recv(fd, &c, 1, MSG_PEEK);
+			if (n <= 0)
+				return n;
+			continue;
+		}
 		/* the stream ended behind what is there: no more comes */
 		if (n > 0 && nk_real.poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP)))
 			return n;
 		if (deadline >= 0 && nk_mono_ms() >= deadline)
-			return n > 0 ? n : fail(EAGAIN);
+			return n;
 		if (usleep(pause) < 0 && errno == EINTR)
-			return n > 0 ? n : fail(EINTR);
+			return n;	/* what is there, as Linux's copied count */
 		if (pause < 5000)
 			pause *= 2;
 	}
@@ -2493,11 +2503,34 @@ NK_API ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	return n;
 }
 
+/*
+ * send with MSG_FASTOPEN on a TCP socket (sk's reference is put here): as
+ * Linux's tcp_sendmsg_fastopen(), a connect first (no SYN data: the
+ * connect goes through the NSM), then the bytes.  Returns 1 to send them
+ * now, or -1 with errno: connect()'s (EINPROGRESS when non-blocking), or
+ * EISCONN on a connected or listening socket, as __inet_stream_connect().
+ */
+static int fastopen_connect(struct nk_sock *sk, int fd, const struct sockaddr *addr,
+			    socklen_t alen)
+{
+	enum nks_state st = sk->state;
+
+	nks_put(sk);
+	if (st == NKS_CONNECTED || st == NKS_LISTENING)
+		return fail(EISCONN);
+	if (st == NKS_CONNECTING)
+		return fail(EALREADY);
+	if (!addr)
+		return fail(EDESTADDRREQ);
+	return connect(fd, addr, alen) < 0 ? -1 : 1;
+}
+
 NK_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 		      const struct sockaddr *addr, socklen_t alen)
 {
 	struct nk_sock *sk;
 	ssize_t n;
+	int ret;
 
 	INIT();
 	sk = lookup(fd);
@@ -2513,12 +2546,10 @@ NK_API ssize_t sendto(int fd, const void *buf, size_t len, int flags,
 		nks_put(sk);
 		return n;
 	}
-	if ((flags & MSG_FASTOPEN) && addr && sk->state == NKS_FRESH) {
-		/* TCP Fast Open: connect(), then the bytes (no SYN data:
-		 * the connect goes through the NSM) */
-		nks_put(sk);
-		if (connect(fd, addr, alen) < 0)
-			return -1;	/* EINPROGRESS when non-blocking */
+	if (flags & MSG_FASTOPEN) {
+		ret = fastopen_connect(sk, fd, addr, alen);
+		if (ret <= 0)
+			return ret;	/* -1: connect's error; EISCONN */
 		return sendto(fd, buf, len, flags & ~MSG_FASTOPEN, NULL, 0);
 	}
 	switch (data_gate(sk, fd, true, flags, &n)) {
@@ -2607,12 +2638,12 @@ NK_API ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 		nks_put(sk);
 		return n;
 	}
-	if ((flags & MSG_FASTOPEN) && msg && msg->msg_name && sk->state == NKS_FRESH) {
+	if (flags & MSG_FASTOPEN) {
 		struct msghdr m2 = *msg;
+		int ret = fastopen_connect(sk, fd, msg->msg_name, msg->msg_namelen);
 
-		nks_put(sk);	/* as sendto() above */
-		if (connect(fd, msg->msg_name, msg->msg_namelen) < 0)
-			return -1;
+		if (ret <= 0)
+			return ret;
 		m2.msg_name = NULL;
 		m2.msg_namelen = 0;
 		return sendmsg(fd, &m2, flags & ~MSG_FASTOPEN);

@@ -633,7 +633,7 @@ static bool cc_available(const void *val, socklen_t len)
 	want[n] = '\0';
 	f = fopen("/proc/sys/net/ipv4/tcp_available_congestion_control", "re");
 	if (!f)
-		return true;	/* cannot tell: the kernel's own check */
+		return false;	/* cannot tell: no name is safe */
 	if (!fgets(have, sizeof(have), f))
 		have[0] = '\0';
 	fclose(f);
@@ -646,8 +646,13 @@ static bool cc_available(const void *val, socklen_t len)
 static int guest_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
 	struct linger lg;
+	int type = 0;
+	socklen_t tl = sizeof(type);
 
-	if (level == IPPROTO_TCP && name == TCP_CONGESTION && val && len && !cc_available(val, len)) {
+	/* (a UDP socket answers IPPROTO_TCP options itself: ENOPROTOOPT) */
+	if (level == IPPROTO_TCP && name == TCP_CONGESTION && val && len &&
+	    !getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) && type == SOCK_STREAM &&
+	    !cc_available(val, len)) {
 		errno = ENOENT;
 		return -1;
 	}
@@ -1619,12 +1624,18 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 		return ret;
 	if (guest_setsockopt(ns->fd, r->level, r->name, r->val, r->optlen)) {
 		ret = -errno;
-		if (ret == -ENOENT && r->level == IPPROTO_TCP && r->name == TCP_CONGESTION)
-			vm_glog(ns->vm, NK_LOG_INFO, "socket %#llx: TCP_CONGESTION %.*s refused: not an "
+		if (ret == -ENOENT && r->level == IPPROTO_TCP && r->name == TCP_CONGESTION) {
+			char name[NSM_CC_NAME_MAX];
+			size_t k;
+
+			/* the guest's bytes, printable only (one log line) */
+			for (k = 0; k < sizeof(name) - 1 && k < r->optlen && r->val[k]; k++)
+				name[k] = r->val[k] >= 0x20 && r->val[k] < 0x7f ? r->val[k] : '?';
+			name[k] = '\0';
+			vm_glog(ns->vm, NK_LOG_INFO, "socket %#llx: TCP_CONGESTION %s refused: not an "
 				"algorithm the host has loaded (tcp_available_congestion_control)",
-				(unsigned long long)ns->token, (int)strnlen((const char *)r->val,
-				r->optlen < NSM_CC_NAME_MAX ? r->optlen : NSM_CC_NAME_MAX),
-				(const char *)r->val);
+				(unsigned long long)ns->token, name);
+		}
 		return ret;
 	}
 	if (is_cork) {

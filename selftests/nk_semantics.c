@@ -4618,8 +4618,49 @@ static void case_peek_waitall(void)
 	usleep(100000);
 	rn("read", recv(s, buf, 4, MSG_WAITALL));
 	out("data=%.4s", buf);
-	/* the receive timeout ends a peek that cannot be whole */
-	rn("peek_short", recv(s, buf, 4, MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT));
+	/* non-blocking, nothing there: EAGAIN at once */
+	rn("peek_dontwait", recv(s, buf, 4, MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT));
+	/* nothing there yet: it waits for the first byte too */
+	lw.data = "wxyz";
+	pthread_create(&t, NULL, late_write_fn, &lw);
+	rn("peek_empty", recv(s, buf, 4, MSG_PEEK | MSG_WAITALL));
+	pthread_join(t, NULL);
+	rn("read2", recv(s, buf, 4, MSG_WAITALL));
+	/* the receive timeout ends a peek that cannot be whole: what is there */
+	lw.data = "q";
+	pthread_create(&t, NULL, late_write_fn, &lw);
+	set_rcvtimeo(s, 800);
+	rn("peek_timeo", recv(s, buf, 4, MSG_PEEK | MSG_WAITALL));
+	pthread_join(t, NULL);
+	close(s);
+}
+
+static void *kick_soon(void *p)
+{
+	usleep(200000);
+	pthread_kill(*(pthread_t *)p, SIGUSR1);
+	return NULL;
+}
+
+/* A signal with SA_RESTART while a peek waits for its first byte: the
+ * call goes on, as Linux restarts it. */
+static void case_peek_restart(void)
+{
+	struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = SA_RESTART }, old;
+	char buf[8] = { 0 };
+	int s = connect_to(&sa_peer, P_ECHO);
+	struct late_write lw = { s, 500, "abcd" };
+	pthread_t self = pthread_self(), t, k;
+
+	if (rc("connect", s) < 0)
+		return;
+	sigaction(SIGUSR1, &sa, &old);
+	pthread_create(&t, NULL, late_write_fn, &lw);
+	pthread_create(&k, NULL, kick_soon, &self);
+	rn("peek", recv(s, buf, 4, MSG_PEEK | MSG_WAITALL));
+	pthread_join(k, NULL);
+	pthread_join(t, NULL);
+	sigaction(SIGUSR1, &old, NULL);
 	close(s);
 }
 
@@ -4633,6 +4674,31 @@ static void case_tcp_fastopen_sendto(void)
 	rn("sendto", sendto(s, "tfo", 3, MSG_FASTOPEN, SA(sa), SL(sa)));
 	out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "tfo", 3) ? "ok" : "bad");
 	out("peer=%s", name_of(s, true));
+	/* connected already: EISCONN, as Linux's __inet_stream_connect() */
+	rn("again", send(s, "x", 1, MSG_FASTOPEN | MSG_NOSIGNAL));
+	close(s);
+	/* a bound socket connects too */
+	s = tcp();
+	{
+		saddr self = at(&sa_self, 0);
+
+		rc("bind", bind(s, SA(self), SL(self)));
+	}
+	rn("bound_sendto", sendto(s, "tfo", 3, MSG_FASTOPEN | MSG_NOSIGNAL, SA(sa), SL(sa)));
+	memset(buf, 0, sizeof(buf));
+	out("bound_echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "tfo", 3) ? "ok" : "bad");
+	close(s);
+}
+
+/* TCP_CONGESTION on a UDP socket: ENOPROTOOPT, whatever the name. */
+static void case_udp_tcp_congestion(void)
+{
+	int s = udp_to(&sa_peer, P_UECHO);
+
+	if (rc("connect", s) < 0)
+		return;
+	rc("nosuch", setsockopt(s, IPPROTO_TCP, TCP_CONGESTION, "nosuchcc", 8));
+	rc("reno", setsockopt(s, IPPROTO_TCP, TCP_CONGESTION, "reno", 4));
 	close(s);
 }
 
@@ -4699,7 +4765,8 @@ static const struct {
 	C(epoll_pwait2_connect), C(ppoll_chk_connect), C(listener_shutdown_relisten),
 	C(udp_msg_more), C(udp_flags_misc), C(udp_recvmmsg_block), C(listener_ioctls),
 	C(epoll_same_data), C(udp_more_emsgsize), C(udp_recvmmsg_error),
-	C(tcp_errqueue), C(peek_waitall), C(tcp_fastopen_sendto), C(iov_max),
+	C(tcp_errqueue), C(peek_waitall), C(tcp_fastopen_sendto), C(iov_max), C(peek_restart),
+	C(udp_tcp_congestion),
 #undef C
 #undef C4
 #undef C6

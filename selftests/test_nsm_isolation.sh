@@ -349,7 +349,7 @@ log_step "5. a guest's TCP_CONGESTION does not make the host load a module"
 cat >"$NK_TMP/cc.py" <<'PY'
 import socket
 s = socket.create_connection(("10.77.0.1", 9101), timeout=10)
-for name in (b"nosuchcc", b"reno"):
+for name in (b"nosuchcc", b"reno", b"x\nvm vm2: FAKE"):
     try:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name)
         got = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
@@ -363,5 +363,9 @@ check_eq "one it has: taken and read back" "$(grep '^reno' <<<"$OUT")" "reno ok 
 check "the NSM says why, naming the VM" grep -q \
 	"vm vm1: .*TCP_CONGESTION nosuchcc refused: not an algorithm the host has loaded" \
 	"$NK_STATE/nsm-nsm1.log"
+# the name is the guest's: it cannot start a line of the NSM's log of its own
+check "a name with a newline stays in vm1's line" grep -q \
+	"vm vm1: .*TCP_CONGESTION x?vm vm2: FAKE refused" "$NK_STATE/nsm-nsm1.log"
+check "... and starts no line" not_grep -q "^vm vm2: FAKE" "$NK_STATE/nsm-nsm1.log"
 
 nk_finish
