@@ -1110,6 +1110,13 @@ static int data_gate(struct nk_sock *sk, int fd, bool is_write, int flags, ssize
 		return 0;
 	case NKS_SETUP:
 	case NKS_LISTENING:
+		/* disconnected (connect AF_UNSPEC) after a connection: the
+		 * reset, once, as Linux's sk_err */
+		if (sk->state == NKS_SETUP && sk->pending_err == ECONNRESET) {
+			sk->pending_err = 0;
+			*res = fail(ECONNRESET);
+			return 0;
+		}
 		if (is_write) {
 			if (!(flags & MSG_NOSIGNAL))
 				pthread_kill(pthread_self(), SIGPIPE);
@@ -1565,6 +1572,48 @@ static int wait_connected(struct nk_sock *sk, int fd)
 	return ret ? ret : -ECONNREFUSED;
 }
 
+/* A disconnected socket made again: unbound, or bound as bind() named it. */
+static int disconnect_setup(struct nk_sock *sk)
+{
+	return sk->port_given && sk->local_len ? bind_again(sk, &sk->local, sk->local_len) : 0;
+}
+
+/*
+ * connect(AF_UNSPEC) on a TCP socket: Linux's tcp_disconnect().  A
+ * listener stops listening (as shutdown() does here); a connected or
+ * connecting socket is reset (SO_LINGER 0 on the NSM's socket, whose
+ * stream then ends) and made again on the VM's NSM, unconnected, with
+ * its options, bound again only to a port bind() named; its next call
+ * reports ECONNRESET once (sk_err).  sk->lock held.
+ */
+static int tcp_disconnect(struct nk_sock *sk, int fd)
+{
+	struct linger lg = { 1, 0 };
+	bool was_conn = sk->state == NKS_CONNECTED || sk->state == NKS_CONNECTING;
+	int ret;
+
+	if (sk->state == NKS_LISTENING) {
+		sk->shut = true;
+		return nk_real.shutdown(fd, SHUT_RDWR) < 0 ? -errno : 0;
+	}
+	if (!was_conn)
+		return 0;	/* closed already: nothing to do, as on Linux */
+	if (sk->state == NKS_CONNECTED && !stream_conn_ended(sk, fd))
+		remote_setsockopt(sk, -1, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	if (!sk->port_given)
+		sk->local_len = 0;
+	sk->peer_len = 0;
+	ret = reattach(sk, fd, disconnect_setup, NKS_SETUP, "disconnecting (connect AF_UNSPEC)");
+	if (ret)
+		return ret == -EBADF ? ret : -promote_errno(ret, ENETUNREACH);
+	sk->connect_unreported = false;
+	sk->conn_ended = false;
+	sk->eof_err = -1;
+	sk->eof_reported = false;
+	sk->pending_err = ECONNRESET;
+	return 0;
+}
+
 NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct nk_addr_req req;
@@ -1592,6 +1641,10 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	/* Linux's TCP looks at the length before the socket's state */
 	if (!addr || len < sizeof(sa_family_t)) {
 		ret = addr || !len ? -EINVAL : -EFAULT;
+		goto out;
+	}
+	if (addr->sa_family == AF_UNSPEC) {
+		ret = tcp_disconnect(sk, fd);
 		goto out;
 	}
 	/* A non-blocking connect settled meanwhile (poll, SO_ERROR, a read):

@@ -4718,6 +4718,48 @@ static void case_iov_max(void)
 	close(s);
 }
 
+/* connect(AF_UNSPEC) on a TCP socket disconnects it (a reset to the
+ * peer, ECONNRESET once); it connects again; a listener stops. */
+static void case_tcp_connect_unspec(void)
+{
+	saddr un, sa = at(&sa_peer, P_ECHO);
+	char buf[8] = { 0 };
+	int s = connect_to(&sa_peer, P_ECHO), l;
+
+	if (rc("connect", s) < 0)
+		return;
+	memset(&un, 0, sizeof(un));
+	un.ss_family = AF_UNSPEC;
+	rc("unspec", connect(s, SA(un), sizeof(un)));
+	out("peer=%s", name_of(s, true));
+	rn("write", send(s, "x", 1, MSG_NOSIGNAL));
+	rn("write2", send(s, "x", 1, MSG_NOSIGNAL));
+	getint("error", s, SOL_SOCKET, SO_ERROR);
+	if (rc("reconnect", connect(s, SA(sa), SL(sa))) == 0) {
+		rn("send", write(s, "abc", 3));
+		out("echo=%s", read_full(s, buf, 3, 3000) == 3 && !memcmp(buf, "abc", 3) ? "ok" : "bad");
+	}
+	close(s);
+	l = bind_listen(&sa_self, 0, 4);
+	/* the peer of a disconnected connection sees a reset */
+	s = peer_ctl_async("PINGEOF %s %d\n", ntop(&sa_self), local_port(l));
+	{
+		int a = accept(l, NULL, NULL);
+
+		if (rc("accept", a) >= 0) {
+			out("read=%zd", read_full(a, buf, 4, 3000));
+			rc("accepted_unspec", connect(a, SA(un), sizeof(un)));
+			peer_reply_out(s);
+			close(a);
+		} else {
+			close(s);
+		}
+	}
+	rc("listener_unspec", connect(l, SA(un), sizeof(un)));
+	getint("acceptconn", l, SOL_SOCKET, SO_ACCEPTCONN);
+	close(l);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4766,7 +4808,7 @@ static const struct {
 	C(udp_msg_more), C(udp_flags_misc), C(udp_recvmmsg_block), C(listener_ioctls),
 	C(epoll_same_data), C(udp_more_emsgsize), C(udp_recvmmsg_error),
 	C(tcp_errqueue), C(peek_waitall), C(tcp_fastopen_sendto), C(iov_max), C(peek_restart),
-	C(udp_tcp_congestion),
+	C(udp_tcp_congestion), C(tcp_connect_unspec),
 #undef C
 #undef C4
 #undef C6
