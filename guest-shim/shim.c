@@ -1527,7 +1527,7 @@ static int wait_connected(struct nk_sock *sk, int fd)
 {
 	struct timeval tv = { 0 };
 	socklen_t tl = sizeof(tv);
-	int timeout = -1, ret;
+	int timeout = -1, ret, hold;
 	int64_t t0;
 
 	/* A blocking connect honours SO_SNDTIMEO, as Linux does. */
@@ -1535,41 +1535,58 @@ static int wait_connected(struct nk_sock *sk, int fd)
 	    (tv.tv_sec || tv.tv_usec))
 		timeout = tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
 	t0 = nk_mono_ms();
+	/* The wait holds the stream, as Linux's connect() holds its file: a
+	 * close() of the fd by another thread meanwhile does not end the
+	 * connect (the connection ends once the connect returns). */
+	hold = nk_real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (hold < 0)
+		hold = fd;
 	/* Wait for the record without holding sk->lock: other threads'
 	 * calls on this socket (getsockname, shutdown, close...) must not
 	 * wait for the handshake, as on Linux. */
 	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		struct pollfd pfd = { .fd = hold, .events = POLLIN };
 		int left = -1;
 
 		/* Another thread may have read the record meanwhile. */
 		if (sk->state != NKS_CONNECTING) {
-			ret = nks_finish_connect(sk, fd, 0);
+			ret = nks_finish_connect(sk, hold, 0);
 			break;
 		}
 		/* Wait first: the record is rarely there yet. */
 		if (timeout >= 0) {
 			left = timeout - (int)(nk_mono_ms() - t0);
-			if (left <= 0)
-				return -EINPROGRESS;	/* timed out; still connecting */
+			if (left <= 0) {
+				ret = -EINPROGRESS;	/* timed out; still connecting */
+				goto out;
+			}
 		}
 		pthread_mutex_unlock(&sk->lock);
 		nk_real.poll(&pfd, 1, left);
 		pthread_mutex_lock(&sk->lock);
-		/* Closed (and the number reused?) meanwhile: not ours any more. */
-		if (!nks_fd_is(fd, sk))
-			return -EBADF;
-		ret = nks_finish_connect(sk, fd, 0);
+		/* closed by the program meanwhile: the number may be another
+		 * file's now; the held stream is still this socket's */
+		if (hold == fd && !nks_fd_is(fd, sk)) {
+			ret = -EBADF;
+			goto out;
+		}
+		ret = nks_finish_connect(sk, hold, 0);
 		if (ret)
 			break;
 	}
 	if (ret < 0)
-		return ret;
-	if (sk->state == NKS_CONNECTED)
-		return 0;
+		goto out;
+	if (sk->state == NKS_CONNECTED) {
+		ret = 0;
+		goto out;
+	}
 	ret = -sk->pending_err;
 	sk->pending_err = 0;
-	return ret ? ret : -ECONNREFUSED;
+	ret = ret ? ret : -ECONNREFUSED;
+out:
+	if (hold != fd)
+		nk_real.close(hold);
+	return ret;
 }
 
 /* A disconnected socket made again: unbound, or bound as bind() named it. */

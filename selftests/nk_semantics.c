@@ -4760,6 +4760,47 @@ static void case_tcp_connect_unspec(void)
 	close(l);
 }
 
+struct blocked_connect {
+	int fd;
+	saddr sa;
+	volatile int done;
+	int ret;
+	int err;
+};
+
+static void *blocked_connect_fn(void *p)
+{
+	struct blocked_connect *b = p;
+
+	b->ret = connect(b->fd, SA(b->sa), SL(b->sa));
+	b->err = errno;
+	b->done = 1;
+	return NULL;
+}
+
+/* close() by another thread while connect() waits (a blackhole, 1 s
+ * SO_SNDTIMEO): the connect goes on and times out, as on Linux. */
+static void case_thread_close_connect(void)
+{
+	struct blocked_connect b = { .fd = tcp() };
+	struct timeval tv = { 1, 0 };
+	pthread_t t;
+	int i;
+
+	b.sa = at(&sa_bh, 80);
+	setsockopt(b.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	pthread_create(&t, NULL, blocked_connect_fn, &b);
+	usleep(300000);
+	close(b.fd);
+	usleep(100000);
+	out("after_close=%s", b.done ? "returned" : "blocked");
+	for (i = 0; i < 300 && !b.done; i++)
+		usleep(10000);
+	out("connect=%s", !b.done ? "blocked" : b.ret < 0 ? ename(b.err) : "ok");
+	if (b.done)
+		pthread_join(t, NULL);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4808,7 +4849,7 @@ static const struct {
 	C(udp_msg_more), C(udp_flags_misc), C(udp_recvmmsg_block), C(listener_ioctls),
 	C(epoll_same_data), C(udp_more_emsgsize), C(udp_recvmmsg_error),
 	C(tcp_errqueue), C(peek_waitall), C(tcp_fastopen_sendto), C(iov_max), C(peek_restart),
-	C(udp_tcp_congestion), C(tcp_connect_unspec),
+	C(udp_tcp_congestion), C(tcp_connect_unspec), C(thread_close_connect),
 #undef C
 #undef C4
 #undef C6
