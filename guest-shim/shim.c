@@ -940,6 +940,11 @@ static int stream_end_reason(struct nk_sock *sk, int fd, bool for_write)
 	int e;
 
 	pthread_mutex_lock(&sk->lock);
+	/* a write that found the stream closed after an orderly end was
+	 * seen: a reset came since (the NSM closes the stream for it), whose
+	 * error this write takes, as Linux's write takes sk_err */
+	if (for_write && sk->eof_err == 0 && !sk->eof_reported)
+		sk->eof_err = -1;
 	if (sk->eof_err < 0) {
 		if (!for_write && host_still_receives(fd)) {
 			e = 0;	/* FIN: the stream stays open */

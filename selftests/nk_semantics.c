@@ -87,6 +87,7 @@
 #define P_FINRST	7007
 #define P_URG		7008
 #define P_CTL		7010
+#define P_CLOSE		7011	/* accept, close at once */
 #define P_CLOSED	7099
 #define P_UECHO		7101
 #define P_UGEN		7102
@@ -4801,6 +4802,33 @@ static void case_thread_close_connect(void)
 		pthread_join(t, NULL);
 }
 
+/* The peer closes at once: EOF; a write draws its reset; the next write
+ * takes the reset's error (EPIPE in CLOSE_WAIT) with SIGPIPE, and
+ * SO_ERROR then says 0: the write took it. */
+static void case_peer_close_write(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigpipe }, old;
+	char buf[8];
+	int s = connect_to(&sa_peer, P_CLOSE);
+
+	if (rc("connect", s) < 0)
+		return;
+	sigaction(SIGPIPE, &sa, &old);
+	sigpipes = 0;
+	usleep(300000);
+	rn("read", read(s, buf, sizeof(buf)));
+	rn("write1", write(s, "x", 1));
+	usleep(300000);
+	rn("read2", read(s, buf, sizeof(buf)));
+	rn("write2", write(s, "x", 1));
+	out("sig=%d", (int)sigpipes);
+	rn("write3", write(s, "x", 1));
+	out("sig=%d", (int)sigpipes);
+	getint("error", s, SOL_SOCKET, SO_ERROR);
+	close(s);
+	sigaction(SIGPIPE, &old, NULL);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4850,6 +4878,7 @@ static const struct {
 	C(epoll_same_data), C(udp_more_emsgsize), C(udp_recvmmsg_error),
 	C(tcp_errqueue), C(peek_waitall), C(tcp_fastopen_sendto), C(iov_max), C(peek_restart),
 	C(udp_tcp_congestion), C(tcp_connect_unspec), C(thread_close_connect),
+	C(peer_close_write),
 #undef C
 #undef C4
 #undef C6
@@ -5062,6 +5091,9 @@ static void *peer_conn(void *p)
 			;
 		close(fd);
 		break;
+	case P_CLOSE:
+		close(fd);
+		break;
 	case P_RST:
 		linger0_close(fd);
 		break;
@@ -5166,7 +5198,8 @@ static int peer_socket(const char *bind_ip, int type, int port)
 
 static int run_peer(const char *bind_ip)
 {
-	static const int ports[] = { P_ECHO, P_FIN, P_RST, P_DATARST, P_COUNT, P_HOLD, P_FINRST, P_URG, P_CTL };
+	static const int ports[] = { P_ECHO, P_FIN, P_RST, P_DATARST, P_COUNT, P_HOLD, P_FINRST, P_URG, P_CTL,
+				     P_CLOSE };
 	static const int uports[] = { P_UECHO, P_UGEN };
 	struct pollfd pfds[sizeof(ports) / sizeof(ports[0])];
 	int i;
