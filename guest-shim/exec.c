@@ -368,6 +368,71 @@ NK_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_act
 }
 
 /*
+ * system() and popen() start their shell with glibc's internal spawn, past
+ * posix_spawn() above: NK_FDS goes into this process's environment for
+ * the call (the shell, under the library, takes it and passes it on with
+ * its own exec), and comes out after.  setenv() is not thread-safe: only
+ * when there is a socket to pass.
+ */
+static char *fds_env_push(void)
+{
+	char var[NK_FDS_BUF], *old;
+	const char *prev;
+
+	if (!nk_enabled() || build_var(var) <= 0)
+		return NULL;
+	prev = getenv("NK_FDS");
+	old = prev ? strdup(prev) : strdup("");
+	if (old)
+		setenv("NK_FDS", var + strlen(NK_FDS_VAR), 1);
+	return old;
+}
+
+static void fds_env_pop(char *old)
+{
+	if (!old)
+		return;
+	if (*old)
+		setenv("NK_FDS", old, 1);
+	else
+		unsetenv("NK_FDS");
+	free(old);
+}
+
+NK_API int system(const char *cmd)
+{
+	static int (*real)(const char *);
+	char *old;
+	int ret;
+
+	nk_init();
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "system");
+	old = cmd ? fds_env_push() : NULL;
+	ret = real(cmd);
+	fds_env_pop(old);
+	return ret;
+}
+
+NK_API FILE *popen(const char *cmd, const char *mode)
+{
+	static FILE *(*real)(const char *, const char *);
+	char *old;
+	FILE *f;
+	int e;
+
+	nk_init();
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "popen");
+	old = fds_env_push();
+	f = real(cmd, mode);
+	e = errno;
+	fds_env_pop(old);
+	errno = e;
+	return f;
+}
+
+/*
  * Sockets passed to another process over AF_UNIX (SCM_RIGHTS).  The fd
  * arrives as a plain stream; what the library knows of it travels beside:
  * the sender writes the socket's entry to a file named after the socket's

@@ -444,6 +444,25 @@ static bool no_setup_flag, no_offer_flag;
  * setup, if not NULL: requests for the new socket (its token is known)
  * before the stream takes the fd; if it fails, the fd is left as it was.
  */
+/* O_ASYNC on fd: if it is readable already, the signal its owner would
+ * have had (F_SETSIG's, else SIGIO). */
+static void async_kick(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct f_owner_ex own;
+	int sig;
+
+	if (nk_real.poll(&p, 1, 0) != 1 || nk_real.fcntl(fd, F_GETOWN_EX, &own) || !own.pid)
+		return;
+	sig = nk_real.fcntl(fd, F_GETSIG);
+	if (sig <= 0)
+		sig = SIGIO;
+	if (own.type == F_OWNER_TID)
+		syscall(SYS_tgkill, getpid(), own.pid, sig);
+	else
+		kill(own.type == F_OWNER_PGRP ? -own.pid : own.pid, sig);
+}
+
 static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct nk_addr *dst,
 			  int *cerr, int (*setup)(struct nk_sock *))
 {
@@ -556,10 +575,26 @@ remote_opts_done:
 		if (opt_is_local(o->level, o->name))
 			nk_real.setsockopt(s, o->level, o->name, o->val, o->len);
 	}
-	if ((fl & O_NONBLOCK) && nk_real.fcntl(s, F_SETFL, O_NONBLOCK) < 0) {
+	if (fl & O_ASYNC) {
+		/* signal-driven I/O: the owner and signal, then the flag (as
+		 * the old file had them; the new one would have none) */
+		struct f_owner_ex own;
+		int sig = nk_real.fcntl(fd, F_GETSIG);
+
+		if (!nk_real.fcntl(fd, F_GETOWN_EX, &own))
+			nk_real.fcntl(s, F_SETOWN_EX, &own);
+		if (sig > 0)
+			nk_real.fcntl(s, F_SETSIG, sig);
+	}
+	if ((fl & (O_NONBLOCK | O_ASYNC)) &&
+	    nk_real.fcntl(s, F_SETFL, fl & (O_NONBLOCK | O_ASYNC)) < 0) {
 		ret = -errno;
 		goto out_close;
 	}
+	/* a record that came before O_ASYNC was on (a pipelined connect's
+	 * outcome): its signal, as Linux signals the connect's completion */
+	if ((fl & O_ASYNC) && dst)
+		async_kick(s);
 	if (setup && (ret = setup(sk)))
 		goto out_close;
 	/* The fds of this process that hold the old file (the local socket,
@@ -1724,6 +1759,13 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	ret = check_inet_addr(sk, addr, len, &req.addr);
 	if (ret)
 		goto out;
+	/* a link-local destination needs its interface, as Linux's
+	 * tcp_v6_connect() says (the NSM would pick its own) */
+	if (req.addr.family == NK_AF_INET6 && req.addr.addr[0] == 0xfe &&
+	    (req.addr.addr[1] & 0xc0) == 0x80 && !req.addr.scope_id) {
+		ret = -EINVAL;
+		goto out;
+	}
 	if (nk_addr_is_any(&req.addr)) {
 		/* Linux connects to the local host; a VM's own address is
 		 * not reachable that way through an NSM. */

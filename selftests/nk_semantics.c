@@ -2513,6 +2513,35 @@ static void case_exec_vfork(void)
 	exec_case(SOCK_STREAM, false, true);
 }
 
+/* The program popen_listener starts: accept one connection on fd. */
+static int exec_accept(int fd)
+{
+	char buf[8] = { 0 };
+	int a, acc = -1;
+	socklen_t l = sizeof(acc);
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+
+	getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l);
+	printf("acceptconn=%d name=%s ", acc, name_of(fd, false));
+	fflush(stdout);
+	if (poll(&pf, 1, 5000) <= 0) {
+		printf("poll=timeout\n");
+		return 0;
+	}
+	set_nonblock(fd);
+	a = accept(fd, NULL, NULL);
+	if (a < 0) {
+		printf("accept=%s\n", ename(errno));
+		return 0;
+	}
+	read_full(a, buf, 4, 2000);
+	if (write(a, "pong", 4) != 4)
+		printf("write=%s ", ename(errno));
+	printf("accept=ok peer=%s read=%s\n", name_of(a, true), buf);
+	close(a);
+	return 0;
+}
+
 static int exec_child(int fd)
 {
 	saddr sa;
@@ -4829,6 +4858,165 @@ static void case_peer_close_write(void)
 	sigaction(SIGPIPE, &old, NULL);
 }
 
+static volatile sig_atomic_t sigios;
+
+static void on_sigio(int sig)
+{
+	(void)sig;
+	sigios++;
+}
+
+static const char *sigio_within(int ms)
+{
+	int i;
+
+	for (i = 0; i < ms / 10 && !sigios; i++)
+		usleep(10000);
+	return sigios ? "yes" : "no";
+}
+
+static const char *flstr(int fd)
+{
+	static char b[4][64];
+	static int i;
+	char *p = b[i++ & 3];
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0)
+		return ename(errno);
+	snprintf(p, 64, "%s%s%s", (fl & O_ACCMODE) == O_RDWR ? "rdwr" : "other",
+		 fl & O_NONBLOCK ? "|nonblock" : "", fl & O_ASYNC ? "|async" : "");
+	return p;
+}
+
+/* O_ASYNC, F_SETOWN and F_SETSIG set before connect() stay: SIGIO when the
+ * connect completes and when data arrives. */
+static void case_async_before_connect(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigio, .sa_flags = SA_RESTART }, old;
+	saddr p = at(&sa_peer, P_ECHO);
+	char buf[8];
+	int s = tcp();
+
+	sigaction(SIGIO, &sa, &old);
+	rc("setown", fcntl(s, F_SETOWN, getpid()));
+	rc("setsig", fcntl(s, F_SETSIG, SIGIO));
+	rc("setfl", fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_ASYNC | O_NONBLOCK));
+	sigios = 0;
+	rc("connect", connect(s, SA(p), SL(p)));
+	out("sigio_connect=%s", sigio_within(2000));
+	out("after=%s own=%s sig=%d", flstr(s), fcntl(s, F_GETOWN) == getpid() ? "self" : "none",
+	    fcntl(s, F_GETSIG));
+	usleep(100000);
+	sigios = 0;
+	rn("write", write(s, "ping", 4));
+	out("sigio_data=%s", sigio_within(2000));
+	out("read=%zd", read_full(s, buf, 4, 2000));
+	fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_ASYNC);
+	sigaction(SIGIO, &old, NULL);
+	close(s);
+}
+
+/* The same on a listener, set before bind(): SIGIO for a connection. */
+static void case_async_listen_early(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigio }, old;
+	saddr b = at(&sa_self, 0);
+	char buf[64];
+	int l = tcp(), one = 1, c, a;
+
+	sigaction(SIGIO, &sa, &old);
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	fcntl(l, F_SETOWN, getpid());
+	fcntl(l, F_SETFL, fcntl(l, F_GETFL) | O_ASYNC);
+	if (rc("bind", bind(l, SA(b), SL(b))) < 0 || rc("listen", listen(l, 4)) < 0)
+		goto done;
+	out("fl=%s own=%s", flstr(l), fcntl(l, F_GETOWN) == getpid() ? "self" : "none");
+	usleep(100000);
+	sigios = 0;
+	c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
+	out("sigio=%s", sigio_within(3000));
+	a = accept(l, NULL, NULL);
+	if (rc("accept", a) >= 0) {
+		read_full(a, buf, 4, 2000);
+		rn("pong", write(a, "pong", 4));
+		close(a);
+	}
+	if (c >= 0)
+		ctl_reply(c, buf, sizeof(buf));
+done:
+	fcntl(l, F_SETFL, fcntl(l, F_GETFL) & ~O_ASYNC);
+	sigaction(SIGIO, &old, NULL);
+	close(l);
+}
+
+/* A UDP socket given O_ASYNC before bind(): SIGIO for a datagram. */
+static void case_udp_async_before_bind(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigio, .sa_flags = SA_RESTART }, old;
+	saddr b = at(&sa_self, 0);
+	char reply[64], buf[16];
+	int s = udp();
+
+	sigaction(SIGIO, &sa, &old);
+	fcntl(s, F_SETOWN, getpid());
+	fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_ASYNC);
+	if (rc("bind", bind(s, SA(b), SL(b))) < 0)
+		goto done;
+	out("fl=%s own=%s", flstr(s), fcntl(s, F_GETOWN) == getpid() ? "self" : "none");
+	sigios = 0;
+	peer_ctl(reply, sizeof(reply), "UDPSEND %s %d 1 4\n", ntop(&sa_self), local_port(s));
+	out("sigio=%s", sigio_within(2000));
+	rn("recv", recv_wait(s, buf, sizeof(buf), 0, NULL, NULL, 2000));
+done:
+	fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_ASYNC);
+	sigaction(SIGIO, &old, NULL);
+	close(s);
+}
+
+/* A listener inherited by a program popen() starts through the shell. */
+static void case_popen_listener(void)
+{
+	char buf[160] = { 0 }, cmd[512], exe[256] = { 0 };
+	int l = bind_listen(&sa_self, 0, 4), c;
+	FILE *f;
+
+	if (rc("listen", l) < 0)
+		return;
+	/* the shell's /proc/self/exe is the shell's */
+	if (readlink(self_exe, exe, sizeof(exe) - 1) < 0) {
+		out("readlink=%s", ename(errno));
+		close(l);
+		return;
+	}
+	snprintf(cmd, sizeof(cmd), "%s exec-accept %d %d %s", exe, l,
+		 fam == AF_INET ? 4 : 6, ntop(&sa_peer));
+	f = popen(cmd, "r");
+	usleep(300000);
+	c = peer_ctl_async("CONNECT %s %d\n", ntop(&sa_self), local_port(l));
+	if (!f || !fgets(buf, sizeof(buf), f))
+		snprintf(buf, sizeof(buf), "none");
+	buf[strcspn(buf, "\n")] = '\0';
+	out("child=\"%s\"", buf);
+	close(l);
+	if (c >= 0)
+		peer_reply_out(c);
+	if (f)
+		pclose(f);
+}
+
+/* A link-local destination without a scope id: EINVAL. */
+static void case_v6_linklocal_noscope(void)
+{
+	struct sockaddr_in6 ll = { .sin6_family = AF_INET6, .sin6_port = htons(P_ECHO) };
+	int fd = tcp();
+
+	set_nonblock(fd);
+	inet_pton(AF_INET6, "fe80::1", &ll.sin6_addr);
+	rc("connect_ll", connect(fd, (struct sockaddr *)&ll, sizeof(ll)));
+	close(fd);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -4878,7 +5066,8 @@ static const struct {
 	C(epoll_same_data), C(udp_more_emsgsize), C(udp_recvmmsg_error),
 	C(tcp_errqueue), C(peek_waitall), C(tcp_fastopen_sendto), C(iov_max), C(peek_restart),
 	C(udp_tcp_congestion), C(tcp_connect_unspec), C(thread_close_connect),
-	C(peer_close_write),
+	C(peer_close_write), C(async_before_connect), C(async_listen_early),
+	C(udp_async_before_bind), C(popen_listener), C6(v6_linklocal_noscope),
 #undef C
 #undef C4
 #undef C6
@@ -5350,6 +5539,11 @@ int main(int argc, char **argv)
 	self_exe = "/proc/self/exe";
 	if (argc < 2)
 		usage();
+	if (!strcmp(argv[1], "exec-accept") && argc == 5) {
+		fam = atoi(argv[3]) == 6 ? AF_INET6 : AF_INET;
+		parse_addr("--peer", argv[4]);
+		return exec_accept(atoi(argv[2]));
+	}
 	if (!strcmp(argv[1], "exec-child") && argc == 5) {
 		fam = atoi(argv[3]) == 6 ? AF_INET6 : AF_INET;
 		parse_addr("--peer", argv[4]);
