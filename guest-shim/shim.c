@@ -1971,15 +1971,12 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags, 
 		nk_real.fcntl(s, F_SETFL, O_NONBLOCK);
 claimed:
 	/* SO_RCVTIMEO and SO_SNDTIMEO are inherited, as on Linux: the
-	 * listener's are on its stream (opt_is_local()) */
-	for (i = 0; i < 2; i++) {
-		struct timeval tv = { 0 };
-		socklen_t tl = sizeof(tv);
-		int name = i ? SO_SNDTIMEO : SO_RCVTIMEO;
-
-		if (!nk_real.getsockopt(fd, SOL_SOCKET, name, &tv, &tl))
-			nk_real.setsockopt(s, SOL_SOCKET, name, &tv, sizeof(tv));
-	}
+	 * listener's, as the program set them (kept in its options), go on
+	 * the new stream; none set, no call */
+	for (i = 0; i < sk->nopts; i++)
+		if (opt_is_local(sk->opts[i].level, sk->opts[i].name))
+			nk_real.setsockopt(s, sk->opts[i].level, sk->opts[i].name,
+					   sk->opts[i].val, sk->opts[i].len);
 	nsk = nks_new(sk->domain, SOCK_STREAM);
 	if (!nsk) {
 		nk_real.close(s);
