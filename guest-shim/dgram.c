@@ -289,16 +289,25 @@ bool nk_dgram_error_pending(int fd)
 /* An IPv4 destination, or IPv4 as v4-mapped (an AF_INET6 socket's)? */
 static bool dgram_to_v4(const struct nk_addr *a)
 {
-	return a->family == NK_AF_INET ||
-	       !memcmp(a->addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12);
+	return a->family == NK_AF_INET || nk_addr_is_v4mapped(a);
 }
 
-static bool sk_peer_is_v4(const struct nk_sock *sk)
+/*
+ * The largest datagram to a (NULL or family 0: the connected peer):
+ * IPv4's for IPv4 destinations, v4-mapped ones too, as Linux's
+ * udp_sendmsg() and udpv6_sendmsg() say.
+ */
+static size_t dgram_max(const struct nk_sock *sk, const struct nk_addr *a)
 {
 	const struct sockaddr_in6 *p = (const void *)&sk->peer;
+	bool v4;
 
-	return sk->peer.ss_family == AF_INET ||
-	       (sk->peer.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&p->sin6_addr));
+	if (a && a->family != NK_AF_UNSPEC)
+		v4 = dgram_to_v4(a);
+	else
+		v4 = sk->domain == AF_INET || sk->peer.ss_family == AF_INET ||
+		     (sk->peer.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&p->sin6_addr));
+	return v4 ? 65507 : 65527;
 }
 
 /*
@@ -324,13 +333,9 @@ static int dgram_dst(const struct nk_sock *sk, const struct sockaddr *dst, sockl
 			return -EAFNOSUPPORT;
 		sin.sin_family = AF_INET;
 		ret = nk_addr_from_sockaddr(a, (struct sockaddr *)&sin, sizeof(sin));
-		if (ret || sk->domain == AF_INET)
-			return ret;
-		/* as v4-mapped, the AF_INET6 socket's own kind */
-		a->family = NK_AF_INET6;
-		memmove(a->addr + 12, a->addr, 4);
-		memcpy(a->addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12);
-		return 0;
+		if (!ret && sk->domain == AF_INET6)
+			*a = nk_addr_v4map(a);	/* the AF_INET6 socket's own kind */
+		return ret;
 	}
 	if (dlen < offsetof(struct sockaddr, sa_data))
 		return -EINVAL;
@@ -350,15 +355,10 @@ static int dgram_dst(const struct nk_sock *sk, const struct sockaddr *dst, sockl
 static int more_add(struct nk_sock *sk, const struct iovec *iov, int cnt, size_t total,
 		    const struct nk_addr *dst)
 {
-	const struct nk_addr *a = sk->more_len ? &sk->more_addr : dst;
-	size_t max, off;
+	size_t max = dgram_max(sk, sk->more_len ? &sk->more_addr : dst), off;
 	char *p;
 	int i;
 
-	/* no destination (family 0): the connected peer's kind */
-	if (a && a->family == NK_AF_UNSPEC)
-		a = NULL;
-	max = (a ? dgram_to_v4(a) : sk->domain == AF_INET || sk_peer_is_v4(sk)) ? 65507 : 65527;
 	if (!sk->more_len) {
 		if (dst)
 			sk->more_addr = *dst;
@@ -386,7 +386,7 @@ static int more_add(struct nk_sock *sk, const struct iovec *iov, int cnt, size_t
 ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int cnt, int flags,
 		      const struct sockaddr *dst, socklen_t dlen)
 {
-	size_t total = nk_iov_total(iov, cnt), max, sent, want, ret_len = total;
+	size_t total = nk_iov_total(iov, cnt), sent, want, ret_len = total;
 	struct nk_dgram_hdr h = { 0 };
 	struct iovec v[(cnt > 0 && cnt <= IOV_MAX ? cnt : 1) + 1], held;
 	struct msghdr m = { 0 };
@@ -424,20 +424,16 @@ ssize_t nk_dgram_send(struct nk_sock *sk, int fd, const struct iovec *iov, int c
 			if (dgram_to_v4(&h.addr) &&
 			    !memcmp(h.addr.addr + (h.addr.family == NK_AF_INET ? 0 : 12),
 				    "\xff\xff\xff\xff", 4) && !sk->broadcast)
-				return -EACCES;
+				return -EACCES;	/* 255.255.255.255, plain or v4-mapped */
 			if (!h.addr.port)
 				return -EINVAL;
-			if (sk->v6only && h.addr.family == NK_AF_INET6 &&
-			    !memcmp(h.addr.addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12))
+			if (sk->v6only && nk_addr_is_v4mapped(&h.addr))
 				return -ENETUNREACH;	/* v4-mapped on a v6-only socket */
 		}
 	}
 	if (!dst && sk->state != NKS_CONNECTED && !sk->more_len)
 		return -EDESTADDRREQ;	/* (held bytes have the first send's) */
-	/* IPv4's limit for IPv4 destinations, v4-mapped ones too */
-	max = dst ? (dgram_to_v4(&h.addr) ? 65507 : 65527) :
-		    (sk->domain == AF_INET || sk_peer_is_v4(sk) ? 65507 : 65527);
-	if (total > max)
+	if (total > dgram_max(sk, dst ? &h.addr : NULL))
 		return -EMSGSIZE;
 	if (sk->state == NKS_CONNECTED) {
 		ret = nk_dgram_pending_error(sk, fd);

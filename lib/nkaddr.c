@@ -100,17 +100,45 @@ bool nk_addr_is_any(const struct nk_addr *na)
 	return n && !memcmp(na->addr, zero, n);
 }
 
+static const uint8_t v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+
 bool nk_addr_is_loopback(const struct nk_addr *na)
 {
 	static const uint8_t lo6[16] = { [15] = 1 };
-	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
 
 	if (na->family == NK_AF_INET)
 		return na->addr[0] == 127;
 	if (na->family == NK_AF_INET6)
 		return !memcmp(na->addr, lo6, 16) ||
-		       (!memcmp(na->addr, mapped, 12) && na->addr[12] == 127);
+		       (nk_addr_is_v4mapped(na) && na->addr[12] == 127);
 	return false;
+}
+
+bool nk_addr_is_v4mapped(const struct nk_addr *na)
+{
+	return na->family == NK_AF_INET6 && !memcmp(na->addr, v4mapped, 12);
+}
+
+bool nk_addr_is_linklocal(const struct nk_addr *na)
+{
+	return na->family == NK_AF_INET6 && na->addr[0] == 0xfe && (na->addr[1] & 0xc0) == 0x80;
+}
+
+struct nk_addr nk_addr_v4map(const struct nk_addr *v4)
+{
+	struct nk_addr a = { .family = NK_AF_INET6, .port = v4->port };
+
+	memcpy(a.addr, v4mapped, 12);
+	memcpy(a.addr + 12, v4->addr, 4);
+	return a;
+}
+
+struct nk_addr nk_addr_v4unmap(const struct nk_addr *a)
+{
+	struct nk_addr v4 = { .family = NK_AF_INET, .port = a->port };
+
+	memcpy(v4.addr, a->addr + 12, 4);
+	return v4;
 }
 
 bool nk_addr_same_ip(const struct nk_addr *a, const struct nk_addr *b)

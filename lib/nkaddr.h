@@ -28,6 +28,12 @@ bool nk_addr_valid(const struct nk_addr *na);
 
 bool nk_addr_is_any(const struct nk_addr *na);
 bool nk_addr_is_loopback(const struct nk_addr *na);
+/* An IPv6 ::ffff:a.b.c.d address; fe80::/10. */
+bool nk_addr_is_v4mapped(const struct nk_addr *na);
+bool nk_addr_is_linklocal(const struct nk_addr *na);
+/* An IPv4 address as v4-mapped IPv6 and back (ports kept). */
+struct nk_addr nk_addr_v4map(const struct nk_addr *v4);
+struct nk_addr nk_addr_v4unmap(const struct nk_addr *a);
 /* Same family and address bytes (ports ignored). */
 bool nk_addr_same_ip(const struct nk_addr *a, const struct nk_addr *b);
 /* Is a inside b/prefix? */

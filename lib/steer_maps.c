@@ -30,6 +30,7 @@
 #include <bpf/libbpf.h>
 
 #include "log.h"
+#include "nkaddr.h"
 #include "steer_maps.h"
 #include "steer.skel.h"
 
@@ -774,13 +775,11 @@ int nk_steer_vm_foreach(struct nk_steer *st,
 	return 0;
 }
 
-static const uint8_t flow_v4mapped[12] = { [10] = 0xff, [11] = 0xff };
-
 static int flow_addr(__u8 *family, __u8 *dst, const struct nk_addr *a)
 {
 	__u8 fam;
 
-	if (a->family == NK_AF_INET6 && !memcmp(a->addr, flow_v4mapped, 12)) {
+	if (nk_addr_is_v4mapped(a)) {
 		fam = NK_STEER_AF_INET;
 		memcpy(dst, a->addr + 12, 4);
 	} else if (a->family == NK_AF_INET) {

@@ -384,30 +384,6 @@ void vm_kill_sockets(struct vm *vm)
 
 /* ---- addresses ---------------------------------------------------------- */
 
-static const uint8_t v4mapped[12] = { [10] = 0xff, [11] = 0xff };
-
-static bool is_mapped(const struct nk_addr *a)
-{
-	return a->family == NK_AF_INET6 && !memcmp(a->addr, v4mapped, 12);
-}
-
-static struct nk_addr unmap(const struct nk_addr *a)
-{
-	struct nk_addr v4 = { .family = NK_AF_INET, .port = a->port };
-
-	memcpy(v4.addr, a->addr + 12, 4);
-	return v4;
-}
-
-static struct nk_addr map(const struct nk_addr *v4)
-{
-	struct nk_addr a = { .family = NK_AF_INET6, .port = v4->port };
-
-	memcpy(a.addr, v4mapped, 12);
-	memcpy(a.addr + 12, v4->addr, 4);
-	return a;
-}
-
 static int nk_family(int af)
 {
 	return af == AF_INET ? NK_AF_INET : NK_AF_INET6;
@@ -436,7 +412,7 @@ static const struct nk_addr *vm_first(const struct vm *vm, int nkfam)
 /* The guest's loopback stays in the guest; "any" would be ours. */
 bool nsock_dst_refused(const struct nk_addr *a)
 {
-	struct nk_addr ip = is_mapped(a) ? unmap(a) : *a;
+	struct nk_addr ip = nk_addr_is_v4mapped(a) ? nk_addr_v4unmap(a) : *a;
 
 	return nk_addr_is_loopback(&ip) || nk_addr_is_any(&ip);
 }
@@ -446,7 +422,7 @@ int nsock_sockaddr(const struct nk_addr *a, struct sockaddr_storage *ss)
 	int len = nk_addr_to_sockaddr(a, ss);
 
 	/* A link-local address only means something on our device. */
-	if (a->family == NK_AF_INET6 && a->addr[0] == 0xfe && (a->addr[1] & 0xc0) == 0x80)
+	if (nk_addr_is_linklocal(a))
 		((struct sockaddr_in6 *)ss)->sin6_scope_id = nsm.ifindex;
 	return len;
 }
@@ -643,16 +619,14 @@ static bool cc_available(const void *val, socklen_t len)
 	return false;
 }
 
-static int guest_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+static int guest_setsockopt(const struct nsock *ns, int fd, int level, int name, const void *val,
+			    socklen_t len)
 {
 	struct linger lg;
-	int type = 0;
-	socklen_t tl = sizeof(type);
 
 	/* (a UDP socket answers IPPROTO_TCP options itself: ENOPROTOOPT) */
-	if (level == IPPROTO_TCP && name == TCP_CONGESTION && val && len &&
-	    !getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) && type == SOCK_STREAM &&
-	    !cc_available(val, len)) {
+	if (level == IPPROTO_TCP && name == TCP_CONGESTION && ns->type == SOCK_STREAM && val &&
+	    len && !cc_available(val, len)) {
 		errno = ENOENT;
 		return -1;
 	}
@@ -674,7 +648,7 @@ static void opts_apply(struct nsock *ns, int fd)
 	for (i = 0; i < ns->nopts; i++) {
 		const struct saved_opt *o = &ns->opts[i];
 
-		if (guest_setsockopt(fd, o->level, o->name, o->val, o->len))
+		if (guest_setsockopt(ns, fd, o->level, o->name, o->val, o->len))
 			vm_debug(ns->vm, "replaying option %d/%d: %s", o->level, o->name,
 				 strerror(errno));
 	}
@@ -979,8 +953,8 @@ static int bind_target(struct nsock *ns, const struct nk_addr *a, struct nk_addr
 
 	if (a->family != nk_family(ns->family))
 		return -EAFNOSUPPORT;
-	if (is_mapped(a)) {
-		ip = unmap(a);
+	if (nk_addr_is_v4mapped(a)) {
+		ip = nk_addr_v4unmap(a);
 		mapped = true;
 	}
 	*wild = nk_addr_is_any(&ip);
@@ -989,10 +963,10 @@ static int bind_target(struct nsock *ns, const struct nk_addr *a, struct nk_addr
 		if (first) {
 			*real = *first;
 			if (mapped)
-				*real = map(first);
+				*real = nk_addr_v4map(first);
 		} else if (ns->family == AF_INET6 && !mapped && !ipv6_only(ns) &&
 			   (first = vm_first(ns->vm, NK_AF_INET))) {
-			*real = map(first);
+			*real = nk_addr_v4map(first);
 		} else {
 			vm_glog(ns->vm, NK_LOG_INFO, "bind to the wildcard refused: no IPv%d address",
 				mapped ? 4 : ip.family);
@@ -1039,7 +1013,7 @@ static int open_extra(struct nsock *ns, uint16_t port)
 		if (ns->family == AF_INET6 && a.family == NK_AF_INET) {
 			if (v6only)
 				continue;
-			a = map(&a);
+			a = nk_addr_v4map(&a);
 		}
 		if (nk_addr_same_ip(&a, &bound))
 			continue;
@@ -1320,8 +1294,8 @@ static int op_connect(struct nsock *ns, const struct nk_addr *a)
 	}
 	if (a->family != nk_family(ns->family))
 		return -EAFNOSUPPORT;
-	if (is_mapped(a))
-		dst = unmap(a);
+	if (nk_addr_is_v4mapped(a))
+		dst = nk_addr_v4unmap(a);
 	if (nsock_dst_refused(a))
 		return -ENETUNREACH;
 	ret = ensure_fd(ns);
@@ -1335,7 +1309,7 @@ static int op_connect(struct nsock *ns, const struct nk_addr *a)
 
 		if (!first)
 			return -ENETUNREACH;
-		src = dst.family == a->family ? *first : map(first);
+		src = dst.family == a->family ? *first : nk_addr_v4map(first);
 		src.port = 0;
 		ns->v6only = ipv6_only(ns);
 		setsockopt(ns->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
@@ -1365,7 +1339,7 @@ static int op_connect(struct nsock *ns, const struct nk_addr *a)
 /* An IPv6 socket's address is v4-mapped (it talks to IPv4 peers). */
 static bool sends_v4(const struct nsock *ns, const struct nk_addr *a)
 {
-	return ns->family == AF_INET || is_mapped(a);
+	return ns->family == AF_INET || nk_addr_is_v4mapped(a);
 }
 
 /* Linux's implicit bind, on the VM's first address of the peer's family. */
@@ -1380,7 +1354,7 @@ static int udp_autobind(struct nsock *ns, bool v4)
 	first = vm_first(ns->vm, v4 ? NK_AF_INET : NK_AF_INET6);
 	if (!first)
 		return -ENETUNREACH;
-	src = ns->family == AF_INET6 && v4 ? map(first) : *first;
+	src = ns->family == AF_INET6 && v4 ? nk_addr_v4map(first) : *first;
 	src.port = 0;
 	ns->v6only = ipv6_only(ns);
 	ret = sock_bind(ns->fd, &src);
@@ -1402,7 +1376,7 @@ static int udp_extra_for(struct nsock *ns, bool v4, int *fdp)
 	ret = sock_name(ns->fd, false, &local);
 	if (ret)
 		return ret;
-	a = v4 ? map(first) : *first;
+	a = v4 ? nk_addr_v4map(first) : *first;
 	a.port = local.port;
 	fds = realloc(ns->lfds, (ns->nlfds + 1) * sizeof(*fds));
 	if (!fds)
@@ -1622,7 +1596,7 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	ret = ensure_fd(ns);
 	if (ret)
 		return ret;
-	if (guest_setsockopt(ns->fd, r->level, r->name, r->val, r->optlen)) {
+	if (guest_setsockopt(ns, ns->fd, r->level, r->name, r->val, r->optlen)) {
 		ret = -errno;
 		if (ret == -ENOENT && r->level == IPPROTO_TCP && r->name == TCP_CONGESTION) {
 			char name[NSM_CC_NAME_MAX];
@@ -1645,7 +1619,7 @@ static int op_setsockopt(struct nsock *ns, const struct nk_opt_req *r, bool post
 	if (posted && is_cork && !holds)
 		uncork_push(ns->fd, false);
 	for (i = 0; i < ns->nlfds; i++)
-		guest_setsockopt(ns->lfds[i], r->level, r->name, r->val, r->optlen);
+		guest_setsockopt(ns, ns->lfds[i], r->level, r->name, r->val, r->optlen);
 	if (r->level == SOL_SOCKET && r->name == SO_SNDBUF)
 		ns->sndbuf_set = true;
 	if (r->level == IPPROTO_TCP && r->name == TCP_NOTSENT_LOWAT) {
