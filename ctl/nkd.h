@@ -233,12 +233,21 @@ void nsm_sweep(void);
  * there.  0 or -errno of the exchange itself (-ENOTCONN, -ETIMEDOUT...). */
 int nsm_request(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len,
 		int fd, int *nsm_err);
-/* The same, and cb sees every other message carrying the request's seq
- * before the REPLY (CONN_BATCH). */
-typedef void (*nsm_msg_cb)(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *body,
-			   size_t len, void *arg);
-int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
-		   int *nsm_err, nsm_msg_cb cb, void *arg);
+/*
+ * A listing the NSM streams (CONN_LIST, VM_LIST): request req with body,
+ * answered by packets of type batch ({u32 n; u32 pad0; n entries of esize
+ * bytes}, 1..per a packet) and a REPLY.  At most max entries in all, into
+ * *out (free() it), their count in *n.  0, or -errno: of the exchange, of
+ * the NSM's REPLY, -EOVERFLOW (more than max) or -ENOMEM.
+ */
+struct nsm_listing {
+	uint8_t req, batch;
+	size_t esize;
+	uint32_t per;
+	size_t max;
+};
+int nsm_collect(struct nkd_nsm *nsm, const struct nsm_listing *ls, const void *body, size_t len,
+		void **out, size_t *n);
 int nsm_push_vms(struct nkd_nsm *nsm);
 void nsm_prune_strays(struct nkd_nsm *nsm);
 json_t *nsm_vm_ids(struct nkd_nsm *nsm);

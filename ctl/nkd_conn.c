@@ -17,71 +17,15 @@
 #include "nkaddr.h"
 #include "nkd.h"
 
-struct conn_acc {
-	struct nsm_conn *v;
-	size_t n, cap;
-	int err;
-};
-
-static void conn_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *body,
-		       size_t len, void *arg)
-{
-	const struct nsm_conn_batch *b = body;
-	struct conn_acc *acc = arg;
-	size_t hdr = offsetof(struct nsm_conn_batch, conns);
-
-	if (h->type != NSM_MSG_CONN_BATCH || len < hdr || !b->n || b->n > NSM_CONN_BATCH ||
-	    len != hdr + b->n * sizeof(b->conns[0])) {
-		warn("nsm %s: malformed CONN_BATCH (%zu bytes); ignored", nsm->name, len);
-		return;
-	}
-	if (acc->err)
-		return;
-	if (acc->n + b->n > NKD_CONN_LIST_MAX) {
-		warn("nsm %s: CONN_BATCH lists more than %d connections; not believed", nsm->name,
-		     NKD_CONN_LIST_MAX);
-		acc->err = -EOVERFLOW;
-		return;
-	}
-	if (acc->n + b->n > acc->cap) {
-		size_t cap = acc->cap ? acc->cap * 2 : 64;
-		struct nsm_conn *v;
-
-		while (cap < acc->n + b->n)
-			cap *= 2;
-		v = realloc(acc->v, cap * sizeof(*v));
-		if (!v) {
-			acc->err = -ENOMEM;
-			return;
-		}
-		acc->v = v;
-		acc->cap = cap;
-	}
-	memcpy(acc->v + acc->n, b->conns, b->n * sizeof(b->conns[0]));
-	acc->n += b->n;
-}
-
 int conn_collect(struct nkd_nsm *nsm, uint32_t vm_id, struct nsm_conn **out, size_t *n)
 {
+	static const struct nsm_listing ls = {
+		NSM_MSG_CONN_LIST, NSM_MSG_CONN_BATCH, sizeof(struct nsm_conn), NSM_CONN_BATCH,
+		NKD_CONN_LIST_MAX,
+	};
 	struct nsm_conn_list req = { .vm_id = vm_id };
-	struct conn_acc acc = { 0 };
-	int ret, nerr = 0;
 
-	*out = NULL;
-	*n = 0;
-	ret = nsm_request_cb(nsm, NSM_MSG_CONN_LIST, &req, sizeof(req), -1, &nerr, conn_batch,
-			     &acc);
-	if (!ret && nerr)
-		ret = -nerr;
-	if (!ret && acc.err)
-		ret = acc.err;
-	if (ret) {
-		free(acc.v);
-		return ret;
-	}
-	*out = acc.v;
-	*n = acc.n;
-	return 0;
+	return nsm_collect(nsm, &ls, &req, sizeof(req), (void **)out, n);
 }
 
 static const char *conn_state_name(unsigned int s)

@@ -858,14 +858,22 @@ static bool ctl_unsolicited(struct nkd_nsm *nsm, const char *buf, ssize_t n, int
 	return true;
 }
 
+/* cb sees every other message carrying the request's seq before the
+ * REPLY (a listing's batches). */
+typedef void (*nsm_msg_cb)(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *body,
+			   size_t len, void *arg);
+
+static int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len,
+			  int fd, int *nsm_err, nsm_msg_cb cb, void *arg);
+
 int nsm_request(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
 		int *nsm_err)
 {
 	return nsm_request_cb(nsm, type, body, len, fd, nsm_err, NULL, NULL);
 }
 
-int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len, int fd,
-		   int *nsm_err, nsm_msg_cb cb, void *arg)
+static int nsm_request_cb(struct nkd_nsm *nsm, uint8_t type, const void *body, size_t len,
+			  int fd, int *nsm_err, nsm_msg_cb cb, void *arg)
 {
 	char buf[NSM_CTL_MSG_MAX] __attribute__((aligned(8)));
 	struct nsm_hdr *h = (void *)buf;
@@ -981,59 +989,97 @@ int nsm_push_vms(struct nkd_nsm *nsm)
 	return ret;
 }
 
-struct vm_acc {
-	struct nsm_vm_entry *v;
-	size_t n;
+/* A batch packet's head: {u32 n; u32 pad0}, the entries after it. */
+#define NSM_BATCH_HEAD	offsetof(struct nsm_conn_batch, conns)
+_Static_assert(offsetof(struct nsm_vm_batch, vms) == NSM_BATCH_HEAD, "one batch head");
+
+struct listing {
+	const struct nsm_listing *ls;
+	uint8_t *v;
+	size_t n, cap;
 	int err;
 };
 
-static void vm_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *body,
-		     size_t len, void *arg)
+static void listing_batch(struct nkd_nsm *nsm, const struct nsm_hdr *h, const void *body,
+			  size_t len, void *arg)
 {
-	const struct nsm_vm_batch *b = body;
-	size_t hdr = offsetof(struct nsm_vm_batch, vms);
-	struct vm_acc *acc = arg;
-	struct nsm_vm_entry *v;
+	struct listing *l = arg;
+	const struct nsm_listing *ls = l->ls;
+	uint32_t n = 0;
+	uint8_t *v;
+	size_t cap;
 
-	if (h->type != NSM_MSG_VM_BATCH || len < hdr || !b->n || b->n > NSM_VM_BATCH ||
-	    len != hdr + b->n * sizeof(b->vms[0])) {
-		warn("nsm %s: malformed VM_BATCH (%zu bytes); ignored", nsm->name, len);
+	if (len >= NSM_BATCH_HEAD)
+		memcpy(&n, body, sizeof(n));
+	if (h->type != ls->batch || len < NSM_BATCH_HEAD || !n || n > ls->per ||
+	    len != NSM_BATCH_HEAD + n * ls->esize) {
+		warn("nsm %s: malformed %s (%zu bytes); ignored", nsm->name, msg_name(ls->batch),
+		     len);
 		return;
 	}
-	if (acc->err)
+	if (l->err)
 		return;
-	if (acc->n + b->n > NKD_VM_ID_MAX) {
-		warn("nsm %s: VM_BATCH lists more than %d vms; not believed", nsm->name,
-		     NKD_VM_ID_MAX);
-		acc->err = -EOVERFLOW;
-		return;
-	}
-	v = realloc(acc->v, (acc->n + b->n) * sizeof(*v));
-	if (!v) {
-		acc->err = -ENOMEM;
+	if (l->n + n > ls->max) {
+		warn("nsm %s: %s lists more than %zu entries; not believed", nsm->name,
+		     msg_name(ls->batch), ls->max);
+		l->err = -EOVERFLOW;
 		return;
 	}
-	acc->v = v;
-	memcpy(acc->v + acc->n, b->vms, b->n * sizeof(b->vms[0]));
-	acc->n += b->n;
+	if (l->n + n > l->cap) {
+		for (cap = l->cap ? l->cap * 2 : 64; cap < l->n + n; cap *= 2)
+			;
+		v = realloc(l->v, cap * ls->esize);
+		if (!v) {
+			l->err = -ENOMEM;
+			return;
+		}
+		l->v = v;
+		l->cap = cap;
+	}
+	memcpy(l->v + l->n * ls->esize, (const uint8_t *)body + NSM_BATCH_HEAD, n * ls->esize);
+	l->n += n;
 }
 
-/* The NSM's VMs (VM_LIST) into *acc; 0, or -1 when it cannot say (logged;
- * acc->v freed). */
-static int vm_list_get(struct nkd_nsm *nsm, struct vm_acc *acc)
+int nsm_collect(struct nkd_nsm *nsm, const struct nsm_listing *ls, const void *body, size_t len,
+		void **out, size_t *n)
 {
-	struct nsm_vm_ref ref = { 0 };
+	struct listing l = { .ls = ls };
 	int ret, nerr = 0;
 
-	ret = nsm_request_cb(nsm, NSM_MSG_VM_LIST, &ref, sizeof(ref), -1, &nerr, vm_batch, acc);
-	if (!ret && !nerr && !acc->err)
+	*out = NULL;
+	*n = 0;
+	ret = nsm_request_cb(nsm, ls->req, body, len, -1, &nerr, listing_batch, &l);
+	if (!ret && nerr)
+		ret = -nerr;
+	if (!ret)
+		ret = l.err;
+	if (ret) {
+		free(l.v);
+		return ret;
+	}
+	*out = l.v;
+	*n = l.n;
+	return 0;
+}
+
+/* The NSM's VMs (VM_LIST) into *v (free() it) and *n; 0, or -1 when it
+ * cannot say (logged). */
+static int vm_list_get(struct nkd_nsm *nsm, struct nsm_vm_entry **v, size_t *n)
+{
+	static const struct nsm_listing ls = {
+		NSM_MSG_VM_LIST, NSM_MSG_VM_BATCH, sizeof(struct nsm_vm_entry), NSM_VM_BATCH,
+		NKD_VM_ID_MAX,
+	};
+	struct nsm_vm_ref ref = { 0 };
+	int ret = nsm_collect(nsm, &ls, &ref, sizeof(ref), (void **)v, n);
+
+	if (!ret)
 		return 0;
-	if (nerr == EOPNOTSUPP)
+	if (ret == -EOPNOTSUPP)
 		info("nsm %s: this nk-nsm cannot list its vms; vms deleted while nkd was down stay on it until it restarts",
 		     nsm->name);
 	else
-		warn("nsm %s: VM_LIST: %s", nsm->name, strerror(ret ? -ret : nerr ? nerr : -acc->err));
-	free(acc->v);
+		warn("nsm %s: VM_LIST: %s", nsm->name, strerror(-ret));
 	return -1;
 }
 
@@ -1041,19 +1087,19 @@ static int vm_list_get(struct nkd_nsm *nsm, struct vm_acc *acc)
  * adopts it gives the VMs of its file those ids. */
 json_t *nsm_vm_ids(struct nkd_nsm *nsm)
 {
-	struct vm_acc acc = { 0 };
+	struct nsm_vm_entry *v;
 	char name[NK_NAME_MAX];
 	json_t *ids;
-	size_t i;
+	size_t i, n;
 
-	if (vm_list_get(nsm, &acc))
+	if (vm_list_get(nsm, &v, &n))
 		return NULL;
 	ids = json_object();
-	for (i = 0; i < acc.n; i++) {
-		nkd_strscpy(name, acc.v[i].name, sizeof(name));
-		json_object_set_new(ids, name, json_integer(acc.v[i].vm_id));
+	for (i = 0; i < n; i++) {
+		nkd_strscpy(name, v[i].name, sizeof(name));
+		json_object_set_new(ids, name, json_integer(v[i].vm_id));
 	}
-	free(acc.v);
+	free(v);
 	return ids;
 }
 
@@ -1070,23 +1116,23 @@ json_t *nsm_vm_ids(struct nkd_nsm *nsm)
 void nsm_prune_strays(struct nkd_nsm *nsm)
 {
 	struct nsm_vm_ref ref = { 0 };
-	struct vm_acc acc = { 0 };
+	struct nsm_vm_entry *v;
 	struct nkd_vm *vm;
 	int ret, nerr = 0;
 	char name[NK_NAME_MAX];
-	size_t i;
+	size_t i, n;
 
-	if (nsm->state != NSM_RUNNING || vm_list_get(nsm, &acc))
+	if (nsm->state != NSM_RUNNING || vm_list_get(nsm, &v, &n))
 		return;
-	for (i = 0; i < acc.n; i++) {
-		nkd_strscpy(name, acc.v[i].name, sizeof(name));
-		for (vm = nkd.vms; vm && vm->id != acc.v[i].vm_id; vm = vm->next)
+	for (i = 0; i < n; i++) {
+		nkd_strscpy(name, v[i].name, sizeof(name));
+		for (vm = nkd.vms; vm && vm->id != v[i].vm_id; vm = vm->next)
 			;
 		if (vm && !strcmp(vm->name, name) &&
 		    (vm->nsm == nsm || move_draining_on(vm, nsm) ||
 		     state_drain_pending(vm->name, nsm->name)))
 			continue;
-		ref.vm_id = acc.v[i].vm_id;
+		ref.vm_id = v[i].vm_id;
 		ret = nsm_request(nsm, NSM_MSG_VM_DEL, &ref, sizeof(ref), -1, &nerr);
 		if (ret || nerr)
 			warn("nsm %s: vm %s (id %u) is no vm of nkd's there; removing it failed: %s",
@@ -1101,7 +1147,7 @@ void nsm_prune_strays(struct nkd_nsm *nsm)
 			info("nsm %s: removed vm %s (id %u), which it served but nkd no longer has",
 			     nsm->name, name, ref.vm_id);
 	}
-	free(acc.v);
+	free(v);
 }
 
 /* ---- supervision ---- */
