@@ -353,25 +353,26 @@ static __always_inline __u32 local_vm(const struct nk_steer_addr *a)
 	return av ? av->vm_id : 0;
 }
 
-/* Is vm_id quarantined?  If so the drop is counted for it. */
-static __always_inline int local_drop(__u32 vm_id)
+/* Is vm_id quarantined?  If so the drop is counted for it and its NSM. */
+static __always_inline int local_drop(struct __sk_buff *skb, __u32 vm_id)
 {
 	struct nk_steer_policy *pol;
 	struct nk_steer_vm *vm;
-	__u32 nsm_id, zero = 0;
+	struct steer_stats s;
+	__u32 zero = 0;
 
 	if (!vm_id)
 		return 0;
 	pol = bpf_map_lookup_elem(&vm_policy, &vm_id);
 	if (!pol || !pol->drop_all)
 		return 0;
-	count_one_drop(bpf_map_lookup_elem(&global_stats, &zero), NK_DROP_POLICY);
-	count_one_drop(bpf_map_lookup_elem(&vm_stats, &vm_id), NK_DROP_POLICY);
+	s = (struct steer_stats){ .global = bpf_map_lookup_elem(&global_stats, &zero),
+				  .len = skb->len };
+	stats_set_vm(&s, vm_id);
 	vm = bpf_map_lookup_elem(&vms, &vm_id);
-	if (vm) {
-		nsm_id = vm->nsm_id;
-		count_one_drop(bpf_map_lookup_elem(&nsm_stats, &nsm_id), NK_DROP_POLICY);
-	}
+	if (vm)
+		stats_set_nsm(&s, vm->nsm_id);
+	count_drop(&s, NK_DROP_POLICY);
 	return 1;
 }
 
@@ -397,7 +398,7 @@ int tc_steer_local(struct __sk_buff *skb)
 	/* a VM talking to itself: its own business, as in its own stack */
 	if (svm == dvm)
 		return TC_ACT_OK;
-	if (local_drop(svm) || local_drop(dvm))
+	if (local_drop(skb, svm) || local_drop(skb, dvm))
 		return TC_ACT_SHOT;
 	return TC_ACT_OK;
 }

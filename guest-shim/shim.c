@@ -435,15 +435,6 @@ static int hello_connect(struct nk_sock *sk, int s, struct nk_hello_req *req,
  * the NSM's reply). */
 static bool no_setup_flag, no_offer_flag;
 
-/*
- * Turn a fresh local socket into a NetKernel socket: open a stream, HELLO,
- * replay the options, then put the stream in the application's fd.  With
- * dst (a TCP connect), the set-up is pipelined: hello_connect(); *cerr is
- * then the CONNECT's outcome, or NK_CONNECT_NOT_SENT when the NSM did not
- * take pipelined requests and the caller has to send the CONNECT itself.
- * setup, if not NULL: requests for the new socket (its token is known)
- * before the stream takes the fd; if it fails, the fd is left as it was.
- */
 /* O_ASYNC on fd: if it is readable already, the signal its owner would
  * have had (F_SETSIG's, else SIGIO). */
 static void async_kick(int fd)
@@ -463,6 +454,15 @@ static void async_kick(int fd)
 		kill(own.type == F_OWNER_PGRP ? -own.pid : own.pid, sig);
 }
 
+/*
+ * Turn a fresh local socket into a NetKernel socket: open a stream, HELLO,
+ * replay the options, then put the stream in the application's fd.  With
+ * dst (a TCP connect), the set-up is pipelined: hello_connect(); *cerr is
+ * then the CONNECT's outcome, or NK_CONNECT_NOT_SENT when the NSM did not
+ * take pipelined requests and the caller has to send the CONNECT itself.
+ * setup, if not NULL: requests for the new socket (its token is known)
+ * before the stream takes the fd; if it fails, the fd is left as it was.
+ */
 static int promote_stream(struct nk_sock *sk, int fd, bool again, const struct nk_addr *dst,
 			  int *cerr, int (*setup)(struct nk_sock *))
 {
@@ -1708,8 +1708,7 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	 * as on Linux, the next connect() returns its outcome once, 0 or
 	 * the error (ECONNABORTED if SO_ERROR or a data call took it), and
 	 * only the one after that says EISCONN or connects again. */
-	if (sk->connect_unreported && sk->state != NKS_CONNECTING &&
-	    addr->sa_family != AF_UNSPEC) {
+	if (sk->connect_unreported && sk->state != NKS_CONNECTING) {
 		sk->connect_unreported = false;
 		if (sk->state == NKS_CONNECTED) {
 			/* ended by a reset meanwhile: Linux's CLOSE state, where
@@ -1761,8 +1760,7 @@ NK_API int connect(int fd, const struct sockaddr *addr, socklen_t len)
 		goto out;
 	/* a link-local destination needs its interface, as Linux's
 	 * tcp_v6_connect() says (the NSM would pick its own) */
-	if (req.addr.family == NK_AF_INET6 && req.addr.addr[0] == 0xfe &&
-	    (req.addr.addr[1] & 0xc0) == 0x80 && !req.addr.scope_id) {
+	if (nk_addr_is_linklocal(&req.addr) && !req.addr.scope_id) {
 		ret = -EINVAL;
 		goto out;
 	}
